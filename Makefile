@@ -1,0 +1,39 @@
+# graylane — the two commands a newcomer needs: `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: setup deps test unit lint bench kube demo clean
+
+$(BIN)/graylane: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+setup: $(BIN)/graylane  ## create .venv with graylane installed
+
+deps:  ## Debian packages the tests and the demo use
+	bash infra/local/install-deps.sh
+
+kube:  ## build (or reuse the cached) kube-apiserver + kube-controller-manager
+	bash tests/k8s/build-kube.sh
+
+test: setup deps kube lint  ## everything the tests need, then the whole suite
+	$(BIN)/pytest
+
+unit: setup  ## only the pure tests (no servers)
+	$(BIN)/pytest tests/unit tests/property
+
+lint: setup
+	$(BIN)/ruff check functions tests
+
+bench: setup deps kube  ## benchmarks: JSON under tests/bench/results/, a table on stdout
+	$(BIN)/python -m tests.bench
+
+demo: setup deps  ## the main job on the embedded default (SQLite, local HAProxy/Prometheus)
+	$(BIN)/graylane demo
+
+clean:
+	rm -rf $(VENV) .pytest_cache tests/bench/results

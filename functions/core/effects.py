@@ -1,0 +1,77 @@
+"""Effects: what decide() asks the outside world to do. Frozen values with deterministic ids.
+
+The runner applies them in order through the provider interfaces; each is idempotent, so a redelivered
+event or a repeated tick may apply one again without harm. Ordering matters (traffic back to stable
+before the canary scales down), so the runner stops at the first effect that is not done yet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from functions.core.policy import CircuitBreaker, Match, RateLimit
+
+EffectKind = Literal[
+    "deploy-preview",
+    "run-migration",
+    "deploy-canary",
+    "set-routes",
+    "promote-stable",
+    "scale-down-canary",
+    "keep-warm",
+    "set-protection",
+    "notify",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePlan:
+    """Desired traffic: stable + canary weights (sum 100) and the A/B rules sending matches to the canary."""
+
+    stable: int = 100
+    canary: int = 0
+    match: tuple[Match, ...] = ()
+    salt: str = ""  # user-hash salt for this release
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.canary <= 100 and 0 <= self.stable <= 100 and self.stable + self.canary == 100):
+            raise ValueError(f"route weights must be 0..100 and sum to 100, got {self.stable}/{self.canary}")
+
+    @classmethod
+    def canary_at(cls, weight: int, match: tuple[Match, ...] = (), salt: str = "") -> RoutePlan:
+        return cls(stable=100 - weight, canary=weight, match=match, salt=salt)
+
+    def to_dict(self) -> dict[str, Any]:
+        from functions.core.codec import to_plain
+
+        return to_plain(self)
+
+
+STABLE_ONLY = RoutePlan()
+
+
+@dataclass(frozen=True, slots=True)
+class Protection:
+    """Desired production protection on the app's route."""
+
+    rate_limit: RateLimit | None = None
+    circuit_breaker: CircuitBreaker | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Effect:
+    id: str  # "<release id>/<generation>/<index>-<kind>": deterministic, so replays are recognised
+    kind: EffectKind
+    cluster: str = ""  # wave's kube context; empty means the current one
+    image: str = ""  # deploy-*, promote-stable, keep-warm
+    version: str = ""
+    routes: RoutePlan | None = None  # set-routes
+    protection: Protection | None = None  # set-protection
+    job: str = ""  # run-migration: Job name
+    command: tuple[str, ...] = ()  # run-migration
+    environment: str = ""  # deploy-preview
+    namespace: str = ""  # deploy-preview: target namespace if not the app's
+    workload: str = ""  # deploy-preview: target workload
+    message: str = ""  # notify
+    notice: dict[str, Any] = field(default_factory=dict)  # notify: structured payload (transition, gate, ...)

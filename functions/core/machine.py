@@ -1,0 +1,542 @@
+"""The release state machine. `decide()` is the only entry point; it does no I/O.
+
+    decide(policy, state, event, now, observation) -> Decision(state, effects, events)
+
+Every transition lives in TRANSITIONS (phase x event kind -> rule) or in a stage rule it names
+(stages.py). Under at-least-once delivery an out-of-place event is normal: decide() never raises for
+one; it returns the state unchanged (commands are still audited) and an `event.ignored` event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime
+from typing import NamedTuple
+
+from functions.core import events as ev
+from functions.core.analysis import judge
+from functions.core.effects import STABLE_ONLY, Effect, RoutePlan
+from functions.core.events import (
+    NO_OBSERVATION,
+    Alert,
+    Command,
+    Emitted,
+    Event,
+    ImagePushed,
+    Observation,
+    Tick,
+)
+from functions.core.policy import ApprovalStage, PreviewStage, PromoteStage, RollbackMode
+from functions.core.protection import effective_protection, expire, rule_matches
+from functions.core.stages import (
+    ENTER,
+    FIRE,
+    analysis_allows,
+    next_step,
+    record_verdict,
+    set_weight,
+    wait_at_gate,
+)
+from functions.core.state import (
+    ActiveAlert,
+    Actor,
+    AppState,
+    GateDecision,
+    Phase,
+    Release,
+    Timer,
+    Version,
+    bounded,
+    parse_iso,
+)
+from functions.core.tx import Tx
+
+Rule = Callable[[Tx], None]
+
+
+class Decision(NamedTuple):
+    state: AppState
+    effects: tuple[Effect, ...]
+    events: tuple[Emitted, ...]
+
+
+def decide(policy: object, state: AppState, event: Event, now: datetime,
+           observation: Observation = NO_OBSERVATION) -> Decision:  # fmt: skip
+    from functions.core.policy import Policy
+
+    assert isinstance(policy, Policy)
+    if event.id and event.id in state.seen:
+        return Decision(state, (), ())  # a redelivery: already decided
+    tx = Tx(policy, state, event, now, observation)
+    kind = event_kind(event)
+    if kind in ("push", "alert"):
+        GLOBAL[kind](tx)
+    elif tx.rel is None or not tx.rel.active:
+        INACTIVE.get(kind, _not_active)(tx)
+    else:
+        TRANSITIONS[tx.rel.phase].get(kind, _not_now)(tx)
+    return Decision(*tx.result())
+
+
+def event_kind(event: Event) -> str:
+    if isinstance(event, ImagePushed):
+        return "push"
+    if isinstance(event, Tick):
+        return "tick"
+    if isinstance(event, Alert):
+        return "alert"
+    return event.action
+
+
+def wants_analysis(policy: object, state: AppState, now: datetime) -> bool:
+    """Should the runner measure metrics before deciding on a tick? (Pure, used by the runner.)"""
+    from functions.core.policy import Policy
+
+    assert isinstance(policy, Policy)
+    rel = state.release
+    if policy.analysis is None or rel is None or not rel.analysing:
+        return False
+    if rel.phase not in (Phase.PROGRESSING, Phase.WAITING):
+        return False
+    if not rel.last_analysis_at:
+        return True
+    return (now - parse_iso(rel.last_analysis_at)).total_seconds() >= policy.analysis.interval * 0.95
+
+
+# -- ignoring ---------------------------------------------------------------------------------------
+
+
+def ignore(tx: Tx, reason: str) -> None:
+    """Out of place: state unchanged; a command is still audited in the history."""
+    event = tx.event
+    phase = tx.rel.phase.value if tx.rel else "none"
+    if isinstance(event, Command):
+        tx.record("ignored", reason=f"{event.action}: {reason}")
+        tx.emit(ev.COMMAND_REJECTED, {"app": tx.policy.app, "action": event.action, "reason": reason}, release=False)
+    else:
+        tx.emit(ev.EVENT_IGNORED, {"app": tx.policy.app, "eventType": event.type, "eventId": event.id,
+                                   "phase": phase, "reason": reason}, release=False)  # fmt: skip
+
+
+def _not_now(tx: Tx) -> None:
+    ignore(tx, f"not possible while the release is {tx.release.phase.value}")
+
+
+def _not_active(tx: Tx) -> None:
+    ignore(tx, "no active release")
+
+
+# -- image pushed -------------------------------------------------------------------------------------
+
+
+def on_push(tx: Tx) -> None:
+    event = tx.event
+    assert isinstance(event, ImagePushed)
+    target, rel, state = event.target, tx.rel, tx.state
+    if rel is not None and rel.active and rel.target.image == target.image:
+        return ignore(tx, f"{target.version} is already being released")
+    if (rel is None or not rel.active) and state.stable.image == target.image:
+        return ignore(tx, f"{target.version} is already stable")
+    if not state.stable.image:
+        return _initialise(tx, target)
+    if rel is not None and rel.active:
+        tx.stable_only()  # traffic back to stable before the new canary replaces the old one
+        tx.update(canary_deployed=False, match=(), weight=0)
+        tx.set_phase(Phase.SUPERSEDED, "superseded", f"superseded by {target.version}", ev.RELEASE_SUPERSEDED)
+    _start(tx, target, kind="release")
+    enter_from(tx, 0)
+
+
+def _initialise(tx: Tx, target: Version) -> None:
+    """The first image an app ever sees becomes stable directly: there is nothing to compare it with."""
+    tx.effect("promote-stable", image=target.image, version=target.version)
+    tx.route(STABLE_ONLY)
+    tx.set_state(stable=target)
+    tx.record("initialised", reason=f"{target.version} is the first version: made stable")
+
+
+def _start(tx: Tx, target: Version, kind: str) -> None:
+    seq = tx.state.seq + 1
+    tx.set_state(seq=seq)
+    tx.rel = Release(id=f"{tx.policy.name}-{seq}", seq=seq, target=target, origin=tx.state.stable,
+                     started_at=tx.now_iso, kind=kind, stage_started_at=tx.now_iso)  # fmt: skip
+    tx.changed = True
+    tx.record("started", reason=f"{kind} {tx.state.stable.version or '-'} -> {target.version}")
+    tx.emit(ev.RELEASE_STARTED)
+
+
+def enter_from(tx: Tx, index: int) -> None:
+    """Enter stage `index`, and the ones after it while they complete at once."""
+    stages = tx.policy.stages
+    while index < len(stages):
+        stage = stages[index]
+        tx.update(stage=index, step=0, stage_started_at=tx.now_iso, step_started_at=tx.now_iso,
+                  timer=None, gate="", gate_next=-1, passes_in_step=0)  # fmt: skip
+        if tx.release.phase != Phase.PROGRESSING:
+            tx.set_phase(Phase.PROGRESSING, "progressing")
+        tx.record("stage", reason=f"entered {stage.kind} stage {index + 1}/{len(stages)}")
+        tx.emit(ev.RELEASE_STAGE, {"stageKind": stage.kind})
+        if not ENTER[type(stage)](tx, stage):
+            return
+        index += 1
+    _finish_wave(tx)
+
+
+def _finish_wave(tx: Tx) -> None:
+    rel, waves = tx.release, tx.policy.waves
+    if rel.wave + 1 < len(waves):
+        nxt = rel.wave + 1
+        tx.update(wave=nxt, promoted=False, canary_deployed=False, watching=False, weight=0, match=())
+        tx.set_state(routes=STABLE_ONLY)  # the next cluster's route still sends everything to its stable
+        tx.record("wave", reason=f"wave {waves[nxt].name} ({nxt + 1}/{len(waves)})")
+        if waves[nxt].approval:
+            tx.update(stage=0)
+            return wait_at_gate(tx, f"wave-{waves[nxt].name}", 0, None)
+        return enter_from(tx, 0)
+    tx.set_phase(Phase.SUCCEEDED, "succeeded", f"{rel.target.version} fully released", ev.RELEASE_SUCCEEDED)
+
+
+# -- ticks ---------------------------------------------------------------------------------------------
+
+
+def _heal_drift(tx: Tx) -> None:
+    live = tx.obs.routes
+    if live is None or live == tx.state.routes:
+        return
+    if any(e.kind == "set-routes" for e in tx.state.pending):
+        return  # a write is still on its way
+    tx.effect("set-routes", routes=tx.state.routes)
+    tx.record("drift", reason=f"live routes {live.stable}/{live.canary} differ from desired "
+                              f"{tx.state.routes.stable}/{tx.state.routes.canary}: re-applied")  # fmt: skip
+
+
+def _analyse(tx: Tx) -> None:
+    rel, analysis, samples = tx.release, tx.policy.analysis, tx.obs.metrics
+    if analysis is None or samples is None or not rel.analysing:
+        return
+    verdict = judge(analysis, samples, tx.now_iso)
+    record_verdict(tx, verdict)
+    tx.emit(ev.ANALYSIS_VERDICT, {"verdict": verdict.verdict, "reason": verdict.reason,
+                                  "metrics": ev.verdict_data(verdict.metrics)})  # fmt: skip
+    rel = tx.release
+    if verdict.verdict == "fail" and rel.failures >= analysis.failure_limit:
+        _fail(tx, f"analysis failed: {verdict.reason}")
+    elif verdict.verdict == "inconclusive" and rel.inconclusive_run >= analysis.inconclusive_limit:
+        _pause(tx, f"{rel.inconclusive_run} inconclusive verdicts in a row: {verdict.reason}")
+
+
+def tick_progressing(tx: Tx) -> None:
+    _heal_drift(tx)
+    _analyse(tx)
+    rel = tx.release
+    if rel.phase != Phase.PROGRESSING:
+        return
+    stage = tx.stage()
+    if isinstance(stage, PreviewStage) and not tx.state.pending:
+        tx.record("preview-ready", reason=f"{rel.target.version} deployed to {stage.environment}")
+        return enter_from(tx, rel.stage + 1)
+    if not tx.timer_fired() or stage is None:
+        return
+    timer = rel.timer
+    assert timer is not None
+    done = FIRE[timer.name](tx, stage)
+    if done or tx.release.timer != timer:
+        tx.record("timer", reason=f"{timer.name} timer", scheduled_at=timer.due)
+    if done:
+        enter_from(tx, tx.release.stage + 1)
+
+
+def tick_waiting(tx: Tx) -> None:
+    _heal_drift(tx)
+    _analyse(tx)
+    rel = tx.release
+    if rel.phase != Phase.WAITING or not tx.timer_fired():
+        return
+    stage = tx.stage()
+    on_timeout = stage.on_timeout if isinstance(stage, ApprovalStage) else "reject"
+    tx.record("gate-timeout", reason=f"gate {rel.gate} timed out: {on_timeout}", scheduled_at=rel.timer.due)
+    if on_timeout == "approve":
+        _pass_gate(tx, rel.gate, "timed-out", {})
+    else:
+        _decide_gate(tx, rel.gate, "timed-out")
+        _rollback(tx, f"gate {rel.gate} timed out", Phase.ABORTED, "aborted", ev.RELEASE_ABORTED)
+
+
+def tick_held(tx: Tx) -> None:
+    _heal_drift(tx)
+
+
+def tick_inactive(tx: Tx) -> None:
+    _heal_drift(tx)
+    alerts = expire(tx.policy, tx.state.alerts, tx.now)
+    if alerts != tx.state.alerts:
+        tx.set_state(alerts=alerts)
+        tx.protect(effective_protection(tx.policy, tx.state.base_protection, alerts), "alert hold-down over")
+
+
+# -- failure and rollback --------------------------------------------------------------------------------
+
+
+def _fail(tx: Tx, reason: str) -> None:
+    mode = tx.policy.rollback
+    if mode is RollbackMode.ROLLBACK:
+        return _rollback(tx, reason, Phase.ROLLED_BACK, "rolled-back", ev.RELEASE_ROLLED_BACK)
+    tx.update(timer=None)
+    if mode is RollbackMode.ROLL_FORWARD:
+        tx.stable_only()
+        tx.update(weight=0, match=())
+        reason += " (roll-forward: traffic on stable, waiting for a fixed image)"
+    tx.set_phase(Phase.FROZEN, "frozen", reason, ev.RELEASE_FROZEN)
+
+
+def _rollback(tx: Tx, reason: str, phase: Phase, action: str, event_type: str) -> None:
+    """Traffic returns to the previous version first; only then are workloads changed."""
+    rel, state = tx.release, tx.state
+    origin = rel.origin
+    if rel.promoted:
+        if rel.watching and state.warm == origin:
+            tx.route(RoutePlan.canary_at(100))  # the warm previous version takes traffic at once
+        tx.effect("promote-stable", image=origin.image, version=origin.version)
+        tx.route(STABLE_ONLY)
+        revisions = tuple(v for v in state.revisions if v != origin)
+        tx.set_state(stable=origin, revisions=revisions, warm=None, warm_until="")
+    else:
+        tx.stable_only()
+    if rel.canary_deployed or rel.promoted:
+        tx.effect("scale-down-canary")
+    for wave in range(rel.wave):  # earlier waves were promoted: return them too
+        tx.effect("promote-stable", image=origin.image, version=origin.version, cluster=tx.cluster(wave))
+    tx.update(weight=0, match=(), canary_deployed=False, watching=False, promoted=False)
+    tx.set_phase(phase, action, reason, event_type)
+
+
+def _pause(tx: Tx, reason: str) -> None:
+    rel = tx.release
+    left = None
+    if rel.timer is not None:
+        left = max(0.0, (parse_iso(rel.timer.due) - tx.now).total_seconds())
+    tx.update(paused_from=rel.phase.value, paused_timer_left=left)
+    tx.set_phase(Phase.PAUSED, "paused", reason, ev.RELEASE_PAUSED)
+
+
+# -- commands ------------------------------------------------------------------------------------------
+
+
+def _command(tx: Tx) -> Command:
+    assert isinstance(tx.event, Command)
+    return tx.event
+
+
+def _who(tx: Tx) -> str:
+    actor = _command(tx).actor
+    return f"{actor.user} via {actor.via}"
+
+
+def _decide_gate(tx: Tx, gate: str, decision: str, params: dict[str, int] | None = None) -> None:
+    rel = tx.release
+    record = GateDecision(gate=gate, decision=decision, at=tx.now_iso, params=dict(params or {}),
+                          by=tx.actor or Actor())  # fmt: skip
+    tx.update(gates=rel.gates + (record,))
+    tx.emit(ev.GATE_DECIDED, {"gate": gate, "decision": decision, "params": dict(params or {})})
+
+
+def _pass_gate(tx: Tx, gate: str, decision: str, params: dict[str, int]) -> None:
+    rel = tx.release
+    tx.update(params={**rel.params, **params})
+    _decide_gate(tx, gate, decision, params)
+    tx.record(decision, reason=f"gate {gate} {decision}" + (f" with {params}" if params else ""))
+    enter_from(tx, rel.gate_next if rel.gate_next >= 0 else rel.stage + 1)
+
+
+def _gate_params(tx: Tx, cmd: Command) -> dict[str, int] | str:
+    """The gate's declared parameters filled from the command, or the reason they are refused."""
+    stage = tx.stage()
+    declared = stage.params if isinstance(stage, ApprovalStage) and stage.name == tx.release.gate else ()
+    given = dict(cmd.params)
+    if cmd.weight is not None:
+        given.setdefault("weight", cmd.weight)
+    out: dict[str, int] = {}
+    for p in declared:
+        value = given.get(p.name, p.default)
+        if value is None:
+            return f"gate {stage.name} needs parameter {p.name} ({p.min}..{p.max})"  # type: ignore[union-attr]
+        if not p.min <= value <= p.max:
+            return f"parameter {p.name}={value} is not allowed; expected {p.min}..{p.max}"
+        out[p.name] = int(value)
+    return out
+
+
+def cmd_approve(tx: Tx) -> None:
+    cmd, rel = _command(tx), tx.release
+    gate = cmd.gate or rel.gate
+    if gate != rel.gate:
+        return ignore(tx, f"gate {gate} is not open; waiting at {rel.gate}")
+    params = _gate_params(tx, cmd)
+    if isinstance(params, str):
+        return ignore(tx, params)
+    _pass_gate(tx, gate, "approved", params)
+
+
+def cmd_reject(tx: Tx) -> None:
+    cmd, rel = _command(tx), tx.release
+    gate = cmd.gate or rel.gate
+    if gate != rel.gate:
+        return ignore(tx, f"gate {gate} is not open; waiting at {rel.gate}")
+    _decide_gate(tx, gate, "rejected")
+    why = f"gate {gate} rejected by {_who(tx)}" + (f": {cmd.reason}" if cmd.reason else "")
+    _rollback(tx, why, Phase.ABORTED, "rejected", ev.RELEASE_ABORTED)
+
+
+def cmd_weight(tx: Tx) -> None:
+    cmd, rel = _command(tx), tx.release
+    if cmd.weight is None or not 0 <= cmd.weight <= 100:
+        return ignore(tx, f"weight {cmd.weight} is not allowed; expected 0..100")
+    if not rel.canary_deployed or rel.promoted:
+        return ignore(tx, "no canary is taking traffic in this stage")
+    tx.update(params={**rel.params, "weight": cmd.weight})
+    set_weight(tx, cmd.weight, f"manual weight {cmd.weight} by {_who(tx)}")
+    tx.emit(ev.WEIGHT_CHANGED)
+
+
+def cmd_promote(tx: Tx) -> None:
+    rel, stages = tx.release, tx.policy.stages
+    analysis = tx.policy.analysis
+    if analysis is not None and rel.failures >= analysis.failure_limit:
+        return ignore(tx, "analysis failed: promotion refused")
+    if rel.watching:
+        timer = rel.timer
+        tx.update(timer=None)
+        FIRE["watch"](tx, stages[rel.stage])
+        tx.record("promote", reason=f"watch ended early by {_who(tx)}", scheduled_at=timer.due if timer else "")
+        return enter_from(tx, rel.stage + 1)
+    target = next((i for i in range(rel.stage, len(stages)) if isinstance(stages[i], PromoteStage)), None)
+    if target is None or rel.promoted:
+        return ignore(tx, "nothing left to promote")
+    for i in range(rel.stage, target):  # the command stands for every gate it skips, and says so
+        stage = stages[i]
+        if isinstance(stage, ApprovalStage) and (i > rel.stage or rel.phase == Phase.WAITING):
+            _decide_gate(tx, stage.name, "approved")
+    tx.record("promote", reason=f"promoted by {_who(tx)}")
+    enter_from(tx, target)
+
+
+def cmd_pause(tx: Tx) -> None:
+    _pause(tx, f"paused by {_who(tx)}" + (f": {_command(tx).reason}" if _command(tx).reason else ""))
+
+
+def cmd_resume(tx: Tx) -> None:
+    rel = tx.release
+    if rel.phase == Phase.PAUSED:
+        timer = rel.timer
+        if timer is not None and rel.paused_timer_left is not None:
+            timer = Timer(name=timer.name, due=tx.due(rel.paused_timer_left))
+        tx.update(timer=timer, paused_timer_left=None, inconclusive_run=0)
+        tx.set_phase(Phase(rel.paused_from or "progressing"), "resumed", f"resumed by {_who(tx)}", ev.RELEASE_RESUMED)
+        return
+    stage = tx.stage()
+    if rel.timer is not None or stage is None:
+        return ignore(tx, "the release is not paused")
+    # an indefinite pause (a step without a duration, an open-ended A/B test): a human moves it on
+    if not analysis_allows(tx) and rel.verdicts and rel.verdicts[-1].verdict == "fail":
+        return ignore(tx, "the latest analysis failed")
+    tx.record("resumed", reason=f"continued by {_who(tx)}")
+    if next_step(tx, stage):
+        enter_from(tx, tx.release.stage + 1)
+
+
+def cmd_abort(tx: Tx) -> None:
+    why = f"aborted by {_who(tx)}" + (f": {_command(tx).reason}" if _command(tx).reason else "")
+    _rollback(tx, why, Phase.ABORTED, "aborted", ev.RELEASE_ABORTED)
+
+
+def cmd_rollback(tx: Tx) -> None:
+    cmd, rel = _command(tx), tx.rel
+    if rel is not None and rel.active:
+        if cmd.version and cmd.version != rel.origin.version:
+            return ignore(tx, f"release {rel.id} is active; abort it before rolling back to {cmd.version}")
+        why = f"rolled back by {_who(tx)}" + (f": {cmd.reason}" if cmd.reason else "")
+        return _rollback(tx, why, Phase.ROLLED_BACK, "rolled-back", ev.RELEASE_ROLLED_BACK)
+    state = tx.state
+    known = [v for v in state.revisions if not cmd.version or v.version == cmd.version]
+    if not known:
+        have = ", ".join(v.version for v in state.revisions) or "none"
+        return ignore(tx, f"version {cmd.version or '(previous)'} is not in the revision history ({have})")
+    target = known[0]
+    warm = state.warm == target and state.warm_until and parse_iso(state.warm_until) > tx.now
+    _start(tx, target, kind="rollback")
+    if warm:
+        tx.route(RoutePlan.canary_at(100))  # the previous version is still running: switch at once
+    tx.effect("promote-stable", image=target.image, version=target.version)
+    tx.route(STABLE_ONLY)
+    if warm:
+        tx.effect("scale-down-canary")
+    revisions = (state.stable,) + tuple(v for v in state.revisions if v != target)
+    tx.set_state(stable=target, revisions=revisions[: tx.policy.revision_history], warm=None, warm_until="")
+    why = f"rolled back to {target.version} by {_who(tx)}" + (" (warm)" if warm else "")
+    tx.set_phase(Phase.ROLLED_BACK, "rolled-back", why, ev.RELEASE_ROLLED_BACK)
+
+
+# -- alerts -----------------------------------------------------------------------------------------------
+
+
+def _names_canary(alert: Alert, rel: Release) -> bool:
+    labels = alert.labels
+    return (
+        labels.get("graylane_release") == rel.id
+        or labels.get("track") == "canary"
+        or labels.get("canary") == "true"
+        or (bool(rel.target.version) and labels.get("version") == rel.target.version)
+    )
+
+
+def on_alert(tx: Tx) -> None:
+    alert = tx.event
+    assert isinstance(alert, Alert)
+    acted = False
+    rel = tx.rel
+    if alert.firing and rel is not None and rel.active and rel.canary_deployed and _names_canary(alert, rel):
+        _rollback(tx, f"alert {alert.alertname} fired on the canary", Phase.ROLLED_BACK, "rolled-back",
+                  ev.RELEASE_ROLLED_BACK)  # fmt: skip
+        acted = True
+    acted = _protection(tx, alert) or acted
+    if not acted:
+        ignore(tx, f"alert {alert.alertname} matches no protection rule and no canary")
+
+
+def _protection(tx: Tx, alert: Alert) -> bool:
+    rules = [i for i, r in enumerate(tx.policy.protection) if rule_matches(r, alert.alertname, alert.labels)]
+    if not rules:
+        return False
+    alerts = {a.fingerprint: a for a in tx.state.alerts}
+    known = alerts.get(alert.fingerprint)
+    if alert.firing:
+        if known is not None and not known.resolved_at:
+            return False  # the same alert again: idempotent per fingerprint
+        alerts[alert.fingerprint] = ActiveAlert(fingerprint=alert.fingerprint, rule=rules[0], since=tx.now_iso)
+    else:
+        if known is None or known.resolved_at:
+            return False
+        alerts[alert.fingerprint] = replace(known, resolved_at=tx.now_iso)
+    active = expire(tx.policy, bounded(tuple(alerts.values()), 50), tx.now)
+    tx.set_state(alerts=active)
+    state_word = "firing" if alert.firing else "resolved (relaxes after hold-down)"
+    tx.record("alert", reason=f"alert {alert.alertname} {state_word}")
+    tx.protect(effective_protection(tx.policy, tx.state.base_protection, active), f"alert {alert.alertname} {state_word}")
+    return True
+
+
+# -- the table ------------------------------------------------------------------------------------------
+
+_ANY_ACTIVE: dict[str, Rule] = {"abort": cmd_abort, "rollback": cmd_rollback, "weight": cmd_weight}
+
+TRANSITIONS: dict[Phase, dict[str, Rule]] = {
+    Phase.PROGRESSING: {**_ANY_ACTIVE, "tick": tick_progressing, "promote": cmd_promote, "pause": cmd_pause,
+                        "resume": cmd_resume},  # fmt: skip
+    Phase.WAITING: {**_ANY_ACTIVE, "tick": tick_waiting, "approve": cmd_approve, "reject": cmd_reject,
+                    "promote": cmd_promote, "pause": cmd_pause},  # fmt: skip
+    Phase.PAUSED: {**_ANY_ACTIVE, "tick": tick_held, "resume": cmd_resume, "promote": cmd_promote},
+    Phase.FROZEN: {"tick": tick_held, "abort": cmd_abort, "rollback": cmd_rollback},
+}
+INACTIVE: dict[str, Rule] = {"tick": tick_inactive, "rollback": cmd_rollback}
+GLOBAL: dict[str, Rule] = {"push": on_push, "alert": on_alert}

@@ -1,0 +1,262 @@
+"""The policy model: what a service owner declares for one app. Frozen values, no I/O.
+
+A policy is YAML (see infra/examples/). `functions.core.policy_parse.parse_policy` turns a mapping
+into a `Policy`, collecting every problem with its exact field path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Literal
+
+
+class RollbackMode(StrEnum):
+    ROLLBACK = "rollback"  # traffic back to stable, canary scaled down, release ends rolled back
+    FREEZE = "freeze"  # hold everything exactly as it is and alert: a human decides
+    ROLL_FORWARD = "roll-forward"  # traffic back to stable, canary kept, wait for a fixed image
+
+
+MatchKind = Literal["header", "cookie", "user-id-digit", "user-hash", "source-ip"]
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """One targeting rule; a request matching any rule of a stage goes to the canary."""
+
+    kind: MatchKind
+    name: str = ""  # header/cookie name; for user-id-digit/user-hash: header carrying the user id
+    value: str = ""  # exact value (header/cookie)
+    regex: str = ""  # regular expression (header/cookie), alternative to value
+    digits: tuple[int, ...] = ()  # user-id-digit: last decimal digits sent to the canary
+    percent: int = 0  # user-hash: MurmurHash3(salt + user id) % 100 < percent goes to the canary
+    salt: str = ""  # user-hash: per-release salt; empty means the release id
+    cidrs: tuple[str, ...] = ()  # source-ip: client address ranges
+
+
+JudgeKind = Literal["threshold", "comparison", "sequential"]
+
+
+@dataclass(frozen=True, slots=True)
+class MetricCheck:
+    """One metric the analysis looks at and how it is judged."""
+
+    name: str
+    template: str = ""  # built-in template: success-rate | error-rate | latency
+    query: str = ""  # custom PromQL; {{namespace}} {{app}} {{stable}} {{canary}} {{window}} {{interval}}
+    judge: JudgeKind = "threshold"
+    min: float | None = None  # threshold: pass when min <= value <= max
+    max: float | None = None
+    tolerance: float = 0.0  # comparison: allowed canary-vs-stable difference (same unit as the metric)
+    relative: bool = False  # comparison: tolerance is a ratio of the stable value
+
+
+@dataclass(frozen=True, slots=True)
+class Analysis:
+    interval: float = 10.0  # seconds between looks (ticks faster than this are no-ops for analysis)
+    window: float = 60.0  # query window in seconds
+    metrics: tuple[MetricCheck, ...] = ()
+    start_step: int = 1  # 1-based canary step from which analysis runs (the Argo seed uses 2)
+    failure_limit: int = 1  # failed verdicts before the release fails
+    inconclusive_limit: int = 6  # consecutive inconclusive verdicts before the release pauses
+    min_requests: int = 50  # minimum canary requests before a verdict other than inconclusive
+    alpha: float = 0.01  # sequential judge: bound on the false-rollback probability
+    prometheus: str = ""  # Prometheus URL; empty means the process default
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationJob:
+    name: str
+    command: tuple[str, ...] = ()
+    image: str = ""  # empty means the release image
+
+
+@dataclass(frozen=True, slots=True)
+class PreviewStage:
+    kind: Literal["preview"] = "preview"
+    environment: str = "preview"
+    namespace: str = ""  # empty means the app namespace
+    workload: str = ""  # preview Deployment name; empty means <app>-<environment>
+    migration: MigrationJob | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GateParam:
+    name: str  # e.g. "weight"
+    default: int | None = None
+    min: int = 0
+    max: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalStage:
+    name: str
+    kind: Literal["approval"] = "approval"
+    params: tuple[GateParam, ...] = ()
+    timeout: float | None = None  # seconds; None waits forever
+    on_timeout: Literal["reject", "approve"] = "reject"
+
+
+@dataclass(frozen=True, slots=True)
+class ABTestStage:
+    kind: Literal["abtest"] = "abtest"
+    match: tuple[Match, ...] = ()
+    duration: float = 0.0  # seconds the test runs before the next stage
+    analysis: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class CanaryStep:
+    weight: int
+    pause: float | None = None  # seconds; None waits for a resume/promote command
+
+
+@dataclass(frozen=True, slots=True)
+class LinearSchedule:
+    start: int
+    end: int
+    increment: int
+    every: float  # seconds
+
+
+@dataclass(frozen=True, slots=True)
+class CanaryStage:
+    kind: Literal["canary"] = "canary"
+    mode: Literal["steps", "manual", "linear"] = "steps"
+    steps: tuple[CanaryStep, ...] = ()
+    weight_param: str = "weight"  # manual: gate parameter holding the weight
+    weight: int | None = None  # manual: weight when no gate parameter was given
+    hold: float = 0.0  # manual: seconds to hold the weight before the next stage
+    linear: LinearSchedule | None = None
+    analysis: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class BlueGreenStage:
+    kind: Literal["bluegreen"] = "bluegreen"
+    preview: float = 0.0  # seconds the green version is analysed before the switch
+    analysis: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class PromoteStage:
+    kind: Literal["promote"] = "promote"
+    keep_previous: float = 0.0  # seconds the previous version stays warm (watched) after promotion
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    average: int
+    burst: int
+    period: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitBreaker:
+    expression: str  # Traefik syntax, e.g. "LatencyAtQuantileMS(50.0) > 100" or "NetworkErrorRatio() > 0.3"
+
+
+@dataclass(frozen=True, slots=True)
+class ProtectStage:
+    kind: Literal["protect"] = "protect"
+    rate_limit: RateLimit | None = None
+    circuit_breaker: CircuitBreaker | None = None
+
+
+Stage = PreviewStage | ApprovalStage | ABTestStage | CanaryStage | BlueGreenStage | PromoteStage | ProtectStage
+
+
+@dataclass(frozen=True, slots=True)
+class Wave:
+    name: str
+    cluster: str = ""  # kubeconfig context; empty means the current one
+    approval: bool = False  # wait for gate "wave-<name>" before this wave starts
+
+
+@dataclass(frozen=True, slots=True)
+class Allow:
+    users: tuple[str, ...] = ()
+    channels: tuple[str, ...] = ()  # empty: any channel
+
+
+@dataclass(frozen=True, slots=True)
+class Approvers:
+    default: Allow = Allow()
+    gates: tuple[tuple[str, Allow], ...] = ()  # gate name -> who may approve/reject it
+    actions: tuple[tuple[str, Allow], ...] = ()  # command action -> who may run it
+
+    def for_gate(self, gate: str) -> Allow:
+        return dict(self.gates).get(gate, self.default)
+
+    def for_action(self, action: str) -> Allow:
+        return dict(self.actions).get(action, self.default)
+
+
+@dataclass(frozen=True, slots=True)
+class ProtectionRule:
+    """An alert matching `match` tightens protection while it fires."""
+
+    alert: str  # alertname
+    match: tuple[tuple[str, str], ...] = ()  # extra label equality matchers
+    rate_limit_factor: float = 1.0  # multiply the average (and burst) by this while firing
+    floor: int = 1  # never tighten the average below this
+    circuit_breaker: CircuitBreaker | None = None  # armed while firing
+    hold_down: float = 60.0  # seconds after resolution before relaxing
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRule:
+    repository: str  # e.g. registry.example.com/team/flask
+    tags: str = ""  # regular expression the tag must fully match; empty: any
+    semver: str = ""  # semver range such as ">=1.2.0 <2.0.0"; empty: any
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadSpec:
+    kind: Literal["Deployment"] = "Deployment"
+    name: str = ""  # stable workload; empty means the app name
+    canary: str = ""  # canary workload; empty means <name>-canary
+    container: str = ""  # container whose image changes; empty means the first
+    replicas: int | None = None  # canary replicas; None copies the stable's
+
+
+@dataclass(frozen=True, slots=True)
+class RouterSpec:
+    provider: str  # traefik | istio | gateway-api | nginx | haproxy | recording
+    options: dict[str, Any] = field(default_factory=dict)  # provider-specific (object names, host, ...)
+
+
+@dataclass(frozen=True, slots=True)
+class NotifySpec:
+    kind: str  # slack | dingtalk | feishu | wecom | webhook
+    url: str = ""  # or a secret reference resolved by the notifier
+    secret: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    name: str  # the app
+    namespace: str
+    image: ImageRule
+    router: RouterSpec
+    stages: tuple[Stage, ...]
+    workload: WorkloadSpec = WorkloadSpec()
+    analysis: Analysis | None = None
+    rollback: RollbackMode = RollbackMode.ROLLBACK
+    approvers: Approvers = Approvers()
+    waves: tuple[Wave, ...] = ()
+    protection: tuple[ProtectionRule, ...] = ()
+    notify: tuple[NotifySpec, ...] = ()
+    revision_history: int = 10  # previously stable versions kept for `rollback <version>`
+
+    @property
+    def app(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def stable_workload(self) -> str:
+        return self.workload.name or self.name
+
+    @property
+    def canary_workload(self) -> str:
+        return self.workload.canary or f"{self.stable_workload}-canary"

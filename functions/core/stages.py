@@ -1,0 +1,245 @@
+"""Stage rules: what entering a stage does, and what its timer does when it fires.
+
+Each rule returns True when its stage is complete (the machine then enters the next stage at once).
+machine.py's tables name these rules; nothing else branches on the stage kind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from functions.core import events as ev
+from functions.core.effects import STABLE_ONLY, RoutePlan
+from functions.core.policy import (
+    ABTestStage,
+    ApprovalStage,
+    BlueGreenStage,
+    CanaryStage,
+    PreviewStage,
+    PromoteStage,
+    ProtectStage,
+    Stage,
+)
+from functions.core.protection import effective_protection
+from functions.core.state import MAX_VERDICTS, Phase, bounded
+from functions.core.tx import Tx
+
+StageRule = Callable[[Tx, Stage], bool]
+
+
+def ensure_canary(tx: Tx) -> None:
+    rel = tx.release
+    if not rel.canary_deployed:
+        tx.effect("deploy-canary", image=rel.target.image, version=rel.target.version)
+        tx.update(canary_deployed=True)
+
+
+def set_weight(tx: Tx, weight: int, reason: str) -> None:
+    rel = tx.release
+    tx.update(weight=weight)
+    tx.route(RoutePlan.canary_at(weight, rel.match, salt=rel.id))
+    tx.record("weight", reason=reason)
+
+
+def analysis_allows(tx: Tx) -> bool:
+    """Inconclusive never promotes: an analysed step moves on only after its latest verdict passed."""
+    rel = tx.release
+    if not rel.analysing:
+        return True
+    return rel.passes_in_step > 0 and bool(rel.verdicts) and rel.verdicts[-1].verdict == "pass"
+
+
+# -- entering ---------------------------------------------------------------------------------------
+
+
+def enter_preview(tx: Tx, stage: Stage) -> bool:
+    assert isinstance(stage, PreviewStage)
+    rel = tx.release
+    if rel.wave > 0:
+        return True  # the preview environment is shared by all waves
+    if stage.migration:
+        m = stage.migration
+        tx.effect("run-migration", job=f"{m.name}-{rel.id}", image=m.image or rel.target.image, command=m.command,
+                  version=rel.target.version)  # fmt: skip
+    tx.effect("deploy-preview", image=rel.target.image, version=rel.target.version,
+              environment=stage.environment, namespace=stage.namespace, workload=stage.workload)  # fmt: skip
+    return False  # complete once its effects are applied (see tick_preview)
+
+
+def enter_approval(tx: Tx, stage: Stage) -> bool:
+    assert isinstance(stage, ApprovalStage)
+    wait_at_gate(tx, stage.name, tx.release.stage + 1, stage.timeout)
+    return False
+
+
+def wait_at_gate(tx: Tx, gate: str, next_stage: int, timeout: float | None) -> None:
+    tx.update(gate=gate, gate_next=next_stage)
+    tx.set_timer("gate-timeout", timeout)
+    tx.set_phase(Phase.WAITING, "gate-waiting", reason=f"waiting for approval at gate {gate}")
+    tx.emit(ev.GATE_WAITING, {"gate": gate})
+
+
+def enter_abtest(tx: Tx, stage: Stage) -> bool:
+    assert isinstance(stage, ABTestStage)
+    ensure_canary(tx)
+    tx.update(match=stage.match, analysing=stage.analysis, passes_in_step=0)
+    set_weight(tx, 0, "A/B test: matching requests go to the canary")
+    tx.set_timer("stage", stage.duration or None)
+    return False
+
+
+def enter_canary(tx: Tx, stage: Stage) -> bool:
+    assert isinstance(stage, CanaryStage)
+    ensure_canary(tx)
+    tx.update(match=(), passes_in_step=0)
+    if stage.mode == "steps":
+        return _canary_step(tx, stage, 0)
+    if stage.mode == "linear":
+        assert stage.linear is not None
+        tx.update(analysing=stage.analysis)
+        set_weight(tx, stage.linear.start, "linear schedule starts")
+        tx.set_timer("linear", stage.linear.every)
+        return False
+    weight = tx.release.params.get(stage.weight_param, stage.weight)
+    tx.update(analysing=stage.analysis)
+    set_weight(tx, int(weight or 0), f"manual weight ({stage.weight_param})")
+    if stage.hold > 0:
+        tx.set_timer("stage", stage.hold)
+        return False
+    return True
+
+
+def _canary_step(tx: Tx, stage: CanaryStage, step: int) -> bool:
+    if step >= len(stage.steps):
+        return True
+    analysis = tx.policy.analysis
+    analysing = stage.analysis and analysis is not None and step + 1 >= analysis.start_step
+    tx.update(step=step, step_started_at=tx.now_iso, passes_in_step=0, analysing=analysing)
+    set_weight(tx, stage.steps[step].weight, f"step {step + 1}/{len(stage.steps)}")
+    tx.set_timer("step", stage.steps[step].pause)
+    if step > 0:
+        tx.emit(ev.RELEASE_STEP)
+    return False
+
+
+def enter_bluegreen(tx: Tx, stage: Stage) -> bool:
+    assert isinstance(stage, BlueGreenStage)
+    ensure_canary(tx)
+    tx.update(match=(), analysing=stage.analysis, passes_in_step=0)
+    set_weight(tx, 0, "blue-green: green deployed, no traffic yet")
+    tx.set_timer("stage", stage.preview)
+    return False
+
+
+def enter_promote(tx: Tx, stage: Stage) -> bool:
+    assert isinstance(stage, PromoteStage)
+    rel = tx.release
+    # the stable workload must run the new version before traffic moves back to it
+    tx.effect("promote-stable", image=rel.target.image, version=rel.target.version)
+    tx.update(match=(), weight=0)
+    tx.route(STABLE_ONLY)
+    earlier = tuple(v for v in tx.state.revisions if v != rel.origin)
+    revisions = ((rel.origin,) + earlier if rel.origin.image else earlier)[: tx.policy.revision_history]
+    tx.set_state(stable=rel.target, revisions=revisions)
+    tx.update(promoted=True)
+    tx.record("promoted", reason=f"{rel.target.version} is now stable")
+    tx.emit(ev.RELEASE_PROMOTED)
+    if stage.keep_previous > 0 and rel.origin.image:
+        tx.effect("keep-warm", image=rel.origin.image, version=rel.origin.version)
+        tx.set_state(warm=rel.origin, warm_until=tx.due(stage.keep_previous))
+        tx.update(watching=True, analysing=tx.policy.analysis is not None, passes_in_step=0)
+        tx.set_timer("watch", stage.keep_previous)
+        return False
+    tx.effect("scale-down-canary")
+    tx.update(canary_deployed=False, analysing=False)
+    return True
+
+
+def enter_protect(tx: Tx, stage: Stage) -> bool:
+    assert isinstance(stage, ProtectStage)
+    from functions.core.effects import Protection
+
+    base = Protection(rate_limit=stage.rate_limit, circuit_breaker=stage.circuit_breaker)
+    tx.set_state(base_protection=base)
+    tx.protect(effective_protection(tx.policy, base, tx.state.alerts), "protect stage")
+    return True
+
+
+ENTER: dict[type, StageRule] = {
+    PreviewStage: enter_preview,
+    ApprovalStage: enter_approval,
+    ABTestStage: enter_abtest,
+    CanaryStage: enter_canary,
+    BlueGreenStage: enter_bluegreen,
+    PromoteStage: enter_promote,
+    ProtectStage: enter_protect,
+}
+
+
+# -- timers ---------------------------------------------------------------------------------------
+
+
+def fire_step(tx: Tx, stage: Stage) -> bool:
+    assert isinstance(stage, CanaryStage)
+    if not analysis_allows(tx):
+        return False
+    return _canary_step(tx, stage, tx.release.step + 1)
+
+
+def next_step(tx: Tx, stage: Stage) -> bool:
+    """A human moves an open-ended step or stage on (no timer to wait for); True when the stage is done."""
+    if isinstance(stage, CanaryStage) and stage.mode == "steps":
+        return _canary_step(tx, stage, tx.release.step + 1)
+    if isinstance(stage, BlueGreenStage):
+        set_weight(tx, 100, "blue-green switch")
+    return True
+
+
+def fire_linear(tx: Tx, stage: Stage) -> bool:
+    assert isinstance(stage, CanaryStage) and stage.linear is not None
+    if not analysis_allows(tx):
+        return False
+    rel = tx.release
+    if rel.weight >= stage.linear.end:
+        return True
+    weight = min(stage.linear.end, rel.weight + stage.linear.increment)
+    tx.update(step=rel.step + 1, step_started_at=tx.now_iso, passes_in_step=0)
+    set_weight(tx, weight, "linear schedule")
+    tx.set_timer("linear", stage.linear.every)
+    tx.emit(ev.RELEASE_STEP)
+    return False
+
+
+def fire_stage(tx: Tx, stage: Stage) -> bool:
+    """End of an A/B test, a manual hold, or a blue-green preview."""
+    if not analysis_allows(tx):
+        return False
+    if isinstance(stage, BlueGreenStage):
+        set_weight(tx, 100, "blue-green switch")
+    return True
+
+
+def fire_watch(tx: Tx, stage: Stage) -> bool:
+    if not analysis_allows(tx) and tx.release.verdicts:
+        return False  # a watch with analysis needs a passing verdict before the previous version goes
+    tx.effect("scale-down-canary")
+    tx.set_state(warm=None, warm_until="")
+    tx.update(watching=False, analysing=False, canary_deployed=False)
+    return True
+
+
+FIRE: dict[str, StageRule] = {"step": fire_step, "linear": fire_linear, "stage": fire_stage, "watch": fire_watch}
+
+
+def record_verdict(tx: Tx, verdict: object) -> None:
+    from functions.core.state import VerdictRecord
+
+    assert isinstance(verdict, VerdictRecord)
+    rel = tx.release
+    tx.update(
+        verdicts=bounded(rel.verdicts + (verdict,), MAX_VERDICTS),
+        last_analysis_at=tx.now_iso,
+        passes_in_step=rel.passes_in_step + (verdict.verdict == "pass"),
+        failures=rel.failures + (verdict.verdict == "fail"),
+        inconclusive_run=rel.inconclusive_run + 1 if verdict.verdict == "inconclusive" else 0,
+    )

@@ -1,0 +1,201 @@
+"""A transition in progress: decide() builds one, stage rules add to it, `result()` freezes it.
+
+It exists so rules can say "set routes", "emit", "record" without threading five values through
+every function. It never touches its inputs: the state is only replaced, never mutated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from functions.core import events as ev
+from functions.core.effects import STABLE_ONLY, Effect, EffectKind, Protection, RoutePlan
+from functions.core.events import Emitted, Event, Observation
+from functions.core.policy import Policy, Stage
+from functions.core.state import (
+    MAX_HISTORY,
+    MAX_SEEN,
+    Actor,
+    AppState,
+    HistoryEntry,
+    Phase,
+    Release,
+    Timer,
+    bounded,
+    iso,
+    parse_iso,
+)
+
+# transitions worth telling people about; each also becomes a notify effect when the policy has notifiers
+NOTIFY = frozenset({
+    ev.RELEASE_STARTED, ev.RELEASE_STEP, ev.GATE_WAITING, ev.RELEASE_PROMOTED, ev.RELEASE_SUCCEEDED,
+    ev.RELEASE_ROLLED_BACK, ev.RELEASE_FROZEN, ev.RELEASE_FAILED, ev.RELEASE_PAUSED, ev.RELEASE_ABORTED,
+    ev.PROTECTION_CHANGED,
+})  # fmt: skip
+
+
+class Tx:
+    def __init__(self, policy: Policy, state: AppState, event: Event, now: datetime, obs: Observation) -> None:
+        self.policy = policy
+        self.state = state
+        self.event = event
+        self.now = now
+        self.obs = obs
+        self.rel: Release | None = state.release
+        self.effects: list[Effect] = []
+        self.emitted: list[Emitted] = []
+        self.entries: list[HistoryEntry] = []
+        self.changed = False
+        self.actor: Actor | None = getattr(event, "actor", None)
+
+    # -- time -------------------------------------------------------------------------------
+    @property
+    def now_iso(self) -> str:
+        return iso(self.now)
+
+    def due(self, seconds: float) -> str:
+        return iso(self.now + timedelta(seconds=seconds))
+
+    def timer_fired(self) -> bool:
+        rel = self.rel
+        return rel is not None and rel.timer is not None and parse_iso(rel.timer.due) <= self.now
+
+    def set_timer(self, name: str, seconds: float | None) -> None:
+        self.update(timer=None if seconds is None else Timer(name=name, due=self.due(seconds)))
+
+    # -- state --------------------------------------------------------------------------------
+    def update(self, **changes: Any) -> Release:
+        assert self.rel is not None
+        self.rel = replace(self.rel, **changes)
+        self.changed = True
+        return self.rel
+
+    def set_state(self, **changes: Any) -> None:
+        self.state = replace(self.state, **changes)
+        self.changed = True
+
+    @property
+    def release(self) -> Release:
+        assert self.rel is not None
+        return self.rel
+
+    def stages(self) -> tuple[Stage, ...]:
+        return self.policy.stages
+
+    def stage(self) -> Stage | None:
+        rel = self.release
+        return self.policy.stages[rel.stage] if 0 <= rel.stage < len(self.policy.stages) else None
+
+    def cluster(self, wave: int | None = None) -> str:
+        waves = self.policy.waves
+        index = self.release.wave if wave is None else wave
+        return waves[index].cluster if waves and index < len(waves) else ""
+
+    # -- effects --------------------------------------------------------------------------------
+    def effect(self, kind: EffectKind, **fields: Any) -> None:
+        owner = self.rel.id if self.rel else self.policy.name
+        eid = f"{owner}/{self.state.generation + 1}/{len(self.effects)}-{kind}"
+        fields.setdefault("cluster", self.cluster() if self.rel and self.policy.waves else "")
+        self.effects.append(Effect(id=eid, kind=kind, **fields))
+        self.changed = True
+
+    def route(self, plan: RoutePlan, wave: int | None = None) -> None:
+        """Desire `plan`; emits a set-routes effect only when it differs from what is desired now."""
+        if plan == self.state.routes and not any(e.kind == "set-routes" for e in self.effects):
+            return
+        cluster = self.cluster(wave) if self.rel and self.policy.waves else ""
+        self.effect("set-routes", routes=plan, cluster=cluster)
+        self.set_state(routes=plan)
+
+    def stable_only(self) -> None:
+        self.route(STABLE_ONLY)
+
+    def protect(self, protection: Protection, reason: str) -> None:
+        if protection == self.state.protection:
+            return
+        self.set_state(protection=protection)
+        self.effect("set-protection", protection=protection)
+        data = {"app": self.policy.app, "reason": reason, "alerts": [a.fingerprint for a in self.state.alerts]}
+        if protection.rate_limit:
+            rl = protection.rate_limit
+            data["rateLimit"] = {"average": rl.average, "burst": rl.burst, "period": rl.period}
+        if protection.circuit_breaker:
+            data["circuitBreaker"] = {"expression": protection.circuit_breaker.expression}
+        self.emit(ev.PROTECTION_CHANGED, data, release=False)
+        self.record("protection", reason=reason)
+
+    # -- events and history --------------------------------------------------------------------
+    def emit(self, type_: str, extra: dict[str, Any] | None = None, release: bool = True) -> None:
+        data: dict[str, Any] = {}
+        if release and self.rel is not None:
+            rel = self.rel
+            data = {
+                "release": rel.id, "app": self.policy.app, "phase": rel.phase.value, "stage": rel.stage,
+                "step": rel.step, "weight": rel.weight, "wave": rel.wave,
+                "target": {"version": rel.target.version, "image": rel.target.image},
+                "origin": {"version": rel.origin.version, "image": rel.origin.image},
+            }  # fmt: skip
+            if self.actor is not None:
+                data["by"] = {"user": self.actor.user, "via": self.actor.via, "channel": self.actor.channel}
+        data.update(extra or {})
+        self.emitted.append(Emitted(type=type_, data=data))
+        if type_ in NOTIFY and self.policy.notify:
+            self.effect("notify", message=_headline(type_, data), notice={"type": type_, **data})
+
+    def record(self, action: str, reason: str = "", phase_from: str = "", scheduled_at: str = "") -> None:
+        rel = self.rel
+        self.entries.append(
+            HistoryEntry(
+                at=self.now_iso,
+                event=self.event.type if not scheduled_at else "timer",
+                event_id=self.event.id,
+                release=rel.id if rel else "",
+                action=action,
+                phase_from=phase_from,
+                phase_to=rel.phase.value if rel else "",
+                stage=rel.stage if rel else -1,
+                step=rel.step if rel else -1,
+                weight=rel.weight if rel else None,
+                by=self.actor,
+                reason=reason,
+                scheduled_at=scheduled_at,
+            )
+        )
+        self.changed = True
+
+    def set_phase(self, phase: Phase, action: str, reason: str = "", event_type: str = "") -> None:
+        before = self.release.phase.value
+        self.update(phase=phase)
+        if phase in (Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.ABORTED, Phase.SUPERSEDED, Phase.FAILED):
+            self.update(ended_at=self.now_iso, reason=reason, timer=None, gate="", analysing=False)
+        elif reason:
+            self.update(reason=reason)
+        self.record(action, reason=reason, phase_from=before)
+        if event_type:
+            self.emit(event_type, {"reason": reason} if reason else None)
+
+    # -- result ----------------------------------------------------------------------------------
+    def result(self) -> tuple[AppState, tuple[Effect, ...], tuple[Emitted, ...]]:
+        if not self.changed:
+            return self.state, (), tuple(self.emitted)
+        state = replace(
+            self.state,
+            release=self.rel,
+            pending=self.state.pending + tuple(self.effects),
+            history=bounded(self.state.history + tuple(self.entries), MAX_HISTORY),
+            seen=bounded(self.state.seen + (self.event.id,), MAX_SEEN),
+            generation=self.state.generation + 1,
+        )
+        return state, tuple(self.effects), tuple(self.emitted)
+
+
+def _headline(type_: str, data: dict[str, Any]) -> str:
+    what = type_.removeprefix(f"{ev.PREFIX}.").replace(".", " ")
+    target = data.get("target", {}).get("version", "")
+    app = data.get("app", "")
+    weight = data.get("weight")
+    tail = f" at {weight}%" if weight else ""
+    reason = f": {data['reason']}" if data.get("reason") else ""
+    return f"{app} {target} {what}{tail}{reason}".strip()

@@ -1,0 +1,154 @@
+"""Recording providers: in-memory routers, workloads, notifiers and metrics that remember every call.
+
+Used by tests and by `graylane serve` without a cluster until a real provider is configured. They
+obey the same contracts as the real ones: set_routes can be read back, a workload can report NotReady,
+and any call can be told to fail.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from functions.core.effects import STABLE_ONLY, Protection, RoutePlan
+from functions.core.events import MetricSample
+from functions.core.policy import Policy
+from functions.core.state import Release
+from functions.errors import NotReady, ProviderUnavailable
+from functions.providers.routers.base import RouteTarget
+from functions.providers.workloads.base import WorkloadTarget
+
+
+@dataclass
+class CallLog:
+    calls: list[tuple[str, str, Any]] = field(default_factory=list)  # (verb, "cluster/ns/name", argument)
+    failures: dict[str, int] = field(default_factory=dict)  # verb -> how many next calls fail
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def call(self, verb: str, key: str, arg: Any = None) -> None:
+        with self.lock:
+            if self.failures.get(verb, 0) > 0:
+                self.failures[verb] -= 1
+                raise ProviderUnavailable(f"injected failure: {verb} {key}")
+            self.calls.append((verb, key, arg))
+
+    def fail(self, verb: str, times: int = 1) -> None:
+        with self.lock:
+            self.failures[verb] = self.failures.get(verb, 0) + times
+
+    def verbs(self) -> list[str]:
+        return [c[0] for c in self.calls]
+
+
+def _key(cluster: str, namespace: str, name: str) -> str:
+    return f"{cluster}/{namespace}/{name}"
+
+
+class RecordingRouter:
+    def __init__(self, log: CallLog | None = None) -> None:
+        self.log = log or CallLog()
+        self.routes: dict[str, RoutePlan] = {}
+        self.protection: dict[str, Protection] = {}
+
+    def reconcile(self, target: RouteTarget) -> None:
+        self.routes.setdefault(_key(target.cluster, target.namespace, target.app), STABLE_ONLY)
+
+    def set_routes(self, target: RouteTarget, plan: RoutePlan) -> None:
+        key = _key(target.cluster, target.namespace, target.app)
+        self.log.call("set_routes", key, plan)
+        self.routes[key] = plan
+
+    def get_routes(self, target: RouteTarget) -> RoutePlan:
+        key = _key(target.cluster, target.namespace, target.app)
+        self.log.call("get_routes", key)
+        return self.routes.get(key, STABLE_ONLY)
+
+    def set_protection(self, target: RouteTarget, protection: Protection) -> None:
+        key = _key(target.cluster, target.namespace, target.app)
+        self.log.call("set_protection", key, protection)
+        self.protection[key] = protection
+
+    def finalize(self, target: RouteTarget) -> None:
+        self.set_routes(target, STABLE_ONLY)
+
+
+class RecordingWorkloads:
+    """Deployments as a dict; `not_ready` names images that report NotReady `n` more times."""
+
+    def __init__(self, log: CallLog | None = None) -> None:
+        self.log = log or CallLog()
+        self.images: dict[str, str] = {}  # key -> image ("" = scaled to zero)
+        self.not_ready: dict[str, int] = {}
+
+    def _run(self, verb: str, key: str, image: str) -> None:
+        self.log.call(verb, key, image)
+        self.images[key] = image
+        if self.not_ready.get(image, 0) > 0:
+            self.not_ready[image] -= 1
+            raise NotReady(f"{key} is rolling out {image}")
+
+    def deploy_canary(self, target: WorkloadTarget, image: str) -> None:
+        self._run("deploy_canary", _key(target.cluster, target.namespace, target.canary), image)
+
+    def promote_stable(self, target: WorkloadTarget, image: str) -> None:
+        self._run("promote_stable", _key(target.cluster, target.namespace, target.stable), image)
+
+    def scale_down_canary(self, target: WorkloadTarget) -> None:
+        self._run("scale_down_canary", _key(target.cluster, target.namespace, target.canary), "")
+
+    def deploy_preview(self, target: WorkloadTarget, image: str, environment: str, namespace: str,
+                       workload: str) -> None:  # fmt: skip
+        name = workload or f"{target.app}-{environment}"
+        self._run("deploy_preview", _key(target.cluster, namespace or target.namespace, name), image)
+
+    def run_job(self, target: WorkloadTarget, name: str, image: str, command: tuple[str, ...]) -> None:
+        self._run("run_job", _key(target.cluster, target.namespace, name), image)
+
+
+class RecordingNotifier:
+    def __init__(self, log: CallLog | None = None) -> None:
+        self.log = log or CallLog()
+        self.notices: list[dict[str, Any]] = []
+
+    def send(self, notice: dict[str, Any]) -> None:
+        self.log.call("notify", str(notice.get("app", "")), notice.get("type"))
+        self.notices.append(notice)
+
+
+Measure = Callable[[Policy, Release], tuple[MetricSample, ...]]
+
+
+def healthy(policy: Policy, _: Release) -> tuple[MetricSample, ...]:
+    """Every analysis metric passes its own threshold with plenty of traffic."""
+    assert policy.analysis is not None
+    out = []
+    for m in policy.analysis.metrics:
+        value = m.min if m.min is not None else (m.max if m.max is not None else 1.0)
+        out.append(MetricSample(name=m.name, value=value, stable_value=value, canary_requests=10_000,
+                                canary_errors=0, stable_requests=10_000, stable_errors=0))  # fmt: skip
+    return tuple(out)
+
+
+class RecordingProviders:
+    """One router, workloads, notifier and measure function shared by every app (see runner.Providers)."""
+
+    def __init__(self, measure: Measure = healthy) -> None:
+        self.log = CallLog()
+        self.router_ = RecordingRouter(self.log)
+        self.workloads_ = RecordingWorkloads(self.log)
+        self.notifier_ = RecordingNotifier(self.log)
+        self.measure_fn = measure
+
+    def router(self, policy: Policy, cluster: str) -> RecordingRouter:
+        return self.router_
+
+    def workloads(self, policy: Policy, cluster: str) -> RecordingWorkloads:
+        return self.workloads_
+
+    def notifier(self, policy: Policy) -> RecordingNotifier:
+        return self.notifier_
+
+    def measure(self, policy: Policy, release: Release) -> tuple[MetricSample, ...]:
+        return self.measure_fn(policy, release)

@@ -1,0 +1,34 @@
+"""Workload interface: Deployments/Jobs on Kubernetes, local processes for the demo."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadTarget:
+    namespace: str
+    app: str
+    stable: str  # stable Deployment
+    canary: str  # canary Deployment
+    container: str = ""
+    replicas: int | None = None
+    cluster: str = ""
+
+
+class Workloads(Protocol):
+    def deploy_canary(self, target: WorkloadTarget, image: str) -> None:
+        """Run `image` in the canary workload; raises NotReady until it is available."""
+
+    def promote_stable(self, target: WorkloadTarget, image: str) -> None:
+        """Run `image` in the stable workload; raises NotReady until the rollout is complete."""
+
+    def scale_down_canary(self, target: WorkloadTarget) -> None:
+        """Scale the canary workload to zero."""
+
+    def deploy_preview(self, target: WorkloadTarget, image: str, environment: str, namespace: str, workload: str) -> None:
+        """Deploy `image` to the preview environment; raises NotReady until available."""
+
+    def run_job(self, target: WorkloadTarget, name: str, image: str, command: tuple[str, ...]) -> None:
+        """Run a one-off Job (DB migration) named `name`; raises NotReady until it succeeded."""

@@ -1,0 +1,302 @@
+"""The runner every function shares: load -> decide -> CAS save -> apply effects -> emit.
+
+Only this module handles dedupe, compare-and-swap retries, effect idempotency and the choice between
+acknowledging an event and asking for redelivery (by raising Retry). Functions and providers never
+loop or sleep to retry.
+
+Crash safety: the desired state, with its pending effects, is saved before any effect is applied; an
+ack write then moves applied effect ids out of `pending`. A crash between the two leaves effects
+pending, and the next event or tick for the app applies them again (every effect is idempotent).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from functions.core.effects import Effect
+from functions.core.events import ImagePushed, MetricSample, Observation, Tick
+from functions.core.machine import decide, wants_analysis
+from functions.core.policy import Policy
+from functions.core.state import MAX_APPLIED, AppState, Release, bounded
+from functions.errors import (
+    ConflictError,
+    GraylaneError,
+    NotFound,
+    NotReady,
+    ProviderUnavailable,
+    Reject,
+    Retry,
+)
+from functions.providers.notifiers.base import Notifier
+from functions.providers.routers.base import Router, RouteTarget
+from functions.providers.workloads.base import Workloads, WorkloadTarget
+
+log = logging.getLogger("graylane.runner")
+
+
+class PolicySource(Protocol):
+    def get(self, app: str) -> Policy: ...
+    def for_image(self, repository: str, tag: str) -> Policy | None: ...
+    def all(self) -> list[Policy]: ...
+
+
+class Providers(Protocol):
+    def router(self, policy: Policy, cluster: str) -> Router: ...
+    def workloads(self, policy: Policy, cluster: str) -> Workloads: ...
+    def notifier(self, policy: Policy) -> Notifier: ...
+    def measure(self, policy: Policy, release: Release) -> tuple[MetricSample, ...]: ...
+
+
+class Bus(Protocol):
+    def publish(self, event: Any) -> None: ...
+
+
+@dataclass
+class Outcome:
+    app: str
+    event_id: str
+    status: str  # transitioned | unchanged | duplicate | ignored | rejected
+    applied: list[str] = field(default_factory=list)
+    pending: int = 0
+    emitted: list[str] = field(default_factory=list)
+    reason: str = ""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def route_target(policy: Policy, cluster: str) -> RouteTarget:
+    return RouteTarget(namespace=policy.namespace, app=policy.name, stable=policy.stable_workload,
+                       canary=policy.canary_workload, cluster=cluster, options=policy.router.options)  # fmt: skip
+
+
+def workload_target(policy: Policy, cluster: str) -> WorkloadTarget:
+    w = policy.workload
+    return WorkloadTarget(namespace=policy.namespace, app=policy.name, stable=policy.stable_workload,
+                          canary=policy.canary_workload, container=w.container, replicas=w.replicas,
+                          cluster=cluster)  # fmt: skip
+
+
+class Runner:
+    def __init__(self, store: Any, policies: PolicySource, providers: Providers, bus: Bus | None = None,
+                 clock: Callable[[], datetime] = utcnow, attempts: int = 12,
+                 source: str = "/graylane/runner") -> None:  # fmt: skip
+        self.store = store
+        self.policies = policies
+        self.providers = providers
+        self.bus = bus
+        self.clock = clock
+        self.attempts = attempts
+        self.source = source
+
+    # -- entry points ------------------------------------------------------------------------------
+    def handle_cloudevent(self, cloud_event: Any, expect: tuple[str, ...] = ()) -> list[Outcome]:
+        """Parse and handle one CloudEvent. A malformed event is acknowledged (logged), never retried."""
+        from functions.catalog import to_domain
+
+        try:
+            if expect and cloud_event["type"] not in expect:
+                raise Reject(f"type {cloud_event['type']} is not handled here; expected {', '.join(expect)}")
+            event = to_domain(cloud_event)
+        except Reject as err:
+            log.warning("rejected event %s: %s", _attr(cloud_event, "id"), err)
+            return [Outcome(app=_attr(cloud_event, "subject"), event_id=_attr(cloud_event, "id"),
+                            status="rejected", reason=str(err))]  # fmt: skip
+        return self.handle(event)
+
+    def handle(self, event: Any) -> list[Outcome]:
+        if isinstance(event, Tick) and not event.app:
+            return [self.handle(replace(event, app=app))[0] for app in self._apps_with_state()]
+        policy = self._policy_for(event)
+        if policy is None:
+            return [Outcome(app=getattr(event, "app", ""), event_id=event.id, status="ignored",
+                            reason="no policy matches this event")]  # fmt: skip
+        if isinstance(event, ImagePushed) and event.app != policy.app:
+            event = replace(event, app=policy.app)
+        return [self._process(policy, event)]
+
+    # -- the cycle --------------------------------------------------------------------------------
+    def _process(self, policy: Policy, event: Any) -> Outcome:
+        app = policy.app
+        observation: Observation | None = None
+        for _ in range(self.attempts):
+            state, version = self._load(app)
+            if event.id in state.seen:
+                outcome = Outcome(app=app, event_id=event.id, status="duplicate")
+                return self._apply_pending(policy, state, outcome)  # heal a crash after the first save
+            now = self.clock()
+            if observation is None:
+                observation = self._observe(policy, state, event, now)
+            decision = decide(policy, state, event, now, observation)
+            if decision.state is state:
+                outcome = Outcome(app=app, event_id=event.id, status="unchanged")
+                self._emit(policy, state, decision.events, f"{event.id}/{app}")
+                return self._apply_pending(policy, state, outcome)
+            try:
+                self.store.save(app, decision.state.to_json(), version)
+            except ConflictError:
+                continue  # someone else moved the state on: reload and decide again
+            except ProviderUnavailable as err:
+                if not self._landed(app, event.id):
+                    log.warning("saving %s failed (%s); retrying", app, err)
+                    continue
+            outcome = Outcome(app=app, event_id=event.id, status="transitioned")
+            outcome.emitted = self._emit(policy, decision.state, decision.events,
+                                         f"{decision.state.release.id if decision.state.release else app}"
+                                         f"/{decision.state.generation}")  # fmt: skip
+            return self._apply_pending(policy, decision.state, outcome)
+        raise Retry(f"state of {app} kept changing under {self.attempts} attempts; redeliver {event.id}")
+
+    def _load(self, app: str) -> tuple[AppState, str | None]:
+        try:
+            doc, version = self.store.load(app)
+        except ProviderUnavailable as err:
+            raise Retry(f"cannot load state of {app}: {err}") from err
+        return (AppState.from_json(doc) if doc else AppState(app=app)), version
+
+    def _landed(self, app: str, event_id: str) -> bool:
+        """After an unknown write outcome: did our decision (or a twin's) reach the store?"""
+        try:
+            state, _ = self._load(app)
+        except Retry:
+            return False
+        return event_id in state.seen
+
+    def _observe(self, policy: Policy, state: AppState, event: Any, now: datetime) -> Observation:
+        if not isinstance(event, Tick):
+            return Observation()
+        rel = state.release
+        metrics = None
+        if rel is not None and wants_analysis(policy, state, now):
+            metrics = self._measure(policy, rel)
+        routes = None
+        if rel is not None and rel.active and not any(e.kind == "set-routes" for e in state.pending):
+            cluster = policy.waves[rel.wave].cluster if policy.waves and rel.wave < len(policy.waves) else ""
+            try:
+                routes = self.providers.router(policy, cluster).get_routes(route_target(policy, cluster))
+            except GraylaneError as err:
+                log.warning("reading routes of %s failed: %s", policy.app, err)
+        return Observation(metrics=metrics, routes=routes)
+
+    def _measure(self, policy: Policy, rel: Release) -> tuple[MetricSample, ...]:
+        try:
+            return self.providers.measure(policy, rel)
+        except GraylaneError as err:  # unreachable metrics are inconclusive, never a pass
+            assert policy.analysis is not None
+            return tuple(MetricSample(name=m.name, status="unavailable", detail=str(err))
+                         for m in policy.analysis.metrics)  # fmt: skip
+
+    # -- effects ------------------------------------------------------------------------------------
+    def _apply_pending(self, policy: Policy, state: AppState, outcome: Outcome) -> Outcome:
+        done: list[str] = []
+        for effect in state.pending:
+            try:
+                self.apply(policy, effect)
+            except (NotReady, ProviderUnavailable, ConflictError, GraylaneError) as err:
+                if effect.kind == "notify":  # a notifier that is down never blocks a release
+                    log.warning("notification %s dropped: %s", effect.id, err)
+                    done.append(effect.id)
+                    continue
+                log.info("effect %s not done yet: %s", effect.id, err)
+                break  # order matters: later effects wait for this one
+            done.append(effect.id)
+        outcome.applied = done
+        outcome.pending = len(state.pending) - len(done)
+        if done:
+            self._ack(policy.app, done)
+        return outcome
+
+    def apply(self, policy: Policy, effect: Effect) -> None:
+        """Apply one effect (idempotent) and verify it where it can be read back."""
+        cluster = effect.cluster
+        if effect.kind == "set-routes":
+            assert effect.routes is not None
+            router, target = self.providers.router(policy, cluster), route_target(policy, cluster)
+            router.set_routes(target, effect.routes)
+            live = router.get_routes(target)
+            if live != effect.routes:
+                raise NotReady(f"routes of {policy.app} read back as {live}, expected {effect.routes}")
+        elif effect.kind == "set-protection":
+            assert effect.protection is not None
+            self.providers.router(policy, cluster).set_protection(route_target(policy, cluster), effect.protection)
+        elif effect.kind == "notify":
+            self.providers.notifier(policy).send({**effect.notice, "message": effect.message, "id": effect.id})
+        else:
+            self._apply_workload(policy, effect)
+
+    def _apply_workload(self, policy: Policy, effect: Effect) -> None:
+        workloads, target = self.providers.workloads(policy, effect.cluster), workload_target(policy, effect.cluster)
+        if effect.kind in ("deploy-canary", "keep-warm"):
+            workloads.deploy_canary(target, effect.image)
+        elif effect.kind == "promote-stable":
+            workloads.promote_stable(target, effect.image)
+        elif effect.kind == "scale-down-canary":
+            workloads.scale_down_canary(target)
+        elif effect.kind == "deploy-preview":
+            workloads.deploy_preview(target, effect.image, effect.environment, effect.namespace, effect.workload)
+        elif effect.kind == "run-migration":
+            workloads.run_job(target, effect.job, effect.image, effect.command)
+        else:
+            raise GraylaneError(f"unknown effect kind {effect.kind} ({effect.id})")
+
+    def _ack(self, app: str, done: list[str]) -> None:
+        """Move applied effects out of `pending`. Losing this write is harmless: effects are idempotent."""
+        ids = set(done)
+        for _ in range(self.attempts):
+            try:
+                state, version = self._load(app)
+            except Retry:
+                return
+            if not any(e.id in ids for e in state.pending):
+                return
+            acked = replace(state, pending=tuple(e for e in state.pending if e.id not in ids),
+                            applied=bounded(state.applied + tuple(done), MAX_APPLIED))  # fmt: skip
+            try:
+                self.store.save(app, acked.to_json(), version)
+                return
+            except (ConflictError, ProviderUnavailable):
+                continue
+
+    # -- events -------------------------------------------------------------------------------------
+    def _emit(self, policy: Policy, state: AppState, emitted: tuple[Any, ...], id_prefix: str) -> list[str]:
+        if not emitted:
+            return []
+        types = [e.type for e in emitted]
+        if self.bus is None:
+            return types
+        from functions.catalog import to_cloudevent
+
+        release_id = state.release.id if state.release else ""
+        for i, e in enumerate(emitted):
+            try:
+                self.bus.publish(to_cloudevent(e, policy.app, release_id, self.source, id=f"{id_prefix}/{i}"))
+            except GraylaneError as err:  # events are derived from state: losing one never loses state
+                log.warning("publishing %s failed: %s", e.type, err)
+        return types
+
+    # -- lookups ------------------------------------------------------------------------------------
+    def _policy_for(self, event: Any) -> Policy | None:
+        if isinstance(event, ImagePushed) and not event.app:
+            return self.policies.for_image(event.repository, event.tag)
+        try:
+            return self.policies.get(event.app)
+        except NotFound:
+            return None
+
+    def _apps_with_state(self) -> list[str]:
+        try:
+            return self.store.list_apps()
+        except ProviderUnavailable as err:
+            raise Retry(f"cannot list apps: {err}") from err
+
+
+def _attr(cloud_event: Any, name: str) -> str:
+    try:
+        return str(cloud_event[name])
+    except (KeyError, TypeError):
+        return ""

@@ -1,0 +1,38 @@
+"""Process settings from an injected mapping (the environment by default), validated at startup."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from functions.errors import ConfigError
+
+PROVIDERS = ("recording", "kubernetes")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    store: str = "sqlite:///graylane.db"  # sqlite:///PATH | memory:// | configmap://[?context=..&namespaces=..]
+    policies: str = "infra/examples"  # a directory of policy YAML, or configmap://
+    providers: str = "recording"  # recording | kubernetes
+    sink: str = ""  # Knative Broker URL for emitted events (K_SINK); empty: not published
+    prometheus: str = "http://127.0.0.1:9090"
+    source: str = "/graylane/functions"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        s = cls(
+            store=env.get("GRAYLANE_STORE", cls.store),
+            policies=env.get("GRAYLANE_POLICIES", cls.policies),
+            providers=env.get("GRAYLANE_PROVIDERS", cls.providers),
+            sink=env.get("K_SINK", env.get("GRAYLANE_SINK", "")),
+            prometheus=env.get("GRAYLANE_PROMETHEUS", cls.prometheus),
+            source=env.get("GRAYLANE_SOURCE", cls.source),
+        )
+        if s.providers not in PROVIDERS:
+            raise ConfigError(f"GRAYLANE_PROVIDERS={s.providers!r} is not allowed; expected one of {', '.join(PROVIDERS)}")
+        if "://" not in s.store:
+            raise ConfigError(f"GRAYLANE_STORE={s.store!r} is not a store URL (sqlite:///PATH, memory://, configmap://)")
+        return s

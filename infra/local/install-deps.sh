@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Debian packages used by tests and the demo. Installs only what is missing.
+set -euo pipefail
+need=()
+for p in prometheus prometheus-alertmanager haproxy hey etcd-server openssl; do
+  dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
