@@ -155,7 +155,7 @@ class Runner:
     def _load(self, app: str) -> tuple[AppState, str | None]:
         try:
             doc, version = self.store.load(app)
-        except ProviderUnavailable as err:
+        except (ProviderUnavailable, ConflictError) as err:  # transient: let the broker redeliver
             raise Retry(f"cannot load state of {app}: {err}") from err
         return (AppState.from_json(doc) if doc else AppState(app=app)), version
 
@@ -291,7 +291,7 @@ class Runner:
     def _apps_with_state(self) -> list[str]:
         try:
             return self.store.list_apps()
-        except ProviderUnavailable as err:
+        except (ProviderUnavailable, ConflictError) as err:
             raise Retry(f"cannot list apps: {err}") from err
 
 

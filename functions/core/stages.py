@@ -37,7 +37,8 @@ def ensure_canary(tx: Tx) -> None:
 def set_weight(tx: Tx, weight: int, reason: str) -> None:
     rel = tx.release
     tx.update(weight=weight)
-    tx.route(RoutePlan.canary_at(weight, rel.match, salt=rel.id))
+    salt = rel.id if any(m.kind == "user-hash" and not m.salt for m in rel.match) else ""
+    tx.route(RoutePlan.canary_at(weight, rel.match, salt=salt))
     tx.record("weight", reason=reason)
 
 
@@ -47,6 +48,11 @@ def analysis_allows(tx: Tx) -> bool:
     if not rel.analysing:
         return True
     return rel.passes_in_step > 0 and bool(rel.verdicts) and rel.verdicts[-1].verdict == "pass"
+
+
+def _analysed(tx: Tx, wanted: bool) -> bool:
+    """A stage asks for analysis; without an analysis in the policy there is no verdict to wait for."""
+    return wanted and tx.policy.analysis is not None
 
 
 # -- entering ---------------------------------------------------------------------------------------
@@ -82,7 +88,7 @@ def wait_at_gate(tx: Tx, gate: str, next_stage: int, timeout: float | None) -> N
 def enter_abtest(tx: Tx, stage: Stage) -> bool:
     assert isinstance(stage, ABTestStage)
     ensure_canary(tx)
-    tx.update(match=stage.match, analysing=stage.analysis, passes_in_step=0)
+    tx.update(match=stage.match, analysing=_analysed(tx, stage.analysis), passes_in_step=0)
     set_weight(tx, 0, "A/B test: matching requests go to the canary")
     tx.set_timer("stage", stage.duration or None)
     return False
@@ -96,12 +102,12 @@ def enter_canary(tx: Tx, stage: Stage) -> bool:
         return _canary_step(tx, stage, 0)
     if stage.mode == "linear":
         assert stage.linear is not None
-        tx.update(analysing=stage.analysis)
+        tx.update(analysing=_analysed(tx, stage.analysis))
         set_weight(tx, stage.linear.start, "linear schedule starts")
         tx.set_timer("linear", stage.linear.every)
         return False
     weight = tx.release.params.get(stage.weight_param, stage.weight)
-    tx.update(analysing=stage.analysis)
+    tx.update(analysing=_analysed(tx, stage.analysis))
     set_weight(tx, int(weight or 0), f"manual weight ({stage.weight_param})")
     if stage.hold > 0:
         tx.set_timer("stage", stage.hold)
@@ -125,7 +131,7 @@ def _canary_step(tx: Tx, stage: CanaryStage, step: int) -> bool:
 def enter_bluegreen(tx: Tx, stage: Stage) -> bool:
     assert isinstance(stage, BlueGreenStage)
     ensure_canary(tx)
-    tx.update(match=(), analysing=stage.analysis, passes_in_step=0)
+    tx.update(match=(), analysing=_analysed(tx, stage.analysis), passes_in_step=0)
     set_weight(tx, 0, "blue-green: green deployed, no traffic yet")
     tx.set_timer("stage", stage.preview)
     return False

@@ -1,0 +1,200 @@
+"""The runner on the in-memory store and recording providers: the full cycle, dedupe, CAS, crash healing."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from functions.core.effects import RoutePlan
+from functions.core.events import MetricSample
+from functions.core.state import AppState, Phase
+from functions.errors import ConflictError, ProviderUnavailable, Retry
+from functions.providers.recording import RecordingProviders
+from functions.providers.stores.memory import MemoryStore
+from functions.runner import Runner
+from tests.support import Clock, StaticPolicies, canary_policy, command, push, tick
+
+APP = "prod/web"
+
+
+def make(measure=None) -> tuple[Runner, MemoryStore, RecordingProviders, Clock]:
+    store, clock = MemoryStore(), Clock()
+    providers = RecordingProviders(measure) if measure else RecordingProviders()
+    runner = Runner(store, StaticPolicies([canary_policy()]), providers, clock=clock)
+    return runner, store, providers, clock
+
+
+def state_of(store: MemoryStore) -> AppState:
+    doc, _ = store.load(APP)
+    assert doc is not None
+    return AppState.from_json(doc)
+
+
+def routes(providers: RecordingProviders) -> RoutePlan:
+    return providers.router_.routes["/prod/web"]
+
+
+def start_release(runner: Runner, clock: Clock) -> None:
+    runner.handle(push(APP, "v1"))
+    runner.handle(push(APP, "v2"))
+
+
+def test_full_release_moves_real_traffic_and_promotes() -> None:
+    runner, store, providers, clock = make()
+    start_release(runner, clock)
+    assert routes(providers) == RoutePlan.canary_at(20)
+    assert providers.workloads_.images["/prod/web-canary"] == "registry.example.com/web:v2"
+    for _ in range(7):  # 60 s pause with analysis every 10 s
+        clock.advance(10)
+        runner.handle(tick())
+    assert routes(providers) == RoutePlan.canary_at(50)
+    for _ in range(7):
+        clock.advance(10)
+        runner.handle(tick())
+    assert state_of(store).release.phase == Phase.WAITING
+    runner.handle(command(APP, "approve", gate="promote"))
+    s = state_of(store)
+    assert s.release.phase == Phase.SUCCEEDED and s.stable.version == "v2" and s.pending == ()
+    assert routes(providers) == RoutePlan()
+    verbs = providers.log.verbs()
+    # the stable workload runs v2 before traffic returns to it, and the canary goes only after
+    promote = verbs.index("promote_stable", verbs.index("deploy_canary"))
+    assert verbs.index("set_routes", promote) < verbs.index("scale_down_canary")
+
+
+def test_same_event_delivered_five_times_is_one_transition() -> None:
+    runner, store, providers, _ = make()
+    runner.handle(push(APP, "v1"))
+    event = push(APP, "v2")
+    outcomes = [runner.handle(event)[0].status for _ in range(5)]
+    assert outcomes == ["transitioned"] + ["duplicate"] * 4
+    s = state_of(store)
+    assert s.generation == 2 and sum(h.action == "started" for h in s.history) == 1
+    assert providers.log.verbs().count("deploy_canary") == 1
+
+
+def test_bad_canary_rolls_back_and_traffic_returns_first() -> None:
+    bad = lambda p, r: (MetricSample(name="success-rate", value=0.5, canary_requests=500),)  # noqa: E731
+    runner, store, providers, clock = make(bad)
+    start_release(runner, clock)
+    clock.advance(10)
+    runner.handle(tick())
+    s = state_of(store)
+    assert s.release.phase == Phase.ROLLED_BACK and "0.5 < min 0.9" in s.release.reason
+    assert routes(providers) == RoutePlan()
+    verbs = providers.log.verbs()
+    assert verbs.index("scale_down_canary") > len(verbs) - 1 - verbs[::-1].index("set_routes")
+
+
+def test_prometheus_unreachable_is_inconclusive_and_never_promotes() -> None:
+    def down(p, r):
+        raise ProviderUnavailable("prometheus: connection refused")
+
+    runner, store, providers, clock = make(down)
+    start_release(runner, clock)
+    for _ in range(20):
+        clock.advance(10)
+        runner.handle(tick())
+    s = state_of(store)
+    assert s.release.phase == Phase.PAUSED and s.release.step == 0
+    assert {v.verdict for v in s.release.verdicts} == {"inconclusive"}
+    assert "promote_stable" not in providers.log.verbs()[1:]
+
+
+def test_effect_failure_stays_pending_and_the_next_tick_heals_it() -> None:
+    runner, store, providers, clock = make()
+    runner.handle(push(APP, "v1"))
+    providers.log.fail("set_routes", times=2)
+    outcome = runner.handle(push(APP, "v2"))[0]
+    assert outcome.pending > 0 and state_of(store).pending
+    assert runner.handle(tick())[0].pending > 0  # still failing
+    assert runner.handle(tick())[0].pending == 0
+    assert state_of(store).pending == () and routes(providers) == RoutePlan.canary_at(20)
+
+
+def test_crash_between_save_and_apply_heals_on_next_tick() -> None:
+    runner, store, providers, clock = make()
+    runner.handle(push(APP, "v1"))
+    original = runner.apply
+    runner.apply = lambda policy, effect: (_ for _ in ()).throw(RuntimeError("process killed"))  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        runner.handle(push(APP, "v2"))
+    assert state_of(store).release.target.version == "v2" and state_of(store).pending
+    runner.apply = original  # type: ignore[method-assign]
+    runner.handle(tick())
+    assert state_of(store).pending == () and routes(providers) == RoutePlan.canary_at(20)
+
+
+class FlakyStore(MemoryStore):
+    """Fails the next saves: 'conflict' (someone else wrote first) or 'lost' (applied, answer lost)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.script: list[str] = []
+
+    def save(self, app: str, document: str, expected_version: str | None) -> str:
+        fault = self.script.pop(0) if self.script else ""
+        if fault == "conflict":
+            raise ConflictError("injected conflict")
+        version = super().save(app, document, expected_version)
+        if fault == "lost":
+            raise ProviderUnavailable("injected: response lost after the write")
+        return version
+
+
+@pytest.mark.parametrize("fault", ["conflict", "lost"])
+def test_cas_faults_are_retried_without_double_transition(fault: str) -> None:
+    store, clock, providers = FlakyStore(), Clock(), RecordingProviders()
+    runner = Runner(store, StaticPolicies([canary_policy()]), providers, clock=clock)
+    runner.handle(push(APP, "v1"))
+    store.script = [fault, fault]
+    assert runner.handle(push(APP, "v2"))[0].status == "transitioned"
+    s = AppState.from_json(store.load(APP)[0])
+    assert s.release.target.version == "v2" and sum(h.action == "started" for h in s.history) == 1
+
+
+def test_endless_conflicts_ask_for_redelivery() -> None:
+    store, providers = FlakyStore(), RecordingProviders()
+    runner = Runner(store, StaticPolicies([canary_policy()]), providers, clock=Clock(), attempts=3)
+    store.script = ["conflict"] * 3
+    with pytest.raises(Retry):
+        runner.handle(push(APP, "v1"))
+
+
+def test_racing_commands_are_serialised_and_both_audited() -> None:
+    runner, store, providers, clock = make()
+    start_release(runner, clock)
+    barrier = threading.Barrier(2)
+    cmds = [command(APP, "abort", user="bob"), command(APP, "weight", user="carol", weight=40)]
+
+    def send(c):
+        barrier.wait()
+        runner.handle(c)
+
+    threads = [threading.Thread(target=send, args=(c,)) for c in cmds]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    s = state_of(store)
+    users = {h.by.user for h in s.history if h.by is not None}
+    assert {"bob", "carol"} <= users
+    assert s.release.phase == Phase.ABORTED and s.routes == RoutePlan() and routes(providers) == RoutePlan()
+
+
+def test_unknown_app_and_unmatched_push_are_acknowledged() -> None:
+    runner, store, _, _ = make()
+    assert runner.handle(push("prod/nope", "v1", repo="registry.example.com/nope"))[0].status == "ignored"
+    assert store.list_apps() == []
+
+
+def test_tick_sweep_visits_every_app_with_state() -> None:
+    store, clock, providers = MemoryStore(), Clock(), RecordingProviders()
+    policies = StaticPolicies([canary_policy(name=f"app{i}") for i in range(3)])
+    runner = Runner(store, policies, providers, clock=clock)
+    for i in range(3):
+        runner.handle(push(f"prod/app{i}", "v1"))
+        runner.handle(push(f"prod/app{i}", "v2"))
+    clock.advance(10)
+    outcomes = runner.handle(tick())
+    assert sorted(o.app for o in outcomes) == ["prod/app0", "prod/app1", "prod/app2"]
+    assert all(o.status == "transitioned" for o in outcomes)  # each recorded a verdict
