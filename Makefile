@@ -28,6 +28,7 @@ unit: setup  ## only the pure tests (no servers)
 
 lint: setup
 	$(BIN)/ruff check functions tests
+	$(BIN)/lint-imports
 
 bench: setup deps kube  ## benchmarks: JSON under tests/bench/results/, a table on stdout
 	$(BIN)/python -m tests.bench

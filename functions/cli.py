@@ -99,6 +99,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# --- demo ------------------------------------------------------------------------------------------
+
+
+@command("demo", "run the main job end to end on the embedded default (in-process, simulated clock)",
+         lambda p: None)
+def demo(args: argparse.Namespace) -> int:
+    from functions.demo import run
+
+    state = run()
+    return EXIT_OK if state.release is not None else EXIT_PROBLEMS
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -113,3 +125,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
