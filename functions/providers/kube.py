@@ -1,0 +1,143 @@
+"""The one place that builds Kubernetes API clients and turns their failures into graylane errors.
+
+`import kubernetes` costs about half a second, so nothing here imports it at module level: a
+function that never talks to the apiserver (SQLite store, local demo) never pays for it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+from functions.errors import ConfigError, ConflictError, GraylaneError, NotFound, ProviderUnavailable, Reject
+
+if TYPE_CHECKING:
+    import kubernetes.client
+
+__all__ = ["api_error", "client_from"]
+
+_clients: dict[str, type] = {}
+
+
+def client_from(
+    configuration: kubernetes.client.Configuration | None = None,
+    kubeconfig: str | None = None,
+    context: str | None = None,
+    in_cluster: bool = False,
+    timeout: float = 5.0,
+) -> kubernetes.client.ApiClient:
+    """An ApiClient for `configuration`, the in-cluster ServiceAccount, or a kubeconfig.
+
+    With no arguments: in-cluster when KUBERNETES_SERVICE_HOST is set (a pod), else the kubeconfig
+    (KUBECONFIG or ~/.kube/config). Every request without its own `_request_timeout` gets `timeout`,
+    so no call can hang a function; a watch must pass a `_request_timeout` longer than its
+    `timeout_seconds`. urllib3 never silently re-sends a request after a read timeout (it would for a
+    GET), so one call costs at most `timeout` and a write's outcome is never hidden by a retry.
+    """
+    from kubernetes import client, config
+
+    if configuration is not None:
+        cfg = copy.deepcopy(configuration)  # never mutate the caller's (often shared) configuration
+    else:
+        cfg = client.Configuration()
+        auto_in_cluster = kubeconfig is None and context is None and "KUBERNETES_SERVICE_HOST" in os.environ
+        try:
+            if in_cluster or auto_in_cluster:
+                config.load_incluster_config(client_configuration=cfg)
+            else:
+                config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg)
+        except (config.ConfigException, OSError) as err:
+            where = (
+                "in-cluster service account"
+                if in_cluster or auto_in_cluster
+                else (
+                    f"kubeconfig {kubeconfig or os.environ.get('KUBECONFIG', '~/.kube/config')}"
+                    + (f" context {context}" if context else "")
+                )
+            )
+            raise ConfigError(f"Kubernetes client: cannot load the {where}: {err}") from err
+    if cfg.retries is None:
+        cfg.retries = _no_read_retries()
+    return _client_class()(cfg, timeout)
+
+
+def _no_read_retries() -> Any:
+    from urllib3.util.retry import Retry
+
+    # Reconnecting is safe (nothing was sent); re-sending after a read error is not for writes and
+    # hides timeouts for reads.
+    return Retry(total=1, connect=1, read=0, status=0, redirect=0, other=0)
+
+
+def _client_class() -> type:
+    """ApiClient subclass applying a default request timeout (built once, on first use)."""
+    if "timed" not in _clients:
+        from kubernetes.client import ApiClient
+
+        class TimedApiClient(ApiClient):  # type: ignore[misc]
+            def __init__(self, configuration: Any, timeout: float) -> None:
+                super().__init__(configuration)
+                self.default_timeout = timeout
+
+            def call_api(self, *args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
+                timeout = self.default_timeout if _request_timeout is None else _request_timeout
+                return super().call_api(*args, _request_timeout=timeout, **kwargs)
+
+        _clients["timed"] = TimedApiClient
+    return _clients["timed"]
+
+
+def api_error(err: BaseException, kind: str, name: str, verb: str) -> GraylaneError:
+    """The graylane error for a failed Kubernetes call on `kind` `name` ("namespace/name").
+
+    409 → ConflictError, 404 → NotFound, 429/5xx and transport failures → ProviderUnavailable,
+    401/403 → ConfigError (credentials or RBAC), any other 4xx → Reject (the request itself is
+    wrong; sending it again cannot help). The caller raises the result `from err`.
+    """
+    status, detail = _status_and_detail(err)
+    message = f"{kind} {name} {verb}: {detail}"
+    result: GraylaneError
+    if status == 409:
+        result = ConflictError(message)
+    elif status == 404:
+        result = NotFound(message)
+    elif status is None or status == 0 or status == 429 or status >= 500:
+        result = ProviderUnavailable(message)
+    elif status in (401, 403):
+        result = ConfigError(message + " (check the credentials and RBAC rules)")
+    elif 400 <= status < 500:
+        result = Reject(message)
+    else:
+        result = GraylaneError(message)
+    result.__cause__ = err
+    return result
+
+
+def _status_and_detail(err: BaseException) -> tuple[int | None, str]:
+    """(HTTP status or None for a transport failure, the server's message or the error text)."""
+    # An ApiException can only exist if its module was imported: checking sys.modules keeps this
+    # helper from importing kubernetes just to classify an unrelated error.
+    exceptions = sys.modules.get("kubernetes.client.exceptions")
+    if exceptions is not None and isinstance(err, exceptions.ApiException):
+        return err.status, _server_message(err)
+    urllib3_exceptions = sys.modules.get("urllib3.exceptions")
+    if urllib3_exceptions is not None and isinstance(err, urllib3_exceptions.HTTPError):
+        return None, f"{type(err).__name__}: {err}"
+    if isinstance(err, ConnectionError | TimeoutError | OSError):
+        return None, f"{type(err).__name__}: {err}"
+    return -1, f"{type(err).__name__}: {err}"
+
+
+def _server_message(err: Any) -> str:
+    """The `message` of the apiserver's Status body, else the HTTP reason."""
+    reason = f"{err.status} {err.reason or ''}".strip()
+    try:
+        body = json.loads(err.body or "")
+    except (TypeError, ValueError):
+        return reason
+    if isinstance(body, dict) and body.get("message"):
+        return f"{reason}: {body['message']}"
+    return reason
