@@ -128,7 +128,7 @@ class Runner:
             state, version = self._load(app)
             if event.id in state.seen:
                 outcome = Outcome(app=app, event_id=event.id, status="duplicate")
-                return self._apply_pending(policy, state, outcome)  # heal a crash after the first save
+                return self._apply_pending(policy, state, outcome, version)  # heal a crash after the first save
             now = self.clock()
             if observation is None:
                 observation = self._observe(policy, state, event, now)
@@ -136,20 +136,21 @@ class Runner:
             if decision.state is state:
                 outcome = Outcome(app=app, event_id=event.id, status="unchanged")
                 self._emit(policy, state, decision.events, f"{event.id}/{app}")
-                return self._apply_pending(policy, state, outcome)
+                return self._apply_pending(policy, state, outcome, version)
             try:
-                self.store.save(app, decision.state.to_json(), version)
+                saved_version: str | None = self.store.save(app, decision.state.to_json(), version)
             except ConflictError:
                 continue  # someone else moved the state on: reload and decide again
             except ProviderUnavailable as err:
                 if not self._landed(app, event.id):
                     log.warning("saving %s failed (%s); retrying", app, err)
                     continue
+                saved_version = None  # landed, but its version is unknown
             outcome = Outcome(app=app, event_id=event.id, status="transitioned")
             outcome.emitted = self._emit(policy, decision.state, decision.events,
                                          f"{decision.state.release.id if decision.state.release else app}"
                                          f"/{decision.state.generation}")  # fmt: skip
-            return self._apply_pending(policy, decision.state, outcome)
+            return self._apply_pending(policy, decision.state, outcome, saved_version)
         raise Retry(f"state of {app} kept changing under {self.attempts} attempts; redeliver {event.id}")
 
     def _load(self, app: str) -> tuple[AppState, str | None]:
@@ -192,7 +193,7 @@ class Runner:
                          for m in policy.analysis.metrics)  # fmt: skip
 
     # -- effects ------------------------------------------------------------------------------------
-    def _apply_pending(self, policy: Policy, state: AppState, outcome: Outcome) -> Outcome:
+    def _apply_pending(self, policy: Policy, state: AppState, outcome: Outcome, version: str | None) -> Outcome:
         done: list[str] = []
         for effect in state.pending:
             try:
@@ -208,7 +209,7 @@ class Runner:
         outcome.applied = done
         outcome.pending = len(state.pending) - len(done)
         if done:
-            self._ack(policy.app, done)
+            self._ack(policy.app, done, state if version is not None else None, version)
         return outcome
 
     def apply(self, policy: Policy, effect: Effect) -> None:
@@ -244,14 +245,18 @@ class Runner:
         else:
             raise GraylaneError(f"unknown effect kind {effect.kind} ({effect.id})")
 
-    def _ack(self, app: str, done: list[str]) -> None:
-        """Move applied effects out of `pending`. Losing this write is harmless: effects are idempotent."""
+    def _ack(self, app: str, done: list[str], state: AppState | None, version: str | None) -> None:
+        """Move applied effects out of `pending`. Losing this write is harmless: effects are idempotent.
+
+        The first try uses the state just saved (no reload); a conflict means reload and try again.
+        """
         ids = set(done)
         for _ in range(self.attempts):
-            try:
-                state, version = self._load(app)
-            except Retry:
-                return
+            if state is None:
+                try:
+                    state, version = self._load(app)
+                except Retry:
+                    return
             if not any(e.id in ids for e in state.pending):
                 return
             acked = replace(state, pending=tuple(e for e in state.pending if e.id not in ids),
@@ -260,7 +265,7 @@ class Runner:
                 self.store.save(app, acked.to_json(), version)
                 return
             except (ConflictError, ProviderUnavailable):
-                continue
+                state = None
 
     # -- events -------------------------------------------------------------------------------------
     def _emit(self, policy: Policy, state: AppState, emitted: tuple[Any, ...], id_prefix: str) -> list[str]:
