@@ -23,13 +23,14 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
+        d = cls()  # the defaults (a slotted class has no class-level default attributes)
         s = cls(
-            store=env.get("GRAYLANE_STORE", cls.store),
-            policies=env.get("GRAYLANE_POLICIES", cls.policies),
-            providers=env.get("GRAYLANE_PROVIDERS", cls.providers),
+            store=env.get("GRAYLANE_STORE", d.store),
+            policies=env.get("GRAYLANE_POLICIES", d.policies),
+            providers=env.get("GRAYLANE_PROVIDERS", d.providers),
             sink=env.get("K_SINK", env.get("GRAYLANE_SINK", "")),
-            prometheus=env.get("GRAYLANE_PROMETHEUS", cls.prometheus),
-            source=env.get("GRAYLANE_SOURCE", cls.source),
+            prometheus=env.get("GRAYLANE_PROMETHEUS", d.prometheus),
+            source=env.get("GRAYLANE_SOURCE", d.source),
         )
         if s.providers not in PROVIDERS:
             raise ConfigError(f"GRAYLANE_PROVIDERS={s.providers!r} is not allowed; expected one of {', '.join(PROVIDERS)}")

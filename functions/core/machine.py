@@ -113,7 +113,11 @@ def ignore(tx: Tx, reason: str) -> None:
     phase = tx.rel.phase.value if tx.rel else "none"
     if isinstance(event, Command):
         tx.record("ignored", reason=f"{event.action}: {reason}")
-        tx.emit(ev.COMMAND_REJECTED, {"app": tx.policy.app, "action": event.action, "reason": reason}, release=False)
+        actor = {"user": event.actor.user, "via": event.actor.via}
+        if event.actor.channel:
+            actor["channel"] = event.actor.channel
+        tx.emit(ev.COMMAND_REJECTED, {"app": tx.policy.app, "action": event.action, "actor": actor,
+                                      "reason": reason}, release=False)  # fmt: skip
     else:
         tx.emit(ev.EVENT_IGNORED, {"app": tx.policy.app, "eventType": event.type, "eventId": event.id,
                                    "phase": phase, "reason": reason}, release=False)  # fmt: skip
@@ -217,8 +221,9 @@ def _analyse(tx: Tx) -> None:
         return
     verdict = judge(analysis, samples, tx.now_iso)
     record_verdict(tx, verdict)
-    tx.emit(ev.ANALYSIS_VERDICT, {"verdict": verdict.verdict, "reason": verdict.reason,
-                                  "metrics": ev.verdict_data(verdict.metrics)})  # fmt: skip
+    tx.emit(ev.ANALYSIS_VERDICT, {"release": rel.id, "app": tx.policy.app, "verdict": verdict.verdict,
+                                  "reason": verdict.reason, "metrics": ev.verdict_data(verdict.metrics)},
+            release=False)  # fmt: skip
     rel = tx.release
     if verdict.verdict == "fail" and rel.failures >= analysis.failure_limit:
         _fail(tx, f"analysis failed: {verdict.reason}")
@@ -226,8 +231,17 @@ def _analyse(tx: Tx) -> None:
         _pause(tx, f"{rel.inconclusive_run} inconclusive verdicts in a row: {verdict.reason}")
 
 
+def _relax(tx: Tx) -> None:
+    """Resolved alerts whose hold-down is over stop tightening protection (whether or not a release runs)."""
+    alerts = expire(tx.policy, tx.state.alerts, tx.now)
+    if alerts != tx.state.alerts:
+        tx.set_state(alerts=alerts)
+        tx.protect(effective_protection(tx.policy, tx.state.base_protection, alerts), "alert hold-down over")
+
+
 def tick_progressing(tx: Tx) -> None:
     _heal_drift(tx)
+    _relax(tx)
     _analyse(tx)
     rel = tx.release
     if rel.phase != Phase.PROGRESSING:
@@ -249,6 +263,7 @@ def tick_progressing(tx: Tx) -> None:
 
 def tick_waiting(tx: Tx) -> None:
     _heal_drift(tx)
+    _relax(tx)
     _analyse(tx)
     rel = tx.release
     if rel.phase != Phase.WAITING or not tx.timer_fired():
@@ -265,14 +280,12 @@ def tick_waiting(tx: Tx) -> None:
 
 def tick_held(tx: Tx) -> None:
     _heal_drift(tx)
+    _relax(tx)
 
 
 def tick_inactive(tx: Tx) -> None:
     _heal_drift(tx)
-    alerts = expire(tx.policy, tx.state.alerts, tx.now)
-    if alerts != tx.state.alerts:
-        tx.set_state(alerts=alerts)
-        tx.protect(effective_protection(tx.policy, tx.state.base_protection, alerts), "alert hold-down over")
+    _relax(tx)
 
 
 # -- failure and rollback --------------------------------------------------------------------------------
@@ -299,10 +312,11 @@ def _rollback(tx: Tx, reason: str, phase: Phase, action: str, event_type: str) -
             tx.route(RoutePlan.canary_at(100))  # the warm previous version takes traffic at once
         tx.effect("promote-stable", image=origin.image, version=origin.version)
         tx.route(STABLE_ONLY)
-        revisions = tuple(v for v in state.revisions if v != origin)
-        tx.set_state(stable=origin, revisions=revisions, warm=None, warm_until="")
     else:
         tx.stable_only()
+    if rel.promoted or rel.wave > 0:  # stable moved to the target in this wave or an earlier one
+        revisions = tuple(v for v in state.revisions if v != origin)
+        tx.set_state(stable=origin, revisions=revisions, warm=None, warm_until="")
     if rel.canary_deployed or rel.promoted:
         tx.effect("scale-down-canary")
     for wave in range(rel.wave):  # earlier waves were promoted: return them too
@@ -413,10 +427,12 @@ def cmd_promote(tx: Tx) -> None:
     target = next((i for i in range(rel.stage, len(stages)) if isinstance(stages[i], PromoteStage)), None)
     if target is None or rel.promoted:
         return ignore(tx, "nothing left to promote")
-    for i in range(rel.stage, target):  # the command stands for every gate it skips, and says so
-        stage = stages[i]
-        if isinstance(stage, ApprovalStage) and (i > rel.stage or rel.phase == Phase.WAITING):
-            _decide_gate(tx, stage.name, "approved")
+    # the command stands for every gate it skips, and says so: a wave gate being waited on (gate_next is
+    # the current stage), then every approval stage up to the promote stage (none of them was passed yet)
+    skipped = [rel.gate] if rel.gate and rel.gate_next == rel.stage else []
+    skipped += [s.name for s in stages[rel.stage:target] if isinstance(s, ApprovalStage)]
+    for gate in skipped:
+        _decide_gate(tx, gate, "approved")
     tx.record("promote", reason=f"promoted by {_who(tx)}")
     enter_from(tx, target)
 
