@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -21,10 +22,16 @@ from functions.errors import NotFound, PolicyError
 POLICY_SUFFIXES = (".yaml", ".yml")
 
 
+def yaml_documents(text: str) -> list[Any]:
+    """The non-empty documents of a YAML text, with libyaml's C loader when available (10x faster)."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return [d for d in yaml.load_all(text, Loader=loader) if d is not None]  # noqa: S506 (a safe loader)
+
+
 def load_policy_text(text: str, source: str = "") -> list[Policy]:
     """Every policy in a (possibly multi-document) YAML text; raise PolicyError listing all problems."""
     try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+        docs = yaml_documents(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "document"

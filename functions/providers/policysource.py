@@ -18,6 +18,7 @@ from functions.core.images import match_policy
 from functions.core.policy import Policy
 from functions.core.policy_parse import parse_policy
 from functions.errors import ConfigError, NotFound, PolicyError
+from functions.policies import yaml_documents
 from functions.providers.kube import api_error
 
 if TYPE_CHECKING:
@@ -116,7 +117,7 @@ def _parse_configmap(cm: Any) -> list[_Found]:
     if text is None:
         return [_Found(source, None, None, PolicyError([(DATA_KEY, "missing key")], source))]
     try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+        docs = yaml_documents(text)
     except yaml.YAMLError as err:
         return [_Found(source, None, None, PolicyError([(DATA_KEY, f"not YAML: {err}")], source))]
     return [_parse_doc(doc, f"{source} {DATA_KEY}#{i}", namespace) for i, doc in enumerate(docs)]
