@@ -1,0 +1,42 @@
+"""Docker Hub repository webhooks (https://docs.docker.com/docker-hub/repos/manage/webhooks/).
+
+Docker Hub signs nothing and sends no custom header: configure the webhook URL as
+`https://gateway/hooks/dockerhub/<GRAYLANE_HOOK_TOKEN_DOCKERHUB>`. The payload carries no digest.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from functions.providers.sources.base import (
+    Credentials,
+    Headers,
+    Parsed,
+    Push,
+    check_token,
+    epoch_to_rfc3339,
+    get_obj,
+    get_str,
+    load_json,
+    obj,
+    repository_name,
+)  # fmt: skip
+
+
+class DockerHubSource:
+    name: ClassVar[str] = "dockerhub"
+    kind: ClassVar[Literal["push", "alert"]] = "push"
+
+    def authenticate(self, headers: Headers, body: bytes, credentials: Credentials) -> None:
+        check_token(self.name, headers, credentials)
+
+    def parse(self, headers: Headers, body: bytes) -> Parsed:
+        data = obj(self.name, load_json(self.name, body), "body")
+        push_data = get_obj(self.name, data, "push_data", "body")
+        repo = get_obj(self.name, data, "repository", "body")
+        return [Push(
+            repository=repository_name("docker.io", get_str(self.name, repo, "repo_name", "body.repository")),
+            tag=get_str(self.name, push_data, "tag", "body.push_data"),
+            pusher=get_str(self.name, push_data, "pusher", "body.push_data", required=False),
+            pushed_at=epoch_to_rfc3339(push_data.get("pushed_at")),
+        )]  # fmt: skip

@@ -1,0 +1,70 @@
+"""GitHub Packages / GHCR: the `package` and `registry_package` webhook events with action `published`
+(payload examples: octokit/webhooks payload-examples/api.github.com/registry_package/).
+
+Deliveries are signed: X-Hub-Signature-256 = "sha256=" + HMAC-SHA256(secret, raw body)
+(https://docs.github.com/webhooks/using-webhooks/validating-webhook-deliveries).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from functions.providers.sources.base import (
+    Credentials,
+    Headers,
+    Parsed,
+    Push,
+    check_hmac,
+    digest_or_empty,
+    get_obj,
+    get_str,
+    load_json,
+    obj,
+    repository_name,
+    require_configured,
+    rfc3339_or_empty,
+    split_reference,
+)  # fmt: skip
+
+_EVENTS = ("package", "registry_package")
+
+
+class GitHubSource:
+    name: ClassVar[str] = "ghcr"
+    kind: ClassVar[Literal["push", "alert"]] = "push"
+
+    def authenticate(self, headers: Headers, body: bytes, credentials: Credentials) -> None:
+        require_configured(self.name, credentials)
+        check_hmac(self.name, "X-Hub-Signature-256", headers.get("x-hub-signature-256", ""), body,
+                   credentials.secret, "sha256")
+
+    def parse(self, headers: Headers, body: bytes) -> Parsed:
+        data = obj(self.name, load_json(self.name, body), "body")
+        event = headers.get("x-github-event", "")
+        key = event if event in _EVENTS else next((k for k in _EVENTS if k in data), "")
+        if not key or data.get("action") not in ("published", "updated"):
+            return []  # ping, other events, deletions
+        package = get_obj(self.name, data, key, "body")
+        if str(package.get("package_type", "")).lower() not in ("container", "docker") and \
+                str(package.get("ecosystem", "")).lower() not in ("container", "docker"):
+            return []  # npm, maven, ... packages are not images
+        where = f"body.{key}.package_version"
+        version = get_obj(self.name, package, "package_version", f"body.{key}")
+        meta = get_obj(self.name, version, "container_metadata", where, required=False)
+        tag_info = get_obj(self.name, meta, "tag", f"{where}.container_metadata", required=False)
+        url = get_str(self.name, version, "package_url", where, required=False)
+        repository = split_reference(url)[0] if url else ""
+        if not repository:
+            owner = get_obj(self.name, package, "owner", f"body.{key}")
+            repository = repository_name("ghcr.io", get_str(self.name, owner, "login", f"body.{key}.owner") + "/"
+                                         + get_str(self.name, package, "name", f"body.{key}"))
+        sender = get_obj(self.name, data, "sender", "body", required=False)
+        return [Push(
+            repository=repository,
+            tag=get_str(self.name, tag_info, "name", f"{where}.container_metadata.tag", required=False),
+            digest=digest_or_empty(get_str(self.name, tag_info, "digest", f"{where}.container_metadata.tag",
+                                           required=False)),
+            pusher=get_str(self.name, sender, "login", "body.sender", required=False),
+            pushed_at=rfc3339_or_empty(package.get("updated_at")),
+            delivery=headers.get("x-github-delivery", ""),
+        )]  # fmt: skip
