@@ -1,0 +1,243 @@
+"""Prometheus analysis through prometheus-api-client: measure every active release in a few queries.
+
+`PrometheusAnalysis.measure_many` groups releases by (Prometheus URL, router) and runs, per group, at
+most one query per metric kind:
+
+- counts over the policy window (threshold / comparison judges, and the minimum-sample guard);
+- counts since the release's stage started (the sequential judge needs cumulative counts);
+- latency per version over the window;
+
+plus one query per custom PromQL metric and release (those cannot be shared). Every sample carries its
+query and the raw series it was computed from. An unreachable Prometheus (after `retries` retries and
+`timeout` seconds each) or an error answer gives status "unavailable"; no canary traffic gives
+"no-data": both are inconclusive, never a pass.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
+from requests.exceptions import RequestException
+from urllib3.util.retry import Retry
+
+from functions.core.events import MetricSample
+from functions.core.policy import MetricCheck, Policy
+from functions.core.state import Release
+from functions.errors import ConfigError
+from functions.providers.metrics import templates as tp
+
+COUNT_TEMPLATES = frozenset({"success-rate", "error-rate"})
+
+
+@dataclass
+class Answer:
+    query: str
+    series: list[dict[str, Any]] = field(default_factory=list)
+    error: str = ""  # non-empty: Prometheus could not answer
+
+
+@dataclass
+class _Plan:
+    """What one release needs from the group queries."""
+
+    policy: Policy
+    release: Release
+    target: tp.Target
+    window: int  # seconds
+    since: int  # seconds since the stage started, at least the window
+
+
+class PrometheusAnalysis:
+    """The measuring part of the runtime's Providers: Prometheus at `url` (a policy may name its own)."""
+
+    def __init__(self, url: str, timeout: float = 5.0, retries: int = 2,
+                 clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.retries = retries
+        self.clock = clock
+        self.queries: list[str] = []  # every query sent, in order (observability and tests)
+        self._clients: dict[str, PrometheusConnect] = {}
+        self._lock = threading.Lock()
+
+    # -- public -------------------------------------------------------------------------------------
+    def measure(self, policy: Policy, release: Release) -> tuple[MetricSample, ...]:
+        return self.measure_many([(policy, release)]).get(release.id, ())
+
+    def measure_many(self, pairs: list[tuple[Policy, Release]]) -> dict[str, tuple[MetricSample, ...]]:
+        now = self.clock()
+        plans = [self._plan(p, r, now) for p, r in pairs if p.analysis is not None]
+        groups: dict[tuple[str, str], list[_Plan]] = {}
+        for plan in plans:
+            assert plan.policy.analysis is not None
+            url = (plan.policy.analysis.prometheus or self.url).rstrip("/")
+            groups.setdefault((url, plan.policy.router.provider), []).append(plan)
+        out: dict[str, tuple[MetricSample, ...]] = {}
+        for (url, router), group in groups.items():
+            out.update(self._measure_group(url, router, group, now))
+        return out
+
+    # -- planning -----------------------------------------------------------------------------------
+    def _plan(self, policy: Policy, release: Release, now: float) -> _Plan:
+        analysis = policy.analysis
+        assert analysis is not None
+        window = max(1, round(analysis.window))
+        started = _epoch(release.stage_started_at or release.started_at)
+        elapsed = now - started if started is not None else window
+        step = max(1, round(analysis.interval))
+        since = max(window, math.ceil(elapsed / step) * step)  # rounded up so releases share range terms
+        return _Plan(policy, release, tp.target(policy, release.id), window, since)
+
+    def _measure_group(
+        self, url: str, router: str, group: list[_Plan], now: float
+    ) -> dict[str, tuple[MetricSample, ...]]:
+        builtin = tp.has_builtin(router)
+        checks = [(plan, m) for plan in group for m in plan.policy.analysis.metrics]  # type: ignore[union-attr]
+        needs = {m.template for _, m in checks if not m.query}
+        wants_since = {plan.release.id for plan, m in checks if m.judge == "sequential" and not m.query}
+        answers: dict[str, Answer] = {}
+        if builtin and needs:
+            answers["window"] = self._query(
+                url, tp.counts_query(router, [(p.target, p.window) for p in group]), now
+            )
+            since = [(p.target, p.since) for p in group if p.release.id in wants_since]
+            if since:
+                answers["since"] = self._query(url, tp.counts_query(router, since), now)
+            if "latency" in needs:
+                lat = [(p.target, p.window) for p in group]
+                answers["latency"] = self._query(url, tp.latency_query(router, lat), now)
+        targets = [p.target for p in group]
+        split = {
+            kind: tp.split_counts(router, targets, a.series)
+            for kind, a in answers.items()
+            if kind != "latency"
+        }
+        latency = tp.split_values(targets, answers["latency"].series) if "latency" in answers else {}
+        out: dict[str, tuple[MetricSample, ...]] = {}
+        for plan in group:
+            samples = []
+            for m in plan.policy.analysis.metrics:  # type: ignore[union-attr]
+                if m.query:
+                    samples.append(self._custom(url, plan, m, now))
+                elif not builtin:
+                    samples.append(MetricSample(m.name, status="unavailable",
+                                                detail=f"no built-in {m.template} template for router {router}; "
+                                                       "give the metric a query"))  # fmt: skip
+                else:
+                    samples.append(self._builtin(plan, m, answers, split, latency))
+            out[plan.release.id] = tuple(samples)
+        return out
+
+    # -- samples ------------------------------------------------------------------------------------
+    def _builtin(self, plan: _Plan, m: MetricCheck, answers: dict[str, Answer],
+                 split: dict[str, dict[str, dict[str, tp.Counts]]],
+                 latency: dict[str, dict[str, float]]) -> MetricSample:  # fmt: skip
+        rid = plan.release.id
+        kind = "since" if m.judge == "sequential" else "window"
+        source = answers["latency" if m.template == "latency" else kind]
+        if source.error or (m.template == "latency" and answers["window"].error):
+            error = source.error or answers["window"].error
+            return MetricSample(m.name, status="unavailable", query=source.query, detail=error)
+        counts = split[kind].get(rid, {}) if m.template in COUNT_TEMPLATES else split["window"].get(rid, {})
+        canary, stable = counts.get(tp.CANARY, tp.Counts()), counts.get(tp.STABLE, tp.Counts())
+        raw = _raw(source.series, plan.target)
+        if m.template == "latency":
+            values = latency.get(rid, {})
+            value, stable_value = values.get(tp.CANARY, math.nan), values.get(tp.STABLE, math.nan)
+            if math.isnan(value):
+                return MetricSample(m.name, status="no-data", query=source.query,
+                                    detail=f"no canary latency for {plan.policy.app} {raw}")  # fmt: skip
+            return MetricSample(m.name, value=value, stable_value=stable_value, canary_requests=canary.requests,
+                                stable_requests=stable.requests, query=source.query, detail=raw)  # fmt: skip
+        if not canary.seen or canary.requests <= 0:
+            span = plan.since if kind == "since" else plan.window
+            return MetricSample(m.name, status="no-data", query=source.query,
+                                detail=f"no canary requests for {plan.policy.app} in the last {span}s")  # fmt: skip
+        rate = lambda c: c.errors / c.requests if c.requests > 0 else math.nan  # noqa: E731
+        value, stable_value = rate(canary), rate(stable)
+        if m.template == "success-rate":
+            value, stable_value = 1 - value, 1 - stable_value
+        return MetricSample(m.name, value=value, stable_value=stable_value,
+                            canary_requests=canary.requests, canary_errors=canary.errors,
+                            stable_requests=stable.requests, stable_errors=stable.errors,
+                            query=source.query, detail=raw)  # fmt: skip
+
+    def _custom(self, url: str, plan: _Plan, m: MetricCheck, now: float) -> MetricSample:
+        analysis = plan.policy.analysis
+        assert analysis is not None
+        variables = {**plan.target.names, "window": tp.duration(analysis.window),
+                     "interval": tp.duration(analysis.interval), "target": plan.target.names["canary"]}  # fmt: skip
+        try:
+            query = tp.render(m.query, variables)
+            stable_query = tp.render(m.query, {**variables, "target": plan.target.names["stable"]})
+        except ConfigError as err:
+            return MetricSample(
+                m.name, status="unavailable", query=m.query, detail=f"{plan.policy.app}: {err}"
+            )
+        answer = self._query(url, query, now)
+        if answer.error:
+            return MetricSample(m.name, status="unavailable", query=query, detail=answer.error)
+        if not answer.series:
+            return MetricSample(
+                m.name, status="no-data", query=query, detail=f"empty result for {plan.policy.app}"
+            )
+        stable_value = None
+        if m.judge == "comparison" and stable_query != query:
+            stable = self._query(url, stable_query, now)
+            if stable.error:
+                return MetricSample(m.name, status="unavailable", query=stable_query, detail=stable.error)
+            stable_value = tp._value(stable.series[0]) if stable.series else None
+        value = tp._value(answer.series[0])
+        return MetricSample(m.name, value=value, stable_value=stable_value, query=query,
+                            detail=_compact(answer.series))  # fmt: skip
+
+    # -- I/O ----------------------------------------------------------------------------------------
+    def _client(self, url: str) -> PrometheusConnect:
+        with self._lock:
+            if url not in self._clients:
+                retry = Retry(total=self.retries, connect=self.retries, read=self.retries, backoff_factor=0.1,
+                              status_forcelist=(429, 500, 502, 503, 504), allowed_methods=("GET",),
+                              raise_on_status=False)  # fmt: skip
+                self._clients[url] = PrometheusConnect(url, retry=retry, timeout=self.timeout)  # type: ignore[arg-type]
+            return self._clients[url]
+
+    def _query(self, url: str, query: str, now: float) -> Answer:
+        with self._lock:
+            self.queries.append(query)
+        try:
+            series = self._client(url).custom_query(query, params={"time": f"{now:.3f}"})
+        except (RequestException, PrometheusApiClientException) as err:
+            return Answer(query, error=f"querying Prometheus {url} failed: {type(err).__name__}: {err}"[:600])
+        return Answer(query, list(series or []))
+
+
+def _epoch(iso: str) -> float | None:
+    if not iso:
+        return None
+    try:
+        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _raw(series: Iterable[dict[str, Any]], target: tp.Target) -> str:
+    mine = [
+        s
+        for s in series
+        if target.stable.matches(s.get("metric", {})) or target.canary.matches(s.get("metric", {}))
+    ]
+    return _compact(mine)
+
+
+def _compact(series: Iterable[dict[str, Any]]) -> str:
+    """The raw vector as short JSON: [[labels, value], ...]."""
+    return json.dumps([[s.get("metric", {}), (s.get("value") or [None, None])[1]] for s in series],
+                      separators=(",", ":"), sort_keys=True)  # fmt: skip
