@@ -1,0 +1,97 @@
+"""Shared fixtures: a real kube-apiserver for the session, a namespace per test, a fault proxy, and the
+opt-in kube-controller-manager + fake kubelet.
+
+Nothing here starts a server unless a test asks for one of these fixtures, so unit tests run without the
+binaries. Heavy imports (kubernetes, aiohttp) happen inside the fixtures.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from tests.k8s.cluster import FakeKubelet, KubeCluster
+    from tests.k8s.faultproxy import Faults
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The test apiserver has a self-signed cert and the fixtures' clients don't verify it; with warnings
+    # as errors, urllib3's InsecureRequestWarning would fail every cluster test.
+    config.addinivalue_line("filterwarnings", "ignore::urllib3.exceptions.InsecureRequestWarning")
+
+
+@pytest.fixture(scope="session")
+def kube() -> Iterator[KubeCluster]:
+    """etcd + kube-apiserver v1.20.2 on loopback with every CRD of tests/k8s/crds installed and served."""
+    from tests.k8s.cluster import BinariesMissing, KubeCluster, install_crds, load_crds
+
+    missing = ""
+    try:
+        cluster = KubeCluster.start()
+    except BinariesMissing as exc:
+        missing = str(exc)
+    if missing:  # outside the except block: one clear message, not a chained traceback
+        pytest.fail(missing, pytrace=False)
+    try:
+        with cluster.api_client() as api:
+            install_crds(api, load_crds())
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def ns(kube: KubeCluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace named after the test; deleted afterwards (only finishes with kube_controller)."""
+    from kubernetes import client
+
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"t-{slug}-{secrets.token_hex(3)}"
+    with kube.api_client() as api:
+        core = client.CoreV1Api(api)
+        core.create_namespace({"metadata": {"name": name, "labels": {"graylane.test/namespace": "true"}}})
+        yield name
+        try:
+            core.delete_namespace(name)
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise
+
+
+@pytest.fixture
+def faults(kube: KubeCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Faults]:
+    """A fault-injection proxy in front of the apiserver; `.configuration` goes through it."""
+    from tests.k8s.faultproxy import Faults
+
+    proxy = Faults(kube.host, kube.token, tmp_path_factory.mktemp("faults")).start()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
+
+
+@pytest.fixture(scope="session")
+def kube_controller(kube: KubeCluster) -> Iterator[KubeCluster]:
+    """Opt-in: kube-controller-manager (deployment, replicaset, namespace, garbagecollector) for the session."""
+    kube.start_controller_manager()
+    try:
+        yield kube
+    finally:
+        kube.stop_controller_manager()
+
+
+@pytest.fixture
+def kubelet(kube_controller: KubeCluster, ns: str) -> Iterator[FakeKubelet]:
+    """A fake node that marks the pods of the test's namespace Running + Ready (add more via .namespaces)."""
+    from tests.k8s.cluster import FakeKubelet
+
+    node = FakeKubelet(kube_controller.api_client(), [ns]).start()
+    try:
+        yield node
+    finally:
+        node.stop()
