@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from functions.core import images
+from functions.core import capabilities, images
 from functions.core.policy import (
     ABTestStage,
     Allow,
@@ -826,7 +826,7 @@ def _policy(r: Reader, doc: Any) -> Policy:
         if wave.approval and f"wave-{wave.name}" in gates:
             r.bad(f"spec.waves[{i}].name", wave.name, f"a name whose gate wave-{wave.name} is not also an approval stage")
     gates |= {f"wave-{w.name}" for w in waves if w.approval}
-    return Policy(
+    policy = Policy(
         name=name,
         namespace=namespace,
         image=_image(r, spec.get("image"), "spec.image") if "image" in spec else ImageRule(""),
@@ -841,6 +841,9 @@ def _policy(r: Reader, doc: Any) -> Policy:
         notify=_notify(r, spec),
         revision_history=r.integer(spec, "revisionHistory", "spec", 10, 0, 100),
     )
+    for path, message in capabilities.unsupported(policy.router.provider, doc):  # fail at validate, not at run
+        r.add(path, message)
+    return policy
 
 
 def problems(doc: Any) -> list[Problem]:

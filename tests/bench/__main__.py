@@ -16,6 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     import tests.bench.coldstart  # noqa: F401  (each module registers its suites)
     import tests.bench.core_bench  # noqa: F401
     import tests.bench.detection  # noqa: F401
+    import tests.bench.protection  # noqa: F401
     import tests.bench.store_bench  # noqa: F401
 
     parser = argparse.ArgumentParser(prog="python -m tests.bench")

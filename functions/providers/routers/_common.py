@@ -1,0 +1,246 @@
+"""What the Kubernetes routers share: compare-and-swap writes, the route-plan annotation, match rendering.
+
+Every write is a JSON patch whose first operation tests /metadata/resourceVersion, so a write based on a
+stale read loses instead of overwriting someone else's change. After each write the answer is checked
+for every value written: a field the CRD schema does not know is pruned silently by the apiserver, and
+that must fail loudly, not leave traffic where it was.
+
+A route's desired plan is stored in the annotation `graylane.dev/route-plan`; reading routes back takes
+the weights from the live object and keeps the annotated rules only if the live matchers are exactly
+what those rules render to, so a hand edit of either shows up as drift.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from functions.core.capabilities import CAPABILITIES
+from functions.core.codec import from_plain
+from functions.core.effects import RoutePlan
+from functions.core.policy import Match
+from functions.core.targeting import BUCKET_HEADER, bucket_regex, cookie_regex, digit_regex
+from functions.errors import ConfigError, ConflictError, NotFound, NotReady, Reject
+from functions.providers.kube import api_error
+
+PLAN_ANNOTATION = "graylane.dev/route-plan"
+PROTECTION_ANNOTATION = "graylane.dev/protection"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "graylane"}
+JSON_PATCH = "application/json-patch+json"
+# Returned in a plan's match when the live matchers are not what graylane wrote: never equal to a plan
+# decide() builds, so the runner sees drift and re-applies.
+DRIFTED = Match("header", name="graylane.dev~live-rules-differ")
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    group: str
+    version: str
+    plural: str
+    kind: str
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}"
+
+
+class Objects:
+    """Reads and compare-and-swap writes of one kind (CustomObjectsApi serves built-in groups too)."""
+
+    def __init__(self, api_client: Any, kind: Kind) -> None:
+        from kubernetes import client
+
+        self.api = client.CustomObjectsApi(api_client)
+        self.kind = kind
+
+    def _args(self, namespace: str) -> tuple[str, str, str, str]:
+        return self.kind.group, self.kind.version, namespace, self.kind.plural
+
+    def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The object, or None when it does not exist."""
+        try:
+            return dict(self.api.get_namespaced_custom_object(*self._args(namespace), name))
+        except Exception as err:
+            if getattr(err, "status", None) == 404:
+                return None
+            raise api_error(err, self.kind.kind, f"{namespace}/{name}", "read") from err
+
+    def read(self, namespace: str, name: str) -> dict[str, Any]:
+        obj = self.get(namespace, name)
+        if obj is None:
+            raise NotFound(f"{self.kind.kind} {namespace}/{name} read: not found (reconcile creates it)")
+        return obj
+
+    def create(self, namespace: str, name: str, spec: dict[str, Any], annotations: Mapping[str, str] = {},
+               labels: Mapping[str, str] = MANAGED_BY) -> dict[str, Any]:
+        """Create the object; one created meanwhile by someone else is read and returned instead."""
+        meta = {"name": name, "labels": dict(labels), "annotations": dict(annotations)}
+        body = {"apiVersion": self.kind.api_version, "kind": self.kind.kind, "metadata": meta, "spec": spec}
+        try:
+            created = dict(self.api.create_namespaced_custom_object(*self._args(namespace), body))
+        except Exception as err:
+            if getattr(err, "status", None) == 409:
+                return self.read(namespace, name)
+            raise api_error(err, self.kind.kind, f"{namespace}/{name}", "create") from err
+        _check_written(created, [{"op": "add", "path": "/spec", "value": spec}], self._what(created, "create"))
+        return created
+
+    def patch(self, obj: Mapping[str, Any], ops: list[dict[str, Any]], verb: str) -> dict[str, Any]:
+        """Apply `ops` only if `obj` is still the stored version; check the answer holds every value written."""
+        meta = obj["metadata"]
+        namespace, name, version = meta["namespace"], meta["name"], meta["resourceVersion"]
+        guarded = [{"op": "test", "path": "/metadata/resourceVersion", "value": version}, *ops]
+        try:
+            result = self.api.patch_namespaced_custom_object(*self._args(namespace), name, guarded,
+                                                             _content_type=JSON_PATCH)
+        except Exception as err:
+            raise self._patch_error(err, namespace, name, version, verb) from err
+        _check_written(result, ops, self._what(obj, verb))
+        return dict(result)
+
+    def _patch_error(self, err: Exception, namespace: str, name: str, version: str, verb: str) -> Exception:
+        # A failed `test` and a bad path both answer 422 with the same message: the stored version tells them apart.
+        if getattr(err, "status", None) == 422:
+            now = self.get(namespace, name)
+            if now is not None and now["metadata"]["resourceVersion"] != version:
+                lost = ConflictError(f"{self.kind.kind} {namespace}/{name} {verb}: resourceVersion {version} "
+                                     f"moved on to {now['metadata']['resourceVersion']}")
+                lost.__cause__ = err
+                return lost
+        return api_error(err, self.kind.kind, f"{namespace}/{name}", verb)
+
+    def delete(self, obj: Mapping[str, Any], verb: str = "delete") -> None:
+        """Delete the object only if it is still the version read (a 404 means it is already gone)."""
+        meta = obj["metadata"]
+        precondition = {"preconditions": {"resourceVersion": meta["resourceVersion"]}}
+        try:
+            self.api.delete_namespaced_custom_object(*self._args(meta["namespace"]), meta["name"], body=precondition)
+        except Exception as err:
+            if getattr(err, "status", None) != 404:
+                raise api_error(err, self.kind.kind, f"{meta['namespace']}/{meta['name']}", verb) from err
+
+    def _what(self, obj: Mapping[str, Any], verb: str) -> str:
+        meta = obj.get("metadata", {})
+        return f"{self.kind.kind} {meta.get('namespace', '')}/{meta.get('name', '')} {verb}"
+
+
+def _pointer_get(doc: Any, pointer: str) -> tuple[bool, Any]:
+    node = doc
+    for raw in pointer.split("/")[1:]:
+        key = raw.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, list) and key.isdigit() and int(key) < len(node):
+            node = node[int(key)]
+        elif isinstance(node, Mapping) and key in node:
+            node = node[key]
+        else:
+            return False, None
+    return True, node
+
+
+def holds(actual: Any, expected: Any) -> bool:
+    """Whether `actual` contains everything of `expected` (server defaults may add keys, never drop them)."""
+    if isinstance(expected, Mapping):
+        return isinstance(actual, Mapping) and all(k in actual and holds(actual[k], v) for k, v in expected.items())
+    if isinstance(expected, list):
+        return isinstance(actual, list) and len(actual) == len(expected) and all(map(holds, actual, expected))
+    return bool(actual == expected)
+
+
+def _check_written(result: Any, ops: list[dict[str, Any]], what: str) -> None:
+    for op in ops:
+        found, value = _pointer_get(result, op["path"])
+        if op["op"] in ("add", "replace") and not (found and holds(value, op["value"])):
+            raise Reject(f"{what}: {op['path']} did not keep the value written (a field the schema does not "
+                         f"know is pruned); wrote {json.dumps(op['value'])[:200]}, stored "
+                         f"{json.dumps(value)[:200] if found else 'nothing'}")
+        if op["op"] == "remove" and found:
+            raise Reject(f"{what}: {op['path']} is still present after removing it")
+
+
+def pointer(*keys: str | int) -> str:
+    return "".join("/" + str(k).replace("~", "~0").replace("/", "~1") for k in keys)
+
+
+def annotation_ops(obj: Mapping[str, Any], wanted: Mapping[str, str | None]) -> list[dict[str, Any]]:
+    """JSON patch operations setting (or, for None, removing) annotations of obj."""
+    current = obj.get("metadata", {}).get("annotations")
+    if current is None:
+        value = {k: v for k, v in wanted.items() if v is not None}
+        return [{"op": "add", "path": "/metadata/annotations", "value": value}] if value else []
+    ops: list[dict[str, Any]] = []
+    for key, value in wanted.items():
+        path = pointer("metadata", "annotations", key)
+        if value is None:
+            if key in current:
+                ops.append({"op": "remove", "path": path})
+        elif current.get(key) != value:
+            ops.append({"op": "add", "path": path, "value": value})
+    return ops
+
+
+def encode_plan(plan: RoutePlan) -> str:
+    return json.dumps(plan.to_dict(), sort_keys=True, separators=(",", ":"))
+
+
+def decode_plan(obj: Mapping[str, Any] | None) -> RoutePlan:
+    """The plan annotated on obj; a missing or unreadable annotation means no rules."""
+    text = ((obj or {}).get("metadata", {}).get("annotations") or {}).get(PLAN_ANNOTATION)
+    try:
+        plan = from_plain(RoutePlan, json.loads(text)) if text else RoutePlan()
+    except (TypeError, ValueError, KeyError):
+        return RoutePlan()
+    return plan if isinstance(plan, RoutePlan) else RoutePlan()
+
+
+def live_plan(annotated: RoutePlan, stable: int, canary: int, live_rules: Any,
+              render_rules: Callable[[RoutePlan], Any], what: str) -> RoutePlan:
+    """The plan the live object implements: live weights, plus the annotated rules if they are what is live."""
+    total = stable + canary
+    if stable < 0 or canary < 0 or total <= 0:
+        raise NotReady(f"{what}: live weights {stable}/{canary} do not route any traffic")
+    share = round(100 * canary / total)
+    plan = RoutePlan(stable=100 - share, canary=share, match=annotated.match, salt=annotated.salt)
+    if not holds(live_rules, render_rules(plan)):  # fields the server defaults in are not drift
+        return replace(plan, match=(DRIFTED,), salt="")
+    return plan
+
+
+def feature_of(match: Match) -> str:
+    if match.kind == "header":
+        return "header-regex" if match.regex else "header"
+    return match.kind
+
+
+def check_plan(plan: RoutePlan, provider: str, what: str, unsupported: Mapping[str, str] = {}) -> None:
+    """Refuse a plan the provider cannot express (validation should have caught it already)."""
+    for m in plan.match:
+        feature = feature_of(m)
+        why = unsupported.get(feature) or ("" if feature in CAPABILITIES[provider] else f"router {provider}")
+        if why:
+            raise ConfigError(f"{what}: {feature} matching ({m.name or ','.join(m.cidrs)}) is not supported by {why}")
+
+
+def header_rule(match: Match) -> tuple[str, str, bool]:
+    """(header name, value or regular expression, is_regex) carrying one match rule to the proxy."""
+    if match.kind == "header":
+        return (match.name, match.regex, True) if match.regex else (match.name, match.value, False)
+    if match.kind == "cookie":
+        return "cookie", cookie_regex(match.name, match.value, match.regex), True
+    if match.kind == "user-id-digit":
+        return match.name, digit_regex(match.digits), True
+    if match.kind == "user-hash":
+        return BUCKET_HEADER, bucket_regex(match.percent), True
+    raise ConfigError(f"a {match.kind} rule cannot be carried by a header")
+
+
+def option(options: Mapping[str, Any], key: str, default: Any, kind: type | tuple[type, ...], where: str) -> Any:
+    """Router option `key` (or default), type-checked: a wrong type is a ConfigError naming the key."""
+    value = options.get(key, default)
+    expected = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+    if value is None:
+        raise ConfigError(f"{where}: router option {key} is required; expected a {expected}")
+    if isinstance(value, bool) and kind is not bool or not isinstance(value, kind) or value == "":
+        raise ConfigError(f"{where}: router option {key} is {value!r}; expected a non-empty {expected}")
+    return value

@@ -1,0 +1,153 @@
+"""Gateway API: weights and A/B header rules on an HTTPRoute (gateway.networking.k8s.io/v1).
+
+Options: `httpRoute`, `stableService`, `canaryService`, `port`, optional `parentRef` (a Gateway name,
+or a mapping with name/namespace/sectionName) and `host` (the route's hostname); both only matter when
+graylane creates the route.
+
+    rules:
+      - matches: [{path: {type: PathPrefix, value: /}, headers: [{type: Exact, name: location, value: shenzhen}]}]
+        backendRefs: [{group: '', kind: Service, name: canary, port: 80, weight: 100}]   # only with A/B rules
+      - matches: [{path: {type: PathPrefix, value: /}}]
+        backendRefs: [{... stable, weight: 80}, {... canary, weight: 20}]
+
+Among rules with the same path, Gateway API gives precedence to the one with more header matches, so
+the A/B rule is tried first. Fields the CRD defaults (path, header type, backend group and kind) are written
+explicitly, so what is read back is exactly what was written. The standard HTTPRoute has no rate limit
+or circuit breaker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from functions.core.effects import STABLE_ONLY, Protection, RoutePlan
+from functions.errors import ConfigError
+from functions.providers.routers._common import (
+    PLAN_ANNOTATION,
+    Kind,
+    Objects,
+    annotation_ops,
+    check_plan,
+    decode_plan,
+    encode_plan,
+    header_rule,
+    live_plan,
+    option,
+)
+from functions.providers.routers.base import RouteTarget
+
+HTTP_ROUTE = Kind("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
+EVERY_PATH = {"type": "PathPrefix", "value": "/"}
+
+
+@dataclass(frozen=True, slots=True)
+class _Setup:
+    namespace: str
+    http_route: str
+    stable: str
+    canary: str
+    port: int
+    parent: dict[str, Any] | None
+    host: str
+
+    @property
+    def where(self) -> str:
+        return f"gateway-api router for {self.namespace}/{self.http_route}"
+
+
+def _setup(target: RouteTarget) -> _Setup:
+    opts, where = target.options, f"gateway-api router for {target.namespace}/{target.app}"
+    parent = opts.get("parentRef")
+    if isinstance(parent, str) and parent:
+        parent = {"name": parent}
+    if parent is not None and not (isinstance(parent, dict) and isinstance(parent.get("name"), str)):
+        raise ConfigError(f"{where}: router option parentRef is {parent!r}; expected a Gateway name or "
+                          "a mapping with name (and namespace, sectionName)")
+    return _Setup(
+        namespace=target.namespace,
+        http_route=option(opts, "httpRoute", target.app, str, where),
+        stable=option(opts, "stableService", target.stable, str, where),
+        canary=option(opts, "canaryService", target.canary, str, where),
+        port=option(opts, "port", 80, int, where),
+        parent=parent,
+        host=option(opts, "host", "", str, where) if "host" in opts else "",
+    )
+
+
+# --- rendering (pure) ------------------------------------------------------------------------------------
+
+
+def _backend(s: _Setup, service: str, weight: int) -> dict[str, Any]:
+    return {"group": "", "kind": "Service", "name": service, "port": s.port, "weight": weight}
+
+
+def _rules(s: _Setup, plan: RoutePlan) -> list[dict[str, Any]]:
+    rules = []
+    if plan.match:
+        matches = []
+        for m in plan.match:
+            name, value, regex = header_rule(m)
+            header = {"type": "RegularExpression" if regex else "Exact", "name": name, "value": value}
+            matches.append({"path": dict(EVERY_PATH), "headers": [header]})
+        rules.append({"matches": matches, "backendRefs": [_backend(s, s.canary, 100)]})
+    weighted = [_backend(s, s.stable, plan.stable), _backend(s, s.canary, plan.canary)]
+    rules.append({"matches": [{"path": dict(EVERY_PATH)}], "backendRefs": weighted})
+    return rules
+
+
+def _weights(rules: list[dict[str, Any]], s: _Setup) -> tuple[int, int]:
+    refs = rules[-1].get("backendRefs", []) if rules else []
+
+    def weight(name: str) -> int:  # Gateway API's default weight is 1
+        return sum(int(r.get("weight", 1)) for r in refs if r.get("name") == name and r.get("kind", "Service") == "Service")
+
+    return weight(s.stable), weight(s.canary)
+
+
+class GatewayAPIRouter:
+    """Router over a Gateway API HTTPRoute."""
+
+    provider = "gateway-api"
+
+    def __init__(self, api_client: Any) -> None:
+        self.routes = Objects(api_client, HTTP_ROUTE)
+
+    def reconcile(self, target: RouteTarget) -> None:
+        self._ensure(_setup(target))
+
+    def _ensure(self, s: _Setup) -> dict[str, Any]:
+        route = self.routes.get(s.namespace, s.http_route)
+        if route is None:
+            spec: dict[str, Any] = {"rules": _rules(s, STABLE_ONLY)}
+            if s.parent:
+                spec["parentRefs"] = [s.parent]
+            if s.host:
+                spec["hostnames"] = [s.host]
+            route = self.routes.create(s.namespace, s.http_route, spec)
+        return route
+
+    def set_routes(self, target: RouteTarget, plan: RoutePlan) -> None:
+        s = _setup(target)
+        check_plan(plan, self.provider, s.where)
+        route = self._ensure(s)
+        rules = _rules(s, plan)
+        ops = [] if route["spec"].get("rules") == rules else [{"op": "add", "path": "/spec/rules", "value": rules}]
+        ops += annotation_ops(route, {PLAN_ANNOTATION: encode_plan(plan)})
+        if ops:
+            self.routes.patch(route, ops, "set routes")
+
+    def get_routes(self, target: RouteTarget) -> RoutePlan:
+        s = _setup(target)
+        route = self.routes.read(s.namespace, s.http_route)
+        rules = route["spec"].get("rules") or []
+        return live_plan(decode_plan(route), *_weights(rules, s), rules, lambda plan: _rules(s, plan), s.where)
+
+    def set_protection(self, target: RouteTarget, protection: Protection) -> None:
+        if protection.rate_limit is not None or protection.circuit_breaker is not None:
+            raise ConfigError(f"{_setup(target).where}: rate limiting and circuit breaking are not supported "
+                              "by router gateway-api")
+
+    def finalize(self, target: RouteTarget) -> None:
+        """All traffic back to stable without rules; the route stays, it carries stable's traffic."""
+        self.set_routes(target, STABLE_ONLY)

@@ -1,0 +1,214 @@
+"""Istio: weights and A/B header rules on a VirtualService over DestinationRule subsets; circuit breaking
+through the DestinationRule's outlier detection (and an optional connection pool).
+
+Options: `virtualService`, `destinationRule`, `host`, `stableSubset`, `canarySubset`, optional `gateways`,
+`stableLabels` / `canaryLabels` (subset selectors when graylane creates the DestinationRule; default
+`app: <workload>`) and `connectionPool` (written as is next to the outlier detection).
+
+    http:
+      - name: graylane-match            # only with A/B rules; a request matching any entry
+        match: [{headers: {location: {exact: shenzhen}}}]
+        route: [{destination: {host: reviews, subset: v2}, weight: 100}]
+      - name: graylane-primary
+        route: [{destination: {host: reviews, subset: v1}, weight: 80}, {... subset: v2}, weight: 20}]
+
+Istio ejects hosts after consecutive errors, not on ratios: a circuit breaker expression picks which
+errors count (NetworkErrorRatio: gateway errors 502/503/504; ResponseCodeRatio: 5xx). Latency has no
+outlier-detection equivalent and fails validation. Istio has no rate limit without an EnvoyFilter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from functions.core.effects import STABLE_ONLY, Protection, RoutePlan
+from functions.errors import ConfigError
+from functions.providers.routers._common import (
+    PLAN_ANNOTATION,
+    PROTECTION_ANNOTATION,
+    Kind,
+    Objects,
+    annotation_ops,
+    check_plan,
+    decode_plan,
+    encode_plan,
+    header_rule,
+    live_plan,
+    option,
+)
+from functions.providers.routers.base import RouteTarget
+
+VIRTUAL_SERVICE = Kind("networking.istio.io", "v1beta1", "virtualservices", "VirtualService")
+DESTINATION_RULE = Kind("networking.istio.io", "v1beta1", "destinationrules", "DestinationRule")
+MATCH_ROUTE, PRIMARY_ROUTE = "graylane-match", "graylane-primary"
+EJECTION = {"interval": "10s", "baseEjectionTime": "30s", "maxEjectionPercent": 100}
+CONSECUTIVE_ERRORS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class _Setup:
+    namespace: str
+    virtual_service: str
+    destination_rule: str
+    host: str
+    stable: str
+    canary: str
+    gateways: tuple[str, ...]
+    stable_labels: dict[str, str]
+    canary_labels: dict[str, str]
+    connection_pool: dict[str, Any] | None
+
+    @property
+    def where(self) -> str:
+        return f"istio router for {self.namespace}/{self.virtual_service}"
+
+
+def _labels(opts: dict[str, Any], key: str, default: str, where: str) -> dict[str, str]:
+    labels = opts.get(key, {"app": default})
+    if not isinstance(labels, dict) or not labels or not all(isinstance(v, str) for v in labels.values()):
+        raise ConfigError(f"{where}: router option {key} is {labels!r}; expected a mapping of label to value")
+    return {str(k): v for k, v in labels.items()}
+
+
+def _setup(target: RouteTarget) -> _Setup:
+    opts, where = target.options, f"istio router for {target.namespace}/{target.app}"
+    gateways = opts.get("gateways", [])
+    if not isinstance(gateways, list) or not all(isinstance(g, str) and g for g in gateways):
+        raise ConfigError(f"{where}: router option gateways is {gateways!r}; expected a list of gateway names")
+    pool = opts.get("connectionPool")
+    if pool is not None and not isinstance(pool, dict):
+        raise ConfigError(f"{where}: router option connectionPool is {pool!r}; expected a connectionPool mapping")
+    return _Setup(
+        namespace=target.namespace,
+        virtual_service=option(opts, "virtualService", target.app, str, where),
+        destination_rule=option(opts, "destinationRule", target.app, str, where),
+        host=option(opts, "host", target.app, str, where),
+        stable=option(opts, "stableSubset", "stable", str, where),
+        canary=option(opts, "canarySubset", "canary", str, where),
+        gateways=tuple(gateways),
+        stable_labels=_labels(opts, "stableLabels", target.stable, where),
+        canary_labels=_labels(opts, "canaryLabels", target.canary, where),
+        connection_pool=pool,
+    )
+
+
+# --- rendering (pure) ------------------------------------------------------------------------------------
+
+
+def _destination(s: _Setup, subset: str, weight: int) -> dict[str, Any]:
+    return {"destination": {"host": s.host, "subset": subset}, "weight": weight}
+
+
+def _http(s: _Setup, plan: RoutePlan) -> list[dict[str, Any]]:
+    routes = []
+    if plan.match:
+        matches = []
+        for m in plan.match:
+            name, value, regex = header_rule(m)
+            matches.append({"headers": {name.lower(): {"regex" if regex else "exact": value}}})  # Istio: lower case
+        routes.append({"name": MATCH_ROUTE, "match": matches, "route": [_destination(s, s.canary, 100)]})
+    primary = [_destination(s, s.stable, plan.stable), _destination(s, s.canary, plan.canary)]
+    routes.append({"name": PRIMARY_ROUTE, "route": primary})
+    return routes
+
+
+def _outlier_detection(expression: str) -> dict[str, Any]:
+    counts: dict[str, Any] = {}
+    if "NetworkErrorRatio" in expression:
+        counts["consecutiveGatewayErrors"] = CONSECUTIVE_ERRORS
+    if "ResponseCodeRatio" in expression:
+        counts["consecutive5xxErrors"] = CONSECUTIVE_ERRORS
+    if not counts:
+        raise ConfigError(f"circuit breaker {expression!r} has no Istio outlier-detection equivalent; "
+                          "use NetworkErrorRatio() or ResponseCodeRatio(...)")
+    return {**counts, **EJECTION}
+
+
+def _weights(http: list[dict[str, Any]], s: _Setup) -> tuple[int, int]:
+    primary = next((r for r in http if r.get("name") == PRIMARY_ROUTE), http[-1] if http else {})
+
+    def weight(subset: str) -> int:
+        dests = [d for d in primary.get("route", []) if d.get("destination", {}).get("subset") == subset]
+        # Istio: a lone destination without a weight takes everything
+        return sum(int(d.get("weight", 100 if len(primary.get("route", [])) == 1 else 0)) for d in dests)
+
+    return weight(s.stable), weight(s.canary)
+
+
+class IstioRouter:
+    """Router over Istio's VirtualService and DestinationRule."""
+
+    provider = "istio"
+
+    def __init__(self, api_client: Any) -> None:
+        self.services = Objects(api_client, VIRTUAL_SERVICE)
+        self.rules = Objects(api_client, DESTINATION_RULE)
+
+    def reconcile(self, target: RouteTarget) -> None:
+        self._ensure(_setup(target))
+
+    def _ensure(self, s: _Setup) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(VirtualService, DestinationRule), created with all traffic on stable if missing."""
+        dr = self.rules.get(s.namespace, s.destination_rule)
+        if dr is None:
+            subsets = [{"name": s.stable, "labels": s.stable_labels}, {"name": s.canary, "labels": s.canary_labels}]
+            dr = self.rules.create(s.namespace, s.destination_rule, {"host": s.host, "subsets": subsets})
+        vs = self.services.get(s.namespace, s.virtual_service)
+        if vs is None:
+            spec: dict[str, Any] = {"hosts": [s.host], "http": _http(s, STABLE_ONLY)}
+            if s.gateways:
+                spec["gateways"] = list(s.gateways)
+            vs = self.services.create(s.namespace, s.virtual_service, spec)
+        return vs, dr
+
+    def set_routes(self, target: RouteTarget, plan: RoutePlan) -> None:
+        s = _setup(target)
+        check_plan(plan, self.provider, s.where)
+        vs, _ = self._ensure(s)
+        http = _http(s, plan)
+        ops = [] if vs["spec"].get("http") == http else [{"op": "add", "path": "/spec/http", "value": http}]
+        ops += annotation_ops(vs, {PLAN_ANNOTATION: encode_plan(plan)})
+        if ops:
+            self.services.patch(vs, ops, "set routes")
+
+    def get_routes(self, target: RouteTarget) -> RoutePlan:
+        s = _setup(target)
+        vs = self.services.read(s.namespace, s.virtual_service)
+        http = vs["spec"].get("http") or []
+        return live_plan(decode_plan(vs), *_weights(http, s), http, lambda plan: _http(s, plan), s.where)
+
+    def set_protection(self, target: RouteTarget, protection: Protection) -> None:
+        s = _setup(target)
+        if protection.rate_limit is not None:
+            raise ConfigError(f"{s.where}: rate limiting is not supported by router istio (it needs an EnvoyFilter)")
+        _, dr = self._ensure(s)
+        policy = dict(dr["spec"].get("trafficPolicy") or {})
+        ours = PROTECTION_ANNOTATION in (dr["metadata"].get("annotations") or {})
+        if protection.circuit_breaker is not None:
+            expression = protection.circuit_breaker.expression
+            try:
+                policy["outlierDetection"] = _outlier_detection(expression)
+            except ConfigError as err:
+                raise ConfigError(f"{s.where}: {err}") from err
+            if s.connection_pool is not None:
+                policy["connectionPool"] = s.connection_pool
+            note: str | None = expression
+        elif ours:  # clear only what graylane wrote; a user's own outlier detection stays
+            policy.pop("outlierDetection", None)
+            if s.connection_pool is not None:
+                policy.pop("connectionPool", None)
+            note = None
+        else:
+            return
+        ops: list[dict[str, Any]] = []
+        if policy != (dr["spec"].get("trafficPolicy") or {}):
+            ops.append({"op": "add", "path": "/spec/trafficPolicy", "value": policy} if policy
+                       else {"op": "remove", "path": "/spec/trafficPolicy"})
+        ops += annotation_ops(dr, {PROTECTION_ANNOTATION: note})
+        if ops:
+            self.rules.patch(dr, ops, "set protection")
+
+    def finalize(self, target: RouteTarget) -> None:
+        """All traffic back to stable without rules; the objects stay, they carry stable's traffic."""
+        self.set_routes(target, STABLE_ONLY)

@@ -1,0 +1,189 @@
+"""NGINX Ingress: a canary Ingress beside the app's Ingress, steered by ingress-nginx canary annotations;
+rate limits as annotations on the app's Ingress.
+
+Options: `stableIngress`, `stableService`, `canaryService`, `host`, optional `port` (80), `canaryIngress`
+(default `<stableIngress>-canary`) and `ingressClass` (both only used when graylane creates an Ingress).
+
+The canary Ingress is a copy of the stable one pointing at the canary Service, with
+`nginx.ingress.kubernetes.io/canary: "true"` and `canary-weight`. ingress-nginx evaluates
+`canary-by-header` (with `-value` for an exact value or `-pattern` for a regular expression) first, then
+`canary-by-cookie` (a cookie set to `always`), then the weight; so a canary Ingress carries at most one
+header rule (header, user-id digit or user-hash bucket) and one cookie rule. No circuit breaker.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from functions.core.effects import STABLE_ONLY, Protection, RoutePlan
+from functions.errors import ConfigError
+from functions.providers.routers._common import (
+    PLAN_ANNOTATION,
+    Kind,
+    Objects,
+    annotation_ops,
+    check_plan,
+    decode_plan,
+    encode_plan,
+    header_rule,
+    live_plan,
+    option,
+)
+from functions.providers.routers.base import RouteTarget
+
+INGRESS = Kind("networking.k8s.io", "v1", "ingresses", "Ingress")
+PREFIX = "nginx.ingress.kubernetes.io/"
+CANARY, WEIGHT = PREFIX + "canary", PREFIX + "canary-weight"
+BY_HEADER, HEADER_VALUE, HEADER_PATTERN = (PREFIX + "canary-by-header", PREFIX + "canary-by-header-value",
+                                           PREFIX + "canary-by-header-pattern")
+BY_COOKIE = PREFIX + "canary-by-cookie"
+RULE_KEYS = (BY_HEADER, HEADER_VALUE, HEADER_PATTERN, BY_COOKIE)
+LIMIT_RPS, LIMIT_RPM, LIMIT_BURST = PREFIX + "limit-rps", PREFIX + "limit-rpm", PREFIX + "limit-burst-multiplier"
+
+
+@dataclass(frozen=True, slots=True)
+class _Setup:
+    namespace: str
+    stable_ingress: str
+    canary_ingress: str
+    stable: str
+    canary: str
+    host: str
+    port: int
+    ingress_class: str
+
+    @property
+    def where(self) -> str:
+        return f"nginx router for {self.namespace}/{self.stable_ingress}"
+
+
+def _setup(target: RouteTarget) -> _Setup:
+    opts, where = target.options, f"nginx router for {target.namespace}/{target.app}"
+    stable_ingress = option(opts, "stableIngress", target.app, str, where)
+    return _Setup(
+        namespace=target.namespace, stable_ingress=stable_ingress,
+        canary_ingress=option(opts, "canaryIngress", f"{stable_ingress}-canary", str, where),
+        stable=option(opts, "stableService", target.stable, str, where),
+        canary=option(opts, "canaryService", target.canary, str, where),
+        host=option(opts, "host", "", str, where) if "host" in opts else "",
+        port=option(opts, "port", 80, int, where),
+        ingress_class=option(opts, "ingressClass", "", str, where) if "ingressClass" in opts else "",
+    )
+
+
+# --- rendering (pure) ------------------------------------------------------------------------------------
+
+
+def _stable_spec(s: _Setup) -> dict[str, Any]:
+    backend = {"service": {"name": s.stable, "port": {"number": s.port}}}
+    rule: dict[str, Any] = {"http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": backend}]}}
+    if s.host:
+        rule["host"] = s.host
+    spec: dict[str, Any] = {"rules": [rule]}
+    if s.ingress_class:
+        spec["ingressClassName"] = s.ingress_class
+    return spec
+
+
+def _canary_spec(stable_spec: dict[str, Any], s: _Setup) -> dict[str, Any]:
+    """The stable Ingress's spec with every backend on the stable Service moved to the canary Service."""
+    spec = copy.deepcopy(stable_spec)
+    spec.pop("tls", None)  # ingress-nginx takes TLS from the main Ingress
+    backends = [p.get("backend", {}) for r in spec.get("rules", []) for p in r.get("http", {}).get("paths", [])]
+    for backend in [*backends, spec.get("defaultBackend") or {}]:
+        if backend.get("service", {}).get("name") == s.stable:
+            backend["service"]["name"] = s.canary
+    return spec
+
+
+def _rule_annotations(plan: RoutePlan, s: _Setup) -> dict[str, str | None]:
+    wanted: dict[str, str | None] = dict.fromkeys(RULE_KEYS)
+    for m in plan.match:
+        if m.kind == "cookie":
+            if wanted[BY_COOKIE] is not None or m.regex or m.value != "always":
+                raise ConfigError(f"{s.where}: cookie rules need value 'always' and at most one per plan")
+            wanted[BY_COOKIE] = m.name
+            continue
+        if wanted[BY_HEADER] is not None:
+            raise ConfigError(f"{s.where}: a canary Ingress carries at most one header rule")
+        name, value, regex = header_rule(m)
+        wanted[BY_HEADER] = name
+        wanted[HEADER_PATTERN if regex else HEADER_VALUE] = value
+    return wanted
+
+
+def _rate_limit(protection: Protection, s: _Setup) -> dict[str, str | None]:
+    rl = protection.rate_limit
+    if rl is None:
+        return {LIMIT_RPS: None, LIMIT_RPM: None, LIMIT_BURST: None}
+    if rl.period not in (1.0, 60.0):
+        raise ConfigError(f"{s.where}: a rate limit period of {rl.period:g}s cannot be written; "
+                          "ingress-nginx limits per second (1s) or per minute (60s)")
+    per_second = rl.period == 1.0
+    return {LIMIT_RPS: str(rl.average) if per_second else None, LIMIT_RPM: None if per_second else str(rl.average),
+            LIMIT_BURST: str(max(1, math.ceil(rl.burst / rl.average)))}
+
+
+class NginxRouter:
+    """Router over ingress-nginx canary Ingresses."""
+
+    provider = "nginx"
+
+    def __init__(self, api_client: Any) -> None:
+        self.ingresses = Objects(api_client, INGRESS)
+
+    def reconcile(self, target: RouteTarget) -> None:
+        self._ensure(_setup(target))
+
+    def _ensure(self, s: _Setup) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(stable Ingress, canary Ingress), created with all traffic on stable if missing."""
+        stable = self.ingresses.get(s.namespace, s.stable_ingress)
+        if stable is None:
+            stable = self.ingresses.create(s.namespace, s.stable_ingress, _stable_spec(s))
+        canary = self.ingresses.get(s.namespace, s.canary_ingress)
+        if canary is None:
+            canary = self.ingresses.create(s.namespace, s.canary_ingress, _canary_spec(stable["spec"], s),
+                                           annotations={CANARY: "true", WEIGHT: "0"})
+        return stable, canary
+
+    def set_routes(self, target: RouteTarget, plan: RoutePlan) -> None:
+        s = _setup(target)
+        check_plan(plan, self.provider, s.where)
+        wanted = _rule_annotations(plan, s)
+        _, canary = self._ensure(s)
+        ops = annotation_ops(canary, {CANARY: "true", WEIGHT: str(plan.canary), **wanted,
+                                      PLAN_ANNOTATION: encode_plan(plan)})
+        if ops:
+            self.ingresses.patch(canary, ops, "set routes")
+
+    def get_routes(self, target: RouteTarget) -> RoutePlan:
+        s = _setup(target)
+        canary = self.ingresses.read(s.namespace, s.canary_ingress)
+        notes = canary["metadata"].get("annotations") or {}
+        try:
+            weight = int(notes.get(WEIGHT, "0")) if notes.get(CANARY) == "true" else 0
+        except ValueError:
+            weight = -1  # not a number: reported as drift below
+        live = {k: notes.get(k) for k in RULE_KEYS}
+        return live_plan(decode_plan(canary), 100 - weight, weight, live, lambda plan: _rule_annotations(plan, s),
+                         s.where)
+
+    def set_protection(self, target: RouteTarget, protection: Protection) -> None:
+        s = _setup(target)
+        if protection.circuit_breaker is not None:
+            raise ConfigError(f"{s.where}: circuit breaking is not supported by router nginx")
+        stable, _ = self._ensure(s)
+        ops = annotation_ops(stable, _rate_limit(protection, s))
+        if ops:
+            self.ingresses.patch(stable, ops, "set protection")
+
+    def finalize(self, target: RouteTarget) -> None:
+        """All traffic back to stable, then the canary Ingress (which reconcile created) is deleted."""
+        s = _setup(target)
+        self.set_routes(target, STABLE_ONLY)
+        canary = self.ingresses.get(s.namespace, s.canary_ingress)
+        if canary is not None:
+            self.ingresses.delete(canary, "finalize")

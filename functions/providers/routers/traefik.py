@@ -1,0 +1,281 @@
+"""Traefik: weights and A/B rules on an IngressRoute (optionally through a weighted TraefikService), rate
+limit and circuit breaker as Middlewares.
+
+Layout graylane writes (options `ingressRoute`, `host`, `entryPoints`, `stableService`, `canaryService`,
+`port`, `traefikService`, `group`, `ruleSyntax`):
+
+    routes:
+      - match: Host(`pro.coding`) && (Header(`location`, `shenzhen`))   # only with A/B rules
+        services: [canary]
+      - match: Host(`pro.coding`)
+        services: [stable weight 80, canary weight 20]   # or [TraefikService <traefikService>]
+
+The A/B route's rule contains the default rule plus more, so Traefik's default priority (rule length)
+always tries it first. With `traefikService` the weights live in that TraefikService; without
+`ingressRoute` graylane only weighs it (no rules, no protection). Both API groups are served: traefik.io
+(rule syntax v3 by default) and the legacy traefik.containo.us (v2 syntax, `Headers(...)`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from functions.core.effects import STABLE_ONLY, Protection, RoutePlan
+from functions.core.policy import CircuitBreaker, Match, RateLimit
+from functions.errors import ConfigError
+from functions.providers.routers._common import (
+    PLAN_ANNOTATION,
+    Kind,
+    Objects,
+    annotation_ops,
+    check_plan,
+    decode_plan,
+    encode_plan,
+    header_rule,
+    live_plan,
+    option,
+)
+from functions.providers.routers.base import RouteTarget
+
+GROUPS = ("traefik.io", "traefik.containo.us")
+_PROTECTIONS = (("rate-limit", "rateLimit"), ("circuit-breaker", "circuitBreaker"))
+
+
+@dataclass(frozen=True, slots=True)
+class _Setup:
+    namespace: str
+    ingress_route: str
+    traefik_service: str
+    host: str
+    entry_points: tuple[str, ...]
+    stable: str
+    canary: str
+    port: int | str
+    group: str
+    syntax: str  # Traefik rule syntax: v2 (Headers, HeadersRegexp) or v3 (Header, HeaderRegexp)
+
+    @property
+    def where(self) -> str:
+        return f"traefik router for {self.namespace}/{self.ingress_route or self.traefik_service}"
+
+
+def _setup(target: RouteTarget) -> _Setup:
+    opts, where = target.options, f"traefik router for {target.namespace}/{target.app}"
+    group = opts.get("group", "traefik.io")
+    if group not in GROUPS:
+        raise ConfigError(f"{where}: router option group is {group!r}; expected one of {', '.join(GROUPS)}")
+    syntax = opts.get("ruleSyntax", "v3" if group == "traefik.io" else "v2")
+    if syntax not in ("v2", "v3") or (group == "traefik.containo.us" and syntax == "v3"):
+        raise ConfigError(f"{where}: router option ruleSyntax is {syntax!r}; expected v2 or v3 (v3 needs traefik.io)")
+    ingress_route = option(opts, "ingressRoute", "", str, where) if "ingressRoute" in opts else ""
+    traefik_service = option(opts, "traefikService", "", str, where) if "traefikService" in opts else ""
+    if not ingress_route and not traefik_service:
+        raise ConfigError(f"{where}: router option ingressRoute or traefikService is required")
+    entry_points = opts.get("entryPoints", [])
+    if not isinstance(entry_points, list) or not all(isinstance(e, str) and e for e in entry_points):
+        raise ConfigError(f"{where}: router option entryPoints is {entry_points!r}; expected a list of names")
+    return _Setup(
+        namespace=target.namespace, ingress_route=ingress_route, traefik_service=traefik_service,
+        host=option(opts, "host", "", str, where) if "host" in opts else "", entry_points=tuple(entry_points),
+        stable=option(opts, "stableService", target.stable, str, where),
+        canary=option(opts, "canaryService", target.canary, str, where),
+        port=option(opts, "port", 80, (int, str), where), group=group, syntax=syntax,
+    )
+
+
+# --- rendering (pure) ------------------------------------------------------------------------------------
+
+
+def _quote(text: str, s: _Setup) -> str:
+    if "`" in text:
+        raise ConfigError(f"{s.where}: {text!r} cannot be written into a Traefik rule (it holds a backtick)")
+    return f"`{text}`"
+
+
+def _matcher(m: Match, s: _Setup) -> str:
+    v2 = s.syntax == "v2"
+    if m.kind == "source-ip":
+        if v2:
+            return "ClientIP(" + ", ".join(_quote(c, s) for c in m.cidrs) + ")"
+        return "(" + " || ".join(f"ClientIP({_quote(c, s)})" for c in m.cidrs) + ")"
+    name, value, regex = header_rule(m)
+    func = ("HeadersRegexp" if v2 else "HeaderRegexp") if regex else ("Headers" if v2 else "Header")
+    return f"{func}({_quote(name, s)}, {_quote(value, s)})"
+
+
+def _service(name: str, s: _Setup, weight: int | None = None) -> dict[str, Any]:
+    svc: dict[str, Any] = {"kind": "Service", "name": name, "port": s.port}
+    return svc if weight is None else {**svc, "weight": weight}
+
+
+def _weighted(s: _Setup, plan: RoutePlan) -> list[dict[str, Any]]:
+    return [_service(s.stable, s, plan.stable), _service(s.canary, s, plan.canary)]
+
+
+def _route(rule: str, services: list[dict[str, Any]], middlewares: list[Any], s: _Setup) -> dict[str, Any]:
+    route: dict[str, Any] = {"kind": "Rule", "match": rule, "services": services}
+    if middlewares:
+        route["middlewares"] = middlewares
+    if s.group == "traefik.io" and s.syntax == "v2":
+        route["syntax"] = "v2"
+    return route
+
+
+def _routes(s: _Setup, plan: RoutePlan, middlewares: list[Any]) -> list[dict[str, Any]]:
+    default_rule = f"Host({_quote(s.host, s)})" if s.host else f"PathPrefix({_quote('/', s)})"
+    backend = [{"kind": "TraefikService", "name": s.traefik_service}] if s.traefik_service else _weighted(s, plan)
+    routes = []
+    if plan.match:
+        rules = " || ".join(_matcher(m, s) for m in plan.match)
+        routes.append(_route(f"{default_rule} && ({rules})", [_service(s.canary, s)], middlewares, s))
+    routes.append(_route(default_rule, backend, middlewares, s))
+    return routes
+
+
+def _period(seconds: float) -> str:
+    return f"{int(seconds)}s" if seconds == int(seconds) else f"{round(seconds * 1000)}ms"
+
+
+def _protection_spec(key: str, p: Protection) -> dict[str, Any] | None:
+    if key == "rateLimit" and isinstance(p.rate_limit, RateLimit):
+        rl = p.rate_limit
+        return {"rateLimit": {"average": rl.average, "burst": rl.burst, "period": _period(rl.period)}}
+    if key == "circuitBreaker" and isinstance(p.circuit_breaker, CircuitBreaker):
+        return {"circuitBreaker": {"expression": p.circuit_breaker.expression}}
+    return None
+
+
+def _weights(services: list[dict[str, Any]], s: _Setup) -> tuple[int, int]:
+    def weight(name: str) -> int:  # Traefik's default weight is 1
+        return sum(int(x.get("weight", 1)) for x in services if x.get("name") == name and x.get("kind") != "TraefikService")
+
+    return weight(s.stable), weight(s.canary)
+
+
+class TraefikRouter:
+    """Router over Traefik's IngressRoute, TraefikService and Middleware custom resources."""
+
+    provider = "traefik"
+
+    def __init__(self, api_client: Any) -> None:
+        self.api_client = api_client
+        self._objects: dict[tuple[str, str], Objects] = {}
+
+    def _kind(self, s: _Setup, plural: str, kind: str) -> Objects:
+        key = (s.group, plural)
+        if key not in self._objects:
+            self._objects[key] = Objects(self.api_client, Kind(s.group, "v1alpha1", plural, kind))
+        return self._objects[key]
+
+    def _routes_api(self, s: _Setup) -> Objects:
+        return self._kind(s, "ingressroutes", "IngressRoute")
+
+    def _services_api(self, s: _Setup) -> Objects:
+        return self._kind(s, "traefikservices", "TraefikService")
+
+    def _middlewares_api(self, s: _Setup) -> Objects:
+        return self._kind(s, "middlewares", "Middleware")
+
+    def reconcile(self, target: RouteTarget) -> None:
+        s = _setup(target)
+        self._ensure(s)
+
+    def _ensure(self, s: _Setup) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """(IngressRoute, TraefikService) as configured, created with all traffic on stable if missing."""
+        ts = ir = None
+        if s.traefik_service:
+            ts = self._services_api(s).get(s.namespace, s.traefik_service) or self._services_api(s).create(
+                s.namespace, s.traefik_service, {"weighted": {"services": _weighted(s, STABLE_ONLY)}})
+        if s.ingress_route:
+            spec: dict[str, Any] = {"routes": _routes(s, STABLE_ONLY, [])}
+            if s.entry_points:
+                spec["entryPoints"] = list(s.entry_points)
+            ir = self._routes_api(s).get(s.namespace, s.ingress_route) or self._routes_api(s).create(
+                s.namespace, s.ingress_route, spec)
+        return ir, ts
+
+    def set_routes(self, target: RouteTarget, plan: RoutePlan) -> None:
+        s = _setup(target)
+        legacy = {"source-ip": "router traefik with group traefik.containo.us"} if s.group != "traefik.io" else {}
+        check_plan(plan, self.provider, s.where, legacy)
+        if plan.match and not s.ingress_route:
+            raise ConfigError(f"{s.where}: A/B rules need router option ingressRoute (a TraefikService only weighs)")
+        ir, ts = self._ensure(s)
+        note = {PLAN_ANNOTATION: encode_plan(plan)}
+        if ts is not None:
+            ops = [] if ts["spec"].get("weighted", {}).get("services") == _weighted(s, plan) else [
+                {"op": "add", "path": "/spec/weighted", "value": {"services": _weighted(s, plan)}}]
+            ops += annotation_ops(ts, note) if ir is None else []
+            if ops:
+                self._services_api(s).patch(ts, ops, "set routes")
+        if ir is not None:
+            routes = _routes(s, plan, self._live_middlewares(ir))
+            ops = [] if ir["spec"].get("routes") == routes else [{"op": "replace", "path": "/spec/routes", "value": routes}]
+            ops += annotation_ops(ir, note)
+            if ops:
+                self._routes_api(s).patch(ir, ops, "set routes")
+
+    @staticmethod
+    def _live_middlewares(ir: dict[str, Any]) -> list[Any]:
+        routes = ir["spec"].get("routes") or [{}]
+        return list(routes[-1].get("middlewares") or [])
+
+    def get_routes(self, target: RouteTarget) -> RoutePlan:
+        s = _setup(target)
+        ir = self._routes_api(s).read(s.namespace, s.ingress_route) if s.ingress_route else None
+        ts = self._services_api(s).read(s.namespace, s.traefik_service) if s.traefik_service else None
+        ts_services = (ts or {}).get("spec", {}).get("weighted", {}).get("services") or []
+        ir_routes = (ir or {}).get("spec", {}).get("routes") or []
+        weighted = ts_services if ts is not None else (ir_routes[-1].get("services", []) if ir_routes else [])
+        middlewares = self._live_middlewares(ir) if ir is not None else []
+
+        def render(plan: RoutePlan) -> Any:
+            return (_routes(s, plan, middlewares) if ir is not None else None,
+                    _weighted(s, plan) if ts is not None else None)
+
+        live = (ir_routes if ir is not None else None, ts_services if ts is not None else None)
+        return live_plan(decode_plan(ir if ir is not None else ts), *_weights(weighted, s), live, render, s.where)
+
+    def set_protection(self, target: RouteTarget, protection: Protection) -> None:
+        s = _setup(target)
+        wanted = {suffix: _protection_spec(key, protection) for suffix, key in _PROTECTIONS}
+        if not s.ingress_route:
+            if any(wanted.values()):
+                raise ConfigError(f"{s.where}: protection needs router option ingressRoute")
+            return
+        api = self._middlewares_api(s)
+        for suffix, spec in wanted.items():  # create or update first, so the route never names a missing one
+            name = f"{s.ingress_route}-{suffix}"
+            if spec is None:
+                continue
+            live = api.get(s.namespace, name)
+            if live is None:
+                api.create(s.namespace, name, spec)
+            elif live.get("spec") != spec:
+                api.patch(live, [{"op": "replace", "path": "/spec", "value": spec}], "set protection")
+        ir, _ = self._ensure(s)
+        assert ir is not None
+        self._attach(s, ir, {f"{s.ingress_route}-{k}": v is not None for k, v in wanted.items()})
+        for suffix, spec in wanted.items():  # delete only once no route names it
+            live = api.get(s.namespace, f"{s.ingress_route}-{suffix}") if spec is None else None
+            if live is not None:
+                api.delete(live, "clear protection")
+
+    def _attach(self, s: _Setup, ir: dict[str, Any], names: dict[str, bool]) -> None:
+        """Make every route reference exactly the wanted graylane middlewares (others are kept as they are)."""
+        routes = []
+        for route in ir["spec"].get("routes") or []:
+            kept = [m for m in route.get("middlewares") or [] if m.get("name") not in names]
+            added = [{"name": n} for n, on in names.items() if on]
+            updated = {k: v for k, v in route.items() if k != "middlewares"}
+            if kept + added:
+                updated["middlewares"] = kept + added
+            routes.append(updated)
+        if routes != ir["spec"].get("routes"):
+            self._routes_api(s).patch(ir, [{"op": "replace", "path": "/spec/routes", "value": routes}],
+                                      "set protection")
+
+    def finalize(self, target: RouteTarget) -> None:
+        """All traffic back to stable without rules; the objects stay, they carry stable's traffic."""
+        self.set_routes(target, STABLE_ONLY)
