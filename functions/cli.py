@@ -1,7 +1,8 @@
 """`graylane` command line. Subcommands are entries of COMMANDS: a name, a help line, a function that
 adds its arguments and a function that runs it and returns the exit code.
 
-Exit codes: 0 success, 1 the command ran and found problems (or could not read its input), 2 usage.
+Exit codes: 0 success, 1 the command ran and found problems (or could not read its input, or was
+refused), 2 usage, 3 the server or store was unreachable.
 Command bodies import what they need when they run, so `graylane --help` stays fast.
 """
 
@@ -123,6 +124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return COMMANDS[args.command].run(args)
 
 
+from functions import cli_release  # noqa: E402,F401  (registers the release commands; imports stay lazy)
+
 if __name__ == "__main__":
-    sys.exit(main())
+    from functions.cli import main as _main  # the registered copy, not this __main__ module's
+
+    sys.exit(_main())
 

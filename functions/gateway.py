@@ -356,4 +356,8 @@ def create_app() -> Starlette:
         from functions.policies import DirectoryPolicies
 
         policies = DirectoryPolicies(base.policies, check_interval=5.0)
-    return build_app(GatewaySettings.from_env(), make_sources(), bus_from_env(), policies)
+    from functions.approval_api import extra_routes
+
+    bus = bus_from_env()
+    return build_app(GatewaySettings.from_env(), make_sources(), bus, policies,
+                     extra_routes=extra_routes(base.store, bus, policies))  # approval API + ChatOps
