@@ -147,6 +147,8 @@ def on_push(tx: Tx) -> None:
     if rel is not None and rel.active:
         tx.stable_only()  # traffic back to stable before the new canary replaces the old one
         tx.update(canary_deployed=False, match=(), weight=0)
+        if state.warm is not None:  # the new canary replaces the warm copy in the canary workload
+            tx.set_state(warm=None, warm_until="")
         tx.set_phase(Phase.SUPERSEDED, "superseded", f"superseded by {target.version}", ev.RELEASE_SUPERSEDED)
     _start(tx, target, kind="release")
     enter_from(tx, 0)
