@@ -145,11 +145,17 @@ def on_push(tx: Tx) -> None:
     if not state.stable.image:
         return _initialise(tx, target)
     if rel is not None and rel.active:
-        tx.stable_only()  # traffic back to stable before the new canary replaces the old one
-        tx.update(canary_deployed=False, match=(), weight=0)
-        if state.warm is not None:  # the new canary replaces the warm copy in the canary workload
+        why = f"superseded by {target.version}"
+        if rel.promoted and rel.wave + 1 >= len(tx.policy.waves):
+            # fully promoted, only being watched: it stays stable and the new release starts from it
+            tx.update(watching=False, analysing=False, canary_deployed=False)
+            tx.set_phase(Phase.SUPERSEDED, "superseded", why, ev.RELEASE_SUPERSEDED)
+        else:
+            # the way back of a rollback: traffic to stable first, and clusters already on the target return
+            # to the origin, so the new release starts from one known stable everywhere
+            _rollback(tx, why, Phase.SUPERSEDED, "superseded", ev.RELEASE_SUPERSEDED)
+        if tx.state.warm is not None:  # the new canary replaces the warm copy in the canary workload
             tx.set_state(warm=None, warm_until="")
-        tx.set_phase(Phase.SUPERSEDED, "superseded", f"superseded by {target.version}", ev.RELEASE_SUPERSEDED)
     _start(tx, target, kind="release")
     enter_from(tx, 0)
 
@@ -455,6 +461,8 @@ def cmd_resume(tx: Tx) -> None:
     stage = tx.stage()
     if rel.timer is not None or stage is None:
         return ignore(tx, "the release is not paused")
+    if isinstance(stage, PreviewStage):
+        return ignore(tx, "the preview stage completes by itself once the preview is deployed")
     # an indefinite pause (a step without a duration, an open-ended A/B test): a human moves it on
     if not analysis_allows(tx) and rel.verdicts and rel.verdicts[-1].verdict == "fail":
         return ignore(tx, "the latest analysis failed")

@@ -972,3 +972,36 @@ def test_a_push_during_the_watch_drops_the_warm_copy_it_replaces() -> None:
 
     assert d.state.warm is None and d.state.stable == version("v1")
     assert kinds(out.effects) == ["promote-stable"]  # no switch to the (scaled down) canary workload
+
+
+def test_a_push_at_a_later_wave_returns_earlier_waves_before_the_new_release() -> None:
+    d = Driver.with_stable(WAVES)
+    d.push("v2")
+    d.tick()
+    d.tick(10)  # sh promoted to v2; waiting at wave-bj
+    assert d.rel.gate == "wave-bj"
+
+    out = d.push("v3")
+
+    superseded = [(e.kind, e.cluster, e.version) for e in out.effects if e.kind == "promote-stable"]
+    assert superseded == [("promote-stable", "ctx-sh", "v1")]  # sh no longer runs the superseded v2
+    assert d.rel.target == version("v3") and d.rel.origin == version("v1") and d.state.stable == version("v1")
+
+
+def test_a_push_during_the_watch_keeps_the_promoted_version_stable() -> None:
+    d = Driver.with_stable(make_policy(CanaryStage(steps=(CanaryStep(50, 10),)), PromoteStage(keep_previous=600)))
+    d.push("v2")
+    d.tick(10)
+    assert d.rel.watching and d.state.stable == version("v2")
+
+    out = d.push("v3")
+
+    assert "promote-stable" not in kinds(out.effects)
+    assert d.rel.origin == version("v2") and d.state.stable == version("v2") and d.state.warm is None
+
+
+def test_resume_does_not_skip_a_preview_that_is_still_deploying() -> None:
+    d = Driver.with_stable(make_policy(PreviewStage(), CanaryStage(steps=(CanaryStep(50, 10),))))
+    d.push("v2")
+    out = d.command("resume")
+    assert "command.rejected" in "".join(types(out.events)) and d.rel.stage == 0
