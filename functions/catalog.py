@@ -291,6 +291,7 @@ def _alert(firing: bool) -> Callable[[str, str, Mapping[str, Any]], Alert]:
 _PARSERS: dict[str, Callable[[str, str, Mapping[str, Any]], Event]] = {
     ev.IMAGE_PUSHED: _image_pushed,
     ev.RELEASE_TICK: _tick,
+    ev.KNATIVE_PING: lambda event_id, subject, data: Tick(id=event_id),  # any payload: a sweep
     ev.RELEASE_COMMAND: _command,
     ev.ALERT_FIRING: _alert(firing=True),
     ev.ALERT_RESOLVED: _alert(firing=False),

@@ -20,6 +20,8 @@ RELEASE_TICK = f"{PREFIX}.release.tick"
 RELEASE_COMMAND = f"{PREFIX}.release.command"
 ALERT_FIRING = f"{PREFIX}.alert.firing"
 ALERT_RESOLVED = f"{PREFIX}.alert.resolved"
+# A Knative PingSource cannot choose its CloudEvent type: its ping is read as a tick sweeping every app.
+KNATIVE_PING = "dev.knative.sources.ping"
 
 # emitted
 RELEASE_STARTED = f"{PREFIX}.release.started"

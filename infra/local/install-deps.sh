@@ -5,6 +5,7 @@ need=()
 for p in prometheus prometheus-alertmanager haproxy hey etcd-server openssl; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
+command -v kubectl >/dev/null || need+=(kubernetes-client)  # kubectl, for the manifest dry-run tests
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq

@@ -136,10 +136,11 @@ class KubeCluster:
     ca_cert: Path
     binaries: KubeBinaries
     configuration: k8s.Configuration
+    authorization_mode: str = "AlwaysAllow"  # "RBAC" to test permissions (the admin token is in system:masters)
     _procs: dict[str, _Proc] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def start(cls, ready_timeout: float = 60.0) -> KubeCluster:
+    def start(cls, ready_timeout: float = 60.0, authorization_mode: str = "AlwaysAllow") -> KubeCluster:
         binaries = find_binaries()
         root = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
         workdir = Path(tempfile.mkdtemp(prefix="graylane-kube-", dir=root))
@@ -154,6 +155,7 @@ class KubeCluster:
             ca_cert=workdir / "certs" / "apiserver.crt",
             binaries=binaries,
             configuration=make_configuration(host, token),
+            authorization_mode=authorization_mode,
         )
         atexit.register(cluster.stop)  # no orphaned apiserver if the caller never reaches its teardown
         try:
@@ -197,7 +199,7 @@ class KubeCluster:
             str(self.binaries.apiserver),
             f"--etcd-servers=http://127.0.0.1:{client_port}",
             "--bind-address=127.0.0.1", f"--secure-port={port}", f"--cert-dir={w / 'certs'}",
-            f"--token-auth-file={w / 'tokens.csv'}", "--authorization-mode=AlwaysAllow",
+            f"--token-auth-file={w / 'tokens.csv'}", f"--authorization-mode={self.authorization_mode}",
             "--service-account-issuer=https://kubernetes.default.svc",
             f"--service-account-key-file={w / 'sa.pub'}", f"--service-account-signing-key-file={w / 'sa.key'}",
             "--service-cluster-ip-range=10.96.0.0/24", "--advertise-address=127.0.0.1",

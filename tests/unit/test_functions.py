@@ -117,3 +117,16 @@ def test_emitted_events_of_commands_supersede_and_freeze_validate() -> None:
             ev.COMMAND_REJECTED, ev.RELEASE_FROZEN} <= types
     for event in bus.events:
         catalog.validate(event)
+
+
+def test_a_knative_ping_is_a_tick_sweep(env: None) -> None:
+    client = create_app("release_tick", str(ROOT / "functions" / "release_tick.py"), "cloudevent").test_client()
+    headers = {"ce-specversion": "1.0", "ce-type": ev.KNATIVE_PING, "ce-source": "/apis/v1/namespaces/graylane/pingsources/tick",
+               "ce-id": "ping-1", "Content-Type": "application/json"}  # fmt: skip
+    assert client.post("/", headers=headers, data="{}").status_code == 200
+    from cloudevents.http import CloudEvent
+
+    from functions.core.events import Tick
+
+    ping = CloudEvent({"type": ev.KNATIVE_PING, "source": "/pingsources/tick", "id": "p2"}, {"any": "payload"})
+    assert catalog.to_domain(ping) == Tick(id="p2")
