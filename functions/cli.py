@@ -103,13 +103,91 @@ def build_parser() -> argparse.ArgumentParser:
 # --- demo ------------------------------------------------------------------------------------------
 
 
-@command("demo", "run the main job end to end on the embedded default (in-process, simulated clock)",
-         lambda p: None)
-def demo(args: argparse.Namespace) -> int:
-    from functions.demo import run
+def _demo_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--simulated", action="store_true",
+                   help="the in-process demo instead: recording providers and a simulated clock, in seconds")
+    p.add_argument("--fast", action="store_true", help="shorter pauses (about 80 s instead of about 3 minutes)")
+    p.add_argument("--report", default="graylane-demo-report.html", metavar="FILE",
+                   help="where to write the HTML report (its data goes next to it as .json)")
+    p.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs, stack.json)")
+    p.add_argument("--no-live", action="store_true", help="print one line per change instead of redrawing")
 
-    state = run()
-    return EXIT_OK if state.release is not None else EXIT_PROBLEMS
+
+@command("demo", "run the main job end to end on local HAProxy, Prometheus, Alertmanager and hey "
+         "(--simulated: in-process, simulated clock)", _demo_arguments)
+def demo(args: argparse.Namespace) -> int:
+    if args.simulated:
+        from functions.demo import run
+
+        state = run()
+        return EXIT_OK if state.release is not None else EXIT_PROBLEMS
+    from functions.local.scenario import run as run_real
+
+    result = run_real(fast=args.fast, report_path=args.report, keep=args.keep, tty=False if args.no_live else None)
+    print(f"elapsed {result.elapsed:.1f} s; report {result.report or '(not written)'}")
+    if result.workdir:
+        print(f"work directory kept: {result.workdir}")
+    if not result.ok:
+        print(f"demo failed: {result.error}", file=sys.stderr)
+    return EXIT_OK if result.ok else EXIT_PROBLEMS
+
+
+# --- serve -----------------------------------------------------------------------------------------
+
+
+def _serve_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", default=None, help="state store URL (default sqlite:///graylane.db; with --context "
+                   "the context's ConfigMaps)")
+    p.add_argument("--policies", default="infra/examples", help="policy directory, or configmap://")
+    p.add_argument("--context", default="", help="kubeconfig context: ConfigMap store and that cluster")
+    p.add_argument("--providers", choices=("local", "recording", "kubernetes"), default="recording")
+    p.add_argument("--local-stack", default="", metavar="FILE",
+                   help="--providers local: the stack's ports and HAProxy socket (stack.json of `graylane demo --keep`)")
+    p.add_argument("--prometheus", default="http://127.0.0.1:9090", help="Prometheus URL (--providers kubernetes)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--tick", default="5s", help="interval of the analysis tick sweep, e.g. 5s or 500ms")
+
+
+@command("serve", "run the gateway, every function and the analysis ticker in one process", _serve_arguments)
+def serve(args: argparse.Namespace) -> int:
+    from functions.errors import ConfigError
+    from functions.serve import ServeOptions, parse_duration, run
+
+    try:
+        opts = ServeOptions(store=args.store or "sqlite:///graylane.db", policies=args.policies, context=args.context,
+                            providers=args.providers, host=args.host, port=args.port, tick=parse_duration(args.tick),
+                            prometheus=args.prometheus, local_stack=args.local_stack, store_given=args.store is not None)
+        return run(opts)
+    except ConfigError as err:
+        print(f"graylane serve: {err}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+# --- report ----------------------------------------------------------------------------------------
+
+
+def _report_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", nargs="?", help="a report's .json data (written by `graylane demo` next to its HTML)")
+    p.add_argument("--store", default="", help="build the report from this store's state instead, e.g. "
+                   "sqlite:///graylane.db")
+    p.add_argument("--app", default="", metavar="NAMESPACE/APP", help="with --store: the app")
+    p.add_argument("--policies", default="infra/examples", help="with --store: policy directory (stage names)")
+    p.add_argument("-o", "--out", default="graylane-report.html", metavar="FILE", help="the HTML file to write")
+
+
+@command("report", "write the HTML release report (plots, verdicts, gates, history)", _report_arguments)
+def report(args: argparse.Namespace) -> int:
+    from functions.errors import GraylaneError
+    from functions.local.report import report_command
+
+    try:
+        path = report_command(args.data, args.store, args.app, args.policies, args.out)
+    except GraylaneError as err:
+        print(f"graylane report: {err}", file=sys.stderr)
+        return EXIT_PROBLEMS
+    print(f"report {path}")
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,263 @@
+"""Providers for one machine: HAProxy routes, workloads as local processes, Prometheus analysis, printed notices.
+
+`LocalProviders` implements runner.Providers for `graylane serve --providers local` and the demo:
+
+- router: `HAProxyRouter` on the admin socket the policy's `router.socket` names, else the local stack's;
+- workloads: `ProcessWorkloads`, one `functions.demo_service` process per workload on 127.0.0.1:
+  stable and canary on the fixed ports HAProxy's config points at, previews on free ports, migration
+  jobs as local commands. A version's behaviour (error rate, delay) comes from `LocalConfig.behaviours`
+  keyed by tag: that is how the demo ships a bad v3;
+- measure: `PrometheusAnalysis` against the local Prometheus;
+- notifier: `PrintNotifier`, one line per notice to a callable (the terminal, or the live view).
+
+`LocalConfig` is what the stack hands over (also as JSON, `graylane serve --local-stack FILE`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from functions.core.events import MetricSample
+from functions.core.policy import Policy
+from functions.core.state import Release
+from functions.errors import ConfigError, GraylaneError, NotReady
+from functions.local.procs import Proc
+from functions.providers.routers.haproxy import HAProxyRouter
+from functions.providers.workloads.base import WorkloadTarget
+
+
+@dataclass(frozen=True, slots=True)
+class Behaviour:
+    error_rate: float = 0.0
+    delay: float = 0.0  # seconds
+
+
+@dataclass(frozen=True, slots=True)
+class LocalConfig:
+    workdir: str  # logs of the processes started here
+    socket: str  # HAProxy admin socket
+    stable_port: int  # the ports HAProxy's stable and canary servers point at
+    canary_port: int
+    prometheus: str = "http://127.0.0.1:9090"
+    behaviours: Mapping[str, Behaviour] = field(default_factory=dict)  # version tag -> behaviour
+
+    def behaviour(self, version: str) -> Behaviour:
+        return self.behaviours.get(version, Behaviour())
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> LocalConfig:
+        try:
+            raw = json.loads(Path(path).read_text())
+            behaviours = {k: Behaviour(**v) for k, v in raw.pop("behaviours", {}).items()}
+            return cls(**raw, behaviours=behaviours)
+        except (OSError, ValueError, TypeError) as err:
+            raise ConfigError(f"local stack file {path}: cannot read it: {err}") from err
+
+
+def version_of(image: str) -> str:
+    """The tag of `repo:tag` (or the short digest of `repo@sha256:...`): what the demo service reports."""
+    if "@" in image:
+        return image.rsplit(":", 1)[-1][:12]
+    last = image.rsplit("/", 1)[-1]
+    return last.rsplit(":", 1)[1] if ":" in last else "latest"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Running:
+    proc: Proc
+    image: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+class ProcessWorkloads:
+    """Workloads as `functions.demo_service` processes; every call is idempotent and thread-safe."""
+
+    def __init__(self, config: LocalConfig, ready_timeout: float = 15.0) -> None:
+        self.config = config
+        self.ready_timeout = ready_timeout
+        self.running: dict[str, Running] = {}  # "stable" | "canary" | "preview/<workload>"
+        self.jobs: dict[tuple[str, str], str] = {}  # (job, image) -> output, for the jobs that succeeded
+        self._lock = threading.RLock()
+
+    # -- Workloads protocol ------------------------------------------------------------------------
+    def deploy_canary(self, target: WorkloadTarget, image: str) -> None:
+        with self._lock:
+            if self._runs("canary", image):
+                return
+            self._stop("canary")
+            self._start("canary", image, self.config.canary_port, target)
+
+    def promote_stable(self, target: WorkloadTarget, image: str) -> None:
+        """Start the new version beside the old one on the same port (SO_REUSEPORT), then retire the old."""
+        with self._lock:
+            if self._runs("stable", image):
+                return
+            old = self.running.pop("stable", None)
+            self._start("stable", image, self.config.stable_port, target)
+            if old is not None:
+                old.proc.stop()
+
+    def scale_down_canary(self, target: WorkloadTarget) -> None:
+        with self._lock:
+            self._stop("canary")
+
+    def deploy_preview(self, target: WorkloadTarget, image: str, environment: str, namespace: str,
+                       workload: str) -> None:  # fmt: skip
+        key = f"preview/{workload or f'{target.app}-{environment}'}"
+        with self._lock:
+            if self._runs(key, image):
+                return
+            self._stop(key)
+            self._start(key, image, free_port(), target)
+
+    def run_job(self, target: WorkloadTarget, name: str, image: str, command: tuple[str, ...]) -> None:
+        """Run `command` here with GRAYLANE_IMAGE/GRAYLANE_JOB set; a failure is retried by the next event."""
+        with self._lock:
+            if (name, image) in self.jobs:
+                return
+            env = {"GRAYLANE_IMAGE": image, "GRAYLANE_JOB": name, "GRAYLANE_APP": f"{target.namespace}/{target.app}"}
+            try:
+                done = subprocess.run(list(command) or ["true"], capture_output=True, text=True, timeout=60,
+                                      env={**os.environ, **env}, cwd=self.config.workdir)  # fmt: skip
+            except (OSError, subprocess.TimeoutExpired) as err:
+                raise GraylaneError(f"local job {name} of {target.namespace}/{target.app}: run {command!r} "
+                                    f"failed: {err}") from err  # fmt: skip
+            if done.returncode != 0:
+                raise GraylaneError(f"local job {name} of {target.namespace}/{target.app}: {command!r} exited "
+                                    f"{done.returncode}: {(done.stderr or done.stdout)[-500:]}")  # fmt: skip
+            self.jobs[(name, image)] = done.stdout
+
+    # -- for the demo and the stack ------------------------------------------------------------------
+    def version(self, key: str) -> str:
+        with self._lock:
+            r = self.running.get(key)
+            return version_of(r.image) if r is not None and r.proc.alive() else ""
+
+    def url(self, key: str) -> str:
+        with self._lock:
+            r = self.running.get(key)
+            return r.url if r is not None else ""
+
+    def pids(self) -> list[int]:
+        with self._lock:
+            return [r.proc.pid for r in self.running.values()]
+
+    def stop_all(self) -> None:
+        with self._lock:
+            for key in list(self.running):
+                self._stop(key)
+
+    # -- helpers ------------------------------------------------------------------------------------
+    def _runs(self, key: str, image: str) -> bool:
+        r = self.running.get(key)
+        return r is not None and r.image == image and r.proc.alive()
+
+    def _stop(self, key: str) -> None:
+        r = self.running.pop(key, None)
+        if r is not None:
+            r.proc.stop()
+
+    def _start(self, key: str, image: str, port: int, target: WorkloadTarget) -> None:
+        version = version_of(image)
+        b = self.config.behaviour(version)
+        name = key.rsplit("/", 1)[-1]
+        argv = [sys.executable, "-m", "functions.demo_service", "--name", name, "--version", version,
+                "--port", str(port), "--error-rate", str(b.error_rate), "--delay", str(b.delay)]  # fmt: skip
+        log = Path(self.config.workdir) / "logs" / f"{name}-{version}.log"
+        proc = Proc(f"{target.namespace}/{target.app} {key} {version}", argv, log, env={"PYTHONPATH": _root()})
+        self.running[key] = Running(proc, image, port)
+        self._wait_started(proc, version, port)
+
+    def _wait_started(self, proc: Proc, version: str, port: int) -> None:
+        # The banner is printed once the socket serves; /healthz could be answered by the old stable.
+        deadline = time.monotonic() + self.ready_timeout
+        while f"{version} on http://127.0.0.1:{port}" not in proc.tail(4000):
+            if not proc.alive():
+                raise NotReady(f"local workload {proc.name} exited with {proc.popen.returncode}: {proc.tail()}")
+            if time.monotonic() > deadline:
+                raise NotReady(f"local workload {proc.name} did not start within {self.ready_timeout} s: "
+                               f"{proc.tail()}")  # fmt: skip
+            time.sleep(0.02)
+
+
+def _root() -> str:
+    """The directory holding the `functions` package, so `python -m functions.demo_service` finds it."""
+    return str(Path(__file__).resolve().parents[2])
+
+
+class PrintNotifier:
+    """Each notice as one line to `out` (the terminal, or the live view's notice area)."""
+
+    def __init__(self, out: Callable[[str], None] = print) -> None:
+        self.out = out
+        self.sent: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def send(self, notice: dict[str, Any]) -> None:
+        with self._lock:
+            self.sent.append(notice)
+        self.out(f"notice {notice.get('app', '')}: {notice.get('message') or notice.get('type', '')}")
+
+
+class LocalProviders:
+    """runner.Providers on one machine (see the module docstring)."""
+
+    def __init__(self, config: LocalConfig, out: Callable[[str], None] = print, analysis: Any = None) -> None:
+        self.config = config
+        self.workloads_ = ProcessWorkloads(config)
+        self.notifier_ = PrintNotifier(out)
+        if analysis is None:
+            from functions.providers.metrics.prometheus import PrometheusAnalysis
+
+            analysis = PrometheusAnalysis(config.prometheus, timeout=2.0, retries=1)
+        self.analysis = analysis
+        self._routers: dict[str, HAProxyRouter] = {}
+        self._lock = threading.Lock()
+
+    def router(self, policy: Policy, cluster: str) -> HAProxyRouter:
+        if policy.router.provider != "haproxy":
+            raise ConfigError(f"router of {policy.app}: local providers drive haproxy only, the policy names "
+                              f"{policy.router.provider}")  # fmt: skip
+        options = {**policy.router.options}
+        options.setdefault("socket", self.config.socket)
+        key = json.dumps(options, sort_keys=True, default=str)
+        with self._lock:
+            if key not in self._routers:
+                self._routers[key] = HAProxyRouter.from_options(options)
+            return self._routers[key]
+
+    def workloads(self, policy: Policy, cluster: str) -> ProcessWorkloads:
+        return self.workloads_
+
+    def notifier(self, policy: Policy) -> PrintNotifier:
+        return self.notifier_
+
+    def measure(self, policy: Policy, release: Release) -> tuple[MetricSample, ...]:
+        samples: tuple[MetricSample, ...] = self.analysis.measure(policy, release)
+        return samples
+
+    def close(self) -> None:
+        self.workloads_.stop_all()
