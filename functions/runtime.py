@@ -28,6 +28,10 @@ def _policies(settings: Settings) -> Any:
 
 
 def _providers(settings: Settings) -> Any:
+    if settings.providers == "kubernetes":
+        from functions.providers.factory import KubernetesProviders
+
+        return KubernetesProviders(settings)
     from functions.providers.recording import RecordingProviders
 
     return RecordingProviders()

@@ -1,0 +1,144 @@
+"""The only place that names concrete providers: routers, workloads, notifier and metrics per policy.
+
+`KubernetesProviders` implements runner.Providers for GRAYLANE_PROVIDERS=kubernetes. It holds one
+ApiClient per cluster (a policy wave's cluster is a kubeconfig context; "" is the current context, or the
+in-cluster service account inside a pod) and one provider object per (cluster, provider): routers and
+workloads are stateless apart from their client, so every app on a cluster shares them. Provider modules
+are imported on first use, so a function only pays for the providers its policies name.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from functions.core.events import MetricSample
+from functions.core.policy import Policy
+from functions.core.state import Release
+from functions.errors import ConfigError
+from functions.providers.notifiers.base import Notifier
+from functions.providers.routers.base import Router
+from functions.providers.workloads.base import Workloads
+from functions.settings import Settings
+
+log = logging.getLogger("graylane.providers")
+
+ClientFor = Callable[[str], Any]  # cluster (kubeconfig context, "" = current/in-cluster) -> ApiClient
+
+
+def default_client(cluster: str) -> Any:
+    from functions.providers.kube import client_from
+
+    return client_from(context=cluster or None)
+
+
+class LogNotifier:
+    """Notices to the log: used when a policy names no notifier, or the notifiers package is not there."""
+
+    def __init__(self, reason: str = "") -> None:
+        self.reason = reason
+
+    def send(self, notice: dict[str, Any]) -> None:
+        log.info("notice %s %s: %s", notice.get("id", ""), notice.get("type", ""), notice.get("message", ""))
+
+
+class KubernetesProviders:
+    """runner.Providers on Kubernetes: routers by policy.router.provider, Deployments/Jobs, Prometheus."""
+
+    def __init__(self, settings: Settings, client_for: ClientFor = default_client, timeout: float = 5.0) -> None:
+        self.settings = settings
+        self.client_for = client_for
+        self.timeout = timeout
+        self._clients: dict[str, Any] = {}
+        self._cache: dict[tuple[str, ...], Any] = {}
+        self._lock = threading.RLock()  # re-entrant: building a router or workloads builds its client
+
+    # -- runner.Providers ----------------------------------------------------------------------------
+    def router(self, policy: Policy, cluster: str) -> Router:
+        provider = policy.router.provider
+        if provider == "haproxy":  # talks to an admin socket named in the options, not to Kubernetes
+            key = ("router", cluster, provider, json.dumps(policy.router.options, sort_keys=True, default=str))
+            return self._once(key, lambda: _haproxy(policy.router.options))  # type: ignore[no-any-return]
+        if provider == "recording":
+            return self._once(("router", "", provider), _recording_router)  # type: ignore[no-any-return]
+        return self._once(("router", cluster, provider),  # type: ignore[no-any-return]
+                          lambda: _kube_router(provider, self.client(cluster)))
+
+    def workloads(self, policy: Policy, cluster: str) -> Workloads:
+        from functions.providers.workloads.kubernetes import KubernetesWorkloads
+
+        return self._once(("workloads", cluster),  # type: ignore[no-any-return]
+                          lambda: KubernetesWorkloads(self.client(cluster), timeout=self.timeout))
+
+    def notifier(self, policy: Policy) -> Notifier:
+        if not policy.notify:
+            return self._once(("notifier", ""), LogNotifier)  # type: ignore[no-any-return]
+        key = ("notifier", json.dumps([(n.kind, n.url, n.secret) for n in policy.notify]))
+        return self._once(key, lambda: _notifier(policy))  # type: ignore[no-any-return]
+
+    def measure(self, policy: Policy, release: Release) -> tuple[MetricSample, ...]:
+        analysis = self._once(("metrics", "prometheus"), lambda: _prometheus(self.settings.prometheus))
+        return analysis.measure(policy, release)  # type: ignore[no-any-return]
+
+    # -- clients and the cache -----------------------------------------------------------------------
+    def client(self, cluster: str) -> Any:
+        """The ApiClient of `cluster`, built once (client_from raises ConfigError naming the context)."""
+        return self._once(("client", cluster), lambda: self.client_for(cluster))
+
+    def _once(self, key: tuple[str, ...], build: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key not in self._cache:
+                self._cache[key] = build()
+            return self._cache[key]
+
+    def close(self) -> None:
+        """Close every ApiClient built here (their connection pools and threads)."""
+        with self._lock:
+            clients = [v for k, v in self._cache.items() if k[0] == "client"]
+            self._cache.clear()
+        for api_client in clients:
+            close = getattr(api_client, "close", None)
+            if close is not None:
+                close()
+
+
+def _kube_router(provider: str, api_client: Any) -> Router:
+    from functions.providers.routers import make_router
+
+    return make_router(provider, api_client)
+
+
+def _haproxy(options: dict[str, Any]) -> Router:
+    from functions.providers.routers.haproxy import HAProxyRouter
+
+    router: Router = HAProxyRouter.from_options(options)
+    return router
+
+
+def _recording_router() -> Router:
+    from functions.providers.recording import RecordingRouter
+
+    router: Router = RecordingRouter()
+    return router
+
+
+def _notifier(policy: Policy) -> Notifier:
+    """All of policy.notify's channels as one notifier (secrets from the environment, see notifiers)."""
+    try:
+        from functions.providers.notifiers import make_notifier
+    except ImportError as err:  # a broken or missing notifiers package must not stop releases
+        log.warning("notifiers for %s are not available (%s); notices go to the log", policy.app, err)
+        return LogNotifier(reason=str(err))
+    notifier: Notifier = make_notifier(policy.notify)
+    return notifier
+
+
+def _prometheus(url: str) -> Any:
+    try:
+        from functions.providers.metrics import PrometheusAnalysis
+    except ImportError as err:
+        raise ConfigError(f"GRAYLANE_PROVIDERS=kubernetes: Prometheus analysis is not available: {err}") from err
+    return PrometheusAnalysis(url)

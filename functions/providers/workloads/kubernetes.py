@@ -1,0 +1,319 @@
+"""Kubernetes workloads: the canary, stable and preview Deployments and the migration Job of a release.
+
+Every write is a compare-and-swap: a create (AlreadyExists means someone created it first: it is read and
+used), or a JSON patch whose first operation tests /metadata/resourceVersion, so a write based on a stale
+read loses with ConflictError instead of overwriting a change made meanwhile. Nothing waits: a call writes
+what is missing and raises NotReady until the rollout (or Job) it asked for is observable; the runner
+leaves the effect pending and the next tick calls again.
+
+Derived Deployments (the canary, a preview) are copies of the stable Deployment's spec. Their labels must
+differ from the stable's, or the stable Service would send traffic to them; the convention, which matches
+the seed apps' one-Service-per-track layout (Service k8s-flask selects `app: k8s-flask`, k8s-flask-canary
+selects `app: k8s-flask-canary`):
+
+- every label (object, selector, pod template) whose value is the stable Deployment's name takes the
+  derived Deployment's name instead;
+- selector and pod template also get `graylane.dev/track: canary|preview`.
+
+If the stable selector would still match the derived pods (it selects on labels that carry no name, as
+Istio subsets on `version` do), nothing is created and ConfigError says so: create the canary Deployment
+with its own labels once; graylane then only changes its image and replicas.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from functions.errors import ConfigError, ConflictError, GraylaneError, NotFound, NotReady
+from functions.providers.kube import api_error
+from functions.providers.workloads.base import WorkloadTarget
+
+TRACK = "graylane.dev/track"
+APP = "graylane.dev/app"
+JOB = "graylane.dev/job"
+DERIVED_FROM = "graylane.dev/derived-from"
+MANAGED_BY = ("app.kubernetes.io/managed-by", "graylane")
+JSON_PATCH = "application/json-patch+json"
+_STRIPPED_ANNOTATIONS = ("deployment.kubernetes.io/revision", "kubectl.kubernetes.io/last-applied-configuration")
+_PROBES = ("livenessProbe", "readinessProbe", "startupProbe")
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    group: str
+    version: str
+    plural: str
+    kind: str
+
+
+DEPLOYMENT = Kind("apps", "v1", "deployments", "Deployment")
+JOB_KIND = Kind("batch", "v1", "jobs", "Job")
+
+
+class KubernetesWorkloads:
+    """The Workloads of one cluster, through `api_client` (see functions.providers.kube.client_from)."""
+
+    def __init__(self, api_client: Any, timeout: float = 5.0) -> None:
+        from kubernetes import client
+
+        self.api = client.CustomObjectsApi(api_client)  # serves built-in groups too, as plain dicts
+        self.timeout = timeout
+
+    # -- Workloads -----------------------------------------------------------------------------------
+    def deploy_canary(self, target: WorkloadTarget, image: str) -> None:
+        stable = self._read(DEPLOYMENT, target.namespace, target.stable, "deploy canary")
+        replicas = target.replicas if target.replicas is not None else _replicas(stable)
+        canary = self._derive(target, stable, target.namespace, target.canary, "canary", image, replicas)
+        self._check_rolled_out(canary, image, target.container, "deploy canary")
+
+    def promote_stable(self, target: WorkloadTarget, image: str) -> None:
+        stable = self._read(DEPLOYMENT, target.namespace, target.stable, "promote")
+        stable = self._update(stable, image, None, target.container, "promote")
+        self._check_rolled_out(stable, image, target.container, "promote")
+
+    def scale_down_canary(self, target: WorkloadTarget) -> None:
+        canary = self._get(DEPLOYMENT, target.namespace, target.canary, "scale down")
+        if canary is not None and _replicas(canary) != 0:
+            self._patch(DEPLOYMENT, canary, [{"op": "replace", "path": "/spec/replicas", "value": 0}], "scale down")
+
+    def deploy_preview(self, target: WorkloadTarget, image: str, environment: str, namespace: str,
+                       workload: str) -> None:  # fmt: skip
+        ns, name = namespace or target.namespace, workload or f"{target.app}-{environment}"
+        preview = self._get(DEPLOYMENT, ns, name, "deploy preview")
+        if preview is None:
+            stable = self._read(DEPLOYMENT, target.namespace, target.stable, "deploy preview")
+            extra = {"graylane.dev/environment": environment}
+            preview = self._derive(target, stable, ns, name, "preview", image, 1, extra)
+        else:  # an existing preview keeps its replica count (someone may have scaled it on purpose)
+            preview = self._update(preview, image, None, target.container, "deploy preview")
+        self._check_rolled_out(preview, image, target.container, "deploy preview")
+
+    def run_job(self, target: WorkloadTarget, name: str, image: str, command: tuple[str, ...]) -> None:
+        job = self._get(JOB_KIND, target.namespace, name, "run")
+        if job is None:
+            body = self._job_body(target, name, image, command)
+            job = self._create(JOB_KIND, target.namespace, body, "run")
+        _check_job(job, image)
+
+    # -- Deployments ---------------------------------------------------------------------------------
+    def _derive(self, target: WorkloadTarget, stable: dict[str, Any], namespace: str, name: str, track: str,
+                image: str, replicas: int, extra_labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """The Deployment `name` copied from `stable` (created if missing) running `image` on `replicas`."""
+        live = self._get(DEPLOYMENT, namespace, name, f"deploy {track}")
+        if live is None:
+            body = derived_deployment(stable, namespace, name, track, image, replicas, target, extra_labels or {})
+            live = self._create(DEPLOYMENT, namespace, body, f"deploy {track}")
+        return self._update(live, image, replicas, target.container, f"deploy {track}")
+
+    def _update(self, dep: dict[str, Any], image: str, replicas: int | None, container: str,
+                verb: str) -> dict[str, Any]:  # fmt: skip
+        """Set the image (and replicas) with one guarded patch, only where they differ."""
+        index = container_index(dep, container, DEPLOYMENT.kind)
+        ops: list[dict[str, Any]] = []
+        if dep["spec"]["template"]["spec"]["containers"][index].get("image") != image:
+            ops.append({"op": "replace", "path": f"/spec/template/spec/containers/{index}/image", "value": image})
+        if replicas is not None and _replicas(dep) != replicas:
+            ops.append({"op": "add", "path": "/spec/replicas", "value": replicas})
+        return self._patch(DEPLOYMENT, dep, ops, verb) if ops else dep
+
+    def _check_rolled_out(self, dep: dict[str, Any], image: str, container: str, verb: str) -> None:
+        problem = rollout_problem(dep, image, container)
+        if problem:
+            raise NotReady(f"Deployment {_where(dep)} {verb}: {problem}")
+
+    # -- Jobs ----------------------------------------------------------------------------------------
+    def _job_body(self, target: WorkloadTarget, name: str, image: str, command: tuple[str, ...]) -> dict[str, Any]:
+        """A Job running the stable pod's container (its env, volumes, service account) with `image`/`command`.
+
+        Only that one container is kept (a sidecar would keep the Job from completing), without probes, and
+        the pod gets graylane's labels only, so no Service of the app ever selects a migration pod.
+        """
+        try:
+            stable: dict[str, Any] | None = self._read(DEPLOYMENT, target.namespace, target.stable, "run job")
+        except NotFound:
+            stable = None
+        if stable is not None:
+            pod = copy.deepcopy(stable["spec"]["template"]["spec"])
+            one = pod["containers"][container_index(stable, target.container, DEPLOYMENT.kind)]
+            for key in (*_PROBES, "lifecycle"):
+                one.pop(key, None)
+        else:
+            pod, one = {}, {"name": target.container or "migration"}
+        one["image"] = image
+        one.pop("args", None)
+        if command:
+            one["command"] = list(command)
+        else:
+            one.pop("command", None)  # the image's own entrypoint
+        pod["containers"] = [one]
+        pod["restartPolicy"] = "Never"
+        labels = {APP: target.app, JOB: name, MANAGED_BY[0]: MANAGED_BY[1]}
+        return {
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": name, "namespace": target.namespace, "labels": labels},
+            "spec": {"backoffLimit": 1, "template": {"metadata": {"labels": {APP: target.app, JOB: name}},
+                                                     "spec": pod}},
+        }  # fmt: skip
+
+    # -- API calls -----------------------------------------------------------------------------------
+    def _get(self, kind: Kind, namespace: str, name: str, verb: str) -> dict[str, Any] | None:
+        try:
+            return dict(self.api.get_namespaced_custom_object(kind.group, kind.version, namespace, kind.plural,
+                                                              name, _request_timeout=self.timeout))
+        except Exception as err:
+            if getattr(err, "status", None) == 404:
+                return None
+            raise api_error(err, kind.kind, f"{namespace}/{name}", f"{verb} (read)") from err
+
+    def _read(self, kind: Kind, namespace: str, name: str, verb: str) -> dict[str, Any]:
+        obj = self._get(kind, namespace, name, verb)
+        if obj is None:
+            raise NotFound(f"{kind.kind} {namespace}/{name} {verb}: not found")
+        return obj
+
+    def _create(self, kind: Kind, namespace: str, body: dict[str, Any], verb: str) -> dict[str, Any]:
+        """Create; if it exists already (another writer, or our own earlier attempt) read and use that."""
+        name = body["metadata"]["name"]
+        try:
+            return dict(self.api.create_namespaced_custom_object(kind.group, kind.version, namespace, kind.plural,
+                                                                 body, _request_timeout=self.timeout))
+        except Exception as err:
+            if getattr(err, "status", None) != 409:
+                raise api_error(err, kind.kind, f"{namespace}/{name}", f"{verb} (create)") from err
+        return self._read(kind, namespace, name, verb)
+
+    def _patch(self, kind: Kind, obj: dict[str, Any], ops: list[dict[str, Any]], verb: str) -> dict[str, Any]:
+        """Apply `ops` only if `obj` is still the stored version (a `test` on resourceVersion comes first)."""
+        meta = obj["metadata"]
+        namespace, name, version = meta["namespace"], meta["name"], meta["resourceVersion"]
+        guarded = [{"op": "test", "path": "/metadata/resourceVersion", "value": version}, *ops]
+        try:
+            return dict(self.api.patch_namespaced_custom_object(kind.group, kind.version, namespace, kind.plural,
+                                                                name, guarded, _content_type=JSON_PATCH,
+                                                                _request_timeout=self.timeout))
+        except Exception as err:
+            raise self._patch_error(err, kind, namespace, name, version, verb) from err
+
+    def _patch_error(self, err: Exception, kind: Kind, namespace: str, name: str, version: str,
+                     verb: str) -> GraylaneError:  # fmt: skip
+        # A failed `test` and a bad path both answer 422: the stored version tells them apart.
+        if getattr(err, "status", None) == 422:
+            now = self._get(kind, namespace, name, verb)
+            current = now["metadata"]["resourceVersion"] if now is not None else "(deleted)"
+            if current != version:
+                lost = ConflictError(f"{kind.kind} {namespace}/{name} {verb}: resourceVersion {version} "
+                                     f"moved on to {current}")  # fmt: skip
+                lost.__cause__ = err
+                return lost
+        return api_error(err, kind.kind, f"{namespace}/{name}", verb)
+
+
+# -- pure helpers ------------------------------------------------------------------------------------
+
+
+def derived_deployment(stable: Mapping[str, Any], namespace: str, name: str, track: str, image: str, replicas: int,
+                       target: WorkloadTarget, extra_labels: Mapping[str, str]) -> dict[str, Any]:  # fmt: skip
+    """The body of Deployment `name`: the stable's spec with renamed labels, the track label and `image`."""
+    old = stable["metadata"]["name"]
+    spec = copy.deepcopy(stable["spec"])
+    selector = spec.setdefault("selector", {})
+    selector["matchLabels"] = {**relabel(selector.get("matchLabels"), old, name), TRACK: track}
+    template_meta = spec["template"].setdefault("metadata", {})
+    pod_labels = {**relabel(template_meta.get("labels"), old, name), TRACK: track, **extra_labels}
+    template_meta["labels"] = pod_labels
+    spec["replicas"] = replicas
+    spec["template"]["spec"]["containers"][container_index(stable, target.container, DEPLOYMENT.kind)]["image"] = image
+    if namespace == stable["metadata"]["namespace"] and selects(stable["spec"].get("selector") or {}, pod_labels):
+        raise ConfigError(
+            f"Deployment {namespace}/{name} deploy {track}: its pods would be selected by the stable Deployment "
+            f"{old}'s selector {stable['spec'].get('selector')} (no selector label carries the name {old!r}); "
+            f"create {name} once with labels of its own, graylane then only sets its image and replicas")
+    annotations = {k: v for k, v in (stable["metadata"].get("annotations") or {}).items()
+                   if k not in _STRIPPED_ANNOTATIONS}  # fmt: skip
+    labels = {**relabel(stable["metadata"].get("labels"), old, name), TRACK: track, APP: target.app,
+              MANAGED_BY[0]: MANAGED_BY[1], **extra_labels}  # fmt: skip
+    meta = {"name": name, "namespace": namespace, "labels": labels, "annotations": {**annotations, DERIVED_FROM: old}}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": spec}
+
+
+def relabel(labels: Mapping[str, str] | None, old: str, new: str) -> dict[str, str]:
+    """The labels with every value equal to `old` (the stable's name) replaced by `new`."""
+    return {k: (new if v == old else v) for k, v in (labels or {}).items()}
+
+
+def selects(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    """Whether a LabelSelector (matchLabels and matchExpressions) matches `labels`."""
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr["key"], expr["operator"], expr.get("values") or []
+        ok = {"In": key in labels and labels[key] in values, "NotIn": labels.get(key) not in values,
+              "Exists": key in labels, "DoesNotExist": key not in labels}.get(op, False)  # fmt: skip
+        if not ok:
+            return False
+    return bool(selector.get("matchLabels") or selector.get("matchExpressions"))
+
+
+def container_index(obj: Mapping[str, Any], container: str, kind: str) -> int:
+    """Index of the policy's container in the pod template (the first when the policy names none)."""
+    containers = obj["spec"]["template"]["spec"]["containers"]
+    if not container:
+        return 0
+    for i, c in enumerate(containers):
+        if c.get("name") == container:
+            return i
+    names = ", ".join(c.get("name", "?") for c in containers)
+    raise ConfigError(f"{kind} {_where(obj)}: workload.container {container!r} is not in its pod template "
+                      f"(containers: {names})")  # fmt: skip
+
+
+def rollout_problem(dep: Mapping[str, Any], image: str, container: str) -> str:
+    """Why the Deployment is not rolled out on `image` yet; "" when it is (the checks `kubectl rollout status` makes)."""
+    spec, status = dep["spec"], dep.get("status") or {}
+    live = spec["template"]["spec"]["containers"][container_index(dep, container, DEPLOYMENT.kind)].get("image")
+    if live != image:
+        return f"runs {live}, not {image}"
+    generation, observed = dep["metadata"].get("generation", 0), status.get("observedGeneration", 0)
+    if observed < generation:
+        return f"rollout of {image} not observed yet (generation {generation}, observed {observed})"
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
+            return f"rollout of {image} stuck: {cond.get('message', 'progress deadline exceeded')}"
+    want = _replicas(dep)
+    counts = {k: status.get(k, 0) for k in ("replicas", "updatedReplicas", "readyReplicas", "availableReplicas")}
+    if any(v != want for v in counts.values()):
+        shown = ", ".join(f"{k} {v}" for k, v in counts.items())
+        return f"rolling out {image}: {shown} of {want}"
+    return ""
+
+
+def _check_job(job: Mapping[str, Any], image: str) -> None:
+    """Return when the Job succeeded; NotReady while it runs; GraylaneError (permanent) when it failed."""
+    where = _where(job)
+    live = [c.get("image") for c in job["spec"]["template"]["spec"]["containers"]]
+    if image not in live:
+        raise GraylaneError(f"Job {where} run: exists with image {', '.join(map(str, live))}, not {image}; "
+                            "delete it to run the migration again")  # fmt: skip
+    status = job.get("status") or {}
+    conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
+    if "Complete" in conditions or (status.get("succeeded") or 0) > 0:
+        return
+    if "Failed" in conditions:
+        cond = conditions["Failed"]
+        raise GraylaneError(f"Job {where} run: failed: {cond.get('reason', '')}: {cond.get('message', '')} "
+                            f"({status.get('failed', 0)} failed pods)")  # fmt: skip
+    raise NotReady(f"Job {where} run: not finished (active {status.get('active', 0)}, "
+                   f"failed {status.get('failed', 0)})")  # fmt: skip
+
+
+def _replicas(dep: Mapping[str, Any]) -> int:
+    value = dep["spec"].get("replicas")
+    return 1 if value is None else int(value)
+
+
+def _where(obj: Mapping[str, Any]) -> str:
+    meta = obj.get("metadata", {})
+    return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
