@@ -154,6 +154,23 @@ def test_rate_limit_answers_429_above_the_limit_only_and_clearing_lifts_it(hapro
     assert client.split(200) == Counter(stable=200)
 
 
+def test_a_client_over_the_limit_keeps_getting_the_limit_instead_of_nothing(haproxy_app: HAProxyApp) -> None:
+    """Refused requests do not count: a client hammering at several times the limit is limited, not shut out."""
+    import time
+
+    app, router = haproxy_app, haproxy_app.router
+    router.set_protection(app.target, Protection(rate_limit=RateLimit(average=30, burst=30)))
+    client = app.client("127.0.0.7")
+    seen: Counter[str] = Counter()
+    started = time.monotonic()
+    while time.monotonic() - started < 3.0 and sum(seen.values()) < 20_000:  # bounded in time and count
+        seen += client.split(20)
+    elapsed = time.monotonic() - started
+    assert seen["status 429"] > seen["stable"], seen  # well over the limit
+    # about 30 admitted per second for the whole run, not just the first second
+    assert 30 * (elapsed - 1) <= seen["stable"] <= 30 * (elapsed + 1), (seen, elapsed)
+
+
 def test_circuit_breaker_opens_on_canary_errors_and_closes_when_they_stop(haproxy_app: HAProxyApp) -> None:
     app, router = haproxy_app, haproxy_app.router
     router.set_routes(app.target, RoutePlan.canary_at(100))
