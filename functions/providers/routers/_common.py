@@ -100,6 +100,11 @@ class Objects:
         _check_written(result, ops, self._what(obj, verb))
         return dict(result)
 
+    def write(self, obj: Mapping[str, Any], ops: list[dict[str, Any]], verb: str) -> None:
+        """Patch obj with ops when there are any: an object that already holds what is wanted is not written."""
+        if ops:
+            self.patch(obj, ops, verb)
+
     def _patch_error(self, err: Exception, namespace: str, name: str, version: str, verb: str) -> Exception:
         # A failed `test` and a bad path both answer 422 with the same message: the stored version tells them apart.
         if getattr(err, "status", None) == 422:
@@ -184,6 +189,19 @@ def encode_plan(plan: RoutePlan) -> str:
     return json.dumps(plan.to_dict(), sort_keys=True, separators=(",", ":"))
 
 
+def plan_note(plan: RoutePlan) -> dict[str, str]:
+    """The route-plan annotation recording plan (see `decode_plan` and `live_plan`)."""
+    return {PLAN_ANNOTATION: encode_plan(plan)}
+
+
+def route_ops(obj: Mapping[str, Any], key: str, routes: Any, plan: RoutePlan,
+              op: str = "add") -> list[dict[str, Any]]:
+    """Patch operations writing `routes` (rendered for plan) to spec.<key> unless it holds them already, and
+    the plan annotation."""
+    ops = [] if obj["spec"].get(key) == routes else [{"op": op, "path": pointer("spec", key), "value": routes}]
+    return ops + annotation_ops(obj, plan_note(plan))
+
+
 def decode_plan(obj: Mapping[str, Any] | None) -> RoutePlan:
     """The plan annotated on obj; a missing or unreadable annotation means no rules."""
     text = ((obj or {}).get("metadata", {}).get("annotations") or {}).get(PLAN_ANNOTATION)
@@ -205,6 +223,13 @@ def live_plan(annotated: RoutePlan, stable: int, canary: int, live_rules: Any,
     if not holds(live_rules, render_rules(plan)):  # fields the server defaults in are not drift
         return replace(plan, match=(DRIFTED,), salt="")
     return plan
+
+
+def spec_plan(obj: Mapping[str, Any], key: str, weights: Callable[[list[Any]], tuple[int, int]],
+              render_rules: Callable[[RoutePlan], Any], what: str) -> RoutePlan:
+    """`live_plan` of an object whose whole route list is spec.<key> (weights and matchers alike)."""
+    live = obj["spec"].get(key) or []
+    return live_plan(decode_plan(obj), *weights(live), live, render_rules, what)
 
 
 def feature_of(match: Match) -> str:

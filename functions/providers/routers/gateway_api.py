@@ -24,16 +24,13 @@ from typing import Any
 from functions.core.effects import STABLE_ONLY, Protection, RoutePlan
 from functions.errors import ConfigError
 from functions.providers.routers._common import (
-    PLAN_ANNOTATION,
     Kind,
     Objects,
-    annotation_ops,
     check_plan,
-    decode_plan,
-    encode_plan,
     header_rule,
-    live_plan,
     option,
+    route_ops,
+    spec_plan,
 )
 from functions.providers.routers.base import RouteTarget
 
@@ -131,17 +128,12 @@ class GatewayAPIRouter:
         s = _setup(target)
         check_plan(plan, self.provider, s.where)
         route = self._ensure(s)
-        rules = _rules(s, plan)
-        ops = [] if route["spec"].get("rules") == rules else [{"op": "add", "path": "/spec/rules", "value": rules}]
-        ops += annotation_ops(route, {PLAN_ANNOTATION: encode_plan(plan)})
-        if ops:
-            self.routes.patch(route, ops, "set routes")
+        self.routes.write(route, route_ops(route, "rules", _rules(s, plan), plan), "set routes")
 
     def get_routes(self, target: RouteTarget) -> RoutePlan:
         s = _setup(target)
         route = self.routes.read(s.namespace, s.http_route)
-        rules = route["spec"].get("rules") or []
-        return live_plan(decode_plan(route), *_weights(rules, s), rules, lambda plan: _rules(s, plan), s.where)
+        return spec_plan(route, "rules", lambda rules: _weights(rules, s), lambda plan: _rules(s, plan), s.where)
 
     def set_protection(self, target: RouteTarget, protection: Protection) -> None:
         if protection.rate_limit is not None or protection.circuit_breaker is not None:

@@ -25,17 +25,15 @@ from typing import Any
 from functions.core.effects import STABLE_ONLY, Protection, RoutePlan
 from functions.errors import ConfigError
 from functions.providers.routers._common import (
-    PLAN_ANNOTATION,
     PROTECTION_ANNOTATION,
     Kind,
     Objects,
     annotation_ops,
     check_plan,
-    decode_plan,
-    encode_plan,
     header_rule,
-    live_plan,
     option,
+    route_ops,
+    spec_plan,
 )
 from functions.providers.routers.base import RouteTarget
 
@@ -166,17 +164,12 @@ class IstioRouter:
         s = _setup(target)
         check_plan(plan, self.provider, s.where)
         vs, _ = self._ensure(s)
-        http = _http(s, plan)
-        ops = [] if vs["spec"].get("http") == http else [{"op": "add", "path": "/spec/http", "value": http}]
-        ops += annotation_ops(vs, {PLAN_ANNOTATION: encode_plan(plan)})
-        if ops:
-            self.services.patch(vs, ops, "set routes")
+        self.services.write(vs, route_ops(vs, "http", _http(s, plan), plan), "set routes")
 
     def get_routes(self, target: RouteTarget) -> RoutePlan:
         s = _setup(target)
         vs = self.services.read(s.namespace, s.virtual_service)
-        http = vs["spec"].get("http") or []
-        return live_plan(decode_plan(vs), *_weights(http, s), http, lambda plan: _http(s, plan), s.where)
+        return spec_plan(vs, "http", lambda http: _weights(http, s), lambda plan: _http(s, plan), s.where)
 
     def set_protection(self, target: RouteTarget, protection: Protection) -> None:
         s = _setup(target)
@@ -206,8 +199,7 @@ class IstioRouter:
             ops.append({"op": "add", "path": "/spec/trafficPolicy", "value": policy} if policy
                        else {"op": "remove", "path": "/spec/trafficPolicy"})
         ops += annotation_ops(dr, {PROTECTION_ANNOTATION: note})
-        if ops:
-            self.rules.patch(dr, ops, "set protection")
+        self.rules.write(dr, ops, "set protection")
 
     def finalize(self, target: RouteTarget) -> None:
         """All traffic back to stable without rules; the objects stay, they carry stable's traffic."""

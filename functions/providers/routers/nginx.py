@@ -21,16 +21,15 @@ from typing import Any
 from functions.core.effects import STABLE_ONLY, Protection, RoutePlan
 from functions.errors import ConfigError
 from functions.providers.routers._common import (
-    PLAN_ANNOTATION,
     Kind,
     Objects,
     annotation_ops,
     check_plan,
     decode_plan,
-    encode_plan,
     header_rule,
     live_plan,
     option,
+    plan_note,
 )
 from functions.providers.routers.base import RouteTarget
 
@@ -154,10 +153,8 @@ class NginxRouter:
         check_plan(plan, self.provider, s.where)
         wanted = _rule_annotations(plan, s)
         _, canary = self._ensure(s)
-        ops = annotation_ops(canary, {CANARY: "true", WEIGHT: str(plan.canary), **wanted,
-                                      PLAN_ANNOTATION: encode_plan(plan)})
-        if ops:
-            self.ingresses.patch(canary, ops, "set routes")
+        ops = annotation_ops(canary, {CANARY: "true", WEIGHT: str(plan.canary), **wanted, **plan_note(plan)})
+        self.ingresses.write(canary, ops, "set routes")
 
     def get_routes(self, target: RouteTarget) -> RoutePlan:
         s = _setup(target)
@@ -176,9 +173,7 @@ class NginxRouter:
         if protection.circuit_breaker is not None:
             raise ConfigError(f"{s.where}: circuit breaking is not supported by router nginx")
         stable, _ = self._ensure(s)
-        ops = annotation_ops(stable, _rate_limit(protection, s))
-        if ops:
-            self.ingresses.patch(stable, ops, "set protection")
+        self.ingresses.write(stable, annotation_ops(stable, _rate_limit(protection, s)), "set protection")
 
     def finalize(self, target: RouteTarget) -> None:
         """All traffic back to stable, then the canary Ingress (which reconcile created) is deleted."""

@@ -25,16 +25,16 @@ from functions.core.effects import STABLE_ONLY, Protection, RoutePlan
 from functions.core.policy import CircuitBreaker, Match, RateLimit
 from functions.errors import ConfigError
 from functions.providers.routers._common import (
-    PLAN_ANNOTATION,
     Kind,
     Objects,
     annotation_ops,
     check_plan,
     decode_plan,
-    encode_plan,
     header_rule,
     live_plan,
     option,
+    plan_note,
+    route_ops,
 )
 from functions.providers.routers.base import RouteTarget
 
@@ -202,19 +202,14 @@ class TraefikRouter:
         if plan.match and not s.ingress_route:
             raise ConfigError(f"{s.where}: A/B rules need router option ingressRoute (a TraefikService only weighs)")
         ir, ts = self._ensure(s)
-        note = {PLAN_ANNOTATION: encode_plan(plan)}
         if ts is not None:
             ops = [] if ts["spec"].get("weighted", {}).get("services") == _weighted(s, plan) else [
                 {"op": "add", "path": "/spec/weighted", "value": {"services": _weighted(s, plan)}}]
-            ops += annotation_ops(ts, note) if ir is None else []
-            if ops:
-                self._services_api(s).patch(ts, ops, "set routes")
+            ops += annotation_ops(ts, plan_note(plan)) if ir is None else []
+            self._services_api(s).write(ts, ops, "set routes")
         if ir is not None:
             routes = _routes(s, plan, self._live_middlewares(ir))
-            ops = [] if ir["spec"].get("routes") == routes else [{"op": "replace", "path": "/spec/routes", "value": routes}]
-            ops += annotation_ops(ir, note)
-            if ops:
-                self._routes_api(s).patch(ir, ops, "set routes")
+            self._routes_api(s).write(ir, route_ops(ir, "routes", routes, plan, "replace"), "set routes")
 
     @staticmethod
     def _live_middlewares(ir: dict[str, Any]) -> list[Any]:

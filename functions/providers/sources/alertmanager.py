@@ -8,26 +8,26 @@ Alertmanager's `http_config` sends either `authorization: {credentials: TOKEN}` 
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from functions.providers.sources.base import (
     AlertNotice,
     Credentials,
     Headers,
+    JsonSource,
     Malformed,
     Parsed,
     Unauthenticated,
     check_basic,
     check_token,
-    get_list,
+    each_obj,
     get_str,
-    load_json,
     obj,
     require_configured,
 )  # fmt: skip
 
 
-class AlertmanagerSource:
+class AlertmanagerSource(JsonSource):
     name: ClassVar[str] = "alertmanager"
     kind: ClassVar[Literal["push", "alert"]] = "alert"
 
@@ -40,15 +40,12 @@ class AlertmanagerSource:
             return
         check_token(self.name, headers, credentials)
 
-    def parse(self, headers: Headers, body: bytes) -> Parsed:
-        data = obj(self.name, load_json(self.name, body), "body")
+    def read(self, headers: Headers, data: dict[str, Any]) -> Parsed:
         version = data.get("version", "4")
         if version != "4":
             raise Malformed(f"webhook source {self.name}: body.version {str(version)[:20]!r} is not supported; expected '4'")
         notices: list[AlertNotice] = []
-        for i, item in enumerate(get_list(self.name, data, "alerts", "body")):
-            where = f"body.alerts[{i}]"
-            alert = obj(self.name, item, where)
+        for where, alert in each_obj(self.name, data, "alerts", "body"):
             status = get_str(self.name, alert, "status", where)
             if status not in ("firing", "resolved"):
                 raise Malformed(f"webhook source {self.name}: {where}.status {status[:40]!r} is not firing or resolved")

@@ -8,32 +8,24 @@ has no time zone, so it is not passed on.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar
 
 from functions.providers.sources.base import (
-    Credentials,
     Headers,
+    JsonSource,
     Parsed,
     Push,
-    check_token,
     digest_or_empty,
     get_obj,
     get_str,
-    load_json,
-    obj,
     repository_name,
 )  # fmt: skip
 
 
-class AliyunSource:
+class AliyunSource(JsonSource):
     name: ClassVar[str] = "acr"
-    kind: ClassVar[Literal["push", "alert"]] = "push"
 
-    def authenticate(self, headers: Headers, body: bytes, credentials: Credentials) -> None:
-        check_token(self.name, headers, credentials)
-
-    def parse(self, headers: Headers, body: bytes) -> Parsed:
-        data = obj(self.name, load_json(self.name, body), "body")
+    def read(self, headers: Headers, data: dict[str, Any]) -> Parsed:
         push_data = get_obj(self.name, data, "push_data", "body")
         repo = get_obj(self.name, data, "repository", "body")
         region = get_str(self.name, repo, "region", "body.repository")

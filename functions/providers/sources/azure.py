@@ -6,26 +6,19 @@ ACR sends only the custom headers configured on the webhook: set `Authorization:
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar
 
 from functions.providers.sources.base import (
-    Credentials,
     Headers,
+    JsonSource,
     Parsed,
-    check_token,
     distribution_push,
-    load_json,
-    obj,
 )  # fmt: skip
 
 
-class AzureSource:
+class AzureSource(JsonSource):
     name: ClassVar[str] = "azure"
-    kind: ClassVar[Literal["push", "alert"]] = "push"
 
-    def authenticate(self, headers: Headers, body: bytes, credentials: Credentials) -> None:
-        check_token(self.name, headers, credentials)
-
-    def parse(self, headers: Headers, body: bytes) -> Parsed:
-        push = distribution_push(self.name, obj(self.name, load_json(self.name, body), "body"), "body")
+    def read(self, headers: Headers, data: dict[str, Any]) -> Parsed:
+        push = distribution_push(self.name, data, "body")
         return [push] if push is not None else []

@@ -1,8 +1,9 @@
 """Webhook source interface: authenticate a delivery over its raw bytes, then parse it into pushes or alerts.
 
 A source never publishes and never touches state; the gateway decides what a parsed delivery becomes.
-Helpers here are shared by the vendor modules: JSON reading that names the bad field, token and HMAC checks
-that compare with `hmac.compare_digest`, image reference and time normalisation.
+Helpers here are shared by the vendor modules: `JsonSource` (the class every vendor source extends: token
+authentication by default, the body read as a JSON object), JSON reading that names the bad field, token
+and HMAC checks that compare with `hmac.compare_digest`, image reference and time normalisation.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, Protocol
@@ -94,6 +95,28 @@ class Source(Protocol):
 
         Raise Malformed naming the field.
         """
+
+
+class JsonSource:
+    """What the vendor sources share: a shared token (also from `token_headers`) and a JSON object body.
+
+    A vendor module sets `name` (and `token_headers`, or overrides `authenticate` for a signature scheme) and
+    maps the parsed body in `read`.
+    """
+
+    name: ClassVar[str]
+    kind: ClassVar[Literal["push", "alert"]] = "push"
+    token_headers: ClassVar[tuple[str, ...]] = ()  # vendor headers that may carry the token
+
+    def authenticate(self, headers: Headers, body: bytes, credentials: Credentials) -> None:
+        check_token(self.name, headers, credentials, *self.token_headers)
+
+    def parse(self, headers: Headers, body: bytes) -> Parsed:
+        return self.read(headers, json_object(self.name, body))
+
+    def read(self, headers: Headers, data: dict[str, Any]) -> Parsed:
+        """The pushes (or alerts) of a body already known to be a JSON object."""
+        raise NotImplementedError
 
 
 # ---------------------------------------------------------------------------------------------- auth helpers
@@ -184,6 +207,18 @@ def obj(source: str, value: Any, path: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise Malformed(f"webhook source {source}: {path} must be an object, got {type(value).__name__}")
     return value
+
+
+def json_object(source: str, body: bytes) -> dict[str, Any]:
+    """The body as a JSON object: 400 when it is not JSON, 422 when it is JSON of another type."""
+    return obj(source, load_json(source, body), "body")
+
+
+def each_obj(source: str, data: Mapping[str, Any], key: str, path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(path, object) for each element of the required list data[key], each checked only when reached."""
+    for i, item in enumerate(get_list(source, data, key, path)):
+        where = f"{path}.{key}[{i}]"
+        yield where, obj(source, item, where)
 
 
 def get_obj(source: str, data: Mapping[str, Any], key: str, path: str, *, required: bool = True) -> dict[str, Any]:
@@ -287,9 +322,7 @@ def harbor_style_pushes(source: str, event_data: Mapping[str, Any], path: str, p
     repo = get_obj(source, event_data, "repository", path)
     full_name = get_str(source, repo, "repo_full_name", f"{path}.repository")
     pushes = []
-    for i, item in enumerate(get_list(source, event_data, "resources", path)):
-        where = f"{path}.resources[{i}]"
-        resource = obj(source, item, where)
+    for where, resource in each_obj(source, event_data, "resources", path):
         url = get_str(source, resource, "resource_url", where, required=False)
         host = split_reference(url)[0].split("/", 1)[0] if "/" in url else ""
         digest = get_str(source, resource, "digest", where, required=False)

@@ -6,32 +6,24 @@ Docker Hub signs nothing and sends no custom header: configure the webhook URL a
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar
 
 from functions.providers.sources.base import (
-    Credentials,
     Headers,
+    JsonSource,
     Parsed,
     Push,
-    check_token,
     epoch_to_rfc3339,
     get_obj,
     get_str,
-    load_json,
-    obj,
     repository_name,
 )  # fmt: skip
 
 
-class DockerHubSource:
+class DockerHubSource(JsonSource):
     name: ClassVar[str] = "dockerhub"
-    kind: ClassVar[Literal["push", "alert"]] = "push"
 
-    def authenticate(self, headers: Headers, body: bytes, credentials: Credentials) -> None:
-        check_token(self.name, headers, credentials)
-
-    def parse(self, headers: Headers, body: bytes) -> Parsed:
-        data = obj(self.name, load_json(self.name, body), "body")
+    def read(self, headers: Headers, data: dict[str, Any]) -> Parsed:
         push_data = get_obj(self.name, data, "push_data", "body")
         repo = get_obj(self.name, data, "repository", "body")
         return [Push(

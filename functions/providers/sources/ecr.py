@@ -6,33 +6,26 @@ carrying GRAYLANE_HOOK_TOKEN_ECR.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar
 
 from functions.providers.sources.base import (
-    Credentials,
     Headers,
+    JsonSource,
     Parsed,
     Push,
-    check_token,
     digest_or_empty,
     get_obj,
     get_str,
-    load_json,
-    obj,
     repository_name,
     rfc3339_or_empty,
 )  # fmt: skip
 
 
-class EcrSource:
+class EcrSource(JsonSource):
     name: ClassVar[str] = "ecr"
-    kind: ClassVar[Literal["push", "alert"]] = "push"
+    token_headers: ClassVar[tuple[str, ...]] = ("x-api-key",)
 
-    def authenticate(self, headers: Headers, body: bytes, credentials: Credentials) -> None:
-        check_token(self.name, headers, credentials, "x-api-key")
-
-    def parse(self, headers: Headers, body: bytes) -> Parsed:
-        data = obj(self.name, load_json(self.name, body), "body")
+    def read(self, headers: Headers, data: dict[str, Any]) -> Parsed:
         if data.get("detail-type") != "ECR Image Action":
             return []
         detail = get_obj(self.name, data, "detail", "body")

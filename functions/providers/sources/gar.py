@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import ClassVar, Literal
+from typing import Any, ClassVar
 
 from functions.providers.sources.base import (
-    Credentials,
     Headers,
+    JsonSource,
     Malformed,
     Parsed,
     Push,
-    check_token,
     digest_or_empty,
     get_obj,
     get_str,
@@ -29,15 +28,10 @@ from functions.providers.sources.base import (
 )  # fmt: skip
 
 
-class GarSource:
+class GarSource(JsonSource):
     name: ClassVar[str] = "gar"
-    kind: ClassVar[Literal["push", "alert"]] = "push"
 
-    def authenticate(self, headers: Headers, body: bytes, credentials: Credentials) -> None:
-        check_token(self.name, headers, credentials)
-
-    def parse(self, headers: Headers, body: bytes) -> Parsed:
-        envelope = obj(self.name, load_json(self.name, body), "body")
+    def read(self, headers: Headers, envelope: dict[str, Any]) -> Parsed:
         message = get_obj(self.name, envelope, "message", "body")
         encoded = get_str(self.name, message, "data", "body.message")
         try:

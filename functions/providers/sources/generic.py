@@ -5,37 +5,28 @@ or {"images": [ ...the same objects... ]}. Authenticated with a bearer token.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from functions.providers.sources.base import (
-    Credentials,
     Headers,
+    JsonSource,
     Malformed,
     Parsed,
     Push,
-    check_token,
     digest_or_empty,
-    get_list,
+    each_obj,
     get_str,
-    load_json,
-    obj,
     rfc3339_or_empty,
     split_reference,
 )  # fmt: skip
 
 
-class GenericSource:
+class GenericSource(JsonSource):
     name: ClassVar[str] = "generic"
-    kind: ClassVar[Literal["push", "alert"]] = "push"
 
-    def authenticate(self, headers: Headers, body: bytes, credentials: Credentials) -> None:
-        check_token(self.name, headers, credentials)
-
-    def parse(self, headers: Headers, body: bytes) -> Parsed:
-        data = obj(self.name, load_json(self.name, body), "body")
+    def read(self, headers: Headers, data: dict[str, Any]) -> Parsed:
         if "images" in data:
-            return [self._push(obj(self.name, item, f"body.images[{i}]"), f"body.images[{i}]")
-                    for i, item in enumerate(get_list(self.name, data, "images", "body"))]
+            return [self._push(image, where) for where, image in each_obj(self.name, data, "images", "body")]
         return [self._push(data, "body")]
 
     def _push(self, data: dict[str, Any], path: str) -> Push:

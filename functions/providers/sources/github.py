@@ -7,19 +7,18 @@ Deliveries are signed: X-Hub-Signature-256 = "sha256=" + HMAC-SHA256(secret, raw
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar
 
 from functions.providers.sources.base import (
     Credentials,
     Headers,
+    JsonSource,
     Parsed,
     Push,
     check_hmac,
     digest_or_empty,
     get_obj,
     get_str,
-    load_json,
-    obj,
     repository_name,
     require_configured,
     rfc3339_or_empty,
@@ -29,17 +28,15 @@ from functions.providers.sources.base import (
 _EVENTS = ("package", "registry_package")
 
 
-class GitHubSource:
+class GitHubSource(JsonSource):
     name: ClassVar[str] = "ghcr"
-    kind: ClassVar[Literal["push", "alert"]] = "push"
 
     def authenticate(self, headers: Headers, body: bytes, credentials: Credentials) -> None:
         require_configured(self.name, credentials)
         check_hmac(self.name, "X-Hub-Signature-256", headers.get("x-hub-signature-256", ""), body,
                    credentials.secret, "sha256")
 
-    def parse(self, headers: Headers, body: bytes) -> Parsed:
-        data = obj(self.name, load_json(self.name, body), "body")
+    def read(self, headers: Headers, data: dict[str, Any]) -> Parsed:
         event = headers.get("x-github-event", "")
         key = event if event in _EVENTS else next((k for k in _EVENTS if k in data), "")
         if not key or data.get("action") not in ("published", "updated"):

@@ -6,33 +6,26 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar
 
 from functions.providers.sources.base import (
-    Credentials,
     Headers,
+    JsonSource,
     Parsed,
     Push,
-    check_token,
     distribution_push,
-    get_list,
-    load_json,
-    obj,
+    each_obj,
 )  # fmt: skip
 
 
-class GitLabSource:
+class GitLabSource(JsonSource):
     name: ClassVar[str] = "gitlab"
-    kind: ClassVar[Literal["push", "alert"]] = "push"
+    token_headers: ClassVar[tuple[str, ...]] = ("x-gitlab-token",)
 
-    def authenticate(self, headers: Headers, body: bytes, credentials: Credentials) -> None:
-        check_token(self.name, headers, credentials, "x-gitlab-token")
-
-    def parse(self, headers: Headers, body: bytes) -> Parsed:
-        data = obj(self.name, load_json(self.name, body), "body")
+    def read(self, headers: Headers, data: dict[str, Any]) -> Parsed:
         pushes: list[Push] = []
-        for i, item in enumerate(get_list(self.name, data, "events", "body")):
-            push = distribution_push(self.name, obj(self.name, item, f"body.events[{i}]"), f"body.events[{i}]")
+        for where, event in each_obj(self.name, data, "events", "body"):
+            push = distribution_push(self.name, event, where)
             if push is not None:
                 pushes.append(push)
         return pushes

@@ -8,34 +8,26 @@ configure it as `Bearer <GRAYLANE_HOOK_TOKEN_HARBOR>` (or the bare token).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from functions.providers.sources.base import (
-    Credentials,
     Headers,
+    JsonSource,
     Parsed,
-    check_token,
     epoch_to_rfc3339,
     get_obj,
     get_str,
     harbor_style_pushes,
-    load_json,
-    obj,
     rfc3339_or_empty,
 )  # fmt: skip
 
 _PUSHED = ("PUSH_ARTIFACT", "harbor.artifact.pushed")
 
 
-class HarborSource:
+class HarborSource(JsonSource):
     name: ClassVar[str] = "harbor"
-    kind: ClassVar[Literal["push", "alert"]] = "push"
 
-    def authenticate(self, headers: Headers, body: bytes, credentials: Credentials) -> None:
-        check_token(self.name, headers, credentials)
-
-    def parse(self, headers: Headers, body: bytes) -> Parsed:
-        data = obj(self.name, load_json(self.name, body), "body")
+    def read(self, headers: Headers, data: dict[str, Any]) -> Parsed:
         if "ce-type" in headers:  # CloudEvents binary mode: attributes in headers, data is the body
             return self._pushes(headers["ce-type"], data, "body", headers.get("ce-operator", ""),
                                 rfc3339_or_empty(headers.get("ce-time")), headers.get("ce-id", ""))

@@ -7,31 +7,23 @@ digests), so no digest is taken from them.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar
 
 from functions.providers.sources.base import (
-    Credentials,
     Headers,
+    JsonSource,
     Malformed,
     Parsed,
     Push,
-    check_token,
     get_str,
-    load_json,
-    obj,
     split_reference,
 )  # fmt: skip
 
 
-class QuaySource:
+class QuaySource(JsonSource):
     name: ClassVar[str] = "quay"
-    kind: ClassVar[Literal["push", "alert"]] = "push"
 
-    def authenticate(self, headers: Headers, body: bytes, credentials: Credentials) -> None:
-        check_token(self.name, headers, credentials)
-
-    def parse(self, headers: Headers, body: bytes) -> Parsed:
-        data = obj(self.name, load_json(self.name, body), "body")
+    def read(self, headers: Headers, data: dict[str, Any]) -> Parsed:
         repository = split_reference(get_str(self.name, data, "docker_url", "body"))[0]
         tags = data.get("updated_tags")
         if isinstance(tags, dict):

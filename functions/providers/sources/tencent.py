@@ -9,11 +9,12 @@ ARTIFACTS_VERSION_CREATED (or _RELEASED), the image being <team>-docker.pkg.codi
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar
 
 from functions.providers.sources.base import (
     Credentials,
     Headers,
+    JsonSource,
     Parsed,
     Push,
     check_hmac,
@@ -22,8 +23,6 @@ from functions.providers.sources.base import (
     get_obj,
     get_str,
     harbor_style_pushes,
-    load_json,
-    obj,
     repository_name,
     require_configured,
 )  # fmt: skip
@@ -31,15 +30,10 @@ from functions.providers.sources.base import (
 _CODING_PUSHES = ("ARTIFACTS_VERSION_CREATED", "ARTIFACTS_VERSION_RELEASED")
 
 
-class TcrSource:
+class TcrSource(JsonSource):
     name: ClassVar[str] = "tcr"
-    kind: ClassVar[Literal["push", "alert"]] = "push"
 
-    def authenticate(self, headers: Headers, body: bytes, credentials: Credentials) -> None:
-        check_token(self.name, headers, credentials)
-
-    def parse(self, headers: Headers, body: bytes) -> Parsed:
-        data = obj(self.name, load_json(self.name, body), "body")
+    def read(self, headers: Headers, data: dict[str, Any]) -> Parsed:
         if get_str(self.name, data, "type", "body") not in ("pushImage", "PUSH_ARTIFACT"):
             return []
         return harbor_style_pushes(
@@ -48,9 +42,8 @@ class TcrSource:
         )  # fmt: skip
 
 
-class CodingSource:
+class CodingSource(JsonSource):
     name: ClassVar[str] = "coding"
-    kind: ClassVar[Literal["push", "alert"]] = "push"
 
     def authenticate(self, headers: Headers, body: bytes, credentials: Credentials) -> None:
         require_configured(self.name, credentials)
@@ -60,8 +53,7 @@ class CodingSource:
         else:
             check_token(self.name, headers, credentials)
 
-    def parse(self, headers: Headers, body: bytes) -> Parsed:
-        data = obj(self.name, load_json(self.name, body), "body")
+    def read(self, headers: Headers, data: dict[str, Any]) -> Parsed:
         event = headers.get("x-coding-event", "") or get_str(self.name, data, "event", "body", required=False)
         if event not in _CODING_PUSHES:
             return []

@@ -1,0 +1,124 @@
+"""`Policy` back to the YAML mapping it was parsed from (`to_doc`). Pure.
+
+Durations come out in seconds and stages explicit (the implicit promote stage included); empty values
+are left out, so the document shows only what differs from the defaults.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from functions.core.policy import (
+    ABTestStage,
+    Allow,
+    Analysis,
+    ApprovalStage,
+    BlueGreenStage,
+    CanaryStage,
+    Match,
+    MetricCheck,
+    Policy,
+    PreviewStage,
+    PromoteStage,
+    Stage,
+)
+
+API_VERSION = "graylane.dev/v1alpha1"
+KIND = "ReleasePolicy"
+
+
+def _compact(d: Mapping[str, Any]) -> dict[str, Any]:
+    """Leave out empty values so the document shows only what differs from the defaults."""
+    return {k: v for k, v in d.items() if v is not None and v != "" and v != [] and v != {}}
+
+
+def _allow_doc(a: Allow) -> dict[str, Any]:
+    return _compact({"users": list(a.users), "channels": list(a.channels)})
+
+
+def _match_doc(m: Match) -> dict[str, Any]:
+    if m.kind in ("header", "cookie"):
+        return _compact({m.kind: m.name, "value": m.value, "regex": m.regex})
+    if m.kind == "user-id-digit":
+        return {"userIdDigit": {"header": m.name, "digits": list(m.digits)}}
+    if m.kind == "user-hash":
+        return {"userHash": _compact({"header": m.name, "percent": m.percent, "salt": m.salt})}
+    return {"sourceIp": list(m.cidrs)}
+
+
+def _stage_doc(s: Stage) -> dict[str, Any]:
+    body: dict[str, Any]
+    if isinstance(s, PreviewStage):
+        mig = s.migration
+        body = {"environment": s.environment, "namespace": s.namespace, "workload": s.workload,
+                "migration": mig and _compact({"name": mig.name, "command": list(mig.command), "image": mig.image})}
+    elif isinstance(s, ApprovalStage):
+        params = [_compact({"name": g.name, "default": g.default, "min": g.min, "max": g.max}) for g in s.params]
+        body = {"name": s.name, "params": params, "timeout": s.timeout, "onTimeout": s.on_timeout}
+    elif isinstance(s, ABTestStage):
+        body = {"match": [_match_doc(m) for m in s.match], "duration": s.duration, "analysis": s.analysis}
+    elif isinstance(s, CanaryStage):
+        body = {"mode": s.mode, "analysis": s.analysis}
+        if s.mode == "steps":
+            body["steps"] = [_compact({"weight": st.weight, "pause": st.pause}) for st in s.steps]
+        elif s.mode == "manual":
+            body |= {"weightParam": s.weight_param, "weight": s.weight, "hold": s.hold}
+        elif s.linear:
+            lin = s.linear
+            body["linear"] = {"start": lin.start, "end": lin.end, "increment": lin.increment, "every": lin.every}
+    elif isinstance(s, BlueGreenStage):
+        body = {"preview": s.preview, "analysis": s.analysis}
+    elif isinstance(s, PromoteStage):
+        body = {"keepPrevious": s.keep_previous}
+    else:
+        rl, cb = s.rate_limit, s.circuit_breaker
+        body = {"rateLimit": rl and {"average": rl.average, "burst": rl.burst, "period": rl.period},
+                "circuitBreaker": cb and {"expression": cb.expression}}
+    return {s.kind: _compact(body)}
+
+
+def _metric_doc(m: MetricCheck) -> dict[str, Any]:
+    doc: dict[str, Any] = {"name": m.name, "template": m.template, "query": m.query, "judge": m.judge}
+    if m.judge == "threshold":
+        doc |= {"min": m.min, "max": m.max}
+    if m.judge == "comparison":
+        doc |= {"tolerance": m.tolerance, "relative": m.relative}
+    return _compact(doc)
+
+
+def _analysis_doc(a: Analysis | None) -> dict[str, Any] | None:
+    if a is None:
+        return None
+    return _compact({
+        "interval": a.interval, "window": a.window, "startStep": a.start_step, "failureLimit": a.failure_limit,
+        "inconclusiveLimit": a.inconclusive_limit, "minRequests": a.min_requests, "alpha": a.alpha,
+        "prometheus": a.prometheus, "metrics": [_metric_doc(m) for m in a.metrics],
+    })
+
+
+def to_doc(policy: Policy) -> dict[str, Any]:
+    """The YAML mapping that parses back to an equal policy (durations in seconds, stages explicit)."""
+    w, ap = policy.workload, policy.approvers
+    spec = {
+        "image": _compact({"repository": policy.image.repository, "tags": policy.image.tags,
+                           "semver": policy.image.semver}),
+        "workload": _compact({"kind": w.kind, "name": w.name, "canary": w.canary, "container": w.container,
+                              "replicas": w.replicas}),
+        "router": {"provider": policy.router.provider, **policy.router.options},
+        "analysis": _analysis_doc(policy.analysis),
+        "rollback": policy.rollback.value,
+        "approvers": _compact({"default": _allow_doc(ap.default),
+                               "gates": {k: _allow_doc(v) for k, v in ap.gates},
+                               "actions": {k: _allow_doc(v) for k, v in ap.actions}}),
+        "stages": [_stage_doc(s) for s in policy.stages],
+        "waves": [_compact({"name": x.name, "cluster": x.cluster, "approval": x.approval}) for x in policy.waves],
+        "protection": [_compact({
+            "alert": p.alert, "match": dict(p.match), "rateLimitFactor": p.rate_limit_factor, "floor": p.floor,
+            "circuitBreaker": p.circuit_breaker and {"expression": p.circuit_breaker.expression},
+            "holdDown": p.hold_down}) for p in policy.protection],
+        "notify": [_compact({"kind": n.kind, "url": n.url, "secret": n.secret}) for n in policy.notify],
+        "revisionHistory": policy.revision_history,
+    }
+    return {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": policy.name, "namespace": policy.namespace},
+            "spec": _compact(spec)}
