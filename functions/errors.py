@@ -51,3 +51,7 @@ class Reject(GraylaneError):
 
 class NotReady(GraylaneError):
     """An effect was applied but its outcome is not observable yet (pods not ready, weights not read back)."""
+
+
+class EffectFailed(GraylaneError):
+    """An effect failed for good (a migration Job failed): retrying cannot help, the release fails."""

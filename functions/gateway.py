@@ -34,6 +34,7 @@ from functions.core import events as ev
 from functions.core import images
 from functions.core.policy import Policy
 from functions.errors import ConfigError, ProviderUnavailable, Reject
+from functions.observability.asgi import ObserveRequests
 from functions.providers.sources import ALIASES, SOURCES
 from functions.providers.sources.base import (
     PATH_TOKEN_HEADER,
@@ -335,7 +336,8 @@ def build_app(settings: GatewaySettings, sources: Mapping[str, Source], bus: Bus
     ]
     return Starlette(
         routes=routes,
-        middleware=[Middleware(BodyLimit, max_body=settings.max_body)],
+        middleware=[Middleware(ObserveRequests, sources=sources, aliases=ALIASES),  # outermost: sees 413s too
+                    Middleware(BodyLimit, max_body=settings.max_body)],
         exception_handlers={HTTPException: _http_error},
     )
 

@@ -12,6 +12,7 @@ pending, and the next event or tick for the app applies them again (every effect
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -31,6 +32,7 @@ from functions.errors import (
     Reject,
     Retry,
 )
+from functions.observability import logs, metrics
 from functions.providers.notifiers.base import Notifier
 from functions.providers.routers.base import Router, RouteTarget
 from functions.providers.workloads.base import Workloads, WorkloadTarget
@@ -53,6 +55,10 @@ class Providers(Protocol):
 
 class Bus(Protocol):
     def publish(self, event: Any) -> None: ...
+
+
+class EventsRecorder(Protocol):  # e.g. functions.observability.kube_events.KubeEventRecorder; never raises
+    def record_emitted(self, policy: Policy, state: AppState, emitted: tuple[Any, ...]) -> Any: ...
 
 
 @dataclass
@@ -85,7 +91,7 @@ def workload_target(policy: Policy, cluster: str) -> WorkloadTarget:
 class Runner:
     def __init__(self, store: Any, policies: PolicySource, providers: Providers, bus: Bus | None = None,
                  clock: Callable[[], datetime] = utcnow, attempts: int = 12,
-                 source: str = "/graylane/runner") -> None:  # fmt: skip
+                 source: str = "/graylane/runner", events_recorder: EventsRecorder | None = None) -> None:  # fmt: skip
         self.store = store
         self.policies = policies
         self.providers = providers
@@ -93,6 +99,7 @@ class Runner:
         self.clock = clock
         self.attempts = attempts
         self.source = source
+        self.events_recorder = events_recorder
 
     # -- entry points ------------------------------------------------------------------------------
     def handle_cloudevent(self, cloud_event: Any, expect: tuple[str, ...] = ()) -> list[Outcome]:
@@ -118,7 +125,11 @@ class Runner:
                             reason="no policy matches this event")]  # fmt: skip
         if isinstance(event, ImagePushed) and event.app != policy.app:
             event = replace(event, app=policy.app)
-        return [self._process(policy, event)]
+        with logs.log_context(event_id=event.id, app=policy.app, event_type=event.type), metrics.CYCLE.time():
+            outcome = self._process(policy, event)
+            log.info("%s %s: %s", event.type, policy.app, outcome.status,
+                     extra={"status": outcome.status, "emitted": outcome.emitted, "pending": outcome.pending})
+        return [outcome]
 
     # -- the cycle --------------------------------------------------------------------------------
     def _process(self, policy: Policy, event: Any) -> Outcome:
@@ -126,13 +137,17 @@ class Runner:
         observation: Observation | None = None
         for _ in range(self.attempts):
             state, version = self._load(app)
+            logs.bind(correlation_id=state.release.id if state.release else None)
+            metrics.release_seen(app, state.release)
             if event.id in state.seen:
                 outcome = Outcome(app=app, event_id=event.id, status="duplicate")
                 return self._apply_pending(policy, state, outcome, version)  # heal a crash after the first save
             now = self.clock()
             if observation is None:
                 observation = self._observe(policy, state, event, now)
+            started = time.perf_counter()
             decision = decide(policy, state, event, now, observation)
+            metrics.observe_decision(time.perf_counter() - started)
             if decision.state is state:
                 outcome = Outcome(app=app, event_id=event.id, status="unchanged")
                 self._emit(policy, state, decision.events, f"{event.id}/{app}")
@@ -146,10 +161,14 @@ class Runner:
                     log.warning("saving %s failed (%s); retrying", app, err)
                     continue
                 saved_version = None  # landed, but its version is unknown
+            logs.bind(correlation_id=decision.state.release.id if decision.state.release else None)
+            metrics.observe_saved(policy, state, decision.state)
             outcome = Outcome(app=app, event_id=event.id, status="transitioned")
             outcome.emitted = self._emit(policy, decision.state, decision.events,
                                          f"{decision.state.release.id if decision.state.release else app}"
                                          f"/{decision.state.generation}")  # fmt: skip
+            if self.events_recorder is not None:
+                self.events_recorder.record_emitted(policy, decision.state, decision.events)
             return self._apply_pending(policy, decision.state, outcome, saved_version)
         raise Retry(f"state of {app} kept changing under {self.attempts} attempts; redeliver {event.id}")
 
@@ -199,12 +218,14 @@ class Runner:
             try:
                 self.apply(policy, effect)
             except (NotReady, ProviderUnavailable, ConflictError, GraylaneError) as err:
+                metrics.effect(effect.kind, "not-ready" if isinstance(err, NotReady) else "failed")
                 if effect.kind == "notify":  # a notifier that is down never blocks a release
                     log.warning("notification %s dropped: %s", effect.id, err)
                     done.append(effect.id)
                     continue
                 log.info("effect %s not done yet: %s", effect.id, err)
                 break  # order matters: later effects wait for this one
+            metrics.effect(effect.kind, "applied")
             done.append(effect.id)
         outcome.applied = done
         outcome.pending = len(state.pending) - len(done)
@@ -272,6 +293,8 @@ class Runner:
         if not emitted:
             return []
         types = [e.type for e in emitted]
+        for t in types:
+            metrics.transition(t)
         if self.bus is None:
             return types
         from functions.catalog import to_cloudevent

@@ -101,7 +101,19 @@ class Alert:
     type: str = ALERT_FIRING
 
 
-Event = ImagePushed | Tick | Command | Alert
+@dataclass(frozen=True, slots=True)
+class EffectFailure:
+    """Internal, never published: the runner reports an effect that failed for good (a failed Job)."""
+
+    id: str  # "<effect id>/failed": a second report of the same failure is a duplicate
+    app: str
+    effect: str
+    kind: str
+    reason: str
+    type: str = f"{PREFIX}.internal.effect.failed"
+
+
+Event = ImagePushed | Tick | Command | Alert | EffectFailure
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from functions.core.events import (
     NO_OBSERVATION,
     Alert,
     Command,
+    EffectFailure,
     Emitted,
     Event,
     ImagePushed,
@@ -70,7 +71,7 @@ def decide(policy: object, state: AppState, event: Event, now: datetime,
         return Decision(state, (), ())  # a redelivery: already decided
     tx = Tx(policy, state, event, now, observation)
     kind = event_kind(event)
-    if kind in ("push", "alert"):
+    if kind in GLOBAL:
         GLOBAL[kind](tx)
     elif tx.rel is None or not tx.rel.active:
         INACTIVE.get(kind, _not_active)(tx)
@@ -86,6 +87,8 @@ def event_kind(event: Event) -> str:
         return "tick"
     if isinstance(event, Alert):
         return "alert"
+    if isinstance(event, EffectFailure):
+        return "effect-failed"
     return event.action
 
 
@@ -552,6 +555,27 @@ def _protection(tx: Tx, alert: Alert) -> bool:
     return True
 
 
+# -- effects that failed for good ----------------------------------------------------------------------
+
+
+def on_effect_failed(tx: Tx) -> None:
+    """A failed migration Job (say) cannot be retried into success: drop it and fail the release."""
+    failure = tx.event
+    assert isinstance(failure, EffectFailure)
+    pending = tx.state.pending
+    if not any(e.id == failure.effect for e in pending):
+        return ignore(tx, f"effect {failure.effect} is no longer pending")
+    tx.set_state(pending=tuple(e for e in pending if e.id != failure.effect))
+    why = f"{failure.kind} failed: {failure.reason}"
+    rel = tx.rel
+    if rel is None or not rel.active:
+        return tx.record("effect-failed", reason=why)
+    if tx.policy.rollback is RollbackMode.ROLLBACK:
+        return _rollback(tx, why, Phase.FAILED, "failed", ev.RELEASE_FAILED)
+    tx.update(timer=None)
+    tx.set_phase(Phase.FROZEN, "frozen", why, ev.RELEASE_FROZEN)
+
+
 # -- the table ------------------------------------------------------------------------------------------
 
 _ANY_ACTIVE: dict[str, Rule] = {"abort": cmd_abort, "rollback": cmd_rollback, "weight": cmd_weight}
@@ -565,4 +589,4 @@ TRANSITIONS: dict[Phase, dict[str, Rule]] = {
     Phase.FROZEN: {"tick": tick_held, "abort": cmd_abort, "rollback": cmd_rollback},
 }
 INACTIVE: dict[str, Rule] = {"tick": tick_inactive, "rollback": cmd_rollback}
-GLOBAL: dict[str, Rule] = {"push": on_push, "alert": on_alert}
+GLOBAL: dict[str, Rule] = {"push": on_push, "alert": on_alert, "effect-failed": on_effect_failed}

@@ -1005,3 +1005,20 @@ def test_resume_does_not_skip_a_preview_that_is_still_deploying() -> None:
     d.push("v2")
     out = d.command("resume")
     assert "command.rejected" in "".join(types(out.events)) and d.rel.stage == 0
+
+
+def test_an_effect_that_failed_for_good_fails_the_release_and_leaves_pending() -> None:
+    from functions.core.events import EffectFailure
+    from functions.core.policy import MigrationJob
+
+    d = Driver.with_stable(make_policy(PreviewStage(migration=MigrationJob(name="migrate")),
+                                       CanaryStage(steps=(CanaryStep(50, 10),))), auto_apply=False)  # fmt: skip
+    out = d.push("v2")
+    job = next(e for e in out.effects if e.kind == "run-migration")
+    failed = EffectFailure(id=f"{job.id}/failed", app=d.state.app, effect=job.id, kind=job.kind, reason="exit 1")
+
+    out = d.send(failed)
+
+    assert d.rel.phase == Phase.FAILED and "run-migration failed: exit 1" in d.rel.reason
+    assert all(e.id != job.id for e in d.state.pending) and "release.failed" in "".join(types(out.events))
+    assert d.send(failed).state is d.state  # a second report of the same failure is a duplicate

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from functions.errors import ConfigError, ConflictError, GraylaneError, NotFound, NotReady
+from functions.errors import ConfigError, ConflictError, EffectFailed, GraylaneError, NotFound, NotReady
 from functions.providers.kube import api_error
 from functions.providers.workloads.base import WorkloadTarget
 
@@ -303,7 +303,7 @@ def _check_job(job: Mapping[str, Any], image: str) -> None:
         return
     if "Failed" in conditions:
         cond = conditions["Failed"]
-        raise GraylaneError(f"Job {where} run: failed: {cond.get('reason', '')}: {cond.get('message', '')} "
+        raise EffectFailed(f"Job {where} run: failed: {cond.get('reason', '')}: {cond.get('message', '')} "
                             f"({status.get('failed', 0)} failed pods)")  # fmt: skip
     raise NotReady(f"Job {where} run: not finished (active {status.get('active', 0)}, "
                    f"failed {status.get('failed', 0)})")  # fmt: skip
