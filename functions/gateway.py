@@ -345,19 +345,14 @@ def build_app(settings: GatewaySettings, sources: Mapping[str, Source], bus: Bus
 def create_app() -> Starlette:
     """The app from the environment (`uvicorn --factory functions.gateway:create_app`)."""
     from functions.bus import bus_from_env
+    from functions.observability.logs import configure_from_env
     from functions.providers.sources import make_sources
+    from functions.runtime import policies_from
     from functions.settings import Settings
 
+    configure_from_env()
     base = Settings.from_env()
-    if base.policies.startswith("configmap://"):
-        from functions.providers.kube import client_from
-        from functions.providers.policysource import ConfigMapPolicies
-
-        policies: Policies = ConfigMapPolicies(client_from())
-    else:
-        from functions.policies import DirectoryPolicies
-
-        policies = DirectoryPolicies(base.policies, check_interval=5.0)
+    policies: Policies = policies_from(base.policies)
     from functions.approval_api import extra_routes
 
     bus = bus_from_env()

@@ -19,12 +19,13 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from functions.core.effects import Effect
-from functions.core.events import ImagePushed, MetricSample, Observation, Tick
+from functions.core.events import EffectFailure, ImagePushed, MetricSample, Observation, Tick
 from functions.core.machine import decide, wants_analysis
 from functions.core.policy import Policy
 from functions.core.state import MAX_APPLIED, AppState, Release, bounded
 from functions.errors import (
     ConflictError,
+    EffectFailed,
     GraylaneError,
     NotFound,
     NotReady,
@@ -214,6 +215,7 @@ class Runner:
     # -- effects ------------------------------------------------------------------------------------
     def _apply_pending(self, policy: Policy, state: AppState, outcome: Outcome, version: str | None) -> Outcome:
         done: list[str] = []
+        failed: EffectFailure | None = None
         for effect in state.pending:
             try:
                 self.apply(policy, effect)
@@ -223,7 +225,10 @@ class Runner:
                     log.warning("notification %s dropped: %s", effect.id, err)
                     done.append(effect.id)
                     continue
-                log.info("effect %s not done yet: %s", effect.id, err)
+                if isinstance(err, EffectFailed):
+                    failed = EffectFailure(id=f"{effect.id}/failed", app=policy.app, effect=effect.id,
+                                           kind=effect.kind, reason=str(err))  # fmt: skip
+                log.info("effect %s not done: %s", effect.id, err)
                 break  # order matters: later effects wait for this one
             metrics.effect(effect.kind, "applied")
             done.append(effect.id)
@@ -231,6 +236,9 @@ class Runner:
         outcome.pending = len(state.pending) - len(done)
         if done:
             self._ack(policy.app, done, state if version is not None else None, version)
+        if failed is not None:  # retrying cannot help: let the machine fail the release (its own cycle)
+            self._process(policy, failed)
+            outcome.reason = f"{failed.kind} failed for good: {failed.reason}"
         return outcome
 
     def apply(self, policy: Policy, effect: Effect) -> None:

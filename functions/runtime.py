@@ -13,18 +13,22 @@ def build_runner(settings: Settings) -> Any:
     from functions.runner import Runner
 
     store = make_store(settings.store)
-    return Runner(store, _policies(settings), _providers(settings), _bus(settings), source=settings.source)
+    providers = _providers(settings)
+    return Runner(store, policies_from(settings.policies), providers, _bus(settings), source=settings.source,
+                  events_recorder=_events_recorder(settings, providers))  # fmt: skip
 
 
-def _policies(settings: Settings) -> Any:
-    if settings.policies.startswith("configmap://"):
+def policies_from(url: str, context: str = "") -> Any:
+    """The policy source `url` names: `configmap://` (in the kube `context`), or a directory of YAML that is
+    reloaded when edited."""
+    if url.startswith("configmap://"):
         from functions.providers.kube import client_from
         from functions.providers.policysource import ConfigMapPolicies
 
-        return ConfigMapPolicies(client_from())
+        return ConfigMapPolicies(client_from(context=context or None))
     from functions.policies import DirectoryPolicies
 
-    return DirectoryPolicies(settings.policies)
+    return DirectoryPolicies(url, check_interval=5.0)
 
 
 def _providers(settings: Settings) -> Any:
@@ -37,6 +41,15 @@ def _providers(settings: Settings) -> Any:
     return RecordingProviders()
 
 
+def _events_recorder(settings: Settings, providers: Any) -> Any:
+    """A Kubernetes Event on the workload for every transition, when graylane runs against a cluster."""
+    if settings.providers != "kubernetes":
+        return None
+    from functions.observability.kube_events import KubeEventRecorder
+
+    return KubeEventRecorder(providers.client(""))
+
+
 def _bus(settings: Settings) -> Any:
     if not settings.sink:
         return None
@@ -47,4 +60,7 @@ def _bus(settings: Settings) -> Any:
 
 @cache
 def runner() -> Any:
+    from functions.observability.logs import configure_from_env
+
+    configure_from_env()
     return build_runner(Settings.from_env())

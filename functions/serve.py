@@ -29,6 +29,7 @@ from starlette.routing import BaseRoute, Route
 from functions.bus import MemoryBus
 from functions.core.events import ALERT_FIRING, ALERT_RESOLVED, IMAGE_PUSHED, RELEASE_COMMAND, RELEASE_TICK
 from functions.errors import ConfigError, ProviderUnavailable, Retry
+from functions.runtime import policies_from
 
 log = logging.getLogger("graylane.serve")
 
@@ -205,17 +206,6 @@ def store_url(opts: ServeOptions) -> str:
     return opts.store
 
 
-def make_policies(url: str, context: str = "") -> Any:
-    if url.startswith("configmap://"):
-        from functions.providers.kube import client_from
-        from functions.providers.policysource import ConfigMapPolicies
-
-        return ConfigMapPolicies(client_from(context=context or None))
-    from functions.policies import DirectoryPolicies
-
-    return DirectoryPolicies(url, check_interval=5.0)
-
-
 def make_providers(opts: ServeOptions, out: Callable[[str], None] = print) -> Any:
     if opts.providers == "recording":
         from functions.providers.recording import RecordingProviders
@@ -265,7 +255,7 @@ def run(opts: ServeOptions, out: Callable[[str], None] = print) -> int:
 
     url = store_url(opts)
     store = make_store(url)
-    policies = make_policies(opts.policies, opts.context)
+    policies = policies_from(opts.policies, opts.context)
     gateway = GatewaySettings.from_env()
     stack = None
     if opts.providers == "local" and not (opts.local_stack or os.environ.get("GRAYLANE_LOCAL_STACK")):

@@ -565,9 +565,11 @@ def on_effect_failed(tx: Tx) -> None:
     pending = tx.state.pending
     if not any(e.id == failure.effect for e in pending):
         return ignore(tx, f"effect {failure.effect} is no longer pending")
-    tx.set_state(pending=tuple(e for e in pending if e.id != failure.effect))
-    why = f"{failure.kind} failed: {failure.reason}"
     rel = tx.rel
+    # what the release still wanted done after the failed effect is moot now (the way back replaces it)
+    mine = f"{rel.id}/" if rel is not None and rel.active else failure.effect
+    tx.set_state(pending=tuple(e for e in pending if e.id != failure.effect and not e.id.startswith(mine)))
+    why = f"{failure.kind} failed: {failure.reason}"
     if rel is None or not rel.active:
         return tx.record("effect-failed", reason=why)
     if tx.policy.rollback is RollbackMode.ROLLBACK:

@@ -216,6 +216,8 @@ class Traffic:
 class ProtectionStack:
     """Starts everything in `directory` (start()), stops everything it started (stop())."""
 
+    alerting = True  # Prometheus rules and Alertmanager; a stack that must not roll back by alert sets False
+
     def __init__(self, directory: Path, hold_down: float = 2.0, tick_every: float = 0.5) -> None:
         self.dir = directory
         self.hold_down = hold_down
@@ -226,6 +228,7 @@ class ProtectionStack:
         self.bus = MemoryBus()
         self.providers = RealProviders()
         self._stoppers: list[Callable[[], None]] = []
+        self.tick_errors: list[BaseException] = []  # what failed ticks raised (the next tick retries)
         self.target = RouteTarget(namespace="real", app="web", stable="stable", canary="canary")
 
     # -- lifecycle ---------------------------------------------------------------------------------------
@@ -273,6 +276,19 @@ class ProtectionStack:
         with urllib.request.urlopen(f"{self.backends[backend].url}/_ctl?error_rate={rate}", timeout=2) as r:
             r.read()
 
+    def stop_prometheus(self) -> None:
+        """Terminate Prometheus (its data stays on disk): queries fail until start_prometheus()."""
+        process = self.processes["prometheus"]
+        process.terminate()
+        process.wait(timeout=10)
+
+    def start_prometheus(self) -> None:
+        """(Re)start Prometheus on its port with its config and data directory; returns once it is ready."""
+        self._spawn("prometheus", [binary("prometheus"), "--config.file=prometheus.yml",
+                                   f"--storage.tsdb.path={self.dir / 'prom-data'}",
+                                   f"--web.listen-address=127.0.0.1:{self.prometheus_port}"])  # fmt: skip
+        self._ready("prometheus", f"http://127.0.0.1:{self.prometheus_port}/-/ready")
+
     def alert_state(self) -> tuple[Any, ...]:
         from functions.core.state import AppState
 
@@ -281,7 +297,7 @@ class ProtectionStack:
 
     # -- components ----------------------------------------------------------------------------------------
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
-        log = (self.dir / f"{name}.log").open("wb")
+        log = (self.dir / f"{name}.log").open("ab")  # a restarted process appends to its log
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.dir)
         self.processes[name] = process
 
@@ -346,12 +362,11 @@ class ProtectionStack:
             "scrape_configs": [{"job_name": "haproxy", "params": {"scope": ["server"]},
                                 "static_configs": [{"targets": [f"127.0.0.1:{self.metrics_port}"]}]}],
         }  # fmt: skip
+        if not self.alerting:  # scrape only: no rule can fire and no Alertmanager is asked
+            del config["rule_files"], config["alerting"]
         (self.dir / "rules.yml").write_text(json.dumps(rules, indent=1))  # JSON is YAML
         (self.dir / "prometheus.yml").write_text(json.dumps(config, indent=1))
-        self._spawn("prometheus", [binary("prometheus"), "--config.file=prometheus.yml",
-                                   f"--storage.tsdb.path={self.dir / 'prom-data'}",
-                                   f"--web.listen-address=127.0.0.1:{self.prometheus_port}"])  # fmt: skip
-        self._ready("prometheus", f"http://127.0.0.1:{self.prometheus_port}/-/ready")
+        self.start_prometheus()
 
     def _start_alertmanager(self) -> None:
         self.gateway_port = free_port()
@@ -403,8 +418,8 @@ class ProtectionStack:
             while not stop.wait(self.tick_every):
                 try:
                     self.runner.handle(Tick(id=f"tick-{uuid.uuid4().hex}", app=APP))
-                except Exception:  # a failed tick is retried by the next one
-                    pass
+                except Exception as err:  # a failed tick is retried by the next one; kept for diagnosis
+                    self.tick_errors.append(err)
 
         thread = threading.Thread(target=tick, name="ticker", daemon=True)
         thread.start()

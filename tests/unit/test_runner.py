@@ -198,3 +198,26 @@ def test_tick_sweep_visits_every_app_with_state() -> None:
     outcomes = runner.handle(tick())
     assert sorted(o.app for o in outcomes) == ["prod/app0", "prod/app1", "prod/app2"]
     assert all(o.status == "transitioned" for o in outcomes)  # each recorded a verdict
+
+
+def test_an_effect_that_failed_for_good_fails_the_release_instead_of_blocking_it() -> None:
+    from functions.core.policy import CanaryStage, CanaryStep, MigrationJob, PreviewStage
+    from functions.errors import EffectFailed
+
+    policy = canary_policy(stages=(PreviewStage(migration=MigrationJob(name="migrate")),
+                                   CanaryStage(steps=(CanaryStep(20, 60.0),))))  # fmt: skip
+    store, clock, providers = MemoryStore(), Clock(), RecordingProviders()
+    runner = Runner(store, StaticPolicies([policy]), providers, clock=clock)
+    runner.handle(push(APP, "v1"))
+    real_run_job = providers.workloads_.run_job
+
+    def failing_job(target, name, image, command):
+        real_run_job(target, name, image, command)
+        raise EffectFailed(f"Job {name} run: failed: BackoffLimitExceeded")
+
+    providers.workloads_.run_job = failing_job  # type: ignore[method-assign]
+    outcome = runner.handle(push(APP, "v2"))[0]
+    s = state_of(store)
+    assert s.release.phase == Phase.FAILED and "BackoffLimitExceeded" in s.release.reason
+    assert "failed for good" in outcome.reason and s.pending == () and s.routes == RoutePlan()
+    assert "deploy_preview" not in providers.log.verbs()  # nothing after the failed migration ran
