@@ -34,9 +34,16 @@ MIXTURE_EFFECTS = tuple(1.25 * 1.6**k for k in range(16))
 RAW_CHARS = 400  # how much of the raw query result is kept in a verdict's reason
 
 
-def judge(analysis: Analysis, samples: tuple[MetricSample, ...], at: str) -> VerdictRecord:
+def watch_checks(analysis: Analysis) -> tuple[MetricCheck, ...]:
+    """After promotion the previous version takes no traffic, so nothing is left to compare with: only
+    threshold checks (on the new version, now the stable workload) judge the post-promotion watch."""
+    return tuple(m for m in analysis.metrics if m.judge == "threshold")
+
+
+def judge(analysis: Analysis, samples: tuple[MetricSample, ...], at: str, watching: bool = False) -> VerdictRecord:
     by_name = {s.name: s for s in samples}
-    results = tuple(_judge_metric(analysis, check, by_name.get(check.name)) for check in analysis.metrics)
+    checks = watch_checks(analysis) if watching else analysis.metrics
+    results = tuple(_judge_metric(analysis, check, by_name.get(check.name)) for check in checks)
     verdicts = {r.verdict for r in results}
     overall = (
         FAIL if FAIL in verdicts else INCONCLUSIVE if (INCONCLUSIVE in verdicts or not results) else PASS

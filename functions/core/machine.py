@@ -230,7 +230,7 @@ def _analyse(tx: Tx) -> None:
     rel, analysis, samples = tx.release, tx.policy.analysis, tx.obs.metrics
     if analysis is None or samples is None or not rel.analysing:
         return
-    verdict = judge(analysis, samples, tx.now_iso)
+    verdict = judge(analysis, samples, tx.now_iso, watching=rel.watching)
     record_verdict(tx, verdict)
     tx.emit(ev.ANALYSIS_VERDICT, {"release": rel.id, "app": tx.policy.app, "verdict": verdict.verdict,
                                   "reason": verdict.reason, "metrics": ev.verdict_data(verdict.metrics)},

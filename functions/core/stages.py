@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from functions.core import events as ev
+from functions.core.analysis import watch_checks
 from functions.core.effects import STABLE_ONLY, RoutePlan
 from functions.core.policy import (
     ABTestStage,
@@ -153,7 +154,8 @@ def enter_promote(tx: Tx, stage: Stage) -> bool:
     if stage.keep_previous > 0 and rel.origin.image:
         tx.effect("keep-warm", image=rel.origin.image, version=rel.origin.version)
         tx.set_state(warm=rel.origin, warm_until=tx.due(stage.keep_previous))
-        tx.update(watching=True, analysing=tx.policy.analysis is not None, passes_in_step=0)
+        analysis = tx.policy.analysis
+        tx.update(watching=True, analysing=analysis is not None and bool(watch_checks(analysis)), passes_in_step=0)
         tx.set_timer("watch", stage.keep_previous)
         return False
     tx.effect("scale-down-canary")

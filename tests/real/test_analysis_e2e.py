@@ -274,3 +274,27 @@ def test_a_slower_canary_is_rolled_back_by_the_latency_comparison(tmp_path: Path
         print(f"\nslow canary: rolled back {rolled_back - started:.2f} s after the start "
               f"(canary {latency.value:.0f} ms vs stable {latency.stable_value:.0f} ms)")  # fmt: skip
         assert rolled_back - started < 25.0
+
+
+def test_the_post_promotion_watch_judges_the_promoted_version_and_finishes(tmp_path: Path) -> None:
+    """During the watch the new version is the stable server and the warm previous one gets no traffic:
+    the watch must measure stable with its threshold checks, not wait for canary traffic that never comes."""
+    from dataclasses import replace
+
+    from functions.core.policy import CanaryStage, CanaryStep, PromoteStage
+
+    def policy(socket: Path) -> Any:
+        p = canary_policy(socket, (ERRORS, SUCCESS), pause=4.0)
+        return replace(p, stages=(CanaryStage(steps=(CanaryStep(20, 4.0),)), PromoteStage(keep_previous=8.0)))
+
+    with AnalysisStack(tmp_path, policy) as stack:
+        for name in ("stable", "canary"):
+            stack.set_backend(name, error_rate=BASELINE)
+        _start_release(stack)
+        wait_for("release succeeded", lambda: _first(stack, ".release.succeeded"), timeout=45)
+        release = _release(stack)
+        promoted = stack.events(".release.promoted")[0][0]
+        watch = [e.data for at, e in stack.events(".analysis.verdict") if at > promoted]
+        assert watch and all(v["verdict"] == "pass" for v in watch), watch  # judged on the promoted version
+        assert {m["name"] for v in watch for m in v["metrics"]} == {"success-rate"}  # thresholds only
+        assert release.phase == Phase.SUCCEEDED and stack.state().warm is None

@@ -158,3 +158,17 @@ def test_more_canary_errors_are_never_judged_better() -> None:
     severities = [SEVERITY[verdict(SEQ, counts(e, 1000, 90, 9000))[0]] for e in range(0, 80, 4)]
 
     assert severities == sorted(severities) and severities[0] == 0 and severities[-1] == 2
+
+
+def test_the_post_promotion_watch_is_judged_by_threshold_checks_only() -> None:
+    from functions.core.analysis import judge
+    from functions.core.events import MetricSample
+    from functions.core.policy import Analysis, MetricCheck
+
+    analysis = Analysis(metrics=(MetricCheck(name="sr", template="success-rate", min=0.9),
+                                 MetricCheck(name="lat", template="latency", judge="comparison", tolerance=0.01)))
+    samples = (MetricSample(name="sr", value=0.99, canary_requests=500),
+               MetricSample(name="lat", value=0.05, stable_value=None, canary_requests=500))  # no baseline left
+    assert judge(analysis, samples, "t").verdict == "inconclusive"
+    watched = judge(analysis, samples, "t", watching=True)
+    assert watched.verdict == "pass" and [m.name for m in watched.metrics] == ["sr"]

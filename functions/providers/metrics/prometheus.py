@@ -20,7 +20,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -94,7 +94,10 @@ class PrometheusAnalysis:
         elapsed = now - started if started is not None else window
         step = max(1, round(analysis.interval))
         since = max(window, math.ceil(elapsed / step) * step)  # rounded up so releases share range terms
-        return _Plan(policy, release, tp.target(policy, release.id), window, since)
+        target = tp.target(policy, release.id)
+        if release.watching:  # promoted: the new version is the stable workload, the warm previous the canary
+            target = replace(target, stable=target.canary, canary=target.stable)
+        return _Plan(policy, release, target, window, since)
 
     def _measure_group(
         self, url: str, router: str, group: list[_Plan], now: float
