@@ -12,79 +12,11 @@ added delay can change while it runs, either from Python (`backend.set(...)`) or
 
 from __future__ import annotations
 
-import random
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
 
-
-@dataclass
-class _Behaviour:
-    error_rate: float = 0.0
-    delay: float = 0.0
-    served: int = 0
-    failed: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-    server: _Server
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        url = urlsplit(self.path)
-        if url.path == "/_ctl":
-            self._control(parse_qs(url.query))
-            return
-        behaviour = self.server.behaviour
-        if behaviour.delay > 0:
-            time.sleep(behaviour.delay)
-        fail = behaviour.error_rate > 0 and random.random() < behaviour.error_rate
-        with behaviour.lock:
-            behaviour.served += 1
-            behaviour.failed += fail
-        self._reply(500 if fail else 200, f"{self.server.name} {'error' if fail else 'ok'}\n")
-
-    do_POST = do_GET
-
-    def _control(self, query: dict[str, list[str]]) -> None:
-        behaviour = self.server.behaviour
-        if "error_rate" in query or "err" in query:
-            behaviour.error_rate = float((query.get("error_rate") or query["err"])[0])
-        if "delay" in query:
-            behaviour.delay = float(query["delay"][0])
-        self._reply(200, f"error_rate={behaviour.error_rate} delay={behaviour.delay}\n")
-
-    def _reply(self, status: int, body: str) -> None:
-        data = body.encode()
-        self.send_response(status)
-        self.send_header("X-Backend", self.server.name)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (signature of the base class)
-        pass  # one line per request would drown test output
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, name: str, port: int, behaviour: _Behaviour) -> None:
-        self.name = name
-        self.behaviour = behaviour
-        super().__init__(("127.0.0.1", port), _Handler)
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        # A proxy dropping its idle keep-alive connection is normal; anything else is still reported.
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)  # type: ignore[arg-type]
+from functions.demo_service import Behaviour, DemoServer
 
 
 class Backend:
@@ -92,8 +24,8 @@ class Backend:
 
     def __init__(self, name: str, port: int = 0, error_rate: float = 0.0, delay: float = 0.0) -> None:
         self.name = name
-        self._behaviour = _Behaviour(error_rate=error_rate, delay=delay)
-        self._server = _Server(name, port, self._behaviour)
+        self._behaviour = Behaviour(error_rate=error_rate, delay=delay)
+        self._server = DemoServer(name, "", port, self._behaviour)
         self.port: int = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name=f"backend-{name}", daemon=True)  # fmt: skip
