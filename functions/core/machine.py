@@ -164,10 +164,14 @@ def on_push(tx: Tx) -> None:
 
 
 def _initialise(tx: Tx, target: Version) -> None:
-    """The first image an app ever sees becomes stable directly: there is nothing to compare it with."""
-    tx.effect("promote-stable", image=target.image, version=target.version)
-    tx.route(STABLE_ONLY)
-    tx.set_state(stable=target)
+    """The first image an app ever sees becomes stable directly: there is nothing to compare it with.
+
+    In every wave's cluster, and with the route written out, so later releases find their route objects.
+    """
+    for cluster in [w.cluster for w in tx.policy.waves] or [""]:
+        tx.effect("promote-stable", image=target.image, version=target.version, cluster=cluster)
+        tx.effect("set-routes", routes=STABLE_ONLY, cluster=cluster)
+    tx.set_state(stable=target, routes=STABLE_ONLY)
     tx.record("initialised", reason=f"{target.version} is the first version: made stable")
 
 

@@ -56,7 +56,7 @@ def test_first_push_becomes_stable_without_a_release() -> None:
 
     out = d.push("v1")
 
-    assert kinds(out.effects) == ["promote-stable"]
+    assert kinds(out.effects) == ["promote-stable", "set-routes"]  # the route object is written from the start
     assert out.effects[0].image == version("v1").image and out.effects[0].version == "v1"
     assert d.state.stable == version("v1") and d.state.release is None and d.state.seq == 0
     assert actions(d.state) == ["initialised"]
@@ -1022,3 +1022,12 @@ def test_an_effect_that_failed_for_good_fails_the_release_and_leaves_pending() -
     assert d.rel.phase == Phase.FAILED and "run-migration failed: exit 1" in d.rel.reason
     assert all(e.id != job.id for e in d.state.pending) and "release.failed" in "".join(types(out.events))
     assert d.send(failed).state is d.state  # a second report of the same failure is a duplicate
+
+
+def test_the_first_image_becomes_stable_in_every_wave_cluster_with_its_route() -> None:
+    d = Driver(WAVES)
+    out = d.push("v1")
+    assert [(e.kind, e.cluster) for e in out.effects] == [
+        ("promote-stable", "ctx-sh"), ("set-routes", "ctx-sh"), ("promote-stable", "ctx-bj"),
+        ("set-routes", "ctx-bj"), ("promote-stable", "ctx-gz"), ("set-routes", "ctx-gz")]
+    assert d.state.stable == version("v1") and d.state.release is None

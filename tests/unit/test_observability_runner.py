@@ -93,7 +93,8 @@ def test_failed_and_unconfirmed_effects_are_counted_by_outcome() -> None:
     providers = RecordingProviders()
     providers.router_ = StaleRouter(providers.log)
     runner, _, _, _, app = make("obs-effects", providers)
-    runner.handle(push(app, "v1"))
+    runner.handle(push(app, "v1"))  # writes the stable-only route (and reads it back) from the start
+    providers.router_.stale = 1
     before = counters()
     providers.log.fail("set_routes", times=1)
     assert runner.handle(push(app, "v2"))[0].pending > 0  # failed
