@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -28,7 +29,7 @@ DECISION_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 
 Sample = tuple[str, tuple[tuple[str, str], ...], float]  # (name suffix, labels, value)
 
 
-class _Metric:
+class _Metric(ABC):
     kind = "untyped"
 
     def __init__(self, name: str, help_: str, labels: Sequence[str] = ()) -> None:
@@ -44,8 +45,9 @@ class _Metric:
             )
         return tuple(str(labels[name]) for name in self.labels)
 
+    @abstractmethod
     def samples(self) -> list[Sample]:
-        raise NotImplementedError
+        """Every sample of this metric, for the exposition."""
 
     def sample_names(self) -> tuple[str, ...]:
         return (self.name,)

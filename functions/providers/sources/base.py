@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -97,7 +98,7 @@ class Source(Protocol):
         """
 
 
-class JsonSource:
+class JsonSource(ABC):
     """What the vendor sources share: a shared token (also from `token_headers`) and a JSON object body.
 
     A vendor module sets `name` (and `token_headers`, or overrides `authenticate` for a signature scheme) and
@@ -114,9 +115,9 @@ class JsonSource:
     def parse(self, headers: Headers, body: bytes) -> Parsed:
         return self.read(headers, json_object(self.name, body))
 
+    @abstractmethod
     def read(self, headers: Headers, data: dict[str, Any]) -> Parsed:
         """The pushes (or alerts) of a body already known to be a JSON object."""
-        raise NotImplementedError
 
 
 # ---------------------------------------------------------------------------------------------- auth helpers
