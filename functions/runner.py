@@ -12,6 +12,7 @@ pending, and the next event or tick for the app applies them again (every effect
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -100,6 +101,7 @@ class Runner:
         self.clock = clock
         self.attempts = attempts
         self.source = source
+        self._sweep = threading.local()  # per sweep: preloaded states and batched samples
         self.events_recorder = events_recorder
 
     # -- entry points ------------------------------------------------------------------------------
@@ -119,7 +121,12 @@ class Runner:
 
     def handle(self, event: Any) -> list[Outcome]:
         if isinstance(event, Tick) and not event.app:
-            return [self.handle(replace(event, app=app))[0] for app in self._apps_with_state()]
+            apps = self._apps_with_state()
+            self._sweep.states, self._sweep.samples = self._premeasure(apps)
+            try:
+                return [self.handle(replace(event, app=app))[0] for app in apps]
+            finally:
+                self._sweep.states, self._sweep.samples = {}, {}
         policy = self._policy_for(event)
         if policy is None:
             return [Outcome(app=getattr(event, "app", ""), event_id=event.id, status="ignored",
@@ -173,7 +180,36 @@ class Runner:
             return self._apply_pending(policy, decision.state, outcome, saved_version)
         raise Retry(f"state of {app} kept changing under {self.attempts} attempts; redeliver {event.id}")
 
+    def _premeasure(self, apps: list[str]) -> tuple[dict[str, Any], dict[str, tuple[MetricSample, ...]]]:
+        """One batched measurement for every release of the sweep that wants analysis (one query per metric
+        and router, not one per release), and the states loaded for it, reused by each app's first attempt."""
+        measure_many = getattr(self.providers, "measure_many", None)
+        if measure_many is None:
+            return {}, {}
+        states: dict[str, Any] = {}
+        pairs: list[tuple[Policy, Release]] = []
+        now = self.clock()
+        for app in apps:
+            try:
+                policy = self.policies.get(app)
+                states[app] = self._load(app)
+            except (NotFound, Retry, GraylaneError):
+                continue
+            state = states[app][0]
+            if state.release is not None and wants_analysis(policy, state, now):
+                pairs.append((policy, state.release))
+        if not pairs:
+            return states, {}
+        try:
+            return states, measure_many(pairs)
+        except GraylaneError as err:  # each release then measures (and fails) on its own: inconclusive
+            log.warning("batched measurement of %d releases failed: %s", len(pairs), err)
+            return states, {}
+
     def _load(self, app: str) -> tuple[AppState, str | None]:
+        preloaded = self._sweep.__dict__.get("states", {}).pop(app, None)
+        if preloaded is not None:  # loaded moments ago by the sweep; a stale version only costs a CAS retry
+            return preloaded  # type: ignore[no-any-return]
         try:
             doc, version = self.store.load(app)
         except (ProviderUnavailable, ConflictError) as err:  # transient: let the broker redeliver
@@ -205,6 +241,9 @@ class Runner:
         return Observation(metrics=metrics, routes=routes)
 
     def _measure(self, policy: Policy, rel: Release) -> tuple[MetricSample, ...]:
+        batched = self._sweep.__dict__.get("samples", {}).get(rel.id)
+        if batched is not None:
+            return batched  # type: ignore[no-any-return]
         try:
             return self.providers.measure(policy, rel)
         except GraylaneError as err:  # unreachable metrics are inconclusive, never a pass

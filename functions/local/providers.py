@@ -259,5 +259,9 @@ class LocalProviders:
         samples: tuple[MetricSample, ...] = self.analysis.measure(policy, release)
         return samples
 
+    def measure_many(self, pairs: list[tuple[Policy, Release]]) -> dict[str, tuple[MetricSample, ...]]:
+        batched: dict[str, tuple[MetricSample, ...]] = self.analysis.measure_many(pairs)
+        return batched
+
     def close(self) -> None:
         self.workloads_.stop_all()

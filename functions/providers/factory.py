@@ -80,8 +80,13 @@ class KubernetesProviders:
         return self._once(key, lambda: _notifier(policy))  # type: ignore[no-any-return]
 
     def measure(self, policy: Policy, release: Release) -> tuple[MetricSample, ...]:
-        analysis = self._once(("metrics", "prometheus"), lambda: _prometheus(self.settings.prometheus))
-        return analysis.measure(policy, release)  # type: ignore[no-any-return]
+        return self._analysis().measure(policy, release)  # type: ignore[no-any-return]
+
+    def measure_many(self, pairs: list[tuple[Policy, Release]]) -> dict[str, tuple[MetricSample, ...]]:
+        return self._analysis().measure_many(pairs)  # type: ignore[no-any-return]
+
+    def _analysis(self) -> Any:
+        return self._once(("metrics", "prometheus"), lambda: _prometheus(self.settings.prometheus))
 
     # -- clients and the cache -----------------------------------------------------------------------
     def client(self, cluster: str) -> Any:

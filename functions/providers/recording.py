@@ -151,4 +151,10 @@ class RecordingProviders:
         return self.notifier_
 
     def measure(self, policy: Policy, release: Release) -> tuple[MetricSample, ...]:
+        self.log.call("measure", policy.app, release.id)
         return self.measure_fn(policy, release)
+
+    def measure_many(self, pairs: list[tuple[Policy, Release]]) -> dict[str, tuple[MetricSample, ...]]:
+        """The batched form a tick sweep uses: one call for every release that wants analysis."""
+        self.log.call("measure_many", "", [r.id for _, r in pairs])
+        return {r.id: self.measure_fn(p, r) for p, r in pairs}

@@ -221,3 +221,21 @@ def test_an_effect_that_failed_for_good_fails_the_release_instead_of_blocking_it
     assert s.release.phase == Phase.FAILED and "BackoffLimitExceeded" in s.release.reason
     assert "failed for good" in outcome.reason and s.pending == () and s.routes == RoutePlan()
     assert "deploy_preview" not in providers.log.verbs()  # nothing after the failed migration ran
+
+
+def test_a_tick_sweep_measures_every_analysing_release_in_one_batch() -> None:
+    store, clock, providers = MemoryStore(), Clock(), RecordingProviders()
+    policies = StaticPolicies([canary_policy(name=f"app{i}") for i in range(4)])
+    runner = Runner(store, policies, providers, clock=clock)
+    for i in range(4):
+        runner.handle(push(f"prod/app{i}", "v1"))
+        if i < 3:  # app3 stays without a release: nothing to measure
+            runner.handle(push(f"prod/app{i}", "v2"))
+    clock.advance(10)
+    outcomes = runner.handle(tick())
+    batches = [c for c in providers.log.calls if c[0] == "measure_many"]
+    assert len(batches) == 1 and sorted(batches[0][2]) == ["app0-1", "app1-1", "app2-1"]
+    assert "measure" not in providers.log.verbs()  # no release measured on its own
+    verdicts = [AppState.from_json(store.load(f"prod/app{i}")[0]).release.verdicts for i in range(3)]
+    assert all(len(v) == 1 and v[0].verdict == "pass" for v in verdicts)
+    assert sum(o.status == "transitioned" for o in outcomes) == 3
