@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from functions.core.effects import Effect
 from functions.core.events import EffectFailure, ImagePushed, MetricSample, Observation, Tick
@@ -35,9 +35,13 @@ from functions.errors import (
     Retry,
 )
 from functions.observability import logs, metrics
-from functions.providers.notifiers.base import Notifier
-from functions.providers.routers.base import Router, RouteTarget
-from functions.providers.workloads.base import Workloads, WorkloadTarget
+from functions.providers.routers.base import RouteTarget
+from functions.providers.workloads.base import WorkloadTarget
+
+if TYPE_CHECKING:  # only for the Providers protocol: the notifier package is heavy and off the cold path
+    from functions.providers.notifiers.base import Notifier
+    from functions.providers.routers.base import Router
+    from functions.providers.workloads.base import Workloads
 
 log = logging.getLogger("graylane.runner")
 

@@ -239,3 +239,17 @@ def test_a_tick_sweep_measures_every_analysing_release_in_one_batch() -> None:
     verdicts = [AppState.from_json(store.load(f"prod/app{i}")[0]).release.verdicts for i in range(3)]
     assert all(len(v) == 1 and v[0].verdict == "pass" for v in verdicts)
     assert sum(o.status == "transitioned" for o in outcomes) == 3
+
+
+def test_the_function_path_keeps_heavy_modules_off_cold_start() -> None:
+    """What a function imports before its first event is answered: none of these may be on it."""
+    import subprocess
+    import sys
+
+    heavy = ["kubernetes", "prometheus_api_client", "starlette", "jsonschema", "cryptography",
+             "functions.providers.notifiers", "urllib.request"]  # fmt: skip
+    code = ("import sys; import functions.runner, functions.runtime, functions.catalog, "
+            "functions.providers.stores.sqlite, functions.policies; "
+            f"print([m for m in {heavy!r} if m in sys.modules])")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
