@@ -12,24 +12,30 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from functions.core import images
 from functions.core.policy import Policy
-from functions.core.policy_parse import parse_policy, problems
 from functions.errors import NotFound, PolicyError
 
 POLICY_SUFFIXES = (".yaml", ".yml")
 
 
 def yaml_documents(text: str) -> list[Any]:
-    """The non-empty documents of a YAML text, with libyaml's C loader when available (10x faster)."""
+    """The non-empty documents of a YAML text, with libyaml's C loader when available (10x faster).
+
+    PyYAML and the parser are imported when a policy is first read, not when the module is: a tick sweep
+    over apps without releases never needs them (cold start)."""
+    import yaml
+
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     return [d for d in yaml.load_all(text, Loader=loader) if d is not None]  # noqa: S506 (a safe loader)
 
 
 def load_policy_text(text: str, source: str = "") -> list[Policy]:
     """Every policy in a (possibly multi-document) YAML text; raise PolicyError listing all problems."""
+    import yaml
+
+    from functions.core.policy_parse import parse_policy, problems
+
     try:
         docs = yaml_documents(text)
     except yaml.YAMLError as err:

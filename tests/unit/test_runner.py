@@ -247,7 +247,7 @@ def test_the_function_path_keeps_heavy_modules_off_cold_start() -> None:
     import sys
 
     heavy = ["kubernetes", "prometheus_api_client", "starlette", "jsonschema", "cryptography",
-             "functions.providers.notifiers", "urllib.request"]  # fmt: skip
+             "functions.providers.notifiers", "urllib.request", "yaml", "functions.core.policy_parse"]  # fmt: skip
     code = ("import sys; import functions.runner, functions.runtime, functions.catalog, "
             "functions.providers.stores.sqlite, functions.policies; "
             f"print([m for m in {heavy!r} if m in sys.modules])")  # fmt: skip
