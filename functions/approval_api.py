@@ -17,7 +17,7 @@ from __future__ import annotations
 import hmac
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -28,12 +28,13 @@ from starlette.routing import BaseRoute, Route
 from functions import present
 from functions.approvals import Approvals, CommandRequest, Result
 from functions.chatops.authz import Requester
+from functions.core.values import value
 from functions.errors import ConfigError, GraylaneError
 
 BODY_FIELDS = ("action", "gate", "weight", "version", "reason", "params")
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ApiSettings:
     tokens: Mapping[str, str] = field(default_factory=dict)  # token -> user
 

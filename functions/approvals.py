@@ -16,7 +16,7 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +26,7 @@ from functions.chatops.authz import Requester, authorize
 from functions.core.events import ACTIONS, MUTATING_ACTIONS, Command
 from functions.core.policy import ApprovalStage, Policy, PromoteStage
 from functions.core.state import AppState, iso
+from functions.core.values import value
 from functions.errors import GraylaneError, NotFound, ProviderUnavailable, Reject
 
 log = logging.getLogger("graylane.approvals")
@@ -33,7 +34,7 @@ log = logging.getLogger("graylane.approvals")
 SOURCE_PREFIX = "/graylane/approvals"
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class CommandRequest:
     app: str
     action: str
@@ -47,7 +48,7 @@ class CommandRequest:
     delivery: str = ""  # the platform's delivery id: a redelivery publishes the same event id
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Result:
     status: int  # HTTP: 200 read, 202 accepted, 400 invalid, 403 denied, 404 unknown app, 503 unavailable
     outcome: str  # ok | accepted | denied | invalid | not-found | unavailable

@@ -14,9 +14,10 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, field
 from typing import Any, Protocol
 
+from functions.core.values import value
 from functions.errors import ConflictError, ProviderUnavailable
 
 log = logging.getLogger("graylane.audit")
@@ -26,7 +27,7 @@ AUDIT_PREFIX = "audit."
 _ATTEMPTS = 8
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class AuditRecord:
     at: str  # RFC 3339 UTC
     app: str  # namespace/name

@@ -16,7 +16,7 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Protocol
 
 from starlette.applications import Starlette
@@ -33,6 +33,7 @@ from functions.bus import Bus
 from functions.core import events as ev
 from functions.core import images
 from functions.core.policy import Policy
+from functions.core.values import value
 from functions.errors import ConfigError, ProviderUnavailable, Reject
 from functions.observability.asgi import ObserveRequests
 from functions.providers.sources import ALIASES, SOURCES
@@ -65,7 +66,7 @@ class Policies(Protocol):
 # ---------------------------------------------------------------------------------------------- settings
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class GatewaySettings:
     credentials: Mapping[str, Credentials] = field(default_factory=dict)  # by source name
     max_body: int = DEFAULT_MAX_BODY  # bytes; larger bodies get 413

@@ -28,6 +28,7 @@ from starlette.routing import BaseRoute, Route
 
 from functions.bus import MemoryBus
 from functions.core.events import ALERT_FIRING, ALERT_RESOLVED, IMAGE_PUSHED, RELEASE_COMMAND, RELEASE_TICK
+from functions.core.values import value
 from functions.errors import ConfigError, ProviderUnavailable, Retry
 from functions.runtime import policies_from
 
@@ -186,7 +187,7 @@ def _chat_routes(approvals: Any, env: Mapping[str, str] | None) -> list[BaseRout
 # ---------------------------------------------------------------------------------------------- the command
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ServeOptions:
     store: str = "sqlite:///graylane.db"
     policies: str = "infra/examples"

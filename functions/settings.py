@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 
+from functions.core.values import value
 from functions.errors import ConfigError
 
 PROVIDERS = ("recording", "kubernetes")
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Settings:
     store: str = "sqlite:///graylane.db"  # sqlite:///PATH | memory:// | configmap://[?context=..&namespaces=..]
     policies: str = "infra/examples"  # a directory of policy YAML, or configmap://

@@ -14,17 +14,17 @@ Rules (the policy model: `approvers.default`, `.gates`, `.actions`, each `{users
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from functions.core.events import MUTATING_ACTIONS
 from functions.core.policy import Allow, Approvers
 from functions.core.state import Actor
+from functions.core.values import value
 
 CHAT_PLATFORMS = ("slack", "dingtalk", "feishu", "wecom")
 GATED_ACTIONS = ("approve", "reject")
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Requester:
     """Who asks, as a platform identified them."""
 
@@ -44,7 +44,7 @@ class Requester:
         return self.display or self.user
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Verdict:
     allowed: bool
     reason: str  # why not, or which rule let the requester in

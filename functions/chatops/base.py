@@ -8,10 +8,10 @@ Forbidden / Malformed), turns it into an `Inbound` (command text + who + where),
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from functions.chatops.authz import Requester
+from functions.core.values import value
 from functions.providers.sources.base import Unauthenticated
 
 if TYPE_CHECKING:
@@ -21,7 +21,7 @@ Headers = Mapping[str, str]  # lower-case names
 Query = Mapping[str, str]
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Reply:
     """An HTTP answer in the platform's format."""
 
@@ -30,7 +30,7 @@ class Reply:
     status: int = 200
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Inbound:
     """One parsed delivery: a command to run, or a handshake to answer, or nothing to do."""
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from functions.chatops.authz import Requester
 from functions.chatops.base import Headers, Inbound, Query, Reply, chat_status, fresh, require, text_of
+from functions.core.values import value
 from functions.providers.sources.base import Malformed, Unauthenticated, get_obj, get_str, load_json, obj
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ def sign(app_secret: str, timestamp: str) -> str:
     return base64.b64encode(digest).decode()
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class DingTalk:
     app_secret: str = ""
     name: ClassVar[str] = "dingtalk"

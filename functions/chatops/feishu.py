@@ -17,12 +17,12 @@ import binascii
 import hashlib
 import hmac
 import json
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from functions.chatops import crypto
 from functions.chatops.authz import Requester
 from functions.chatops.base import Headers, Inbound, Query, Reply, chat_status, fresh, text_of
+from functions.core.values import value
 from functions.providers.sources.base import Malformed, Unauthenticated, get_obj, get_str, load_json, obj
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ def encrypt(encrypt_key: str, plain: bytes, iv: bytes) -> str:
     return base64.b64encode(iv + crypto.encrypt(key, iv, plain)).decode()
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Feishu:
     verification_token: str = ""
     encrypt_key: str = ""

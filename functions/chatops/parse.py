@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from functions.catalog import _APP, _TAG
 from functions.core.events import ACTIONS
+from functions.core.values import value
 from functions.errors import GraylaneError
 
 USAGE = {
@@ -42,7 +43,7 @@ class UsageError(GraylaneError):
     """The text is not a command; the message says what is wrong and shows the usage."""
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ParsedCommand:
     action: str
     app: str

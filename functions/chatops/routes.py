@@ -10,7 +10,6 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -24,13 +23,14 @@ from functions.chatops.feishu import Feishu
 from functions.chatops.parse import UsageError, parse
 from functions.chatops.slack import Slack
 from functions.chatops.wecom import WeCom
+from functions.core.values import value
 from functions.errors import ConfigError
 from functions.providers.sources.base import Forbidden, Malformed, Unauthenticated
 
 log = logging.getLogger("graylane.chatops")
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ChatOpsSettings:
     slack_signing_secret: str = ""
     dingtalk_app_secret: str = ""

@@ -12,12 +12,12 @@ press is a form body with one `payload` field of JSON whose `actions[0].value` h
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qs
 
 from functions.chatops.authz import Requester
 from functions.chatops.base import Headers, Inbound, Query, Reply, chat_status, fresh, require, text_of
+from functions.core.values import value
 from functions.providers.sources.base import (
     Malformed,
     Unauthenticated,
@@ -37,7 +37,7 @@ TIMESTAMP = "x-slack-request-timestamp"
 ACTION_IDS = ("graylane-approve", "graylane-reject")
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Slack:
     signing_secret: str = ""
     name: ClassVar[str] = "slack"

@@ -24,12 +24,12 @@ import secrets
 import struct
 import time
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from functions.chatops import crypto
 from functions.chatops.authz import Requester
 from functions.chatops.base import Headers, Inbound, Query, Reply, chat_status, fresh, require, text_of
+from functions.core.values import value
 from functions.errors import ConfigError
 from functions.providers.sources.base import Malformed, Unauthenticated
 
@@ -48,7 +48,7 @@ def _same(a: str, b: str) -> bool:
     return hmac.compare_digest(a.strip().lower().encode(), b.encode())
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class WeComCipher:
     """WXBizMsgCrypt's message format with an EncodingAESKey (43 characters of base64)."""
 
@@ -87,7 +87,7 @@ class WeComCipher:
         return base64.b64encode(crypto.encrypt(key, key[:16], plain, block=32)).decode()
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class WeCom:
     token: str = ""
     encoding_aes_key: str = ""

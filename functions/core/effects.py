@@ -7,10 +7,11 @@ before the canary scales down), so the runner stops at the first effect that is 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Literal
 
 from functions.core.policy import CircuitBreaker, Match, RateLimit
+from functions.core.values import value
 
 EffectKind = Literal[
     "deploy-preview",
@@ -25,7 +26,7 @@ EffectKind = Literal[
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class RoutePlan:
     """Desired traffic: stable + canary weights (sum 100) and the A/B rules sending matches to the canary."""
 
@@ -51,7 +52,7 @@ class RoutePlan:
 STABLE_ONLY = RoutePlan()
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Protection:
     """Desired production protection on the app's route."""
 
@@ -59,7 +60,7 @@ class Protection:
     circuit_breaker: CircuitBreaker | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Effect:
     id: str  # "<release id>/<generation>/<index>-<kind>": deterministic, so replays are recognised
     kind: EffectKind

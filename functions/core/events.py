@@ -6,11 +6,12 @@ top-level events/ catalog. `functions.catalog` converts between CloudEvents and 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from functions.core.effects import RoutePlan
 from functions.core.state import Actor, MetricResult, Version
+from functions.core.values import value
 
 PREFIX = "dev.graylane"
 
@@ -56,7 +57,7 @@ ACTIONS = ("status", "approve", "reject", "weight", "promote", "pause", "resume"
 MUTATING_ACTIONS = ACTIONS[1:9]
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ImagePushed:
     id: str
     app: str  # namespace/name the policy matched
@@ -68,14 +69,14 @@ class ImagePushed:
     type: str = IMAGE_PUSHED
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Tick:
     id: str
     app: str = ""  # empty: every app with an active release
     type: str = RELEASE_TICK
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Command:
     id: str
     app: str
@@ -89,7 +90,7 @@ class Command:
     type: str = RELEASE_COMMAND
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Alert:
     id: str
     app: str
@@ -101,7 +102,7 @@ class Alert:
     type: str = ALERT_FIRING
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class EffectFailure:
     """Internal, never published: the runner reports an effect that failed for good (a failed Job)."""
 
@@ -116,7 +117,7 @@ class EffectFailure:
 Event = ImagePushed | Tick | Command | Alert | EffectFailure
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class MetricSample:
     """One metric as measured by the runner for the current release (no judgement yet)."""
 
@@ -132,7 +133,7 @@ class MetricSample:
     detail: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Observation:
     """What the runner saw outside before deciding: metrics, live routes, workload readiness."""
 
@@ -144,7 +145,7 @@ class Observation:
 NO_OBSERVATION = Observation()
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Emitted:
     """An event decide() wants published; the runner wraps it in a CloudEvent of the catalog."""
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from functions.core.policy import ImageRule, Policy
+from functions.core.values import value
 
 _VERSION = re.compile(
     r"v?(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
@@ -23,7 +23,7 @@ _X = r"(?:0|[1-9]\d*|[xX*])"
 _PARTIAL = re.compile(rf"(>=|<=|>|<|=|\^|~)?\s*v?({_X})(?:\.({_X})(?:\.({_X})(?:-([0-9A-Za-z.-]+))?)?)?")
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Version:
     major: int
     minor: int
@@ -60,7 +60,7 @@ def parse_version(text: str) -> Version:
     return Version(int(m[1]), int(m[2]), int(m[3]), _prerelease(m[4]))
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Comparator:
     op: str  # one of < <= > >= =
     version: Version

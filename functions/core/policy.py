@@ -6,9 +6,11 @@ into a `Policy`, collecting every problem with its exact field path.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from enum import StrEnum
 from typing import Any, Literal
+
+from functions.core.values import value
 
 
 class RollbackMode(StrEnum):
@@ -20,7 +22,7 @@ class RollbackMode(StrEnum):
 MatchKind = Literal["header", "cookie", "user-id-digit", "user-hash", "source-ip"]
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Match:
     """One targeting rule; a request matching any rule of a stage goes to the canary."""
 
@@ -37,7 +39,7 @@ class Match:
 JudgeKind = Literal["threshold", "comparison", "sequential"]
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class MetricCheck:
     """One metric the analysis looks at and how it is judged."""
 
@@ -51,7 +53,7 @@ class MetricCheck:
     relative: bool = False  # comparison: tolerance is a ratio of the stable value
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Analysis:
     interval: float = 10.0  # seconds between looks (ticks faster than this are no-ops for analysis)
     window: float = 60.0  # query window in seconds
@@ -64,14 +66,14 @@ class Analysis:
     prometheus: str = ""  # Prometheus URL; empty means the process default
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class MigrationJob:
     name: str
     command: tuple[str, ...] = ()
     image: str = ""  # empty means the release image
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class PreviewStage:
     kind: Literal["preview"] = "preview"
     environment: str = "preview"
@@ -80,7 +82,7 @@ class PreviewStage:
     migration: MigrationJob | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class GateParam:
     name: str  # e.g. "weight"
     default: int | None = None
@@ -88,7 +90,7 @@ class GateParam:
     max: int = 100
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ApprovalStage:
     name: str
     kind: Literal["approval"] = "approval"
@@ -97,7 +99,7 @@ class ApprovalStage:
     on_timeout: Literal["reject", "approve"] = "reject"
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ABTestStage:
     kind: Literal["abtest"] = "abtest"
     match: tuple[Match, ...] = ()
@@ -105,13 +107,13 @@ class ABTestStage:
     analysis: bool = True
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class CanaryStep:
     weight: int
     pause: float | None = None  # seconds; None waits for a resume/promote command
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class LinearSchedule:
     start: int
     end: int
@@ -119,7 +121,7 @@ class LinearSchedule:
     every: float  # seconds
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class CanaryStage:
     kind: Literal["canary"] = "canary"
     mode: Literal["steps", "manual", "linear"] = "steps"
@@ -131,32 +133,32 @@ class CanaryStage:
     analysis: bool = True
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class BlueGreenStage:
     kind: Literal["bluegreen"] = "bluegreen"
     preview: float = 0.0  # seconds the green version is analysed before the switch
     analysis: bool = True
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class PromoteStage:
     kind: Literal["promote"] = "promote"
     keep_previous: float = 0.0  # seconds the previous version stays warm (watched) after promotion
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class RateLimit:
     average: int
     burst: int
     period: float = 1.0
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class CircuitBreaker:
     expression: str  # Traefik syntax, e.g. "LatencyAtQuantileMS(50.0) > 100" or "NetworkErrorRatio() > 0.3"
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ProtectStage:
     kind: Literal["protect"] = "protect"
     rate_limit: RateLimit | None = None
@@ -166,20 +168,20 @@ class ProtectStage:
 Stage = PreviewStage | ApprovalStage | ABTestStage | CanaryStage | BlueGreenStage | PromoteStage | ProtectStage
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Wave:
     name: str
     cluster: str = ""  # kubeconfig context; empty means the current one
     approval: bool = False  # wait for gate "wave-<name>" before this wave starts
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Allow:
     users: tuple[str, ...] = ()
     channels: tuple[str, ...] = ()  # empty: any channel
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Approvers:
     default: Allow = Allow()
     gates: tuple[tuple[str, Allow], ...] = ()  # gate name -> who may approve/reject it
@@ -192,7 +194,7 @@ class Approvers:
         return dict(self.actions).get(action, self.default)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ProtectionRule:
     """An alert matching `match` tightens protection while it fires."""
 
@@ -204,14 +206,14 @@ class ProtectionRule:
     hold_down: float = 60.0  # seconds after resolution before relaxing
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ImageRule:
     repository: str  # e.g. registry.example.com/team/flask
     tags: str = ""  # regular expression the tag must fully match; empty: any
     semver: str = ""  # semver range such as ">=1.2.0 <2.0.0"; empty: any
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class WorkloadSpec:
     kind: Literal["Deployment"] = "Deployment"
     name: str = ""  # stable workload; empty means the app name
@@ -220,20 +222,20 @@ class WorkloadSpec:
     replicas: int | None = None  # canary replicas; None copies the stable's
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class RouterSpec:
     provider: str  # traefik | istio | gateway-api | nginx | haproxy | recording
     options: dict[str, Any] = field(default_factory=dict)  # provider-specific (object names, host, ...)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class NotifySpec:
     kind: str  # slack | dingtalk | feishu | wecom | webhook
     url: str = ""  # or a secret reference resolved by the notifier
     secret: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Policy:
     name: str  # the app
     namespace: str

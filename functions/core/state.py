@@ -8,7 +8,7 @@ so the stored object stays far below the 1 MiB ConfigMap limit whatever the numb
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -16,6 +16,7 @@ from typing import Any
 from functions.core.codec import from_plain, to_plain
 from functions.core.effects import STABLE_ONLY, Effect, Protection, RoutePlan
 from functions.core.policy import Match
+from functions.core.values import value
 
 SCHEMA_VERSION = 1
 MAX_HISTORY = 200
@@ -48,20 +49,20 @@ def parse_iso(s: str) -> datetime:
     return datetime.fromisoformat(s.replace("Z", "+00:00"))
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Version:
     version: str = ""  # tag, e.g. v1.2.0
     image: str = ""  # pinned reference, repo@sha256:... when the digest is known
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Actor:
     user: str = "graylane"
     via: str = "system"  # system | cli | api | slack | dingtalk | feishu | wecom | alertmanager | registry
     channel: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class GateDecision:
     gate: str
     decision: str  # approved | rejected | timed-out
@@ -70,7 +71,7 @@ class GateDecision:
     params: dict[str, int] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class MetricResult:
     name: str
     verdict: str  # pass | fail | inconclusive
@@ -80,7 +81,7 @@ class MetricResult:
     query: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class VerdictRecord:
     at: str
     verdict: str  # pass | fail | inconclusive
@@ -88,13 +89,13 @@ class VerdictRecord:
     metrics: tuple[MetricResult, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Timer:
     name: str  # step | stage | linear | gate-timeout | watch | resume
     due: str
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Release:
     id: str  # "<app name>-<seq>": the correlation id of every event about this release
     seq: int
@@ -134,7 +135,7 @@ class Release:
         return self.phase not in TERMINAL
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class HistoryEntry:
     at: str
     event: str  # the catalog type (or "timer") that caused the transition
@@ -151,7 +152,7 @@ class HistoryEntry:
     scheduled_at: str = ""  # timers: when it was due, next to `at`, when it actually fired
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ActiveAlert:
     fingerprint: str
     rule: int  # index into policy.protection
@@ -159,7 +160,7 @@ class ActiveAlert:
     resolved_at: str = ""  # set on resolution; relaxes after the rule's hold-down
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class AppState:
     app: str  # namespace/name
     stable: Version = Version()

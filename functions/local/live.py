@@ -11,11 +11,11 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
 from typing import Any, TextIO
 
 from functions.core.policy import Policy
 from functions.core.state import AppState, Phase
+from functions.core.values import value
 
 RESET, BOLD, DIM = "\x1b[0m", "\x1b[1m", "\x1b[2m"
 COLOURS = {Phase.SUCCEEDED: "\x1b[32m", Phase.ROLLED_BACK: "\x1b[31m", Phase.FAILED: "\x1b[31m",
@@ -24,7 +24,7 @@ COLOURS = {Phase.SUCCEEDED: "\x1b[32m", Phase.ROLLED_BACK: "\x1b[31m", Phase.FAI
 COLUMNS = ("app", "release", "phase", "stage", "weights", "verdict", "gate", "protection")
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Row:
     app: str
     release: str = "-"

@@ -30,19 +30,20 @@ from typing import Any
 from functions.core.events import MetricSample
 from functions.core.policy import Policy
 from functions.core.state import Release
+from functions.core.values import value
 from functions.errors import ConfigError, GraylaneError, NotReady
 from functions.local.procs import Proc
 from functions.providers.routers.haproxy import HAProxyRouter
 from functions.providers.workloads.base import WorkloadTarget
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Behaviour:
     error_rate: float = 0.0
     delay: float = 0.0  # seconds
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class LocalConfig:
     workdir: str  # logs of the processes started here
     socket: str  # HAProxy admin socket

@@ -22,6 +22,7 @@ from typing import Any
 
 from functions.core.policy import Policy
 from functions.core.state import AppState, parse_iso
+from functions.core.values import value
 
 RunData = dict[str, Any]
 COLOURS = {"stable": "#2563eb", "canary": "#ea580c", "pass": "#16a34a", "fail": "#dc2626",
@@ -129,7 +130,7 @@ def from_state(state: AppState, policy: Policy | None, title: str = "") -> RunDa
 # ---------------------------------------------------------------------------------------------- SVG
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Series:
     name: str
     colour: str
@@ -137,7 +138,7 @@ class Series:
     step: bool = False  # hold each value until the next point (weights, limits)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Frame:
     """Plot area: x in seconds [0, x_max], y in [y_min, y_max]."""
 

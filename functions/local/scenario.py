@@ -40,6 +40,7 @@ import yaml
 
 from functions.core.policy import Policy
 from functions.core.state import AppState, Phase
+from functions.core.values import value
 from functions.errors import GraylaneError
 from functions.local import procs, report
 from functions.local.live import LiveView, describe, row_of
@@ -62,7 +63,7 @@ class DemoFailed(GraylaneError):
     """A scenario step did not happen in time; the message says which and what the state was."""
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Timing:
     tick: float  # seconds between tick sweeps
     warmup: float  # traffic before the first release

@@ -9,7 +9,6 @@ graylane never fight over one object. A policy governs its ConfigMap's namespace
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -17,6 +16,7 @@ import yaml
 from functions.core.images import match_policy
 from functions.core.policy import Policy
 from functions.core.policy_parse import parse_policy
+from functions.core.values import value
 from functions.errors import ConfigError, NotFound, PolicyError
 from functions.policies import yaml_documents
 from functions.providers.kube import api_error
@@ -32,7 +32,7 @@ ROLE_SELECTOR = "graylane.dev/role=policy"
 DATA_KEY = "policy.yaml"
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class _Found:
     """One parsed policy document, or why it could not be parsed."""
 

@@ -1,21 +1,28 @@
 """Cold start: process spawn -> first CloudEvent answered 200, per function, next to hello-world.
 
 Each run spawns `functions-framework --target T --source FILE` on a free port and POSTs a binary-mode
-CloudEvent every 5 ms until one is answered 200. Runs are interleaved (hello, f1, f2, ..., hello, ...)
-so machine noise hits all of them alike; the verdict compares medians measured in this same run.
+CloudEvent every 5 ms until one is answered 200. The first event is real work, not a no-op: every run
+starts from a copy of the same seeded state store (flask stable on v1.0.0; canary-demo at its first canary
+step with the 2-minute pause over) and its event must move that state on (checked after each run):
+release_start starts flask v1.1.0, release_tick advances canary-demo, release_command pauses it,
+protection tightens flask's rate limit. Runs are interleaved (hello, f1, f2, ..., hello, ...) so machine
+noise hits all of them alike; the verdict compares medians measured in this same run.
 """
 
 from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +30,25 @@ from tests.bench.registry import suite
 
 ROOT = Path(__file__).resolve().parents[2]
 FF = str(Path(sys.executable).parent / "functions-framework")
+POLICIES = ROOT / "infra/examples"
 TARGET_RATIO = 1.3
+FLASK_REPO = "registry.example.com/coding/cd-production/flask"
+DEMO_REPO = "docker.io/argoproj/rollouts-demo"
 
-FUNCTIONS: dict[str, tuple[str, str, str]] = {  # name -> (source, CloudEvent type, JSON data)
-    "hello-world": (str(Path(__file__).with_name("hello.py")), "dev.example.hello", "{}"),
-    "release_tick": (str(ROOT / "functions/release_tick.py"), "dev.graylane.release.tick", "{}"),
-    "release_start": (str(ROOT / "functions/release_start.py"), "dev.graylane.image.pushed",
-                      '{"repository": "registry.example.com/unknown", "tag": "v1", "source": "generic"}'),
+# name -> (source, CloudEvent type, subject, JSON data, the app whose state the event must change)
+FUNCTIONS: dict[str, tuple[str, str, str, str, str]] = {
+    "hello-world": (str(Path(__file__).with_name("hello.py")), "dev.example.hello", "x", "{}", ""),
+    "release_tick": (str(ROOT / "functions/release_tick.py"), "dev.graylane.release.tick", "default/canary-demo",
+                     "{}", "default/canary-demo"),
+    "release_start": (str(ROOT / "functions/release_start.py"), "dev.graylane.image.pushed", "",
+                      json.dumps({"repository": FLASK_REPO, "tag": "v1.1.0", "source": "generic"}), "pro/flask"),
     "release_command": (str(ROOT / "functions/release_command.py"), "dev.graylane.release.command",
-                        '{"action": "pause", "actor": {"user": "alice", "via": "cli"}}'),
-    "protection": (str(ROOT / "functions/protection.py"), "dev.graylane.alert.firing",
-                   '{"fingerprint": "abc", "alertname": "HighErrorRate", "status": "firing", "labels": {}, '
-                   '"annotations": {}, "startsAt": "2026-11-23T08:00:00Z"}'),
+                        "default/canary-demo", '{"action": "pause", "actor": {"user": "alice", "via": "cli"}}',
+                        "default/canary-demo"),
+    "protection": (str(ROOT / "functions/protection.py"), "dev.graylane.alert.firing", "pro/flask",
+                   json.dumps({"fingerprint": "abc", "alertname": "FlaskHighErrorRate", "status": "firing",
+                               "labels": {"service": "k8s-flask"}, "annotations": {},
+                               "startsAt": "2026-11-23T08:00:00Z"}), "pro/flask"),
 }  # fmt: skip
 
 
@@ -44,47 +58,96 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def cold_start(name: str, env: dict[str, str]) -> float:
-    source, ce_type, data = FUNCTIONS[name]
+def seed(path: Path) -> None:
+    """The state every run starts from, written by the runner itself ten minutes in the past."""
+    from functions.catalog import make_event
+    from functions.policies import DirectoryPolicies
+    from functions.providers.recording import RecordingProviders
+    from functions.providers.stores.sqlite import SqliteStore
+    from functions.runner import Runner
+
+    past = datetime.now(UTC) - timedelta(minutes=10)
+    store = SqliteStore(path)
+    runner = Runner(store, DirectoryPolicies(POLICIES), RecordingProviders(), None, clock=lambda: past)
+    for repo, tag in ((FLASK_REPO, "v1.0.0"), (DEMO_REPO, "v1"), (DEMO_REPO, "v2")):
+        data = {"repository": repo, "tag": tag, "source": "generic"}
+        [outcome] = runner.handle_cloudevent(make_event("dev.graylane.image.pushed", "", data))
+        if outcome.status != "transitioned":
+            raise RuntimeError(f"seeding {repo}:{tag}: {outcome.status} {outcome.reason}")
+    store.close()
+
+
+def _generation(db: Path, app: str) -> tuple[int, list[str]]:
+    from functions.providers.stores.sqlite import SqliteStore
+
+    store = SqliteStore(db)
+    try:
+        document, _ = store.load(app)
+    finally:
+        store.close()
+    state = json.loads(document or "{}")
+    return int(state.get("generation", 0)), list(state.get("seen", []))
+
+
+def cold_start(name: str, env: dict[str, str], template: Path, workdir: Path) -> float:
+    source, ce_type, subject, data, app = FUNCTIONS[name]
+    db = workdir / f"{name}.db"
+    shutil.copyfile(template, db)
+    before = _generation(db, app)[0] if app else 0
     port = _free_port()
-    headers = {"ce-specversion": "1.0", "ce-type": ce_type, "ce-source": "/bench", "ce-id": f"bench-{port}",
-               "ce-subject": "prod/nope" if name != "hello-world" else "x", "Content-Type": "application/json"}
-    started = time.perf_counter()
+    event_id = f"bench-{name}-{port}-{time.monotonic_ns()}"
+    headers = {"ce-specversion": "1.0", "ce-type": ce_type, "ce-source": "/bench", "ce-id": event_id,
+               "Content-Type": "application/json"}  # fmt: skip
+    if subject:
+        headers["ce-subject"] = subject
     target = "hello" if name == "hello-world" else name
+    env = {**env, "GRAYLANE_STORE": f"sqlite:///{db}"}
+    started = time.perf_counter()
     proc = subprocess.Popen([FF, "--target", target, "--source", source, "--host", "127.0.0.1", "--port", str(port)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
-        while time.perf_counter() - started < 30:
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-                conn.request("POST", "/", body=data, headers=headers)
-                status = conn.getresponse().status
-                conn.close()
-                if status == 200:
-                    return time.perf_counter() - started
-                raise RuntimeError(f"{name} answered {status}")
-            except (ConnectionRefusedError, ConnectionResetError, http.client.RemoteDisconnected):
-                time.sleep(0.005)
-        raise RuntimeError(f"{name} did not answer within 30 s")
+        elapsed = _first_answer(name, port, data, headers, started)
     finally:
         proc.terminate()
         proc.wait(10)
+    if app:  # the event did real work: it moved the app's state on
+        after, seen = _generation(db, app)
+        if after <= before or event_id not in seen:
+            raise RuntimeError(f"{name}: the first event did not change {app} (generation {before} -> {after})")
+    return elapsed
+
+
+def _first_answer(name: str, port: int, data: str, headers: dict[str, str], started: float) -> float:
+    while time.perf_counter() - started < 30:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("POST", "/", body=data, headers=headers)
+            status = conn.getresponse().status
+            conn.close()
+            if status == 200:
+                return time.perf_counter() - started
+            raise RuntimeError(f"{name} answered {status}")
+        except (ConnectionRefusedError, ConnectionResetError, http.client.RemoteDisconnected):
+            time.sleep(0.005)
+    raise RuntimeError(f"{name} did not answer within 30 s")
 
 
 @suite("coldstart")
 def bench_coldstart(args: argparse.Namespace) -> dict[str, Any]:
-    runs = 3 if args.quick else 7
+    runs = 3 if args.quick else 9
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "GRAYLANE_STORE": f"sqlite:///{tmp}/state.db",
-               "GRAYLANE_POLICIES": str(ROOT / "infra/examples")}  # fmt: skip
+        workdir = Path(tmp)
+        template = workdir / "seeded.db"
+        seed(template)
+        env = {**os.environ, "GRAYLANE_POLICIES": str(POLICIES)}
         # byte-compiled like an installed image (pip compiles site-packages; our sources need it too)
         subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "functions")], check=True)
         for name in FUNCTIONS:  # warm-up: byte-code caches and the page cache
-            cold_start(name, env)
+            cold_start(name, env, template, workdir)
         samples: dict[str, list[float]] = {n: [] for n in FUNCTIONS}
         for _ in range(runs):
             for name in FUNCTIONS:
-                samples[name].append(cold_start(name, env))
+                samples[name].append(cold_start(name, env, template, workdir))
     medians = {n: statistics.median(v) for n, v in samples.items()}
     base = medians["hello-world"]
     rows = []

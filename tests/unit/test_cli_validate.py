@@ -153,8 +153,10 @@ def test_console_script_when_installed() -> None:
 
 
 def test_help_does_not_import_the_policy_machinery() -> None:
+    # functions.core.values (the @value decorator, no model) is allowed: the CLI's own records use it
     code = ("import sys; from functions.cli import main; main(['--help']); "
-            "print(sorted(m for m in sys.modules if m.startswith(('yaml', 'functions.core', 'functions.policies'))))")
+            "print(sorted(m for m in sys.modules if m.startswith(('yaml', 'functions.core.', 'functions.policies'))"
+            " and m != 'functions.core.values'))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=_env(),
                           timeout=60)
     assert done.returncode == 0, done.stderr

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from functions.core.policy import Policy
+from functions.core.values import value
 from functions.errors import ConfigError
 
 LATENCY_QUANTILE = 0.95
@@ -25,7 +26,7 @@ STABLE, CANARY = "stable", "canary"
 CUSTOM_VARS = ("namespace", "app", "stable", "canary", "window", "interval", "target")
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class RouterMetrics:
     """Where one router keeps its standard metrics."""
 
@@ -56,7 +57,7 @@ ROUTERS: dict[str, RouterMetrics] = {
 }  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Matcher:
     """Label values (exact, or a regular expression) that pick one version of one release."""
 
@@ -66,7 +67,7 @@ class Matcher:
         return all(re.fullmatch(rx, series.get(label, "")) is not None for label, rx in self.labels)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Target:
     """One release as the templates see it: who it is and which series are its stable and canary."""
 
@@ -162,7 +163,7 @@ def latency_query(router: str, targets: Iterable[tuple[Target, int]]) -> str:
     return " or ".join(terms)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Counts:
     requests: float = 0.0
     errors: float = 0.0

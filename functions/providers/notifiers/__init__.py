@@ -21,10 +21,10 @@ import re
 import threading
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from functions.core.policy import NotifySpec
+from functions.core.values import value
 from functions.errors import ConfigError, GraylaneError
 from functions.providers.notifiers._http import DEFAULT_DELIVERY, Delivery
 from functions.providers.notifiers.base import Notifier
@@ -47,7 +47,7 @@ NOTIFIERS: dict[str, type] = {
 __all__ = ["NOTIFIERS", "Delivery", "Failure", "FanOut", "make_notifier", "resolve"]
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Failure:
     channel: str  # "<index>:<kind>", e.g. "0:slack"
     notice: str  # the notice id

@@ -14,11 +14,11 @@ import json
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import cache
 from typing import Any
 from urllib.parse import urlsplit
 
+from functions.core.values import value
 from functions.errors import ConfigError, ProviderUnavailable
 
 USER_AGENT = "graylane-notifier/1"
@@ -30,7 +30,7 @@ Prepared = tuple[str, bytes, dict[str, str]]
 Check = Callable[[bytes], "tuple[str, bool] | None"]
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Delivery:
     """How hard to try: per-attempt timeout, attempts, and a total budget that bounds everything."""
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from functions.core.capabilities import CAPABILITIES
@@ -22,6 +22,7 @@ from functions.core.codec import from_plain
 from functions.core.effects import RoutePlan
 from functions.core.policy import Match
 from functions.core.targeting import BUCKET_HEADER, bucket_regex, cookie_regex, digit_regex
+from functions.core.values import value
 from functions.errors import ConfigError, ConflictError, NotFound, NotReady, Reject
 from functions.providers.kube import api_error
 
@@ -34,7 +35,7 @@ JSON_PATCH = "application/json-patch+json"
 DRIFTED = Match("header", name="graylane.dev~live-rules-differ")
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Kind:
     group: str
     version: str

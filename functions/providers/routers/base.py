@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Protocol
 
 from functions.core.effects import Protection, RoutePlan
+from functions.core.values import value
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class RouteTarget:
     """Which app's traffic to move: the policy's router options plus the workload names."""
 

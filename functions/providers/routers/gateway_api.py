@@ -18,10 +18,10 @@ or circuit breaker.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from functions.core.effects import STABLE_ONLY, Protection, RoutePlan
+from functions.core.values import value
 from functions.errors import ConfigError
 from functions.providers.routers._common import (
     Kind,
@@ -38,7 +38,7 @@ HTTP_ROUTE = Kind("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
 EVERY_PATH = {"type": "PathPrefix", "value": "/"}
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class _Setup:
     namespace: str
     http_route: str

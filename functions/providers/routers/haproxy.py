@@ -28,7 +28,6 @@ import ipaddress
 import math
 import re
 import socket
-from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 from typing import Any
@@ -36,6 +35,7 @@ from urllib.parse import quote, unquote
 
 from functions.core.effects import STABLE_ONLY, Protection, RoutePlan
 from functions.core.policy import CircuitBreaker, Match, RateLimit
+from functions.core.values import value
 from functions.errors import ConfigError, NotFound, ProviderUnavailable
 from functions.providers.routers.base import RouteTarget
 
@@ -102,7 +102,7 @@ def breaker_permille(breaker: CircuitBreaker) -> int:
     return round(float(found.group(1)) * 1000)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Layout:
     """Where one app's runtime state lives inside a running HAProxy."""
 

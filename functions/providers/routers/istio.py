@@ -19,10 +19,10 @@ outlier-detection equivalent and fails validation. Istio has no rate limit witho
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from functions.core.effects import STABLE_ONLY, Protection, RoutePlan
+from functions.core.values import value
 from functions.errors import ConfigError
 from functions.providers.routers._common import (
     PROTECTION_ANNOTATION,
@@ -44,7 +44,7 @@ EJECTION = {"interval": "10s", "baseEjectionTime": "30s", "maxEjectionPercent": 
 CONSECUTIVE_ERRORS = 5
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class _Setup:
     namespace: str
     virtual_service: str

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
 from typing import Any
 
 from functions.core.effects import STABLE_ONLY, Protection, RoutePlan
+from functions.core.values import value
 from functions.errors import ConfigError
 from functions.providers.routers._common import (
     Kind,
@@ -43,7 +43,7 @@ RULE_KEYS = (BY_HEADER, HEADER_VALUE, HEADER_PATTERN, BY_COOKIE)
 LIMIT_RPS, LIMIT_RPM, LIMIT_BURST = PREFIX + "limit-rps", PREFIX + "limit-rpm", PREFIX + "limit-burst-multiplier"
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class _Setup:
     namespace: str
     stable_ingress: str

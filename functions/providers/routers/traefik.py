@@ -18,11 +18,11 @@ always tries it first. With `traefikService` the weights live in that TraefikSer
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from functions.core.effects import STABLE_ONLY, Protection, RoutePlan
 from functions.core.policy import CircuitBreaker, Match, RateLimit
+from functions.core.values import value
 from functions.errors import ConfigError
 from functions.providers.routers._common import (
     Kind,
@@ -42,7 +42,7 @@ GROUPS = ("traefik.io", "traefik.containo.us")
 _PROTECTIONS = (("rate-limit", "rateLimit"), ("circuit-breaker", "circuitBreaker"))
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class _Setup:
     namespace: str
     ingress_route: str

@@ -16,10 +16,11 @@ import json
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, Protocol
 
+from functions.core.values import value
 from functions.errors import GraylaneError
 
 Headers = Mapping[str, str]  # lower-case names
@@ -41,7 +42,7 @@ class Malformed(GraylaneError):
         self.status = status
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Credentials:
     """What a source was configured with; empty everywhere means the source refuses everything."""
 
@@ -56,7 +57,7 @@ class Credentials:
         return bool(self.token or self.secret or (self.user and self.password))
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Push:
     """One tag (or digest) written to a registry, as the vendor reported it."""
 
@@ -68,7 +69,7 @@ class Push:
     delivery: str = ""  # vendor delivery id, when the vendor gives one
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class AlertNotice:
     """One alert of an Alertmanager group."""
 

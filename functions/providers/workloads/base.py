@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
+from functions.core.values import value
 
-@dataclass(frozen=True, slots=True)
+
+@value
 class WorkloadTarget:
     namespace: str
     app: str

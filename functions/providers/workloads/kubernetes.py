@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
+from functions.core.values import value
 from functions.errors import ConfigError, ConflictError, EffectFailed, GraylaneError, NotFound, NotReady
 from functions.providers.kube import api_error
 from functions.providers.workloads.base import WorkloadTarget
@@ -41,7 +41,7 @@ _STRIPPED_ANNOTATIONS = ("deployment.kubernetes.io/revision", "kubectl.kubernete
 _PROBES = ("livenessProbe", "readinessProbe", "startupProbe")
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Kind:
     group: str
     version: str
