@@ -353,7 +353,7 @@ def create_app() -> Starlette:
 
     configure_from_env()
     base = Settings.from_env()
-    policies: Policies = policies_from(base.policies)
+    policies: Policies = policies_from(base.policies, cache=base.policy_cache)
     from functions.approval_api import extra_routes
 
     bus = bus_from_env()

@@ -10,11 +10,14 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from functions.core import images
 from functions.core.policy import Policy
 from functions.errors import NotFound, PolicyError
+
+if TYPE_CHECKING:
+    from functions.policy_cache import PolicyCache
 
 POLICY_SUFFIXES = (".yaml", ".yml")
 
@@ -54,14 +57,21 @@ def load_policy_text(text: str, source: str = "") -> list[Policy]:
     return [parse_policy(doc, source) for doc in docs]
 
 
-def load_policy_file(path: str | os.PathLike[str]) -> list[Policy]:
-    """Every policy in the YAML file at path; raise PolicyError naming the file (unreadable files too)."""
+def load_policy_file(path: str | os.PathLike[str], cache: PolicyCache | None = None) -> list[Policy]:
+    """Every policy in the YAML file at path; raise PolicyError naming the file (unreadable files too).
+    With a cache, a file parsed before (same text, same graylane) is read from its compiled form."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
         raise PolicyError([("(file)", f"cannot read: {reason}")], str(path)) from err
-    return load_policy_text(text, str(path))
+    compiled = cache.get(text) if cache is not None else None
+    if compiled is not None:
+        return compiled
+    policies = load_policy_text(text, str(path))
+    if cache is not None:
+        cache.put(text, policies)
+    return policies
 
 
 Signature = tuple[int, int, int]  # mtime_ns, size, inode: a ConfigMap update swaps the inode
@@ -76,8 +86,9 @@ class DirectoryPolicies:
     """
 
     def __init__(self, path: str | os.PathLike[str], check_interval: float = 0.0,
-                 clock: Callable[[], float] | None = None) -> None:
+                 clock: Callable[[], float] | None = None, cache: PolicyCache | None = None) -> None:
         self.path = Path(path)
+        self.cache = cache
         self.check_interval = check_interval
         self._clock = clock or time.monotonic
         self._lock = threading.Lock()
@@ -148,7 +159,7 @@ class DirectoryPolicies:
 
     def _load(self, p: Path) -> None:
         try:
-            self._by_file[p] = load_policy_file(p)
+            self._by_file[p] = load_policy_file(p, self.cache)
             self._errors.pop(str(p), None)
         except PolicyError as err:
             self._errors[str(p)] = err  # keep the last good policies of p, if any

@@ -14,21 +14,25 @@ def build_runner(settings: Settings) -> Any:
 
     store = make_store(settings.store)
     providers = _providers(settings)
-    return Runner(store, policies_from(settings.policies), providers, _bus(settings), source=settings.source,
+    return Runner(store, policies_from(settings.policies, cache=settings.policy_cache), providers, _bus(settings), source=settings.source,
                   events_recorder=_events_recorder(settings, providers))  # fmt: skip
 
 
-def policies_from(url: str, context: str = "") -> Any:
+def policies_from(url: str, context: str = "", cache: str | None = None) -> Any:
     """The policy source `url` names: `configmap://` (in the kube `context`), or a directory of YAML that is
-    reloaded when edited."""
+    reloaded when edited, its files compiled once into the policy `cache` (default: GRAYLANE_POLICY_CACHE)."""
     if url.startswith("configmap://"):
         from functions.providers.kube import client_from
         from functions.providers.policysource import ConfigMapPolicies
 
         return ConfigMapPolicies(client_from(context=context or None))
-    from functions.policies import DirectoryPolicies
+    import os
 
-    return DirectoryPolicies(url, check_interval=5.0)
+    from functions.policies import DirectoryPolicies
+    from functions.policy_cache import PolicyCache
+
+    setting = os.environ.get("GRAYLANE_POLICY_CACHE", "") if cache is None else cache
+    return DirectoryPolicies(url, check_interval=5.0, cache=PolicyCache.configured(setting))
 
 
 def _providers(settings: Settings) -> Any:

@@ -15,6 +15,7 @@ PROVIDERS = ("recording", "kubernetes")
 class Settings:
     store: str = "sqlite:///graylane.db"  # sqlite:///PATH | memory:// | configmap://[?context=..&namespaces=..]
     policies: str = "infra/examples"  # a directory of policy YAML, or configmap://
+    policy_cache: str = ""  # compiled policies: a directory, "off", or "" for ~/.cache/graylane/policies
     providers: str = "recording"  # recording | kubernetes
     sink: str = ""  # Knative Broker URL for emitted events (K_SINK); empty: not published
     prometheus: str = "http://127.0.0.1:9090"
@@ -27,6 +28,7 @@ class Settings:
         s = cls(
             store=env.get("GRAYLANE_STORE", d.store),
             policies=env.get("GRAYLANE_POLICIES", d.policies),
+            policy_cache=env.get("GRAYLANE_POLICY_CACHE", d.policy_cache),
             providers=env.get("GRAYLANE_PROVIDERS", d.providers),
             sink=env.get("K_SINK", env.get("GRAYLANE_SINK", "")),
             prometheus=env.get("GRAYLANE_PROMETHEUS", d.prometheus),

@@ -7,8 +7,10 @@ binaries. Heavy imports (kubernetes, aiohttp) happen inside the fixtures.
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
+import tempfile
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -23,6 +25,9 @@ def pytest_configure(config: pytest.Config) -> None:
     # The test apiserver has a self-signed cert and the fixtures' clients don't verify it; with warnings
     # as errors, urllib3's InsecureRequestWarning would fail every cluster test.
     config.addinivalue_line("filterwarnings", "ignore::urllib3.exceptions.InsecureRequestWarning")
+    # compiled policies go to a private directory of this run, not the user's ~/.cache (inherited by the
+    # processes the tests start)
+    os.environ.setdefault("GRAYLANE_POLICY_CACHE", tempfile.mkdtemp(prefix="graylane-policy-cache-"))
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,9 @@
 """Frozen dataclasses <-> plain JSON values, driven by type hints. Pure.
 
 Fields equal to their default are left out, which keeps the stored state small and lets old
-documents load after a field is added.
+documents load after a field is added. A field named `kind` is the discriminator of a union (the
+policy's stages): it is always written, and from_plain picks the union member whose `kind` default
+matches it.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def to_plain(value: Any) -> Any:
         out: dict[str, Any] = {}
         for f in dataclasses.fields(value):
             v = getattr(value, f.name)
-            if v == _default_of(f):
+            if f.name != "kind" and v == _default_of(f):
                 continue
             out[f.name] = to_plain(v)
         return out
@@ -48,6 +50,15 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+@cache
+def _kind_of(tp: Any) -> Any:
+    """The `kind` default of a dataclass union member, or None."""
+    if not (isinstance(tp, type) and dataclasses.is_dataclass(tp)):
+        return None
+    found = next((f for f in dataclasses.fields(tp) if f.name == "kind"), None)
+    return None if found is None or found.default is _MISSING else found.default
+
+
 def from_plain(tp: Any, data: Any) -> Any:
     """Build a value of type `tp` from plain JSON data (the inverse of to_plain)."""
     origin = typing.get_origin(tp)
@@ -57,6 +68,13 @@ def from_plain(tp: Any, data: Any) -> Any:
         args = typing.get_args(tp)
         if data is None and type(None) in args:
             return None
+        kind = data.get("kind") if isinstance(data, dict) else None
+        tagged = [a for a in args if _kind_of(a) is not None]
+        if kind is not None and len(tagged) > 1:  # a union of kinds (Release | None is not one)
+            for arg in tagged:
+                if _kind_of(arg) == kind:
+                    return from_plain(arg, data)
+            raise ValueError(f"kind {kind!r} is not one of {[_kind_of(a) for a in tagged]}")
         errors = []
         for arg in args:
             if arg is type(None):

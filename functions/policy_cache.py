@@ -1,0 +1,100 @@
+"""Compiled policies: what a policy file parsed to, as JSON keyed by the file's content (cold start).
+
+Importing PyYAML and parsing + validating the policies costs ~30 ms, a sixth of a function's cold start.
+The first process that parses a file writes the policies it got here; later processes read the JSON
+instead and never import PyYAML. An entry is keyed by the SHA-256 of the file's text and a stamp of the
+parser's own source files, so an edited policy or an upgraded graylane simply misses. Only valid policies
+are stored, and an entry that does not decode is a miss. Entries are trusted only in a directory owned by
+this user and writable by nobody else: a planted entry could otherwise change a policy's approvers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
+
+from functions.core.policy import Policy
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1  # bump when the entry layout changes
+OFF = "off"
+_CORE = Path(__file__).parent / "core"
+
+
+class PolicyCache:
+    """Compiled policies in `directory` (created 0700 on first write; unwritable means no cache)."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+
+    @classmethod
+    def configured(cls, setting: str, env: Mapping[str, str] | None = None) -> PolicyCache | None:
+        """The cache GRAYLANE_POLICY_CACHE names: a directory, "off", or "" for the user's cache directory."""
+        if setting == OFF:
+            return None
+        if setting:
+            return cls(setting)
+        env = os.environ if env is None else env
+        base = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME") or Path.home()) / ".cache")
+        return cls(Path(base) / "graylane" / "policies")
+
+    def get(self, text: str) -> list[Policy] | None:
+        """The policies `text` parsed to when it was stored, or None (a miss)."""
+        from functions.core.codec import from_plain
+
+        path = self._entry(text)
+        try:
+            if not (_trusted(self.directory) and _trusted(path)):
+                return None
+            entry = json.loads(path.read_bytes())
+            if entry.get("format") != FORMAT:
+                return None
+            return [from_plain(Policy, plain) for plain in entry["policies"]]
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:
+            log.debug("policy cache entry %s unusable (%s): parsing the file", path, err)
+            return None
+
+    def put(self, text: str, policies: list[Policy]) -> None:
+        """Store what `text` parsed to; a failure (read-only file system, ...) only costs the next parse."""
+        from functions.core.codec import to_plain
+
+        body = json.dumps({"format": FORMAT, "policies": [to_plain(p) for p in policies]}, sort_keys=True)
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not _trusted(self.directory):
+                log.warning("policy cache %s is not private to this user: not writing to it", self.directory)
+                return
+            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")  # created 0600
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(body)
+            os.replace(tmp, self._entry(text))
+        except OSError as err:
+            log.debug("policy cache %s not written: %s", self.directory, err)
+
+    def _entry(self, text: str) -> Path:
+        digest = hashlib.sha256(f"{FORMAT}\0{_parser_stamp()}\0".encode() + text.encode("utf-8")).hexdigest()
+        return self.directory / f"{digest}.json"
+
+
+@cache
+def _parser_stamp() -> str:
+    """Names, sizes and modification times of the model and parser sources: changes with graylane."""
+    parts = []
+    for source in [*sorted(_CORE.glob("*.py")), _CORE.parent / "policies.py"]:
+        st = source.stat()
+        parts.append(f"{source.name}:{st.st_size}:{st.st_mtime_ns}")
+    return ";".join(parts)
+
+
+def _trusted(path: Path) -> bool:
+    st = path.stat()
+    return st.st_uid == os.getuid() and not st.st_mode & 0o022
