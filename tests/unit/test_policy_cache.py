@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -44,7 +44,7 @@ def no_parsing(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def entries(cache: PolicyCache) -> list[Path]:
-    return sorted(cache.directory.glob("*.json")) if cache.directory.exists() else []
+    return sorted(cache.directory.glob("*.pickle")) if cache.directory.exists() else []
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
@@ -97,10 +97,12 @@ def test_a_corrupt_entry_is_parsed_again_and_rewritten(tmp_path: Path, cache: Po
     path.write_text(policy_yaml("a"))
     good = load_policy_file(path, cache)
     [entry] = entries(cache)
-    for broken in ("{not json", json.dumps({"format": 1, "policies": [{"stages": 7}]}), json.dumps([])):
-        entry.write_text(broken)
+    truncated = entry.read_bytes()[:40]
+    for broken in (b"not a pickle", truncated, pickle.dumps((1, good)), pickle.dumps((policy_cache.FORMAT, ["x"])),
+                   pickle.dumps({"format": policy_cache.FORMAT})):  # fmt: skip
+        entry.write_bytes(broken)
         assert load_policy_file(path, cache) == good
-        assert json.loads(entry.read_text())["format"] == policy_cache.FORMAT
+        assert pickle.loads(entry.read_bytes()) == (policy_cache.FORMAT, good)
 
 
 def test_invalid_policies_are_never_cached(tmp_path: Path, cache: PolicyCache) -> None:
@@ -149,7 +151,7 @@ def test_validate_compile_fills_the_cache_and_a_fresh_process_never_imports_yaml
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     monkeypatch.setenv("GRAYLANE_POLICY_CACHE", str(tmp_path / "cache"))
     assert main(["validate", "--compile", str(ROOT / "infra" / "examples")]) == 0
-    assert len(list((tmp_path / "cache").glob("*.json"))) == len(EXAMPLES)
+    assert len(list((tmp_path / "cache").glob("*.pickle"))) == len(EXAMPLES)
     code = ("import sys; from functions.runtime import policies_from; ps = policies_from(sys.argv[1]); "
             "print(len(ps.all()), ps.errors, 'yaml' in sys.modules)")
     env = {**os.environ, "GRAYLANE_POLICY_CACHE": str(tmp_path / "cache")}
