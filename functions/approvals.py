@@ -87,7 +87,7 @@ class Approvals:
         base = {"app": req.app, "action": req.action}
         if req.action not in ACTIONS:
             return Result(400, "invalid", f"unknown action {req.action[:40]!r}; expected one of {', '.join(ACTIONS)}", **base)
-        if not (len(req.app) <= 317 and catalog._APP.fullmatch(req.app)):
+        if not catalog.is_app(req.app):
             return Result(400, "invalid", f"app {req.app[:80]!r} is not {catalog.APP_EXPECTED}", **base)
         policy = self.policy(req.app)
         if policy is None:

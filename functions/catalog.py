@@ -42,16 +42,33 @@ REGISTRY_SOURCES = (
 COMMAND_VIA = ("cli", "api", "slack", "dingtalk", "feishu", "wecom", "system")
 
 # The same expressions as events/_defs.json and the image.pushed schema, without anchors (we fullmatch).
-_APP = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
-_TIME = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})"
-)
-_REPOSITORY = re.compile(
+# Strings, not compiled patterns: re compiles (and caches) each on first use, so a function only pays
+# for the ones its events need (cold start).
+_APP = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-a-z0-9.]*[a-z0-9])?"
+_TIME = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})"
+_REPOSITORY = (
     r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*(?::[0-9]+)?/)?"
     r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
 )
-_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-_DIGEST = re.compile(r"sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128}")
+_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
+_DIGEST = r"sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128}"
+
+
+def is_app(text: str) -> bool:
+    """`namespace/name` with Kubernetes names (what every subject and app field must be)."""
+    return len(text) <= 317 and re.fullmatch(_APP, text) is not None
+
+
+def is_repository(text: str) -> bool:
+    return len(text) <= 255 and re.fullmatch(_REPOSITORY, text) is not None
+
+
+def is_tag(text: str) -> bool:
+    return re.fullmatch(_TAG, text) is not None
+
+
+def is_digest(text: str) -> bool:
+    return re.fullmatch(_DIGEST, text) is not None
 
 APP_EXPECTED = "namespace/name (lowercase Kubernetes names)"
 
@@ -91,7 +108,7 @@ def _text(
     required: bool = False,
     min_len: int = 0,
     max_len: int = 2048,
-    pattern: re.Pattern[str] | None = None,
+    pattern: str | None = None,
     expected: str = "",
 ) -> str:
     expected = expected or f"a string of {min_len}..{max_len} characters"
@@ -103,7 +120,7 @@ def _text(
     value = data[key]
     if not isinstance(value, str) or not min_len <= len(value) <= max_len:
         raise _not_allowed(where, value, expected)
-    if pattern is not None and not pattern.fullmatch(value):
+    if pattern is not None and not re.fullmatch(pattern, value):
         raise _not_allowed(where, value, expected)
     return value
 
@@ -333,7 +350,7 @@ def _subject(attrs: Mapping[str, Any]) -> str:
     subject = attrs.get("subject")
     if subject is None or subject == "":
         return ""
-    if not isinstance(subject, str) or len(subject) > 317 or not _APP.fullmatch(subject):
+    if not isinstance(subject, str) or not is_app(subject):
         raise _not_allowed("subject", subject, APP_EXPECTED)
     return subject
 

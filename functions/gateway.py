@@ -46,7 +46,6 @@ from functions.providers.sources.base import (
     Push,
     Source,
     Unauthenticated,
-    is_tag,
     rfc3339_or_empty,
 )
 
@@ -155,10 +154,6 @@ def matching_policies(policies: Iterable[Policy], repository: str, tag: str) -> 
             if images.normalize_repository(p.image.repository) == wanted and images.tag_matches(p.image, tag)]
 
 
-def _valid_repository(repository: str) -> bool:
-    return len(repository) <= 255 and bool(catalog._REPOSITORY.fullmatch(repository))
-
-
 def push_events(source: str, pushes: Sequence[Push], policies: Policies, settings: GatewaySettings,
                 credentials: Credentials) -> tuple[list[Any], list[dict[str, str]]]:
     """(CloudEvents, ignored pushes); raise Malformed for an unusable repository, Forbidden outside the allowlist."""
@@ -166,7 +161,7 @@ def push_events(source: str, pushes: Sequence[Push], policies: Policies, setting
     ignored: list[dict[str, str]] = []
     known = policies.all()
     for i, push in enumerate(pushes):
-        if not _valid_repository(push.repository):
+        if not catalog.is_repository(push.repository):
             raise Malformed(f"webhook source {source}: push {i}: repository {push.repository[:80]!r} is not an "
                             "image repository such as registry.example.com/team/web")
         allowed = credentials.repositories
@@ -174,7 +169,7 @@ def push_events(source: str, pushes: Sequence[Push], policies: Policies, setting
         if allowed and not any(name == p or name.startswith(p + "/") for p in allowed):
             raise Forbidden(f"webhook source {source} may not announce repository {push.repository}; allowed: "
                             + ", ".join(allowed))
-        if not is_tag(push.tag):
+        if not catalog.is_tag(push.tag):
             ignored.append({"repository": push.repository, "tag": push.tag, "reason": "pushed without a tag"})
             continue
         matched = matching_policies(known, push.repository, push.tag)
@@ -208,7 +203,7 @@ def alert_app(labels: Mapping[str, str]) -> str:
     app = labels.get("graylane_app", "")
     if not app and labels.get("namespace") and labels.get("app"):
         app = f"{labels['namespace']}/{labels['app']}"
-    return app if len(app) <= 317 and catalog._APP.fullmatch(app) else ""
+    return app if catalog.is_app(app) else ""
 
 
 def alert_events(source: str, notices: Sequence[AlertNotice],

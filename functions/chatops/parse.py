@@ -15,7 +15,7 @@ import re
 import shlex
 from dataclasses import field
 
-from functions.catalog import _APP, _TAG
+from functions.catalog import is_app, is_tag
 from functions.core.events import ACTIONS
 from functions.core.values import value
 from functions.errors import GraylaneError
@@ -78,7 +78,7 @@ def parse(text: str) -> ParsedCommand:
     if len(words) < 2:
         raise UsageError(f"{action} needs an app; usage: {USAGE[action]}")
     app = words[1].lower()
-    if not _APP.fullmatch(app) or len(app) > 317:
+    if not is_app(app):
         raise UsageError(f"{words[1][:80]!r} is not an app; expected namespace/name such as pro/flask; "
                          f"usage: {USAGE[action]}")
     rest, reason = _split_reason(words[2:])
@@ -155,7 +155,7 @@ def _rollback(action: str, app: str, rest: list[str], reason: str) -> ParsedComm
     if len(rest) > 1:
         raise _fail(action, f"unexpected {' '.join(rest[1:])[:80]!r} (a reason goes after --)")
     version = rest[0] if rest else ""
-    if version and not _TAG.fullmatch(version):
+    if version and not is_tag(version):
         raise _fail(action, f"{version[:80]!r} is not a version tag such as v1.2.0")
     return ParsedCommand(action, app, version=version, reason=reason)
 

@@ -14,13 +14,14 @@ from collections.abc import Iterable
 from functions.core.policy import ImageRule, Policy
 from functions.core.values import value
 
-_VERSION = re.compile(
+# Strings: re compiles (and caches) them on first use, so only semver rules pay for them (cold start).
+_VERSION = (
     r"v?(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
     r"(?:-((?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*)(?:\.(?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*))*))?"
     r"(?:\+([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?"
 )
 _X = r"(?:0|[1-9]\d*|[xX*])"
-_PARTIAL = re.compile(rf"(>=|<=|>|<|=|\^|~)?\s*v?({_X})(?:\.({_X})(?:\.({_X})(?:-([0-9A-Za-z.-]+))?)?)?")
+_PARTIAL = rf"(>=|<=|>|<|=|\^|~)?\s*v?({_X})(?:\.({_X})(?:\.({_X})(?:-([0-9A-Za-z.-]+))?)?)?"
 
 
 @value
@@ -54,7 +55,7 @@ def _prerelease(text: str | None) -> tuple[int | str, ...]:
 
 def parse_version(text: str) -> Version:
     """Parse `1.2.3`, `v1.2.3-rc.1+build.5`; raise ValueError otherwise (build metadata is ignored)."""
-    m = _VERSION.fullmatch(text.strip())
+    m = re.fullmatch(_VERSION, text.strip())
     if not m:
         raise ValueError(f"{text!r} is not a semantic version (MAJOR.MINOR.PATCH[-pre][+build])")
     return Version(int(m[1]), int(m[2]), int(m[3]), _prerelease(m[4]))
@@ -132,7 +133,7 @@ def parse_range(text: str) -> Range:
             spec = f">={hyphen[1]} <={hyphen[2]}"
         comparators: list[Comparator] = []
         for part in spec.split():
-            m = _PARTIAL.fullmatch(part)
+            m = re.fullmatch(_PARTIAL, part)
             if not m:
                 raise ValueError(f"{part!r} is not a version comparator (e.g. >=1.2.0, ^1.2, ~1.2.3, 1.x, *)")
             comparators += _expand(m[1] or "", m[2], m[3], m[4], m[5])

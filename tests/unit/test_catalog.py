@@ -516,3 +516,14 @@ def test_to_domain_does_not_import_jsonschema_or_cloudevents() -> None:
     ).stdout
 
     assert out.split("\n")[:2] == ["approve", "[]"]
+
+
+def test_name_predicates_follow_the_catalog_patterns() -> None:
+    from functions.catalog import is_app, is_digest, is_repository, is_tag
+
+    assert is_app("pro/flask") and is_app("a/" + "b" * 315) and not is_app("a/" + "b" * 316)
+    assert not is_app("Pro/flask") and not is_app("flask") and not is_app("pro/flask/x")
+    assert is_repository("registry.example.com:5000/team/app") and not is_repository("Team/App")
+    assert not is_repository("a" * 256)
+    assert is_tag("v1.2.0") and is_tag("x" * 128) and not is_tag("x" * 129) and not is_tag("-v1")
+    assert is_digest("sha256:" + "a" * 64) and not is_digest("sha256:" + "a" * 63)

@@ -20,6 +20,7 @@ from dataclasses import field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, Protocol
 
+from functions import catalog
 from functions.core.values import value
 from functions.errors import GraylaneError
 
@@ -255,18 +256,11 @@ def get_str(source: str, data: Mapping[str, Any], key: str, path: str, *, requir
     return value.strip()
 
 
-_DIGEST = re.compile(r"sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128}")
-_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-
-
 def digest_or_empty(value: str) -> str:
     """A manifest digest we can pin to; anything else (shortened doc examples, image ids) is dropped."""
     value = value.strip().lower()
-    return value if _DIGEST.fullmatch(value) else ""
+    return value if catalog.is_digest(value) else ""
 
-
-def is_tag(value: str) -> bool:
-    return bool(_TAG.fullmatch(value))
 
 
 def repository_name(host: str, path: str) -> str:
