@@ -140,7 +140,7 @@ def _first_answer(name: str, port: int, data: str, headers: dict[str, str], star
 
 @suite("coldstart")
 def bench_coldstart(args: argparse.Namespace) -> dict[str, Any]:
-    runs = 3 if args.quick else 9
+    runs = 3 if args.quick else 15
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         template = workdir / "seeded.db"

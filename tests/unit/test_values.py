@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import pickle
 from dataclasses import field
+from typing import ClassVar
 
 import pytest
 
@@ -124,3 +125,32 @@ def test_inheritance_and_field_order_mistakes_are_refused() -> None:
         class Broken:
             a: int = 1
             b: int
+
+
+def test_class_variables_stay_on_the_class_and_mutable_defaults_are_refused() -> None:
+    @value
+    class Kind:
+        label: ClassVar[str] = "push"
+        name: str = "x"
+
+    assert [f.name for f in dataclasses.fields(Kind)] == ["name"]
+    assert Kind.label == "push" and Kind().label == "push" and Kind.__slots__ == ("name",)
+    with pytest.raises(ValueError, match="mutable default for tags"):
+
+        @value
+        class Shared:
+            tags: list[str] = []  # noqa: RUF012
+
+
+def test_init_is_compiled_on_first_use_with_the_field_signature() -> None:
+    import inspect
+
+    @value
+    class Lazy:
+        a: int
+        b: str = "x"
+
+    assert list(inspect.signature(Lazy.__init__).parameters) == ["self", "args", "kwargs"]  # not compiled yet
+    assert Lazy(1).b == "x"
+    assert list(inspect.signature(Lazy.__init__).parameters) == ["self", "a", "b"]
+    assert Lazy(2, b="y") == Lazy(a=2, b="y")
