@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from functions.core import events as ev
 from functions.errors import ConflictError, GraylaneError
-from functions.providers.kube import api_error
+from functions.providers.kube import api_error, request
 
 if TYPE_CHECKING:
     from functions.core.events import Emitted
@@ -110,14 +110,6 @@ class KubeEventRecorder:
         self.api_client = api_client
         self.clock = clock
         self.instance = instance or socket.gethostname()
-        self._core: Any = None
-
-    def _api(self) -> Any:
-        if self._core is None:
-            from kubernetes import client
-
-            self._core = client.CoreV1Api(self.api_client)
-        return self._core
 
     def body(self, policy: Policy, release: Release | None, emitted_type: str, reason: str, message: str,
              *, generation: int, index: int) -> dict[str, Any]:  # fmt: skip
@@ -151,7 +143,8 @@ class KubeEventRecorder:
         body = self.body(policy, release, emitted_type, reason, message, generation=generation, index=index)
         name = f"{policy.namespace}/{body['metadata']['name']}"
         try:
-            self._api().create_namespaced_event(policy.namespace, body)
+            request(self.api_client, "POST", "/api/v1/namespaces/{namespace}/events", {"namespace": policy.namespace},
+                    body=body)  # fmt: skip
         except Exception as err:  # classified by api_error: 409 means a retry already created it
             failure = api_error(err, "Event", name, "create")
             if isinstance(failure, ConflictError):

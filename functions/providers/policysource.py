@@ -11,15 +11,13 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from functions.core.images import match_policy
 from functions.core.policy import Policy
 from functions.core.policy_parse import parse_policy
 from functions.core.values import value
 from functions.errors import ConfigError, NotFound, PolicyError
 from functions.policies import yaml_documents
-from functions.providers.kube import api_error
+from functions.providers.kube import api_error, request
 
 if TYPE_CHECKING:
     import kubernetes.client
@@ -51,9 +49,7 @@ class ConfigMapPolicies:
         namespaces: list[str] | None = None,
         timeout: float = 5.0,
     ) -> None:
-        from kubernetes.client import CoreV1Api
-
-        self._core = CoreV1Api(api_client)
+        self._api = api_client
         self._namespaces = list(namespaces) if namespaces is not None else None
         self._timeout = timeout
 
@@ -95,25 +91,23 @@ class ConfigMapPolicies:
 
     def _read(self, namespace: str | None) -> list[_Found]:
         where = f"{namespace or '*'}/*"
+        path, params = ("/api/v1/configmaps", {}) if namespace is None else \
+            ("/api/v1/namespaces/{namespace}/configmaps", {"namespace": namespace})
         try:
-            if namespace is None:
-                page = self._core.list_config_map_for_all_namespaces(
-                    label_selector=ROLE_SELECTOR, _request_timeout=self._timeout
-                )
-            else:
-                page = self._core.list_namespaced_config_map(
-                    namespace, label_selector=ROLE_SELECTOR, _request_timeout=self._timeout
-                )
+            page = request(self._api, "GET", path, params, query=[("labelSelector", ROLE_SELECTOR)],
+                           timeout=self._timeout)  # fmt: skip
         except Exception as err:  # classified by api_error
             raise api_error(err, "ConfigMap", where, "list") from err
-        items = sorted(page.items, key=lambda cm: (cm.metadata.namespace, cm.metadata.name))
+        items = sorted(page.get("items") or [], key=lambda cm: (cm["metadata"]["namespace"], cm["metadata"]["name"]))
         return [found for cm in items for found in _parse_configmap(cm)]
 
 
-def _parse_configmap(cm: Any) -> list[_Found]:
-    namespace, cm_name = cm.metadata.namespace, cm.metadata.name
+def _parse_configmap(cm: dict[str, Any]) -> list[_Found]:
+    import yaml
+
+    namespace, cm_name = cm["metadata"]["namespace"], cm["metadata"]["name"]
     source = f"ConfigMap {namespace}/{cm_name}"
-    text = (cm.data or {}).get(DATA_KEY)
+    text = (cm.get("data") or {}).get(DATA_KEY)
     if text is None:
         return [_Found(source, None, None, PolicyError([(DATA_KEY, "missing key")], source))]
     try:

@@ -11,11 +11,10 @@ before trusting either outcome; the runner does so by looking for its event id i
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 from functions.errors import ConfigError, ConflictError, NotFound, Reject
-from functions.providers.kube import api_error
+from functions.providers.kube import api_error, request
 
 if TYPE_CHECKING:
     import kubernetes.client
@@ -31,6 +30,9 @@ ROLE_LABEL = "graylane.dev/role"
 APP_LABEL = "graylane.dev/app"
 SELECTOR = f"app.kubernetes.io/managed-by=graylane,{ROLE_LABEL}=state"
 _LIST_PAGE = 500
+_ALL = "/api/v1/configmaps"
+_MANY = "/api/v1/namespaces/{namespace}/configmaps"
+_ONE = "/api/v1/namespaces/{namespace}/configmaps/{name}"
 
 
 def split_app(app: str) -> tuple[str, str]:
@@ -60,9 +62,7 @@ class ConfigMapStore:
         namespaces: list[str] | None = None,
         timeout: float = 5.0,
     ) -> None:
-        from kubernetes.client import CoreV1Api
-
-        self._core = CoreV1Api(api_client)
+        self._api = api_client
         self._namespaces = list(namespaces) if namespaces is not None else None
         self._timeout = timeout
 
@@ -74,7 +74,7 @@ class ConfigMapStore:
         """
         namespace, name = split_app(app)
         try:
-            body = self._call("get", app, self._core.read_namespaced_config_map, _cm(name), namespace)
+            body = self._call("get", app, "GET", _ONE, {"namespace": namespace, "name": _cm(name)})
         except NotFound:
             return None, None
         return (body.get("data") or {}).get(DATA_KEY), body["metadata"]["resourceVersion"]
@@ -85,12 +85,10 @@ class ConfigMapStore:
         check_size(app, document, "ConfigMap")
         body = _body(name, document, expected_version)
         if expected_version is None:
-            created = self._call("create", app, self._core.create_namespaced_config_map, namespace, body)
+            created = self._call("create", app, "POST", _MANY, {"namespace": namespace}, body=body)
             return str(created["metadata"]["resourceVersion"])
         try:
-            replaced = self._call(
-                "replace", app, self._core.replace_namespaced_config_map, _cm(name), namespace, body
-            )
+            replaced = self._call("replace", app, "PUT", _ONE, {"namespace": namespace, "name": _cm(name)}, body=body)
         except NotFound as err:
             # Deleted since it was loaded: the expected version is gone, exactly a lost CAS.
             raise ConflictError(
@@ -112,31 +110,24 @@ class ConfigMapStore:
         items: list[dict[str, Any]] = []
         token: str | None = None
         while True:
-            page_args: dict[str, Any] = {"label_selector": SELECTOR, "limit": _LIST_PAGE}
+            query: list[tuple[str, Any]] = [("labelSelector", SELECTOR), ("limit", _LIST_PAGE)]
             if token:
-                page_args["_continue"] = token
+                query.append(("continue", token))
             if namespace is None:
-                page = self._call("list", "*", self._core.list_config_map_for_all_namespaces, **page_args)
+                page = self._call("list", "*", "GET", _ALL, {}, query=query)
             else:
-                page = self._call(
-                    "list", f"{namespace}/*", self._core.list_namespaced_config_map, namespace, **page_args
-                )
+                page = self._call("list", f"{namespace}/*", "GET", _MANY, {"namespace": namespace}, query=query)
             items.extend(page.get("items") or [])
             token = (page.get("metadata") or {}).get("continue")
             if not token:
                 return items
 
-    def _call(self, verb: str, app: str, method: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    def _call(self, verb: str, app: str, method: str, path: str, path_params: dict[str, str],
+              **kwargs: Any) -> dict[str, Any]:  # fmt: skip
         """Run one API call, returning the raw JSON body (the client's models are slow and unneeded)."""
         where = app if "*" in app else _where(app)
         try:
-            response = method(*args, _preload_content=False, _request_timeout=self._timeout, **kwargs)
-            try:
-                data = response.data  # the body is read here: a timeout can still strike
-            finally:
-                response.release_conn()
-            result: dict[str, Any] = json.loads(data)
-            return result
+            return request(self._api, method, path, path_params, timeout=self._timeout, **kwargs)
         except Exception as err:  # classified by api_error; an unknown one stays a GraylaneError
             raise api_error(err, "ConfigMap", where, verb) from err
 
