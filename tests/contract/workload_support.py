@@ -8,7 +8,7 @@ from typing import Any
 
 from kubernetes import client
 
-from functions.errors import NotReady
+from functions.errors import ConflictError, NotReady
 from tests.k8s.cluster import wait_deployment_ready
 
 REPO = "registry.example.com/flask"
@@ -51,15 +51,19 @@ def image_of(dep: dict[str, Any], container: str = "flask") -> str:
 
 
 def until_ready(call: Callable[[], None], timeout: float = 45.0) -> list[str]:
-    """Call until it stops raising NotReady; returns the NotReady messages seen on the way."""
+    """Call until it stops raising NotReady; returns the NotReady messages seen on the way.
+
+    A ConflictError (the controller updated the Deployment between our read and our guarded patch) is
+    retried too, as the runner retries a pending effect on the next tick."""
     seen: list[str] = []
     deadline = time.monotonic() + timeout
     while True:
         try:
             call()
             return seen
-        except NotReady as err:
-            seen.append(str(err))
+        except (NotReady, ConflictError) as err:
+            if isinstance(err, NotReady):
+                seen.append(str(err))
             if time.monotonic() > deadline:
                 raise TimeoutError(f"still not ready after {timeout:.0f}s: {err}") from err
             time.sleep(0.2)
