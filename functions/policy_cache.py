@@ -45,7 +45,12 @@ class PolicyCache:
         if setting:
             return cls(setting)
         env = os.environ if env is None else env
-        base = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME") or Path.home()) / ".cache")
+        base = env.get("XDG_CACHE_HOME")
+        if not base:
+            try:
+                base = str(Path(env.get("HOME") or Path.home()) / ".cache")
+            except RuntimeError:  # a user without a home (no HOME, no passwd entry): no cache, just parsing
+                return None
         return cls(Path(base) / "graylane" / "policies")
 
     def get(self, text: str) -> list[Policy] | None:

@@ -147,6 +147,14 @@ def test_configured_cache_directory() -> None:
     assert xdg is not None and xdg.directory == Path("/xdg/graylane/policies")
 
 
+def test_a_user_without_a_home_gets_no_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_home() -> Path:
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(Path, "home", staticmethod(no_home))
+    assert PolicyCache.configured("", env={}) is None
+
+
 def test_validate_compile_fills_the_cache_and_a_fresh_process_never_imports_yaml(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     monkeypatch.setenv("GRAYLANE_POLICY_CACHE", str(tmp_path / "cache"))
