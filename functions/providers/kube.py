@@ -19,7 +19,7 @@ from functions.errors import ConfigError, ConflictError, GraylaneError, NotFound
 if TYPE_CHECKING:
     import kubernetes.client
 
-__all__ = ["api_error", "client_from", "request"]
+__all__ = ["api_error", "client_from", "list_configmaps", "request"]
 
 _clients: dict[str, type] = {}
 
@@ -114,6 +114,27 @@ def request(api_client: kubernetes.client.ApiClient, method: str, path: str, pat
         raise ApiException.from_response(http_resp=response, body=None, data=None)
     result: dict[str, Any] = json.loads(response.data)
     return result
+
+
+def list_configmaps(api_client: kubernetes.client.ApiClient, namespace: str | None, selector: str,
+                    timeout: float | None = None, page: int = 500) -> list[dict[str, Any]]:
+    """Every ConfigMap matching `selector` in `namespace` (None: all namespaces), paged; raises GraylaneError."""
+    path, params = ("/api/v1/configmaps", {}) if namespace is None else \
+        ("/api/v1/namespaces/{namespace}/configmaps", {"namespace": namespace})
+    items: list[dict[str, Any]] = []
+    token = ""
+    while True:
+        query: list[tuple[str, Any]] = [("labelSelector", selector), ("limit", page)]
+        if token:
+            query.append(("continue", token))
+        try:
+            body = request(api_client, "GET", path, params, query=query, timeout=timeout)
+        except Exception as err:  # classified by api_error
+            raise api_error(err, "ConfigMap", f"{namespace or '*'}/*", "list") from err
+        items.extend(body.get("items") or [])
+        token = (body.get("metadata") or {}).get("continue") or ""
+        if not token:
+            return items
 
 
 def api_error(err: BaseException, kind: str, name: str, verb: str) -> GraylaneError:

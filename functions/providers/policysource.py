@@ -17,7 +17,7 @@ from functions.core.policy_parse import parse_policy
 from functions.core.values import value
 from functions.errors import ConfigError, NotFound, PolicyError
 from functions.policies import yaml_documents
-from functions.providers.kube import api_error, request
+from functions.providers.kube import list_configmaps
 
 if TYPE_CHECKING:
     import kubernetes.client
@@ -90,15 +90,8 @@ class ConfigMapPolicies:
         return match_policy(self.all(), repository, tag)
 
     def _read(self, namespace: str | None) -> list[_Found]:
-        where = f"{namespace or '*'}/*"
-        path, params = ("/api/v1/configmaps", {}) if namespace is None else \
-            ("/api/v1/namespaces/{namespace}/configmaps", {"namespace": namespace})
-        try:
-            page = request(self._api, "GET", path, params, query=[("labelSelector", ROLE_SELECTOR)],
-                           timeout=self._timeout)  # fmt: skip
-        except Exception as err:  # classified by api_error
-            raise api_error(err, "ConfigMap", where, "list") from err
-        items = sorted(page.get("items") or [], key=lambda cm: (cm["metadata"]["namespace"], cm["metadata"]["name"]))
+        items = sorted(list_configmaps(self._api, namespace, ROLE_SELECTOR, self._timeout),
+                       key=lambda cm: (cm["metadata"]["namespace"], cm["metadata"]["name"]))
         return [found for cm in items for found in _parse_configmap(cm)]
 
 

@@ -131,3 +131,17 @@ def test_namespaces_limit_all(kube: Any, core: Any, ns: str) -> None:
     assert ConfigMapPolicies(api_client, namespaces=["default"]).all() == []
     assert f"{ns}/web" in [p.app for p in ConfigMapPolicies(api_client).all()]
     api_client.close()
+
+
+def test_list_configmaps_follows_continue_tokens_across_pages(kube: Any, ns: str, core: Any) -> None:
+    from functions.providers.kube import list_configmaps
+
+    for i in range(5):
+        core.create_namespaced_config_map(ns, {"metadata": {"name": f"cm-{i}", "labels": {"pick": "yes"}}})
+    core.create_namespaced_config_map(ns, {"metadata": {"name": "other", "labels": {"pick": "no"}}})
+    api_client = client_from(configuration=kube.configuration)
+    try:
+        names = sorted(cm["metadata"]["name"] for cm in list_configmaps(api_client, ns, "pick=yes", page=2))
+    finally:
+        api_client.close()
+    assert names == [f"cm-{i}" for i in range(5)]

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from functions.errors import ConfigError, ConflictError, NotFound, Reject
-from functions.providers.kube import api_error, request
+from functions.providers.kube import api_error, list_configmaps, request
 
 if TYPE_CHECKING:
     import kubernetes.client
@@ -29,8 +29,6 @@ NAME_PREFIX = "graylane-"
 ROLE_LABEL = "graylane.dev/role"
 APP_LABEL = "graylane.dev/app"
 SELECTOR = f"app.kubernetes.io/managed-by=graylane,{ROLE_LABEL}=state"
-_LIST_PAGE = 500
-_ALL = "/api/v1/configmaps"
 _MANY = "/api/v1/namespaces/{namespace}/configmaps"
 _ONE = "/api/v1/namespaces/{namespace}/configmaps/{name}"
 
@@ -100,27 +98,11 @@ class ConfigMapStore:
         """Every app with a state ConfigMap in the configured namespaces, sorted."""
         apps: set[str] = set()
         for namespace in self._namespaces if self._namespaces is not None else [None]:
-            for item in self._list(namespace):
+            for item in list_configmaps(self._api, namespace, SELECTOR, self._timeout):
                 meta = item["metadata"]
                 name = (meta.get("labels") or {}).get(APP_LABEL) or meta["name"].removeprefix(NAME_PREFIX)
                 apps.add(f"{meta['namespace']}/{name}")
         return sorted(apps)
-
-    def _list(self, namespace: str | None) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
-        token: str | None = None
-        while True:
-            query: list[tuple[str, Any]] = [("labelSelector", SELECTOR), ("limit", _LIST_PAGE)]
-            if token:
-                query.append(("continue", token))
-            if namespace is None:
-                page = self._call("list", "*", "GET", _ALL, {}, query=query)
-            else:
-                page = self._call("list", f"{namespace}/*", "GET", _MANY, {"namespace": namespace}, query=query)
-            items.extend(page.get("items") or [])
-            token = (page.get("metadata") or {}).get("continue")
-            if not token:
-                return items
 
     def _call(self, verb: str, app: str, method: str, path: str, path_params: dict[str, str],
               **kwargs: Any) -> dict[str, Any]:  # fmt: skip
