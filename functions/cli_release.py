@@ -258,8 +258,21 @@ def _lines(action: str, data: Any) -> list[str]:
     return present.table([row], present.LIST_COLUMNS).splitlines() if row else []
 
 
-@command("status", "show an app's release: phase, stage, gate, weight, latest verdict", _common)
+def _status_args(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    p.add_argument("-w", "--watch", action="store_true", help="follow the release live until it ends (Ctrl-C stops)")
+    p.add_argument("--interval", type=float, default=2.0, help="with --watch: seconds between looks (default 2)")
+
+
+@command("status", "show an app's release: phase, stage, gate, weight, latest verdict (-w: live)", _status_args)
 def status(args: argparse.Namespace) -> int:
+    if args.watch:
+        if not 0.1 <= args.interval <= 3600:
+            print("graylane status: --interval must be 0.1..3600 seconds", file=sys.stderr)
+            return EXIT_USAGE
+        from functions.cli_watch import watch
+
+        return _run(args, lambda backend: watch(args, backend))
     return _read(args, "status", {})
 
 

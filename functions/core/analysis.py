@@ -60,7 +60,7 @@ def _judge_metric(analysis: Analysis, check: MetricCheck, sample: MetricSample |
                             query=sample.query)  # fmt: skip
     if sample.canary_requests is not None and sample.canary_requests < analysis.min_requests:
         return MetricResult(
-            check.name, INCONCLUSIVE, f"{sample.canary_requests:g} canary requests < {analysis.min_requests}",
+            check.name, INCONCLUSIVE, f"{whole(sample.canary_requests, down=True)} canary requests < {analysis.min_requests}",
             value=sample.value, stable_value=sample.stable_value, query=sample.query,
         )  # fmt: skip
     rule = {"threshold": _threshold, "comparison": _comparison, "sequential": _sequential}[check.judge]
@@ -68,6 +68,14 @@ def _judge_metric(analysis: Analysis, check: MetricCheck, sample: MetricSample |
     if sample.detail:  # the raw result travels with the verdict, bounded so the state stays small
         reason = f"{reason} [raw {sample.detail[:RAW_CHARS]}]"
     return MetricResult(check.name, verdict, reason, sample.value, sample.stable_value, sample.query)
+
+
+def whole(count: float, down: bool = False) -> str:
+    """A request or error count for people: Prometheus' increase() extrapolates (4.37267 requests), so show
+    whole ones; `down` rounds down, so a count below a minimum never reads as reaching it (19.6 -> 19)."""
+    if not math.isfinite(count):
+        return str(count)
+    return str(math.floor(count) if down else round(count))
 
 
 def _missing(x: float | None) -> bool:
@@ -150,7 +158,7 @@ def _sequential(analysis: Analysis, _: MetricCheck, s: MetricSample) -> tuple[st
         return INCONCLUSIVE, f"no requests on {'canary' if cr <= 0 else 'stable'}"
     evidence = mixture_log_evidence(ce, cr, se, sr)
     bound = math.log(1 / analysis.alpha)
-    numbers = (f"canary {ce:g}/{cr:g} vs stable {se:g}/{sr:g}, ratio {rate_ratio(ce, cr, se, sr):.3g}, "
+    numbers = (f"canary {whole(ce)}/{whole(cr)} vs stable {whole(se)}/{whole(sr)}, ratio {rate_ratio(ce, cr, se, sr):.3g}, "
                f"log-evidence {evidence:.2f}")  # fmt: skip
     if evidence >= bound:
         return FAIL, f"regression: {numbers} >= {bound:.2f} (alpha {analysis.alpha:g})"
