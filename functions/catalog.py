@@ -37,7 +37,7 @@ _RELEASE_TYPES = tuple(t for t in ev.EMITTED if t.startswith(f"{ev.PREFIX}.relea
 RELEASE_SCOPED = frozenset((*_RELEASE_TYPES, ev.ANALYSIS_VERDICT))
 
 REGISTRY_SOURCES = (
-    "dockerhub", "harbor", "ghcr", "gitlab", "quay", "tcr", "coding", "acr", "ecr", "gar", "azure", "generic",
+    "dockerhub", "harbor", "ghcr", "gitlab", "quay", "tcr", "coding", "acr", "ecr", "gar", "azure", "jfrog", "generic",
 )  # fmt: skip
 COMMAND_VIA = ("cli", "api", "slack", "dingtalk", "feishu", "wecom", "system")
 

@@ -16,6 +16,7 @@ from functions.providers.sources.generic import GenericSource
 from functions.providers.sources.github import GitHubSource
 from functions.providers.sources.gitlab import GitLabSource
 from functions.providers.sources.harbor import HarborSource
+from functions.providers.sources.jfrog import JFrogSource
 from functions.providers.sources.quay import QuaySource
 from functions.providers.sources.tencent import CodingSource, TcrSource
 
@@ -23,12 +24,12 @@ SOURCES: dict[str, type[Source]] = {
     cls.name: cls
     for cls in (
         DockerHubSource, HarborSource, GitHubSource, GitLabSource, QuaySource, TcrSource, CodingSource,
-        AliyunSource, EcrSource, GarSource, AzureSource, GenericSource, AlertmanagerSource,
+        AliyunSource, EcrSource, GarSource, AzureSource, JFrogSource, GenericSource, AlertmanagerSource,
     )
 }  # fmt: skip
 
 # Other spellings people will try; each maps to a route name above.
-ALIASES = {"github": "ghcr", "aliyun": "acr", "tencent": "tcr"}
+ALIASES = {"github": "ghcr", "aliyun": "acr", "tencent": "tcr", "artifactory": "jfrog"}
 
 
 def make_sources(names: Iterable[str] | None = None) -> dict[str, Source]:
