@@ -39,7 +39,7 @@ RELEASE_SCOPED = frozenset((*_RELEASE_TYPES, ev.ANALYSIS_VERDICT))
 REGISTRY_SOURCES = (
     "dockerhub", "harbor", "ghcr", "gitlab", "quay", "tcr", "coding", "acr", "ecr", "gar", "azure", "jfrog", "generic",
 )  # fmt: skip
-COMMAND_VIA = ("cli", "api", "slack", "dingtalk", "feishu", "wecom", "system")
+COMMAND_VIA = ("cli", "api", "slack", "dingtalk", "feishu", "wecom", "teams", "system")
 
 # The same expressions as events/_defs.json and the image.pushed schema, without anchors (we fullmatch).
 # Strings, not compiled patterns: re compiles (and caches) each on first use, so a function only pays

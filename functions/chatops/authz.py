@@ -20,7 +20,7 @@ from functions.core.policy import Allow, Approvers
 from functions.core.state import Actor
 from functions.core.values import value
 
-CHAT_PLATFORMS = ("slack", "dingtalk", "feishu", "wecom")
+CHAT_PLATFORMS = ("slack", "dingtalk", "feishu", "wecom", "teams")
 GATED_ACTIONS = ("approve", "reject")
 
 
@@ -29,7 +29,7 @@ class Requester:
     """Who asks, as a platform identified them."""
 
     user: str  # the identity recorded in history (a stable id, or the API token's user)
-    via: str  # cli | api | slack | dingtalk | feishu | wecom
+    via: str  # cli | api | slack | dingtalk | feishu | wecom | teams
     channel: str = ""  # the channel recorded in history
     user_ids: tuple[str, ...] = ()  # further identities of the same user (id and handle)
     channel_ids: tuple[str, ...] = ()  # further identities of the channel (id and name)

@@ -22,6 +22,7 @@ from functions.chatops.dingtalk import DingTalk
 from functions.chatops.feishu import Feishu
 from functions.chatops.parse import UsageError, parse
 from functions.chatops.slack import Slack
+from functions.chatops.teams import Teams, keys
 from functions.chatops.wecom import WeCom
 from functions.core.values import value
 from functions.errors import ConfigError
@@ -39,11 +40,13 @@ class ChatOpsSettings:
     wecom_token: str = ""
     wecom_aes_key: str = ""
     wecom_receive_id: str = ""
+    teams_security_token: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ChatOpsSettings:
         """GRAYLANE_SLACK_SIGNING_SECRET, GRAYLANE_DINGTALK_APP_SECRET, GRAYLANE_FEISHU_{VERIFICATION_TOKEN,
-        ENCRYPT_KEY}, GRAYLANE_WECOM_{TOKEN,AES_KEY,RECEIVE_ID}. A platform without them refuses everything."""
+        ENCRYPT_KEY}, GRAYLANE_WECOM_{TOKEN,AES_KEY,RECEIVE_ID}, GRAYLANE_TEAMS_SECURITY_TOKEN. A platform without
+        them refuses everything."""
         env = os.environ if env is None else env
         return cls(**{name: env.get(f"GRAYLANE_{name.upper()}", "") for name in cls.__dataclass_fields__})
 
@@ -51,11 +54,13 @@ class ChatOpsSettings:
         wecom = WeCom(self.wecom_token, self.wecom_aes_key, self.wecom_receive_id)
         if self.wecom_aes_key:
             _ = wecom.cipher.key if wecom.cipher else None  # a malformed key fails at startup, naming it
+        keys(self.teams_security_token)  # so does a Teams security token that is not base64
         return {
             "slack": Slack(self.slack_signing_secret),
             "dingtalk": DingTalk(self.dingtalk_app_secret),
             "feishu": Feishu(self.feishu_verification_token, self.feishu_encrypt_key),
             "wecom": wecom,
+            "teams": Teams(self.teams_security_token),
         }
 
 

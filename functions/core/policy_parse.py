@@ -58,7 +58,7 @@ ROUTER_PROVIDERS = ("traefik", "istio", "gateway-api", "nginx", "haproxy", "reco
 METRIC_TEMPLATES = ("success-rate", "error-rate", "latency")
 JUDGES = ("threshold", "comparison", "sequential")
 COMMAND_ACTIONS = ("approve", "reject", "weight", "promote", "pause", "resume", "abort", "rollback")
-NOTIFY_KINDS = ("slack", "dingtalk", "feishu", "wecom", "webhook")
+NOTIFY_KINDS = ("slack", "dingtalk", "feishu", "wecom", "webhook", "teams")
 REQUIRED_HINTS = {  # what a missing key should hold
     "apiVersion": API_VERSION,
     "kind": KIND,

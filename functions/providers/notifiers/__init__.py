@@ -3,7 +3,7 @@
     notifier = make_notifier(policy.notify, secrets)   # secrets: reference name -> value
     notifier.send(notice)                              # never raises, takes at most ~Delivery.budget
 
-Each channel (Slack, DingTalk, Feishu, WeCom, a generic webhook) retries on its own with backoff inside
+Each channel (Slack, DingTalk, Feishu, WeCom, a generic webhook, Microsoft Teams) retries on its own with backoff inside
 a bounded budget; channels are tried in parallel, and a channel that is down is logged and recorded in
 `FanOut.failures` but never raises, so it can neither block nor fail a release.
 
@@ -31,6 +31,7 @@ from functions.providers.notifiers.base import Notifier
 from functions.providers.notifiers.dingtalk import DingTalkNotifier
 from functions.providers.notifiers.feishu import FeishuNotifier
 from functions.providers.notifiers.slack import SlackNotifier
+from functions.providers.notifiers.teams import TeamsNotifier
 from functions.providers.notifiers.webhook import WebhookNotifier
 from functions.providers.notifiers.wecom import WeComNotifier
 
@@ -42,6 +43,7 @@ NOTIFIERS: dict[str, type] = {
     "feishu": FeishuNotifier,
     "wecom": WeComNotifier,
     "webhook": WebhookNotifier,
+    "teams": TeamsNotifier,
 }
 
 __all__ = ["NOTIFIERS", "Delivery", "Failure", "FanOut", "make_notifier", "resolve"]
