@@ -98,6 +98,61 @@ def validate(args: argparse.Namespace) -> int:
     return status
 
 
+# --- import ----------------------------------------------------------------------------------------
+
+
+def _import_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("files", nargs="+", metavar="FILE",
+                   help="YAML files (multi-document; - for stdin) with Argo Rollouts Rollouts and their "
+                        "AnalysisTemplates, or Flagger Canaries and their MetricTemplates, plus the Deployments, "
+                        "Ingresses and VirtualServices they refer to")
+    p.add_argument("--out", default="", metavar="FILE", help="write the policies to FILE instead of stdout")
+
+
+@command("import", "turn Argo Rollouts and Flagger objects into graylane policies, printing what they could not "
+         "express", _import_arguments)
+def import_(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import yaml
+
+    from functions.core.policy_parse import problems
+    from functions.importers import convert, importable
+    from functions.importers.render import to_yaml
+
+    objects: list[tuple[str, dict]] = []
+    for file in args.files:
+        try:
+            raw = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+            objects += [(file, d) for d in yaml.safe_load_all(raw) if isinstance(d, dict)]
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+            print(f"{file}: cannot read: {err}", file=sys.stderr)
+            return EXIT_PROBLEMS
+    origin = {(d.get("kind"), (d.get("metadata") or {}).get("namespace") or "default",
+               (d.get("metadata") or {}).get("name")): f for f, d in objects if importable(d)}
+    imported = convert(d for _, d in objects)
+    if not imported:
+        print(f"{', '.join(args.files)}: no Argo Rollouts Rollout or Flagger Canary to import", file=sys.stderr)
+        return EXIT_PROBLEMS
+    status, texts = EXIT_OK, []
+    for item in imported:
+        kind, _, ref = item.source.partition(" ")
+        file = origin.get((kind, *ref.split("/", 1)), "")
+        for note in item.notes:
+            print(f"{file}: {item.source}: {note}", file=sys.stderr)
+        if problems(item.document):
+            status = EXIT_PROBLEMS
+        texts.append(to_yaml(item, file))
+    out = "---\n".join(texts)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            f.write(out)
+        print(f"wrote {len(imported)} polic{'y' if len(imported) == 1 else 'ies'} to {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(out)
+    return status
+
+
 # --- entry point -----------------------------------------------------------------------------------
 
 
