@@ -29,7 +29,7 @@ What maps to what (anything else is reported as a `Note`):
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from functions.importers.common import (
@@ -59,7 +59,7 @@ _CONDITION = re.compile(r"\s*result(?:\[0\])?\s*(>=|<=|==|>|<)\s*(-?[0-9.]+(?:[e
 
 
 def convert(rollout: Mapping[str, Any], templates: Mapping[tuple[str, str], Mapping[str, Any]],
-            objects: list[Mapping[str, Any]] = ()) -> Imported:  # type: ignore[assignment]
+            objects: Sequence[Mapping[str, Any]] = ()) -> Imported:
     """The policy for one Rollout; `templates` by (kind, name); `objects` the other files' objects (Ingresses...)."""
     return _Rollout(rollout, templates, list(objects)).convert()
 

@@ -26,7 +26,7 @@ What maps to what (anything else is reported as a `Note`):
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from functions.importers.common import (
@@ -57,7 +57,7 @@ _ROUTED = ("istio", "nginx", "traefik", "gatewayapi")
 
 
 def convert(canary: Mapping[str, Any], templates: Mapping[tuple[str, str], Mapping[str, Any]],
-            objects: list[Mapping[str, Any]] = ()) -> Imported:  # type: ignore[assignment]
+            objects: Sequence[Mapping[str, Any]] = ()) -> Imported:
     """The policy for one Canary; `templates` by (namespace, name); `objects` the other files' objects."""
     return _Canary(canary, templates, list(objects)).convert()
 
