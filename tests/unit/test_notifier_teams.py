@@ -12,6 +12,7 @@ from functions.core import events as ev
 from functions.core.policy import NotifySpec
 from functions.errors import ProviderUnavailable
 from functions.providers.notifiers import make_notifier
+from functions.providers.notifiers._notice import gate_actions
 from functions.providers.notifiers.teams import APPROVAL_URL_ENV, TeamsNotifier
 from tests.unit.test_notifiers import FAST, GATE, Capture, capture, notice  # noqa: F401  (capture: fixture)
 
@@ -42,7 +43,8 @@ def test_teams_gate_card_shows_the_commands_the_outgoing_webhook_runs(capture: C
     TeamsNotifier(capture.url(), delivery=FAST, approval_url="").send(GATE)
     card = card_of(capture)
     commands = [b["text"] for b in card["body"] if b.get("fontType") == "Monospace"]
-    assert commands == ["approve prod/web promote", "reject prod/web promote"]
+    assert commands == [value for _, value in gate_actions(GATE)]  # the buttons' contract, release pin included
+    assert commands[0].startswith("approve prod/web promote") and commands[1].startswith("reject prod/web promote")
     assert [(c.action, c.app, c.gate) for c in map(parse, commands)] == [
         ("approve", "prod/web", "promote"), ("reject", "prod/web", "promote")]
     assert "actions" not in card  # no approval page configured: no button pretends to work
