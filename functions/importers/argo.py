@@ -37,11 +37,14 @@ from functions.importers.common import (
     Imported,
     Notes,
     compact,
+    deployment_container,
     dns_label,
     duration,
+    find,
     first_container,
     header_rule,
     image_repository,
+    ingress_host,
     mapping,
     policy_document,
     seconds,
@@ -118,19 +121,13 @@ class _Rollout:
         image = text(first_container(template).get("image"))
         if self.spec.get("workloadRef") is not None:
             ref = mapping(self.spec.get("workloadRef"))
-            image = image or self._workload_image(text(ref.get("name")))
+            image = image or text(deployment_container(self.objects, text(ref.get("name"))).get("image"))
         repository = image_repository(image)
         if not repository:
             repository = f"registry.example.com/{self.namespace}/{self.name}"
             self.notes.add("spec.template.spec.containers[0].image",
                            f"no image found: spec.image.repository is the placeholder {repository}, set it")
         return repository
-
-    def _workload_image(self, name: str) -> str:
-        for obj in self.objects:
-            if obj.get("kind") == "Deployment" and text(mapping(obj.get("metadata")).get("name")) == name:
-                return text(first_container(mapping(mapping(obj.get("spec")).get("template"))).get("image"))
-        return ""
 
     def _workload(self) -> dict[str, Any]:
         container = text(first_container(mapping(self.spec.get("template"))).get("name"))
@@ -158,7 +155,7 @@ class _Rollout:
                                                           "annotations itself")
             if len(seq(nginx.get("stableIngresses"))) > 1:
                 self.notes.add(f"{path}.nginx.stableIngresses", "graylane steers one Ingress: only the first is used")
-            return compact({"provider": "nginx", "stableIngress": ingress, **services, "host": self._ingress_host(ingress)})
+            return compact({"provider": "nginx", "stableIngress": ingress, **services, "host": ingress_host(self.objects, ingress)})
         if "istio" in routing:
             return self._istio(mapping(routing["istio"]), stable, canary_svc, f"{path}.istio")
         if "traefik" in routing:
@@ -215,25 +212,11 @@ class _Rollout:
             router["gateways"] = gateways
         return router
 
-    def _ingress_host(self, ingress: str) -> str:
-        for obj in self.objects:
-            if obj.get("kind") == "Ingress" and text(mapping(obj.get("metadata")).get("name")) == ingress:
-                rules = seq(mapping(obj.get("spec")).get("rules"))
-                if rules:
-                    return text(mapping(rules[0]).get("host"))
-        return ""
-
-    def _vs(self, name: str) -> dict[str, Any]:
-        for obj in self.objects:
-            if obj.get("kind") == "VirtualService" and text(mapping(obj.get("metadata")).get("name")) == name:
-                return mapping(obj.get("spec"))
-        return {}
-
     def _vs_gateways(self, name: str) -> list[str]:
-        return [g for g in seq(self._vs(name).get("gateways")) if isinstance(g, str) and g]
+        return [g for g in seq(find(self.objects, "VirtualService", name).get("gateways")) if isinstance(g, str) and g]
 
     def _service_for(self, vs_name: str) -> str:
-        for route in seq(self._vs(vs_name).get("http")):
+        for route in seq(find(self.objects, "VirtualService", vs_name).get("http")):
             for dest in seq(mapping(route).get("route")):
                 host = text(mapping(mapping(dest).get("destination")).get("host"))
                 if host:

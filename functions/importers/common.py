@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from functions.core import images
@@ -106,6 +106,25 @@ def first_container(template: Mapping[str, Any]) -> dict[str, Any]:
 def whole(value: float) -> float:
     """500.0 -> 500 (an int), so the YAML shows what the user wrote."""
     return int(value) if float(value).is_integer() else value  # type: ignore[return-value]
+
+
+def find(objects: Sequence[Mapping[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    """The spec of the object of `kind` named `name` among the files' other objects ({} when absent)."""
+    for obj in objects:
+        if obj.get("kind") == kind and text(mapping(obj.get("metadata")).get("name")) == name:
+            return mapping(obj.get("spec"))
+    return {}
+
+
+def deployment_container(objects: Sequence[Mapping[str, Any]], name: str) -> dict[str, Any]:
+    """The first container of Deployment `name` among the objects ({} when absent)."""
+    return first_container(mapping(find(objects, "Deployment", name).get("template")))
+
+
+def ingress_host(objects: Sequence[Mapping[str, Any]], name: str) -> str:
+    """The host of the first rule of Ingress `name` ('' when absent)."""
+    rules = seq(find(objects, "Ingress", name).get("rules"))
+    return text(mapping(rules[0]).get("host")) if rules else ""
 
 
 def number(raw: Any) -> float | None:

@@ -34,11 +34,12 @@ from functions.importers.common import (
     Imported,
     Notes,
     compact,
+    deployment_container,
     dns_label,
     duration,
-    first_container,
     header_rule,
     image_repository,
+    ingress_host,
     mapping,
     number,
     policy_document,
@@ -113,22 +114,16 @@ class _Canary:
 
     # -- workload and image ----------------------------------------------------------------------------------
     def _image(self) -> str:
-        for obj in self.objects:
-            meta = mapping(obj.get("metadata"))
-            if obj.get("kind") == "Deployment" and text(meta.get("name")) == self.target:
-                image = text(first_container(mapping(mapping(obj.get("spec")).get("template"))).get("image"))
-                if image:
-                    return image_repository(image)
+        image = text(deployment_container(self.objects, self.target).get("image"))
+        if image:
+            return image_repository(image)
         repository = f"registry.example.com/{self.namespace}/{self.target}"
         self.notes.add("spec.targetRef", f"Deployment {self.target} was not among the files: spec.image.repository is "
                                          f"the placeholder {repository}, set it")
         return repository
 
     def _workload(self) -> dict[str, Any]:
-        container = ""
-        for obj in self.objects:
-            if obj.get("kind") == "Deployment" and text(mapping(obj.get("metadata")).get("name")) == self.target:
-                container = text(first_container(mapping(mapping(obj.get("spec")).get("template"))).get("name"))
+        container = text(deployment_container(self.objects, self.target).get("name"))
         return compact({"name": f"{self.target}-primary", "canary": self.target, "container": container})
 
     # -- router ------------------------------------------------------------------------------------------------
@@ -155,7 +150,7 @@ class _Canary:
         if kind == "nginx":
             ingress = self.ingress or self.target
             return compact({"provider": "nginx", "stableIngress": ingress, **services, **with_port,
-                            "host": self._ingress_host(ingress)})
+                            "host": ingress_host(self.objects, ingress)})
         if kind == "traefik":
             return compact({"provider": "traefik", "traefikService": self.service_name, **services, **with_port})
         if kind == "gatewayapi":
@@ -170,14 +165,6 @@ class _Canary:
                                         f"nginx, haproxy); the policy uses {FALLBACK_ROUTER} with an HTTPRoute "
                                         f"{self.service_name} over the same Services: change it to yours")
         return compact({"provider": FALLBACK_ROUTER, "httpRoute": self.service_name, **services, **with_port})
-
-    def _ingress_host(self, ingress: str) -> str:
-        for obj in self.objects:
-            if obj.get("kind") == "Ingress" and text(mapping(obj.get("metadata")).get("name")) == ingress:
-                rules = seq(mapping(obj.get("spec")).get("rules"))
-                if rules:
-                    return text(mapping(rules[0]).get("host"))
-        return ""
 
     # -- stages ------------------------------------------------------------------------------------------------
     def _stages(self, provider: str) -> list[dict[str, Any]]:
