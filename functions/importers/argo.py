@@ -100,20 +100,11 @@ class _Rollout:
             self.notes.add("spec.strategy", "no canary or blueGreen strategy: a one-step canary to 100% is assumed")
             spec["router"] = self._fallback_router({}, "no traffic routing")
             spec["stages"] = [{"canary": {"steps": [{"weight": 100, "pause": "0s"}]}}]
-        analysis = self._analysis_section()
-        if analysis:
-            spec["analysis"] = analysis
-        else:
-            for stage in spec["stages"]:
-                for body in stage.values():
-                    body.pop("analysis", None)
-        if any("approval" in s for s in spec["stages"]):
-            self.notes.add("", "the policy names no approvers: add spec.approvers so its gates can be approved from "
-                               "chat or the approval API (the local CLI needs none)")
+        spec["analysis"] = self._analysis_section()
         history = self.spec.get("revisionHistoryLimit")
         if isinstance(history, int) and not isinstance(history, bool) and 0 <= history <= 100:
             spec["revisionHistory"] = history
-        return Imported(f"Rollout {self.namespace}/{self.name}", policy_document(self.name, self.namespace, spec),
+        return Imported(f"Rollout {self.namespace}/{self.name}", policy_document(self.name, self.namespace, spec, self.notes),
                         tuple(self.notes.items))
 
     def _image(self) -> str:

@@ -149,7 +149,17 @@ SPEC_ORDER = ("image", "workload", "router", "analysis", "rollback", "approvers"
               "notify", "revisionHistory")
 
 
-def policy_document(name: str, namespace: str, spec: dict[str, Any]) -> dict[str, Any]:
+def policy_document(name: str, namespace: str, spec: dict[str, Any], notes: Notes) -> dict[str, Any]:
+    """The ReleasePolicy document of a converted spec; stages lose `analysis` flags when there is no analysis,
+    and a policy with gates but no approvers says so."""
+    if not spec.get("analysis"):
+        spec.pop("analysis", None)
+        for stage in spec.get("stages", []):
+            for body in stage.values():
+                body.pop("analysis", None)
+    if any("approval" in s for s in spec.get("stages", [])) and not spec.get("approvers"):
+        notes.add("", "the policy names no approvers: add spec.approvers so its gates can be approved from chat or "
+                      "the approval API (the local CLI needs none)")
     ordered = {k: spec[k] for k in SPEC_ORDER if k in spec} | {k: v for k, v in spec.items() if k not in SPEC_ORDER}
     return {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name, "namespace": namespace},
             "spec": compact(ordered)}

@@ -54,7 +54,6 @@ CANARY = "Canary"
 METRIC_TEMPLATE = "MetricTemplate"
 DEFAULT_INTERVAL = 60.0  # Flagger's analysis interval when none is set (and its minimum is 10 s)
 _BUILTIN = {"request-success-rate": "success-rate", "request-duration": "latency"}
-_ROUTED = ("istio", "nginx", "traefik", "gatewayapi")
 
 
 def convert(canary: Mapping[str, Any], templates: Mapping[tuple[str, str], Mapping[str, Any]],
@@ -89,15 +88,7 @@ class _Canary:
                                 "router": self._router(provider)}
         spec["analysis"] = self._analysis()
         spec["stages"] = self._stages(provider)
-        if not spec["analysis"]:
-            del spec["analysis"]
-            for stage in spec["stages"]:
-                for body in stage.values():
-                    body.pop("analysis", None)
         spec["notify"] = self._webhooks(spec["stages"])
-        if any("approval" in s for s in spec["stages"]):
-            self.notes.add("", "the policy names no approvers: add spec.approvers so its gates can be approved from "
-                               "chat or the approval API (the local CLI needs none)")
         for key, why in (("skipAnalysis", "graylane always analyses when the policy has an analysis"),
                          ("progressDeadlineSeconds", "graylane waits for workloads on every tick, without a deadline"),
                          ("autoscalerRef", "graylane does not manage the HPA of the canary"),
@@ -109,7 +100,7 @@ class _Canary:
             if key in self.service:
                 self.notes.add(f"spec.service.{key}", "not expressed: graylane writes only the weights and A/B rules "
                                                       "of the route")
-        return Imported(f"Canary {self.namespace}/{self.name}", policy_document(self.name, self.namespace, spec),
+        return Imported(f"Canary {self.namespace}/{self.name}", policy_document(self.name, self.namespace, spec, self.notes),
                         tuple(self.notes.items))
 
     # -- workload and image ----------------------------------------------------------------------------------

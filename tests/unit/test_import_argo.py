@@ -72,6 +72,7 @@ def test_import_argo_indefinite_pause_is_an_approval_gate() -> None:
     assert second == CanaryStage(steps=(CanaryStep(40, 10.0), CanaryStep(60, 10.0), CanaryStep(80, 10.0)),
                                  analysis=False)
     assert isinstance(promote, PromoteStage)
+    assert "the policy names no approvers" in notes(imported("traefik-pauses.yaml"))
 
 
 def test_import_argo_header_route_becomes_an_ab_stage() -> None:
