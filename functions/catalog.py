@@ -37,7 +37,8 @@ _RELEASE_TYPES = tuple(t for t in ev.EMITTED if t.startswith(f"{ev.PREFIX}.relea
 RELEASE_SCOPED = frozenset((*_RELEASE_TYPES, ev.ANALYSIS_VERDICT))
 
 REGISTRY_SOURCES = (
-    "dockerhub", "harbor", "ghcr", "gitlab", "quay", "tcr", "coding", "acr", "ecr", "gar", "azure", "jfrog", "generic",
+    "dockerhub", "harbor", "ghcr", "gitlab", "distribution", "quay", "tcr", "coding", "acr", "ecr", "gar", "azure",
+    "jfrog", "generic",
 )  # fmt: skip
 COMMAND_VIA = ("cli", "api", "slack", "dingtalk", "feishu", "wecom", "teams", "system")
 
@@ -46,8 +47,10 @@ COMMAND_VIA = ("cli", "api", "slack", "dingtalk", "feishu", "wecom", "teams", "s
 # for the ones its events need (cold start).
 _APP = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-a-z0-9.]*[a-z0-9])?"
 _TIME = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})"
+# The registry host may be a name, an IPv4 address or a bracketed IPv6 address ([::1]:5000/team/app).
 _REPOSITORY = (
-    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*(?::[0-9]+)?/)?"
+    r"(?:(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+    r"|\[[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*\])(?::[0-9]+)?/)?"
     r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
 )
 _TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
@@ -224,17 +227,19 @@ def _image_pushed(event_id: str, subject: str, data: Mapping[str, Any]) -> Image
         data, "repository", "data", required=True, min_len=1, max_len=255, pattern=_REPOSITORY,
         expected="an image repository such as docker.io/acme/web",
     )  # fmt: skip
-    tag = _text(
-        data, "tag", "data", required=True, max_len=128, pattern=_TAG, expected="an image tag such as v1.2.0"
-    )
     digest = _text(data, "digest", "data", max_len=200, pattern=_DIGEST, expected="sha256:<64 hex digits>")
+    # a push by digest only has no tag: the release is of the digest, and its version says so
+    tag = _text(
+        data, "tag", "data", required=not digest, max_len=128, pattern=_TAG,
+        expected="an image tag such as v1.2.0 (or, for a push by digest only, no tag and a digest)",
+    )  # fmt: skip
     image = _text(data, "image", "data", min_len=1, max_len=512)
     source = _choice(data, "source", "data", REGISTRY_SOURCES, required=True)
     _time(data, "pushedAt", "data", required=False)
     _text(data, "pusher", "data", max_len=256)
     pinned = image or (f"{repository}@{digest}" if digest else f"{repository}:{tag}")
     return ImagePushed(
-        id=event_id, app=app, target=Version(version=tag, image=pinned),
+        id=event_id, app=app, target=Version(version=tag or digest, image=pinned),
         repository=repository, tag=tag, digest=digest, source=source,
     )  # fmt: skip
 
@@ -266,7 +271,8 @@ def _command(event_id: str, subject: str, data: Mapping[str, Any]) -> Command:
         gate=_text(data, "gate", "data", min_len=1, max_len=128),
         weight=weight,
         params=_int_map(data, "params", "data"),
-        version=_text(data, "version", "data", max_len=128, pattern=_TAG, expected="a version tag such as v1.2.0"),
+        version=_text(data, "version", "data", max_len=200, pattern=f"{_TAG}|{_DIGEST}",
+                      expected="a version tag such as v1.2.0, or the digest of a release by digest"),
         reason=_text(data, "reason", "data"),
     )  # fmt: skip
 
@@ -483,7 +489,9 @@ def from_domain(event: Event, source: str = DEFAULT_SOURCE, release: str | None 
     """The CloudEvent for a consumed domain event: the inverse of `to_domain` (CLI, gateway, tests)."""
     data: dict[str, Any]
     if isinstance(event, ImagePushed):
-        data = {"repository": event.repository, "tag": event.tag, "source": event.source or "generic"}
+        data = {"repository": event.repository, "source": event.source or "generic"}
+        if event.tag:
+            data["tag"] = event.tag
         if event.digest:
             data["digest"] = event.digest
         if event.target.image:

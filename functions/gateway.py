@@ -1,10 +1,20 @@
 """The webhook gateway: a Starlette app turning registry pushes and Alertmanager alerts into catalog CloudEvents.
 
 Every delivery is authenticated over its raw bytes first (401 unauthenticated, 403 not allowed), then parsed
-(400 bad JSON, 422 a bad field, always naming it), then turned into events: one `dev.graylane.image.pushed`
-per policy the pushed image matches, one `dev.graylane.alert.*` per alert naming an app. Every event is built
-and checked before the first is published, so a rejected request publishes nothing. The answer is
-202 `{"ids": [...], "ignored": [...]}`; event ids are deterministic, so a redelivery dedupes downstream.
+(400 bad JSON, 422 a body that is not the vendor's format, always naming the field), then turned into events:
+one `dev.graylane.image.pushed` per policy the pushed image matches, one `dev.graylane.alert.*` per alert and
+app it is for (each policy whose `protection` rule matches the alert's labels, and the app its labels name).
+Every event is built and checked before the first is published, so a rejected request publishes nothing. The
+answer is 202 `{"ids": [...], "ignored": [...]}`; event ids are deterministic, so a redelivery dedupes
+downstream.
+
+Once a delivery is authenticated and in the vendor's format, it is never refused for what it contains: a push
+graylane will not act on (no policy, outside the source's repository allowlist, no tag, an odd repository, an
+unreadable event inside a batch) is answered 2xx and listed in `ignored` with its reason, logged and counted
+(`graylane_webhook_ignored_total`). 4xx is kept for bad credentials and bodies that are not the vendor's
+format, because some senders retry anything else forever (CNCF Distribution sends its events one at a time
+and retries a refused one until it is restarted). 503 asks for a redelivery when the broker is down. What
+each sender does with each answer is tabled in the README ("Webhook senders and answers").
 
 `build_app` composes declared routes; other modules add theirs through `extra_routes`.
 """
@@ -33,8 +43,10 @@ from functions.bus import Bus
 from functions.core import events as ev
 from functions.core import images
 from functions.core.policy import Policy
+from functions.core.protection import rule_matches
 from functions.core.values import value
 from functions.errors import ConfigError, ProviderUnavailable, Reject
+from functions.observability import metrics
 from functions.observability.asgi import ObserveRequests
 from functions.providers.sources import ALIASES, SOURCES
 from functions.providers.sources.base import (
@@ -148,44 +160,76 @@ def _id(prefix: str, *parts: str) -> str:
 
 
 def matching_policies(policies: Iterable[Policy], repository: str, tag: str) -> list[Policy]:
-    """Every policy whose image rule accepts repository:tag (one image may feed staging and prod apps)."""
+    """Every policy whose image rule accepts repository:tag (one image may feed staging and prod apps).
+
+    tag '' is a push by digest only: it reaches only the policies that release by digest (`byDigest`)."""
     wanted = images.normalize_repository(repository)
     return [p for p in policies
-            if images.normalize_repository(p.image.repository) == wanted and images.tag_matches(p.image, tag)]
+            if images.normalize_repository(p.image.repository) == wanted and images.push_matches(p.image, tag)]
+
+
+def _ignore(ignored: list[dict[str, str]], source: str, push: Push, code: str, reason: str) -> None:
+    entry = {"repository": push.repository[:255], "tag": push.tag[:128], "reason": reason}
+    if push.digest:
+        entry["digest"] = push.digest
+    ignored.append(entry)
+    metrics.webhook_ignored(source, code)
+    log.info("webhook source %s: ignored %s%s: %s", source, push.repository[:255] or "(no repository)",
+             f":{push.tag[:128]}" if push.tag else (f"@{push.digest}" if push.digest else ""), reason,
+             extra={"source": source, "ignored": code})
 
 
 def push_events(source: str, pushes: Sequence[Push], policies: Policies, settings: GatewaySettings,
                 credentials: Credentials) -> tuple[list[Any], list[dict[str, str]]]:
-    """(CloudEvents, ignored pushes); raise Malformed for an unusable repository, Forbidden outside the allowlist."""
+    """(CloudEvents, ignored pushes). Every push graylane will not act on is ignored with its reason, never
+    refused: the delivery itself was genuine and in the vendor's format, and a refusal would make senders
+    such as Distribution retry it forever (blocking every later notification)."""
     out: list[Any] = []
     ignored: list[dict[str, str]] = []
     known = policies.all()
     for i, push in enumerate(pushes):
+        if push.problem:
+            _ignore(ignored, source, push, "unreadable", f"push {i} could not be read: {push.problem}"[:300])
+            continue
         if not catalog.is_repository(push.repository):
-            raise Malformed(f"webhook source {source}: push {i}: repository {push.repository[:80]!r} is not an "
-                            "image repository such as registry.example.com/team/web")
+            _ignore(ignored, source, push, "bad-repository", f"push {i}: repository {push.repository[:80]!r} is not "
+                    "an image repository such as registry.example.com/team/web")
+            continue
         allowed = credentials.repositories
         name = images.normalize_repository(push.repository)
         if allowed and not any(name == p or name.startswith(p + "/") for p in allowed):
-            raise Forbidden(f"webhook source {source} may not announce repository {push.repository}; allowed: "
-                            + ", ".join(allowed))
-        if not catalog.is_tag(push.tag):
-            ignored.append({"repository": push.repository, "tag": push.tag, "reason": "pushed without a tag"})
+            _ignore(ignored, source, push, "not-allowed", f"webhook source {source} may not announce repository "
+                    f"{push.repository}; allowed: " + ", ".join(allowed))
+            continue
+        if push.tag and not catalog.is_tag(push.tag):
+            _ignore(ignored, source, push, "bad-tag", f"tag {push.tag[:80]!r} is not an image tag")
+            continue
+        if not push.tag and not push.digest:
+            _ignore(ignored, source, push, "no-tag", "pushed without a tag")
             continue
         matched = matching_policies(known, push.repository, push.tag)
         if not matched:
-            ignored.append({"repository": push.repository, "tag": push.tag,
-                            "reason": "no policy matches this repository and tag"})
+            if not push.tag:
+                _ignore(ignored, source, push, "no-tag", "pushed without a tag")
+            else:
+                _ignore(ignored, source, push, "no-policy", "no policy matches this repository and tag")
             continue
         for policy in matched:
-            out.append(_push_event(source, push, policy.app, settings))
+            event = _push_event(source, push, policy.app, settings)
+            try:
+                catalog.to_domain(event)  # the consumer's own checks: ignore here, not downstream
+            except Reject as err:
+                _ignore(ignored, source, push, "unreadable", str(err)[:300])
+                continue
+            out.append(event)
     return out, ignored
 
 
 def _push_event(source: str, push: Push, app: str, settings: GatewaySettings) -> Any:
     image = f"{push.repository}@{push.digest}" if push.digest else f"{push.repository}:{push.tag}"
-    data: dict[str, Any] = {"app": app, "repository": push.repository, "tag": push.tag, "image": image,
-                            "source": source}
+    data: dict[str, Any] = {"app": app, "repository": push.repository, "image": image, "source": source}
+    if push.tag:  # a push by digest only has none: the release is of repository@digest
+        data["tag"] = push.tag
     if push.digest:
         data["digest"] = push.digest
     if push.pushed_at:
@@ -199,19 +243,33 @@ def _push_event(source: str, push: Push, app: str, settings: GatewaySettings) ->
 
 
 def alert_app(labels: Mapping[str, str]) -> str:
-    """The app an alert is about: label graylane_app (ns/name), else namespace + app; '' when neither fits."""
+    """The app an alert names: label graylane_app (ns/name), else namespace + app; '' when neither fits."""
     app = labels.get("graylane_app", "")
     if not app and labels.get("namespace") and labels.get("app"):
         app = f"{labels['namespace']}/{labels['app']}"
     return app if catalog.is_app(app) else ""
 
 
-def alert_events(source: str, notices: Sequence[AlertNotice],
-                 settings: GatewaySettings) -> tuple[list[Any], list[dict[str, str]]]:
-    """One event per alert naming an app, deduplicated by fingerprint and status within the delivery."""
+def alert_apps(labels: Mapping[str, str], known: Iterable[Policy]) -> list[str]:
+    """Every app an alert is for: each policy with a `protection` rule matching its alertname and labels, and
+    the app its labels name (graylane_app, or namespace + app: a shortcut that needs no rule, e.g. for an
+    alert about a canary). Sorted, without repeats."""
+    alertname = labels.get("alertname", "")
+    apps = {p.app for p in known if catalog.is_app(p.app)
+            and any(rule_matches(r, alertname, dict(labels)) for r in p.protection)}
+    named = alert_app(labels)
+    if named:
+        apps.add(named)
+    return sorted(apps)
+
+
+def alert_events(source: str, notices: Sequence[AlertNotice], settings: GatewaySettings,
+                 policies: Policies | None = None) -> tuple[list[Any], list[dict[str, str]]]:
+    """One event per alert and app it is for, deduplicated by fingerprint and status within the delivery."""
     out: list[Any] = []
     ignored: list[dict[str, str]] = []
     seen: set[tuple[str, str]] = set()
+    known = policies.all() if policies is not None else []
     for i, notice in enumerate(notices):
         where = f"webhook source {source}: body.alerts[{i}]"
         if len(notice.fingerprint) > 128:
@@ -222,25 +280,29 @@ def alert_events(source: str, notices: Sequence[AlertNotice],
         if (notice.fingerprint, notice.status) in seen:
             continue
         seen.add((notice.fingerprint, notice.status))
-        app = alert_app(notice.labels)
         alertname = notice.labels.get("alertname", "")
-        if not app or not 1 <= len(alertname) <= 256:
-            reason = "no alertname label" if app else "labels name no app (graylane_app, or namespace and app)"
+        apps = alert_apps(notice.labels, known) if 1 <= len(alertname) <= 256 else []
+        if not apps:
+            code, reason = (("no-app", "no policy's protection rule matches its labels, and they name no app "
+                             "(graylane_app, or namespace and app)") if 1 <= len(alertname) <= 256
+                            else ("no-alertname", "no alertname label"))  # fmt: skip
             ignored.append({"fingerprint": notice.fingerprint, "status": notice.status, "reason": reason})
+            metrics.webhook_ignored(source, code)
             continue
-        data: dict[str, Any] = {
-            "fingerprint": notice.fingerprint, "alertname": alertname, "status": notice.status,
-            "labels": dict(notice.labels), "annotations": dict(notice.annotations), "startsAt": starts_at,
-            "app": app,
-        }  # fmt: skip
-        if rfc3339_or_empty(notice.ends_at):
-            data["endsAt"] = notice.ends_at
-        if notice.generator_url and len(notice.generator_url) <= 2048:
-            data["generatorURL"] = notice.generator_url
-        event_type = ev.ALERT_FIRING if notice.status == "firing" else ev.ALERT_RESOLVED
-        event_id = _id("am-", notice.fingerprint, notice.status, starts_at)
-        out.append(catalog.make_event(event_type, app, data, id=event_id,
-                                      source=f"{settings.source_prefix}/{source}"))
+        for app in apps:
+            data: dict[str, Any] = {
+                "fingerprint": notice.fingerprint, "alertname": alertname, "status": notice.status,
+                "labels": dict(notice.labels), "annotations": dict(notice.annotations), "startsAt": starts_at,
+                "app": app,
+            }  # fmt: skip
+            if rfc3339_or_empty(notice.ends_at):
+                data["endsAt"] = notice.ends_at
+            if notice.generator_url and len(notice.generator_url) <= 2048:
+                data["generatorURL"] = notice.generator_url
+            event_type = ev.ALERT_FIRING if notice.status == "firing" else ev.ALERT_RESOLVED
+            event_id = _id("am-", notice.fingerprint, notice.status, starts_at, app)
+            out.append(catalog.make_event(event_type, app, data, id=event_id,
+                                          source=f"{settings.source_prefix}/{source}"))
     return out, ignored
 
 
@@ -285,7 +347,7 @@ def hook_routes(settings: GatewaySettings, sources: Mapping[str, Source], bus: B
             parsed = source.parse(headers, body)
             if source.kind == "alert":
                 events, ignored = alert_events(source.name, [n for n in parsed if isinstance(n, AlertNotice)],
-                                               settings)
+                                               settings, policies)
             else:
                 pushes = [p for p in parsed if isinstance(p, Push)]
                 events, ignored = push_events(source.name, pushes, policies, settings, credentials)

@@ -175,6 +175,13 @@ def tag_matches(rule: ImageRule, tag: str) -> bool:
     return not rule.semver or version_in_range(tag, rule.semver)
 
 
+def push_matches(rule: ImageRule, tag: str) -> bool:
+    """A tagged push must pass the tag rules; a push by digest only (no tag) matches only `byDigest` rules."""
+    if not tag:
+        return rule.by_digest
+    return tag_matches(rule, tag)
+
+
 _HUB_HOSTS = ("docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com")
 
 
@@ -193,9 +200,9 @@ def normalize_repository(repository: str) -> str:
 
 
 def match_policy(policies: Iterable[Policy], repository: str, tag: str) -> Policy | None:
-    """The first policy whose image rule accepts repository:tag, or None."""
+    """The first policy whose image rule accepts repository:tag (tag '' for a push by digest), or None."""
     wanted = normalize_repository(repository)
     for policy in policies:
-        if normalize_repository(policy.image.repository) == wanted and tag_matches(policy.image, tag):
+        if normalize_repository(policy.image.repository) == wanted and push_matches(policy.image, tag):
             return policy
     return None

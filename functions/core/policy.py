@@ -211,6 +211,7 @@ class ImageRule:
     repository: str  # e.g. registry.example.com/team/flask
     tags: str = ""  # regular expression the tag must fully match; empty: any
     semver: str = ""  # semver range such as ">=1.2.0 <2.0.0"; empty: any
+    by_digest: bool = False  # a push without a tag releases repository@sha256:... (tag rules do not apply)
 
 
 @value

@@ -102,7 +102,7 @@ def to_doc(policy: Policy) -> dict[str, Any]:
     w, ap = policy.workload, policy.approvers
     spec = {
         "image": _compact({"repository": policy.image.repository, "tags": policy.image.tags,
-                           "semver": policy.image.semver}),
+                           "semver": policy.image.semver, "byDigest": policy.image.by_digest or None}),
         "workload": _compact({"kind": w.kind, "name": w.name, "canary": w.canary, "container": w.container,
                               "replicas": w.replicas}),
         "router": {"provider": policy.router.provider, **policy.router.options},

@@ -64,7 +64,7 @@ REQUIRED_HINTS = {  # what a missing key should hold
     "kind": KIND,
     "metadata": "a mapping with name and namespace",
     "spec": "a mapping with image, router and stages",
-    "image": "a mapping with repository (and optional tags, semver)",
+    "image": "a mapping with repository (and optional tags, semver, byDigest)",
     "router": "a mapping with provider (" + ", ".join(ROUTER_PROVIDERS) + ") and its options",
     "stages": "a non-empty list of stages (" + ", ".join(STAGE_KINDS) + ")",
     "repository": "an image repository such as registry.example.com/team/app",
@@ -80,7 +80,7 @@ REQUIRED_HINTS = {  # what a missing key should hold
 
 
 def _image(r: Reader, node: Any, path: str) -> ImageRule:
-    m = r.fields(node, path, ("repository", "tags", "semver"), ("repository",))
+    m = r.fields(node, path, ("repository", "tags", "semver", "byDigest"), ("repository",))
     repo = r.text(m, "repository", path, pattern=re.compile(r"[^\s@]+"), expected="an image repository without tag or digest")
     if ":" in repo.rsplit("/", 1)[-1]:  # a colon after the last slash starts a tag; registry ports come earlier
         r.bad(join(path, "repository"), repo, "an image repository without a tag (put tag rules in tags/semver)")
@@ -91,7 +91,7 @@ def _image(r: Reader, node: Any, path: str) -> ImageRule:
             images.parse_range(semver)
         except ValueError as err:
             r.bad(join(path, "semver"), semver, f"a semver range such as '>=1.2.0 <2.0.0', '^1.2', '~1.2.3', '1.x' ({err})")
-    return ImageRule(repo, tags, semver)
+    return ImageRule(repo, tags, semver, r.boolean(m, "byDigest", path, False))
 
 
 def _workload(r: Reader, node: Any, path: str) -> WorkloadSpec:

@@ -240,6 +240,10 @@ CYCLE = REGISTRY.histogram(
 WEBHOOK_REQUESTS = REGISTRY.counter("graylane_webhook_requests_total",
                                     "Webhook deliveries answered by the gateway, by source and HTTP status.",
                                     ("source", "status"))  # fmt: skip
+WEBHOOK_IGNORED = REGISTRY.counter("graylane_webhook_ignored_total",
+                                   "Pushes and alerts of accepted deliveries graylane did not act on, by source and "
+                                   "reason (no-tag, no-policy, not-allowed, bad-repository, bad-tag, unreadable, "
+                                   "no-app, no-alertname).", ("source", "reason"))  # fmt: skip
 WEBHOOK_SECONDS = REGISTRY.histogram("graylane_webhook_seconds", "Time to answer one webhook delivery.",
                                      ("source",))  # fmt: skip
 VERDICTS = REGISTRY.counter("graylane_verdicts_total", "Metric results of analysis verdicts, by judge and verdict.",
@@ -276,6 +280,10 @@ def effect(kind: str, outcome: str) -> None:
 def webhook(source: str, status: int, seconds: float) -> None:
     WEBHOOK_REQUESTS.inc(source=source, status=str(status))
     WEBHOOK_SECONDS.observe(seconds, source=source)
+
+
+def webhook_ignored(source: str, reason: str) -> None:
+    WEBHOOK_IGNORED.inc(source=source, reason=reason)
 
 
 def release_seen(app: str, release: Release | None) -> None:

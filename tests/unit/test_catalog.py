@@ -267,7 +267,7 @@ MALFORMED = [
     ("bad-digest", mutate(PUSH, "harbor-with-app", {"digest": "md5:abc"}), "data.digest", True),
     ("uppercase-repository", mutate(PUSH, "harbor-with-app", {"repository": "docker.io/Shop/Web"}), "data.repository", True),
     ("tag-with-space", mutate(PUSH, "harbor-with-app", {"tag": "v1 .0"}), "data.tag", True),
-    ("no-tag", mutate(PUSH, "harbor-with-app", {"tag": None}), "data.tag", True),
+    ("no-tag", mutate(PUSH, "harbor-with-app", {"tag": None, "digest": None}), "data.tag", True),
     ("no-repository", mutate(PUSH, "harbor-with-app", {"repository": None}), "data.repository", True),
     ("pushed-at-words", mutate(PUSH, "harbor-with-app", {"pushedAt": "yesterday"}), "data.pushedAt", True),
     ("pushed-at-month-13", mutate(PUSH, "harbor-with-app", {"pushedAt": "2025-13-40T10:00:00Z"}), "data.pushedAt", True),

@@ -9,6 +9,7 @@ from functions.providers.sources.alertmanager import AlertmanagerSource
 from functions.providers.sources.aliyun import AliyunSource
 from functions.providers.sources.azure import AzureSource
 from functions.providers.sources.base import Source
+from functions.providers.sources.distribution import DistributionSource
 from functions.providers.sources.dockerhub import DockerHubSource
 from functions.providers.sources.ecr import EcrSource
 from functions.providers.sources.gar import GarSource
@@ -23,13 +24,13 @@ from functions.providers.sources.tencent import CodingSource, TcrSource
 SOURCES: dict[str, type[Source]] = {
     cls.name: cls
     for cls in (
-        DockerHubSource, HarborSource, GitHubSource, GitLabSource, QuaySource, TcrSource, CodingSource,
-        AliyunSource, EcrSource, GarSource, AzureSource, JFrogSource, GenericSource, AlertmanagerSource,
+        DockerHubSource, HarborSource, GitHubSource, GitLabSource, DistributionSource, QuaySource, TcrSource,
+        CodingSource, AliyunSource, EcrSource, GarSource, AzureSource, JFrogSource, GenericSource, AlertmanagerSource,
     )
 }  # fmt: skip
 
 # Other spellings people will try; each maps to a route name above.
-ALIASES = {"github": "ghcr", "aliyun": "acr", "tencent": "tcr", "artifactory": "jfrog"}
+ALIASES = {"github": "ghcr", "aliyun": "acr", "tencent": "tcr", "artifactory": "jfrog", "registry": "distribution"}
 
 
 def make_sources(names: Iterable[str] | None = None) -> dict[str, Source]:

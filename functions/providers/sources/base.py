@@ -68,6 +68,7 @@ class Push:
     pusher: str = ""
     pushed_at: str = ""  # RFC 3339, empty when unknown
     delivery: str = ""  # vendor delivery id, when the vendor gives one
+    problem: str = ""  # why this entry of a delivery could not be read; the gateway ignores it with the reason
 
 
 @value
@@ -331,8 +332,29 @@ def harbor_style_pushes(source: str, event_data: Mapping[str, Any], path: str, p
     return pushes
 
 
+def distribution_pushes(source: str, data: Mapping[str, Any]) -> list[Push]:
+    """The manifest pushes of a CNCF Distribution envelope `{"events": [...]}` (Distribution, GitLab's registry).
+
+    The envelope must be the vendor's shape (else Malformed: a 4xx). One event in it that cannot be read
+    becomes a Push carrying the `problem`, which the gateway answers as ignored: Distribution retries a
+    rejected envelope forever, one at a time, so one odd event must not block every later notification.
+    """
+    pushes: list[Push] = []
+    for i, event in enumerate(get_list(source, data, "events", "body")):
+        where = f"body.events[{i}]"
+        try:
+            push = distribution_push(source, obj(source, event, where), where)
+        except Malformed as err:
+            pushes.append(Push(repository="", tag="", problem=str(err).removeprefix(f"webhook source {source}: ")))
+            continue
+        if push is not None:
+            pushes.append(push)
+    return pushes
+
+
 def distribution_push(source: str, event: Mapping[str, Any], path: str) -> Push | None:
-    """One CNCF Distribution notification event (GitLab registry, Azure ACR); None unless a manifest push."""
+    """One CNCF Distribution notification event (Distribution, GitLab registry, Azure ACR); None unless a
+    manifest push. A manifest pushed by digest only has no `target.tag`: the Push has tag ''."""
     if get_str(source, event, "action", path, required=False) != "push":
         return None
     target = get_obj(source, event, "target", path)

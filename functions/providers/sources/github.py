@@ -2,7 +2,11 @@
 (payload examples: octokit/webhooks payload-examples/api.github.com/registry_package/).
 
 Deliveries are signed: X-Hub-Signature-256 = "sha256=" + HMAC-SHA256(secret, raw body)
-(https://docs.github.com/webhooks/using-webhooks/validating-webhook-deliveries).
+(https://docs.github.com/webhooks/using-webhooks/validating-webhook-deliveries). An untagged version
+(`container_metadata.tag.name` empty) is a push by digest: its digest is `package_version.name`.
+
+Sender: GitHub does not retry a failed delivery (any answer but 2xx, or no answer within 10 s); it is
+listed under "Recent Deliveries" for a manual redelivery.
 """
 
 from __future__ import annotations
@@ -56,11 +60,14 @@ class GitHubSource(JsonSource):
             repository = repository_name("ghcr.io", get_str(self.name, owner, "login", f"body.{key}.owner") + "/"
                                          + get_str(self.name, package, "name", f"body.{key}"))
         sender = get_obj(self.name, data, "sender", "body", required=False)
+        # a container package version is named by its manifest digest; container_metadata.tag.digest is
+        # often shortened in GitHub's payloads, so the version name is the digest to pin when it is one
+        digest = digest_or_empty(get_str(self.name, version, "name", where, required=False)) or digest_or_empty(
+            get_str(self.name, tag_info, "digest", f"{where}.container_metadata.tag", required=False))
         return [Push(
             repository=repository,
             tag=get_str(self.name, tag_info, "name", f"{where}.container_metadata.tag", required=False),
-            digest=digest_or_empty(get_str(self.name, tag_info, "digest", f"{where}.container_metadata.tag",
-                                           required=False)),
+            digest=digest,
             pusher=get_str(self.name, sender, "login", "body.sender", required=False),
             pushed_at=rfc3339_or_empty(package.get("updated_at")),
             delivery=headers.get("x-github-delivery", ""),

@@ -1,7 +1,11 @@
 """GitLab container registry notifications: the CNCF Distribution event envelope
 (https://distribution.github.io/distribution/about/notifications/), enabled with
 `registry['notifications']` in gitlab.rb whose `headers` carry `Authorization: Bearer <token>` (or
-`X-Gitlab-Token: <token>`). Only manifest pushes with a tag are image pushes; blob pushes are skipped.
+`X-Gitlab-Token: <token>`). Only manifest pushes are image pushes; blob pushes are skipped, a manifest
+pushed by digest only is ignored unless a policy releases by digest.
+
+Sender: GitLab's registry (a Distribution fork) treats any answer outside 200-399 as a failure and retries
+it with backoff (older versions forever, newer ones `maxretries` times), one event at a time per endpoint.
 """
 
 from __future__ import annotations
@@ -12,9 +16,7 @@ from functions.providers.sources.base import (
     Headers,
     JsonSource,
     Parsed,
-    Push,
-    distribution_push,
-    each_obj,
+    distribution_pushes,
 )  # fmt: skip
 
 
@@ -23,9 +25,4 @@ class GitLabSource(JsonSource):
     token_headers: ClassVar[tuple[str, ...]] = ("x-gitlab-token",)
 
     def read(self, headers: Headers, data: dict[str, Any]) -> Parsed:
-        pushes: list[Push] = []
-        for where, event in each_obj(self.name, data, "events", "body"):
-            push = distribution_push(self.name, event, where)
-            if push is not None:
-                pushes.append(push)
-        return pushes
+        return distribution_pushes(self.name, data)
