@@ -29,7 +29,7 @@ from functions import present
 from functions.approvals import Approvals, CommandRequest, Result
 from functions.chatops.authz import Requester
 from functions.core.values import value
-from functions.errors import ConfigError, GraylaneError
+from functions.errors import ConfigError, GraylaneError, brief
 
 BODY_FIELDS = ("action", "gate", "weight", "version", "reason", "params")
 
@@ -61,7 +61,7 @@ def parse_tokens(raw: str) -> dict[str, str]:
 
 
 def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=dict(headers or {}))
+    return JSONResponse({"error": brief(message)}, status_code=status, headers=dict(headers or {}))
 
 
 def _result(result: Result) -> JSONResponse:

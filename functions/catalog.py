@@ -100,7 +100,8 @@ def _only(data: Mapping[str, Any], allowed: Iterable[str], path: str) -> None:
     allowed = tuple(allowed)
     for key in data:
         if key not in allowed:
-            raise _Invalid(f"{path}.{key}: unknown field; expected one of {', '.join(allowed)}")
+            shown = key if len(key) <= 60 else key[:57] + "..."
+            raise _Invalid(f"{path}.{shown}: unknown field; expected one of {', '.join(allowed)}")
 
 
 def _text(

@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+MAX_MESSAGE = 1000  # characters of an error message that reach an answer or a log line
+
+
+def brief(text: str, limit: int = MAX_MESSAGE) -> str:
+    """`text` cut to `limit` characters, saying how much was left out: a rejected body is never echoed whole."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
+
 
 class GraylaneError(Exception):
     """Base of every error graylane raises on purpose."""

@@ -45,7 +45,7 @@ from functions.core import images
 from functions.core.policy import Policy
 from functions.core.protection import rule_matches
 from functions.core.values import value
-from functions.errors import ConfigError, ProviderUnavailable, Reject
+from functions.errors import ConfigError, ProviderUnavailable, Reject, brief
 from functions.observability import metrics
 from functions.observability.asgi import ObserveRequests
 from functions.providers.sources import ALIASES, SOURCES
@@ -310,7 +310,7 @@ def alert_events(source: str, notices: Sequence[AlertNotice], settings: GatewayS
 
 
 def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=dict(headers or {}))
+    return JSONResponse({"error": brief(message)}, status_code=status, headers=dict(headers or {}))
 
 
 def _headers(request: Request) -> dict[str, str]:

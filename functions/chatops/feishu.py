@@ -7,6 +7,8 @@ Authentication (Feishu "event subscription" docs):
   the timestamp within an hour of now, and `{"encrypt": ...}` bodies are AES-256-CBC with the key
   SHA-256(encrypt key) and the IV in the first 16 bytes (needs `cryptography`);
 - `url_verification` is answered with its challenge once the token matches.
+The signature is verified before anything is decrypted, and every authentication failure gets the same
+answer (no padding oracle).
 Replies are a message card (`msg_type: interactive`); a card press gets a toast.
 """
 
@@ -17,12 +19,14 @@ import binascii
 import hashlib
 import hmac
 import json
+import logging
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from functions.chatops import crypto
 from functions.chatops.authz import Requester
 from functions.chatops.base import Headers, Inbound, Query, Reply, chat_status, fresh, text_of
 from functions.core.values import value
+from functions.errors import brief
 from functions.providers.sources.base import Malformed, Unauthenticated, get_obj, get_str, load_json, obj
 
 if TYPE_CHECKING:
@@ -30,6 +34,9 @@ if TYPE_CHECKING:
 
 REPLAY_WINDOW = 3600.0
 SOURCE = "feishu"
+NOT_AUTHENTIC = ("chat platform feishu: the delivery is not authentic (X-Lark-Signature, Encrypt Key or "
+                 "verification token); the gateway log says which")
+log = logging.getLogger("graylane.chatops")
 
 
 def signature(timestamp: str, nonce: str, encrypt_key: str, body: bytes) -> str:
@@ -72,18 +79,35 @@ class Feishu:
                    "body.encrypt (decrypted)")
 
     def authenticate(self, headers: Headers, query: Query, body: bytes, now: float) -> None:
+        """Verify first, then decrypt, and give one answer for every failure.
+
+        With an Encrypt Key, a signed delivery's X-Lark-Signature is checked over the raw body before anything is
+        decrypted; only an unsigned url_verification handshake is decrypted to be recognised. Whatever fails
+        (signature, freshness, base64, AES padding, JSON, verification token), the caller gets the same 401, so
+        an unsigned caller cannot use the answers as a padding oracle. The reason is logged for the operator.
+        """
         if not self.verification_token and not self.encrypt_key:
             raise Unauthenticated("chat platform feishu: neither a Verification Token nor an Encrypt Key is "
                                   "configured; it refuses every delivery")
+        try:
+            self._authenticate(headers, body, now)
+        except (Unauthenticated, Malformed) as err:
+            log.info("chat platform feishu: refused a delivery: %s", brief(str(err), 300))
+            raise Unauthenticated(NOT_AUTHENTIC) from None
+
+    def _authenticate(self, headers: Headers, body: bytes, now: float) -> None:
+        signed = bool(headers.get("x-lark-signature", "").strip())
+        if self.encrypt_key and signed:
+            self._check_signature(headers, body, now)  # over the raw bytes: nothing is decrypted before this
         data = self.payload(body)
         handshake = data.get("type") == "url_verification"
+        if self.encrypt_key and not signed and not handshake:
+            raise Unauthenticated("chat platform feishu: X-Lark-Request-Timestamp and X-Lark-Signature are required")
         if self.verification_token:
             header = data.get("header") if isinstance(data.get("header"), dict) else {}
             token = str(header.get("token") or data.get("token") or "")
             if not hmac.compare_digest(token.encode(), self.verification_token.encode()):
                 raise Unauthenticated("chat platform feishu: the verification token in the body is not valid")
-        if self.encrypt_key and not handshake:
-            self._check_signature(headers, body, now)
 
     def _check_signature(self, headers: Headers, body: bytes, now: float) -> None:
         timestamp = headers.get("x-lark-request-timestamp", "").strip()

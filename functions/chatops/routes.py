@@ -25,7 +25,7 @@ from functions.chatops.slack import Slack
 from functions.chatops.teams import Teams, keys
 from functions.chatops.wecom import WeCom
 from functions.core.values import value
-from functions.errors import ConfigError
+from functions.errors import ConfigError, brief
 from functions.providers.sources.base import Forbidden, Malformed, Unauthenticated
 
 log = logging.getLogger("graylane.chatops")
@@ -65,7 +65,7 @@ class ChatOpsSettings:
 
 
 def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+    return JSONResponse({"error": brief(message)}, status_code=status)
 
 
 def _response(reply: Reply) -> Response:

@@ -6,7 +6,9 @@ secret; a timestamp more than 5 minutes from now is refused as a possible replay
 
 A slash command is a form body (`command`, `text`, `user_id`, `user_name`, `channel_id`, ...); a button
 press is a form body with one `payload` field of JSON whose `actions[0].value` holds the command text
-(`gate_message` builds such buttons for notifications). Replies are Block Kit messages.
+(`gate_message` builds such buttons for notifications). Only graylane's own buttons run anything: the
+`action_id` must be `graylane-approve` (its value an `approve ...` command) or `graylane-reject` (a
+`reject ...`); any other button is acknowledged and nothing runs. Replies are Block Kit messages.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ REPLAY_WINDOW = 300.0  # seconds, as Slack recommends
 SIGNATURE = "x-slack-signature"
 TIMESTAMP = "x-slack-request-timestamp"
 ACTION_IDS = ("graylane-approve", "graylane-reject")
+ACTION_VERBS = {"graylane-approve": "approve", "graylane-reject": "reject"}  # what each button may run
 
 
 @value
@@ -103,6 +106,16 @@ def _interactive(raw: str) -> Inbound:
     if not actions:
         raise Malformed("chat platform slack: payload.actions is empty")
     action = obj(source, actions[0], "payload.actions[0]")
+    action_id = get_str(source, action, "action_id", "payload.actions[0]", required=False)
+    text = get_str(source, action, "value", "payload.actions[0]", required=False)
+    verb = ACTION_VERBS.get(action_id)
+    if verb is None or text.split(maxsplit=1)[:1] != [verb]:
+        # another app's (or a hand-made) button: acknowledged, so Slack shows no error, and nothing runs
+        shown = action_id[:64] if action_id else "(none)"
+        why = (f"the button {shown!r} is not one of graylane's ({', '.join(ACTION_IDS)})" if verb is None
+               else f"the button {action_id} may only run {verb}")
+        return Inbound(handshake=Reply({"response_type": "ephemeral", "replace_original": False,
+                                        "text": f"ignored: {why}; nothing was run"}))
     user = get_obj(source, payload, "user", "payload")
     channel = get_obj(source, payload, "channel", "payload", required=False)
     requester = _requester(get_str(source, user, "id", "payload.user"),
@@ -111,8 +124,7 @@ def _interactive(raw: str) -> Inbound:
                            get_str(source, channel, "name", "payload.channel", required=False))
     delivery = get_str(source, action, "action_ts", "payload.actions[0]", required=False) or \
         get_str(source, payload, "trigger_id", "payload", required=False)
-    return Inbound(text=get_str(source, action, "value", "payload.actions[0]"), requester=requester,
-                   delivery=delivery)
+    return Inbound(text=text, requester=requester, delivery=delivery)
 
 
 def _escape(text: str) -> str:

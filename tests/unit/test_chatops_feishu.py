@@ -44,11 +44,13 @@ def event(text: str = "", user: str = "ou_ops", chat: str = "oc_releases", token
     return {"schema": "2.0", "header": header, "event": body}
 
 
-def post(w: World, payload: dict[str, Any], key: str = KEY, encrypted: bool = True, sign_key: str = KEY):  # type: ignore[no-untyped-def]
+def post(w: World, payload: dict[str, Any], key: str = KEY, encrypted: bool = True, sign_key: str | None = KEY):  # type: ignore[no-untyped-def]
     raw = json.dumps(payload).encode()
     body = json.dumps({"encrypt": encrypt(key, raw, b"\x07" * 16)}).encode() if encrypted else raw
-    headers = {"X-Lark-Request-Timestamp": str(NOW), "X-Lark-Request-Nonce": "n-1",
-               "X-Lark-Signature": signature(str(NOW), "n-1", sign_key, body), "Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json"}
+    if sign_key is not None:  # Feishu's url_verification handshake may come unsigned
+        headers |= {"X-Lark-Request-Timestamp": str(NOW), "X-Lark-Request-Nonce": "n-1",
+                    "X-Lark-Signature": signature(str(NOW), "n-1", sign_key, body)}
     app = w.client(*chatops_routes({"feishu": Feishu(TOKEN, KEY)}, w.approvals, now=lambda: NOW))
     return app.post("/chatops/feishu", content=body, headers=headers)
 
@@ -59,10 +61,16 @@ def w(tmp_path: Path) -> World:
 
 
 def test_url_verification_answers_the_challenge_only_with_the_token(w: World) -> None:
-    ok = post(w, {"type": "url_verification", "challenge": "ch-123", "token": TOKEN}, sign_key="unsigned")
+    ok = post(w, {"type": "url_verification", "challenge": "ch-123", "token": TOKEN}, sign_key=None)
     assert ok.status_code == 200 and ok.json() == {"challenge": "ch-123"}
+    signed = post(w, {"type": "url_verification", "challenge": "ch-123", "token": TOKEN})
+    assert signed.status_code == 200 and signed.json() == {"challenge": "ch-123"}
     bad = post(w, {"type": "url_verification", "challenge": "ch-123", "token": "wrong"})
     assert bad.status_code == 401
+    forged = post(w, {"type": "url_verification", "challenge": "ch-123", "token": TOKEN}, sign_key="other")
+    assert forged.status_code == 401  # a signature, if present, must be right
+    unsigned_event = post(w, event("pause pro/flask"), sign_key=None)
+    assert unsigned_event.status_code == 401 and w.commands() == []
 
 
 def test_an_encrypted_signed_message_is_accepted_and_answered_with_a_card(w: World) -> None:
@@ -97,3 +105,48 @@ def test_an_unlisted_user_is_403_and_audited(w: World) -> None:
     assert response.status_code == 403 and response.json()["card"]["header"]["template"] == "red"
     [record] = w.audit.records
     assert (record.outcome, record.user, record.action, record.app) == ("denied", "ou_stranger", "abort", APP)
+
+
+def raw_post(w: World, body: bytes, headers: dict[str, str]):  # type: ignore[no-untyped-def]
+    app = w.client(*chatops_routes({"feishu": Feishu(TOKEN, KEY)}, w.approvals, now=lambda: NOW))
+    return app.post("/chatops/feishu", content=body, headers={"Content-Type": "application/json", **headers})
+
+
+def test_action_id_feishu_gives_an_unsigned_caller_one_answer_whatever_the_padding(w: World) -> None:
+    import base64
+
+    from functions.chatops import crypto
+    from functions.chatops.feishu import encrypt as feishu_encrypt
+
+    key = __import__("hashlib").sha256(KEY.encode()).digest()
+    iv = b"\x05" * 16
+    bad_padding = base64.b64encode(iv + crypto.encrypt(key, iv, b"x" * 16)[:16]).decode()  # valid AES, bad pad
+    good_padding_not_json = feishu_encrypt(KEY, b"certainly not json", iv)
+    not_base64 = "%%%"
+    wrong_token = feishu_encrypt(KEY, json.dumps({"type": "url_verification", "challenge": "c",
+                                                   "token": "nope"}).encode(), iv)  # fmt: skip
+    answers = [raw_post(w, json.dumps({"encrypt": e}).encode(), {})
+               for e in (bad_padding, good_padding_not_json, not_base64, wrong_token)]
+
+    assert {a.status_code for a in answers} == {401}
+    assert len({a.text for a in answers}) == 1, [a.text for a in answers]  # no padding oracle
+    assert "padding" not in answers[0].text and "JSON" not in answers[0].text
+    assert w.commands() == []
+
+
+def test_action_id_feishu_checks_the_signature_before_decrypting(w: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    from functions.chatops import feishu
+
+    calls: list[str] = []
+    real = feishu.decrypt
+    monkeypatch.setattr(feishu, "decrypt", lambda k, e: calls.append(e) or real(k, e))
+    body = json.dumps({"encrypt": encrypt(KEY, json.dumps(event("pause pro/flask")).encode(), b"\x07" * 16)}).encode()
+    forged = {"X-Lark-Request-Timestamp": str(NOW), "X-Lark-Request-Nonce": "n-1",
+              "X-Lark-Signature": signature(str(NOW), "n-1", "not-the-key", body)}
+
+    refused = raw_post(w, body, forged)
+
+    assert refused.status_code == 401 and calls == []  # nothing was decrypted for a forged signature
+    good = {**forged, "X-Lark-Signature": signature(str(NOW), "n-1", KEY, body)}
+    assert raw_post(w, body, good).status_code == 200 and calls
+    assert [c.data["action"] for c in w.commands()] == ["pause"]

@@ -158,3 +158,32 @@ def test_unconfigured_slack_refuses_everything(w: World) -> None:
     app = w.client(*chatops_routes({"slack": Slack("")}, w.approvals, now=lambda: NOW))
     response = app.post("/chatops/slack", content=body, headers=signed(body))
     assert response.status_code == 401 and "no signing secret" in response.json()["error"]
+
+
+def press(w: World, action_id: str, value: str, user: str = "U024BE7LH"):  # type: ignore[no-untyped-def]
+    payload = {"type": "block_actions", "user": {"id": user, "username": "ops-lead"},
+               "channel": {"id": "C1", "name": "releases"}, "trigger_id": "t-7",
+               "actions": [{"action_id": action_id, "value": value, "action_ts": "171.3"}]}
+    body = urlencode({"payload": json.dumps(payload)}).encode()
+    return client(w).post("/chatops/slack/interactive", content=body, headers=signed(body))
+
+
+@pytest.mark.parametrize(("action_id", "value"), [
+    ("someone-elses-button", "abort pro/flask"),  # any button in a message the app can see
+    ("", "abort pro/flask"),  # no action_id at all
+    ("graylane-approve", "abort pro/flask"),  # graylane's approve button carrying another command
+    ("graylane-reject", "approve pro/flask go"),
+])
+def test_action_id_only_graylanes_own_buttons_run_their_own_command(w: World, action_id: str, value: str) -> None:
+    response = press(w, action_id, value)
+
+    assert response.status_code == 200, response.text  # acknowledged: Slack shows no error to the clicker
+    assert response.json()["text"].startswith("ignored:") and "nothing was run" in response.json()["text"]
+    assert w.commands() == [] and w.audit.records == []
+
+
+def test_graylanes_reject_button_still_runs(w: World) -> None:
+    response = press(w, "graylane-reject", "reject pro/flask go")
+
+    assert response.status_code == 200, response.text
+    assert [c.data["action"] for c in w.commands()] == ["reject"]
