@@ -85,10 +85,13 @@ def _header_safe(value: str) -> bool:
 class HttpBus:
     """Posts each event to a Knative Broker (K_SINK) in binary mode; non-2xx raises ProviderUnavailable.
 
-    An event whose attributes cannot travel as plain HTTP headers is sent in structured mode instead.
+    An event whose attributes cannot travel as plain HTTP headers is sent in structured mode instead. With
+    `token_file` (GRAYLANE_SINK_TOKEN_FILE: e.g. a projected ServiceAccount token for the Broker's OIDC
+    audience), each request carries `Authorization: Bearer <the file's current content>`, which a Broker with
+    Knative's `authentication-oidc` feature requires.
     """
 
-    def __init__(self, url: str, timeout: float = 5.0) -> None:
+    def __init__(self, url: str, timeout: float = 5.0, token_file: str = "") -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ConfigError(f"K_SINK: {url!r} is not an http(s) URL")
@@ -96,6 +99,7 @@ class HttpBus:
             raise ConfigError(f"GRAYLANE_BUS_TIMEOUT: {timeout!r} seconds must be positive")
         self.url = url
         self.timeout = timeout
+        self.token_file = token_file
         self._opener = urllib.request.build_opener(_NoRedirect)
 
     def publish(self, event: CloudEvent) -> None:
@@ -108,6 +112,12 @@ class HttpBus:
         if binary:
             headers["content-type"] = attrs.get("datacontenttype") or "application/json"
         what = f"publish {attrs.get('type')} event {attrs.get('id')!r} to broker {self.url}"
+        if self.token_file:
+            try:
+                with open(self.token_file, encoding="utf-8") as f:  # re-read: the kubelet rotates it
+                    headers["Authorization"] = "Bearer " + f.read().strip()
+            except OSError as err:
+                raise ProviderUnavailable(f"{what}: the sink token {self.token_file} cannot be read: {err}") from err
         request = urllib.request.Request(self.url, data=body or b"", headers=headers, method="POST")
         try:
             with self._opener.open(request, timeout=self.timeout) as response:
@@ -136,4 +146,4 @@ def bus_from_env(environ: Mapping[str, str] | None = None) -> Bus:
         timeout = float(raw_timeout)
     except ValueError as err:
         raise ConfigError(f"GRAYLANE_BUS_TIMEOUT: {raw_timeout!r} is not a number of seconds") from err
-    return HttpBus(sink, timeout=timeout)
+    return HttpBus(sink, timeout=timeout, token_file=env.get("GRAYLANE_SINK_TOKEN_FILE", ""))

@@ -200,29 +200,42 @@ def demo(args: argparse.Namespace) -> int:
 
 
 def _serve_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--store", default=None, help="state store URL (default sqlite:///graylane.db; with --context "
-                   "the context's ConfigMaps)")
-    p.add_argument("--policies", default="infra/examples", help="policy directory, or configmap://")
-    p.add_argument("--context", default="", help="kubeconfig context: ConfigMap store and that cluster")
-    p.add_argument("--providers", choices=("local", "recording", "kubernetes"), default="recording")
-    p.add_argument("--local-stack", default="", metavar="FILE",
-                   help="--providers local: the stack's ports and HAProxy socket (stack.json of `graylane demo --keep`)")
-    p.add_argument("--prometheus", default="http://127.0.0.1:9090", help="Prometheus URL (--providers kubernetes)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--tick", default="5s", help="interval of the analysis tick sweep, e.g. 5s or 500ms")
+    # defaults are None: each option falls back to its environment variable, then to ServeOptions' default
+    p.add_argument("--store", default=None, help="state store URL (GRAYLANE_STORE; default sqlite:///graylane.db; "
+                   "with --context the context's ConfigMaps)")
+    p.add_argument("--policies", default=None, help="policy directory, or configmap:// (GRAYLANE_POLICIES; default "
+                   "infra/examples)")
+    p.add_argument("--context", default=None, help="kubeconfig context: ConfigMap store and that cluster "
+                   "(GRAYLANE_CONTEXT)")
+    p.add_argument("--providers", choices=("local", "recording", "kubernetes"), default=None,
+                   help="GRAYLANE_PROVIDERS; default recording (in memory: nothing in a cluster changes)")
+    p.add_argument("--local-stack", default=None, metavar="FILE",
+                   help="--providers local: the stack's ports and HAProxy socket (stack.json of `graylane demo "
+                        "--keep`; GRAYLANE_LOCAL_STACK)")
+    p.add_argument("--prometheus", default=None, help="Prometheus URL for --providers kubernetes "
+                   "(GRAYLANE_PROMETHEUS; default http://127.0.0.1:9090)")
+    p.add_argument("--host", default=None, help="public listener: /hooks, /api, /chatops, /healthz, /metrics "
+                   "(GRAYLANE_HOST; default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="GRAYLANE_PORT; default 8080; 0 picks a free port")
+    p.add_argument("--internal-host", default=None, help="internal listener: POST /functions/{target} and POST "
+                   "/tick, authenticated with GRAYLANE_INTERNAL_TOKEN (GRAYLANE_INTERNAL_HOST; default 127.0.0.1)")
+    p.add_argument("--internal-port", type=int, default=None, help="GRAYLANE_INTERNAL_PORT; default 8081")
+    p.add_argument("--tick", default=None, help="interval of the analysis tick sweep, e.g. 5s or 500ms "
+                   "(GRAYLANE_TICK_INTERVAL; default 5s)")
 
 
 @command("serve", "run the gateway, every function and the analysis ticker in one process", _serve_arguments)
 def serve(args: argparse.Namespace) -> int:
     from functions.errors import ConfigError
-    from functions.serve import ServeOptions, parse_duration, run
+    from functions.serve import ServeOptions, run
 
     try:
-        opts = ServeOptions(store=args.store or "sqlite:///graylane.db", policies=args.policies, context=args.context,
-                            providers=args.providers, host=args.host, port=args.port, tick=parse_duration(args.tick),
-                            prometheus=args.prometheus, local_stack=args.local_stack, store_given=args.store is not None)
-        return run(opts)
+        opts = ServeOptions.from_env(
+            store=args.store, policies=args.policies, context=args.context, providers=args.providers,
+            host=args.host, port=args.port, internal_host=args.internal_host, internal_port=args.internal_port,
+            tick=args.tick, prometheus=args.prometheus, local_stack=args.local_stack,
+        )  # fmt: skip
+        return run(opts, out=lambda line: print(line, flush=True))
     except ConfigError as err:
         print(f"graylane serve: {err}", file=sys.stderr)
         return EXIT_USAGE

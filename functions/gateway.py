@@ -412,7 +412,14 @@ def create_app() -> Starlette:
     base = Settings.from_env()
     policies: Policies = policies_from(base.policies, cache=base.policy_cache)
     from functions.approval_api import extra_routes
+    from functions.internal_auth import EDGE_KEY_ENV, AttestingBus, InternalAuth
 
-    bus = bus_from_env()
+    # this gateway is an edge publishing to a broker: it attests what it creates, so the functions can tell
+    # its events (and the actors it authenticated) from anything else posted to the broker
+    edge_key = InternalAuth.from_env().edge_key
+    if not edge_key:
+        log.warning("%s is not set: the functions will refuse the image, command and alert events this gateway "
+                    "publishes", EDGE_KEY_ENV)
+    bus = AttestingBus(bus_from_env(), edge_key)
     return build_app(GatewaySettings.from_env(), make_sources(), bus, policies,
                      extra_routes=extra_routes(base.store, bus, policies))  # approval API + ChatOps

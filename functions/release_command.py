@@ -1,4 +1,9 @@
-"""Function: A command (approve, reject, weight, promote, pause, resume, abort, rollback)."""
+"""Function: A command (approve, reject, weight, promote, pause, resume, abort, rollback).
+
+The caller is authenticated before the body is read (functions/internal_auth.py: the broker's OIDC token,
+or GRAYLANE_INTERNAL_TOKEN; nothing configured refuses every call). Only events an edge attested are
+handled (the actor, app and fields are the ones graylane's gateway authenticated); others get 403.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,13 @@ from typing import Any
 import functions_framework
 
 from functions.core.events import RELEASE_COMMAND
+from functions.internal_auth import functions_framework_guard, origin_or_403
 from functions.runtime import runner
+
+AUTH = functions_framework_guard()
 
 
 @functions_framework.cloud_event
 def release_command(cloud_event: Any) -> None:
+    origin_or_403(AUTH, cloud_event)
     runner().handle_cloudevent(cloud_event, expect=(RELEASE_COMMAND,))

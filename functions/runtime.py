@@ -59,7 +59,7 @@ def _bus(settings: Settings) -> Any:
         return None
     from functions.bus import HttpBus
 
-    return HttpBus(settings.sink)
+    return HttpBus(settings.sink, token_file=settings.sink_token_file)
 
 
 @cache

@@ -18,6 +18,7 @@ class Settings:
     policy_cache: str = ""  # compiled policies: a directory, "off", or "" for ~/.cache/graylane/policies
     providers: str = "recording"  # recording | kubernetes
     sink: str = ""  # Knative Broker URL for emitted events (K_SINK); empty: not published
+    sink_token_file: str = ""  # bearer token for the Broker (its OIDC audience), re-read per event
     prometheus: str = "http://127.0.0.1:9090"
     source: str = "/graylane/functions"
 
@@ -31,6 +32,7 @@ class Settings:
             policy_cache=env.get("GRAYLANE_POLICY_CACHE", d.policy_cache),
             providers=env.get("GRAYLANE_PROVIDERS", d.providers),
             sink=env.get("K_SINK", env.get("GRAYLANE_SINK", "")),
+            sink_token_file=env.get("GRAYLANE_SINK_TOKEN_FILE", ""),
             prometheus=env.get("GRAYLANE_PROMETHEUS", d.prometheus),
             source=env.get("GRAYLANE_SOURCE", d.source),
         )

@@ -19,9 +19,7 @@ import shlex
 import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -219,47 +217,132 @@ def test_the_knative_schemas_refuse_a_wrong_field(kube: KubeCluster, ns: str, ca
 # -- the tick without Knative ----------------------------------------------------------------------------------
 
 
-class _Capture(BaseHTTPRequestHandler):
-    seen: list[tuple[str, dict[str, str], bytes]] = []
-
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-        body = self.rfile.read(int(self.headers.get("content-length", "0")))
-        type(self).seen.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
+def rendered(overlay: str, kind: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in build(overlay) if d["kind"] == kind}
 
 
-def test_the_tick_cronjob_posts_a_sweep_tick_the_catalog_accepts() -> None:
-    from cloudevents.http import from_http
+def test_cronjob_the_deployment_serves_two_listeners_and_only_the_public_one_is_exposed() -> None:
+    deployment = rendered("deployments", "Deployment")["graylane"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    argv = container["command"]
+    assert argv[:2] == ["graylane", "serve"]
+    # the cluster's settings come from graylane-settings (serve reads the environment), not from flags
+    assert not {"--store", "--policies", "--providers", "--prometheus"} & set(argv)
+    assert {"configMapRef": {"name": "graylane-settings"}} in container["envFrom"]
+    assert {"secretRef": {"name": "graylane-webhooks"}} in container["envFrom"]
+    settings = rendered("deployments", "ConfigMap")["graylane-settings"]["data"]
+    assert (settings["GRAYLANE_PROVIDERS"], settings["GRAYLANE_STORE"], settings["GRAYLANE_POLICIES"]) == (
+        "kubernetes", "configmap://", "configmap://")
+    assert settings["GRAYLANE_PROMETHEUS"].startswith("http")
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": int(argv[argv.index("--port") + 1]), "internal": int(argv[argv.index("--internal-port") + 1])}
+    services = rendered("deployments", "Service")
+    assert [p["targetPort"] for p in services["graylane"]["spec"]["ports"]] == ["http"]
+    assert [(p["port"], p["targetPort"]) for p in services["graylane-internal"]["spec"]["ports"]] == [
+        (ports["internal"], "internal")]
+    assert services["graylane-internal"]["spec"].get("type", "ClusterIP") == "ClusterIP"
+    backends = {(path["backend"]["service"]["name"], path["backend"]["service"]["port"]["name"])
+                for rule in rendered("deployments", "Ingress")["graylane"]["spec"]["rules"]
+                for path in rule["http"]["paths"]}  # fmt: skip
+    assert backends == {("graylane", "http")}
+    secret = rendered("deployments", "Secret")["graylane-webhooks"]["stringData"]
+    assert {"GRAYLANE_INTERNAL_TOKEN", "GRAYLANE_EDGE_KEY"} <= set(secret)
 
-    from functions.catalog import to_domain
-    from functions.core.events import Tick
 
-    cron = next(d for d in build("deployments") if d["kind"] == "CronJob")
+TICK_POLICY = """\
+apiVersion: graylane.dev/v1alpha1
+kind: ReleasePolicy
+metadata: {name: web, namespace: team}
+spec:
+  image: {repository: registry.example.com/team/web}
+  router: {provider: recording}
+  stages:
+    - canary: {steps: [{weight: 30, pause: 1s}]}
+    - approval: {name: promote}
+    - promote: {}
+"""
+
+
+def test_cronjob_the_rendered_tick_snippet_ticks_a_real_graylane_serve(tmp_path: Path) -> None:
+    import os
+    import signal
+    import time
+    import urllib.request
+
+    from functions.core.state import AppState
+    from functions.providers.stores.sqlite import SqliteStore
+
+    cron = rendered("deployments", "CronJob")["graylane-tick"]
     assert cron["spec"]["schedule"] == "* * * * *"
     pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     assert pod["automountServiceAccountToken"] is False
-    command = pod["containers"][0]["command"]
+    container = pod["containers"][0]
+    command = container["command"]
     assert command[:2] == ["python", "-c"]
-    _Capture.seen = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Capture)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    env = {e["name"]: e["valueFrom"] for e in container["env"]}
+    assert env["GRAYLANE_TICK_URL"] == {"configMapKeyRef": {"name": "graylane-settings", "key": "GRAYLANE_TICK_URL"}}
+    assert env["GRAYLANE_INTERNAL_TOKEN"] == {"secretKeyRef": {"name": "graylane-webhooks",
+                                                               "key": "GRAYLANE_INTERNAL_TOKEN"}}
+    assert "envFrom" not in container  # the Job holds the internal token only, never GRAYLANE_EDGE_KEY
+    url = urlsplit(rendered("deployments", "ConfigMap")["graylane-settings"]["data"]["GRAYLANE_TICK_URL"])
+    internal = rendered("deployments", "Service")["graylane-internal"]
+    assert url.hostname == f"graylane-internal.{NAMESPACE}.svc.cluster.local"
+    assert url.port == internal["spec"]["ports"][0]["port"] and url.path == "/tick"
+
+    # a real `graylane serve`, configured from its environment as in the Deployment (on loopback, free ports)
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "web.yaml").write_text(TICK_POLICY)
+    token, hook = secrets.token_hex(16), secrets.token_hex(16)
+    serve_env = {**os.environ, "GRAYLANE_STORE": f"sqlite:///{tmp_path / 'graylane.db'}",
+                 "GRAYLANE_POLICIES": str(policies), "GRAYLANE_PROVIDERS": "recording",
+                 "GRAYLANE_TICK_INTERVAL": "60m",  # only the CronJob ticks during the test
+                 "GRAYLANE_INTERNAL_TOKEN": token, "GRAYLANE_HOOK_TOKEN_GENERIC": hook}  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "functions.cli", "serve", "--port", "0", "--internal-port", "0"],
+                            env=serve_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=str(ROOT))  # fmt: skip
     try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/events"
-        env = {"GRAYLANE_TICK_URL": url, "PATH": "/usr/bin:/bin"}
-        done = subprocess.run([sys.executable, "-c", command[2]], env=env, capture_output=True, text=True, timeout=30)
+        line = proc.stdout.readline() if proc.stdout else ""
+        found = re.search(r"on http://127\.0\.0\.1:(\d+) \(internal http://127\.0\.0\.1:(\d+);", line)
+        assert found, f"graylane serve did not start: {line}{proc.stdout.read() if proc.poll() is not None else ''}"
+        public, internal_port = (int(g) for g in found.groups())
+        for tag in ("v1.0.0", "v2.0.0"):
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{public}/hooks/generic", method="POST",
+                data=json.dumps({"repository": "registry.example.com/team/web", "tag": tag}).encode(),
+                headers={"authorization": f"Bearer {hook}", "content-type": "application/json"})  # fmt: skip
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                assert answer.status == 202
+        time.sleep(1.2)  # the canary step's pause is due
+
+        def run_snippet(with_token: str) -> subprocess.CompletedProcess[str]:
+            job_env = {"GRAYLANE_TICK_URL": f"http://127.0.0.1:{internal_port}{url.path}",
+                       "GRAYLANE_INTERNAL_TOKEN": with_token, "PATH": "/usr/bin:/bin"}  # fmt: skip
+            return subprocess.run([sys.executable, "-c", command[2]], env=job_env, capture_output=True, text=True,
+                                  timeout=30)  # fmt: skip
+
+        store = SqliteStore(str(tmp_path / "graylane.db"))
+
+        def release() -> Any:
+            doc, _ = store.load("team/web")
+            return AppState.from_json(doc).release
+
+        refused = run_snippet("not-the-internal-token")
+        assert refused.returncode != 0 and "401" in refused.stderr  # the Job fails, visibly
+        assert release().gate == ""  # nothing ticked
+        done = run_snippet(token)
+        assert done.returncode == 0, done.stderr
+        assert re.match(r"tick \d{4}-\d\d-\d\dT\d\d:\d\d:00Z 200 ", done.stdout), done.stdout
+        assert '"status":"transitioned"' in done.stdout.replace(" ", "")
+        assert release().gate == "promote"  # the tick was handled: the due pause moved the release on
     finally:
-        server.shutdown()
-        server.server_close()
-    assert done.returncode == 0, done.stderr
-    [(path, headers, body)] = _Capture.seen
-    assert path == "/events"
-    event = to_domain(from_http(headers, body))
-    assert isinstance(event, Tick) and event.app == "" and event.id.startswith("graylane-tick/")
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, proc.stdout.read() if proc.stdout else ""
 
 
 # -- the image -------------------------------------------------------------------------------------------------
