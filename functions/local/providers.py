@@ -4,8 +4,9 @@
 
 - router: `HAProxyRouter` on the admin socket the policy's `router.socket` names, else the local stack's;
 - workloads: `ProcessWorkloads`, one `functions.demo_service` process per workload on 127.0.0.1:
-  stable and canary on the fixed ports HAProxy's config points at, previews on free ports, migration
-  jobs as local commands. A version's behaviour (error rate, delay) comes from `LocalConfig.behaviours`
+  stable and canary on the ports HAProxy's config points at (a process whose port was taken meanwhile
+  is started on a fresh one and HAProxy's server is re-addressed over the admin socket), previews on free
+  ports, migration jobs as local commands. A version's behaviour (error rate, delay) comes from `LocalConfig.behaviours`
   keyed by tag: that is how the demo ships a bad v3;
 - measure: `PrometheusAnalysis` against the local Prometheus;
 - notifier: `PrintNotifier`, one line per notice to a callable (the terminal, or the live view).
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -32,6 +32,7 @@ from functions.core.policy import Policy
 from functions.core.state import Release
 from functions.core.values import value
 from functions.errors import ConfigError, GraylaneError, NotReady
+from functions.local.ports import ATTEMPTS, free_port, port_taken
 from functions.local.procs import Proc
 from functions.providers.routers.haproxy import HAProxyRouter
 from functions.providers.workloads.base import WorkloadTarget
@@ -51,6 +52,7 @@ class LocalConfig:
     canary_port: int
     prometheus: str = "http://127.0.0.1:9090"
     behaviours: Mapping[str, Behaviour] = field(default_factory=dict)  # version tag -> behaviour
+    backend: str = "be_app"  # the HAProxy backend whose servers `stable` and `canary` point at the ports
 
     def behaviour(self, version: str) -> Behaviour:
         return self.behaviours.get(version, Behaviour())
@@ -76,10 +78,7 @@ def version_of(image: str) -> str:
     return last.rsplit(":", 1)[1] if ":" in last else "latest"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["Behaviour", "LocalConfig", "LocalProviders", "ProcessWorkloads", "free_port", "version_of"]
 
 
 @dataclass
@@ -96,9 +95,11 @@ class Running:
 class ProcessWorkloads:
     """Workloads as `functions.demo_service` processes; every call is idempotent and thread-safe."""
 
-    def __init__(self, config: LocalConfig, ready_timeout: float = 15.0) -> None:
+    def __init__(self, config: LocalConfig, ready_timeout: float = 15.0,
+                 moved: Callable[[str, int], None] | None = None) -> None:  # fmt: skip
         self.config = config
         self.ready_timeout = ready_timeout
+        self.moved = moved if moved is not None else self._readdress  # stable/canary took a fresh port
         self.running: dict[str, Running] = {}  # "stable" | "canary" | "preview/<workload>"
         self.jobs: dict[tuple[str, str], str] = {}  # (job, image) -> output, for the jobs that succeeded
         self._lock = threading.RLock()
@@ -182,15 +183,37 @@ class ProcessWorkloads:
             r.proc.stop()
 
     def _start(self, key: str, image: str, port: int, target: WorkloadTarget) -> None:
+        """Start the process on `port`; if that port was taken meanwhile, on a fresh one (stable and canary: and
+        point HAProxy's server there)."""
         version = version_of(image)
         b = self.config.behaviour(version)
         name = key.rsplit("/", 1)[-1]
-        argv = [sys.executable, "-m", "functions.demo_service", "--name", name, "--version", version,
-                "--port", str(port), "--error-rate", str(b.error_rate), "--delay", str(b.delay)]  # fmt: skip
         log = Path(self.config.workdir) / "logs" / f"{name}-{version}.log"
-        proc = Proc(f"{target.namespace}/{target.app} {key} {version}", argv, log, env={"PYTHONPATH": _root()})
-        self.running[key] = Running(proc, image, port)
-        self._wait_started(proc, version, port)
+        for attempt in range(1, ATTEMPTS + 1):
+            argv = [sys.executable, "-m", "functions.demo_service", "--name", name, "--version", version,
+                    "--port", str(port), "--error-rate", str(b.error_rate), "--delay", str(b.delay)]  # fmt: skip
+            proc = Proc(f"{target.namespace}/{target.app} {key} {version}", argv, log, env={"PYTHONPATH": _root()})
+            self.running[key] = Running(proc, image, port)
+            try:
+                self._wait_started(proc, version, port)
+                return
+            except NotReady:
+                proc.stop()
+                self.running.pop(key, None)
+                if attempt == ATTEMPTS or not port_taken(proc.tail(4000)):
+                    raise
+            port = free_port()
+            if key in ("stable", "canary"):
+                self.moved(key, port)
+
+    def _readdress(self, key: str, port: int) -> None:
+        """Point HAProxy's `key` server at 127.0.0.1:port and remember it (the config's stable/canary port)."""
+        from dataclasses import replace
+
+        from functions.providers.routers.haproxy import AdminSocket
+
+        AdminSocket(self.config.socket).check(f"set server {self.config.backend}/{key} addr 127.0.0.1 port {port}")
+        self.config = replace(self.config, **{f"{key}_port": port})
 
     def _wait_started(self, proc: Proc, version: str, port: int) -> None:
         # The banner is printed once the socket serves; /healthz could be answered by the old stable.

@@ -44,6 +44,7 @@ from functions.core.values import value
 from functions.errors import GraylaneError
 from functions.local import procs, report
 from functions.local.live import LiveView, describe, row_of
+from functions.local.ports import bind_listener
 from functions.local.providers import Behaviour, LocalProviders
 from functions.local.stack import LocalStack, ensure_packages
 
@@ -231,6 +232,10 @@ class Demo:
 
         self.view.note("checking Debian packages (prometheus, prometheus-alertmanager, haproxy, hey)")
         ensure_packages(self.view.note)
+        # the gateway's socket first, kept open: Alertmanager is configured with a port nobody else can take
+        listener = bind_listener("127.0.0.1", 0)
+        self._stoppers.append(listener.close)
+        self.stack.ports.gateway = listener.getsockname()[1]
         self.view.note(f"starting HAProxy, Prometheus and Alertmanager in {self.workdir}")
         self.stack.start()
         self._stoppers.append(self.stack.stop)
@@ -249,9 +254,9 @@ class Demo:
         serve = build_serve(self.store, policies, self.providers, tick=self.timing.tick, gateway_settings=settings,
                             api_tokens={self.api_token: OPERATOR}, env={})  # fmt: skip
         serve.bus.subscribe("dev.graylane.", self._on_event)
-        server = uvicorn.Server(uvicorn.Config(serve.app, host="127.0.0.1", port=self.stack.ports.gateway,
-                                               log_level="warning", access_log=False, lifespan="off"))  # fmt: skip
-        thread = threading.Thread(target=server.run, name="graylane-serve", daemon=True)
+        server = uvicorn.Server(uvicorn.Config(serve.app, log_level="warning", access_log=False, lifespan="off"))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, name="graylane-serve",
+                                  daemon=True)  # fmt: skip
         thread.start()
 
         def stop_server() -> None:

@@ -6,7 +6,10 @@
     Prometheus (1 s scrape and rules, infra/local/rules.yml) ──► Alertmanager ──► gateway /hooks/alertmanager
 
 Everything lives in one work directory (configs, data, logs) and every process is a `procs.Proc` in its
-own process group, stopped by `stop()` (and at exit whatever happens). `ensure_packages()` installs the
+own process group, stopped by `stop()` (and at exit whatever happens). Ports are chosen free, and a
+component whose port was taken before it could bind it is started again on fresh ports
+(`functions.local.ports`); HAProxy, then Alertmanager, then Prometheus, so each configuration names the
+ports its peers actually listen on. The gateway's port must be bound by its server before `start()`. `ensure_packages()` installs the
 Debian packages that are missing (prometheus, prometheus-alertmanager, haproxy, hey) when run as root.
 """
 
@@ -21,9 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 
-from functions.errors import ConfigError
+from functions.errors import ConfigError, NotReady
+from functions.local.ports import PortTaken, free_port, port_taken, retry_on_fresh_ports
 from functions.local.procs import Proc
-from functions.local.providers import Behaviour, LocalConfig, free_port
+from functions.local.providers import Behaviour, LocalConfig
 from functions.providers.routers.haproxy import install_config
 
 INFRA = Path(__file__).resolve().parents[2] / "infra" / "local"
@@ -115,9 +119,9 @@ class LocalStack:
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> None:
         try:
-            self._haproxy()
-            self._prometheus()
-            self._alertmanager()
+            retry_on_fresh_ports("haproxy", self._haproxy, lambda: self._reroll("haproxy", "metrics"))
+            retry_on_fresh_ports("alertmanager", self._alertmanager, lambda: self._reroll("alertmanager"))
+            retry_on_fresh_ports("prometheus", self._prometheus, lambda: self._reroll("prometheus"))
         except BaseException:
             self.stop()
             raise
@@ -159,10 +163,23 @@ class LocalStack:
                                      "--cluster.listen-address="],  # no gossip port on every interface
                     f"http://127.0.0.1:{p.alertmanager}/-/ready")  # fmt: skip
 
+    def _reroll(self, *names: str) -> None:
+        for name in names:
+            setattr(self.ports, name, free_port())
+
     def _spawn(self, name: str, argv: list[str], ready: str) -> None:
-        proc = Proc(name, argv, self.dir / "logs" / f"{name}.log", cwd=self.dir)
+        log = self.dir / "logs" / f"{name}.log"
+        seen = log.stat().st_size if log.exists() else 0  # a retry appends to the same log
+        proc = Proc(name, argv, log, cwd=self.dir)
         self.procs[name] = proc
-        proc.wait_http(ready)
+        try:
+            proc.wait_http(ready)
+        except NotReady as err:
+            proc.stop()
+            del self.procs[name]
+            if port_taken(log.read_text(errors="replace")[seen:]):
+                raise PortTaken(f"local process {name}: its address was already in use: {err}") from err
+            raise
 
     def start_traffic(self, name: str, rps: int, seconds: int, headers: dict[str, str] | None = None,
                       workers: int = 2) -> Proc:  # fmt: skip

@@ -18,15 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from functions.local.ports import PortTaken, free_port, port_taken, retry_on_fresh_ports
 from functions.providers.routers.base import RouteTarget
 from functions.providers.routers.haproxy import HAProxyRouter, install_config
 from tests.real.backends import Backend, start_backend
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Client:
@@ -86,6 +81,8 @@ class HAProxyApp:
 def _wait_ready(app: HAProxyApp, log: Path, deadline: float) -> None:
     while time.monotonic() < deadline:
         if app.process.poll() is not None:
+            if port_taken(log.read_text(errors="replace")):
+                raise PortTaken(f"haproxy: 127.0.0.1:{app.port} was taken before it could bind it")
             pytest.fail(f"haproxy exited with {app.process.returncode}: {log.read_text()}", pytrace=False)
         try:
             with socket.create_connection(("127.0.0.1", app.port), timeout=0.2):
@@ -103,23 +100,31 @@ def haproxy_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HAProxyApp
         pytest.fail("haproxy is not installed: run infra/local/install-deps.sh (Debian package haproxy)",
                     pytrace=False)  # fmt: skip
     directory = tmp_path_factory.mktemp("haproxy")
-    stable, canary = start_backend("stable"), start_backend("canary")
-    port = free_port()
-    cfg = install_config(directory, bind=f"127.0.0.1:{port}", stable=f"127.0.0.1:{stable.port}",
-                         canary=f"127.0.0.1:{canary.port}")  # fmt: skip
-    log = directory / "haproxy.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen([binary, "-db", "-f", str(cfg)], stdout=out, stderr=subprocess.STDOUT)
-    app = HAProxyApp(port, process, HAProxyRouter(directory / "admin.sock"), stable, canary, directory)
-    try:
+    stable, canary = start_backend("stable"), start_backend("canary")  # on ports they bound themselves
+    started: list[HAProxyApp] = []
+
+    def start() -> HAProxyApp:
+        port = free_port()
+        cfg = install_config(directory, bind=f"127.0.0.1:{port}", stable=f"127.0.0.1:{stable.port}",
+                             canary=f"127.0.0.1:{canary.port}")  # fmt: skip
+        log = directory / "haproxy.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen([binary, "-db", "-f", str(cfg)], stdout=out, stderr=subprocess.STDOUT)
+        app = HAProxyApp(port, process, HAProxyRouter(directory / "admin.sock"), stable, canary, directory)
+        started.append(app)
         _wait_ready(app, log, time.monotonic() + 10)
+        return app
+
+    try:
+        app = retry_on_fresh_ports("haproxy", start, lambda: None)  # start() picks its port afresh
         yield app
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        for each in started:
+            each.process.terminate()
+            try:
+                each.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                each.process.kill()
+                each.process.wait()
         stable.stop()
         canary.stop()

@@ -45,6 +45,7 @@ from functions.core.policy import (
 )
 from functions.core.state import Release
 from functions.gateway import GatewaySettings, build_app
+from functions.local.ports import PortTaken, bind_listener, free_port, port_taken, retry_on_fresh_ports
 from functions.providers.notifiers import FanOut, make_notifier
 from functions.providers.recording import RecordingWorkloads, healthy
 from functions.providers.routers.base import RouteTarget
@@ -54,7 +55,6 @@ from functions.providers.sources.base import Credentials
 from functions.providers.stores.sqlite import SqliteStore
 from functions.runner import Runner
 from tests.real.backends import Backend, start_backend
-from tests.real.conftest import free_port
 from tests.support import StaticPolicies
 
 APP = "real/web"
@@ -228,6 +228,8 @@ class ProtectionStack:
         self.bus = MemoryBus()
         self.providers = RealProviders()
         self._stoppers: list[Callable[[], None]] = []
+        self._log_start: dict[str, int] = {}  # where each process's current run begins in its log
+        self.alertmanager_port = self.gateway_port = 0  # chosen when they start
         self.tick_errors: list[BaseException] = []  # what failed ticks raised (the next tick retries)
         self.target = RouteTarget(namespace="real", app="web", stable="stable", canary="canary")
 
@@ -235,8 +237,8 @@ class ProtectionStack:
     def start(self) -> ProtectionStack:
         try:
             self._start_haproxy()
+            self._start_alertmanager()  # before Prometheus, whose configuration names its actual port
             self._start_prometheus()
-            self._start_alertmanager()
             self._start_functions()
         except BaseException:
             self.stop()
@@ -297,6 +299,7 @@ class ProtectionStack:
 
     # -- components ----------------------------------------------------------------------------------------
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        self._log_start[name] = (self.dir / f"{name}.log").stat().st_size if (self.dir / f"{name}.log").exists() else 0
         log = (self.dir / f"{name}.log").open("ab")  # a restarted process appends to its log
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.dir)
         self.processes[name] = process
@@ -314,11 +317,15 @@ class ProtectionStack:
         return process
 
     def _ready(self, name: str, url: str) -> None:
+        """Until `url` answers 200; PortTaken if the process exited because its address was in use."""
+
         def up() -> bool:
             process = self.processes[name]
             if process.poll() is not None:
-                raise NotReadyInTime(f"{name} exited with {process.returncode}: "
-                                     f"{(self.dir / f'{name}.log').read_text()[-2000:]}")  # fmt: skip
+                output = (self.dir / f"{name}.log").read_text(errors="replace")[self._log_start.get(name, 0):]
+                if port_taken(output):
+                    raise PortTaken(f"{name}: its address was already in use: {output[-500:]}")
+                raise NotReadyInTime(f"{name} exited with {process.returncode}: {output[-2000:]}")
             try:
                 with urllib.request.urlopen(url, timeout=0.5) as r:
                     return bool(r.status == 200)
@@ -332,17 +339,24 @@ class ProtectionStack:
             backend = start_backend(name)
             self.backends[name] = backend
             self._stoppers.append(backend.stop)
-        self.haproxy_port, self.metrics_port = free_port(), free_port()
-        cfg = install_config(self.dir / "haproxy", bind=f"127.0.0.1:{self.haproxy_port}",
-                             stable=f"127.0.0.1:{self.backends['stable'].port}",
-                             canary=f"127.0.0.1:{self.backends['canary'].port}",
-                             metrics_bind=f"127.0.0.1:{self.metrics_port}")  # fmt: skip
         self.socket = self.dir / "haproxy" / "admin.sock"
-        self._spawn("haproxy", [binary("haproxy"), "-db", "-f", str(cfg)])
-        self._ready("haproxy", f"http://127.0.0.1:{self.metrics_port}/metrics")
+
+        def ports() -> None:
+            self.haproxy_port, self.metrics_port = free_port(), free_port()
+
+        def start() -> None:
+            cfg = install_config(self.dir / "haproxy", bind=f"127.0.0.1:{self.haproxy_port}",
+                                 stable=f"127.0.0.1:{self.backends['stable'].port}",
+                                 canary=f"127.0.0.1:{self.backends['canary'].port}",
+                                 metrics_bind=f"127.0.0.1:{self.metrics_port}")  # fmt: skip
+            self._spawn("haproxy", [binary("haproxy"), "-db", "-f", str(cfg)])
+            self._ready("haproxy", f"http://127.0.0.1:{self.metrics_port}/metrics")
+
+        ports()
+        retry_on_fresh_ports("haproxy", start, ports)
 
     def _start_prometheus(self) -> None:
-        self.prometheus_port, self.alertmanager_port = free_port(), free_port()
+        self.prometheus_port = free_port()
         ratio = ('sum by (proxy, server) (rate(haproxy_server_http_responses_total{code="5xx"}[5s]))'
                  ' / sum by (proxy, server) (rate(haproxy_server_http_responses_total[5s]))')  # fmt: skip
         rules = {"groups": [{"name": "web", "interval": "1s", "rules": [
@@ -366,10 +380,20 @@ class ProtectionStack:
             del config["rule_files"], config["alerting"]
         (self.dir / "rules.yml").write_text(json.dumps(rules, indent=1))  # JSON is YAML
         (self.dir / "prometheus.yml").write_text(json.dumps(config, indent=1))
-        self.start_prometheus()
+
+        def reroll() -> None:
+            self.prometheus_port = free_port()
+
+        retry_on_fresh_ports("prometheus", self.start_prometheus, reroll)
 
     def _start_alertmanager(self) -> None:
-        self.gateway_port = free_port()
+        self.alertmanager_port = free_port()
+        if not self.alerting:
+            return
+        # the gateway's socket is bound now and served later: Alertmanager's target cannot be taken meanwhile
+        self.gateway_listener = bind_listener()
+        self._stoppers.append(self.gateway_listener.close)
+        self.gateway_port = self.gateway_listener.getsockname()[1]
         config = {
             "route": {"receiver": "graylane", "group_by": ["alertname"], "group_wait": "0s",
                       "group_interval": "1s", "repeat_interval": "1h"},
@@ -378,11 +402,18 @@ class ProtectionStack:
                 "http_config": {"authorization": {"type": "Bearer", "credentials": TOKEN}}}]}],
         }  # fmt: skip
         (self.dir / "alertmanager.yml").write_text(json.dumps(config, indent=1))
-        self._spawn("alertmanager", [binary("prometheus-alertmanager", "alertmanager"),
-                                     "--config.file=alertmanager.yml", f"--storage.path={self.dir / 'am-data'}",
-                                     f"--web.listen-address=127.0.0.1:{self.alertmanager_port}",
-                                     "--cluster.listen-address="])  # fmt: skip
-        self._ready("alertmanager", f"http://127.0.0.1:{self.alertmanager_port}/-/ready")
+
+        def start() -> None:
+            self._spawn("alertmanager", [binary("prometheus-alertmanager", "alertmanager"),
+                                         "--config.file=alertmanager.yml", f"--storage.path={self.dir / 'am-data'}",
+                                         f"--web.listen-address=127.0.0.1:{self.alertmanager_port}",
+                                         "--cluster.listen-address="])  # fmt: skip
+            self._ready("alertmanager", f"http://127.0.0.1:{self.alertmanager_port}/-/ready")
+
+        def reroll() -> None:
+            self.alertmanager_port = free_port()
+
+        retry_on_fresh_ports("alertmanager", start, reroll)
 
     def _start_functions(self) -> None:
         import uvicorn
@@ -398,9 +429,9 @@ class ProtectionStack:
             event, expect=(ALERT_FIRING, ALERT_RESOLVED)))  # fmt: skip
         settings = GatewaySettings(credentials={"alertmanager": Credentials(token=TOKEN)})
         app = build_app(settings, make_sources(["alertmanager"]), self.bus, policies)
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.gateway_port, log_level="warning",
-                                               access_log=False, lifespan="off"))  # fmt: skip
-        thread = threading.Thread(target=server.run, name="gateway", daemon=True)
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [self.gateway_listener]}, name="gateway",
+                                  daemon=True)  # fmt: skip
         thread.start()
 
         def stop_gateway() -> None:

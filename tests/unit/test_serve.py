@@ -367,3 +367,27 @@ def test_serve_env_the_cli_reads_the_environment(monkeypatch: pytest.MonkeyPatch
     assert (seen[0].providers, seen[0].prometheus, seen[0].store, seen[0].host) == (
         "kubernetes", "http://prom:9090", "configmap://", "0.0.0.0")
     assert cli.main(["serve", "--providers", "recording"]) == 0 and seen[1].providers == "recording"
+
+
+# ---------------------------------------------------------------------------------------------- [action_id]
+
+
+def test_action_id_a_rejected_body_is_never_echoed_whole(served: Served) -> None:
+    """539 KB in must not be 539 KB out, on any route of either listener, authenticated or not."""
+    big = "A" * 539_000
+    bodies = [big.encode(), json.dumps(big).encode(), json.dumps({big: 1}).encode(), ("text=" + big).encode(),
+              json.dumps({"specversion": "1.0", "type": RELEASE_COMMAND, "source": "/x", "id": "big", "subject": APP,
+                          "data": {big: 1, "action": "pause", "actor": {"user": "a", "via": "api"}}}).encode()]
+    auth = {"authorization": f"Bearer {INTERNAL_TOKEN}", "content-type": "application/json"}
+    apps = [(served.client, ["/hooks/dockerhub", f"/hooks/dockerhub/{HOOK_TOKEN}", "/hooks/generic",
+                             "/chatops/slack", f"/api/v1/apps/{APP}/commands", "/functions/release_command"])]
+    internal = getattr(served.serve, "internal", None)
+    if internal is not None:
+        apps.append((served.internal, ["/functions/release_command", "/functions/release_tick", "/tick"]))
+    for client, paths in apps:
+        for path in paths:
+            for body in bodies:
+                for headers in (auth, {**auth, "authorization": f"Bearer {API_TOKEN}"},
+                                {"content-type": "application/cloudevents+json", **auth}):
+                    answer = client.post(path, content=body, headers=headers)
+                    assert len(answer.content) < 4096, (path, answer.status_code, answer.text[:200])
