@@ -148,6 +148,7 @@ def test_process_registry_exposes_graylane_metrics() -> None:
         "graylane_transitions_total": "counter",
         "graylane_decision_seconds": "histogram",
         "graylane_cycle_seconds": "histogram",
+        "graylane_webhook_ignored_total": "counter",
         "graylane_webhook_requests_total": "counter",
         "graylane_webhook_seconds": "histogram",
         "graylane_verdicts_total": "counter",
