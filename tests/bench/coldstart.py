@@ -31,9 +31,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from functions.internal_auth import attestation
 from tests.bench.registry import suite
 
 ROOT = Path(__file__).resolve().parents[2]
+INTERNAL_TOKEN, EDGE_KEY = "bench-internal-token-0123456789", "bench-edge-key-0123456789"
 FF = str(Path(sys.executable).parent / "functions-framework")
 POLICIES = ROOT / "infra/examples"
 TARGET_RATIO = 1.3
@@ -162,9 +164,12 @@ def cold_start(case: str, env: dict[str, str], backends: dict[str, Any]) -> floa
     port = _free_port()
     event_id = f"bench-{name}-{port}-{time.monotonic_ns()}"
     headers = {"ce-specversion": "1.0", "ce-type": ce_type, "ce-source": "/bench", "ce-id": event_id,
-               "Content-Type": "application/json"}  # fmt: skip
+               "Content-Type": "application/json", "Authorization": f"Bearer {INTERNAL_TOKEN}"}  # fmt: skip
     if subject:
         headers["ce-subject"] = subject
+    # as the gateway would have made it (functions/internal_auth.py): the functions require the attestation
+    headers["ce-graylaneedge"] = attestation({"type": ce_type, "id": event_id, "subject": subject or "",
+                                             "data": json.loads(data) if data.strip() else {}}, EDGE_KEY)
     target = "hello" if name == "hello-world" else name
     started = time.perf_counter()
     proc = subprocess.Popen([FF, "--target", target, "--source", source, "--host", "127.0.0.1", "--port", str(port)],
@@ -203,7 +208,8 @@ def bench_coldstart(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         backends: dict[str, Any] = {"sqlite": SqliteBackend(workdir), "kubernetes": KubernetesBackend()}
-        env = {**os.environ, "GRAYLANE_POLICIES": str(POLICIES), "GRAYLANE_POLICY_CACHE": str(workdir / "policies")}
+        env = {**os.environ, "GRAYLANE_POLICIES": str(POLICIES), "GRAYLANE_POLICY_CACHE": str(workdir / "policies"),
+               "GRAYLANE_INTERNAL_TOKEN": INTERNAL_TOKEN, "GRAYLANE_EDGE_KEY": EDGE_KEY}
         # byte-compiled like an installed image (pip compiles site-packages; our sources need it too)
         subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "functions")], check=True)
         try:
