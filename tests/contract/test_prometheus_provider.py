@@ -8,7 +8,6 @@ counters that grow at fixed rates per version; Prometheus scrapes it every secon
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -25,6 +24,7 @@ import pytest
 from functions.core.analysis import judge
 from functions.core.policy import Analysis, ImageRule, MetricCheck, Policy, RouterSpec, WorkloadSpec
 from functions.core.state import Release, Version
+from functions.local.ports import PortTaken, free_port, port_taken, retry_on_fresh_ports
 from functions.providers.metrics import PrometheusAnalysis
 
 pytestmark = pytest.mark.real
@@ -98,10 +98,7 @@ def _nginx(ident: str, service: str, total: float, bad: float, latency: float) -
 RENDER = {"haproxy": _haproxy, "traefik": _traefik, "istio": _istio, "nginx": _nginx}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+_free_port = free_port
 
 
 def _serve(exporter: Exporter) -> ThreadingHTTPServer:
@@ -140,26 +137,33 @@ def stack() -> Iterator[Stack]:
     _fill(exporter)
     server = _serve(exporter)
     work = Path(tempfile.mkdtemp(prefix="graylane-prom-"))
-    port = _free_port()
     (work / "prometheus.yml").write_text(
         "global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}\n"
         "scrape_configs:\n"
         f"  - job_name: routers\n    static_configs: [{{targets: ['127.0.0.1:{server.server_address[1]}']}}]\n"
     )
-    proc = subprocess.Popen(
-        [binary, f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=(work / "prometheus.log").open("w"),
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start() -> str:  # on a fresh port each time: one taken meanwhile is retried (functions.local.ports)
+        port = _free_port()
+        procs.append(subprocess.Popen(
+            [binary, f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'data'}",
+             f"--web.listen-address=127.0.0.1:{port}"],
+            stdout=subprocess.DEVNULL, stderr=(work / "prometheus.log").open("w"),
+        ))  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        _wait_ready(url, procs[-1], work)
+        return url
+
     try:
-        _wait_ready(url, proc, work)
+        url = retry_on_fresh_ports("prometheus", start, lambda: None)
         started = datetime.now(UTC).isoformat()
         time.sleep(7)  # enough 1 s scrapes for a 5 s window
         yield Stack(url, exporter, started)
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=10)
         server.shutdown()
         shutil.rmtree(work, ignore_errors=True)
 
@@ -168,7 +172,10 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], work: Path) -> None:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            pytest.fail(f"prometheus exited: {(work / 'prometheus.log').read_text()[-2000:]}", pytrace=False)
+            log = (work / "prometheus.log").read_text(errors="replace")
+            if port_taken(log):
+                raise PortTaken(f"prometheus: {url} was taken before it could bind it")
+            pytest.fail(f"prometheus exited: {log[-2000:]}", pytrace=False)
         try:
             with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as resp:
                 if resp.status == 200:
