@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup deps test unit lint bench kube demo clean
+.PHONY: setup deps test unit lint bench kube crds demo clean
 
 $(BIN)/graylane: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -20,7 +20,10 @@ deps:  ## Debian packages the tests and the demo use
 kube:  ## build (or reuse the cached) kube-apiserver + kube-controller-manager
 	bash tests/k8s/build-kube.sh
 
-test: setup deps kube lint  ## everything the tests need, then the whole suite
+crds: setup  ## fetch the pinned upstream CRDs (tests/k8s/upstream-crds.txt) into the cache
+	$(BIN)/python -m tests.k8s.upstream_crds
+
+test: setup deps kube crds lint  ## everything the tests need, then the whole suite
 	$(BIN)/pytest
 
 unit: setup  ## only the pure tests (no servers)

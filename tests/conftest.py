@@ -32,7 +32,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def kube() -> Iterator[KubeCluster]:
-    """etcd + kube-apiserver v1.20.2 on loopback with every CRD of tests/k8s/crds installed and served."""
+    """etcd + kube-apiserver v1.20.2 on loopback with every pinned upstream CRD (tests/k8s/upstream-crds.txt) installed and served."""
     from tests.k8s.cluster import BinariesMissing, KubeCluster, install_crds, load_crds
 
     missing = ""

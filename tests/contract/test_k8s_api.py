@@ -11,7 +11,6 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +18,7 @@ import urllib3
 from kubernetes import client, watch
 from kubernetes.client import ApiException
 
-from tests.k8s.cluster import CRD_DIR, KubeCluster, wait_deployment_ready
+from tests.k8s.cluster import KubeCluster, wait_deployment_ready
 from tests.k8s.faultproxy import Faults, describe
 
 k8s = pytest.mark.k8s
@@ -578,17 +577,6 @@ def test_crd_status_subresource_ignores_spec_and_main_resource_ignores_status(
     after_status = co.get_namespaced_custom_object(*args)
     assert after_status["status"]["parents"][0]["conditions"][0]["type"] == "Accepted"
     assert after_status["spec"]["hostnames"] == []
-
-
-def test_traefik_v2_group_crds_mirror_the_traefik_io_ones() -> None:
-    """traefik.containo.us_*.yaml are generated copies; they must not drift from traefik.io_*.yaml."""
-
-    def body(path: Path) -> str:
-        return "\n".join(line for line in path.read_text().splitlines() if not line.startswith("#"))
-
-    for source in sorted(CRD_DIR.glob("traefik.io_*.yaml")):
-        copy = CRD_DIR / source.name.replace("traefik.io_", "traefik.containo.us_")
-        assert body(copy) == body(source).replace("traefik.io", "traefik.containo.us"), copy.name
 
 
 # -- Deployments: generation and status ----------------------------------------------------------------

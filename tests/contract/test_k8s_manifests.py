@@ -1,5 +1,5 @@
 """infra/k8s against the real kube-apiserver: both overlays build, every object passes a server-side dry-run
-apply (Knative types through the schema'd CRDs of tests/k8s/crds/knative-*.yaml), a wrong field is refused,
+apply (Knative types through Knative's upstream CRDs, tests/k8s/upstream-crds.txt), a wrong field is refused,
 and the graylane ClusterRole grants exactly what the providers call.
 
 The RBAC tests start a second apiserver with --authorization-mode=RBAC, apply the base for real, and run
