@@ -7,6 +7,7 @@ subresource, watch), the quirks of the official client 37 (research §8) and the
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -263,7 +264,7 @@ def middleware(group: str = "traefik.io") -> dict[str, Any]:
     }
 
 
-def virtual_service(version: str = "v1beta1") -> dict[str, Any]:
+def virtual_service(version: str = "v1") -> dict[str, Any]:
     canary = {"destination": {"host": "demo", "subset": "canary", "port": {"number": 80}}, "weight": 100}
     split = [
         {"destination": {"host": "demo", "subset": "stable"}, "weight": 90},
@@ -283,7 +284,7 @@ def virtual_service(version: str = "v1beta1") -> dict[str, Any]:
     }
 
 
-def destination_rule(version: str = "v1beta1") -> dict[str, Any]:
+def destination_rule(version: str = "v1") -> dict[str, Any]:
     subsets = [
         {"name": "stable", "labels": {"track": "stable"}},
         {"name": "canary", "labels": {"track": "canary"}},
@@ -351,14 +352,14 @@ def _get(obj: Any, pointer: str) -> Any:
 KINDS = [
     *(
         k
-        for g in ("traefik.io", "traefik.containo.us")
+        for g, bad in (("traefik.io", -1), ("traefik.containo.us", "ten"))  # v2.11 sets no minimum: a wrong type
         for k in (
             Kind(g, "v1alpha1", "ingressroutes", lambda g=g: ingress_route(g),
-                 "/spec/routes/0/services/0/weight", "/spec/routes/0/services/0/wieght", -1),
+                 "/spec/routes/0/services/0/weight", "/spec/routes/0/services/0/wieght", bad),
             Kind(g, "v1alpha1", "traefikservices", lambda g=g: traefik_service(g),
-                 "/spec/weighted/services/1/weight", "/spec/weighted/services/1/wieght", -1),
+                 "/spec/weighted/services/1/weight", "/spec/weighted/services/1/wieght", bad),
             Kind(g, "v1alpha1", "middlewares", lambda g=g: middleware(g),
-                 "/spec/rateLimit/average", "/spec/rateLimit/averag", -5),
+                 "/spec/rateLimit/average", "/spec/rateLimit/averag", bad),
         )
     ),
     *(
@@ -366,7 +367,7 @@ KINDS = [
              "/spec/http/1/route/1/weight", "/spec/http/1/route/1/wieght", "ten")
         for v in ("v1beta1", "v1alpha3", "v1")
     ),
-    Kind("networking.istio.io", "v1beta1", "destinationrules", destination_rule,
+    Kind("networking.istio.io", "v1", "destinationrules", destination_rule,
          "/spec/trafficPolicy/outlierDetection/consecutive5xxErrors",
          "/spec/trafficPolicy/outlierDetection/consecutive5xxError", -1),
     *(
@@ -420,15 +421,15 @@ def test_crd_schema_prunes_typos_and_rejects_out_of_range_values(
          "route without match"),
         ("traefik.io", "v1alpha1", "traefikservices", {"spec": {"mirroring": {"mirrors": [{"name": "m"}]}}},
          "mirroring without name"),
-        ("networking.istio.io", "v1beta1", "virtualservices",
+        ("networking.istio.io", "v1", "virtualservices",
          {"spec": {"http": [{"match": [{"headers": {"x": {"exact": "1", "prefix": "2"}}}]}]}},
          "string match with two of exact/prefix/regex"),
-        ("networking.istio.io", "v1beta1", "virtualservices", {"spec": {"http": [{"route": [{"weight": 5}]}]}},
+        ("networking.istio.io", "v1", "virtualservices", {"spec": {"http": [{"route": [{"weight": 5}]}]}},
          "route without destination"),
-        ("networking.istio.io", "v1beta1", "destinationrules",
+        ("networking.istio.io", "v1", "destinationrules",
          {"spec": {"host": "d", "trafficPolicy": {"connectionPool": {"http": {"h2UpgradePolicy": "MAYBE"}}}}},
          "h2UpgradePolicy outside the enum"),
-        ("networking.istio.io", "v1beta1", "destinationrules", {"spec": {"subsets": [{"name": "a"}]}},
+        ("networking.istio.io", "v1", "destinationrules", {"spec": {"subsets": [{"name": "a"}]}},
          "no host"),
         ("gateway.networking.k8s.io", "v1", "httproutes",
          {"spec": {"rules": [{"matches": [{"headers": [{"name": "x", "type": "Prefix", "value": "1"}]}]}]}},
@@ -456,6 +457,34 @@ def test_crd_schema_rejects_invalid_objects(
     with pytest.raises(ApiException) as err:
         co.create_namespaced_custom_object(group, version, ns, plural, obj)
     assert err.value.status == 422, f"{reason}: {err.value.body}"
+
+
+PORT_RULE = "(size(self.group) == 0 && self.kind == 'Service') ? has(self.port) : true"
+
+
+@k8s
+def test_cel_rule_of_the_upstream_http_route_refuses_a_service_backend_without_port(
+    api: client.ApiClient, co: client.CustomObjectsApi, ns: str
+) -> None:
+    """Gateway API's x-kubernetes-validations rule on spec.rules[].backendRefs[], "Must have port for Service
+    reference": no schema keyword says it, only CEL, and the apiserver enforces it (422) on the served CRD."""
+    answer = client.ApiextensionsV1Api(api).read_custom_resource_definition(
+        "httproutes.gateway.networking.k8s.io", _preload_content=False)
+    [v1] = [v for v in json.loads(answer.data)["spec"]["versions"] if v["name"] == "v1"]
+    rules = v1["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["rules"]
+    backend = rules["items"]["properties"]["backendRefs"]["items"]
+    assert PORT_RULE in [r["rule"] for r in backend.get("x-kubernetes-validations", [])]  # kept by the server
+    route = http_route()
+    del route["spec"]["rules"][1]["backendRefs"][1]["port"]
+    args = ("gateway.networking.k8s.io", "v1", ns, "httproutes")
+    with pytest.raises(ApiException) as refused:
+        co.create_namespaced_custom_object(*args, route)
+    assert refused.value.status == 422, refused.value.body
+    assert "spec.rules[1].backendRefs[1]: Invalid value" in refused.value.body
+    assert "Must have port for Service reference" in refused.value.body
+    route["spec"]["rules"][1]["backendRefs"][1]["port"] = 80
+    created = co.create_namespaced_custom_object(*args, route)
+    assert created["spec"]["rules"][1]["backendRefs"][1]["port"] == 80
 
 
 @k8s
@@ -526,8 +555,8 @@ def test_every_router_kind_is_created_and_listed_by_label(co: client.CustomObjec
     objects = [
         ("traefik.io", "v1alpha1", "traefikservices", traefik_service()),
         ("traefik.containo.us", "v1alpha1", "middlewares", middleware("traefik.containo.us")),
-        ("networking.istio.io", "v1beta1", "virtualservices", virtual_service()),
-        ("networking.istio.io", "v1beta1", "destinationrules", destination_rule()),
+        ("networking.istio.io", "v1", "virtualservices", virtual_service()),
+        ("networking.istio.io", "v1", "destinationrules", destination_rule()),
         ("gateway.networking.k8s.io", "v1", "httproutes", http_route()),
     ]
     for group, version, plural, body in objects:
@@ -549,8 +578,8 @@ def test_every_router_kind_is_created_and_listed_by_label(co: client.CustomObjec
     ts = dict(traefik_service(), metadata={"name": "mirror"}, spec={"mirroring": mirror})
     created = co.create_namespaced_custom_object("traefik.io", "v1alpha1", ns, "traefikservices", ts)
     assert created["spec"]["mirroring"] == mirror
-    vs_v1 = co.get_namespaced_custom_object("networking.istio.io", "v1", ns, "virtualservices", "demo")
-    assert vs_v1["apiVersion"] == "networking.istio.io/v1" and vs_v1["spec"] == virtual_service()["spec"]
+    vs_old = co.get_namespaced_custom_object("networking.istio.io", "v1beta1", ns, "virtualservices", "demo")
+    assert vs_old["apiVersion"] == "networking.istio.io/v1beta1" and vs_old["spec"] == virtual_service()["spec"]
 
 
 @k8s

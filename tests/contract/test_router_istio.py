@@ -15,7 +15,7 @@ from functions.providers.routers.base import RouteTarget
 from tests.contract.router_support import JSON_PATCH, api_fixture, co_fixture, race_on_read, raw  # noqa: F401
 
 pytestmark = pytest.mark.k8s
-GROUP, VERSION = "networking.istio.io", "v1beta1"
+GROUP, VERSION = "networking.istio.io", "v1"
 OPTIONS = {"virtualService": "reviews", "destinationRule": "reviews", "host": "reviews",
            "stableSubset": "v1", "canarySubset": "v2", "stableLabels": {"version": "v1"},
            "canaryLabels": {"version": "v2"}}

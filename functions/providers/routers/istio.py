@@ -1,5 +1,6 @@
 """Istio: weights and A/B header rules on a VirtualService over DestinationRule subsets; circuit breaking
-through the DestinationRule's outlier detection (and an optional connection pool).
+through the DestinationRule's outlier detection (and an optional connection pool). Written as
+networking.istio.io/v1, served since Istio 1.22.
 
 Options: `virtualService`, `destinationRule`, `host`, `stableSubset`, `canarySubset`, optional `gateways`,
 `stableLabels` / `canaryLabels` (subset selectors when graylane creates the DestinationRule; default
@@ -37,8 +38,8 @@ from functions.providers.routers._common import (
 )
 from functions.providers.routers.base import RouteTarget
 
-VIRTUAL_SERVICE = Kind("networking.istio.io", "v1beta1", "virtualservices", "VirtualService")
-DESTINATION_RULE = Kind("networking.istio.io", "v1beta1", "destinationrules", "DestinationRule")
+VIRTUAL_SERVICE = Kind("networking.istio.io", "v1", "virtualservices", "VirtualService")
+DESTINATION_RULE = Kind("networking.istio.io", "v1", "destinationrules", "DestinationRule")
 MATCH_ROUTE, PRIMARY_ROUTE = "graylane-match", "graylane-primary"
 EJECTION = {"interval": "10s", "baseEjectionTime": "30s", "maxEjectionPercent": 100}
 CONSECUTIVE_ERRORS = 5
