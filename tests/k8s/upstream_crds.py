@@ -94,31 +94,21 @@ def crd_dir(pins: list[Pin]) -> Path:
     return cache_root() / "crds" / key
 
 
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def verify(pins: list[Pin], directory: Path) -> list[Path]:
-    """The pinned files of `directory` in list order; raises CrdMismatch naming every file that differs."""
+def crd_files(pins: list[Pin] | None = None, directory: Path | None = None) -> list[Path]:
+    """The pinned CRD files in list order; CrdsMissing if any is absent, CrdMismatch naming each that differs."""
+    pins = read_pins() if pins is None else pins
+    directory = crd_dir(pins) if directory is None else directory
+    if missing := [p.file for p in pins if not (directory / p.file).is_file()]:
+        raise CrdsMissing(f"upstream CRDs missing in {directory}: {', '.join(missing)}; run `make crds` "
+                          "(python -m tests.k8s.upstream_crds; cache dir from GRAYLANE_CACHE)")
     wrong = []
     for pin in pins:
-        actual = sha256_of(directory / pin.file)
+        actual = hashlib.sha256((directory / pin.file).read_bytes()).hexdigest()
         if actual != pin.sha256:
             wrong.append(f"{pin.file} ({pin.module}@{pin.version} {pin.path}): sha256 {actual}, pinned {pin.sha256}")
     if wrong:
         raise CrdMismatch(f"CRD files in {directory} differ from tests/k8s/upstream-crds.txt: " + "; ".join(wrong))
     return [directory / pin.file for pin in pins]
-
-
-def crd_files(pins: list[Pin] | None = None, directory: Path | None = None) -> list[Path]:
-    """The pinned CRD files (checked against their sha256), in list order."""
-    pins = read_pins() if pins is None else pins
-    directory = crd_dir(pins) if directory is None else directory
-    missing = [p.file for p in pins if not (directory / p.file).is_file()]
-    if missing:
-        raise CrdsMissing(f"upstream CRDs missing in {directory}: {', '.join(missing)}; run `make crds` "
-                          "(python -m tests.k8s.upstream_crds; cache dir from GRAYLANE_CACHE)")
-    return verify(pins, directory)
 
 
 # -- fetching ------------------------------------------------------------------------------------------------
@@ -164,7 +154,6 @@ def fetch(pins: list[Pin], directory: Path) -> Path:
             if key not in zips:
                 zips[key] = module_zip(*key)
             (staged / pin.file).write_bytes(extract(pin, zips[key]))
-        (staged / "upstream-crds.txt").write_text("".join(p.line + "\n" for p in pins))
         staged.chmod(0o755)
         try:
             os.rename(staged, directory)
