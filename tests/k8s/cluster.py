@@ -285,14 +285,14 @@ class KubeCluster:
 # -- CRDs ------------------------------------------------------------------------------------------------
 
 
-def load_crds(files: list[Path] | None = None) -> list[dict[str, Any]]:
+def load_crds() -> list[dict[str, Any]]:
     """The CustomResourceDefinitions of the pinned upstream files (tests/k8s/upstream-crds.txt), checked
     against their sha256; other documents are skipped, and a CRD a file earlier in the list already defined
     is kept as that file has it (Traefik v3's traefik.io over v2.11's)."""
     from tests.k8s.upstream_crds import crd_files
 
     crds: dict[str, dict[str, Any]] = {}
-    for path in crd_files() if files is None else files:
+    for path in crd_files():
         for doc in _yaml_documents(path):
             if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition":
                 crds.setdefault(doc["metadata"]["name"], doc)
