@@ -122,7 +122,7 @@ EXPECTED_KINDS = {
     "knative": {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "Secret",
                 "Service", "Broker", "Trigger", "PingSource"},
     "deployments": {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "Secret",
-                    "Deployment", "Service", "Ingress", "CronJob"},
+                    "Deployment", "Service", "Ingress", "CronJob", "NetworkPolicy"},
 }
 
 
