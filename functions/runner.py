@@ -23,7 +23,7 @@ from functions.core.effects import Effect
 from functions.core.events import EffectFailure, ImagePushed, MetricSample, Observation, Tick
 from functions.core.machine import decide, wants_analysis
 from functions.core.policy import Policy
-from functions.core.state import MAX_APPLIED, AppState, Release, bounded
+from functions.core.state import MAX_APPLIED, AppState, Release, bounded, iso
 from functions.errors import (
     ConflictError,
     EffectFailed,
@@ -146,7 +146,6 @@ class Runner:
     # -- the cycle --------------------------------------------------------------------------------
     def _process(self, policy: Policy, event: Any) -> Outcome:
         app = policy.app
-        observation: Observation | None = None
         for _ in range(self.attempts):
             state, version = self._load(app)
             logs.bind(correlation_id=state.release.id if state.release else None)
@@ -155,8 +154,9 @@ class Runner:
                 outcome = Outcome(app=app, event_id=event.id, status="duplicate")
                 return self._apply_pending(policy, state, outcome, version)  # heal a crash after the first save
             now = self.clock()
-            if observation is None:
-                observation = self._observe(policy, state, event, now)
+            # observed afresh on every attempt: after a conflict the state moved on (another tick may have
+            # judged this interval already), and what was measured against the old state is stale
+            observation = self._observe(policy, state, event, now)
             started = time.perf_counter()
             decision = decide(policy, state, event, now, observation)
             metrics.observe_decision(time.perf_counter() - started)
@@ -193,6 +193,7 @@ class Runner:
         states: dict[str, Any] = {}
         pairs: list[tuple[Policy, Release]] = []
         now = self.clock()
+        self._sweep.measured_at = now
         for app in apps:
             try:
                 policy = self.policies.get(app)
@@ -232,9 +233,9 @@ class Runner:
         if not isinstance(event, Tick):
             return Observation()
         rel = state.release
-        metrics = None
+        metrics, measured_at = None, ""
         if rel is not None and wants_analysis(policy, state, now):
-            metrics = self._measure(policy, rel)
+            metrics, measured_at = self._measure(policy, rel, now)
         routes = None
         if rel is not None and rel.active and not any(e.kind == "set-routes" for e in state.pending):
             cluster = policy.waves[rel.wave].cluster if policy.waves and rel.wave < len(policy.waves) else ""
@@ -242,18 +243,22 @@ class Runner:
                 routes = self.providers.router(policy, cluster).get_routes(route_target(policy, cluster))
             except GraylaneError as err:
                 log.warning("reading routes of %s failed: %s", policy.app, err)
-        return Observation(metrics=metrics, routes=routes)
+        return Observation(metrics=metrics, routes=routes, measured_at=measured_at,
+                           release=rel.id if metrics is not None and rel is not None else "")  # fmt: skip
 
-    def _measure(self, policy: Policy, rel: Release) -> tuple[MetricSample, ...]:
-        batched = self._sweep.__dict__.get("samples", {}).get(rel.id)
+    def _measure(self, policy: Policy, rel: Release, now: datetime) -> tuple[tuple[MetricSample, ...], str]:
+        """The samples of `rel` and when they were measured: the sweep's batch (used once: a retry after a
+        conflict measures again), or one measurement now."""
+        batch = self._sweep.__dict__.get("samples", {})
+        batched = batch.pop(rel.id, None)
         if batched is not None:
-            return batched  # type: ignore[no-any-return]
+            return batched, iso(self._sweep.measured_at)
         try:
-            return self.providers.measure(policy, rel)
+            return self.providers.measure(policy, rel), iso(now)
         except GraylaneError as err:  # unreachable metrics are inconclusive, never a pass
             assert policy.analysis is not None
             return tuple(MetricSample(name=m.name, status="unavailable", detail=str(err))
-                         for m in policy.analysis.metrics)  # fmt: skip
+                         for m in policy.analysis.metrics), iso(now)  # fmt: skip
 
     # -- effects ------------------------------------------------------------------------------------
     def _apply_pending(self, policy: Policy, state: AppState, outcome: Outcome, version: str | None) -> Outcome:

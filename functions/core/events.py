@@ -140,6 +140,8 @@ class Observation:
     metrics: tuple[MetricSample, ...] | None = None  # None: analysis was not run for this event
     routes: RoutePlan | None = None  # read back from the router; None when not read
     canary_ready: bool | None = None
+    measured_at: str = ""  # when the metrics were measured (ISO); decide() refuses them if a verdict is newer
+    release: str = ""  # the release the metrics were measured for; decide() refuses them for another one
 
 
 NO_OBSERVATION = Observation()

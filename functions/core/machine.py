@@ -92,12 +92,15 @@ def event_kind(event: Event) -> str:
     return event.action
 
 
-def wants_analysis(policy: object, state: AppState, now: datetime) -> bool:
-    """Should the runner measure metrics before deciding on a tick? (Pure, used by the runner.)"""
+def analysis_due(policy: object, rel: Release | None, now: datetime) -> bool:
+    """Is a verdict due for `rel` at `now`? One per analysis interval, counted from the release's last one.
+
+    decide() applies this rule to every observation it is given; the runner asks it only to avoid measuring
+    for nothing. (Ticks jitter, so a look 95 % of an interval after the last one counts as the next.)
+    """
     from functions.core.policy import Policy
 
     assert isinstance(policy, Policy)
-    rel = state.release
     if policy.analysis is None or rel is None or not rel.analysing:
         return False
     if rel.phase not in (Phase.PROGRESSING, Phase.WAITING):
@@ -105,6 +108,21 @@ def wants_analysis(policy: object, state: AppState, now: datetime) -> bool:
     if not rel.last_analysis_at:
         return True
     return (now - parse_iso(rel.last_analysis_at)).total_seconds() >= policy.analysis.interval * 0.95
+
+
+def wants_analysis(policy: object, state: AppState, now: datetime) -> bool:
+    """Should the runner measure metrics before deciding on a tick? (Pure, used by the runner.)"""
+    return analysis_due(policy, state.release, now)
+
+
+def stale_observation(obs: Observation, rel: Release) -> str:
+    """Why measured metrics may not be judged for `rel` ("" when they may): measured for another release, or
+    before the release's latest verdict (a tick that lost a race to another one still holds them)."""
+    if obs.release and obs.release != rel.id:
+        return f"measured for release {obs.release}, not {rel.id}"
+    if obs.measured_at and rel.last_analysis_at and parse_iso(obs.measured_at) <= parse_iso(rel.last_analysis_at):
+        return f"measured at {obs.measured_at}, before the latest verdict at {rel.last_analysis_at}"
+    return ""
 
 
 # -- ignoring ---------------------------------------------------------------------------------------
@@ -233,6 +251,10 @@ def _heal_drift(tx: Tx) -> None:
 def _analyse(tx: Tx) -> None:
     rel, analysis, samples = tx.release, tx.policy.analysis, tx.obs.metrics
     if analysis is None or samples is None or not rel.analysing:
+        return
+    # one verdict per interval, from measurements taken for this release after its latest verdict: two ticks
+    # racing on one app (or a tick retried after a conflict) never count one interval twice
+    if not analysis_due(tx.policy, rel, tx.now) or stale_observation(tx.obs, rel):
         return
     verdict = judge(analysis, samples, tx.now_iso, watching=rel.watching)
     record_verdict(tx, verdict)

@@ -61,6 +61,7 @@ from functions.core.state import (
     HistoryEntry,
     Phase,
     Release,
+    parse_iso,
 )
 from tests.unit.machine_helpers import APP, T0, analysis, make_policy, observed, version
 
@@ -362,6 +363,16 @@ def check_explained(run: Run, before: AppState, event: Event, out: Decision) -> 
     assert rel is None or len(rel.verdicts) <= MAX_VERDICTS
 
 
+def check_one_verdict_per_interval(run: Run, before: AppState, out: Decision) -> None:
+    """2c. a verdict is recorded at most once per analysis interval, however often ticks bring metrics."""
+    old, rel = before.release, out.state.release
+    if old is None or rel is None or old.id != rel.id or rel.verdicts == old.verdicts or not old.verdicts:
+        return
+    assert run.policy.analysis is not None
+    gap = (parse_iso(rel.verdicts[-1].at) - parse_iso(old.verdicts[-1].at)).total_seconds()
+    assert gap >= run.policy.analysis.interval * 0.95, f"two verdicts {gap:g} s apart"
+
+
 def check_alerts(run: Run, event: Event, out: Decision) -> None:
     """Protection relaxes: after any tick no resolved alert outlives its hold-down."""
     if isinstance(event, Tick):
@@ -395,6 +406,7 @@ def step(run: Run, event: Event, obs: Observation, apply: bool) -> None:
     check_routes(out)
     check_promotion(run, before, event, out)
     check_analysis_gates_progress(before, event, out)
+    check_one_verdict_per_interval(run, before, out)
     check_rollback(before, out)
     check_canary_serves(run, out)
     check_terminal(run, out)
