@@ -1,6 +1,6 @@
 """The generic approval API, for CI pipelines, scripts and `graylane --server`:
 
-    POST /api/v1/apps/{ns}/{app}/commands   {action, gate?, weight?, version?, reason?, params?}
+    POST /api/v1/apps/{ns}/{app}/commands   {action, gate?, weight?, version?, reason?, params?, release?}
     GET  /api/v1/apps                       status rows of every app
     GET  /api/v1/apps/{ns}/{app}            status
     GET  /api/v1/apps/{ns}/{app}/history    ?limit=N
@@ -31,7 +31,7 @@ from functions.chatops.authz import Requester
 from functions.core.values import value
 from functions.errors import ConfigError, GraylaneError, brief
 
-BODY_FIELDS = ("action", "gate", "weight", "version", "reason", "params")
+BODY_FIELDS = ("action", "gate", "weight", "version", "reason", "params", "release")
 
 
 @value
@@ -116,6 +116,7 @@ def api_routes(approvals: Approvals, settings: ApiSettings) -> list[BaseRoute]:
             app=app_of(request), action=body["action"], requester=who, gate=body.get("gate", ""),
             weight=body.get("weight"), params=dict(body.get("params") or {}), version=body.get("version", ""),
             reason=body.get("reason", ""), delivery=request.headers.get("idempotency-key", "")[:128],
+            release=body.get("release", ""),
         )  # fmt: skip
         return _result(await run_in_threadpool(approvals.execute, req))
 
@@ -156,7 +157,7 @@ def _check_body(body: Any) -> str:
         return f"unknown field(s) {', '.join(unknown)[:200]}; allowed: {', '.join(BODY_FIELDS)}"
     if not isinstance(body.get("action"), str):
         return "action is required: one of approve, reject, weight, promote, pause, resume, abort, rollback"
-    for key in ("gate", "version", "reason"):
+    for key in ("gate", "version", "reason", "release"):
         if key in body and not isinstance(body[key], str):
             return f"{key} must be a string, got {type(body[key]).__name__}"
     weight = body.get("weight")

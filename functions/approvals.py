@@ -5,6 +5,10 @@ machine only judges whether the command fits the release's phase, and records it
 - allowed: one `dev.graylane.release.command` CloudEvent is published; the release_command function
   decides it and records who, where, when and what in the release's history;
 - denied: nothing is published; the answer is 403 with the reason;
+- for another release: a command names the release it is for (a button carries it; a command that names
+  none is pinned here to the release current when it arrives, and the answer says which). One that names a
+  release other than the current one (an old button, a stale script) is refused with 409 and the reason,
+  and nothing is published; decide() refuses it too if the release changes before the event is decided;
 - either way the decision is appended to the audit log (audit before publish: no unaudited command).
 
 `status` and `history` only read the state. Results carry an HTTP status so every surface answers alike.
@@ -16,7 +20,7 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import field
+from dataclasses import field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +28,7 @@ from functions import catalog, present
 from functions.audit import AuditLog, AuditRecord
 from functions.chatops.authz import Requester, authorize
 from functions.core.events import ACTIONS, MUTATING_ACTIONS, Command
+from functions.core.machine import release_mismatch
 from functions.core.policy import ApprovalStage, Policy, PromoteStage
 from functions.core.state import AppState, iso
 from functions.core.values import value
@@ -42,16 +47,17 @@ class CommandRequest:
     gate: str = ""
     weight: int | None = None
     params: dict[str, int] = field(default_factory=dict)
-    version: str = ""
+    version: str = ""  # rollback: where to go; any other action: the target version of `release`
     reason: str = ""
     limit: int = 20  # history
     delivery: str = ""  # the platform's delivery id: a redelivery publishes the same event id
+    release: str = ""  # the release it is for; empty: the one current now (the answer names it)
 
 
 @value
 class Result:
-    status: int  # HTTP: 200 read, 202 accepted, 400 invalid, 403 denied, 404 unknown app, 503 unavailable
-    outcome: str  # ok | accepted | denied | invalid | not-found | unavailable
+    status: int  # HTTP: 200 read, 202 accepted, 400 invalid, 403 denied, 404 unknown app, 409 refused, 503 unavailable
+    outcome: str  # ok | accepted | denied | invalid | refused | not-found | unavailable
     message: str
     app: str = ""
     action: str = ""
@@ -59,6 +65,8 @@ class Result:
     gate: str = ""
     data: Any = None  # status: the status object; history: the entries
     lines: tuple[str, ...] = ()  # the same for people
+    release: str = ""  # a command: the release it is for
+    version: str = ""  # ... and that release's target version
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"outcome": self.outcome, "message": self.message, "app": self.app,
@@ -67,6 +75,10 @@ class Result:
             out["eventId"] = self.event_id
         if self.gate:
             out["gate"] = self.gate
+        if self.release:
+            out["release"] = self.release
+        if self.version:
+            out["version"] = self.version
         if self.data is not None:
             out["data"] = self.data
         return out
@@ -149,11 +161,12 @@ class Approvals:
         if req.action in ("approve", "reject") and not gate:
             return self._refuse(req, 409, "invalid", f"{req.app} is not waiting at a gate; name the gate to "
                                 f"{req.action}", gate)
+        req = pinned(req, state)  # a command names its release: the one it was sent for, or the current one
         event_id = self._event_id(req)
         command = Command(id=event_id, app=req.app, action=req.action, actor=req.requester.actor, gate=gate,
-                          weight=req.weight, params=dict(req.params), version=req.version, reason=req.reason)
-        event = catalog.from_domain(command, source=f"{self.source_prefix}/{req.requester.via}",
-                                    release=rel.id if rel is not None and rel.active else None)
+                          weight=req.weight, params=dict(req.params), version=req.version, reason=req.reason,
+                          release=req.release)  # fmt: skip
+        event = catalog.from_domain(command, source=f"{self.source_prefix}/{req.requester.via}")
         try:
             catalog.to_domain(event)  # the consumer's own checks, before anything is published
         except Reject as err:
@@ -161,28 +174,36 @@ class Approvals:
         verdict = authorize(policy.approvers, req.requester, req.action, gate, skipped_gates(policy, state))
         if not verdict.allowed:
             return self._refuse(req, 403, "denied", verdict.reason, gate)
+        stale = release_mismatch(state, command)  # decide()'s own rule, answered now rather than after the broker
+        if stale:
+            return self._refuse(req, 409, "refused", stale, gate)
+        pin = {"release": req.release, "version": _target(req, state)}
         try:
             self._audit(req, "accepted", gate, verdict.reason, event_id)
         except GraylaneError as err:
-            return Result(503, "unavailable", f"the audit log could not be written, nothing was done: {err}", **base)
+            return Result(503, "unavailable", f"the audit log could not be written, nothing was done: {err}", **base,
+                          **pin)  # fmt: skip
         try:
             self.bus.publish(event)
         except GraylaneError as err:
             log.warning("command %s for %s not published: %s", event_id, req.app, err)
             self._audit_quietly(req, "failed", gate, f"not published: {err}", event_id)
-            return Result(503, "unavailable", f"the command could not be handed to the broker: {err}", **base)
+            return Result(503, "unavailable", f"the command could not be handed to the broker: {err}", **base, **pin)
         what = f"{req.action} gate {gate}" if gate else req.action
-        return Result(202, "accepted", f"accepted: {what} on {req.app} by {req.requester.shown} (event {event_id})",
-                      event_id=event_id, **base)
+        of = f" release {req.release} ({pin['version']})" if req.release else ""
+        return Result(202, "accepted", f"accepted: {what} on {req.app}{of} by {req.requester.shown} "
+                      f"(event {event_id})", event_id=event_id, **base, **pin)  # fmt: skip
 
     def _refuse(self, req: CommandRequest, status: int, outcome: str, reason: str, gate: str) -> Result:
         self._audit_quietly(req, outcome, gate, reason, "")
         verb = "denied" if outcome == "denied" else "refused"
-        return Result(status, outcome, f"{verb}: {reason}", app=req.app, action=req.action, gate=gate)
+        return Result(status, outcome, f"{verb}: {reason}", app=req.app, action=req.action, gate=gate,
+                      release=req.release)  # fmt: skip
 
     def _audit(self, req: CommandRequest, outcome: str, gate: str, reason: str, event_id: str) -> None:
         detail: dict[str, Any] = {k: v for k, v in (("weight", req.weight), ("params", dict(req.params)),
-                                                    ("version", req.version), ("reason", req.reason))
+                                                    ("version", req.version), ("reason", req.reason),
+                                                    ("release", req.release))
                                   if v not in (None, "", {})}  # fmt: skip
         self.audit.record(AuditRecord(
             at=iso(self.clock()), app=req.app, action=req.action, outcome=outcome, user=req.requester.user,
@@ -202,6 +223,24 @@ class Approvals:
             return f"cmd-{uuid.uuid4().hex}"
         key = "\x1f".join((req.requester.via, req.delivery, req.app, req.action))
         return "cmd-" + hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def pinned(req: CommandRequest, state: AppState) -> CommandRequest:
+    """`req` naming its release: as sent (a button, `--release`), or else the app's current release, with
+    that release's target version (a rollback's version stays where to go)."""
+    rel = state.release
+    if req.release or rel is None:
+        return req
+    version = req.version if req.action == "rollback" else (req.version or rel.target.version)
+    return replace(req, release=rel.id, version=version)
+
+
+def _target(req: CommandRequest, state: AppState) -> str:
+    """The target version of the release `req` is for (shown in the answer)."""
+    rel = state.release
+    if rel is not None and rel.id == req.release:
+        return rel.target.version
+    return "" if req.action == "rollback" else req.version
 
 
 def skipped_gates(policy: Policy, state: AppState) -> list[str]:

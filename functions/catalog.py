@@ -55,6 +55,7 @@ _REPOSITORY = (
 )
 _TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
 _DIGEST = r"sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128}"
+_RELEASE = r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?-[0-9]+"  # "<app name>-<n>", as events/_defs.json releaseId
 
 
 def is_app(text: str) -> bool:
@@ -68,6 +69,11 @@ def is_repository(text: str) -> bool:
 
 def is_tag(text: str) -> bool:
     return re.fullmatch(_TAG, text) is not None
+
+
+def is_release(text: str) -> bool:
+    """A release id `<app name>-<n>` such as web-3."""
+    return len(text) <= 280 and re.fullmatch(_RELEASE, text) is not None
 
 
 def is_digest(text: str) -> bool:
@@ -261,7 +267,7 @@ def _actor(data: Mapping[str, Any]) -> Actor:
 
 
 def _command(event_id: str, subject: str, data: Mapping[str, Any]) -> Command:
-    _only(data, ("action", "app", "gate", "weight", "params", "version", "reason", "actor"), "data")
+    _only(data, ("action", "app", "gate", "weight", "params", "version", "reason", "actor", "release"), "data")
     action = _choice(data, "action", "data", ev.MUTATING_ACTIONS, required=True)
     app = _app(data, subject, required=True)
     weight = _integer(data, "weight", "data", 0, 100)
@@ -275,7 +281,24 @@ def _command(event_id: str, subject: str, data: Mapping[str, Any]) -> Command:
         version=_text(data, "version", "data", max_len=200, pattern=f"{_TAG}|{_DIGEST}",
                       expected="a version tag such as v1.2.0, or the digest of a release by digest"),
         reason=_text(data, "reason", "data"),
+        release=_text(data, "release", "data", max_len=280, pattern=_RELEASE,
+                      expected="a release id such as web-3 (the app name, a dash, its number)"),
     )  # fmt: skip
+
+
+def _release_of(attrs: Mapping[str, Any], event: Event) -> Event:
+    """A command's release is data.release; the correlation extension, when set, must agree (and names the
+    release of a command published before commands carried it in data)."""
+    if not isinstance(event, Command):
+        return event
+    extension = attrs.get(RELEASE_EXTENSION)
+    if extension in (None, ""):
+        return event
+    if not isinstance(extension, str) or re.fullmatch(_RELEASE, extension) is None:
+        raise _not_allowed(RELEASE_EXTENSION, extension, "a release id such as web-3")
+    if event.release and extension != event.release:
+        raise _not_allowed(RELEASE_EXTENSION, extension, f"the release named by data.release ({event.release!r})")
+    return dataclasses.replace(event, release=extension)
 
 
 _ALERT_FIELDS = (
@@ -392,7 +415,7 @@ def to_domain(ce: Any) -> Event:
                 raise _Invalid(f"type: {event_type} is emitted by graylane, not consumed")
             raise _not_allowed("type", event_type, "a consumed type: " + ", ".join(ev.CONSUMED))
         subject = _subject(attrs)
-        return parse(event_id, subject, _data(raw))
+        return _release_of(attrs, parse(event_id, subject, _data(raw)))
     except _Invalid as err:
         subject = attrs.get("subject")
         about = f" about {subject}" if isinstance(subject, str) and 0 < len(subject) <= 317 else ""
@@ -504,8 +527,9 @@ def from_domain(event: Event, source: str = DEFAULT_SOURCE, release: str | None 
         if not event.actor.channel:
             data["actor"].pop("channel", None)
         extras = {"gate": event.gate, "weight": event.weight, "params": event.params,
-                  "version": event.version, "reason": event.reason}  # fmt: skip
+                  "version": event.version, "reason": event.reason, "release": event.release}  # fmt: skip
         data.update({k: v for k, v in extras.items() if v not in ("", None, {})})
+        release = event.release or release
     else:
         data = {
             "fingerprint": event.fingerprint, "alertname": event.alertname,

@@ -27,7 +27,8 @@ def run_command(runner: Any, approvals: Approvals, app: str, action: str, who: R
     event_id = f"cli-{uuid.uuid4().hex}"
     cmd = Command(id=event_id, app=app, action=action, actor=who.actor, gate=fields.get("gate", ""),
                   weight=fields.get("weight"), params=dict(fields.get("params") or {}),
-                  version=fields.get("version", ""), reason=fields.get("reason", ""))
+                  version=fields.get("version", ""), reason=fields.get("reason", ""),
+                  release=fields.get("release", ""))  # fmt: skip
     try:
         catalog.to_domain(catalog.from_domain(cmd, source="/graylane/cli"))
     except Reject as err:
@@ -51,7 +52,7 @@ def run_command(runner: Any, approvals: Approvals, app: str, action: str, who: R
 def _audit(approvals: Approvals, app: str, action: str, who: Requester, cmd: Command, outcome: str,
            reason: str, event_id: str) -> None:
     detail = {k: v for k, v in (("weight", cmd.weight), ("params", dict(cmd.params)), ("version", cmd.version),
-                                ("reason", cmd.reason)) if v not in (None, "", {})}
+                                ("reason", cmd.reason), ("release", cmd.release)) if v not in (None, "", {})}
     try:
         approvals.audit.record(AuditRecord(at=iso(approvals.clock()), app=app, action=action, outcome=outcome,
                                            user=who.user, via="cli", gate=cmd.gate, detail=detail, reason=reason,

@@ -5,6 +5,10 @@ With `--server URL --token TOKEN` (or GRAYLANE_SERVER / GRAYLANE_TOKEN) they cal
 otherwise they act on the state store directly (`--store URL`, `--context NAME` for a cluster's
 ConfigMaps) through the runner, as `$USER` via cli: whoever can write the store needs no approval.
 
+A command is for one release: the CLI reads the app's current release, prints it (on stderr) and sends its
+id and target version with the command, so a release that changes in between refuses it; `--release ID`
+pins another one (refused unless it is the current release).
+
 Exit codes: 0 done, 1 refused / ignored / not found (the reason is printed), 2 usage, 3 unreachable.
 """
 
@@ -46,6 +50,8 @@ def _common(p: argparse.ArgumentParser, app: bool = True) -> None:
 
 def _reason(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reason", default="", help="recorded in the history and the notices")
+    p.add_argument("--release", default="", metavar="ID",
+                   help="the release the command is for (default: the current one, printed before it is sent)")
 
 
 def _gate_args(p: argparse.ArgumentParser, wait: bool) -> None:
@@ -289,11 +295,10 @@ def _mutate(args: argparse.Namespace, action: str, fields: dict[str, Any], wait_
     fields = {k: v for k, v in fields.items() if v not in (None, "", {})}
 
     def work(backend: HttpBackend | LocalBackend) -> int:
-        gate_before = ""
-        if wait_gate:
-            code, before = backend.execute(args.app, "status", {})
-            release = (before.get("data") or {}).get("release") or {} if code == 200 else {}
-            gate_before = fields.get("gate") or release.get("gate", "")
+        code, before = backend.execute(args.app, "status", {})
+        release = ((before.get("data") or {}).get("release") or {}) if code == 200 else {}
+        gate_before = (fields.get("gate") or release.get("gate", "")) if wait_gate else ""
+        _pin(args, action, fields, release)
         status, body = backend.execute(args.app, action, fields)
         message = body.get("message") or body.get("error") or str(status)
         if status not in (200, 202):
@@ -305,6 +310,24 @@ def _mutate(args: argparse.Namespace, action: str, fields: dict[str, Any], wait_
         return EXIT_OK
 
     return _run(args, work)
+
+
+def _pin(args: argparse.Namespace, action: str, fields: dict[str, Any], current: dict[str, Any]) -> None:
+    """Name the release the command is for in `fields` (the current one unless --release says otherwise) and
+    say which on stderr, before anything is sent."""
+    pinned = getattr(args, "release", "") or ""
+    rid = pinned or current.get("id", "")
+    if not rid:
+        return  # the app has no release yet: there is nothing to name
+    fields["release"] = rid
+    if rid == current.get("id"):
+        if action != "rollback":  # a rollback's version is where to go, not the release's target
+            fields["version"] = current.get("version", "")
+        where = f"{current.get('phase', '')}" + (f" at gate {current['gate']}" if current.get("gate") else "")
+        print(f"graylane {action} {args.app}: release {rid} ({current.get('version', '')}), {where}", file=sys.stderr)
+    else:
+        shown = f"{current.get('id')} ({current.get('version', '')})" if current.get("id") else "none"
+        print(f"graylane {action} {args.app}: release {rid} (pinned; the current release is {shown})", file=sys.stderr)
 
 
 def _wait(args: argparse.Namespace, backend: HttpBackend | LocalBackend, gate: str) -> int:

@@ -48,8 +48,10 @@ def script() -> Iterator[tuple[float, Any, str]]:
         return ImagePushed(id=f"push-{next(n)}", app=APP, target=Version(tag, f"{REPO}@sha256:{tag}"),
                            repository=REPO, tag=tag, source="dockerhub")  # fmt: skip
 
-    def cmd(action: str, actor: Actor, **kw: Any) -> Command:
-        return Command(id=f"cmd-{next(n)}", app=APP, action=action, actor=actor, **kw)
+    def cmd(action: str, actor: Actor, release: str, version: str, **kw: Any) -> Command:
+        """What a button of `release`'s notification (or a command typed against it) sends."""
+        return Command(id=f"cmd-{next(n)}", app=APP, action=action, actor=actor, release=release, version=version,
+                       **kw)  # fmt: skip
 
     def ticks(count: int, every: float) -> Iterator[tuple[float, Any, str]]:
         for _ in range(count):
@@ -58,15 +60,16 @@ def script() -> Iterator[tuple[float, Any, str]]:
     yield 0, push("v1.0.0"), "first image: becomes stable"
     yield 60, push("v2.0.0"), "push v2: preview + DB migration"
     yield from ticks(1, 10)
-    yield 60, cmd("approve", ops, gate="ab-test"), "ops-lead approves the A/B test in Slack"
+    v2, v3 = ("flask-1", "v2.0.0"), ("flask-2", "v3.0.0")  # v1.0.0 becomes stable without a release
+    yield 60, cmd("approve", ops, *v2, gate="ab-test"), "ops-lead approves the A/B test in Slack"
     yield from ticks(4, 600)
-    yield 30, cmd("approve", po, gate="canary-weight", weight=50), "product-owner sets 50% in DingTalk"
+    yield 30, cmd("approve", po, *v2, gate="canary-weight", weight=50), "product-owner sets 50% in DingTalk"
     yield from ticks(2, 10)
-    yield 30, cmd("approve", ops, gate="promote"), "ops-lead promotes"
+    yield 30, cmd("approve", ops, *v2, gate="promote"), "ops-lead promotes"
     yield from ticks(7, 100)
     yield 120, push("v3.0.0"), "push a bad v3"
     yield from ticks(1, 10)
-    yield 30, cmd("approve", ops, gate="ab-test"), "A/B test of v3"
+    yield 30, cmd("approve", ops, *v3, gate="ab-test"), "A/B test of v3"
     yield from ticks(4, 10)
     yield 60, Alert(id=f"alert-{next(n)}", app=APP, fingerprint="f1", firing=True, alertname="FlaskHighErrorRate",
                     labels={"alertname": "FlaskHighErrorRate", "service": "k8s-flask"}), "error burst: alert fires"

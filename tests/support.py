@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from functions.core.events import Command, ImagePushed, Tick
@@ -19,7 +19,7 @@ from functions.core.policy import (
     RouterSpec,
     Stage,
 )
-from functions.core.state import Actor, Version
+from functions.core.state import Actor, AppState, Version
 from functions.errors import NotFound
 
 T0 = datetime(2026, 11, 23, 8, 0, 0, tzinfo=UTC)
@@ -89,3 +89,26 @@ def tick(app: str = "") -> Tick:
 
 def command(app: str, action: str, user: str = "alice", **kw: object) -> Command:
     return Command(id=eid(action), app=app, action=action, actor=Actor(user=user, via="cli"), **kw)  # type: ignore[arg-type]
+
+
+def for_current(state: AppState, event: object) -> object:
+    """A command as an edge sends it: named for the release current when it is sent (the CLI, the API and a
+    typed chat command resolve it then). Other events, and commands that name a release, are left alone."""
+    rel = state.release
+    if not isinstance(event, Command) or event.release or rel is None:
+        return event
+    version = event.version if event.action == "rollback" else rel.target.version
+    return replace(event, release=rel.id, version=version)
+
+
+def sent(store: object, event: object) -> object:
+    """`for_current` with the app's state read from `store` (the runner's)."""
+    if not isinstance(event, Command):
+        return event
+    doc, _ = store.load(event.app)  # type: ignore[attr-defined]
+    return for_current(AppState.from_json(doc) if doc else AppState(app=event.app), event)
+
+
+def handle(runner: object, event: object) -> object:
+    """runner.handle(event), a command being named for the current release first (see `for_current`)."""
+    return runner.handle(sent(runner.store, event))  # type: ignore[attr-defined]

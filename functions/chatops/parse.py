@@ -4,6 +4,9 @@
     /graylane approve pro/flask canary-weight 30  approve with the gate's weight parameter
     /graylane approve pro/flask weight=30         the gate being waited on, with a parameter
     /graylane reject pro/flask ab-test -- not now  a reason follows `--`
+    /graylane approve pro/flask promote release=flask-7 version=v1.3.0
+                                                  pinned to a release (what notification buttons send);
+                                                  without it the command is for the release current when sent
     /graylane weight pro/flask 30
     /graylane rollback pro/flask v1.2.0
     /graylane status pro/flask    /graylane history pro/flask 20
@@ -13,30 +16,33 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import field
+from dataclasses import field, replace
 
-from functions.catalog import is_app, is_tag
+from functions.catalog import is_app, is_release, is_tag
 from functions.core.events import ACTIONS
 from functions.core.values import value
 from functions.errors import GraylaneError
 
+_PIN = "[release=ID [version=TAG]]"
 USAGE = {
     "status": "status APP",
     "history": "history APP [COUNT]",
-    "approve": "approve APP [GATE] [WEIGHT | NAME=VALUE ...] [-- REASON]",
-    "reject": "reject APP [GATE] [-- REASON]",
-    "weight": "weight APP PERCENT",
-    "promote": "promote APP [-- REASON]",
-    "pause": "pause APP [REASON]",
-    "resume": "resume APP [-- REASON]",
-    "abort": "abort APP [REASON]",
-    "rollback": "rollback APP [VERSION] [-- REASON]",
+    "approve": f"approve APP [GATE] [WEIGHT | NAME=VALUE ...] {_PIN} [-- REASON]",
+    "reject": f"reject APP [GATE] {_PIN} [-- REASON]",
+    "weight": f"weight APP PERCENT {_PIN}",
+    "promote": f"promote APP {_PIN} [-- REASON]",
+    "pause": f"pause APP {_PIN} [REASON]",
+    "resume": f"resume APP {_PIN} [-- REASON]",
+    "abort": f"abort APP {_PIN} [REASON]",
+    "rollback": "rollback APP [VERSION] [release=ID] [-- REASON]",
 }
-HELP = "commands (APP is namespace/name):\n" + "\n".join(f"  {u}" for u in USAGE.values())
+HELP = ("commands (APP is namespace/name):\n" + "\n".join(f"  {u}" for u in USAGE.values())
+        + "\nrelease=ID pins a command to one release; without it, it is for the release current when it is sent")
 PREFIXES = ("/graylane", "graylane")
 MAX_HISTORY = 200
 _GATE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _PARAM = re.compile(r"([A-Za-z][A-Za-z0-9_-]{0,63})=(-?[0-9]{1,9})")
+_PINS = ("release", "version")  # keywords, never gate parameters
 
 
 class UsageError(GraylaneError):
@@ -50,9 +56,10 @@ class ParsedCommand:
     gate: str = ""
     weight: int | None = None
     params: dict[str, int] = field(default_factory=dict)
-    version: str = ""
+    version: str = ""  # rollback: where to go; any other action: the pinned release's target version
     reason: str = ""
     limit: int = 20  # history: how many entries
+    release: str = ""  # the release it is for; empty: the one current when it is sent (resolved by the edge)
 
 
 def tokens(text: str) -> list[str]:
@@ -82,7 +89,33 @@ def parse(text: str) -> ParsedCommand:
         raise UsageError(f"{words[1][:80]!r} is not an app; expected namespace/name such as pro/flask; "
                          f"usage: {USAGE[action]}")
     rest, reason = _split_reason(words[2:])
-    return _BUILDERS[action](action, app, rest, reason)
+    rest, release, version = _pinned(action, rest)
+    parsed = _BUILDERS[action](action, app, rest, reason)
+    return replace(parsed, release=release, version=version or parsed.version)
+
+
+def _pinned(action: str, words: list[str]) -> tuple[list[str], str, str]:
+    """The words without `release=ID` / `version=TAG`, and those two values."""
+    rest, pins = [], {"release": "", "version": ""}
+    for word in words:
+        name, sep, value = word.partition("=")
+        if not sep or name.lower() not in _PINS:
+            rest.append(word)
+            continue
+        name = name.lower()
+        if action in ("status", "history") or (name == "version" and action == "rollback"):
+            what = "give the version to return to as VERSION" if action == "rollback" else "it changes nothing"
+            raise _fail(action, f"{name}= is not used by {action} ({what})")
+        if pins[name]:
+            raise _fail(action, f"{name}= is given twice")
+        if name == "release" and not is_release(value):
+            raise _fail(action, f"{value[:80]!r} is not a release id such as flask-7")
+        if name == "version" and not is_tag(value):
+            raise _fail(action, f"{value[:80]!r} is not a version tag such as v1.2.0")
+        pins[name] = value
+    if pins["version"] and not pins["release"]:
+        raise _fail(action, "version= pins a release: give release= too")
+    return rest, pins["release"], pins["version"]
 
 
 def _split_reason(words: list[str]) -> tuple[list[str], str]:

@@ -119,4 +119,5 @@ def _run(approvals: Approvals, inbound: Inbound) -> Result:
     return approvals.execute(CommandRequest(
         app=cmd.app, action=cmd.action, requester=inbound.requester, gate=cmd.gate, weight=cmd.weight,
         params=cmd.params, version=cmd.version, reason=cmd.reason, limit=cmd.limit, delivery=inbound.delivery,
+        release=cmd.release,
     ))  # fmt: skip

@@ -138,8 +138,9 @@ def gate_message(app: str, release: str, gate: str, version: str = "", text: str
     Each button's value is the command text it runs, so a press is handled exactly like the slash command.
     """
     headline = text or f"{app}: release {release}{f' ({version})' if version else ''} is waiting at gate *{gate}*"
-    approve = f"approve {app} {gate}"
-    reject = f"reject {app} {gate}"
+    pin = f" release={release}" + (f" version={version}" if version else "")  # a button is for this release only
+    approve = f"approve {app} {gate}{pin}"
+    reject = f"reject {app} {gate}{pin}"
     return {
         "text": f"{app} waits at gate {gate}",
         "blocks": [

@@ -85,8 +85,9 @@ class Command:
     gate: str = ""  # approve/reject: which gate; empty means the one being waited on
     weight: int | None = None  # weight; approve: value of the gate's weight parameter
     params: dict[str, int] = field(default_factory=dict)  # approve: gate parameters
-    version: str = ""  # rollback: the version to return to
+    version: str = ""  # rollback: the version to return to; any other action: the release's target version
     reason: str = ""
+    release: str = ""  # the release the command is for: decide() refuses it for any other (or for none)
     type: str = RELEASE_COMMAND
 
 

@@ -71,7 +71,10 @@ def decide(policy: object, state: AppState, event: Event, now: datetime,
         return Decision(state, (), ())  # a redelivery: already decided
     tx = Tx(policy, state, event, now, observation)
     kind = event_kind(event)
-    if kind in GLOBAL:
+    problem = release_mismatch(state, event) if isinstance(event, Command) else ""
+    if problem:
+        ignore(tx, problem)  # a command for another release (an old button, a late delivery) moves nothing
+    elif kind in GLOBAL:
         GLOBAL[kind](tx)
     elif tx.rel is None or not tx.rel.active:
         INACTIVE.get(kind, _not_active)(tx)
@@ -125,6 +128,27 @@ def stale_observation(obs: Observation, rel: Release) -> str:
     return ""
 
 
+def release_mismatch(state: AppState, cmd: Command) -> str:
+    """Why `cmd` is not for the app's current release ("" when it is). Pure; the edges ask it too, so a
+    sender hears the refusal at once, and decide() enforces it whatever reaches it later.
+
+    A command names the release it was meant for (a button carries it; a typed command, the CLI and the API
+    name the release current when they were sent) and, except a rollback (whose version is where to go), its
+    target version. An app without any release has nothing to name.
+    """
+    rel = state.release
+    if rel is None:
+        return f"the command names release {cmd.release}, but {state.app} has no release" if cmd.release else ""
+    current = f"{rel.id} ({rel.target.version})"
+    if not cmd.release:
+        return f"the command names no release; the current release of {state.app} is {current}"
+    if cmd.release != rel.id:
+        return f"the command is for release {cmd.release}, but the current release of {state.app} is {current}"
+    if cmd.action != "rollback" and cmd.version and cmd.version != rel.target.version:
+        return f"the command is for version {cmd.version}, but release {rel.id} deploys {rel.target.version}"
+    return ""
+
+
 # -- ignoring ---------------------------------------------------------------------------------------
 
 
@@ -137,8 +161,10 @@ def ignore(tx: Tx, reason: str) -> None:
         actor = {"user": event.actor.user, "via": event.actor.via}
         if event.actor.channel:
             actor["channel"] = event.actor.channel
-        tx.emit(ev.COMMAND_REJECTED, {"app": tx.policy.app, "action": event.action, "actor": actor,
-                                      "reason": reason}, release=False)  # fmt: skip
+        data = {"app": tx.policy.app, "action": event.action, "actor": actor, "reason": reason}
+        if event.release:
+            data["release"] = event.release  # the release the command was for (not necessarily the current one)
+        tx.emit(ev.COMMAND_REJECTED, data, release=False)
     else:
         tx.emit(ev.EVENT_IGNORED, {"app": tx.policy.app, "eventType": event.type, "eventId": event.id,
                                    "phase": phase, "reason": reason}, release=False)  # fmt: skip

@@ -13,7 +13,7 @@ from functions.core.machine import decide
 from functions.core.state import AppState
 from functions.providers.recording import healthy
 from tests.bench.registry import suite
-from tests.support import T0, canary_policy, command, push, tick
+from tests.support import T0, canary_policy, command, for_current, push, tick
 
 
 @suite("decide")
@@ -31,7 +31,7 @@ def bench_decide(args: argparse.Namespace) -> dict[str, Any]:
             now += timedelta(seconds=10)
             rel = state.release
             obs = Observation(metrics=healthy(policy, rel)) if rel is not None and rel.analysing else Observation()
-            event = replace(event, id=f"{event.id}-{r}")
+            event = replace(for_current(state, event), id=f"{event.id}-{r}")
             state = replace(decide(policy, state, event, now, obs).state, pending=())
             decisions += 1
     elapsed = time.perf_counter() - started

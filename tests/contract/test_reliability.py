@@ -18,7 +18,7 @@ from functions.errors import ProviderUnavailable, Retry
 from functions.providers.recording import RecordingProviders, healthy
 from functions.providers.stores.configmap import ConfigMapStore
 from functions.runner import Runner
-from tests.support import Clock, StaticPolicies, canary_policy, command, push, tick
+from tests.support import Clock, StaticPolicies, canary_policy, command, handle, push, tick
 
 pytestmark = pytest.mark.k8s
 
@@ -75,7 +75,7 @@ def test_racing_commands_serialise_and_are_both_audited(kube, ns: str) -> None:
 
     def send(i: int) -> None:
         barrier.wait()
-        runners[i].handle(cmds[i])
+        handle(runners[i], cmds[i])
 
     threads = [threading.Thread(target=send, args=(i,)) for i in range(2)]
     [t.start() for t in threads]
@@ -106,7 +106,7 @@ def scenario(app: str) -> list[tuple[float, object]]:
 def deliver(runner: Runner, event: object, attempts: int = 60) -> None:
     for _ in range(attempts):  # the broker redelivers until the function acknowledges
         try:
-            runner.handle(event)
+            handle(runner, event)
             return
         except (Retry, ProviderUnavailable):
             continue

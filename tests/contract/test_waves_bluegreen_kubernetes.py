@@ -40,7 +40,7 @@ from functions.runner import Runner, route_target
 from functions.settings import Settings
 from tests.contract.workload_support import REPO, stable_deployment
 from tests.k8s.cluster import FakeKubelet, KubeCluster, deployment_is_ready, install_crds, load_crds
-from tests.support import Clock, StaticPolicies, canary_policy, command, push, tick
+from tests.support import Clock, StaticPolicies, canary_policy, command, handle, push, tick
 
 pytestmark = pytest.mark.k8s
 MAIN, DC2 = "dc-main", "dc-2"
@@ -302,7 +302,7 @@ def test_waves_release_one_cluster_at_a_time_behind_the_wave_gate(world: World) 
     assert w.route(DC2)["metadata"]["resourceVersion"] == dc2_route["metadata"]["resourceVersion"]
     mark = len(w.calls)
 
-    world.runner.handle(command(app, "approve", gate=f"wave-{DC2}"))
+    handle(world.runner, command(app, "approve", gate=f"wave-{DC2}"))
     world.ticks_until(lambda: w.weights(DC2).get(CANARY) == 50, advance=0)
     world.ticks_until(lambda: world.settled(Phase.SUCCEEDED), advance=10)
     assert w.clusters_touched(since=mark) == {DC2}  # wave dc-2 leaves dc-main alone
@@ -320,7 +320,7 @@ def test_rollback_in_the_second_wave_returns_traffic_first_and_the_first_cluster
     world.runner.handle(push(app, "v2"))
     world.ticks_until(lambda: world.settled(Phase.WAITING, gate=f"wave-{DC2}"), advance=10)
     assert w.deployment(MAIN, STABLE) == {"image": V2, "ready": True, "replicas": 2}
-    world.runner.handle(command(app, "approve", gate=f"wave-{DC2}"))
+    handle(world.runner, command(app, "approve", gate=f"wave-{DC2}"))
     world.ticks_until(lambda: w.weights(DC2).get(CANARY) == 50, advance=0)
     mark = len(w.calls)
 

@@ -19,6 +19,7 @@ from hypothesis.control import currently_in_test_context
 
 from functions.core.effects import STABLE_ONLY, Effect, RoutePlan
 from functions.core.events import (
+    COMMAND_REJECTED,
     MUTATING_ACTIONS,
     Alert,
     Command,
@@ -175,6 +176,27 @@ def _gates(policy: Policy) -> list[str]:
     return names + [f"wave-{w.name}" for w in policy.waves] + ["nope"]
 
 
+def current(run: Run, action: str, **fields: object) -> Command:
+    """A command for the current release, as a button of its notice (or the CLI, or a typed command) sends it."""
+    rel = run.state.release
+    pin: dict[str, object] = {}
+    if rel is not None:
+        pin = {"release": rel.id} if action == "rollback" else {"release": rel.id, "version": rel.target.version}
+    return Command(id=run.next_id(), app=APP, action=action, **{**pin, **fields})  # type: ignore[arg-type]
+
+
+def draw_pin(data: st.DataObject, run: Run, action: str, ver: str) -> dict[str, str]:
+    """release/version of a drawn command: mostly the current release, sometimes an old button's, another
+    release's, a wrong target version, or none at all."""
+    rel = run.state.release
+    earlier = [f"web-{n}" for n in range(max(0, run.state.seq - 2), run.state.seq)] or ["web-0"]
+    release = data.draw(st.sampled_from((rel.id if rel else "",) * 5 + ("", "web-99", *earlier)))
+    if action == "rollback":
+        return {"release": release, "version": ver}
+    target = rel.target.version if rel else ""
+    return {"release": release, "version": data.draw(st.sampled_from((target, target, target, "", "v0")))}
+
+
 def draw_command(data: st.DataObject, run: Run) -> Command:
     rel = run.state.release
     likely = LIKELY.get(rel.phase if rel is not None else Phase.SUCCEEDED, ("rollback",))
@@ -186,7 +208,7 @@ def draw_command(data: st.DataObject, run: Run) -> Command:
     ver = data.draw(st.sampled_from(("", "", "v0", *TAGS)))
     user = data.draw(st.sampled_from(("alice", "bob")))
     return Command(id=run.next_id(), app=APP, action=action, actor=Actor(user=user, via="cli"), gate=gate,
-                   weight=weight, params=params, version=ver, reason="because")  # fmt: skip
+                   weight=weight, params=params, reason="because", **draw_pin(data, run, action, ver))  # fmt: skip
 
 
 def draw_alert(data: st.DataObject, run: Run, about_canary: bool = True) -> Alert:
@@ -373,6 +395,24 @@ def check_one_verdict_per_interval(run: Run, before: AppState, out: Decision) ->
     assert gap >= run.policy.analysis.interval * 0.95, f"two verdicts {gap:g} s apart"
 
 
+def check_stale_commands(before: AppState, event: Event, out: Decision) -> None:
+    """9. a command for another release (an old button, a late delivery), naming none while the app has one,
+    or naming another target version, moves nothing: it is only recorded as ignored and rejected."""
+    if not isinstance(event, Command) or event.id in before.seen:
+        return
+    rel = before.release
+    current_id = rel.id if rel is not None else ""
+    wrong_version = rel is not None and event.action != "rollback" and event.version not in ("", rel.target.version)
+    if event.release == current_id and not wrong_version:
+        return
+    assert out.effects == () and out.state.release == before.release and out.state.routes == before.routes
+    assert (out.state.stable, out.state.protection, out.state.pending) == (before.stable, before.protection,
+                                                                          before.pending)  # fmt: skip
+    mine = [h for h in out.state.history if h.event_id == event.id]
+    assert [h.action for h in mine] == ["ignored"] and (event.release or "names no release") in mine[0].reason
+    assert [e.type for e in out.events] == [COMMAND_REJECTED]
+
+
 def check_alerts(run: Run, event: Event, out: Decision) -> None:
     """Protection relaxes: after any tick no resolved alert outlives its hold-down."""
     if isinstance(event, Tick):
@@ -407,6 +447,7 @@ def step(run: Run, event: Event, obs: Observation, apply: bool) -> None:
     check_promotion(run, before, event, out)
     check_analysis_gates_progress(before, event, out)
     check_one_verdict_per_interval(run, before, out)
+    check_stale_commands(before, event, out)
     check_rollback(before, out)
     check_canary_serves(run, out)
     check_terminal(run, out)
@@ -455,18 +496,18 @@ def happy_path(data: st.DataObject, run: Run) -> tuple[Event, Observation]:
     if rel is None or not rel.active or (rel.watching and data.draw(st.booleans())):
         if rel is not None and data.draw(st.booleans()):  # an operator returns to an earlier version
             ver = data.draw(st.sampled_from(("", "v1", "v2")))
-            return Command(id=run.next_id(), app=APP, action="rollback", version=ver), Observation()
+            return current(run, "rollback", version=ver), Observation()
         tag = f"v{run.counter + 2}"
         return ImagePushed(id=run.next_id(), app=APP, target=version(tag), tag=tag), Observation()
     if rel.canary_deployed and data.draw(st.integers(min_value=0, max_value=4)) == 4:
-        return Command(id=run.next_id(), app=APP, action=data.draw(st.sampled_from(("abort", "rollback")))), \
+        return current(run, data.draw(st.sampled_from(("abort", "rollback")))), \
             Observation()
     if rel.phase == Phase.WAITING and data.draw(st.booleans()):
         params = data.draw(st.sampled_from(({}, {"weight": 20}, {"pct": 10})))
-        return Command(id=run.next_id(), app=APP, action="approve", params=params, weight=params.get("weight")), \
+        return current(run, "approve", params=params, weight=params.get("weight")), \
             Observation()
     if rel.phase in (Phase.PAUSED, Phase.PROGRESSING) and rel.timer is None and data.draw(st.booleans()):
-        return Command(id=run.next_id(), app=APP, action="resume"), Observation()
+        return current(run, "resume"), Observation()
     run.now += timedelta(seconds=data.draw(st.sampled_from((10.0, 31.0, 61.0))))
     verdict = data.draw(st.sampled_from(("pass", "pass", "pass", "no-data", "fail")))
     return Tick(id=run.next_id(), app=APP), observed(verdict)
@@ -497,9 +538,9 @@ def test_happy_paths_do_reach_promotion() -> None:
             if rel is None:
                 event: Event = ImagePushed(id=run.next_id(), app=APP, target=version("v2"), tag="v2")
             elif rel.phase == Phase.WAITING:
-                event = Command(id=run.next_id(), app=APP, action="approve", params={"weight": 20, "pct": 10})
+                event = current(run, "approve", params={"weight": 20, "pct": 10})
             elif rel.timer is None and i % 2:
-                event = Command(id=run.next_id(), app=APP, action="resume")
+                event = current(run, "resume")
             else:
                 run.now += timedelta(seconds=31)
                 event = Tick(id=run.next_id(), app=APP)
@@ -522,8 +563,38 @@ def test_protection_follows_alerts_during_and_between_releases(data: st.DataObje
         if data.draw(st.booleans()):
             event: Event = draw_alert(data, run, about_canary=data.draw(st.integers(0, 9)) == 9)
         elif data.draw(st.integers(min_value=0, max_value=9)) == 9:
-            event = Command(id=run.next_id(), app=APP, action=data.draw(st.sampled_from(("resume", "abort"))))
+            event = current(run, data.draw(st.sampled_from(("resume", "abort"))))
         else:
             run.now += timedelta(seconds=data.draw(st.sampled_from((1.0, 10.0, 29.0, 30.0, 31.0, 89.0, 90.0, 120.0))))
             event = Tick(id=run.next_id(), app=APP)
         step(run, event, Observation(), apply=True)
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+@settings(max_examples=12, derandomize=True, database=None, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], phases=PHASES)  # fmt: skip
+@given(data=st.data())
+def test_stale_approval_old_buttons_pressed_later_change_nothing(shape: str, data: st.DataObject) -> None:
+    """Releases move on (pushes supersede them, they end) while the buttons of their notices stay in the chat:
+    a button pressed again later (a new delivery of the same command text) acts only on the release it names."""
+    policy = SHAPES[shape]
+    run = Run(policy, start(policy, True))
+    buttons: list[Command] = []
+    stale_pressed = 0
+    for _ in range(data.draw(st.integers(min_value=10, max_value=60))):
+        if buttons and data.draw(st.integers(min_value=0, max_value=3)) == 3:
+            old = data.draw(st.sampled_from(buttons))
+            event: Event = replace(old, id=run.next_id())  # the same button, pressed again
+            rel = run.state.release
+            stale_pressed += rel is None or old.release != rel.id
+            step(run, event, Observation(), apply=True)  # check_stale_commands holds it to the rule
+            continue
+        if data.draw(st.integers(min_value=0, max_value=7)) == 7:  # a newer image supersedes the release
+            tag = f"v{run.counter + 2}"
+            event, obs = ImagePushed(id=run.next_id(), app=APP, target=version(tag), tag=tag), Observation()
+        else:
+            event, obs = happy_path(data, run)
+        if isinstance(event, Command):
+            buttons.append(event)
+        step(run, event, obs, apply=True)
+    note(f"{stale_pressed} stale presses")

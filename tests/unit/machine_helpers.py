@@ -148,7 +148,13 @@ class Driver:
         return self.send(Tick(id=self.next_id("tick"), app=APP), obs)
 
     def command(self, action: str, event_id: str = "", **fields: Any) -> Decision:
+        """A command for the current release (as the CLI or a button names it), unless `release` is given."""
         fields.setdefault("actor", Actor(user="alice", via="cli"))
+        rel = self.state.release
+        if "release" not in fields and rel is not None:
+            fields["release"] = rel.id
+            if action != "rollback":
+                fields.setdefault("version", rel.target.version)
         return self.send(Command(id=event_id or self.next_id("cmd"), app=APP, action=action, **fields))
 
     def alert(self, name: str, firing: bool = True, fingerprint: str = "fp-1", event_id: str = "",

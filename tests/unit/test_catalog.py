@@ -158,6 +158,7 @@ def test_command_fields() -> None:
     assert command == Command(
         id="slack-T024BE7LD-1717406100.000200", app="shop/web", action="approve",
         actor=Actor("alice", "slack", "#releases"), gate="canary", params={"weight": 20}, reason="metrics look fine",
+        release="web-3", version="v2.4.0",
     )  # fmt: skip
 
 

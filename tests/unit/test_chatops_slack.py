@@ -140,7 +140,8 @@ def test_a_button_press_runs_its_value_as_the_command(w: World) -> None:
     assert response.status_code == 200, response.text
     [event] = w.commands()
     assert event.data["action"] == "approve" and event.data["gate"] == "go"
-    assert message["blocks"][1]["elements"][1]["value"] == "reject pro/flask go"
+    assert message["blocks"][1]["elements"][1]["value"] == "reject pro/flask go release=flask-1 version=v1.1.0"
+    assert event.data["release"] == "flask-1" and event.data["version"] == "v1.1.0"
 
 
 def test_status_and_usage_replies(w: World) -> None:

@@ -24,6 +24,11 @@ from tests.unit.chatops_helpers import APP, POLICY, REPO
 
 @pytest.fixture
 def local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    return local_store(tmp_path, monkeypatch)
+
+
+def local_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """A SQLite store where flask-1 (v1.1.0) waits at gate go; the CLI arguments that use it."""
     (tmp_path / "policies").mkdir()
     (tmp_path / "policies" / "flask.yaml").write_text(POLICY)
     db = tmp_path / "state.db"

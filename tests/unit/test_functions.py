@@ -109,7 +109,7 @@ def test_emitted_events_of_commands_supersede_and_freeze_validate() -> None:
 
     from functions.core.events import MetricSample
     from functions.core.policy import RollbackMode
-    from tests.support import StaticPolicies, canary_policy, command, push, tick
+    from tests.support import StaticPolicies, canary_policy, command, handle, push, tick
 
     bad = lambda p, r: (MetricSample(name="success-rate", value=0.1, canary_requests=900),)  # noqa: E731
     policy = replace(canary_policy(), rollback=RollbackMode.FREEZE)
@@ -121,7 +121,7 @@ def test_emitted_events_of_commands_supersede_and_freeze_validate() -> None:
                   command(app, "abort", reason="enough"), command(app, "rollback", version="v0"),
                   push(app, "v4")]:  # fmt: skip
         clock.advance(5)
-        runner.handle(event)
+        handle(runner, event)
     runner.providers = RecordingProviders(bad)  # type: ignore[assignment]
     for _ in range(3):
         clock.advance(10)

@@ -134,8 +134,8 @@ def test_slack_posts_block_kit_with_approve_and_reject_buttons_for_a_waiting_gat
     assert types == ["header", "section", "section", "actions", "context"]
     buttons = body["blocks"][3]["elements"]
     assert [(b["text"]["text"], b["value"], b["style"], b["action_id"]) for b in buttons] == [
-        ("Approve", "approve prod/web promote", "primary", "graylane-approve"),
-        ("Reject", "reject prod/web promote", "danger", "graylane-reject")]
+        ("Approve", "approve prod/web promote release=web-7 version=v2", "primary", "graylane-approve"),
+        ("Reject", "reject prod/web promote release=web-7 version=v2", "danger", "graylane-reject")]
     fields = {f["text"].split("\n")[0]: f["text"].split("\n")[1] for f in body["blocks"][2]["fields"]}
     assert fields["*Gate*"] == "promote" and fields["*Version*"] == "v1 → v2"
 
@@ -146,8 +146,8 @@ def test_slack_button_values_are_commands_the_chatops_parser_runs(capture: Captu
     SlackNotifier(capture.url(), delivery=FAST).send(GATE)
     buttons = capture.requests[0].json()["blocks"][3]["elements"]
     parsed = [parse(b["value"]) for b in buttons]
-    assert [(p.action, p.app, p.gate) for p in parsed] == [("approve", "prod/web", "promote"),
-                                                          ("reject", "prod/web", "promote")]
+    assert [(p.action, p.app, p.gate, p.release, p.version) for p in parsed] == [
+        ("approve", "prod/web", "promote", "web-7", "v2"), ("reject", "prod/web", "promote", "web-7", "v2")]
 
 
 def test_slack_has_no_buttons_outside_a_gate_and_escapes_markup(capture: Capture) -> None:

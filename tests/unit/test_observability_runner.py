@@ -22,7 +22,7 @@ from functions.providers.recording import RecordingProviders, RecordingRouter
 from functions.providers.routers.base import RouteTarget
 from functions.providers.stores.memory import MemoryStore
 from functions.runner import Runner
-from tests.support import Clock, StaticPolicies, canary_policy, command, push, tick
+from tests.support import Clock, StaticPolicies, canary_policy, command, handle, push, tick
 
 
 def make(namespace: str, providers: RecordingProviders | None = None,
@@ -66,7 +66,7 @@ def test_a_release_moves_the_transition_decision_effect_verdict_and_phase_metric
     for _ in range(14):  # two 60 s steps with analysis every 10 s
         clock.advance(10)
         runner.handle(tick(app))
-    runner.handle(command(app, "approve", gate="promote"))
+    handle(runner, command(app, "approve", gate="promote"))
     assert state_of(store, app).release.phase == Phase.SUCCEEDED
     after = counters()
     diff = {k: after[k] - before[k] for k in before}

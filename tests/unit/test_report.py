@@ -52,7 +52,8 @@ def run_release() -> tuple[AppState, report.Recorder]:
     step(ImagePushed(id="p2", app=POLICY.app, target=Version("v2", f"{repo}:v2"), repository=repo, tag="v2"), 2)
     for i in range(14):
         step(Tick(id=f"t{i}", app=POLICY.app), 2)
-    step(Command(id="c1", app=POLICY.app, action="approve", gate="promote", actor=Actor("alice", "slack")), 1)
+    step(Command(id="c1", app=POLICY.app, action="approve", gate="promote", actor=Actor("alice", "slack"),
+                 release="web-1", version="v2"), 1)  # what the button of web-1's gate notice sends
     doc, _ = store.load(POLICY.app)
     return AppState.from_json(doc), rec
 

@@ -13,7 +13,7 @@ from functions.errors import ConflictError, ProviderUnavailable, Retry
 from functions.providers.recording import RecordingProviders
 from functions.providers.stores.memory import MemoryStore
 from functions.runner import Runner
-from tests.support import Clock, StaticPolicies, canary_policy, command, push, tick
+from tests.support import Clock, StaticPolicies, canary_policy, command, handle, push, tick
 
 APP = "prod/web"
 
@@ -53,7 +53,7 @@ def test_full_release_moves_real_traffic_and_promotes() -> None:
         clock.advance(10)
         runner.handle(tick())
     assert state_of(store).release.phase == Phase.WAITING
-    runner.handle(command(APP, "approve", gate="promote"))
+    handle(runner, command(APP, "approve", gate="promote"))
     s = state_of(store)
     assert s.release.phase == Phase.SUCCEEDED and s.stable.version == "v2" and s.pending == ()
     assert routes(providers) == RoutePlan()
@@ -170,7 +170,7 @@ def test_racing_commands_are_serialised_and_both_audited() -> None:
 
     def send(c):
         barrier.wait()
-        runner.handle(c)
+        handle(runner, c)
 
     threads = [threading.Thread(target=send, args=(c,)) for c in cmds]
     [t.start() for t in threads]

@@ -175,6 +175,7 @@ def test_function_endpoints_take_knative_style_cloudevents(served: Served) -> No
     push(served.client, "v1.0.0")
     push(served.client, "v2.0.0", 1_700_000_100)
     event = catalog.make_event(RELEASE_COMMAND, APP, {"action": "abort", "app": APP, "reason": "test",
+                                                      "release": "web-1",
                                                       "actor": {"user": "alice", "via": "cli"}}, id="cmd-1")  # fmt: skip
     answer = call_function(served.internal, "release_command", event)
     assert answer.status_code == 200, answer.text

@@ -84,7 +84,8 @@ def facts(notice: dict[str, Any]) -> list[tuple[str, str]]:
 
 def gate_actions(notice: dict[str, Any]) -> list[tuple[str, str]]:
     """For a gate that waits: (label, value) of Approve and Reject; value is the ChatOps command text
-    `approve <ns>/<app> <gate>` / `reject <ns>/<app> <gate>`.
+    `approve <ns>/<app> <gate> release=<id> version=<target>` (and `reject ...`), pinned to the release
+    the notice is about: pressed after another release reached the gate, it is refused, never applied to it.
 
     functions/chatops/slack.py runs a pressed button's value exactly like the slash command, so this
     format is the contract between the two (tests/unit/test_notifiers.py parses it with chatops' parser).
@@ -92,15 +93,22 @@ def gate_actions(notice: dict[str, Any]) -> list[tuple[str, str]]:
     gate, app = notice.get("gate"), notice.get("app")
     if kind(notice) != ev.GATE_WAITING or not gate or not app:
         return []
-    return [("Approve", f"approve {app} {gate}"), ("Reject", f"reject {app} {gate}")]
+    pin = ""
+    if notice.get("release"):
+        version = (notice.get("target") or {}).get("version")
+        pin = f" release={notice['release']}" + (f" version={version}" if version else "")
+    return [("Approve", f"approve {app} {gate}{pin}"), ("Reject", f"reject {app} {gate}{pin}")]
 
 
 def markdown(notice: dict[str, Any], bullet: str = "- ") -> str:
-    """A plain Markdown body (DingTalk, WeCom): headline, then one bold-labelled line per fact."""
+    """A plain Markdown body (DingTalk, WeCom): headline, then one bold-labelled line per fact, and for a gate
+    the exact commands to send the bot (pinned to this release, like the buttons of Slack and Feishu)."""
     lines = [f"**{escape_md(headline(notice))}**", ""]
     lines += [f"{bullet}**{label}**: {escape_md(value)}" for label, value in facts(notice)]
-    if gate_actions(notice):
-        lines += ["", f"Approve or reject gate **{escape_md(str(notice['gate']))}** to continue."]
+    actions = gate_actions(notice)
+    if actions:
+        lines += ["", f"Approve or reject gate **{escape_md(str(notice['gate']))}** of this release by sending:"]
+        lines += [f"{bullet}`{value}`" for _, value in actions]  # ids, names and tags never hold a backtick
     return "\n".join(lines)
 
 

@@ -1,4 +1,5 @@
 """Feishu/Lark custom bot webhook (`https://open.feishu.cn/open-apis/bot/v2/hook/...`): an interactive card.
+A waiting gate gets Approve/Reject buttons whose value is `{"command": "<the pinned command text>"}`.
 
 With a signing secret ("签名校验"), the body carries `timestamp` (seconds, a string) and `sign` =
 base64(HMAC-SHA256(key=f"{timestamp}\\n{secret}", msg=b"")): Feishu's documented algorithm uses the
@@ -49,9 +50,16 @@ class FeishuNotifier:
         elements: list[dict[str, Any]] = [{"tag": "div", "text": {"tag": "lark_md", "content": n.headline(notice)}}]
         if fields:
             elements.append({"tag": "div", "fields": fields})
-        if n.gate_actions(notice):
+        actions = n.gate_actions(notice)
+        if actions:
+            # each button's value is the pinned command text; functions/chatops/feishu.py runs a press
+            # (card.action.trigger, value.command) like a message to the bot
             elements.append({"tag": "div", "text": {"tag": "lark_md",
                                                     "content": f"Approve or reject gate **{notice['gate']}** to continue."}})  # fmt: skip
+            elements.append({"tag": "action", "actions": [
+                {"tag": "button", "text": {"tag": "plain_text", "content": label},
+                 "type": "primary" if value.startswith("approve") else "danger", "value": {"command": value}}
+                for label, value in actions]})  # fmt: skip
         elements.append({"tag": "note", "elements": [{"tag": "plain_text", "content": f"graylane · {notice.get('id', '')}"}]})
         out: dict[str, Any] = {"msg_type": "interactive", "card": {
             "config": {"wide_screen_mode": True},

@@ -1,8 +1,8 @@
 """Slack incoming webhook (https://api.slack.com/messaging/webhooks): `text` as the fallback, Block Kit
 `blocks` for the layout. A notice for a gate that waits carries Approve/Reject buttons (action ids
-`graylane-approve` / `graylane-reject`) whose `value` is the command text `approve <ns>/<app> <gate>` /
-`reject <ns>/<app> <gate>`; functions/chatops/slack.py runs it like the slash command when the app's
-interactivity endpoint receives the click. Slack answers `ok` or an HTTP error such as 404
+`graylane-approve` / `graylane-reject`) whose `value` is the command text `approve <ns>/<app> <gate>
+release=<id> version=<target>` (and `reject ...`), pinned to the release it announces; functions/chatops/slack.py
+runs it like the slash command when the app's interactivity endpoint receives the click. Slack answers `ok` or an HTTP error such as 404
 `no_service` or 429 with Retry-After.
 """
 
