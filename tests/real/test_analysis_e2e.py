@@ -235,8 +235,10 @@ def test_prometheus_down_never_promotes_pauses_and_resume_continues(tmp_path: Pa
         stack.start_prometheus()
         stack.wait_scraping()  # back means scraping again: resuming earlier only pauses again on no-data
         resumed = time.monotonic()
+        rel = _release(stack)
         stack.runner.handle(Command(id=f"resume-{time.monotonic_ns()}", app=APP, action="resume",
-                                    actor=Actor(user="oncall", via="cli")))  # fmt: skip
+                                    actor=Actor(user="oncall", via="cli"), release=rel.id,
+                                    version=rel.target.version))  # fmt: skip
         succeeded = wait_for(
             "release succeeded after resume", lambda: _first(stack, ".release.succeeded"), timeout=30
         )
