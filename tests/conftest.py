@@ -15,6 +15,11 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
+from hypothesis import Phase, settings
+
+# tests/unit/test_mutation_check.py runs property tests against mutants with `--hypothesis-profile=mutation`:
+# the first failing example is the answer it needs, so it does not spend time shrinking it
+settings.register_profile("mutation", phases=(Phase.explicit, Phase.reuse, Phase.generate))
 
 if TYPE_CHECKING:
     from tests.k8s.cluster import FakeKubelet, KubeCluster
