@@ -91,3 +91,40 @@ def test_render_substitutes_every_variable_and_rejects_unknown_ones() -> None:
     assert q == "rate(x{ns='prod',app='web',v='web-canary'}[60s])"
     with pytest.raises(ConfigError, match="unknown variable"):
         tp.render("x{a='{{nope}}'}", {})
+
+
+def test_traefik_versions_are_the_exact_backend_services_of_the_crd_provider() -> None:
+    """Traefik names an IngressRoute's Service backend `<ns>-<svc>-<port>@kubernetescrd` (v2.11 and v3)."""
+    t = tp.target(_policy("traefik", "k8s-flask", "pro", port="8080", canaryService="k8s-flask-canary"), "f-1")
+    assert t.stable.matches({"service": "pro-k8s-flask-8080@kubernetescrd"})
+    assert t.canary.matches({"service": "pro-k8s-flask-canary-8080@kubernetescrd"})
+    for other in ("pro-k8s-flask-canary-8080@kubernetescrd",  # the canary is not the stable
+                  "pro-k8s-flask-9090@kubernetescrd",  # another port of the Service
+                  "pro-k8s-flask-3f2a91c0d4@kubernetescrd",  # an IngressRoute k8s-flask's weighted parent
+                  "pro-k8s-flask-8080@kubernetes", "dev-k8s-flask-8080@kubernetescrd"):
+        assert not t.stable.matches({"service": other}), other
+    assert tp.target(_policy("traefik", "web"), "w").stable.matches({"service": "prod-web-80@kubernetescrd"})
+    named = tp.target(_policy("traefik", "web", port="http"), "w")  # a named port keeps its name
+    assert named.stable.matches({"service": "prod-web-http@kubernetescrd"})
+
+
+def test_traefik_service_names_follow_traefiks_normalize() -> None:
+    assert tp.traefik_service("pro", "k8s-flask", 8080) == "pro-k8s-flask-8080@kubernetescrd"
+    assert tp.traefik_service("a.b", "x_y", "http") == "a-b-x-y-http@kubernetescrd"
+    assert tp.traefik_service("pro", "web", 80, "kubernetesgateway") == "pro-web-http-80@kubernetesgateway"
+
+
+def test_gateway_api_on_traefik_reads_the_gateway_providers_service_series() -> None:
+    policy = _policy("gateway-api", "web", "pro", metrics="traefik", port="8080")
+    assert tp.metrics_source(policy) == "traefik" and tp.metrics_source(_policy("gateway-api")) == "gateway-api"
+    t = tp.target(policy, "web-1")
+    assert t.stable.matches({"service": "pro-web-http-8080@kubernetesgateway"})
+    assert t.canary.matches({"service": "pro-web-canary-http-8080@kubernetesgateway"})
+    assert not t.stable.matches({"service": "pro-web-8080@kubernetescrd"})
+    query = tp.counts_query("traefik", [(t, 30)])
+    assert "traefik_service_requests_total" in query
+    assert 'service=~"pro\\\\-web\\\\-http\\\\-8080@kubernetesgateway|' in query
+    series = [_series(8, service="pro-web-http-8080@kubernetesgateway", code="200"),
+              _series(2, service="pro-web-canary-http-8080@kubernetesgateway", code="500")]  # fmt: skip
+    split = tp.split_counts("traefik", [t], series)["web-1"]
+    assert split[tp.STABLE] == tp.Counts(8, 0, True) and split[tp.CANARY] == tp.Counts(2, 2, True)

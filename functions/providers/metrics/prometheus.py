@@ -1,6 +1,6 @@
 """Prometheus analysis through prometheus-api-client: measure every active release in a few queries.
 
-`PrometheusAnalysis.measure_many` groups releases by (Prometheus URL, router) and runs, per group, at
+`PrometheusAnalysis.measure_many` groups releases by (Prometheus URL, router metrics) and runs, per group, at
 most one query per metric kind:
 
 - counts over the policy window (threshold / comparison judges, and the minimum-sample guard);
@@ -79,7 +79,7 @@ class PrometheusAnalysis:
         for plan in plans:
             assert plan.policy.analysis is not None
             url = (plan.policy.analysis.prometheus or self.url).rstrip("/")
-            groups.setdefault((url, plan.policy.router.provider), []).append(plan)
+            groups.setdefault((url, tp.metrics_source(plan.policy)), []).append(plan)
         out: dict[str, tuple[MetricSample, ...]] = {}
         for (url, router), group in groups.items():
             out.update(self._measure_group(url, router, group, now))

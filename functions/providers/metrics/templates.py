@@ -44,7 +44,8 @@ class RouterMetrics:
 
 
 ROUTERS: dict[str, RouterMetrics] = {
-    # service="<namespace>-<service>-<port>@kubernetescrd"
+    # service="<namespace>-<service>-<port>@kubernetescrd" (IngressRoute / TraefikService backends), or
+    # "<namespace>-<service>-http-<port>@kubernetesgateway" (HTTPRoute backends of Traefik's Gateway provider)
     "traefik": RouterMetrics("traefik_service_requests_total", ("service",), "code", "5..",
                              "traefik_service_request_duration_seconds_bucket"),
     "istio": RouterMetrics("istio_requests_total", ("destination_workload_namespace", "destination_workload"),
@@ -86,6 +87,34 @@ def _opt(policy: Policy, *keys: str, default: str) -> str:
     return default
 
 
+GATEWAY_METRICS = ("traefik",)  # gateway-api router option `metrics`: whose standard metrics the Gateway has
+
+
+def metrics_source(policy: Policy) -> str:
+    """Whose standard metrics measure `policy`: its router's, or for gateway-api the Gateway implementation's
+    named by router option `metrics` (Traefik's Gateway provider exports traefik_service_*)."""
+    kind = policy.router.provider
+    implementation = policy.router.options.get("metrics") if kind == "gateway-api" else None
+    return str(implementation) if implementation in GATEWAY_METRICS else kind
+
+
+def traefik_service(namespace: str, service: str, port: object, provider: str = "kubernetescrd") -> str:
+    """Traefik's name of a Kubernetes Service backend, as its `service` metric label shows it.
+
+    The CRD provider names it `<namespace>-<service>-<port>`, the Gateway provider
+    `<namespace>-<service>-http-<port>`; both pass it through provider.Normalize (every run of characters
+    other than letters and digits becomes one '-') and qualify it with `@<provider>`.
+    """
+    middle = "http-" if provider == "kubernetesgateway" else ""
+    name = "-".join(p for p in re.split(r"[\W_]+", f"{namespace}-{service}-{middle}{port}") if p)
+    return f"{name}@{provider}"
+
+
+def _port(policy: Policy) -> object:
+    port = policy.router.options.get("port", 80)  # the routers' default
+    return port if isinstance(port, (int, str)) and not isinstance(port, bool) else 80
+
+
 def target(policy: Policy, key: str) -> Target:
     """Which series belong to `policy`'s stable and canary, for its router's standard metrics."""
     kind = policy.router.provider
@@ -93,8 +122,11 @@ def target(policy: Policy, key: str) -> Target:
     stable_svc = _opt(policy, "stableService", default=policy.stable_workload)
     canary_svc = _opt(policy, "canaryService", default=policy.canary_workload)
     e = re.escape
-    if kind == "traefik":  # the port part has no '-', so "app" never matches "app-canary"
-        pick = lambda svc: Matcher((("service", f"{e(ns)}-{e(svc)}-[^-]+@.*"),))  # noqa: E731
+    if kind == "traefik":  # exact names: "app" never matches "app-canary", nor a weighted parent service
+        pick = lambda svc: Matcher((("service", e(traefik_service(ns, svc, _port(policy)))),))  # noqa: E731
+    elif kind == "gateway-api" and metrics_source(policy) == "traefik":
+        pick = lambda svc: Matcher(  # noqa: E731
+            (("service", e(traefik_service(ns, svc, _port(policy), "kubernetesgateway"))),))
     elif kind == "istio":
         pick = lambda w: Matcher((("destination_workload_namespace", e(ns)), ("destination_workload", e(w))))  # noqa: E731
         stable_svc, canary_svc = policy.stable_workload, policy.canary_workload
