@@ -319,6 +319,8 @@ class Runner:
             workloads.deploy_preview(target, effect.image, effect.environment, effect.namespace, effect.workload)
         elif effect.kind == "run-migration":
             workloads.run_job(target, effect.job, effect.image, effect.command)
+        elif effect.kind == "load-test":
+            workloads.start_load_test(target, effect.job, effect.image, effect.command)
         else:
             raise GraylaneError(f"unknown effect kind {effect.kind} ({effect.id})")
 

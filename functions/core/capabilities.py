@@ -25,6 +25,12 @@ CAPABILITIES: dict[str, frozenset[str]] = {
     "recording": _ALL,
 }
 
+# Routers whose standard metrics the built-in templates (success-rate, error-rate, latency) read
+# (functions/providers/metrics/templates.py); `recording` is the in-memory stand-in of the tests and the demo.
+BUILTIN_METRICS = frozenset({"traefik", "istio", "nginx", "haproxy", "recording"})
+# gateway-api is an API, not a proxy: the series come from its implementation, named by router option `metrics`
+GATEWAY_METRICS = ("traefik",)
+
 _WHAT = {
     "weights": "weighted routing", "header": "header matching", "header-regex": "header regex matching",
     "cookie": "cookie matching", "user-id-digit": "user-id-digit matching", "user-hash": "user-hash matching",
@@ -61,6 +67,8 @@ def _needs(spec: Mapping[str, Any]) -> Iterator[tuple[str, str, Any]]:
             path, body = f"spec.stages[{i}].{kind}", _map(body)
             if kind in ("canary", "bluegreen", "abtest"):
                 yield path, "weights", body
+            if kind == "bluegreen" and body.get("previewTraffic") is not None:  # a header route to the preview
+                yield f"{path}.previewTraffic", "header", body["previewTraffic"]
             if kind == "abtest":
                 for j, rule in enumerate(_list(body.get("match"))):
                     if feature := match_feature(_map(rule)):
@@ -99,6 +107,37 @@ def unsupported(provider: str, policy_like: Any) -> list[Problem]:
             problems.append((path, f"{_WHAT[feature]} {why}"))
     if provider == "nginx":
         problems += _nginx_one_rule_each(spec)
+    return problems + unmeasurable(provider, spec)
+
+
+def metrics_source(provider: str, options: Mapping[str, Any]) -> str:
+    """Whose standard metrics measure a router's versions ("" when no built-in template can)."""
+    if provider == "gateway-api":
+        implementation = options.get("metrics")
+        return str(implementation) if implementation in GATEWAY_METRICS else ""
+    return provider if provider in BUILTIN_METRICS else ""
+
+
+def unmeasurable(provider: str, spec: Mapping[str, Any]) -> list[Problem]:
+    """Analysis no template can serve: a built-in template on a router whose metrics graylane cannot read.
+
+    Such a metric would be "unavailable" at every tick: inconclusive forever, so the release could only pause.
+    """
+    options = _map(spec.get("router"))
+    problems: list[Problem] = []
+    if provider == "gateway-api" and "metrics" in options and options["metrics"] not in GATEWAY_METRICS:
+        problems.append(("spec.router.metrics", f"{options['metrics']!r} is not allowed; expected "
+                         f"{', '.join(GATEWAY_METRICS)} (the Gateway implementation whose metrics graylane reads)"))
+    if metrics_source(provider, options):
+        return problems
+    for i, metric in enumerate(_list(_map(spec.get("analysis")).get("metrics"))):
+        metric = _map(metric)
+        if metric.get("template") and not metric.get("query"):
+            fix = (f"set spec.router.metrics to the Gateway implementation that serves the route "
+                   f"({', '.join(GATEWAY_METRICS)})" if provider == "gateway-api" else "no built-in template exists")
+            problems.append((f"spec.analysis.metrics[{i}].template",
+                             f"template {metric['template']} has no query for router {provider}: {fix}, or give "
+                             "the metric a PromQL query"))
     return problems
 
 

@@ -23,6 +23,7 @@ EffectKind = Literal[
     "keep-warm",
     "set-protection",
     "notify",
+    "load-test",
 ]
 
 
@@ -65,12 +66,12 @@ class Effect:
     id: str  # "<release id>/<generation>/<index>-<kind>": deterministic, so replays are recognised
     kind: EffectKind
     cluster: str = ""  # wave's kube context; empty means the current one
-    image: str = ""  # deploy-*, promote-stable, keep-warm
+    image: str = ""  # deploy-*, promote-stable, keep-warm; load-test: the image running hey
     version: str = ""
     routes: RoutePlan | None = None  # set-routes
     protection: Protection | None = None  # set-protection
-    job: str = ""  # run-migration: Job name
-    command: tuple[str, ...] = ()  # run-migration
+    job: str = ""  # run-migration, load-test: Job name
+    command: tuple[str, ...] = ()  # run-migration; load-test: the arguments of hey
     environment: str = ""  # deploy-preview
     namespace: str = ""  # deploy-preview: target namespace if not the app's
     workload: str = ""  # deploy-preview: target workload

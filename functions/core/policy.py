@@ -133,11 +133,37 @@ class CanaryStage:
     analysis: bool = True
 
 
+LOAD_TEST_IMAGE = "docker.io/williamyeh/hey:latest"  # its entrypoint is hey
+
+
+@value
+class LoadTest:
+    """A test load graylane starts against the preview (hey): `rps` requests per second for `duration`."""
+
+    url: str  # the app's entry through its router (gateway, ingress): the preview route matches there
+    rps: int = 10
+    duration: float = 0.0  # seconds; 0 means the stage's preview duration
+    image: str = LOAD_TEST_IMAGE  # Kubernetes: the Job's image (its entrypoint runs hey with the arguments)
+
+
+PREVIEW_HEADER = "x-graylane-preview"
+
+
+@value
+class PreviewTraffic:
+    """How the green version gets traffic to analyse while blue serves the users: requests carrying
+    `header: <release id>` are routed to green; `load_test`, when set, sends such requests at a fixed rate."""
+
+    header: str = PREVIEW_HEADER
+    load_test: LoadTest | None = None
+
+
 @value
 class BlueGreenStage:
     kind: Literal["bluegreen"] = "bluegreen"
     preview: float = 0.0  # seconds the green version is analysed before the switch
     analysis: bool = True
+    preview_traffic: PreviewTraffic | None = None  # what the analysis measures on green (None: no traffic)
 
 
 @value

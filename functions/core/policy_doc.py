@@ -69,6 +69,11 @@ def _stage_doc(s: Stage) -> dict[str, Any]:
             body["linear"] = {"start": lin.start, "end": lin.end, "increment": lin.increment, "every": lin.every}
     elif isinstance(s, BlueGreenStage):
         body = {"preview": s.preview, "analysis": s.analysis}
+        traffic = s.preview_traffic
+        if traffic is not None:
+            load = traffic.load_test
+            body["previewTraffic"] = _compact({"header": traffic.header, "loadTest": load and _compact({
+                "url": load.url, "rps": load.rps, "duration": load.duration or None, "image": load.image})})
     elif isinstance(s, PromoteStage):
         body = {"keepPrevious": s.keep_previous}
     else:

@@ -11,11 +11,14 @@ Stage order:
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from functions.core.breaker_grammar import read_circuit_breaker
 from functions.core.policy import (
+    LOAD_TEST_IMAGE,
+    PREVIEW_HEADER,
     ABTestStage,
     ApprovalStage,
     BlueGreenStage,
@@ -23,9 +26,11 @@ from functions.core.policy import (
     CanaryStep,
     GateParam,
     LinearSchedule,
+    LoadTest,
     Match,
     MigrationJob,
     PreviewStage,
+    PreviewTraffic,
     PromoteStage,
     ProtectStage,
     RateLimit,
@@ -35,6 +40,7 @@ from functions.core.policy_reader import DNS_EXPECTED, DNS_LABEL, DNS_NAME, PARA
 
 STAGE_KINDS = ("preview", "approval", "abtest", "canary", "bluegreen", "promote", "protect")
 TRAFFIC_STAGES = ("abtest", "canary", "bluegreen")
+URL = re.compile(r"https?://\S+")
 _MATCH_FORMS = ("header", "cookie", "userIdDigit", "userHash", "sourceIp")
 
 
@@ -195,10 +201,40 @@ def _canary(r: Reader, node: Any, path: str, has_analysis: bool) -> Stage:
     )
 
 
+def _load_test(r: Reader, node: Any, path: str, preview: float) -> LoadTest:
+    m = r.fields(node, path, ("url", "rps", "duration", "image"), ("url",))
+    duration = r.duration(m, "duration", path, 0.0, positive="duration" in m)
+    if not duration and not preview and "duration" not in m:
+        r.add(join(path, "duration"), "is required when the blue-green stage has no preview duration")
+    return LoadTest(
+        url=r.text(m, "url", path, pattern=URL, expected="an http(s):// URL of the app's entry through its router"),
+        rps=r.integer(m, "rps", path, 10, 1, 10_000),
+        duration=duration,
+        image=r.text(m, "image", path, LOAD_TEST_IMAGE, pattern=re.compile(r"\S+"), expected="an image reference"),
+    )
+
+
+def _preview_traffic(r: Reader, node: Any, path: str, preview: float) -> PreviewTraffic:
+    m = r.fields(node, path, ("header", "loadTest"))
+    load = m.get("loadTest")
+    return PreviewTraffic(
+        header=r.text(m, "header", path, PREVIEW_HEADER, pattern=TOKEN, expected="a header name").lower(),
+        load_test=_load_test(r, load, join(path, "loadTest"), preview) if load is not None else None,
+    )
+
+
 def _bluegreen(r: Reader, node: Any, path: str, has_analysis: bool) -> Stage:
-    m = r.fields(node, path, ("preview", "analysis"))
-    return BlueGreenStage(preview=r.duration(m, "preview", path, 0.0),
-                          analysis=_stage_analysis(r, m, path, has_analysis))
+    m = r.fields(node, path, ("preview", "analysis", "previewTraffic"))
+    preview = r.duration(m, "preview", path, 0.0)
+    analysis = _stage_analysis(r, m, path, has_analysis)
+    traffic = m.get("previewTraffic")
+    if analysis and traffic is None:  # nothing reaches green before the switch: every verdict would be no-data
+        where = join(path, "analysis") if "analysis" in m else path
+        r.add(where, "analyses a preview that receives no traffic; add previewTraffic (a header route to the "
+                     "preview, and a loadTest sending it) or set analysis: false")
+    return BlueGreenStage(preview=preview, analysis=analysis,
+                          preview_traffic=_preview_traffic(r, traffic, join(path, "previewTraffic"), preview)
+                          if traffic is not None else None)  # fmt: skip
 
 
 def _promote(r: Reader, node: Any, path: str, has_analysis: bool) -> Stage:

@@ -16,6 +16,7 @@ from functions.core.policy import (
     ApprovalStage,
     BlueGreenStage,
     CanaryStage,
+    Match,
     PreviewStage,
     PromoteStage,
     ProtectStage,
@@ -132,10 +133,32 @@ def _canary_step(tx: Tx, stage: CanaryStage, step: int) -> bool:
 def enter_bluegreen(tx: Tx, stage: Stage) -> bool:
     assert isinstance(stage, BlueGreenStage)
     ensure_canary(tx)
-    tx.update(match=(), analysing=_analysed(tx, stage.analysis), passes_in_step=0)
-    set_weight(tx, 0, "blue-green: green deployed, no traffic yet")
+    rel, traffic = tx.release, stage.preview_traffic
+    # users stay on blue; with previewTraffic, requests carrying `<header>: <release id>` reach green, so the
+    # analysis measures green on real requests (the load test's, or a test client's) before the switch
+    match = (Match(kind="header", name=traffic.header, value=rel.id),) if traffic is not None else ()
+    tx.update(match=match, analysing=_analysed(tx, stage.analysis), passes_in_step=0)
+    reached = f"; requests with {traffic.header}: {rel.id} reach it" if traffic is not None else ""
+    set_weight(tx, 0, f"blue-green: green deployed, no user traffic yet{reached}")
+    if traffic is not None and traffic.load_test is not None:
+        load = traffic.load_test
+        seconds = load.duration or stage.preview
+        tx.effect("load-test", job=f"{rel.id}-preview" + (f"-{rel.wave}" if rel.wave else ""), image=load.image,
+                  command=hey_args(load.url, load.rps, seconds, {traffic.header: rel.id}), version=rel.target.version)
+        tx.record("load-test", reason=f"{load.rps} requests/s for {seconds:g} s to {load.url} with "
+                                      f"{traffic.header}: {rel.id}")  # fmt: skip
     tx.set_timer("stage", stage.preview)
     return False
+
+
+def hey_args(url: str, rps: int, seconds: float, headers: dict[str, str]) -> tuple[str, ...]:
+    """hey's arguments for `rps` requests per second for `seconds`: hey rate-limits per worker (-q), so the
+    rate is spread over one worker per 10 requests per second (a slow answer then delays less of the load)."""
+    workers = max(1, -(-rps // 10))
+    args = ["-z", f"{max(1, round(seconds))}s", "-c", str(workers), "-q", f"{rps / workers:g}"]
+    for name, value in headers.items():
+        args += ["-H", f"{name}: {value}"]
+    return (*args, url)
 
 
 def enter_promote(tx: Tx, stage: Stage) -> bool:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -102,6 +103,7 @@ class ProcessWorkloads:
         self.moved = moved if moved is not None else self._readdress  # stable/canary took a fresh port
         self.running: dict[str, Running] = {}  # "stable" | "canary" | "preview/<workload>"
         self.jobs: dict[tuple[str, str], str] = {}  # (job, image) -> output, for the jobs that succeeded
+        self.load_tests: dict[str, subprocess.Popen[bytes]] = {}  # name -> the hey process started for it
         self._lock = threading.RLock()
 
     # -- Workloads protocol ------------------------------------------------------------------------
@@ -152,6 +154,21 @@ class ProcessWorkloads:
                                     f"{done.returncode}: {(done.stderr or done.stdout)[-500:]}")  # fmt: skip
             self.jobs[(name, image)] = done.stdout
 
+    def start_load_test(self, target: WorkloadTarget, name: str, image: str, args: tuple[str, ...]) -> None:
+        """Debian's hey here, in the background (the image is Kubernetes' concern); once per name."""
+        with self._lock:
+            if name in self.load_tests:
+                return
+            binary = shutil.which("hey")
+            if binary is None:
+                raise GraylaneError(f"local load test {name} of {target.namespace}/{target.app}: hey is not "
+                                    "installed (apt-get install hey)")  # fmt: skip
+            log = Path(self.config.workdir) / "logs" / f"{name}.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with log.open("wb") as out:
+                self.load_tests[name] = subprocess.Popen([binary, *args], stdout=out, stderr=subprocess.STDOUT,
+                                                         stdin=subprocess.DEVNULL)  # fmt: skip
+
     # -- for the demo and the stack ------------------------------------------------------------------
     def version(self, key: str) -> str:
         with self._lock:
@@ -171,6 +188,10 @@ class ProcessWorkloads:
         with self._lock:
             for key in list(self.running):
                 self._stop(key)
+            for proc in self.load_tests.values():
+                if proc.poll() is None:
+                    proc.terminate()
+                    proc.wait(timeout=5)
 
     # -- helpers ------------------------------------------------------------------------------------
     def _runs(self, key: str, image: str) -> bool:

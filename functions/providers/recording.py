@@ -81,6 +81,7 @@ class RecordingWorkloads:
         self.log = log or CallLog()
         self.images: dict[str, str] = {}  # key -> image ("" = scaled to zero)
         self.not_ready: dict[str, int] = {}
+        self.load_tests: dict[str, tuple[str, ...]] = {}  # key -> hey arguments, in the order started
 
     def _run(self, verb: str, key: str, image: str) -> None:
         self.log.call(verb, key, image)
@@ -105,6 +106,12 @@ class RecordingWorkloads:
 
     def run_job(self, target: WorkloadTarget, name: str, image: str, command: tuple[str, ...]) -> None:
         self._run("run_job", _key(target.cluster, target.namespace, name), image)
+
+    def start_load_test(self, target: WorkloadTarget, name: str, image: str, args: tuple[str, ...]) -> None:
+        key = _key(target.cluster, target.namespace, name)
+        if key not in self.load_tests:
+            self.load_tests[key] = tuple(args)
+            self.log.call("start_load_test", key, tuple(args))
 
 
 class RecordingNotifier:

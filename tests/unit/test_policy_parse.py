@@ -217,7 +217,7 @@ def test_implicit_promote_goes_last_without_protect() -> None:
 
 
 def test_explicit_promote_is_not_duplicated() -> None:
-    doc = with_stages({"bluegreen": {"preview": "1m"}}, {"promote": {"keepPrevious": "10m"}})
+    doc = with_stages({"bluegreen": {"preview": "1m", "analysis": False}}, {"promote": {"keepPrevious": "10m"}})
     assert [s.kind for s in parse_policy(doc).stages] == ["bluegreen", "promote"]
     assert parse_policy(doc).stages[1] == PromoteStage(keep_previous=600.0)
 
@@ -382,7 +382,7 @@ def test_at_most_one_promote() -> None:
 
 
 def test_promote_comes_after_every_traffic_stage() -> None:
-    path, message = only(with_stages({"promote": {}}, {"bluegreen": {}}))
+    path, message = only(with_stages({"promote": {}}, {"bluegreen": {"analysis": False}}))
     assert path == "spec.stages[1].bluegreen"
     assert "after the promote stage spec.stages[0].promote" in message
 
@@ -679,7 +679,10 @@ TRAFFIC = st.one_of(
     st.builds(lambda w, h: {"canary": {"mode": "manual", "weight": w, "hold": h}}, WEIGHT, DURATION),
     st.builds(lambda a, n: {"canary": {"linear": {"start": a, "end": a + n, "increment": 5, "every": "1m"}}},
               st.integers(0, 50), st.integers(1, 50)),
-    st.builds(lambda p, a: {"bluegreen": {"preview": p, "analysis": a}}, DURATION, st.booleans()),
+    st.builds(lambda p, a, t: {"bluegreen": {"preview": p, "analysis": a,
+                                             **({"previewTraffic": t or {"header": "x-preview"}} if t or a else {})}},
+              DURATION, st.booleans(), st.sampled_from([None, {"header": "X-Preview"}, {"loadTest": {
+                  "url": "http://shop.example.com/", "rps": 5, "duration": "1m", "image": "hey:1"}}])),
 )
 
 

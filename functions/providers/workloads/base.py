@@ -33,3 +33,7 @@ class Workloads(Protocol):
 
     def run_job(self, target: WorkloadTarget, name: str, image: str, command: tuple[str, ...]) -> None:
         """Run a one-off Job (DB migration) named `name`; raises NotReady until it succeeded."""
+
+    def start_load_test(self, target: WorkloadTarget, name: str, image: str, args: tuple[str, ...]) -> None:
+        """Start the load test `name` (hey with `args`) unless it was started already; never waits for it:
+        it runs for the duration its arguments give (a blue-green preview's test traffic)."""

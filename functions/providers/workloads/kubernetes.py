@@ -98,6 +98,11 @@ class KubernetesWorkloads:
             job = self._create(JOB_KIND, target.namespace, body, "run")
         _check_job(job, image)
 
+    def start_load_test(self, target: WorkloadTarget, name: str, image: str, args: tuple[str, ...]) -> None:
+        """A Job running hey (the image's entrypoint) with `args`; created once, never waited for."""
+        if self._get(JOB_KIND, target.namespace, name, "start load test") is None:
+            self._create(JOB_KIND, target.namespace, load_test_job(target, name, image, args), "start load test")
+
     # -- Deployments ---------------------------------------------------------------------------------
     def _derive(self, target: WorkloadTarget, stable: dict[str, Any], namespace: str, name: str, track: str,
                 image: str, replicas: int, extra_labels: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -307,6 +312,22 @@ def _check_job(job: Mapping[str, Any], image: str) -> None:
                             f"({status.get('failed', 0)} failed pods)")  # fmt: skip
     raise NotReady(f"Job {where} run: not finished (active {status.get('active', 0)}, "
                    f"failed {status.get('failed', 0)})")  # fmt: skip
+
+
+def load_test_job(target: WorkloadTarget, name: str, image: str, args: tuple[str, ...]) -> dict[str, Any]:
+    """The Job of a load test: one pod running `image` (its entrypoint is hey) with `args`, never retried (a
+    second run would double the load), removed an hour after it finished. Its pod has graylane's labels only,
+    so no Service of the app selects it."""
+    labels = {APP: target.app, JOB: name, MANAGED_BY[0]: MANAGED_BY[1]}
+    pod = {"restartPolicy": "Never",
+           "containers": [{"name": "load-test", "image": image, "args": list(args),
+                           "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}}}]}  # fmt: skip
+    return {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": name, "namespace": target.namespace, "labels": labels},
+        "spec": {"backoffLimit": 0, "ttlSecondsAfterFinished": 3600,
+                 "template": {"metadata": {"labels": {APP: target.app, JOB: name}}, "spec": pod}},
+    }  # fmt: skip
 
 
 def _replicas(dep: Mapping[str, Any]) -> int:
