@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-COPIED = ("functions", "tests", "events", "infra", "pyproject.toml")
+COPIED = ("functions", "tests", "events", "infra", "pyproject.toml", "README.md")
 GUARDS = "tests/unit/test_mutation_guards.py"
 FUZZ = "tests/unit/test_gateway.py::test_fuzz_never_answers_5xx"
 
