@@ -18,7 +18,7 @@ from typing import Any
 
 from functions.core.policy_parse import problems
 from functions.importers import argo, flagger
-from functions.importers.common import Imported, Note, mapping, text
+from functions.importers.common import Imported, Note, mapping, measurable, text
 
 __all__ = ["Imported", "Note", "convert", "importable"]
 
@@ -72,6 +72,7 @@ def _valid(item: Imported) -> Imported:
         if not any(kind in s for s in stages for kind in ("canary", "bluegreen", "abtest")):
             stages.insert(stage, {"bluegreen": {"preview": dropped.get("duration", "0s")}})
             notes.append(Note("", f"the A/B test is not expressed ({reasons}): its time runs as a blue/green preview"))
+            notes += [Note("", message) for message in measurable(doc["spec"])]
         else:
             notes.append(Note("", f"the A/B stage from the source is not expressed: {reasons}"))
     return Imported(item.source, doc, tuple(notes))

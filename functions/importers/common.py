@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from functions.core import images
+from functions.core.capabilities import GATEWAY_METRICS, unsupported
+from functions.core.policy import PREVIEW_HEADER
 from functions.core.policy_doc import API_VERSION, KIND
 from functions.core.policy_reader import DNS_LABEL, parse_duration
 from functions.core.values import value
@@ -151,18 +153,54 @@ SPEC_ORDER = ("image", "workload", "router", "analysis", "rollback", "approvers"
 
 def policy_document(name: str, namespace: str, spec: dict[str, Any], notes: Notes) -> dict[str, Any]:
     """The ReleasePolicy document of a converted spec; stages lose `analysis` flags when there is no analysis,
-    and a policy with gates but no approvers says so."""
+    and a policy with gates but no approvers says so. Analysis gets what it needs to measure anything: the
+    Gateway implementation whose metrics graylane reads, and traffic to a blue-green preview."""
     if not spec.get("analysis"):
         spec.pop("analysis", None)
         for stage in spec.get("stages", []):
             for body in stage.values():
                 body.pop("analysis", None)
+    for message in measurable(spec):
+        notes.add("", message)
     if any("approval" in s for s in spec.get("stages", [])) and not spec.get("approvers"):
         notes.add("", "the policy names no approvers: add spec.approvers so its gates can be approved from chat or "
                       "the approval API (the local CLI needs none)")
     ordered = {k: spec[k] for k in SPEC_ORDER if k in spec} | {k: v for k, v in spec.items() if k not in SPEC_ORDER}
     return {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name, "namespace": namespace},
             "spec": compact(ordered)}
+
+
+def measurable(spec: dict[str, Any]) -> list[str]:
+    """Give analysis what it needs to measure anything (what graylane validate asks), and say what was done: a
+    gateway-api router with built-in templates names the implementation whose metrics they read, and a
+    blue-green stage under analysis routes the preview header to green (or, on a router that cannot route a
+    header, is not analysed)."""
+    if not spec.get("analysis"):
+        return []
+    said: list[str] = []
+    router = spec.get("router") or {}
+    templated = any(isinstance(m, Mapping) and m.get("template") for m in (spec["analysis"].get("metrics") or []))
+    if router.get("provider") == "gateway-api" and templated and "metrics" not in router:
+        router["metrics"] = GATEWAY_METRICS[0]
+        said.append(f"the built-in checks read the HTTPRoute's traffic as {GATEWAY_METRICS[0]}'s Gateway provider "
+                    "exports it (router option metrics): the one Gateway implementation whose metrics graylane "
+                    "knows; give the metrics queries of your own if another implementation serves the route")
+    for i, stage in enumerate(spec.get("stages", [])):
+        body = stage.get("bluegreen")
+        if not isinstance(body, dict) or body.get("analysis", True) is False or "previewTraffic" in body:
+            continue
+        body["previewTraffic"] = {"header": PREVIEW_HEADER}
+        where = f"spec.stages[{i}].bluegreen.previewTraffic"
+        if any(path == where for path, _ in unsupported(str(router.get("provider", "")), {"spec": spec})):
+            body.pop("previewTraffic")  # the router cannot send the preview header anywhere: nothing to measure
+            body["analysis"] = False
+            said.append("the router cannot route a header to the blue-green preview, so green gets no traffic "
+                        "before the switch: its analysis is off (checks still judge the release after it)")
+        else:
+            said.append(f"before the switch green gets only the requests carrying {PREVIEW_HEADER}: <release id>: "
+                        "add previewTraffic.loadTest to the bluegreen stage (or send them from a test client) for "
+                        "its checks to have traffic to judge")
+    return said
 
 
 def header_rule(name: str, match: Mapping[str, Any], path: str, notes: Notes) -> dict[str, Any] | None:

@@ -128,10 +128,12 @@ def test_import_argo_blue_green() -> None:
     item = imported("bluegreen.yaml")
     spec = item.document["spec"]
     assert spec["stages"] == [{"preview": {"environment": "preview"}}, {"approval": {"name": "promote"}},
-                              {"bluegreen": {}}, {"promote": {"keepPrevious": "10m"}}]
+                              {"bluegreen": {"previewTraffic": {"header": "x-graylane-preview"}}},
+                              {"promote": {"keepPrevious": "10m"}}]  # the pre-promotion checks need green to get traffic
     assert len(spec["analysis"]["metrics"]) == 1  # the same template pre and post promotion: one check
     assert spec["router"]["provider"] == "gateway-api" and spec["revisionHistory"] == 2
     assert "values that are neither (Argo's inconclusive) fail" in notes(item)
+    assert "add previewTraffic.loadTest" in notes(item)
 
 
 def test_import_argo_smi_and_no_traffic_routing_use_gateway_api() -> None:

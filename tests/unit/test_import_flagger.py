@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from functions.core.policy import ABTestStage, BlueGreenStage, CanaryStage, CanaryStep
+from functions.core.policy import ABTestStage, BlueGreenStage, CanaryStage, CanaryStep, PreviewTraffic
 from functions.core.policy_parse import parse_policy, problems
 from functions.importers import Imported, convert
 
@@ -88,8 +88,9 @@ def test_import_flagger_ab_test_on_a_router_without_matching_becomes_a_blue_gree
     objects = load("istio-ab-testing.yaml")
     objects[0]["spec"]["provider"] = "traefik"  # a TraefikService only weighs
     item = imported("", objects)
-    assert item.document["spec"]["stages"] == [{"bluegreen": {"preview": "10m"}}]
+    assert item.document["spec"]["stages"] == [{"bluegreen": {"preview": "10m", "analysis": False}}]
     assert "its time runs as a blue/green preview" in notes(item)
+    assert "cannot route a header to the blue-green preview" in notes(item)  # a TraefikService only weighs
 
 
 def test_import_flagger_nginx_with_a_metric_template() -> None:
@@ -121,7 +122,8 @@ def test_import_flagger_gateway_api_with_gates_and_an_event_hook() -> None:
 def test_import_flagger_blue_green_with_template_variables() -> None:
     item = imported("kubernetes-blue-green.yaml")
     policy = parse_policy(item.document)
-    assert policy.stages[0] == BlueGreenStage(preview=300.0)  # 10 iterations x 30s
+    assert policy.stages[0] == BlueGreenStage(preview=300.0, preview_traffic=PreviewTraffic())  # 10 x 30s
+    assert policy.router.options.get("metrics") == "traefik" and "Gateway provider" in notes(item)
     custom = policy.analysis.metrics[2]
     assert custom.name == "my-metric" and (custom.min, custom.max) == (10, 1000)
     assert 'direction="inbound"' in custom.query and 'deployment=~"podinfo"' in custom.query

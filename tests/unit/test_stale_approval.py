@@ -28,6 +28,7 @@ from functions.errors import Reject
 from functions.providers.notifiers.dingtalk import DingTalkNotifier
 from functions.providers.notifiers.feishu import FeishuNotifier
 from functions.providers.notifiers.slack import SlackNotifier
+from functions.providers.notifiers.teams import TeamsNotifier
 from functions.providers.notifiers.wecom import WeComNotifier
 from tests.unit.chatops_helpers import APP, REPO, World, world
 from tests.unit.machine_helpers import Driver, seed_flow, types
@@ -143,7 +144,8 @@ def test_stale_approval_every_notifier_button_names_its_release() -> None:
     buttons = [a for e in card["elements"] if e.get("tag") == "action" for a in e["actions"]]
     assert [b["value"]["command"] for b in buttons] == values
     for notifier in (DingTalkNotifier("https://oapi.dingtalk.com/robot/send?access_token=t"),
-                     WeComNotifier("https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=k")):  # fmt: skip
+                     WeComNotifier("https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=k"),
+                     TeamsNotifier("https://example.webhook.office.com/workflows/x", approval_url="")):  # fmt: skip
         text = json.dumps(notifier.payload(notice), ensure_ascii=False)
         assert all(v in text for v in values), text
 
