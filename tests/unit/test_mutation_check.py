@@ -63,6 +63,17 @@ def body_is_noop(qualname: str) -> Callable[[str], str]:
     return mutate
 
 
+def work_is_noop(qualname: str) -> Callable[[str], str]:
+    """The function's last statement (the work it exists for) does nothing; what comes before (its caller's
+    authentication) stays."""
+
+    def mutate(source: str) -> str:
+        fn = _function(ast.parse(source), qualname)
+        return _replace(source, fn.body[-1], fn.body[-1], ["return None"])
+
+    return mutate
+
+
 def returns_early_without(qualname: str, parameter: str) -> Callable[[str], str]:
     """`if not <parameter>: return` as the function's first statement (accept what it should refuse)."""
 
@@ -100,9 +111,9 @@ class Mutant:
 
 
 MUTANTS = (
-    Mutant("release_start does nothing", "functions/release_start.py", body_is_noop("release_start"),
+    Mutant("release_start does nothing", "functions/release_start.py", work_is_noop("release_start"),
            (f"{GUARDS}::test_mutation_release_start_starts_a_release",)),
-    Mutant("release_tick does nothing", "functions/release_tick.py", body_is_noop("release_tick"),
+    Mutant("release_tick does nothing", "functions/release_tick.py", work_is_noop("release_tick"),
            (f"{GUARDS}::test_mutation_release_tick_moves_a_release",)),
     Mutant("a delivery without its signature header is accepted", "functions/providers/sources/base.py",
            returns_early_without("check_hmac", "signature"),

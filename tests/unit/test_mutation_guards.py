@@ -12,8 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cloudevents.conversion import to_binary
-from functions_framework import create_app
 
 from functions import catalog, runtime
 from functions.core import events as ev
@@ -21,6 +19,8 @@ from functions.core.effects import RoutePlan
 from functions.core.state import AppState, Phase
 from functions.providers.sources import SOURCES
 from functions.providers.sources.base import Credentials, Unauthenticated
+from tests.unit.test_functions import EDGE_KEY, function, send
+from tests.unit.test_functions import TOKEN as INTERNAL
 from tests.unit.test_gateway import POLICIES, SECRET, TOKEN, Gateway, coding_headers, credentials, sample
 
 pytestmark = pytest.mark.mutation
@@ -37,16 +37,16 @@ def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("GRAYLANE_STORE", "memory://")
     monkeypatch.setenv("GRAYLANE_POLICIES", str(ROOT / "infra" / "examples"))
     monkeypatch.delenv("K_SINK", raising=False)
+    monkeypatch.setenv("GRAYLANE_INTERNAL_TOKEN", INTERNAL)
+    monkeypatch.setenv("GRAYLANE_EDGE_KEY", EDGE_KEY)
     runtime.runner.cache_clear()
     yield
     runtime.runner.cache_clear()
 
 
 def _post(target: str, event: object) -> None:
-    client = create_app(target, str(ROOT / "functions" / f"{target}.py"), "cloudevent").test_client()
-    headers, body = to_binary(event)
-    headers["Content-Type"] = "application/json"
-    response = client.post("/", headers=headers, data=body)
+    """What the broker delivers: an event an edge attested, with the internal credential."""
+    response = send(function(target), event)
     assert response.status_code == 200, response.get_data(as_text=True)
 
 
