@@ -191,12 +191,14 @@ def _audit(approvals: Approvals, app: str, limit: int) -> JSONResponse:
 
 
 def extra_routes(store_url: str, bus: Any, policies: Any, env: Mapping[str, str] | None = None) -> list[BaseRoute]:
-    """The approval API and chat routes, wired from the environment (gateway.create_app)."""
+    """The approval API, chat routes and the web console (/ui), wired from the environment (gateway.create_app)."""
     from functions.audit import StoreAuditLog
     from functions.chatops.routes import ChatOpsSettings, chatops_routes
+    from functions.console import console_routes
     from functions.providers.stores import make_store
 
     store = make_store(store_url)
     approvals = Approvals(store, policies, bus, StoreAuditLog(store))
-    return [*api_routes(approvals, ApiSettings.from_env(env)),
-            *chatops_routes(ChatOpsSettings.from_env(env).platforms(), approvals)]
+    api = ApiSettings.from_env(env)
+    return [*api_routes(approvals, api), *chatops_routes(ChatOpsSettings.from_env(env).platforms(), approvals),
+            *console_routes(approvals, api.tokens, env)]

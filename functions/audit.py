@@ -34,7 +34,7 @@ class AuditRecord:
     action: str
     outcome: str  # accepted | denied | invalid | failed
     user: str
-    via: str  # cli | api | slack | dingtalk | feishu | wecom | teams
+    via: str  # cli | api | console | slack | dingtalk | feishu | wecom | teams
     channel: str = ""
     gate: str = ""
     detail: dict[str, Any] = field(default_factory=dict)  # weight, version, params, reason given

@@ -40,7 +40,7 @@ REGISTRY_SOURCES = (
     "dockerhub", "harbor", "ghcr", "gitlab", "distribution", "quay", "tcr", "coding", "acr", "ecr", "gar", "azure",
     "jfrog", "generic",
 )  # fmt: skip
-COMMAND_VIA = ("cli", "api", "slack", "dingtalk", "feishu", "wecom", "teams", "system")
+COMMAND_VIA = ("cli", "api", "console", "slack", "dingtalk", "feishu", "wecom", "teams", "system")
 
 # The same expressions as events/_defs.json and the image.pushed schema, without anchors (we fullmatch).
 # Strings, not compiled patterns: re compiles (and caches) each on first use, so a function only pays

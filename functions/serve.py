@@ -1,7 +1,7 @@
 """`graylane serve`: the gateway, every function and the analysis ticker in one process, on two listeners.
 
     public listener (--host/--port, default 127.0.0.1:8080):
-      /hooks/{source}  /api/v1/...  /chatops/{platform}  /healthz  /metrics
+      /hooks/{source}  /api/v1/...  /chatops/{platform}  /ui (web console)  /healthz  /metrics
         registry / Alertmanager / chat / API ──► gateway routes ──► MemoryBus ──► runner (the functions)
     internal listener (--internal-host/--internal-port, default 127.0.0.1:8081), never public:
       POST /functions/{target}   a Knative-style CloudEvent for one function ─────────────► runner
@@ -248,12 +248,13 @@ class Serve:
 def build_serve(store: Any, policies: Any, providers: Any, *, bus: MemoryBus | None = None, tick: float = 5.0,
                 gateway_settings: Any = None, api_tokens: Mapping[str, str] | None = None,
                 env: Mapping[str, str] | None = None, clock: Callable[[], Any] | None = None,
-                internal_auth: Any = None) -> Serve:  # fmt: skip
+                internal_auth: Any = None, console: Any = None) -> Serve:  # fmt: skip
     """Wire store + policies + providers into the two apps. Nothing runs until `ticker.start()` and a server.
 
     `gateway_settings` defaults to GatewaySettings.from_env(env); `api_tokens` ({token: user}) to
     GRAYLANE_API_TOKENS; `internal_auth` to InternalAuth.from_env(env) (GRAYLANE_INTERNAL_TOKEN,
-    GRAYLANE_EDGE_KEY, GRAYLANE_OIDC_*); `env` also feeds the ChatOps settings.
+    GRAYLANE_EDGE_KEY, GRAYLANE_OIDC_*); `env` also feeds the ChatOps settings; `console` (ConsoleSettings) to
+    ConsoleSettings.from_env(env): the web console at /ui (GRAYLANE_CONSOLE=off leaves it out).
     """
     from functions.approval_api import ApiSettings, api_routes
     from functions.approvals import Approvals
@@ -268,7 +269,8 @@ def build_serve(store: Any, policies: Any, providers: Any, *, bus: MemoryBus | N
     unsubscribe = route_functions(bus, runner)
     approvals = Approvals(store, policies, bus, StoreAuditLog(store), clock=clock)
     api = ApiSettings(dict(api_tokens)) if api_tokens is not None else ApiSettings.from_env(env)
-    routes: list[BaseRoute] = [*api_routes(approvals, api), *_chat_routes(approvals, env)]
+    routes: list[BaseRoute] = [*api_routes(approvals, api), *_chat_routes(approvals, env),
+                               *_console_routes(approvals, api.tokens, env, console)]
     app = build_app(gateway_settings or GatewaySettings.from_env(env), make_sources(), bus, policies,
                     extra_routes=routes)  # fmt: skip
     auth = internal_auth if internal_auth is not None else InternalAuth.from_env(env)
@@ -280,6 +282,13 @@ def _chat_routes(approvals: Any, env: Mapping[str, str] | None) -> list[BaseRout
     from functions.chatops.routes import ChatOpsSettings, chatops_routes
 
     return list(chatops_routes(ChatOpsSettings.from_env(env).platforms(), approvals))
+
+
+def _console_routes(approvals: Any, tokens: Mapping[str, str], env: Mapping[str, str] | None,
+                    settings: Any) -> list[BaseRoute]:  # fmt: skip
+    from functions.console import console_routes
+
+    return console_routes(approvals, tokens, env, settings)
 
 
 # ---------------------------------------------------------------------------------------------- the command
@@ -486,8 +495,9 @@ def serve_listeners(apps: list[tuple[Any, Any]]) -> None:
         def capture_signals(self):  # type: ignore[no-untyped-def]  # the handler below serves every listener
             yield
 
-    servers = [(Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)), sock)
-               for app, sock in apps]  # fmt: skip
+    # timeout_graceful_shutdown: open event streams (the console's live pages) never finish by themselves
+    servers = [(Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False,
+                                      timeout_graceful_shutdown=5)), sock) for app, sock in apps]  # fmt: skip
 
     def stop(*_: Any) -> None:
         for server, _sock in servers:

@@ -29,7 +29,7 @@ class Requester:
     """Who asks, as a platform identified them."""
 
     user: str  # the identity recorded in history (a stable id, or the API token's user)
-    via: str  # cli | api | slack | dingtalk | feishu | wecom | teams
+    via: str  # cli | api | console | slack | dingtalk | feishu | wecom | teams
     channel: str = ""  # the channel recorded in history
     user_ids: tuple[str, ...] = ()  # further identities of the same user (id and handle)
     channel_ids: tuple[str, ...] = ()  # further identities of the channel (id and name)
@@ -111,7 +111,7 @@ def _matches(entries: Sequence[str], via: str, identities: Sequence[str], normal
     mine = {normalise(i) for i in identities if i}
     for entry in entries:
         platform, sep, rest = entry.partition(":")
-        if sep and platform in (*CHAT_PLATFORMS, "api", "cli"):
+        if sep and platform in (*CHAT_PLATFORMS, "api", "cli", "console"):
             if platform == via and normalise(rest) in mine:
                 return True
         elif normalise(entry) in mine:

@@ -58,7 +58,7 @@ class Version:
 @value
 class Actor:
     user: str = "graylane"
-    via: str = "system"  # system | cli | api | slack | dingtalk | feishu | wecom | alertmanager | registry
+    via: str = "system"  # system | cli | api | console | slack | dingtalk | feishu | wecom | alertmanager | registry
     channel: str = ""
 
 
