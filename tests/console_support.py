@@ -56,3 +56,8 @@ def measure(policy: Any, release: Any) -> tuple[MetricSample, ...]:
                                 canary_errors=int(5_000 * (1 - canary)) if m.template == "success-rate" else 0,
                                 stable_requests=20_000, stable_errors=80, query=query))  # fmt: skip
     return tuple(out)
+
+
+def fast_policy() -> str:
+    """POLICY with a release that reaches its gate in seconds (for a test against a real server)."""
+    return POLICY.replace("interval: 10s", "interval: 1s").replace("pause: 20s", "pause: 3s")

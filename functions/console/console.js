@@ -62,7 +62,8 @@
     var buttons = form.querySelectorAll("button");
     for (var i = 0; i < buttons.length; i++) buttons[i].disabled = true;
     flash("info", "sending " + (data.get("action") || "") + "…");
-    fetch(form.action, {
+    // form.getAttribute, not form.action: the buttons are named "action" and would shadow the property
+    fetch(form.getAttribute("action"), {
       method: "POST", credentials: "same-origin", body: new URLSearchParams(data),
       headers: {"X-CSRF-Token": csrf, "Accept": "application/json"}
     }).then(function (r) {

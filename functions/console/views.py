@@ -71,13 +71,14 @@ details summary { cursor: pointer; }
 .login input { width: 100%; margin: 6px 0 12px; }
 .live-dot { display: inline-block; width: 8px; height: 8px; border-radius: 50%; background: #9ca3af; margin-right: 6px; }
 .live-dot.on { background: #16a34a; }
-@media (max-width: 640px) { main { padding: 8px; } .hide-narrow { display: none; } th, td { padding: 4px; } }
+@media (max-width: 640px) { main { padding: 6px; } .card { padding: 10px; } th, td { padding: 4px; }
+  .scroll table { min-width: 620px; } .scroll svg.chart { min-width: 620px; } button { flex: 1 1 auto; } }
 """
 CSS_HASH = "sha256-" + base64.b64encode(hashlib.sha256(CSS.encode()).digest()).decode()
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="referrer" content="same-origin">
+<meta name="referrer" content="same-origin"><link rel="icon" href="data:,">
 <title>{title} · graylane</title><style>{css}</style>
 <script src="{script}" integrity="{integrity}" defer></script></head>
 <body{body_attrs}>
@@ -251,7 +252,7 @@ def app_live(state: AppState, policy: Policy | None, now: datetime, audit: Seque
     parts: list[Safe] = [_summary(state, policy, now)]
     data = timeline.model(state, policy, now)
     if data:
-        plots = join(Safe(s) for s in timeline.svg(data))
+        plots = render('<div class="scroll">{svg}</div>', svg=join(Safe(s) for s in timeline.svg(data)))
         cap = ""
         if data["capped"]:
             cap = f" The router holds the canary at {data['routed']} %, below the desired {data['weight']} % (capped)."

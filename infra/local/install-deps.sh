@@ -2,7 +2,8 @@
 # Debian packages used by tests and the demo. Installs only what is missing.
 set -euo pipefail
 need=()
-for p in prometheus prometheus-alertmanager haproxy hey etcd-server openssl; do
+# chromium + chromium-driver: the web console's browser test (Playwright launches /usr/bin/chromium)
+for p in prometheus prometheus-alertmanager haproxy hey etcd-server openssl chromium chromium-driver; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 command -v kubectl >/dev/null || need+=(kubernetes-client)  # kubectl, for the manifest dry-run tests
