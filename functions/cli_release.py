@@ -136,7 +136,15 @@ class LocalBackend:
     def _runner(self) -> Any:
         from functions.runtime import build_runner
 
-        runner = build_runner(self.settings)
+        context = self.context
+        client_for = None
+        if context:  # routes and workloads on --context's cluster (a wave's own cluster keeps its context)
+            from functions.providers.kube import client_from
+
+            def client_for(cluster: str) -> Any:
+                return client_from(context=cluster or context)
+
+        runner = build_runner(self.settings, client_for)
         if self.context:
             from functions.providers.kube import client_from
             from functions.providers.policysource import ConfigMapPolicies

@@ -8,12 +8,14 @@ from typing import Any
 from functions.settings import Settings
 
 
-def build_runner(settings: Settings) -> Any:
+def build_runner(settings: Settings, client_for: Any = None) -> Any:
+    """The runner `settings` describe; `client_for(cluster)` builds the Kubernetes clients of the kubernetes
+    providers (default: the cluster's kubeconfig context, else the current one)."""
     from functions.providers.stores import make_store
     from functions.runner import Runner
 
     store = make_store(settings.store)
-    providers = _providers(settings)
+    providers = _providers(settings, client_for)
     return Runner(store, policies_from(settings.policies, cache=settings.policy_cache), providers, _bus(settings), source=settings.source,
                   events_recorder=_events_recorder(settings, providers))  # fmt: skip
 
@@ -35,11 +37,11 @@ def policies_from(url: str, context: str = "", cache: str | None = None) -> Any:
     return DirectoryPolicies(url, check_interval=5.0, cache=PolicyCache.configured(setting))
 
 
-def _providers(settings: Settings) -> Any:
+def _providers(settings: Settings, client_for: Any = None) -> Any:
     if settings.providers == "kubernetes":
         from functions.providers.factory import KubernetesProviders
 
-        return KubernetesProviders(settings)
+        return KubernetesProviders(settings, client_for) if client_for is not None else KubernetesProviders(settings)
     from functions.providers.recording import RecordingProviders
 
     return RecordingProviders()
