@@ -560,3 +560,21 @@ def test_cold_path_no_function_imports_the_console() -> None:
             "functions.protection, functions.runtime; print([m for m in sys.modules if m.startswith('functions.console')])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_the_knative_gateway_serves_the_console_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from functions.gateway import create_app
+
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "web.yaml").write_text(POLICY)
+    for name, value in {"GRAYLANE_STORE": f"sqlite:///{tmp_path / 'g.db'}", "GRAYLANE_POLICIES": str(policies),
+                        "GRAYLANE_API_TOKENS": f"alice:{ALICE}", "GRAYLANE_CONSOLE_SESSION_KEY": KEY.decode(),
+                        "GRAYLANE_EDGE_KEY": "edge-key-0123456789abcdef"}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("K_SINK", raising=False)
+    client = TestClient(create_app())
+    assert sign_in(client, ALICE).status_code == 303
+    index = client.get("/ui/")
+    assert index.status_code == 200 and f'href="/ui/apps/{APP}"' in index.text  # the policy's app, no state yet
+    assert client.get(f"/ui/apps/{APP}").status_code == 200

@@ -12,7 +12,7 @@ for the outgoing webhook (functions/chatops/teams.py runs it, authorised and aud
 command) and, when GRAYLANE_APPROVAL_URL is set, adds `Action.OpenUrl` buttons to that page: an
 authenticated approval page (graylane's web console) where the click is confirmed as the signed-in user.
 The template may use {app} {namespace} {name} {gate} {release} {action}, each URL-encoded, e.g.
-`https://graylane.example.com/console/apps/{namespace}/{name}?gate={gate}&release={release}&action={action}`.
+`https://graylane.example.com/ui/apps/{namespace}/{name}?gate={gate}&release={release}&action={action}`.
 A link never changes anything by itself: the page it opens must authenticate and confirm.
 
 Workflows answer 202; the older connector URLs answer 200 "1", or 200 with a "Webhook message delivery
