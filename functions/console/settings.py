@@ -90,8 +90,8 @@ class ConsoleSettings:
         poll = seconds(get("GRAYLANE_CONSOLE_POLL") or "1s", "GRAYLANE_CONSOLE_POLL", 0.05, 60)
         lifetime = seconds(get("GRAYLANE_CONSOLE_STREAM_LIFETIME") or "5m", "GRAYLANE_CONSOLE_STREAM_LIFETIME", 1, 3600)
         ttl = seconds(get("GRAYLANE_CONSOLE_SESSION_TTL") or "8h", "GRAYLANE_CONSOLE_SESSION_TTL", 60, 30 * 86400)
-        if not key:
-            log.warning("GRAYLANE_CONSOLE_SESSION_KEY is not set: console sessions are signed with a random key of "
+        if not key:  # info, not a warning: serve's first line on stdout/stderr is its listening address
+            log.info("GRAYLANE_CONSOLE_SESSION_KEY is not set: console sessions are signed with a random key of "
                         "this process (they end when it restarts, and other replicas do not accept them)")
         return cls(enabled=switch in ("on", "true", "1"), session_key=key.encode() or secrets.token_bytes(32),
                    session_ttl=ttl, secure_cookie=secure, origins=origins, identity_header=header,
