@@ -163,6 +163,10 @@ def console_app(approvals: Approvals, tokens: Mapping[str, str], settings: Conso
 
     def to_login(request: Request) -> Response:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        if request.headers.get("sec-fetch-site") == "cross-site":
+            # a link from chat or mail: the SameSite=Strict session cookie is not sent on a navigation from another
+            # site, so look again from this page (a same-origin navigation sends it) before asking to sign in
+            return HTMLResponse(views.bounce(target))
         return RedirectResponse(f"{prefix}/login?{urlencode({'next': target})}", status_code=303)
 
     def safe_next(raw: str) -> str:
@@ -279,7 +283,7 @@ def console_app(approvals: Approvals, tokens: Mapping[str, str], settings: Conso
         except GraylaneError as err:
             return refuse(request, 503, f"the state store could not be read: {err}", who)
         content = Safe(f'<div id="live">{live}</div>')
-        return html(content, "apps", request, who, stream=f"{prefix}/events", flash=take_flash(request))
+        return shown(html(content, "apps", request, who, stream=f"{prefix}/events", flash=take_flash(request)), request)
 
     def app_id(request: Request) -> str:
         return f"{request.path_params['ns']}/{request.path_params['app']}"
@@ -320,9 +324,15 @@ def console_app(approvals: Approvals, tokens: Mapping[str, str], settings: Conso
         query = {k: v for k, v in request.query_params.items()}
         content = Safe(f"{views.app_head(app, state)}{views.intent(query, what)}{actions_html(what, who, app)}"
                        f'<div id="live">{live}</div>')
-        return html(content, app, request, who, stream=f"{prefix}/apps/{app}/events", flash=take_flash(request))
+        page = html(content, app, request, who, stream=f"{prefix}/apps/{app}/events", flash=take_flash(request))
+        return shown(page, request)
 
     # -- flash messages (after a form post without the script) ------------------------------------------------
+    def shown(response: Response, request: Request) -> Response:
+        if auth.FLASH_COOKIE in request.cookies:  # a flash message is shown once
+            response.delete_cookie(auth.FLASH_COOKIE, path=prefix)
+        return response
+
     def take_flash(request: Request) -> Safe:
         raw = request.cookies.get(auth.FLASH_COOKIE, "")
         data = auth.unsign(key, "flash", raw) if raw else None

@@ -158,6 +158,18 @@ def login(prefix: str, token_field: str, next_: str, error: str = "", tokens: bo
     return join(parts)
 
 
+BOUNCE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="0;url={target}">
+<meta name="referrer" content="same-origin"><title>graylane</title></head>
+<body><p><a href="{target}">Continue to graylane</a></p></body></html>
+"""
+
+
+def bounce(target: str) -> str:
+    """A page that opens `target` again from this site (so a SameSite=Strict cookie comes along)."""
+    return render(BOUNCE, target=target)
+
+
 def message(title: str, text: str, back: str, kind: str = "error") -> Safe:
     return render('<h1>{title}</h1>{flash}<p><a href="{back}">Back</a></p>', title=title, flash=flash(kind, text),
                   back=back)

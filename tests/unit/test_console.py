@@ -578,3 +578,24 @@ def test_the_knative_gateway_serves_the_console_too(tmp_path: Path, monkeypatch:
     index = client.get("/ui/")
     assert index.status_code == 200 and f'href="/ui/apps/{APP}"' in index.text  # the policy's app, no state yet
     assert client.get(f"/ui/apps/{APP}").status_code == 200
+
+
+def test_auth_a_link_from_another_site_looks_again_from_this_one(console: Console) -> None:
+    sign_in(console.client, ALICE)
+    cookie = console.client.cookies[auth.SESSION_COOKIE]
+    console.client.cookies.clear()  # as a browser does for a SameSite=Strict cookie on a cross-site navigation
+    link = f"/ui/apps/{APP}?gate=promote&action=approve"
+    first = console.client.get(link, headers={"Sec-Fetch-Site": "cross-site"}, follow_redirects=False)
+    assert first.status_code == 200 and 'http-equiv="refresh"' in first.text
+    assert f"url=/ui/apps/{APP}?gate=promote&amp;action=approve" in first.text
+    console.client.cookies.set(auth.SESSION_COOKIE, cookie, path="/ui")  # the same-origin refresh sends it
+    again = console.client.get(link, headers={"Sec-Fetch-Site": "same-origin"}, follow_redirects=False)
+    assert again.status_code == 200 and "signed in as <b>alice</b>" in again.text
+
+
+def test_pages_a_flash_message_is_shown_once(console: Console) -> None:
+    release = console.to_gate().release.id  # type: ignore[union-attr]
+    sign_in(console.client, ALICE)
+    act(console.client, csrf_of(console.client.get(f"/ui/apps/{APP}").text), "pause", release)
+    assert "accepted: pause" in console.client.get(f"/ui/apps/{APP}").text
+    assert "accepted: pause" not in console.client.get(f"/ui/apps/{APP}").text.split("<main>", 1)[1].split("<h1>")[0]
