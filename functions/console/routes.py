@@ -350,6 +350,12 @@ def console_app(approvals: Approvals, tokens: Mapping[str, str], settings: Conso
             app = app_id(request)
             if not catalog.is_app(app):
                 return refuse(request, 404, f"app {app[:80]!r} is not {catalog.APP_EXPECTED}")
+            try:
+                known = await run_in_threadpool(app_parts, app, who.user)
+            except GraylaneError as err:
+                return refuse(request, 503, f"the state of {app} could not be read: {err}")
+            if known is None:
+                return refuse(request, 404, f"no ReleasePolicy and no state for {app}")
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         return StreamingResponse(stream(request, who, app), media_type="text/event-stream", headers=headers)
 

