@@ -214,7 +214,7 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
                         "--keep`; GRAYLANE_LOCAL_STACK)")
     p.add_argument("--prometheus", default=None, help="Prometheus URL for --providers kubernetes "
                    "(GRAYLANE_PROMETHEUS; default http://127.0.0.1:9090)")
-    p.add_argument("--host", default=None, help="public listener: /hooks, /api, /chatops, /healthz, /metrics "
+    p.add_argument("--host", default=None, help="public listener: /hooks, /api, /chatops, /ui, /healthz, /metrics "
                    "(GRAYLANE_HOST; default 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="GRAYLANE_PORT; default 8080; 0 picks a free port")
     p.add_argument("--internal-host", default=None, help="internal listener: POST /functions/{target} and POST "
