@@ -25,7 +25,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from functions import catalog
-from functions.approvals import Approvals, CommandRequest, Result
+from functions.approvals import Approvals, CommandRequest
 from functions.audit import audit_key
 from functions.console import auth, static, views
 from functions.console.actions import offer, read_form, requester
@@ -37,8 +37,6 @@ from functions.errors import GraylaneError, brief
 log = logging.getLogger("graylane.console")
 
 MAX_FORM = 16 * 1024
-# the release pin of commands (branch safety-core): without it, the console refuses a stale button itself
-_PINS = "release" in CommandRequest.__dataclass_fields__
 
 
 def security_headers(csp_style: str) -> list[tuple[bytes, bytes]]:
@@ -417,12 +415,11 @@ def console_app(approvals: Approvals, tokens: Mapping[str, str], settings: Conso
         pressed = read_form(form)
         if isinstance(pressed, str):
             return refuse(request, 400, pressed, who, back)
-        fields: dict[str, Any] = {"app": app, "action": pressed.action, "requester": requester(who.user),
-                                  "gate": pressed.gate, "params": pressed.params, "version": pressed.version,
-                                  "reason": pressed.reason}  # fmt: skip
-        if _PINS:
-            fields["release"] = pressed.release
-        result = await run_in_threadpool(_execute, approvals, CommandRequest(**fields), pressed.release)
+        # the command names the release the page showed: Approvals refuses it (409, audited) for any other one
+        req = CommandRequest(app=app, action=pressed.action, requester=requester(who.user), gate=pressed.gate,
+                             params=pressed.params, version=pressed.version, reason=pressed.reason,
+                             release=pressed.release)  # fmt: skip
+        result = await run_in_threadpool(approvals.execute, req)
         reads.forget(app)
         reads.forget(audit_key(app))
         if wants_json(request):
@@ -462,21 +459,4 @@ def _short(key: str) -> str:
 
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
-
-def _execute(approvals: Approvals, req: CommandRequest, release: str) -> Result:
-    """`approvals.execute(req)`; where commands do not carry their release yet (before branch safety-core), a
-    button pressed for a release that is no longer the current one is refused here, audited, as decide()
-    will refuse it once they do."""
-    if not _PINS and release and req.action in ("approve", "reject", "pause", "resume", "rollback"):
-        try:
-            state = approvals.state(req.app)
-        except GraylaneError as err:
-            return Result(503, "unavailable", f"state of {req.app} could not be read: {err}", app=req.app,
-                          action=req.action)  # fmt: skip
-        current = state.release.id if state.release is not None else ""
-        if current != release:
-            reason = (f"this button was for release {release}; the current release of {req.app} is "
-                      f"{current or 'none'}: reload the page")
-            return approvals._refuse(req, 409, "invalid", reason, req.gate)  # the audited refusal
-    return approvals.execute(req)
 
