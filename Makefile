@@ -17,7 +17,7 @@ setup: $(BIN)/graylane  ## create .venv with graylane installed
 deps:  ## Debian packages the tests and the demo use
 	bash infra/local/install-deps.sh
 
-kube:  ## build (or reuse the cached) kube-apiserver + kube-controller-manager
+kube:  ## build (or reuse the cached) test Kubernetes: etcd, kube-apiserver/-controller-manager/-scheduler, kubectl, kwok
 	bash tests/k8s/build-kube.sh
 
 crds: setup  ## fetch the pinned upstream CRDs (tests/k8s/upstream-crds.txt) into the cache

@@ -1,5 +1,5 @@
 """Shared fixtures: a real kube-apiserver for the session, a namespace per test, a fault proxy, and the
-opt-in kube-controller-manager + fake kubelet.
+opt-in kube-controller-manager + fake Nodes (kube-scheduler + kwok).
 
 Nothing here starts a server unless a test asks for one of these fixtures, so unit tests run without the
 binaries. Heavy imports (kubernetes, aiohttp) happen inside the fixtures.
@@ -22,7 +22,7 @@ from hypothesis import Phase, settings
 settings.register_profile("mutation", phases=(Phase.explicit, Phase.reuse, Phase.generate))
 
 if TYPE_CHECKING:
-    from tests.k8s.cluster import FakeKubelet, KubeCluster
+    from tests.k8s.cluster import FakeNodes, KubeCluster
     from tests.k8s.faultproxy import Faults
 
 
@@ -37,7 +37,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def kube() -> Iterator[KubeCluster]:
-    """etcd + kube-apiserver v1.20.2 on loopback with every pinned upstream CRD (tests/k8s/upstream-crds.txt) installed and served."""
+    """etcd + kube-apiserver v1.37 on loopback with every pinned upstream CRD (tests/k8s/upstream-crds.txt)
+    installed and served."""
     from tests.k8s.cluster import BinariesMissing, KubeCluster, install_crds, load_crds
 
     missing = ""
@@ -87,7 +88,7 @@ def faults(kube: KubeCluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 @pytest.fixture(scope="session")
 def kube_controller(kube: KubeCluster) -> Iterator[KubeCluster]:
-    """Opt-in: kube-controller-manager (deployment, replicaset, namespace, garbagecollector) for the session."""
+    """Opt-in: kube-controller-manager for the session (tests/k8s/cluster.py DEFAULT_CONTROLLERS)."""
     kube.start_controller_manager()
     try:
         yield kube
@@ -95,13 +96,23 @@ def kube_controller(kube: KubeCluster) -> Iterator[KubeCluster]:
         kube.stop_controller_manager()
 
 
-@pytest.fixture
-def kubelet(kube_controller: KubeCluster, ns: str) -> Iterator[FakeKubelet]:
-    """A fake node that marks the pods of the test's namespace Running + Ready (add more via .namespaces)."""
-    from tests.k8s.cluster import FakeKubelet
-
-    node = FakeKubelet(kube_controller.api_client(), [ns]).start()
+@pytest.fixture(scope="session")
+def kube_nodes(kube_controller: KubeCluster) -> Iterator[FakeNodes]:
+    """Opt-in: two fake Nodes for the session: kube-scheduler binds pods to them and kwok runs them."""
+    nodes = kube_controller.start_nodes()
     try:
-        yield node
+        yield nodes
     finally:
-        node.stop()
+        kube_controller.stop_nodes()
+
+
+@pytest.fixture
+def nodes(kube_nodes: FakeNodes) -> Iterator[FakeNodes]:
+    """Schedulable fake Nodes: pods of every namespace get an IP of POD_CIDR and go Running + Ready, so
+    Deployments roll out and Services get endpoints (starts kube_controller). `nodes.cordoned()` holds new
+    pods Pending; the Nodes are schedulable again after the test whatever it did."""
+    kube_nodes.uncordon()
+    try:
+        yield kube_nodes
+    finally:
+        kube_nodes.uncordon()

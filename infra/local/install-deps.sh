@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Debian packages used by tests and the demo. Installs only what is missing.
+# (etcd and kubectl are no longer Debian's: `make kube` builds them with the rest of the test Kubernetes.)
 set -euo pipefail
 need=()
 # chromium + chromium-driver: the web console's browser test (Playwright launches /usr/bin/chromium)
-for p in prometheus prometheus-alertmanager haproxy hey etcd-server openssl chromium chromium-driver; do
+for p in prometheus prometheus-alertmanager haproxy hey openssl chromium chromium-driver; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
-command -v kubectl >/dev/null || need+=(kubernetes-client)  # kubectl, for the manifest dry-run tests
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq

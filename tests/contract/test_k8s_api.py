@@ -1,8 +1,9 @@
-"""Contract of the Kubernetes API graylane relies on, checked against the real kube-apiserver 1.20.2.
+"""Contract of the Kubernetes API graylane relies on, checked against the real kube-apiserver 1.37.
 
-Pins down the server semantics (resourceVersion CAS, patch types, selectors, SSA, CRD schemas, status
-subresource, watch), the quirks of the official client 37 (research §8) and the test tools themselves
-(fault proxy, fake kubelet). If a fake server is ever needed, it must pass this file.
+Pins down the server semantics (resourceVersion CAS, patch types, selectors, SSA, CRD schemas and CEL rules,
+status subresource, watch), the quirks of the official client 37 (research §8) and the test tools themselves
+(fault proxy, fake Nodes: tests/contract/test_k8s_nodes.py). If a fake server is ever needed, it must pass
+this file.
 """
 
 from __future__ import annotations
@@ -19,7 +20,13 @@ import urllib3
 from kubernetes import client, watch
 from kubernetes.client import ApiException
 
-from tests.k8s.cluster import KubeCluster, wait_deployment_ready
+from tests.k8s.cluster import (
+    FakeNodes,
+    KubeCluster,
+    install_crds,
+    pod_is_ready,
+    wait_deployment_ready,
+)
 from tests.k8s.faultproxy import Faults, describe
 
 k8s = pytest.mark.k8s
@@ -487,6 +494,63 @@ def test_cel_rule_of_the_upstream_http_route_refuses_a_service_backend_without_p
     assert created["spec"]["rules"][1]["backendRefs"][1]["port"] == 80
 
 
+CEL_GROUP = "cel.graylane.test"
+CEL_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "metadata": {"name": f"splits.{CEL_GROUP}"},
+    "spec": {
+        "group": CEL_GROUP, "scope": "Namespaced",
+        "names": {"plural": "splits", "singular": "split", "kind": "Split", "listKind": "SplitList"},
+        "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+            "type": "object",
+            "properties": {"spec": {
+                "type": "object", "required": ["stable", "canary"],
+                "properties": {"stable": {"type": "integer"}, "canary": {"type": "integer"},
+                               "approved": {"type": "boolean"}},
+                "x-kubernetes-validations": [
+                    {"rule": "self.stable + self.canary == 100", "message": "weights must add up to 100"},
+                    {"rule": "self.canary <= oldSelf.canary || (has(self.approved) && self.approved)",
+                     "message": "raising the canary needs approval"},  # a transition rule: not on create
+                ],
+            }},
+        }}}],
+    },
+}  # fmt: skip
+
+
+@pytest.fixture
+def cel_crd(api: client.ApiClient) -> Iterator[dict[str, Any]]:
+    install_crds(api, [CEL_CRD])
+    try:
+        yield CEL_CRD
+    finally:
+        client.ApiextensionsV1Api(api).delete_custom_resource_definition(CEL_CRD["metadata"]["name"])
+
+
+@k8s
+def test_crd_cel_validation_rules_are_kept_and_enforced(
+    api: client.ApiClient, co: client.CustomObjectsApi, ns: str, cel_crd: dict[str, Any]
+) -> None:
+    stored = client.ApiextensionsV1Api(api).read_custom_resource_definition(cel_crd["metadata"]["name"])
+    rules = stored.spec.versions[0].schema.open_apiv3_schema.properties["spec"].x_kubernetes_validations
+    assert [r.message for r in rules] == ["weights must add up to 100", "raising the canary needs approval"]
+
+    def split(name: str, **spec: Any) -> dict[str, Any]:
+        return {"apiVersion": f"{CEL_GROUP}/v1", "kind": "Split", "metadata": {"name": name}, "spec": spec}
+
+    with pytest.raises(ApiException) as err:
+        co.create_namespaced_custom_object(CEL_GROUP, "v1", ns, "splits", split("bad", stable=90, canary=20))
+    assert err.value.status == 422 and "weights must add up to 100" in err.value.body, err.value.body
+    co.create_namespaced_custom_object(CEL_GROUP, "v1", ns, "splits", split("s", stable=90, canary=10))
+    with pytest.raises(ApiException) as err:
+        co.patch_namespaced_custom_object(CEL_GROUP, "v1", ns, "splits", "s", {"spec": {"stable": 50, "canary": 50}},
+                                          _content_type=MERGE_PATCH)  # fmt: skip
+    assert err.value.status == 422 and "raising the canary needs approval" in err.value.body, err.value.body
+    approved = {"spec": {"stable": 50, "canary": 50, "approved": True}}
+    done = co.patch_namespaced_custom_object(CEL_GROUP, "v1", ns, "splits", "s", approved, _content_type=MERGE_PATCH)
+    assert done["spec"] == {"stable": 50, "canary": 50, "approved": True}
+
+
 @k8s
 def test_http_route_gets_upstream_defaults(co: client.CustomObjectsApi, ns: str) -> None:
     route = http_route()
@@ -704,7 +768,7 @@ def test_client_content_types(
     ops = [{"op": "replace", "path": "/spec/routes/0/services/0/weight", "value": 5}]
     with pytest.raises(ApiException) as err:  # CustomObjectsApi sends a list as merge-patch: always pass it
         pco.patch_namespaced_custom_object("traefik.io", "v1alpha1", ns, "ingressroutes", "demo", ops)
-    assert err.value.status == 422
+    assert err.value.status == 400, err.value.body  # 1.20 answered 422
     types = [(e.method, e.content_type) for e in faults.log]
     assert types == [
         ("POST", None),  # a dict body goes out without Content-Type; the apiserver reads JSON
@@ -855,13 +919,13 @@ def test_faults_kubeconfig_goes_through_the_proxy(faults: Faults, ns: str) -> No
     assert re.fullmatch(r"http://127\.0\.0\.1:\d+", faults.host)
 
 
-# -- kube-controller-manager + fake kubelet ---------------------------------------------------------------
+# -- kube-controller-manager + fake Nodes -----------------------------------------------------------------
 
 
 @k8s
 @pytest.mark.controller
-def test_deployment_rolls_out_with_controller_manager_and_fake_kubelet(
-    apps: client.AppsV1Api, kubelet: Any, ns: str
+def test_deployment_rolls_out_with_controller_manager_onto_the_fake_nodes(
+    api: client.ApiClient, apps: client.AppsV1Api, nodes: FakeNodes, ns: str
 ) -> None:
     apps.create_namespaced_deployment(ns, deployment("web", replicas=2))
     first = wait_deployment_ready(apps, ns, "web", timeout=30)
@@ -874,4 +938,10 @@ def test_deployment_rolls_out_with_controller_manager_and_fake_kubelet(
     replica_sets = apps.list_namespaced_replica_set(ns, label_selector="app=web").items
     assert len(replica_sets) == 2
     assert sorted(rs.spec.replicas for rs in replica_sets) == [0, 2]
-    assert len(kubelet.marked) >= 4 and not kubelet.errors
+    # the old pods went away through kwok (graceful deletion on a Node), the new ones run on the fake Nodes
+    deadline = time.monotonic() + 30
+    while len(pods := client.CoreV1Api(api).list_namespaced_pod(ns, label_selector="app=web").items) != 2:
+        assert time.monotonic() < deadline, [(p.metadata.name, p.metadata.deletion_timestamp) for p in pods]
+        time.sleep(0.2)
+    assert all(pod_is_ready(p) and p.spec.node_name in nodes.names for p in pods)
+    assert {p.spec.containers[0].image for p in pods} == {"demo:2"}

@@ -16,7 +16,6 @@ import json
 import re
 import secrets
 import shlex
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -30,7 +29,14 @@ import yaml
 from functions.core import events as event_types
 from functions.errors import ConfigError, NotReady
 from functions.providers.routers._common import holds
-from tests.k8s.cluster import CONTEXT_NAME, KubeCluster, install_crds, load_crds
+from tests.k8s.cluster import (
+    CONTEXT_NAME,
+    BinariesMissing,
+    KubeCluster,
+    install_crds,
+    kubectl_path,
+    load_crds,
+)
 
 pytestmark = pytest.mark.k8s
 
@@ -49,10 +55,12 @@ FUNCTIONS = ("release_start", "release_tick", "release_command", "protection")
 
 
 def kubectl(*args: str, kubeconfig: Path | None = None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    exe = shutil.which("kubectl")
-    if exe is None:
-        pytest.fail("kubectl is not installed (needed for kustomize and server-side apply)", pytrace=False)
-    cmd = [exe, *args]
+    """kubectl of the test apiserver's release (tests/k8s/tools/kube): its kustomize renders infra/k8s."""
+    try:
+        exe = kubectl_path()
+    except BinariesMissing as exc:
+        pytest.fail(f"kubectl (needed for kustomize and server-side apply): {exc}", pytrace=False)
+    cmd = [str(exe), *args]
     if kubeconfig is not None:
         cmd += ["--kubeconfig", str(kubeconfig), "--context", CONTEXT_NAME]
     return subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=120)
@@ -77,25 +85,6 @@ def retarget(docs: list[dict[str, Any]], ns: str) -> list[dict[str, Any]]:
             if subject.get("namespace") == NAMESPACE:
                 subject["namespace"] = ns
     return out
-
-
-def served_versions(kube: KubeCluster, group_version: str) -> set[str]:
-    from kubernetes import client
-
-    with kube.api_client() as api:
-        try:
-            return {r.kind for r in client.CustomObjectsApi(api).get_api_resources(*group_version.split("/")).resources}
-        except client.ApiException as exc:
-            if exc.status == 404:
-                return set()
-            raise
-
-
-def for_this_apiserver(kube: KubeCluster, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """batch/v1 CronJob is GA from Kubernetes 1.21; the test apiserver (1.20) serves the same spec as v1beta1."""
-    if "CronJob" in served_versions(kube, "batch/v1"):
-        return docs
-    return [dict(d, apiVersion="batch/v1beta1") if d["kind"] == "CronJob" else d for d in docs]
 
 
 def apply(kube: KubeCluster, docs: list[dict[str, Any]], *flags: str, dry_run: bool = True) -> subprocess.CompletedProcess[str]:
@@ -128,7 +117,7 @@ EXPECTED_KINDS = {
 
 @pytest.mark.parametrize("overlay", ["knative", "deployments"])
 def test_every_object_of_the_overlay_passes_a_server_side_dry_run(kube: KubeCluster, ns: str, overlay: str) -> None:
-    docs = for_this_apiserver(kube, retarget(build(overlay), ns))
+    docs = retarget(build(overlay), ns)
     assert {d["kind"] for d in docs} == EXPECTED_KINDS[overlay]
     done = apply(kube, docs)
     assert done.returncode == 0, f"dry-run apply of {overlay}:\n{done.stderr}"

@@ -1,5 +1,5 @@
 """A release end to end through the Runner on the real apiserver: KubernetesProviders moving Traefik routes
-(IngressRoute CRD) and real Deployments rolled out by kube-controller-manager and a fake kubelet.
+(IngressRoute CRD) and real Deployments rolled out by kube-controller-manager onto fake Nodes (kwok).
 
 A witness wraps the real router and workloads: before each call it reads, straight from the apiserver, what
 the ordering rules are about, so the test checks what the cluster looked like at the moment traffic moved or
@@ -135,7 +135,7 @@ def bad(policy: Policy, _: Release) -> tuple[MetricSample, ...]:
 
 
 def test_traefik_release_promotes_on_a_ready_stable_and_rolls_back_traffic_first(api: Any, ns: str, kube: Any,
-                                                                                  kubelet: Any) -> None:
+                                                                                  nodes: Any) -> None:
     stable_deployment(api, ns)
     steps = (CanaryStage(steps=(CanaryStep(20, 30.0), CanaryStep(50, 30.0))), PromoteStage())
     policy = replace(canary_policy("flask", ns, stages=steps), router=RouterSpec("traefik", dict(OPTIONS)),

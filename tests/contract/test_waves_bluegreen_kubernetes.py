@@ -1,9 +1,10 @@
 """Waves across two real clusters and blue-green on Kubernetes, end to end through the Runner.
 
-Two apiservers, each with kube-controller-manager and a fake kubelet: "dc-main" (the session cluster) and
-"dc-2" (started by this module). KubernetesProviders reaches each through `client_for`. A witness wraps the
-real router and workloads and, before every call, reads from the apiserver of the call's cluster what the
-ordering rules are about, so the test checks what each cluster looked like when traffic moved.
+Two apiservers, each with kube-controller-manager and fake Nodes (kube-scheduler + kwok): "dc-main" (the
+session cluster) and "dc-2" (started by this module). KubernetesProviders reaches each through `client_for`.
+A witness wraps the real router and workloads and, before every call, reads from the apiserver of the call's
+cluster what the ordering rules are about, so the test checks what each cluster looked like when traffic
+moved.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from functions.providers.stores.memory import MemoryStore
 from functions.runner import Runner, route_target
 from functions.settings import Settings
 from tests.contract.workload_support import REPO, stable_deployment
-from tests.k8s.cluster import FakeKubelet, KubeCluster, deployment_is_ready, install_crds, load_crds
+from tests.k8s.cluster import FakeNodes, KubeCluster, deployment_is_ready, install_crds, load_crds
 from tests.support import Clock, StaticPolicies, canary_policy, command, handle, push, tick
 
 pytestmark = pytest.mark.k8s
@@ -181,12 +182,12 @@ def bad(policy: Policy, _: Release) -> tuple[MetricSample, ...]:
 
 @pytest.fixture(scope="module")
 def dc2() -> Iterator[KubeCluster]:
-    """A second cluster: its own etcd, apiserver (CRDs served) and kube-controller-manager."""
+    """A second cluster: its own etcd, apiserver (CRDs served), kube-controller-manager and fake Nodes."""
     cluster = KubeCluster.start()
     try:
         with cluster.api_client() as api:
             install_crds(api, load_crds())
-        cluster.start_controller_manager()
+        cluster.start_nodes()
         yield cluster
     finally:
         cluster.stop()
@@ -230,7 +231,7 @@ class World:
 
 
 @pytest.fixture(name="world")
-def world_fixture(request: pytest.FixtureRequest, kube: KubeCluster, ns: str, kubelet: FakeKubelet,
+def world_fixture(request: pytest.FixtureRequest, kube: KubeCluster, ns: str, nodes: FakeNodes,
                   dc2: KubeCluster) -> Iterator[World]:  # fmt: skip
     stages: tuple[Stage, ...] = request.param["stages"]
     waves: tuple[Wave, ...] = request.param["waves"]
@@ -240,7 +241,6 @@ def world_fixture(request: pytest.FixtureRequest, kube: KubeCluster, ns: str, ku
     configs = {"": kube.configuration, MAIN: kube.configuration, DC2: dc2.configuration}
     with kube.api_client() as main_api, dc2.api_client() as dc2_api:
         client.CoreV1Api(dc2_api).create_namespace({"metadata": {"name": ns}})
-        node = FakeKubelet(dc2.api_client(), [ns]).start()
         witness = Witness({"": main_api, MAIN: main_api, DC2: dc2_api}, ns)
         providers = WitnessedProviders(configs, witness)
         try:
@@ -255,7 +255,6 @@ def world_fixture(request: pytest.FixtureRequest, kube: KubeCluster, ns: str, ku
             yield World(policy, witness, providers, store, clock, runner)
         finally:
             providers.close()
-            node.stop()
             client.CoreV1Api(dc2_api).delete_namespace(ns)
 
 

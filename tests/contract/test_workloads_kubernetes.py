@@ -1,6 +1,7 @@
-"""Kubernetes workloads against the real apiserver, with kube-controller-manager rolling Deployments out and a
-fake kubelet marking pods ready. The job controller is not started (tests/k8s/cluster.py DEFAULT_CONTROLLERS),
-so the Job tests play it: they patch the Job's status to succeeded or failed.
+"""Kubernetes workloads against the real apiserver, with kube-controller-manager rolling Deployments out onto
+fake Nodes (kube-scheduler + kwok) where pods become ready. The job controller is not started
+(tests/k8s/cluster.py DEFAULT_CONTROLLERS), so the Job tests play it: they patch the Job's status to
+succeeded or failed.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from functions.providers.kube import client_from
 from functions.providers.workloads.base import WorkloadTarget
 from functions.providers.workloads.kubernetes import TRACK, KubernetesWorkloads, selects
 from tests.contract.workload_support import REPO, deployment, image_of, stable_deployment, until_ready
-from tests.k8s.cluster import deployment_is_ready
+from tests.k8s.cluster import FakeNodes, deployment_is_ready
 
 pytestmark = pytest.mark.k8s
 
@@ -52,7 +53,7 @@ def spy_writes(work: KubernetesWorkloads) -> list[str]:
 
 
 def test_canary_is_derived_from_stable_with_the_new_image_and_reports_not_ready_until_available(
-        api: Any, ns: str, kubelet: Any) -> None:  # fmt: skip
+        api: Any, ns: str, nodes: FakeNodes) -> None:  # fmt: skip
     stable = stable_deployment(api, ns)
     work = KubernetesWorkloads(api)
     with pytest.raises(NotReady, match=f"Deployment {ns}/k8s-flask-canary deploy canary"):
@@ -75,7 +76,7 @@ def test_canary_is_derived_from_stable_with_the_new_image_and_reports_not_ready_
 
 
 def test_existing_canary_changes_only_what_differs_and_scale_down_is_idempotent(api: Any, ns: str,
-                                                                               kubelet: Any) -> None:
+                                                                               nodes: FakeNodes) -> None:
     stable_deployment(api, ns)
     work, one = KubernetesWorkloads(api), target(ns, replicas=1)
     until_ready(lambda: work.deploy_canary(one, f"{REPO}:v2"))
@@ -94,27 +95,25 @@ def test_existing_canary_changes_only_what_differs_and_scale_down_is_idempotent(
     assert deployment(api, ns, "k8s-flask-canary")["spec"]["replicas"] == 1
 
 
-def test_promote_stable_is_not_ready_until_the_rollout_completes(api: Any, ns: str, kubelet: Any) -> None:
+def test_promote_stable_is_not_ready_until_the_rollout_completes(api: Any, ns: str, nodes: FakeNodes) -> None:
     stable_deployment(api, ns)
     work = KubernetesWorkloads(api)
-    kubelet.namespaces.remove(ns)  # no new pod becomes ready: the rollout cannot complete
-    with pytest.raises(NotReady, match="not observed yet"):
-        work.promote_stable(target(ns), f"{REPO}:v2")
-    time.sleep(2.0)  # the controller creates the new ReplicaSet's pods, which stay unready
-    with pytest.raises(NotReady, match=r"rolling out .*:v2: .*updatedReplicas"):
-        work.promote_stable(target(ns), f"{REPO}:v2")
-    kubelet.namespaces.append(ns)
+    with nodes.cordoned():  # no new pod is scheduled, so none becomes ready: the rollout cannot complete
+        with pytest.raises(NotReady, match="not observed yet"):
+            work.promote_stable(target(ns), f"{REPO}:v2")
+        time.sleep(2.0)  # the controller creates the new ReplicaSet's pods, which stay Pending
+        with pytest.raises(NotReady, match=r"rolling out .*:v2: .*updatedReplicas"):
+            work.promote_stable(target(ns), f"{REPO}:v2")
     until_ready(lambda: work.promote_stable(target(ns), f"{REPO}:v2"))
     live = client.AppsV1Api(api).read_namespaced_deployment("k8s-flask", ns)
     assert deployment_is_ready(live) and live.spec.template.spec.containers[1].image == f"{REPO}:v2"
     assert {p.spec.containers[1].image for p in pods(api, ns, "app=k8s-flask")} == {f"{REPO}:v2"}
 
 
-def test_preview_runs_in_its_own_namespace_with_one_replica(api: Any, ns: str, kubelet: Any) -> None:
+def test_preview_runs_in_its_own_namespace_with_one_replica(api: Any, ns: str, nodes: FakeNodes) -> None:
     stable_deployment(api, ns)
     core, dev = client.CoreV1Api(api), f"{ns}-dev"
     core.create_namespace({"metadata": {"name": dev, "labels": {"graylane.test/namespace": "true"}}})
-    kubelet.namespaces.append(dev)
     try:
         work = KubernetesWorkloads(api)
         until_ready(lambda: work.deploy_preview(target(ns), f"{REPO}:v2", "dev", dev, "k8s-flask-dev"))
@@ -128,7 +127,6 @@ def test_preview_runs_in_its_own_namespace_with_one_replica(api: Any, ns: str, k
         until_ready(lambda: work.deploy_preview(target(ns), f"{REPO}:v3", "dev", dev, "k8s-flask-dev"))
         assert image_of(deployment(api, dev, "k8s-flask-dev")) == f"{REPO}:v3"
     finally:
-        kubelet.namespaces.remove(dev)
         core.delete_namespace(dev)
 
 
@@ -152,12 +150,20 @@ def test_selector_matching() -> None:
 
 
 def job_status(api: Any, ns: str, name: str, condition: str, reason: str = "", message: str = "") -> None:
-    """Play the job controller: record the Job's outcome in its status."""
+    """Play the job controller: record the Job's outcome in its status. Since 1.31 the apiserver wants the
+    outcome as the controller writes it: Complete after SuccessCriteriaMet (and a completionTime), Failed
+    after FailureTarget."""
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    cond = {"type": condition, "status": "True", "lastProbeTime": now, "lastTransitionTime": now,
-            "reason": reason, "message": message}  # fmt: skip
-    counts = {"succeeded": 1} if condition == "Complete" else {"failed": 2}
-    body = {"status": {"conditions": [cond], "startTime": now, **counts}}
+
+    def cond(kind: str) -> dict[str, str]:
+        return {"type": kind, "status": "True", "lastProbeTime": now, "lastTransitionTime": now,
+                "reason": reason, "message": message}  # fmt: skip
+
+    if condition == "Complete":
+        status = {"conditions": [cond("SuccessCriteriaMet"), cond("Complete")], "succeeded": 1, "completionTime": now}
+    else:
+        status = {"conditions": [cond("FailureTarget"), cond("Failed")], "failed": 2}
+    body = {"status": {"startTime": now, **status}}
     client.CustomObjectsApi(api).patch_namespaced_custom_object_status("batch", "v1", ns, "jobs", name, body)
 
 

@@ -1,75 +1,168 @@
-"""A real Kubernetes API for tests: etcd + kube-apiserver v1.20.2 (+ kube-controller-manager) on loopback.
+"""A real Kubernetes for tests: etcd + kube-apiserver v1.37 (+ kube-controller-manager, and fake Nodes played
+by kube-scheduler + kwok) on this machine.
 
-The binaries come from `tests/k8s/build-kube.sh` (`make kube`), see shared/research/k8s-api-for-tests.md.
-Everything listens on 127.0.0.1 with ports picked at start; every process is stopped by its PID.
+The binaries come from `make kube` (tests/k8s/build-kube.sh: the Go tools modules of tests/k8s/tools, built
+by tools/build.sh and cached under /var/cache/graylane/tools). The control plane listens on 127.0.0.1 with
+ports picked at start; every process is stopped by its PID. Pods get IPs of POD_CIDR, which is made local
+to this machine, so a test can bind a real process to a pod's IP and port (tests/k8s/README.md).
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
+import fcntl
+import functools
+import ipaddress
 import json
-import os
 import secrets
 import shutil
 import socket
 import ssl
 import subprocess
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from kubernetes import client as k8s
 
-KUBE_VERSION = "1.20.2"
+KUBE_VERSION = "1.37.2"  # tests/k8s/tools/kube: kube-apiserver, kube-controller-manager, kube-scheduler, kubectl
+ETCD_VERSION = "3.7.3"  # tests/k8s/tools/etcd
+KWOK_VERSION = "0.8.0"  # tests/k8s/tools/kwok
 CONTEXT_NAME = "graylane-test"
-DEFAULT_CONTROLLERS = "deployment,replicaset,namespace,garbagecollector"
+TOOLS_DIR = Path(__file__).parent / "tools"
+# Pod IPs. The apiserver refuses loopback addresses in Endpoints, so pods get private addresses that this
+# machine treats as its own (`ip route replace local POD_CIDR dev lo`, done by ensure_pod_network): every
+# address of the range can be bound and connected to locally. Each running cluster claims one /22 of it
+# (one /24 per fake Node), so two clusters, even of two test sessions, never hand out the same pod IP.
+POD_CIDR = "10.244.0.0/16"
+CLUSTER_POD_PREFIX = 22
+NODE_POD_PREFIX = 24
+SERVICE_CIDR = "10.96.0.0/24"
+# Deployments roll out, Services get Endpoints and EndpointSlices of their ready pods, namespaces and owned
+# objects are deleted, and Nodes lose their not-ready taint once kwok reports them Ready (node lifecycle).
+DEFAULT_CONTROLLERS = ",".join((
+    "deployment-controller", "replicaset-controller", "namespace-controller", "garbage-collector-controller",
+    "endpoints-controller", "endpointslice-controller", "node-lifecycle-controller",
+))  # fmt: skip
+KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"  # the Nodes kwok manages carry kwok.x-k8s.io/node=fake
 
 
 class BinariesMissing(RuntimeError):
-    """kube-apiserver, kube-controller-manager or etcd is not installed on this machine."""
+    """The Kubernetes test binaries are not built (for the current recipes) on this machine."""
 
 
 @dataclass(frozen=True)
 class KubeBinaries:
     apiserver: Path
     controller_manager: Path
+    scheduler: Path
+    kubectl: Path
     etcd: Path
+    kwok: Path
+    kwok_stages: Path  # kwok's default Stages (node initialize + heartbeat, pod ready/complete/delete)
 
 
-def kube_cache_dir() -> Path:
-    return Path(os.environ.get("GRAYLANE_KUBE_CACHE", f"/var/cache/graylane/kube-{KUBE_VERSION}"))
-
-
-def find_binaries() -> KubeBinaries:
-    """Locate the three binaries; the message tells how to get them."""
-    bin_dir = kube_cache_dir() / "bin"
-    etcd = shutil.which("etcd")
-    found = KubeBinaries(
-        bin_dir / "kube-apiserver", bin_dir / "kube-controller-manager", Path(etcd or "etcd")
+def tool_bin_dir(name: str) -> Path | None:
+    """The bin dir tools/build.sh built tools/NAME into for its current recipe, or None (nothing is built)."""
+    done = subprocess.run(
+        ["bash", str(TOOLS_DIR / "build.sh"), "--cached", name], capture_output=True, text=True, check=False
     )
-    missing = [str(p) for p in (found.apiserver, found.controller_manager) if not os.access(p, os.X_OK)]
-    if etcd is None:
-        missing.append("etcd (Debian package etcd-server)")
-    if missing:
+    return Path(done.stdout.strip()) if done.returncode == 0 else None
+
+
+@functools.cache
+def find_binaries() -> KubeBinaries:
+    """Locate every binary; the message tells how to get them. (A failure is not cached: retried next call.)"""
+    dirs = {name: tool_bin_dir(name) for name in ("kube", "etcd", "kwok")}
+    absent = [f"tests/k8s/tools/{name}" for name, where in dirs.items() if where is None]
+    if absent:
         raise BinariesMissing(
-            f"Kubernetes test binaries missing: {', '.join(missing)}; run `make kube` "
-            "(tests/k8s/build-kube.sh; cache dir from GRAYLANE_KUBE_CACHE)"
+            f"Kubernetes test binaries not built for the current recipe: {', '.join(absent)}; run `make kube` "
+            "(tests/k8s/build-kube.sh, cached under /var/cache/graylane/tools or $GRAYLANE_CACHE/tools)"
         )
+    kube, etcd, kwok = (dirs[name] or Path() for name in ("kube", "etcd", "kwok"))
+    found = KubeBinaries(
+        apiserver=kube / "kube-apiserver", controller_manager=kube / "kube-controller-manager",
+        scheduler=kube / "kube-scheduler", kubectl=kube / "kubectl", etcd=etcd / "etcd", kwok=kwok / "kwok",
+        kwok_stages=kwok / "kwok-stages.yaml",
+    )  # fmt: skip
+    broken = [str(p) for p in vars(found).values() if not p.is_file()]
+    if broken:
+        raise BinariesMissing(f"Kubernetes test binaries missing: {', '.join(broken)}; run `make kube`")
     return found
+
+
+def kubectl_path() -> Path:
+    """kubectl of the same release as the test apiserver (its built-in kustomize renders infra/k8s)."""
+    return find_binaries().kubectl
 
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+# -- pod network -----------------------------------------------------------------------------------------
+
+
+def _bindable(address: str) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((address, 0))
+        except OSError as exc:
+            if exc.errno == errno.EADDRNOTAVAIL:
+                return False
+            raise
+    return True
+
+
+def ensure_pod_network(cidr: str = POD_CIDR) -> None:
+    """Make every address of `cidr` local to this machine (idempotent; needs root the first time after boot).
+
+    An AnyIP route on lo: the kernel accepts any address of the range as its own, so a process can bind a
+    pod's IP and others reach it, without one interface address per pod.
+    """
+    probe = str(ipaddress.ip_network(cidr)[-2])
+    if _bindable(probe):
+        return
+    argv = ["ip", "route", "replace", "local", cidr, "dev", "lo"]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        error = f"exit {done.returncode}: {done.stderr.strip()}"
+    except FileNotFoundError as exc:  # no iproute2
+        error = str(exc)
+    if not _bindable(probe):
+        raise RuntimeError(
+            f"pod IPs ({cidr}) are not local on this machine and `{' '.join(argv)}` failed ({error}); "
+            "run it as root (see tests/k8s/README.md, 'Pod network')"
+        )
+
+
+def _claim_pod_range() -> tuple[ipaddress.IPv4Network, IO[str]]:
+    """The first /22 of POD_CIDR no other cluster on this machine holds; held until the lock file closes."""
+    locks = Path(tempfile.gettempdir()) / "graylane-pod-cidrs"
+    locks.mkdir(mode=0o777, exist_ok=True)
+    for net in ipaddress.IPv4Network(POD_CIDR).subnets(new_prefix=CLUSTER_POD_PREFIX):
+        lock = (locks / f"{net.network_address}.lock").open("w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            continue
+        return net, lock
+    raise RuntimeError(f"every /{CLUSTER_POD_PREFIX} of {POD_CIDR} is held by another test cluster ({locks})")
+
+
+# -- clients ---------------------------------------------------------------------------------------------
 
 
 def make_configuration(host: str, token: str, verify_ssl: bool = False) -> k8s.Configuration:
@@ -124,6 +217,10 @@ class _Proc:
                 self.popen.wait(timeout)
 
 
+# Stopped in this order: the clients of the apiserver first, etcd last.
+_STOP_ORDER = ("kwok", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd")
+
+
 @dataclass
 class KubeCluster:
     """A running etcd + kube-apiserver pair; use `KubeCluster.start()` and `stop()`."""
@@ -136,6 +233,7 @@ class KubeCluster:
     binaries: KubeBinaries
     configuration: k8s.Configuration
     authorization_mode: str = "AlwaysAllow"  # "RBAC" to test permissions (the admin token is in system:masters)
+    nodes: FakeNodes | None = None  # set by start_nodes()
     _procs: dict[str, _Proc] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -194,6 +292,8 @@ class KubeCluster:
             "--initial-cluster", f"default=http://127.0.0.1:{peer_port}",
             "--log-level", "error",
         ])  # fmt: skip
+        # --endpoint-reconciler-type=none: the `kubernetes` Service would get 127.0.0.1, which Endpoints refuse.
+        # The ServiceAccount admission plugin is off: pods need no ServiceAccount object and no token.
         self._spawn("kube-apiserver", [
             str(self.binaries.apiserver),
             f"--etcd-servers=http://127.0.0.1:{client_port}",
@@ -201,7 +301,7 @@ class KubeCluster:
             f"--token-auth-file={w / 'tokens.csv'}", f"--authorization-mode={self.authorization_mode}",
             "--service-account-issuer=https://kubernetes.default.svc",
             f"--service-account-key-file={w / 'sa.pub'}", f"--service-account-signing-key-file={w / 'sa.key'}",
-            "--service-cluster-ip-range=10.96.0.0/24", "--advertise-address=127.0.0.1",
+            f"--service-cluster-ip-range={SERVICE_CIDR}", "--advertise-address=127.0.0.1",
             "--endpoint-reconciler-type=none", "--disable-admission-plugins=ServiceAccount",
         ])  # fmt: skip
         write_kubeconfig(self.kubeconfig, self.host, self.token)
@@ -215,11 +315,7 @@ class KubeCluster:
         deadline = time.monotonic() + timeout
         last = ""
         while time.monotonic() < deadline:
-            for proc in self._procs.values():
-                if proc.popen.poll() is not None:
-                    raise RuntimeError(
-                        f"{proc.name} exited with {proc.popen.returncode} during start:\n{_tail(proc.log)}"
-                    )
+            self._check_alive("start")
             try:
                 with urllib.request.urlopen(req, context=ctx, timeout=2) as resp:
                     if resp.status == 200:
@@ -230,6 +326,13 @@ class KubeCluster:
         raise TimeoutError(
             f"kube-apiserver not ready after {timeout:.0f}s ({last}):\n{_tail(self.workdir / 'kube-apiserver.log')}"
         )
+
+    def _check_alive(self, during: str) -> None:
+        for proc in self._procs.values():
+            if proc.popen.poll() is not None:
+                raise RuntimeError(
+                    f"{proc.name} exited with {proc.popen.returncode} during {during}:\n{_tail(proc.log)}"
+                )
 
     # -- clients -------------------------------------------------------------------------------------------
 
@@ -250,36 +353,178 @@ class KubeCluster:
         return proc is not None and proc.popen.poll() is None
 
     def start_controller_manager(self, controllers: str = DEFAULT_CONTROLLERS) -> None:
-        """Deployment/ReplicaSet rollouts, garbage collection and namespace deletion, as in a cluster."""
+        """Rollouts, Endpoints/EndpointSlices, garbage collection, namespace deletion, Node taints: as in a cluster."""
         if self.controller_running:
             return
+        # --node-monitor-period=1s: a new fake Node loses its not-ready taint within a second, not five.
         proc = self._spawn("kube-controller-manager", [
             str(self.binaries.controller_manager), f"--kubeconfig={self.kubeconfig}",
-            "--leader-elect=false", "--port=0", "--secure-port=0", f"--controllers={controllers}",
+            "--leader-elect=false", "--secure-port=0", f"--controllers={controllers}",
             "--use-service-account-credentials=false", "--concurrent-deployment-syncs=5",
+            "--node-monitor-period=1s",
         ])  # fmt: skip
         time.sleep(0.3)
         if proc.popen.poll() is not None:
             raise RuntimeError(f"kube-controller-manager exited at start:\n{_tail(proc.log)}")
 
     def stop_controller_manager(self) -> None:
+        self.stop_nodes()
         proc = self._procs.pop("kube-controller-manager", None)
         if proc is not None:
             proc.stop()
 
-    # -- teardown ------------------------------------------------------------------------------------------
+    # -- fake Nodes: kube-scheduler + kwok -----------------------------------------------------------------
 
-    def stop(self) -> None:
-        """Stop controller-manager, apiserver, then etcd (reverse start order), then remove the work dir."""
-        atexit.unregister(self.stop)
-        for name in ("kube-controller-manager", "kube-apiserver", "etcd"):
+    def start_nodes(self, count: int = 2, timeout: float = 60.0) -> FakeNodes:
+        """`count` fake Nodes that kube-scheduler binds pods to and kwok runs (starts the controller manager).
+
+        kwok plays its default stages, as kwokctl configures them: a pod bound to one of its Nodes gets an IP
+        of that Node's podCIDR and goes Running + Ready with every container ready; a deleted pod goes away.
+        """
+        if self.nodes is not None:
+            return self.nodes
+        self.start_controller_manager()
+        ensure_pod_network()
+        pod_range, lock = _claim_pod_range()
+        subnets = list(pod_range.subnets(new_prefix=NODE_POD_PREFIX))[:count]
+        if len(subnets) < count:
+            lock.close()
+            raise ValueError(f"at most {2 ** (NODE_POD_PREFIX - CLUSTER_POD_PREFIX)} fake Nodes per cluster")
+        self.nodes = FakeNodes(self, [f"kwok-node-{i}" for i in range(count)], pod_range, lock)
+        self._spawn("kube-scheduler", [
+            str(self.binaries.scheduler), f"--kubeconfig={self.kubeconfig}", "--leader-elect=false",
+            "--secure-port=0",
+        ])  # fmt: skip
+        self._spawn("kwok", [
+            str(self.binaries.kwok), f"--kubeconfig={self.kubeconfig}", f"--config={self.binaries.kwok_stages}",
+            "--manage-all-nodes=false", f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
+            "--node-lease-duration-seconds=40", f"--cidr={subnets[0]}", f"--node-ip={subnets[0][-2]}",
+        ])  # fmt: skip
+        with self.api_client() as api:
+            from kubernetes import client
+
+            core = client.CoreV1Api(api)
+            for name, subnet in zip(self.nodes.names, subnets, strict=True):
+                core.create_node(_node(name, str(subnet)))
+        self.nodes.wait_ready(timeout)
+        return self.nodes
+
+    def stop_nodes(self) -> None:
+        """Stop kwok and the scheduler; the Node objects stay (NotReady once their leases run out)."""
+        for name in ("kwok", "kube-scheduler"):
             proc = self._procs.pop(name, None)
             if proc is not None:
                 proc.stop()
+        if self.nodes is not None:
+            self.nodes.release()
+            self.nodes = None
+
+    # -- teardown ------------------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop every process (clients of the apiserver first, etcd last), then remove the work dir."""
+        atexit.unregister(self.stop)
+        for name in _STOP_ORDER:
+            proc = self._procs.pop(name, None)
+            if proc is not None:
+                proc.stop()
+        if self.nodes is not None:
+            self.nodes.release()
+            self.nodes = None
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def log_tail(self, name: str = "kube-apiserver", lines: int = 30) -> str:
         return _tail(self.workdir / f"{name}.log", lines)
+
+
+def _node(name: str, pod_cidr: str) -> dict[str, Any]:
+    """A Node as kwok's docs declare one: kwok manages it by the annotation and reports its status."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {KWOK_NODE_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            "labels": {"type": "kwok", "kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
+                       "kubernetes.io/arch": "amd64", "node-role.kubernetes.io/agent": ""},
+        },  # fmt: skip
+        "spec": {"podCIDR": pod_cidr, "podCIDRs": [pod_cidr]},
+    }
+
+
+@dataclass
+class FakeNodes:
+    """The fake Nodes of one cluster. Pods of every namespace are scheduled onto them and become Ready.
+
+    `cordon()` (or `with nodes.cordoned():`) marks them unschedulable, as an operator would: new pods stay
+    Pending until `uncordon()`, while the running ones stay Ready. That is how a test holds a rollout.
+    """
+
+    cluster: KubeCluster
+    names: list[str]
+    pod_range: ipaddress.IPv4Network  # this cluster's slice of POD_CIDR; Node i has its i-th /24
+    _lock: IO[str] | None = field(default=None, repr=False)
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def _core(self, api: k8s.ApiClient) -> k8s.CoreV1Api:
+        from kubernetes import client
+
+        return client.CoreV1Api(api)
+
+    def _set_unschedulable(self, value: bool) -> None:
+        with self.cluster.api_client() as api:
+            for name in self.names:
+                self._core(api).patch_node(name, {"spec": {"unschedulable": value or None}})
+
+    def cordon(self) -> None:
+        self._set_unschedulable(True)
+
+    def uncordon(self) -> None:
+        self._set_unschedulable(False)
+
+    @contextlib.contextmanager
+    def cordoned(self) -> Iterator[FakeNodes]:
+        self.cordon()
+        try:
+            yield self
+        finally:
+            self.uncordon()
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Until kwok reported every Node Ready and the node lifecycle controller lifted the not-ready taint."""
+        deadline = time.monotonic() + timeout
+        with self.cluster.api_client() as api:
+            while True:
+                self.cluster._check_alive("node start")
+                waiting = [n.metadata.name for n in self._core(api).list_node().items
+                           if n.metadata.name in self.names and not _node_is_ready(n)]  # fmt: skip
+                if not waiting:
+                    return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"fake Nodes not ready after {timeout:.0f}s: {waiting}\n{self.cluster.log_tail('kwok')}"
+                    )
+                time.sleep(0.2)
+
+
+def _node_is_ready(node: Any) -> bool:
+    conditions = (node.status.conditions or []) if node.status else []
+    ready = any(c.type == "Ready" and c.status == "True" for c in conditions)
+    tainted = any(t.key == "node.kubernetes.io/not-ready" for t in (node.spec.taints or []))
+    return ready and not tainted
+
+
+def pod_is_ready(pod: Any) -> bool:
+    conditions = (pod.status.conditions or []) if pod.status else []
+    return (
+        pod.status is not None
+        and pod.status.phase == "Running"
+        and any(c.type == "Ready" and c.status == "True" for c in conditions)
+    )
 
 
 # -- CRDs ------------------------------------------------------------------------------------------------
@@ -354,78 +599,7 @@ def _crd_served(ext: Any, api_client: k8s.ApiClient, crd: dict[str, Any]) -> boo
     return True
 
 
-# -- fake kubelet ------------------------------------------------------------------------------------------
-
-
-def _pod_is_ready(pod: Any) -> bool:
-    conditions = (pod.status.conditions or []) if pod.status else []
-    return (
-        pod.status is not None
-        and pod.status.phase == "Running"
-        and any(c.type == "Ready" and c.status == "True" for c in conditions)
-    )
-
-
-class FakeKubelet:
-    """Marks every pod of the given namespaces Running + Ready (a status patch), like a healthy node would.
-
-    With kube-controller-manager running this makes Deployments roll out: the ReplicaSet controller counts
-    the pods ready and the Deployment controller sees them available.
-    """
-
-    def __init__(self, api_client: k8s.ApiClient, namespaces: list[str], interval: float = 0.2) -> None:
-        from kubernetes import client
-
-        self._core = client.CoreV1Api(api_client)
-        self._api_client = api_client
-        self.namespaces = list(namespaces)
-        self.interval = interval
-        self.marked: set[tuple[str, str]] = set()
-        self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="fake-kubelet", daemon=True)
-
-    def start(self) -> FakeKubelet:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
-        self._api_client.close()
-
-    def __enter__(self) -> FakeKubelet:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for ns in self.namespaces:
-                try:
-                    self.sync(ns)
-                except Exception as exc:  # keep the node alive; the test sees `errors`
-                    self.errors.append(f"{ns}: {exc!r}")
-            self._stop.wait(self.interval)
-
-    def sync(self, namespace: str) -> int:
-        """One pass: mark the not-yet-ready pods of `namespace`; returns how many were marked."""
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        marked = 0
-        for pod in self._core.list_namespaced_pod(namespace).items:
-            if pod.metadata.deletion_timestamp is not None or _pod_is_ready(pod):
-                continue
-            conditions = [
-                {"type": t, "status": "True", "lastTransitionTime": now}
-                for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
-            ]
-            body = {"status": {"phase": "Running", "conditions": conditions, "startTime": now}}
-            with contextlib.suppress(Exception):  # pod deleted meanwhile: the next pass forgets it
-                self._core.patch_namespaced_pod_status(pod.metadata.name, namespace, body)
-                self.marked.add((namespace, pod.metadata.name))
-                marked += 1
-        return marked
+# -- rollouts ------------------------------------------------------------------------------------------------
 
 
 def deployment_is_ready(dep: Any) -> bool:
