@@ -8,7 +8,9 @@ PACKAGES=(sigs.k8s.io/kwok/cmd/kwok)
 # taken from the module itself, next to the binary: bin/kwok-stages.yaml.
 prepare() {
   local dir
+  go mod download sigs.k8s.io/kwok  # `go list -m` names the directory only once the module is downloaded
   dir=$(go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)
+  [ -d "$dir/kustomize/stage" ] || { echo "kwok recipe: no stages in '$dir'" >&2; return 1; }
   mkdir -p out
   for stage in node/fast/node-initialize node/heartbeat-with-lease/node-heartbeat-with-lease \
                pod/fast/pod-ready pod/fast/pod-complete pod/fast/pod-delete; do
