@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -30,6 +29,7 @@ from functions.providers.recording import RecordingProviders
 from functions.providers.stores.configmap import ConfigMapStore
 from functions.runner import Runner
 from tests.console_support import fast_policy, measure
+from tests.k8s.cluster import BinariesMissing, kubectl_path
 
 pytestmark = pytest.mark.k8s
 
@@ -189,23 +189,11 @@ def test_mistakes_are_usage_errors_naming_them(seeded: Seeded) -> None:
     assert "approve" in helped.stdout and "    serve" not in helped.stdout and "    demo" not in helped.stdout
 
 
-def kubectl() -> str | None:
-    try:  # the test cluster's own kubectl, once the kube branch builds one
-        from tests.k8s.cluster import kubectl_path  # type: ignore[attr-defined]
-
-        found = str(kubectl_path())
-        if os.access(found, os.X_OK):
-            return found
-    except (ImportError, Exception):  # noqa: BLE001 - an older cluster module, or no build yet
-        pass
-    return shutil.which("kubectl")
-
-
 def test_a_real_kubectl_finds_the_plugin_on_path(seeded: Seeded) -> None:
-    exe = kubectl()
-    if exe is None:
-        pytest.fail("kubectl is not installed (infra/local/install-deps.sh installs Debian's kubernetes-client)",
-                    pytrace=False)
+    try:  # the test cluster's own kubectl (tests/k8s/tools/kube), of the apiserver's release
+        exe = str(kubectl_path())
+    except BinariesMissing as missing:
+        pytest.fail(f"kubectl: {missing}", pytrace=False)
     listed = run("plugin", "list", kubeconfig=seeded.kubeconfig, exe=exe)
     assert str(PLUGIN) in listed.stdout, listed.stdout + listed.stderr
     status = run("graylane", "status", "web", "-o", "json", kubeconfig=seeded.kubeconfig, exe=exe)
