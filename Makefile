@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup deps test unit lint bench kube crds demo clean
+.PHONY: setup deps test unit lint bench kube crds istioctl demo clean
 
 $(BIN)/graylane: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -23,7 +23,10 @@ kube:  ## build (or reuse the cached) test Kubernetes: etcd, kube-apiserver/-con
 crds: setup  ## fetch the pinned upstream CRDs (tests/k8s/upstream-crds.txt) into the cache
 	$(BIN)/python -m tests.k8s.upstream_crds
 
-test: setup deps kube crds lint  ## everything the tests need, then the whole suite
+istioctl:  ## build (or reuse the cached) istioctl: Istio's validation of the objects graylane writes
+	@bin=$$(bash tests/k8s/tools/build.sh istioctl) && echo "istioctl in $$bin"
+
+test: setup deps kube crds istioctl lint  ## everything the tests need, then the whole suite
 	$(BIN)/pytest
 
 unit: setup  ## only the pure tests (no servers)
