@@ -13,6 +13,7 @@ what those rules render to, so a hand edit of either shows up as drift.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -259,6 +260,51 @@ def header_rule(match: Match) -> tuple[str, str, bool]:
     if match.kind == "user-hash":
         return BUCKET_HEADER, bucket_regex(match.percent), True
     raise ConfigError(f"a {match.kind} rule cannot be carried by a header")
+
+
+def re2_problem(pattern: str) -> str:
+    """Why RE2 (the syntax of Envoy's, Istio's and Go's regular expressions) refuses a pattern Python's `re`
+    accepts, or "" when it does not: the policy's regexes are checked by `re`, the proxy runs RE2."""
+    from re import _constants as c
+    from re import _parser
+
+    if len(pattern) > 1024:  # Istio's approximation of Envoy's re2.max_program_size
+        return f"{len(pattern)} characters, more than the 1024 Istio allows"
+    for escape in re.finditer(r"\\(.)", pattern, re.S):  # pairs, so an escaped backslash is skipped whole
+        if escape.group(1) in "uUNZ":
+            return f"the escape \\{escape.group(1)} is Python's" + (" (RE2 writes \\z)" if escape.group(1) == "Z" else "")
+    try:
+        tree = _parser.parse(pattern)
+    except re.error as err:
+        return str(err)
+    allowed = re.I | re.M | re.S | re.U  # (?i) (?m) (?s); re.U is implied for str patterns
+    if tree.state.flags & ~allowed:
+        return "an inline flag RE2 lacks (only i, m and s)"
+    unsupported = {c.ASSERT: "a lookahead or lookbehind", c.ASSERT_NOT: "a negative lookahead or lookbehind",
+                   c.GROUPREF: "a backreference", c.GROUPREF_EXISTS: "a conditional group",
+                   c.ATOMIC_GROUP: "an atomic group", c.POSSESSIVE_REPEAT: "a possessive quantifier"}
+
+    def walk(items: Any) -> str:
+        for op, av in items:
+            if op in unsupported:
+                return f"{unsupported[op]} (RE2 has none)"
+            if op in (c.MAX_REPEAT, c.MIN_REPEAT):
+                low, high, sub = av
+                if low > 1000 or (high != c.MAXREPEAT and high > 1000):
+                    return "a repeat count above RE2's 1000"
+                found = walk(sub)
+            elif op is c.SUBPATTERN:
+                _, add, remove, sub = av
+                found = "an inline flag RE2 lacks (only i, m and s)" if (add | remove) & ~allowed else walk(sub)
+            elif op is c.BRANCH:
+                found = next((why for why in map(walk, av[1]) if why), "")
+            else:
+                found = ""
+            if found:
+                return found
+        return ""
+
+    return walk(tree)
 
 
 def option(options: Mapping[str, Any], key: str, default: Any, kind: type | tuple[type, ...], where: str) -> Any:

@@ -13,6 +13,12 @@ Options: `virtualService`, `destinationRule`, `host`, `stableSubset`, `canarySub
       - name: graylane-primary
         route: [{destination: {host: reviews, subset: v1}, weight: 80}, {... subset: v2}, weight: 20}]
 
+What graylane copies from the options and the rules into these objects is held to Istio's own rules first
+(istiod's webhook would refuse the write halfway through a release): subset names, the host, gateway
+names and subset labels as Istio's validation spells them, a connection pool with tcp and/or http, and
+header regexes in RE2 syntax (the policy's regexes are checked by Python's `re`, Envoy runs RE2).
+tests/real/test_istioctl_validate.py holds each of these checks against `istioctl validate`.
+
 Istio ejects hosts after consecutive errors, not on ratios: a circuit breaker expression picks which
 errors count (NetworkErrorRatio: gateway errors 502/503/504; ResponseCodeRatio: 5xx). Latency has no
 outlier-detection equivalent and fails validation. Istio has no rate limit without an EnvoyFilter.
@@ -20,6 +26,7 @@ outlier-detection equivalent and fails validation. Istio has no rate limit witho
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from functions.core.effects import STABLE_ONLY, Protection, RoutePlan
@@ -33,6 +40,7 @@ from functions.providers.routers._common import (
     check_plan,
     header_rule,
     option,
+    re2_problem,
     route_ops,
     spec_plan,
 )
@@ -43,6 +51,12 @@ DESTINATION_RULE = Kind("networking.istio.io", "v1", "destinationrules", "Destin
 MATCH_ROUTE, PRIMARY_ROUTE = "graylane-match", "graylane-primary"
 EJECTION = {"interval": "10s", "baseEjectionTime": "30s", "maxEjectionPercent": 100}
 CONSECUTIVE_ERRORS = 5
+# Istio's names (istio.io/istio pkg/config/labels): a DNS-1123 label, upper case allowed as Istio allows it
+_LABEL = "[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0-9])?"
+_QUALIFIED = "(?:[A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]"
+_LABEL_KEY = re.compile(f"(?:({_LABEL}(?:\\.{_LABEL})*)/)?({_QUALIFIED})")
+_LABEL_VALUE = re.compile(f"(?:{_QUALIFIED})?")
+_FIRST_HOST_LABEL = re.compile(f"\\*|(?:\\*|\\*-)?{_LABEL}")
 
 
 @value
@@ -63,11 +77,56 @@ class _Setup:
         return f"istio router for {self.namespace}/{self.virtual_service}"
 
 
+def _is_label(name: str) -> bool:
+    return len(name) <= 63 and re.fullmatch(_LABEL, name) is not None
+
+
+def _domain_problem(domain: str, wildcard: bool) -> str:
+    """Istio's ValidateWildcardDomain (wildcard) or ValidateFQDN: what is wrong with domain, or ""."""
+    if not domain or len(domain) > 255:
+        return "expected a DNS name of 1 to 255 characters"
+    first, dot, rest = domain.partition(".")
+    if wildcard and len(first) <= 63 and _FIRST_HOST_LABEL.fullmatch(first):
+        if not dot:
+            return ""
+        parts = rest.split(".")
+    else:
+        parts = domain.split(".")
+    if parts[-1].isdigit():
+        return f"the top-level label {parts[-1]!r} is all digits"
+    bad = next((p for i, p in enumerate(parts) if not _is_label(p) and not (p == "" and i == len(parts) - 1)), None)
+    return f"label {bad!r} is not a DNS-1123 label" if bad is not None else ""
+
+
 def _labels(opts: dict[str, Any], key: str, default: str, where: str) -> dict[str, str]:
     labels = opts.get(key, {"app": default})
     if not isinstance(labels, dict) or not labels or not all(isinstance(v, str) for v in labels.values()):
         raise ConfigError(f"{where}: router option {key} is {labels!r}; expected a mapping of label to value")
+    for k, v in labels.items():
+        found = _LABEL_KEY.fullmatch(str(k))
+        if found is None or len(found.group(1) or "") > 253 or len(found.group(2)) > 63:  # prefix, name
+            raise ConfigError(f"{where}: router option {key} has the label key {k!r}; expected a Kubernetes label "
+                              "name (an optional DNS prefix and /, then letters, digits, '-', '_', '.')")
+        if not _LABEL_VALUE.fullmatch(v):
+            raise ConfigError(f"{where}: router option {key} has the label value {v!r} for {k}; expected letters, "
+                              "digits, '-', '_' and '.', starting and ending with a letter or digit")
     return {str(k): v for k, v in labels.items()}
+
+
+def _subset(opts: dict[str, Any], key: str, default: str, where: str) -> str:
+    name: str = option(opts, key, default, str, where)
+    if not _is_label(name):
+        raise ConfigError(f"{where}: router option {key} is {name!r}; Istio requires a subset name to be a DNS-1123 "
+                          "label (letters, digits and '-', at most 63)")
+    return name
+
+
+def _gateway_problem(name: str) -> str:
+    """Istio's validateGatewayNames for one name ("mesh", a gateway, or namespace/gateway), or ""."""
+    if "/" in name:
+        namespace, _, gateway = name.partition("/")
+        return "" if _is_label(namespace) and _is_label(gateway) else "expected namespace/name, both DNS-1123 labels"
+    return _domain_problem(name, wildcard=False)
 
 
 def _setup(target: RouteTarget) -> _Setup:
@@ -75,16 +134,28 @@ def _setup(target: RouteTarget) -> _Setup:
     gateways = opts.get("gateways", [])
     if not isinstance(gateways, list) or not all(isinstance(g, str) and g for g in gateways):
         raise ConfigError(f"{where}: router option gateways is {gateways!r}; expected a list of gateway names")
+    for gateway in gateways:
+        if why := _gateway_problem(gateway):
+            raise ConfigError(f"{where}: router option gateways has {gateway!r}, not a gateway name Istio accepts: {why}")
     pool = opts.get("connectionPool")
-    if pool is not None and not isinstance(pool, dict):
-        raise ConfigError(f"{where}: router option connectionPool is {pool!r}; expected a connectionPool mapping")
+    if pool is not None and not (isinstance(pool, dict) and pool and set(pool) <= {"tcp", "http"}):
+        raise ConfigError(f"{where}: router option connectionPool is {pool!r}; expected a connectionPool mapping "
+                          "with tcp and/or http settings")
+    host = option(opts, "host", target.app, str, where)
+    why = "a destination needs one service, not *" if host == "*" else _domain_problem(host, wildcard=True)
+    if why:
+        raise ConfigError(f"{where}: router option host is {host!r}, not a host Istio accepts: {why}")
+    stable, canary = _subset(opts, "stableSubset", "stable", where), _subset(opts, "canarySubset", "canary", where)
+    if stable == canary:
+        raise ConfigError(f"{where}: router options stableSubset and canarySubset are both {stable!r}; "
+                          "expected two subsets")
     return _Setup(
         namespace=target.namespace,
         virtual_service=option(opts, "virtualService", target.app, str, where),
         destination_rule=option(opts, "destinationRule", target.app, str, where),
-        host=option(opts, "host", target.app, str, where),
-        stable=option(opts, "stableSubset", "stable", str, where),
-        canary=option(opts, "canarySubset", "canary", str, where),
+        host=host,
+        stable=stable,
+        canary=canary,
         gateways=tuple(gateways),
         stable_labels=_labels(opts, "stableLabels", target.stable, where),
         canary_labels=_labels(opts, "canaryLabels", target.canary, where),
@@ -102,14 +173,26 @@ def _destination(s: _Setup, subset: str, weight: int) -> dict[str, Any]:
 def _http(s: _Setup, plan: RoutePlan) -> list[dict[str, Any]]:
     routes = []
     if plan.match:
-        matches = []
+        matches: list[dict[str, Any]] = []
         for m in plan.match:
             name, value, regex = header_rule(m)
-            matches.append({"headers": {name.lower(): {"regex" if regex else "exact": value}}})  # Istio: lower case
+            match = {"headers": {name.lower(): {"regex" if regex else "exact": value}}}  # Istio: lower case
+            if match not in matches:  # a repeated match is "not used": Istio warns
+                matches.append(match)
         routes.append({"name": MATCH_ROUTE, "match": matches, "route": [_destination(s, s.canary, 100)]})
     primary = [_destination(s, s.stable, plan.stable), _destination(s, s.canary, plan.canary)]
     routes.append({"name": PRIMARY_ROUTE, "route": primary})
     return routes
+
+
+def _check_plan(s: _Setup, plan: RoutePlan) -> None:
+    """Refuse rules Istio cannot carry: source IPs (capabilities) and regexes outside RE2's syntax."""
+    check_plan(plan, IstioRouter.provider, s.where)
+    for m in plan.match:
+        _, pattern, regex = header_rule(m)
+        if regex and (why := re2_problem(pattern)):
+            raise ConfigError(f"{s.where}: the {m.kind} rule on {m.name} has the regular expression {pattern!r}, "
+                              f"which Envoy's RE2 refuses: {why}")
 
 
 def _outlier_detection(expression: str) -> dict[str, Any]:
@@ -163,7 +246,7 @@ class IstioRouter:
 
     def set_routes(self, target: RouteTarget, plan: RoutePlan) -> None:
         s = _setup(target)
-        check_plan(plan, self.provider, s.where)
+        _check_plan(s, plan)
         vs, _ = self._ensure(s)
         self.services.write(vs, route_ops(vs, "http", _http(s, plan), plan), "set routes")
 
