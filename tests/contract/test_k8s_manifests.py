@@ -37,6 +37,7 @@ from tests.k8s.cluster import (
     kubectl_path,
     load_crds,
 )
+from tests.k8s.istio_validate import assert_istio_valid
 
 pytestmark = pytest.mark.k8s
 
@@ -484,6 +485,8 @@ def pending(call: Callable[[], None]) -> None:
 
 def exercise_providers(api: Any, rbac_kube: KubeCluster, ns: str, preview_ns: str) -> None:
     """Every Kubernetes provider path graylane has, as the ServiceAccount."""
+    from kubernetes import client
+
     from functions.core.effects import STABLE_ONLY, Protection, RoutePlan
     from functions.core.policy import CircuitBreaker, Match, RateLimit
     from functions.providers.policysource import ConfigMapPolicies
@@ -522,6 +525,10 @@ def exercise_providers(api: Any, rbac_kube: KubeCluster, ns: str, preview_ns: st
     istio.set_routes(t, ab)
     istio.set_protection(t, Protection(None, CircuitBreaker("NetworkErrorRatio() > 0.3")))
     istio.finalize(t)
+    with rbac_kube.api_client() as admin:  # Istio's validation of what was written (read as admin: unrecorded)
+        co = client.CustomObjectsApi(admin)
+        assert_istio_valid([co.get_namespaced_custom_object("networking.istio.io", "v1", ns, plural, "reviews")
+                            for plural in ("virtualservices", "destinationrules")], "written as the ServiceAccount")
 
     gateway = make_router("gateway-api", api)
     t = RouteTarget(ns, "shop", "shop-blue", "shop-green", options={

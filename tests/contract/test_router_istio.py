@@ -1,7 +1,13 @@
-"""Istio router against the real apiserver with Istio's schema'd VirtualService and DestinationRule CRDs."""
+"""Istio router against the real apiserver with Istio's schema'd VirtualService and DestinationRule CRDs.
+
+No Envoy runs here: every VirtualService and DestinationRule the router writes is read back from the
+apiserver right after the write and passed through Istio's own validation (`istioctl validate`,
+tests/k8s/istio_validate.py) by the autouse fixture `istio_checked`, and so is what is left at the end.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -10,9 +16,10 @@ from functions.core.effects import STABLE_ONLY, Protection, RoutePlan
 from functions.core.policy import CircuitBreaker, Match, RateLimit
 from functions.errors import ConfigError, ConflictError, Reject
 from functions.providers.routers import istio, make_router
-from functions.providers.routers._common import DRIFTED
+from functions.providers.routers._common import DRIFTED, Objects
 from functions.providers.routers.base import RouteTarget
 from tests.contract.router_support import JSON_PATCH, api_fixture, co_fixture, race_on_read, raw  # noqa: F401
+from tests.k8s.istio_validate import assert_istio_valid, istio_validate
 
 pytestmark = pytest.mark.k8s
 GROUP, VERSION = "networking.istio.io", "v1"
@@ -35,6 +42,47 @@ def dr(co: Any, ns: str) -> dict[str, Any]:
 
 def weights(http_route: dict[str, Any]) -> dict[str, int]:
     return {d["destination"]["subset"]: d["weight"] for d in http_route["route"]}
+
+
+class IstioChecked:
+    """Every successful write of an Istio object, read back and validated by istioctl (see the fixture)."""
+
+    def __init__(self, co: Any) -> None:
+        self.co, self.on = co, True
+        self.seen: list[tuple[str, str, str]] = []  # (kind, name, verb) of each validated write
+
+    def written(self, kind: Any, namespace: str, name: str, verb: str) -> None:
+        if self.on and kind.group == GROUP:
+            stored = raw(self.co, kind.group, kind.version, kind.plural, namespace, name)
+            assert_istio_valid([stored], f"as stored after {verb}")
+            self.seen.append((kind.kind, name, verb))
+
+
+@pytest.fixture(autouse=True)
+def istio_checked(co: Any, ns: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[IstioChecked]:
+    """istioctl validates each object the router creates or patches, as the apiserver stored it, and at
+    the end of the test what is left (a test that stores an invalid object on purpose sets `.on = False`)."""
+    checks = IstioChecked(co)
+    create, patch = Objects.create, Objects.patch
+
+    def checked_create(self: Objects, namespace: str, name: str, *args: Any, **kwargs: Any) -> Any:
+        created = create(self, namespace, name, *args, **kwargs)
+        checks.written(self.kind, namespace, name, "create")
+        return created
+
+    def checked_patch(self: Objects, obj: Any, ops: Any, verb: str) -> Any:
+        result = patch(self, obj, ops, verb)
+        checks.written(self.kind, obj["metadata"]["namespace"], obj["metadata"]["name"], verb)
+        return result
+
+    monkeypatch.setattr(Objects, "create", checked_create)
+    monkeypatch.setattr(Objects, "patch", checked_patch)
+    yield checks
+    if checks.on:
+        left = [o for plural in ("virtualservices", "destinationrules")
+                for o in co.list_namespaced_custom_object(GROUP, VERSION, ns, plural)["items"]]
+        if left:
+            assert_istio_valid(left, "left at the end of the test")
 
 
 def test_reconcile_creates_subsets_and_routes_all_on_stable_and_never_moves_weights(api: Any, co: Any,
@@ -130,7 +178,8 @@ def test_a_write_after_a_stale_read_loses_with_conflict(api: Any, co: Any, ns: s
     assert weights(live["spec"]["http"][0]) == {"v1": 100, "v2": 0}
 
 
-def test_a_wrong_field_path_is_detected(api: Any, ns: str, monkeypatch: Any) -> None:
+def test_a_wrong_field_path_is_detected(api: Any, co: Any, ns: str, monkeypatch: Any,
+                                        istio_checked: IstioChecked) -> None:
     router, t = make_router("istio", api), target(ns)
     router.reconcile(t)
 
@@ -140,3 +189,45 @@ def test_a_wrong_field_path_is_detected(api: Any, ns: str, monkeypatch: Any) -> 
     monkeypatch.setattr(istio, "_destination", misspelt)
     with pytest.raises(Reject, match="/spec/http did not keep the value written"):
         router.set_routes(t, RoutePlan.canary_at(20))
+    istio_checked.on = False  # the pruned object is stored: Istio would refuse it too
+    verdict = istio_validate([vs(co, ns)])
+    assert not verdict.ok and "total destination weight = 0" in verdict.output, verdict.output
+
+
+def test_every_step_of_a_release_is_valid_istio(api: Any, co: Any, ns: str, istio_checked: IstioChecked) -> None:
+    """Seed 003's flow and the steps around it; the fixture validates each object after each write."""
+    pool = {"tcp": {"maxConnections": 100}, "http": {"http1MaxPendingRequests": 100, "maxRequestsPerConnection": 10}}
+    router, t = make_router("istio", api), target(ns, connectionPool=pool)
+    router.reconcile(t)
+    rules = (Match("header", name="location", value="shenzhen"), Match("cookie", name="canary", value="always"),
+             Match("user-hash", name="x-user-id", percent=10))
+    router.set_routes(t, RoutePlan.canary_at(0, rules, salt="reviews-7"))  # A/B first
+    for weight in (20, 40, 50, 60, 80, 100):  # steps, the seed's manual 50 %, then everything on the canary
+        router.set_routes(t, RoutePlan.canary_at(weight, rules if weight < 50 else (), salt="reviews-7"))
+        assert weights(vs(co, ns)["spec"]["http"][-1]) == {"v1": 100 - weight, "v2": weight}
+    router.set_protection(t, Protection(None, CircuitBreaker("NetworkErrorRatio() > 0.30")))
+    router.set_protection(t, Protection(None, CircuitBreaker("ResponseCodeRatio(500, 600, 0, 600) > 0.25")))
+    router.finalize(t)  # promoted: stable runs the new version, all traffic on it, rules gone
+    router.set_routes(t, RoutePlan.canary_at(40))
+    router.set_routes(t, STABLE_ONLY)  # a rolled back second release
+    router.set_protection(t, Protection())
+    assert dr(co, ns)["spec"] == {"host": "reviews", "subsets": [{"name": "v1", "labels": {"version": "v1"}},
+                                                                  {"name": "v2", "labels": {"version": "v2"}}]}
+    verbs = [(kind, verb) for kind, _, verb in istio_checked.seen]
+    assert verbs.count(("VirtualService", "set routes")) == 10 and verbs.count(("DestinationRule", "set protection")) == 3
+    assert {("VirtualService", "create"), ("DestinationRule", "create")} <= set(verbs)
+
+
+def test_a_write_istio_would_refuse_fails_the_test(api: Any, ns: str, monkeypatch: Any,
+                                                   istio_checked: IstioChecked) -> None:
+    """The check is live: a router bug the CRD schema lets through (no weight on any destination) is caught."""
+    router, t = make_router("istio", api), target(ns)
+    router.reconcile(t)
+    def weightless(s: Any, subset: str, weight: int) -> dict[str, Any]:
+        return {"destination": {"host": s.host, "subset": subset}, "weight": 0}
+
+    monkeypatch.setattr(istio, "_destination", weightless)
+    with pytest.raises(AssertionError, match=r"(?s)istioctl validate refused VirtualService/.*/reviews as stored "
+                                             r"after set routes.*total destination weight = 0"):
+        router.set_routes(t, RoutePlan.canary_at(20))
+    istio_checked.on = False  # what is stored is invalid on purpose
