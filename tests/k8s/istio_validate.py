@@ -7,7 +7,8 @@ outlier detection, connection pool, ...).
 
 `istioctl validate` never contacts a cluster; it only reads a kubeconfig for a default namespace. It runs
 with a private HOME and KUBECONFIG so nothing of the machine's config is read. The binary comes from
-`make istioctl` (tests/k8s/tools/build.sh istioctl); GRAYLANE_ISTIOCTL names another one.
+`make istioctl` (tests/k8s/tools/build.sh istioctl, found with its --cached); GRAYLANE_ISTIOCTL names another
+one.
 
     assert_istio_valid([vs, dr], "after set_routes 20%")   # AssertionError with istioctl's output
 
@@ -18,6 +19,7 @@ be "valid". Warnings fail too (an unreachable rule, a deprecated field): graylan
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -29,11 +31,10 @@ from typing import Any
 
 import pytest
 
-from tests.k8s.toolcache import tool_bin
-
 GROUP = "networking.istio.io"
 VERSIONS = ("v1", "v1beta1", "v1alpha3")  # the versions istioctl's schema collection knows for these kinds
 KINDS = ("VirtualService", "DestinationRule")
+TOOLS = Path(__file__).parent / "tools"
 HINT = "run `make istioctl` (bash tests/k8s/tools/build.sh istioctl), or point GRAYLANE_ISTIOCTL at an istioctl"
 
 
@@ -41,15 +42,21 @@ class IstioctlMissing(RuntimeError):
     """No istioctl built for the current recipe of tests/k8s/tools/istioctl."""
 
 
+@functools.lru_cache(maxsize=8)
+def _cached_bin(cache_root: str) -> Path:
+    """`build.sh --cached istioctl`: the bin dir of the current recipe's build, never building one."""
+    env = {**os.environ, "GRAYLANE_CACHE": cache_root} if cache_root else None
+    done = subprocess.run(["bash", str(TOOLS / "build.sh"), "--cached", "istioctl"], capture_output=True,
+                          text=True, timeout=60, check=False, env=env)
+    if done.returncode != 0:
+        raise IstioctlMissing(f"istioctl is not built for tests/k8s/tools/istioctl's recipe "
+                              f"({done.stderr.strip()}): {HINT}")
+    return Path(done.stdout.strip())
+
+
 def find_istioctl() -> Path:
     explicit = os.environ.get("GRAYLANE_ISTIOCTL")
-    if explicit:
-        path = Path(explicit)
-    else:
-        bin_dir = tool_bin("istioctl")
-        if bin_dir is None:
-            raise IstioctlMissing(f"istioctl is not built for tests/k8s/tools/istioctl's recipe: {HINT}")
-        path = bin_dir / "istioctl"
+    path = Path(explicit) if explicit else _cached_bin(os.environ.get("GRAYLANE_CACHE", "")) / "istioctl"
     if not os.access(path, os.X_OK):
         raise IstioctlMissing(f"istioctl missing: {path} is not an executable; {HINT}")
     return path
