@@ -1,0 +1,84 @@
+"""The Traefik router writes each API group's own rule syntax (what real Traefik v2.11 and v3 accept).
+
+Traefik v2.11 serves traefik.containo.us (and traefik.io) with the v2 matchers `Headers`, `HeadersRegexp`
+and `ClientIP(a, b)`; its IngressRoute route has no `syntax` field. Traefik v3 serves only traefik.io, with
+the v3 matchers `Header`, `HeaderRegexp` and `ClientIP(a)`, and accepts `syntax: v2` per route. The same
+rules are sent through the real proxies in tests/traefik.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from functions.core.effects import RoutePlan
+from functions.core.policy import Match
+from functions.errors import ConfigError
+from functions.providers.routers import traefik
+from functions.providers.routers.base import RouteTarget
+
+RULES = (
+    Match(kind="header", name="location", value="shenzhen"),
+    Match(kind="header", name="x-env", regex="^st.*$"),
+    Match(kind="cookie", name="gray", regex="tr(ue|y)"),
+    Match(kind="user-id-digit", name="x-user-id", digits=(1, 3, 5, 7, 9)),
+    Match(kind="user-hash", name="x-uid", percent=20),
+)
+V2_ONLY = re.compile(r"\bHeaders(Regexp)?\(")
+V3_ONLY = re.compile(r"\bHeader(Regexp)?\(")
+
+
+def _routes(group: str | None, plan: RoutePlan, **options: Any) -> list[dict[str, Any]]:
+    opts = {"ingressRoute": "k8s-flask-pro", "host": "pro.coding", "port": 8080, **options}
+    if group is not None:
+        opts["group"] = group
+    s = traefik._setup(RouteTarget("pro", "flask", "k8s-flask", "k8s-flask-canary", options=opts))
+    return traefik._routes(s, plan, [])
+
+
+def test_the_legacy_group_gets_v2_matchers_and_never_a_syntax_field() -> None:
+    routes = _routes("traefik.containo.us", RoutePlan.canary_at(20, match=RULES, salt="s"))
+    assert routes[0]["match"] == (
+        "Host(`pro.coding`) && (Headers(`location`, `shenzhen`) || HeadersRegexp(`x-env`, `^st.*$`)"
+        " || HeadersRegexp(`cookie`, `^(.*?;\\s*)?gray=(?:tr(ue|y))(;.*)?$`)"
+        " || HeadersRegexp(`x-user-id`, `^.*[13579]$`) || HeadersRegexp(`x-graylane-bucket`, `^([0-9]|1[0-9])$`))"
+    )
+    assert not V3_ONLY.search(routes[0]["match"])
+    assert all("syntax" not in r for r in routes)
+    assert routes[1] == {"kind": "Rule", "match": "Host(`pro.coding`)", "services": [
+        {"kind": "Service", "name": "k8s-flask", "port": 8080, "weight": 80},
+        {"kind": "Service", "name": "k8s-flask-canary", "port": 8080, "weight": 20}]}  # fmt: skip
+
+
+@pytest.mark.parametrize("group", [None, "traefik.io"])
+def test_traefik_io_gets_v3_matchers_by_default(group: str | None) -> None:
+    routes = _routes(group, RoutePlan.canary_at(0, match=RULES, salt="s"))
+    assert routes[0]["match"].startswith("Host(`pro.coding`) && (Header(`location`, `shenzhen`) || HeaderRegexp(")
+    assert not V2_ONLY.search(routes[0]["match"])
+    assert all("syntax" not in r for r in routes)
+
+
+def test_v3_source_ranges_are_one_client_ip_each_and_v2_ones_share_one() -> None:
+    cidrs = Match(kind="source-ip", cidrs=("10.0.0.0/8", "192.168.1.7/32"))
+    v3 = _routes("traefik.io", RoutePlan.canary_at(0, match=(cidrs,)))[0]["match"]
+    assert v3 == "Host(`pro.coding`) && ((ClientIP(`10.0.0.0/8`) || ClientIP(`192.168.1.7/32`)))"
+    v2 = _routes("traefik.io", RoutePlan.canary_at(0, match=(cidrs,)), ruleSyntax="v2")[0]["match"]
+    assert v2 == "Host(`pro.coding`) && (ClientIP(`10.0.0.0/8`, `192.168.1.7/32`))"
+
+
+def test_v2_syntax_on_traefik_io_is_declared_on_every_route() -> None:
+    routes = _routes("traefik.io", RoutePlan.canary_at(50, match=RULES[:1]), ruleSyntax="v2")
+    assert [r.get("syntax") for r in routes] == ["v2", "v2"]
+    assert "Headers(`location`, `shenzhen`)" in routes[0]["match"]
+
+
+def test_v3_syntax_cannot_be_asked_of_the_legacy_group() -> None:
+    with pytest.raises(ConfigError, match="ruleSyntax is 'v3'"):
+        _routes("traefik.containo.us", RoutePlan(), ruleSyntax="v3")
+
+
+def test_a_backtick_in_a_value_is_refused_rather_than_breaking_the_rule() -> None:
+    with pytest.raises(ConfigError, match="backtick"):
+        _routes("traefik.io", RoutePlan.canary_at(0, match=(Match(kind="header", name="x", value="a`b"),)))
