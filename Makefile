@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup deps test unit lint bench kube crds istioctl demo clean
+.PHONY: setup deps test unit lint bench kube crds istioctl traefik demo clean
 
 $(BIN)/graylane: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -26,7 +26,10 @@ crds: setup  ## fetch the pinned upstream CRDs (tests/k8s/upstream-crds.txt) int
 istioctl:  ## build (or reuse the cached) istioctl: Istio's validation of the objects graylane writes
 	@bin=$$(bash tests/k8s/tools/build.sh istioctl) && echo "istioctl in $$bin"
 
-test: setup deps kube crds istioctl lint  ## everything the tests need, then the whole suite
+traefik:  ## build (or reuse the cached) Traefik v2.11 and v3 from their Go modules, for tests/traefik
+	@for t in traefik-v2 traefik-v3; do bin=$$(bash tests/k8s/tools/build.sh $$t) && echo "$$t in $$bin" || exit 1; done
+
+test: setup deps kube crds istioctl traefik lint  ## everything the tests need, then the whole suite
 	$(BIN)/pytest
 
 unit: setup  ## only the pure tests (no servers)

@@ -1,0 +1,201 @@
+"""Canary analysis on real Traefik, end to end, for tests/traefik/test_traefik_analysis.py:
+
+    traffic ──► Traefik (k8s-flask-pro, weights written by graylane) ──► pods of k8s-flask / k8s-flask-canary
+                  │ metrics entry point: traefik_service_* {service="<ns>-<svc>-8080@kubernetescrd"}
+                  ▼
+    Prometheus (1 s scrape) ◄── PrometheusAnalysis (graylane's traefik templates) ◄── Runner ◄── ticker
+                                                  │
+                      KubernetesProviders: TraefikRouter + KubernetesWorkloads on the test apiserver
+
+Nothing is recorded or simulated: the runner's workload effects change the real Deployments (the canary
+is derived from k8s-flask with the pushed image, promotion rolls k8s-flask to it), kwok runs their pods,
+the pod runner serves each ready pod with its image's version, the endpoint controllers list them, and
+Traefik routes real requests by the IngressRoute graylane wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from functions.bus import MemoryBus
+from functions.core.events import ImagePushed, Tick
+from functions.core.policy import (
+    Analysis,
+    CanaryStage,
+    CanaryStep,
+    ImageRule,
+    MetricCheck,
+    Policy,
+    PromoteStage,
+    RouterSpec,
+    WorkloadSpec,
+)
+from functions.core.state import AppState, Version
+from functions.providers.factory import KubernetesProviders
+from functions.providers.stores.sqlite import SqliteStore
+from functions.runner import Runner
+from functions.settings import Settings
+from tests.real.protection_stack import binary, wait_for
+from tests.support import StaticPolicies
+from tests.traefik import seed
+from tests.traefik.client import Traffic
+from tests.traefik.conftest import FlaskApp, target_for
+from tests.traefik.proxy import free_port, tail
+
+
+def flask_policy(version: str, ns: str, metrics: tuple[MetricCheck, ...], pause: float = 10.0,
+                 window: float = 10.0, alpha: float = 0.001) -> Policy:  # fmt: skip
+    """The seed's app: steps 20 → 50 (each held `pause` s) under analysis every second, then promote."""
+    return Policy(
+        name="flask", namespace=ns, image=ImageRule(repository=seed.REPOSITORY),
+        router=RouterSpec(provider="traefik", options=dict(target_for(version, ns).options)),
+        workload=WorkloadSpec(name=seed.STABLE, canary=seed.CANARY, container="flask"),
+        stages=(CanaryStage(steps=(CanaryStep(20, pause), CanaryStep(50, pause))), PromoteStage()),
+        analysis=Analysis(interval=1.0, window=window, metrics=metrics, alpha=alpha),
+    )  # fmt: skip
+
+
+def push(app: str, tag: str) -> ImagePushed:
+    return ImagePushed(id=f"push-{tag}-{time.monotonic_ns()}", app=app, repository=seed.REPOSITORY, tag=tag,
+                       target=Version(tag, f"{seed.REPOSITORY}:{tag}"))  # fmt: skip
+
+
+class AnalysisStack:
+    """Prometheus scraping the app's Traefik, and a Runner ticking its policy with the real providers."""
+
+    def __init__(self, app: FlaskApp, kube: Any, directory: Path, policy: Policy, tick_every: float = 0.5) -> None:
+        self.app, self.kube, self.dir, self.policy = app, kube, directory, policy
+        self.tick_every = tick_every
+        self.published: list[tuple[float, Any]] = []
+        self.tick_errors: list[BaseException] = []
+        self.clients: list[Traffic] = []
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+        self._prometheus: Any = None
+        self._prometheus_log: Any = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def __enter__(self) -> AnalysisStack:
+        try:
+            self._start_prometheus()
+            self._start_runner()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join(timeout=10)
+        for client in self.clients:
+            client.stop()
+        self.clients.clear()
+        if self._prometheus is not None and self._prometheus.poll() is None:
+            self._prometheus.terminate()
+            self._prometheus.wait(timeout=10)
+        if self._prometheus_log is not None:
+            self._prometheus_log.close()
+        providers = getattr(self, "providers", None)
+        if providers is not None:
+            providers.close()
+
+    def _start_prometheus(self) -> None:
+        import subprocess
+
+        self.prometheus_port = free_port()
+        config = {
+            "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+            "scrape_configs": [{"job_name": "traefik",
+                                "static_configs": [{"targets": [f"127.0.0.1:{self.app.traefik.metrics_port}"]}]}],
+        }  # fmt: skip
+        (self.dir / "prometheus.yml").write_text(json.dumps(config, indent=1))  # JSON is YAML
+        self._prometheus_log = (self.dir / "prometheus.log").open("ab")
+        self._prometheus = subprocess.Popen(
+            [binary("prometheus"), f"--config.file={self.dir / 'prometheus.yml'}",
+             f"--storage.tsdb.path={self.dir / 'prom-data'}", f"--web.listen-address=127.0.0.1:{self.prometheus_port}"],
+            stdout=self._prometheus_log, stderr=subprocess.STDOUT, cwd=self.dir)  # fmt: skip
+
+        def ready() -> bool:
+            if self._prometheus.poll() is not None:
+                raise AssertionError(f"prometheus exited: {tail(self.dir / 'prometheus.log')}")
+            try:
+                with urllib.request.urlopen(f"{self.prometheus_url}/-/ready", timeout=0.5) as r:
+                    return bool(r.status == 200)
+            except OSError:
+                return False
+
+        wait_for("prometheus ready", ready, timeout=15, every=0.05)
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://127.0.0.1:{self.prometheus_port}"
+
+    def _start_runner(self) -> None:
+        settings = Settings(providers="kubernetes", prometheus=self.prometheus_url)
+        self.providers = KubernetesProviders(settings, client_for=lambda cluster: self.kube.api_client())
+        self.store = SqliteStore(self.dir / "state.db")
+        self.bus = MemoryBus()
+        self.bus.subscribe("", lambda event: self.published.append((time.monotonic(), event)))
+        self.runner = Runner(self.store, StaticPolicies([self.policy]), self.providers, bus=self.bus,
+                             source="/graylane/release-tick")  # fmt: skip
+
+        def tick() -> None:
+            while not self._stop.wait(self.tick_every):
+                try:
+                    self.runner.handle(Tick(id=f"tick-{uuid.uuid4().hex}", app=self.policy.app))
+                except Exception as err:  # a failed tick is retried by the next one; kept for diagnosis
+                    self.tick_errors.append(err)
+
+        self._ticker = threading.Thread(target=tick, name="ticker", daemon=True)
+        self._ticker.start()
+
+    # -- what tests use ------------------------------------------------------------------------------------
+    def load(self, clients: int = 4, rps: float = 40.0) -> list[Traffic]:
+        started = [Traffic(self.app.traefik.port, seed.HOST, rps=rps, source=f"127.0.0.{10 + i}").start()
+                   for i in range(clients)]  # fmt: skip
+        self.clients.extend(started)
+        return started
+
+    def hits(self, since: float = 0.0, until: float = float("inf")) -> list[Any]:
+        return [h for c in self.clients for h in c.since(since, until)]
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        url = f"{self.prometheus_url}/api/v1/query?{urlencode({'query': promql})}"
+        with urllib.request.urlopen(url, timeout=3) as r:
+            result: list[dict[str, Any]] = json.load(r)["data"]["result"]
+        return result
+
+    def wait_scraping(self, service: str, timeout: float = 20.0) -> None:
+        """Until Prometheus holds fresh traffic of `service` (a first scrape comes a few seconds after start)."""
+        fresh = f'sum(increase(traefik_service_requests_total{{service="{service}"}}[3s]))'
+        wait_for(f"Prometheus scraping Traefik ({service})",
+                 lambda: any(float(s["value"][1]) > 0 for s in self.query(fresh)), timeout=timeout, every=0.2)
+
+    def state(self) -> AppState:
+        doc, _ = self.store.load(self.policy.app)
+        return AppState.from_json(doc) if doc else AppState(app=self.policy.app)
+
+    def events(self, suffix: str) -> list[tuple[float, Any]]:
+        return [(at, e) for at, e in list(self.published) if str(e["type"]).endswith(suffix)]
+
+    def first(self, suffix: str) -> float | None:
+        found = self.events(suffix)
+        return found[0][0] if found else None
+
+    def story(self) -> str:
+        state = self.state()
+        lines = [f"{h.at} {h.action}: {h.reason}" for h in state.history[-25:]]
+        if state.release is not None:
+            lines += [f"verdict {v.at} {v.verdict}: {v.reason[:300]}" for v in state.release.verdicts[-6:]]
+        return "\n".join(["release story:", *lines, f"tick errors: {[repr(e)[:300] for e in self.tick_errors[:3]]}"])

@@ -1,0 +1,193 @@
+"""The pod runner: real backends for the pods the test cluster runs (kwok only pretends to run them).
+
+For every Ready pod of the watched namespaces that has a pod IP, it serves the demo service
+(functions.demo_service) on `podIP:containerPort` for each port of the pod's first container, answering
+`X-Version: <the image's tag>` and `X-Backend: <namespace>/<pod>`. When the pod stops being Ready or goes
+away, its backend keeps answering for `drain` seconds (the preStop delay a real pod would have while the
+EndpointSlice change reaches the proxy), then stops. So the Services' Endpoints and EndpointSlices that
+kube-controller-manager computes from the ready pods lead to processes of exactly the version the
+Deployment runs: a request answered by "v2" came through a route to a v2 pod.
+
+Behaviour is per version (every pod of the version shares it) and can change while they run:
+
+    runner = PodRunner(api_client, ["pro-1"]).start()
+    runner.set("v2", error_rate=0.35, delay=0.02)
+    runner.serving("pro-1")            # {(ip, port): version} being served now
+    runner.stop()
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from functions.demo_service import Behaviour, DemoServer
+
+
+def image_version(image: str) -> str:
+    """The tag of an image reference ("registry:5000/team/flask:v1.2@sha256:..." -> "v1.2"), or "latest"."""
+    ref = image.split("@", 1)[0]
+    name, _, tag = ref.rpartition(":")
+    return tag if name and "/" not in tag else "latest"
+
+
+def pod_ready(pod: Any) -> bool:
+    status = pod.status
+    if status is None or pod.metadata.deletion_timestamp is not None or not status.pod_ip:
+        return False
+    return status.phase == "Running" and any(
+        c.type == "Ready" and c.status == "True" for c in status.conditions or []
+    )
+
+
+@dataclass
+class _Served:
+    version: str
+    server: DemoServer
+    thread: threading.Thread
+    gone_at: float | None = None  # monotonic time the pod stopped being ready
+
+    def stop(self) -> None:
+        self.server.draining = True
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+class PodRunner:
+    def __init__(self, api_client: Any, namespaces: Iterable[str] = (), interval: float = 0.1,
+                 drain: float = 2.0) -> None:  # fmt: skip
+        from kubernetes import client
+
+        self._core = client.CoreV1Api(api_client)
+        self._api_client = api_client
+        self.namespaces: set[str] = set(namespaces)
+        self.interval, self.drain = interval, drain
+        self.behaviours: dict[str, Behaviour] = {}
+        self.errors: list[str] = []
+        self._served: dict[tuple[str, str, int], _Served] = {}  # (namespace, pod uid, port)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pod-runner", daemon=True)
+
+    # -- control ---------------------------------------------------------------------------------------
+    def start(self) -> PodRunner:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        with self._lock:
+            served, self._served = list(self._served.values()), {}
+        for s in served:
+            s.stop()
+
+    def watch(self, namespace: str) -> None:
+        with self._lock:
+            self.namespaces.add(namespace)
+
+    def behaviour(self, version: str) -> Behaviour:
+        with self._lock:
+            return self.behaviours.setdefault(version, Behaviour())
+
+    def set(self, version: str, error_rate: float | None = None, delay: float | None = None) -> None:
+        """Every pod of `version` (now and later) answers 500 with `error_rate` and `delay` s later."""
+        b = self.behaviour(version)
+        if error_rate is not None:
+            b.error_rate = error_rate
+        if delay is not None:
+            b.delay = delay
+
+    def served(self, version: str) -> int:
+        return self.behaviour(version).served
+
+    def serving(self, namespace: str) -> dict[tuple[str, int], str]:
+        """(pod IP, port) -> version of the backends of `namespace` that serve (draining ones included)."""
+        with self._lock:
+            return {(s.server.server_address[0], s.server.server_address[1]): s.version
+                    for (ns, _, _), s in self._served.items() if ns == namespace}  # fmt: skip
+
+    def wait_serving(self, namespace: str, versions: dict[str, int], timeout: float = 30.0) -> None:
+        """Until exactly `versions` ({version: number of ready pods}) are served in `namespace` and none drain."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                live = [s for (ns, _, _), s in self._served.items() if ns == namespace]
+                counts: dict[str, int] = {}
+                for s in live:
+                    if s.gone_at is None:
+                        counts[s.version] = counts.get(s.version, 0) + 1
+                draining = any(s.gone_at is not None for s in live)
+            if counts == versions and not draining:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"pods of {namespace}: serving {counts} (draining: {draining}), "
+                                     f"wanted {versions}; runner errors {self.errors[-3:]}")  # fmt: skip
+            time.sleep(0.05)
+
+    # -- the loop --------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                namespaces = sorted(self.namespaces)
+            seen: set[tuple[str, str, int]] = set()
+            listed: set[str] = set()
+            for ns in namespaces:
+                try:
+                    pods = self._core.list_namespaced_pod(ns).items
+                except Exception as err:  # the namespace may be going away; keep serving what runs
+                    self.errors.append(f"{ns}: list pods: {err!r}"[:300])
+                    continue
+                listed.add(ns)
+                for pod in pods:
+                    if pod_ready(pod):
+                        seen.update(self._serve(ns, pod))
+            self._retire(seen, listed)
+            self._stop.wait(self.interval)
+
+    def _serve(self, ns: str, pod: Any) -> list[tuple[str, str, int]]:
+        container = pod.spec.containers[0]
+        version = image_version(container.image or "")
+        keys = []
+        for port in container.ports or []:
+            if (port.protocol or "TCP") != "TCP":
+                continue
+            key = (ns, pod.metadata.uid, int(port.container_port))
+            keys.append(key)
+            with self._lock:
+                running = self._served.get(key)
+                if running is not None:
+                    running.gone_at = None  # ready again
+                    continue
+            try:
+                server = DemoServer(f"{ns}/{pod.metadata.name}", version, int(port.container_port),
+                                    self.behaviour(version), host=pod.status.pod_ip)  # fmt: skip
+            except OSError as err:
+                self.errors.append(f"{ns}/{pod.metadata.name}: bind {pod.status.pod_ip}:{port.container_port}: "
+                                   f"{err}")  # fmt: skip
+                continue
+            thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                                      name=f"pod-{pod.metadata.name}", daemon=True)  # fmt: skip
+            thread.start()
+            with self._lock:
+                self._served[key] = _Served(version, server, thread)
+        return keys
+
+    def _retire(self, seen: set[tuple[str, str, int]], listed: set[str]) -> None:
+        now = time.monotonic()
+        done = []
+        with self._lock:
+            for key, s in self._served.items():
+                if key in seen or key[0] not in listed:
+                    continue
+                if s.gone_at is None:
+                    s.gone_at = now
+                elif now - s.gone_at >= self.drain:
+                    done.append(key)
+            stopped = [self._served.pop(key) for key in done]
+        for s in stopped:
+            s.stop()
