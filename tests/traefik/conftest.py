@@ -36,10 +36,14 @@ GROUPS = {"v2": "traefik.containo.us", "v3": "traefik.io"}
 
 
 def need_traefik(version: str) -> None:
+    """Fail (never skip) with the command that builds Traefik `version` when it is not built."""
+    missing = ""
     try:
         traefik_binary(version)
     except TraefikMissing as err:
-        pytest.fail(str(err), pytrace=False)
+        missing = str(err)
+    if missing:  # outside the except block: one clear message, not a chained traceback
+        pytest.fail(missing, pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -158,9 +162,8 @@ def start_flask(version: str, kube: KubeCluster, pods: PodRunner, directory: Pat
     traefik = Traefik.start(version, directory, kube.kubeconfig, [pro, dev], gateway=version == "v3")
     app = FlaskApp(version, group, pro, dev, api, pods, traefik, TraefikRouter(kube.api_client()),
                    target_for(version, pro))  # fmt: skip
-    for svc, ns, name in ((seed.STABLE, pro, seed.STABLE), (seed.CANARY, pro, seed.CANARY),
-                          (seed.DEV_SERVICE, dev, seed.DEV)):  # fmt: skip
-        traefik.wait_servers(f"{ns}-{svc}-{seed.PORT}", pod_urls(api, ns, name))
+    for svc in (seed.STABLE, seed.CANARY):  # the weighted route's backends: Traefik names them <ns>-<svc>-<port>
+        traefik.wait_servers(f"{pro}-{svc}-{seed.PORT}", pod_urls(api, pro, svc))
     return app
 
 
@@ -171,9 +174,11 @@ def stop_flask(app: FlaskApp) -> None:
 
 
 @pytest.fixture(scope="module", params=["v2", "v3"])
-def flask(request: pytest.FixtureRequest, kube: KubeCluster, pods: PodRunner,
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlaskApp]:  # fmt: skip
-    app = start_flask(str(request.param), kube, pods, tmp_path_factory.mktemp(f"traefik-{request.param}"))
+def flask(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlaskApp]:
+    version = str(request.param)
+    need_traefik(version)  # before the cluster starts: a missing build fails at once
+    kube, pods = request.getfixturevalue("kube"), request.getfixturevalue("pods")
+    app = start_flask(version, kube, pods, tmp_path_factory.mktemp(f"traefik-{version}"))
     try:
         yield app
     finally:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import time
@@ -34,6 +35,8 @@ from typing import Any
 
 from tests.traefik.binaries import traefik_binary
 
+_SAMPLE = re.compile(r"(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})? (?P<value>\S+)")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5, 5.0)
 CRD, GATEWAY = "kubernetescrd", "kubernetesgateway"
 
@@ -182,6 +185,17 @@ class Traefik:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as r:
             return str(r.read().decode())
 
+    def series(self, name: str) -> list[dict[str, Any]]:
+        """The samples of metric `name` on Traefik's metrics endpoint, shaped like a Prometheus instant
+        vector ({"metric": labels, "value": [0, "<value>"]})."""
+        out = []
+        for line in self.metrics().splitlines():
+            match = _SAMPLE.fullmatch(line)
+            if match and match["name"] == name:
+                labels = dict(_LABEL.findall(match["labels"] or ""))
+                out.append({"metric": labels, "value": [0, match["value"]]})
+        return out
+
     def wait(self, what: str, check: Callable[[dict[str, Any]], Any], timeout: float = 20.0) -> Any:
         """Poll rawdata until `check(raw)` is truthy (returned); TraefikFailed with the log tail if not."""
         deadline = time.monotonic() + timeout
@@ -197,9 +211,13 @@ class Traefik:
             except (OSError, urllib.error.URLError, ValueError) as err:
                 last = repr(err)
             if time.monotonic() > deadline:
-                snapshot = json.dumps(last, indent=1, default=str)[-3000:]
+                dump = self.directory / "rawdata-at-failure.json"
+                dump.write_text(json.dumps(last, indent=1, default=str))
+                summary = ({k: sorted(v) for k, v in last.items() if isinstance(v, dict)}
+                           if isinstance(last, dict) else last)  # fmt: skip
                 raise TraefikFailed(f"Traefik {self.version}: {what}: not within {timeout} s\n"
-                                    f"rawdata: {snapshot}\nlog:\n{self.log_tail(25)}")  # fmt: skip
+                                    f"rawdata ({dump}): {json.dumps(summary, indent=1)[-3000:]}\n"
+                                    f"log:\n{self.log_tail(25)}")  # fmt: skip
             time.sleep(0.05)
 
     def wait_route(self, ingress_route: Mapping[str, Any], middlewares: Mapping[str, Any] = {},
@@ -240,7 +258,7 @@ def route_in_force(raw: Mapping[str, Any], ingress_route: Mapping[str, Any], mid
     routes = ingress_route["spec"].get("routes") or []
     if sorted(r.get("rule", "") for r in routers.values()) != sorted(r["match"] for r in routes):
         return False
-    by_rule = {r.get("rule"): r for r in routers.values()}
+    by_rule = {r.get("rule"): {**r, "_name": k} for k, r in routers.items()}
     services = raw.get("services", {})
     for route in routes:
         router = by_rule[route["match"]]
@@ -256,15 +274,18 @@ def route_in_force(raw: Mapping[str, Any], ingress_route: Mapping[str, Any], mid
             wanted = [(f"{s.get('namespace', ns)}-{s['name']}-{s['port']}", s.get("weight", 1)) for s in refs]
             if weighted != wanted:
                 return False
-        elif refs and refs[0].get("kind", "Service") == "Service":
-            s = refs[0]
-            if _strip(router["service"]) != f"{s.get('namespace', ns)}-{s['name']}-{s['port']}":
+        elif refs and refs[0].get("kind", "Service") == "Service":  # the route's own load balancer
+            if _strip(router["service"]) != _strip(router_name(router)) or not svc.get("loadBalancer", {}).get("servers"):
                 return False
     for mw_name, spec in middlewares.items():
         live = raw.get("middlewares", {}).get(f"{ns}-{mw_name}@{CRD}")
         if live is None or not _holds(live, spec):
             return False
     return True
+
+
+def router_name(router: Mapping[str, Any]) -> str:
+    return str(router.get("_name", ""))
 
 
 def _holds(actual: Any, expected: Any) -> bool:

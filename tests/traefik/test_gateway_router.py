@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from functions.core.effects import STABLE_ONLY, RoutePlan
-from functions.core.policy import Match
+from functions.core.policy import ImageRule, Match, Policy, RouterSpec, WorkloadSpec
+from functions.providers.metrics import templates as tp
 from functions.providers.routers.base import RouteTarget
 from functions.providers.routers.gateway_api import GatewayAPIRouter
 from tests.traefik import seed
@@ -62,8 +63,10 @@ class GatewayApp:
 
 
 @pytest.fixture(scope="module")
-def gw(kube: KubeCluster, pods: PodRunner, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayApp]:
-    need_traefik("v3")
+def gw(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayApp]:
+    need_traefik("v3")  # before the cluster starts: a missing build fails at once
+    kube: KubeCluster = request.getfixturevalue("kube")
+    pods: PodRunner = request.getfixturevalue("pods")
     api = kube.api_client()
     ns = make_namespace(api, "gw-v3")
     pods.watch(ns)
@@ -156,6 +159,29 @@ def test_weights_change_under_load_without_a_single_failed_request(app: GatewayA
         worker.join(timeout=10)
     print(f"\nTraefik v3 Gateway under load: {dict(results)}, errors {len(errors)}")
     assert not errors and set(results) == {"v1", "v2"}, (results, errors[:5])
+
+
+def test_gateway_api_templates_with_metrics_traefik_select_the_gateway_providers_series(app: GatewayApp) -> None:
+    """Traefik's Gateway provider names HTTPRoute backends `<ns>-<svc>-http-<port>@kubernetesgateway`."""
+    policy = Policy(name="flask", namespace=app.ns, image=ImageRule(repository=seed.REPOSITORY),
+                    router=RouterSpec("gateway-api", dict(app.target.options)), stages=(),
+                    workload=WorkloadSpec(name=seed.STABLE, canary=seed.CANARY))  # fmt: skip
+    assert tp.metrics_source(policy) == "traefik"
+    target = tp.target(policy, "gw")
+    before = tp.split_counts("traefik", [target], app.traefik.series("traefik_service_requests_total")).get("gw", {})
+    app.route(RoutePlan.canary_at(20))
+    app.pods.set("v2", error_rate=0.5)
+    try:
+        seen = app.client().split(1000)
+    finally:
+        app.pods.set("v2", error_rate=0.0)
+    after = tp.split_counts("traefik", [target], app.traefik.series("traefik_service_requests_total"))["gw"]
+    zero = tp.Counts()
+    stable = after[tp.STABLE].requests - before.get(tp.STABLE, zero).requests
+    canary = after[tp.CANARY].requests - before.get(tp.CANARY, zero).requests
+    errors = after[tp.CANARY].errors - before.get(tp.CANARY, zero).errors
+    assert (stable, canary) == (800, 200), (stable, canary, seen)  # every request, on the right version
+    assert errors == seen["status 500"] and 60 < errors < 140, (errors, seen)
 
 
 def test_read_back_and_finalize(app: GatewayApp) -> None:

@@ -82,3 +82,28 @@ def test_v3_syntax_cannot_be_asked_of_the_legacy_group() -> None:
 def test_a_backtick_in_a_value_is_refused_rather_than_breaking_the_rule() -> None:
     with pytest.raises(ConfigError, match="backtick"):
         _routes("traefik.io", RoutePlan.canary_at(0, match=(Match(kind="header", name="x", value="a`b"),)))
+
+
+def _services(route: dict[str, Any]) -> list[tuple[str, int | None]]:
+    return [(s["name"], s.get("weight")) for s in route["services"]]
+
+
+@pytest.mark.parametrize("group", ["traefik.io", "traefik.containo.us"])
+def test_a_canary_without_traffic_is_not_listed_so_its_missing_pods_cannot_drop_the_route(group: str) -> None:
+    """Traefik drops a route whose Service has no endpoints ("no servers found"): 404 for everyone."""
+    assert [_services(r) for r in _routes(group, RoutePlan())] == [[("k8s-flask", 100)]]
+    assert _services(_routes(group, RoutePlan.canary_at(5))[-1]) == [("k8s-flask", 95), ("k8s-flask-canary", 5)]
+    assert _services(_routes(group, RoutePlan.canary_at(100))[-1]) == [("k8s-flask", 0), ("k8s-flask-canary", 100)]
+
+
+def test_the_ab_route_is_weighted_so_traefik_names_its_backend_after_the_canary_service() -> None:
+    routes = _routes("traefik.io", RoutePlan.canary_at(0, match=RULES[:1]))
+    assert _services(routes[0]) == [("k8s-flask-canary", 100), ("k8s-flask", 0)]
+    assert _services(routes[1]) == [("k8s-flask", 100)]
+
+
+def test_a_traefik_service_weighs_only_what_gets_traffic() -> None:
+    opts = {"traefikService": "flask-wrr", "port": 8080}
+    s = traefik._setup(RouteTarget("pro", "flask", "k8s-flask", "k8s-flask-canary", options=opts))
+    assert [x["name"] for x in traefik._weighted(s, RoutePlan())] == ["k8s-flask"]
+    assert [x["weight"] for x in traefik._weighted(s, RoutePlan.canary_at(30))] == [70, 30]

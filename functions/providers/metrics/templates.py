@@ -13,6 +13,8 @@ HAProxy's average response time over the last 1024 requests (it has no histogram
 
 from __future__ import annotations
 
+import hashlib
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import field
@@ -110,6 +112,32 @@ def traefik_service(namespace: str, service: str, port: object, provider: str = 
     return f"{name}@{provider}"
 
 
+def traefik_route_service(namespace: str, ingress_route: str, rule: str) -> str:
+    """Traefik's name of the load balancer of an IngressRoute route with a single Service backend: the CRD
+    provider names it after the route, `<namespace>-<ingressRoute>-<first 10 bytes of sha256(rule), hex>`
+    (v2.11 and v3 alike), not after the Service. graylane's default route is one when the canary has no
+    traffic (the stable alone), e.g. during an A/B test or a post-promotion watch."""
+    digest = hashlib.sha256(rule.encode()).hexdigest()[:20]
+    name = "-".join(p for p in re.split(r"[\W_]+", f"{namespace}-{ingress_route}-{digest}") if p)
+    return f"{name}@kubernetescrd"
+
+
+def traefik_default_rule(host: str) -> str:
+    """The rule of the traefik router's default route (functions.providers.routers.traefik.default_rule)."""
+    return f"Host(`{host}`)" if host else "PathPrefix(`/`)"
+
+
+def _traefik_names(policy: Policy, service: str, stable: bool) -> str:
+    """The `service` label values (a regex) of one version behind the traefik router: its Service as a
+    weighted backend, and for the stable also the default route's own load balancer (the stable alone)."""
+    names = [re.escape(traefik_service(policy.namespace, service, _port(policy)))]
+    route = _opt(policy, "ingressRoute", default="")
+    if stable and route:
+        rule = traefik_default_rule(_opt(policy, "host", default=""))
+        names.append(re.escape(traefik_route_service(policy.namespace, route, rule)))
+    return "|".join(names)
+
+
 def _port(policy: Policy) -> object:
     port = policy.router.options.get("port", 80)  # the routers' default
     return port if isinstance(port, (int, str)) and not isinstance(port, bool) else 80
@@ -123,7 +151,7 @@ def target(policy: Policy, key: str) -> Target:
     canary_svc = _opt(policy, "canaryService", default=policy.canary_workload)
     e = re.escape
     if kind == "traefik":  # exact names: "app" never matches "app-canary", nor a weighted parent service
-        pick = lambda svc: Matcher((("service", e(traefik_service(ns, svc, _port(policy)))),))  # noqa: E731
+        pick = lambda svc: Matcher((("service", _traefik_names(policy, svc, svc == stable_svc)),))  # noqa: E731
     elif kind == "gateway-api" and metrics_source(policy) == "traefik":
         pick = lambda svc: Matcher(  # noqa: E731
             (("service", e(traefik_service(ns, svc, _port(policy), "kubernetesgateway"))),))
@@ -219,15 +247,22 @@ def split_counts(router: str, targets: Iterable[Target], series: list[dict]) -> 
 
 
 def split_values(targets: Iterable[Target], series: list[dict]) -> dict[str, dict[str, float]]:
-    """Raw per-version instant vector -> {release id: {stable|canary: value}} (NaN kept: no traffic)."""
+    """Raw per-version instant vector -> {release id: {stable|canary: value}} (NaN kept: no traffic).
+
+    A version may have several series (Traefik: its Service as a weighted backend and, for the stable, the
+    default route's own load balancer): a series without traffic (NaN) never hides one with traffic, and
+    of several with traffic the highest (the slowest, for latency) is kept.
+    """
     out: dict[str, dict[str, float]] = {}
     tlist = list(targets)
     for s in series:
-        labels = s.get("metric", {})
+        labels, v = s.get("metric", {}), _value(s)
         for t in tlist:
             for version, m in ((STABLE, t.stable), (CANARY, t.canary)):
                 if m.matches(labels):
-                    out.setdefault(t.key, {})[version] = _value(s)
+                    seen = out.setdefault(t.key, {}).get(version)
+                    if seen is None or math.isnan(seen) or (not math.isnan(v) and v > seen):
+                        out[t.key][version] = v
     return out
 
 

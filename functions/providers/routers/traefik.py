@@ -6,12 +6,21 @@ Layout graylane writes (options `ingressRoute`, `host`, `entryPoints`, `stableSe
 
     routes:
       - match: Host(`pro.coding`) && (Header(`location`, `shenzhen`))   # only with A/B rules
-        services: [canary]
+        services: [canary weight 100, stable weight 0]
       - match: Host(`pro.coding`)
         services: [stable weight 80, canary weight 20]   # or [TraefikService <traefikService>]
 
 The A/B route's rule contains the default rule plus more, so Traefik's default priority (rule length)
-always tries it first. With `traefikService` the weights live in that TraefikService; without
+always tries it first.
+
+What real Traefik (v2.11 and v3) does with these lists decides their shape:
+- A canary at weight 0 is left out (`[stable weight 100]`): Traefik drops a whole route when one of its
+  Services has no endpoints (unless the proxy runs with allowEmptyServices), and the canary has none before
+  its first deploy and after graylane scales it down: listing it would answer 404 to everyone.
+- The A/B route lists the stable at weight 0 beside the canary: Traefik names the backends of a route
+  with several services `<ns>-<svc>-<port>`, the `service` label of its metrics, but the load balancer of
+  a route with one service after the route (`<ns>-<ingressRoute>-<hash of the rule>`), so a lone canary
+  there would be invisible to the analysis. The stable always has endpoints. With `traefikService` the weights live in that TraefikService; without
 `ingressRoute` graylane only weighs it (no rules, no protection). Both API groups are served: traefik.io
 (rule syntax v3 by default) and the legacy traefik.containo.us (v2 syntax, `Headers(...)`).
 """
@@ -110,7 +119,14 @@ def _service(name: str, s: _Setup, weight: int | None = None) -> dict[str, Any]:
 
 
 def _weighted(s: _Setup, plan: RoutePlan) -> list[dict[str, Any]]:
-    return [_service(s.stable, s, plan.stable), _service(s.canary, s, plan.canary)]
+    """The default route's backends: the stable always (it has endpoints), the canary only when it gets traffic."""
+    stable = [_service(s.stable, s, plan.stable)]
+    return stable + [_service(s.canary, s, plan.canary)] if plan.canary > 0 else stable
+
+
+def default_rule(host: str) -> str:
+    """The rule of the route every request without an A/B match takes (Host, or every path)."""
+    return f"Host(`{host}`)" if host else "PathPrefix(`/`)"
 
 
 def _route(rule: str, services: list[dict[str, Any]], middlewares: list[Any], s: _Setup) -> dict[str, Any]:
@@ -123,13 +139,14 @@ def _route(rule: str, services: list[dict[str, Any]], middlewares: list[Any], s:
 
 
 def _routes(s: _Setup, plan: RoutePlan, middlewares: list[Any]) -> list[dict[str, Any]]:
-    default_rule = f"Host({_quote(s.host, s)})" if s.host else f"PathPrefix({_quote('/', s)})"
+    default = default_rule(_quote(s.host, s)[1:-1]) if s.host else default_rule("")
     backend = [{"kind": "TraefikService", "name": s.traefik_service}] if s.traefik_service else _weighted(s, plan)
     routes = []
     if plan.match:
         rules = " || ".join(_matcher(m, s) for m in plan.match)
-        routes.append(_route(f"{default_rule} && ({rules})", [_service(s.canary, s)], middlewares, s))
-    routes.append(_route(default_rule, backend, middlewares, s))
+        ab = [_service(s.canary, s, 100), _service(s.stable, s, 0)]  # weighted: see the module docstring
+        routes.append(_route(f"{default} && ({rules})", ab, middlewares, s))
+    routes.append(_route(default, backend, middlewares, s))
     return routes
 
 
