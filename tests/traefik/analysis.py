@@ -38,6 +38,7 @@ from functions.core.policy import (
     WorkloadSpec,
 )
 from functions.core.state import AppState, Version
+from functions.local.ports import PortTaken, free_port, port_taken, retry_on_fresh_ports
 from functions.providers.factory import KubernetesProviders
 from functions.providers.stores.sqlite import SqliteStore
 from functions.runner import Runner
@@ -47,7 +48,6 @@ from tests.support import StaticPolicies
 from tests.traefik import seed
 from tests.traefik.client import Traffic
 from tests.traefik.conftest import FlaskApp, target_for
-from tests.traefik.proxy import free_port, tail
 
 
 def flask_policy(version: str, ns: str, metrics: tuple[MetricCheck, ...], pause: float = 10.0,
@@ -111,16 +111,26 @@ class AnalysisStack:
             providers.close()
 
     def _start_prometheus(self) -> None:
+        def ports() -> None:
+            self.prometheus_port = free_port()
+
+        ports()
+        retry_on_fresh_ports("prometheus", self._spawn_prometheus, ports)
+
+    def _spawn_prometheus(self) -> None:
         import subprocess
 
-        self.prometheus_port = free_port()
+        if self._prometheus_log is not None:
+            self._prometheus_log.close()
         config = {
             "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
             "scrape_configs": [{"job_name": "traefik",
                                 "static_configs": [{"targets": [f"127.0.0.1:{self.app.traefik.metrics_port}"]}]}],
         }  # fmt: skip
         (self.dir / "prometheus.yml").write_text(json.dumps(config, indent=1))  # JSON is YAML
-        self._prometheus_log = (self.dir / "prometheus.log").open("ab")
+        log = self.dir / "prometheus.log"
+        start = log.stat().st_size if log.exists() else 0
+        self._prometheus_log = log.open("ab")
         self._prometheus = subprocess.Popen(
             [binary("prometheus"), f"--config.file={self.dir / 'prometheus.yml'}",
              f"--storage.tsdb.path={self.dir / 'prom-data'}", f"--web.listen-address=127.0.0.1:{self.prometheus_port}"],
@@ -128,7 +138,10 @@ class AnalysisStack:
 
         def ready() -> bool:
             if self._prometheus.poll() is not None:
-                raise AssertionError(f"prometheus exited: {tail(self.dir / 'prometheus.log')}")
+                output = log.read_text(errors="replace")[start:]
+                if port_taken(output):
+                    raise PortTaken(f"prometheus: its address was already in use: {output[-300:]}")
+                raise AssertionError(f"prometheus exited: {output[-2000:]}")
             try:
                 with urllib.request.urlopen(f"{self.prometheus_url}/-/ready", timeout=0.5) as r:
                     return bool(r.status == 200)

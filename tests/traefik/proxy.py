@@ -14,8 +14,8 @@ kubernetesGateway provider) restricted to the given namespaces; the apiserver co
 versions' providers read before any endpoint option. Traefik v2.11's CRD provider reads core/v1
 Endpoints, v3's reads EndpointSlices; both are what kube-controller-manager maintains for the Services.
 
-A port taken between picking and binding (Traefik exits: "address already in use") is retried on fresh
-ports; any other early exit fails with the log's tail.
+A port taken between picking and binding (Traefik exits: "bind: address already in use") is retried on
+fresh ports (functions.local.ports); any other early exit fails with the log's tail.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from functions.local.ports import free_port, port_taken
 from tests.traefik.binaries import traefik_binary
 
 _SAMPLE = re.compile(r"(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})? (?P<value>\S+)")
@@ -43,12 +44,6 @@ CRD, GATEWAY = "kubernetescrd", "kubernetesgateway"
 
 class TraefikFailed(AssertionError):
     """Traefik exited, or did not get ready in time; the message has its log's tail."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def tail(path: Path, lines: int = 40) -> str:
@@ -125,7 +120,7 @@ class Traefik:
             except TraefikFailed as err:
                 proxy.stop()
                 last = str(err)
-                if "address already in use" not in tail(log_path, 200):
+                if not port_taken(tail(log_path, 200)):
                     raise
         raise TraefikFailed(f"Traefik {version}: no free ports after {attempts} attempts: {last}")
 
@@ -213,8 +208,11 @@ class Traefik:
             if time.monotonic() > deadline:
                 dump = self.directory / "rawdata-at-failure.json"
                 dump.write_text(json.dumps(last, indent=1, default=str))
-                summary = ({k: sorted(v) for k, v in last.items() if isinstance(v, dict)}
-                           if isinstance(last, dict) else last)  # fmt: skip
+                summary: Any = last
+                if isinstance(last, dict):
+                    summary = {k: sorted(v) for k, v in last.items() if isinstance(v, dict)}
+                    summary["errors"] = {name: obj.get("error") for kind in ("routers", "services", "middlewares")
+                                         for name, obj in last.get(kind, {}).items() if obj.get("error")}  # fmt: skip
                 raise TraefikFailed(f"Traefik {self.version}: {what}: not within {timeout} s\n"
                                     f"rawdata ({dump}): {json.dumps(summary, indent=1)[-3000:]}\n"
                                     f"log:\n{self.log_tail(25)}")  # fmt: skip
