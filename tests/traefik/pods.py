@@ -1,6 +1,7 @@
 """The pod runner: real backends for the pods the test cluster runs (kwok only pretends to run them).
 
-For every Ready pod of the watched namespaces that has a pod IP, it serves the demo service
+For every Ready pod of the watched namespaces that has a pod IP (seen by a watch, resynced by a list every
+0.1 s), it serves the demo service
 (functions.demo_service) on `podIP:containerPort` for each port of the pod's first container, answering
 `X-Version: <the image's tag>` and `X-Backend: <namespace>/<pod>`. When the pod stops being Ready or goes
 away, its backend keeps answering for `drain` seconds (the preStop delay a real pod would have while the
@@ -70,17 +71,21 @@ class PodRunner:
         self.errors: list[str] = []
         self._served: dict[tuple[str, str, int], _Served] = {}  # (namespace, pod uid, port)
         self._lock = threading.Lock()
+        self._starting = threading.Lock()  # one thread at a time checks and binds a pod's backend
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pod-runner", daemon=True)
+        self._watcher = threading.Thread(target=self._watch, name="pod-runner-watch", daemon=True)
 
     # -- control ---------------------------------------------------------------------------------------
     def start(self) -> PodRunner:
         self._thread.start()
+        self._watcher.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(10)
+        self._watcher.join(10)
         with self._lock:
             served, self._served = list(self._served.values()), {}
         for s in served:
@@ -129,8 +134,29 @@ class PodRunner:
                                      f"wanted {versions}; runner errors {self.errors[-3:]}")  # fmt: skip
             time.sleep(0.05)
 
-    # -- the loop --------------------------------------------------------------------------------------
+    # -- the loops -------------------------------------------------------------------------------------
+    def _watch(self) -> None:
+        """Start a pod's backend the moment it is reported Ready, as fast as the endpoint controllers learn
+        of it (a kubelet would have the process up first): the proxy never meets a ready pod that refuses."""
+        from kubernetes import watch
+
+        while not self._stop.is_set():
+            try:
+                for event in watch.Watch().stream(self._core.list_pod_for_all_namespaces, timeout_seconds=2,
+                                                  _request_timeout=10):  # fmt: skip
+                    pod = event["object"]
+                    with self._lock:
+                        wanted = pod.metadata.namespace in self.namespaces
+                    if wanted and event["type"] in ("ADDED", "MODIFIED") and pod_ready(pod):
+                        self._serve(pod.metadata.namespace, pod)
+                    if self._stop.is_set():
+                        return
+            except Exception as err:  # the resync loop still serves every ready pod; try again
+                self.errors.append(f"watch pods: {err!r}"[:300])
+                self._stop.wait(0.5)
+
     def _run(self) -> None:
+        """Resync: serve every ready pod (in case the watch missed one), retire those gone."""
         while not self._stop.is_set():
             with self._lock:
                 namespaces = sorted(self.namespaces)
@@ -150,6 +176,10 @@ class PodRunner:
             self._stop.wait(self.interval)
 
     def _serve(self, ns: str, pod: Any) -> list[tuple[str, str, int]]:
+        with self._starting:
+            return self._serve_pod(ns, pod)
+
+    def _serve_pod(self, ns: str, pod: Any) -> list[tuple[str, str, int]]:
         container = pod.spec.containers[0]
         version = image_version(container.image or "")
         keys = []

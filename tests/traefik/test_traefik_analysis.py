@@ -111,6 +111,17 @@ def _failed(hits: list[Any]) -> Counter[str]:
     return Counter(f"status {h.status}" for h in hits if not h.version)
 
 
+def _assert_none_failed(stack: AnalysisStack, started: float) -> None:
+    hits = stack.hits(started)
+    failed = _failed(hits)
+    if failed:
+        when = [round(h.at - started, 2) for h in hits if not h.version]
+        events = [(round(at - started, 2), str(e["type"]).rsplit(".", 2)[-2:]) for at, e in stack.published
+                  if at >= started]  # fmt: skip
+        raise AssertionError(f"requests no backend answered during the release: {failed} at {when} s; "
+                             f"events {events}")  # fmt: skip
+
+
 def test_the_traefik_templates_select_traefiks_real_series(stable_app: FlaskApp, kube: KubeCluster,
                                                           tmp_path: Path) -> None:  # fmt: skip
     app = stable_app
@@ -177,8 +188,7 @@ def test_a_bad_canary_is_rolled_back_on_traefiks_metrics(stable_app: FlaskApp, k
             time.sleep(2.0)
             after = stack.hits(settled)
             assert len(after) > 100 and {h.version for h in after} == {"v1"}, Counter(h.version for h in after)
-            failed = _failed(stack.hits(started))
-            assert failed == Counter(), f"requests no backend answered during the release: {failed}"
+            _assert_none_failed(stack, started)
             canary_hits = [h for h in stack.hits(started, rolled_back) if h.version == "v2"]
             first_bad = min(h.at for h in canary_hits if h.status == 500)
             print(f"\nTraefik {app.version} bad canary: first bad request -> rolled back {rolled_back - first_bad:.2f} s "
@@ -225,8 +235,7 @@ def test_a_healthy_canary_is_promoted_on_traefiks_metrics(stable_app: FlaskApp, 
                 hits = [h for h in stack.hits(since, until) if h.version]
                 canary = sum(h.version == "v2" for h in hits)
                 assert len(hits) > 200 and abs(canary / len(hits) - share) < 0.1, (share, canary, len(hits))
-            failed = _failed(stack.hits(started))
-            assert failed == Counter(), f"requests no backend answered during the release: {failed}"
+            _assert_none_failed(stack, started)
             print(f"\nTraefik {app.version} healthy canary: promoted {promoted - started:.1f} s, "
                   f"succeeded {succeeded - started:.1f} s after the push; verdicts {verdicts.count('pass')} pass, "
                   f"{verdicts.count('inconclusive')} inconclusive")  # fmt: skip
