@@ -100,7 +100,10 @@ class Witness:
 
     def weights(self, cluster: str) -> dict[str, int]:
         route = self.route(cluster)
-        return {s["name"]: s["weight"] for s in route["spec"]["routes"][-1]["services"]} if route else {}
+        if not route:
+            return {}
+        listed = {s["name"]: s["weight"] for s in route["spec"]["routes"][-1]["services"]}
+        return {STABLE: 0, CANARY: 0, **listed}  # a Service the route does not list gets none
 
     def snapshot(self, cluster: str) -> dict[str, Any]:
         return {"stable": self.deployment(cluster, STABLE), "canary": self.deployment(cluster, CANARY),
