@@ -5,7 +5,8 @@ For every Ready pod of the watched namespaces that has a pod IP (seen by a watch
 (functions.demo_service) on `podIP:containerPort` for each port of the pod's first container, answering
 `X-Version: <the image's tag>` and `X-Backend: <namespace>/<pod>`. When the pod stops being Ready or goes
 away, its backend keeps answering for `drain` seconds (the preStop delay a real pod would have while the
-EndpointSlice change reaches the proxy), then stops. So the Services' Endpoints and EndpointSlices that
+EndpointSlice change reaches the proxy), then stops with every connection it holds (a pod's sockets die
+with it: kwok may hand its IP to the next pod at once). So the Services' Endpoints and EndpointSlices that
 kube-controller-manager computes from the ready pods lead to processes of exactly the version the
 Deployment runs: a request answered by "v2" came through a route to a v2 pod.
 
@@ -19,6 +20,7 @@ Behaviour is per version (every pod of the version shares it) and can change whi
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterable
@@ -44,17 +46,48 @@ def pod_ready(pod: Any) -> bool:
     )
 
 
+class _PodServer(DemoServer):
+    """The demo service as a pod's process: when it stops, every connection it holds goes with it (a
+    stopped pod's sockets do not outlive it; kwok may give its IP to the next pod at once)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._connections: set[Any] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def kill(self) -> None:
+        self.draining = True
+        self.shutdown()
+        self.server_close()
+        with self._connections_lock:
+            connections, self._connections = list(self._connections), set()
+        for conn in connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            conn.close()
+
+
 @dataclass
 class _Served:
     version: str
-    server: DemoServer
+    server: _PodServer
     thread: threading.Thread
     gone_at: float | None = None  # monotonic time the pod stopped being ready
 
     def stop(self) -> None:
-        self.server.draining = True
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.kill()
         self.thread.join(timeout=5)
 
 
@@ -194,7 +227,7 @@ class PodRunner:
                     running.gone_at = None  # ready again
                     continue
             try:
-                server = DemoServer(f"{ns}/{pod.metadata.name}", version, int(port.container_port),
+                server = _PodServer(f"{ns}/{pod.metadata.name}", version, int(port.container_port),
                                     self.behaviour(version), host=pod.status.pod_ip)  # fmt: skip
             except OSError as err:
                 self.errors.append(f"{ns}/{pod.metadata.name}: bind {pod.status.pod_ip}:{port.container_port}: "

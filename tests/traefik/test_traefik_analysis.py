@@ -176,7 +176,8 @@ def test_a_bad_canary_is_rolled_back_on_traefiks_metrics(stable_app: FlaskApp, k
             assert errors.verdict == "fail" and "traefik_service_requests_total" in errors.query
             assert tp.traefik_service(app.pro, seed.CANARY, seed.PORT).replace("-", "\\\\-") in errors.query
             success = {m.name: m for m in release.verdicts[-1].metrics}["success-rate"]
-            assert success.value is not None and 0.45 < success.value < 0.85, success  # ~0.65 from real 5xx
+            # ~0.65 from real 5xx; few canary requests in a 10 s increase() (extrapolated) spread it wide
+            assert success.value is not None and 0.3 < success.value < 0.9, success
 
             # back on stable in Traefik, the canary scaled down to no pods, and nobody saw an error page
             wait_for("route back to 100/0", lambda: app.router.get_routes(app.target) == RoutePlan(), timeout=10)
