@@ -21,6 +21,7 @@ class Client:
     def __init__(self, port: int, host: str = "pro.coding", source: str = "127.0.0.1", timeout: float = 5.0) -> None:
         self.port, self.host, self.source, self.timeout = port, host, source, timeout
         self._conn: http.client.HTTPConnection | None = None
+        self.backend = ""  # X-Backend of the last answer: the pod (<namespace>/<pod>) that served it
 
     def get(self, path: str = "/", headers: Mapping[str, str | bytes] | None = None) -> tuple[int, str]:
         """(status, X-Version) of one request; a transport failure raises (callers count it)."""
@@ -36,6 +37,7 @@ class Client:
             raise
         if resp.getheader("Connection", "").lower() == "close":
             self.close()
+        self.backend = resp.getheader("X-Backend", "")
         return resp.status, resp.getheader("X-Version", "")
 
     def answer(self, headers: Mapping[str, str | bytes] | None = None) -> str:

@@ -48,7 +48,10 @@ def pod_ready(pod: Any) -> bool:
 
 class _PodServer(DemoServer):
     """The demo service as a pod's process: when it stops, every connection it holds goes with it (a
-    stopped pod's sockets do not outlive it; kwok may give its IP to the next pod at once)."""
+    stopped pod's sockets do not outlive it; kwok may give its IP to the next pod at once). One process per
+    pod address: no SO_REUSEPORT, so two pods' processes can never share one and split its connections."""
+
+    allow_reuse_port = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._connections: set[Any] = set()
@@ -221,11 +224,17 @@ class PodRunner:
                 continue
             key = (ns, pod.metadata.uid, int(port.container_port))
             keys.append(key)
+            address = (pod.status.pod_ip, int(port.container_port))
             with self._lock:
                 running = self._served.get(key)
                 if running is not None:
                     running.gone_at = None  # ready again
                     continue
+                # kwok gives a deleted pod's IP to the next pod at once: the old pod is gone, its process too
+                previous = [k for k, v in self._served.items() if v.server.server_address[:2] == address]
+                replaced = [self._served.pop(k) for k in previous]
+            for old in replaced:
+                old.stop()
             try:
                 server = _PodServer(f"{ns}/{pod.metadata.name}", version, int(port.container_port),
                                     self.behaviour(version), host=pod.status.pod_ip)  # fmt: skip

@@ -39,7 +39,7 @@ from functions.settings import Settings
 from tests.support import StaticPolicies
 from tests.traefik import seed
 from tests.traefik.client import Traffic
-from tests.traefik.conftest import FlaskApp
+from tests.traefik.conftest import FlaskApp, pod_urls, wait_rolled_out
 
 if TYPE_CHECKING:
     from tests.k8s.cluster import KubeCluster
@@ -80,6 +80,43 @@ def test_the_seed_objects_route_as_the_user_wrote_them(flask: FlaskApp) -> None:
     assert set(half) == {"v1", "v2"} and abs(half["v2"] - 1000) <= 40, half  # k8s-flask-pro 50/50
     assert flask.client(seed.DEV_HOST).split(200) == Counter({"v2-dev": 200})  # k8s-flask-dev
     assert flask.client("other.coding").split(20) == Counter({"status 404": 20})
+
+
+def test_traefik_follows_the_endpoints_its_version_reads_as_the_deployment_scales(app: FlaskApp) -> None:
+    """v2.11 reads core/v1 Endpoints, v3 EndpointSlices: both are kept by kube-controller-manager from the
+    ready pods, so scaling the canary Deployment changes the servers Traefik sends canary requests to."""
+    from kubernetes import client
+
+    core, discovery = client.CoreV1Api(app.api), client.DiscoveryV1Api(app.api)
+
+    def endpoint_urls() -> set[str]:
+        if app.version == "v2":
+            subsets = core.read_namespaced_endpoints(seed.CANARY, app.pro).subsets or []
+            return {f"http://{a.ip}:{p.port}" for s in subsets for a in s.addresses or [] for p in s.ports}
+        slices = discovery.list_namespaced_endpoint_slice(
+            app.pro, label_selector=f"kubernetes.io/service-name={seed.CANARY}").items
+        return {f"http://{ip}:{p.port}" for s in slices for e in s.endpoints or [] if e.conditions.ready
+                for ip in e.addresses for p in s.ports}  # fmt: skip
+
+    app.route(RoutePlan.canary_at(100))
+    apps = client.AppsV1Api(app.api)
+    try:
+        for replicas in (3, 1):
+            apps.patch_namespaced_deployment(seed.CANARY, app.pro, {"spec": {"replicas": replicas}})
+            wait_rolled_out(app.api, app.pro, [seed.CANARY])
+            app.pods.wait_serving(app.pro, {"v1": 2, "v2": replicas})
+            ready = pod_urls(app.api, app.pro, seed.CANARY)
+            seed.wait(lambda: endpoint_urls() == ready, f"{app.version}'s endpoints = the {replicas} ready pods")  # noqa: B023
+            app.traefik.wait_servers(f"{app.pro}-{seed.CANARY}-{seed.PORT}", ready)
+            client_ = app.client()
+            served = set()
+            for i in range(30):
+                assert client_.answer() == "v2", (replicas, i, time.time())
+                served.add(client_.backend)
+            assert len(served) == replicas, served  # round robin over every ready canary pod, and only those
+    finally:
+        apps.patch_namespaced_deployment(seed.CANARY, app.pro, {"spec": {"replicas": 1}})
+        app.pods.wait_serving(app.pro, {"v1": 2, "v2": 1})
 
 
 @pytest.mark.parametrize("canary", [20, 50, 5])
