@@ -70,7 +70,9 @@ def push(app: str, tag: str) -> ImagePushed:
 class AnalysisStack:
     """Prometheus scraping the app's Traefik, and a Runner ticking its policy with the real providers."""
 
-    def __init__(self, app: FlaskApp, kube: Any, directory: Path, policy: Policy, tick_every: float = 0.5) -> None:
+    def __init__(
+        self, app: FlaskApp, kube: Any, directory: Path, policy: Policy, tick_every: float = 0.5
+    ) -> None:
         self.app, self.kube, self.dir, self.policy = app, kube, directory, policy
         self.tick_every = tick_every
         self.published: list[tuple[float, Any]] = []
@@ -192,8 +194,12 @@ class AnalysisStack:
     def wait_scraping(self, service: str, timeout: float = 20.0) -> None:
         """Until Prometheus holds fresh traffic of `service` (a first scrape comes a few seconds after start)."""
         fresh = f'sum(increase(traefik_service_requests_total{{service="{service}"}}[3s]))'
-        wait_for(f"Prometheus scraping Traefik ({service})",
-                 lambda: any(float(s["value"][1]) > 0 for s in self.query(fresh)), timeout=timeout, every=0.2)
+        wait_for(
+            f"Prometheus scraping Traefik ({service})",
+            lambda: any(float(s["value"][1]) > 0 for s in self.query(fresh)),
+            timeout=timeout,
+            every=0.2,
+        )
 
     def state(self) -> AppState:
         doc, _ = self.store.load(self.policy.app)
@@ -211,4 +217,6 @@ class AnalysisStack:
         lines = [f"{h.at} {h.action}: {h.reason}" for h in state.history[-25:]]
         if state.release is not None:
             lines += [f"verdict {v.at} {v.verdict}: {v.reason[:300]}" for v in state.release.verdicts[-6:]]
-        return "\n".join(["release story:", *lines, f"tick errors: {[repr(e)[:300] for e in self.tick_errors[:3]]}"])
+        return "\n".join(
+            ["release story:", *lines, f"tick errors: {[repr(e)[:300] for e in self.tick_errors[:3]]}"]
+        )

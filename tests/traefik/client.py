@@ -18,7 +18,9 @@ from dataclasses import dataclass
 
 
 class Client:
-    def __init__(self, port: int, host: str = "pro.coding", source: str = "127.0.0.1", timeout: float = 5.0) -> None:
+    def __init__(
+        self, port: int, host: str = "pro.coding", source: str = "127.0.0.1", timeout: float = 5.0
+    ) -> None:
         self.port, self.host, self.source, self.timeout = port, host, source, timeout
         self._conn: http.client.HTTPConnection | None = None
         self.backend = ""  # X-Backend of the last answer: the pod (<namespace>/<pod>) that served it

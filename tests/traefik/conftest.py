@@ -60,7 +60,9 @@ def make_namespace(api: Any, prefix: str) -> str:
     from kubernetes import client
 
     name = f"{prefix}-{secrets.token_hex(3)}"
-    client.CoreV1Api(api).create_namespace({"metadata": {"name": name, "labels": {"graylane.test/namespace": "true"}}})
+    client.CoreV1Api(api).create_namespace(
+        {"metadata": {"name": name, "labels": {"graylane.test/namespace": "true"}}}
+    )
     return name
 
 
@@ -162,7 +164,10 @@ def start_flask(version: str, kube: KubeCluster, pods: PodRunner, directory: Pat
     traefik = Traefik.start(version, directory, kube.kubeconfig, [pro, dev], gateway=version == "v3")
     app = FlaskApp(version, group, pro, dev, api, pods, traefik, TraefikRouter(kube.api_client()),
                    target_for(version, pro))  # fmt: skip
-    for svc in (seed.STABLE, seed.CANARY):  # the weighted route's backends: Traefik names them <ns>-<svc>-<port>
+    for svc in (
+        seed.STABLE,
+        seed.CANARY,
+    ):  # the weighted route's backends: Traefik names them <ns>-<svc>-<port>
         traefik.wait_servers(f"{pro}-{svc}-{seed.PORT}", pod_urls(api, pro, svc))
     return app
 

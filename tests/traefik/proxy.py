@@ -128,7 +128,9 @@ class Traefik:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise TraefikFailed(f"Traefik {self.version} exited with {self.process.returncode}:\n{self.log_tail()}")
+                raise TraefikFailed(
+                    f"Traefik {self.version} exited with {self.process.returncode}:\n{self.log_tail()}"
+                )
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.api_port}/ping", timeout=0.5) as r:
                     if r.status == 200 and self._listening(self.port) and self._listening(self.metrics_port):
@@ -160,7 +162,9 @@ class Traefik:
 
     def alive(self) -> None:
         if self.process.poll() is not None:
-            raise TraefikFailed(f"Traefik {self.version} died ({self.process.returncode}):\n{self.log_tail()}")
+            raise TraefikFailed(
+                f"Traefik {self.version} died ({self.process.returncode}):\n{self.log_tail()}"
+            )
 
     def log_tail(self, lines: int = 40) -> str:
         return tail(self.directory / "traefik.log", lines)
@@ -232,6 +236,7 @@ class Traefik:
 
     def wait_servers(self, service: str, urls: set[str], provider: str = CRD, timeout: float = 20.0) -> None:
         """Until Traefik's load balancer `service` (e.g. "pro-k8s-flask-8080") has exactly these server URLs."""
+
         def check(raw: dict[str, Any]) -> bool:
             lb = raw.get("services", {}).get(f"{service}@{provider}", {}).get("loadBalancer", {})
             return {s.get("url") for s in lb.get("servers") or []} == urls
@@ -248,11 +253,15 @@ def _strip(name: str) -> str:
     return name.split("@", 1)[0]
 
 
-def route_in_force(raw: Mapping[str, Any], ingress_route: Mapping[str, Any], middlewares: Mapping[str, Any]) -> bool:
+def route_in_force(
+    raw: Mapping[str, Any], ingress_route: Mapping[str, Any], middlewares: Mapping[str, Any]
+) -> bool:
     """Whether Traefik's rawdata implements the stored IngressRoute (and the Middlewares it names)."""
     ns, name = ingress_route["metadata"]["namespace"], ingress_route["metadata"]["name"]
     prefix = f"{ns}-{name}-"
-    routers = {k: v for k, v in raw.get("routers", {}).items() if k.startswith(prefix) and k.endswith(f"@{CRD}")}
+    routers = {
+        k: v for k, v in raw.get("routers", {}).items() if k.startswith(prefix) and k.endswith(f"@{CRD}")
+    }
     routes = ingress_route["spec"].get("routes") or []
     if sorted(r.get("rule", "") for r in routers.values()) != sorted(r["match"] for r in routes):
         return False
@@ -268,12 +277,16 @@ def route_in_force(raw: Mapping[str, Any], ingress_route: Mapping[str, Any], mid
         svc = services.get(f"{_strip(router['service'])}@{CRD}", {})
         refs = route.get("services") or []
         if len(refs) > 1:  # Traefik weighs a route's services only when there are several
-            weighted = [(_strip(s["name"]), s.get("weight", 1)) for s in svc.get("weighted", {}).get("services", [])]
+            weighted = [
+                (_strip(s["name"]), s.get("weight", 1)) for s in svc.get("weighted", {}).get("services", [])
+            ]
             wanted = [(f"{s.get('namespace', ns)}-{s['name']}-{s['port']}", s.get("weight", 1)) for s in refs]
             if weighted != wanted:
                 return False
         elif refs and refs[0].get("kind", "Service") == "Service":  # the route's own load balancer
-            if _strip(router["service"]) != _strip(router_name(router)) or not svc.get("loadBalancer", {}).get("servers"):
+            if _strip(router["service"]) != _strip(router_name(router)) or not svc.get(
+                "loadBalancer", {}
+            ).get("servers"):
                 return False
     for mw_name, spec in middlewares.items():
         live = raw.get("middlewares", {}).get(f"{ns}-{mw_name}@{CRD}")
@@ -289,10 +302,16 @@ def router_name(router: Mapping[str, Any]) -> str:
 def _holds(actual: Any, expected: Any) -> bool:
     """`actual` (rawdata, may add defaults) has every value of `expected` (a stored Middleware spec)."""
     if isinstance(expected, Mapping):
-        return isinstance(actual, Mapping) and all(k in actual and _holds(actual[k], v) for k, v in expected.items())
+        return isinstance(actual, Mapping) and all(
+            k in actual and _holds(actual[k], v) for k, v in expected.items()
+        )
     if isinstance(expected, list):
-        return isinstance(actual, list) and len(actual) == len(expected) and all(map(_holds, actual, expected))
-    if isinstance(expected, str) and isinstance(actual, (int, float)):  # "1s" periods are nanoseconds in rawdata
+        return (
+            isinstance(actual, list) and len(actual) == len(expected) and all(map(_holds, actual, expected))
+        )
+    if isinstance(expected, str) and isinstance(
+        actual, (int, float)
+    ):  # "1s" periods are nanoseconds in rawdata
         return True
     return bool(actual == expected)
 
@@ -328,7 +347,9 @@ def http_route_in_force(raw: Mapping[str, Any], http_route: Mapping[str, Any]) -
     """Whether the Gateway provider's routers and weighted services implement the stored HTTPRoute."""
     ns, name = http_route["metadata"]["namespace"], http_route["metadata"]["name"]
     prefix = f"httproute-{ns}-{name}-gw-"
-    routers = {k: v for k, v in raw.get("routers", {}).items() if k.startswith(prefix) and k.endswith(f"@{GATEWAY}")}
+    routers = {
+        k: v for k, v in raw.get("routers", {}).items() if k.startswith(prefix) and k.endswith(f"@{GATEWAY}")
+    }
     rules = http_route["spec"].get("rules") or []
     hostnames = list(http_route["spec"].get("hostnames") or [])
     wanted = {gateway_rule(hostnames, m): rule for rule in rules for m in rule.get("matches") or [{}]}

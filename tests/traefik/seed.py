@@ -81,9 +81,13 @@ def _ir(group: str, ns: str, name: str, routes: list[dict[str, Any]]) -> dict[st
 def routing(group: str, pro: str, dev: str) -> list[dict[str, Any]]:
     """The seed's IngressRoutes and Middlewares in `group` (v2 matchers on traefik.containo.us)."""
     header = "Headers" if group == "traefik.containo.us" else "Header"
-    svc = lambda name, ns, **extra: {"name": name, "port": PORT, "namespace": ns, **extra}  # noqa: E731
-    mw = lambda name, spec: {"apiVersion": f"{group}/v1alpha1", "kind": "Middleware",  # noqa: E731
-                             "metadata": {"name": name, "namespace": pro}, "spec": spec}
+    def svc(name: str, ns: str, **extra: Any) -> dict[str, Any]:
+        return {"name": name, "port": PORT, "namespace": ns, **extra}
+
+    def mw(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        meta = {"name": name, "namespace": pro}
+        return {"apiVersion": f"{group}/v1alpha1", "kind": "Middleware", "metadata": meta, "spec": spec}
+
     return [
         _ir(group, dev, DEV_ROUTE, [{"kind": "Rule", "match": f"Host(`{DEV_HOST}`)",
                                      "services": [svc(DEV_SERVICE, dev)]}]),
@@ -124,7 +128,10 @@ def apply(api_client: Any, objects: list[dict[str, Any]]) -> list[dict[str, Any]
             if err.status != 409:
                 raise
             live = _call(api_client, "GET", _path(obj))
-            body = {**obj, "metadata": {**obj["metadata"], "resourceVersion": live["metadata"]["resourceVersion"]}}
+            body = {
+                **obj,
+                "metadata": {**obj["metadata"], "resourceVersion": live["metadata"]["resourceVersion"]},
+            }
             if obj["kind"] == "Service":  # the allocated cluster IP and node ports stay
                 body["spec"] = {**live["spec"], **obj["spec"]}
             stored.append(_call(api_client, "PUT", _path(obj), body))

@@ -73,7 +73,9 @@ def gw(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory)
     seed.apply(api, seed.workloads(ns))
     wait_rolled_out(api, ns, [seed.STABLE, seed.CANARY])
     pods.wait_serving(ns, {"v1": 2, "v2": 1})
-    traefik = Traefik.start("v3", tmp_path_factory.mktemp("traefik-gateway"), kube.kubeconfig, [ns], gateway=True)
+    traefik = Traefik.start(
+        "v3", tmp_path_factory.mktemp("traefik-gateway"), kube.kubeconfig, [ns], gateway=True
+    )
     class_name = f"traefik-{secrets.token_hex(3)}"
     objects = seed.gateway(ns, "traefik", class_name, traefik.port)
     try:
@@ -114,7 +116,9 @@ def test_weighted_split_over_5000_requests_is_within_two_points(app: GatewayApp,
     seen = app.client().split(5000)
     share = 100 * seen["v2"] / 5000
     SPLITS[canary] = share
-    print(f"\nTraefik v3 Gateway split {100 - canary}/{canary}: v1 {seen['v1']} v2 {seen['v2']} -> {share:.2f} %")
+    print(
+        f"\nTraefik v3 Gateway split {100 - canary}/{canary}: v1 {seen['v1']} v2 {seen['v2']} -> {share:.2f} %"
+    )
     assert seen["v1"] + seen["v2"] == 5000, seen
     assert abs(share - canary) <= 2, seen
 
@@ -161,14 +165,18 @@ def test_weights_change_under_load_without_a_single_failed_request(app: GatewayA
     assert not errors and set(results) == {"v1", "v2"}, (results, errors[:5])
 
 
-def test_gateway_api_templates_with_metrics_traefik_select_the_gateway_providers_series(app: GatewayApp) -> None:
+def test_gateway_api_templates_with_metrics_traefik_select_the_gateway_providers_series(
+    app: GatewayApp,
+) -> None:
     """Traefik's Gateway provider names HTTPRoute backends `<ns>-<svc>-http-<port>@kubernetesgateway`."""
     policy = Policy(name="flask", namespace=app.ns, image=ImageRule(repository=seed.REPOSITORY),
                     router=RouterSpec("gateway-api", dict(app.target.options)), stages=(),
                     workload=WorkloadSpec(name=seed.STABLE, canary=seed.CANARY))  # fmt: skip
     assert tp.metrics_source(policy) == "traefik"
     target = tp.target(policy, "gw")
-    before = tp.split_counts("traefik", [target], app.traefik.series("traefik_service_requests_total")).get("gw", {})
+    before = tp.split_counts("traefik", [target], app.traefik.series("traefik_service_requests_total")).get(
+        "gw", {}
+    )
     app.route(RoutePlan.canary_at(20))
     app.pods.set("v2", error_rate=0.5)
     try:

@@ -52,7 +52,9 @@ pytestmark = [pytest.mark.traefik, pytest.mark.k8s, pytest.mark.controller]
 BASELINE = 0.005  # both versions' everyday 5xx rate
 ERRORS = MetricCheck(name="errors", template="success-rate", judge="sequential")
 SUCCESS = MetricCheck(name="success-rate", template="success-rate", min=0.95)
-LATENCY = MetricCheck(name="latency", template="latency", judge="comparison", tolerance=1000.0)  # measured only
+LATENCY = MetricCheck(
+    name="latency", template="latency", judge="comparison", tolerance=1000.0
+)  # measured only
 
 
 @pytest.fixture(params=["v2", "v3"])
@@ -131,8 +133,13 @@ def test_the_traefik_templates_select_traefiks_real_series(stable_app: FlaskApp,
         wait_rolled_out(app.api, app.pro, [seed.CANARY])
         app.pods.set("v2", error_rate=0.2)
         app.route(RoutePlan.canary_at(20))
-        app.traefik.wait_servers(f"{app.pro}-{seed.CANARY}-{seed.PORT}", pod_urls(app.api, app.pro, seed.CANARY))
-        t0, served0 = time.monotonic(), (app.pods.served("v1"), app.pods.served("v2"), app.pods.behaviour("v2").failed)
+        app.traefik.wait_servers(
+            f"{app.pro}-{seed.CANARY}-{seed.PORT}", pod_urls(app.api, app.pro, seed.CANARY)
+        )
+        t0, served0 = (
+            time.monotonic(),
+            (app.pods.served("v1"), app.pods.served("v2"), app.pods.behaviour("v2").failed),
+        )
         time.sleep(6.0)
         target = tp.target(stack.policy, "probe")
         query = tp.counts_query("traefik", [(target, 5)])
@@ -168,7 +175,9 @@ def test_a_bad_canary_is_rolled_back_on_traefiks_metrics(stable_app: FlaskApp, k
             routed = wait_for("canary at 20 % in Traefik", lambda: stack.first(".release.weight.changed") or
                               any(h.version == "v2" for h in stack.hits(started)), timeout=30)  # fmt: skip
             assert routed
-            rolled_back = wait_for("release rolled back", lambda: stack.first(".release.rolledback"), timeout=40)
+            rolled_back = wait_for(
+                "release rolled back", lambda: stack.first(".release.rolledback"), timeout=40
+            )
             release = stack.state().release
             assert release is not None and release.phase == Phase.ROLLED_BACK
             assert release.reason.startswith("analysis failed") and stack.state().stable.version == "v1"
@@ -180,7 +189,9 @@ def test_a_bad_canary_is_rolled_back_on_traefiks_metrics(stable_app: FlaskApp, k
             assert success.value is not None and 0.3 < success.value < 0.9, success
 
             # back on stable in Traefik, the canary scaled down to no pods, and nobody saw an error page
-            wait_for("route back to 100/0", lambda: app.router.get_routes(app.target) == RoutePlan(), timeout=10)
+            wait_for(
+                "route back to 100/0", lambda: app.router.get_routes(app.target) == RoutePlan(), timeout=10
+            )
             app.in_force()
             wait_rolled_out(app.api, app.pro, [seed.CANARY])
             assert pod_urls(app.api, app.pro, seed.CANARY) == set()
@@ -188,7 +199,9 @@ def test_a_bad_canary_is_rolled_back_on_traefiks_metrics(stable_app: FlaskApp, k
             settled = time.monotonic()
             time.sleep(2.0)
             after = stack.hits(settled)
-            assert len(after) > 100 and {h.version for h in after} == {"v1"}, Counter(h.version for h in after)
+            assert len(after) > 100 and {h.version for h in after} == {"v1"}, Counter(
+                h.version for h in after
+            )
             _assert_none_failed(stack, started)
             canary_hits = [h for h in stack.hits(started, rolled_back) if h.version == "v2"]
             first_bad = min(h.at for h in canary_hits if h.status == 500)
@@ -221,14 +234,18 @@ def test_a_healthy_canary_is_promoted_on_traefiks_metrics(stable_app: FlaskApp, 
             assert "fail" not in verdicts and verdicts.count("pass") >= 2, verdicts
 
             # the stable Deployment runs v2 now, Traefik sends it everything, the canary has no pods left
-            wait_for("route back to 100/0", lambda: app.router.get_routes(app.target) == RoutePlan(), timeout=10)
+            wait_for(
+                "route back to 100/0", lambda: app.router.get_routes(app.target) == RoutePlan(), timeout=10
+            )
             wait_rolled_out(app.api, app.pro, [seed.STABLE, seed.CANARY])
             app.pods.wait_serving(app.pro, {"v2": 2})
             time.sleep(2.0)
             settled = time.monotonic()
             time.sleep(2.0)
             after = stack.hits(settled)
-            assert len(after) > 100 and {h.version for h in after} == {"v2"}, Counter(h.version for h in after)
+            assert len(after) > 100 and {h.version for h in after} == {"v2"}, Counter(
+                h.version for h in after
+            )
             stepped = stack.first(".release.step.advanced")
             promoted = stack.first(".release.promoted")
             assert stepped is not None and promoted is not None

@@ -94,7 +94,8 @@ def test_traefik_follows_the_endpoints_its_version_reads_as_the_deployment_scale
             subsets = core.read_namespaced_endpoints(seed.CANARY, app.pro).subsets or []
             return {f"http://{a.ip}:{p.port}" for s in subsets for a in s.addresses or [] for p in s.ports}
         slices = discovery.list_namespaced_endpoint_slice(
-            app.pro, label_selector=f"kubernetes.io/service-name={seed.CANARY}").items
+            app.pro, label_selector=f"kubernetes.io/service-name={seed.CANARY}"
+        ).items
         return {f"http://{ip}:{p.port}" for s in slices for e in s.endpoints or [] if e.conditions.ready
                 for ip in e.addresses for p in s.ports}  # fmt: skip
 
@@ -106,7 +107,8 @@ def test_traefik_follows_the_endpoints_its_version_reads_as_the_deployment_scale
             wait_rolled_out(app.api, app.pro, [seed.CANARY])
             app.pods.wait_serving(app.pro, {"v1": 2, "v2": replicas})
             ready = pod_urls(app.api, app.pro, seed.CANARY)
-            seed.wait(lambda: endpoint_urls() == ready, f"{app.version}'s endpoints = the {replicas} ready pods")  # noqa: B023
+            seed.wait(lambda ready=ready: endpoint_urls() == ready,  # type: ignore[misc]
+                      f"{app.version}'s endpoints = the {replicas} ready pods")  # fmt: skip
             app.traefik.wait_servers(f"{app.pro}-{seed.CANARY}-{seed.PORT}", ready)
             client_ = app.client()
             served = set()
@@ -125,7 +127,9 @@ def test_weighted_split_over_5000_requests_is_within_two_points(app: FlaskApp, c
     seen = app.client().split(5000)
     share = 100 * seen["v2"] / 5000
     SPLITS.setdefault(app.version, {})[canary] = share
-    print(f"\nTraefik {app.version} split {100 - canary}/{canary}: v1 {seen['v1']} v2 {seen['v2']} -> {share:.2f} %")
+    print(
+        f"\nTraefik {app.version} split {100 - canary}/{canary}: v1 {seen['v1']} v2 {seen['v2']} -> {share:.2f} %"
+    )
     assert seen["v1"] + seen["v2"] == 5000, seen
     assert abs(share - canary) <= 2, seen
 

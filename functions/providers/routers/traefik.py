@@ -11,18 +11,19 @@ Layout graylane writes (options `ingressRoute`, `host`, `entryPoints`, `stableSe
         services: [stable weight 80, canary weight 20]   # or [TraefikService <traefikService>]
 
 The A/B route's rule contains the default rule plus more, so Traefik's default priority (rule length)
-always tries it first.
+always tries it first. With `traefikService` the weights live in that TraefikService; without
+`ingressRoute` graylane only weighs it (no rules, no protection). Both API groups are served: traefik.io
+(rule syntax v3 by default) and the legacy traefik.containo.us (v2 syntax, `Headers(...)`, never a
+`syntax` field, which Traefik v2.11 does not know).
 
-What real Traefik (v2.11 and v3) does with these lists decides their shape:
+What real Traefik (v2.11 and v3, tests/traefik) does with these lists decides their shape:
 - A canary at weight 0 is left out (`[stable weight 100]`): Traefik drops a whole route when one of its
   Services has no endpoints (unless the proxy runs with allowEmptyServices), and the canary has none before
   its first deploy and after graylane scales it down: listing it would answer 404 to everyone.
 - The A/B route lists the stable at weight 0 beside the canary: Traefik names the backends of a route
   with several services `<ns>-<svc>-<port>`, the `service` label of its metrics, but the load balancer of
   a route with one service after the route (`<ns>-<ingressRoute>-<hash of the rule>`), so a lone canary
-  there would be invisible to the analysis. The stable always has endpoints. With `traefikService` the weights live in that TraefikService; without
-`ingressRoute` graylane only weighs it (no rules, no protection). Both API groups are served: traefik.io
-(rule syntax v3 by default) and the legacy traefik.containo.us (v2 syntax, `Headers(...)`).
+  there would be invisible to the analysis. The stable always has endpoints.
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ def _service(name: str, s: _Setup, weight: int | None = None) -> dict[str, Any]:
 
 
 def _weighted(s: _Setup, plan: RoutePlan) -> list[dict[str, Any]]:
-    """The default route's backends: the stable always (it has endpoints), the canary only when it gets traffic."""
+    """The default route's backends: the stable always (it has endpoints), the canary while it gets traffic."""
     stable = [_service(s.stable, s, plan.stable)]
     return stable + [_service(s.canary, s, plan.canary)] if plan.canary > 0 else stable
 
