@@ -233,11 +233,16 @@ class KubeCluster:
     binaries: KubeBinaries
     configuration: k8s.Configuration
     authorization_mode: str = "AlwaysAllow"  # "RBAC" to test permissions (the admin token is in system:masters)
+    audit_users: tuple[str, ...] = ()  # users whose every request goes to `audit_log` (Metadata level)
     nodes: FakeNodes | None = None  # set by start_nodes()
     _procs: dict[str, _Proc] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def start(cls, ready_timeout: float = 60.0, authorization_mode: str = "AlwaysAllow") -> KubeCluster:
+    def start(cls, ready_timeout: float = 60.0, authorization_mode: str = "AlwaysAllow",
+              audit_users: tuple[str, ...] = ()) -> KubeCluster:  # fmt: skip
+        """etcd + kube-apiserver on loopback. `audit_users`: the apiserver's audit log (`audit_log`, one JSON
+        event per line, level Metadata, stage ResponseComplete) records every request of these users, e.g.
+        `system:serviceaccount:graylane-system:graylane`, with the verb, the object and the answer's code."""
         binaries = find_binaries()
         root = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
         workdir = Path(tempfile.mkdtemp(prefix="graylane-kube-", dir=root))
@@ -253,6 +258,7 @@ class KubeCluster:
             binaries=binaries,
             configuration=make_configuration(host, token),
             authorization_mode=authorization_mode,
+            audit_users=tuple(audit_users),
         )
         atexit.register(cluster.stop)  # no orphaned apiserver if the caller never reaches its teardown
         try:
@@ -303,9 +309,23 @@ class KubeCluster:
             f"--service-account-key-file={w / 'sa.pub'}", f"--service-account-signing-key-file={w / 'sa.key'}",
             f"--service-cluster-ip-range={SERVICE_CIDR}", "--advertise-address=127.0.0.1",
             "--endpoint-reconciler-type=none", "--disable-admission-plugins=ServiceAccount",
+            *self._audit_flags(),
         ])  # fmt: skip
         write_kubeconfig(self.kubeconfig, self.host, self.token)
         self._wait_ready(ready_timeout)
+
+    @property
+    def audit_log(self) -> Path:
+        return self.workdir / "audit.log"
+
+    def _audit_flags(self) -> list[str]:
+        if not self.audit_users:
+            return []
+        policy = {"apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived"],
+                  "rules": [{"level": "Metadata", "users": list(self.audit_users)}, {"level": "None"}]}  # fmt: skip
+        (self.workdir / "audit-policy.json").write_text(json.dumps(policy))
+        return [f"--audit-policy-file={self.workdir / 'audit-policy.json'}", f"--audit-log-path={self.audit_log}",
+                "--audit-log-mode=blocking", "--audit-log-format=json"]  # fmt: skip
 
     def _wait_ready(self, timeout: float) -> None:
         ctx = ssl.create_default_context()

@@ -23,7 +23,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,13 +96,16 @@ class _Served:
 
 class PodRunner:
     def __init__(self, api_client: Any, namespaces: Iterable[str] = (), interval: float = 0.1,
-                 drain: float = 2.0) -> None:  # fmt: skip
+                 drain: float = 2.0, resolve: Callable[[str], str] | None = None) -> None:  # fmt: skip
+        """`resolve`: image reference -> the version its pods answer (default: the tag, image_version); the e2e
+        reads a digest-pinned image's version from the registry it was pushed to, as a runtime pulls it."""
         from kubernetes import client
 
         self._core = client.CoreV1Api(api_client)
         self._api_client = api_client
         self.namespaces: set[str] = set(namespaces)
         self.interval, self.drain = interval, drain
+        self.resolve = resolve or image_version
         self.behaviours: dict[str, Behaviour] = {}
         self.errors: list[str] = []
         self._served: dict[tuple[str, str, int], _Served] = {}  # (namespace, pod uid, port)
@@ -217,7 +220,12 @@ class PodRunner:
 
     def _serve_pod(self, ns: str, pod: Any) -> list[tuple[str, str, int]]:
         container = pod.spec.containers[0]
-        version = image_version(container.image or "")
+        try:
+            version = self.resolve(container.image or "")
+        except Exception as err:  # an image that cannot be pulled: no process, as a kubelet would fail it
+            if len(self.errors) < 1000:
+                self.errors.append(f"{ns}/{pod.metadata.name}: image {container.image}: {err!r}"[:300])
+            return []
         keys = []
         for port in container.ports or []:
             if (port.protocol or "TCP") != "TCP":
