@@ -23,7 +23,9 @@ _WORLDS: list[World] = []
 def traefik_release(version: str) -> str:
     from tests.traefik.binaries import traefik_binary
 
-    out = subprocess.run([str(traefik_binary(version)), "version"], capture_output=True, text=True, timeout=30).stdout
+    out = subprocess.run(
+        [str(traefik_binary(version)), "version"], capture_output=True, text=True, timeout=30
+    ).stdout
     found = re.search(r"Version:\s+(\S+)", out)
     return found[1] if found else "?"
 

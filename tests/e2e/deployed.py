@@ -43,7 +43,12 @@ ACCOUNT = "graylane"
 ACCOUNT_USER = f"system:serviceaccount:{NAMESPACE}:{ACCOUNT}"
 FIELD_MANAGER = "graylane-e2e"
 # The Deployment's listener flags -> what the host process gets instead (port 0: a free port, printed)
-LISTENER_FLAGS = {"--host": "127.0.0.1", "--port": "0", "--internal-host": "127.0.0.1", "--internal-port": "0"}
+LISTENER_FLAGS = {
+    "--host": "127.0.0.1",
+    "--port": "0",
+    "--internal-host": "127.0.0.1",
+    "--internal-port": "0",
+}
 
 
 class DeployFailed(AssertionError):
@@ -105,7 +110,9 @@ def get(cluster: KubeCluster, kind: str, name: str, namespace: str = NAMESPACE) 
 def account_token(cluster: KubeCluster, duration: str = "2h") -> str:
     """A token of ServiceAccount graylane-system/graylane from the TokenRequest API (what the kubelet projects
     into the pod), signed with the apiserver's service-account key, audience the issuer."""
-    return kubectl(cluster, "-n", NAMESPACE, "create", "token", ACCOUNT, f"--duration={duration}").stdout.strip()
+    return kubectl(
+        cluster, "-n", NAMESPACE, "create", "token", ACCOUNT, f"--duration={duration}"
+    ).stdout.strip()
 
 
 def account_kubeconfig(cluster: KubeCluster, token: str, path: Path) -> Path:
@@ -144,7 +151,9 @@ def deployed_container(cluster: KubeCluster, name: str = "graylane") -> dict[str
     return container
 
 
-def container_env(cluster: KubeCluster, container: Mapping[str, Any], namespace: str = NAMESPACE) -> dict[str, str]:
+def container_env(
+    cluster: KubeCluster, container: Mapping[str, Any], namespace: str = NAMESPACE
+) -> dict[str, str]:
     """The container's environment as a kubelet builds it: envFrom in order (ConfigMaps, Secrets decoded), then
     env (value, configMapKeyRef, secretKeyRef), later entries winning."""
     env: dict[str, str] = {}

@@ -174,12 +174,16 @@ class Monitoring:
 
     def alerts(self) -> list[dict[str, Any]]:
         """Alertmanager's active alerts."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.alertmanager_port}/api/v2/alerts", timeout=5) as r:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.alertmanager_port}/api/v2/alerts", timeout=5
+        ) as r:
             found: list[dict[str, Any]] = json.load(r)
         return found
 
     def firing(self, name: str = ALERT) -> bool:
-        return any(a["labels"].get("alertname") == name and a["status"]["state"] == "active" for a in self.alerts())
+        return any(
+            a["labels"].get("alertname") == name and a["status"]["state"] == "active" for a in self.alerts()
+        )
 
     def stop(self) -> None:
         self.alertmanager.stop()

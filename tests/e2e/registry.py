@@ -79,9 +79,17 @@ def oci_image(directory: Path, version: str) -> Path:
                     "size": layer_size}],
     }  # fmt: skip
     manifest_digest, manifest_size = _blob(blobs, json.dumps(manifest, sort_keys=True).encode())
-    index = {"schemaVersion": 2, "manifests": [{"mediaType": OCI_MANIFEST, "digest": manifest_digest,
-                                                "size": manifest_size,
-                                                "annotations": {"org.opencontainers.image.ref.name": version}}]}
+    index = {
+        "schemaVersion": 2,
+        "manifests": [
+            {
+                "mediaType": OCI_MANIFEST,
+                "digest": manifest_digest,
+                "size": manifest_size,
+                "annotations": {"org.opencontainers.image.ref.name": version},
+            }
+        ],
+    }
     (directory / "index.json").write_text(json.dumps(index))
     (directory / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
     return directory
@@ -111,7 +119,9 @@ class Registry:
     _versions: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def start(cls, directory: Path, notify_url: str, token: str, port: int = 0, timeout: float = 30.0) -> Registry:
+    def start(
+        cls, directory: Path, notify_url: str, token: str, port: int = 0, timeout: float = 30.0
+    ) -> Registry:
         """On `port` (chosen before, so images could be named after it; a free one if it was taken meanwhile)."""
         directory.mkdir(parents=True, exist_ok=True)
         exe = binary("docker-registry")
@@ -121,7 +131,9 @@ class Registry:
         def start() -> None:
             port = ports[-1]
             config = directory / "config.yml"
-            config.write_text(json.dumps(registry_config(port, directory / "storage", notify_url, token), indent=1))
+            config.write_text(
+                json.dumps(registry_config(port, directory / "storage", notify_url, token), indent=1)
+            )
             log = (directory / "registry.log").open("ab")
             process = subprocess.Popen([exe, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL, cwd=directory)  # fmt: skip
@@ -133,7 +145,9 @@ class Registry:
                     text = registry.log_text()
                     if port_taken(text[-2000:]):
                         raise PortTaken(f"docker-registry: port {port} taken")
-                    raise RegistryFailed(f"docker-registry exited with {process.returncode}:\n{registry.tail()}")
+                    raise RegistryFailed(
+                        f"docker-registry exited with {process.returncode}:\n{registry.tail()}"
+                    )
                 try:
                     with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1) as r:
                         if r.status == 200:

@@ -74,7 +74,9 @@ def wait_gate(w: World, gate: str, timeout: float = 120.0) -> Any:
     def at_gate() -> Any:
         rel = w.state().release
         if rel is not None and not rel.active:
-            raise AssertionError(f"release {rel.id} ended ({rel.phase.value}: {rel.reason}) before gate {gate}")
+            raise AssertionError(
+                f"release {rel.id} ended ({rel.phase.value}: {rel.reason}) before gate {gate}"
+            )
         return rel if rel is not None and rel.phase == Phase.WAITING and rel.gate == gate else None
 
     return wait_for(f"release waiting at gate {gate}", at_gate, timeout=timeout, every=0.3, alive=w.alive)
@@ -85,7 +87,9 @@ def wait_phase(w: World, phases: set[Phase], what: str, timeout: float = 120.0) 
                     timeout=timeout, every=0.2, alive=w.alive)  # fmt: skip
 
 
-def answers(w: World, n: int, headers: dict[str, str] | None = None, host: str = seed_objects.HOST) -> Counter[str]:
+def answers(
+    w: World, n: int, headers: dict[str, str] | None = None, host: str = seed_objects.HOST
+) -> Counter[str]:
     """Who answered n requests (exactly n: spread over up to PARALLEL keep-alive clients)."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -116,7 +120,9 @@ def steady(w: World, expected: dict[str, int], n: int = 20, headers: dict[str, s
         return dict(seen) == expected
 
     try:
-        wait_for(f"{host} {headers or ''} answered {expected}", check, timeout=timeout, every=0.3, alive=w.alive)
+        wait_for(
+            f"{host} {headers or ''} answered {expected}", check, timeout=timeout, every=0.3, alive=w.alive
+        )
     except AssertionError as err:
         raise AssertionError(f"{err}; last answers {last}") from None
 
@@ -132,8 +138,9 @@ def user_fields(route: dict[str, Any]) -> dict[str, Any]:
         "annotation": (meta.get("annotations") or {}).get(seed_objects.USER_ANNOTATION[0]),
         "priority": mine.get("priority"),
         "middlewares": [m.get("name") for m in mine.get("middlewares") or []],
-        "backends": sorted((s.get("name"), s.get("namespace"), s.get("passHostHeader"))
-                           for s in mine.get("services") or []),  # fmt: skip
+        "backends": sorted(
+            (s.get("name"), s.get("namespace"), s.get("passHostHeader")) for s in mine.get("services") or []
+        ),  # fmt: skip
     }
 
 
@@ -152,7 +159,9 @@ def user_header_seen(w: World) -> bool:
         conn.close()
 
 
-def hey(w: World, rps: int = HEY_RPS, seconds: int = HEY_SECONDS, workers: int = HEY_WORKERS) -> dict[str, Any]:
+def hey(
+    w: World, rps: int = HEY_RPS, seconds: int = HEY_SECONDS, workers: int = HEY_WORKERS
+) -> dict[str, Any]:
     """`hey` against pro.coding at about `rps` for `seconds`, from 127.0.0.1: the status counts and the rate."""
     assert w.traefik is not None
     exe = shutil.which("hey")
@@ -183,7 +192,9 @@ def run_cronjob_tick(w: World, name: str) -> subprocess.CompletedProcess[str]:
     its pod's container, as the apiserver stored it, run here with its environment resolved from the
     cluster like a kubelet does. Only GRAYLANE_TICK_URL's authority changes (no cluster DNS here)."""
     assert w.cluster is not None and w.graylane is not None
-    deployed.kubectl(w.cluster, "-n", deployed.NAMESPACE, "create", "job", name, "--from=cronjob/graylane-tick")
+    deployed.kubectl(
+        w.cluster, "-n", deployed.NAMESPACE, "create", "job", name, "--from=cronjob/graylane-tick"
+    )
 
     def pod() -> Any:
         out = deployed.kubectl(w.cluster, "-n", deployed.NAMESPACE, "get", "pods", "-l", f"job-name={name}",
@@ -225,6 +236,8 @@ def run(w: World) -> Run:
     r.checks["before graylane"] = dict(answers(w, 20))
     r.checks["user fields before"] = user_fields(w.route(seed_objects.PRO_ROUTE))
     r.checks["user header before"] = user_header_seen(w)
+    r.checks["ingressroutes before"] = {ns: w.names(f"ingressroutes.{w.group}", ns)
+                                        for ns in (seed_objects.PRO, seed_objects.DEV)}  # fmt: skip
     w.start_traffic()
     step_first_version(r)
     step_release(r)
@@ -274,6 +287,8 @@ def step_release(r: Run) -> None:
     r.checks["ab shenzhen"], r.checks["ab others"] = dict(shenzhen), dict(others)
     r.checks["user fields during ab"] = user_fields(w.route(seed_objects.PRO_ROUTE))
     r.checks["user header during ab"] = user_header_seen(w)
+    r.checks["ingressroutes during ab"] = {ns: w.names(f"ingressroutes.{w.group}", ns)
+                                           for ns in (seed_objects.PRO, seed_objects.DEV)}  # fmt: skip
     r.note(f"A/B by header location: shenzhen: 300 shenzhen requests -> {dict(shenzhen)}, 300 others -> "
            f"{dict(others)}")  # fmt: skip
 
@@ -303,6 +318,9 @@ def step_release(r: Run) -> None:
     r.checks["protection"] = middleware_specs(w)
     r.checks["user fields after"] = user_fields(w.route(seed_objects.PRO_ROUTE))
     r.checks["user header after"] = user_header_seen(w)
+    r.checks["ingressroutes after"] = {ns: w.names(f"ingressroutes.{w.group}", ns)
+                                       for ns in (seed_objects.PRO, seed_objects.DEV)}  # fmt: skip
+    r.checks["traefikservices after"] = w.names(f"traefikservices.{w.group}")
     r.note(f"promoted: all on {V1}; protection Middlewares on k8s-flask-pro: {r.checks['protection']}; "
            f"requests no backend answered during the release: {r.checks['failed during release'] or 0}")  # fmt: skip
 
@@ -346,7 +364,9 @@ def step_bad_release(r: Run) -> None:
     r.checks["bad release"] = {"phase": done.phase.value, "reason": done.reason, "stable": w.state().stable.version,
                                "verdicts": [(v.verdict, v.reason[:200]) for v in done.verdicts]}  # fmt: skip
     r.measured["v1.2.0 first 5xx to rolled back (s)"] = round(detected - first_bad, 1) if first_bad else None
-    r.measured["v1.2.0 last answer after first 5xx (s)"] = round(last_bad - first_bad, 1) if first_bad and last_bad else None
+    r.measured["v1.2.0 last answer after first 5xx (s)"] = (
+        round(last_bad - first_bad, 1) if first_bad and last_bad else None
+    )
     r.measured["v1.2.0 requests answered / failed (5xx)"] = (len(bad), sum(h.status == 500 for h in bad))
     r.measured["v1.2.0 push to rolled back (s)"] = round(detected - pushed, 1)
     r.checks["failed during bad release"] = dict(failed_hits(hits))

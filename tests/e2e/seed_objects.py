@@ -17,7 +17,12 @@ OLD = "v0.9.0"
 PORT = 8080
 HOST, DEV_HOST = "pro.coding", "dev.coding"
 PRO, DEV = "pro", "dev"
-STABLE, CANARY, DEV_WORKLOAD, DEV_SERVICE = "k8s-flask", "k8s-flask-canary", "k8s-flask-dev", "k8s-flask-nodeport"
+STABLE, CANARY, DEV_WORKLOAD, DEV_SERVICE = (
+    "k8s-flask",
+    "k8s-flask-canary",
+    "k8s-flask-dev",
+    "k8s-flask-nodeport",
+)
 PRO_ROUTE, ABTEST_ROUTE, DEV_ROUTE = "k8s-flask-pro", "k8s-flask-abtest", "k8s-flask-dev"
 RATE_LIMIT, BREAKER, USER_HEADERS = "flask-k8s-traffic", "k8s-flask-breaker", "flask-security-headers"
 USER_HEADER = ("X-Flask-Edge", "pro.coding")  # what the user's own Middleware adds to every pro answer

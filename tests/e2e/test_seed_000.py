@@ -9,13 +9,12 @@ and Alertmanager. Each test below asserts one thing it observed; the measurement
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from tests.e2e import deployed, seed_objects
 from tests.e2e.conftest import RESULTS
-from tests.e2e.scenario import V0, V1, V2, Run, run
+from tests.e2e.scenario import V0, V1, Run, run
 from tests.e2e.world import World
 
 pytestmark = [pytest.mark.e2e, pytest.mark.k8s, pytest.mark.controller, pytest.mark.traefik]
@@ -49,11 +48,16 @@ def test_graylane_runs_as_the_deployment_says_as_its_service_account(seed: Run) 
 def test_rbac_as_rendered_is_enough_and_every_call_is_granted(seed: Run) -> None:
     calls = seed.checks["account calls"]
     assert calls, "the apiserver audited no request of graylane's account"
-    refused = sorted({(c.verb, c.group, c.resource, c.namespace, c.name, c.code) for c in calls if c.code in (401, 403)})
+    refused = sorted(
+        {(c.verb, c.group, c.resource, c.namespace, c.name, c.code) for c in calls if c.code in (401, 403)}
+    )
     assert not refused, f"graylane's account was refused: {refused}"
     granted = deployed.granted(seed.world.docs)
-    ungranted = sorted({(c.group, c.resource, c.verb) for c in calls} - granted - {
-        ("authentication.k8s.io", "selfsubjectreviews", "create")})  # the test's own `kubectl auth whoami`
+    ungranted = sorted(
+        {(c.group, c.resource, c.verb) for c in calls}
+        - granted
+        - {("authentication.k8s.io", "selfsubjectreviews", "create")}
+    )  # the test's own `kubectl auth whoami`
     assert not ungranted, f"called outside the ClusterRole (allowed by something else?): {ungranted}"
 
 
@@ -121,6 +125,18 @@ def test_an_error_burst_tightens_the_rate_limit_through_alertmanager_and_it_rela
     assert seed.checks["alerts in state"] == [] or seed.checks["rate limit relaxed"] == base
 
 
+def test_graylane_drives_the_seeds_ingressroute_in_place(seed: Run) -> None:
+    """The example's router (group traefik.containo.us, ingressRoute k8s-flask-pro) is the seed's own object:
+    no IngressRoute or TraefikService of graylane's next to it, the same object (uid) throughout, and the
+    weights, A/B route and promotion measured above went through it."""
+    before = seed.checks["ingressroutes before"]
+    assert set(before[seed_objects.PRO]) == {seed_objects.PRO_ROUTE, seed_objects.ABTEST_ROUTE}, before
+    assert set(before[seed_objects.DEV]) == {seed_objects.DEV_ROUTE}, before
+    assert seed.checks["ingressroutes during ab"] == before
+    assert seed.checks["ingressroutes after"] == before
+    assert seed.checks["traefikservices after"] == {}
+
+
 # -- what the router must do with the user's objects (branch `routers`) --------------------------------------------
 
 
@@ -135,7 +151,3 @@ def test_the_users_fields_of_the_seed_route_survive_the_release(seed: Run) -> No
 @pytest.mark.xfail(strict=True, reason=ROUTERS_BRANCH)
 def test_protect_drives_the_seeds_own_middlewares(seed: Run) -> None:
     assert {seed_objects.RATE_LIMIT, seed_objects.BREAKER} <= set(seed.checks["protection"])
-
-
-
-

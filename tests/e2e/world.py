@@ -85,7 +85,9 @@ class Notices:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/graylane/flask"
 
     def types(self) -> list[str]:
@@ -214,8 +216,9 @@ class World:
         assert self.cluster is not None
         self.notices = Notices()
         self._stoppers.append(self.notices.stop)
-        self.pods = PodRunner(self.cluster.api_client(), [seed_objects.PRO, seed_objects.DEV],
-                              resolve=self.image_version).start()
+        self.pods = PodRunner(
+            self.cluster.api_client(), [seed_objects.PRO, seed_objects.DEV], resolve=self.image_version
+        ).start()
         self._stoppers.append(self.pods.stop)
         self.registry_dir = self.dir / "registry"
         # the registry's port is needed for the images' names: started here, its notifications wait for graylane
@@ -283,7 +286,9 @@ class World:
 
     def _start_edges(self) -> None:
         assert self.monitoring is not None and self.graylane is not None
-        self.monitoring.start_alertmanager(self.graylane.url, self.secret_values["GRAYLANE_ALERTMANAGER_TOKEN"])
+        self.monitoring.start_alertmanager(
+            self.graylane.url, self.secret_values["GRAYLANE_ALERTMANAGER_TOKEN"]
+        )
         self.registry = Registry.start(self.registry_dir, f"{self.graylane.url}/hooks/distribution",
                                        self.secret_values["GRAYLANE_HOOK_TOKEN_DISTRIBUTION"],
                                        port=self._registry_port)  # fmt: skip
@@ -340,6 +345,12 @@ class World:
         obj: dict[str, Any] = json.loads(done.stdout)
         return obj
 
+    def names(self, kind: str, namespace: str = seed_objects.PRO) -> dict[str, str]:
+        """name -> uid of every object of `kind` in `namespace` (read as the admin)."""
+        assert self.cluster is not None
+        out = deployed.kubectl(self.cluster, "-n", namespace, "get", kind, "-o", "json").stdout
+        return {i["metadata"]["name"]: i["metadata"]["uid"] for i in json.loads(out)["items"]}
+
     def route(self, name: str, ns: str = seed_objects.PRO) -> dict[str, Any]:
         found = self.read(f"ingressroutes.{self.group}", name, ns)
         assert found is not None, f"IngressRoute {ns}/{name} does not exist"
@@ -351,11 +362,15 @@ class World:
         out = {}
         for n in sorted(names):
             mw = self.read(f"middlewares.{self.group}", n, ns)
-            assert mw is not None, f"IngressRoute {ns}/{route['metadata']['name']} names Middleware {n}: missing"
+            assert mw is not None, (
+                f"IngressRoute {ns}/{route['metadata']['name']} names Middleware {n}: missing"
+            )
             out[n] = mw["spec"]
         return out
 
-    def in_force(self, name: str = seed_objects.PRO_ROUTE, ns: str = seed_objects.PRO, timeout: float = 30.0) -> None:
+    def in_force(
+        self, name: str = seed_objects.PRO_ROUTE, ns: str = seed_objects.PRO, timeout: float = 30.0
+    ) -> None:
         """Until Traefik routes by the IngressRoute as stored and the Middlewares it names."""
         assert self.traefik is not None
         route = self.route(name, ns)
@@ -373,7 +388,9 @@ class World:
             return AppState(app=self.app)
         return AppState.from_json(cm["data"]["state.json"])
 
-    def cli(self, *args: str, user: str = "ops-lead", timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, user: str = "ops-lead", timeout: float = 60.0
+    ) -> subprocess.CompletedProcess[str]:
         """`graylane <args> --server <public url> --token <user's API token>`, as that user runs it."""
         assert self.graylane is not None
         import sys
@@ -421,7 +438,9 @@ class World:
         if self.pods is not None and self.pods.errors:
             parts.append(f"--- pod runner errors\n{self.pods.errors[-5:]}")
         if self.cluster is not None:
-            parts.append(f"--- kube-controller-manager\n{self.cluster.log_tail('kube-controller-manager', 10)}")
+            parts.append(
+                f"--- kube-controller-manager\n{self.cluster.log_tail('kube-controller-manager', 10)}"
+            )
         try:
             state = self.state()
             parts.append("--- release history\n" + "\n".join(f"{h.at} {h.action}: {h.reason}"
