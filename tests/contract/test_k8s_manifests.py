@@ -510,7 +510,7 @@ def exercise_providers(api: Any, rbac_kube: KubeCluster, ns: str, preview_ns: st
         router = make_router("traefik", api)
         t = RouteTarget(ns, "flask", "k8s-flask", "k8s-flask-canary", options={
             "ingressRoute": f"flask-{group.split('.')[1]}", "traefikService": f"flask-wrr-{group.split('.')[1]}",
-            "host": "pro.coding", "port": 8080, "group": group})
+            "host": "pro.coding", "port": 8080, "group": group, "create": True})
         router.set_routes(t, RoutePlan.canary_at(20))
         router.set_routes(t, ab)
         assert router.get_routes(t) == ab

@@ -27,7 +27,8 @@ def group(request: pytest.FixtureRequest) -> str:
 
 def target(ns: str, group: str, **extra: Any) -> RouteTarget:
     options = {"ingressRoute": "k8s-flask-pro", "host": "pro.coding", "entryPoints": ["web"],
-               "stableService": "k8s-flask", "canaryService": "k8s-flask-canary", "port": 8080, "group": group}
+               "stableService": "k8s-flask", "canaryService": "k8s-flask-canary", "port": 8080, "group": group,
+               "create": True}  # these tests start with no IngressRoute: graylane makes it
     return RouteTarget(ns, "flask", "k8s-flask", "k8s-flask-canary", options={**options, **extra})
 
 
@@ -54,6 +55,48 @@ def test_reconcile_creates_the_route_all_on_stable_and_never_moves_weights(api: 
     again = ingress_route(co, ns, group)
     assert again["metadata"]["resourceVersion"] == moved["metadata"]["resourceVersion"]
     assert weights(again["spec"]["routes"][0]) == {"k8s-flask": 80, "k8s-flask-canary": 20}
+
+
+def test_a_missing_ingressroute_is_refused_not_created(api: Any, co: Any, ns: str, group: str) -> None:
+    """Without `create: true` graylane drives the user's IngressRoute and never makes one of its own: a name
+    that does not exist is a ConfigError naming it, for every call that writes routes or protection."""
+    router, t = make_router("traefik", api), target(ns, group, create=False)
+    for call in (lambda: router.set_routes(t, RoutePlan.canary_at(20)), lambda: router.reconcile(t),
+                 lambda: router.set_protection(t, Protection(RateLimit(500, 1000), None))):  # fmt: skip
+        with pytest.raises(ConfigError, match=rf"IngressRoute {ns}/k8s-flask-pro \(group {group}\) does not exist"
+                                              ".*unless router option create is true"):  # fmt: skip
+            call()
+    listed = co.list_namespaced_custom_object(group, VERSION, ns, "ingressroutes")["items"]
+    assert listed == []
+    without_option = target(ns, group)
+    del without_option.options["create"]  # the default
+    with pytest.raises(ConfigError, match="does not exist"):
+        router.set_routes(without_option, RoutePlan.canary_at(20))
+
+
+def test_a_route_in_the_other_group_is_named_in_the_refusal(api: Any, co: Any, ns: str) -> None:
+    """Seed 000's case: the user's IngressRoute is traefik.containo.us, the policy left the group at
+    traefik.io: the error says which group holds it."""
+    make_router("traefik", api).reconcile(target(ns, "traefik.containo.us"))  # the user's, say
+    router, t = make_router("traefik", api), target(ns, "traefik.io", create=False)
+    with pytest.raises(ConfigError, match=f"{ns}/k8s-flask-pro exists in group traefik.containo.us: set router "
+                                          "option group: traefik.containo.us"):  # fmt: skip
+        router.set_routes(t, RoutePlan.canary_at(20))
+    assert co.list_namespaced_custom_object("traefik.io", VERSION, ns, "ingressroutes")["items"] == []
+
+
+def test_an_existing_ingressroute_is_driven_without_create(api: Any, co: Any, ns: str, group: str) -> None:
+    make_router("traefik", api).reconcile(target(ns, group))  # the user's IngressRoute exists
+    uid = ingress_route(co, ns, group)["metadata"]["uid"]
+    router, t = make_router("traefik", api), target(ns, group, create=False)
+    router.set_routes(t, RoutePlan.canary_at(20))
+    assert router.get_routes(t) == RoutePlan.canary_at(20)
+    assert ingress_route(co, ns, group)["metadata"]["uid"] == uid
+
+
+def test_router_option_create_must_be_a_bool(api: Any, ns: str) -> None:
+    with pytest.raises(ConfigError, match="router option create is 'yes'; expected a non-empty bool"):
+        make_router("traefik", api).set_routes(target(ns, "traefik.io", create="yes"), RoutePlan.canary_at(20))
 
 
 def test_weights_round_trip_and_reset_to_stable(api: Any, co: Any, ns: str, group: str) -> None:

@@ -34,7 +34,7 @@ from tests.support import Clock, StaticPolicies, canary_policy, push, tick
 
 pytestmark = pytest.mark.k8s
 OPTIONS = {"ingressRoute": "k8s-flask-pro", "host": "pro.coding", "entryPoints": ["web"], "group": "traefik.io",
-           "stableService": "k8s-flask", "canaryService": "k8s-flask-canary", "port": 8080}
+           "stableService": "k8s-flask", "canaryService": "k8s-flask-canary", "port": 8080, "create": True}
 
 
 @dataclass

@@ -144,7 +144,7 @@ class FlaskApp:
 def target_for(version: str, pro: str) -> RouteTarget:
     options = {"ingressRoute": seed.PRO_ROUTE, "host": seed.HOST, "entryPoints": ["web"],
                "stableService": seed.STABLE, "canaryService": seed.CANARY, "port": seed.PORT,
-               "group": GROUPS[version]}  # fmt: skip
+               "group": GROUPS[version], "create": True}  # fmt: skip
     return RouteTarget(pro, "flask", seed.STABLE, seed.CANARY, options=options)
 
 

@@ -2,7 +2,7 @@
 limit and circuit breaker as Middlewares.
 
 Layout graylane writes (options `ingressRoute`, `host`, `entryPoints`, `stableService`, `canaryService`,
-`port`, `traefikService`, `group`, `ruleSyntax`):
+`port`, `traefikService`, `group`, `ruleSyntax`, `create`):
 
     routes:
       - match: Host(`pro.coding`) && (Header(`location`, `shenzhen`))   # only with A/B rules
@@ -15,6 +15,10 @@ always tries it first. With `traefikService` the weights live in that TraefikSer
 `ingressRoute` graylane only weighs it (no rules, no protection). Both API groups are served: traefik.io
 (rule syntax v3 by default) and the legacy traefik.containo.us (v2 syntax, `Headers(...)`, never a
 `syntax` field, which Traefik v2.11 does not know).
+
+The IngressRoute (and TraefikService) the policy names is the user's: if it does not exist, graylane refuses
+(a ConfigError naming it, and the group holding an object of that name if the other group does) instead of
+creating one next to the user's, unless the policy says `create: true`; then it is created all on stable.
 
 What real Traefik (v2.11 and v3, tests/traefik) does with these lists decides their shape:
 - A canary at weight 0 is left out (`[stable weight 100]`): Traefik drops a whole route when one of its
@@ -64,6 +68,7 @@ class _Setup:
     port: int | str
     group: str
     syntax: str  # Traefik rule syntax: v2 (Headers, HeadersRegexp) or v3 (Header, HeaderRegexp)
+    create: bool = False  # router option create: make the named objects if they are missing
 
     @property
     def where(self) -> str:
@@ -91,6 +96,7 @@ def _setup(target: RouteTarget) -> _Setup:
         stable=option(opts, "stableService", target.stable, str, where),
         canary=option(opts, "canaryService", target.canary, str, where),
         port=option(opts, "port", 80, (int, str), where), group=group, syntax=syntax,
+        create=option(opts, "create", False, bool, where),
     )
 
 
@@ -200,18 +206,39 @@ class TraefikRouter:
         self._ensure(s)
 
     def _ensure(self, s: _Setup) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-        """(IngressRoute, TraefikService) as configured, created with all traffic on stable if missing."""
+        """(IngressRoute, TraefikService) as configured. A missing one is created with all traffic on stable
+        only with router option `create: true`; otherwise it is a ConfigError (never a second route)."""
         ts = ir = None
         if s.traefik_service:
-            ts = self._services_api(s).get(s.namespace, s.traefik_service) or self._services_api(s).create(
-                s.namespace, s.traefik_service, {"weighted": {"services": _weighted(s, STABLE_ONLY)}})
+            ts = self._services_api(s).get(s.namespace, s.traefik_service)
+            if ts is None:
+                self._missing(s, "traefikservices", "TraefikService", s.traefik_service)
+                ts = self._services_api(s).create(s.namespace, s.traefik_service,
+                                                  {"weighted": {"services": _weighted(s, STABLE_ONLY)}})  # fmt: skip
         if s.ingress_route:
-            spec: dict[str, Any] = {"routes": _routes(s, STABLE_ONLY, [])}
-            if s.entry_points:
-                spec["entryPoints"] = list(s.entry_points)
-            ir = self._routes_api(s).get(s.namespace, s.ingress_route) or self._routes_api(s).create(
-                s.namespace, s.ingress_route, spec)
+            ir = self._routes_api(s).get(s.namespace, s.ingress_route)
+            if ir is None:
+                self._missing(s, "ingressroutes", "IngressRoute", s.ingress_route)
+                spec: dict[str, Any] = {"routes": _routes(s, STABLE_ONLY, [])}
+                if s.entry_points:
+                    spec["entryPoints"] = list(s.entry_points)
+                ir = self._routes_api(s).create(s.namespace, s.ingress_route, spec)
         return ir, ts
+
+    def _missing(self, s: _Setup, plural: str, kind: str, name: str) -> None:
+        """Raise unless the policy lets graylane create the missing object; name the other group's object."""
+        if s.create:
+            return
+        other = next(g for g in GROUPS if g != s.group)
+        try:
+            elsewhere = Objects(self.api_client, Kind(other, "v1alpha1", plural, kind)).get(s.namespace, name)
+        except Exception:  # that group's CRDs not served, or not readable: nothing more to say
+            elsewhere = None
+        hint = (f"; {s.namespace}/{name} exists in group {other}: set router option group: {other}"
+                if elsewhere is not None else "")  # fmt: skip
+        raise ConfigError(f"{s.where}: {kind} {s.namespace}/{name} (group {s.group}) does not exist{hint}; "
+                          "graylane drives the user's object and does not create one next to it unless router "
+                          "option create is true")  # fmt: skip
 
     def set_routes(self, target: RouteTarget, plan: RoutePlan) -> None:
         s = _setup(target)
