@@ -18,8 +18,9 @@ from tests.e2e.scenario import V0, V1, Run, run
 from tests.e2e.world import World
 
 pytestmark = [pytest.mark.e2e, pytest.mark.k8s, pytest.mark.controller, pytest.mark.traefik]
-ROUTERS_BRANCH = ("the traefik router rework (branch `routers`): graylane touches only the fields it owns in the "
-                  "user's route and drives the seed's A/B route and Middlewares")  # fmt: skip
+ROUTERS_BRANCH = ("issue 12 (branch `routers`): the Traefik router rewrites /spec/routes whole, so the user's route "
+                  "priority and per-Service passHostHeader go; protect makes Middlewares of its own instead of "
+                  "driving the seed's")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +139,19 @@ def test_graylane_drives_the_seeds_ingressroute_in_place(seed: Run) -> None:
 
 
 # -- what the router must do with the user's objects (branch `routers`) --------------------------------------------
+
+ROUTE_FIELDS = ("priority", "backends")  # inside /spec/routes, which the router on main rewrites
+
+
+def test_the_users_labels_annotations_and_middleware_survive_the_release(seed: Run) -> None:
+    before = {k: v for k, v in seed.checks["user fields before"].items() if k not in ROUTE_FIELDS}
+    assert before["label"] and before["annotation"] and before["middlewares"] == [seed_objects.USER_HEADERS]
+    for when in ("during ab", "during canary", "after"):
+        now = seed.checks[f"user fields {when}"]
+        assert {k: v for k, v in now.items() if k not in ROUTE_FIELDS} | {
+            "middlewares": [m for m in now["middlewares"] if m == seed_objects.USER_HEADERS]
+        } == before, when
+    assert seed.checks["user header during ab"] and seed.checks["user header after"]
 
 
 @pytest.mark.xfail(strict=True, reason=ROUTERS_BRANCH)
