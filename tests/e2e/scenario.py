@@ -187,6 +187,14 @@ def rate_limit(w: World) -> dict[str, Any] | None:
     return found[0] if len(found) == 1 else ({"several": found} if found else None)
 
 
+def breaker(w: World) -> str | None:
+    """The circuitBreaker expression on the pro route (None if no Middleware of it has one)."""
+    found = [
+        s["circuitBreaker"].get("expression") for s in middleware_specs(w).values() if "circuitBreaker" in s
+    ]
+    return found[0] if len(found) == 1 else (repr(found) if found else None)
+
+
 def run_cronjob_tick(w: World, name: str) -> subprocess.CompletedProcess[str]:
     """The CronJob's Job, created from the stored CronJob (`kubectl create job --from=cronjob/graylane-tick`);
     its pod's container, as the apiserver stored it, run here with its environment resolved from the
@@ -394,6 +402,7 @@ def step_protection(r: Run) -> None:
         w.in_force()
         applied = time.monotonic()
         r.checks["rate limit tightened"] = tightened
+        r.checks["breaker tightened"] = breaker(w)
         r.measured["error burst to alert firing (s)"] = round(fired - burst, 1)
         r.measured["alert firing to rateLimit in force (s)"] = round(applied - fired, 1)
         r.measured["429 tightened"] = hey(w)
@@ -410,6 +419,7 @@ def step_protection(r: Run) -> None:
                        timeout=120, every=0.5, alive=w.alive)  # fmt: skip
     w.in_force()
     r.checks["rate limit relaxed"] = relaxed
+    r.checks["breaker relaxed"] = breaker(w)
     r.measured["errors stopped to alert resolved (s)"] = round(resolved - calm, 1)
     r.measured["alert resolved to relaxed (s)"] = round(time.monotonic() - resolved, 1)
     r.measured["429 relaxed"] = hey(w)

@@ -126,6 +126,13 @@ def test_an_error_burst_tightens_the_rate_limit_through_alertmanager_and_it_rela
     assert seed.checks["alerts in state"] == [] or seed.checks["rate limit relaxed"] == base
 
 
+def test_the_alert_swaps_in_the_policys_circuit_breaker_and_the_hold_down_restores_the_stages(
+    seed: Run,
+) -> None:
+    assert seed.checks["breaker tightened"] == "NetworkErrorRatio() > 0.30"  # protection[0].circuitBreaker
+    assert seed.checks["breaker relaxed"] == "LatencyAtQuantileMS(50.0) > 100"  # the protect stage's
+
+
 def test_graylane_drives_the_seeds_ingressroute_in_place(seed: Run) -> None:
     """The example's router (group traefik.containo.us, ingressRoute k8s-flask-pro) is the seed's own object:
     no IngressRoute or TraefikService of graylane's next to it, the same object (uid) throughout, and the
