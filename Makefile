@@ -33,7 +33,7 @@ test: setup deps kube crds istioctl traefik lint  ## everything the tests need, 
 	$(BIN)/pytest
 
 e2e: setup deps kube crds traefik  ## graylane as deployed (infra/k8s) driving seed 000 on Traefik v2.11 (tests/e2e)
-	$(BIN)/pytest tests/e2e -p no:cacheprovider -v
+	$(BIN)/pytest tests/e2e -p no:cacheprovider -vv  # -vv: one line per test despite addopts -q
 
 unit: setup  ## only the pure tests (no servers)
 	$(BIN)/pytest tests/unit tests/property
