@@ -64,3 +64,8 @@ class NotReady(GraylaneError):
 
 class EffectFailed(GraylaneError):
     """An effect failed for good (a migration Job failed): retrying cannot help, the release fails."""
+
+
+class MissingObject(ConfigError, EffectFailed):
+    """The object a policy names for graylane to drive (an IngressRoute, say) does not exist: retrying cannot
+    help, so the effect fails for good and the release fails with this message in its history."""

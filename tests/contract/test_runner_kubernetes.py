@@ -187,3 +187,43 @@ def test_traefik_release_promotes_on_a_ready_stable_and_rolls_back_traffic_first
         assert image_of(deployment(api, ns, "k8s-flask")) == f"{REPO}:v2"
     finally:
         providers.close()
+
+
+def test_a_release_on_an_ingressroute_that_does_not_exist_fails_naming_it(api: Any, ns: str, kube: Any,
+                                                                          nodes: Any) -> None:  # fmt: skip
+    """Without router option create, graylane never makes an IngressRoute next to the user's: the first
+    route change fails for good (MissingObject), the release fails with the name in its reason and history,
+    and nothing is created."""
+    stable_deployment(api, ns)
+    options = {k: v for k, v in OPTIONS.items() if k != "create"}
+    steps = (CanaryStage(steps=(CanaryStep(20, 30.0),)), PromoteStage())
+    policy = replace(canary_policy("flask", ns, stages=steps), router=RouterSpec("traefik", options),
+                     workload=WorkloadSpec(name="k8s-flask", canary="k8s-flask-canary", container="flask"))  # fmt: skip
+    witness, store, clock = Witness(api, ns), MemoryStore(), Clock()
+    providers = WitnessedProviders(kube, witness)
+    runner = Runner(store, StaticPolicies([policy]), providers, clock=clock)
+
+    def state() -> AppState:
+        doc, _ = store.load(policy.app)
+        assert doc is not None
+        return AppState.from_json(doc)
+
+    missing = f"IngressRoute {ns}/k8s-flask-pro (group traefik.io) does not exist"
+    try:
+        runner.handle(push(policy.app, "v1"))
+        runner.handle(push(policy.app, "v2"))
+        deadline = time.monotonic() + 60
+        while not (state().release is not None and not state().release.active and not state().pending):
+            assert time.monotonic() < deadline, f"still {state().release}; pending {state().pending}"
+            runner.handle(tick(policy.app))
+            time.sleep(0.2)
+        rel = state().release
+        assert rel.phase in (Phase.FAILED, Phase.FROZEN, Phase.ROLLED_BACK), rel
+        assert missing in rel.reason, rel.reason
+        assert any(missing in h.reason for h in state().history if h.action in ("effect-failed", "failed")), [
+            (h.action, h.reason) for h in state().history]
+        listed = client.CustomObjectsApi(api).list_namespaced_custom_object("traefik.io", "v1alpha1", ns,
+                                                                            "ingressroutes")["items"]  # fmt: skip
+        assert listed == []
+    finally:
+        providers.close()

@@ -17,8 +17,9 @@ always tries it first. With `traefikService` the weights live in that TraefikSer
 `syntax` field, which Traefik v2.11 does not know).
 
 The IngressRoute (and TraefikService) the policy names is the user's: if it does not exist, graylane refuses
-(a ConfigError naming it, and the group holding an object of that name if the other group does) instead of
-creating one next to the user's, unless the policy says `create: true`; then it is created all on stable.
+(MissingObject: a ConfigError naming it, and the group holding an object of that name if the other group does;
+an effect failed for good, so the release fails with it) instead of creating one next to the user's, unless the
+policy says `create: true`; then it is created all on stable.
 
 What real Traefik (v2.11 and v3, tests/traefik) does with these lists decides their shape:
 - A canary at weight 0 is left out (`[stable weight 100]`): Traefik drops a whole route when one of its
@@ -37,7 +38,7 @@ from typing import Any
 from functions.core.effects import STABLE_ONLY, Protection, RoutePlan
 from functions.core.policy import CircuitBreaker, Match, RateLimit
 from functions.core.values import value
-from functions.errors import ConfigError
+from functions.errors import ConfigError, MissingObject
 from functions.providers.routers._common import (
     Kind,
     Objects,
@@ -236,7 +237,7 @@ class TraefikRouter:
             elsewhere = None
         hint = (f"; {s.namespace}/{name} exists in group {other}: set router option group: {other}"
                 if elsewhere is not None else "")  # fmt: skip
-        raise ConfigError(f"{s.where}: {kind} {s.namespace}/{name} (group {s.group}) does not exist{hint}; "
+        raise MissingObject(f"{s.where}: {kind} {s.namespace}/{name} (group {s.group}) does not exist{hint}; "
                           "graylane drives the user's object and does not create one next to it unless router "
                           "option create is true")  # fmt: skip
 
