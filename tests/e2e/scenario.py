@@ -195,6 +195,16 @@ def breaker(w: World) -> str | None:
     return found[0] if len(found) == 1 else (repr(found) if found else None)
 
 
+def unavailable(w: World) -> tuple[float, float]:
+    """Traefik's 503 counters (entry point web, every service): an entry-point 503 no service counted came from
+    a middleware of the route, and the only one that answers 503 there is the protect stage's circuit breaker
+    (the rate limit answers 429)."""
+    assert w.monitoring is not None
+    entry = w.monitoring.value('sum(traefik_entrypoint_requests_total{entrypoint="web",code="503"})') or 0.0
+    services = w.monitoring.value('sum(traefik_service_requests_total{code="503"})') or 0.0
+    return entry, services
+
+
 def run_cronjob_tick(w: World, name: str) -> subprocess.CompletedProcess[str]:
     """The CronJob's Job, created from the stored CronJob (`kubectl create job --from=cronjob/graylane-tick`);
     its pod's container, as the apiserver stored it, run here with its environment resolved from the
@@ -357,6 +367,7 @@ def step_bad_release(r: Run) -> None:
     pushed = w.push(V2)
     wait_gate(w, "ab-test")
     started = r.mark("bad release")
+    unavailable_before = unavailable(w)
     w.cli("approve", w.app, "--gate", "ab-test", user="ops-lead")
     done = wait_phase(w, {Phase.ROLLED_BACK, Phase.FAILED, Phase.SUCCEEDED, Phase.ABORTED}, f"{V2} judged",
                       timeout=240)  # fmt: skip
@@ -378,6 +389,14 @@ def step_bad_release(r: Run) -> None:
     r.measured["v1.2.0 requests answered / failed (5xx)"] = (len(bad), sum(h.status == 500 for h in bad))
     r.measured["v1.2.0 push to rolled back (s)"] = round(detected - pushed, 1)
     r.checks["failed during bad release"] = dict(failed_hits(hits))
+    time.sleep(2.5)  # Prometheus scrapes Traefik every second: the counters now include every request above
+    r.checks["503 during bad release (entry point, services)"] = tuple(
+        after - before for after, before in zip(unavailable(w), unavailable_before, strict=True)
+    )
+    r.measured["v1.2.0 503s seen / counted at entry point, services"] = (
+        r.checks["failed during bad release"].get("status 503", 0),
+        *r.checks["503 during bad release (entry point, services)"],
+    )
     r.note(f"{V2} ({BAD_ERROR_RATE:.0%} 5xx): {done.reason[:200]}; rolled back "
            f"{r.measured['v1.2.0 first 5xx to rolled back (s)']} s after its first 5xx; its answers "
            f"{r.measured['v1.2.0 requests answered / failed (5xx)']} (answered, 5xx)")  # fmt: skip
