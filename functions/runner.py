@@ -20,7 +20,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from functions.core.effects import Effect
-from functions.core.events import EffectFailure, ImagePushed, MetricSample, Observation, Tick
+from functions.core.events import EffectFailure, HookResult, ImagePushed, MetricSample, Observation, Tick
+from functions.core.hooks import HookCall, hook_calls
 from functions.core.machine import decide, wants_analysis
 from functions.core.policy import Policy
 from functions.core.state import MAX_APPLIED, AppState, Release, bounded, iso
@@ -237,14 +238,59 @@ class Runner:
         if rel is not None and wants_analysis(policy, state, now):
             metrics, measured_at = self._measure(policy, rel, now)
         routes = None
+        cluster = policy.waves[rel.wave].cluster if rel is not None and policy.waves and rel.wave < len(policy.waves) \
+            else ""  # fmt: skip
         if rel is not None and rel.active and not any(e.kind == "set-routes" for e in state.pending):
-            cluster = policy.waves[rel.wave].cluster if policy.waves and rel.wave < len(policy.waves) else ""
             try:
                 routes = self.providers.router(policy, cluster).get_routes(route_target(policy, cluster))
             except GraylaneError as err:
                 log.warning("reading routes of %s failed: %s", policy.app, err)
+        calls = hook_calls(policy, state, now, event.id)
+        hooks = self._ask_hooks(policy, calls) if calls else None
+        flags = None
+        mine = tuple(p for p in state.flags if rel is not None and rel.active and p.release == rel.id
+                     and p.cluster == cluster)  # fmt: skip
+        if mine and not any(e.kind == "set-flag" for e in state.pending):
+            try:
+                flags = self._flags(policy, cluster).live(mine)
+            except GraylaneError as err:
+                log.warning("reading flags of %s failed: %s", policy.app, err)
         return Observation(metrics=metrics, routes=routes, measured_at=measured_at,
-                           release=rel.id if metrics is not None and rel is not None else "")  # fmt: skip
+                           release=rel.id if metrics is not None and rel is not None else "", hooks=hooks,
+                           flags=flags)  # fmt: skip
+
+    def _ask_hooks(self, policy: Policy, calls: tuple[HookCall, ...]) -> tuple[HookResult, ...]:
+        """The hooks decide() asks about (answered no when they cannot be called at all)."""
+        try:
+            return tuple(self._hooks(policy).ask(calls))
+        except GraylaneError as err:
+            return tuple(HookResult(name=c.name, type=c.type, point=c.point, ok=False, detail=str(err), id=c.id)
+                         for c in calls)  # fmt: skip
+
+    # -- the release's other providers: from the providers when they offer them, else the defaults ----------
+    def _flags(self, policy: Policy, cluster: str) -> Any:
+        get = getattr(self.providers, "flags", None)
+        if get is not None:
+            return get(policy, cluster)
+        from functions.providers.flags import flag_store
+
+        return flag_store(policy.flags, policy.namespace)
+
+    def _hooks(self, policy: Policy) -> Any:
+        get = getattr(self.providers, "hooks", None)
+        if get is not None:
+            return get(policy)
+        from functions.providers.hooks import HttpHooks
+
+        return HttpHooks(policy)
+
+    def _gitops(self, policy: Policy) -> Any:
+        get = getattr(self.providers, "gitops", None)
+        if get is not None:
+            return get(policy)
+        from functions.providers.gitops.git import GitWriter
+
+        return GitWriter(policy)
 
     def _measure(self, policy: Policy, rel: Release, now: datetime) -> tuple[tuple[MetricSample, ...], str]:
         """The samples of `rel` and when they were measured: the sweep's batch (used once: a retry after a
@@ -263,20 +309,27 @@ class Runner:
     # -- effects ------------------------------------------------------------------------------------
     def _apply_pending(self, policy: Policy, state: AppState, outcome: Outcome, version: str | None) -> Outcome:
         done: list[str] = []
-        failed: EffectFailure | None = None
+        failures: list[EffectFailure] = []
+        git_waits = False  # a write-back that is not done holds the later ones (Git must end at the last version)
         for effect in state.pending:
+            if effect.kind == "git-write-back" and git_waits:
+                continue
             try:
                 self.apply(policy, effect)
             except (NotReady, ProviderUnavailable, ConflictError, GraylaneError) as err:
                 metrics.effect(effect.kind, "not-ready" if isinstance(err, NotReady) else "failed")
-                if effect.kind == "notify":  # a notifier that is down never blocks a release
-                    log.warning("notification %s dropped: %s", effect.id, err)
+                if effect.kind in ("notify", "hook"):  # a notifier or post-rollout hook that is down blocks nothing
+                    log.warning("%s %s dropped: %s", "notification" if effect.kind == "notify" else "post-rollout hook",
+                                effect.id, err)  # fmt: skip
                     done.append(effect.id)
                     continue
                 if isinstance(err, EffectFailed):
-                    failed = EffectFailure(id=f"{effect.id}/failed", app=policy.app, effect=effect.id,
-                                           kind=effect.kind, reason=str(err))  # fmt: skip
+                    failures.append(EffectFailure(id=f"{effect.id}/failed", app=policy.app, effect=effect.id,
+                                                  kind=effect.kind, reason=str(err)))  # fmt: skip
                 log.info("effect %s not done: %s", effect.id, err)
+                if effect.kind == "git-write-back":  # Git being down never holds a release up: later ticks retry
+                    git_waits = True
+                    continue
                 break  # order matters: later effects wait for this one
             metrics.effect(effect.kind, "applied")
             done.append(effect.id)
@@ -284,7 +337,7 @@ class Runner:
         outcome.pending = len(state.pending) - len(done)
         if done:
             self._ack(policy.app, done, state if version is not None else None, version)
-        if failed is not None:  # retrying cannot help: let the machine fail the release (its own cycle)
+        for failed in failures:  # retrying cannot help: let the machine fail the release (its own cycle)
             self._process(policy, failed)
             outcome.reason = f"{failed.kind} failed for good: {failed.reason}"
         return outcome
@@ -304,6 +357,13 @@ class Runner:
             self.providers.router(policy, cluster).set_protection(route_target(policy, cluster), effect.protection)
         elif effect.kind == "notify":
             self.providers.notifier(policy).send({**effect.notice, "message": effect.message, "id": effect.id})
+        elif effect.kind == "set-flag":
+            assert effect.flag is not None
+            self._flags(policy, cluster).set_flag(effect.flag)
+        elif effect.kind == "hook":
+            self._hooks(policy).tell(effect)
+        elif effect.kind == "git-write-back":
+            self._gitops(policy).write_back(effect)
         else:
             self._apply_workload(policy, effect)
 
@@ -315,6 +375,8 @@ class Runner:
             workloads.promote_stable(target, effect.image)
         elif effect.kind == "scale-down-canary":
             workloads.scale_down_canary(target)
+        elif effect.kind == "scale-canary":
+            workloads.scale_canary(target, effect.weight)
         elif effect.kind == "deploy-preview":
             workloads.deploy_preview(target, effect.image, effect.environment, effect.namespace, effect.workload)
         elif effect.kind == "run-migration":

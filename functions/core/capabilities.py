@@ -128,7 +128,7 @@ def unmeasurable(provider: str, spec: Mapping[str, Any]) -> list[Problem]:
     if provider == "gateway-api" and "metrics" in options and options["metrics"] not in GATEWAY_METRICS:
         problems.append(("spec.router.metrics", f"{options['metrics']!r} is not allowed; expected "
                          f"{', '.join(GATEWAY_METRICS)} (the Gateway implementation whose metrics graylane reads)"))
-    if metrics_source(provider, options):
+    if metrics_source(provider, options) or not _router_analysed(spec):
         return problems
     for i, metric in enumerate(_list(_map(spec.get("analysis")).get("metrics"))):
         metric = _map(metric)
@@ -139,6 +139,14 @@ def unmeasurable(provider: str, spec: Mapping[str, Any]) -> list[Problem]:
                              f"template {metric['template']} has no query for router {provider}: {fix}, or give "
                              "the metric a PromQL query"))
     return problems
+
+
+def _router_analysed(spec: Mapping[str, Any]) -> bool:
+    """Does any analysed stage measure the router's traffic? A flag stage's analysis reads the app's metrics by
+    variant (spec.flags.metrics) whatever the router."""
+    stages = [next(iter(_map(item).items()), ("", {})) for item in _list(spec.get("stages"))]
+    return not stages or any(kind != "flag" for kind, _ in stages if kind in ("abtest", "canary", "bluegreen",
+                                                                              "promote", "flag"))
 
 
 def _to_doc(policy: Any) -> Mapping[str, Any]:

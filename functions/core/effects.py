@@ -24,6 +24,10 @@ EffectKind = Literal[
     "set-protection",
     "notify",
     "load-test",
+    "set-flag",
+    "scale-canary",
+    "hook",
+    "git-write-back",
 ]
 
 
@@ -54,6 +58,28 @@ STABLE_ONLY = RoutePlan()
 
 
 @value
+class FlagPlan:
+    """Desired exposure of one feature flag: `variant` for `percent` % of users, `off` for the others.
+
+    A user is in when flagd's `fractional` puts MurmurHash3("<salt>:<targetingKey>") below `percent`
+    (functions.core.targeting.flag_bucket); buckets are nested, so a user in at 5 % stays in at 25 %.
+    """
+
+    key: str
+    variant: str = "on"
+    off: str = "off"
+    percent: int = 0
+    salt: str = ""
+    release: str = ""  # the release that set it
+    cluster: str = ""  # the wave's cluster whose flag document holds it
+    variants: tuple[tuple[str, Any], ...] = ()  # the variants of a flag graylane creates
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.percent <= 100:
+            raise ValueError(f"a flag's percentage must be 0..100, got {self.percent}")
+
+
+@value
 class Protection:
     """Desired production protection on the app's route."""
 
@@ -76,4 +102,7 @@ class Effect:
     namespace: str = ""  # deploy-preview: target namespace if not the app's
     workload: str = ""  # deploy-preview: target workload
     message: str = ""  # notify
-    notice: dict[str, Any] = field(default_factory=dict)  # notify: structured payload (transition, gate, ...)
+    notice: dict[str, Any] = field(default_factory=dict)  # notify, hook: structured payload (transition, gate, ...)
+    flag: FlagPlan | None = None  # set-flag
+    weight: int | None = None  # scale-canary: the canary's share of the traffic (None: unknown, a match route)
+    hook: str = ""  # hook: the name of the post-rollout hook called

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import field
 from typing import Any
 
-from functions.core.effects import RoutePlan
+from functions.core.effects import FlagPlan, RoutePlan
 from functions.core.state import Actor, MetricResult, Version
 from functions.core.values import value
 
@@ -135,6 +135,19 @@ class MetricSample:
 
 
 @value
+class HookResult:
+    """One hook's answer, as the runner got it before deciding (functions.core.hooks.hook_calls asked for it)."""
+
+    name: str
+    type: str
+    point: str  # the release point the call was about ("<type>@<wave>/<stage>/<step>")
+    ok: bool  # a 2xx answer
+    status: int = 0  # the HTTP status (0: no answer: refused, timed out)
+    detail: str = ""
+    id: str = ""  # the call's delivery id
+
+
+@value
 class Observation:
     """What the runner saw outside before deciding: metrics, live routes, workload readiness."""
 
@@ -143,6 +156,8 @@ class Observation:
     canary_ready: bool | None = None
     measured_at: str = ""  # when the metrics were measured (ISO); decide() refuses them if a verdict is newer
     release: str = ""  # the release the metrics were measured for; decide() refuses them for another one
+    hooks: tuple[HookResult, ...] | None = None  # hooks the runner called for this decision; None: none asked
+    flags: tuple[FlagPlan, ...] | None = None  # the release's flags as read back from the flag documents
 
 
 NO_OBSERVATION = Observation()

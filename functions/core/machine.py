@@ -28,12 +28,37 @@ from functions.core.events import (
     Observation,
     Tick,
 )
-from functions.core.policy import ApprovalStage, PreviewStage, PromoteStage, RollbackMode
+from functions.core.flag_stage import ENTER as FLAG_ENTER
+from functions.core.flag_stage import FIRE as FLAG_FIRE
+from functions.core.flag_stage import everyone, flags_off, set_percent
+from functions.core.flag_stage import next_step as flag_next_step
+from functions.core.hooks import (
+    GATE_PREFIX,
+    answers,
+    held,
+    keep_fed,
+    passed,
+    refusals,
+    rollback_asked,
+    url_hooks,
+    with_rollout_hooks,
+)
+from functions.core.policy import (
+    ABTestStage,
+    ApprovalStage,
+    BlueGreenStage,
+    CanaryStage,
+    FlagStage,
+    PreviewStage,
+    PromoteStage,
+    RollbackMode,
+)
 from functions.core.protection import effective_protection, expire, rule_matches
+from functions.core.stages import ENTER as STAGE_ENTER
+from functions.core.stages import FIRE as STAGE_FIRE
 from functions.core.stages import (
-    ENTER,
-    FIRE,
     analysis_allows,
+    ensure_canary,
     next_step,
     record_verdict,
     set_weight,
@@ -54,6 +79,9 @@ from functions.core.state import (
 from functions.core.tx import Tx
 
 Rule = Callable[[Tx], None]
+ENTER = {**STAGE_ENTER, **FLAG_ENTER}
+FIRE = {**STAGE_FIRE, **FLAG_FIRE}
+TRAFFIC_STAGES = (ABTestStage, CanaryStage, BlueGreenStage, FlagStage)
 
 
 class Decision(NamedTuple):
@@ -194,7 +222,9 @@ def on_push(tx: Tx) -> None:
     if rel is not None and rel.active:
         why = f"superseded by {target.version}"
         if rel.promoted and rel.wave + 1 >= len(tx.policy.waves):
-            # fully promoted, only being watched: it stays stable and the new release starts from it
+            # fully promoted, only being watched: it stays stable and the new release starts from it (a flag it
+            # was still rolling out goes off: the new release rolls it out again)
+            flags_off(tx, below=100)
             tx.update(watching=False, analysing=False, canary_deployed=False)
             tx.set_phase(Phase.SUPERSEDED, "superseded", why, ev.RELEASE_SUPERSEDED)
         else:
@@ -204,6 +234,8 @@ def on_push(tx: Tx) -> None:
         if tx.state.warm is not None:  # the new canary replaces the warm copy in the canary workload
             tx.set_state(warm=None, warm_until="")
     _start(tx, target, kind="release")
+    if held(tx, "confirm-rollout", "enter:0"):
+        return
     enter_from(tx, 0)
 
 
@@ -238,12 +270,27 @@ def enter_from(tx: Tx, index: int) -> None:
                   timer=None, gate="", gate_next=-1, passes_in_step=0)  # fmt: skip
         if tx.release.phase != Phase.PROGRESSING:
             tx.set_phase(Phase.PROGRESSING, "progressing")
+        if _held_by_hooks(tx, stage, index):
+            return
         tx.record("stage", reason=f"entered {stage.kind} stage {index + 1}/{len(stages)}")
         tx.emit(ev.RELEASE_STAGE, {"stageKind": stage.kind})
         if not ENTER[type(stage)](tx, stage):
             return
         index += 1
     _finish_wave(tx)
+
+
+def _held_by_hooks(tx: Tx, stage: object, index: int) -> bool:
+    """Hooks asked before a stage: confirm-promotion before the promote stage, pre-rollout before a wave's
+    first traffic stage routes anything (its canary is deployed first, so the hook can look at it)."""
+    if isinstance(stage, PromoteStage):
+        return held(tx, "confirm-promotion", f"enter:{index}")
+    first = next((i for i, s in enumerate(tx.policy.stages) if isinstance(s, TRAFFIC_STAGES)), -1)
+    if index != first or not url_hooks(tx.policy, "pre-rollout"):
+        return False
+    if not isinstance(stage, FlagStage):
+        ensure_canary(tx)
+    return held(tx, "pre-rollout", f"enter:{index}")
 
 
 def _finish_wave(tx: Tx) -> None:
@@ -274,6 +321,18 @@ def _heal_drift(tx: Tx) -> None:
                               f"{tx.state.routes.stable}/{tx.state.routes.canary}: re-applied")  # fmt: skip
 
 
+def _heal_flags(tx: Tx) -> None:
+    """A flag of this release that reads back otherwise than desired (edited by hand, lost) is written again."""
+    live, rel = tx.obs.flags, tx.release
+    if live is None or any(e.kind == "set-flag" for e in tx.state.pending):
+        return
+    for plan in tx.state.flags:
+        if plan.release == rel.id and plan.cluster == tx.cluster() and plan not in live:
+            tx.effect("set-flag", flag=plan, cluster=plan.cluster)
+            tx.record("drift", reason=f"flag {plan.key} does not read back as {plan.variant} for {plan.percent}% "
+                                      "of users: re-applied")  # fmt: skip
+
+
 def _analyse(tx: Tx) -> None:
     rel, analysis, samples = tx.release, tx.policy.analysis, tx.obs.metrics
     if analysis is None or samples is None or not rel.analysing:
@@ -283,6 +342,7 @@ def _analyse(tx: Tx) -> None:
     if not analysis_due(tx.policy, rel, tx.now) or stale_observation(tx.obs, rel):
         return
     verdict = judge(analysis, samples, tx.now_iso, watching=rel.watching)
+    verdict = with_rollout_hooks(verdict, tx.policy, rel, tx.obs)
     record_verdict(tx, verdict)
     tx.emit(ev.ANALYSIS_VERDICT, {"release": rel.id, "app": tx.policy.app, "verdict": verdict.verdict,
                                   "reason": verdict.reason, "metrics": ev.verdict_data(verdict.metrics)},
@@ -292,6 +352,8 @@ def _analyse(tx: Tx) -> None:
         _fail(tx, f"analysis failed: {verdict.reason}")
     elif verdict.verdict == "inconclusive" and rel.inconclusive_run >= analysis.inconclusive_limit:
         _pause(tx, f"{rel.inconclusive_run} inconclusive verdicts in a row: {verdict.reason}")
+    if tx.release.active and (why := rollback_asked(tx.policy, rel, tx.obs)):
+        _rollback(tx, why, Phase.ROLLED_BACK, "rolled-back", ev.RELEASE_ROLLED_BACK)
 
 
 def _relax(tx: Tx) -> None:
@@ -304,11 +366,13 @@ def _relax(tx: Tx) -> None:
 
 def tick_progressing(tx: Tx) -> None:
     _heal_drift(tx)
+    _heal_flags(tx)
     _relax(tx)
     _analyse(tx)
     rel = tx.release
     if rel.phase != Phase.PROGRESSING:
         return
+    keep_fed(tx)
     stage = tx.stage()
     if isinstance(stage, PreviewStage) and not tx.state.pending:
         tx.record("preview-ready", reason=f"{rel.target.version} deployed to {stage.environment}")
@@ -326,10 +390,16 @@ def tick_progressing(tx: Tx) -> None:
 
 def tick_waiting(tx: Tx) -> None:
     _heal_drift(tx)
+    _heal_flags(tx)
     _relax(tx)
     _analyse(tx)
     rel = tx.release
-    if rel.phase != Phase.WAITING or not tx.timer_fired():
+    if rel.phase != Phase.WAITING:
+        return
+    keep_fed(tx)
+    if rel.gate.startswith(GATE_PREFIX):
+        return _tick_hook_gate(tx)
+    if not tx.timer_fired():
         return
     stage = tx.stage()
     on_timeout = stage.on_timeout if isinstance(stage, ApprovalStage) else "reject"
@@ -339,6 +409,46 @@ def tick_waiting(tx: Tx) -> None:
     else:
         _decide_gate(tx, rel.gate, "timed-out")
         _rollback(tx, f"gate {rel.gate} timed out", Phase.ABORTED, "aborted", ev.RELEASE_ABORTED)
+
+
+def _tick_hook_gate(tx: Tx) -> None:
+    """The hooks of the gate answered (the runner asked them just before this decision): all 2xx resumes the
+    release; otherwise a confirm hook holds it (its answer recorded when it changes) and a pre-rollout hook's
+    failure counts as a failed check."""
+    rel = tx.release
+    if tx.obs.hooks is None:
+        return  # nobody asked them for this decision
+    kind = rel.gate.removeprefix(GATE_PREFIX)
+    refused = refusals(tx.policy, kind, answers(tx.obs, kind, rel.hook_point))
+    if not refused:
+        return _resume_hook_gate(tx, f"{kind} hooks answered 2xx")
+    summary = "; ".join(refused)
+    if kind == "pre-rollout":
+        analysis = tx.policy.analysis
+        limit = analysis.failure_limit if analysis is not None else 1
+        tx.update(failures=rel.failures + 1, hook_answer=summary)
+        if tx.release.failures >= limit:
+            return _fail(tx, f"pre-rollout hook failed: {summary}")
+        return tx.record("hook-failed", reason=f"pre-rollout hook failed ({tx.release.failures}/{limit}): {summary}")
+    if summary != rel.hook_answer:
+        tx.update(hook_answer=summary)
+        tx.record("hook-held", reason=f"{kind}: {summary}")
+
+
+def _resume_hook_gate(tx: Tx, reason: str) -> None:
+    """The gate's hooks said yes (or a human approved the gate): mark its point passed and go on from where the
+    release was held: enter the stage, or take the step the timer wanted."""
+    rel = tx.release
+    gate, resume = rel.gate, rel.hook_resume
+    tx.update(hook_passed=passed(rel), gate="", gate_next=-1, hook_point="", hook_resume="", hook_answer="")
+    _decide_gate(tx, gate, "approved")
+    tx.set_phase(Phase.PROGRESSING, "approved", f"gate {gate}: {reason}")
+    what, _, arg = resume.partition(":")
+    if what == "enter":
+        return enter_from(tx, int(arg))
+    stage = tx.stage()
+    if what == "fire" and stage is not None and FIRE[arg](tx, stage):
+        enter_from(tx, tx.release.stage + 1)
 
 
 def tick_held(tx: Tx) -> None:
@@ -360,6 +470,7 @@ def _fail(tx: Tx, reason: str) -> None:
         return _rollback(tx, reason, Phase.ROLLED_BACK, "rolled-back", ev.RELEASE_ROLLED_BACK)
     tx.update(timer=None)
     if mode is RollbackMode.ROLL_FORWARD:
+        flags_off(tx)
         tx.stable_only()
         tx.update(weight=0, match=())
         reason += " (roll-forward: traffic on stable, waiting for a fixed image)"
@@ -368,6 +479,7 @@ def _fail(tx: Tx, reason: str) -> None:
 
 def _rollback(tx: Tx, reason: str, phase: Phase, action: str, event_type: str) -> None:
     """Traffic returns to the previous version first; only then are workloads changed."""
+    flags_off(tx)  # a flag's variant goes off first: it is the quickest way back for its users
     rel, state = tx.release, tx.state
     origin = rel.origin
     if rel.promoted:
@@ -449,6 +561,9 @@ def cmd_approve(tx: Tx) -> None:
     gate = cmd.gate or rel.gate
     if gate != rel.gate:
         return ignore(tx, f"gate {gate} is not open; waiting at {rel.gate}")
+    if gate.startswith(GATE_PREFIX):  # a human stands in for the hooks
+        tx.record("approved", reason=f"gate {gate} approved by {_who(tx)} for its hooks")
+        return _resume_hook_gate(tx, f"approved by {_who(tx)}")
     params = _gate_params(tx, cmd)
     if isinstance(params, str):
         return ignore(tx, params)
@@ -469,6 +584,12 @@ def cmd_weight(tx: Tx) -> None:
     cmd, rel = _command(tx), tx.release
     if cmd.weight is None or not 0 <= cmd.weight <= 100:
         return ignore(tx, f"weight {cmd.weight} is not allowed; expected 0..100")
+    stage = tx.stage()
+    if isinstance(stage, FlagStage):  # the flag's percentage is the weight of a flag stage
+        tx.update(params={**rel.params, "weight": cmd.weight})
+        set_percent(tx, stage, cmd.weight, f"manual weight by {_who(tx)}")
+        tx.emit(ev.WEIGHT_CHANGED)
+        return
     if not rel.canary_deployed or rel.promoted:
         return ignore(tx, "no canary is taking traffic in this stage")
     tx.update(params={**rel.params, "weight": cmd.weight})
@@ -486,6 +607,11 @@ def cmd_promote(tx: Tx) -> None:
         tx.update(timer=None)
         FIRE["watch"](tx, stages[rel.stage])
         tx.record("promote", reason=f"watch ended early by {_who(tx)}", scheduled_at=timer.due if timer else "")
+        return enter_from(tx, rel.stage + 1)
+    stage = tx.stage()
+    if isinstance(stage, FlagStage) and not rel.gate.startswith(GATE_PREFIX + "pre-rollout"):
+        everyone(tx, stage, _who(tx))
+        tx.record("promote", reason=f"flag {stage.key} promoted to every user by {_who(tx)}")
         return enter_from(tx, rel.stage + 1)
     target = next((i for i in range(rel.stage, len(stages)) if isinstance(stages[i], PromoteStage)), None)
     if target is None or rel.promoted:
@@ -522,7 +648,7 @@ def cmd_resume(tx: Tx) -> None:
     if not analysis_allows(tx) and rel.verdicts and rel.verdicts[-1].verdict == "fail":
         return ignore(tx, "the latest analysis failed")
     tx.record("resumed", reason=f"continued by {_who(tx)}")
-    if next_step(tx, stage):
+    if flag_next_step(tx, stage) if isinstance(stage, FlagStage) else next_step(tx, stage):
         enter_from(tx, tx.release.stage + 1)
 
 
@@ -545,6 +671,8 @@ def cmd_rollback(tx: Tx) -> None:
         return ignore(tx, f"version {cmd.version or '(previous)'} is not in the revision history ({have})")
     target = known[0]
     warm = state.warm == target and state.warm_until and parse_iso(state.warm_until) > tx.now
+    if rel is not None:
+        flags_off(tx)  # what the release being rolled back from turned on
     _start(tx, target, kind="rollback")
     if warm:
         tx.route(RoutePlan.canary_at(100))  # the previous version is still running: switch at once
@@ -618,6 +746,9 @@ def on_effect_failed(tx: Tx) -> None:
     if not any(e.id == failure.effect for e in pending):
         return ignore(tx, f"effect {failure.effect} is no longer pending")
     rel = tx.rel
+    if failure.kind == "git-write-back":  # Git could not be told: recorded, the release goes on
+        tx.set_state(pending=tuple(e for e in pending if e.id != failure.effect))
+        return tx.record("effect-failed", reason=f"{failure.kind} failed: {failure.reason}")
     # what the release still wanted done after the failed effect is moot now (the way back replaces it)
     mine = f"{rel.id}/" if rel is not None and rel.active else failure.effect
     tx.set_state(pending=tuple(e for e in pending if e.id != failure.effect and not e.id.startswith(mine)))

@@ -144,6 +144,7 @@ class LoadTest:
     rps: int = 10
     duration: float = 0.0  # seconds; 0 means the stage's preview duration
     image: str = LOAD_TEST_IMAGE  # Kubernetes: the Job's image (its entrypoint runs hey with the arguments)
+    headers: tuple[tuple[str, str], ...] = ()  # sent with every request (e.g. the A/B test's header)
 
 
 PREVIEW_HEADER = "x-graylane-preview"
@@ -191,7 +192,32 @@ class ProtectStage:
     circuit_breaker: CircuitBreaker | None = None
 
 
-Stage = PreviewStage | ApprovalStage | ABTestStage | CanaryStage | BlueGreenStage | PromoteStage | ProtectStage
+FLAG_VARIANTS = (("on", True), ("off", False))
+
+
+@value
+class FlagStage:
+    """Roll a feature flag's `variant` out to a share of users: the canary's steps, manual weight or linear
+    schedule, but the exposure is the flag (flagd's `fractional` targeting) instead of a route. It runs after
+    the promote stage: the code behind the flag is in the stable workload, dark, when the flag goes out."""
+
+    key: str  # the flag's key in the flag document
+    kind: Literal["flag"] = "flag"
+    variant: str = "on"  # the variant rolled out
+    off: str = "off"  # the variant every other user gets
+    variants: tuple[tuple[str, Any], ...] = FLAG_VARIANTS  # a flag graylane creates: its variants
+    mode: Literal["steps", "manual", "linear"] = "steps"
+    steps: tuple[CanaryStep, ...] = ()
+    weight_param: str = "weight"  # manual: gate parameter holding the percentage
+    weight: int | None = None  # manual: percentage when no gate parameter was given
+    hold: float = 0.0  # manual: seconds to hold the percentage before the next stage
+    linear: LinearSchedule | None = None
+    analysis: bool = True
+    salt: str = ""  # bucket salt ("salt:user id" is hashed); empty means the release id, as for userHash
+
+
+Stage = (PreviewStage | ApprovalStage | ABTestStage | CanaryStage | BlueGreenStage | PromoteStage
+         | ProtectStage | FlagStage)
 
 
 @value
@@ -263,6 +289,68 @@ class NotifySpec:
 
 
 @value
+class VariantMetrics:
+    """Where the app counts requests by flag variant (the analysis of a flag stage reads these)."""
+
+    requests: str = "http_requests_total"  # request counter
+    code: str = "code"  # its status-code label
+    errors: str = "5.."  # regex over code values counted as errors
+    duration: str = "http_request_duration_seconds_bucket"  # latency histogram ("" when there is none)
+    to_ms: float = 1000.0  # multiply the histogram's unit by this to get milliseconds
+    flag_label: str = "feature_flag_key"  # label naming the flag (OpenTelemetry's feature_flag.key)
+    variant_label: str = "feature_flag_result_variant"  # label naming the variant served
+    selector: str = ""  # more matchers every query carries, e.g. namespace="shop",job="web"
+
+
+@value
+class FlagSource:
+    """Where the flag definitions live, in flagd's format (one document with the user's other flags)."""
+
+    provider: Literal["flagd"] = "flagd"
+    config_map: str = ""  # Kubernetes: the ConfigMap (in the app's namespace) holding the document
+    key: str = "flags.flagd.json"  # its data key
+    file: str = ""  # or a file (`graylane serve --providers local`, a flagd/SDK file source)
+    metrics: VariantMetrics = VariantMetrics()
+
+
+HOOK_TYPES = ("confirm-rollout", "pre-rollout", "rollout", "confirm-traffic-increase", "confirm-promotion",
+              "post-rollout", "rollback")
+HookType = Literal["confirm-rollout", "pre-rollout", "rollout", "confirm-traffic-increase", "confirm-promotion",
+                   "post-rollout", "rollback"]
+
+
+@value
+class Hook:
+    """A release hook: a signed POST at one point of the release (or, with `load_test`, graylane's own load
+    generator keeping an analysed canary or preview fed)."""
+
+    name: str
+    type: HookType
+    url: str = ""
+    timeout: float = 5.0  # seconds per attempt
+    retries: int = 2  # more attempts after a failed one (connection refused, timeout, 408/425/429/5xx)
+    secret: str = ""  # signing key reference (GRAYLANE_SECRET_<NAME>), as the webhook notifier's
+    metadata: tuple[tuple[str, str], ...] = ()  # sent with every call
+    load_test: LoadTest | None = None  # type rollout only: hey while the release is analysed
+
+
+@value
+class GitOps:
+    """Record versions in the team's Git repository (a kustomization's image tag or a Helm values key)."""
+
+    repository: str  # git://, https://, ssh:// or file:// URL
+    file: str  # path in the repository
+    format: Literal["kustomize", "helm"] = "kustomize"
+    image: str = ""  # kustomize: the images[] entry's name; empty means spec.image.repository
+    key: str = "image.tag"  # helm: the dotted path of the tag
+    branch: str = ""  # the branch commits go to; empty means graylane/<release id> (from the default branch)
+    default_branch: bool = False  # commit straight to the default branch
+    on: tuple[Literal["rollback", "promotion"], ...] = ("rollback",)
+    secret: str = ""  # https credential reference (GRAYLANE_SECRET_<NAME>: a token, or user:token)
+    author: str = "graylane <graylane@graylane.invalid>"
+
+
+@value
 class Policy:
     name: str  # the app
     namespace: str
@@ -277,6 +365,9 @@ class Policy:
     protection: tuple[ProtectionRule, ...] = ()
     notify: tuple[NotifySpec, ...] = ()
     revision_history: int = 10  # previously stable versions kept for `rollback <version>`
+    flags: FlagSource | None = None  # where flag stages write (flagd)
+    hooks: tuple[Hook, ...] = ()
+    gitops: GitOps | None = None
 
     @property
     def app(self) -> str:

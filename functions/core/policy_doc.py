@@ -16,6 +16,8 @@ from functions.core.policy import (
     ApprovalStage,
     BlueGreenStage,
     CanaryStage,
+    FlagStage,
+    LoadTest,
     Match,
     MetricCheck,
     Policy,
@@ -47,6 +49,24 @@ def _match_doc(m: Match) -> dict[str, Any]:
     return {"sourceIp": list(m.cidrs)}
 
 
+def _load_doc(load: LoadTest | None) -> dict[str, Any] | None:
+    return load and _compact({"url": load.url, "rps": load.rps, "duration": load.duration or None,
+                              "image": load.image, "headers": dict(load.headers)})
+
+
+def _moving_doc(s: CanaryStage | FlagStage) -> dict[str, Any]:
+    """How a canary's weight (a flag's percentage) moves: steps, manual or linear."""
+    body: dict[str, Any] = {"mode": s.mode, "analysis": s.analysis}
+    if s.mode == "steps":
+        body["steps"] = [_compact({"weight": st.weight, "pause": st.pause}) for st in s.steps]
+    elif s.mode == "manual":
+        body |= {"weightParam": s.weight_param, "weight": s.weight, "hold": s.hold}
+    elif s.linear:
+        lin = s.linear
+        body["linear"] = {"start": lin.start, "end": lin.end, "increment": lin.increment, "every": lin.every}
+    return body
+
+
 def _stage_doc(s: Stage) -> dict[str, Any]:
     body: dict[str, Any]
     if isinstance(s, PreviewStage):
@@ -59,21 +79,16 @@ def _stage_doc(s: Stage) -> dict[str, Any]:
     elif isinstance(s, ABTestStage):
         body = {"match": [_match_doc(m) for m in s.match], "duration": s.duration, "analysis": s.analysis}
     elif isinstance(s, CanaryStage):
-        body = {"mode": s.mode, "analysis": s.analysis}
-        if s.mode == "steps":
-            body["steps"] = [_compact({"weight": st.weight, "pause": st.pause}) for st in s.steps]
-        elif s.mode == "manual":
-            body |= {"weightParam": s.weight_param, "weight": s.weight, "hold": s.hold}
-        elif s.linear:
-            lin = s.linear
-            body["linear"] = {"start": lin.start, "end": lin.end, "increment": lin.increment, "every": lin.every}
+        body = _moving_doc(s)
+    elif isinstance(s, FlagStage):
+        body = {"key": s.key, "variant": s.variant, "offVariant": s.off, "variants": dict(s.variants), "salt": s.salt,
+                **_moving_doc(s)}
     elif isinstance(s, BlueGreenStage):
         body = {"preview": s.preview, "analysis": s.analysis}
         traffic = s.preview_traffic
         if traffic is not None:
             load = traffic.load_test
-            body["previewTraffic"] = _compact({"header": traffic.header, "loadTest": load and _compact({
-                "url": load.url, "rps": load.rps, "duration": load.duration or None, "image": load.image})})
+            body["previewTraffic"] = _compact({"header": traffic.header, "loadTest": _load_doc(load)})
     elif isinstance(s, PromoteStage):
         body = {"keepPrevious": s.keep_previous}
     else:
@@ -102,6 +117,30 @@ def _analysis_doc(a: Analysis | None) -> dict[str, Any] | None:
     })
 
 
+def _flags_doc(policy: Policy) -> dict[str, Any] | None:
+    f = policy.flags
+    if f is None:
+        return None
+    m = f.metrics
+    metrics = {"requests": m.requests, "code": m.code, "errors": m.errors, "duration": m.duration, "toMs": m.to_ms,
+               "flagLabel": m.flag_label, "variantLabel": m.variant_label, "selector": m.selector}
+    if m.duration == "":
+        metrics["duration"] = ""  # kept: "" says there is no histogram
+    body = _compact({"provider": f.provider, "configMap": f.config_map, "key": f.key, "file": f.file})
+    body["metrics"] = {k: v for k, v in metrics.items() if v is not None and (v != "" or k == "duration")}
+    return body
+
+
+def _gitops_doc(policy: Policy) -> dict[str, Any] | None:
+    g = policy.gitops
+    if g is None:
+        return None
+    return _compact({"repository": g.repository, "file": g.file, "format": g.format, "image": g.image,
+                     "key": g.key if g.format == "helm" else None, "branch": g.branch,
+                     "defaultBranch": g.default_branch or None, "when": list(g.on), "secret": g.secret,
+                     "author": g.author})
+
+
 def to_doc(policy: Policy) -> dict[str, Any]:
     """The YAML mapping that parses back to an equal policy (durations in seconds, stages explicit)."""
     w, ap = policy.workload, policy.approvers
@@ -124,6 +163,11 @@ def to_doc(policy: Policy) -> dict[str, Any]:
             "holdDown": p.hold_down}) for p in policy.protection],
         "notify": [_compact({"kind": n.kind, "url": n.url, "secret": n.secret}) for n in policy.notify],
         "revisionHistory": policy.revision_history,
+        "flags": _flags_doc(policy),
+        "hooks": [_compact({"name": h.name, "type": h.type, "url": h.url, "timeout": h.timeout, "retries": h.retries,
+                            "secret": h.secret, "metadata": dict(h.metadata), "loadTest": _load_doc(h.load_test)})
+                  for h in policy.hooks],
+        "gitops": _gitops_doc(policy),
     }
     return {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": policy.name, "namespace": policy.namespace},
             "spec": _compact(spec)}

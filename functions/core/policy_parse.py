@@ -19,10 +19,17 @@ from typing import Any
 from functions.core import capabilities, images
 from functions.core.breaker_grammar import CB_EXPECTED, circuit_breaker_error, read_circuit_breaker
 from functions.core.policy import (
+    HOOK_TYPES,
+    ABTestStage,
     Allow,
     Analysis,
     ApprovalStage,
     Approvers,
+    BlueGreenStage,
+    CanaryStage,
+    FlagSource,
+    GitOps,
+    Hook,
     ImageRule,
     MetricCheck,
     NotifySpec,
@@ -30,6 +37,7 @@ from functions.core.policy import (
     ProtectionRule,
     RollbackMode,
     RouterSpec,
+    VariantMetrics,
     Wave,
     WorkloadSpec,
 )
@@ -44,7 +52,13 @@ from functions.core.policy_reader import (
     parse_duration,
     show,
 )
-from functions.core.policy_stages import STAGE_KINDS, TRAFFIC_STAGES, read_stages, with_implicit_promote
+from functions.core.policy_stages import (
+    STAGE_KINDS,
+    TRAFFIC_STAGES,
+    read_load_test,
+    read_stages,
+    with_implicit_promote,
+)
 from functions.errors import PolicyError
 
 __all__ = [
@@ -249,6 +263,139 @@ def _notify(r: Reader, spec: Mapping) -> tuple[NotifySpec, ...]:
 
 
 
+_LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_METRIC = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_CM_KEY = re.compile(r"[-._a-zA-Z0-9]+")
+_GIT_URL = re.compile(r"(?:(?:git|https?|ssh|file)://\S+|[A-Za-z0-9_.-]+@[A-Za-z0-9_.-]+:\S+)")
+_AUTHOR = re.compile(r"[^<>]+ <[^<>\s]+@[^<>\s]+>")
+_BRANCH = re.compile(r"(?!/)(?!.*\.\.)(?!.*//)[A-Za-z0-9._/{}-]+(?<![/.])")
+
+
+def _variant_metrics(r: Reader, node: Any, path: str) -> VariantMetrics:
+    keys = ("requests", "code", "errors", "duration", "toMs", "flagLabel", "variantLabel", "selector")
+    m = r.fields(node, path, keys)
+    d = VariantMetrics()
+    duration = m.get("duration", d.duration)
+    if duration != "" and not (isinstance(duration, str) and _METRIC.fullmatch(duration)):
+        r.bad(join(path, "duration"), duration, "a histogram's _bucket series name, or \"\" when there is none")
+        duration = d.duration
+    return VariantMetrics(
+        requests=r.text(m, "requests", path, d.requests, pattern=_METRIC, expected="a counter name"),
+        code=r.text(m, "code", path, d.code, pattern=_LABEL, expected="a label name"),
+        errors=r.regex(m, "errors", path) or d.errors,
+        duration=duration,
+        to_ms=r.number(m, "toMs", path, d.to_ms, lambda x: x > 0, "a number > 0"),
+        flag_label=r.text(m, "flagLabel", path, d.flag_label, pattern=_LABEL, expected="a label name"),
+        variant_label=r.text(m, "variantLabel", path, d.variant_label, pattern=_LABEL, expected="a label name"),
+        selector=r.text(m, "selector", path, expected="PromQL label matchers, e.g. namespace=\"shop\""),
+    )
+
+
+def _flags(r: Reader, node: Any, path: str) -> FlagSource:
+    m = r.fields(node, path, ("provider", "configMap", "key", "file", "metrics"))
+    if ("configMap" in m) == ("file" in m):
+        r.add(path, "expected exactly one of configMap (Kubernetes) or file (a flag document on this machine)")
+    file = r.text(m, "file", path, expected="a path")
+    if file and not file.endswith(".json"):
+        r.bad(join(path, "file"), file, "a .json file (graylane writes flagd's JSON format)")
+    return FlagSource(
+        provider=r.choice(m, "provider", path, "flagd", ("flagd",)),  # type: ignore[arg-type]
+        config_map=r.text(m, "configMap", path, pattern=DNS_NAME, expected="a ConfigMap name"),
+        key=r.text(m, "key", path, "flags.flagd.json", pattern=_CM_KEY, expected="a ConfigMap data key"),
+        file=file,
+        metrics=_variant_metrics(r, m.get("metrics"), join(path, "metrics")),
+    )
+
+
+def _hooks(r: Reader, spec: Mapping, has_analysis: bool) -> tuple[Hook, ...]:
+    out: list[tuple[str, Hook]] = []
+    allowed = ("name", "type", "url", "timeout", "retries", "secret", "metadata", "loadTest")
+    for p, item in r.items(spec, "hooks", "spec"):
+        m = r.fields(item, p, allowed, ("name", "type"))
+        kind = r.choice(m, "type", p, "rollout", HOOK_TYPES)
+        if ("url" in m) == ("loadTest" in m):
+            r.add(p, "expected exactly one of url (a hook graylane calls) or loadTest (graylane's load hook)")
+        if "loadTest" in m and kind != "rollout":
+            r.bad(join(p, "type"), kind, "rollout: the load hook sends traffic while the release is analysed")
+        if kind in ("rollout", "rollback") and not has_analysis:
+            r.bad(join(p, "type"), kind, f"a type other than {kind} (rollout and rollback hooks are asked with each "
+                                         "analysis, and spec.analysis is not set)")
+        metadata = m.get("metadata") or {}
+        if not isinstance(metadata, Mapping) or not all(isinstance(k, str) and isinstance(v, str)
+                                                        for k, v in metadata.items()):  # fmt: skip
+            r.bad(join(p, "metadata"), metadata, "a mapping of string to string")
+            metadata = {}
+        load = m.get("loadTest")
+        out.append((p, Hook(
+            name=r.text(m, "name", p, pattern=DNS_LABEL, expected=DNS_EXPECTED),
+            type=kind,  # type: ignore[arg-type]
+            url=r.text(m, "url", p, pattern=re.compile(r"https?://\S+"), expected="an http(s):// URL"),
+            timeout=r.duration(m, "timeout", p, 5.0, positive=True),
+            retries=r.integer(m, "retries", p, 2, 0, 10),
+            secret=r.text(m, "secret", p, expected="a secret reference"),
+            metadata=tuple((str(k), str(v)) for k, v in metadata.items()),
+            load_test=read_load_test(r, load, join(p, "loadTest"), None) if load is not None else None,
+        )))
+    r.unique([(p, h.name) for p, h in out], "name", "a hook name unique in the policy")
+    loads = [p for p, h in out if h.load_test is not None]
+    for p in loads[1:]:
+        r.add(join(p, "loadTest"), f"is not allowed: expected at most one load hook ({loads[0]} is one)")
+    return tuple(h for _, h in out)
+
+
+def _gitops(r: Reader, node: Any, path: str) -> GitOps:
+    keys = ("repository", "file", "format", "image", "key", "branch", "defaultBranch", "when", "secret", "author")
+    m = r.fields(node, path, keys, ("repository", "file"))
+    file = r.text(m, "file", path, pattern=re.compile(r"(?!/)(?!.*(?:^|/)\.\.(?:/|$))\S+"),
+                  expected="a path inside the repository (relative, without ..)")
+    base = file.rsplit("/", 1)[-1]
+    guessed = "kustomize" if base in ("kustomization.yaml", "kustomization.yml", "Kustomization") else "helm"
+    fmt = r.choice(m, "format", path, guessed, ("kustomize", "helm"))
+    on = r.value(m, "when", path, ("rollback",),
+                 lambda v: tuple(dict.fromkeys(v)) if isinstance(v, list) and v and
+                 all(x in ("rollback", "promotion") for x in v) else None,  # fmt: skip
+                 "a non-empty list of rollback, promotion")
+    if "branch" in m and m.get("defaultBranch") is True:
+        r.add(join(path, "branch"), "is not allowed with defaultBranch: true (that commits to the default branch)")
+    if fmt != "helm" and "key" in m:
+        r.add(join(path, "key"), "is only for format helm (a kustomization's tag is images[].newTag)")
+    if fmt != "kustomize" and "image" in m:
+        r.add(join(path, "image"), "is only for format kustomize (the images[] entry's name)")
+    return GitOps(
+        repository=r.text(m, "repository", path, pattern=_GIT_URL,
+                          expected="a Git URL (git://, https://, ssh://, file:// or user@host:path)"),
+        file=file, format=fmt,  # type: ignore[arg-type]
+        image=r.text(m, "image", path, pattern=re.compile(r"[^\s@:]+(?::\d+)?[^\s@:]*"), expected="an image name"),
+        key=r.text(m, "key", path, "image.tag", pattern=re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*"),
+                   expected="a dotted key such as image.tag"),
+        branch=r.text(m, "branch", path, pattern=_BRANCH,
+                      expected="a branch name ({release}, {app}, {namespace}, {version} are replaced)"),
+        default_branch=r.boolean(m, "defaultBranch", path, False),
+        on=on,  # type: ignore[arg-type]
+        secret=r.text(m, "secret", path, expected="a secret reference"),
+        author=r.text(m, "author", path, GitOps.__dataclass_fields__["author"].default, pattern=_AUTHOR,
+                      expected="Name <email>"),
+    )  # fmt: skip
+
+
+def _feature_rules(r: Reader, spec: Mapping, policy: Policy) -> None:
+    """What flag stages, hooks and the load hook need from the rest of the policy."""
+    has_load = any(h.load_test is not None for h in policy.hooks)
+    for i, item in enumerate(spec.get("stages") or []):
+        if not isinstance(item, Mapping):
+            continue
+        if "flag" in item and policy.flags is None:
+            r.add(f"spec.stages[{i}].flag", "needs spec.flags: where the flag document is (a ConfigMap or a file)")
+        body = item.get("bluegreen")
+        traffic = body.get("previewTraffic") if isinstance(body, Mapping) else None
+        if has_load and isinstance(traffic, Mapping) and traffic.get("loadTest") is not None:
+            r.add(f"spec.stages[{i}].bluegreen.previewTraffic.loadTest", "is not allowed with a load hook: declare "
+                  "the load test once (the load hook sends the preview header itself)")
+    traffic = (ABTestStage, CanaryStage, BlueGreenStage)
+    if has_load and not any(isinstance(s, traffic) and s.analysis for s in policy.stages):
+        r.add("spec.hooks", "a load hook feeds analysed abtest, canary and bluegreen stages; this policy has none")
+
+
 # --- policy ----------------------------------------------------------------------------------------
 
 
@@ -265,7 +412,7 @@ def _policy(r: Reader, doc: Any) -> Policy:
     name = r.text(meta, "name", "metadata", pattern=DNS_LABEL, expected=DNS_EXPECTED)
     namespace = r.text(meta, "namespace", "metadata", "default", pattern=DNS_LABEL, expected=DNS_EXPECTED)
     spec_keys = ("image", "workload", "router", "analysis", "rollback", "approvers", "stages", "waves", "protection",
-                 "notify", "revisionHistory")
+                 "notify", "revisionHistory", "flags", "hooks", "gitops")
     spec = r.fields(top.get("spec"), "spec", spec_keys, ("image", "router", "stages")) if "spec" in top else {}
     analysis = _analysis(r, spec["analysis"], "spec.analysis") if spec.get("analysis") is not None else None
     stages = read_stages(r, spec, analysis is not None)
@@ -289,7 +436,11 @@ def _policy(r: Reader, doc: Any) -> Policy:
         protection=_protection(r, spec),
         notify=_notify(r, spec),
         revision_history=r.integer(spec, "revisionHistory", "spec", 10, 0, 100),
+        flags=_flags(r, spec["flags"], "spec.flags") if spec.get("flags") is not None else None,
+        hooks=_hooks(r, spec, analysis is not None),
+        gitops=_gitops(r, spec["gitops"], "spec.gitops") if spec.get("gitops") is not None else None,
     )
+    _feature_rules(r, spec, policy)
     for path, message in capabilities.unsupported(policy.router.provider, doc):  # fail at validate, not at run
         r.add(path, message)
     return policy

@@ -17,6 +17,7 @@ from typing import Any
 
 from functions.core.breaker_grammar import read_circuit_breaker
 from functions.core.policy import (
+    FLAG_VARIANTS,
     LOAD_TEST_IMAGE,
     PREVIEW_HEADER,
     ABTestStage,
@@ -24,6 +25,7 @@ from functions.core.policy import (
     BlueGreenStage,
     CanaryStage,
     CanaryStep,
+    FlagStage,
     GateParam,
     LinearSchedule,
     LoadTest,
@@ -38,7 +40,7 @@ from functions.core.policy import (
 )
 from functions.core.policy_reader import DNS_EXPECTED, DNS_LABEL, DNS_NAME, PARAM, TOKEN, Reader, is_int, join
 
-STAGE_KINDS = ("preview", "approval", "abtest", "canary", "bluegreen", "promote", "protect")
+STAGE_KINDS = ("preview", "approval", "abtest", "canary", "bluegreen", "promote", "protect", "flag")
 TRAFFIC_STAGES = ("abtest", "canary", "bluegreen")
 URL = re.compile(r"https?://\S+")
 _MATCH_FORMS = ("header", "cookie", "userIdDigit", "userHash", "sourceIp")
@@ -201,16 +203,24 @@ def _canary(r: Reader, node: Any, path: str, has_analysis: bool) -> Stage:
     )
 
 
-def _load_test(r: Reader, node: Any, path: str, preview: float) -> LoadTest:
-    m = r.fields(node, path, ("url", "rps", "duration", "image"), ("url",))
+def read_load_test(r: Reader, node: Any, path: str, preview: float | None) -> LoadTest:
+    """A loadTest: hey against `url`. `preview`: the blue-green stage's preview (its default duration), or None
+    for the load hook (renewed while the release is analysed, 5 minutes each by default)."""
+    m = r.fields(node, path, ("url", "rps", "duration", "image", "headers"), ("url",))
     duration = r.duration(m, "duration", path, 0.0, positive="duration" in m)
-    if not duration and not preview and "duration" not in m:
+    if preview is not None and not duration and not preview and "duration" not in m:
         r.add(join(path, "duration"), "is required when the blue-green stage has no preview duration")
+    headers = m.get("headers") or {}
+    if not isinstance(headers, Mapping) or not all(isinstance(k, str) and TOKEN.fullmatch(k) and isinstance(v, str)
+                                                   for k, v in headers.items()):  # fmt: skip
+        r.bad(join(path, "headers"), headers, "a mapping of header name to string value")
+        headers = {}
     return LoadTest(
         url=r.text(m, "url", path, pattern=URL, expected="an http(s):// URL of the app's entry through its router"),
         rps=r.integer(m, "rps", path, 10, 1, 10_000),
         duration=duration,
         image=r.text(m, "image", path, LOAD_TEST_IMAGE, pattern=re.compile(r"\S+"), expected="an image reference"),
+        headers=tuple((str(k).lower(), str(v)) for k, v in headers.items()),
     )
 
 
@@ -219,7 +229,7 @@ def _preview_traffic(r: Reader, node: Any, path: str, preview: float) -> Preview
     load = m.get("loadTest")
     return PreviewTraffic(
         header=r.text(m, "header", path, PREVIEW_HEADER, pattern=TOKEN, expected="a header name").lower(),
-        load_test=_load_test(r, load, join(path, "loadTest"), preview) if load is not None else None,
+        load_test=read_load_test(r, load, join(path, "loadTest"), preview) if load is not None else None,
     )
 
 
@@ -259,13 +269,57 @@ def _protect(r: Reader, node: Any, path: str, has_analysis: bool) -> Stage:
                         circuit_breaker=read_circuit_breaker(r, cb, join(path, "circuitBreaker")) if cb is not None else None)
 
 
+FLAG_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+_FLAG_KEYS = ("key", "variant", "offVariant", "variants", "salt")
+_QUOTE = " (quote it: YAML reads on, off, yes and no as booleans)"
+
+
+def _flag(r: Reader, node: Any, path: str, has_analysis: bool) -> Stage:
+    """A flag stage: which flag and variants, then the canary's ways of moving (steps, manual, linear)."""
+    canary_keys = ("mode", *(k for keys in _CANARY_KEYS.values() for k in keys), "analysis")
+    m = r.fields(node, path, (*_FLAG_KEYS, *canary_keys), ("key",))
+    moving = _canary(r, {k: v for k, v in m.items() if k not in _FLAG_KEYS}, path, has_analysis)
+    assert isinstance(moving, CanaryStage)
+    variant = r.text(m, "variant", path, "on", pattern=FLAG_KEY, expected="a variant name" + _QUOTE)
+    off = r.text(m, "offVariant", path, "off", pattern=FLAG_KEY, expected="a variant name" + _QUOTE)
+    if variant == off:
+        r.bad(join(path, "offVariant"), off, f"a variant other than the one rolled out ({variant})")
+    variants = dict(FLAG_VARIANTS)
+    if "variants" in m:
+        given = m["variants"]
+        kinds = {type(v) if not isinstance(v, int | float) or isinstance(v, bool) else float
+                 for v in (given.values() if isinstance(given, Mapping) else ())}  # fmt: skip
+        ok = isinstance(given, Mapping) and given and all(isinstance(k, str) and FLAG_KEY.fullmatch(k)
+                                                          for k in given) and len(kinds) == 1 and \
+            kinds <= {bool, str, float, dict}  # fmt: skip
+        if not ok:
+            r.bad(join(path, "variants"), given, "a mapping of variant name to value, every value of one type "
+                                                 "(boolean, string, number or object), as flagd requires" + _QUOTE)
+        else:
+            variants = dict(given)
+    for key, name in (("variant", variant), ("offVariant", off)):
+        if name not in variants:
+            r.bad(join(path, key), name, f"one of the flag's variants ({', '.join(variants)})")
+    if moving.mode == "steps":
+        for i, step in enumerate(moving.steps):
+            if i and step.weight < moving.steps[i - 1].weight:
+                r.bad(f"{path}.steps[{i}].weight", step.weight, f"at least the step before ({moving.steps[i - 1].weight}):"
+                      " a flag rollout only grows (a user keeps the variant across steps)")
+    return FlagStage(
+        key=r.text(m, "key", path, pattern=FLAG_KEY, expected="a flag key (letters, digits, _ . : -)"),
+        variant=variant, off=off, variants=tuple(variants.items()), mode=moving.mode, steps=moving.steps,
+        weight_param=moving.weight_param, weight=moving.weight, hold=moving.hold, linear=moving.linear,
+        analysis=moving.analysis, salt=r.text(m, "salt", path, expected="a salt string"),
+    )  # fmt: skip
+
+
 _STAGE_PARSERS: dict[str, Callable[[Reader, Any, str, bool], Stage]] = {
     "preview": _preview, "approval": _approval, "abtest": _abtest, "canary": _canary,
-    "bluegreen": _bluegreen, "promote": _promote, "protect": _protect,
+    "bluegreen": _bluegreen, "promote": _promote, "protect": _protect, "flag": _flag,
 }
 
 
-def _weight_param_rule(r: Reader, path: str, stage: CanaryStage, params: dict[str, GateParam]) -> None:
+def _weight_param_rule(r: Reader, path: str, stage: CanaryStage | FlagStage, params: dict[str, GateParam]) -> None:
     """A manual canary takes its weight from a parameter of an earlier gate, unless it fixes one."""
     if stage.mode != "manual" or not stage.weight_param:
         return
@@ -285,23 +339,33 @@ def _order_rules(r: Reader, parsed: list[tuple[str, Stage]]) -> None:
     params: dict[str, GateParam] = {}
     promote_at = next((p for p, s in parsed if isinstance(s, PromoteStage)), "")
     first_protect = ""
+    first_flag = ""
     for path, stage in parsed:
         if isinstance(stage, ApprovalStage):
             if stage.name in gates:
                 r.bad(join(path, "name"), stage.name, f"a gate name unique in the policy ({gates[stage.name]} uses it)")
             gates.setdefault(stage.name, path)
             params.update((g.name, g) for g in stage.params)
-        if isinstance(stage, CanaryStage):
+        if isinstance(stage, CanaryStage | FlagStage):
             _weight_param_rule(r, path, stage, params)
         if isinstance(stage, PromoteStage) and path != promote_at:
             r.add(path, f"is not allowed: expected at most one promote stage ({promote_at} is one)")
         if stage.kind in TRAFFIC_STAGES and promote_at and _index(path) > _index(promote_at):
             r.add(path, f"is not allowed after the promote stage {promote_at}; "
                         "expected abtest, canary and bluegreen stages before promote")
+        if isinstance(stage, FlagStage):
+            first_flag = first_flag or path
+            if promote_at and _index(path) < _index(promote_at):
+                r.add(path, f"is not allowed before the promote stage {promote_at}; expected flag stages after it "
+                            "(the code behind the flag is promoted, dark, before the flag goes out)")
+            continue
         if isinstance(stage, ProtectStage):
             first_protect = first_protect or path
             if promote_at and _index(path) < _index(promote_at):
                 r.add(path, f"is not allowed before the promote stage {promote_at}; expected protect stages after it")
+        elif first_flag and not promote_at and stage.kind in (*TRAFFIC_STAGES, "preview"):
+            r.add(path, f"is not allowed after the flag stage {first_flag}; expected abtest, canary, bluegreen and "
+                        "preview stages before it (the implicit promote stage goes right before the first flag stage)")
         elif first_protect and not promote_at:
             r.add(path, f"is not allowed after the protect stage {first_protect}; expected protect stages last "
                         "(the implicit promote stage goes right before them)")
@@ -312,10 +376,10 @@ def _index(path: str) -> int:
 
 
 def with_implicit_promote(stages: list[Stage]) -> tuple[Stage, ...]:
-    """Insert a promote stage before the first protect stage (or at the end) when none is declared."""
+    """Insert a promote stage before the first protect or flag stage (or at the end) when none is declared."""
     if any(isinstance(s, PromoteStage) for s in stages):
         return tuple(stages)
-    at = next((i for i, s in enumerate(stages) if isinstance(s, ProtectStage)), len(stages))
+    at = next((i for i, s in enumerate(stages) if isinstance(s, ProtectStage | FlagStage)), len(stages))
     return (*stages[:at], PromoteStage(), *stages[at:])
 
 

@@ -10,7 +10,9 @@ from collections.abc import Callable
 
 from functions.core import events as ev
 from functions.core.analysis import watch_checks
+from functions.core.autoscale import follow_share
 from functions.core.effects import STABLE_ONLY, RoutePlan
+from functions.core.hooks import held, keep_fed, record_in_git, start_load
 from functions.core.policy import (
     ABTestStage,
     ApprovalStage,
@@ -33,7 +35,7 @@ def ensure_canary(tx: Tx) -> None:
     rel = tx.release
     if not rel.canary_deployed:
         tx.effect("deploy-canary", image=rel.target.image, version=rel.target.version)
-        tx.update(canary_deployed=True)
+        tx.update(canary_deployed=True, canary_share="")
 
 
 def set_weight(tx: Tx, weight: int, reason: str) -> None:
@@ -41,6 +43,7 @@ def set_weight(tx: Tx, weight: int, reason: str) -> None:
     tx.update(weight=weight)
     salt = rel.id if any(m.kind == "user-hash" and not m.salt for m in rel.match) else ""
     tx.route(RoutePlan.canary_at(weight, rel.match, salt=salt))
+    follow_share(tx, None if rel.match else weight)
     tx.record("weight", reason=reason)
 
 
@@ -92,6 +95,7 @@ def enter_abtest(tx: Tx, stage: Stage) -> bool:
     ensure_canary(tx)
     tx.update(match=stage.match, analysing=_analysed(tx, stage.analysis), passes_in_step=0)
     set_weight(tx, 0, "A/B test: matching requests go to the canary")
+    keep_fed(tx)
     tx.set_timer("stage", stage.duration or None)
     return False
 
@@ -107,10 +111,12 @@ def enter_canary(tx: Tx, stage: Stage) -> bool:
         tx.update(analysing=_analysed(tx, stage.analysis))
         set_weight(tx, stage.linear.start, "linear schedule starts")
         tx.set_timer("linear", stage.linear.every)
+        keep_fed(tx)
         return False
     weight = tx.release.params.get(stage.weight_param, stage.weight)
     tx.update(analysing=_analysed(tx, stage.analysis))
     set_weight(tx, int(weight or 0), f"manual weight ({stage.weight_param})")
+    keep_fed(tx)
     if stage.hold > 0:
         tx.set_timer("stage", stage.hold)
         return False
@@ -125,6 +131,7 @@ def _canary_step(tx: Tx, stage: CanaryStage, step: int) -> bool:
     tx.update(step=step, step_started_at=tx.now_iso, passes_in_step=0, analysing=analysing)
     set_weight(tx, stage.steps[step].weight, f"step {step + 1}/{len(stage.steps)}")
     tx.set_timer("step", stage.steps[step].pause)
+    keep_fed(tx)
     if step > 0:
         tx.emit(ev.RELEASE_STEP)
     return False
@@ -140,25 +147,14 @@ def enter_bluegreen(tx: Tx, stage: Stage) -> bool:
     tx.update(match=match, analysing=_analysed(tx, stage.analysis), passes_in_step=0)
     reached = f"; requests with {traffic.header}: {rel.id} reach it" if traffic is not None else ""
     set_weight(tx, 0, f"blue-green: green deployed, no user traffic yet{reached}")
-    if traffic is not None and traffic.load_test is not None:
+    if traffic is not None and traffic.load_test is not None:  # the preview's own load test, once
         load = traffic.load_test
-        seconds = load.duration or stage.preview
-        tx.effect("load-test", job=f"{rel.id}-preview" + (f"-{rel.wave}" if rel.wave else ""), image=load.image,
-                  command=hey_args(load.url, load.rps, seconds, {traffic.header: rel.id}), version=rel.target.version)
-        tx.record("load-test", reason=f"{load.rps} requests/s for {seconds:g} s to {load.url} with "
-                                      f"{traffic.header}: {rel.id}")  # fmt: skip
+        start_load(tx, load, load.duration or stage.preview, {traffic.header: rel.id},
+                   f"{rel.id}-preview" + (f"-{rel.wave}" if rel.wave else ""))
+    else:  # or the load hook's, sending the preview header when there is one
+        keep_fed(tx)
     tx.set_timer("stage", stage.preview)
     return False
-
-
-def hey_args(url: str, rps: int, seconds: float, headers: dict[str, str]) -> tuple[str, ...]:
-    """hey's arguments for `rps` requests per second for `seconds`: hey rate-limits per worker (-q), so the
-    rate is spread over one worker per 10 requests per second (a slow answer then delays less of the load)."""
-    workers = max(1, -(-rps // 10))
-    args = ["-z", f"{max(1, round(seconds))}s", "-c", str(workers), "-q", f"{rps / workers:g}"]
-    for name, value in headers.items():
-        args += ["-H", f"{name}: {value}"]
-    return (*args, url)
 
 
 def enter_promote(tx: Tx, stage: Stage) -> bool:
@@ -174,8 +170,11 @@ def enter_promote(tx: Tx, stage: Stage) -> bool:
     tx.update(promoted=True)
     tx.record("promoted", reason=f"{rel.target.version} is now stable")
     tx.emit(ev.RELEASE_PROMOTED)
+    if rel.wave + 1 >= len(tx.policy.waves):  # every cluster runs it now: Git may say so
+        record_in_git(tx, "promotion", rel.target, f"{rel.id} promoted")
     if stage.keep_previous > 0 and rel.origin.image:
         tx.effect("keep-warm", image=rel.origin.image, version=rel.origin.version)
+        follow_share(tx, 100)  # the warm previous version can take all traffic back at once
         tx.set_state(warm=rel.origin, warm_until=tx.due(stage.keep_previous))
         analysis = tx.policy.analysis
         tx.update(watching=True, analysing=analysis is not None and bool(watch_checks(analysis)), passes_in_step=0)
@@ -214,7 +213,15 @@ def fire_step(tx: Tx, stage: Stage) -> bool:
     assert isinstance(stage, CanaryStage)
     if not analysis_allows(tx):
         return False
-    return _canary_step(tx, stage, tx.release.step + 1)
+    step = tx.release.step + 1
+    if step < len(stage.steps) and raising(tx, "step", stage.steps[step].weight):
+        return False
+    return _canary_step(tx, stage, step)
+
+
+def raising(tx: Tx, timer: str, to: int) -> bool:
+    """Held by confirm-traffic-increase hooks before a timed step raises the weight (resuming `timer`'s rule)."""
+    return to > tx.release.weight and held(tx, "confirm-traffic-increase", f"fire:{timer}")
 
 
 def next_step(tx: Tx, stage: Stage) -> bool:
@@ -234,6 +241,8 @@ def fire_linear(tx: Tx, stage: Stage) -> bool:
     if rel.weight >= stage.linear.end:
         return True
     weight = min(stage.linear.end, rel.weight + stage.linear.increment)
+    if raising(tx, "linear", weight):
+        return False
     tx.update(step=rel.step + 1, step_started_at=tx.now_iso, passes_in_step=0)
     set_weight(tx, weight, "linear schedule")
     tx.set_timer("linear", stage.linear.every)

@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from functions.core.codec import from_plain, to_plain
-from functions.core.effects import STABLE_ONLY, Effect, Protection, RoutePlan
+from functions.core.effects import STABLE_ONLY, Effect, FlagPlan, Protection, RoutePlan
 from functions.core.policy import Match
 from functions.core.values import value
 
@@ -129,6 +129,13 @@ class Release:
     verdicts: tuple[VerdictRecord, ...] = ()
     reason: str = ""
     ended_at: str = ""
+    hook_point: str = ""  # the point a hook gate holds ("<hook type>@<wave>/<stage>/<step>")
+    hook_resume: str = ""  # what the gate resumes once its hooks say yes: "enter:<stage>" | "fire:<timer>"
+    hook_answer: str = ""  # the hooks' latest refusal, recorded once (a re-ask with the same answer is quiet)
+    hook_passed: tuple[str, ...] = ()  # points whose hooks said yes (or a human approved)
+    canary_share: str = ""  # the share the canary's autoscaler was last sized for ("match": a match route)
+    loads: int = 0  # load-hook tests started
+    load_until: str = ""  # when the latest one stops sending
 
     @property
     def active(self) -> bool:
@@ -171,6 +178,7 @@ class AppState:
     release: Release | None = None
     routes: RoutePlan = STABLE_ONLY  # desired traffic
     protection: Protection = Protection()  # desired protection
+    flags: tuple[FlagPlan, ...] = ()  # desired exposure of the feature flags flag stages roll out
     base_protection: Protection = Protection()  # what the protect stage set, before alert tightening
     alerts: tuple[ActiveAlert, ...] = ()
     pending: tuple[Effect, ...] = ()  # desired, not yet applied, in order

@@ -54,3 +54,27 @@ def cookie_regex(name: str, value: str = "", regex: str = "") -> str:
     else:
         inner = re.escape(value)
     return f"^(.*?;\\s*)?{re.escape(name)}=(?:{inner})(;.*)?$"
+
+
+FLAG_BUCKETS = 100.0
+
+
+def flag_bucket(user_id: str, salt: str) -> float:
+    """Where flagd's `fractional` puts the user of a graylane flag rollout: 0 <= bucket <= 100.
+
+    graylane's targeting hashes the same text as a userHash rule, "salt:user_id" (MurmurHash3 x86 32-bit), as
+    flagd's custom bucketing expression; flagd (v0.11, and the OpenFeature flagd providers of that generation)
+    maps the signed hash h to |h| / (2^31 - 1) * 100 and gives the first variant (graylane's rolled-out one)
+    to buckets below its percentage. So a user is in at `percent` iff flag_bucket < percent, and in at every
+    larger percentage too: the buckets are nested.
+    """
+    h = int(mmh3.hash(f"{salt}:{user_id}", signed=True))
+    return abs(h) / (2**31 - 1) * FLAG_BUCKETS
+
+
+def flag_variant(user_id: str, salt: str, percent: int, variant: str, off: str) -> str:
+    """The variant flagd serves `user_id` while `variant` is rolled out to `percent` % with `salt` (a user
+    without an id gets `off` until the rollout reaches everyone)."""
+    if percent >= 100:
+        return variant
+    return variant if percent > 0 and user_id and flag_bucket(user_id, salt) < percent else off

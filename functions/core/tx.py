@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from functions.core import events as ev
-from functions.core.effects import STABLE_ONLY, Effect, EffectKind, Protection, RoutePlan
+from functions.core.effects import STABLE_ONLY, Effect, EffectKind, FlagPlan, Protection, RoutePlan
 from functions.core.events import Emitted, Event, Observation
 from functions.core.policy import Policy, Stage
 from functions.core.state import (
@@ -112,6 +112,14 @@ class Tx:
     def stable_only(self) -> None:
         self.route(STABLE_ONLY)
 
+    def flag(self, plan: FlagPlan) -> None:
+        """Desire `plan` for its flag (in its cluster's document); a set-flag effect only when it changes."""
+        same = lambda p: p.key == plan.key and p.cluster == plan.cluster  # noqa: E731
+        if any(p == plan for p in self.state.flags):
+            return
+        self.set_state(flags=tuple(p for p in self.state.flags if not same(p)) + (plan,))
+        self.effect("set-flag", flag=plan, cluster=plan.cluster)
+
     def protect(self, protection: Protection, reason: str) -> None:
         if protection == self.state.protection:
             return
@@ -175,6 +183,10 @@ class Tx:
         self.record(action, reason=reason, phase_from=before)
         if event_type:
             self.emit(event_type, {"reason": reason} if reason else None)
+        if phase in (Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.ABORTED, Phase.SUPERSEDED, Phase.FAILED):
+            from functions.core.hooks import release_ended  # post-rollout hooks and the GitOps write-back
+
+            release_ended(self, phase, reason)
 
     # -- result ----------------------------------------------------------------------------------
     def result(self) -> tuple[AppState, tuple[Effect, ...], tuple[Emitted, ...]]:

@@ -128,6 +128,9 @@ class ProcessWorkloads:
         with self._lock:
             self._stop("canary")
 
+    def scale_canary(self, target: WorkloadTarget, share: int | None) -> None:
+        """One process per workload here: there is no autoscaler to size."""
+
     def deploy_preview(self, target: WorkloadTarget, image: str, environment: str, namespace: str,
                        workload: str) -> None:  # fmt: skip
         key = f"preview/{workload or f'{target.app}-{environment}'}"
@@ -299,6 +302,12 @@ class LocalProviders:
 
     def notifier(self, policy: Policy) -> PrintNotifier:
         return self.notifier_
+
+    def flags(self, policy: Policy, cluster: str) -> Any:
+        """Flags in the file spec.flags names (flagd or the SDK's file provider reads it)."""
+        from functions.providers.flags import flag_store
+
+        return flag_store(policy.flags, policy.namespace)
 
     def measure(self, policy: Policy, release: Release) -> tuple[MetricSample, ...]:
         samples: tuple[MetricSample, ...] = self.analysis.measure(policy, release)

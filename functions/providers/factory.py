@@ -79,6 +79,24 @@ class KubernetesProviders:
         key = ("notifier", json.dumps([(n.kind, n.url, n.secret) for n in policy.notify]))
         return self._once(key, lambda: _notifier(policy))  # type: ignore[no-any-return]
 
+    def flags(self, policy: Policy, cluster: str) -> Any:
+        """The flag document of spec.flags: a ConfigMap in the app's namespace of `cluster`, or a file."""
+        from functions.providers.flags import flag_store
+
+        source = policy.flags
+        client = self.client(cluster) if source is not None and not source.file else None
+        return flag_store(source, policy.namespace, client)
+
+    def hooks(self, policy: Policy) -> Any:
+        from functions.providers.hooks import HttpHooks
+
+        return HttpHooks(policy)
+
+    def gitops(self, policy: Policy) -> Any:
+        from functions.providers.gitops.git import GitWriter
+
+        return GitWriter(policy)
+
     def measure(self, policy: Policy, release: Release) -> tuple[MetricSample, ...]:
         return self._analysis().measure(policy, release)  # type: ignore[no-any-return]
 

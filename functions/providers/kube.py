@@ -93,8 +93,8 @@ def _client_class() -> type:
 
 
 def request(api_client: kubernetes.client.ApiClient, method: str, path: str, path_params: dict[str, str],
-            *, query: list[tuple[str, Any]] | None = None, body: dict[str, Any] | None = None,
-            timeout: float | None = None) -> dict[str, Any]:  # fmt: skip
+            *, query: list[tuple[str, Any]] | None = None, body: dict[str, Any] | list[Any] | None = None,
+            timeout: float | None = None, content_type: str = "application/json") -> dict[str, Any]:  # fmt: skip
     """One call through the client's transport (its auth, TLS, retries and timeouts) returning the JSON body.
 
     `path` is a template such as /api/v1/namespaces/{namespace}/configmaps/{name}; the client quotes
@@ -104,7 +104,7 @@ def request(api_client: kubernetes.client.ApiClient, method: str, path: str, pat
 
     headers = {"Accept": "application/json"}
     if body is not None:
-        headers["Content-Type"] = "application/json"
+        headers["Content-Type"] = content_type  # application/json-patch+json for a JSON patch
     serialized = api_client.param_serialize(method=method, resource_path=path, path_params=path_params,
                                             query_params=query or [], header_params=headers, body=body,
                                             auth_settings=["BearerToken"])  # fmt: skip

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from functions.core.effects import STABLE_ONLY, Protection, RoutePlan
+from functions.core.effects import STABLE_ONLY, FlagPlan, Protection, RoutePlan
 from functions.core.events import MetricSample
 from functions.core.policy import Policy
 from functions.core.state import Release
@@ -82,6 +82,7 @@ class RecordingWorkloads:
         self.images: dict[str, str] = {}  # key -> image ("" = scaled to zero)
         self.not_ready: dict[str, int] = {}
         self.load_tests: dict[str, tuple[str, ...]] = {}  # key -> hey arguments, in the order started
+        self.shares: dict[str, int | None] = {}  # canary key -> the share its autoscaler was sized for
 
     def _run(self, verb: str, key: str, image: str) -> None:
         self.log.call(verb, key, image)
@@ -99,6 +100,11 @@ class RecordingWorkloads:
     def scale_down_canary(self, target: WorkloadTarget) -> None:
         self._run("scale_down_canary", _key(target.cluster, target.namespace, target.canary), "")
 
+    def scale_canary(self, target: WorkloadTarget, share: int | None) -> None:
+        key = _key(target.cluster, target.namespace, target.canary)
+        self.log.call("scale_canary", key, share)
+        self.shares[key] = share
+
     def deploy_preview(self, target: WorkloadTarget, image: str, environment: str, namespace: str,
                        workload: str) -> None:  # fmt: skip
         name = workload or f"{target.app}-{environment}"
@@ -112,6 +118,21 @@ class RecordingWorkloads:
         if key not in self.load_tests:
             self.load_tests[key] = tuple(args)
             self.log.call("start_load_test", key, tuple(args))
+
+
+class RecordingFlags:
+    """Flag documents in memory (a policy whose spec.flags names a file gets the real file store instead)."""
+
+    def __init__(self, log: CallLog | None = None) -> None:
+        self.log = log or CallLog()
+        self.plans: dict[tuple[str, str], FlagPlan] = {}  # (cluster, key) -> what the document serves
+
+    def set_flag(self, plan: FlagPlan) -> None:
+        self.log.call("set_flag", f"{plan.cluster}/{plan.key}", plan.percent)
+        self.plans[(plan.cluster, plan.key)] = plan
+
+    def live(self, plans: tuple[FlagPlan, ...]) -> tuple[FlagPlan, ...]:
+        return tuple(p for p in plans if self.plans.get((p.cluster, p.key)) == p)
 
 
 class RecordingNotifier:
@@ -146,6 +167,7 @@ class RecordingProviders:
         self.router_ = RecordingRouter(self.log)
         self.workloads_ = RecordingWorkloads(self.log)
         self.notifier_ = RecordingNotifier(self.log)
+        self.flags_ = RecordingFlags(self.log)
         self.measure_fn = measure
 
     def router(self, policy: Policy, cluster: str) -> RecordingRouter:
@@ -156,6 +178,13 @@ class RecordingProviders:
 
     def notifier(self, policy: Policy) -> RecordingNotifier:
         return self.notifier_
+
+    def flags(self, policy: Policy, cluster: str) -> Any:
+        if policy.flags is not None and policy.flags.file:
+            from functions.providers.flags import flag_store
+
+            return flag_store(policy.flags, policy.namespace)
+        return self.flags_
 
     def measure(self, policy: Policy, release: Release) -> tuple[MetricSample, ...]:
         self.log.call("measure", policy.app, release.id)

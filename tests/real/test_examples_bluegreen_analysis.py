@@ -400,7 +400,7 @@ def test_bluegreen_analysis_the_local_load_test_is_hey_sending_the_preview_heade
     import time
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from functions.core.stages import hey_args
+    from functions.core.hooks import hey_args
     from functions.local.providers import LocalConfig, ProcessWorkloads
     from functions.providers.workloads.base import WorkloadTarget
 

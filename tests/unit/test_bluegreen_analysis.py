@@ -143,10 +143,11 @@ def _bluegreen(load: bool = True) -> Driver:
 def test_bluegreen_analysis_the_preview_gets_a_header_route_and_a_load_test() -> None:
     d = _bluegreen()
     effects = d.last.effects if d.last else ()
-    assert kinds(effects) == ["deploy-canary", "set-routes", "load-test"]  # the route is in place before the load
+    # the route is in place before the load
+    assert kinds(effects) == ["deploy-canary", "set-routes", "scale-canary", "load-test"]
     route = effects[1].routes
     assert route == RoutePlan(100, 0, (Match(kind="header", name="x-graylane-preview", value="web-1"),))
-    load = effects[2]
+    load = effects[3]
     assert load.job == "web-1-preview" and load.image == LOAD_TEST_IMAGE
     assert load.command == ("-z", "300s", "-c", "3", "-q", "8.33333", "-H", "x-graylane-preview: web-1",
                             "http://shop.example.com/")
@@ -160,7 +161,7 @@ def test_bluegreen_analysis_the_preview_gets_a_header_route_and_a_load_test() ->
 
 def test_bluegreen_analysis_a_header_route_alone_waits_for_a_test_client() -> None:
     d = _bluegreen(load=False)
-    assert kinds(d.last.effects) == ["deploy-canary", "set-routes"]  # type: ignore[union-attr]
+    assert kinds(d.last.effects) == ["deploy-canary", "set-routes", "scale-canary"]  # type: ignore[union-attr]
     assert d.state.routes.match == (Match(kind="header", name="x-graylane-preview", value="web-1"),)
 
 

@@ -197,7 +197,7 @@ def test_approve_opens_the_gate_and_the_canary_starts_at_its_first_step() -> Non
     assert (rel.phase, rel.stage, rel.step, rel.weight) == (Phase.PROGRESSING, 2, 0, 20)
     assert rel.gates[0].gate == "canary" and rel.gates[0].decision == "approved"
     assert rel.gates[0].params == {"weight": 10} and rel.gates[0].by.user == "alice"
-    assert kinds(out.effects) == ["deploy-canary", "set-routes"]
+    assert kinds(out.effects) == ["deploy-canary", "set-routes", "scale-canary"]
     assert d.state.routes == RoutePlan(stable=80, canary=20)
     assert rel.timer is not None and rel.timer.name == "step" and rel.timer.due == iso(d.now + timedelta(seconds=60))
 
@@ -245,7 +245,7 @@ def test_abtest_routes_matching_requests_only_for_its_duration() -> None:
 
     out = d.push("v2")
 
-    assert kinds(out.effects) == ["deploy-canary", "set-routes"]
+    assert kinds(out.effects) == ["deploy-canary", "set-routes", "scale-canary"]
     assert d.state.routes == RoutePlan(stable=100, canary=0, match=(HEADER,))
     assert d.rel.timer is not None and d.rel.timer.name == "stage"
     d.tick(599)
@@ -555,7 +555,7 @@ def test_keep_previous_keeps_the_old_version_warm_and_watches() -> None:
 
     out = d.tick(30)
 
-    assert kinds(out.effects) == ["promote-stable", "set-routes", "keep-warm"]
+    assert kinds(out.effects) == ["promote-stable", "set-routes", "keep-warm", "scale-canary"]
     assert out.effects[2].image == version("v1").image and d.rel.canary_deployed
     assert d.rel.watching and d.rel.timer is not None and d.rel.timer.name == "watch"
     assert d.state.warm == version("v1") and d.state.warm_until == iso(T0 + timedelta(seconds=630))
@@ -880,7 +880,7 @@ def test_waves_run_the_stages_per_cluster_with_preview_only_once() -> None:
     d = Driver.with_stable(WAVES)
     d.push("v2")
     d.tick()  # preview ready
-    assert [e.cluster for e in d.last.effects] == ["ctx-sh", "ctx-sh"] if d.last else False
+    assert [e.cluster for e in d.last.effects] == ["ctx-sh", "ctx-sh", "ctx-sh"] if d.last else False
 
     out = d.tick(10)  # wave sh promoted; wave bj waits for its gate
     assert [(e.kind, e.cluster) for e in out.effects] == [
@@ -889,7 +889,8 @@ def test_waves_run_the_stages_per_cluster_with_preview_only_once() -> None:
     assert d.state.routes == STABLE_ONLY and not d.rel.promoted
 
     out = d.command("approve")
-    assert [(e.kind, e.cluster) for e in out.effects] == [("deploy-canary", "ctx-bj"), ("set-routes", "ctx-bj")]
+    assert [(e.kind, e.cluster) for e in out.effects] == [("deploy-canary", "ctx-bj"), ("set-routes", "ctx-bj"),
+                                                         ("scale-canary", "ctx-bj")]
     assert "deploy-preview" not in kinds(out.effects) and d.rel.stage == 1
 
     d.tick(10)  # bj promoted; gz starts at once (no gate)

@@ -28,6 +28,10 @@ class Workloads(Protocol):
     def scale_down_canary(self, target: WorkloadTarget) -> None:
         """Scale the canary workload to zero."""
 
+    def scale_canary(self, target: WorkloadTarget, share: int | None) -> None:
+        """Size what scales the canary for `share` % of the traffic (None: a match route); where the stable has
+        no autoscaler, nothing to do."""
+
     def deploy_preview(self, target: WorkloadTarget, image: str, environment: str, namespace: str, workload: str) -> None:
         """Deploy `image` to the preview environment; raises NotReady until available."""
 

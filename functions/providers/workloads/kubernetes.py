@@ -29,6 +29,7 @@ from typing import Any
 from functions.core.values import value
 from functions.errors import ConfigError, ConflictError, EffectFailed, GraylaneError, NotFound, NotReady
 from functions.providers.kube import api_error
+from functions.providers.workloads.autoscaling import CanaryAutoscaler
 from functions.providers.workloads.base import WorkloadTarget
 
 TRACK = "graylane.dev/track"
@@ -61,13 +62,20 @@ class KubernetesWorkloads:
 
         self.api = client.CustomObjectsApi(api_client)  # serves built-in groups too, as plain dicts
         self.timeout = timeout
+        self.autoscaler = CanaryAutoscaler(self.api, timeout)
 
     # -- Workloads -----------------------------------------------------------------------------------
     def deploy_canary(self, target: WorkloadTarget, image: str) -> None:
         stable = self._read(DEPLOYMENT, target.namespace, target.stable, "deploy canary")
         replicas = target.replicas if target.replicas is not None else _replicas(stable)
-        canary = self._derive(target, stable, target.namespace, target.canary, "canary", image, replicas)
+        autoscaled = self.autoscaler.owns_canary(target)  # an HPA sizes it: its replica count is the HPA's
+        canary = self._derive(target, stable, target.namespace, target.canary, "canary", image, replicas,
+                              keep_replicas=autoscaled)  # fmt: skip
         self._check_rolled_out(canary, image, target.container, "deploy canary")
+
+    def scale_canary(self, target: WorkloadTarget, share: int | None) -> None:
+        """The canary's HPA follows its share of the traffic (when the stable has an HPA; see autoscaling.py)."""
+        self.autoscaler.follow(target, share)
 
     def promote_stable(self, target: WorkloadTarget, image: str) -> None:
         stable = self._read(DEPLOYMENT, target.namespace, target.stable, "promote")
@@ -75,6 +83,7 @@ class KubernetesWorkloads:
         self._check_rolled_out(stable, image, target.container, "promote")
 
     def scale_down_canary(self, target: WorkloadTarget) -> None:
+        self.autoscaler.remove(target)  # first: it would scale the canary up again
         canary = self._get(DEPLOYMENT, target.namespace, target.canary, "scale down")
         if canary is not None and _replicas(canary) != 0:
             self._patch(DEPLOYMENT, canary, [{"op": "replace", "path": "/spec/replicas", "value": 0}], "scale down")
@@ -105,13 +114,17 @@ class KubernetesWorkloads:
 
     # -- Deployments ---------------------------------------------------------------------------------
     def _derive(self, target: WorkloadTarget, stable: dict[str, Any], namespace: str, name: str, track: str,
-                image: str, replicas: int, extra_labels: Mapping[str, str] | None = None) -> dict[str, Any]:
-        """The Deployment `name` copied from `stable` (created if missing) running `image` on `replicas`."""
+                image: str, replicas: int, extra_labels: Mapping[str, str] | None = None,
+                keep_replicas: bool = False) -> dict[str, Any]:  # fmt: skip
+        """The Deployment `name` copied from `stable` (created if missing) running `image` on `replicas` (an
+        existing one keeps its replica count with `keep_replicas`: an autoscaler sets it)."""
         live = self._get(DEPLOYMENT, namespace, name, f"deploy {track}")
         if live is None:
             body = derived_deployment(stable, namespace, name, track, image, replicas, target, extra_labels or {})
             live = self._create(DEPLOYMENT, namespace, body, f"deploy {track}")
-        return self._update(live, image, replicas, target.container, f"deploy {track}")
+        elif keep_replicas and _replicas(live) == 0:
+            keep_replicas = False  # scaled down: an HPA never scales up from zero, so graylane does
+        return self._update(live, image, None if keep_replicas else replicas, target.container, f"deploy {track}")
 
     def _update(self, dep: dict[str, Any], image: str, replicas: int | None, container: str,
                 verb: str) -> dict[str, Any]:  # fmt: skip
