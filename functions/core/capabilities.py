@@ -144,9 +144,8 @@ def unmeasurable(provider: str, spec: Mapping[str, Any]) -> list[Problem]:
 def _router_analysed(spec: Mapping[str, Any]) -> bool:
     """Does any analysed stage measure the router's traffic? A flag stage's analysis reads the app's metrics by
     variant (spec.flags.metrics) whatever the router."""
-    stages = [next(iter(_map(item).items()), ("", {})) for item in _list(spec.get("stages"))]
-    return not stages or any(kind != "flag" for kind, _ in stages if kind in ("abtest", "canary", "bluegreen",
-                                                                              "promote", "flag"))
+    kinds = {kind for item in _list(spec.get("stages")) for kind in _map(item)}
+    return "flag" not in kinds or bool(kinds & {"abtest", "canary", "bluegreen"})
 
 
 def _to_doc(policy: Any) -> Mapping[str, Any]:

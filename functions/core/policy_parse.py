@@ -381,7 +381,8 @@ def _gitops(r: Reader, node: Any, path: str) -> GitOps:
 def _feature_rules(r: Reader, spec: Mapping, policy: Policy) -> None:
     """What flag stages, hooks and the load hook need from the rest of the policy."""
     has_load = any(h.load_test is not None for h in policy.hooks)
-    for i, item in enumerate(spec.get("stages") or []):
+    stages = spec.get("stages")
+    for i, item in enumerate(stages if isinstance(stages, list) else []):
         if not isinstance(item, Mapping):
             continue
         if "flag" in item and policy.flags is None:

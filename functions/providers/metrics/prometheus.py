@@ -33,6 +33,7 @@ from functions.core.policy import MetricCheck, Policy
 from functions.core.state import Release
 from functions.errors import ConfigError
 from functions.providers.metrics import templates as tp
+from functions.providers.metrics import variants
 
 COUNT_TEMPLATES = frozenset({"success-rate", "error-rate"})
 
@@ -74,6 +75,11 @@ class PrometheusAnalysis:
 
     def measure_many(self, pairs: list[tuple[Policy, Release]]) -> dict[str, tuple[MetricSample, ...]]:
         now = self.clock()
+        flagged = [(p, r) for p, r in pairs if p.analysis is not None and variants.flag_stage(p, r) is not None]
+        if flagged:  # a flag stage is measured on the app's metrics by variant (metrics/variants.py)
+            done = {r.id for _, r in flagged}
+            return {**variants.measure_many(self, flagged, now),
+                    **self.measure_many([(p, r) for p, r in pairs if r.id not in done])}  # fmt: skip
         plans = [self._plan(p, r, now) for p, r in pairs if p.analysis is not None]
         groups: dict[tuple[str, str], list[_Plan]] = {}
         for plan in plans:
