@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup deps test e2e unit lint bench kube crds istioctl traefik demo clean
+.PHONY: setup deps test e2e unit lint bench kube crds istioctl traefik flagd demo clean
 
 $(BIN)/graylane: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -29,7 +29,10 @@ istioctl:  ## build (or reuse the cached) istioctl: Istio's validation of the ob
 traefik:  ## build (or reuse the cached) Traefik v2.11 and v3 from their Go modules, for tests/traefik
 	@for t in traefik-v2 traefik-v3; do bin=$$(bash tests/k8s/tools/build.sh $$t) && echo "$$t in $$bin" || exit 1; done
 
-test: setup deps kube crds istioctl traefik lint  ## everything the tests need, then the whole suite (tests/e2e included)
+flagd:  ## build (or reuse the cached) flagd v0.11.2 from its Go module, for the flag-stage tests
+	@bin=$$(bash tests/k8s/tools/build.sh flagd) && echo "flagd in $$bin"
+
+test: setup deps kube crds istioctl traefik flagd lint  ## everything the tests need, then the whole suite (tests/e2e included)
 	$(BIN)/pytest
 
 e2e: setup deps kube crds traefik  ## graylane as deployed (infra/k8s) driving seed 000 on Traefik v2.11 (tests/e2e)

@@ -105,7 +105,13 @@ def _sample(analysis: Any, url: str, policy: Policy, release: Release, stage: Fl
         if math.isnan(value):
             return MetricSample(m.name, status="no-data", query=answer.query,
                                 detail=f"no latency of variant {stage.variant} of flag {stage.key}")  # fmt: skip
-        return MetricSample(m.name, value=value, stable_value=stable_value, query=answer.query)
+        counts = analysis._query(url, counts_query(vm, stage, window), now)  # for the minimum-sample guard
+        if counts.error:
+            return MetricSample(m.name, status="unavailable", query=counts.query, detail=counts.error)
+        split_ = split(vm, stage, counts.series)
+        return MetricSample(m.name, value=value, stable_value=stable_value, query=answer.query,
+                            canary_requests=split_.get(tp.CANARY, tp.Counts()).requests,
+                            stable_requests=split_.get(tp.STABLE, tp.Counts()).requests)  # fmt: skip
     seconds = window
     if m.judge == "sequential":  # counts since the stage started
         started = _epoch(release.stage_started_at or release.started_at)
