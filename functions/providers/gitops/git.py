@@ -161,7 +161,7 @@ class GitWriter:
         env.setdefault("HOME", tempfile.gettempdir())
         token = self._token()
         if token:
-            user, sep, secret = token.partition(":")
+            sep = ":" in token
             basic = base64.b64encode((token if sep else f"graylane:{token}").encode()).decode()
             env.update(GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0="http.extraHeader",
                        GIT_CONFIG_VALUE_0=f"Authorization: Basic {basic}")  # fmt: skip
