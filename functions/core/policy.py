@@ -192,7 +192,7 @@ class ProtectStage:
     circuit_breaker: CircuitBreaker | None = None
 
 
-FLAG_VARIANTS = (("on", True), ("off", False))
+FLAG_VARIANTS = (("off", False), ("on", True))  # sorted by name, as the parser keeps them
 
 
 @value

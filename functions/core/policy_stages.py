@@ -307,7 +307,7 @@ def _flag(r: Reader, node: Any, path: str, has_analysis: bool) -> Stage:
                       " a flag rollout only grows (a user keeps the variant across steps)")
     return FlagStage(
         key=r.text(m, "key", path, pattern=FLAG_KEY, expected="a flag key (letters, digits, _ . : -)"),
-        variant=variant, off=off, variants=tuple(variants.items()), mode=moving.mode, steps=moving.steps,
+        variant=variant, off=off, variants=tuple(sorted(variants.items())), mode=moving.mode, steps=moving.steps,
         weight_param=moving.weight_param, weight=moving.weight, hold=moving.hold, linear=moving.linear,
         analysis=moving.analysis, salt=r.text(m, "salt", path, expected="a salt string"),
     )  # fmt: skip

@@ -84,7 +84,7 @@ class App:
 
     def _add(self, name: tuple[str, str], variant: str, extra: tuple[str, str]) -> None:
         labels = tuple(sorted((name, ("feature_flag_key", FLAG), ("feature_flag_result_variant", variant),
-                               ("namespace", "web"), ("job", "shop"), extra)))  # fmt: skip
+                               ("namespace", "web"), ("job", "storefront"), extra)))  # fmt: skip
         self.counts[labels] = self.counts.get(labels, 0.0) + 1
 
 

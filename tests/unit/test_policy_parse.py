@@ -16,6 +16,7 @@ from functions.core.policy import (
     ApprovalStage,
     CanaryStage,
     CanaryStep,
+    FlagStage,
     Match,
     PromoteStage,
     ProtectStage,
@@ -76,7 +77,7 @@ def test_example_parses_and_round_trips(path: Path) -> None:
         policy = parse_policy(doc, str(path))
         again = parse_policy(yaml.safe_load(yaml.safe_dump(to_doc(policy))))
         assert again == policy
-        assert isinstance(policy.stages[-1], PromoteStage | ProtectStage)
+        assert isinstance(policy.stages[-1], PromoteStage | ProtectStage | FlagStage)
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
