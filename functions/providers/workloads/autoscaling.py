@@ -2,10 +2,11 @@
 
 When an HPA scales the stable Deployment (its scaleTargetRef names it), the canary gets one too: the stable's
 spec (metrics, behavior) pointed at the canary Deployment, its bounds scaled to the canary's share of the
-traffic (functions.core.autoscale.canary_bounds), named after the canary and labelled graylane's. Each weight
-change resizes it (a `scale-canary` effect); scaling the canary down deletes it first, so nothing scales the
-canary back up; the user's HPA of the stable is only read, never written. An HPA the user made for the canary
-Deployment is left to the user: graylane then makes none.
+traffic (functions.core.autoscale.canary_bounds), named after the canary, labelled graylane's and owned by the
+canary Deployment (an ownerReference: deleting the canary deletes it). Each weight change resizes it (a
+`scale-canary` effect); scaling the canary down deletes it first, so nothing scales the canary back up; the
+user's HPA of the stable is only read, never written. An HPA the user made for the canary Deployment is left to
+the user: graylane then makes none.
 
 Writes are a create, or a JSON patch of `/spec` whose first operation tests `/metadata/resourceVersion`.
 """
@@ -16,7 +17,7 @@ import copy
 from typing import Any
 
 from functions.core.autoscale import canary_bounds
-from functions.errors import ConflictError, NotFound
+from functions.errors import ConflictError, NotFound, NotReady
 from functions.providers.kube import api_error
 from functions.providers.workloads.base import WorkloadTarget
 
@@ -65,7 +66,7 @@ class CanaryAutoscaler:
         spec = canary_spec(stable[0], target.canary, share)
         live = next((h for h in mine if h["metadata"]["name"] == target.canary), None)
         if live is None:
-            self._create(target, stable[0], spec)
+            self._create(target, stable[0], spec, self._owner(target))
         elif live.get("spec") != spec:
             self._patch(live, [{"op": "replace", "path": "/spec", "value": spec}])
 
@@ -87,11 +88,27 @@ class CanaryAutoscaler:
             raise api_error(err, KIND, f"{namespace}/*", "list") from err
         return list(body.get("items") or [])
 
-    def _create(self, target: WorkloadTarget, stable: dict[str, Any], spec: dict[str, Any]) -> None:
+    def _owner(self, target: WorkloadTarget) -> dict[str, Any]:
+        """The canary Deployment, as the owner of its HPA (deploy-canary made it before any scale-canary)."""
+        where = f"{target.namespace}/{target.canary}"
+        try:
+            dep = self.api.get_namespaced_custom_object("apps", "v1", target.namespace, "deployments", target.canary,
+                                                        _request_timeout=self.timeout)  # fmt: skip
+        except Exception as err:
+            failure = api_error(err, "Deployment", where, "autoscale canary")
+            if isinstance(failure, NotFound):
+                raise NotReady(f"Deployment {where} autoscale canary: no canary Deployment yet") from err
+            raise failure from err
+        return {"apiVersion": "apps/v1", "kind": "Deployment", "name": target.canary,
+                "uid": dep["metadata"]["uid"]}  # fmt: skip
+
+    def _create(self, target: WorkloadTarget, stable: dict[str, Any], spec: dict[str, Any],
+                owner: dict[str, Any]) -> None:  # fmt: skip
         body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
                 "metadata": {"name": target.canary, "namespace": target.namespace,
                              "labels": {MANAGED_BY[0]: MANAGED_BY[1], APP: target.app},
-                             "annotations": {DERIVED_FROM: stable["metadata"]["name"]}},
+                             "annotations": {DERIVED_FROM: stable["metadata"]["name"]},
+                             "ownerReferences": [owner]},
                 "spec": spec}  # fmt: skip
         try:
             self.api.create_namespaced_custom_object(GROUP, VERSION, target.namespace, PLURAL, body,

@@ -1,0 +1,346 @@
+"""HPA-aware canaries on the real apiserver: when the stable Deployment has a HorizontalPodAutoscaler
+(autoscaling/v2), the canary gets one too — the stable's spec pointed at the canary, its bounds scaled to the
+canary's share of the traffic, labelled graylane's and owned by the canary Deployment — and promotion and
+rollback delete it before the canary scales to zero. The user's HPA is only ever read: its bytes, as the
+apiserver serves them, are the same after a release as before.
+
+The release tests run the Runner with KubernetesProviders (Traefik IngressRoute routes, Deployments rolled out by
+kube-controller-manager onto kwok's fake Nodes). One of them also runs the real HPA controller
+(kube-controller-manager's horizontal-pod-autoscaler-controller, in a process of its own): there is no metrics
+server here, so it does what an HPA does whatever the metrics, keep its target within minReplicas..maxReplicas;
+that is enough to see graylane's HPA drive the canary Deployment and the user's keep driving the stable.
+"""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from functions.core.events import MetricSample
+from functions.core.policy import CanaryStage, CanaryStep, Policy, PromoteStage, RouterSpec, WorkloadSpec
+from functions.core.state import AppState, Phase, Release
+from functions.errors import ConflictError, NotReady
+from functions.providers.factory import KubernetesProviders
+from functions.providers.kube import client_from
+from functions.providers.recording import healthy
+from functions.providers.stores.memory import MemoryStore
+from functions.providers.workloads.autoscaling import DERIVED_FROM, CanaryAutoscaler
+from functions.providers.workloads.base import WorkloadTarget
+from functions.providers.workloads.kubernetes import KubernetesWorkloads
+from functions.runner import Runner
+from functions.settings import Settings
+from tests.contract.workload_support import REPO, deployment, image_of, stable_deployment
+from tests.k8s.cluster import KubeCluster
+from tests.support import Clock, StaticPolicies, canary_policy, push, tick
+
+pytestmark = pytest.mark.k8s
+HPA = ("autoscaling", "v2", "horizontalpodautoscalers")
+OPTIONS = {"ingressRoute": "k8s-flask-pro", "host": "pro.coding", "entryPoints": ["web"], "group": "traefik.io",
+           "stableService": "k8s-flask", "canaryService": "k8s-flask-canary", "port": 8080}
+# the user's HPA of the stable: two metrics, a behavior, labels and annotations of their own
+USERS_HPA: dict[str, Any] = {
+    "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+    "metadata": {"name": "k8s-flask", "labels": {"team": "web", "app": "k8s-flask"},
+                 "annotations": {"owner": "web-team", "note": "sized for the Friday peak"}},
+    "spec": {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "k8s-flask"},
+        "minReplicas": 4, "maxReplicas": 10,
+        "metrics": [
+            {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 60}}},
+            {"type": "Pods", "pods": {"metric": {"name": "http_requests_per_second"},
+                                      "target": {"type": "AverageValue", "averageValue": "100"}}},
+        ],
+        "behavior": {"scaleDown": {"stabilizationWindowSeconds": 120,
+                                   "policies": [{"type": "Percent", "value": 50, "periodSeconds": 60}]}},
+    },
+}  # fmt: skip
+
+
+@pytest.fixture(name="api")
+def api_fixture(kube: Any) -> Iterator[Any]:
+    with client_from(kube.configuration) as api_client:
+        yield api_client
+
+
+@pytest.fixture
+def hpa_controller(kube: KubeCluster, tmp_path: Any) -> Iterator[None]:
+    """The real HPA controller of kube-controller-manager v1.37, syncing every second, for this test only."""
+    log = tmp_path / "hpa-controller.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([
+            str(kube.binaries.controller_manager), f"--kubeconfig={kube.kubeconfig}", "--leader-elect=false",
+            "--secure-port=0", "--controllers=horizontal-pod-autoscaler-controller",
+            "--horizontal-pod-autoscaler-sync-period=1s", "--use-service-account-credentials=false",
+        ], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # fmt: skip
+    try:
+        time.sleep(0.5)
+        assert proc.poll() is None, log.read_text()[-3000:]
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def users_hpa(api: Any, ns: str, body: dict[str, Any] | None = None) -> None:
+    client.CustomObjectsApi(api).create_namespaced_custom_object(*HPA[:2], ns, HPA[2], copy.deepcopy(body or USERS_HPA))
+
+
+def raw_hpa(api: Any, ns: str, name: str) -> bytes:
+    """The HPA exactly as the apiserver serves it (bytes, resourceVersion included)."""
+    answer = client.CustomObjectsApi(api).get_namespaced_custom_object(*HPA[:2], ns, HPA[2], name,
+                                                                       _preload_content=False)  # fmt: skip
+    return bytes(answer.data)
+
+
+def hpa(api: Any, ns: str, name: str) -> dict[str, Any] | None:
+    try:
+        return dict(client.CustomObjectsApi(api).get_namespaced_custom_object(*HPA[:2], ns, HPA[2], name))
+    except client.ApiException as err:
+        if err.status == 404:
+            return None
+        raise
+
+
+def hpas(api: Any, ns: str) -> list[str]:
+    items = client.CustomObjectsApi(api).list_namespaced_custom_object(*HPA[:2], ns, HPA[2])["items"]
+    return sorted(h["metadata"]["name"] for h in items)
+
+
+def bounds(api: Any, ns: str, name: str = "k8s-flask-canary") -> tuple[int, int] | None:
+    live = hpa(api, ns, name)
+    return None if live is None else (live["spec"]["minReplicas"], live["spec"]["maxReplicas"])
+
+
+def weights(api: Any, ns: str) -> dict[str, int]:
+    try:
+        route = client.CustomObjectsApi(api).get_namespaced_custom_object("traefik.io", "v1alpha1", ns,
+                                                                          "ingressroutes", "k8s-flask-pro")
+    except client.ApiException as err:
+        if err.status == 404:
+            return {}
+        raise
+    return {s["name"]: s["weight"] for s in route["spec"]["routes"][-1]["services"]}
+
+
+def bad(policy: Policy, _: Release) -> tuple[MetricSample, ...]:
+    return (MetricSample(name="success-rate", value=0.5, canary_requests=500),)
+
+
+class Providers(KubernetesProviders):
+    """The production factory; only measure is scripted (Prometheus is tested on its own)."""
+
+    def __init__(self, kube: Any) -> None:
+        super().__init__(Settings(providers="kubernetes"), client_for=lambda cluster: client_from(kube.configuration))
+        self.measure_fn: Callable[[Policy, Release], tuple[MetricSample, ...]] = healthy
+
+    def measure(self, policy: Policy, release: Release) -> tuple[MetricSample, ...]:
+        return self.measure_fn(policy, release)
+
+
+class Release_:
+    """A policy 10 % → 50 % → promote, driven tick by tick through the Runner on a fake clock."""
+
+    def __init__(self, kube: Any, ns: str) -> None:
+        steps = (CanaryStage(steps=(CanaryStep(10, 30.0), CanaryStep(50, 30.0))), PromoteStage())
+        self.policy = replace(canary_policy("flask", ns, stages=steps), router=RouterSpec("traefik", dict(OPTIONS)),
+                              workload=WorkloadSpec(name="k8s-flask", canary="k8s-flask-canary", container="flask"))
+        self.store, self.clock, self.providers = MemoryStore(), Clock(), Providers(kube)
+        self.runner = Runner(self.store, StaticPolicies([self.policy]), self.providers, clock=self.clock)
+
+    def state(self) -> AppState:
+        doc, _ = self.store.load(self.policy.app)
+        assert doc is not None
+        return AppState.from_json(doc)
+
+    def push(self, version: str) -> None:
+        self.runner.handle(push(self.policy.app, version))
+
+    def until(self, done: Callable[[], bool], advance: float = 0, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not done():
+            assert time.monotonic() < deadline, f"timed out; state: {self.state().release}"
+            self.clock.advance(advance)
+            self.runner.handle(tick(self.policy.app))
+            time.sleep(0.2)
+
+    def settled(self, phase: Phase) -> bool:
+        state = self.state()
+        return state.release is not None and state.release.phase == phase and not state.pending
+
+
+def test_hpa_canary_follows_the_stables_hpa_through_promotion_and_rollback_and_the_users_hpa_keeps_its_bytes(
+        api: Any, ns: str, kube: Any, nodes: Any) -> None:  # fmt: skip
+    stable_deployment(api, ns, replicas=4)
+    users_hpa(api, ns)
+    before = raw_hpa(api, ns, "k8s-flask")
+    users_spec = hpa(api, ns, "k8s-flask")["spec"]  # type: ignore[index]
+    run = Release_(kube, ns)
+    try:
+        run.push("v1")
+        run.push("v2")
+        run.until(lambda: weights(api, ns).get("k8s-flask-canary") == 10)
+        run.until(lambda: bounds(api, ns) is not None)  # the same tick, after the route
+        mine = hpa(api, ns, "k8s-flask-canary")
+        assert mine is not None
+        canary = deployment(api, ns, "k8s-flask-canary")
+        # the user's spec (metrics, behavior) pointed at the canary, at ceil(10 % of 4..10) = 1..1
+        assert mine["spec"] == {**users_spec, "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                                                                 "name": "k8s-flask-canary"},
+                                "minReplicas": 1, "maxReplicas": 1}  # fmt: skip
+        assert mine["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "graylane", "graylane.dev/app": "flask"}
+        assert mine["metadata"]["annotations"] == {DERIVED_FROM: "k8s-flask"}
+        assert mine["metadata"]["ownerReferences"] == [{"apiVersion": "apps/v1", "kind": "Deployment",
+                                                        "name": "k8s-flask-canary", "uid": canary["metadata"]["uid"]}]
+        run.until(lambda: bounds(api, ns) == (2, 5), advance=10)  # 50 %: ceil(2.0)..ceil(5.0)
+        run.until(lambda: run.settled(Phase.SUCCEEDED), advance=10)
+        # promoted: the stable runs v2 under the user's HPA; graylane's HPA went before the canary scaled down
+        assert hpas(api, ns) == ["k8s-flask"]
+        assert deployment(api, ns, "k8s-flask-canary")["spec"]["replicas"] == 0
+        assert image_of(deployment(api, ns, "k8s-flask")) == f"{REPO}:v2"
+        assert raw_hpa(api, ns, "k8s-flask") == before
+
+        run.push("v3")
+        run.until(lambda: bounds(api, ns) == (1, 1))
+        assert image_of(deployment(api, ns, "k8s-flask-canary")) == f"{REPO}:v3"
+        run.providers.measure_fn = bad
+        run.until(lambda: run.settled(Phase.ROLLED_BACK), advance=10)
+        assert hpas(api, ns) == ["k8s-flask"]
+        assert deployment(api, ns, "k8s-flask-canary")["spec"]["replicas"] == 0
+        assert image_of(deployment(api, ns, "k8s-flask")) == f"{REPO}:v2"
+        assert raw_hpa(api, ns, "k8s-flask") == before  # not one write to the user's HPA in two releases
+    finally:
+        run.providers.close()
+
+
+def test_hpa_the_real_hpa_controller_sizes_the_canary_within_graylanes_bounds(
+        api: Any, ns: str, kube: Any, nodes: Any, hpa_controller: None) -> None:  # fmt: skip
+    stable_deployment(api, ns, replicas=4)
+    users_hpa(api, ns)
+    users_spec = hpa(api, ns, "k8s-flask")["spec"]  # type: ignore[index]
+    apps = client.AppsV1Api(api)
+
+    def replicas(name: str) -> int:
+        return int(apps.read_namespaced_deployment_scale(name, ns).spec.replicas or 0)  # 0 is left out
+
+    run = Release_(kube, ns)
+    try:
+        run.push("v1")
+        run.push("v2")
+        run.until(lambda: bounds(api, ns) == (1, 1))
+        # deployed at the stable's 4 replicas; the HPA controller takes the canary down to its maxReplicas
+        run.until(lambda: replicas("k8s-flask-canary") == 1, timeout=30)
+        run.until(lambda: bounds(api, ns) == (2, 5), advance=10)
+        run.until(lambda: replicas("k8s-flask-canary") == 2, timeout=30)  # up to its minReplicas
+        status = hpa(api, ns, "k8s-flask-canary")["status"]  # type: ignore[index]
+        assert status["desiredReplicas"] == 2 and status["currentReplicas"] in (1, 2)
+        assert replicas("k8s-flask") == 4  # the user's HPA keeps the stable within 4..10
+        run.until(lambda: run.settled(Phase.SUCCEEDED), advance=10)
+        assert hpas(api, ns) == ["k8s-flask"]
+        time.sleep(3)  # three syncs of the HPA controller: nothing scales the canary back up
+        assert replicas("k8s-flask-canary") == 0 and replicas("k8s-flask") == 4
+        assert hpa(api, ns, "k8s-flask")["spec"] == users_spec  # type: ignore[index]
+    finally:
+        run.providers.close()
+
+
+# -- the autoscaler on its own (no rollout needed: the canary Deployment just exists) -------------------------
+
+
+def target(ns: str) -> WorkloadTarget:
+    return WorkloadTarget(ns, "flask", "k8s-flask", "k8s-flask-canary", container="flask")
+
+
+def canary_deployment(api: Any, ns: str) -> None:
+    stable = deployment(api, ns, "k8s-flask")
+    body = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "k8s-flask-canary"},
+            "spec": {**stable["spec"], "selector": {"matchLabels": {"app": "k8s-flask-canary"}},
+                     "template": {**stable["spec"]["template"],
+                                  "metadata": {"labels": {"app": "k8s-flask-canary"}}}}}  # fmt: skip
+    client.AppsV1Api(api).create_namespaced_deployment(ns, body)
+
+
+def spy_writes(scaler: CanaryAutoscaler) -> list[str]:
+    writes: list[str] = []
+    for verb in ("create_namespaced_custom_object", "patch_namespaced_custom_object",
+                 "delete_namespaced_custom_object"):  # fmt: skip
+        real = getattr(scaler.api, verb)
+
+        def spy(*args: Any, _real: Any = real, _verb: str = verb, **kw: Any) -> Any:
+            writes.append(_verb.split("_")[0])
+            return _real(*args, **kw)
+
+        setattr(scaler.api, verb, spy)
+    return writes
+
+
+def test_hpa_resizes_only_what_changed_and_a_match_route_may_grow_as_far_as_the_stable(api: Any, ns: str) -> None:
+    stable_deployment(api, ns, replicas=3, wait=False)
+    users_hpa(api, ns, {**USERS_HPA, "spec": {**USERS_HPA["spec"], "minReplicas": 3, "maxReplicas": 7}})
+    scaler = KubernetesWorkloads(api).autoscaler
+    with pytest.raises(NotReady, match="no canary Deployment yet"):
+        scaler.follow(target(ns), 20)
+    canary_deployment(api, ns)
+    writes = spy_writes(scaler)
+    scaler.follow(target(ns), 20)
+    assert bounds(api, ns) == (1, 2) and writes == ["create"]  # ceil(0.6)..ceil(1.4)
+    scaler.follow(target(ns), 20)
+    assert writes == ["create"]  # the same share again: nothing written
+    scaler.follow(target(ns), None)  # a header/cookie route: nobody knows the share
+    assert bounds(api, ns) == (1, 7) and writes == ["create", "patch"]
+    scaler.follow(target(ns), 100)
+    assert bounds(api, ns) == (3, 7)
+    scaler.remove(target(ns))
+    scaler.remove(target(ns))  # idempotent
+    assert hpas(api, ns) == ["k8s-flask"] and writes == ["create", "patch", "patch", "delete"]
+
+
+def test_hpa_a_resize_that_lost_a_race_is_a_conflict_never_an_overwrite(api: Any, ns: str) -> None:
+    stable_deployment(api, ns, replicas=3, wait=False)
+    users_hpa(api, ns)
+    canary_deployment(api, ns)
+    scaler = KubernetesWorkloads(api).autoscaler
+    scaler.follow(target(ns), 10)
+    stale = hpa(api, ns, "k8s-flask-canary")
+    assert stale is not None
+    client.CustomObjectsApi(api).patch_namespaced_custom_object(*HPA[:2], ns, HPA[2], "k8s-flask-canary",
+                                                                {"metadata": {"labels": {"touched": "yes"}}})
+    with pytest.raises(ConflictError, match="changed meanwhile"):
+        scaler._patch(stale, [{"op": "replace", "path": "/spec/maxReplicas", "value": 9}])
+    assert bounds(api, ns) == (1, 1)
+    scaler.follow(target(ns), 50)  # the retried effect reads anew
+    assert bounds(api, ns) == (2, 5)
+
+
+def test_hpa_none_without_a_stable_hpa_and_the_users_own_canary_hpa_is_left_alone(api: Any, ns: str) -> None:
+    stable_deployment(api, ns, replicas=3, wait=False)
+    canary_deployment(api, ns)
+    scaler = KubernetesWorkloads(api).autoscaler
+    scaler.follow(target(ns), 50)
+    assert hpas(api, ns) == []  # no HPA on the stable: none for the canary
+    users_hpa(api, ns)
+    scaler.follow(target(ns), 50)
+    assert bounds(api, ns) == (2, 5)
+    client.CustomObjectsApi(api).delete_namespaced_custom_object(*HPA[:2], ns, HPA[2], "k8s-flask")
+    scaler.follow(target(ns), 50)  # the user dropped the stable's HPA: graylane drops the canary's
+    assert hpas(api, ns) == []
+    users_hpa(api, ns)
+    own = {**USERS_HPA, "metadata": {"name": "canary-by-hand"},
+           "spec": {**USERS_HPA["spec"], "minReplicas": 1, "maxReplicas": 2,
+                    "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "k8s-flask-canary"}}}
+    users_hpa(api, ns, own)
+    before = raw_hpa(api, ns, "canary-by-hand")
+    scaler.follow(target(ns), 50)
+    scaler.remove(target(ns))
+    assert hpas(api, ns) == ["canary-by-hand", "k8s-flask"]  # graylane makes none and deletes none of the user's
+    assert raw_hpa(api, ns, "canary-by-hand") == before
