@@ -42,8 +42,15 @@ from tests.support import Clock, StaticPolicies, canary_policy, push, tick
 
 pytestmark = pytest.mark.k8s
 HPA = ("autoscaling", "v2", "horizontalpodautoscalers")
-OPTIONS = {"ingressRoute": "k8s-flask-pro", "host": "pro.coding", "entryPoints": ["web"], "group": "traefik.io",
-           "stableService": "k8s-flask", "canaryService": "k8s-flask-canary", "port": 8080}
+OPTIONS = {
+    "ingressRoute": "k8s-flask-pro",
+    "host": "pro.coding",
+    "entryPoints": ["web"],
+    "group": "traefik.io",
+    "stableService": "k8s-flask",
+    "canaryService": "k8s-flask-canary",
+    "port": 8080,
+}
 # the user's HPA of the stable: two metrics, a behavior, labels and annotations of their own
 USERS_HPA: dict[str, Any] = {
     "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
@@ -93,7 +100,9 @@ def hpa_controller(kube: KubeCluster, tmp_path: Any) -> Iterator[None]:
 
 
 def users_hpa(api: Any, ns: str, body: dict[str, Any] | None = None) -> None:
-    client.CustomObjectsApi(api).create_namespaced_custom_object(*HPA[:2], ns, HPA[2], copy.deepcopy(body or USERS_HPA))
+    client.CustomObjectsApi(api).create_namespaced_custom_object(
+        *HPA[:2], ns, HPA[2], copy.deepcopy(body or USERS_HPA)
+    )
 
 
 def raw_hpa(api: Any, ns: str, name: str) -> bytes:
@@ -124,8 +133,9 @@ def bounds(api: Any, ns: str, name: str = "k8s-flask-canary") -> tuple[int, int]
 
 def weights(api: Any, ns: str) -> dict[str, int]:
     try:
-        route = client.CustomObjectsApi(api).get_namespaced_custom_object("traefik.io", "v1alpha1", ns,
-                                                                          "ingressroutes", "k8s-flask-pro")
+        route = client.CustomObjectsApi(api).get_namespaced_custom_object(
+            "traefik.io", "v1alpha1", ns, "ingressroutes", "k8s-flask-pro"
+        )
     except client.ApiException as err:
         if err.status == 404:
             return {}
@@ -141,7 +151,9 @@ class Providers(KubernetesProviders):
     """The production factory; only measure is scripted (Prometheus is tested on its own)."""
 
     def __init__(self, kube: Any) -> None:
-        super().__init__(Settings(providers="kubernetes"), client_for=lambda cluster: client_from(kube.configuration))
+        super().__init__(
+            Settings(providers="kubernetes"), client_for=lambda cluster: client_from(kube.configuration)
+        )
         self.measure_fn: Callable[[Policy, Release], tuple[MetricSample, ...]] = healthy
 
     def measure(self, policy: Policy, release: Release) -> tuple[MetricSample, ...]:
@@ -153,8 +165,11 @@ class Release_:
 
     def __init__(self, kube: Any, ns: str) -> None:
         steps = (CanaryStage(steps=(CanaryStep(10, 30.0), CanaryStep(50, 30.0))), PromoteStage())
-        self.policy = replace(canary_policy("flask", ns, stages=steps), router=RouterSpec("traefik", dict(OPTIONS)),
-                              workload=WorkloadSpec(name="k8s-flask", canary="k8s-flask-canary", container="flask"))
+        self.policy = replace(
+            canary_policy("flask", ns, stages=steps),
+            router=RouterSpec("traefik", dict(OPTIONS)),
+            workload=WorkloadSpec(name="k8s-flask", canary="k8s-flask-canary", container="flask"),
+        )
         self.store, self.clock, self.providers = MemoryStore(), Clock(), Providers(kube)
         self.runner = Runner(self.store, StaticPolicies([self.policy]), self.providers, clock=self.clock)
 
@@ -198,10 +213,19 @@ def test_hpa_canary_follows_the_stables_hpa_through_promotion_and_rollback_and_t
         assert mine["spec"] == {**users_spec, "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
                                                                  "name": "k8s-flask-canary"},
                                 "minReplicas": 1, "maxReplicas": 1}  # fmt: skip
-        assert mine["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "graylane", "graylane.dev/app": "flask"}
+        assert mine["metadata"]["labels"] == {
+            "app.kubernetes.io/managed-by": "graylane",
+            "graylane.dev/app": "flask",
+        }
         assert mine["metadata"]["annotations"] == {DERIVED_FROM: "k8s-flask"}
-        assert mine["metadata"]["ownerReferences"] == [{"apiVersion": "apps/v1", "kind": "Deployment",
-                                                        "name": "k8s-flask-canary", "uid": canary["metadata"]["uid"]}]
+        assert mine["metadata"]["ownerReferences"] == [
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": "k8s-flask-canary",
+                "uid": canary["metadata"]["uid"],
+            }
+        ]
         run.until(lambda: bounds(api, ns) == (2, 5), advance=10)  # 50 %: ceil(2.0)..ceil(5.0)
         run.until(lambda: run.settled(Phase.SUCCEEDED), advance=10)
         # promoted: the stable runs v2 under the user's HPA; graylane's HPA went before the canary scaled down
@@ -284,7 +308,9 @@ def spy_writes(scaler: CanaryAutoscaler) -> list[str]:
     return writes
 
 
-def test_hpa_resizes_only_what_changed_and_a_match_route_may_grow_as_far_as_the_stable(api: Any, ns: str) -> None:
+def test_hpa_resizes_only_what_changed_and_a_match_route_may_grow_as_far_as_the_stable(
+    api: Any, ns: str
+) -> None:
     stable_deployment(api, ns, replicas=3, wait=False)
     users_hpa(api, ns, {**USERS_HPA, "spec": {**USERS_HPA["spec"], "minReplicas": 3, "maxReplicas": 7}})
     scaler = KubernetesWorkloads(api).autoscaler
@@ -313,8 +339,9 @@ def test_hpa_a_resize_that_lost_a_race_is_a_conflict_never_an_overwrite(api: Any
     scaler.follow(target(ns), 10)
     stale = hpa(api, ns, "k8s-flask-canary")
     assert stale is not None
-    client.CustomObjectsApi(api).patch_namespaced_custom_object(*HPA[:2], ns, HPA[2], "k8s-flask-canary",
-                                                                {"metadata": {"labels": {"touched": "yes"}}})
+    client.CustomObjectsApi(api).patch_namespaced_custom_object(
+        *HPA[:2], ns, HPA[2], "k8s-flask-canary", {"metadata": {"labels": {"touched": "yes"}}}
+    )
     with pytest.raises(ConflictError, match="changed meanwhile"):
         scaler._patch(stale, [{"op": "replace", "path": "/spec/maxReplicas", "value": 9}])
     assert bounds(api, ns) == (1, 1)
@@ -335,12 +362,22 @@ def test_hpa_none_without_a_stable_hpa_and_the_users_own_canary_hpa_is_left_alon
     scaler.follow(target(ns), 50)  # the user dropped the stable's HPA: graylane drops the canary's
     assert hpas(api, ns) == []
     users_hpa(api, ns)
-    own = {**USERS_HPA, "metadata": {"name": "canary-by-hand"},
-           "spec": {**USERS_HPA["spec"], "minReplicas": 1, "maxReplicas": 2,
-                    "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "k8s-flask-canary"}}}
+    own = {
+        **USERS_HPA,
+        "metadata": {"name": "canary-by-hand"},
+        "spec": {
+            **USERS_HPA["spec"],
+            "minReplicas": 1,
+            "maxReplicas": 2,
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "k8s-flask-canary"},
+        },
+    }
     users_hpa(api, ns, own)
     before = raw_hpa(api, ns, "canary-by-hand")
     scaler.follow(target(ns), 50)
     scaler.remove(target(ns))
-    assert hpas(api, ns) == ["canary-by-hand", "k8s-flask"]  # graylane makes none and deletes none of the user's
+    assert hpas(api, ns) == [
+        "canary-by-hand",
+        "k8s-flask",
+    ]  # graylane makes none and deletes none of the user's
     assert raw_hpa(api, ns, "canary-by-hand") == before

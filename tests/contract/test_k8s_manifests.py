@@ -3,7 +3,8 @@ apply (Knative types through Knative's upstream CRDs, tests/k8s/upstream-crds.tx
 and the graylane ClusterRole grants exactly what the providers call.
 
 The RBAC tests start a second apiserver with --authorization-mode=RBAC, apply the base for real, and run
-every Kubernetes provider (state store, policy source, the four Kubernetes routers, workloads) as the
+every Kubernetes provider (state store, policy source, flag documents, the four Kubernetes routers, workloads
+and the canary's HPA) as the
 ServiceAccount by impersonation, recording each request: a call the role does not grant fails the
 provider, and a grant no provider uses fails the comparison.
 """
@@ -462,6 +463,17 @@ def stable_deployment(rbac_kube: KubeCluster, ns: str) -> None:
         client.AppsV1Api(api).create_namespaced_deployment(ns, body)
 
 
+def stable_hpa(rbac_kube: KubeCluster, ns: str) -> None:
+    from kubernetes import client
+
+    body = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "k8s-flask"},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "k8s-flask"},
+                     "minReplicas": 2, "maxReplicas": 6}}  # fmt: skip
+    with rbac_kube.api_client() as api:
+        client.CustomObjectsApi(api).create_namespaced_custom_object("autoscaling", "v2", ns,
+                                                                     "horizontalpodautoscalers", body)  # fmt: skip
+
+
 def policy_configmap(rbac_kube: KubeCluster, ns: str) -> str:
     """The seed's Traefik policy, moved to `ns`, in a ConfigMap labelled as a policy; returns its app id."""
     from kubernetes import client
@@ -487,8 +499,9 @@ def exercise_providers(api: Any, rbac_kube: KubeCluster, ns: str, preview_ns: st
     """Every Kubernetes provider path graylane has, as the ServiceAccount."""
     from kubernetes import client
 
-    from functions.core.effects import STABLE_ONLY, Protection, RoutePlan
+    from functions.core.effects import STABLE_ONLY, FlagPlan, Protection, RoutePlan
     from functions.core.policy import CircuitBreaker, Match, RateLimit
+    from functions.providers.flags.configmap import ConfigMapFlags
     from functions.providers.policysource import ConfigMapPolicies
     from functions.providers.routers import make_router
     from functions.providers.routers.base import RouteTarget
@@ -546,12 +559,19 @@ def exercise_providers(api: Any, rbac_kube: KubeCluster, ns: str, preview_ns: st
     nginx.set_routes(t, STABLE_ONLY)
     nginx.finalize(t)  # deletes the canary Ingress
 
+    flags = ConfigMapFlags(api, ns, "flags", "flags.json")  # a flag stage's document: created, then updated
+    for percent in (5, 25):
+        flags.set_flag(FlagPlan(key="new-checkout", percent=percent, salt="new-checkout", release="flask-1"))
+
     stable_deployment(rbac_kube, ns)
     workloads = KubernetesWorkloads(api)
     w = WorkloadTarget(ns, "flask", "k8s-flask", "k8s-flask-canary", container="flask")
+    stable_hpa(rbac_kube, ns)
     pending(lambda: workloads.deploy_canary(w, "registry.example.com/flask:v2"))
+    workloads.scale_canary(w, 20)  # the canary's HPA, from the stable's: created, then resized
+    workloads.scale_canary(w, 50)
     pending(lambda: workloads.promote_stable(w, "registry.example.com/flask:v2"))
-    workloads.scale_down_canary(w)
+    workloads.scale_down_canary(w)  # deletes it
     pending(lambda: workloads.deploy_preview(w, "registry.example.com/flask:v3", "dev", preview_ns, ""))
     pending(lambda: workloads.run_job(w, "migrate-db", "registry.example.com/flask:v3", ("flask", "db", "upgrade")))
 
@@ -595,7 +615,7 @@ DENIED = [
     ("", "configmaps", "patch"), ("", "pods", "list"), ("", "pods/exec", "create"), ("", "services", "update"),
     ("", "serviceaccounts/token", "create"), ("", "namespaces", "delete"), ("apps", "deployments", "delete"),
     ("apps", "deployments", "update"), ("apps", "deployments", "list"), ("apps", "deployments/scale", "update"),
-    ("batch", "jobs", "delete"), ("networking.k8s.io", "ingresses", "list"), ("traefik.io", "ingressroutes", "delete"),
+    ("batch", "jobs", "delete"), ("autoscaling", "horizontalpodautoscalers", "update"), ("networking.k8s.io", "ingresses", "list"), ("traefik.io", "ingressroutes", "delete"),
     ("networking.istio.io", "virtualservices", "delete"), ("gateway.networking.k8s.io", "httproutes", "delete"),
     ("rbac.authorization.k8s.io", "clusterrolebindings", "create"), ("rbac.authorization.k8s.io", "roles", "escalate"),
     ("", "users", "impersonate"),

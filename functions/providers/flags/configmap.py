@@ -1,9 +1,11 @@
 """A flag document in a ConfigMap key (mounted into flagd or the app, which read it as a file).
 
-The key's text is edited as in a file (only graylane's flag changes, byte for byte) and written with one JSON
-patch whose first operation tests `/metadata/resourceVersion`: a lost race is a ConflictError (the runner
-retries the effect), never an overwrite of someone's edit. The ConfigMap's other keys, labels and
-annotations are the user's and stay as they are. A missing ConfigMap is created (labelled graylane's).
+The key's text is edited as in a file (only graylane's flag changes, byte for byte) and written back with an
+update (PUT) of the ConfigMap as it was read, carrying its `metadata.resourceVersion`: a lost race is a 409,
+a ConflictError (the runner retries the effect), never an overwrite of someone's edit. The ConfigMap's other
+keys, labels and annotations are the user's and go back as they came. A missing ConfigMap is created
+(labelled graylane's). An update, not a patch: graylane's role may update ConfigMaps (its release state is
+one) but patch none (infra/k8s/base/rbac.yaml).
 
 Mounted as a volume (not with subPath), the kubelet swaps the file in place of the old one once it sees the
 change (its sync period, about a minute by default); flagd's file sync then reloads it. graylane's write is
@@ -21,7 +23,6 @@ from functions.providers.kube import api_error, request
 
 _MANY = "/api/v1/namespaces/{namespace}/configmaps"
 _ONE = "/api/v1/namespaces/{namespace}/configmaps/{name}"
-JSON_PATCH = "application/json-patch+json"
 
 
 class ConfigMapFlags:
@@ -44,12 +45,9 @@ class ConfigMapFlags:
         old = data.get(self.key, "")
         new = with_plan(old, plan, self.where)
         if new != old:
-            pointer = "/data/" + self.key.replace("~", "~0").replace("/", "~1")
-            ops: list[dict[str, Any]] = [{"op": "test", "path": "/metadata/resourceVersion",
-                                          "value": cm["metadata"]["resourceVersion"]}]  # fmt: skip
-            ops.append({"op": "add", "path": pointer, "value": new} if "data" in cm else
-                       {"op": "add", "path": "/data", "value": {self.key: new}})  # fmt: skip
-            cm = self._patch(ops, cm["metadata"]["resourceVersion"])
+            body = {**cm, "metadata": {k: v for k, v in cm["metadata"].items() if k != "managedFields"},
+                    "data": {**data, self.key: new}}  # fmt: skip
+            cm = self._update(body)
         if plan not in live_plans((cm.get("data") or {}).get(self.key, ""), (plan,)):
             raise NotReady(f"{self.where}: flag {plan.key} does not read back as written")
 
@@ -74,15 +72,14 @@ class ConfigMapFlags:
         except ConflictError as err:  # created meanwhile: the retried effect edits it
             raise ConflictError(f"{self.where} create: created meanwhile; retrying") from err
 
-    def _patch(self, ops: list[dict[str, Any]], version: str) -> dict[str, Any]:
+    def _update(self, body: dict[str, Any]) -> dict[str, Any]:
+        version = body["metadata"]["resourceVersion"]
         try:
-            return self._call("patch", "PATCH", _ONE, body=ops, content_type=JSON_PATCH)
-        except Exception as err:
-            now = self._get()
-            current = (now or {}).get("metadata", {}).get("resourceVersion", "(deleted)")
-            if current != version:
-                raise ConflictError(f"{self.where} patch: resourceVersion {version} moved on to {current}") from err
-            raise
+            return self._call("update", "PUT", _ONE, body=body)
+        except NotFound as err:
+            raise ConflictError(f"{self.where} update: deleted meanwhile; retrying") from err
+        except ConflictError as err:
+            raise ConflictError(f"{self.where} update: resourceVersion {version} moved on; retrying") from err
 
     def _call(self, verb: str, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         params = {"namespace": self.namespace, "name": self.name}

@@ -118,13 +118,26 @@ class CanaryAutoscaler:
 
     def _patch(self, live: dict[str, Any], ops: list[dict[str, Any]]) -> None:
         meta = live["metadata"]
-        guarded = [{"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]}, *ops]
+        guarded = [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]},
+            *ops,
+        ]
         try:
-            self.api.patch_namespaced_custom_object(GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], guarded,
-                                                    _content_type=JSON_PATCH, _request_timeout=self.timeout)
+            self.api.patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                meta["namespace"],
+                PLURAL,
+                meta["name"],
+                guarded,
+                _content_type=JSON_PATCH,
+                _request_timeout=self.timeout,
+            )
         except Exception as err:
             if getattr(err, "status", None) == 422:
-                raise ConflictError(f"{KIND} {meta['namespace']}/{meta['name']} resize: changed meanwhile") from err
+                raise ConflictError(
+                    f"{KIND} {meta['namespace']}/{meta['name']} resize: changed meanwhile"
+                ) from err
             raise api_error(err, KIND, f"{meta['namespace']}/{meta['name']}", "resize") from err
 
     def _delete(self, namespace: str, name: str) -> None:
