@@ -91,7 +91,8 @@ class _Canary:
         spec["notify"] = self._webhooks(spec["stages"])
         for key, why in (("skipAnalysis", "graylane always analyses when the policy has an analysis"),
                          ("progressDeadlineSeconds", "graylane waits for workloads on every tick, without a deadline"),
-                         ("autoscalerRef", "graylane does not manage the HPA of the canary"),
+                         ("autoscalerRef", "not needed: the canary gets an HPA derived from the one scaling the stable "
+                                           "Deployment, its bounds scaled to its traffic share"),
                          ("suspend", "use graylane pause / resume"), ("revertOnDeletion", "not expressed")):
             if key in self.spec:
                 self.notes.add(f"spec.{key}", why)

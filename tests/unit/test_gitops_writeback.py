@@ -140,3 +140,20 @@ def test_gitops_down_never_holds_the_release_and_later_write_backs_wait_their_tu
     state = AppState.from_json(doc)
     assert state.release is not None and state.release.phase == Phase.SUCCEEDED
     assert [e.kind for e in state.pending] == ["git-write-back"] and git.calls >= 1
+
+
+def test_gitops_the_canary_does_not_carry_argo_cds_tracking_id_of_the_stable() -> None:
+    from functions.providers.workloads.base import WorkloadTarget
+    from functions.providers.workloads.kubernetes import derived_deployment
+
+    tracking = "argocd.argoproj.io/tracking-id"
+    stable = {"metadata": {"name": "web", "namespace": "prod", "labels": {"app": "web"},
+                           "annotations": {tracking: "web:apps/Deployment:prod/web", "team": "shop"}},
+              "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                       "template": {"metadata": {"labels": {"app": "web"}},
+                                    "spec": {"containers": [{"name": "web", "image": "r/web:v1"}]}}}}  # fmt: skip
+    target = WorkloadTarget("prod", "web", "web", "web-canary", container="web")
+    canary = derived_deployment(stable, "prod", "web-canary", "canary", "r/web:v2", 1, target, {})
+    annotations = canary["metadata"]["annotations"]
+    assert tracking not in annotations and annotations["team"] == "shop"
+    assert stable["metadata"]["annotations"][tracking] == "web:apps/Deployment:prod/web"  # the stable's is its own

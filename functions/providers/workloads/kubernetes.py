@@ -38,7 +38,10 @@ JOB = "graylane.dev/job"
 DERIVED_FROM = "graylane.dev/derived-from"
 MANAGED_BY = ("app.kubernetes.io/managed-by", "graylane")
 JSON_PATCH = "application/json-patch+json"
-_STRIPPED_ANNOTATIONS = ("deployment.kubernetes.io/revision", "kubectl.kubernetes.io/last-applied-configuration")
+# not copied to a derived Deployment: the stable's rollout revision, kubectl's record of what was applied, and Argo
+# CD's tracking id (a copy carrying the stable's would be shown out of sync and offered for pruning, argo-cd #8683)
+_STRIPPED_ANNOTATIONS = ("deployment.kubernetes.io/revision", "kubectl.kubernetes.io/last-applied-configuration",
+                         "argocd.argoproj.io/tracking-id")  # fmt: skip
 _PROBES = ("livenessProbe", "readinessProbe", "startupProbe")
 
 
