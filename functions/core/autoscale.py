@@ -2,8 +2,8 @@
 
 When the stable workload has a HorizontalPodAutoscaler, the Kubernetes workloads give the canary one too
 (functions/providers/workloads/autoscaling.py): the stable's, pointed at the canary, with its bounds scaled
-to the canary's share. decide() says when that share changes (a `scale-canary` effect after each weight
-change); `canary_bounds` is the rule.
+to the canary's share. decide() says when that share changes (a `scale-canary` effect with each weight
+change: before the route when the canary's floor rises, after it otherwise); `canary_bounds` is the rule.
 """
 
 from __future__ import annotations
@@ -25,6 +25,18 @@ def canary_bounds(min_replicas: int, max_replicas: int, share: int | None) -> tu
     share = max(0, min(100, share))
     low = max(1, math.ceil(lo * share / 100))
     return low, max(low, math.ceil(hi * share / 100))
+
+
+def _level(key: str) -> int:
+    """How much of a floor a sized share puts under the canary: none yet (-1), a match route's (0), its share."""
+    return -1 if key == "" else 0 if key == "match" else int(key)
+
+
+def grows(sized: str, share: int | None) -> bool:
+    """Does the canary's floor rise from what its autoscaler was last sized for (`sized`, Release.canary_share) to
+    `share`? Then it is resized before the traffic moves (the scale-canary effect waits until the canary has
+    the new minimum ready), else after the traffic moved away."""
+    return (0 if share is None else share) > _level(sized)
 
 
 def follow_share(tx: Any, share: int | None) -> None:

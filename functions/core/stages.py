@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from functions.core import events as ev
 from functions.core.analysis import watch_checks
-from functions.core.autoscale import follow_share
+from functions.core.autoscale import follow_share, grows
 from functions.core.effects import STABLE_ONLY, RoutePlan
 from functions.core.hooks import held, keep_fed, record_in_git, start_load
 from functions.core.policy import (
@@ -42,8 +42,13 @@ def set_weight(tx: Tx, weight: int, reason: str) -> None:
     rel = tx.release
     tx.update(weight=weight)
     salt = rel.id if any(m.kind == "user-hash" and not m.salt for m in rel.match) else ""
+    share = None if rel.match and weight < 100 else weight  # a match route's share is unknown; 100 is everyone
+    first = grows(rel.canary_share, share)  # a canary about to carry more is sized for it first
+    if first:
+        follow_share(tx, share)
     tx.route(RoutePlan.canary_at(weight, rel.match, salt=salt))
-    follow_share(tx, None if rel.match else weight)
+    if not first:
+        follow_share(tx, share)
     tx.record("weight", reason=reason)
 
 

@@ -24,7 +24,15 @@ import pytest
 from kubernetes import client
 
 from functions.core.events import MetricSample
-from functions.core.policy import CanaryStage, CanaryStep, Policy, PromoteStage, RouterSpec, WorkloadSpec
+from functions.core.policy import (
+    BlueGreenStage,
+    CanaryStage,
+    CanaryStep,
+    Policy,
+    PromoteStage,
+    RouterSpec,
+    WorkloadSpec,
+)
 from functions.core.state import AppState, Phase, Release
 from functions.errors import ConflictError, NotReady
 from functions.providers.factory import KubernetesProviders
@@ -37,7 +45,7 @@ from functions.providers.workloads.kubernetes import KubernetesWorkloads
 from functions.runner import Runner
 from functions.settings import Settings
 from tests.contract.workload_support import REPO, deployment, image_of, stable_deployment
-from tests.k8s.cluster import KubeCluster
+from tests.k8s.cluster import KubeCluster, wait_deployment_ready
 from tests.support import Clock, StaticPolicies, canary_policy, push, tick
 
 pytestmark = pytest.mark.k8s
@@ -147,30 +155,59 @@ def bad(policy: Policy, _: Release) -> tuple[MetricSample, ...]:
     return (MetricSample(name="success-rate", value=0.5, canary_requests=500),)
 
 
+def ready(api: Any, ns: str, name: str) -> int:
+    try:
+        return int(client.AppsV1Api(api).read_namespaced_deployment(name, ns).status.ready_replicas or 0)
+    except client.ApiException as err:
+        if err.status == 404:  # not deployed yet
+            return 0
+        raise
+
+
+class SeeingRouter:
+    """The real router; before each route change it notes the canary's weight and its ready pods, as the
+    apiserver shows them at that moment."""
+
+    def __init__(self, router: Any, api: Any, ns: str, seen: list[tuple[int, int]]) -> None:
+        self.router, self.api, self.ns, self.seen = router, api, ns, seen
+
+    def set_routes(self, target: Any, plan: Any) -> None:
+        self.seen.append((plan.canary, ready(self.api, self.ns, "k8s-flask-canary")))
+        self.router.set_routes(target, plan)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.router, name)
+
+
 class Providers(KubernetesProviders):
     """The production factory; only measure is scripted (Prometheus is tested on its own)."""
 
-    def __init__(self, kube: Any) -> None:
+    def __init__(self, kube: Any, ns: str) -> None:
         super().__init__(
             Settings(providers="kubernetes"), client_for=lambda cluster: client_from(kube.configuration)
         )
         self.measure_fn: Callable[[Policy, Release], tuple[MetricSample, ...]] = healthy
+        self.ns = ns
+        self.seen: list[tuple[int, int]] = []  # (the canary's weight, its pods ready) at each route change
+
+    def router(self, policy: Policy, cluster: str) -> Any:
+        return SeeingRouter(super().router(policy, cluster), self.client(cluster), self.ns, self.seen)
 
     def measure(self, policy: Policy, release: Release) -> tuple[MetricSample, ...]:
         return self.measure_fn(policy, release)
 
 
 class Release_:
-    """A policy 10 % → 50 % → promote, driven tick by tick through the Runner on a fake clock."""
+    """A policy (10 % → 50 % → promote by default), driven tick by tick through the Runner on a fake clock."""
 
-    def __init__(self, kube: Any, ns: str) -> None:
-        steps = (CanaryStage(steps=(CanaryStep(10, 30.0), CanaryStep(50, 30.0))), PromoteStage())
+    def __init__(self, kube: Any, ns: str, stages: tuple[Any, ...] = ()) -> None:
+        steps = stages or (CanaryStage(steps=(CanaryStep(10, 30.0), CanaryStep(50, 30.0))), PromoteStage())
         self.policy = replace(
             canary_policy("flask", ns, stages=steps),
             router=RouterSpec("traefik", dict(OPTIONS)),
             workload=WorkloadSpec(name="k8s-flask", canary="k8s-flask-canary", container="flask"),
         )
-        self.store, self.clock, self.providers = MemoryStore(), Clock(), Providers(kube)
+        self.store, self.clock, self.providers = MemoryStore(), Clock(), Providers(kube, ns)
         self.runner = Runner(self.store, StaticPolicies([self.policy]), self.providers, clock=self.clock)
 
     def state(self) -> AppState:
@@ -265,9 +302,13 @@ def test_hpa_the_real_hpa_controller_sizes_the_canary_within_graylanes_bounds(
         # deployed at the stable's 4 replicas; the HPA controller takes the canary down to its maxReplicas
         run.until(lambda: replicas("k8s-flask-canary") == 1, timeout=30)
         run.until(lambda: bounds(api, ns) == (2, 5), advance=10)
-        run.until(lambda: replicas("k8s-flask-canary") == 2, timeout=30)  # up to its minReplicas
+        assert weights(api, ns)["k8s-flask-canary"] == 10  # the route waits for the canary's new minimum
+        run.until(lambda: replicas("k8s-flask-canary") == 2, timeout=30)  # the HPA controller raises it
+        run.until(lambda: weights(api, ns)["k8s-flask-canary"] == 50, timeout=30)
+        # every route change found the canary with at least the HPA minimum of its new share ready
+        assert [(w, r) for w, r in run.providers.seen if w] in ([(10, 4), (50, 2)], [(10, 4), (50, 3)])
         status = hpa(api, ns, "k8s-flask-canary")["status"]  # type: ignore[index]
-        assert status["desiredReplicas"] == 2 and status["currentReplicas"] in (1, 2)
+        assert status["desiredReplicas"] == 2
         assert replicas("k8s-flask") == 4  # the user's HPA keeps the stable within 4..10
         run.until(lambda: run.settled(Phase.SUCCEEDED), advance=10)
         assert hpas(api, ns) == ["k8s-flask"]
@@ -278,7 +319,30 @@ def test_hpa_the_real_hpa_controller_sizes_the_canary_within_graylanes_bounds(
         run.providers.close()
 
 
-# -- the autoscaler on its own (no rollout needed: the canary Deployment just exists) -------------------------
+def test_hpa_blue_green_switches_only_once_green_has_the_stables_minimum_ready(
+        api: Any, ns: str, kube: Any, nodes: Any, hpa_controller: None) -> None:  # fmt: skip
+    stable_deployment(api, ns, replicas=4)
+    users_hpa(api, ns)
+    run = Release_(kube, ns, (BlueGreenStage(preview=30.0, analysis=False), PromoteStage()))
+    try:
+        run.push("v1")
+        run.push("v2")
+        run.until(lambda: bounds(api, ns) == (1, 1))  # green, previewed with no user traffic: 1..1
+        run.until(lambda: ready(api, ns, "k8s-flask-canary") == 1 and
+                  deployment(api, ns, "k8s-flask-canary")["spec"]["replicas"] == 1, timeout=30)  # fmt: skip
+        run.until(
+            lambda: bounds(api, ns) == (4, 10), advance=30
+        )  # the switch: green gets the stable's bounds
+        assert weights(api, ns).get("k8s-flask-canary", 0) == 0  # and users wait on blue until it has 4 ready
+        run.until(lambda: run.settled(Phase.SUCCEEDED), timeout=60)
+        switch = [(w, r) for w, r in run.providers.seen if w == 100]
+        assert len(switch) == 1 and switch[0][1] >= 4, run.providers.seen
+        assert hpas(api, ns) == ["k8s-flask"] and image_of(deployment(api, ns, "k8s-flask")) == f"{REPO}:v2"
+    finally:
+        run.providers.close()
+
+
+# -- the autoscaler on its own, on a canary Deployment whose pods run on the fake Nodes -----------------------
 
 
 def target(ns: str) -> WorkloadTarget:
@@ -292,6 +356,7 @@ def canary_deployment(api: Any, ns: str) -> None:
                      "template": {**stable["spec"]["template"],
                                   "metadata": {"labels": {"app": "k8s-flask-canary"}}}}}  # fmt: skip
     client.AppsV1Api(api).create_namespaced_deployment(ns, body)
+    wait_deployment_ready(client.AppsV1Api(api), ns, "k8s-flask-canary")
 
 
 def spy_writes(scaler: CanaryAutoscaler) -> list[str]:
@@ -309,7 +374,7 @@ def spy_writes(scaler: CanaryAutoscaler) -> list[str]:
 
 
 def test_hpa_resizes_only_what_changed_and_a_match_route_may_grow_as_far_as_the_stable(
-    api: Any, ns: str
+    api: Any, ns: str, nodes: Any
 ) -> None:
     stable_deployment(api, ns, replicas=3, wait=False)
     users_hpa(api, ns, {**USERS_HPA, "spec": {**USERS_HPA["spec"], "minReplicas": 3, "maxReplicas": 7}})
@@ -331,7 +396,9 @@ def test_hpa_resizes_only_what_changed_and_a_match_route_may_grow_as_far_as_the_
     assert hpas(api, ns) == ["k8s-flask"] and writes == ["create", "patch", "patch", "delete"]
 
 
-def test_hpa_a_resize_that_lost_a_race_is_a_conflict_never_an_overwrite(api: Any, ns: str) -> None:
+def test_hpa_a_resize_that_lost_a_race_is_a_conflict_never_an_overwrite(
+    api: Any, ns: str, nodes: Any
+) -> None:
     stable_deployment(api, ns, replicas=3, wait=False)
     users_hpa(api, ns)
     canary_deployment(api, ns)
@@ -349,7 +416,9 @@ def test_hpa_a_resize_that_lost_a_race_is_a_conflict_never_an_overwrite(api: Any
     assert bounds(api, ns) == (2, 5)
 
 
-def test_hpa_none_without_a_stable_hpa_and_the_users_own_canary_hpa_is_left_alone(api: Any, ns: str) -> None:
+def test_hpa_none_without_a_stable_hpa_and_the_users_own_canary_hpa_is_left_alone(
+    api: Any, ns: str, nodes: Any
+) -> None:
     stable_deployment(api, ns, replicas=3, wait=False)
     canary_deployment(api, ns)
     scaler = KubernetesWorkloads(api).autoscaler
@@ -358,6 +427,9 @@ def test_hpa_none_without_a_stable_hpa_and_the_users_own_canary_hpa_is_left_alon
     users_hpa(api, ns)
     scaler.follow(target(ns), 50)
     assert bounds(api, ns) == (2, 5)
+    with pytest.raises(NotReady, match="3 ready of the 4 its HPA keeps for 100 % of the traffic"):
+        scaler.follow(target(ns), 100)  # written; done once the HPA controller made it 4 (none runs here)
+    assert bounds(api, ns) == (4, 10)
     client.CustomObjectsApi(api).delete_namespaced_custom_object(*HPA[:2], ns, HPA[2], "k8s-flask")
     scaler.follow(target(ns), 50)  # the user dropped the stable's HPA: graylane drops the canary's
     assert hpas(api, ns) == []

@@ -568,8 +568,8 @@ def exercise_providers(api: Any, rbac_kube: KubeCluster, ns: str, preview_ns: st
     w = WorkloadTarget(ns, "flask", "k8s-flask", "k8s-flask-canary", container="flask")
     stable_hpa(rbac_kube, ns)
     pending(lambda: workloads.deploy_canary(w, "registry.example.com/flask:v2"))
-    workloads.scale_canary(w, 20)  # the canary's HPA, from the stable's: created, then resized
-    workloads.scale_canary(w, 50)
+    pending(lambda: workloads.scale_canary(w, 20))  # the canary's HPA, from the stable's: created, then resized
+    pending(lambda: workloads.scale_canary(w, 50))
     pending(lambda: workloads.promote_stable(w, "registry.example.com/flask:v2"))
     workloads.scale_down_canary(w)  # deletes it
     pending(lambda: workloads.deploy_preview(w, "registry.example.com/flask:v3", "dev", preview_ns, ""))

@@ -144,8 +144,8 @@ def test_bluegreen_analysis_the_preview_gets_a_header_route_and_a_load_test() ->
     d = _bluegreen()
     effects = d.last.effects if d.last else ()
     # the route is in place before the load
-    assert kinds(effects) == ["deploy-canary", "set-routes", "scale-canary", "load-test"]
-    route = effects[1].routes
+    assert kinds(effects) == ["deploy-canary", "scale-canary", "set-routes", "load-test"]
+    route = effects[2].routes
     assert route == RoutePlan(100, 0, (Match(kind="header", name="x-graylane-preview", value="web-1"),))
     load = effects[3]
     assert load.job == "web-1-preview" and load.image == LOAD_TEST_IMAGE
@@ -161,7 +161,7 @@ def test_bluegreen_analysis_the_preview_gets_a_header_route_and_a_load_test() ->
 
 def test_bluegreen_analysis_a_header_route_alone_waits_for_a_test_client() -> None:
     d = _bluegreen(load=False)
-    assert kinds(d.last.effects) == ["deploy-canary", "set-routes", "scale-canary"]  # type: ignore[union-attr]
+    assert kinds(d.last.effects) == ["deploy-canary", "scale-canary", "set-routes"]  # type: ignore[union-attr]
     assert d.state.routes.match == (Match(kind="header", name="x-graylane-preview", value="web-1"),)
 
 

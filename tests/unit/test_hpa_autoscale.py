@@ -48,7 +48,7 @@ def test_hpa_each_weight_change_resizes_the_canary_once_and_a_rollback_scales_it
 ):
     d = Driver.with_stable(make_policy(STEPS, PromoteStage(), analysis=analysis()))
     out = d.push("v2")
-    assert kinds(out.effects) == ["deploy-canary", "set-routes", "scale-canary"]
+    assert kinds(out.effects) == ["deploy-canary", "scale-canary", "set-routes"]  # sized before its traffic
     assert scaled(out.effects) == [10]
     assert scaled(d.tick(10, PASS).effects) == []  # analysis only: the share did not change
     assert scaled(d.tick(60, PASS).effects) == [50]
@@ -67,3 +67,16 @@ def test_hpa_a_match_route_sizes_the_canary_for_an_unknown_share_and_the_next_re
     d.tick(60)
     assert d.rel.phase == Phase.SUCCEEDED and not d.rel.canary_deployed
     assert scaled(d.push("v3").effects) == [None]  # a new canary, a new HPA
+
+
+def test_hpa_blue_green_green_is_sized_for_everyone_before_the_switch_sends_everyone() -> None:
+    from functions.core.policy import BlueGreenStage, PreviewTraffic
+
+    for traffic in (None, PreviewTraffic()):  # previewed with no traffic, or with the preview header's
+        d = Driver.with_stable(make_policy(BlueGreenStage(preview=60, analysis=False, preview_traffic=traffic),
+                                           PromoteStage()))  # fmt: skip
+        assert scaled(d.push("v2").effects) == [0 if traffic is None else None]
+        out = d.tick(60)
+        order = [(e.kind, e.weight if e.kind == "scale-canary" else e.routes.canary if e.routes else None)
+                 for e in out.effects if e.kind in ("scale-canary", "set-routes")]  # fmt: skip
+        assert order[:2] == [("scale-canary", 100), ("set-routes", 100)], order

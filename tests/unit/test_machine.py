@@ -197,7 +197,7 @@ def test_approve_opens_the_gate_and_the_canary_starts_at_its_first_step() -> Non
     assert (rel.phase, rel.stage, rel.step, rel.weight) == (Phase.PROGRESSING, 2, 0, 20)
     assert rel.gates[0].gate == "canary" and rel.gates[0].decision == "approved"
     assert rel.gates[0].params == {"weight": 10} and rel.gates[0].by.user == "alice"
-    assert kinds(out.effects) == ["deploy-canary", "set-routes", "scale-canary"]
+    assert kinds(out.effects) == ["deploy-canary", "scale-canary", "set-routes"]
     assert d.state.routes == RoutePlan(stable=80, canary=20)
     assert rel.timer is not None and rel.timer.name == "step" and rel.timer.due == iso(d.now + timedelta(seconds=60))
 
@@ -245,7 +245,7 @@ def test_abtest_routes_matching_requests_only_for_its_duration() -> None:
 
     out = d.push("v2")
 
-    assert kinds(out.effects) == ["deploy-canary", "set-routes", "scale-canary"]
+    assert kinds(out.effects) == ["deploy-canary", "scale-canary", "set-routes"]
     assert d.state.routes == RoutePlan(stable=100, canary=0, match=(HEADER,))
     assert d.rel.timer is not None and d.rel.timer.name == "stage"
     d.tick(599)
@@ -889,8 +889,8 @@ def test_waves_run_the_stages_per_cluster_with_preview_only_once() -> None:
     assert d.state.routes == STABLE_ONLY and not d.rel.promoted
 
     out = d.command("approve")
-    assert [(e.kind, e.cluster) for e in out.effects] == [("deploy-canary", "ctx-bj"), ("set-routes", "ctx-bj"),
-                                                         ("scale-canary", "ctx-bj")]
+    assert [(e.kind, e.cluster) for e in out.effects] == [("deploy-canary", "ctx-bj"), ("scale-canary", "ctx-bj"),
+                                                         ("set-routes", "ctx-bj")]
     assert "deploy-preview" not in kinds(out.effects) and d.rel.stage == 1
 
     d.tick(10)  # bj promoted; gz starts at once (no gate)

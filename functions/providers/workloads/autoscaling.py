@@ -4,9 +4,10 @@ When an HPA scales the stable Deployment (its scaleTargetRef names it), the cana
 spec (metrics, behavior) pointed at the canary Deployment, its bounds scaled to the canary's share of the
 traffic (functions.core.autoscale.canary_bounds), named after the canary, labelled graylane's and owned by the
 canary Deployment (an ownerReference: deleting the canary deletes it). Each weight change resizes it (a
-`scale-canary` effect); scaling the canary down deletes it first, so nothing scales the canary back up; the
-user's HPA of the stable is only read, never written. An HPA the user made for the canary Deployment is left to
-the user: graylane then makes none.
+`scale-canary` effect), and the effect is done once the canary has its new minReplicas ready (decide() sizes
+a canary about to carry more before its route changes, so the traffic waits for the pods); scaling the canary
+down deletes it first, so nothing scales the canary back up; the user's HPA of the stable is only read, never
+written. An HPA the user made for the canary Deployment is left to the user: graylane then makes none.
 
 Writes are a create, or a JSON patch of `/spec` whose first operation tests `/metadata/resourceVersion`.
 """
@@ -64,11 +65,17 @@ class CanaryAutoscaler:
                 self._delete(target.namespace, hpa["metadata"]["name"])
             return
         spec = canary_spec(stable[0], target.canary, share)
+        canary = self._canary(target)
         live = next((h for h in mine if h["metadata"]["name"] == target.canary), None)
         if live is None:
-            self._create(target, stable[0], spec, self._owner(target))
+            self._create(target, stable[0], spec, canary)
         elif live.get("spec") != spec:
             self._patch(live, [{"op": "replace", "path": "/spec", "value": spec}])
+        ready = int((canary.get("status") or {}).get("readyReplicas") or 0)
+        if ready < spec["minReplicas"]:  # the HPA raises the canary to its minimum: the traffic waits for it
+            share_text = "a match route" if share is None else f"{share} % of the traffic"
+            raise NotReady(f"Deployment {target.namespace}/{target.canary} autoscale canary: {ready} ready of the "
+                           f"{spec['minReplicas']} its HPA keeps for {share_text}")  # fmt: skip
 
     def remove(self, target: WorkloadTarget) -> None:
         """Delete graylane's HPA of the canary (before the canary scales to zero)."""
@@ -88,8 +95,8 @@ class CanaryAutoscaler:
             raise api_error(err, KIND, f"{namespace}/*", "list") from err
         return list(body.get("items") or [])
 
-    def _owner(self, target: WorkloadTarget) -> dict[str, Any]:
-        """The canary Deployment, as the owner of its HPA (deploy-canary made it before any scale-canary)."""
+    def _canary(self, target: WorkloadTarget) -> dict[str, Any]:
+        """The canary Deployment: its HPA's owner (deploy-canary made it before any scale-canary)."""
         where = f"{target.namespace}/{target.canary}"
         try:
             dep = self.api.get_namespaced_custom_object("apps", "v1", target.namespace, "deployments", target.canary,
@@ -99,11 +106,12 @@ class CanaryAutoscaler:
             if isinstance(failure, NotFound):
                 raise NotReady(f"Deployment {where} autoscale canary: no canary Deployment yet") from err
             raise failure from err
-        return {"apiVersion": "apps/v1", "kind": "Deployment", "name": target.canary,
-                "uid": dep["metadata"]["uid"]}  # fmt: skip
+        return dict(dep)
 
     def _create(self, target: WorkloadTarget, stable: dict[str, Any], spec: dict[str, Any],
-                owner: dict[str, Any]) -> None:  # fmt: skip
+                canary: dict[str, Any]) -> None:  # fmt: skip
+        owner = {"apiVersion": "apps/v1", "kind": "Deployment", "name": target.canary,
+                 "uid": canary["metadata"]["uid"]}  # fmt: skip
         body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
                 "metadata": {"name": target.canary, "namespace": target.namespace,
                              "labels": {MANAGED_BY[0]: MANAGED_BY[1], APP: target.app},
