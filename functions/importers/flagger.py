@@ -29,6 +29,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from functions.core.policy import HOOK_TYPES
 from functions.importers.common import (
     FALLBACK_ROUTER,
     Imported,
@@ -88,7 +89,7 @@ class _Canary:
                                 "router": self._router(provider)}
         spec["analysis"] = self._analysis()
         spec["stages"] = self._stages(provider)
-        spec["notify"] = self._webhooks(spec["stages"])
+        spec["hooks"], spec["notify"] = self._webhooks(bool(spec["analysis"]))
         for key, why in (("skipAnalysis", "graylane always analyses when the policy has an analysis"),
                          ("progressDeadlineSeconds", "graylane waits for workloads on every tick, without a deadline"),
                          ("autoscalerRef", "not needed: the canary gets an HPA derived from the one scaling the stable "
@@ -325,26 +326,80 @@ class _Canary:
         return out
 
     # -- webhooks ----------------------------------------------------------------------------------------------
-    def _webhooks(self, stages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        notify = []
+    def _webhooks(self, analysed: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Flagger's webhooks as graylane's release hooks (the same types and points), its `event` webhooks as
+        webhook notifiers, and a `hey` run through Flagger's load tester as graylane's own load hook."""
+        hooks: list[dict[str, Any]] = []
+        notify: list[dict[str, Any]] = []
+        names: set[str] = set()
         for i, hook in enumerate(seq(self.analysis.get("webhooks"))):
             hook, path = mapping(hook), f"spec.analysis.webhooks[{i}]"
-            kind, name = text(hook.get("type")) or "rollout", text(hook.get("name"))
-            if kind == "confirm-rollout":
-                stages.insert(0, {"approval": {"name": "confirm-rollout"}})
-                self.notes.add(path, f"webhook {name!r} (confirm-rollout) became gate confirm-rollout before any "
-                                     "traffic moves: approve it in graylane instead of answering the hook")
-            elif kind == "confirm-promotion":
-                stages.append({"approval": {"name": "promote"}})
-                self.notes.add(path, f"webhook {name!r} (confirm-promotion) became gate promote before promotion")
-            elif kind == "event" and text(hook.get("url")).startswith(("http://", "https://")):
-                notify.append({"kind": "webhook", "url": text(hook.get("url"))})
+            kind, name, url = text(hook.get("type")) or "rollout", text(hook.get("name")), text(hook.get("url"))
+            if not url.startswith(("http://", "https://")):
+                self.notes.add(path, f"webhook {name!r}: no http(s) url; not expressed")
+                continue
+            if kind == "event":
+                notify.append({"kind": "webhook", "url": url})
                 self.notes.add(path, f"webhook {name!r} (event) became a webhook notifier: graylane posts its own "
                                      "notice JSON (X-Graylane-Event), not Flagger's payload")
-            else:
-                what = {"rollout": "load tests and checks run by the hook", "pre-rollout": "pre-rollout tests",
-                        "post-rollout": "post-rollout hooks", "rollback": "manual rollback hooks (use graylane "
-                        "rollback)", "confirm-traffic-increase": "a gate before every step"}.get(kind, f"{kind} hooks")
-                self.notes.add(path, f"webhook {name!r}: {what} are not expressed: graylane calls no webhooks; run "
-                                     "them from your own tooling")
-        return notify
+                continue
+            if kind not in HOOK_TYPES:
+                self.notes.add(path, f"webhook {name!r}: type {kind!r} is not one graylane has; not expressed")
+                continue
+            if kind in ("rollout", "rollback") and not analysed:
+                self.notes.add(path, f"webhook {name!r} ({kind}): graylane asks it with each analysis, and this "
+                                     "Canary has none that graylane could import; not expressed")
+                continue
+            label = dns_label(name, f"hook-{i}")
+            while label in names:
+                label = dns_label(f"{label}-{i}", f"hook-{i}")
+            names.add(label)
+            metadata = {str(k): str(v) for k, v in mapping(hook.get("metadata")).items()}
+            load = load_test(metadata.get("cmd", "")) if kind == "rollout" else None
+            if load is not None and not any("loadTest" in h for h in hooks):
+                hooks.append({"name": label, "type": "rollout", "loadTest": load})
+                self.notes.add(path, f"webhook {name!r} (Flagger's load tester running hey) became graylane's load "
+                                     f"hook: hey against {load['url']} at {load['rps']} rps while the release is "
+                                     "analysed")
+                continue
+            entry: dict[str, Any] = {"name": label, "type": kind, "url": url}
+            timeout = seconds(hook.get("timeout"))
+            if timeout:
+                entry["timeout"] = duration(timeout)
+            if isinstance(hook.get("retries"), int) and 0 <= hook["retries"] <= 10:
+                entry["retries"] = hook["retries"]
+            if metadata:
+                entry["metadata"] = metadata
+            hooks.append(entry)
+            self.notes.add(path, f"webhook {name!r} ({kind}) became release hook {label!r}: graylane's JSON carries "
+                                 "name, namespace, phase and metadata as Flagger's does (phase values are "
+                                 "graylane's); 2xx means yes, as in Flagger")
+        return hooks, notify
+
+
+_HEY_FLAGS = {"-z": "duration", "-q": "rate", "-c": "workers"}
+
+
+def load_test(cmd: str) -> dict[str, Any] | None:
+    """`hey -z 1m -q 10 -c 2 URL` (Flagger's load tester's command) as graylane's loadTest, or None when the
+    command is something else (another tool, or options graylane's load hook would not send)."""
+    words = cmd.split()
+    if not words or words[0] != "hey":
+        return None
+    found: dict[str, str] = {}
+    rest = words[1:]
+    while len(rest) > 1 and rest[0] in _HEY_FLAGS:
+        found[_HEY_FLAGS[rest[0]]], rest = rest[1], rest[2:]
+    if len(rest) != 1 or not rest[0].startswith(("http://", "https://")):
+        return None
+    try:
+        rate, workers = float(found.get("rate", "0")), int(found.get("workers", "50"))  # hey's defaults
+    except ValueError:
+        return None
+    if rate <= 0:
+        return None  # hey without -q sends as fast as it can: no rate to keep
+    load: dict[str, Any] = {"url": rest[0], "rps": whole(rate * workers)}
+    window = seconds(found.get("duration"))
+    if window:
+        load["duration"] = duration(window)
+    return load

@@ -39,7 +39,7 @@ def test_import_flagger_documented_examples_validate(name: str) -> None:
     assert item.document["spec"]["workload"] == {"name": "podinfo-primary", "canary": "podinfo", "container": "podinfod"}
 
 
-def test_import_flagger_istio_canary() -> None:
+def test_import_flagger_istio_canary_with_a_pre_rollout_hook_and_the_load_hook() -> None:
     item = imported("istio-canary.yaml")
     policy = parse_policy(item.document)
     assert policy.stages[0] == CanaryStage(steps=tuple(CanaryStep(w, 60.0) for w in (10, 20, 30, 40, 50)))
@@ -53,6 +53,12 @@ def test_import_flagger_istio_canary() -> None:
     for expected in ("Flagger's default mesh provider, istio, is assumed", "P99; graylane's latency template is the P95",
                      "webhook 'load-test'", "spec.service.retries: not expressed", "must select both versions' pods"):
         assert expected in text, expected
+    # the acceptance test stays a pre-rollout hook; Flagger's load tester running hey becomes graylane's load hook
+    acceptance, load = policy.hooks
+    assert (acceptance.type, acceptance.url, acceptance.timeout) == ("pre-rollout", "http://flagger-loadtester.test/", 30.0)
+    assert dict(acceptance.metadata)["cmd"] == "curl -sd 'test' http://podinfo-canary:9898/token | grep token"
+    assert load.type == "rollout" and load.load_test is not None and not load.url
+    assert (load.load_test.url, load.load_test.rps, load.load_test.duration) == ("http://podinfo-canary.test:9898/", 20, 60.0)
 
 
 @pytest.mark.parametrize(("analysis", "weights"), [
@@ -106,13 +112,19 @@ def test_import_flagger_nginx_with_a_metric_template() -> None:
     assert len(spec["stages"][0]["canary"]["steps"]) == 10 and spec["analysis"]["interval"] == "10s"
 
 
-def test_import_flagger_gateway_api_with_gates_and_an_event_hook() -> None:
+def test_import_flagger_gateway_api_with_confirm_hooks_and_an_event_hook() -> None:
     item = imported("gatewayapi-canary.yaml")
     spec = item.document["spec"]
     assert spec["router"]["parentRef"] == {"name": "gateway", "namespace": "istio-ingress"}
     assert spec["router"]["host"] == "www.example.com" and spec["router"]["httpRoute"] == "podinfo"
-    assert [next(iter(s)) for s in spec["stages"]] == ["approval", "canary", "approval"]
-    assert spec["stages"][0]["approval"]["name"] == "confirm-rollout" and spec["stages"][2]["approval"]["name"] == "promote"
+    assert [next(iter(s)) for s in spec["stages"]] == ["canary"]
+    # Flagger's gates are graylane's hooks of the same types: they hold the release until they answer 2xx
+    assert spec["hooks"] == [
+        {"name": "start-gate", "type": "confirm-rollout", "url": "http://flagger-loadtester.test/gate/approve",
+         "retries": 5},
+        {"name": "promotion-gate", "type": "confirm-promotion", "url": "http://flagger-loadtester.test/gate/approve"}]
+    assert [(h.name, h.type, h.retries) for h in parse_policy(item.document).hooks] == [
+        ("start-gate", "confirm-rollout", 5), ("promotion-gate", "confirm-promotion", 2)]
     assert spec["notify"] == [{"kind": "webhook", "url": "http://event-recevier.notifications/slack"}]
     error_rate, latency = spec["analysis"]["metrics"]
     assert "}[1m]" in error_rate["query"] and "}[30s]" in latency["query"]  # each metric's own interval
@@ -145,3 +157,17 @@ def test_import_flagger_missing_template_deployment_and_other_providers_are_note
     datadog = {**objects[2], "spec": {"provider": {"type": "datadog"}, "query": "avg:x{*}"}}
     item = imported("", [objects[0], datadog])
     assert "provider datadog is not expressed" in notes(item)
+
+
+@pytest.mark.parametrize(("cmd", "expected"), [
+    ("hey -z 1m -q 10 -c 2 http://podinfo-canary.test:9898/", {"url": "http://podinfo-canary.test:9898/", "rps": 20,
+                                                                "duration": "1m"}),
+    ("hey -q 5 http://web/", {"url": "http://web/", "rps": 250}),  # hey's 50 workers
+    ("hey -z 1m http://web/", None),  # as fast as it can: no rate
+    ("hey -z 1m -q 10 -m POST http://web/", None),  # an option the load hook would not send
+    ("curl http://web/", None),
+])
+def test_import_flagger_hook_load_tester_commands(cmd: str, expected: dict | None) -> None:  # type: ignore[type-arg]
+    from functions.importers.flagger import load_test
+
+    assert load_test(cmd) == expected
