@@ -145,6 +145,7 @@ def test_a_bad_canary_is_rolled_back_by_the_sequential_judge(tmp_path: Path) -> 
         assert [(verb, image) for verb, _, image in stack.providers.workloads_.log.calls] == [
             ("promote_stable", f"{REPOSITORY}:v1"),
             ("deploy_canary", f"{REPOSITORY}:v2"),
+            ("scale_canary", 20),  # the canary's autoscaler, sized for its first step (none to size here)
             ("scale_down_canary", ""),
         ]
 
