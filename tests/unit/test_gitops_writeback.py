@@ -35,9 +35,14 @@ def test_gitops_rollback_asks_for_one_commit_of_the_version_now_stable_last() ->
     d.push("v2")
     out = d.tick(10, FAIL)
     (w,) = writes(out.effects)
-    assert d.rel.phase == Phase.ROLLED_BACK and (w.version, w.image) == ("v1", "registry.example.com/team-a/web:v1")
-    assert w.message.startswith("graylane: roll back team-a/web to v1\n\nRelease: web-1 (v1 -> v2)\nReason: web-1 "
-                                "rolled-back: analysis failed: error-rate: 0.3 > max 0.05")
+    assert d.rel.phase == Phase.ROLLED_BACK and (w.version, w.image) == (
+        "v1",
+        "registry.example.com/team-a/web:v1",
+    )
+    assert w.message.startswith(
+        "graylane: roll back team-a/web to v1\n\nRelease: web-1 (v1 -> v2)\nReason: web-1 "
+        "rolled-back: analysis failed: error-rate: 0.3 > max 0.05"
+    )
     assert w.notice == {"release": "web-1", "app": "team-a/web", "on": "rollback"}
     assert kinds(out.effects).index("git-write-back") > kinds(out.effects).index("scale-down-canary")
 
@@ -47,7 +52,9 @@ def test_gitops_promotion_only_when_asked_and_aborts_record_the_origin() -> None
     d.push("v2")
     d.tick(10, PASS)
     assert writes(d.tick(60).effects) == []  # promoted, but the policy records rollbacks only
-    d = Driver.with_stable(make_policy(*STAGES, analysis=analysis(), gitops=replace(GITOPS, on=("promotion",))))
+    d = Driver.with_stable(
+        make_policy(*STAGES, analysis=analysis(), gitops=replace(GITOPS, on=("promotion",)))
+    )
     d.push("v2")
     d.tick(10, PASS)
     (w,) = writes(d.tick(60).effects)
@@ -73,10 +80,13 @@ def test_gitops_kustomize_edit_changes_the_tag_scalar_only_in_its_style() -> Non
     out = set_kustomize_image(KUSTOMIZATION, "registry.example.com/web", tag="v2")
     assert out == KUSTOMIZATION.replace("newTag: 'v1'", "newTag: 'v2'")
     out = set_kustomize_image(KUSTOMIZATION, "registry.example.com/side", tag="1.10")
-    assert out == KUSTOMIZATION.replace("newTag: v3}", 'newTag: "1.10"}')  # a plain 1.10 would read as a float
+    assert out == KUSTOMIZATION.replace(
+        "newTag: v3}", 'newTag: "1.10"}'
+    )  # a plain 1.10 would read as a float
     out = set_kustomize_image(KUSTOMIZATION, "registry.example.com/plain", tag="v7")
-    assert out == KUSTOMIZATION.replace("  - name: registry.example.com/plain\n",
-                                        "  - name: registry.example.com/plain\n    newTag: v7\n")
+    assert out == KUSTOMIZATION.replace(
+        "  - name: registry.example.com/plain\n", "  - name: registry.example.com/plain\n    newTag: v7\n"
+    )
     out = set_kustomize_image(KUSTOMIZATION, "registry.example.com/web", digest="sha256:" + "a" * 64)
     assert yaml.safe_load(out)["images"][0] == {"name": "registry.example.com/web", "newTag": "v1",
                                                 "digest": "sha256:" + "a" * 64}  # fmt: skip
@@ -86,7 +96,7 @@ def test_gitops_kustomize_edit_changes_the_tag_scalar_only_in_its_style() -> Non
 
 
 def test_gitops_helm_values_edit() -> None:
-    values = "image:\n  repository: r/web\n  tag: \"v1\"  # graylane\nreplicas: 2\n"
+    values = 'image:\n  repository: r/web\n  tag: "v1"  # graylane\nreplicas: 2\n'
     out = set_helm_value(values, "image.tag", "v2")
     assert out == values.replace('"v1"', '"v2"') and get_helm_value(out, "image.tag") == "v2"
     assert set_helm_value("image: {tag: v1}\n", "image.tag", "yes") == 'image: {tag: "yes"}\n'
@@ -95,17 +105,41 @@ def test_gitops_helm_values_edit() -> None:
 
 
 def test_gitops_policy_syntax() -> None:
-    doc = {"apiVersion": "graylane.dev/v1alpha1", "kind": "ReleasePolicy", "metadata": {"name": "web"},
-           "spec": {"image": {"repository": "r/web"}, "router": {"provider": "recording"},
-                    "stages": [{"canary": {"steps": [{"weight": 10}]}}],
-                    "gitops": {"repository": "https://git.example.com/deploy.git", "file": "apps/web/values.yaml",
-                               "when": ["rollback", "promotion"], "branch": "graylane/{app}-{release}"}}}
+    doc = {
+        "apiVersion": "graylane.dev/v1alpha1",
+        "kind": "ReleasePolicy",
+        "metadata": {"name": "web"},
+        "spec": {
+            "image": {"repository": "r/web"},
+            "router": {"provider": "recording"},
+            "stages": [{"canary": {"steps": [{"weight": 10}]}}],
+            "gitops": {
+                "repository": "https://git.example.com/deploy.git",
+                "file": "apps/web/values.yaml",
+                "when": ["rollback", "promotion"],
+                "branch": "graylane/{app}-{release}",
+            },
+        },
+    }
     policy = parse_policy(doc)
-    assert policy.gitops is not None and policy.gitops.format == "helm" and policy.gitops.on == ("rollback", "promotion")
+    assert (
+        policy.gitops is not None
+        and policy.gitops.format == "helm"
+        and policy.gitops.on == ("rollback", "promotion")
+    )
     assert parse_policy(to_doc(policy)) == policy
-    doc["spec"]["gitops"] |= {"file": "../x", "when": ["sometimes"], "defaultBranch": True, "author": "nobody"}
-    assert {p for p, _ in problems(doc)} >= {"spec.gitops.file", "spec.gitops.when", "spec.gitops.branch",
-                                             "spec.gitops.author"}
+    doc["spec"]["gitops"] |= {
+        "file": "../x",
+        "when": ["sometimes"],
+        "defaultBranch": True,
+        "author": "nobody",
+    }
+    assert {p for p, _ in problems(doc)} >= {
+        "spec.gitops.file",
+        "spec.gitops.when",
+        "spec.gitops.branch",
+        "spec.gitops.author",
+    }
 
 
 def test_gitops_urls_are_shown_without_credentials() -> None:
@@ -156,4 +190,6 @@ def test_gitops_the_canary_does_not_carry_argo_cds_tracking_id_of_the_stable() -
     canary = derived_deployment(stable, "prod", "web-canary", "canary", "r/web:v2", 1, target, {})
     annotations = canary["metadata"]["annotations"]
     assert tracking not in annotations and annotations["team"] == "shop"
-    assert stable["metadata"]["annotations"][tracking] == "web:apps/Deployment:prod/web"  # the stable's is its own
+    assert (
+        stable["metadata"]["annotations"][tracking] == "web:apps/Deployment:prod/web"
+    )  # the stable's is its own
