@@ -1,8 +1,10 @@
-"""What each traffic provider can do, and which parts of a policy ask for more. Pure data plus one check.
+"""What a policy asks of its traffic router, checked against what the router declares. Pure.
 
 `graylane validate` (through policy_parse) reports every mismatch with its field path, so a policy
 asking its router for something it cannot express fails before any release starts, never at run time.
-The README's "Traffic providers" table is this data.
+What each router can do is its module's declaration (functions/providers/routers/<provider>.py:
+CAPABILITIES and `check`, read through the catalog, see functions.core.routing); the README's "Traffic
+providers" table is that data (`table`).
 """
 
 from __future__ import annotations
@@ -11,37 +13,25 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from functions.core import routing
+from functions.core.routing import Catalog, Need, Problem
+
 FEATURES = ("weights", "header", "header-regex", "cookie", "user-id-digit", "user-hash", "source-ip",
             "rate-limit", "circuit-breaker")
-_ALL = frozenset(FEATURES)
-_MATCHING = frozenset({"weights", "header", "header-regex", "cookie", "user-id-digit", "user-hash"})
-
-CAPABILITIES: dict[str, frozenset[str]] = {
-    "traefik": _ALL,  # source-ip only with the traefik.io group (ClientIP matcher)
-    "istio": _MATCHING | {"circuit-breaker"},  # DestinationRule outlierDetection; rate limits need EnvoyFilter
-    "gateway-api": _MATCHING,  # HTTPRoute has no standard rate limit or circuit breaker
-    "nginx": _MATCHING | {"rate-limit"},  # one canary header rule and one cookie rule per Ingress
-    "haproxy": _ALL,
-    "recording": _ALL,
-}
-
-# Routers whose standard metrics the built-in templates (success-rate, error-rate, latency) read
-# (functions/providers/metrics/templates.py); `recording` is the in-memory stand-in of the tests and the demo.
-BUILTIN_METRICS = frozenset({"traefik", "istio", "nginx", "haproxy", "recording"})
-# gateway-api is an API, not a proxy: the series come from its implementation, named by router option `metrics`
-GATEWAY_METRICS = ("traefik",)
-
-_WHAT = {
+MATCHING = frozenset({"header", "header-regex", "cookie", "user-id-digit", "user-hash", "source-ip"})
+WHAT = {
     "weights": "weighted routing", "header": "header matching", "header-regex": "header regex matching",
     "cookie": "cookie matching", "user-id-digit": "user-id-digit matching", "user-hash": "user-hash matching",
     "source-ip": "source-ip matching", "rate-limit": "rate limiting", "circuit-breaker": "circuit breaking",
 }
 _MATCH_FEATURE = {"userIdDigit": "user-id-digit", "userHash": "user-hash", "sourceIp": "source-ip"}
-_HEADER_RULES = ("header", "userIdDigit", "userHash")  # all become one header matcher on NGINX
 _LATENCY = re.compile(r"LatencyAtQuantileMS")
-_ERROR_RATIOS_ONLY = {"istio": "outlier detection ejects on errors", "haproxy": "it keeps no latency distribution"}
 
-Problem = tuple[str, str]
+
+def table(catalog: Catalog | None = None) -> dict[str, frozenset[str]]:
+    """provider -> the features it can express (the README's table)."""
+    found = routing.installed() if catalog is None else catalog
+    return {name: found[name].CAPABILITIES for name in found}
 
 
 def match_feature(rule: Mapping[str, Any]) -> str:
@@ -60,7 +50,7 @@ def _map(node: Any) -> Mapping[str, Any]:
     return node if isinstance(node, Mapping) else {}
 
 
-def _needs(spec: Mapping[str, Any]) -> Iterator[tuple[str, str, Any]]:
+def needs(spec: Mapping[str, Any]) -> Iterator[Need]:
     """(path, feature, node) for everything in the spec that needs a router feature."""
     for i, item in enumerate(_list(spec.get("stages"))):
         for kind, body in _map(item).items():
@@ -86,55 +76,56 @@ def _needs(spec: Mapping[str, Any]) -> Iterator[tuple[str, str, Any]]:
             yield f"spec.protection[{k}].circuitBreaker", "circuit-breaker", rule["circuitBreaker"]
 
 
-def unsupported(provider: str, policy_like: Any) -> list[Problem]:
+def unsupported(provider: str, policy_like: Any, catalog: Catalog | None = None) -> list[Problem]:
     """(field path, message) for every part of the policy its router `provider` cannot express.
 
     `policy_like` is the policy document (a mapping, paths as the user wrote them) or a parsed
     Policy (paths of its normalised document, where the implicit promote stage is explicit).
     """
-    if provider not in CAPABILITIES:
+    found = routing.installed() if catalog is None else catalog
+    if provider not in found:
         return []  # the parser reports an unknown provider itself
+    module = found[provider]
     doc = policy_like if isinstance(policy_like, Mapping) else _to_doc(policy_like)
     spec = _map(doc.get("spec"))
-    options = _map(spec.get("router"))
-    can = CAPABILITIES[provider]
+    options = {k: v for k, v in _map(spec.get("router")).items() if k != "provider"}
+    can = module.CAPABILITIES
     supported = ", ".join(f for f in FEATURES if f in can)
     problems: list[Problem] = []
-    for path, feature, node in _needs(spec):
+    usable: list[Need] = []
+    for path, feature, node in needs(spec):
         if feature not in can:
-            problems.append((path, f"{_WHAT[feature]} is not supported by router {provider}; supported: {supported}"))
-        elif why := _constraint(provider, options, feature, node):
-            problems.append((path, f"{_WHAT[feature]} {why}"))
-    if provider == "nginx":
-        problems += _nginx_one_rule_each(spec)
-    return problems + unmeasurable(provider, spec)
+            problems.append((path, f"{WHAT[feature]} is not supported by router {provider}; supported: {supported}"))
+        else:
+            usable.append((path, feature, node))
+    problems += module.check(options, usable)
+    order = {path: i for i, (path, _, _) in enumerate(needs(spec))}
+    problems.sort(key=lambda p: order.get(p[0], len(order)))
+    return problems + unmeasurable(provider, spec, found)
 
 
-def metrics_source(provider: str, options: Mapping[str, Any]) -> str:
+def metrics_source(provider: str, options: Mapping[str, Any], catalog: Catalog | None = None) -> str:
     """Whose standard metrics measure a router's versions ("" when no built-in template can)."""
-    if provider == "gateway-api":
-        implementation = options.get("metrics")
-        return str(implementation) if implementation in GATEWAY_METRICS else ""
-    return provider if provider in BUILTIN_METRICS else ""
+    found = routing.installed() if catalog is None else catalog
+    return found[provider].measured_by(options) if provider in found else ""
 
 
-def unmeasurable(provider: str, spec: Mapping[str, Any]) -> list[Problem]:
+def unmeasurable(provider: str, spec: Mapping[str, Any], catalog: Catalog | None = None) -> list[Problem]:
     """Analysis no template can serve: a built-in template on a router whose metrics graylane cannot read.
 
     Such a metric would be "unavailable" at every tick: inconclusive forever, so the release could only pause.
     """
-    options = _map(spec.get("router"))
+    found = routing.installed() if catalog is None else catalog
+    options = {k: v for k, v in _map(spec.get("router")).items() if k != "provider"}
+    if provider not in found or metrics_source(provider, options, found) or not _router_analysed(spec):
+        return []
+    chooser = next((o for o in found[provider].OPTIONS if o.name == "metrics" and o.choices), None)
+    fix = (f"set spec.router.metrics to the implementation whose metrics graylane reads ({', '.join(chooser.choices)})"
+           if chooser is not None else "no built-in template exists")
     problems: list[Problem] = []
-    if provider == "gateway-api" and "metrics" in options and options["metrics"] not in GATEWAY_METRICS:
-        problems.append(("spec.router.metrics", f"{options['metrics']!r} is not allowed; expected "
-                         f"{', '.join(GATEWAY_METRICS)} (the Gateway implementation whose metrics graylane reads)"))
-    if metrics_source(provider, options) or not _router_analysed(spec):
-        return problems
     for i, metric in enumerate(_list(_map(spec.get("analysis")).get("metrics"))):
         metric = _map(metric)
         if metric.get("template") and not metric.get("query"):
-            fix = (f"set spec.router.metrics to the Gateway implementation that serves the route "
-                   f"({', '.join(GATEWAY_METRICS)})" if provider == "gateway-api" else "no built-in template exists")
             problems.append((f"spec.analysis.metrics[{i}].template",
                              f"template {metric['template']} has no query for router {provider}: {fix}, or give "
                              "the metric a PromQL query"))
@@ -154,39 +145,18 @@ def _to_doc(policy: Any) -> Mapping[str, Any]:
     return to_doc(policy)
 
 
-def _constraint(provider: str, options: Mapping[str, Any], feature: str, node: Any) -> str:
-    """Why a feature the provider has cannot be used here ("" when it can)."""
-    if provider == "traefik":
-        legacy = options.get("group") == "traefik.containo.us"
-        if feature == "source-ip" and legacy:
-            return "is not supported by router traefik with group traefik.containo.us; use group traefik.io"
-        if feature not in ("weights",) and not options.get("ingressRoute"):
-            return "needs router option ingressRoute with router traefik (a TraefikService alone only weighs)"
-    if provider in _ERROR_RATIOS_ONLY and feature == "circuit-breaker" and _LATENCY.search(
-            str(_map(node).get("expression"))):
-        return (f"with LatencyAtQuantileMS is not supported by router {provider} ({_ERROR_RATIOS_ONLY[provider]}); "
-                "use NetworkErrorRatio() or ResponseCodeRatio(...)")
-    if provider == "nginx" and feature == "cookie":
-        rule = _map(node)
-        if rule.get("value") != "always":
-            return "with router nginx needs value: always (canary-by-cookie routes a cookie set to 'always')"
-    if provider == "nginx" and feature == "rate-limit" and isinstance(node, Mapping):
-        from functions.core.policy_parse import parse_duration  # policy_parse calls this module
-
-        if parse_duration(node.get("period", 1)) not in (None, 1.0, 60.0):
-            return "with router nginx needs period 1s or 1m (limit-rps / limit-rpm)"
-    return ""
+# -- conditions router modules share (their `check` calls these) ------------------------------------------
 
 
-def _nginx_one_rule_each(spec: Mapping[str, Any]) -> list[Problem]:
-    """NGINX's canary Ingress carries one header rule and one cookie rule."""
-    problems: list[Problem] = []
-    for i, item in enumerate(_list(spec.get("stages"))):
-        rules = _list(_map(_map(item).get("abtest")).get("match"))
-        for forms, what in ((_HEADER_RULES, "header, userIdDigit or userHash rule"), (("cookie",), "cookie rule")):
-            hits = [j for j, rule in enumerate(rules) if any(f in _map(rule) for f in forms)]
-            for j in hits[1:]:
-                problems.append((f"spec.stages[{i}].abtest.match[{j}]",
-                                 f"is not supported by router nginx: at most one {what} per stage "
-                                 f"(match[{hits[0]}] is one)"))
-    return problems
+def latency_breakers(needs: list[Need], provider: str, why: str) -> list[Problem]:
+    """Circuit breakers on latency, for a router that can only break on error ratios."""
+    return [(path, f"{WHAT[feature]} with LatencyAtQuantileMS is not supported by router {provider} ({why}); "
+                   "use NetworkErrorRatio() or ResponseCodeRatio(...)")
+            for path, feature, node in needs
+            if feature == "circuit-breaker" and _LATENCY.search(str(_map(node).get("expression")))]
+
+
+def stage_of(path: str) -> str:
+    """`spec.stages[2]` of a need's path (or the path itself outside the stages)."""
+    found = re.match(r"spec\.stages\[\d+\]", path)
+    return found.group(0) if found else path

@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from functions.core import capabilities, images
+from functions.core import capabilities, images, routing
 from functions.core.breaker_grammar import CB_EXPECTED, circuit_breaker_error, read_circuit_breaker
 from functions.core.policy import (
     HOOK_TYPES,
@@ -63,12 +63,11 @@ from functions.errors import PolicyError
 
 __all__ = [
     "API_VERSION", "CB_EXPECTED", "COMMAND_ACTIONS", "DNS_EXPECTED", "JUDGES", "KIND", "METRIC_TEMPLATES",
-    "NOTIFY_KINDS", "ROUTER_PROVIDERS", "STAGE_KINDS", "TRAFFIC_STAGES", "Problem", "Reader",
+    "NOTIFY_KINDS", "STAGE_KINDS", "TRAFFIC_STAGES", "Problem", "Reader",
     "circuit_breaker_error", "join", "parse_duration", "parse_policy", "problems", "show", "to_doc",
     "with_implicit_promote",
 ]  # fmt: skip
 
-ROUTER_PROVIDERS = ("traefik", "istio", "gateway-api", "nginx", "haproxy", "recording")
 METRIC_TEMPLATES = ("success-rate", "error-rate", "latency")
 JUDGES = ("threshold", "comparison", "sequential")
 COMMAND_ACTIONS = ("approve", "reject", "weight", "promote", "pause", "resume", "abort", "rollback")
@@ -79,7 +78,7 @@ REQUIRED_HINTS = {  # what a missing key should hold
     "metadata": "a mapping with name and namespace",
     "spec": "a mapping with image, router and stages",
     "image": "a mapping with repository (and optional tags, semver, byDigest)",
-    "router": "a mapping with provider (" + ", ".join(ROUTER_PROVIDERS) + ") and its options",
+    "router": "a mapping with provider and its options",
     "stages": "a non-empty list of stages (" + ", ".join(STAGE_KINDS) + ")",
     "repository": "an image repository such as registry.example.com/team/app",
     "name": DNS_EXPECTED,
@@ -120,20 +119,26 @@ def _workload(r: Reader, node: Any, path: str) -> WorkloadSpec:
     return WorkloadSpec(kind, name, canary, container, replicas)  # type: ignore[arg-type]
 
 
-def _router(r: Reader, node: Any, path: str) -> RouterSpec:
+def _router(r: Reader, node: Any, path: str, catalog: routing.Catalog) -> RouterSpec:
+    """The provider and its options, as the provider's module declares them (functions.core.routing)."""
+    known = ", ".join(catalog)
     if not isinstance(node, Mapping):
-        r.bad(path, node, "a mapping with provider and provider options")
+        r.bad(path, node, f"a mapping with provider ({known}) and provider options")
         return RouterSpec("")
     if "provider" not in node:
-        r.add(join(path, "provider"), "is required; expected one of " + ", ".join(ROUTER_PROVIDERS))
-    provider = r.choice(node, "provider", path, "", ROUTER_PROVIDERS)
+        r.add(join(path, "provider"), "is required; expected one of " + known)
+    provider = r.choice(node, "provider", path, "", tuple(catalog))
     options = {}
     for key, value in node.items():
         if key == "provider":
             continue
         if not isinstance(key, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", key):
             r.bad(join(path, key), key, "a camelCase option name")
+            continue
         options[str(key)] = copy.deepcopy(value)
+    if provider in catalog:
+        for where, message in routing.option_problems(catalog[provider], options, path):
+            r.add(where, message)
     return RouterSpec(provider, options)
 
 
@@ -400,7 +405,7 @@ def _feature_rules(r: Reader, spec: Mapping, policy: Policy) -> None:
 # --- policy ----------------------------------------------------------------------------------------
 
 
-def _policy(r: Reader, doc: Any) -> Policy:
+def _policy(r: Reader, doc: Any, catalog: routing.Catalog) -> Policy:
     top = r.fields(doc, "", ("apiVersion", "kind", "metadata", "spec"), ("apiVersion", "kind", "metadata", "spec"))
     if "apiVersion" in top and top["apiVersion"] != API_VERSION:
         r.bad("apiVersion", top["apiVersion"], API_VERSION)
@@ -427,7 +432,7 @@ def _policy(r: Reader, doc: Any) -> Policy:
         name=name,
         namespace=namespace,
         image=_image(r, spec.get("image"), "spec.image") if "image" in spec else ImageRule(""),
-        router=_router(r, spec.get("router"), "spec.router") if "router" in spec else RouterSpec(""),
+        router=_router(r, spec.get("router"), "spec.router", catalog) if "router" in spec else RouterSpec(""),
         stages=stages,
         workload=_workload(r, spec.get("workload"), "spec.workload"),
         analysis=analysis,
@@ -442,23 +447,23 @@ def _policy(r: Reader, doc: Any) -> Policy:
         gitops=_gitops(r, spec["gitops"], "spec.gitops") if spec.get("gitops") is not None else None,
     )
     _feature_rules(r, spec, policy)
-    for path, message in capabilities.unsupported(policy.router.provider, doc):  # fail at validate, not at run
+    for path, message in capabilities.unsupported(policy.router.provider, doc, catalog):  # at validate, not at run
         r.add(path, message)
     return policy
 
 
-def problems(doc: Any) -> list[Problem]:
-    """Every problem of doc as (field path, message); empty when the policy is valid."""
+def problems(doc: Any, catalog: routing.Catalog | None = None) -> list[Problem]:
+    """Every problem of doc as (field path, message); empty when the policy is valid. The routers are the
+    installed catalog's (functions.providers.routers) unless one is given."""
     r = Reader(REQUIRED_HINTS)
-    _policy(r, doc)
+    _policy(r, doc, routing.installed() if catalog is None else catalog)
     return r.problems
 
 
-def parse_policy(doc: Mapping, source: str = "") -> Policy:
+def parse_policy(doc: Mapping, source: str = "", catalog: routing.Catalog | None = None) -> Policy:
     """The Policy doc declares; raise PolicyError(problems, source) listing every problem."""
     r = Reader(REQUIRED_HINTS)
-    policy = _policy(r, doc)
+    policy = _policy(r, doc, routing.installed() if catalog is None else catalog)
     if r.problems:
         raise PolicyError(r.problems, source)
     return policy
-

@@ -1,6 +1,8 @@
 """Built-in PromQL templates per router, batched over releases, and custom-query templating. No I/O.
 
-Every router exports a request counter with a status-code label and (except HAProxy) a duration
+Which series a router has and which labels name a version are its module's declaration
+(functions/providers/routers/<provider>.py: METRICS, measured_by, versions); this module only builds and
+splits the queries. Every router exports a request counter with a status-code label and (except HAProxy) a duration
 histogram. One counts query per router answers requests AND 5xx of every release at once: it sums the
 counter `by` the labels that identify a version (service, workload, backend server) and the code label;
 Python then splits the series per release and version. Releases whose count range differs (cumulative
@@ -13,13 +15,13 @@ HAProxy's average response time over the last 1024 requests (it has no histogram
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import field
 
 from functions.core.policy import Policy
+from functions.core.routing import RouterMetrics, RouterModule
 from functions.core.values import value
 from functions.errors import ConfigError
 
@@ -28,36 +30,26 @@ STABLE, CANARY = "stable", "canary"
 CUSTOM_VARS = ("namespace", "app", "stable", "canary", "window", "interval", "target")
 
 
-@value
-class RouterMetrics:
-    """Where one router keeps its standard metrics."""
+def _series() -> Mapping[str, RouterMetrics]:
+    from functions.providers.routers import REGISTRY
 
-    requests: str  # request counter
-    identity: tuple[str, ...]  # labels that tell one version's series apart
-    code_label: str  # status label of the counter
-    error_codes: str  # regex over code_label values counted as errors (server side)
-    duration_bucket: str = ""  # histogram buckets, if any
-    to_ms: float = 1000.0  # multiply the duration unit by this to get milliseconds
-    duration_average: str = ""  # gauge of the average duration (seconds), when there is no histogram
-    fixed: str = ""  # matchers every query carries
-
-    def code_is_error(self, code: str) -> bool:
-        return re.fullmatch(self.error_codes, code) is not None
+    return REGISTRY.series
 
 
-ROUTERS: dict[str, RouterMetrics] = {
-    # service="<namespace>-<service>-<port>@kubernetescrd" (IngressRoute / TraefikService backends), or
-    # "<namespace>-<service>-http-<port>@kubernetesgateway" (HTTPRoute backends of Traefik's Gateway provider)
-    "traefik": RouterMetrics("traefik_service_requests_total", ("service",), "code", "5..",
-                             "traefik_service_request_duration_seconds_bucket"),
-    "istio": RouterMetrics("istio_requests_total", ("destination_workload_namespace", "destination_workload"),
-                           "response_code", "5..", "istio_request_duration_milliseconds_bucket", to_ms=1.0,
-                           fixed='reporter="destination"'),
-    "nginx": RouterMetrics("nginx_ingress_controller_requests", ("namespace", "service"), "status", "5..",
-                           "nginx_ingress_controller_request_duration_seconds_bucket"),
-    "haproxy": RouterMetrics("haproxy_server_http_responses_total", ("proxy", "server"), "code", "5xx",
-                             duration_average="haproxy_server_response_time_average_seconds"),
-}  # fmt: skip
+class _Series(Mapping[str, RouterMetrics]):
+    """source -> its standard series, as the router modules declare them (METRICS); read on first use."""
+
+    def __getitem__(self, name: str) -> RouterMetrics:
+        return _series()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_series())
+
+    def __len__(self) -> int:
+        return len(_series())
+
+
+ROUTERS: Mapping[str, RouterMetrics] = _Series()
 
 
 @value
@@ -81,94 +73,34 @@ class Target:
     names: dict[str, str] = field(default_factory=dict)  # template variables for custom queries
 
 
-def _opt(policy: Policy, *keys: str, default: str) -> str:
-    for k in keys:
-        v = policy.router.options.get(k)
-        if isinstance(v, str) and v:
-            return v
-    return default
+def _module(policy: Policy) -> RouterModule | None:
+    from functions.providers.routers import REGISTRY
 
-
-GATEWAY_METRICS = ("traefik",)  # gateway-api router option `metrics`: whose standard metrics the Gateway has
+    return REGISTRY.get(policy.router.provider)
 
 
 def metrics_source(policy: Policy) -> str:
-    """Whose standard metrics measure `policy`: its router's, or for gateway-api the Gateway implementation's
-    named by router option `metrics` (Traefik's Gateway provider exports traefik_service_*)."""
-    kind = policy.router.provider
-    implementation = policy.router.options.get("metrics") if kind == "gateway-api" else None
-    return str(implementation) if implementation in GATEWAY_METRICS else kind
-
-
-def traefik_service(namespace: str, service: str, port: object, provider: str = "kubernetescrd") -> str:
-    """Traefik's name of a Kubernetes Service backend, as its `service` metric label shows it.
-
-    The CRD provider names it `<namespace>-<service>-<port>`, the Gateway provider
-    `<namespace>-<service>-http-<port>`; both pass it through provider.Normalize (every run of characters
-    other than letters and digits becomes one '-') and qualify it with `@<provider>`.
-    """
-    middle = "http-" if provider == "kubernetesgateway" else ""
-    name = "-".join(p for p in re.split(r"[\W_]+", f"{namespace}-{service}-{middle}{port}") if p)
-    return f"{name}@{provider}"
-
-
-def traefik_route_service(namespace: str, ingress_route: str, rule: str) -> str:
-    """Traefik's name of the load balancer of an IngressRoute route with a single Service backend: the CRD
-    provider names it after the route, `<namespace>-<ingressRoute>-<first 10 bytes of sha256(rule), hex>`
-    (v2.11 and v3 alike), not after the Service. graylane's default route is one when the canary has no
-    traffic (the stable alone), e.g. during an A/B test or a post-promotion watch."""
-    digest = hashlib.sha256(rule.encode()).hexdigest()[:20]
-    name = "-".join(p for p in re.split(r"[\W_]+", f"{namespace}-{ingress_route}-{digest}") if p)
-    return f"{name}@kubernetescrd"
-
-
-def traefik_default_rule(host: str) -> str:
-    """The rule of the traefik router's default route (functions.providers.routers.traefik.default_rule)."""
-    return f"Host(`{host}`)" if host else "PathPrefix(`/`)"
-
-
-def _traefik_names(policy: Policy, service: str, stable: bool) -> str:
-    """The `service` label values (a regex) of one version behind the traefik router: its Service as a
-    weighted backend, and for the stable also the default route's own load balancer (the stable alone)."""
-    names = [re.escape(traefik_service(policy.namespace, service, _port(policy)))]
-    route = _opt(policy, "ingressRoute", default="")
-    if stable and route:
-        rule = traefik_default_rule(_opt(policy, "host", default=""))
-        names.append(re.escape(traefik_route_service(policy.namespace, route, rule)))
-    return "|".join(names)
-
-
-def _port(policy: Policy) -> object:
-    port = policy.router.options.get("port", 80)  # the routers' default
-    return port if isinstance(port, (int, str)) and not isinstance(port, bool) else 80
+    """Whose standard metrics measure `policy`: its router's own, or another's (a gateway-api route served by
+    Traefik's Gateway provider is measured in traefik_service_*), as its router module says (measured_by);
+    the router's name when no built-in series measure it."""
+    module = _module(policy)
+    source = module.measured_by(policy.router.options) if module is not None else ""
+    return source or policy.router.provider
 
 
 def target(policy: Policy, key: str) -> Target:
-    """Which series belong to `policy`'s stable and canary, for its router's standard metrics."""
-    kind = policy.router.provider
-    ns = policy.namespace
-    stable_svc = _opt(policy, "stableService", default=policy.stable_workload)
-    canary_svc = _opt(policy, "canaryService", default=policy.canary_workload)
-    e = re.escape
-    if kind == "traefik":  # exact names: "app" never matches "app-canary", nor a weighted parent service
-        pick = lambda svc: Matcher((("service", _traefik_names(policy, svc, svc == stable_svc)),))  # noqa: E731
-    elif kind == "gateway-api" and metrics_source(policy) == "traefik":
-        pick = lambda svc: Matcher(  # noqa: E731
-            (("service", e(traefik_service(ns, svc, _port(policy), "kubernetesgateway"))),))
-    elif kind == "istio":
-        pick = lambda w: Matcher((("destination_workload_namespace", e(ns)), ("destination_workload", e(w))))  # noqa: E731
-        stable_svc, canary_svc = policy.stable_workload, policy.canary_workload
-    elif kind == "nginx":
-        pick = lambda svc: Matcher((("namespace", e(ns)), ("service", e(svc))))  # noqa: E731
-    elif kind == "haproxy":
-        backend = _opt(policy, "backend", default=f"{ns}-{policy.name}")
-        stable_svc = _opt(policy, "stableServer", default=STABLE)
-        canary_svc = _opt(policy, "canaryServer", default=CANARY)
-        pick = lambda srv: Matcher((("proxy", e(backend)), ("server", e(srv))))  # noqa: E731
-    else:
-        pick = lambda _: Matcher((("__name__", "(?!)"),))  # noqa: E731  (no built-in metrics: matches nothing)
-    names = {"namespace": ns, "app": policy.name, "stable": stable_svc, "canary": canary_svc}
-    return Target(key, kind, pick(stable_svc), pick(canary_svc), names)
+    """Which series belong to `policy`'s stable and canary, for its router's standard metrics (the router
+    module's `versions`)."""
+    module = _module(policy)
+    names = {"namespace": policy.namespace, "app": policy.name, "stable": policy.stable_workload,
+             "canary": policy.canary_workload}  # fmt: skip
+    if module is None or not module.measured_by(policy.router.options):
+        versions = module.versions(policy) if module is not None else None
+        nothing = Matcher((("__name__", "(?!)"),))  # no built-in metrics: matches nothing
+        return Target(key, policy.router.provider, nothing, nothing, {**names, **(versions.names if versions else {})})
+    versions = module.versions(policy)
+    return Target(key, policy.router.provider, Matcher(versions.stable), Matcher(versions.canary),
+                  {**names, **versions.names})
 
 
 def has_builtin(router: str) -> bool:

@@ -1,50 +1,80 @@
-"""Traffic routers: the provider name of a policy -> the Router class that moves its traffic.
+"""Traffic routers: one module per provider, and REGISTRY, the one place that lists them.
 
-Classes are imported on first use, so asking for one router never imports the others.
+A router module declares everything the rest of graylane needs to know about its provider (see
+functions.core.routing: NAME, OPTIONS, CAPABILITIES, METRICS, measured_by, versions, check, OWNS) and how
+it is built (`build(settings, cluster)`). The policy parser and the capability check (core, through the
+catalog installed below), the metric templates, both provider factories (Kubernetes and local) and the
+README's tables all read REGISTRY; nothing else names a provider. Adding one is a module here, one line in
+_MODULES and its tests.
+
+Modules are imported on first use, so building one router never imports the others (cold start).
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
+from functions.core import routing
+from functions.core.routing import RouterMetrics, RouterModule
 from functions.errors import ConfigError
-from functions.providers.routers.base import Router
+from functions.providers.routers.base import Cluster, Router
 
-_PATHS = {
-    "traefik": "functions.providers.routers.traefik:TraefikRouter",
-    "istio": "functions.providers.routers.istio:IstioRouter",
-    "gateway-api": "functions.providers.routers.gateway_api:GatewayAPIRouter",
-    "nginx": "functions.providers.routers.nginx:NginxRouter",
-    "haproxy": "functions.providers.routers.haproxy:HAProxyRouter",  # written by the HAProxy work
+# provider name -> module, in the order the docs and error messages list them
+_MODULES = {
+    "traefik": "functions.providers.routers.traefik",
+    "istio": "functions.providers.routers.istio",
+    "gateway-api": "functions.providers.routers.gateway_api",
+    "nginx": "functions.providers.routers.nginx",
+    "haproxy": "functions.providers.routers.haproxy",
+    "recording": "functions.providers.routers.recording",
 }
 
 
-class _Classes(Mapping[str, type]):
-    """name -> router class, importing a module only when its class is asked for."""
+class Registry(Mapping[str, RouterModule]):
+    """provider name -> its module (a functions.core.routing.RouterModule), imported when first asked for."""
 
-    def __getitem__(self, name: str) -> type:
-        module, _, cls = _PATHS[name].partition(":")
-        return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]
+    def __init__(self, modules: Mapping[str, str]) -> None:
+        self._paths = dict(modules)
+
+    def __getitem__(self, name: str) -> RouterModule:
+        path = self._paths[name]
+        try:
+            module: Any = importlib.import_module(path)
+        except ImportError as err:
+            raise ConfigError(f"router provider {name!r} is not available: {err}") from err
+        if getattr(module, "NAME", None) != name:
+            raise ConfigError(f"router module {path} declares NAME {getattr(module, 'NAME', None)!r}, not {name!r}")
+        return cast(RouterModule, module)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._paths
 
     def __iter__(self) -> Iterator[str]:
-        return iter(_PATHS)
+        return iter(self._paths)
 
     def __len__(self) -> int:
-        return len(_PATHS)
+        return len(self._paths)
+
+    @property
+    def series(self) -> dict[str, RouterMetrics]:
+        """source -> its standard series, for every router that has its own (METRICS)."""
+        return {name: m.METRICS for name in self if (m := self[name]).METRICS is not None}
 
 
-ROUTERS: Mapping[str, type] = _Classes()
+REGISTRY = Registry(_MODULES)
+routing.install(REGISTRY)
 
 
-def make_router(name: str, api_client: Any) -> Router:
-    """The router for provider `name`, talking through `api_client` (see functions.providers.kube.client_from)."""
-    if name not in _PATHS:
-        raise ConfigError(f"router provider {name!r} is unknown; known: {', '.join(sorted(_PATHS))}")
-    try:
-        cls = ROUTERS[name]
-    except (ImportError, AttributeError) as err:
-        raise ConfigError(f"router provider {name!r} is not available: {err}") from err
-    router: Router = cls(api_client)
+def make_router(name: str, cluster: Cluster | Any = None, settings: Any = None) -> Router:
+    """The router for provider `name`, built by its module on `cluster` (a Cluster, or an ApiClient: see
+    functions.providers.kube.client_from). An unknown name is a ConfigError listing the known ones."""
+    if name not in REGISTRY:
+        raise ConfigError(f"router provider {name!r} is unknown; known: {', '.join(sorted(REGISTRY))}")
+    if not isinstance(cluster, Cluster):
+        api_client = cluster
+        cluster = Cluster(client=None if api_client is None else (lambda: api_client))
+    module: Any = REGISTRY[name]
+    router: Router = module.build(settings, cluster)
     return router

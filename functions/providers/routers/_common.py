@@ -18,7 +18,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from functions.core.capabilities import CAPABILITIES
 from functions.core.codec import from_plain
 from functions.core.effects import RoutePlan
 from functions.core.policy import Match
@@ -240,11 +239,12 @@ def feature_of(match: Match) -> str:
     return match.kind
 
 
-def check_plan(plan: RoutePlan, provider: str, what: str, unsupported: Mapping[str, str] = {}) -> None:
+def check_plan(plan: RoutePlan, provider: str, capabilities: frozenset[str], what: str,
+               unsupported: Mapping[str, str] = {}) -> None:
     """Refuse a plan the provider cannot express (validation should have caught it already)."""
     for m in plan.match:
         feature = feature_of(m)
-        why = unsupported.get(feature) or ("" if feature in CAPABILITIES[provider] else f"router {provider}")
+        why = unsupported.get(feature) or ("" if feature in capabilities else f"router {provider}")
         if why:
             raise ConfigError(f"{what}: {feature} matching ({m.name or ','.join(m.cidrs)}) is not supported by {why}")
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import field
 from typing import Any, Protocol
 
 from functions.core.effects import Protection, RoutePlan
 from functions.core.values import value
+from functions.errors import ConfigError
 
 
 @value
@@ -19,6 +21,23 @@ class RouteTarget:
     canary: str  # canary Service/backend name
     cluster: str = ""
     options: dict[str, Any] = field(default_factory=dict)
+
+
+@value
+class Cluster:
+    """Where a router is built (a module's `build(settings, cluster)`): the cluster's name, its ApiClient
+    (built on first use) and router option defaults the deployment supplies (the local stack's HAProxy
+    admin socket)."""
+
+    name: str = ""
+    client: Callable[[], Any] | None = None
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+    def api_client(self, provider: str) -> Any:
+        if self.client is None:
+            raise ConfigError(f"router {provider} talks to a Kubernetes cluster, and these providers have none "
+                              f"(cluster {self.name or 'current'}); use GRAYLANE_PROVIDERS=kubernetes")
+        return self.client()
 
 
 class Router(Protocol):

@@ -18,9 +18,14 @@ or circuit breaker.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from typing import Any
 
+from functions.core.capabilities import MATCHING
 from functions.core.effects import STABLE_ONLY, Protection, RoutePlan
+from functions.core.policy import Policy
+from functions.core.routing import Need, Option, Owned, Problem, Versions, text_option
 from functions.core.values import value
 from functions.errors import ConfigError
 from functions.providers.routers._common import (
@@ -32,7 +37,56 @@ from functions.providers.routers._common import (
     route_ops,
     spec_plan,
 )
-from functions.providers.routers.base import RouteTarget
+from functions.providers.routers.base import Cluster, RouteTarget
+
+NAME = "gateway-api"
+IMPLEMENTATIONS = ("traefik",)  # Gateway implementations whose metrics the built-in templates read
+OPTIONS = (
+    Option("httpRoute", "name", "the HTTPRoute graylane weighs", "the app's name"),
+    Option("stableService", "name", "the stable's Service", "workload.name"),
+    Option("canaryService", "name", "the canary's Service", "workload.canary"),
+    Option("port", "integer", "the Services' port", "80"),
+    Option("parentRef", "object-ref", "the Gateway of an HTTPRoute graylane creates"),
+    Option("host", "text", "the hostname of an HTTPRoute graylane creates"),
+    Option("metrics", "choice", "the Gateway implementation whose metrics the built-in templates read "
+           "(an API has none of its own)", choices=IMPLEMENTATIONS),
+)
+CAPABILITIES = (MATCHING - {"source-ip"}) | {"weights"}  # HTTPRoute has no standard rate limit or circuit breaker
+METRICS = None  # an API, not a proxy: the series are the implementation's (measured_by)
+OWNS = (
+    Owned("HTTPRoute", "/spec/rules", "the rules (an A/B rule and the weighted rule)"),
+    Owned("HTTPRoute", "/metadata/annotations/graylane.dev~1route-plan", "the plan written"),
+)
+
+
+def check(options: Mapping[str, Any], needs: list[Need]) -> list[Problem]:
+    return []
+
+
+def measured_by(options: Mapping[str, Any]) -> str:
+    """The implementation named by option `metrics` (Traefik's Gateway provider exports traefik_service_*)."""
+    implementation = options.get("metrics")
+    return str(implementation) if implementation in IMPLEMENTATIONS else ""
+
+
+def versions(policy: Policy) -> Versions:
+    """On Traefik's Gateway provider a backend is `<ns>-<svc>-http-<port>@kubernetesgateway`."""
+    from functions.providers.routers.traefik import service_label
+
+    opts = policy.router.options
+    stable = text_option(opts, "stableService", policy.stable_workload)
+    canary = text_option(opts, "canaryService", policy.canary_workload)
+    port = opts.get("port", 80)
+
+    def label(service: str) -> tuple[tuple[str, str], ...]:
+        return (("service", re.escape(service_label(policy.namespace, service, port, "kubernetesgateway"))),)
+
+    return Versions(stable=label(stable), canary=label(canary), names={"stable": stable, "canary": canary})
+
+
+def build(settings: Any, cluster: Cluster) -> GatewayAPIRouter:
+    return GatewayAPIRouter(cluster.api_client(NAME))
+
 
 HTTP_ROUTE = Kind("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
 EVERY_PATH = {"type": "PathPrefix", "value": "/"}
@@ -105,7 +159,7 @@ def _weights(rules: list[dict[str, Any]], s: _Setup) -> tuple[int, int]:
 class GatewayAPIRouter:
     """Router over a Gateway API HTTPRoute."""
 
-    provider = "gateway-api"
+    provider = NAME
 
     def __init__(self, api_client: Any) -> None:
         self.routes = Objects(api_client, HTTP_ROUTE)
@@ -126,7 +180,7 @@ class GatewayAPIRouter:
 
     def set_routes(self, target: RouteTarget, plan: RoutePlan) -> None:
         s = _setup(target)
-        check_plan(plan, self.provider, s.where)
+        check_plan(plan, self.provider, CAPABILITIES, s.where)
         route = self._ensure(s)
         self.routes.write(route, route_ops(route, "rules", _rules(s, plan), plan), "set routes")
 

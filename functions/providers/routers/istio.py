@@ -27,9 +27,13 @@ outlier-detection equivalent and fails validation. Istio has no rate limit witho
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
+from functions.core.capabilities import MATCHING, latency_breakers
 from functions.core.effects import STABLE_ONLY, Protection, RoutePlan
+from functions.core.policy import Policy
+from functions.core.routing import Need, Option, Owned, Problem, RouterMetrics, Versions
 from functions.core.values import value
 from functions.errors import ConfigError
 from functions.providers.routers._common import (
@@ -44,7 +48,55 @@ from functions.providers.routers._common import (
     route_ops,
     spec_plan,
 )
-from functions.providers.routers.base import RouteTarget
+from functions.providers.routers.base import Cluster, RouteTarget
+
+NAME = "istio"
+OPTIONS = (
+    Option("virtualService", "name", "the VirtualService graylane weighs", "the app's name"),
+    Option("destinationRule", "name", "the DestinationRule with the subsets (and graylane's outlier detection)",
+           "the app's name"),
+    Option("host", "text", "the destinations' host", "the app's name"),
+    Option("stableSubset", "text", "the stable's subset", "stable"),
+    Option("canarySubset", "text", "the canary's subset", "canary"),
+    Option("gateways", "names", "gateways of a VirtualService graylane creates"),
+    Option("stableLabels", "mapping", "the stable subset's labels when graylane creates the DestinationRule",
+           "app: <workload.name>"),
+    Option("canaryLabels", "mapping", "the canary subset's labels when graylane creates the DestinationRule",
+           "app: <workload.canary>"),
+    Option("connectionPool", "mapping", "a connectionPool written beside graylane's outlier detection"),
+)
+CAPABILITIES = (MATCHING - {"source-ip"}) | {"weights", "circuit-breaker"}  # rate limits need an EnvoyFilter
+METRICS = RouterMetrics("istio_requests_total", ("destination_workload_namespace", "destination_workload"),
+                        "response_code", "5..", "istio_request_duration_milliseconds_bucket", to_ms=1.0,
+                        fixed='reporter="destination"')
+OWNS = (
+    Owned("VirtualService", "/spec/http", "the HTTP routes graylane-match and graylane-primary"),
+    Owned("VirtualService", "/metadata/annotations/graylane.dev~1route-plan", "the plan written"),
+    Owned("DestinationRule", "/spec/trafficPolicy", "outlier detection (and connectionPool) while a breaker is set"),
+    Owned("DestinationRule", "/metadata/annotations/graylane.dev~1protection", "the breaker written"),
+)
+
+
+def check(options: Mapping[str, Any], needs: list[Need]) -> list[Problem]:
+    return latency_breakers(needs, NAME, "outlier detection ejects on errors")
+
+
+def measured_by(options: Mapping[str, Any]) -> str:
+    return NAME
+
+
+def versions(policy: Policy) -> Versions:
+    """Istio labels its series by workload: the stable and canary Deployments, not the Services."""
+    ns, e = re.escape(policy.namespace), re.escape
+    stable, canary = policy.stable_workload, policy.canary_workload
+    return Versions(stable=(("destination_workload_namespace", ns), ("destination_workload", e(stable))),
+                    canary=(("destination_workload_namespace", ns), ("destination_workload", e(canary))),
+                    names={"stable": stable, "canary": canary})
+
+
+def build(settings: Any, cluster: Cluster) -> IstioRouter:
+    return IstioRouter(cluster.api_client(NAME))
+
 
 VIRTUAL_SERVICE = Kind("networking.istio.io", "v1", "virtualservices", "VirtualService")
 DESTINATION_RULE = Kind("networking.istio.io", "v1", "destinationrules", "DestinationRule")
@@ -187,7 +239,7 @@ def _http(s: _Setup, plan: RoutePlan) -> list[dict[str, Any]]:
 
 def _check_plan(s: _Setup, plan: RoutePlan) -> None:
     """Refuse rules Istio cannot carry: source IPs (capabilities) and regexes outside RE2's syntax."""
-    check_plan(plan, IstioRouter.provider, s.where)
+    check_plan(plan, NAME, CAPABILITIES, s.where)
     for m in plan.match:
         _, pattern, regex = header_rule(m)
         if regex and (why := re2_problem(pattern)):
@@ -221,7 +273,7 @@ def _weights(http: list[dict[str, Any]], s: _Setup) -> tuple[int, int]:
 class IstioRouter:
     """Router over Istio's VirtualService and DestinationRule."""
 
-    provider = "istio"
+    provider = NAME
 
     def __init__(self, api_client: Any) -> None:
         self.services = Objects(api_client, VIRTUAL_SERVICE)

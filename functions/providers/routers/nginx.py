@@ -15,9 +15,14 @@ from __future__ import annotations
 
 import copy
 import math
+import re
+from collections.abc import Mapping
 from typing import Any
 
+from functions.core.capabilities import MATCHING, WHAT, stage_of
 from functions.core.effects import STABLE_ONLY, Protection, RoutePlan
+from functions.core.policy import Policy
+from functions.core.routing import Need, Option, Owned, Problem, RouterMetrics, Versions, text_option
 from functions.core.values import value
 from functions.errors import ConfigError
 from functions.providers.routers._common import (
@@ -31,7 +36,71 @@ from functions.providers.routers._common import (
     option,
     plan_note,
 )
-from functions.providers.routers.base import RouteTarget
+from functions.providers.routers.base import Cluster, RouteTarget
+
+NAME = "nginx"
+OPTIONS = (
+    Option("stableIngress", "name", "the app's Ingress (rate limits go on it)", "the app's name"),
+    Option("stableService", "name", "the stable's Service", "workload.name"),
+    Option("canaryService", "name", "the canary's Service", "workload.canary"),
+    Option("host", "text", "the host of an Ingress graylane creates"),
+    Option("port", "integer", "the Services' port", "80"),
+    Option("canaryIngress", "name", "the canary Ingress graylane creates", "<stableIngress>-canary"),
+    Option("ingressClass", "text", "the ingressClassName of an Ingress graylane creates"),
+)
+CAPABILITIES = (MATCHING - {"source-ip"}) | {"weights", "rate-limit"}  # one canary header and cookie rule
+METRICS = RouterMetrics("nginx_ingress_controller_requests", ("namespace", "service"), "status", "5..",
+                        "nginx_ingress_controller_request_duration_seconds_bucket")
+OWNS = (
+    Owned("Ingress", "<canaryIngress> (whole object)", "the canary Ingress graylane creates"),
+    Owned("Ingress", "/metadata/annotations/nginx.ingress.kubernetes.io~1limit-{rps,rpm,burst-multiplier}",
+          "the rate limit on the stable Ingress"),
+)
+_HEADER_RULES = ("header", "header-regex", "user-id-digit", "user-hash")  # all become one canary-by-header
+
+
+def check(options: Mapping[str, Any], needs: list[Need]) -> list[Problem]:
+    """canary-by-cookie routes a cookie set to `always`; limit-rps / limit-rpm count per second or minute; one
+    canary Ingress carries one header rule and one cookie rule per stage."""
+    from functions.core.policy_reader import parse_duration
+
+    problems: list[Problem] = []
+    first: dict[tuple[str, str], str] = {}
+    for path, feature, node in needs:
+        if feature == "cookie" and (not isinstance(node, Mapping) or node.get("value") != "always"):
+            problems.append((path, f"{WHAT[feature]} with router nginx needs value: always (canary-by-cookie "
+                                   "routes a cookie set to 'always')"))
+        if feature == "rate-limit" and isinstance(node, Mapping) and parse_duration(node.get("period", 1)) not in (
+                None, 1.0, 60.0):
+            problems.append((path, f"{WHAT[feature]} with router nginx needs period 1s or 1m (limit-rps / limit-rpm)"))
+        group = ("header, userIdDigit or userHash rule" if feature in _HEADER_RULES else
+                 "cookie rule" if feature == "cookie" else "")
+        if group and ".abtest.match[" in path:
+            key = (stage_of(path), group)
+            if key in first:
+                problems.append((path, f"is not supported by router nginx: at most one {group} per stage "
+                                       f"({first[key]} is one)"))
+            else:
+                first[key] = path.rsplit(".", 1)[-1]
+    return problems
+
+
+def measured_by(options: Mapping[str, Any]) -> str:
+    return NAME
+
+
+def versions(policy: Policy) -> Versions:
+    opts, e = policy.router.options, re.escape
+    stable = text_option(opts, "stableService", policy.stable_workload)
+    canary = text_option(opts, "canaryService", policy.canary_workload)
+    return Versions(stable=(("namespace", e(policy.namespace)), ("service", e(stable))),
+                    canary=(("namespace", e(policy.namespace)), ("service", e(canary))),
+                    names={"stable": stable, "canary": canary})
+
+
+def build(settings: Any, cluster: Cluster) -> NginxRouter:
+    return NginxRouter(cluster.api_client(NAME))
+
 
 INGRESS = Kind("networking.k8s.io", "v1", "ingresses", "Ingress")
 PREFIX = "nginx.ingress.kubernetes.io/"
@@ -129,7 +198,7 @@ def _rate_limit(protection: Protection, s: _Setup) -> dict[str, str | None]:
 class NginxRouter:
     """Router over ingress-nginx canary Ingresses."""
 
-    provider = "nginx"
+    provider = NAME
 
     def __init__(self, api_client: Any) -> None:
         self.ingresses = Objects(api_client, INGRESS)
@@ -150,7 +219,7 @@ class NginxRouter:
 
     def set_routes(self, target: RouteTarget, plan: RoutePlan) -> None:
         s = _setup(target)
-        check_plan(plan, self.provider, s.where)
+        check_plan(plan, self.provider, CAPABILITIES, s.where)
         wanted = _rule_annotations(plan, s)
         _, canary = self._ensure(s)
         ops = annotation_ops(canary, {CANARY: "true", WEIGHT: str(plan.canary), **wanted, **plan_note(plan)})

@@ -33,10 +33,15 @@ What real Traefik (v2.11 and v3, tests/traefik) does with these lists decides th
 
 from __future__ import annotations
 
+import hashlib
+import re
+from collections.abc import Mapping
 from typing import Any
 
+from functions.core.capabilities import FEATURES, WHAT
 from functions.core.effects import STABLE_ONLY, Protection, RoutePlan
-from functions.core.policy import CircuitBreaker, Match, RateLimit
+from functions.core.policy import CircuitBreaker, Match, Policy, RateLimit
+from functions.core.routing import Need, Option, Owned, Problem, RouterMetrics, Versions, text_option
 from functions.core.values import value
 from functions.errors import ConfigError, MissingObject
 from functions.providers.routers._common import (
@@ -51,9 +56,36 @@ from functions.providers.routers._common import (
     plan_note,
     route_ops,
 )
-from functions.providers.routers.base import RouteTarget
+from functions.providers.routers.base import Cluster, RouteTarget
 
+NAME = "traefik"
 GROUPS = ("traefik.io", "traefik.containo.us")
+OPTIONS = (
+    Option("ingressRoute", "name", "the IngressRoute whose route graylane weighs (and where A/B routes and "
+           "protection go)"),
+    Option("traefikService", "name", "a weighted TraefikService holding the weights instead (with "
+           "ingressRoute: the route's backend)"),
+    Option("host", "text", "the host of the default route graylane writes: Host(`<host>`)", "every path"),
+    Option("entryPoints", "names", "entry points of an IngressRoute graylane creates"),
+    Option("stableService", "name", "the stable's Service", "workload.name"),
+    Option("canaryService", "name", "the canary's Service", "workload.canary"),
+    Option("port", "port", "the Services' port", "80"),
+    Option("group", "choice", "the IngressRoute API group (traefik.containo.us: Traefik v2)", "traefik.io",
+           choices=GROUPS),
+    Option("ruleSyntax", "choice", "Traefik's rule syntax", "v3 on traefik.io, v2 on traefik.containo.us",
+           choices=("v2", "v3")),
+)
+CAPABILITIES = frozenset(FEATURES)
+# service="<namespace>-<service>-<port>@kubernetescrd" (IngressRoute / TraefikService backends), or
+# "<namespace>-<service>-http-<port>@kubernetesgateway" (HTTPRoute backends of Traefik's Gateway provider)
+METRICS = RouterMetrics("traefik_service_requests_total", ("service",), "code", "5..",
+                        "traefik_service_request_duration_seconds_bucket")
+OWNS = (
+    Owned("IngressRoute", "/spec/routes", "the routes (rebuilt from the plan; the last one is the default route)"),
+    Owned("IngressRoute", "/metadata/annotations/graylane.dev~1route-plan", "the plan written"),
+    Owned("TraefikService", "/spec/weighted", "the weights (option traefikService)"),
+    Owned("Middleware", "<ingressRoute>-rate-limit, <ingressRoute>-circuit-breaker", "created by graylane"),
+)
 _PROTECTIONS = (("rate-limit", "rateLimit"), ("circuit-breaker", "circuitBreaker"))
 
 
@@ -178,10 +210,76 @@ def _weights(services: list[dict[str, Any]], s: _Setup) -> tuple[int, int]:
     return weight(s.stable), weight(s.canary)
 
 
+def check(options: Mapping[str, Any], needs: list[Need]) -> list[Problem]:
+    """source-ip needs the traefik.io group (ClientIP); anything but weights needs an IngressRoute."""
+    problems: list[Problem] = []
+    for path, feature, _ in needs:
+        if feature == "source-ip" and options.get("group") == "traefik.containo.us":
+            problems.append((path, f"{WHAT[feature]} is not supported by router traefik with group "
+                                   "traefik.containo.us; use group traefik.io"))
+        elif feature != "weights" and not options.get("ingressRoute"):
+            problems.append((path, f"{WHAT[feature]} needs router option ingressRoute with router traefik (a "
+                                   "TraefikService alone only weighs)"))
+    return problems
+
+
+def measured_by(options: Mapping[str, Any]) -> str:
+    return NAME
+
+
+def service_label(namespace: str, service: str, port: object, provider: str = "kubernetescrd") -> str:
+    """Traefik's name of a Kubernetes Service backend, as its `service` metric label shows it.
+
+    The CRD provider names it `<namespace>-<service>-<port>`, the Gateway provider
+    `<namespace>-<service>-http-<port>`; both pass it through provider.Normalize (every run of characters
+    other than letters and digits becomes one '-') and qualify it with `@<provider>`.
+    """
+    middle = "http-" if provider == "kubernetesgateway" else ""
+    name = "-".join(p for p in re.split(r"[\W_]+", f"{namespace}-{service}-{middle}{port}") if p)
+    return f"{name}@{provider}"
+
+
+def route_service_label(namespace: str, ingress_route: str, rule: str) -> str:
+    """Traefik's name of the load balancer of an IngressRoute route with a single Service backend: the CRD
+    provider names it after the route, `<namespace>-<ingressRoute>-<first 10 bytes of sha256(rule), hex>`
+    (v2.11 and v3 alike), not after the Service. graylane's default route is one when the canary has no
+    traffic (the stable alone), e.g. during an A/B test or a post-promotion watch."""
+    digest = hashlib.sha256(rule.encode()).hexdigest()[:20]
+    name = "-".join(p for p in re.split(r"[\W_]+", f"{namespace}-{ingress_route}-{digest}") if p)
+    return f"{name}@kubernetescrd"
+
+
+def port_of(options: Mapping[str, Any]) -> object:
+    port = options.get("port", 80)  # the router's default
+    return port if isinstance(port, (int, str)) and not isinstance(port, bool) else 80
+
+
+def versions(policy: Policy) -> Versions:
+    """Exact `service` names: "app" never matches "app-canary", nor a weighted parent service. The stable is
+    also the default route's own load balancer while it is alone there."""
+    opts, ns = policy.router.options, policy.namespace
+    stable = text_option(opts, "stableService", policy.stable_workload)
+    canary = text_option(opts, "canaryService", policy.canary_workload)
+
+    def names(service: str, is_stable: bool) -> str:
+        found = [re.escape(service_label(ns, service, port_of(opts)))]
+        route = text_option(opts, "ingressRoute", "")
+        if is_stable and route:
+            found.append(re.escape(route_service_label(ns, route, default_rule(text_option(opts, "host", "")))))
+        return "|".join(found)
+
+    return Versions(stable=(("service", names(stable, True)),), canary=(("service", names(canary, False)),),
+                    names={"stable": stable, "canary": canary})
+
+
+def build(settings: Any, cluster: Cluster) -> TraefikRouter:
+    return TraefikRouter(cluster.api_client(NAME))
+
+
 class TraefikRouter:
     """Router over Traefik's IngressRoute, TraefikService and Middleware custom resources."""
 
-    provider = "traefik"
+    provider = NAME
 
     def __init__(self, api_client: Any) -> None:
         self.api_client = api_client
@@ -244,7 +342,7 @@ class TraefikRouter:
     def set_routes(self, target: RouteTarget, plan: RoutePlan) -> None:
         s = _setup(target)
         legacy = {"source-ip": "router traefik with group traefik.containo.us"} if s.group != "traefik.io" else {}
-        check_plan(plan, self.provider, s.where, legacy)
+        check_plan(plan, self.provider, CAPABILITIES, s.where, legacy)
         if plan.match and not s.ingress_route:
             raise ConfigError(f"{s.where}: A/B rules need router option ingressRoute (a TraefikService only weighs)")
         ir, ts = self._ensure(s)
