@@ -15,11 +15,13 @@ Each provider is one module under functions/providers/routers/ (Flagger's pkg/ro
 
 Core may not import providers, so the registry (functions/providers/routers/__init__.py) installs itself
 here as the process default when it is imported, the way kopf's handlers land in its default registry;
-every function reading it also takes a catalog explicitly.
+`installed()` imports it by name the first time a catalog is needed (a plug-in lookup, like an entry
+point: core has no import of it), and every function reading it also takes a catalog explicitly.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Mapping
 from dataclasses import field
@@ -79,14 +81,19 @@ class Option:
             ok = isinstance(given, Mapping)
         elif kind == "object-ref":
             ok = (isinstance(given, str) and given != "") or (
-                isinstance(given, Mapping) and isinstance(given.get("name"), str) and given.get("name") != "")
+                isinstance(given, Mapping) and isinstance(given.get("name"), str) and given.get("name") != ""
+            )
         else:
             ok = True
         return "" if ok else _EXPECTED[kind]
 
     @property
     def expected(self) -> str:
-        return "one of " + ", ".join(self.choices) if self.kind == "choice" else _EXPECTED.get(self.kind, "anything")
+        return (
+            "one of " + ", ".join(self.choices)
+            if self.kind == "choice"
+            else _EXPECTED.get(self.kind, "anything")
+        )
 
 
 def _integer(given: Any) -> bool:
@@ -161,10 +168,15 @@ def install(catalog: Catalog) -> None:
     _installed[:] = [catalog]
 
 
+CATALOG_MODULE = "functions.providers.routers"  # installs its REGISTRY when imported
+
+
 def installed() -> Catalog:
+    """The process's router catalog: the one installed, else the one CATALOG_MODULE installs on import."""
     if not _installed:
-        raise ConfigError("no router catalog is installed: import functions.providers.routers (it installs its "
-                          "registry), or pass a catalog")
+        importlib.import_module(CATALOG_MODULE)
+    if not _installed:
+        raise ConfigError(f"no router catalog is installed: {CATALOG_MODULE} did not install one")
     return _installed[0]
 
 

@@ -12,8 +12,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from functions.core import images
-from functions.core.capabilities import GATEWAY_METRICS, unsupported
+from functions.core import images, routing
+from functions.core.capabilities import unsupported
 from functions.core.policy import PREVIEW_HEADER
 from functions.core.policy_doc import API_VERSION, KIND
 from functions.core.policy_reader import DNS_LABEL, parse_duration
@@ -181,8 +181,9 @@ def measurable(spec: dict[str, Any]) -> list[str]:
     router = spec.get("router") or {}
     templated = any(isinstance(m, Mapping) and m.get("template") for m in (spec["analysis"].get("metrics") or []))
     if router.get("provider") == "gateway-api" and templated and "metrics" not in router:
-        router["metrics"] = GATEWAY_METRICS[0]
-        said.append(f"the built-in checks read the HTTPRoute's traffic as {GATEWAY_METRICS[0]}'s Gateway provider "
+        implementation = _gateway_metrics()
+        router["metrics"] = implementation
+        said.append(f"the built-in checks read the HTTPRoute's traffic as {implementation}'s Gateway provider "
                     "exports it (router option metrics): the one Gateway implementation whose metrics graylane "
                     "knows; give the metrics queries of your own if another implementation serves the route")
     for i, stage in enumerate(spec.get("stages", [])):
@@ -237,3 +238,9 @@ def substitute(template: str, values: Mapping[str, str]) -> tuple[str, list[str]
         return m.group(0)
 
     return _VARIABLE.sub(sub, template), missing
+
+
+def _gateway_metrics() -> str:
+    """The first Gateway implementation whose metrics the gateway-api router reads (its option `metrics`)."""
+    module = routing.installed()["gateway-api"]
+    return next(o.choices[0] for o in module.OPTIONS if o.name == "metrics")

@@ -2,7 +2,7 @@
 
 `LocalProviders` implements runner.Providers for `graylane serve --providers local` and the demo:
 
-- router: `HAProxyRouter` on the admin socket the policy's `router.socket` names, else the local stack's;
+- router: the policy's router module (HAProxy on the admin socket `router.socket` names, else the local stack's);
 - workloads: `ProcessWorkloads`, one `functions.demo_service` process per workload on 127.0.0.1:
   stable and canary on the ports HAProxy's config points at (a process whose port was taken meanwhile
   is started on a fresh one and HAProxy's server is re-addressed over the admin socket), previews on free
@@ -35,7 +35,7 @@ from functions.core.values import value
 from functions.errors import ConfigError, GraylaneError, NotReady
 from functions.local.ports import ATTEMPTS, free_port, port_taken
 from functions.local.procs import Proc
-from functions.providers.routers.haproxy import HAProxyRouter
+from functions.providers.routers.base import Router
 from functions.providers.workloads.base import WorkloadTarget
 
 
@@ -282,19 +282,21 @@ class LocalProviders:
 
             analysis = PrometheusAnalysis(config.prometheus, timeout=2.0, retries=1)
         self.analysis = analysis
-        self._routers: dict[str, HAProxyRouter] = {}
+        self._routers: dict[str, Router] = {}
         self._lock = threading.Lock()
 
-    def router(self, policy: Policy, cluster: str) -> HAProxyRouter:
-        if policy.router.provider != "haproxy":
-            raise ConfigError(f"router of {policy.app}: local providers drive haproxy only, the policy names "
-                              f"{policy.router.provider}")  # fmt: skip
-        options = {**policy.router.options}
-        options.setdefault("socket", self.config.socket)
-        key = json.dumps(options, sort_keys=True, default=str)
+    def router(self, policy: Policy, cluster: str) -> Router:
+        """The policy's router, built by its module like everywhere else (functions.providers.routers);
+        this machine has no Kubernetes, and supplies the local stack's HAProxy admin socket."""
+        from functions.providers.routers import make_router, per_options
+        from functions.providers.routers.base import Cluster
+
+        provider, options = policy.router.provider, policy.router.options
+        key = json.dumps([provider, options if per_options(provider) else {}], sort_keys=True, default=str)
+        place = Cluster(name="local", defaults={"socket": self.config.socket})
         with self._lock:
             if key not in self._routers:
-                self._routers[key] = HAProxyRouter.from_options(options)
+                self._routers[key] = make_router(provider, place, None, options)
             return self._routers[key]
 
     def workloads(self, policy: Policy, cluster: str) -> ProcessWorkloads:

@@ -58,14 +58,17 @@ class KubernetesProviders:
 
     # -- runner.Providers ----------------------------------------------------------------------------
     def router(self, policy: Policy, cluster: str) -> Router:
-        provider = policy.router.provider
-        if provider == "haproxy":  # talks to an admin socket named in the options, not to Kubernetes
-            key = ("router", cluster, provider, json.dumps(policy.router.options, sort_keys=True, default=str))
-            return self._once(key, lambda: _haproxy(policy.router.options))  # type: ignore[no-any-return]
-        if provider == "recording":
-            return self._once(("router", "", provider), _recording_router)  # type: ignore[no-any-return]
-        return self._once(("router", cluster, provider),  # type: ignore[no-any-return]
-                          lambda: _kube_router(provider, self.client(cluster)))
+        """The policy's router, built by its module (functions.providers.routers.REGISTRY): one per cluster
+        and provider, or per set of options for a module that says so (HAProxy: one per admin socket)."""
+        from functions.providers.routers import make_router, per_options
+        from functions.providers.routers.base import Cluster
+
+        provider, options = policy.router.provider, policy.router.options
+        key = ("router", cluster, provider)
+        if per_options(provider):
+            key += (json.dumps(options, sort_keys=True, default=str),)
+        place = Cluster(name=cluster, client=lambda: self.client(cluster))
+        return self._once(key, lambda: make_router(provider, place, self.settings, options))  # type: ignore[no-any-return]
 
     def workloads(self, policy: Policy, cluster: str) -> Workloads:
         from functions.providers.workloads.kubernetes import KubernetesWorkloads
@@ -126,26 +129,6 @@ class KubernetesProviders:
             close = getattr(api_client, "close", None)
             if close is not None:
                 close()
-
-
-def _kube_router(provider: str, api_client: Any) -> Router:
-    from functions.providers.routers import make_router
-
-    return make_router(provider, api_client)
-
-
-def _haproxy(options: dict[str, Any]) -> Router:
-    from functions.providers.routers.haproxy import HAProxyRouter
-
-    router: Router = HAProxyRouter.from_options(options)
-    return router
-
-
-def _recording_router() -> Router:
-    from functions.providers.recording import RecordingRouter
-
-    router: Router = RecordingRouter()
-    return router
 
 
 def _notifier(policy: Policy) -> Notifier:

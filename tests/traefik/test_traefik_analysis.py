@@ -27,6 +27,7 @@ from functions.core.effects import RoutePlan
 from functions.core.policy import MetricCheck
 from functions.core.state import Phase
 from functions.providers.metrics import templates as tp
+from functions.providers.routers import traefik
 from functions.providers.routers.traefik import TraefikRouter
 from tests.real.protection_stack import wait_for
 from tests.traefik import seed
@@ -94,7 +95,7 @@ def _first_version(stack: AnalysisStack) -> None:
     stack.runner.handle(push(stack.policy.app, "v1"))
     app.in_force()
     # the stable alone: Traefik names the route's load balancer after the route, which the template knows
-    alone = tp.traefik_route_service(app.pro, seed.PRO_ROUTE, tp.traefik_default_rule(seed.HOST))
+    alone = traefik.route_service_label(app.pro, seed.PRO_ROUTE, traefik.default_rule(seed.HOST))
     app.traefik.wait_servers(alone.split("@")[0], pod_urls(app.api, app.pro, seed.STABLE))
     client = app.client()
     assert {client.get()[1] for _ in range(20)} == {"v1"}  # answered by v1 (its baseline 5xx included)
@@ -150,8 +151,8 @@ def test_the_traefik_templates_select_traefiks_real_series(stable_app: FlaskApp,
         print(f"\nTraefik {app.version}: {query}\n  -> {split}; latency ms {latency}; backends served {served} "
               f"in {time.monotonic() - t0:.1f} s; series {[s['metric'] for s in series]}")  # fmt: skip
         services = {s["metric"]["service"] for s in series}
-        weighted = {tp.traefik_service(app.pro, s, seed.PORT) for s in (seed.STABLE, seed.CANARY)}
-        alone = tp.traefik_route_service(app.pro, seed.PRO_ROUTE, tp.traefik_default_rule(seed.HOST))
+        weighted = {traefik.service_label(app.pro, s, seed.PORT) for s in (seed.STABLE, seed.CANARY)}
+        alone = traefik.route_service_label(app.pro, seed.PRO_ROUTE, traefik.default_rule(seed.HOST))
         assert weighted <= services <= weighted | {alone}, services  # the stable alone, before the canary
         stable, canary = split[tp.STABLE], split[tp.CANARY]
         assert stable.seen and canary.seen
@@ -183,7 +184,9 @@ def test_a_bad_canary_is_rolled_back_on_traefiks_metrics(stable_app: FlaskApp, k
             assert release.reason.startswith("analysis failed") and stack.state().stable.version == "v1"
             errors = {m.name: m for m in release.verdicts[-1].metrics}["errors"]
             assert errors.verdict == "fail" and "traefik_service_requests_total" in errors.query
-            assert tp.traefik_service(app.pro, seed.CANARY, seed.PORT).replace("-", "\\\\-") in errors.query
+            assert (
+                traefik.service_label(app.pro, seed.CANARY, seed.PORT).replace("-", "\\\\-") in errors.query
+            )
             success = {m.name: m for m in release.verdicts[-1].metrics}["success-rate"]
             # ~0.65 from real 5xx; few canary requests in a 10 s increase() (extrapolated) spread it wide
             assert success.value is not None and 0.3 < success.value < 0.9, success

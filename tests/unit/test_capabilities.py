@@ -9,9 +9,15 @@ from typing import Any
 import pytest
 
 from functions.cli import main
-from functions.core.capabilities import CAPABILITIES, FEATURES, unsupported
-from functions.core.policy_parse import ROUTER_PROVIDERS, parse_policy, problems
+from functions.core import capabilities
+from functions.core.capabilities import FEATURES, unsupported
+from functions.core.policy_parse import parse_policy, problems
+from functions.core.routing import Option
 from functions.errors import ConfigError, PolicyError
+from functions.providers.routers import REGISTRY
+
+CAPABILITIES = capabilities.table()
+ROUTER_PROVIDERS = tuple(REGISTRY)
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 ROUTER_OPTIONS: dict[str, dict[str, Any]] = {
@@ -132,13 +138,83 @@ def test_traefik_source_ip_needs_the_traefik_io_group_and_rules_need_an_ingress_
     assert [p for p, _ in problems(only_service)] == ["spec.stages[0].abtest.match[0]"]
 
 
-def test_the_router_registry_names_every_real_provider() -> None:
-    from functions.providers.routers import ROUTERS, make_router
+def test_the_router_registry_builds_every_provider_through_its_module() -> None:
+    from functions.providers.recording import RecordingRouter
+    from functions.providers.routers import make_router
+    from functions.providers.routers.gateway_api import GatewayAPIRouter
+    from functions.providers.routers.haproxy import HAProxyRouter
 
-    assert set(ROUTERS) == set(CAPABILITIES) - {"recording"}
-    assert ROUTERS["gateway-api"].__name__ == "GatewayAPIRouter"
+    assert set(REGISTRY) == set(CAPABILITIES) == {"traefik", "istio", "gateway-api", "nginx", "haproxy", "recording"}
+    assert isinstance(make_router("gateway-api", object()), GatewayAPIRouter)
+    assert isinstance(make_router("recording"), RecordingRouter)
+    # haproxy is built from its options (the admin socket), not from a Kubernetes client
+    router = make_router("haproxy", object(), options={"socket": "/run/haproxy/admin.sock", "backend": "web"})
+    assert isinstance(router, HAProxyRouter) and router.cli.path == "/run/haproxy/admin.sock"
+    with pytest.raises(ConfigError, match="router.socket: the haproxy provider needs the admin socket path"):
+        make_router("haproxy", object())
     with pytest.raises(ConfigError, match="router provider 'envoy' is unknown; known: gateway-api, haproxy, istio"):
         make_router("envoy", None)
+    with pytest.raises(ConfigError, match="router traefik talks to a Kubernetes cluster, and these providers have "
+                                          "none"):
+        from functions.providers.routers.base import Cluster
+
+        make_router("traefik", Cluster(name="local"))
+
+
+def test_an_unknown_or_mistyped_router_option_is_refused_at_its_path() -> None:
+    found = dict(problems(doc("traefik", ingresRoute="web", port=True)))
+    assert found["spec.router.ingresRoute"].startswith("is not an option of router traefik; its options: ingressRoute")
+    assert "expected a port number" in found["spec.router.port"]
+    assert "expected one of traefik.io, traefik.containo.us" in dict(
+        problems(doc("traefik", group="traefik.example")))["spec.router.group"]
+
+
+class _Envoy:
+    """A router module the parser, the capability check and the factory have never heard of."""
+
+    NAME = "envoy"
+    OPTIONS = (Option("cluster", "name", "the Envoy cluster"),)
+    CAPABILITIES = frozenset({"weights", "header"})
+    METRICS = None
+    OWNS = ()
+
+    @staticmethod
+    def check(options: Any, needs: Any) -> list[tuple[str, str]]:
+        return [(path, "header matching needs router option cluster") for path, feature, _ in needs
+                if feature == "header" and "cluster" not in options]
+
+    @staticmethod
+    def measured_by(options: Any) -> str:
+        return ""
+
+    @staticmethod
+    def versions(policy: Any) -> Any:
+        raise AssertionError("not measured")
+
+
+def test_a_new_router_is_one_module_the_parser_and_the_capabilities_read() -> None:
+    catalog = {"envoy": _Envoy()}
+    envoy = doc("recording", abtest(RULES["header"]))
+    envoy["spec"]["router"] = {"provider": "envoy"}
+    assert problems(envoy, catalog) == [("spec.stages[0].abtest.match[0]", "header matching needs router option "
+                                                                          "cluster")]
+    envoy["spec"]["router"]["cluster"] = "web"
+    assert parse_policy(envoy, catalog=catalog).router.options == {"cluster": "web"}
+    envoy["spec"]["stages"].append(abtest(RULES["cookie"]))
+    assert "cookie matching is not supported by router envoy; supported: weights, header" in \
+        dict(problems(envoy, catalog))["spec.stages[1].abtest.match[0]"]
+    assert "expected one of envoy" in dict(problems(doc("traefik"), catalog))["spec.router.provider"]
+
+
+@pytest.mark.parametrize("path", ["functions/core/policy_parse.py", "functions/core/capabilities.py",
+                                  "functions/providers/factory.py", "functions/providers/metrics/templates.py",
+                                  "functions/local/providers.py"])
+def test_no_provider_is_named_outside_its_module(path: str) -> None:
+    code = "\n".join(line for line in (README.parent / path).read_text().splitlines()
+                     if not line.lstrip().startswith("#"))
+    code = re.sub(r'""".*?"""', "", code, flags=re.S)  # docstrings may give examples
+    for provider in ("traefik", "istio", "gateway-api", "nginx", "haproxy"):
+        assert f'"{provider}"' not in code, f"{path} names {provider}"
 
 
 def test_a_parsed_policy_is_checked_too() -> None:

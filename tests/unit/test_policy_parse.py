@@ -195,9 +195,9 @@ def test_match_forms() -> None:
 
 
 def test_router_options_keep_everything_but_the_provider() -> None:
-    policy = parse_policy(base(router={"provider": "istio", "virtualService": "reviews", "subsets": ["v1", "v2"]}))
+    policy = parse_policy(base(router={"provider": "istio", "virtualService": "reviews", "gateways": ["mesh", "bookinfo"]}))
     assert policy.router.provider == "istio"
-    assert policy.router.options == {"virtualService": "reviews", "subsets": ["v1", "v2"]}
+    assert policy.router.options == {"virtualService": "reviews", "gateways": ["mesh", "bookinfo"]}
 
 
 # --- stage order and the implicit promote ----------------------------------------------------------

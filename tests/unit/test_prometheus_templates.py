@@ -7,6 +7,7 @@ import pytest
 from functions.core.policy import ImageRule, Policy, RouterSpec
 from functions.errors import ConfigError
 from functions.providers.metrics import templates as tp
+from functions.providers.routers import traefik
 
 
 def _policy(router: str, name: str = "web", namespace: str = "prod", **options: str) -> Policy:
@@ -109,9 +110,9 @@ def test_traefik_versions_are_the_exact_backend_services_of_the_crd_provider() -
 
 
 def test_traefik_service_names_follow_traefiks_normalize() -> None:
-    assert tp.traefik_service("pro", "k8s-flask", 8080) == "pro-k8s-flask-8080@kubernetescrd"
-    assert tp.traefik_service("a.b", "x_y", "http") == "a-b-x-y-http@kubernetescrd"
-    assert tp.traefik_service("pro", "web", 80, "kubernetesgateway") == "pro-web-http-80@kubernetesgateway"
+    assert traefik.service_label("pro", "k8s-flask", 8080) == "pro-k8s-flask-8080@kubernetescrd"
+    assert traefik.service_label("a.b", "x_y", "http") == "a-b-x-y-http@kubernetescrd"
+    assert traefik.service_label("pro", "web", 80, "kubernetesgateway") == "pro-web-http-80@kubernetesgateway"
 
 
 def test_gateway_api_on_traefik_reads_the_gateway_providers_service_series() -> None:
@@ -133,35 +134,34 @@ def test_gateway_api_on_traefik_reads_the_gateway_providers_service_series() -> 
 def test_traefik_names_a_lone_backends_load_balancer_after_its_route() -> None:
     """Seen on real Traefik v3.6 and v2.11: a route with one Service backend gets a load balancer named
     `<ns>-<ingressRoute>-<sha256(rule)[:10 bytes]>`; graylane's default route is one at canary weight 0."""
-    assert tp.traefik_route_service("dev-v3-3957fd", "k8s-flask-dev", "Host(`dev.coding`)") == (
+    assert traefik.route_service_label("dev-v3-3957fd", "k8s-flask-dev", "Host(`dev.coding`)") == (
         "dev-v3-3957fd-k8s-flask-dev-9681d7360e900d1954ba@kubernetescrd")  # fmt: skip
     policy = _policy("traefik", "flask", "pro", ingressRoute="k8s-flask-pro", host="pro.coding", port="8080",
                      stableService="k8s-flask", canaryService="k8s-flask-canary")  # fmt: skip
     t = tp.target(policy, "f-1")
-    alone = tp.traefik_route_service("pro", "k8s-flask-pro", "Host(`pro.coding`)")
+    alone = traefik.route_service_label("pro", "k8s-flask-pro", "Host(`pro.coding`)")
     assert t.stable.matches({"service": alone}) and t.stable.matches({"service": "pro-k8s-flask-8080@kubernetescrd"})
     assert not t.canary.matches({"service": alone})
-    other_rule = tp.traefik_route_service("pro", "k8s-flask-pro", "Host(`pro.coding`) && Header(`a`, `b`)")
+    other_rule = traefik.route_service_label("pro", "k8s-flask-pro", "Host(`pro.coding`) && Header(`a`, `b`)")
     assert not t.stable.matches({"service": other_rule})  # the A/B route's name is never the stable's
     every_path = tp.target(_policy("traefik", "web", ingressRoute="web"), "w")  # no host: PathPrefix(`/`)
-    assert every_path.stable.matches({"service": tp.traefik_route_service("prod", "web", "PathPrefix(`/`)")})
+    assert every_path.stable.matches({"service": traefik.route_service_label("prod", "web", "PathPrefix(`/`)")})
 
 
 def test_the_templates_default_rule_is_the_routers() -> None:
     from functions.core.effects import STABLE_ONLY
-    from functions.providers.routers import traefik
     from functions.providers.routers.base import RouteTarget
 
     for host in ("pro.coding", ""):
         options = {"ingressRoute": "r", **({"host": host} if host else {})}
         s = traefik._setup(RouteTarget("ns", "app", "app", "app-canary", options=options))
-        assert traefik._routes(s, STABLE_ONLY, [])[-1]["match"] == tp.traefik_default_rule(host)
+        assert traefik._routes(s, STABLE_ONLY, [])[-1]["match"] == traefik.default_rule(host)
 
 
 def test_a_version_without_traffic_on_one_of_its_series_keeps_the_latency_of_the_other() -> None:
     policy = _policy("traefik", "flask", "pro", ingressRoute="r", host="h", stableService="s", canaryService="c")
     t = tp.target(policy, "f")
-    alone = tp.traefik_route_service("pro", "r", "Host(`h`)")
+    alone = traefik.route_service_label("pro", "r", "Host(`h`)")
     series = [_series(12.5, service="pro-s-80@kubernetescrd"), _series(float("nan"), service=alone),
               _series(30.0, service="pro-c-80@kubernetescrd")]  # fmt: skip
     assert tp.split_values([t], series)["f"] == {tp.STABLE: 12.5, tp.CANARY: 30.0}

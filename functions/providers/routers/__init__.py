@@ -45,7 +45,9 @@ class Registry(Mapping[str, RouterModule]):
         except ImportError as err:
             raise ConfigError(f"router provider {name!r} is not available: {err}") from err
         if getattr(module, "NAME", None) != name:
-            raise ConfigError(f"router module {path} declares NAME {getattr(module, 'NAME', None)!r}, not {name!r}")
+            raise ConfigError(
+                f"router module {path} declares NAME {getattr(module, 'NAME', None)!r}, not {name!r}"
+            )
         return cast(RouterModule, module)
 
     def __contains__(self, name: object) -> bool:
@@ -67,14 +69,23 @@ REGISTRY = Registry(_MODULES)
 routing.install(REGISTRY)
 
 
-def make_router(name: str, cluster: Cluster | Any = None, settings: Any = None) -> Router:
+def make_router(
+    name: str, cluster: Cluster | Any = None, settings: Any = None, options: Mapping[str, Any] | None = None
+) -> Router:
     """The router for provider `name`, built by its module on `cluster` (a Cluster, or an ApiClient: see
-    functions.providers.kube.client_from). An unknown name is a ConfigError listing the known ones."""
+    functions.providers.kube.client_from) with the policy's router `options` (only a module declaring
+    PER_OPTIONS reads them: one router per admin socket). An unknown name is a ConfigError listing the
+    known ones."""
     if name not in REGISTRY:
         raise ConfigError(f"router provider {name!r} is unknown; known: {', '.join(sorted(REGISTRY))}")
     if not isinstance(cluster, Cluster):
         api_client = cluster
         cluster = Cluster(client=None if api_client is None else (lambda: api_client))
     module: Any = REGISTRY[name]
-    router: Router = module.build(settings, cluster)
+    router: Router = module.build(settings, cluster, dict(options or {}))
     return router
+
+
+def per_options(name: str) -> bool:
+    """Whether provider `name` builds one router per set of options (else one per cluster)."""
+    return name in REGISTRY and bool(getattr(REGISTRY[name], "PER_OPTIONS", False))

@@ -35,8 +35,10 @@ class Cluster:
 
     def api_client(self, provider: str) -> Any:
         if self.client is None:
-            raise ConfigError(f"router {provider} talks to a Kubernetes cluster, and these providers have none "
-                              f"(cluster {self.name or 'current'}); use GRAYLANE_PROVIDERS=kubernetes")
+            raise ConfigError(
+                f"router {provider} talks to a Kubernetes cluster, and these providers have none "
+                f"(cluster {self.name or 'current'}); use GRAYLANE_PROVIDERS=kubernetes"
+            )
         return self.client()
 
 

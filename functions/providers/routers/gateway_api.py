@@ -84,7 +84,7 @@ def versions(policy: Policy) -> Versions:
     return Versions(stable=label(stable), canary=label(canary), names={"stable": stable, "canary": canary})
 
 
-def build(settings: Any, cluster: Cluster) -> GatewayAPIRouter:
+def build(settings: Any, cluster: Cluster, options: Mapping[str, Any] = {}) -> GatewayAPIRouter:
     return GatewayAPIRouter(cluster.api_client(NAME))
 
 

@@ -28,16 +28,58 @@ import ipaddress
 import math
 import re
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 from string import Template
 from typing import Any
 from urllib.parse import quote, unquote
 
+from functions.core.capabilities import FEATURES, latency_breakers
 from functions.core.effects import STABLE_ONLY, Protection, RoutePlan
-from functions.core.policy import CircuitBreaker, Match, RateLimit
+from functions.core.policy import CircuitBreaker, Match, Policy, RateLimit
+from functions.core.routing import Need, Option, Owned, Problem, RouterMetrics, Versions, text_option
 from functions.core.values import value
 from functions.errors import ConfigError, NotFound, ProviderUnavailable
-from functions.providers.routers.base import RouteTarget
+from functions.providers.routers.base import Cluster, RouteTarget
+
+NAME = "haproxy"
+OPTIONS = (
+    Option("socket", "text", "the HAProxy admin socket", "the local stack's (graylane serve --providers local)"),
+    Option("backend", "text", "the backend whose servers stable and canary graylane weighs", "be_app"),
+    Option("frontend", "text", "the frontend that evaluates the A/B rules", "fe_app"),
+    Option("mapsDir", "text", "the directory of rules.map, sources.acl and limits.map", "the socket's directory"),
+    Option("period", "number", "the config's rate-limit counting window, in seconds", "1"),
+)
+CAPABILITIES = frozenset(FEATURES)
+METRICS = RouterMetrics("haproxy_server_http_responses_total", ("proxy", "server"), "code", "5xx",
+                        duration_average="haproxy_server_response_time_average_seconds")
+OWNS = (
+    Owned("runtime", "set server <backend>/stable|canary weight", "the servers' weights"),
+    Owned("runtime", "<mapsDir>/rules.map, sources.acl, limits.map", "the maps the config wires for graylane"),
+)
+PER_OPTIONS = True  # one router per admin socket (its options), not one per cluster
+
+
+def check(options: Mapping[str, Any], needs: list[Need]) -> list[Problem]:
+    return latency_breakers(needs, NAME, "it keeps no latency distribution")
+
+
+def measured_by(options: Mapping[str, Any]) -> str:
+    return NAME
+
+
+def versions(policy: Policy) -> Versions:
+    """HAProxy's series are per proxy (the backend) and server (stable, canary)."""
+    backend = text_option(policy.router.options, "backend", f"{policy.namespace}-{policy.name}")
+    e = re.escape
+    return Versions(stable=(("proxy", e(backend)), ("server", "stable")),
+                    canary=(("proxy", e(backend)), ("server", "canary")),
+                    names={"stable": "stable", "canary": "canary"})
+
+
+def build(settings: Any, cluster: Cluster, options: Mapping[str, Any] = {}) -> HAProxyRouter:
+    """On the admin socket the options name, else the one the deployment supplies (cluster.defaults)."""
+    return HAProxyRouter.from_options({**cluster.defaults, **options})
 
 INFRA = Path(__file__).resolve().parents[3] / "infra" / "local"
 TEMPLATE = INFRA / "haproxy.cfg.tmpl"

@@ -94,7 +94,7 @@ def versions(policy: Policy) -> Versions:
                     names={"stable": stable, "canary": canary})
 
 
-def build(settings: Any, cluster: Cluster) -> IstioRouter:
+def build(settings: Any, cluster: Cluster, options: Mapping[str, Any] = {}) -> IstioRouter:
     return IstioRouter(cluster.api_client(NAME))
 
 

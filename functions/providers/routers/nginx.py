@@ -98,7 +98,7 @@ def versions(policy: Policy) -> Versions:
                     names={"stable": stable, "canary": canary})
 
 
-def build(settings: Any, cluster: Cluster) -> NginxRouter:
+def build(settings: Any, cluster: Cluster, options: Mapping[str, Any] = {}) -> NginxRouter:
     return NginxRouter(cluster.api_client(NAME))
 
 

@@ -272,7 +272,7 @@ def versions(policy: Policy) -> Versions:
                     names={"stable": stable, "canary": canary})
 
 
-def build(settings: Any, cluster: Cluster) -> TraefikRouter:
+def build(settings: Any, cluster: Cluster, options: Mapping[str, Any] = {}) -> TraefikRouter:
     return TraefikRouter(cluster.api_client(NAME))
 
 
