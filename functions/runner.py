@@ -348,6 +348,7 @@ class Runner:
         if effect.kind == "set-routes":
             assert effect.routes is not None
             router, target = self.providers.router(policy, cluster), route_target(policy, cluster)
+            router.reconcile(target)  # the objects it routes on exist (or are created: option create)
             router.set_routes(target, effect.routes)
             live = router.get_routes(target)
             if live != effect.routes:
@@ -355,6 +356,8 @@ class Runner:
         elif effect.kind == "set-protection":
             assert effect.protection is not None
             self.providers.router(policy, cluster).set_protection(route_target(policy, cluster), effect.protection)
+        elif effect.kind == "finalize-routes":
+            self._finalize(policy, effect)
         elif effect.kind == "notify":
             self.providers.notifier(policy).send({**effect.notice, "message": effect.message, "id": effect.id})
         elif effect.kind == "set-flag":
@@ -366,6 +369,21 @@ class Runner:
             self._gitops(policy).write_back(effect)
         else:
             self._apply_workload(policy, effect)
+
+    def _finalize(self, policy: Policy, effect: Effect) -> None:
+        """A release ended: its router removes what it added (all traffic is on stable already) and says
+        what it saw and left alone, such as a route of the user's still sending traffic to the canary."""
+        router, target = self.providers.router(policy, effect.cluster), route_target(policy, effect.cluster)
+        notes = router.finalize(target) or ()
+        for note in notes:
+            log.warning("routes of %s after the release: %s", policy.app, note)
+        if notes:
+            message = f"{policy.app}: after the release, " + "; ".join(notes)
+            try:
+                self.providers.notifier(policy).send({"id": f"{effect.id}/notes", "type": "routes-finalized",
+                                                      "app": policy.app, "notes": list(notes), "message": message})
+            except GraylaneError as err:  # a notifier that is down never blocks a release
+                log.warning("notification %s/notes dropped: %s", effect.id, err)
 
     def _apply_workload(self, policy: Policy, effect: Effect) -> None:
         workloads, target = self.providers.workloads(policy, effect.cluster), workload_target(policy, effect.cluster)

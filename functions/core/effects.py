@@ -28,6 +28,7 @@ EffectKind = Literal[
     "scale-canary",
     "hook",
     "git-write-back",
+    "finalize-routes",  # a release ended: the router removes what it added for it (functions.runner)
 ]
 
 

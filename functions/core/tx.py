@@ -178,6 +178,7 @@ class Tx:
         self.update(phase=phase)
         if phase in (Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.ABORTED, Phase.SUPERSEDED, Phase.FAILED):
             self.update(ended_at=self.now_iso, reason=reason, timer=None, gate="", analysing=False)
+            self.ended = True  # result() adds finalize-routes after every other effect of this decision
         elif reason:
             self.update(reason=reason)
         self.record(action, reason=reason, phase_from=before)
@@ -190,6 +191,11 @@ class Tx:
 
     # -- result ----------------------------------------------------------------------------------
     def result(self) -> tuple[AppState, tuple[Effect, ...], tuple[Emitted, ...]]:
+        if getattr(self, "ended", False) and not any(e.kind == "finalize-routes" for e in self.effects):
+            # every cluster the release routed in (wave 0..its wave), last, after traffic is back on stable
+            waves = range(self.release.wave + 1) if self.policy.waves else range(1)
+            for wave in waves:
+                self.effect("finalize-routes", cluster=self.cluster(wave) if self.policy.waves else "")
         if not self.changed:
             return self.state, (), tuple(self.emitted)
         state = replace(

@@ -70,8 +70,11 @@ class RecordingRouter:
         self.log.call("set_protection", key, protection)
         self.protection[key] = protection
 
-    def finalize(self, target: RouteTarget) -> None:
-        self.set_routes(target, STABLE_ONLY)
+    def finalize(self, target: RouteTarget) -> tuple[str, ...]:
+        key = _key(target.cluster, target.namespace, target.app)
+        self.log.call("finalize", key)
+        self.routes[key] = STABLE_ONLY
+        return ()
 
 
 class RecordingWorkloads:

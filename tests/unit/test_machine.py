@@ -212,7 +212,7 @@ def test_reject_aborts_and_sends_traffic_to_stable_before_scaling_down() -> None
     out = d.command("reject", reason="not today")
 
     assert d.rel.phase == Phase.ABORTED and d.rel.weight == 0 and d.state.routes == STABLE_ONLY
-    assert kinds(out.effects) == ["set-routes", "scale-down-canary"]
+    assert kinds(out.effects) == ["set-routes", "scale-down-canary", "finalize-routes"]
     assert d.rel.gates[-1].decision == "rejected" and "not today" in d.rel.reason
     assert types(out.events) == ["release.gate.decided", "release.aborted"]
     assert d.state.stable == version("v1")
@@ -378,7 +378,7 @@ def test_failed_analysis_rolls_back() -> None:
     out = d.tick(10, FAIL)
 
     assert d.rel.phase == Phase.ROLLED_BACK and d.rel.weight == 0 and not d.rel.canary_deployed
-    assert kinds(out.effects) == ["set-routes", "scale-down-canary"] and d.state.routes == STABLE_ONLY
+    assert kinds(out.effects) == ["set-routes", "scale-down-canary", "finalize-routes"] and d.state.routes == STABLE_ONLY
     assert types(out.events) == ["analysis.verdict", "release.rolledback"]
     assert "error-rate" in d.rel.reason and d.rel.ended_at == d.state.history[-1].at
 
@@ -539,7 +539,7 @@ def test_promote_makes_the_target_stable_before_moving_traffic() -> None:
 
     out = d.tick(10)
 
-    assert kinds(out.effects) == ["promote-stable", "set-routes", "scale-down-canary", "set-protection"]
+    assert kinds(out.effects) == ["promote-stable", "set-routes", "scale-down-canary", "set-protection", "finalize-routes"]
     assert out.effects[0].image == version("v2").image and out.effects[1].routes == STABLE_ONLY
     assert out.effects[3].protection == Protection(rate_limit=RateLimit(100, 200))
     assert d.state.stable == version("v2") and d.state.revisions == (version("v1"), version("v0"))
@@ -562,7 +562,7 @@ def test_keep_previous_keeps_the_old_version_warm_and_watches() -> None:
     d.tick(600, NO_DATA)
     assert d.rel.watching  # needs a passing verdict before the previous version goes
     out = d.tick(10, PASS)
-    assert kinds(out.effects) == ["scale-down-canary"] and d.state.warm is None and not d.rel.canary_deployed
+    assert kinds(out.effects) == ["scale-down-canary", "finalize-routes"] and d.state.warm is None and not d.rel.canary_deployed
     assert d.rel.phase == Phase.SUCCEEDED
 
 
@@ -572,7 +572,7 @@ def test_a_failed_watch_returns_to_the_warm_previous_version_at_once() -> None:
 
     out = d.tick(10, FAIL)
 
-    assert kinds(out.effects) == ["set-routes", "promote-stable", "set-routes", "scale-down-canary"]
+    assert kinds(out.effects) == ["set-routes", "promote-stable", "set-routes", "scale-down-canary", "finalize-routes"]
     assert out.effects[0].routes == RoutePlan(0, 100) and out.effects[2].routes == STABLE_ONLY
     assert d.state.stable == version("v1") and d.state.warm is None and d.rel.phase == Phase.ROLLED_BACK
 
@@ -586,8 +586,8 @@ def test_promote_command_records_the_gates_it_skips() -> None:
 
     assert [(g.gate, g.decision) for g in d.rel.gates] == [("canary", "approved"), ("promote", "approved")]
     assert d.rel.phase == Phase.SUCCEEDED and d.state.stable == version("v2")
-    assert kinds(out.effects) == ["promote-stable", "set-routes", "scale-down-canary"] or \
-        kinds(out.effects) == ["promote-stable", "scale-down-canary"]
+    assert kinds(out.effects) == ["promote-stable", "set-routes", "scale-down-canary", "finalize-routes"] or \
+        kinds(out.effects) == ["promote-stable", "scale-down-canary", "finalize-routes"]
 
 
 def test_promote_command_while_paused_at_a_gate_records_that_gate() -> None:
@@ -617,7 +617,7 @@ def test_promote_during_the_watch_ends_it_early() -> None:
 
     out = d.command("promote")
 
-    assert kinds(out.effects) == ["scale-down-canary"] and d.rel.phase == Phase.SUCCEEDED
+    assert kinds(out.effects) == ["scale-down-canary", "finalize-routes"] and d.rel.phase == Phase.SUCCEEDED
     assert types(d.command("promote").events) == ["command.rejected"]
 
 
@@ -706,7 +706,7 @@ def test_rollback_to_a_named_version_without_a_release() -> None:
 
     out = d.command("rollback", version="v1")
 
-    assert kinds(out.effects) == ["promote-stable"] and out.effects[0].image == version("v1").image
+    assert kinds(out.effects) == ["promote-stable", "finalize-routes"] and out.effects[0].image == version("v1").image
     assert d.state.stable == version("v1") and d.state.revisions == (version("v3"), version("v2"))
     rel = d.rel
     assert (rel.kind, rel.phase, rel.target, rel.origin) == ("rollback", Phase.ROLLED_BACK, version("v1"), version("v3"))
@@ -727,7 +727,7 @@ def test_rollback_during_the_watch_switches_to_the_warm_version_first() -> None:
 
     out = d.command("rollback")
 
-    assert kinds(out.effects) == ["set-routes", "promote-stable", "set-routes", "scale-down-canary"]
+    assert kinds(out.effects) == ["set-routes", "promote-stable", "set-routes", "scale-down-canary", "finalize-routes"]
     assert out.effects[0].routes == RoutePlan(0, 100) and out.effects[1].image == version("v2").image
     assert d.state.stable == version("v2") and d.state.revisions == (version("v1"),) and d.state.warm is None
     assert d.rel.phase == Phase.ROLLED_BACK and d.state.routes == STABLE_ONLY
@@ -740,7 +740,7 @@ def test_warm_fast_path_switches_traffic_before_promoting() -> None:
 
     out = d.command("rollback", version="v1")
 
-    assert kinds(out.effects) == ["set-routes", "promote-stable", "set-routes", "scale-down-canary"]
+    assert kinds(out.effects) == ["set-routes", "promote-stable", "set-routes", "scale-down-canary", "finalize-routes"]
     assert out.effects[0].routes == RoutePlan(0, 100) and out.effects[2].routes == STABLE_ONLY
     assert d.state.warm is None and "(warm)" in d.rel.reason
 
@@ -762,7 +762,7 @@ def test_rollback_during_a_release_to_another_version_is_refused() -> None:
     assert types(refused.events) == ["command.rejected"] and d.rel.phase == Phase.PROGRESSING
 
     out = d.command("rollback")
-    assert d.rel.phase == Phase.ROLLED_BACK and kinds(out.effects) == ["set-routes", "scale-down-canary"]
+    assert d.rel.phase == Phase.ROLLED_BACK and kinds(out.effects) == ["set-routes", "scale-down-canary", "finalize-routes"]
 
 
 # -- alerts --------------------------------------------------------------------------------------------------
@@ -777,7 +777,7 @@ def test_an_alert_naming_the_canary_rolls_it_back(labels: dict[str, str]) -> Non
     out = d.alert("HighErrorRate", **labels)
 
     assert d.rel.phase == Phase.ROLLED_BACK and d.state.routes == STABLE_ONLY
-    assert kinds(out.effects) == ["set-routes", "scale-down-canary"]
+    assert kinds(out.effects) == ["set-routes", "scale-down-canary", "finalize-routes"]
 
 
 @pytest.mark.parametrize("labels", [{"graylane_release": "web-9"}, {"track": "stable"}, {"version": "v1"}, {}])
@@ -862,7 +862,7 @@ def test_a_canary_alert_can_also_tighten_protection() -> None:
 
     out = d.alert("HighLatency", track="canary")
 
-    assert kinds(out.effects) == ["set-routes", "scale-down-canary", "set-protection"]
+    assert kinds(out.effects) == ["set-routes", "scale-down-canary", "set-protection", "finalize-routes"]
     assert d.rel.phase == Phase.ROLLED_BACK
 
 
@@ -910,7 +910,8 @@ def test_a_rollback_in_a_later_wave_returns_the_earlier_waves() -> None:
     out = d.command("abort")
 
     assert [(e.kind, e.cluster, e.version) for e in out.effects] == [
-        ("set-routes", "ctx-bj", ""), ("scale-down-canary", "ctx-bj", ""), ("promote-stable", "ctx-sh", "v1")]
+        ("set-routes", "ctx-bj", ""), ("scale-down-canary", "ctx-bj", ""), ("promote-stable", "ctx-sh", "v1"),
+        ("finalize-routes", "ctx-sh", ""), ("finalize-routes", "ctx-bj", "")]
     assert d.rel.phase == Phase.ABORTED and d.state.stable == version("v1")
 
 
@@ -972,7 +973,7 @@ def test_a_push_during_the_watch_drops_the_warm_copy_it_replaces() -> None:
     out = d.command("rollback", version="v1")
 
     assert d.state.warm is None and d.state.stable == version("v1")
-    assert kinds(out.effects) == ["promote-stable"]  # no switch to the (scaled down) canary workload
+    assert kinds(out.effects) == ["promote-stable", "finalize-routes"]  # no switch to the (scaled down) canary workload
 
 
 def test_a_push_at_a_later_wave_returns_earlier_waves_before_the_new_release() -> None:

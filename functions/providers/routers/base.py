@@ -44,7 +44,9 @@ class Cluster:
 
 class Router(Protocol):
     def reconcile(self, target: RouteTarget) -> None:
-        """Create the route objects if missing; never changes weights (idempotent)."""
+        """Check the objects it routes on exist, creating them only when router option `create` is true
+        (a missing one is a NotFound naming it); never changes weights (idempotent). The runner calls it
+        before every set-routes."""
 
     def set_routes(self, target: RouteTarget, plan: RoutePlan) -> None:
         """Write the plan with a compare-and-swap; raises ConflictError if the object moved on."""
@@ -55,5 +57,7 @@ class Router(Protocol):
     def set_protection(self, target: RouteTarget, protection: Protection) -> None:
         """Set (or clear, for None fields) rate limit and circuit breaker where the provider can."""
 
-    def finalize(self, target: RouteTarget) -> None:
-        """Return all traffic to stable and remove what reconcile created."""
+    def finalize(self, target: RouteTarget) -> tuple[str, ...]:
+        """A release ended (the runner's finalize-routes effect, after traffic is back on stable): remove
+        what graylane added for it (match routes, a canary Ingress) and return what it saw but does not own
+        and leaves alone (a user's route still sending traffic to the canary). Idempotent."""
