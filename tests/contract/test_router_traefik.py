@@ -209,12 +209,11 @@ def test_a_wrong_field_path_is_detected(api: Any, co: Any, ns: str, monkeypatch:
     router, t = make_router("traefik", api), target(ns, "traefik.io")
     router.reconcile(t)
 
-    def misspelt(s: Any, plan: RoutePlan) -> list[dict[str, Any]]:
-        return [{"kind": "Service", "name": s.stable, "port": s.port, "wieght": plan.stable},
-                {"kind": "Service", "name": s.canary, "port": s.port, "wieght": plan.canary}]
+    def misspelt(entries: Any, base: str, s: Any, plan: RoutePlan, kept: Any) -> tuple[list[Any], None]:
+        return [{"op": "add", "path": f"{base}/0/wieght", "value": plan.stable}], None
 
-    monkeypatch.setattr(traefik, "_weighted", misspelt)
-    with pytest.raises(Reject, match="/spec/routes did not keep the value written"):
+    monkeypatch.setattr(traefik, "weight_ops", misspelt)
+    with pytest.raises(Reject, match="the stored spec is not what was written"):
         router.set_routes(t, RoutePlan.canary_at(20))
 
 

@@ -1,8 +1,24 @@
 """Traefik: weights and A/B rules on an IngressRoute (optionally through a weighted TraefikService), rate
 limit and circuit breaker as Middlewares.
 
+Ownership (OWNS): graylane points at the user's IngressRoute and touches only
+- the weights of the stable and canary backends of the *managed route*: the one route whose services
+  name the stable Service (or the route whose `match` is router option `route`, like Argo's
+  managedRoutes); the canary's entry is added (a copy of the stable's entry: port, namespace,
+  passHostHeader... with the canary's name) while it gets traffic and removed at weight 0, the user's own
+  canary entry kept aside in annotation graylane.dev/canary-backend and put back as it was;
+- the A/B route it adds (recorded by its match in annotation graylane.dev/match-route), inserted before
+  the managed route with the managed route's match, middlewares and syntax (and its priority + 1);
+- references to its own Middlewares `<ingressRoute>-rate-limit`/`-circuit-breaker`, one list element each;
+- its annotations graylane.dev/*, and the objects it creates (router option `create: true`), labelled.
+Every other route, priority, passHostHeader, services[].namespace, middleware, entry point, TLS,
+annotation and label stays byte for byte: writes are JSON patches of single elements with the
+resourceVersion test. Two routes to the stable Service and no `route` option is refused, naming both.
+A user's own rate limiter or circuit breaker on the managed route is kept and graylane's is not chained
+after it (router option `userProtection: keep`, the default; `wrap` chains both) and said.
+
 Layout graylane writes (options `ingressRoute`, `host`, `entryPoints`, `stableService`, `canaryService`,
-`port`, `traefikService`, `group`, `ruleSyntax`, `create`):
+`port`, `traefikService`, `group`, `ruleSyntax`):
 
     routes:
       - match: Host(`pro.coding`) && (Header(`location`, `shenzhen`))   # only with A/B rules
@@ -16,11 +32,6 @@ always tries it first. With `traefikService` the weights live in that TraefikSer
 (rule syntax v3 by default) and the legacy traefik.containo.us (v2 syntax, `Headers(...)`, never a
 `syntax` field, which Traefik v2.11 does not know).
 
-The IngressRoute (and TraefikService) the policy names is the user's: if it does not exist, graylane refuses
-(MissingObject: a ConfigError naming it, and the group holding an object of that name if the other group does;
-an effect failed for good, so the release fails with it) instead of creating one next to the user's, unless the
-policy says `create: true`; then it is created all on stable.
-
 What real Traefik (v2.11 and v3, tests/traefik) does with these lists decides their shape:
 - A canary at weight 0 is left out (`[stable weight 100]`): Traefik drops a whole route when one of its
   Services has no endpoints (unless the proxy runs with allowEmptyServices), and the canary has none before
@@ -33,9 +44,12 @@ What real Traefik (v2.11 and v3, tests/traefik) does with these lists decides th
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import json
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from functions.core.capabilities import FEATURES, WHAT
@@ -54,7 +68,6 @@ from functions.providers.routers._common import (
     live_plan,
     option,
     plan_note,
-    route_ops,
 )
 from functions.providers.routers.base import Cluster, RouteTarget
 
@@ -74,6 +87,11 @@ OPTIONS = (
            choices=GROUPS),
     Option("ruleSyntax", "choice", "Traefik's rule syntax", "v3 on traefik.io, v2 on traefik.containo.us",
            choices=("v2", "v3")),
+    Option("route", "text", "the match of the route graylane weighs (when several route to the stable Service)",
+           "the one route naming stableService"),
+    Option("create", "boolean", "create the IngressRoute / TraefikService when it does not exist", "false"),
+    Option("userProtection", "choice", "what to do with a rate limiter or circuit breaker of the user's on the "
+           "route: keep it (graylane's is not chained after it) or wrap (both)", "keep", choices=("keep", "wrap")),
 )
 CAPABILITIES = frozenset(FEATURES)
 # service="<namespace>-<service>-<port>@kubernetescrd" (IngressRoute / TraefikService backends), or
@@ -81,11 +99,16 @@ CAPABILITIES = frozenset(FEATURES)
 METRICS = RouterMetrics("traefik_service_requests_total", ("service",), "code", "5..",
                         "traefik_service_request_duration_seconds_bucket")
 OWNS = (
-    Owned("IngressRoute", "/spec/routes", "the routes (rebuilt from the plan; the last one is the default route)"),
-    Owned("IngressRoute", "/metadata/annotations/graylane.dev~1route-plan", "the plan written"),
-    Owned("TraefikService", "/spec/weighted", "the weights (option traefikService)"),
+    Owned("IngressRoute", "/spec/routes/{managed}/services/{stable}/weight", "the stable's weight"),
+    Owned("IngressRoute", "/spec/routes/{managed}/services/{canary}", "the canary's entry (added, weighed, removed)"),
+    Owned("IngressRoute", "/spec/routes/{match}", "the A/B route graylane adds (annotation graylane.dev/match-route)"),
+    Owned("IngressRoute", "/spec/routes/{managed,match}/middlewares/{graylane}", "references to its Middlewares"),
+    Owned("IngressRoute", "/metadata/annotations/graylane.dev~1*", "the plan, the A/B route, the user's canary entry"),
+    Owned("TraefikService", "/spec/weighted/services/{stable,canary}", "the weights (option traefikService)"),
     Owned("Middleware", "<ingressRoute>-rate-limit, <ingressRoute>-circuit-breaker", "created by graylane"),
 )
+MATCH_ROUTE = "graylane.dev/match-route"
+CANARY_BACKEND = "graylane.dev/canary-backend"
 _PROTECTIONS = (("rate-limit", "rateLimit"), ("circuit-breaker", "circuitBreaker"))
 
 
@@ -101,16 +124,19 @@ class _Setup:
     port: int | str
     group: str
     syntax: str  # Traefik rule syntax: v2 (Headers, HeadersRegexp) or v3 (Header, HeaderRegexp)
-    create: bool = False  # router option create: make the named objects if they are missing
+    route: str = ""  # the managed route's match, when the policy names it
+    create: bool = False
+    user_protection: str = "keep"
+    group_given: bool = True  # false: taken from the user's live object (or what the cluster serves)
 
     @property
     def where(self) -> str:
         return f"traefik router for {self.namespace}/{self.ingress_route or self.traefik_service}"
 
 
-def _setup(target: RouteTarget) -> _Setup:
+def _setup(target: RouteTarget, discovered: str = "") -> _Setup:
     opts, where = target.options, f"traefik router for {target.namespace}/{target.app}"
-    group = opts.get("group", "traefik.io")
+    group = opts.get("group", discovered) if discovered else opts.get("group", "traefik.io")
     if group not in GROUPS:
         raise ConfigError(f"{where}: router option group is {group!r}; expected one of {', '.join(GROUPS)}")
     syntax = opts.get("ruleSyntax", "v3" if group == "traefik.io" else "v2")
@@ -129,7 +155,9 @@ def _setup(target: RouteTarget) -> _Setup:
         stable=option(opts, "stableService", target.stable, str, where),
         canary=option(opts, "canaryService", target.canary, str, where),
         port=option(opts, "port", 80, (int, str), where), group=group, syntax=syntax,
+        route=option(opts, "route", "", str, where) if "route" in opts else "",
         create=option(opts, "create", False, bool, where),
+        user_protection=opts.get("userProtection", "keep"), group_given="group" in opts,
     )
 
 
@@ -272,6 +300,120 @@ def versions(policy: Policy) -> Versions:
                     names={"stable": stable, "canary": canary})
 
 
+# --- ownership (pure): which route is the user's managed one, and the element-wise patches ------------------
+
+
+def _is_backend(entry: Any, name: str) -> bool:
+    return isinstance(entry, Mapping) and entry.get("name") == name and entry.get("kind", "Service") == "Service"
+
+
+def _note(obj: Mapping[str, Any] | None, key: str) -> Any:
+    text = ((obj or {}).get("metadata", {}).get("annotations") or {}).get(key)
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return None
+
+
+def _match_index(routes: list[dict[str, Any]], match: Any) -> int | None:
+    return next((i for i, r in enumerate(routes) if match and r.get("match") == match), None)
+
+
+def managed_index(routes: list[dict[str, Any]], s: _Setup, name: str, ab_match: Any = None) -> int:
+    """The route graylane weighs: the one whose match is option `route`, else the one naming the stable
+    Service (or the TraefikService); none or several is a ConfigError naming them and the option to set."""
+    where = f"{s.where}: IngressRoute {s.namespace}/{name}"
+    candidates = [i for i, r in enumerate(routes) if not (ab_match and r.get("match") == ab_match)]
+    if s.route:
+        found = [i for i in candidates if routes[i].get("match") == s.route]
+        if not found:
+            have = "; ".join(f"spec.routes[{i}].match {routes[i].get('match')!r}" for i in candidates) or "none"
+            raise ConfigError(f"{where} has no route whose match is {s.route!r} (router option route); it has {have}")
+        return found[0]
+    if s.traefik_service:
+        found = [i for i in candidates if any(isinstance(e, Mapping) and e.get("kind") == "TraefikService" and
+                                              e.get("name") == s.traefik_service for e in routes[i].get("services") or [])]
+        backend = f"TraefikService {s.traefik_service}"
+    else:
+        found = [i for i in candidates if any(_is_backend(e, s.stable) for e in routes[i].get("services") or [])]
+        backend = f"Service {s.stable}"
+        weighed = [i for i in found if not any(_is_backend(e, s.stable) and e.get("weight") == 0
+                                                for e in routes[i].get("services") or [])]
+        found = weighed if len(found) > 1 and len(weighed) == 1 else found  # an A/B route gives the stable 0
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise ConfigError(f"{where}: no route sends traffic to {backend} (spec.routes[*].services); set router "
+                          "option stableService (or traefikService) to its backend, or route to its match")
+    named = " and ".join(f"spec.routes[{i}] (match {routes[i].get('match')!r})" for i in found)
+    raise ConfigError(f"{where}: {named} all send traffic to {backend}; set router option route to the match of "
+                      "the one graylane weighs")
+
+
+def weight_ops(entries: list[Any], base: str, s: _Setup, plan: RoutePlan,
+               kept: Mapping[str, Any] | None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """JSON patch operations putting plan's weights on a backend list (a route's services, a TraefikService's
+    weighted services), touching only the stable's weight and the canary's entry; and the canary entry removed
+    (without its weight), to be kept aside. The canary is listed only while it gets traffic (module docstring)."""
+    stable = [i for i, e in enumerate(entries) if _is_backend(e, s.stable)]
+    if len(stable) != 1:
+        raise ConfigError(f"{s.where}: {base} lists Service {s.stable} {len(stable)} times; expected once")
+    i_s, canary = stable[0], [i for i, e in enumerate(entries) if _is_backend(e, s.canary)]
+    ops: list[dict[str, Any]] = []
+    alone = plan.canary == 0
+    if entries[i_s].get("weight") != plan.stable and not (alone and "weight" not in entries[i_s]):
+        ops.append({"op": "add", "path": f"{base}/{i_s}/weight", "value": plan.stable})
+    removed = None
+    if not alone and canary:
+        if entries[canary[0]].get("weight") != plan.canary:
+            ops.append({"op": "add", "path": f"{base}/{canary[0]}/weight", "value": plan.canary})
+    elif not alone:
+        entry = dict(kept) if kept else {**{k: v for k, v in entries[i_s].items() if k != "weight"}, "name": s.canary}
+        ops.append({"op": "add", "path": f"{base}/-", "value": {**entry, "weight": plan.canary}})
+    elif canary:
+        removed = {k: v for k, v in entries[canary[0]].items() if k != "weight"}
+        ops.append({"op": "remove", "path": f"{base}/{canary[0]}"})
+    return ops, removed
+
+
+def ab_route(managed: Mapping[str, Any], plan: RoutePlan, s: _Setup, kept: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The A/B route graylane adds beside the managed route: its match narrowed by the plan's rules, in the
+    managed route's syntax, with its middlewares and (when it has one) a priority one above it."""
+    syntax = managed.get("syntax") or s.syntax
+    ss = replace(s, syntax=syntax if s.group == "traefik.io" else "v2")
+    rules = " || ".join(_matcher(m, ss) for m in plan.match)
+    stable = next((e for e in managed.get("services") or [] if _is_backend(e, s.stable)), None)
+    if stable is None:  # the managed route goes through a TraefikService
+        canary_entry, stable_entry = _service(s.canary, s, 100), _service(s.stable, s, 0)
+    else:
+        base = {k: v for k, v in stable.items() if k != "weight"}
+        canary_entry = {**(dict(kept) if kept else {**base, "name": s.canary}), "weight": 100}
+        stable_entry = {**base, "weight": 0}
+    route: dict[str, Any] = {"kind": managed.get("kind", "Rule"), "match": f"{managed.get('match')} && ({rules})",
+                             "services": [canary_entry, stable_entry]}  # weighted: see the module docstring
+    if isinstance(managed.get("priority"), int) and not isinstance(managed.get("priority"), bool):
+        route["priority"] = managed["priority"] + 1
+    if managed.get("middlewares"):
+        route["middlewares"] = copy.deepcopy(managed["middlewares"])
+    if s.group == "traefik.io" and (managed.get("syntax") or s.syntax) == "v2":
+        route["syntax"] = "v2"
+    return route
+
+
+def middleware_ops(route: Mapping[str, Any], base: str, names: Mapping[str, bool]) -> list[dict[str, Any]]:
+    """Add or remove graylane's Middleware references on one route, element by element (the user's stay)."""
+    refs = list(route.get("middlewares") or [])
+    have = {r.get("name"): i for i, r in enumerate(refs) if isinstance(r, Mapping)}
+    gone = sorted((have[n] for n, on in names.items() if not on and n in have), reverse=True)
+    added = [{"name": n} for n, on in names.items() if on and n not in have]
+    if gone and len(gone) == len(refs) and not added:
+        return [{"op": "remove", "path": f"{base}/middlewares"}]
+    ops = [{"op": "remove", "path": f"{base}/middlewares/{i}"} for i in gone]
+    if added and "middlewares" not in route:
+        return ops + [{"op": "add", "path": f"{base}/middlewares", "value": added}]
+    return ops + [{"op": "add", "path": f"{base}/middlewares/-", "value": a} for a in added]
+
+
 def build(settings: Any, cluster: Cluster, options: Mapping[str, Any] = {}) -> TraefikRouter:
     return TraefikRouter(cluster.api_client(NAME))
 
@@ -284,105 +426,175 @@ class TraefikRouter:
     def __init__(self, api_client: Any) -> None:
         self.api_client = api_client
         self._objects: dict[tuple[str, str], Objects] = {}
+        self._groups: dict[tuple[str, str], str] = {}  # (namespace, object) -> the group its live object is in
 
-    def _kind(self, s: _Setup, plural: str, kind: str) -> Objects:
-        key = (s.group, plural)
+    def _kind(self, group: str, plural: str, kind: str) -> Objects:
+        key = (group, plural)
         if key not in self._objects:
-            self._objects[key] = Objects(self.api_client, Kind(s.group, "v1alpha1", plural, kind))
+            self._objects[key] = Objects(self.api_client, Kind(group, "v1alpha1", plural, kind))
         return self._objects[key]
 
     def _routes_api(self, s: _Setup) -> Objects:
-        return self._kind(s, "ingressroutes", "IngressRoute")
+        return self._kind(s.group, "ingressroutes", "IngressRoute")
 
     def _services_api(self, s: _Setup) -> Objects:
-        return self._kind(s, "traefikservices", "TraefikService")
+        return self._kind(s.group, "traefikservices", "TraefikService")
 
     def _middlewares_api(self, s: _Setup) -> Objects:
-        return self._kind(s, "middlewares", "Middleware")
+        return self._kind(s.group, "middlewares", "Middleware")
+
+    def _setup(self, target: RouteTarget) -> _Setup:
+        """The setup, in the API group the user's object lives in when the policy does not name one (a second
+        IngressRoute in the other group would never be created beside the user's), else what the cluster serves."""
+        if "group" in target.options:
+            return _setup(target)
+        s = _setup(target)
+        plural, kind, name = (("ingressroutes", "IngressRoute", s.ingress_route) if s.ingress_route else
+                              ("traefikservices", "TraefikService", s.traefik_service))
+        key = (s.namespace, name)
+        if key not in self._groups:
+            found = [g for g in GROUPS if self._kind(g, plural, kind).get(s.namespace, name) is not None]
+            if not found:
+                served = [g for g in GROUPS if self._kind(g, plural, kind).served(s.namespace)]
+                if not served:
+                    raise MissingObject(f"{s.where}: this cluster serves neither {' nor '.join(GROUPS)} {kind}s "
+                                   "(are Traefik's CRDs installed?)")
+                return _setup(target, served[0])  # nothing to remember yet: create makes it, or MissingObject says
+            self._groups[key] = found[0]
+        return _setup(target, self._groups[key])
 
     def reconcile(self, target: RouteTarget) -> None:
-        s = _setup(target)
-        self._ensure(s)
+        self._ensure(self._setup(target))
+
+    def _missing(self, s: _Setup, kind: str, name: str) -> MissingObject:
+        """The refusal of a missing object (MissingObject: the effect fails for good, the release fails with
+        it), naming the other group when it holds an object of that name."""
+        plural = "ingressroutes" if kind == "IngressRoute" else "traefikservices"
+        other = next(g for g in GROUPS if g != s.group)
+        try:
+            elsewhere = self._kind(other, plural, kind).get(s.namespace, name)
+        except Exception:  # that group's CRDs not served, or not readable: nothing more to say
+            elsewhere = None
+        hint = (f"; {s.namespace}/{name} exists in group {other}: set router option group: {other}"
+                if elsewhere is not None else "")  # fmt: skip
+        return MissingObject(f"{s.where}: {kind} {s.namespace}/{name} (group {s.group}) does not exist{hint}; "
+                             "graylane drives the user's object and does not create one next to it unless router "
+                             "option create is true")  # fmt: skip
 
     def _ensure(self, s: _Setup) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-        """(IngressRoute, TraefikService) as configured. A missing one is created with all traffic on stable
-        only with router option `create: true`; otherwise it is a ConfigError (never a second route)."""
+        """(IngressRoute, TraefikService) as configured; created all on stable with option create, else MissingObject."""
         ts = ir = None
         if s.traefik_service:
             ts = self._services_api(s).get(s.namespace, s.traefik_service)
+            if ts is None and not s.create:
+                raise self._missing(s, "TraefikService", s.traefik_service)
             if ts is None:
-                self._missing(s, "traefikservices", "TraefikService", s.traefik_service)
                 ts = self._services_api(s).create(s.namespace, s.traefik_service,
-                                                  {"weighted": {"services": _weighted(s, STABLE_ONLY)}})  # fmt: skip
+                                                  {"weighted": {"services": _weighted(s, STABLE_ONLY)}})
         if s.ingress_route:
             ir = self._routes_api(s).get(s.namespace, s.ingress_route)
+            if ir is None and not s.create:
+                raise self._missing(s, "IngressRoute", s.ingress_route)
             if ir is None:
-                self._missing(s, "ingressroutes", "IngressRoute", s.ingress_route)
                 spec: dict[str, Any] = {"routes": _routes(s, STABLE_ONLY, [])}
                 if s.entry_points:
                     spec["entryPoints"] = list(s.entry_points)
                 ir = self._routes_api(s).create(s.namespace, s.ingress_route, spec)
         return ir, ts
 
-    def _missing(self, s: _Setup, plural: str, kind: str, name: str) -> None:
-        """Raise unless the policy lets graylane create the missing object; name the other group's object."""
-        if s.create:
-            return
-        other = next(g for g in GROUPS if g != s.group)
-        try:
-            elsewhere = Objects(self.api_client, Kind(other, "v1alpha1", plural, kind)).get(s.namespace, name)
-        except Exception:  # that group's CRDs not served, or not readable: nothing more to say
-            elsewhere = None
-        hint = (f"; {s.namespace}/{name} exists in group {other}: set router option group: {other}"
-                if elsewhere is not None else "")  # fmt: skip
-        raise MissingObject(f"{s.where}: {kind} {s.namespace}/{name} (group {s.group}) does not exist{hint}; "
-                          "graylane drives the user's object and does not create one next to it unless router "
-                          "option create is true")  # fmt: skip
-
     def set_routes(self, target: RouteTarget, plan: RoutePlan) -> None:
-        s = _setup(target)
+        s = self._setup(target)
         legacy = {"source-ip": "router traefik with group traefik.containo.us"} if s.group != "traefik.io" else {}
         check_plan(plan, self.provider, CAPABILITIES, s.where, legacy)
         if plan.match and not s.ingress_route:
             raise ConfigError(f"{s.where}: A/B rules need router option ingressRoute (a TraefikService only weighs)")
         ir, ts = self._ensure(s)
         if ts is not None:
-            ops = [] if ts["spec"].get("weighted", {}).get("services") == _weighted(s, plan) else [
-                {"op": "add", "path": "/spec/weighted", "value": {"services": _weighted(s, plan)}}]
-            ops += annotation_ops(ts, plan_note(plan)) if ir is None else []
-            self._services_api(s).write(ts, ops, "set routes")
+            kept = _note(ts, CANARY_BACKEND)
+            entries = (ts["spec"].get("weighted") or {}).get("services") or []
+            ops, removed = weight_ops(entries, "/spec/weighted/services", s, plan, kept)
+            notes = self._kept_notes(ts, kept, removed, plan)
+            self._services_api(s).write(ts, ops + annotation_ops(ts, {**notes, **(plan_note(plan) if ir is None
+                                                                                    else {})}), "set routes")
         if ir is not None:
-            routes = _routes(s, plan, self._live_middlewares(ir))
-            self._routes_api(s).write(ir, route_ops(ir, "routes", routes, plan, "replace"), "set routes")
+            self._routes_api(s).write(ir, self._route_ops(s, ir, plan), "set routes")
 
     @staticmethod
-    def _live_middlewares(ir: dict[str, Any]) -> list[Any]:
-        routes = ir["spec"].get("routes") or [{}]
-        return list(routes[-1].get("middlewares") or [])
+    def _kept_notes(obj: Mapping[str, Any], kept: Any, removed: Any, plan: RoutePlan) -> dict[str, str | None]:
+        """The user's canary entry is kept aside while graylane has it removed, and dropped once it is back."""
+        if removed is not None:
+            return {CANARY_BACKEND: json.dumps(removed, sort_keys=True)}
+        return {CANARY_BACKEND: None} if kept is not None and plan.canary > 0 else {}
+
+    def _route_ops(self, s: _Setup, ir: dict[str, Any], plan: RoutePlan) -> list[dict[str, Any]]:
+        routes = ir["spec"].get("routes") or []
+        ab_match = _note(ir, MATCH_ROUTE)
+        m = managed_index(routes, s, s.ingress_route, ab_match)
+        managed, kept = routes[m], _note(ir, CANARY_BACKEND)
+        ops: list[dict[str, Any]] = []
+        removed = None
+        if not s.traefik_service:
+            ops, removed = weight_ops(managed.get("services") or [], f"/spec/routes/{m}/services", s, plan, kept)
+        wanted = ab_route(managed, plan, s, kept if removed is None else removed) if plan.match else None
+        a = _match_index(routes, ab_match)
+        if wanted is not None and a is None:
+            ops.append({"op": "add", "path": f"/spec/routes/{m}", "value": wanted})  # before the managed route
+        elif wanted is not None and a is not None and routes[a] != wanted:
+            ops.append({"op": "replace", "path": f"/spec/routes/{a}", "value": wanted})
+        elif wanted is None and a is not None:
+            ops.append({"op": "remove", "path": f"/spec/routes/{a}"})
+        notes: dict[str, str | None] = {**plan_note(plan), MATCH_ROUTE: json.dumps(wanted["match"]) if wanted else None,
+                                        **self._kept_notes(ir, kept, removed, plan)}
+        return ops + annotation_ops(ir, notes)
 
     def get_routes(self, target: RouteTarget) -> RoutePlan:
-        s = _setup(target)
+        s = self._setup(target)
         ir = self._routes_api(s).read(s.namespace, s.ingress_route) if s.ingress_route else None
         ts = self._services_api(s).read(s.namespace, s.traefik_service) if s.traefik_service else None
-        ts_services = (ts or {}).get("spec", {}).get("weighted", {}).get("services") or []
-        ir_routes = (ir or {}).get("spec", {}).get("routes") or []
-        weighted = ts_services if ts is not None else (ir_routes[-1].get("services", []) if ir_routes else [])
-        middlewares = self._live_middlewares(ir) if ir is not None else []
+        routes = (ir or {}).get("spec", {}).get("routes") or []
+        ab_match = _note(ir, MATCH_ROUTE)
+        managed = routes[managed_index(routes, s, s.ingress_route, ab_match)] if ir is not None else {}
+        if ts is not None:
+            weighted = (ts.get("spec", {}).get("weighted") or {}).get("services") or []
+        else:
+            weighted = managed.get("services") or []
+        a = _match_index(routes, ab_match)
+        kept = _note(ir, CANARY_BACKEND)
 
         def render(plan: RoutePlan) -> Any:
-            return (_routes(s, plan, middlewares) if ir is not None else None,
-                    _weighted(s, plan) if ts is not None else None)
+            return ab_route(managed, plan, s, kept) if plan.match and ir is not None else None
 
-        live = (ir_routes if ir is not None else None, ts_services if ts is not None else None)
+        live = routes[a] if a is not None else None
         return live_plan(decode_plan(ir if ir is not None else ts), *_weights(weighted, s), live, render, s.where)
 
-    def set_protection(self, target: RouteTarget, protection: Protection) -> None:
-        s = _setup(target)
+    def set_protection(self, target: RouteTarget, protection: Protection) -> tuple[str, ...]:
+        """graylane's Middlewares, referenced from the managed route (and its A/B route); a limiter or breaker
+        of the user's already on the route is kept, and graylane's not chained after it unless
+        userProtection is wrap: what it did is returned (the runner notifies it)."""
+        s = self._setup(target)
         wanted = {suffix: _protection_spec(key, protection) for suffix, key in _PROTECTIONS}
         if not s.ingress_route:
             if any(wanted.values()):
                 raise ConfigError(f"{s.where}: protection needs router option ingressRoute")
-            return
+            return ()
+        ir, _ = self._ensure(s)
+        assert ir is not None
+        routes = ir["spec"].get("routes") or []
+        ab_match = _note(ir, MATCH_ROUTE)
+        m = managed_index(routes, s, s.ingress_route, ab_match)
+        ours = {f"{s.ingress_route}-{suffix}" for suffix, _ in _PROTECTIONS}
+        users = self._user_protection(s, routes[m], ours)
+        said: list[str] = []
+        for suffix, key in _PROTECTIONS:
+            if wanted[suffix] is not None and key in users:
+                where = f"route {routes[m].get('match')!r} of IngressRoute {s.namespace}/{s.ingress_route}"
+                if s.user_protection == "keep":
+                    said.append(f"{where} already has the user's {key} Middleware {users[key]}: kept it, graylane's "
+                                f"{suffix} is not chained after it (router option userProtection: wrap chains both)")
+                    wanted[suffix] = None
+                else:
+                    said.append(f"{where} has the user's {key} Middleware {users[key]}: graylane's {suffix} is "
+                                "chained after it (userProtection: wrap)")
         api = self._middlewares_api(s)
         for suffix, spec in wanted.items():  # create or update first, so the route never names a missing one
             name = f"{s.ingress_route}-{suffix}"
@@ -393,28 +605,44 @@ class TraefikRouter:
                 api.create(s.namespace, name, spec)
             elif live.get("spec") != spec:
                 api.patch(live, [{"op": "replace", "path": "/spec", "value": spec}], "set protection")
-        ir, _ = self._ensure(s)
-        assert ir is not None
-        self._attach(s, ir, {f"{s.ingress_route}-{k}": v is not None for k, v in wanted.items()})
+        names = {f"{s.ingress_route}-{k}": v is not None for k, v in wanted.items()}
+        ops = []
+        for i in sorted({m, *([a] if (a := _match_index(routes, ab_match)) is not None else [])}):
+            ops += middleware_ops(routes[i], f"/spec/routes/{i}", names)
+        self._routes_api(s).write(ir, ops, "set protection")
         for suffix, spec in wanted.items():  # delete only once no route names it
             live = api.get(s.namespace, f"{s.ingress_route}-{suffix}") if spec is None else None
             if live is not None:
                 api.delete(live, "clear protection")
+        return tuple(said)
 
-    def _attach(self, s: _Setup, ir: dict[str, Any], names: dict[str, bool]) -> None:
-        """Make every route reference exactly the wanted graylane middlewares (others are kept as they are)."""
-        routes = []
-        for route in ir["spec"].get("routes") or []:
-            kept = [m for m in route.get("middlewares") or [] if m.get("name") not in names]
-            added = [{"name": n} for n, on in names.items() if on]
-            updated = {k: v for k, v in route.items() if k != "middlewares"}
-            if kept + added:
-                updated["middlewares"] = kept + added
-            routes.append(updated)
-        if routes != ir["spec"].get("routes"):
-            self._routes_api(s).patch(ir, [{"op": "replace", "path": "/spec/routes", "value": routes}],
-                                      "set protection")
+    def _user_protection(self, s: _Setup, route: Mapping[str, Any], ours: set[str]) -> dict[str, str]:
+        """{rateLimit|circuitBreaker: namespace/name} of the user's Middlewares on a route (those it can read)."""
+        found: dict[str, str] = {}
+        for ref in route.get("middlewares") or []:
+            name = ref.get("name") if isinstance(ref, Mapping) else None
+            if not isinstance(name, str) or name in ours or "@" in name:
+                continue
+            namespace = ref.get("namespace") or s.namespace
+            spec = (self._middlewares_api(s).get(namespace, name) or {}).get("spec") or {}
+            for key in ("rateLimit", "circuitBreaker"):
+                if key in spec:
+                    found.setdefault(key, f"{namespace}/{name}")
+        return found
 
-    def finalize(self, target: RouteTarget) -> None:
-        """All traffic back to stable without rules; the objects stay, they carry stable's traffic."""
+    def finalize(self, target: RouteTarget) -> tuple[str, ...]:
+        """All traffic on stable, graylane's A/B route and canary entry gone (the objects stay: they carry the
+        stable's traffic); returns the user's routes in the namespace that still send traffic to the canary."""
         self.set_routes(target, STABLE_ONLY)
+        s = self._setup(target)
+        said = []
+        for ir in self._routes_api(s).list(s.namespace):
+            name = ir["metadata"]["name"]
+            for i, route in enumerate(ir.get("spec", {}).get("routes") or []):
+                if name == s.ingress_route and route.get("match") == _note(ir, MATCH_ROUTE):
+                    continue
+                if any(_is_backend(e, s.canary) for e in route.get("services") or []):
+                    said.append(f"IngressRoute {s.namespace}/{name} spec.routes[{i}] (match {route.get('match')!r}) "
+                                f"still sends traffic to Service {s.canary}, which has no endpoints once the canary "
+                                "is scaled down: it is the user's route, graylane left it as it is")
+        return tuple(said)
