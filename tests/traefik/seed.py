@@ -152,6 +152,18 @@ def read(api_client: Any, obj: dict[str, Any]) -> dict[str, Any]:
     return _call(api_client, "GET", _path(obj))
 
 
+def read_all(api_client: Any, group: str, ns: str, plural: str) -> list[dict[str, Any]]:
+    """Every object of group/plural in ns ([] when the cluster does not serve it)."""
+    from kubernetes.client.rest import ApiException
+
+    try:
+        return list(_call(api_client, "GET", f"/apis/{group}/v1alpha1/namespaces/{ns}/{plural}").get("items") or [])
+    except ApiException as err:
+        if err.status == 404:
+            return []
+        raise
+
+
 def _call(api_client: Any, method: str, path: str, body: Any = None) -> dict[str, Any]:
     from functions.providers.kube import request
 
