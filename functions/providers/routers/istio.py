@@ -26,6 +26,8 @@ outlier-detection equivalent and fails validation. Istio has no rate limit witho
 
 from __future__ import annotations
 
+import copy
+import json
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -35,18 +37,19 @@ from functions.core.effects import STABLE_ONLY, Protection, RoutePlan
 from functions.core.policy import Policy
 from functions.core.routing import Need, Option, Owned, Problem, RouterMetrics, Versions
 from functions.core.values import value
-from functions.errors import ConfigError
+from functions.errors import ConfigError, NotFound
 from functions.providers.routers._common import (
     PROTECTION_ANNOTATION,
     Kind,
     Objects,
     annotation_ops,
     check_plan,
+    decode_plan,
     header_rule,
+    live_plan,
     option,
+    plan_note,
     re2_problem,
-    route_ops,
-    spec_plan,
 )
 from functions.providers.routers.base import Cluster, RouteTarget
 
@@ -64,14 +67,19 @@ OPTIONS = (
     Option("canaryLabels", "mapping", "the canary subset's labels when graylane creates the DestinationRule",
            "app: <workload.canary>"),
     Option("connectionPool", "mapping", "a connectionPool written beside graylane's outlier detection"),
+    Option("route", "text", "the name (spec.http[].name) of the HTTP route graylane weighs, when several route to "
+           "the stable subset", "the one route to stableSubset"),
+    Option("create", "boolean", "create the VirtualService / DestinationRule when they do not exist", "false"),
 )
 CAPABILITIES = (MATCHING - {"source-ip"}) | {"weights", "circuit-breaker"}  # rate limits need an EnvoyFilter
 METRICS = RouterMetrics("istio_requests_total", ("destination_workload_namespace", "destination_workload"),
                         "response_code", "5..", "istio_request_duration_milliseconds_bucket", to_ms=1.0,
                         fixed='reporter="destination"')
 OWNS = (
-    Owned("VirtualService", "/spec/http", "the HTTP routes graylane-match and graylane-primary"),
-    Owned("VirtualService", "/metadata/annotations/graylane.dev~1route-plan", "the plan written"),
+    Owned("VirtualService", "/spec/http/{managed}/route/{stable}/weight", "the stable destination's weight"),
+    Owned("VirtualService", "/spec/http/{managed}/route/{canary}", "the canary destination (added, weighed, removed)"),
+    Owned("VirtualService", "/spec/http/{graylane-match}", "the A/B route graylane adds before the managed one"),
+    Owned("VirtualService", "/metadata/annotations/graylane.dev~1*", "the plan written, the user's canary entry"),
     Owned("DestinationRule", "/spec/trafficPolicy", "outlier detection (and connectionPool) while a breaker is set"),
     Owned("DestinationRule", "/metadata/annotations/graylane.dev~1protection", "the breaker written"),
 )
@@ -101,6 +109,7 @@ def build(settings: Any, cluster: Cluster, options: Mapping[str, Any] = {}) -> I
 VIRTUAL_SERVICE = Kind("networking.istio.io", "v1", "virtualservices", "VirtualService")
 DESTINATION_RULE = Kind("networking.istio.io", "v1", "destinationrules", "DestinationRule")
 MATCH_ROUTE, PRIMARY_ROUTE = "graylane-match", "graylane-primary"
+CANARY_DESTINATION = "graylane.dev/canary-destination"  # the user's canary destination, while graylane has it out
 EJECTION = {"interval": "10s", "baseEjectionTime": "30s", "maxEjectionPercent": 100}
 CONSECUTIVE_ERRORS = 5
 # Istio's names (istio.io/istio pkg/config/labels): a DNS-1123 label, upper case allowed as Istio allows it
@@ -123,6 +132,8 @@ class _Setup:
     stable_labels: dict[str, str]
     canary_labels: dict[str, str]
     connection_pool: dict[str, Any] | None
+    route: str = ""  # http[].name of the managed route, when the policy names it
+    create: bool = False
 
     @property
     def where(self) -> str:
@@ -212,6 +223,8 @@ def _setup(target: RouteTarget) -> _Setup:
         stable_labels=_labels(opts, "stableLabels", target.stable, where),
         canary_labels=_labels(opts, "canaryLabels", target.canary, where),
         connection_pool=pool,
+        route=option(opts, "route", "", str, where) if "route" in opts else "",
+        create=opts.get("create") is True,
     )
 
 
@@ -232,7 +245,8 @@ def _http(s: _Setup, plan: RoutePlan) -> list[dict[str, Any]]:
             if match not in matches:  # a repeated match is "not used": Istio warns
                 matches.append(match)
         routes.append({"name": MATCH_ROUTE, "match": matches, "route": [_destination(s, s.canary, 100)]})
-    primary = [_destination(s, s.stable, plan.stable), _destination(s, s.canary, plan.canary)]
+    primary = [_destination(s, s.stable, plan.stable)]
+    primary += [_destination(s, s.canary, plan.canary)] if plan.canary else []
     routes.append({"name": PRIMARY_ROUTE, "route": primary})
     return routes
 
@@ -259,13 +273,101 @@ def _outlier_detection(expression: str) -> dict[str, Any]:
     return {**counts, **EJECTION}
 
 
-def _weights(http: list[dict[str, Any]], s: _Setup) -> tuple[int, int]:
-    primary = next((r for r in http if r.get("name") == PRIMARY_ROUTE), http[-1] if http else {})
+def _dest_of(entry: Any, s: _Setup, subset: str) -> bool:
+    d = entry.get("destination") if isinstance(entry, Mapping) else None
+    return isinstance(d, Mapping) and d.get("subset") == subset and d.get("host", s.host) == s.host
 
+
+def _note(obj: Mapping[str, Any] | None, key: str) -> Any:
+    text = ((obj or {}).get("metadata", {}).get("annotations") or {}).get(key)
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return None
+
+
+def managed_index(http: list[dict[str, Any]], s: _Setup) -> int:
+    """The HTTP route graylane weighs: the one named by option `route`, else the one routing to the stable
+    subset; none or several is a ConfigError naming them and the option to set."""
+    where = f"{s.where}: VirtualService {s.namespace}/{s.virtual_service}"
+    candidates = [i for i, r in enumerate(http) if r.get("name") != MATCH_ROUTE]
+    if s.route:
+        found = [i for i in candidates if http[i].get("name") == s.route]
+        if not found:
+            names = ", ".join(repr(http[i].get("name")) for i in candidates)
+            raise ConfigError(f"{where} has no http route named {s.route!r} (router option route); its names: {names}")
+        return found[0]
+    found = [i for i in candidates if any(_dest_of(d, s, s.stable) for d in http[i].get("route") or [])]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise ConfigError(f"{where}: no http route sends traffic to subset {s.stable} of {s.host} "
+                          "(spec.http[*].route[*].destination); set router option stableSubset or host")
+    named = " and ".join(f"spec.http[{i}]" + (f" ({http[i]['name']})" if http[i].get("name") else "") for i in found)
+    raise ConfigError(f"{where}: {named} all send traffic to subset {s.stable}; set router option route to the "
+                      "name (spec.http[].name) of the one graylane weighs")
+
+
+def weight_ops(entries: list[Any], base: str, s: _Setup, plan: RoutePlan,
+               kept: Mapping[str, Any] | None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """Patch operations for plan's weights on the managed route's destinations: the stable's weight and the
+    canary's entry (a copy of the stable's with the canary subset, added while it gets traffic, removed at 0
+    and kept aside). A lone stable without a weight is left without one (Istio gives it everything)."""
+    stable = [i for i, e in enumerate(entries) if _dest_of(e, s, s.stable)]
+    if len(stable) != 1:
+        raise ConfigError(f"{s.where}: {base} routes to subset {s.stable} {len(stable)} times; expected once")
+    i_s, canary = stable[0], [i for i, e in enumerate(entries) if _dest_of(e, s, s.canary)]
+    ops: list[dict[str, Any]] = []
+    alone = plan.canary == 0
+    if entries[i_s].get("weight") != plan.stable and not (alone and "weight" not in entries[i_s]):
+        ops.append({"op": "add", "path": f"{base}/{i_s}/weight", "value": plan.stable})
+    removed = None
+    if not alone and canary:
+        if entries[canary[0]].get("weight") != plan.canary:
+            ops.append({"op": "add", "path": f"{base}/{canary[0]}/weight", "value": plan.canary})
+    elif not alone:
+        entry = dict(kept) if kept else _canary_copy(entries[i_s], s)
+        ops.append({"op": "add", "path": f"{base}/-", "value": {**entry, "weight": plan.canary}})
+    elif canary:
+        removed = {k: v for k, v in entries[canary[0]].items() if k != "weight"}
+        ops.append({"op": "remove", "path": f"{base}/{canary[0]}"})
+    return ops, removed
+
+
+def _canary_copy(stable: Mapping[str, Any], s: _Setup) -> dict[str, Any]:
+    entry = {k: copy.deepcopy(v) for k, v in stable.items() if k != "weight"}
+    entry["destination"] = {**entry["destination"], "subset": s.canary}
+    return entry
+
+
+def match_route(managed: Mapping[str, Any], plan: RoutePlan, s: _Setup, kept: Mapping[str, Any] | None) -> dict[str, Any]:
+    """graylane's A/B route: the managed route's own conditions AND the plan's rules, its other settings
+    (retries, timeout, headers...) and the canary alone."""
+    rules: list[dict[str, Any]] = []
+    for m in plan.match:
+        name, value, regex = header_rule(m)
+        rule = {name.lower(): {"regex" if regex else "exact": value}}  # Istio: lower case
+        if rule not in rules:  # a repeated match is "not used": Istio warns
+            rules.append(rule)
+    own = managed.get("match") or [{}]
+    matches = []
+    for condition in own:
+        for rule in rules:
+            merged = {**copy.deepcopy(condition), "headers": {**(condition.get("headers") or {}), **rule}}
+            if merged not in matches:
+                matches.append(merged)
+    stable = next((d for d in managed.get("route") or [] if _dest_of(d, s, s.stable)), None)
+    canary = dict(kept) if kept else (_canary_copy(stable, s) if stable else _destination(s, s.canary, 100))
+    route = {k: copy.deepcopy(v) for k, v in managed.items() if k not in ("name", "match", "route", "mirror",
+                                                                          "mirrorPercentage", "mirrors")}
+    return {"name": MATCH_ROUTE, "match": matches, "route": [{**canary, "weight": 100}], **route}
+
+
+def _weights(route: list[dict[str, Any]], s: _Setup) -> tuple[int, int]:
     def weight(subset: str) -> int:
-        dests = [d for d in primary.get("route", []) if d.get("destination", {}).get("subset") == subset]
+        dests = [d for d in route if _dest_of(d, s, subset)]
         # Istio: a lone destination without a weight takes everything
-        return sum(int(d.get("weight", 100 if len(primary.get("route", [])) == 1 else 0)) for d in dests)
+        return sum(int(d.get("weight", 100 if len(route) == 1 else 0)) for d in dests)
 
     return weight(s.stable), weight(s.canary)
 
@@ -285,10 +387,16 @@ class IstioRouter:
     def _ensure(self, s: _Setup) -> tuple[dict[str, Any], dict[str, Any]]:
         """(VirtualService, DestinationRule), created with all traffic on stable if missing."""
         dr = self.rules.get(s.namespace, s.destination_rule)
+        if dr is None and not s.create:
+            raise NotFound(f"{s.where}: DestinationRule {s.namespace}/{s.destination_rule} does not exist: graylane "
+                           "routes on the user's subsets; create it, or set router option create: true")
         if dr is None:
             subsets = [{"name": s.stable, "labels": s.stable_labels}, {"name": s.canary, "labels": s.canary_labels}]
             dr = self.rules.create(s.namespace, s.destination_rule, {"host": s.host, "subsets": subsets})
         vs = self.services.get(s.namespace, s.virtual_service)
+        if vs is None and not s.create:
+            raise NotFound(f"{s.where}: VirtualService {s.namespace}/{s.virtual_service} does not exist: graylane "
+                           "routes on the user's object; create it, or set router option create: true")
         if vs is None:
             spec: dict[str, Any] = {"hosts": [s.host], "http": _http(s, STABLE_ONLY)}
             if s.gateways:
@@ -300,43 +408,84 @@ class IstioRouter:
         s = _setup(target)
         _check_plan(s, plan)
         vs, _ = self._ensure(s)
-        self.services.write(vs, route_ops(vs, "http", _http(s, plan), plan), "set routes")
+        http = vs["spec"].get("http") or []
+        m = managed_index(http, s)
+        kept = _note(vs, CANARY_DESTINATION)
+        ops, removed = weight_ops(http[m].get("route") or [], f"/spec/http/{m}/route", s, plan, kept)
+        wanted = match_route(http[m], plan, s, kept if removed is None else removed) if plan.match else None
+        a = next((i for i, r in enumerate(http) if r.get("name") == MATCH_ROUTE), None)
+        if wanted is not None and a is None:
+            ops.append({"op": "add", "path": f"/spec/http/{m}", "value": wanted})  # just before the managed route
+        elif wanted is not None and a is not None and http[a] != wanted:
+            ops.append({"op": "replace", "path": f"/spec/http/{a}", "value": wanted})
+        elif wanted is None and a is not None:
+            ops.append({"op": "remove", "path": f"/spec/http/{a}"})
+        notes: dict[str, str | None] = dict(plan_note(plan))
+        if removed is not None:
+            notes[CANARY_DESTINATION] = json.dumps(removed, sort_keys=True)
+        elif kept is not None and plan.canary > 0:
+            notes[CANARY_DESTINATION] = None
+        self.services.write(vs, ops + annotation_ops(vs, notes), "set routes")
 
     def get_routes(self, target: RouteTarget) -> RoutePlan:
         s = _setup(target)
         vs = self.services.read(s.namespace, s.virtual_service)
-        return spec_plan(vs, "http", lambda http: _weights(http, s), lambda plan: _http(s, plan), s.where)
+        http = vs["spec"].get("http") or []
+        managed, kept = http[managed_index(http, s)], _note(vs, CANARY_DESTINATION)
+        live = next((r for r in http if r.get("name") == MATCH_ROUTE), None)
+        render = lambda plan: match_route(managed, plan, s, kept) if plan.match else None  # noqa: E731
+        return live_plan(decode_plan(vs), *_weights(managed.get("route") or [], s), live, render, s.where)
 
-    def set_protection(self, target: RouteTarget, protection: Protection) -> None:
+    def set_protection(self, target: RouteTarget, protection: Protection) -> tuple[str, ...]:
+        """Outlier detection on the DestinationRule, key by key (the user's trafficPolicy stays). A user's own
+        outlierDetection is kept and said, never overwritten."""
         s = _setup(target)
         if protection.rate_limit is not None:
             raise ConfigError(f"{s.where}: rate limiting is not supported by router istio (it needs an EnvoyFilter)")
         _, dr = self._ensure(s)
-        policy = dict(dr["spec"].get("trafficPolicy") or {})
+        live = dr["spec"].get("trafficPolicy")
+        policy = dict(live or {})
         ours = PROTECTION_ANNOTATION in (dr["metadata"].get("annotations") or {})
+        keys = ("outlierDetection",) + (("connectionPool",) if s.connection_pool is not None else ())
         if protection.circuit_breaker is not None:
+            if not ours and "outlierDetection" in policy:
+                return (f"DestinationRule {s.namespace}/{s.destination_rule} already has the user's outlierDetection: "
+                        "kept it, graylane's circuit breaker is not written over it",)
             expression = protection.circuit_breaker.expression
             try:
-                policy["outlierDetection"] = _outlier_detection(expression)
+                wanted: dict[str, Any] = {"outlierDetection": _outlier_detection(expression)}
             except ConfigError as err:
                 raise ConfigError(f"{s.where}: {err}") from err
             if s.connection_pool is not None:
-                policy["connectionPool"] = s.connection_pool
+                wanted["connectionPool"] = s.connection_pool
             note: str | None = expression
         elif ours:  # clear only what graylane wrote; a user's own outlier detection stays
-            policy.pop("outlierDetection", None)
-            if s.connection_pool is not None:
-                policy.pop("connectionPool", None)
-            note = None
+            wanted, note = {}, None
         else:
-            return
+            return ()
         ops: list[dict[str, Any]] = []
-        if policy != (dr["spec"].get("trafficPolicy") or {}):
-            ops.append({"op": "add", "path": "/spec/trafficPolicy", "value": policy} if policy
-                       else {"op": "remove", "path": "/spec/trafficPolicy"})
+        if live is None and wanted:
+            ops.append({"op": "add", "path": "/spec/trafficPolicy", "value": wanted})
+        elif live is not None:
+            for key in keys:
+                if key in wanted and policy.get(key) != wanted[key]:
+                    ops.append({"op": "add", "path": f"/spec/trafficPolicy/{key}", "value": wanted[key]})
+                elif key not in wanted and key in policy:
+                    ops.append({"op": "remove", "path": f"/spec/trafficPolicy/{key}"})
+            if not wanted and set(policy) <= set(keys) and ours:  # graylane added the whole trafficPolicy
+                ops = [{"op": "remove", "path": "/spec/trafficPolicy"}]
         ops += annotation_ops(dr, {PROTECTION_ANNOTATION: note})
         self.rules.write(dr, ops, "set protection")
+        return ()
 
-    def finalize(self, target: RouteTarget) -> None:
-        """All traffic back to stable without rules; the objects stay, they carry stable's traffic."""
+    def finalize(self, target: RouteTarget) -> tuple[str, ...]:
+        """All traffic back to stable, graylane's A/B route and canary destination gone (the objects stay: they
+        carry the stable's traffic); returns the user's routes that still send traffic to the canary subset."""
         self.set_routes(target, STABLE_ONLY)
+        s = _setup(target)
+        vs = self.services.read(s.namespace, s.virtual_service)
+        return tuple(f"VirtualService {s.namespace}/{s.virtual_service} spec.http[{i}]"
+                     + (f" ({r['name']})" if r.get("name") else "")
+                     + f" still sends traffic to subset {s.canary}: it is the user's route, graylane left it as it is"
+                     for i, r in enumerate(vs["spec"].get("http") or [])
+                     if r.get("name") != MATCH_ROUTE and any(_dest_of(d, s, s.canary) for d in r.get("route") or []))
