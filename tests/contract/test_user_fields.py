@@ -264,3 +264,76 @@ def random_value(rng: random.Random, schema: dict[str, Any], depth: int) -> Any:
     if kind == "string":
         return rng.choice(["x", "alpha", "10s", "v1", "pro.coding"]) + str(rng.randint(0, 9))
     return None
+
+
+# --- Istio: seed 003 (Bookinfo reviews) ---------------------------------------------------------------------
+
+ISTIO = ("networking.istio.io", "v1")
+
+
+def _seed_003(ns: str) -> list[dict[str, Any]]:
+    """Bookinfo's `reviews`: the end-user jason route to v2 (samples/bookinfo virtual-service-reviews-test-v2),
+    everyone else to v1 with retries and a 10s timeout, and the v1/v2 DestinationRule with its own policy."""
+    meta = {"name": "reviews", "namespace": ns, "labels": {"app": "reviews"}, "annotations": {"owner": "bookinfo"}}
+    vs = {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": meta,
+          "spec": {"hosts": ["reviews"], "http": [
+              {"match": [{"headers": {"end-user": {"exact": "jason"}}}],
+               "route": [{"destination": {"host": "reviews", "subset": "v2"}}]},
+              {"name": "everyone", "route": [{"destination": {"host": "reviews", "subset": "v1"}}],
+               "retries": {"attempts": 3, "perTryTimeout": "2s", "retryOn": "5xx"}, "timeout": "10s",
+               "headers": {"request": {"set": {"x-team": "bookinfo"}}}}]}}
+    dr = {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule", "metadata": dict(meta),
+          "spec": {"host": "reviews", "trafficPolicy": {"loadBalancer": {"simple": "RANDOM"}},
+                   "subsets": [{"name": "v1", "labels": {"version": "v1"}}, {"name": "v2", "labels": {"version": "v2"}}]}}
+    return [vs, dr]
+
+
+def _istio_owned(obj: dict[str, Any]) -> None:
+    if obj["kind"] == "VirtualService":
+        http = [r for r in obj["spec"]["http"] if r.get("name") != "graylane-match"]
+        for r in http:
+            if any(d["destination"].get("subset") == "v1" for d in r["route"]):
+                r["route"] = [{k: v for k, v in d.items() if k != "weight"} for d in r["route"]
+                              if d["destination"].get("subset") != "v2"]
+        obj["spec"]["http"] = http
+    if obj["kind"] == "DestinationRule":
+        obj["spec"].get("trafficPolicy", {}).pop("outlierDetection", None)
+
+
+def test_user_fields_istio_seed_003_survive_a_whole_release(api: Any, co: Any, ns: str) -> None:
+    from tests.k8s.istio_validate import assert_istio_valid
+
+    objects = _seed_003(ns)
+    for obj in objects:
+        co.create_namespaced_custom_object(*ISTIO, ns, obj["kind"].lower() + "s", obj)
+
+    def read(obj: dict[str, Any]) -> dict[str, Any]:
+        return dict(co.get_namespaced_custom_object(*ISTIO, ns, obj["kind"].lower() + "s", "reviews"))
+
+    before = [user_part(read(o), _istio_owned) for o in objects]
+    router = make_router("istio", api)
+    t = RouteTarget(ns, "reviews", "reviews-v1", "reviews-v2", options={
+        "virtualService": "reviews", "destinationRule": "reviews", "host": "reviews", "stableSubset": "v1",
+        "canarySubset": "v2"})
+    stored: dict[str, Any] = {}
+
+    def check(when: str) -> None:
+        live = [read(o) for o in objects]
+        assert [user_part(o, _istio_owned) for o in live] == before, when
+        assert_istio_valid(live, when)
+        stored[when] = live[0]
+
+    release(router, t, check, Protection(circuit_breaker=CircuitBreaker("NetworkErrorRatio() > 0.3")))
+    ab = stored[f"after {RoutePlan.canary_at(30, (SHENZHEN,))}"]["spec"]["http"]
+    assert [r.get("name") for r in ab] == [None, "graylane-match", "everyone"]  # jason's route stays first
+    assert ab[1]["match"] == [{"headers": {"location": {"exact": "shenzhen"}}}]
+    assert ab[1]["retries"] == ab[2]["retries"] and ab[1]["timeout"] == "10s"
+    assert ab[2]["route"] == [{"destination": {"host": "reviews", "subset": "v1"}, "weight": 70},
+                              {"destination": {"host": "reviews", "subset": "v2"}, "weight": 30}]
+    final = read(objects[0])["spec"]["http"]
+    assert final[1]["route"] == [{"destination": {"host": "reviews", "subset": "v1"}, "weight": 100}]  # owned: the weight
+    said = router.finalize(t)
+    assert said and "spec.http[0] still sends traffic to subset v2" in said[0]  # jason's route, the user's
+    with pytest.raises(NotFound, match=r"VirtualService .*/ratings does not exist.*create: true"):
+        router.reconcile(RouteTarget(ns, "ratings", "ratings-v1", "ratings-v2", options={"destinationRule": "reviews",
+                                                                                         "host": "reviews"}))
