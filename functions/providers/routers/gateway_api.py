@@ -18,6 +18,8 @@ or circuit breaker.
 
 from __future__ import annotations
 
+import copy
+import json
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -27,15 +29,17 @@ from functions.core.effects import STABLE_ONLY, Protection, RoutePlan
 from functions.core.policy import Policy
 from functions.core.routing import Need, Option, Owned, Problem, Versions, text_option
 from functions.core.values import value
-from functions.errors import ConfigError
+from functions.errors import ConfigError, NotFound
 from functions.providers.routers._common import (
     Kind,
     Objects,
+    annotation_ops,
     check_plan,
+    decode_plan,
     header_rule,
+    live_plan,
     option,
-    route_ops,
-    spec_plan,
+    plan_note,
 )
 from functions.providers.routers.base import Cluster, RouteTarget
 
@@ -48,15 +52,22 @@ OPTIONS = (
     Option("port", "integer", "the Services' port", "80"),
     Option("parentRef", "object-ref", "the Gateway of an HTTPRoute graylane creates"),
     Option("host", "text", "the hostname of an HTTPRoute graylane creates"),
+    Option("rule", "text", "the name (spec.rules[].name) of the rule graylane weighs, when several route to the "
+           "stable Service", "the one rule naming stableService"),
+    Option("create", "boolean", "create the HTTPRoute when it does not exist", "false"),
     Option("metrics", "choice", "the Gateway implementation whose metrics the built-in templates read "
            "(an API has none of its own)", choices=IMPLEMENTATIONS),
 )
 CAPABILITIES = (MATCHING - {"source-ip"}) | {"weights"}  # HTTPRoute has no standard rate limit or circuit breaker
 METRICS = None  # an API, not a proxy: the series are the implementation's (measured_by)
 OWNS = (
-    Owned("HTTPRoute", "/spec/rules", "the rules (an A/B rule and the weighted rule)"),
-    Owned("HTTPRoute", "/metadata/annotations/graylane.dev~1route-plan", "the plan written"),
+    Owned("HTTPRoute", "/spec/rules/{managed}/backendRefs/{stable}/weight", "the stable backend's weight"),
+    Owned("HTTPRoute", "/spec/rules/{managed}/backendRefs/{canary}", "the canary backend (added, weighed, removed)"),
+    Owned("HTTPRoute", "/spec/rules/{match}", "the A/B rule graylane adds (annotation graylane.dev/match-rule)"),
+    Owned("HTTPRoute", "/metadata/annotations/graylane.dev~1*", "the plan written, the A/B rule, the user's canary"),
 )
+MATCH_RULE = "graylane.dev/match-rule"
+CANARY_BACKEND = "graylane.dev/canary-backend"
 
 
 def check(options: Mapping[str, Any], needs: list[Need]) -> list[Problem]:
@@ -101,6 +112,8 @@ class _Setup:
     port: int
     parent: dict[str, Any] | None
     host: str
+    rule: str = ""  # rules[].name of the managed rule, when the policy names it
+    create: bool = False
 
     @property
     def where(self) -> str:
@@ -123,6 +136,8 @@ def _setup(target: RouteTarget) -> _Setup:
         port=option(opts, "port", 80, int, where),
         parent=parent,
         host=option(opts, "host", "", str, where) if "host" in opts else "",
+        rule=option(opts, "rule", "", str, where) if "rule" in opts else "",
+        create=opts.get("create") is True,
     )
 
 
@@ -142,9 +157,90 @@ def _rules(s: _Setup, plan: RoutePlan) -> list[dict[str, Any]]:
             header = {"type": "RegularExpression" if regex else "Exact", "name": name, "value": value}
             matches.append({"path": dict(EVERY_PATH), "headers": [header]})
         rules.append({"matches": matches, "backendRefs": [_backend(s, s.canary, 100)]})
-    weighted = [_backend(s, s.stable, plan.stable), _backend(s, s.canary, plan.canary)]
+    weighted = [_backend(s, s.stable, plan.stable)] + ([_backend(s, s.canary, plan.canary)] if plan.canary else [])
     rules.append({"matches": [{"path": dict(EVERY_PATH)}], "backendRefs": weighted})
     return rules
+
+
+def _is_backend(ref: Any, name: str) -> bool:
+    return (isinstance(ref, Mapping) and ref.get("name") == name and ref.get("kind", "Service") == "Service"
+            and ref.get("group", "") in ("", "core"))
+
+
+def _note(obj: Mapping[str, Any] | None, key: str) -> Any:
+    text = ((obj or {}).get("metadata", {}).get("annotations") or {}).get(key)
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return None
+
+
+def _match_index(rules: list[dict[str, Any]], matches: Any) -> int | None:
+    return next((i for i, r in enumerate(rules) if matches is not None and r.get("matches") == matches), None)
+
+
+def managed_index(rules: list[dict[str, Any]], s: _Setup, ab: Any = None) -> int:
+    """The rule graylane weighs: the one named by option `rule`, else the one naming the stable Service."""
+    where = f"{s.where}: HTTPRoute {s.namespace}/{s.http_route}"
+    candidates = [i for i, r in enumerate(rules) if not (ab is not None and r.get("matches") == ab)]
+    if s.rule:
+        found = [i for i in candidates if rules[i].get("name") == s.rule]
+        if not found:
+            names = ", ".join(repr(rules[i].get("name")) for i in candidates)
+            raise ConfigError(f"{where} has no rule named {s.rule!r} (router option rule); its names: {names}")
+        return found[0]
+    found = [i for i in candidates if any(_is_backend(r, s.stable) for r in rules[i].get("backendRefs") or [])]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise ConfigError(f"{where}: no rule sends traffic to Service {s.stable} (spec.rules[*].backendRefs); set "
+                          "router option stableService")
+    named = " and ".join(f"spec.rules[{i}]" + (f" ({rules[i]['name']})" if rules[i].get("name") else "") for i in found)
+    raise ConfigError(f"{where}: {named} all send traffic to Service {s.stable}; set router option rule to the name "
+                      "(spec.rules[].name) of the one graylane weighs")
+
+
+def weight_ops(entries: list[Any], base: str, s: _Setup, plan: RoutePlan,
+               kept: Mapping[str, Any] | None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The stable's weight and the canary's backendRef (a copy of the stable's: port, filters; listed while it
+    gets traffic, removed at 0 and kept aside); nothing else of the rule."""
+    stable = [i for i, e in enumerate(entries) if _is_backend(e, s.stable)]
+    if len(stable) != 1:
+        raise ConfigError(f"{s.where}: {base} lists Service {s.stable} {len(stable)} times; expected once")
+    i_s, canary = stable[0], [i for i, e in enumerate(entries) if _is_backend(e, s.canary)]
+    ops: list[dict[str, Any]] = []
+    alone = plan.canary == 0
+    if entries[i_s].get("weight") != plan.stable and not (alone and "weight" not in entries[i_s]):
+        ops.append({"op": "add", "path": f"{base}/{i_s}/weight", "value": plan.stable})
+    removed = None
+    if not alone and canary:
+        if entries[canary[0]].get("weight") != plan.canary:
+            ops.append({"op": "add", "path": f"{base}/{canary[0]}/weight", "value": plan.canary})
+    elif not alone:
+        entry = dict(kept) if kept else {**{k: v for k, v in entries[i_s].items() if k != "weight"}, "name": s.canary}
+        ops.append({"op": "add", "path": f"{base}/-", "value": {**entry, "weight": plan.canary}})
+    elif canary:
+        removed = {k: v for k, v in entries[canary[0]].items() if k != "weight"}
+        ops.append({"op": "remove", "path": f"{base}/{canary[0]}"})
+    return ops, removed
+
+
+def match_rule(managed: Mapping[str, Any], plan: RoutePlan, s: _Setup, kept: Mapping[str, Any] | None) -> dict[str, Any]:
+    """graylane's A/B rule: each of the managed rule's matches AND the plan's header (more specific, so it
+    wins), its filters and timeouts, and the canary alone."""
+    headers = []
+    for m in plan.match:
+        name, value, regex = header_rule(m)
+        headers.append({"type": "RegularExpression" if regex else "Exact", "name": name, "value": value})
+    matches = []
+    for own in managed.get("matches") or [{"path": dict(EVERY_PATH)}]:
+        for header in headers:
+            matches.append({**copy.deepcopy(own), "headers": [*copy.deepcopy(own.get("headers") or []), header]})
+    stable = next((r for r in managed.get("backendRefs") or [] if _is_backend(r, s.stable)), None)
+    canary = dict(kept) if kept else ({**{k: v for k, v in stable.items() if k != "weight"}, "name": s.canary}
+                                      if stable else _backend(s, s.canary, 100))
+    rule = {k: copy.deepcopy(v) for k, v in managed.items() if k not in ("name", "matches", "backendRefs")}
+    return {"matches": matches, "backendRefs": [{**canary, "weight": 100}], **rule}
 
 
 def _weights(rules: list[dict[str, Any]], s: _Setup) -> tuple[int, int]:
@@ -169,6 +265,9 @@ class GatewayAPIRouter:
 
     def _ensure(self, s: _Setup) -> dict[str, Any]:
         route = self.routes.get(s.namespace, s.http_route)
+        if route is None and not s.create:
+            raise NotFound(f"{s.where}: HTTPRoute {s.namespace}/{s.http_route} does not exist: graylane routes on the "
+                           "user's object; create it, or set router option create: true")
         if route is None:
             spec: dict[str, Any] = {"rules": _rules(s, STABLE_ONLY)}
             if s.parent:
@@ -182,18 +281,50 @@ class GatewayAPIRouter:
         s = _setup(target)
         check_plan(plan, self.provider, CAPABILITIES, s.where)
         route = self._ensure(s)
-        self.routes.write(route, route_ops(route, "rules", _rules(s, plan), plan), "set routes")
+        rules = route["spec"].get("rules") or []
+        ab = _note(route, MATCH_RULE)
+        m = managed_index(rules, s, ab)
+        kept = _note(route, CANARY_BACKEND)
+        ops, removed = weight_ops(rules[m].get("backendRefs") or [], f"/spec/rules/{m}/backendRefs", s, plan, kept)
+        wanted = match_rule(rules[m], plan, s, kept if removed is None else removed) if plan.match else None
+        a = _match_index(rules, ab)
+        if wanted is not None and a is None:
+            ops.append({"op": "add", "path": f"/spec/rules/{m}", "value": wanted})
+        elif wanted is not None and a is not None and rules[a] != wanted:
+            ops.append({"op": "replace", "path": f"/spec/rules/{a}", "value": wanted})
+        elif wanted is None and a is not None:
+            ops.append({"op": "remove", "path": f"/spec/rules/{a}"})
+        notes: dict[str, str | None] = {**plan_note(plan),
+                                        MATCH_RULE: json.dumps(wanted["matches"]) if wanted else None}
+        if removed is not None:
+            notes[CANARY_BACKEND] = json.dumps(removed, sort_keys=True)
+        elif kept is not None and plan.canary > 0:
+            notes[CANARY_BACKEND] = None
+        self.routes.write(route, ops + annotation_ops(route, notes), "set routes")
 
     def get_routes(self, target: RouteTarget) -> RoutePlan:
         s = _setup(target)
         route = self.routes.read(s.namespace, s.http_route)
-        return spec_plan(route, "rules", lambda rules: _weights(rules, s), lambda plan: _rules(s, plan), s.where)
+        rules = route["spec"].get("rules") or []
+        ab = _note(route, MATCH_RULE)
+        managed, kept = rules[managed_index(rules, s, ab)], _note(route, CANARY_BACKEND)
+        a = _match_index(rules, ab)
+        live = rules[a] if a is not None else None
+        render = lambda plan: match_rule(managed, plan, s, kept) if plan.match else None  # noqa: E731
+        return live_plan(decode_plan(route), *_weights([managed], s), live, render, s.where)
 
     def set_protection(self, target: RouteTarget, protection: Protection) -> None:
         if protection.rate_limit is not None or protection.circuit_breaker is not None:
             raise ConfigError(f"{_setup(target).where}: rate limiting and circuit breaking are not supported "
                               "by router gateway-api")
 
-    def finalize(self, target: RouteTarget) -> None:
-        """All traffic back to stable without rules; the route stays, it carries stable's traffic."""
+    def finalize(self, target: RouteTarget) -> tuple[str, ...]:
+        """All traffic back to stable, graylane's A/B rule and canary backend gone (the route stays: it carries
+        the stable's traffic); returns the user's rules that still send traffic to the canary Service."""
         self.set_routes(target, STABLE_ONLY)
+        s = _setup(target)
+        route = self.routes.read(s.namespace, s.http_route)
+        return tuple(f"HTTPRoute {s.namespace}/{s.http_route} spec.rules[{i}]" + (f" ({r['name']})" if r.get("name") else "")
+                     + f" still sends traffic to Service {s.canary}: it is the user's rule, graylane left it as it is"
+                     for i, r in enumerate(route["spec"].get("rules") or [])
+                     if any(_is_backend(b, s.canary) for b in r.get("backendRefs") or []))
