@@ -18,7 +18,7 @@ from tests.contract.router_support import JSON_PATCH, api_fixture, co_fixture, r
 pytestmark = pytest.mark.k8s
 A = "nginx.ingress.kubernetes.io/"
 OPTIONS = {"stableIngress": "canary-demo", "stableService": "canary-demo", "canaryService": "canary-demo-canary",
-           "host": "progressive.auto"}
+           "host": "progressive.auto", "create": True}
 
 
 def target(ns: str) -> RouteTarget:

@@ -337,3 +337,97 @@ def test_user_fields_istio_seed_003_survive_a_whole_release(api: Any, co: Any, n
     with pytest.raises(NotFound, match=r"VirtualService .*/ratings does not exist.*create: true"):
         router.reconcile(RouteTarget(ns, "ratings", "ratings-v1", "ratings-v2", options={"destinationRule": "reviews",
                                                                                          "host": "reviews"}))
+
+
+# --- Gateway API: an HTTPRoute with named rules, filters and timeouts -----------------------------------------
+
+GATEWAY = ("gateway.networking.k8s.io", "v1")
+
+
+def _httproute(ns: str) -> dict[str, Any]:
+    backend = {"group": "", "kind": "Service", "name": "shop-blue", "port": 8080}
+    return {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "shop", "namespace": ns, "labels": {"team": "shop"}, "annotations": {"owner": "shop"}},
+            "spec": {"parentRefs": [{"name": "public", "sectionName": "web"}], "hostnames": ["shop.example.com"],
+                     "rules": [
+                         {"name": "static", "matches": [{"path": {"type": "PathPrefix", "value": "/static"}}],
+                          "backendRefs": [{"group": "", "kind": "Service", "name": "cdn", "port": 80}]},
+                         {"name": "app", "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                          "filters": [{"type": "RequestHeaderModifier",
+                                       "requestHeaderModifier": {"set": [{"name": "x-shop", "value": "1"}]}}],
+                          "timeouts": {"request": "10s"}, "backendRefs": [backend]}]}}
+
+
+def _gateway_owned(obj: dict[str, Any]) -> None:
+    rules = [r for r in obj["spec"]["rules"] if not any(h.get("name") == "location" for m in r.get("matches") or []
+                                                        for h in m.get("headers") or [])]
+    for r in rules:
+        if any(b["name"] == "shop-blue" for b in r["backendRefs"]):
+            r["backendRefs"] = [{k: v for k, v in b.items() if k != "weight"} for b in r["backendRefs"]
+                                if b["name"] != "shop-green"]
+    obj["spec"]["rules"] = rules
+
+
+def test_user_fields_gateway_named_rules_filters_and_timeouts_survive_a_whole_release(api: Any, co: Any,
+                                                                                       ns: str) -> None:
+    co.create_namespaced_custom_object(*GATEWAY, ns, "httproutes", _httproute(ns))
+
+    def read() -> dict[str, Any]:
+        return dict(co.get_namespaced_custom_object(*GATEWAY, ns, "httproutes", "shop"))
+
+    before = user_part(read(), _gateway_owned)
+    router = make_router("gateway-api", api)
+    t = RouteTarget(ns, "shop", "shop-blue", "shop-green", options={"httpRoute": "shop", "port": 8080})
+    stored: dict[str, Any] = {}
+
+    def check(when: str) -> None:
+        live = read()
+        assert user_part(live, _gateway_owned) == before, when
+        stored[when] = live
+
+    release(router, t, check)
+    rules = stored[f"after {RoutePlan.canary_at(30, (SHENZHEN,))}"]["spec"]["rules"]
+    assert [r.get("name") for r in rules] == ["static", None, "app"]
+    ab = rules[1]
+    assert ab["matches"] == [{"path": {"type": "PathPrefix", "value": "/"},
+                              "headers": [{"type": "Exact", "name": "location", "value": "shenzhen"}]}]
+    assert ab["filters"] == rules[2]["filters"] and ab["timeouts"] == {"request": "10s"}
+    assert [(b["name"], b["weight"]) for b in rules[2]["backendRefs"]] == [("shop-blue", 70), ("shop-green", 30)]
+    with pytest.raises(NotFound, match=r"HTTPRoute .*/cart does not exist.*create: true"):
+        router.reconcile(RouteTarget(ns, "cart", "cart", "cart-canary", options={}))
+
+
+# --- NGINX: the user's Ingress with its own annotations --------------------------------------------------------
+
+
+def test_user_fields_nginx_user_annotations_survive_and_the_canary_ingress_goes(api: Any, ns: str) -> None:
+    from kubernetes import client
+
+    net = client.NetworkingV1Api(api)
+    backend = {"service": {"name": "shop", "port": {"number": 80}}}
+    ingress = {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+               "metadata": {"name": "shop", "namespace": ns, "labels": {"team": "shop"}, "annotations": {
+                   "nginx.ingress.kubernetes.io/proxy-body-size": "8m",
+                   "nginx.ingress.kubernetes.io/limit-rps": "50",
+                   "cert-manager.io/cluster-issuer": "letsencrypt"}},
+               "spec": {"ingressClassName": "nginx", "tls": [{"hosts": ["shop.example.com"], "secretName": "shop-tls"}],
+                        "rules": [{"host": "shop.example.com", "http": {"paths": [
+                            {"path": "/", "pathType": "Prefix", "backend": backend}]}}]}}
+    net.create_namespaced_ingress(ns, ingress)
+
+    def read() -> dict[str, Any]:
+        return api.sanitize_for_serialization(net.read_namespaced_ingress("shop", ns))
+
+    before = user_part(read(), lambda obj: obj.pop("status", None))
+    router = make_router("nginx", api)
+    t = RouteTarget(ns, "shop", "shop", "shop-canary", options={"stableIngress": "shop"})
+
+    def check(when: str) -> None:
+        assert user_part(read(), lambda obj: obj.pop("status", None)) == before, when
+
+    said = router.set_protection(t, Protection(rate_limit=RateLimit(100, 200, 1.0)))
+    assert said and "limit-rps" in said[0] and "kept it" in said[0]  # the user's limit stays, said
+    release(router, t, check, Protection(rate_limit=RateLimit(100, 200, 1.0)))
+    names = [i.metadata.name for i in net.list_namespaced_ingress(ns).items]
+    assert names == ["shop"]  # finalize deleted graylane's canary Ingress
+    assert router.finalize(t) == ()  # idempotent

@@ -20,12 +20,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from functions.core.capabilities import MATCHING, WHAT, stage_of
-from functions.core.effects import STABLE_ONLY, Protection, RoutePlan
+from functions.core.effects import Protection, RoutePlan
 from functions.core.policy import Policy
 from functions.core.routing import Need, Option, Owned, Problem, RouterMetrics, Versions, text_option
 from functions.core.values import value
-from functions.errors import ConfigError
+from functions.errors import ConfigError, NotFound
 from functions.providers.routers._common import (
+    MANAGED_BY,
+    PROTECTION_ANNOTATION,
     Kind,
     Objects,
     annotation_ops,
@@ -47,6 +49,8 @@ OPTIONS = (
     Option("port", "integer", "the Services' port", "80"),
     Option("canaryIngress", "name", "the canary Ingress graylane creates", "<stableIngress>-canary"),
     Option("ingressClass", "text", "the ingressClassName of an Ingress graylane creates"),
+    Option("create", "boolean", "create the stable Ingress when it does not exist (the canary Ingress is always "
+           "graylane's)", "false"),
 )
 CAPABILITIES = (MATCHING - {"source-ip"}) | {"weights", "rate-limit"}  # one canary header and cookie rule
 METRICS = RouterMetrics("nginx_ingress_controller_requests", ("namespace", "service"), "status", "5..",
@@ -54,7 +58,8 @@ METRICS = RouterMetrics("nginx_ingress_controller_requests", ("namespace", "serv
 OWNS = (
     Owned("Ingress", "<canaryIngress> (whole object)", "the canary Ingress graylane creates"),
     Owned("Ingress", "/metadata/annotations/nginx.ingress.kubernetes.io~1limit-{rps,rpm,burst-multiplier}",
-          "the rate limit on the stable Ingress"),
+          "the rate limit on the stable Ingress (while graylane.dev/protection says it is graylane's)"),
+    Owned("Ingress", "/metadata/annotations/graylane.dev~1protection", "marks the limit as graylane's"),
 )
 _HEADER_RULES = ("header", "header-regex", "user-id-digit", "user-hash")  # all become one canary-by-header
 
@@ -122,6 +127,7 @@ class _Setup:
     host: str
     port: int
     ingress_class: str
+    create: bool = False
 
     @property
     def where(self) -> str:
@@ -139,6 +145,7 @@ def _setup(target: RouteTarget) -> _Setup:
         host=option(opts, "host", "", str, where) if "host" in opts else "",
         port=option(opts, "port", 80, int, where),
         ingress_class=option(opts, "ingressClass", "", str, where) if "ingressClass" in opts else "",
+        create=opts.get("create") is True,
     )
 
 
@@ -195,6 +202,11 @@ def _rate_limit(protection: Protection, s: _Setup) -> dict[str, str | None]:
             LIMIT_BURST: str(max(1, math.ceil(rl.burst / rl.average)))}
 
 
+def _ours(obj: Mapping[str, Any]) -> bool:
+    labels = obj.get("metadata", {}).get("labels") or {}
+    return all(labels.get(k) == v for k, v in MANAGED_BY.items())
+
+
 class NginxRouter:
     """Router over ingress-nginx canary Ingresses."""
 
@@ -209,9 +221,16 @@ class NginxRouter:
     def _ensure(self, s: _Setup) -> tuple[dict[str, Any], dict[str, Any]]:
         """(stable Ingress, canary Ingress), created with all traffic on stable if missing."""
         stable = self.ingresses.get(s.namespace, s.stable_ingress)
+        if stable is None and not s.create:
+            raise NotFound(f"{s.where}: Ingress {s.namespace}/{s.stable_ingress} does not exist: graylane routes on "
+                           "the user's Ingress; create it, or set router option create: true")
         if stable is None:
             stable = self.ingresses.create(s.namespace, s.stable_ingress, _stable_spec(s))
         canary = self.ingresses.get(s.namespace, s.canary_ingress)
+        if canary is not None and not _ours(canary):
+            raise ConfigError(f"{s.where}: Ingress {s.namespace}/{s.canary_ingress} exists and is not graylane's (no "
+                              "label app.kubernetes.io/managed-by: graylane): set router option canaryIngress to a "
+                              "name graylane may create")
         if canary is None:
             canary = self.ingresses.create(s.namespace, s.canary_ingress, _canary_spec(stable["spec"], s),
                                            annotations={CANARY: "true", WEIGHT: "0"})
@@ -237,17 +256,40 @@ class NginxRouter:
         return live_plan(decode_plan(canary), 100 - weight, weight, live, lambda plan: _rule_annotations(plan, s),
                          s.where)
 
-    def set_protection(self, target: RouteTarget, protection: Protection) -> None:
+    def set_protection(self, target: RouteTarget, protection: Protection) -> tuple[str, ...]:
+        """The limit annotations on the stable Ingress; a limit the user set there is kept and said."""
         s = _setup(target)
         if protection.circuit_breaker is not None:
             raise ConfigError(f"{s.where}: circuit breaking is not supported by router nginx")
         stable, _ = self._ensure(s)
-        self.ingresses.write(stable, annotation_ops(stable, _rate_limit(protection, s)), "set protection")
+        notes = stable["metadata"].get("annotations") or {}
+        ours = notes.get(PROTECTION_ANNOTATION) == "rate-limit"
+        users = [k for k in (LIMIT_RPS, LIMIT_RPM) if k in notes and not ours]
+        if users:
+            return (f"Ingress {s.namespace}/{s.stable_ingress} already has the user's {', '.join(users)}: kept it, "
+                    "graylane's rate limit is not written over it",)
+        wanted = _rate_limit(protection, s)
+        on = protection.rate_limit is not None
+        if not on and not ours:
+            return ()
+        self.ingresses.write(stable, annotation_ops(stable, {**wanted, PROTECTION_ANNOTATION: "rate-limit" if on
+                                                             else None}), "set protection")
+        return ()
 
-    def finalize(self, target: RouteTarget) -> None:
-        """All traffic back to stable, then the canary Ingress (which reconcile created) is deleted."""
+    def finalize(self, target: RouteTarget) -> tuple[str, ...]:
+        """All traffic back to stable, then the canary Ingress (graylane's, labelled) is deleted; returns the
+        user's Ingresses that still send traffic to the canary Service."""
         s = _setup(target)
-        self.set_routes(target, STABLE_ONLY)
         canary = self.ingresses.get(s.namespace, s.canary_ingress)
-        if canary is not None:
+        if canary is not None and _ours(canary):
             self.ingresses.delete(canary, "finalize")
+        said = []
+        for ing in self.ingresses.list(s.namespace):
+            if ing["metadata"]["name"] == s.canary_ingress and _ours(ing):
+                continue
+            backends = [p.get("backend", {}) for r in ing.get("spec", {}).get("rules") or []
+                        for p in (r.get("http") or {}).get("paths") or []]
+            if any((b.get("service") or {}).get("name") == s.canary for b in backends):
+                said.append(f"Ingress {s.namespace}/{ing['metadata']['name']} still sends traffic to Service "
+                            f"{s.canary}: it is the user's, graylane left it as it is")
+        return tuple(said)
