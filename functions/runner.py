@@ -355,7 +355,9 @@ class Runner:
                 raise NotReady(f"routes of {policy.app} read back as {live}, expected {effect.routes}")
         elif effect.kind == "set-protection":
             assert effect.protection is not None
-            self.providers.router(policy, cluster).set_protection(route_target(policy, cluster), effect.protection)
+            said = self.providers.router(policy, cluster).set_protection(route_target(policy, cluster),
+                                                                         effect.protection)
+            self._say(policy, effect, "protection-kept", tuple(said or ()))
         elif effect.kind == "finalize-routes":
             self._finalize(policy, effect)
         elif effect.kind == "notify":
@@ -374,16 +376,20 @@ class Runner:
         """A release ended: its router removes what it added (all traffic is on stable already) and says
         what it saw and left alone, such as a route of the user's still sending traffic to the canary."""
         router, target = self.providers.router(policy, effect.cluster), route_target(policy, effect.cluster)
-        notes = router.finalize(target) or ()
+        self._say(policy, effect, "routes-finalized", tuple(router.finalize(target) or ()))
+
+    def _say(self, policy: Policy, effect: Effect, kind: str, notes: tuple[str, ...]) -> None:
+        """What a router saw in the user's objects and left alone: logged and notified, never blocking."""
         for note in notes:
-            log.warning("routes of %s after the release: %s", policy.app, note)
-        if notes:
-            message = f"{policy.app}: after the release, " + "; ".join(notes)
-            try:
-                self.providers.notifier(policy).send({"id": f"{effect.id}/notes", "type": "routes-finalized",
-                                                      "app": policy.app, "notes": list(notes), "message": message})
-            except GraylaneError as err:  # a notifier that is down never blocks a release
-                log.warning("notification %s/notes dropped: %s", effect.id, err)
+            log.warning("%s of %s: %s", kind, policy.app, note)
+        if not notes:
+            return
+        message = f"{policy.app}: " + "; ".join(notes)
+        try:
+            self.providers.notifier(policy).send({"id": f"{effect.id}/notes", "type": kind, "app": policy.app,
+                                                  "notes": list(notes), "message": message})
+        except GraylaneError as err:  # a notifier that is down never blocks a release
+            log.warning("notification %s/notes dropped: %s", effect.id, err)
 
     def _apply_workload(self, policy: Policy, effect: Effect) -> None:
         workloads, target = self.providers.workloads(policy, effect.cluster), workload_target(policy, effect.cluster)

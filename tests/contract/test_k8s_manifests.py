@@ -534,7 +534,7 @@ def exercise_providers(api: Any, rbac_kube: KubeCluster, ns: str, preview_ns: st
     istio = make_router("istio", api)
     t = RouteTarget(ns, "reviews", "reviews-v1", "reviews-v2", options={
         "virtualService": "reviews", "destinationRule": "reviews", "host": "reviews", "stableSubset": "v1",
-        "canarySubset": "v2", "stableLabels": {"version": "v1"}, "canaryLabels": {"version": "v2"}})
+        "canarySubset": "v2", "stableLabels": {"version": "v1"}, "canaryLabels": {"version": "v2"}, "create": True})
     istio.set_routes(t, ab)
     istio.set_protection(t, Protection(None, CircuitBreaker("NetworkErrorRatio() > 0.3")))
     istio.finalize(t)
@@ -546,14 +546,14 @@ def exercise_providers(api: Any, rbac_kube: KubeCluster, ns: str, preview_ns: st
     gateway = make_router("gateway-api", api)
     t = RouteTarget(ns, "shop", "shop-blue", "shop-green", options={
         "httpRoute": "shop", "stableService": "shop-blue", "canaryService": "shop-green", "port": 8080,
-        "parentRef": "public", "host": "shop.example.com"})
+        "parentRef": "public", "host": "shop.example.com", "create": True})
     gateway.set_routes(t, ab)
     gateway.finalize(t)
 
     nginx = make_router("nginx", api)
     t = RouteTarget(ns, "canary-demo", "canary-demo", "canary-demo-canary", options={
         "stableIngress": "canary-demo", "stableService": "canary-demo", "canaryService": "canary-demo-canary",
-        "host": "progressive.auto"})
+        "host": "progressive.auto", "create": True})
     nginx.set_routes(t, RoutePlan.canary_at(20))
     nginx.set_protection(t, Protection(RateLimit(500, 1000), None))
     nginx.set_routes(t, STABLE_ONLY)
@@ -615,7 +615,8 @@ DENIED = [
     ("", "configmaps", "patch"), ("", "pods", "list"), ("", "pods/exec", "create"), ("", "services", "update"),
     ("", "serviceaccounts/token", "create"), ("", "namespaces", "delete"), ("apps", "deployments", "delete"),
     ("apps", "deployments", "update"), ("apps", "deployments", "list"), ("apps", "deployments/scale", "update"),
-    ("batch", "jobs", "delete"), ("autoscaling", "horizontalpodautoscalers", "update"), ("networking.k8s.io", "ingresses", "list"), ("traefik.io", "ingressroutes", "delete"),
+    ("batch", "jobs", "delete"), ("autoscaling", "horizontalpodautoscalers", "update"),
+    ("networking.k8s.io", "ingresses", "watch"), ("traefik.io", "ingressroutes", "delete"),
     ("networking.istio.io", "virtualservices", "delete"), ("gateway.networking.k8s.io", "httproutes", "delete"),
     ("rbac.authorization.k8s.io", "clusterrolebindings", "create"), ("rbac.authorization.k8s.io", "roles", "escalate"),
     ("", "users", "impersonate"),

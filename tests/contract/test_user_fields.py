@@ -201,9 +201,9 @@ def test_user_fields_traefik_property_random_user_fields_survive(api: Any, ns: s
         before = user_part(stored, _owned_weights_of(seed.STABLE, seed.CANARY))
         router, t = make_router("traefik", api), _traefik_target(ns, ingressRoute=ir["metadata"]["name"])
 
-        def check(when: str) -> None:
+        def check(when: str, ir: dict[str, Any] = ir, before: dict[str, Any] = before, case: int = case) -> None:
             live = seed.read(api, ir)
-            assert user_part(live, _owned_weights_of(seed.STABLE, seed.CANARY)) == before, (case, when, route)
+            assert user_part(live, _owned_weights_of(seed.STABLE, seed.CANARY)) == before, (case, when)
 
         release(router, t, check)
 
@@ -227,7 +227,8 @@ def _owned_weights_of(stable: str, canary: str) -> Callable[[dict[str, Any]], No
     return strip
 
 
-def random_object(rng: random.Random, schema: dict[str, Any], skip: set[str] = set(), depth: int = 0) -> dict[str, Any]:
+def random_object(rng: random.Random, schema: dict[str, Any], skip: frozenset[str] | set[str] = frozenset(),
+                  depth: int = 0) -> dict[str, Any]:
     """A random instance of an object schema: each property present with probability 1/2 (required ones always)."""
     found: dict[str, Any] = {}
     required = set(schema.get("required") or [])

@@ -54,8 +54,9 @@ class Router(Protocol):
     def get_routes(self, target: RouteTarget) -> RoutePlan:
         """Read the live object back."""
 
-    def set_protection(self, target: RouteTarget, protection: Protection) -> None:
-        """Set (or clear, for None fields) rate limit and circuit breaker where the provider can."""
+    def set_protection(self, target: RouteTarget, protection: Protection) -> tuple[str, ...] | None:
+        """Set (or clear, for None fields) rate limit and circuit breaker where the provider can; returns what
+        it kept of the user's instead (a limiter already on the route), for the runner to notify."""
 
     def finalize(self, target: RouteTarget) -> tuple[str, ...]:
         """A release ended (the runner's finalize-routes effect, after traffic is back on stable): remove

@@ -455,7 +455,7 @@ class TraefikRouter:
         if key not in self._groups:
             found = [g for g in GROUPS if self._kind(g, plural, kind).get(s.namespace, name) is not None]
             if not found:
-                served = [g for g in GROUPS if self._kind(g, plural, kind).served(s.namespace)]
+                served = [g for g in GROUPS if self._kind(g, "ingressroutes", "IngressRoute").served(s.namespace)]
                 if not served:
                     raise MissingObject(f"{s.where}: this cluster serves neither {' nor '.join(GROUPS)} {kind}s "
                                    "(are Traefik's CRDs installed?)")
