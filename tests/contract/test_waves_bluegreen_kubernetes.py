@@ -49,6 +49,7 @@ HERE = ""  # the cluster of effects when a policy has no waves: the current cont
 STABLE, CANARY = "k8s-flask", "k8s-flask-canary"
 OPTIONS = {
     "ingressRoute": "k8s-flask-pro",
+    "create": True,
     "host": "pro.coding",
     "entryPoints": ["web"],
     "group": "traefik.io",
