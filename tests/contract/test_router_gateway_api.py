@@ -39,7 +39,7 @@ def test_reconcile_creates_the_route_all_on_stable_and_never_moves_weights(api: 
     assert created["spec"]["parentRefs"][0]["name"] == "public"
     assert created["spec"]["parentRefs"][0]["kind"] == "Gateway"  # the CRD's default was applied
     assert created["spec"]["hostnames"] == ["shop.example.com"]
-    assert weights(created["spec"]["rules"][0]) == {"shop-blue": 100}
+    assert weights(created["spec"]["rules"][0]) == {"shop-blue": 100, "shop-green": 0}
     router.set_routes(t, RoutePlan.canary_at(20))
     before = route(co, ns)["metadata"]["resourceVersion"]
     router.reconcile(t)
@@ -56,7 +56,7 @@ def test_weights_round_trip_and_reset_to_stable(api: Any, co: Any, ns: str) -> N
                                                                    "name": "shop-green", "port": 8080, "weight": 20}
     router.set_routes(t, STABLE_ONLY)
     assert router.get_routes(t) == STABLE_ONLY
-    assert weights(route(co, ns)["spec"]["rules"][0]) == {"shop-blue": 100}
+    assert weights(route(co, ns)["spec"]["rules"][0]) == {"shop-blue": 100, "shop-green": 0}
 
 
 def test_ab_header_rules_round_trip(api: Any, co: Any, ns: str) -> None:
@@ -101,14 +101,14 @@ def test_a_write_after_a_stale_read_loses_with_conflict(api: Any, co: Any, ns: s
         router.set_routes(t, RoutePlan.canary_at(20))
     live = route(co, ns)
     assert raced == ["shop"] and live["metadata"]["labels"]["rival"] == "wrote-first"
-    assert weights(live["spec"]["rules"][0]) == {"shop-blue": 100}
+    assert weights(live["spec"]["rules"][0]) == {"shop-blue": 100, "shop-green": 0}
 
 
 def test_a_wrong_field_path_is_detected(api: Any, ns: str, monkeypatch: Any) -> None:
     router, t = make_router("gateway-api", api), target(ns)
     router.reconcile(t)
 
-    def misspelt(entries: Any, base: str, s: Any, plan: RoutePlan, kept: Any) -> tuple[list[Any], None]:
+    def misspelt(entries: Any, base: str, s: Any, plan: RoutePlan, kept: Any, drop: bool) -> tuple[list[Any], None]:
         return [{"op": "add", "path": f"{base}/0/wieght", "value": plan.stable}], None
 
     monkeypatch.setattr(gateway_api, "weight_ops", misspelt)

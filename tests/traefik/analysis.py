@@ -55,7 +55,7 @@ def flask_policy(version: str, ns: str, metrics: tuple[MetricCheck, ...], pause:
     """The seed's app: steps 20 → 50 (each held `pause` s) under analysis every second, then promote."""
     return Policy(
         name="flask", namespace=ns, image=ImageRule(repository=seed.REPOSITORY),
-        router=RouterSpec(provider="traefik", options=dict(target_for(version, ns).options)),
+        router=RouterSpec(provider="traefik", options=dict(target_for(version, ns, create=True).options)),
         workload=WorkloadSpec(name=seed.STABLE, canary=seed.CANARY, container="flask"),
         stages=(CanaryStage(steps=(CanaryStep(20, pause), CanaryStep(50, pause))), PromoteStage()),
         analysis=Analysis(interval=1.0, window=window, metrics=metrics, alpha=alpha),

@@ -141,10 +141,11 @@ class FlaskApp:
         self.in_force()
 
 
-def target_for(version: str, pro: str) -> RouteTarget:
+def target_for(version: str, pro: str, create: bool = False) -> RouteTarget:
+    """The router's target on the seed's IngressRoute; `create`: graylane creates it (no seed routing)."""
     options = {"ingressRoute": seed.PRO_ROUTE, "host": seed.HOST, "entryPoints": ["web"],
                "stableService": seed.STABLE, "canaryService": seed.CANARY, "port": seed.PORT,
-               "group": GROUPS[version], "create": True}  # fmt: skip
+               "group": GROUPS[version], **({"create": True} if create else {})}  # fmt: skip
     return RouteTarget(pro, "flask", seed.STABLE, seed.CANARY, options=options)
 
 

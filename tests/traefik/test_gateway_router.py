@@ -81,7 +81,7 @@ def gw(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory)
     try:
         seed.apply(api, objects)
         options = {"httpRoute": ROUTE, "stableService": seed.STABLE, "canaryService": seed.CANARY, "port": seed.PORT,
-                   "parentRef": "traefik", "host": HOST, "metrics": "traefik"}  # fmt: skip
+                   "parentRef": "traefik", "host": HOST, "metrics": "traefik", "create": True}  # fmt: skip
         app = GatewayApp(ns, api, pods, traefik, GatewayAPIRouter(kube.api_client()),
                          RouteTarget(ns, "flask", seed.STABLE, seed.CANARY, options=options))  # fmt: skip
         app.router.reconcile(app.target)  # graylane creates the HTTPRoute, all on stable

@@ -74,7 +74,7 @@ def stable_app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Flask
     pods.wait_serving(ns, {"v1": 2})
     traefik = Traefik.start(version, tmp_path / "traefik", kube.kubeconfig, [ns], gateway=version == "v3")
     app = FlaskApp(version, GROUPS[version], ns, "", api, pods, traefik, TraefikRouter(kube.api_client()),
-                   target_for(version, ns))  # fmt: skip
+                   target_for(version, ns, create=True))  # fmt: skip
     try:
         yield app
     finally:

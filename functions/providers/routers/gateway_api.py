@@ -157,7 +157,7 @@ def _rules(s: _Setup, plan: RoutePlan) -> list[dict[str, Any]]:
             header = {"type": "RegularExpression" if regex else "Exact", "name": name, "value": value}
             matches.append({"path": dict(EVERY_PATH), "headers": [header]})
         rules.append({"matches": matches, "backendRefs": [_backend(s, s.canary, 100)]})
-    weighted = [_backend(s, s.stable, plan.stable)] + ([_backend(s, s.canary, plan.canary)] if plan.canary else [])
+    weighted = [_backend(s, s.stable, plan.stable), _backend(s, s.canary, plan.canary)]
     rules.append({"matches": [{"path": dict(EVERY_PATH)}], "backendRefs": weighted})
     return rules
 
@@ -201,15 +201,16 @@ def managed_index(rules: list[dict[str, Any]], s: _Setup, ab: Any = None) -> int
 
 
 def weight_ops(entries: list[Any], base: str, s: _Setup, plan: RoutePlan,
-               kept: Mapping[str, Any] | None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    """The stable's weight and the canary's backendRef (a copy of the stable's: port, filters; listed while it
-    gets traffic, removed at 0 and kept aside); nothing else of the rule."""
+               kept: Mapping[str, Any] | None, drop: bool = False) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The stable's weight and the canary's backendRef (a copy of the stable's: port, filters), nothing else of
+    the rule. The canary stays listed at weight 0 during a release (a Gateway serves a weight-0 backend
+    without endpoints, and Traefik keeps its `service` series); `drop` (finalize) removes it, kept aside."""
     stable = [i for i, e in enumerate(entries) if _is_backend(e, s.stable)]
     if len(stable) != 1:
         raise ConfigError(f"{s.where}: {base} lists Service {s.stable} {len(stable)} times; expected once")
     i_s, canary = stable[0], [i for i, e in enumerate(entries) if _is_backend(e, s.canary)]
     ops: list[dict[str, Any]] = []
-    alone = plan.canary == 0
+    alone = drop and plan.canary == 0
     if entries[i_s].get("weight") != plan.stable and not (alone and "weight" not in entries[i_s]):
         ops.append({"op": "add", "path": f"{base}/{i_s}/weight", "value": plan.stable})
     removed = None
@@ -277,7 +278,7 @@ class GatewayAPIRouter:
             route = self.routes.create(s.namespace, s.http_route, spec)
         return route
 
-    def set_routes(self, target: RouteTarget, plan: RoutePlan) -> None:
+    def set_routes(self, target: RouteTarget, plan: RoutePlan, drop: bool = False) -> None:
         s = _setup(target)
         check_plan(plan, self.provider, CAPABILITIES, s.where)
         route = self._ensure(s)
@@ -285,7 +286,8 @@ class GatewayAPIRouter:
         ab = _note(route, MATCH_RULE)
         m = managed_index(rules, s, ab)
         kept = _note(route, CANARY_BACKEND)
-        ops, removed = weight_ops(rules[m].get("backendRefs") or [], f"/spec/rules/{m}/backendRefs", s, plan, kept)
+        ops, removed = weight_ops(rules[m].get("backendRefs") or [], f"/spec/rules/{m}/backendRefs", s, plan, kept,
+                                  drop)
         wanted = match_rule(rules[m], plan, s, kept if removed is None else removed) if plan.match else None
         a = _match_index(rules, ab)
         if wanted is not None and a is None:
@@ -321,10 +323,10 @@ class GatewayAPIRouter:
     def finalize(self, target: RouteTarget) -> tuple[str, ...]:
         """All traffic back to stable, graylane's A/B rule and canary backend gone (the route stays: it carries
         the stable's traffic); returns the user's rules that still send traffic to the canary Service."""
-        self.set_routes(target, STABLE_ONLY)
+        self.set_routes(target, STABLE_ONLY, drop=True)
         s = _setup(target)
         route = self.routes.read(s.namespace, s.http_route)
         return tuple(f"HTTPRoute {s.namespace}/{s.http_route} spec.rules[{i}]" + (f" ({r['name']})" if r.get("name") else "")
                      + f" still sends traffic to Service {s.canary}: it is the user's rule, graylane left it as it is"
                      for i, r in enumerate(route["spec"].get("rules") or [])
-                     if any(_is_backend(b, s.canary) for b in r.get("backendRefs") or []))
+                     if any(_is_backend(b, s.canary) and b.get("weight", 1) for b in r.get("backendRefs") or []))
