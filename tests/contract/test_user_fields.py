@@ -21,7 +21,7 @@ import pytest
 
 from functions.core.effects import STABLE_ONLY, Protection, RoutePlan
 from functions.core.policy import CircuitBreaker, Match, RateLimit
-from functions.errors import ConfigError, NotFound
+from functions.errors import ConfigError, MissingObject
 from functions.providers.routers import make_router
 from functions.providers.routers.base import RouteTarget
 from tests.contract.router_support import api_fixture, co_fixture  # noqa: F401
@@ -173,9 +173,9 @@ def test_user_fields_traefik_ambiguous_route_and_missing_object_are_refused_by_n
     t = _traefik_target(ns, route="Host(`pro.coding`)")
     router.set_routes(t, RoutePlan.canary_at(10))
     assert router.get_routes(t) == RoutePlan.canary_at(10)
-    with pytest.raises(NotFound, match=r"IngressRoute .*/nope does not exist .*create: true"):
+    with pytest.raises(MissingObject, match=r"IngressRoute .*/nope \(group traefik.io\) does not exist.*create is true"):
         router.reconcile(_traefik_target(ns, ingressRoute="nope"))
-    with pytest.raises(NotFound, match=r"IngressRoute .*/nope does not exist"):
+    with pytest.raises(MissingObject, match=r"IngressRoute .*/nope does not exist"):
         router.set_routes(_traefik_target(ns, ingressRoute="nope"), RoutePlan.canary_at(10))
 
 
@@ -335,7 +335,7 @@ def test_user_fields_istio_seed_003_survive_a_whole_release(api: Any, co: Any, n
     assert final[1]["route"] == [{"destination": {"host": "reviews", "subset": "v1"}, "weight": 100}]  # owned: the weight
     said = router.finalize(t)
     assert said and "spec.http[0] still sends traffic to subset v2" in said[0]  # jason's route, the user's
-    with pytest.raises(NotFound, match=r"VirtualService .*/ratings does not exist.*create: true"):
+    with pytest.raises(MissingObject, match=r"VirtualService .*/ratings does not exist.*create: true"):
         router.reconcile(RouteTarget(ns, "ratings", "ratings-v1", "ratings-v2", options={"destinationRule": "reviews",
                                                                                          "host": "reviews"}))
 
@@ -394,7 +394,7 @@ def test_user_fields_gateway_named_rules_filters_and_timeouts_survive_a_whole_re
                               "headers": [{"type": "Exact", "name": "location", "value": "shenzhen"}]}]
     assert ab["filters"] == rules[2]["filters"] and ab["timeouts"] == {"request": "10s"}
     assert [(b["name"], b["weight"]) for b in rules[2]["backendRefs"]] == [("shop-blue", 70), ("shop-green", 30)]
-    with pytest.raises(NotFound, match=r"HTTPRoute .*/cart does not exist.*create: true"):
+    with pytest.raises(MissingObject, match=r"HTTPRoute .*/cart does not exist.*create: true"):
         router.reconcile(RouteTarget(ns, "cart", "cart", "cart-canary", options={}))
 
 

@@ -56,7 +56,6 @@ OPTIONS = {
     "stableService": STABLE,
     "canaryService": CANARY,
     "port": 8080,
-    "create": True,
 }
 V1, V2 = f"{REPO}:v1", f"{REPO}:v2"
 ALL_CANARY = RoutePlan.canary_at(100)

@@ -66,7 +66,8 @@ def test_the_table_covers_every_router_provider_with_known_features() -> None:
 
 def test_the_readme_table_is_the_capability_data() -> None:
     section = README.read_text().split("## Traffic providers", 1)[1].split("\n## ", 1)[0]
-    rows = [line for line in section.splitlines() if line.startswith("|")]
+    table_text = section[section.index("\n|"):].split("\n\n", 1)[0]  # the first table of the section
+    rows = [line for line in table_text.splitlines() if line.startswith("|")]
     header = [c.strip() for c in rows[0].strip("|").split("|")][1:]
     assert header == list(FEATURES)
     table = {}

@@ -29,7 +29,7 @@ from functions.core.effects import STABLE_ONLY, Protection, RoutePlan
 from functions.core.policy import Policy
 from functions.core.routing import Need, Option, Owned, Problem, Versions, text_option
 from functions.core.values import value
-from functions.errors import ConfigError, NotFound
+from functions.errors import ConfigError, MissingObject
 from functions.providers.routers._common import (
     Kind,
     Objects,
@@ -267,7 +267,7 @@ class GatewayAPIRouter:
     def _ensure(self, s: _Setup) -> dict[str, Any]:
         route = self.routes.get(s.namespace, s.http_route)
         if route is None and not s.create:
-            raise NotFound(f"{s.where}: HTTPRoute {s.namespace}/{s.http_route} does not exist: graylane routes on the "
+            raise MissingObject(f"{s.where}: HTTPRoute {s.namespace}/{s.http_route} does not exist: graylane routes on the "
                            "user's object; create it, or set router option create: true")
         if route is None:
             spec: dict[str, Any] = {"rules": _rules(s, STABLE_ONLY)}

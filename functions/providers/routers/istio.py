@@ -37,7 +37,7 @@ from functions.core.effects import STABLE_ONLY, Protection, RoutePlan
 from functions.core.policy import Policy
 from functions.core.routing import Need, Option, Owned, Problem, RouterMetrics, Versions
 from functions.core.values import value
-from functions.errors import ConfigError, NotFound
+from functions.errors import ConfigError, MissingObject
 from functions.providers.routers._common import (
     PROTECTION_ANNOTATION,
     Kind,
@@ -388,14 +388,14 @@ class IstioRouter:
         """(VirtualService, DestinationRule), created with all traffic on stable if missing."""
         dr = self.rules.get(s.namespace, s.destination_rule)
         if dr is None and not s.create:
-            raise NotFound(f"{s.where}: DestinationRule {s.namespace}/{s.destination_rule} does not exist: graylane "
+            raise MissingObject(f"{s.where}: DestinationRule {s.namespace}/{s.destination_rule} does not exist: graylane "
                            "routes on the user's subsets; create it, or set router option create: true")
         if dr is None:
             subsets = [{"name": s.stable, "labels": s.stable_labels}, {"name": s.canary, "labels": s.canary_labels}]
             dr = self.rules.create(s.namespace, s.destination_rule, {"host": s.host, "subsets": subsets})
         vs = self.services.get(s.namespace, s.virtual_service)
         if vs is None and not s.create:
-            raise NotFound(f"{s.where}: VirtualService {s.namespace}/{s.virtual_service} does not exist: graylane "
+            raise MissingObject(f"{s.where}: VirtualService {s.namespace}/{s.virtual_service} does not exist: graylane "
                            "routes on the user's object; create it, or set router option create: true")
         if vs is None:
             spec: dict[str, Any] = {"hosts": [s.host], "http": _http(s, STABLE_ONLY)}

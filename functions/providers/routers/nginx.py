@@ -24,7 +24,7 @@ from functions.core.effects import Protection, RoutePlan
 from functions.core.policy import Policy
 from functions.core.routing import Need, Option, Owned, Problem, RouterMetrics, Versions, text_option
 from functions.core.values import value
-from functions.errors import ConfigError, NotFound
+from functions.errors import ConfigError, MissingObject
 from functions.providers.routers._common import (
     MANAGED_BY,
     PROTECTION_ANNOTATION,
@@ -222,7 +222,7 @@ class NginxRouter:
         """(stable Ingress, canary Ingress), created with all traffic on stable if missing."""
         stable = self.ingresses.get(s.namespace, s.stable_ingress)
         if stable is None and not s.create:
-            raise NotFound(f"{s.where}: Ingress {s.namespace}/{s.stable_ingress} does not exist: graylane routes on "
+            raise MissingObject(f"{s.where}: Ingress {s.namespace}/{s.stable_ingress} does not exist: graylane routes on "
                            "the user's Ingress; create it, or set router option create: true")
         if stable is None:
             stable = self.ingresses.create(s.namespace, s.stable_ingress, _stable_spec(s))
