@@ -175,7 +175,7 @@ def test_user_fields_traefik_ambiguous_route_and_missing_object_are_refused_by_n
     assert router.get_routes(t) == RoutePlan.canary_at(10)
     with pytest.raises(MissingObject, match=r"IngressRoute .*/nope \(group traefik.io\) does not exist.*create is true"):
         router.reconcile(_traefik_target(ns, ingressRoute="nope"))
-    with pytest.raises(MissingObject, match=r"IngressRoute .*/nope does not exist"):
+    with pytest.raises(MissingObject, match=r"IngressRoute .*/nope \(group traefik.io\) does not exist"):
         router.set_routes(_traefik_target(ns, ingressRoute="nope"), RoutePlan.canary_at(10))
 
 
