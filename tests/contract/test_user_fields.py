@@ -46,10 +46,19 @@ def user_part(obj: dict[str, Any], strip_owned: Callable[[dict[str, Any]], None]
     return found
 
 
-def release(router: Any, t: RouteTarget, check: Callable[[str], None], protection: Protection | None = None) -> None:
+def release(
+    router: Any, t: RouteTarget, check: Callable[[str], None], protection: Protection | None = None
+) -> None:
     """A whole release as the machine drives it: steps, an A/B test, protection, promotion, finalize."""
-    for plan in (STABLE_ONLY, RoutePlan.canary_at(10), RoutePlan.canary_at(50), RoutePlan.canary_at(0, (SHENZHEN,)),
-                 RoutePlan.canary_at(30, (SHENZHEN,)), RoutePlan.canary_at(100), STABLE_ONLY):
+    for plan in (
+        STABLE_ONLY,
+        RoutePlan.canary_at(10),
+        RoutePlan.canary_at(50),
+        RoutePlan.canary_at(0, (SHENZHEN,)),
+        RoutePlan.canary_at(30, (SHENZHEN,)),
+        RoutePlan.canary_at(100),
+        STABLE_ONLY,
+    ):
         router.reconcile(t)
         router.set_routes(t, plan)
         assert router.get_routes(t) == plan
@@ -71,22 +80,33 @@ def _seed_000(group: str, ns: str) -> list[dict[str, Any]]:
     objects = seed.routing(group, ns, ns)
     pro = next(o for o in objects if o["metadata"]["name"] == seed.PRO_ROUTE)
     pro["metadata"]["labels"] = {"team": "flask", "app.kubernetes.io/part-of": "shop"}
-    pro["metadata"]["annotations"] = {"owner": "ops@example.com", "kubectl.kubernetes.io/last-applied-configuration": "{}"}
+    pro["metadata"]["annotations"] = {
+        "owner": "ops@example.com",
+        "kubectl.kubernetes.io/last-applied-configuration": "{}",
+    }
     route = pro["spec"]["routes"][0]
     route["priority"] = 10
     route["middlewares"] = [{"name": seed.RATE_LIMIT, "namespace": ns}]
     for svc in route["services"]:
         svc["passHostHeader"] = True
-    admin = {"kind": "Rule", "match": "Host(`pro.coding`) && PathPrefix(`/admin`)", "priority": 20,
-             "services": [{"name": "admin", "port": 9000, "namespace": ns, "passHostHeader": False}]}
+    admin = {
+        "kind": "Rule",
+        "match": "Host(`pro.coding`) && PathPrefix(`/admin`)",
+        "priority": 20,
+        "services": [{"name": "admin", "port": 9000, "namespace": ns, "passHostHeader": False}],
+    }
     pro["spec"]["routes"].insert(0, admin)
     pro["spec"]["tls"] = {"secretName": "pro-coding-tls"}
     return objects
 
 
 def _traefik_target(ns: str, **options: Any) -> RouteTarget:
-    base = {"ingressRoute": seed.PRO_ROUTE, "stableService": seed.STABLE, "canaryService": seed.CANARY,
-            "port": seed.PORT}  # no group: taken from the user's live IngressRoute
+    base = {
+        "ingressRoute": seed.PRO_ROUTE,
+        "stableService": seed.STABLE,
+        "canaryService": seed.CANARY,
+        "port": seed.PORT,
+    }  # no group: taken from the user's live IngressRoute
     return RouteTarget(ns, "flask", seed.STABLE, seed.CANARY, options={**base, **options})
 
 
@@ -98,8 +118,11 @@ def _traefik_owned(obj: dict[str, Any]) -> None:
     obj["spec"]["routes"] = routes = [r for r in routes if "&& (" not in r["match"]]  # graylane's A/B route
     for route in routes:
         if any(s["name"] == seed.STABLE for s in route["services"]):
-            route["services"] = [{k: v for k, v in s.items() if k != "weight"} for s in route["services"]
-                                 if s["name"] != seed.CANARY]
+            route["services"] = [
+                {k: v for k, v in s.items() if k != "weight"}
+                for s in route["services"]
+                if s["name"] != seed.CANARY
+            ]
         _drop_graylane_middlewares(route, seed.PRO_ROUTE)
 
 
@@ -120,15 +143,19 @@ def test_user_fields_traefik_seed_000_survive_a_whole_release(api: Any, co: Any,
     def check(when: str) -> None:
         for obj in objects:
             live = seed.read(api, obj)
-            assert user_part(live, _traefik_owned) == before[obj["metadata"]["name"]], (when, obj["metadata"]["name"])
+            assert user_part(live, _traefik_owned) == before[obj["metadata"]["name"]], (
+                when,
+                obj["metadata"]["name"],
+            )
             assert "syntax" not in json.dumps(live["spec"]) or group == "traefik.io", when
 
     def ab_route() -> dict[str, Any] | None:
         live = seed.read(api, objects[2])
         return next((r for r in live["spec"]["routes"] if "&& (" in r["match"]), None)
 
-    protection = Protection(rate_limit=RateLimit(100, 200, 1.0),
-                            circuit_breaker=CircuitBreaker("NetworkErrorRatio() > 0.3"))
+    protection = Protection(
+        rate_limit=RateLimit(100, 200, 1.0), circuit_breaker=CircuitBreaker("NetworkErrorRatio() > 0.3")
+    )
     seen: list[tuple[str, Any]] = []
     real_set = router.set_routes
 
@@ -148,32 +175,52 @@ def test_user_fields_traefik_seed_000_survive_a_whole_release(api: Any, co: Any,
     ab = dict(seen)[str(RoutePlan.canary_at(30, (SHENZHEN,)))]
     header = "Headers" if group == "traefik.containo.us" else "Header"
     assert ab["match"] == f"Host(`pro.coding`) && ({header}(`location`, `shenzhen`))" and ab["priority"] == 11
-    assert ab["services"][0] == {"name": seed.CANARY, "port": seed.PORT, "namespace": ns, "passHostHeader": True,
-                                 "weight": 100}
+    assert ab["services"][0] == {
+        "name": seed.CANARY,
+        "port": seed.PORT,
+        "namespace": ns,
+        "passHostHeader": True,
+        "weight": 100,
+    }
     assert "syntax" not in ab
     live = seed.read(api, objects[2])
-    assert live["spec"]["routes"][1]["services"] == [{"name": seed.STABLE, "port": seed.PORT, "namespace": ns,
-                                                      "passHostHeader": True, "weight": 100}]
-    assert router.finalize(t) and "k8s-flask-abtest" in router.finalize(t)[0]  # the user's route to the canary
+    assert live["spec"]["routes"][1]["services"] == [
+        {"name": seed.STABLE, "port": seed.PORT, "namespace": ns, "passHostHeader": True, "weight": 100}
+    ]
+    assert (
+        router.finalize(t) and "k8s-flask-abtest" in router.finalize(t)[0]
+    )  # the user's route to the canary
     assert {o["metadata"]["name"] for o in seed.read_all(api, group, ns, "ingressroutes")} == {
-        seed.PRO_ROUTE, seed.ABTEST_ROUTE, seed.DEV_ROUTE}  # no second IngressRoute in the other group
+        seed.PRO_ROUTE,
+        seed.ABTEST_ROUTE,
+        seed.DEV_ROUTE,
+    }  # no second IngressRoute in the other group
     other = "traefik.io" if group == "traefik.containo.us" else "traefik.containo.us"
     assert seed.read_all(api, other, ns, "ingressroutes") == []
 
 
-def test_user_fields_traefik_ambiguous_route_and_missing_object_are_refused_by_name(api: Any, ns: str) -> None:
+def test_user_fields_traefik_ambiguous_route_and_missing_object_are_refused_by_name(
+    api: Any, ns: str
+) -> None:
     objects = _seed_000("traefik.io", ns)
     pro = next(o for o in objects if o["metadata"]["name"] == seed.PRO_ROUTE)
-    pro["spec"]["routes"][0]["services"].append({"name": seed.STABLE, "port": seed.PORT})  # /admin also to stable
+    pro["spec"]["routes"][0]["services"].append(
+        {"name": seed.STABLE, "port": seed.PORT}
+    )  # /admin also to stable
     seed.apply(api, objects)
     router = make_router("traefik", api)
-    with pytest.raises(ConfigError, match=r"spec.routes\[0\] \(match 'Host\(`pro.coding`\) && PathPrefix\(`/admin`\)'\) "
-                                          r"and spec.routes\[1\] .* set router option route"):
+    with pytest.raises(
+        ConfigError,
+        match=r"spec.routes\[0\] \(match 'Host\(`pro.coding`\) && PathPrefix\(`/admin`\)'\) "
+        r"and spec.routes\[1\] .* set router option route",
+    ):
         router.set_routes(_traefik_target(ns), RoutePlan.canary_at(10))
     t = _traefik_target(ns, route="Host(`pro.coding`)")
     router.set_routes(t, RoutePlan.canary_at(10))
     assert router.get_routes(t) == RoutePlan.canary_at(10)
-    with pytest.raises(MissingObject, match=r"IngressRoute .*/nope \(group traefik.io\) does not exist.*create is true"):
+    with pytest.raises(
+        MissingObject, match=r"IngressRoute .*/nope \(group traefik.io\) does not exist.*create is true"
+    ):
         router.reconcile(_traefik_target(ns, ingressRoute="nope"))
     with pytest.raises(MissingObject, match=r"IngressRoute .*/nope \(group traefik.io\) does not exist"):
         router.set_routes(_traefik_target(ns, ingressRoute="nope"), RoutePlan.canary_at(10))
@@ -182,7 +229,9 @@ def test_user_fields_traefik_ambiguous_route_and_missing_object_are_refused_by_n
 def test_user_fields_traefik_property_random_user_fields_survive(api: Any, ns: str) -> None:
     """Random values, from the upstream CRD's schema, in every user-owned field of the managed route and its
     backends: after a whole release each is exactly as it was."""
-    routes_schema = schema_of("traefik.io", "IngressRoute")["properties"]["spec"]["properties"]["routes"]["items"]
+    routes_schema = schema_of("traefik.io", "IngressRoute")["properties"]["spec"]["properties"]["routes"][
+        "items"
+    ]
     service_schema = routes_schema["properties"]["services"]["items"]
     rng = random.Random(20261203)
     for case in range(6):
@@ -190,8 +239,12 @@ def test_user_fields_traefik_property_random_user_fields_survive(api: Any, ns: s
         route.update({"kind": "Rule", "match": "Host(`pro.coding`)"})
         extra = random_object(rng, service_schema, skip={"name", "port", "weight", "kind", "namespace"})
         route["services"] = [{**extra, "name": seed.STABLE, "port": seed.PORT}]
-        ir = {"apiVersion": "traefik.io/v1alpha1", "kind": "IngressRoute",
-              "metadata": {"name": f"{seed.PRO_ROUTE}-{case}", "namespace": ns}, "spec": {"routes": [route]}}
+        ir = {
+            "apiVersion": "traefik.io/v1alpha1",
+            "kind": "IngressRoute",
+            "metadata": {"name": f"{seed.PRO_ROUTE}-{case}", "namespace": ns},
+            "spec": {"routes": [route]},
+        }
         try:
             stored = seed.apply(api, [ir])[0]
         except Exception as err:  # a CEL rule the generator does not know: another draw
@@ -201,7 +254,9 @@ def test_user_fields_traefik_property_random_user_fields_survive(api: Any, ns: s
         before = user_part(stored, _owned_weights_of(seed.STABLE, seed.CANARY))
         router, t = make_router("traefik", api), _traefik_target(ns, ingressRoute=ir["metadata"]["name"])
 
-        def check(when: str, ir: dict[str, Any] = ir, before: dict[str, Any] = before, case: int = case) -> None:
+        def check(
+            when: str, ir: dict[str, Any] = ir, before: dict[str, Any] = before, case: int = case
+        ) -> None:
             live = seed.read(api, ir)
             assert user_part(live, _owned_weights_of(seed.STABLE, seed.CANARY)) == before, (case, when)
 
@@ -221,14 +276,17 @@ def _owned_weights_of(stable: str, canary: str) -> Callable[[dict[str, Any]], No
     def strip(obj: dict[str, Any]) -> None:
         routes = [r for r in obj["spec"]["routes"] if "&& (" not in r["match"]]
         for r in routes:
-            r["services"] = [{k: v for k, v in s.items() if k != "weight"} for s in r["services"] if s["name"] != canary]
+            r["services"] = [
+                {k: v for k, v in s.items() if k != "weight"} for s in r["services"] if s["name"] != canary
+            ]
         obj["spec"]["routes"] = routes
 
     return strip
 
 
-def random_object(rng: random.Random, schema: dict[str, Any], skip: frozenset[str] | set[str] = frozenset(),
-                  depth: int = 0) -> dict[str, Any]:
+def random_object(
+    rng: random.Random, schema: dict[str, Any], skip: frozenset[str] | set[str] = frozenset(), depth: int = 0
+) -> dict[str, Any]:
     """A random instance of an object schema: each property present with probability 1/2 (required ones always)."""
     found: dict[str, Any] = {}
     required = set(schema.get("required") or [])
@@ -275,17 +333,46 @@ ISTIO = ("networking.istio.io", "v1")
 def _seed_003(ns: str) -> list[dict[str, Any]]:
     """Bookinfo's `reviews`: the end-user jason route to v2 (samples/bookinfo virtual-service-reviews-test-v2),
     everyone else to v1 with retries and a 10s timeout, and the v1/v2 DestinationRule with its own policy."""
-    meta = {"name": "reviews", "namespace": ns, "labels": {"app": "reviews"}, "annotations": {"owner": "bookinfo"}}
-    vs = {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": meta,
-          "spec": {"hosts": ["reviews"], "http": [
-              {"match": [{"headers": {"end-user": {"exact": "jason"}}}],
-               "route": [{"destination": {"host": "reviews", "subset": "v2"}}]},
-              {"name": "everyone", "route": [{"destination": {"host": "reviews", "subset": "v1"}}],
-               "retries": {"attempts": 3, "perTryTimeout": "2s", "retryOn": "5xx"}, "timeout": "10s",
-               "headers": {"request": {"set": {"x-team": "bookinfo"}}}}]}}
-    dr = {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule", "metadata": dict(meta),
-          "spec": {"host": "reviews", "trafficPolicy": {"loadBalancer": {"simple": "RANDOM"}},
-                   "subsets": [{"name": "v1", "labels": {"version": "v1"}}, {"name": "v2", "labels": {"version": "v2"}}]}}
+    meta = {
+        "name": "reviews",
+        "namespace": ns,
+        "labels": {"app": "reviews"},
+        "annotations": {"owner": "bookinfo"},
+    }
+    vs = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": meta,
+        "spec": {
+            "hosts": ["reviews"],
+            "http": [
+                {
+                    "match": [{"headers": {"end-user": {"exact": "jason"}}}],
+                    "route": [{"destination": {"host": "reviews", "subset": "v2"}}],
+                },
+                {
+                    "name": "everyone",
+                    "route": [{"destination": {"host": "reviews", "subset": "v1"}}],
+                    "retries": {"attempts": 3, "perTryTimeout": "2s", "retryOn": "5xx"},
+                    "timeout": "10s",
+                    "headers": {"request": {"set": {"x-team": "bookinfo"}}},
+                },
+            ],
+        },
+    }
+    dr = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "DestinationRule",
+        "metadata": dict(meta),
+        "spec": {
+            "host": "reviews",
+            "trafficPolicy": {"loadBalancer": {"simple": "RANDOM"}},
+            "subsets": [
+                {"name": "v1", "labels": {"version": "v1"}},
+                {"name": "v2", "labels": {"version": "v2"}},
+            ],
+        },
+    }
     return [vs, dr]
 
 
@@ -294,8 +381,11 @@ def _istio_owned(obj: dict[str, Any]) -> None:
         http = [r for r in obj["spec"]["http"] if r.get("name") != "graylane-match"]
         for r in http:
             if any(d["destination"].get("subset") == "v1" for d in r["route"]):
-                r["route"] = [{k: v for k, v in d.items() if k != "weight"} for d in r["route"]
-                              if d["destination"].get("subset") != "v2"]
+                r["route"] = [
+                    {k: v for k, v in d.items() if k != "weight"}
+                    for d in r["route"]
+                    if d["destination"].get("subset") != "v2"
+                ]
         obj["spec"]["http"] = http
     if obj["kind"] == "DestinationRule":
         obj["spec"].get("trafficPolicy", {}).pop("outlierDetection", None)
@@ -313,9 +403,19 @@ def test_user_fields_istio_seed_003_survive_a_whole_release(api: Any, co: Any, n
 
     before = [user_part(read(o), _istio_owned) for o in objects]
     router = make_router("istio", api)
-    t = RouteTarget(ns, "reviews", "reviews-v1", "reviews-v2", options={
-        "virtualService": "reviews", "destinationRule": "reviews", "host": "reviews", "stableSubset": "v1",
-        "canarySubset": "v2"})
+    t = RouteTarget(
+        ns,
+        "reviews",
+        "reviews-v1",
+        "reviews-v2",
+        options={
+            "virtualService": "reviews",
+            "destinationRule": "reviews",
+            "host": "reviews",
+            "stableSubset": "v1",
+            "canarySubset": "v2",
+        },
+    )
     stored: dict[str, Any] = {}
 
     def check(when: str) -> None:
@@ -329,15 +429,26 @@ def test_user_fields_istio_seed_003_survive_a_whole_release(api: Any, co: Any, n
     assert [r.get("name") for r in ab] == [None, "graylane-match", "everyone"]  # jason's route stays first
     assert ab[1]["match"] == [{"headers": {"location": {"exact": "shenzhen"}}}]
     assert ab[1]["retries"] == ab[2]["retries"] and ab[1]["timeout"] == "10s"
-    assert ab[2]["route"] == [{"destination": {"host": "reviews", "subset": "v1"}, "weight": 70},
-                              {"destination": {"host": "reviews", "subset": "v2"}, "weight": 30}]
+    assert ab[2]["route"] == [
+        {"destination": {"host": "reviews", "subset": "v1"}, "weight": 70},
+        {"destination": {"host": "reviews", "subset": "v2"}, "weight": 30},
+    ]
     final = read(objects[0])["spec"]["http"]
-    assert final[1]["route"] == [{"destination": {"host": "reviews", "subset": "v1"}, "weight": 100}]  # owned: the weight
+    assert final[1]["route"] == [
+        {"destination": {"host": "reviews", "subset": "v1"}, "weight": 100}
+    ]  # owned: the weight
     said = router.finalize(t)
     assert said and "spec.http[0] still sends traffic to subset v2" in said[0]  # jason's route, the user's
     with pytest.raises(MissingObject, match=r"VirtualService .*/ratings does not exist.*create: true"):
-        router.reconcile(RouteTarget(ns, "ratings", "ratings-v1", "ratings-v2", options={"destinationRule": "reviews",
-                                                                                         "host": "reviews"}))
+        router.reconcile(
+            RouteTarget(
+                ns,
+                "ratings",
+                "ratings-v1",
+                "ratings-v2",
+                options={"destinationRule": "reviews", "host": "reviews"},
+            )
+        )
 
 
 # --- Gateway API: an HTTPRoute with named rules, filters and timeouts -----------------------------------------
@@ -347,30 +458,62 @@ GATEWAY = ("gateway.networking.k8s.io", "v1")
 
 def _httproute(ns: str) -> dict[str, Any]:
     backend = {"group": "", "kind": "Service", "name": "shop-blue", "port": 8080}
-    return {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
-            "metadata": {"name": "shop", "namespace": ns, "labels": {"team": "shop"}, "annotations": {"owner": "shop"}},
-            "spec": {"parentRefs": [{"name": "public", "sectionName": "web"}], "hostnames": ["shop.example.com"],
-                     "rules": [
-                         {"name": "static", "matches": [{"path": {"type": "PathPrefix", "value": "/static"}}],
-                          "backendRefs": [{"group": "", "kind": "Service", "name": "cdn", "port": 80}]},
-                         {"name": "app", "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
-                          "filters": [{"type": "RequestHeaderModifier",
-                                       "requestHeaderModifier": {"set": [{"name": "x-shop", "value": "1"}]}}],
-                          "timeouts": {"request": "10s"}, "backendRefs": [backend]}]}}
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {
+            "name": "shop",
+            "namespace": ns,
+            "labels": {"team": "shop"},
+            "annotations": {"owner": "shop"},
+        },
+        "spec": {
+            "parentRefs": [{"name": "public", "sectionName": "web"}],
+            "hostnames": ["shop.example.com"],
+            "rules": [
+                {
+                    "name": "static",
+                    "matches": [{"path": {"type": "PathPrefix", "value": "/static"}}],
+                    "backendRefs": [{"group": "", "kind": "Service", "name": "cdn", "port": 80}],
+                },
+                {
+                    "name": "app",
+                    "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                    "filters": [
+                        {
+                            "type": "RequestHeaderModifier",
+                            "requestHeaderModifier": {"set": [{"name": "x-shop", "value": "1"}]},
+                        }
+                    ],
+                    "timeouts": {"request": "10s"},
+                    "backendRefs": [backend],
+                },
+            ],
+        },
+    }
 
 
 def _gateway_owned(obj: dict[str, Any]) -> None:
-    rules = [r for r in obj["spec"]["rules"] if not any(h.get("name") == "location" for m in r.get("matches") or []
-                                                        for h in m.get("headers") or [])]
+    rules = [
+        r
+        for r in obj["spec"]["rules"]
+        if not any(
+            h.get("name") == "location" for m in r.get("matches") or [] for h in m.get("headers") or []
+        )
+    ]
     for r in rules:
         if any(b["name"] == "shop-blue" for b in r["backendRefs"]):
-            r["backendRefs"] = [{k: v for k, v in b.items() if k != "weight"} for b in r["backendRefs"]
-                                if b["name"] != "shop-green"]
+            r["backendRefs"] = [
+                {k: v for k, v in b.items() if k != "weight"}
+                for b in r["backendRefs"]
+                if b["name"] != "shop-green"
+            ]
     obj["spec"]["rules"] = rules
 
 
-def test_user_fields_gateway_named_rules_filters_and_timeouts_survive_a_whole_release(api: Any, co: Any,
-                                                                                       ns: str) -> None:
+def test_user_fields_gateway_named_rules_filters_and_timeouts_survive_a_whole_release(
+    api: Any, co: Any, ns: str
+) -> None:
     co.create_namespaced_custom_object(*GATEWAY, ns, "httproutes", _httproute(ns))
 
     def read() -> dict[str, Any]:
@@ -390,10 +533,17 @@ def test_user_fields_gateway_named_rules_filters_and_timeouts_survive_a_whole_re
     rules = stored[f"after {RoutePlan.canary_at(30, (SHENZHEN,))}"]["spec"]["rules"]
     assert [r.get("name") for r in rules] == ["static", None, "app"]
     ab = rules[1]
-    assert ab["matches"] == [{"path": {"type": "PathPrefix", "value": "/"},
-                              "headers": [{"type": "Exact", "name": "location", "value": "shenzhen"}]}]
+    assert ab["matches"] == [
+        {
+            "path": {"type": "PathPrefix", "value": "/"},
+            "headers": [{"type": "Exact", "name": "location", "value": "shenzhen"}],
+        }
+    ]
     assert ab["filters"] == rules[2]["filters"] and ab["timeouts"] == {"request": "10s"}
-    assert [(b["name"], b["weight"]) for b in rules[2]["backendRefs"]] == [("shop-blue", 70), ("shop-green", 30)]
+    assert [(b["name"], b["weight"]) for b in rules[2]["backendRefs"]] == [
+        ("shop-blue", 70),
+        ("shop-green", 30),
+    ]
     with pytest.raises(MissingObject, match=r"HTTPRoute .*/cart does not exist.*create: true"):
         router.reconcile(RouteTarget(ns, "cart", "cart", "cart-canary", options={}))
 
@@ -406,14 +556,30 @@ def test_user_fields_nginx_user_annotations_survive_and_the_canary_ingress_goes(
 
     net = client.NetworkingV1Api(api)
     backend = {"service": {"name": "shop", "port": {"number": 80}}}
-    ingress = {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
-               "metadata": {"name": "shop", "namespace": ns, "labels": {"team": "shop"}, "annotations": {
-                   "nginx.ingress.kubernetes.io/proxy-body-size": "8m",
-                   "nginx.ingress.kubernetes.io/limit-rps": "50",
-                   "cert-manager.io/cluster-issuer": "letsencrypt"}},
-               "spec": {"ingressClassName": "nginx", "tls": [{"hosts": ["shop.example.com"], "secretName": "shop-tls"}],
-                        "rules": [{"host": "shop.example.com", "http": {"paths": [
-                            {"path": "/", "pathType": "Prefix", "backend": backend}]}}]}}
+    ingress = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {
+            "name": "shop",
+            "namespace": ns,
+            "labels": {"team": "shop"},
+            "annotations": {
+                "nginx.ingress.kubernetes.io/proxy-body-size": "8m",
+                "nginx.ingress.kubernetes.io/limit-rps": "50",
+                "cert-manager.io/cluster-issuer": "letsencrypt",
+            },
+        },
+        "spec": {
+            "ingressClassName": "nginx",
+            "tls": [{"hosts": ["shop.example.com"], "secretName": "shop-tls"}],
+            "rules": [
+                {
+                    "host": "shop.example.com",
+                    "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": backend}]},
+                }
+            ],
+        },
+    }
     net.create_namespaced_ingress(ns, ingress)
 
     def read() -> dict[str, Any]:
