@@ -178,7 +178,6 @@ class Tx:
         self.update(phase=phase)
         if phase in (Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.ABORTED, Phase.SUPERSEDED, Phase.FAILED):
             self.update(ended_at=self.now_iso, reason=reason, timer=None, gate="", analysing=False)
-            self.ended = True  # result() adds finalize-routes after every other effect of this decision
         elif reason:
             self.update(reason=reason)
         self.record(action, reason=reason, phase_from=before)
@@ -187,15 +186,22 @@ class Tx:
         if phase in (Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.ABORTED, Phase.SUPERSEDED, Phase.FAILED):
             from functions.core.hooks import release_ended  # post-rollout hooks and the GitOps write-back
 
+            self.end_at = len(self.effects)  # result() puts finalize-routes here: before the hooks are told
             release_ended(self, phase, reason)
 
     # -- result ----------------------------------------------------------------------------------
     def result(self) -> tuple[AppState, tuple[Effect, ...], tuple[Emitted, ...]]:
-        if getattr(self, "ended", False) and not any(e.kind == "finalize-routes" for e in self.effects):
-            # every cluster the release routed in (wave 0..its wave), last, after traffic is back on stable
+        end_at = getattr(self, "end_at", None)
+        if end_at is not None and not any(e.kind == "finalize-routes" for e in self.effects):
+            # every cluster the release routed in (wave 0..its wave), after its own effects (traffic back on
+            # stable) and before the post-rollout hooks and the GitOps write-back are told it ended
+            before = len(self.effects)
             waves = range(self.release.wave + 1) if self.policy.waves else range(1)
             for wave in waves:
                 self.effect("finalize-routes", cluster=self.cluster(wave) if self.policy.waves else "")
+            added = self.effects[before:]
+            self.effects[before:] = []
+            self.effects[end_at:end_at] = added
         if not self.changed:
             return self.state, (), tuple(self.emitted)
         state = replace(

@@ -862,7 +862,7 @@ def test_a_canary_alert_can_also_tighten_protection() -> None:
 
     out = d.alert("HighLatency", track="canary")
 
-    assert kinds(out.effects) == ["set-routes", "scale-down-canary", "set-protection", "finalize-routes"]
+    assert kinds(out.effects) == ["set-routes", "scale-down-canary", "finalize-routes", "set-protection"]
     assert d.rel.phase == Phase.ROLLED_BACK
 
 
