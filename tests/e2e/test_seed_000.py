@@ -18,9 +18,9 @@ from tests.e2e.scenario import V0, V1, Run, run
 from tests.e2e.world import World
 
 pytestmark = [pytest.mark.e2e, pytest.mark.k8s, pytest.mark.controller, pytest.mark.traefik]
-ROUTERS_BRANCH = ("issue 12 (branch `routers`): the Traefik router rewrites /spec/routes whole, so the user's route "
-                  "priority and per-Service passHostHeader go; protect makes Middlewares of its own instead of "
-                  "driving the seed's")  # fmt: skip
+ROUTERS_BRANCH = ("not built: with the user's own rate limit on the route, graylane keeps it and says so "
+                  "(router option userProtection: keep); tightening the seed's own Middlewares in place is not "
+                  "what protect does yet")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +157,7 @@ def test_graylane_drives_the_seeds_ingressroute_in_place(seed: Run) -> None:
 
 # -- what the router must do with the user's objects (branch `routers`) --------------------------------------------
 
-ROUTE_FIELDS = ("priority", "backends")  # inside /spec/routes, which the router on main rewrites
+ROUTE_FIELDS = ("priority", "backends")  # inside /spec/routes: checked on their own below
 
 
 def test_the_users_labels_annotations_and_middleware_survive_the_release(seed: Run) -> None:
@@ -171,12 +171,19 @@ def test_the_users_labels_annotations_and_middleware_survive_the_release(seed: R
     assert seed.checks["user header during ab"] and seed.checks["user header after"]
 
 
-@pytest.mark.xfail(strict=True, reason=ROUTERS_BRANCH)
 def test_the_users_route_priority_and_pass_host_header_survive_the_release(seed: Run) -> None:
-    before = {k: seed.checks["user fields before"][k] for k in ROUTE_FIELDS}
+    # The canary's entry is graylane's while a release runs (added while it gets traffic, left out at 0: Traefik
+    # drops a route whose Service has no endpoints); whenever it is listed it carries the user's own fields.
+    before = seed.checks["user fields before"]
     assert before["priority"] == seed_objects.ROUTE_PRIORITY
+    backends = {name: rest for name, *rest in before["backends"]}
+    assert set(backends) == {seed_objects.STABLE, seed_objects.CANARY}
     for when in ("during ab", "during canary", "after"):
-        assert {k: seed.checks[f"user fields {when}"][k] for k in ROUTE_FIELDS} == before, when
+        now = seed.checks[f"user fields {when}"]
+        assert now["priority"] == before["priority"], when
+        listed = {name: rest for name, *rest in now["backends"]}
+        assert seed_objects.STABLE in listed and set(listed) <= set(backends), (when, listed)
+        assert {n: r for n, r in backends.items() if n in listed} == listed, (when, listed)
 
 
 @pytest.mark.xfail(strict=True, reason=ROUTERS_BRANCH)

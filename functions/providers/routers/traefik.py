@@ -378,7 +378,8 @@ def weight_ops(entries: list[Any], base: str, s: _Setup, plan: RoutePlan,
 
 def ab_route(managed: Mapping[str, Any], plan: RoutePlan, s: _Setup, kept: Mapping[str, Any] | None) -> dict[str, Any]:
     """The A/B route graylane adds beside the managed route: its match narrowed by the plan's rules, in the
-    managed route's syntax, with its middlewares and (when it has one) a priority one above it."""
+    managed route's syntax, with its middlewares and (when it has one) a priority above it and at least its
+    rule's length (Traefik's default priority)."""
     syntax = managed.get("syntax") or s.syntax
     ss = replace(s, syntax=syntax if s.group == "traefik.io" else "v2")
     rules = " || ".join(_matcher(m, ss) for m in plan.match)
@@ -392,7 +393,10 @@ def ab_route(managed: Mapping[str, Any], plan: RoutePlan, s: _Setup, kept: Mappi
     route: dict[str, Any] = {"kind": managed.get("kind", "Rule"), "match": f"{managed.get('match')} && ({rules})",
                              "services": [canary_entry, stable_entry]}  # weighted: see the module docstring
     if isinstance(managed.get("priority"), int) and not isinstance(managed.get("priority"), bool):
-        route["priority"] = managed["priority"] + 1
+        # above the managed route, and never below the rule-length priority Traefik gives routes that set
+        # none: a user's own route for the same header (seed 000's k8s-flask-abtest) would take the A/B
+        # traffic to the canary as a lone backend, named after that route, unseen by the analysis
+        route["priority"] = max(managed["priority"] + 1, len(route["match"]))
     if managed.get("middlewares"):
         route["middlewares"] = copy.deepcopy(managed["middlewares"])
     if s.group == "traefik.io" and (managed.get("syntax") or s.syntax) == "v2":
