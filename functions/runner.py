@@ -24,6 +24,7 @@ from functions.core.events import EffectFailure, HookResult, ImagePushed, Metric
 from functions.core.hooks import HookCall, hook_calls
 from functions.core.machine import decide, wants_analysis
 from functions.core.policy import Policy
+from functions.core.slots import Routed, Slot
 from functions.core.state import MAX_APPLIED, AppState, Release, bounded, iso
 from functions.errors import (
     ConflictError,
@@ -83,16 +84,21 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def route_target(policy: Policy, cluster: str) -> RouteTarget:
-    return RouteTarget(namespace=policy.namespace, app=policy.name, stable=policy.stable_workload,
-                       canary=policy.canary_workload, cluster=cluster, options=policy.router.options)  # fmt: skip
+def route_target(policy: Policy, cluster: str, versions: Routed | None = None) -> RouteTarget:
+    """Where the policy's traffic goes; per-version model: between the Deployments and subsets of `versions`."""
+    stable, canary = policy.stable_workload, policy.canary_workload
+    if versions is not None and versions.stable is not None:
+        stable, canary = versions.stable.workload, versions.canary.workload if versions.canary else ""
+    return RouteTarget(namespace=policy.namespace, app=policy.name, stable=stable, canary=canary, cluster=cluster,
+                       options=policy.router.options, versions=versions)  # fmt: skip
 
 
-def workload_target(policy: Policy, cluster: str) -> WorkloadTarget:
+def workload_target(policy: Policy, cluster: str, stable: str = "") -> WorkloadTarget:
+    """The policy's workloads; `stable` names the Deployment copied from instead (per-version model)."""
     w = policy.workload
-    return WorkloadTarget(namespace=policy.namespace, app=policy.name, stable=policy.stable_workload,
+    return WorkloadTarget(namespace=policy.namespace, app=policy.name, stable=stable or policy.stable_workload,
                           canary=policy.canary_workload, container=w.container, replicas=w.replicas,
-                          cluster=cluster)  # fmt: skip
+                          cluster=cluster, version_label=w.version_label if w.per_version else "")  # fmt: skip
 
 
 class Runner:
@@ -242,7 +248,8 @@ class Runner:
             else ""  # fmt: skip
         if rel is not None and rel.active and not any(e.kind == "set-routes" for e in state.pending):
             try:
-                routes = self.providers.router(policy, cluster).get_routes(route_target(policy, cluster))
+                target = route_target(policy, cluster, state.routed if policy.workload.per_version else None)
+                routes = self.providers.router(policy, cluster).get_routes(target)
             except GraylaneError as err:
                 log.warning("reading routes of %s failed: %s", policy.app, err)
         calls = hook_calls(policy, state, now, event.id)
@@ -347,7 +354,7 @@ class Runner:
         cluster = effect.cluster
         if effect.kind == "set-routes":
             assert effect.routes is not None
-            router, target = self.providers.router(policy, cluster), route_target(policy, cluster)
+            router, target = self.providers.router(policy, cluster), route_target(policy, cluster, effect.versions)
             router.reconcile(target)  # the objects it routes on exist (or are created: option create)
             router.set_routes(target, effect.routes)
             live = router.get_routes(target)
@@ -355,7 +362,7 @@ class Runner:
                 raise NotReady(f"routes of {policy.app} read back as {live}, expected {effect.routes}")
         elif effect.kind == "set-protection":
             assert effect.protection is not None
-            said = self.providers.router(policy, cluster).set_protection(route_target(policy, cluster),
+            said = self.providers.router(policy, cluster).set_protection(route_target(policy, cluster, effect.versions),
                                                                          effect.protection)
             self._say(policy, effect, "protection-kept", tuple(said or ()))
         elif effect.kind == "finalize-routes":
@@ -375,7 +382,7 @@ class Runner:
     def _finalize(self, policy: Policy, effect: Effect) -> None:
         """A release ended: its router removes what it added (all traffic is on stable already) and says
         what it saw and left alone, such as a route of the user's still sending traffic to the canary."""
-        router, target = self.providers.router(policy, effect.cluster), route_target(policy, effect.cluster)
+        router, target = self.providers.router(policy, effect.cluster), route_target(policy, effect.cluster, effect.versions)
         self._say(policy, effect, "routes-finalized", tuple(router.finalize(target) or ()))
 
     def _say(self, policy: Policy, effect: Effect, kind: str, notes: tuple[str, ...]) -> None:
@@ -392,8 +399,11 @@ class Runner:
             log.warning("notification %s/notes dropped: %s", effect.id, err)
 
     def _apply_workload(self, policy: Policy, effect: Effect) -> None:
-        workloads, target = self.providers.workloads(policy, effect.cluster), workload_target(policy, effect.cluster)
-        if effect.kind in ("deploy-canary", "keep-warm"):
+        workloads = self.providers.workloads(policy, effect.cluster)
+        target = workload_target(policy, effect.cluster, effect.source)
+        if effect.slot is not None and effect.kind in VERSION_EFFECTS:
+            VERSION_EFFECTS[effect.kind](workloads, target, effect.slot, effect.source)
+        elif effect.kind in ("deploy-canary", "keep-warm"):
             workloads.deploy_canary(target, effect.image)
         elif effect.kind == "promote-stable":
             workloads.promote_stable(target, effect.image)
@@ -465,6 +475,14 @@ class Runner:
             return self.store.list_apps()
         except (ProviderUnavailable, ConflictError) as err:
             raise Retry(f"cannot list apps: {err}") from err
+
+
+# per-version model: each version's own Deployment (functions/core/per_version.py)
+VERSION_EFFECTS: dict[str, Callable[[Any, WorkloadTarget, Slot, str], None]] = {
+    "deploy-version": lambda w, target, slot, source: w.deploy_version(target, slot, source),
+    "scale-down-version": lambda w, target, slot, _: w.scale_down_version(target, slot),
+    "delete-version": lambda w, target, slot, _: w.delete_version(target, slot),
+}
 
 
 def _attr(cloud_event: Any, name: str) -> str:

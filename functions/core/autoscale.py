@@ -43,7 +43,7 @@ def follow_share(tx: Any, share: int | None) -> None:
     """A scale-canary effect when the deployed canary's share of the traffic changed (`None`: a match route)."""
     rel = tx.release
     key = "match" if share is None else str(share)
-    if not rel.canary_deployed or rel.canary_share == key:
-        return
+    if not rel.canary_deployed or rel.canary_share == key or tx.policy.workload.per_version:
+        return  # per-version: each version's Deployment is its own, no canary autoscaler follows a share
     tx.update(canary_share=key)
     tx.effect("scale-canary", weight=share)

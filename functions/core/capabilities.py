@@ -104,6 +104,13 @@ def unsupported(provider: str, policy_like: Any, catalog: Catalog | None = None)
     return problems + unmeasurable(provider, spec, found)
 
 
+def version_subsets(provider: str, catalog: Catalog | None = None) -> bool:
+    """Whether a router routes to a subset per version (`VERSION_SUBSETS` of its module), as
+    `workload.model: per-version` needs: each version's Deployment gets its own subset."""
+    found = routing.installed() if catalog is None else catalog
+    return provider in found and bool(getattr(found[provider], "VERSION_SUBSETS", False))
+
+
 def metrics_source(provider: str, options: Mapping[str, Any], catalog: Catalog | None = None) -> str:
     """Whose standard metrics measure a router's versions ("" when no built-in template can)."""
     found = routing.installed() if catalog is None else catalog

@@ -11,6 +11,7 @@ from dataclasses import field
 from typing import Any, Literal
 
 from functions.core.policy import CircuitBreaker, Match, RateLimit
+from functions.core.slots import Routed, Slot
 from functions.core.values import value
 
 EffectKind = Literal[
@@ -29,6 +30,9 @@ EffectKind = Literal[
     "hook",
     "git-write-back",
     "finalize-routes",  # a release ended: the router removes what it added for it (functions.runner)
+    "deploy-version",  # per-version model: the version's own Deployment runs (created from `source`'s spec)
+    "scale-down-version",  # per-version model: a retired version's Deployment at zero replicas
+    "delete-version",  # per-version model: a Deployment graylane created, retired long enough, removed
 ]
 
 
@@ -107,3 +111,6 @@ class Effect:
     flag: FlagPlan | None = None  # set-flag
     weight: int | None = None  # scale-canary: the canary's share of the traffic (None: unknown, a match route)
     hook: str = ""  # hook: the name of the post-rollout hook called
+    slot: Slot | None = None  # deploy-, scale-down-, delete-version: the version's Deployment
+    source: str = ""  # deploy-version, deploy-preview, run-migration (per-version): the Deployment copied
+    versions: Routed | None = None  # set-routes, set-protection (per-version): the subsets routed and kept

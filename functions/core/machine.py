@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import NamedTuple
 
 from functions.core import events as ev
+from functions.core import per_version
 from functions.core.analysis import judge
 from functions.core.effects import STABLE_ONLY, Effect, RoutePlan
 from functions.core.events import (
@@ -98,6 +99,8 @@ def decide(policy: object, state: AppState, event: Event, now: datetime,
     if event.id and event.id in state.seen:
         return Decision(state, (), ())  # a redelivery: already decided
     tx = Tx(policy, state, event, now, observation)
+    if per_version.active(policy):
+        per_version.ensure_first(tx)  # a state from the pair model: its stable runs in the first Deployment
     kind = event_kind(event)
     problem = release_mismatch(state, event) if isinstance(event, Command) else ""
     if problem:
@@ -219,8 +222,13 @@ def on_push(tx: Tx) -> None:
         return ignore(tx, f"{target.version} is already stable")
     if not state.stable.image:
         return _initialise(tx, target)
+    if per_version.active(tx.policy) and (why := _per_version_refusal(tx, target)):
+        return ignore(tx, why)
+    again = per_version.active(tx.policy) and state.stable.image == target.image
     if rel is not None and rel.active:
         why = f"superseded by {target.version}"
+        if again:  # one Deployment per version: the stable's own serves it, there is nothing to release
+            why += ", the stable version, which keeps running in its own Deployment"
         if rel.promoted and rel.wave + 1 >= len(tx.policy.waves):
             # fully promoted, only being watched: it stays stable and the new release starts from it (a flag it
             # was still rolling out goes off: the new release rolls it out again)
@@ -231,8 +239,12 @@ def on_push(tx: Tx) -> None:
             # the way back of a rollback: traffic to stable first, and clusters already on the target return
             # to the origin, so the new release starts from one known stable everywhere
             _rollback(tx, why, Phase.SUPERSEDED, "superseded", ev.RELEASE_SUPERSEDED)
-        if tx.state.warm is not None:  # the new canary replaces the warm copy in the canary workload
+        if tx.state.warm is not None and per_version.active(tx.policy):
+            per_version.drop_warm(tx)  # the previous version's own Deployment goes now
+        elif tx.state.warm is not None:  # the new canary replaces the warm copy in the canary workload
             tx.set_state(warm=None, warm_until="")
+    if again:
+        return
     _start(tx, target, kind="release")
     if held(tx, "confirm-rollout", "enter:0"):
         return
@@ -243,12 +255,20 @@ def _initialise(tx: Tx, target: Version) -> None:
     """The first image an app ever sees becomes stable directly: there is nothing to compare it with.
 
     In every wave's cluster, and with the route written out, so later releases find their route objects.
+    Per-version model: it is what the first Deployment runs, which is left as it is (per_version.adopt).
     """
+    if per_version.active(tx.policy):
+        return per_version.adopt(tx, target)
     for cluster in [w.cluster for w in tx.policy.waves] or [""]:
         tx.effect("promote-stable", image=target.image, version=target.version, cluster=cluster)
         tx.effect("set-routes", routes=STABLE_ONLY, cluster=cluster)
     tx.set_state(stable=target, routes=STABLE_ONLY)
     tx.record("initialised", reason=f"{target.version} is the first version: made stable")
+
+
+def _per_version_refusal(tx: Tx, target: Version) -> str:
+    why = per_version.refusal(tx, target)
+    return f"per-version model: {why}" if why else ""
 
 
 def _start(tx: Tx, target: Version, kind: str) -> None:
@@ -257,6 +277,8 @@ def _start(tx: Tx, target: Version, kind: str) -> None:
     tx.rel = Release(id=f"{tx.policy.name}-{seq}", seq=seq, target=target, origin=tx.state.stable,
                      started_at=tx.now_iso, kind=kind, stage_started_at=tx.now_iso)  # fmt: skip
     tx.changed = True
+    if per_version.active(tx.policy):
+        per_version.begin(tx)
     tx.record("started", reason=f"{kind} {tx.state.stable.version or '-'} -> {target.version}")
     tx.emit(ev.RELEASE_STARTED)
 
@@ -482,7 +504,9 @@ def _rollback(tx: Tx, reason: str, phase: Phase, action: str, event_type: str) -
     flags_off(tx)  # a flag's variant goes off first: it is the quickest way back for its users
     rel, state = tx.release, tx.state
     origin = rel.origin
-    if rel.promoted:
+    if per_version.active(tx.policy) and rel.target_slot is not None:
+        per_version.roll_back(tx)  # routes back to the origin's subset, scales the target's Deployment down
+    elif rel.promoted:
         if rel.watching and state.warm == origin:
             tx.route(RoutePlan.canary_at(100))  # the warm previous version takes traffic at once
         tx.effect("promote-stable", image=origin.image, version=origin.version)
@@ -492,7 +516,7 @@ def _rollback(tx: Tx, reason: str, phase: Phase, action: str, event_type: str) -
     if rel.promoted or rel.wave > 0:  # stable moved to the target in this wave or an earlier one
         revisions = tuple(v for v in state.revisions if v != origin)
         tx.set_state(stable=origin, revisions=revisions, warm=None, warm_until="")
-    if rel.canary_deployed or rel.promoted:
+    if (rel.canary_deployed or rel.promoted) and rel.target_slot is None:
         tx.effect("scale-down-canary")
     for wave in range(rel.wave):  # earlier waves were promoted: return them too
         tx.effect("promote-stable", image=origin.image, version=origin.version, cluster=tx.cluster(wave))
@@ -670,15 +694,20 @@ def cmd_rollback(tx: Tx) -> None:
         have = ", ".join(v.version for v in state.revisions) or "none"
         return ignore(tx, f"version {cmd.version or '(previous)'} is not in the revision history ({have})")
     target = known[0]
+    if per_version.active(tx.policy) and (why := _per_version_refusal(tx, target)):
+        return ignore(tx, why)
     warm = state.warm == target and state.warm_until and parse_iso(state.warm_until) > tx.now
     if rel is not None:
         flags_off(tx)  # what the release being rolled back from turned on
     _start(tx, target, kind="rollback")
-    if warm:
+    if per_version.active(tx.policy):
+        per_version.roll_back_to(tx, tx.release.origin_slot)  # its own Deployment runs; the stable's scales down
+    elif warm:
         tx.route(RoutePlan.canary_at(100))  # the previous version is still running: switch at once
-    tx.effect("promote-stable", image=target.image, version=target.version)
-    tx.route(STABLE_ONLY)
-    if warm:
+    if not per_version.active(tx.policy):
+        tx.effect("promote-stable", image=target.image, version=target.version)
+        tx.route(STABLE_ONLY)
+    if warm and not per_version.active(tx.policy):
         tx.effect("scale-down-canary")
     revisions = (state.stable,) + tuple(v for v in state.revisions if v != target)
     tx.set_state(stable=target, revisions=revisions[: tx.policy.revision_history], warm=None, warm_until="")

@@ -266,13 +266,29 @@ class ImageRule:
     by_digest: bool = False  # a push without a tag releases repository@sha256:... (tag rules do not apply)
 
 
+WorkloadModel = Literal["pair", "per-version"]
+
+
 @value
 class WorkloadSpec:
+    """Where versions run. `pair`: a stable and a canary Deployment, the stable re-imaged on promotion.
+    `per-version`: one Deployment per version (Istio subsets, see functions/core/slots.py): promotion
+    moves traffic to the new version's subset and the previous Deployment is scaled down, never re-imaged."""
+
     kind: Literal["Deployment"] = "Deployment"
-    name: str = ""  # stable workload; empty means the app name
-    canary: str = ""  # canary workload; empty means <name>-canary
+    name: str = ""  # stable workload (per-version: the first Deployment, the user's); empty means the app name
+    canary: str = ""  # canary workload; empty means <name>-canary (pair model only)
     container: str = ""  # container whose image changes; empty means the first
     replicas: int | None = None  # canary replicas; None copies the stable's
+    model: WorkloadModel = "pair"
+    name_template: str = ""  # per-version: each version's Deployment, e.g. "reviews-{version}"
+    version_label: str = "version"  # per-version: the pod label naming the version (the subsets select on it)
+    subset: str = ""  # per-version: the first Deployment's subset and version label value
+    keep_retired: int = 2  # per-version: retired Deployments graylane created kept scaled to zero
+
+    @property
+    def per_version(self) -> bool:
+        return self.model == "per-version"
 
 
 @value

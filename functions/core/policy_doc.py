@@ -24,6 +24,7 @@ from functions.core.policy import (
     PreviewStage,
     PromoteStage,
     Stage,
+    WorkloadSpec,
 )
 
 API_VERSION = "graylane.dev/v1alpha1"
@@ -139,6 +140,11 @@ def _gitops_doc(policy: Policy) -> dict[str, Any] | None:
                      "key": g.key if g.format == "helm" else None, "branch": g.branch,
                      "defaultBranch": g.default_branch or None, "when": list(g.on), "secret": g.secret,
                      "author": g.author})
+def _per_version_doc(w: WorkloadSpec) -> dict[str, Any]:
+    if not w.per_version:
+        return {}
+    return {"model": w.model, "nameTemplate": w.name_template, "versionLabel": w.version_label, "subset": w.subset,
+            "keepRetired": w.keep_retired}
 
 
 def to_doc(policy: Policy) -> dict[str, Any]:
@@ -148,7 +154,7 @@ def to_doc(policy: Policy) -> dict[str, Any]:
         "image": _compact({"repository": policy.image.repository, "tags": policy.image.tags,
                            "semver": policy.image.semver, "byDigest": policy.image.by_digest or None}),
         "workload": _compact({"kind": w.kind, "name": w.name, "canary": w.canary, "container": w.container,
-                              "replicas": w.replicas}),
+                              "replicas": w.replicas, **_per_version_doc(w)}),
         "router": {"provider": policy.router.provider, **policy.router.options},
         "analysis": _analysis_doc(policy.analysis),
         "rollback": policy.rollback.value,

@@ -14,9 +14,10 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
-from functions.core import capabilities, images, routing
+from functions.core import capabilities, images, routing, slots
 from functions.core.breaker_grammar import CB_EXPECTED, circuit_breaker_error, read_circuit_breaker
 from functions.core.policy import (
     HOOK_TYPES,
@@ -108,7 +109,9 @@ def _image(r: Reader, node: Any, path: str) -> ImageRule:
 
 
 def _workload(r: Reader, node: Any, path: str) -> WorkloadSpec:
-    m = r.fields(node, path, ("kind", "name", "canary", "container", "replicas"))
+    allowed = ("kind", "name", "canary", "container", "replicas", "model", "nameTemplate", "versionLabel", "subset",
+               "keepRetired")
+    m = r.fields(node, path, allowed)
     kind = r.choice(m, "kind", path, "Deployment", ("Deployment",))
     name = r.text(m, "name", path, pattern=DNS_NAME, expected="a Kubernetes object name")
     canary = r.text(m, "canary", path, pattern=DNS_NAME, expected="a Kubernetes object name")
@@ -116,7 +119,73 @@ def _workload(r: Reader, node: Any, path: str) -> WorkloadSpec:
         r.bad(join(path, "canary"), canary, "a name different from workload.name")
     container = r.text(m, "container", path, pattern=DNS_LABEL, expected=DNS_EXPECTED)
     replicas = r.integer(m, "replicas", path, None, 0)
-    return WorkloadSpec(kind, name, canary, container, replicas)  # type: ignore[arg-type]
+    model = r.choice(m, "model", path, "pair", WORKLOAD_MODELS)
+    if model != "per-version":
+        for key in PER_VERSION_KEYS:
+            if key in m:
+                r.add(join(path, key), "is only allowed with model per-version")
+        return WorkloadSpec(kind, name, canary, container, replicas)  # type: ignore[arg-type]
+    return _per_version(r, m, path, WorkloadSpec(kind, name, canary, container, replicas, model))  # type: ignore[arg-type]
+
+
+WORKLOAD_MODELS = ("pair", "per-version")
+PER_VERSION_KEYS = ("nameTemplate", "versionLabel", "subset", "keepRetired")
+_TEMPLATE = re.compile(r"[a-z0-9.-]*\{version\}[a-z0-9.-]*")
+_LABEL_KEY = re.compile(r"(?:[a-z0-9]([-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                        r"[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+
+
+def _per_version(r: Reader, m: Mapping, path: str, w: WorkloadSpec) -> WorkloadSpec:
+    """The per-version model's fields: the first Deployment (name, subset), each version's Deployment name
+    (nameTemplate), the version label and how many retired Deployments stay (keepRetired)."""
+    if "name" not in m:
+        r.add(join(path, "name"), "is required with model per-version; expected the first version's Deployment "
+                                  "(yours: graylane never re-images it)")
+    if "canary" in m:
+        r.add(join(path, "canary"), "is not allowed with model per-version: each version gets its own Deployment "
+                                    "(nameTemplate)")
+    template = r.text(m, "nameTemplate", path, expected="a Deployment name with {version}, e.g. reviews-{version}")
+    if "nameTemplate" not in m:
+        r.add(join(path, "nameTemplate"), "is required with model per-version; expected a Deployment name with "
+                                          "{version}, e.g. reviews-{version}")
+    elif template and not (_TEMPLATE.fullmatch(template) and template.count(slots.PLACEHOLDER) == 1
+                           and DNS_NAME.fullmatch(slots.workload_name(template, "v1"))
+                           and len(template) - len(slots.PLACEHOLDER) + slots.SLUG_MAX <= 253):
+        r.bad(join(path, "nameTemplate"), template, "a Deployment name (lower-case letters, digits, '-' and '.') with "
+                                                    "{version} once, e.g. reviews-{version}")
+        template = ""
+    label = r.text(m, "versionLabel", path, "version", pattern=_LABEL_KEY, expected="a Kubernetes label key")
+    subset = r.text(m, "subset", path, pattern=DNS_LABEL, expected=DNS_EXPECTED)
+    if not subset and template and w.name:
+        subset = slots.template_version(template, w.name)
+        if not subset and "subset" not in m:
+            r.add(join(path, "subset"), f"is required: {w.name} is not named by nameTemplate {template}; expected the "
+                                        f"first Deployment's subset (its {label} label value), e.g. v1")
+    keep = r.integer(m, "keepRetired", path, 2, 0, 20)
+    return replace(w, name_template=template, version_label=label, subset=subset, keep_retired=keep)
+
+
+_PAIR_ROUTER_OPTIONS = ("stableSubset", "canarySubset", "stableLabels", "canaryLabels")
+
+
+def _per_version_fits(r: Reader, policy: Policy, catalog: routing.Catalog) -> None:
+    """What else a per-version policy must hold: a router with subsets, no fixed subsets, no waves."""
+    if not policy.workload.per_version:
+        return
+    provider = policy.router.provider
+    if provider in catalog and not capabilities.version_subsets(provider, catalog):
+        able = ", ".join(name for name in catalog if capabilities.version_subsets(name, catalog))
+        r.bad("spec.workload.model", "per-version", f"pair: router {provider} routes to fixed Services "
+                                                    f"(per-version needs a subset per version: router {able})")
+    for key in _PAIR_ROUTER_OPTIONS:
+        if key in policy.router.options:
+            r.add(f"spec.router.{key}", "is not allowed with workload.model per-version: each version's subset is "
+                                        "named after it (workload.subset names the first Deployment's)")
+    if policy.waves:
+        r.add("spec.waves", "is not supported with workload.model per-version yet; expected no waves")
+    if policy.gitops is not None:
+        r.add("spec.gitops", "is not supported with workload.model per-version yet: the file names one image, "
+                             "each version has its own Deployment; expected no gitops")
 
 
 def _router(r: Reader, node: Any, path: str, catalog: routing.Catalog) -> RouterSpec:
@@ -447,6 +516,7 @@ def _policy(r: Reader, doc: Any, catalog: routing.Catalog) -> Policy:
         gitops=_gitops(r, spec["gitops"], "spec.gitops") if spec.get("gitops") is not None else None,
     )
     _feature_rules(r, spec, policy)
+    _per_version_fits(r, policy, catalog)
     for path, message in capabilities.unsupported(policy.router.provider, doc, catalog):  # at validate, not at run
         r.add(path, message)
     return policy

@@ -11,6 +11,8 @@ Each provider is one module under functions/providers/routers/ (Flagger's pkg/ro
     METRICS       its own standard series (`RouterMetrics`), `measured_by(options)` whose series measure it
                   and `versions(policy)` the labels that name the stable and the canary in them
     OWNS          the paths it writes in the user's objects (`Owned`): everything else is the user's
+    VERSION_SUBSETS  (optional, default False) whether it routes to a subset per version, as
+                  `workload.model: per-version` needs (functions/core/slots.py)
     build(settings, cluster) -> Router, and the Router class
 
 Core may not import providers, so the registry (functions/providers/routers/__init__.py) installs itself

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from functions.core import events as ev
+from functions.core import per_version
 from functions.core.analysis import watch_checks
 from functions.core.autoscale import follow_share, grows
 from functions.core.effects import STABLE_ONLY, RoutePlan
@@ -33,7 +34,9 @@ StageRule = Callable[[Tx, Stage], bool]
 
 def ensure_canary(tx: Tx) -> None:
     rel = tx.release
-    if not rel.canary_deployed:
+    if not rel.canary_deployed and rel.target_slot is not None:
+        per_version.deploy_target(tx)  # the target version's own Deployment and subset
+    elif not rel.canary_deployed:
         tx.effect("deploy-canary", image=rel.target.image, version=rel.target.version)
         tx.update(canary_deployed=True, canary_share="")
 
@@ -165,6 +168,8 @@ def enter_bluegreen(tx: Tx, stage: Stage) -> bool:
 def enter_promote(tx: Tx, stage: Stage) -> bool:
     assert isinstance(stage, PromoteStage)
     rel = tx.release
+    if rel.target_slot is not None:
+        return per_version.promote(tx, stage)  # a switch of the route to the target's subset
     # the stable workload must run the new version before traffic moves back to it
     tx.effect("promote-stable", image=rel.target.image, version=rel.target.version)
     tx.update(match=(), weight=0)
@@ -267,7 +272,10 @@ def fire_stage(tx: Tx, stage: Stage) -> bool:
 def fire_watch(tx: Tx, stage: Stage) -> bool:
     if not analysis_allows(tx) and tx.release.verdicts:
         return False  # a watch with analysis needs a passing verdict before the previous version goes
-    tx.effect("scale-down-canary")
+    if tx.release.target_slot is not None:
+        per_version.end_watch(tx)  # the previous version's Deployment leaves the route and scales down
+    else:
+        tx.effect("scale-down-canary")
     tx.set_state(warm=None, warm_until="")
     tx.update(watching=False, analysing=False, canary_deployed=False)
     return True

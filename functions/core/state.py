@@ -16,6 +16,7 @@ from typing import Any
 from functions.core.codec import from_plain, to_plain
 from functions.core.effects import STABLE_ONLY, Effect, FlagPlan, Protection, RoutePlan
 from functions.core.policy import Match
+from functions.core.slots import Routed, Slot
 from functions.core.values import value
 
 SCHEMA_VERSION = 1
@@ -136,6 +137,8 @@ class Release:
     canary_share: str = ""  # the share the canary's autoscaler was last sized for ("match": a match route)
     loads: int = 0  # load-hook tests started
     load_until: str = ""  # when the latest one stops sending
+    origin_slot: Slot | None = None  # per-version model: the Deployment/subset of origin and of target
+    target_slot: Slot | None = None
 
     @property
     def active(self) -> bool:
@@ -177,6 +180,8 @@ class AppState:
     seq: int = 0
     release: Release | None = None
     routes: RoutePlan = STABLE_ONLY  # desired traffic
+    routed: Routed = Routed()  # per-version model: the versions `routes` is between, the subsets kept
+    slots: tuple[Slot, ...] = ()  # per-version model: every version's Deployment that exists, least recently used first
     protection: Protection = Protection()  # desired protection
     flags: tuple[FlagPlan, ...] = ()  # desired exposure of the feature flags flag stages roll out
     base_protection: Protection = Protection()  # what the protect stage set, before alert tightening

@@ -14,6 +14,7 @@ from functions.core import events as ev
 from functions.core.effects import STABLE_ONLY, Effect, EffectKind, FlagPlan, Protection, RoutePlan
 from functions.core.events import Emitted, Event, Observation
 from functions.core.policy import Policy, Stage
+from functions.core.slots import Routed
 from functions.core.state import (
     MAX_HISTORY,
     MAX_SEEN,
@@ -98,16 +99,34 @@ class Tx:
         owner = self.rel.id if self.rel else self.policy.name
         eid = f"{owner}/{self.state.generation + 1}/{len(self.effects)}-{kind}"
         fields.setdefault("cluster", self.cluster() if self.rel and self.policy.waves else "")
+        if self.policy.workload.per_version:
+            self._per_version_fields(kind, fields)
         self.effects.append(Effect(id=eid, kind=kind, **fields))
         self.changed = True
 
-    def route(self, plan: RoutePlan, wave: int | None = None) -> None:
-        """Desire `plan`; emits a set-routes effect only when it differs from what is desired now."""
-        if plan == self.state.routes and not any(e.kind == "set-routes" for e in self.effects):
+    def route(self, plan: RoutePlan, wave: int | None = None, versions: Routed | None = None) -> None:
+        """Desire `plan` (per-version model: between `versions`, by default the ones routed now); emits a
+        set-routes effect only when it differs from what is desired now."""
+        versions = self.state.routed if versions is None else versions
+        if plan == self.state.routes and versions == self.state.routed and \
+                not any(e.kind == "set-routes" for e in self.effects):
             return
         cluster = self.cluster(wave) if self.rel and self.policy.waves else ""
-        self.effect("set-routes", routes=plan, cluster=cluster)
-        self.set_state(routes=plan)
+        extra = {"versions": versions} if self.policy.workload.per_version else {}
+        self.effect("set-routes", routes=plan, cluster=cluster, **extra)
+        self.set_state(routes=plan, routed=versions)
+
+    def _per_version_fields(self, kind: str, fields: dict[str, Any]) -> None:
+        """Per-version model: route effects name the subsets they are between, and what copies the stable
+        Deployment (a preview, a migration Job) names the stable version's Deployment."""
+        if kind in ("set-routes", "set-protection", "finalize-routes"):
+            fields.setdefault("versions", self.state.routed)
+            if fields["versions"] is not None and fields["versions"].stable is None:
+                fields["versions"] = None  # no version adopted yet: nothing to name
+        elif kind in ("deploy-preview", "run-migration", "load-test"):
+            stable = next((s for s in self.state.slots if s.version == self.state.stable.version), None)
+            if stable is not None:
+                fields.setdefault("source", stable.workload)
 
     def stable_only(self) -> None:
         self.route(STABLE_ONLY)

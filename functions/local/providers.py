@@ -30,6 +30,7 @@ from typing import Any
 
 from functions.core.events import MetricSample
 from functions.core.policy import Policy
+from functions.core.slots import Slot
 from functions.core.state import Release
 from functions.core.values import value
 from functions.errors import ConfigError, GraylaneError, NotReady
@@ -130,6 +131,15 @@ class ProcessWorkloads:
 
     def scale_canary(self, target: WorkloadTarget, share: int | None) -> None:
         """One process per workload here: there is no autoscaler to size."""
+    def deploy_version(self, target: WorkloadTarget, slot: Slot, source: str) -> None:
+        raise ConfigError(f"{target.namespace}/{target.app}: workload.model per-version needs Kubernetes "
+                          "Deployments and Istio subsets; the local providers run a stable/canary pair")
+
+    def scale_down_version(self, target: WorkloadTarget, slot: Slot) -> None:
+        self.deploy_version(target, slot, "")
+
+    def delete_version(self, target: WorkloadTarget, slot: Slot) -> None:
+        self.deploy_version(target, slot, "")
 
     def deploy_preview(self, target: WorkloadTarget, image: str, environment: str, namespace: str,
                        workload: str) -> None:  # fmt: skip

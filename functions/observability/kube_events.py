@@ -102,6 +102,14 @@ def _timestamp(t: datetime) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def involved(policy: Policy, release: Release | None) -> str:
+    """The Deployment an app's Events are about: the stable workload; with one Deployment per version, the
+    one the release deploys (the version its events are about)."""
+    if release is not None and release.target_slot is not None:
+        return release.target_slot.workload
+    return policy.stable_workload
+
+
 class KubeEventRecorder:
     """Creates core/v1 Events through one ApiClient (`functions.providers.kube.client_from()`)."""
 
@@ -113,7 +121,7 @@ class KubeEventRecorder:
 
     def body(self, policy: Policy, release: Release | None, emitted_type: str, reason: str, message: str,
              *, generation: int, index: int) -> dict[str, Any]:  # fmt: skip
-        deployment = policy.stable_workload
+        deployment = involved(policy, release)
         now = _timestamp(self.clock())
         labels = {"app.kubernetes.io/managed-by": COMPONENT, "graylane.dev/app": policy.name}
         if release is not None:
@@ -168,6 +176,6 @@ class KubeEventRecorder:
                 log.warning("recording Kubernetes Event %s for %s failed: %s", reason, policy.app, err)
                 continue
             names.append(
-                event_name(policy.stable_workload, release.id if release else "", state.generation, index)
+                event_name(involved(policy, release), release.id if release else "", state.generation, index)
             )
         return names

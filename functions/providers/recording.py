@@ -15,8 +15,9 @@ from typing import Any
 from functions.core.effects import STABLE_ONLY, FlagPlan, Protection, RoutePlan
 from functions.core.events import MetricSample
 from functions.core.policy import Policy
+from functions.core.slots import Routed, Slot
 from functions.core.state import Release
-from functions.errors import NotReady, ProviderUnavailable
+from functions.errors import EffectFailed, NotReady, ProviderUnavailable
 from functions.providers.routers.base import RouteTarget
 from functions.providers.workloads.base import WorkloadTarget
 
@@ -51,6 +52,7 @@ class RecordingRouter:
         self.log = log or CallLog()
         self.routes: dict[str, RoutePlan] = {}
         self.protection: dict[str, Protection] = {}
+        self.versions: dict[str, Routed] = {}  # per-version model: the subsets the routes are between
 
     def reconcile(self, target: RouteTarget) -> None:
         self.routes.setdefault(_key(target.cluster, target.namespace, target.app), STABLE_ONLY)
@@ -59,6 +61,8 @@ class RecordingRouter:
         key = _key(target.cluster, target.namespace, target.app)
         self.log.call("set_routes", key, plan)
         self.routes[key] = plan
+        if target.versions is not None:
+            self.versions[key] = target.versions
 
     def get_routes(self, target: RouteTarget) -> RoutePlan:
         key = _key(target.cluster, target.namespace, target.app)
@@ -86,6 +90,7 @@ class RecordingWorkloads:
         self.not_ready: dict[str, int] = {}
         self.load_tests: dict[str, tuple[str, ...]] = {}  # key -> hey arguments, in the order started
         self.shares: dict[str, int | None] = {}  # canary key -> the share its autoscaler was sized for
+        self.running: dict[str, str] = {}  # per-version model: key -> the image a version's Deployment runs
 
     def _run(self, verb: str, key: str, image: str) -> None:
         self.log.call(verb, key, image)
@@ -121,6 +126,25 @@ class RecordingWorkloads:
         if key not in self.load_tests:
             self.load_tests[key] = tuple(args)
             self.log.call("start_load_test", key, tuple(args))
+
+    # per-version model: `images` holds every version's Deployment ("" = scaled to zero, absent = deleted)
+    def deploy_version(self, target: WorkloadTarget, slot: Slot, source: str) -> None:
+        key = _key(target.cluster, target.namespace, slot.workload)
+        spec = self.running.get(key, slot.image)  # a Deployment keeps its image; the user's is never changed
+        if slot.owned and spec != slot.image:
+            raise EffectFailed(f"{key} runs {spec}, not {slot.image}: a version's Deployment keeps its image")
+        self.running[key] = spec
+        self._run("deploy_version", key, spec)
+
+    def scale_down_version(self, target: WorkloadTarget, slot: Slot) -> None:
+        self._run("scale_down_version", _key(target.cluster, target.namespace, slot.workload), "")
+
+    def delete_version(self, target: WorkloadTarget, slot: Slot) -> None:
+        key = _key(target.cluster, target.namespace, slot.workload)
+        self.log.call("delete_version", key, slot.image)
+        if slot.owned:
+            self.images.pop(key, None)
+            self.running.pop(key, None)
 
 
 class RecordingFlags:

@@ -122,6 +122,7 @@ class Example:
     stable: Render
     canary: Render
     broken_ends: Phase = Phase.ROLLED_BACK  # what a broken v2 comes to (the policy's rollback mode)
+    per_workload: Callable[[str], Render] | None = None  # one Deployment per version: its series by name
 
 
 CASES = [
@@ -133,7 +134,9 @@ CASES = [
     # HTTPRoute backends of Traefik v3's Gateway provider: <namespace>-<service>-http-<port>@kubernetesgateway
     Example("bluegreen.yaml", ("2.0.0", "2.1.0"), traefik("web-shop-blue-http-80@kubernetesgateway"),
             traefik("web-shop-green-http-80@kubernetesgateway")),
-    Example("istio-bookinfo.yaml", ("1.16.0", "1.17.0"), istio("default", "reviews-v1"), istio("default", "reviews-v2")),
+    # one Deployment per version (reviews-v1, reviews-v2): Istio labels each one's series by its name
+    Example("istio-bookinfo.yaml", ("v1", "v2"), istio("default", "reviews-v1"), istio("default", "reviews-v2"),
+            per_workload=lambda workload: istio("default", workload)),
     Example("argo-canary-analysis.yaml", ("v1", "v2"), nginx("default", "canary-demo", "canary-demo"),
             nginx("default", "canary-demo-canary", "canary-demo-canary")),
     Example("gray-user-id.yaml", ("release-1.0.0", "release-1.1.0"), haproxy("profile", "stable"),
@@ -211,9 +214,7 @@ class DataPlane:
             share = 1.0 if header_route else plan.canary / 100
             flows["canary"] += test.rps * share
             flows["stable"] += test.rps * (1 - share)
-        for track, workload, render in (("stable", p.stable_workload, self.example.stable),
-                                        ("canary", p.canary_workload, self.example.canary)):  # fmt: skip
-            version = self.version(cluster, workload)
+        for track, version, render in self._tracks(cluster):
             rate = flows[track] if version else 0.0
             users = (USERS_RPS - to_canary) if track == "stable" else to_canary
             self.user_requests[(cluster, version)] = self.user_requests.get((cluster, version), 0.0) + users * STEP
@@ -223,6 +224,25 @@ class DataPlane:
                 labels = tuple(sorted((*labels, ("cluster", cluster)))) if cluster else labels
                 self.totals[labels] = value if gauge else self.totals.get(labels, 0.0) + value
                 samples.setdefault(labels, []).append((int(t * 1000), self.totals[labels]))
+
+
+    def _tracks(self, cluster: str) -> list[tuple[str, str, Render]]:
+        """(track, version running there or "", its series) for the stable and the canary side of the route."""
+        p = self.policy
+        if self.example.per_workload is None:
+            return [("stable", self.version(cluster, p.stable_workload), self.example.stable),
+                    ("canary", self.version(cluster, p.canary_workload), self.example.canary)]  # fmt: skip
+        # one Deployment per version: the route names the versions' subsets; "" is a Deployment at zero
+        versions = self.providers.router_.versions.get(f"{cluster}/{p.namespace}/{p.name}")
+        if versions is None:  # before the first push: nothing routed yet
+            return []
+        images = self.providers.workloads_.images
+        out = []
+        for track, slot in (("stable", versions.stable), ("canary", versions.canary)):
+            running = slot is not None and images.get(f"{cluster}/{p.namespace}/{slot.workload}") != ""
+            out.append((track, slot.version if slot is not None and running else "",
+                        self.example.per_workload(slot.workload if slot is not None else "")))
+        return out
 
 
 def _parse_hey(args: tuple[str, ...], now: float) -> LoadTest:

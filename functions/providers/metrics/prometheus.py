@@ -56,6 +56,15 @@ class _Plan:
     since: int  # seconds since the stage started, at least the window
 
 
+def _as_pair(policy: Policy, release: Release) -> Policy:
+    """Per-version model: the release's origin and target Deployments stand where the pair's stable and canary
+    workloads are, so the templates name each version's series by its own Deployment."""
+    origin, target = release.origin_slot, release.target_slot
+    if origin is None or target is None:
+        return policy
+    return replace(policy, workload=replace(policy.workload, name=origin.workload, canary=target.workload))
+
+
 class PrometheusAnalysis:
     """The measuring part of the runtime's Providers: Prometheus at `url` (a policy may name its own)."""
 
@@ -100,8 +109,9 @@ class PrometheusAnalysis:
         elapsed = now - started if started is not None else window
         step = max(1, round(analysis.interval))
         since = max(window, math.ceil(elapsed / step) * step)  # rounded up so releases share range terms
-        target = tp.target(policy, release.id)
-        if release.watching:  # promoted: the new version is the stable workload, the warm previous the canary
+        target = tp.target(_as_pair(policy, release), release.id)
+        if release.watching and release.target_slot is None:
+            # pair model, promoted: the new version is the stable workload, the warm previous the canary
             target = replace(target, stable=target.canary, canary=target.stable)
         return _Plan(policy, release, target, window, since)
 

@@ -7,6 +7,7 @@ from dataclasses import field
 from typing import Any, Protocol
 
 from functions.core.effects import Protection, RoutePlan
+from functions.core.slots import Routed
 from functions.core.values import value
 from functions.errors import ConfigError
 
@@ -21,6 +22,7 @@ class RouteTarget:
     canary: str  # canary Service/backend name
     cluster: str = ""
     options: dict[str, Any] = field(default_factory=dict)
+    versions: Routed | None = None  # per-version model: the subsets stable and canary are, the subsets kept
 
 
 @value

@@ -36,6 +36,7 @@ from functions.core.capabilities import MATCHING, latency_breakers
 from functions.core.effects import STABLE_ONLY, Protection, RoutePlan
 from functions.core.policy import Policy
 from functions.core.routing import Need, Option, Owned, Problem, RouterMetrics, Versions
+from functions.core.slots import Routed
 from functions.core.values import value
 from functions.errors import ConfigError, MissingObject
 from functions.providers.routers._common import (
@@ -72,6 +73,7 @@ OPTIONS = (
     Option("create", "boolean", "create the VirtualService / DestinationRule when they do not exist", "false"),
 )
 CAPABILITIES = (MATCHING - {"source-ip"}) | {"weights", "circuit-breaker"}  # rate limits need an EnvoyFilter
+VERSION_SUBSETS = True  # workload.model per-version: a subset per version (functions/core/slots.py)
 METRICS = RouterMetrics("istio_requests_total", ("destination_workload_namespace", "destination_workload"),
                         "response_code", "5..", "istio_request_duration_milliseconds_bucket", to_ms=1.0,
                         fixed='reporter="destination"')
@@ -82,6 +84,11 @@ OWNS = (
     Owned("VirtualService", "/metadata/annotations/graylane.dev~1*", "the plan written, the user's canary entry"),
     Owned("DestinationRule", "/spec/trafficPolicy", "outlier detection (and connectionPool) while a breaker is set"),
     Owned("DestinationRule", "/metadata/annotations/graylane.dev~1protection", "the breaker written"),
+    # workload.model per-version: which versions the managed route is between, and their subsets
+    Owned("VirtualService", "/spec/http/{managed}/route/{version}", "per-version: the destinations of the versions' "
+          "subsets (added, weighed, removed; a new one copies the user's entry with its subset)"),
+    Owned("DestinationRule", "/spec/subsets/{added}", "per-version: the subsets graylane added for versions"),
+    Owned("DestinationRule", "/metadata/annotations/graylane.dev~1subsets", "per-version: the subsets it added"),
 )
 
 
@@ -110,6 +117,7 @@ VIRTUAL_SERVICE = Kind("networking.istio.io", "v1", "virtualservices", "VirtualS
 DESTINATION_RULE = Kind("networking.istio.io", "v1", "destinationrules", "DestinationRule")
 MATCH_ROUTE, PRIMARY_ROUTE = "graylane-match", "graylane-primary"
 CANARY_DESTINATION = "graylane.dev/canary-destination"  # the user's canary destination, while graylane has it out
+SUBSETS_ANNOTATION = "graylane.dev/subsets"  # per-version: the DestinationRule subsets graylane added
 EJECTION = {"interval": "10s", "baseEjectionTime": "30s", "maxEjectionPercent": 100}
 CONSECUTIVE_ERRORS = 5
 # Istio's names (istio.io/istio pkg/config/labels): a DNS-1123 label, upper case allowed as Istio allows it
@@ -134,6 +142,9 @@ class _Setup:
     connection_pool: dict[str, Any] | None
     route: str = ""  # http[].name of the managed route, when the policy names it
     create: bool = False
+    kept: tuple[tuple[str, dict[str, str]], ...] = ()  # per-version: every subset the DestinationRule keeps
+    per_version: bool = False
+    created: tuple[str, ...] = ()  # per-version: the subsets of the versions whose Deployment graylane created
 
     @property
     def where(self) -> str:
@@ -192,7 +203,33 @@ def _gateway_problem(name: str) -> str:
     return _domain_problem(name, wildcard=False)
 
 
+def _per_version(s: _Setup, versions: Routed) -> _Setup:
+    """Per-version model: stable and canary are the subsets of the versions routed (canary "" when only one
+    version takes traffic); every subset of an existing version's Deployment is kept."""
+    from dataclasses import replace
+
+    stable, canary = versions.stable, versions.canary
+    assert stable is not None
+    kept: dict[str, dict[str, str]] = {}
+    for slot in (stable, canary, *versions.subsets):
+        if slot is None or slot.subset in kept:
+            continue
+        if not _is_label(slot.subset):
+            raise ConfigError(f"{s.where}: the subset {slot.subset!r} of version {slot.version} is not a DNS-1123 label")
+        kept[slot.subset] = _labels({"subset": {versions.label: slot.label}}, "subset", "", s.where)
+    return replace(s, stable=stable.subset, canary=canary.subset if canary else "", stable_labels=kept[stable.subset],
+                   canary_labels=kept[canary.subset] if canary else {}, kept=tuple(kept.items()), per_version=True,
+                   created=tuple(x.subset for x in (stable, canary, *versions.subsets) if x is not None and x.owned))
+
+
 def _setup(target: RouteTarget) -> _Setup:
+    setup = _pair_setup(target)
+    if target.versions is not None and target.versions.stable is not None:
+        return _per_version(setup, target.versions)
+    return setup
+
+
+def _pair_setup(target: RouteTarget) -> _Setup:
     opts, where = target.options, f"istio router for {target.namespace}/{target.app}"
     gateways = opts.get("gateways", [])
     if not isinstance(gateways, list) or not all(isinstance(g, str) and g for g in gateways):
@@ -261,6 +298,45 @@ def _check_plan(s: _Setup, plan: RoutePlan) -> None:
                               f"which Envoy's RE2 refuses: {why}")
 
 
+def _owned_subsets(dr: dict[str, Any]) -> list[str]:
+    text = (dr["metadata"].get("annotations") or {}).get(SUBSETS_ANNOTATION, "")
+    return [name for name in text.split(",") if name]
+
+
+def _subset_ops(dr: dict[str, Any], s: _Setup, add: bool) -> list[dict[str, Any]]:
+    """Per-version: JSON patch operations adding the subsets of s.kept the DestinationRule lacks (add), or
+    removing those graylane added (listed in its graylane.dev/subsets annotation) that s.kept no longer has.
+    The user's subsets are never touched, and a subset of the user's name is never replaced by graylane's."""
+    subsets, owned = list(dr["spec"].get("subsets") or []), _owned_subsets(dr)
+    have = [x.get("name") for x in subsets]
+    wanted = dict(s.kept)
+    ops: list[dict[str, Any]] = []
+    if add:
+        for x in subsets:  # a subset of the user's under a version's name must select that version's pods
+            name, labels = x.get("name"), x.get("labels") or {}
+            if name in wanted and name in s.created and name not in owned and not wanted[name].items() <= labels.items():
+                raise ConfigError(f"{s.where}: the DestinationRule's own subset {name} selects {labels}, but the pods "
+                                  f"graylane runs for it are labelled {wanted[name]}; fix or remove the subset "
+                                  f"(spec.subsets[{have.index(name)}]), or release under another tag")
+        new = [{"name": name, "labels": labels} for name, labels in s.kept if name not in have]
+        if not new:
+            return []
+        if "subsets" not in dr["spec"]:
+            ops.append({"op": "add", "path": "/spec/subsets", "value": new})
+        else:
+            ops += [{"op": "add", "path": f"/spec/subsets/{len(subsets) + i}", "value": x} for i, x in enumerate(new)]
+        owned += [x["name"] for x in new if x["name"] not in owned]
+    else:
+        gone = [i for i, name in enumerate(have) if name in owned and name not in wanted]
+        if not gone:
+            return []
+        for i in reversed(gone):  # from the end, so each index still names the entry tested
+            ops += [{"op": "test", "path": f"/spec/subsets/{i}/name", "value": have[i]},
+                    {"op": "remove", "path": f"/spec/subsets/{i}"}]
+        owned = [name for name in owned if name not in {have[i] for i in gone}]
+    return ops + annotation_ops(dr, {SUBSETS_ANNOTATION: ",".join(owned) or None})
+
+
 def _outlier_detection(expression: str) -> dict[str, Any]:
     counts: dict[str, Any] = {}
     if "NetworkErrorRatio" in expression:
@@ -288,7 +364,8 @@ def _note(obj: Mapping[str, Any] | None, key: str) -> Any:
 
 def managed_index(http: list[dict[str, Any]], s: _Setup) -> int:
     """The HTTP route graylane weighs: the one named by option `route`, else the one routing to the stable
-    subset; none or several is a ConfigError naming them and the option to set."""
+    subset (per-version: to a version's subset; of several, the one without a match, else the one to the
+    stable's); none or several is a ConfigError naming them and the option to set."""
     where = f"{s.where}: VirtualService {s.namespace}/{s.virtual_service}"
     candidates = [i for i, r in enumerate(http) if r.get("name") != MATCH_ROUTE]
     if s.route:
@@ -297,14 +374,20 @@ def managed_index(http: list[dict[str, Any]], s: _Setup) -> int:
             names = ", ".join(repr(http[i].get("name")) for i in candidates)
             raise ConfigError(f"{where} has no http route named {s.route!r} (router option route); its names: {names}")
         return found[0]
-    found = [i for i in candidates if any(_dest_of(d, s, s.stable) for d in http[i].get("route") or [])]
+    subsets = [name for name, _ in s.kept] if s.per_version else [s.stable]  # per-version: any version's subset
+    found = [i for i in candidates if any(_dest_of(d, s, x) for d in http[i].get("route") or [] for x in subsets)]
+    if s.per_version and len(found) > 1:  # the catch-all route (no match), else the one to the stable's subset
+        found = next((f for f in ([i for i in found if not http[i].get("match")],
+                                  [i for i in found if any(_dest_of(d, s, s.stable) for d in http[i].get("route") or [])])
+                      if len(f) == 1), found)  # fmt: skip
     if len(found) == 1:
         return found[0]
+    which = ", ".join(subsets)
     if not found:
-        raise ConfigError(f"{where}: no http route sends traffic to subset {s.stable} of {s.host} "
+        raise ConfigError(f"{where}: no http route sends traffic to subset {which} of {s.host} "
                           "(spec.http[*].route[*].destination); set router option stableSubset or host")
     named = " and ".join(f"spec.http[{i}]" + (f" ({http[i]['name']})" if http[i].get("name") else "") for i in found)
-    raise ConfigError(f"{where}: {named} all send traffic to subset {s.stable}; set router option route to the "
+    raise ConfigError(f"{where}: {named} all send traffic to subset {which}; set router option route to the "
                       "name (spec.http[].name) of the one graylane weighs")
 
 
@@ -332,6 +415,40 @@ def weight_ops(entries: list[Any], base: str, s: _Setup, plan: RoutePlan,
         removed = {k: v for k, v in entries[canary[0]].items() if k != "weight"}
         ops.append({"op": "remove", "path": f"{base}/{canary[0]}"})
     return ops, removed
+
+
+def version_ops(entries: list[Any], base: str, s: _Setup, plan: RoutePlan,
+                added: list[str]) -> list[dict[str, Any]]:  # fmt: skip
+    """Per-version: patch operations putting the managed route's destinations of the versions' subsets at
+    plan's weights: the stable's and (while it gets traffic) the canary's, added as a copy of the user's entry
+    with the version's subset when missing; the destinations of other versions removed (weight 0 by now). A
+    lone stable without a weight is left without one (Istio gives it everything); other destinations (other
+    hosts, the user's own subsets) are not touched. `added`: the subsets graylane added to the DestinationRule
+    (a version's, even one whose Deployment is gone)."""
+    versions = {name for name, _ in s.kept} | set(added)
+    mine = [i for i, e in enumerate(entries) if any(_dest_of(e, s, v) for v in versions)]
+    if not mine:
+        raise ConfigError(f"{s.where}: {base} routes to none of the subsets {', '.join(sorted(versions))}")
+    wanted = {s.stable: plan.stable, **({s.canary: plan.canary} if s.canary and plan.canary else {})}
+    at = {str(entries[i]["destination"]["subset"]): i for i in reversed(mine)}  # the first entry per subset
+    gone = [i for i in mine if entries[i]["destination"]["subset"] not in wanted or at[entries[i]["destination"]
+                                                                                        ["subset"]] != i]
+    alone = len(entries) - len(gone) == 1 and len(wanted) == 1 and s.stable in at
+    ops: list[dict[str, Any]] = []
+    for subset, weight in wanted.items():
+        i = at.get(subset)
+        if i is not None and entries[i].get("weight") != weight and not (alone and "weight" not in entries[i]):
+            ops.append({"op": "add", "path": f"{base}/{i}/weight", "value": weight})
+    for i in sorted(gone, reverse=True):  # from the end, so each index still names the entry tested
+        ops += [{"op": "test", "path": f"{base}/{i}/destination/subset", "value": entries[i]["destination"]["subset"]},
+                {"op": "remove", "path": f"{base}/{i}"}]
+    template = entries[at[s.stable] if s.stable in at else mine[0]]
+    for subset, weight in wanted.items():
+        if subset not in at:
+            entry = {k: copy.deepcopy(v) for k, v in template.items() if k != "weight"}
+            entry["destination"] = {**entry["destination"], "subset": subset}
+            ops.append({"op": "add", "path": f"{base}/-", "value": {**entry, "weight": weight}})
+    return ops
 
 
 def _canary_copy(stable: Mapping[str, Any], s: _Setup) -> dict[str, Any]:
@@ -390,7 +507,11 @@ class IstioRouter:
         if dr is None and not s.create:
             raise MissingObject(f"{s.where}: DestinationRule {s.namespace}/{s.destination_rule} does not exist: graylane "
                            "routes on the user's subsets; create it, or set router option create: true")
-        if dr is None:
+        if dr is None and s.per_version:
+            subsets = [{"name": name, "labels": labels} for name, labels in s.kept]
+            dr = self.rules.create(s.namespace, s.destination_rule, {"host": s.host, "subsets": subsets},
+                                   annotations={SUBSETS_ANNOTATION: ",".join(name for name, _ in s.kept)})
+        elif dr is None:
             subsets = [{"name": s.stable, "labels": s.stable_labels}, {"name": s.canary, "labels": s.canary_labels}]
             dr = self.rules.create(s.namespace, s.destination_rule, {"host": s.host, "subsets": subsets})
         vs = self.services.get(s.namespace, s.virtual_service)
@@ -407,11 +528,17 @@ class IstioRouter:
     def set_routes(self, target: RouteTarget, plan: RoutePlan) -> None:
         s = _setup(target)
         _check_plan(s, plan)
-        vs, _ = self._ensure(s)
+        vs, dr = self._ensure(s)
         http = vs["spec"].get("http") or []
         m = managed_index(http, s)
-        kept = _note(vs, CANARY_DESTINATION)
-        ops, removed = weight_ops(http[m].get("route") or [], f"/spec/http/{m}/route", s, plan, kept)
+        if s.per_version:  # the subsets routed to exist before the route names them
+            if adding := _subset_ops(dr, s, add=True):
+                dr = self.rules.patch(dr, adding, "add subsets")
+            kept, removed = None, None
+            ops = version_ops(http[m].get("route") or [], f"/spec/http/{m}/route", s, plan, _owned_subsets(dr))
+        else:
+            kept = _note(vs, CANARY_DESTINATION)
+            ops, removed = weight_ops(http[m].get("route") or [], f"/spec/http/{m}/route", s, plan, kept)
         wanted = match_route(http[m], plan, s, kept if removed is None else removed) if plan.match else None
         a = next((i for i, r in enumerate(http) if r.get("name") == MATCH_ROUTE), None)
         if wanted is not None and a is None:
@@ -426,12 +553,15 @@ class IstioRouter:
         elif kept is not None and plan.canary > 0:
             notes[CANARY_DESTINATION] = None
         self.services.write(vs, ops + annotation_ops(vs, notes), "set routes")
+        if s.per_version:  # and the subsets graylane added for versions that are gone leave after it
+            self.rules.write(dr, _subset_ops(dr, s, add=False), "remove subsets")
 
     def get_routes(self, target: RouteTarget) -> RoutePlan:
         s = _setup(target)
         vs = self.services.read(s.namespace, s.virtual_service)
         http = vs["spec"].get("http") or []
-        managed, kept = http[managed_index(http, s)], _note(vs, CANARY_DESTINATION)
+        managed = http[managed_index(http, s)]
+        kept = None if s.per_version else _note(vs, CANARY_DESTINATION)
         live = next((r for r in http if r.get("name") == MATCH_ROUTE), None)
         render = lambda plan: match_route(managed, plan, s, kept) if plan.match else None  # noqa: E731
         return live_plan(decode_plan(vs), *_weights(managed.get("route") or [], s), live, render, s.where)
@@ -484,6 +614,15 @@ class IstioRouter:
         self.set_routes(target, STABLE_ONLY)
         s = _setup(target)
         vs = self.services.read(s.namespace, s.virtual_service)
+        if s.per_version:  # the user's routes to a version that is not the stable one
+            http = vs["spec"].get("http") or []
+            m, others = managed_index(http, s), [name for name, _ in s.kept if name != s.stable]
+            return tuple(f"VirtualService {s.namespace}/{s.virtual_service} spec.http[{i}]"
+                         + (f" ({r['name']})" if r.get("name") else "")
+                         + f" still sends traffic to subset {x}, not the stable version's ({s.stable}): it is the "
+                         "user's route, graylane left it as it is"
+                         for i, r in enumerate(http) if i != m and r.get("name") != MATCH_ROUTE
+                         for x in others if any(_dest_of(d, s, x) for d in r.get("route") or []))
         return tuple(f"VirtualService {s.namespace}/{s.virtual_service} spec.http[{i}]"
                      + (f" ({r['name']})" if r.get("name") else "")
                      + f" still sends traffic to subset {s.canary}: it is the user's route, graylane left it as it is"

@@ -15,6 +15,7 @@ from functions.providers.routers.base import Cluster, Router
 NAME = "recording"
 OPTIONS: tuple[Option, ...] = ()
 CAPABILITIES = frozenset(FEATURES)
+VERSION_SUBSETS = True  # workload.model per-version: a subset per version (functions/core/slots.py)
 METRICS = None
 OWNS: tuple[Owned, ...] = ()  # it writes nothing anybody else owns
 

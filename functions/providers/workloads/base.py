@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from functions.core.slots import Slot
 from functions.core.values import value
 
 
@@ -16,6 +17,7 @@ class WorkloadTarget:
     container: str = ""
     replicas: int | None = None
     cluster: str = ""
+    version_label: str = ""  # per-version model: the pod label naming the version
 
 
 class Workloads(Protocol):
@@ -41,3 +43,16 @@ class Workloads(Protocol):
     def start_load_test(self, target: WorkloadTarget, name: str, image: str, args: tuple[str, ...]) -> None:
         """Start the load test `name` (hey with `args`) unless it was started already; never waits for it:
         it runs for the duration its arguments give (a blue-green preview's test traffic)."""
+
+    # -- per-version model: one Deployment per version (functions/core/per_version.py) --------------------
+    def deploy_version(self, target: WorkloadTarget, slot: Slot, source: str) -> None:
+        """Run `slot`'s Deployment: created from `source`'s spec with slot.image and the version label set to
+        slot.label if missing, scaled up if at zero. Never changes the image of an existing one (a
+        Deployment graylane created running another image fails for good; the user's is not looked at).
+        Raises NotReady until it is rolled out."""
+
+    def scale_down_version(self, target: WorkloadTarget, slot: Slot) -> None:
+        """Scale `slot`'s Deployment to zero (a missing one is fine)."""
+
+    def delete_version(self, target: WorkloadTarget, slot: Slot) -> None:
+        """Delete `slot`'s Deployment if graylane created it (labelled so); never the user's."""

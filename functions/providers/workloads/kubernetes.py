@@ -26,6 +26,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
+from functions.core.slots import Slot
 from functions.core.values import value
 from functions.errors import ConfigError, ConflictError, EffectFailed, GraylaneError, NotFound, NotReady
 from functions.providers.kube import api_error
@@ -114,6 +115,61 @@ class KubernetesWorkloads:
         """A Job running hey (the image's entrypoint) with `args`; created once, never waited for."""
         if self._get(JOB_KIND, target.namespace, name, "start load test") is None:
             self._create(JOB_KIND, target.namespace, load_test_job(target, name, image, args), "start load test")
+
+    # -- per-version model: one Deployment per version ---------------------------------------------------
+    def deploy_version(self, target: WorkloadTarget, slot: Slot, source: str) -> None:
+        """`slot`'s Deployment runs: created from `source`'s spec (see version_deployment) or, when it exists,
+        scaled up if at zero. An existing one's image is never changed: graylane's own (or one someone else
+        created under that name) must run slot.image, the user's first Deployment is not looked at."""
+        ns, verb = target.namespace, f"deploy version {slot.version}"
+        live = self._get(DEPLOYMENT, ns, slot.workload, verb)
+        if live is None:
+            origin = self._read(DEPLOYMENT, ns, source, verb)
+            replicas = target.replicas if target.replicas is not None else max(1, _replicas(origin))
+            live = self._create(DEPLOYMENT, ns, version_deployment(origin, slot, target, replicas), verb)
+        else:
+            running = live["spec"]["template"]["spec"]["containers"][container_index(live, target.container,
+                                                                                     DEPLOYMENT.kind)].get("image")
+            if slot.owned and running != slot.image:
+                raise EffectFailed(f"Deployment {_where(live)} {verb}: runs {running}, not {slot.image}; graylane "
+                                   f"never re-images a version's Deployment (its {target.version_label} label would "
+                                   "lie): delete it, or release the image under a new tag")  # fmt: skip
+            if _replicas(live) == 0:
+                live = self._patch(DEPLOYMENT, live, [{"op": "replace", "path": "/spec/replicas",
+                                                       "value": self._scale_up_replicas(target, source, slot)}], verb)
+        image = live["spec"]["template"]["spec"]["containers"][container_index(live, target.container,
+                                                                               DEPLOYMENT.kind)].get("image")
+        self._check_rolled_out(live, image, target.container, verb)
+
+    def _scale_up_replicas(self, target: WorkloadTarget, source: str, slot: Slot) -> int:
+        if target.replicas is not None:
+            return max(1, target.replicas)
+        origin = self._get(DEPLOYMENT, target.namespace, source, "scale up") if source != slot.workload else None
+        return max(1, _replicas(origin)) if origin is not None else 1
+
+    def scale_down_version(self, target: WorkloadTarget, slot: Slot) -> None:
+        live = self._get(DEPLOYMENT, target.namespace, slot.workload, f"scale down version {slot.version}")
+        if live is not None and _replicas(live) != 0:
+            self._patch(DEPLOYMENT, live, [{"op": "replace", "path": "/spec/replicas", "value": 0}],
+                        f"scale down version {slot.version}")
+
+    def delete_version(self, target: WorkloadTarget, slot: Slot) -> None:
+        """Delete a retired Deployment graylane created (its labels say so); any other is left alone."""
+        verb = f"delete version {slot.version}"
+        live = self._get(DEPLOYMENT, target.namespace, slot.workload, verb)
+        if live is None or not slot.owned or not created_by_graylane(live, target.app):
+            return
+        meta = live["metadata"]
+        body = {"preconditions": {"resourceVersion": meta["resourceVersion"]}, "propagationPolicy": "Background"}
+        try:
+            self.api.delete_namespaced_custom_object(DEPLOYMENT.group, DEPLOYMENT.version, target.namespace,
+                                                     DEPLOYMENT.plural, slot.workload, body=body,
+                                                     _request_timeout=self.timeout)  # fmt: skip
+        except Exception as err:
+            if getattr(err, "status", None) == 409:
+                raise ConflictError(f"Deployment {_where(live)} {verb}: it changed since it was read") from err
+            if getattr(err, "status", None) != 404:
+                raise api_error(err, DEPLOYMENT.kind, _where(live), verb) from err
 
     # -- Deployments ---------------------------------------------------------------------------------
     def _derive(self, target: WorkloadTarget, stable: dict[str, Any], namespace: str, name: str, track: str,
@@ -258,6 +314,56 @@ def derived_deployment(stable: Mapping[str, Any], namespace: str, name: str, tra
               MANAGED_BY[0]: MANAGED_BY[1], **extra_labels}  # fmt: skip
     meta = {"name": name, "namespace": namespace, "labels": labels, "annotations": {**annotations, DERIVED_FROM: old}}
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": spec}
+
+
+VERSION_ANNOTATION = "graylane.dev/version"
+K8S_VERSION_LABEL = "app.kubernetes.io/version"
+
+
+def version_deployment(source: Mapping[str, Any], slot: Slot, target: WorkloadTarget,
+                       replicas: int) -> dict[str, Any]:  # fmt: skip
+    """The body of `slot`'s Deployment: `source`'s (the stable version's) spec with slot.image, the version label
+    (target.version_label, and app.kubernetes.io/version where the source has it) set to slot.label on the
+    Deployment, its selector and its pods, labels holding the source's name renamed, graylane's labels added.
+    Everything else of the source is kept (containers, env, volumes, probes, other labels and annotations).
+
+    The source's selector must select on the version label: otherwise both Deployments would claim each
+    other's pods (ConfigError)."""
+    old, key = source["metadata"]["name"], target.version_label
+    spec = copy.deepcopy(source["spec"])
+    selector = spec.setdefault("selector", {})
+    if key not in (selector.get("matchLabels") or {}):
+        raise ConfigError(f"Deployment {_where(source)}: its selector {selector} has no {key} label; each version's "
+                          f"Deployment must select its own pods (workload.versionLabel {key}, which the subsets "
+                          "select on too): add it to the selector and the pod labels")
+    keys = {key, K8S_VERSION_LABEL}
+
+    def versioned(labels: Mapping[str, str] | None) -> dict[str, str]:
+        return {k: (slot.label if k in keys else slot.workload if v == old else v) for k, v in (labels or {}).items()}
+
+    selector["matchLabels"] = versioned(selector["matchLabels"])
+    template_meta = spec["template"].setdefault("metadata", {})
+    pod_labels = {**versioned(template_meta.get("labels")), key: slot.label}
+    template_meta["labels"] = pod_labels
+    template_meta.setdefault("annotations", {})[VERSION_ANNOTATION] = slot.version
+    spec["replicas"] = replicas
+    spec["template"]["spec"]["containers"][container_index(source, target.container, DEPLOYMENT.kind)]["image"] = \
+        slot.image
+    if selects(source["spec"].get("selector") or {}, pod_labels):
+        raise ConfigError(f"Deployment {_where(source)}: its selector {source['spec'].get('selector')} would also "
+                          f"select the pods of {slot.workload}")
+    annotations = {k: v for k, v in (source["metadata"].get("annotations") or {}).items()
+                   if k not in _STRIPPED_ANNOTATIONS}  # fmt: skip
+    labels = {**versioned(source["metadata"].get("labels")), key: slot.label, APP: target.app,
+              MANAGED_BY[0]: MANAGED_BY[1]}
+    meta = {"name": slot.workload, "namespace": source["metadata"]["namespace"], "labels": labels,
+            "annotations": {**annotations, DERIVED_FROM: old, VERSION_ANNOTATION: slot.version}}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": spec}
+
+
+def created_by_graylane(dep: Mapping[str, Any], app: str) -> bool:
+    labels = dep.get("metadata", {}).get("labels") or {}
+    return labels.get(MANAGED_BY[0]) == MANAGED_BY[1] and labels.get(APP) == app
 
 
 def relabel(labels: Mapping[str, str] | None, old: str, new: str) -> dict[str, str]:
