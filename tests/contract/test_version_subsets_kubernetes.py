@@ -396,7 +396,7 @@ def test_version_subsets_bookinfo_release_switches_subsets_and_never_re_images(a
         assert cluster.istio("virtualservices")["spec"]["http"][1]["route"] == [
             {"destination": {"host": "reviews", "subset": "v1"}, "weight": 100}]  # fmt: skip
         assert "DestinationRule/add subsets" in validated and "VirtualService/set routes" in validated
-        said = [r.getMessage() for r in caplog.records if "after the release" in r.getMessage()]
+        said = [r.getMessage() for r in caplog.records if "routes-finalized" in r.getMessage()]
         assert any(
             "spec.http[0] still sends traffic to subset v1, not the stable version's (v2)" in m for m in said
         )
