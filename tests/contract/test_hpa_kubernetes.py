@@ -58,6 +58,7 @@ OPTIONS = {
     "stableService": "k8s-flask",
     "canaryService": "k8s-flask-canary",
     "port": 8080,
+    "create": True,  # the namespace starts empty: graylane makes the IngressRoute
 }
 # the user's HPA of the stable: two metrics, a behavior, labels and annotations of their own
 USERS_HPA: dict[str, Any] = {
