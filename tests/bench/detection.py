@@ -1,62 +1,47 @@
-"""Detection benchmark: how fast each canary policy rolls back a regression, and how often a healthy one.
+"""Detection benchmark: how fast each canary policy rolls back a regression, how often a healthy one, and what it
+costs in failed requests — graylane measured as the product, not as a model of it.
 
-A seeded, vectorised traffic simulator (numpy; one array lane per run) models requests per second, the
-canary's traffic share at each step, Prometheus scraping every SCRAPE seconds and each policy's query
-windows. Every policy sees the same traffic and is modelled by its own decision rule:
+Every run draws its requests once (common random numbers, `detection_sim.Traffic`): each second's requests,
+where each would go at any weight, whether it would fail on the canary and on stable, and its latency. Every
+policy is then driven on those same requests by its own decision rule (`detection_policies`): graylane is the
+real `Runner` + `decide()` + `PrometheusAnalysis` on a simulated clock, its queries answered by a simulated
+Prometheus that scrapes the routers' counters every `scrape_s` seconds; Argo Rollouts and Flagger keep their
+documented rules and read the same scraped series.
 
-- argo-seed: the seed's Rollout (steps 20/40/60/80 % with 2-minute pauses; background analysis from
-  step index 2, i.e. 40 %), a measurement every 10 s of the canary success rate over 1m, success when
-  `result > 0.90`, failed once failed measurements EXCEED failureLimit 3 (not necessarily consecutive:
-  argoproj/argo-rollouts analysis/analysis.go `if result.Failed > metric.FailureLimit`).
-- flagger-example: the documented example (interval 1m, threshold 5, maxWeight 50, stepWeight 10,
-  request-success-rate >= 99 % over 1m, request-duration p99 <= 500 ms over 1m). Each interval: a failed
-  check increments failedChecks (never reset) and holds the weight; a passed one adds stepWeight; a pass
-  at maxWeight promotes and the next interval routes everything to the promoted primary; at the start of
-  an interval failedChecks >= threshold rolls back (fluxcd/flagger pkg/controller/scheduler.go).
-- flagger-defaults: the same with Flagger's defaults (interval 60s, threshold 1, maxWeight 100:
-  pkg/apis/flagger/v1beta1/canary.go); stepWeight has no default, the docs' 10 is used.
-- graylane-default: the policy defaults of functions/core/policy.py (10 s interval, failureLimit 1,
-  inconclusiveLimit 6, minRequests 50, alpha 0.01) on the seed's steps, with the mixture sequential judge
-  on cumulative error counts since the stage started (functions/core/analysis.py) and the latency judge
-  (p95 from the histogram, canary vs stable, relative tolerance 0.2 over 1m). A step moves on at its
-  timer only after a passing verdict; 6 inconclusive verdicts in a row pause the release.
+Every system runs the same user configuration, the seed's (infra/examples/argo-canary-analysis.yaml: steps
+20/40/60/80 % with 2-minute pauses, analysis from step 2, failureLimit 3, success rate >= 0.90 as the user's
+metric), and each system's own defaults for everything the seed leaves open: `graylane-seed` is that file
+as graylane parses it, `argo-seed` the seed's Rollout. Flagger cannot express the seed's steps; it runs its
+documented example (`flagger-example`) and its defaults (`flagger-defaults`).
 
-Next to each scenario: Wald's approximation of the expected number of canary requests an optimal SPRT
-(known p0 and p1, alpha=0.01, beta=0.05) needs to reject "no regression": nothing can do much better.
+Outcomes per scenario and policy: rollback / promotion / pause rates, times (from the canary's first request),
+canary requests until the rollback, and canary-caused failed requests (requests that failed on the canary
+and would have succeeded on stable: exact, thanks to the coupled draws). Next to each regression, Wald's
+approximation of the expected number of canary requests an optimal SPRT (known rates, alpha 1 %, beta 5 %)
+needs, and the failed requests that costs: no test can do better on average.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import numpy as np
 
-from functions.core.analysis import MIXTURE_EFFECTS, mixture_log_evidence
+from tests.bench.detection_sim import BASE_ERRORS, LAT_MEDIAN_S, LAT_SIGMA, RPS, Scenario, Sim, Traffic
 from tests.bench.registry import suite
 
-RPS = 100.0  # total requests per second of the service
-SCRAPE = 15  # Prometheus scrape interval, seconds
-BASE_ERRORS = 0.005
-LAT_MEDIAN_MS, LAT_SIGMA = 50.0, 0.5  # stable latency: log-normal
-BUCKETS_MS = np.array([10, 25, 50, 75, 100, 150, 200, 250, 300, 400, 500, 750, 1000, 2500, np.inf])
+SCRAPES = (15, 1)  # seconds; the first is the headline
 HORIZON = 1800  # seconds simulated at most
-ALPHA, BETA = 0.01, 0.05  # for the SPRT bound
-
-
-@dataclass(frozen=True)
-class Scenario:
-    name: str
-    canary_errors: float
-    latency_shift_ms: float = 0.0
-
-    @property
-    def healthy(self) -> bool:
-        return self.canary_errors <= BASE_ERRORS and self.latency_shift_ms == 0
-
+ALPHA, BETA = 0.01, 0.05  # for the SPRT floor
+SEED_SCHEDULE_S = 480.0  # 4 steps x 2 minutes
+ANCHORS = ("argo-seed", "flagger-example", "flagger-defaults")
+GRAYLANE = "graylane-seed"
 
 SCENARIOS = (
     Scenario("healthy", BASE_ERRORS),
@@ -65,17 +50,6 @@ SCENARIOS = (
     Scenario("catastrophic 50%", 0.50),
     Scenario("latency +100ms", BASE_ERRORS, 100.0),
 )
-
-
-def _bucket_probs(shift_ms: float) -> np.ndarray:
-    """P(latency in each bucket) for log-normal latency shifted by shift_ms."""
-    upper = BUCKETS_MS - shift_ms
-    z = np.where(upper > 0, (np.log(np.maximum(upper, 1e-9)) - math.log(LAT_MEDIAN_MS)) / LAT_SIGMA, -np.inf)
-    cdf = np.array(
-        [0.5 * math.erfc(-x / math.sqrt(2)) if np.isfinite(x) else (1.0 if x > 0 else 0.0) for x in z]
-    )
-    cdf[-1] = 1.0
-    return np.diff(np.concatenate([[0.0], cdf]))
 
 
 # -- the information-theoretic floor --------------------------------------------------------------
@@ -92,14 +66,15 @@ def _kl_bernoulli(p1: float, p0: float) -> float:
 
 
 def _kl_latency(shift_ms: float) -> float:
-    """KL(shifted log-normal || log-normal) per request, by numerical integration."""
+    """KL(shifted log-normal || log-normal) per request, by numerical integration (ms)."""
+    median = LAT_MEDIAN_S * 1000
     x = np.linspace(shift_ms + 1e-6, shift_ms + 5000, 400_000)
     y = x - shift_ms
 
     def logpdf(v: np.ndarray) -> np.ndarray:
-        return -np.log(v * LAT_SIGMA * math.sqrt(2 * math.pi)) - (
-            np.log(v) - math.log(LAT_MEDIAN_MS)
-        ) ** 2 / (2 * LAT_SIGMA**2)
+        return -np.log(v * LAT_SIGMA * math.sqrt(2 * math.pi)) - (np.log(v) - math.log(median)) ** 2 / (
+            2 * LAT_SIGMA**2
+        )
 
     p1 = np.exp(logpdf(y))
     return float(np.trapezoid(p1 * (logpdf(y) - logpdf(x)), x))
@@ -112,314 +87,250 @@ def sprt_floor(s: Scenario) -> float:
     return _wald_n(_kl_bernoulli(s.canary_errors, BASE_ERRORS))
 
 
-# -- the simulator --------------------------------------------------------------------------------
-
-K = len(BUCKETS_MS)
-CR, CE, SR, SE = 0, 1, 2, 3
-CB, SB = 4, 4 + K  # canary / stable bucket counts (not cumulative)
-FIELDS = 4 + 2 * K
-
-
-class Sim:
-    """Counters per run, scraped every SCRAPE seconds; policies read only scraped snapshots."""
-
-    def __init__(self, runs: int, scenario: Scenario, seed: int) -> None:
-        self.rng = np.random.default_rng(seed)
-        self.runs, self.s = runs, scenario
-        self.weight = np.zeros(runs)  # canary share, 0..1
-        self.active = np.ones(runs, dtype=bool)
-        self.outcome = np.full(runs, "running", dtype=object)
-        self.t_end = np.full(runs, np.nan)
-        self.counters = np.zeros((runs, FIELDS))
-        self.snaps = [self.counters.copy()]  # snapshot k at t = k * SCRAPE
-        self.exposure = np.zeros(runs)  # canary requests served while the release was under test
-        self.excess = np.zeros(runs)  # canary errors beyond the baseline rate
-        self.p_canary = _bucket_probs(scenario.latency_shift_ms)
-        self.p_stable = _bucket_probs(0.0)
-
-    def second(self, t: int) -> None:
-        w = np.where(self.active, self.weight, 0.0)
-        nc = self.rng.poisson(RPS * w)
-        ns = self.rng.poisson(RPS * (1 - w))
-        ec = self.rng.binomial(nc, self.s.canary_errors)
-        es = self.rng.binomial(ns, BASE_ERRORS)
-        c = self.counters
-        c[:, CR] += nc
-        c[:, CE] += ec
-        c[:, SR] += ns
-        c[:, SE] += es
-        c[:, CB:SB] += self.rng.multinomial(nc, self.p_canary)
-        c[:, SB:] += self.rng.multinomial(ns, self.p_stable)
-        self.exposure += nc
-        self.excess += ec - nc * BASE_ERRORS
-        if t % SCRAPE == 0:
-            self.snaps.append(c.copy())
-
-    def window(self, t: int, seconds: int) -> np.ndarray | None:
-        """Increase over (t - seconds, t] as Prometheus sees it from its scrapes (None: < 2 samples)."""
-        last = t // SCRAPE
-        first = max(0, (t - seconds) // SCRAPE + 1)
-        if last <= first:
-            return None
-        return self.snaps[last] - self.snaps[first]
-
-    def since_start(self, t: int) -> np.ndarray:
-        return self.snaps[t // SCRAPE] - self.snaps[0]
-
-    def end(self, mask: np.ndarray, outcome: str, t: int) -> None:
-        mask = mask & self.active
-        self.outcome[mask] = outcome
-        self.t_end[mask] = t
-        self.active &= ~mask
-
-
-def quantile_ms(d: np.ndarray, first: int, q: float) -> np.ndarray:
-    """histogram_quantile(q) per run from bucket counts d[:, first:first+K] (NaN without requests)."""
-    counts = d[:, first : first + K]
-    cum = np.cumsum(counts, axis=1)
-    total = cum[:, -1]
-    rank = q * total
-    k = np.argmax(cum >= rank[:, None], axis=1)
-    upper = BUCKETS_MS[k]
-    lower = np.where(k > 0, BUCKETS_MS[np.maximum(k - 1, 0)], 0.0)
-    below = np.where(k > 0, cum[np.arange(len(k)), np.maximum(k - 1, 0)], 0.0)
-    inside = counts[np.arange(len(k)), k]
-    frac = np.divide(rank - below, inside, out=np.zeros_like(rank), where=inside > 0)
-    value = np.where(np.isinf(upper), BUCKETS_MS[-2], lower + (upper - lower) * frac)
-    return np.where(total > 0, value, np.nan)
-
-
-def log_evidence(ce: np.ndarray, cr: np.ndarray, se: np.ndarray, sr: np.ndarray) -> np.ndarray:
-    """Vectorised functions.core.analysis.mixture_log_evidence (checked against it in `_check_evidence`)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p0 = cr / (cr + sr)
-        llrs = []
-        for e in MIXTURE_EFFECTS:
-            p1 = e * cr / (e * cr + sr)
-            llrs.append(ce * np.log(p1 / p0) + se * np.log((1 - p1) / (1 - p0)))
-        stack = np.stack(llrs)
-        top = stack.max(axis=0)
-        out = top + np.log(np.exp(stack - top).mean(axis=0))
-    return np.where((cr > 0) & (sr > 0), out, 0.0)
-
-
-def _check_evidence() -> None:
-    for args in ((3, 100, 2, 400), (30, 60, 1, 240), (16, 1000, 20, 4000)):
-        fast = log_evidence(*(np.array([float(a)]) for a in args))[0]
-        assert abs(fast - mixture_log_evidence(*args)) < 1e-9, (args, fast)
-
-
-# -- policies -------------------------------------------------------------------------------------
-
-
-class ArgoSeed:
-    name = "argo-seed"
-    steps, pause, start_index, interval, limit, window = (0.2, 0.4, 0.6, 0.8), 120, 1, 10, 3, 60
-
-    def start(self, sim: Sim) -> None:
-        sim.weight[:] = self.steps[0]
-        self.failed = np.zeros(sim.runs, dtype=int)
-
-    def tick(self, sim: Sim, t: int) -> None:
-        if t % self.pause == 0:
-            step = t // self.pause
-            if step >= len(self.steps):
-                sim.end(sim.active.copy(), "promoted", t)
-                return
-            sim.weight[:] = self.steps[step]
-        if t >= self.start_index * self.pause and t % self.interval == 0:
-            d = sim.window(t, self.window)
-            if d is None:
-                return
-            with np.errstate(divide="ignore", invalid="ignore"):
-                success = 1 - d[:, CE] / d[:, CR]
-            self.failed += sim.active & ~(success > 0.90)  # NaN fails too
-            sim.end(self.failed > self.limit, "rolled-back", t)
-
-
-class Flagger:
-    def __init__(
-        self, name: str, threshold: int, max_weight: int, step: int = 10, interval: int = 60
-    ) -> None:
-        self.name, self.threshold, self.max_weight, self.step, self.interval = (
-            name,
-            threshold,
-            max_weight,
-            step,
-            interval,
-        )
-
-    def start(self, sim: Sim) -> None:
-        self.failed = np.zeros(sim.runs, dtype=int)
-        self.promoting = np.zeros(sim.runs, dtype=bool)
-        sim.weight[:] = self.step / 100  # the first interval only starts the canary
-
-    def tick(self, sim: Sim, t: int) -> None:
-        if t == 0 or t % self.interval:
-            return
-        sim.end(self.failed >= self.threshold, "rolled-back", t)
-        sim.end(self.promoting, "promoted", t)  # finalising: all traffic to the promoted primary
-        d = sim.window(t, 60)
-        if d is None:
-            return
-        with np.errstate(divide="ignore", invalid="ignore"):
-            success = 100 * (1 - d[:, CE] / d[:, CR])
-        p99 = quantile_ms(d, CB, 0.99)
-        ok = (success >= 99) & (p99 <= 500)  # NaN (no traffic) is a failed check
-        live = sim.active & ~self.promoting
-        self.failed += live & ~ok
-        at_max = sim.weight >= self.max_weight / 100 - 1e-9
-        self.promoting |= live & ok & at_max
-        grow = live & ok & ~at_max
-        sim.weight[grow] = np.minimum(sim.weight[grow] + self.step / 100, self.max_weight / 100)
-
-
-class Graylane:
-    steps, interval, window = (0.2, 0.4, 0.6, 0.8), 10, 60
-    alpha, min_requests, inconclusive_limit, tolerance = 0.01, 50, 6, 0.2
-
-    def __init__(self, name: str = "graylane-default", pause: int = 120) -> None:
-        self.name, self.pause = name, pause
-
-    def start(self, sim: Sim) -> None:
-        n = sim.runs
-        self.step = np.zeros(n, dtype=int)
-        self.step_start = np.zeros(n)
-        self.passes = np.zeros(n, dtype=int)
-        self.last_pass = np.zeros(n, dtype=bool)
-        self.inconclusive = np.zeros(n, dtype=int)
-        sim.weight[:] = self.steps[0]
-
-    def tick(self, sim: Sim, t: int) -> None:
-        if t == 0 or t % self.interval:
-            return
-        verdict = self._verdict(sim, t)  # 0 pass, 1 inconclusive, 2 fail
-        live = sim.active.copy()
-        sim.end(live & (verdict == 2), "rolled-back", t)
-        self.inconclusive = np.where(verdict == 1, self.inconclusive + 1, 0)
-        sim.end(live & (self.inconclusive >= self.inconclusive_limit), "paused", t)
-        self.last_pass = verdict == 0
-        self.passes += self.last_pass
-        due = sim.active & (t - self.step_start >= self.pause) & self.last_pass & (self.passes > 0)
-        last = due & (self.step == len(self.steps) - 1)
-        sim.end(last, "promoted", t)
-        move = due & ~last
-        self.step[move] += 1
-        self.step_start[move] = t
-        self.passes[move] = 0
-        sim.weight[move] = np.array(self.steps)[self.step[move]]
-
-    def _verdict(self, sim: Sim, t: int) -> np.ndarray:
-        n = sim.runs
-        cum = sim.since_start(t)
-        ev = log_evidence(cum[:, CE], cum[:, CR], cum[:, SE], cum[:, SR])
-        bound = math.log(1 / self.alpha)
-        errors = np.where(ev >= bound, 2, np.where(ev >= bound / 2, 1, 0))
-        errors = np.where(cum[:, CR] < self.min_requests, 1, errors)
-        d = sim.window(t, self.window)
-        if d is None:
-            return np.maximum(errors, 1)
-        canary, stable = quantile_ms(d, CB, 0.95), quantile_ms(d, SB, 0.95)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            worse = (canary - stable) / stable
-        latency = np.where(
-            np.isnan(worse) | (d[:, CR] < self.min_requests), 1, np.where(worse > self.tolerance, 2, 0)
-        )
-        return (
-            np.where((errors == 2) | (latency == 2), 2, np.maximum(errors, latency)).astype(int)
-            if n
-            else errors
-        )
-
-
-def policies() -> list[Any]:
-    return [Graylane(), Graylane("graylane-1m-steps", pause=60), ArgoSeed(), Flagger("flagger-example", threshold=5, max_weight=50),
-            Flagger("flagger-defaults", threshold=1, max_weight=100)]  # fmt: skip
+def floor_failed(s: Scenario) -> float:
+    """The failed requests the floor's canary requests cost: SPRT requests x the canary's excess error rate."""
+    return sprt_floor(s) * max(0.0, s.canary_errors - BASE_ERRORS)
 
 
 # -- running --------------------------------------------------------------------------------------
 
 
-def simulate(policy: Any, scenario: Scenario, runs: int, seed: int) -> dict[str, Any]:
-    sim = Sim(runs, scenario, seed)
+def _policies() -> list[Any]:
+    from tests.bench.detection_policies import ArgoSeed, Flagger, Graylane, seed_policy
+
+    seed = seed_policy()
+    return [Graylane(GRAYLANE, seed), ArgoSeed(seed), Flagger("flagger-example", seed, threshold=5, max_weight=50),
+            Flagger("flagger-defaults", seed, threshold=1, max_weight=100)]  # fmt: skip
+
+
+def _phase(seed: int, scrape: int) -> int:
+    return int(np.random.default_rng([seed, 1_000_003]).integers(0, scrape))
+
+
+def run_policy(policy: Any, traffic: Traffic, scrape: int, phase: int) -> dict[str, Any]:
+    """One policy on one run's traffic, from the canary's first request until it ends or the horizon."""
+    from tests.bench.detection_policies import series_names
+
+    sim = Sim(traffic, scrape, phase, policy.policy.router.provider, series_names(policy.policy), HORIZON)
+    sim.run_until(0)
     policy.start(sim)
-    for t in range(1, HORIZON + 1):
-        sim.second(t)
-        policy.tick(sim, t)
-        if not sim.active.any():
+    outcome, t = "running", 0
+    step = policy.tick_every
+    while t < HORIZON:
+        t = (t // step + 1) * step
+        sim.run_until(t)
+        result = policy.tick(sim, t)
+        if result:
+            outcome = result
             break
-    sim.end(sim.active.copy(), "running", HORIZON)
-    rolled = sim.outcome == "rolled-back"
-    promoted = sim.outcome == "promoted"
+    sim.end()
+    return {"outcome": outcome, "t": float(t), "canary_requests": sim.canary_requests,
+            "caused": sim.caused_failures}  # fmt: skip
+
+
+def run_batch(job: tuple[int, int, list[int]]) -> dict[str, list[dict[str, Any]]]:
+    """Runs `seeds` of scenario `si` at `scrape` for every policy (a process-pool task)."""
+    si, scrape, seeds = job
+    scenario = SCENARIOS[si]
+    policies = _policies()
+    out: dict[str, list[dict[str, Any]]] = {p.name: [] for p in policies}
+    for seed in seeds:
+        traffic = Traffic(seed, scenario)  # the same requests for every policy (and every scenario)
+        phase = _phase(seed, scrape)
+        for policy in policies:
+            out[policy.name].append(run_policy(policy, traffic, scrape, phase))
+    return out
+
+
+def summarise(runs: list[dict[str, Any]], scenario: Scenario) -> dict[str, Any]:
+    outcome = np.array([r["outcome"] for r in runs])
+    t = np.array([r["t"] for r in runs])
+    requests = np.array([r["canary_requests"] for r in runs], dtype=float)
+    caused = np.array([r["caused"] for r in runs], dtype=float)
+    rolled, promoted = outcome == "rolled-back", outcome == "promoted"
     pct = lambda a, q: float(np.percentile(a, q)) if len(a) else None  # noqa: E731
     return {
-        "runs": runs,
+        "runs": len(runs),
         "rollback_rate": float(rolled.mean()),
         "promotion_rate": float(promoted.mean()),
-        "pause_rate": float((sim.outcome == "paused").mean()),
-        "rollback_s_median": pct(sim.t_end[rolled], 50),
-        "rollback_s_p90": pct(sim.t_end[rolled], 90),
-        "promotion_s_median": pct(sim.t_end[promoted], 50),
-        "canary_requests_to_rollback_median": pct(sim.exposure[rolled], 50),
-        "failed_by_canary_mean": float(sim.excess.mean()),  # until rollback, promotion or the horizon
-        "slowed_requests_mean": float(sim.exposure.mean()) if scenario.latency_shift_ms else 0.0,
+        "pause_rate": float(np.isin(outcome, ("paused", "frozen")).mean()),
+        "rollback_s_median": pct(t[rolled], 50),
+        "rollback_s_p90": pct(t[rolled], 90),
+        "promotion_s_median": pct(t[promoted], 50),
+        "promotion_s_p90": pct(t[promoted], 90),
+        "canary_requests_to_rollback_median": pct(requests[rolled], 50),
+        "failed_by_canary_mean": float(caused.mean()),  # until rollback, promotion or the horizon
+        "slowed_requests_mean": float(requests.mean()) if scenario.latency_shift_ms else 0.0,
     }
 
 
-def _fmt_s(x: float | None) -> str:
+def measure(scrape: int, healthy_runs: int, bad_runs: int, workers: int,
+            progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:  # fmt: skip
+    jobs: list[tuple[int, int, list[int]]] = []
+    for si, scenario in enumerate(SCENARIOS):
+        n = healthy_runs if scenario.healthy else bad_runs
+        seeds = list(range(1, n + 1))
+        size = max(1, math.ceil(n / (workers * 4)))
+        jobs += [(si, scrape, seeds[i : i + size]) for i in range(0, n, size)]
+    merged: dict[int, dict[str, list[dict[str, Any]]]] = {}
+    started = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for (si, _, _), part in zip(jobs, pool.map(run_batch, jobs), strict=True):
+            for name, runs in part.items():
+                merged.setdefault(si, {}).setdefault(name, []).extend(runs)
+    progress(f"scrape {scrape}s: {sum(len(j[2]) for j in jobs)} runs x 4 policies in "
+             f"{time.perf_counter() - started:.0f}s")  # fmt: skip
+    scenarios: dict[str, Any] = {}
+    for si, scenario in enumerate(SCENARIOS):
+        per: dict[str, Any] = {}
+        if not scenario.healthy:
+            per["sprt_min_canary_requests"] = sprt_floor(scenario)
+            per["sprt_min_failed_requests"] = floor_failed(scenario)
+        for name, runs in merged[si].items():
+            per[name] = summarise(runs, scenario)
+        scenarios[scenario.name] = per
+    model = {"rps": RPS, "scrape_s": scrape, "tick_s": _tick_s(), "base_error_rate": BASE_ERRORS,
+             "latency": f"log-normal median {LAT_MEDIAN_S * 1000:g} ms sigma {LAT_SIGMA}", "alpha": ALPHA,
+             "beta": BETA, "horizon_s": HORIZON, "healthy_runs": healthy_runs, "regression_runs": bad_runs,
+             "probe_weight": probe_weight()}  # fmt: skip
+    return {"model": model, "scenarios": scenarios}
+
+
+def _tick_s() -> int:
+    from tests.bench.detection_policies import TICK_S
+
+    return TICK_S
+
+
+def probe_weight() -> int:
+    """The weight graylane-seed's canary starts at (the first step's, or the exposure probe's)."""
+    from tests.bench.detection_policies import seed_policy
+
+    policy = seed_policy()
+    first = next(s for s in policy.stages if s.kind == "canary").steps[0].weight  # type: ignore[union-attr]
+    probe = getattr(policy.analysis, "probe_weight", None)
+    budget = getattr(policy.analysis, "exposure_budget", 0)
+    return min(first, probe) if probe and budget else first
+
+
+# -- the table ------------------------------------------------------------------------------------
+
+Row = tuple[str, str, str, str]
+
+
+def _s(x: float | None) -> str:
     return "never" if x is None else f"{x:.0f}s"
 
 
-def _row(scenario: Scenario, name: str, r: dict[str, Any], floor: float) -> tuple[str, str, str, str]:
+def _n(x: float) -> str:
+    return f"{x:,.0f}" if x >= 10 else f"{x:.1f}"
+
+
+def _ratio(anchor: float, mine: float) -> float:
+    return math.inf if mine <= 0 else anchor / mine
+
+
+def _fmt_ratio(r: float) -> str:
+    return "inf" if math.isinf(r) else f"{r:.1f}x"
+
+
+def rows_for(result: dict[str, Any], headline: bool) -> list[Row]:
+    model, scenarios = result["model"], result["scenarios"]
+    scrape, tick = model["scrape_s"], model["tick_s"]
+    tag = f"[scrape {scrape}s]"
+    rows: list[Row] = []
+    for scenario in SCENARIOS:
+        per = scenarios[scenario.name]
+        for name in (GRAYLANE, *ANCHORS):
+            r = per[name]
+            if scenario.healthy:
+                res = (f"false rollback {100 * r['rollback_rate']:.2f}% of {r['runs']}, paused "
+                       f"{100 * r['pause_rate']:.1f}%, promoted in {_s(r['promotion_s_median'])} "
+                       f"(p90 {_s(r['promotion_s_p90'])})")  # fmt: skip
+            else:
+                harm = (f"{_n(r['slowed_requests_mean'])} slowed" if scenario.latency_shift_ms
+                        else f"{_n(r['failed_by_canary_mean'])} failed")  # fmt: skip
+                reqs = r["canary_requests_to_rollback_median"]
+                res = (f"rollback {100 * r['rollback_rate']:.0f}% in {_s(r['rollback_s_median'])} "
+                       f"(p90 {_s(r['rollback_s_p90'])}), {harm}, promoted {100 * r['promotion_rate']:.0f}%, "
+                       f"{'-' if reqs is None else _n(reqs)} canary req")  # fmt: skip
+            rows.append((f"{tag} {scenario.name}: {name}", res, "-", "-"))
+        if not scenario.healthy:
+            floor = per["sprt_min_canary_requests"]
+            what = (f"{_n(floor)} canary req" if scenario.latency_shift_ms
+                    else f"{_n(floor)} canary req = {per['sprt_min_failed_requests']:.1f} failed")  # fmt: skip
+            rows.append((f"{tag} {scenario.name}: SPRT floor (alpha 1%, beta 5%)", what, "-", "-"))
+        rows += _targets(scenario, per, scrape, tick, model["probe_weight"], headline, tag)
+    return rows
+
+
+def _check(ok: bool, headline: bool) -> str:
+    if not headline:
+        return "(info)"
+    return "met" if ok else "missed"
+
+
+def _targets(scenario: Scenario, per: dict[str, Any], scrape: int, tick: int, probe: int, headline: bool,
+             tag: str) -> list[Row]:  # fmt: skip
+    g = per[GRAYLANE]
+    rows: list[Row] = []
     if scenario.healthy:
-        result = (f"false rollback {100 * r['rollback_rate']:.1f}%, paused {100 * r['pause_rate']:.1f}%, "
-                  f"promoted in {_fmt_s(r['promotion_s_median'])}")  # fmt: skip
-        target = f"<= {100 * ALPHA:g}%" if name.startswith("graylane") else "-"
-        verdict = ("ok" if r["rollback_rate"] <= ALPHA else "over") if name.startswith("graylane") else "-"
-        return (f"healthy: {name}", result, target, verdict)
-    harm = (f"{r['slowed_requests_mean']:,.0f} slowed" if scenario.latency_shift_ms
-            else f"{r['failed_by_canary_mean']:,.1f} failed")  # fmt: skip
-    reqs = r["canary_requests_to_rollback_median"]
-    result = (f"rollback {100 * r['rollback_rate']:.0f}% in {_fmt_s(r['rollback_s_median'])} "
-              f"(p90 {_fmt_s(r['rollback_s_p90'])}), {harm}, "
-              f"promoted {100 * r['promotion_rate']:.0f}%, "
-              f"{'-' if reqs is None else f'{reqs:,.0f}'} canary req (SPRT min {floor:,.{0 if floor >= 10 else 1}f})")  # fmt: skip
-    return (f"{scenario.name}: {name}", result, "-", "-")
+        rows.append((f"{tag} healthy: graylane false rollbacks", f"{100 * g['rollback_rate']:.2f}% of {g['runs']}",
+                     "<= 1% over >= 2,000 runs",
+                     _check(g["rollback_rate"] <= 0.01 and g["runs"] >= 2000, headline)))  # fmt: skip
+        limit = 1.1 * SEED_SCHEDULE_S
+        mine = g["promotion_s_median"]
+        rows.append((f"{tag} healthy: graylane promotion vs the seed's schedule",
+                     f"{_s(mine)} (p90 {_s(g['promotion_s_p90'])}) vs {SEED_SCHEDULE_S:.0f}s",
+                     f"<= {limit:.0f}s (schedule + 10%)", _check(mine is not None and mine <= limit, headline)))  # fmt: skip
+        return rows
+    mine = g["failed_by_canary_mean"]
+    if scenario.canary_errors >= 0.1:
+        for anchor, need in (("argo-seed", 10.0), ("flagger-example", 10.0), ("flagger-defaults", 5.0)):
+            ratio = _ratio(per[anchor]["failed_by_canary_mean"], mine)
+            rows.append((f"{tag} {scenario.name}: failed, {anchor} / graylane",
+                         f"{_n(per[anchor]['failed_by_canary_mean'])} / {_n(mine)} = {_fmt_ratio(ratio)}",
+                         f">= {need:g}x", _check(ratio >= need, headline)))  # fmt: skip
+    elif not scenario.latency_shift_ms:
+        catching = [a for a in ANCHORS if per[a]["rollback_rate"] >= 0.5]
+        best = min((per[a]["failed_by_canary_mean"] for a in catching), default=math.inf)
+        rows.append((f"{tag} {scenario.name}: failed, graylane vs anchors that catch it",
+                     f"{_n(mine)} vs {_n(best) if catching else '-'} ({', '.join(catching) or 'none catches it'})",
+                     "fewer", _check(mine < best, headline)))  # fmt: skip
+        floor = per["sprt_min_failed_requests"]
+        rows.append((f"{tag} {scenario.name}: failed, graylane vs SPRT floor",
+                     f"{_n(mine)} vs {floor:.1f} = {mine / floor:.2f}x", "<= 2x",
+                     _check(mine <= 2 * floor, headline)))  # fmt: skip
+    if scenario.canary_errors >= 0.5:
+        limit = scrape + tick
+        t = g["rollback_s_median"]
+        rows.append((f"{tag} {scenario.name}: graylane time to rollback", f"{_s(t)} (p90 {_s(g['rollback_s_p90'])})",
+                     f"<= {limit}s (scrape + tick)", _check(t is not None and t <= limit, headline)))  # fmt: skip
+    reqs = g["canary_requests_to_rollback_median"]
+    limit_req = 3 * per["sprt_min_canary_requests"] + scrape * RPS * probe / 100
+    caught = g["rollback_rate"]
+    rows.append((f"{tag} {scenario.name}: graylane canary requests before rollback",
+                 f"{'-' if reqs is None else _n(reqs)} (caught {100 * caught:.0f}%)",
+                 f"<= {_n(limit_req)} (3x SPRT + scrape at {probe}%)",
+                 _check(reqs is not None and reqs <= limit_req and caught >= 0.95, headline)))  # fmt: skip
+    return rows
 
 
 @suite("detection")
 def bench_detection(args: argparse.Namespace) -> dict[str, Any]:
-    _check_evidence()
-    healthy_runs, bad_runs = (200, 100) if args.quick else (1000, 300)
+    import sys
+
+    healthy_runs, bad_runs = (200, 100) if args.quick else (2000, 300)
+    workers = max(1, min(2, os.cpu_count() or 1))
     started = time.perf_counter()
-    results: dict[str, Any] = {}
-    rows: list[tuple[str, str, str, str]] = []
-    for si, scenario in enumerate(SCENARIOS):
-        floor = sprt_floor(scenario) if not scenario.healthy else 0.0
-        per: dict[str, Any] = {"sprt_min_canary_requests": floor,
-                               "sprt_min_seconds_at_20pct": floor / (RPS * 0.2) if floor else 0.0}  # fmt: skip
-        for policy in policies():
-            runs = healthy_runs if scenario.healthy else bad_runs
-            per[policy.name] = simulate(
-                policy, scenario, runs, seed=1000 + si
-            )  # same traffic seed per scenario
-            rows.append(_row(scenario, policy.name, per[policy.name], floor))
-        if not scenario.healthy:
-            rows.append(_verdict_row(scenario, per))
-        results[scenario.name] = per
-    elapsed = time.perf_counter() - started
-    model = {"rps": RPS, "scrape_s": SCRAPE, "base_error_rate": BASE_ERRORS,
-             "latency": f"log-normal median {LAT_MEDIAN_MS} ms sigma {LAT_SIGMA}", "alpha": ALPHA, "beta": BETA,
-             "horizon_s": HORIZON, "healthy_runs": healthy_runs, "regression_runs": bad_runs}  # fmt: skip
-    return {"model": model, "scenarios": results, "seconds": elapsed, "rows": rows}
-
-
-def _verdict_row(scenario: Scenario, per: dict[str, Any]) -> tuple[str, str, str, str]:
-    """graylane vs the fastest anchor on this scenario (time to roll back, median)."""
-    g = per["graylane-default"]
-    anchors = [per[n] for n in ("argo-seed", "flagger-example", "flagger-defaults")]
-    best = min((a["rollback_s_median"] for a in anchors if a["rollback_s_median"] is not None), default=None)
-    mine = g["rollback_s_median"]
-    ok = mine is not None and (best is None or mine <= best) and g["rollback_rate"] >= 0.95
-    return (f"{scenario.name}: graylane vs best anchor", f"{_fmt_s(mine)} vs {_fmt_s(best)}",
-            "faster, >= 95% caught", "ok" if ok else "worse")  # fmt: skip
+    say = lambda m: print(f"  detection: {m}", file=sys.stderr, flush=True)  # noqa: E731
+    results = {scrape: measure(scrape, healthy_runs, bad_runs, workers, say) for scrape in SCRAPES}
+    head, *others = SCRAPES
+    rows = rows_for(results[head], headline=True)
+    for scrape in others:
+        rows += rows_for(results[scrape], headline=False)
+    out = dict(results[head])
+    out["by_scrape"] = {f"{s}s": results[s] for s in SCRAPES}
+    out["seconds"] = time.perf_counter() - started
+    out["rows"] = rows
+    return out
