@@ -19,8 +19,10 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from functions.core.counters import Totals
 from functions.core.effects import Effect
 from functions.core.events import EffectFailure, HookResult, ImagePushed, MetricSample, Observation, Tick
+from functions.core.guard import wants_totals
 from functions.core.hooks import HookCall, hook_calls
 from functions.core.machine import decide, wants_analysis
 from functions.core.policy import Policy
@@ -133,11 +135,11 @@ class Runner:
     def handle(self, event: Any) -> list[Outcome]:
         if isinstance(event, Tick) and not event.app:
             apps = self._apps_with_state()
-            self._sweep.states, self._sweep.samples = self._premeasure(apps)
+            self._sweep.states, self._sweep.samples, self._sweep.totals = self._premeasure(apps)
             try:
                 return [self.handle(replace(event, app=app))[0] for app in apps]
             finally:
-                self._sweep.states, self._sweep.samples = {}, {}
+                self._sweep.states, self._sweep.samples, self._sweep.totals = {}, {}, {}
         policy = self._policy_for(event)
         if policy is None:
             return [Outcome(app=getattr(event, "app", ""), event_id=event.id, status="ignored",
@@ -191,14 +193,16 @@ class Runner:
             return self._apply_pending(policy, decision.state, outcome, saved_version)
         raise Retry(f"state of {app} kept changing under {self.attempts} attempts; redeliver {event.id}")
 
-    def _premeasure(self, apps: list[str]) -> tuple[dict[str, Any], dict[str, tuple[MetricSample, ...]]]:
+    def _premeasure(self, apps: list[str]) -> tuple[dict[str, Any], dict[str, tuple[MetricSample, ...]],
+                                                    dict[str, Totals]]:  # fmt: skip
         """One batched measurement for every release of the sweep that wants analysis (one query per metric
         and router, not one per release), and the states loaded for it, reused by each app's first attempt."""
         measure_many = getattr(self.providers, "measure_many", None)
         if measure_many is None:
-            return {}, {}
+            return {}, {}, {}
         states: dict[str, Any] = {}
         pairs: list[tuple[Policy, Release]] = []
+        guarded: list[tuple[Policy, Release]] = []
         now = self.clock()
         self._sweep.measured_at = now
         for app in apps:
@@ -210,13 +214,22 @@ class Runner:
             state = states[app][0]
             if state.release is not None and wants_analysis(policy, state, now):
                 pairs.append((policy, state.release))
+            if state.release is not None and wants_totals(policy, state):
+                guarded.append((policy, state.release))
+        totals: dict[str, Totals] = {}
+        totals_many = getattr(self.providers, "totals_many", None)
+        if guarded and totals_many is not None:
+            try:
+                totals = totals_many(guarded)
+            except GraylaneError as err:  # each release then reads its own (or sees them unavailable)
+                log.warning("batched counters of %d releases failed: %s", len(guarded), err)
         if not pairs:
-            return states, {}
+            return states, {}, totals
         try:
-            return states, measure_many(pairs)
+            return states, measure_many(pairs), totals
         except GraylaneError as err:  # each release then measures (and fails) on its own: inconclusive
             log.warning("batched measurement of %d releases failed: %s", len(pairs), err)
-            return states, {}
+            return states, {}, totals
 
     def _load(self, app: str) -> tuple[AppState, str | None]:
         preloaded = self._sweep.__dict__.get("states", {}).pop(app, None)
@@ -243,6 +256,7 @@ class Runner:
         metrics, measured_at = None, ""
         if rel is not None and wants_analysis(policy, state, now):
             metrics, measured_at = self._measure(policy, rel, now)
+        totals = self._totals(policy, rel, now) if rel is not None and wants_totals(policy, state) else None
         routes = None
         cluster = policy.waves[rel.wave].cluster if rel is not None and policy.waves and rel.wave < len(policy.waves) \
             else ""  # fmt: skip
@@ -263,8 +277,23 @@ class Runner:
             except GraylaneError as err:
                 log.warning("reading flags of %s failed: %s", policy.app, err)
         return Observation(metrics=metrics, routes=routes, measured_at=measured_at,
-                           release=rel.id if metrics is not None and rel is not None else "", hooks=hooks,
-                           flags=flags)  # fmt: skip
+                           release=rel.id if metrics is not None and rel is not None else "", totals=totals,
+                           hooks=hooks, flags=flags)  # fmt: skip
+
+    def _totals(self, policy: Policy, rel: Release, now: datetime) -> Totals | None:
+        """The canary's raw counters for the guard, stamped with when they were read (the sweep's batch is used
+        once, like its samples); None when no provider can read them."""
+        batched = self._sweep.__dict__.get("totals", {}).pop(rel.id, None)
+        if batched is not None:
+            return replace(batched, read_at=iso(self._sweep.measured_at))  # type: ignore[no-any-return]
+        read = getattr(self.providers, "totals_many", None)
+        if read is None:
+            return None
+        try:
+            totals = read([(policy, rel)]).get(rel.id)
+        except GraylaneError as err:  # unreachable metrics: the guard learns nothing this tick
+            return Totals(status="unavailable", detail=str(err))
+        return replace(totals, read_at=iso(now)) if totals is not None else None
 
     def _ask_hooks(self, policy: Policy, calls: tuple[HookCall, ...]) -> tuple[HookResult, ...]:
         """The hooks decide() asks about (answered no when they cannot be called at all)."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 
+from functions.core.counters import Evidence
 from functions.core.events import MetricSample
 from functions.core.policy import Analysis, MetricCheck
 from functions.core.state import MetricResult, VerdictRecord
@@ -40,10 +41,11 @@ def watch_checks(analysis: Analysis) -> tuple[MetricCheck, ...]:
     return tuple(m for m in analysis.metrics if m.judge == "threshold")
 
 
-def judge(analysis: Analysis, samples: tuple[MetricSample, ...], at: str, watching: bool = False) -> VerdictRecord:
+def judge(analysis: Analysis, samples: tuple[MetricSample, ...], at: str, watching: bool = False,
+          evidence: Evidence | None = None) -> VerdictRecord:  # fmt: skip
     by_name = {s.name: s for s in samples}
     checks = watch_checks(analysis) if watching else analysis.metrics
-    results = tuple(_judge_metric(analysis, check, by_name.get(check.name)) for check in checks)
+    results = tuple(_judge_metric(analysis, check, by_name.get(check.name), evidence) for check in checks)
     verdicts = {r.verdict for r in results}
     overall = (
         FAIL if FAIL in verdicts else INCONCLUSIVE if (INCONCLUSIVE in verdicts or not results) else PASS
@@ -52,7 +54,12 @@ def judge(analysis: Analysis, samples: tuple[MetricSample, ...], at: str, watchi
     return VerdictRecord(at=at, verdict=overall, reason=reason, metrics=results)
 
 
-def _judge_metric(analysis: Analysis, check: MetricCheck, sample: MetricSample | None) -> MetricResult:
+def _judge_metric(analysis: Analysis, check: MetricCheck, sample: MetricSample | None,
+                  evidence: Evidence | None = None) -> MetricResult:  # fmt: skip
+    if check.judge == "sequential" and check.template == "latency":
+        verdict, reason = _latency_sequential(analysis, evidence)
+        value, stable = (sample.value, sample.stable_value) if sample is not None else (None, None)
+        return MetricResult(check.name, verdict, reason, value, stable, sample.query if sample else "")
     if sample is None:
         return MetricResult(check.name, INCONCLUSIVE, "not measured")
     if sample.status != "ok":
@@ -147,6 +154,28 @@ def rate_ratio(
     if stable == 0:
         return 1.0 if canary == 0 else math.inf
     return canary / stable
+
+
+def _latency_sequential(analysis: Analysis, e: Evidence | None) -> tuple[str, str]:
+    """The latency judge: the guard's e-process on the share of canary requests slower than the bound
+    (the bucket bound at the p95; functions/core/evidence.py), cumulated over every reading since the canary
+    started, so it stays valid however often it is looked at."""
+    if e is None or not e.bound_ms:
+        return INCONCLUSIVE, "no latency histogram data yet"
+    if e.slow_canary_requests < analysis.min_requests:
+        return INCONCLUSIVE, f"{e.slow_canary_requests:g} canary requests < {analysis.min_requests}"
+    # deferred import: evidence.py imports this module's MIXTURE_EFFECTS
+    from functions.core.evidence import log_evidence
+
+    evidence = log_evidence(e.latency)
+    bound = math.log(1 / analysis.alpha)
+    numbers = (f"slower than {e.bound_ms:g} ms: canary {e.slow_canary:g}/{e.slow_canary_requests:g} vs stable "
+               f"{e.slow_stable:g}/{e.slow_stable_requests:g}, log-evidence {evidence:.2f}")  # fmt: skip
+    if evidence >= bound:
+        return FAIL, f"latency regression: {numbers} >= {bound:.2f} (alpha {analysis.alpha:g})"
+    if evidence >= bound / 2:
+        return INCONCLUSIVE, f"evidence building: {numbers}, rollback at {bound:.2f}"
+    return PASS, f"no latency regression: {numbers} < {bound / 2:.2f}"
 
 
 def _sequential(analysis: Analysis, _: MetricCheck, s: MetricSample) -> tuple[str, str]:

@@ -101,7 +101,7 @@ def unsupported(provider: str, policy_like: Any, catalog: Catalog | None = None)
     problems += module.check(options, usable)
     order = {path: i for i, (path, _, _) in enumerate(needs(spec))}
     problems.sort(key=lambda p: order.get(p[0], len(order)))
-    return problems + unmeasurable(provider, spec, found)
+    return problems + unmeasurable(provider, spec, found) + _without_histogram(provider, spec, found)
 
 
 def version_subsets(provider: str, catalog: Catalog | None = None) -> bool:
@@ -167,3 +167,35 @@ def stage_of(path: str) -> str:
     """`spec.stages[2]` of a need's path (or the path itself outside the stages)."""
     found = re.match(r"spec\.stages\[\d+\]", path)
     return found.group(0) if found else path
+
+
+def counted(source: str, catalog: Catalog | None = None) -> bool:
+    """Whether a metrics source (the value of metrics_source) has request counters by status, for the guard
+    and adaptive exposure: a router module that declares its own series (METRICS)."""
+    found = routing.installed() if catalog is None else catalog
+    return bool(source) and source in found and found[source].METRICS is not None
+
+
+def histogrammed(source: str, catalog: Catalog | None = None) -> bool:
+    """Whether a metrics source also has a latency histogram, for the latency judge (HAProxy exports averages)."""
+    found = routing.installed() if catalog is None else catalog
+    metrics = found[source].METRICS if counted(source, found) else None
+    return metrics is not None and bool(metrics.duration_bucket)
+
+
+def _without_histogram(provider: str, spec: Mapping[str, Any], catalog: Catalog) -> list[Problem]:
+    """The latency judge (sequential) reads a latency histogram; HAProxy exports averages only."""
+    options = {k: v for k, v in _map(spec.get("router")).items() if k != "provider"}
+    source = metrics_source(provider, options, catalog)
+    if not counted(source, catalog) or histogrammed(source, catalog):
+        return []
+    problems: list[Problem] = []
+    for j, metric in enumerate(_list(_map(spec.get("analysis")).get("metrics"))):
+        metric = _map(metric)
+        bounded = "min" in metric or "max" in metric
+        judge = metric.get("judge", "threshold" if bounded else "sequential")
+        if metric.get("template") == "latency" and not metric.get("query") and judge == "sequential":
+            problems.append((f"spec.analysis.metrics[{j}].judge",
+                             f"the latency judge (sequential) needs a latency histogram; router {provider} "
+                             "exports averages only: use judge comparison"))  # fmt: skip
+    return problems

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import field
 from typing import Any
 
+from functions.core.counters import Totals
 from functions.core.effects import FlagPlan, RoutePlan
 from functions.core.state import Actor, MetricResult, Version
 from functions.core.values import value
@@ -153,6 +154,7 @@ class Observation:
 
     metrics: tuple[MetricSample, ...] | None = None  # None: analysis was not run for this event
     routes: RoutePlan | None = None  # read back from the router; None when not read
+    totals: Totals | None = None  # the versions' raw request counters, for the guard; None when not read
     canary_ready: bool | None = None
     measured_at: str = ""  # when the metrics were measured (ISO); decide() refuses them if a verdict is newer
     release: str = ""  # the release the metrics were measured for; decide() refuses them for another one

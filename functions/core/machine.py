@@ -33,6 +33,7 @@ from functions.core.flag_stage import ENTER as FLAG_ENTER
 from functions.core.flag_stage import FIRE as FLAG_FIRE
 from functions.core.flag_stage import everyone, flags_off, set_percent
 from functions.core.flag_stage import next_step as flag_next_step
+from functions.core.guard import watch
 from functions.core.hooks import (
     GATE_PREFIX,
     answers,
@@ -363,7 +364,7 @@ def _analyse(tx: Tx) -> None:
     # racing on one app (or a tick retried after a conflict) never count one interval twice
     if not analysis_due(tx.policy, rel, tx.now) or stale_observation(tx.obs, rel):
         return
-    verdict = judge(analysis, samples, tx.now_iso, watching=rel.watching)
+    verdict = judge(analysis, samples, tx.now_iso, watching=rel.watching, evidence=rel.evidence)
     verdict = with_rollout_hooks(verdict, tx.policy, rel, tx.obs)
     record_verdict(tx, verdict)
     tx.emit(ev.ANALYSIS_VERDICT, {"release": rel.id, "app": tx.policy.app, "verdict": verdict.verdict,
@@ -390,6 +391,8 @@ def tick_progressing(tx: Tx) -> None:
     _heal_drift(tx)
     _heal_flags(tx)
     _relax(tx)
+    if failure := watch(tx):  # the guard: from the canary's first request, whatever startStep says
+        return _fail(tx, failure)
     _analyse(tx)
     rel = tx.release
     if rel.phase != Phase.PROGRESSING:
@@ -414,6 +417,8 @@ def tick_waiting(tx: Tx) -> None:
     _heal_drift(tx)
     _heal_flags(tx)
     _relax(tx)
+    if failure := watch(tx):
+        return _fail(tx, failure)
     _analyse(tx)
     rel = tx.release
     if rel.phase != Phase.WAITING:

@@ -62,8 +62,11 @@ class Analysis:
     failure_limit: int = 1  # failed verdicts before the release fails
     inconclusive_limit: int = 6  # consecutive inconclusive verdicts before the release pauses
     min_requests: int = 50  # minimum canary requests before a verdict other than inconclusive
-    alpha: float = 0.01  # sequential judge: bound on the false-rollback probability
+    alpha: float = 0.01  # sequential judges and the guard: bound on the false-rollback probability
     prometheus: str = ""  # Prometheus URL; empty means the process default
+    guard: bool = True  # anytime-valid error and latency tests on the canary from its first request
+    exposure_budget: float = 5.0  # canary-caused failed requests in flight the weight may risk; 0: off
+    probe_weight: int = 5  # percent a new canary starts at under adaptive exposure
 
 
 @value

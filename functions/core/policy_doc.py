@@ -114,7 +114,8 @@ def _analysis_doc(a: Analysis | None) -> dict[str, Any] | None:
     return _compact({
         "interval": a.interval, "window": a.window, "startStep": a.start_step, "failureLimit": a.failure_limit,
         "inconclusiveLimit": a.inconclusive_limit, "minRequests": a.min_requests, "alpha": a.alpha,
-        "prometheus": a.prometheus, "metrics": [_metric_doc(m) for m in a.metrics],
+        "prometheus": a.prometheus, "metrics": [_metric_doc(m) for m in a.metrics], "guard": a.guard,
+        "exposureBudget": a.exposure_budget, "probeWeight": a.probe_weight,
     })
 
 

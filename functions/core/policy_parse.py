@@ -219,7 +219,9 @@ def _metric(r: Reader, node: Any, path: str) -> MetricCheck:
     query = r.text(m, "query", path, expected="a PromQL query")
     if ("template" in m) == ("query" in m):
         r.add(path, "expected exactly one of template (" + ", ".join(METRIC_TEMPLATES) + ") or query")
-    judge = r.choice(m, "judge", path, "threshold", JUDGES)
+    # a latency metric without bounds is judged by the anytime-valid latency test unless it names a judge
+    default = "sequential" if template == "latency" and "min" not in m and "max" not in m else "threshold"
+    judge = r.choice(m, "judge", path, default, JUDGES)
     lo = r.number(m, "min", path, None, lambda x: True, "a finite number")
     hi = r.number(m, "max", path, None, lambda x: True, "a finite number")
     tolerance = r.number(m, "tolerance", path, 0.0, lambda x: x >= 0, "a number >= 0")
@@ -234,15 +236,15 @@ def _metric(r: Reader, node: Any, path: str) -> MetricCheck:
     for key in ("tolerance", "relative"):
         if key in m and judge != "comparison":
             r.add(join(path, key), f"is not allowed with judge {judge}; expected it only with judge comparison")
-    if judge == "sequential" and template not in ("success-rate", "error-rate"):
-        r.bad(join(path, "judge"), judge, "threshold or comparison: the sequential test needs request and error "
-                                          "counts, i.e. template success-rate or error-rate")
+    if judge == "sequential" and template not in ("success-rate", "error-rate", "latency"):
+        r.bad(join(path, "judge"), judge, "threshold or comparison: the sequential test needs request counts, "
+                                          "i.e. template success-rate, error-rate or latency")
     return MetricCheck(name, template, query, judge, lo, hi, tolerance, relative)  # type: ignore[arg-type]
 
 
 def _analysis(r: Reader, node: Any, path: str) -> Analysis:
     allowed = ("interval", "window", "startStep", "failureLimit", "inconclusiveLimit", "minRequests", "alpha",
-               "prometheus", "metrics")
+               "prometheus", "metrics", "guard", "exposureBudget", "probeWeight")
     m = r.fields(node, path, allowed, ("metrics",))
     checked = [(p, _metric(r, item, p)) for p, item in r.items(m, "metrics", path, non_empty="metrics" in m)]
     r.unique([(p, mt.name) for p, mt in checked], "name", "a metric name unique in the analysis")
@@ -257,6 +259,10 @@ def _analysis(r: Reader, node: Any, path: str) -> Analysis:
         min_requests=r.integer(m, "minRequests", path, 50, 0),
         alpha=r.number(m, "alpha", path, 0.01, lambda x: 0 < x < 1, "a number between 0 and 1 (exclusive)"),
         prometheus=r.text(m, "prometheus", path, pattern=re.compile(r"https?://\S+"), expected="an http(s):// URL"),
+        guard=r.boolean(m, "guard", path, True),
+        exposure_budget=r.number(m, "exposureBudget", path, Analysis().exposure_budget, lambda x: x >= 0,
+                                 "a number of failed requests >= 0 (0 turns adaptive exposure off)"),
+        probe_weight=r.integer(m, "probeWeight", path, Analysis().probe_weight, 1, 100),
     )
 
 

@@ -13,6 +13,8 @@ from functions.core import per_version
 from functions.core.analysis import watch_checks
 from functions.core.autoscale import follow_share, grows
 from functions.core.effects import STABLE_ONLY, RoutePlan
+from functions.core.exposure import active as exposure_active
+from functions.core.exposure import allowed
 from functions.core.hooks import held, keep_fed, record_in_git, start_load
 from functions.core.policy import (
     ABTestStage,
@@ -41,9 +43,11 @@ def ensure_canary(tx: Tx) -> None:
         tx.update(canary_deployed=True, canary_share="")
 
 
-def set_weight(tx: Tx, weight: int, reason: str) -> None:
+def set_weight(tx: Tx, weight: int, reason: str, planned: int = 0) -> None:
+    """Route `weight` to the canary. `planned`: the step weight it is a capped form of (0: not capped, e.g. a
+    human's weight command, an A/B test or a blue-green switch)."""
     rel = tx.release
-    tx.update(weight=weight)
+    tx.update(weight=weight, planned_weight=planned)
     salt = rel.id if any(m.kind == "user-hash" and not m.salt for m in rel.match) else ""
     share = None if rel.match and weight < 100 else weight  # a match route's share is unknown; 100 is everyone
     first = grows(rel.canary_share, share)  # a canary about to carry more is sized for it first
@@ -53,6 +57,41 @@ def set_weight(tx: Tx, weight: int, reason: str) -> None:
     if not first:
         follow_share(tx, share)
     tx.record("weight", reason=reason)
+
+
+def set_planned(tx: Tx, planned: int, reason: str) -> None:
+    """Route the weight a step plans, capped by adaptive exposure (the cap and its reason are recorded)."""
+    rel = tx.release
+    weight = allowed(tx.policy, rel.evidence, planned)
+    if weight < planned:
+        why = rel.evidence.cap_reason if rel.evidence is not None and rel.evidence.cap else (
+            f"probe weight {weight}%: no evidence about the canary yet")  # fmt: skip
+        reason = f"{reason}: {weight}% of the planned {planned}% ({why})"
+    set_weight(tx, weight, reason, planned)
+
+
+# a capped weight moves only by at least this factor (or to the planned weight): fewer route writes
+EXPOSURE_STEP = 1.25
+
+
+def follow_exposure(tx: Tx) -> None:
+    """After new evidence, move the weight of a planned step to what the exposure cap now allows."""
+    rel = tx.release
+    if not exposure_active(tx.policy) or rel.planned_weight <= 0:
+        return
+    target = allowed(tx.policy, rel.evidence, rel.planned_weight)
+    current = rel.weight
+    if target == current:
+        return
+    if target > current and target != rel.planned_weight and target < current * EXPOSURE_STEP:
+        return
+    if target < current and target * EXPOSURE_STEP > current:
+        return
+    why = rel.evidence.cap_reason if rel.evidence is not None else ""
+    if target == rel.planned_weight:
+        why = f"the planned {target}%: {why}" if why else f"the planned {target}%"
+    set_weight(tx, target, f"exposure: {current}% -> {target}% ({why})", rel.planned_weight)
+    tx.emit(ev.WEIGHT_CHANGED, {"reason": "exposure", "planned": rel.planned_weight})
 
 
 def analysis_allows(tx: Tx) -> bool:
@@ -117,13 +156,13 @@ def enter_canary(tx: Tx, stage: Stage) -> bool:
     if stage.mode == "linear":
         assert stage.linear is not None
         tx.update(analysing=_analysed(tx, stage.analysis))
-        set_weight(tx, stage.linear.start, "linear schedule starts")
+        set_planned(tx, stage.linear.start, "linear schedule starts")
         tx.set_timer("linear", stage.linear.every)
         keep_fed(tx)
         return False
     weight = tx.release.params.get(stage.weight_param, stage.weight)
     tx.update(analysing=_analysed(tx, stage.analysis))
-    set_weight(tx, int(weight or 0), f"manual weight ({stage.weight_param})")
+    set_planned(tx, int(weight or 0), f"manual weight ({stage.weight_param})")
     keep_fed(tx)
     if stage.hold > 0:
         tx.set_timer("stage", stage.hold)
@@ -137,7 +176,7 @@ def _canary_step(tx: Tx, stage: CanaryStage, step: int) -> bool:
     analysis = tx.policy.analysis
     analysing = stage.analysis and analysis is not None and step + 1 >= analysis.start_step
     tx.update(step=step, step_started_at=tx.now_iso, passes_in_step=0, analysing=analysing)
-    set_weight(tx, stage.steps[step].weight, f"step {step + 1}/{len(stage.steps)}")
+    set_planned(tx, stage.steps[step].weight, f"step {step + 1}/{len(stage.steps)}")
     tx.set_timer("step", stage.steps[step].pause)
     keep_fed(tx)
     if step > 0:
@@ -230,8 +269,11 @@ def fire_step(tx: Tx, stage: Stage) -> bool:
 
 
 def raising(tx: Tx, timer: str, to: int) -> bool:
-    """Held by confirm-traffic-increase hooks before a timed step raises the weight (resuming `timer`'s rule)."""
-    return to > tx.release.weight and held(tx, "confirm-traffic-increase", f"fire:{timer}")
+    """Held by confirm-traffic-increase hooks before a timed step raises the weight (resuming `timer`'s rule).
+    `to` is the step's planned weight: it raises when it plans more than the current step planned (or routes,
+    when it was not capped); adaptive exposure moving the routed weight up to a confirmed plan asks no hook."""
+    rel = tx.release
+    return to > max(rel.weight, rel.planned_weight) and held(tx, "confirm-traffic-increase", f"fire:{timer}")
 
 
 def next_step(tx: Tx, stage: Stage) -> bool:
@@ -248,13 +290,14 @@ def fire_linear(tx: Tx, stage: Stage) -> bool:
     if not analysis_allows(tx):
         return False
     rel = tx.release
-    if rel.weight >= stage.linear.end:
+    planned = rel.planned_weight or rel.weight
+    if planned >= stage.linear.end:
         return True
-    weight = min(stage.linear.end, rel.weight + stage.linear.increment)
+    weight = min(stage.linear.end, planned + stage.linear.increment)
     if raising(tx, "linear", weight):
         return False
     tx.update(step=rel.step + 1, step_started_at=tx.now_iso, passes_in_step=0)
-    set_weight(tx, weight, "linear schedule")
+    set_planned(tx, weight, "linear schedule")
     tx.set_timer("linear", stage.linear.every)
     tx.emit(ev.RELEASE_STEP)
     return False

@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from functions.core.codec import from_plain, to_plain
+from functions.core.counters import Evidence
 from functions.core.effects import STABLE_ONLY, Effect, FlagPlan, Protection, RoutePlan
 from functions.core.policy import Match
 from functions.core.slots import Routed, Slot
@@ -139,6 +140,8 @@ class Release:
     load_until: str = ""  # when the latest one stops sending
     origin_slot: Slot | None = None  # per-version model: the Deployment/subset of origin and of target
     target_slot: Slot | None = None
+    planned_weight: int = 0  # the weight the policy's step asks for; `weight` is it capped by exposure
+    evidence: Evidence | None = None  # what the guard knows about the canary (functions/core/evidence.py)
 
     @property
     def active(self) -> bool:

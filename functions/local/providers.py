@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from functions.core.counters import Totals
 from functions.core.events import MetricSample
 from functions.core.policy import Policy
 from functions.core.slots import Slot
@@ -327,6 +328,10 @@ class LocalProviders:
 
     def measure_many(self, pairs: list[tuple[Policy, Release]]) -> dict[str, tuple[MetricSample, ...]]:
         batched: dict[str, tuple[MetricSample, ...]] = self.analysis.measure_many(pairs)
+        return batched
+
+    def totals_many(self, pairs: list[tuple[Policy, Release]]) -> dict[str, Totals]:
+        batched: dict[str, Totals] = self.analysis.totals_many(pairs)
         return batched
 
     def close(self) -> None:

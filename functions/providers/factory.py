@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from functions.core.counters import Totals
 from functions.core.events import MetricSample
 from functions.core.policy import Policy
 from functions.core.state import Release
@@ -105,6 +106,9 @@ class KubernetesProviders:
 
     def measure_many(self, pairs: list[tuple[Policy, Release]]) -> dict[str, tuple[MetricSample, ...]]:
         return self._analysis().measure_many(pairs)  # type: ignore[no-any-return]
+
+    def totals_many(self, pairs: list[tuple[Policy, Release]]) -> dict[str, Totals]:
+        return self._analysis().totals_many(pairs)  # type: ignore[no-any-return]
 
     def _analysis(self) -> Any:
         return self._once(("metrics", "prometheus"), lambda: _prometheus(self.settings.prometheus))

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from functions.core.counters import Totals
 from functions.core.effects import STABLE_ONLY, FlagPlan, Protection, RoutePlan
 from functions.core.events import MetricSample
 from functions.core.policy import Policy
@@ -189,13 +190,15 @@ def healthy(policy: Policy, _: Release) -> tuple[MetricSample, ...]:
 class RecordingProviders:
     """One router, workloads, notifier and measure function shared by every app (see runner.Providers)."""
 
-    def __init__(self, measure: Measure = healthy) -> None:
+    def __init__(self, measure: Measure = healthy,
+                 totals: Callable[[Policy, Release], Totals] | None = None) -> None:  # fmt: skip
         self.log = CallLog()
         self.router_ = RecordingRouter(self.log)
         self.workloads_ = RecordingWorkloads(self.log)
         self.notifier_ = RecordingNotifier(self.log)
         self.flags_ = RecordingFlags(self.log)
         self.measure_fn = measure
+        self.totals_fn = totals  # the guard's raw counters; None: this provider cannot read them
 
     def router(self, policy: Policy, cluster: str) -> RecordingRouter:
         return self.router_
@@ -221,3 +224,9 @@ class RecordingProviders:
         """The batched form a tick sweep uses: one call for every release that wants analysis."""
         self.log.call("measure_many", "", [r.id for _, r in pairs])
         return {r.id: self.measure_fn(p, r) for p, r in pairs}
+
+    def totals_many(self, pairs: list[tuple[Policy, Release]]) -> dict[str, Totals]:
+        if self.totals_fn is None:
+            return {}
+        self.log.call("totals_many", "", [r.id for _, r in pairs])
+        return {r.id: self.totals_fn(p, r) for p, r in pairs}

@@ -234,3 +234,14 @@ def test_graylane_validate_reports_the_mismatch(tmp_path: Path, capsys: pytest.C
     out = capsys.readouterr()
     assert "spec.stages[0].abtest.match[0]" in out.out + out.err
     assert "source-ip matching is not supported by router gateway-api" in out.out + out.err
+
+
+def test_guard_and_latency_judge_routers_match_the_metric_templates() -> None:
+    from functions.core.capabilities import counted, histogrammed
+    from functions.providers.metrics.templates import ROUTERS
+    from functions.providers.routers import REGISTRY
+
+    # the guard's counters and the latency judge's histograms are the series each router module declares
+    assert {name for name in REGISTRY if counted(name)} == set(ROUTERS) == {"traefik", "istio", "nginx", "haproxy"}
+    assert {name for name in REGISTRY if histogrammed(name)} == {n for n, r in ROUTERS.items() if r.duration_bucket}
+    assert {name for name in REGISTRY if histogrammed(name)} == {"traefik", "istio", "nginx"}

@@ -423,8 +423,29 @@ def test_metric_template_is_known() -> None:
 
 
 def test_threshold_judge_needs_min_or_max() -> None:
-    assert only(base(analysis={"metrics": [{"name": "m", "template": "latency"}]})) == (
+    assert only(base(analysis={"metrics": [{"name": "m", "template": "success-rate"}]})) == (
         "spec.analysis.metrics[0]", "a threshold judge needs min or max")
+
+
+def test_latency_judge_is_sequential_by_default_and_needs_a_histogram() -> None:
+    (metric,) = parse_policy(base(analysis={"metrics": [{"name": "m", "template": "latency"}]})).analysis.metrics
+    assert metric.judge == "sequential"
+    bounded = parse_policy(base(analysis={"metrics": [{"name": "m", "template": "latency", "max": 500}]}))
+    assert bounded.analysis.metrics[0].judge == "threshold"  # a bound still means a threshold on the p95
+    haproxy = base(analysis={"metrics": [{"name": "m", "template": "latency"}]})
+    haproxy["spec"]["router"] = {"provider": "haproxy", "backend": "be_app"}
+    path, message = only(haproxy)
+    assert path == "spec.analysis.metrics[0].judge" and "exports averages only" in message
+
+
+def test_guard_and_exposure_settings() -> None:
+    analysis = parse_policy(base(analysis={"metrics": [{"name": "m", "template": "latency"}], "guard": False,
+                                           "exposureBudget": 0, "probeWeight": 2})).analysis  # fmt: skip
+    assert (analysis.guard, analysis.exposure_budget, analysis.probe_weight) == (False, 0.0, 2)
+    defaults = parse_policy(base(analysis={"metrics": [{"name": "m", "template": "latency"}]})).analysis
+    assert defaults.guard and defaults.exposure_budget > 0 and 1 <= defaults.probe_weight <= 5
+    bad = base(analysis={"metrics": [{"name": "m", "template": "latency"}], "probeWeight": 0})
+    assert only(bad)[0] == "spec.analysis.probeWeight"
 
 
 def test_metric_names_are_unique() -> None:
@@ -433,7 +454,7 @@ def test_metric_names_are_unique() -> None:
 
 
 def test_sequential_judge_needs_counts() -> None:
-    doc = base(analysis={"metrics": [{"name": "m", "template": "latency", "judge": "sequential"}]})
+    doc = base(analysis={"metrics": [{"name": "m", "query": "up", "judge": "sequential"}]})
     assert only(doc)[0] == "spec.analysis.metrics[0].judge"
 
 

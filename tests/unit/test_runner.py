@@ -253,3 +253,32 @@ def test_the_function_path_keeps_heavy_modules_off_cold_start() -> None:
             f"print([m for m in {heavy!r} if m in sys.modules])")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_runner_reads_the_guard_counters_on_ticks_and_the_guard_rolls_back() -> None:
+    from dataclasses import replace
+
+    from functions.core.counters import Totals
+    from functions.core.policy import RouterSpec
+
+    served = {"t": 0}
+
+    def totals(policy, release):  # type: ignore[no-untyped-def]
+        served["t"] += 10
+        n = 100.0 * served["t"]
+        return Totals(canary_requests=n * 0.05, canary_errors=n * 0.05 * 0.5, stable_requests=n * 0.95,
+                      stable_errors=n * 0.95 * 0.005)  # fmt: skip
+
+    store, clock = MemoryStore(), Clock()
+    providers = RecordingProviders(totals=totals)
+    policy = replace(canary_policy(), router=RouterSpec(provider="nginx"))
+    runner = Runner(store, StaticPolicies([policy]), providers, clock=clock)
+    start_release(runner, clock)
+    assert routes(providers) == RoutePlan.canary_at(5)  # the probe weight before any evidence
+    for _ in range(3):
+        clock.advance(10)
+        runner.handle(tick())
+    s = state_of(store)
+    assert "totals_many" in providers.log.verbs()
+    assert s.release.phase == Phase.ROLLED_BACK and s.release.reason.startswith("guard:")
+    assert routes(providers) == RoutePlan()

@@ -7,7 +7,9 @@ most one query per metric kind:
 - counts since the release's stage started (the sequential judge needs cumulative counts);
 - latency per version over the window;
 
-plus one query per custom PromQL metric and release (those cannot be shared). Every sample carries its
+plus one query per custom PromQL metric and release (those cannot be shared). `totals_many` reads, for the
+guard, the request counters and latency buckets themselves (two instant queries per router, whatever the
+number of releases). Every sample carries its
 query and the raw series it was computed from. An unreachable Prometheus (after `retries` retries and
 `timeout` seconds each) or an error answer gives status "unavailable"; no canary traffic gives
 "no-data": both are inconclusive, never a pass.
@@ -28,6 +30,7 @@ from prometheus_api_client import PrometheusApiClientException, PrometheusConnec
 from requests.exceptions import RequestException
 from urllib3.util.retry import Retry
 
+from functions.core.counters import Totals
 from functions.core.events import MetricSample
 from functions.core.policy import MetricCheck, Policy
 from functions.core.state import Release
@@ -100,6 +103,49 @@ class PrometheusAnalysis:
             out.update(self._measure_group(url, router, group, now))
         return out
 
+    def measure_totals(self, policy: Policy, release: Release) -> Totals:
+        return self.totals_many([(policy, release)]).get(release.id, Totals(status="no-data"))
+
+    def totals_many(self, pairs: list[tuple[Policy, Release]]) -> dict[str, Totals]:
+        """The raw counters of every release's stable and canary (functions/core/counters.py)."""
+        now = self.clock()
+        groups: dict[tuple[str, str], list[tuple[Policy, Release, tp.Target]]] = {}
+        for policy, release in pairs:
+            source = tp.metrics_source(policy)
+            if policy.analysis is None or not tp.has_builtin(source):
+                continue
+            url = (policy.analysis.prometheus or self.url).rstrip("/")
+            groups.setdefault((url, source), []).append((policy, release, tp.target(policy, release.id)))
+        out: dict[str, Totals] = {}
+        for (url, router), group in groups.items():
+            targets = [t for _, _, t in group]
+            counts = self._query(url, tp.totals_query(router, targets), now)
+            if counts.error:
+                out.update({r.id: Totals(status="unavailable", detail=counts.error) for _, r, _ in group})
+                continue
+            split = tp.split_counts(router, targets, counts.series)
+            buckets: dict[str, dict[str, dict[float, float]]] = {}
+            if query := tp.buckets_query(router, targets):
+                answer = self._query(url, query, now)
+                if answer.error:
+                    out.update({r.id: Totals(status="unavailable", detail=answer.error) for _, r, _ in group})
+                    continue
+                buckets = tp.split_buckets(router, targets, answer.series)
+            for _, release, _ in group:
+                versions = split.get(release.id, {})
+                canary, stable = versions.get(tp.CANARY, tp.Counts()), versions.get(tp.STABLE, tp.Counts())
+                hist = buckets.get(release.id, {})
+                c, s = hist.get(tp.CANARY, {}), hist.get(tp.STABLE, {})
+                bounds = sorted(set(c) | set(s))
+                out[release.id] = Totals(
+                    status="ok" if canary.seen or stable.seen else "no-data",
+                    canary_requests=canary.requests, canary_errors=canary.errors,
+                    stable_requests=stable.requests, stable_errors=stable.errors,
+                    buckets=tuple((b, c.get(b, 0.0), s.get(b, 0.0)) for b in bounds) if bounds and math.isinf(bounds[-1])
+                    else (),
+                )  # fmt: skip
+        return out
+
     # -- planning -----------------------------------------------------------------------------------
     def _plan(self, policy: Policy, release: Release, now: float) -> _Plan:
         analysis = policy.analysis
@@ -121,7 +167,8 @@ class PrometheusAnalysis:
         builtin = tp.has_builtin(router)
         checks = [(plan, m) for plan in group for m in plan.policy.analysis.metrics]  # type: ignore[union-attr]
         needs = {m.template for _, m in checks if not m.query}
-        wants_since = {plan.release.id for plan, m in checks if m.judge == "sequential" and not m.query}
+        wants_since = {plan.release.id for plan, m in checks
+                       if m.judge == "sequential" and m.template != "latency" and not m.query}  # fmt: skip
         answers: dict[str, Answer] = {}
         if builtin and needs:
             answers["window"] = self._query(

@@ -155,6 +155,42 @@ def latency_query(router: str, targets: Iterable[tuple[Target, int]]) -> str:
     return " or ".join(terms)
 
 
+def totals_query(router: str, targets: Iterable[Target]) -> str:
+    """The request counters themselves (as last scraped) per (version, status code), for all targets at once:
+    the guard takes differences of consecutive readings (exact counts, no extrapolation)."""
+    r = ROUTERS[router]
+    by = ", ".join((*r.identity, r.code_label))
+    return f"sum by ({by}) ({r.requests}{_selector(r, targets)})"
+
+
+def buckets_query(router: str, targets: Iterable[Target]) -> str:
+    """The latency histogram's cumulative buckets (as last scraped) per version; "" without a histogram."""
+    r = ROUTERS[router]
+    if not r.duration_bucket:
+        return ""
+    return f"sum by ({', '.join(r.identity)}, le) ({r.duration_bucket}{_selector(r, targets)})"
+
+
+def split_buckets(router: str, targets: Iterable[Target], series: list[dict]) -> dict[str, dict[str, dict[float, float]]]:
+    """Raw `buckets_query` result -> {release id: {stable|canary: {upper bound in ms: cumulative count}}}."""
+    r = ROUTERS[router]
+    out: dict[str, dict[str, dict[float, float]]] = {}
+    tlist = list(targets)
+    for s in series:
+        labels = s.get("metric", {})
+        try:
+            le = float(labels.get("le", ""))
+        except ValueError:
+            continue
+        bound = le * r.to_ms if le != float("inf") else le
+        for t in tlist:
+            for version, m in ((STABLE, t.stable), (CANARY, t.canary)):
+                if m.matches(labels):
+                    version_buckets = out.setdefault(t.key, {}).setdefault(version, {})
+                    version_buckets[bound] = version_buckets.get(bound, 0.0) + _value(s)
+    return out
+
+
 @value
 class Counts:
     requests: float = 0.0
