@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from functions.core.counters import Totals
 from functions.core.events import Alert, Command, ImagePushed, MetricSample, Tick
 from functions.core.policy import Policy
 from functions.core.state import Actor, AppState, Release, Version
@@ -40,6 +41,35 @@ def measure(policy: Policy, release: Release) -> tuple[MetricSample, ...]:
     )
 
 
+@dataclass
+class DemoCounters:
+    """The routers' raw request counters for the guard: 200 requests/s split at the routed weight; v3 fails 12 %
+    of its requests (0.3 % for everything else). Adaptive exposure ramps a canary up as they accumulate."""
+
+    clock: SimClock
+    providers: Any  # RecordingProviders: the routed weight is read from its router
+    rps: float = 200.0
+
+    def __post_init__(self) -> None:
+        self.at = self.clock.now
+        self.counts = [0.0, 0.0, 0.0, 0.0]  # canary requests, errors, stable requests, errors
+        self.version = ""
+
+    def __call__(self, policy: Policy, release: Release) -> Totals:
+        from functions.core.effects import STABLE_ONLY
+
+        routes = next(iter(self.providers.router_.routes.values()), STABLE_ONLY)
+        seconds = (self.clock.now - self.at).total_seconds()
+        self.at = self.clock.now
+        bad = 0.12 if release.target.version == "v3.0.0" else 0.003
+        canary = self.rps * seconds * routes.canary / 100
+        stable = self.rps * seconds - canary
+        c = self.counts
+        c[0], c[1], c[2], c[3] = c[0] + canary, c[1] + canary * bad, c[2] + stable, c[3] + stable * 0.003
+        return Totals(canary_requests=round(c[0]), canary_errors=round(c[1]), stable_requests=round(c[2]),
+                      stable_errors=round(c[3]))  # fmt: skip
+
+
 def script() -> Iterator[tuple[float, Any, str]]:
     n = iter(range(1, 10_000))
     ops, po = Actor("ops-lead", "slack", "#flask-release"), Actor("product-owner", "dingtalk")
@@ -64,7 +94,7 @@ def script() -> Iterator[tuple[float, Any, str]]:
     yield 60, cmd("approve", ops, *v2, gate="ab-test"), "ops-lead approves the A/B test in Slack"
     yield from ticks(4, 600)
     yield 30, cmd("approve", po, *v2, gate="canary-weight", weight=50), "product-owner sets 50% in DingTalk"
-    yield from ticks(2, 10)
+    yield from ticks(12, 10)  # adaptive exposure: 5 % first, then up to 50 % as evidence accumulates
     yield 30, cmd("approve", ops, *v2, gate="promote"), "ops-lead promotes"
     yield from ticks(7, 100)
     yield 120, push("v3.0.0"), "push a bad v3"
@@ -101,6 +131,7 @@ def run(out: Any = print) -> AppState:
     with tempfile.TemporaryDirectory() as tmp:
         store = SqliteStore(str(Path(tmp) / "graylane.db"))
         providers = RecordingProviders(measure)
+        providers.totals_fn = DemoCounters(clock, providers)
         runner = Runner(store, DirectoryPolicies(str(EXAMPLES)), providers, clock=clock)
         out(f"graylane demo: {APP} with {EXAMPLES / 'traefik-pipeline.yaml'} (simulated clock, SQLite state)")
         state = AppState(app=APP)

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from functions.core.policy import ApprovalStage, Policy
-from functions.core.state import AppState, HistoryEntry, parse_iso
+from functions.core.state import AppState, HistoryEntry, Release, parse_iso
 
 LIST_COLUMNS = ("namespace", "app", "release", "phase", "stage", "weight", "verdict", "age")
 
@@ -56,12 +56,35 @@ def status(state: AppState, policy: Policy | None, now: datetime) -> dict[str, A
             "verdict": latest.verdict if latest else "", "verdictReason": latest.reason if latest else "",
             "startedAt": rel.started_at, "endedAt": rel.ended_at, "reason": rel.reason,
             "timer": {"name": rel.timer.name, "due": rel.timer.due} if rel.timer else None,
-            "wave": rel.wave,
+            "wave": rel.wave, "plannedWeight": rel.planned_weight or rel.weight,
+            "exposure": exposure_note(rel), "guard": guard_note(rel),
             "gates": [{"gate": g.gate, "decision": g.decision, "at": g.at, "by": g.by.user, "via": g.by.via}
                       for g in rel.gates],
         }  # fmt: skip
     out["row"] = row(state, policy, now)
     return out
+
+
+def exposure_note(rel: Release) -> str:
+    """Why the canary runs below its step's planned weight ('' when it does not)."""
+    if not rel.active or not rel.planned_weight or rel.weight >= rel.planned_weight:
+        return ""
+    e = rel.evidence
+    why = e.cap_reason if e is not None and e.cap else "probe weight: no evidence about the canary yet"
+    return f"{rel.weight}% of the planned {rel.planned_weight}%: {why}"
+
+
+def guard_note(rel: Release) -> dict[str, Any] | None:
+    """The guard's evidence so far: log e-values against log(1/alpha), and what they were computed from."""
+    e = rel.evidence
+    if e is None:
+        return None
+    from functions.core.evidence import log_evidence
+
+    return {"errorsLogEvidence": round(log_evidence(e.errors), 3), "latencyLogEvidence": round(log_evidence(e.latency), 3),
+            "canary": {"requests": e.canary_requests, "errors": e.canary_errors, "slow": e.slow_canary},
+            "stable": {"requests": e.stable_requests, "errors": e.stable_errors, "slow": e.slow_stable},
+            "latencyBoundMs": e.bound_ms, "cap": e.cap}  # fmt: skip
 
 
 def row(state: AppState, policy: Policy | None, now: datetime) -> dict[str, str]:
@@ -93,6 +116,8 @@ def summary(state: AppState, policy: Policy | None, now: datetime) -> str:
     if rel.active:
         lines.append(f"stage {rel.stage + 1} {r['stage']}, canary weight {rel.weight}%, "
                      f"traffic {state.routes.stable}/{state.routes.canary}" + (" with A/B match" if state.routes.match else ""))
+        if note := exposure_note(rel):
+            lines.append(f"exposure: {note}")
         if rel.gate:
             lines.append(f"waiting at gate {rel.gate}")
         if rel.timer:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,7 +26,7 @@ from functions.core.state import AppState, parse_iso
 from functions.core.values import value
 
 RunData = dict[str, Any]
-COLOURS = {"stable": "#2563eb", "canary": "#ea580c", "pass": "#16a34a", "fail": "#dc2626",
+COLOURS = {"stable": "#2563eb", "canary": "#ea580c", "planned": "#9ca3af", "pass": "#16a34a", "fail": "#dc2626",
            "inconclusive": "#ca8a04", "limit": "#7c3aed", "denied": "#dc2626", "grid": "#e5e7eb"}  # fmt: skip
 
 
@@ -61,6 +62,7 @@ class Recorder:
         snap = {"release": rel.id if rel else "", "version": rel.target.version if rel else state.stable.version,
                 "phase": rel.phase.value if rel else "stable", "stage": rel.stage if rel else -1,
                 "stable": state.routes.stable, "canary": state.routes.canary, "ab": bool(state.routes.match),
+                "planned": (rel.planned_weight or state.routes.canary) if rel and rel.active else state.routes.canary,
                 "rateLimit": limit.average if limit else None, "gate": rel.gate if rel else ""}  # fmt: skip
         states = self.data["states"]
         if not states or {k: v for k, v in states[-1].items() if k != "t"} != snap:
@@ -99,6 +101,9 @@ def history_rows(state: AppState) -> list[dict[str, Any]]:
             for h in state.history]  # fmt: skip
 
 
+_PLANNED = re.compile(r"of the planned (\d+)%")
+
+
 def from_state(state: AppState, policy: Policy | None, title: str = "") -> RunData:
     """RunData from stored state only: weights and gates from the history, the current release's verdicts."""
     first = state.history[0].at if state.history else (state.release.started_at if state.release else "")
@@ -107,8 +112,10 @@ def from_state(state: AppState, policy: Policy | None, title: str = "") -> RunDa
     for h in state.history:
         t = seconds_since(first, h.at)
         if h.weight is not None:
+            planned = _PLANNED.search(h.reason)  # "...: 5% of the planned 20% (...)": capped by exposure
             data["states"].append({"t": t, "release": h.release, "version": "", "phase": h.phase_to,
                                    "stage": h.stage, "stable": 100 - h.weight, "canary": h.weight, "ab": False,
+                                   "planned": int(planned.group(1)) if planned else h.weight,
                                    "rateLimit": None, "gate": ""})  # fmt: skip
         if h.action in ("approved", "rejected", "gate-timeout"):
             gate = h.reason.split()[1] if h.reason.startswith("gate ") else ""
@@ -286,9 +293,10 @@ def render_html(data: RunData) -> str:
     x_max = max([data.get("elapsed") or 0.0, *(r["t"] for r in (*states, *metrics, *verdicts))] + [1.0])
     marks = [(m["t"], m["label"]) for m in data["milestones"]]
     bands = _ab_bands(states, x_max)
-    plots = [chart("Traffic weights (%) — shaded: A/B by header", (
+    plots = [chart("Traffic weights (%) — shaded: A/B by header; planned: the step's weight before the exposure cap", (
         Series("stable", COLOURS["stable"], _points(states, "stable"), step=True),
         Series("canary", COLOURS["canary"], _points(states, "canary"), step=True),
+        Series("planned", COLOURS["planned"], _points([s for s in states if "planned" in s], "planned"), step=True),
     ), Frame(x_max, 0, 100), "%", marks, bands)]  # fmt: skip
     if metrics:
         plots.append(chart("Success rate (%), 5 s rate from Prometheus", (
