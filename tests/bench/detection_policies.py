@@ -119,6 +119,9 @@ class SimProviders:
     def measure_many(self, pairs: list[tuple[Policy, Release]]) -> dict[str, tuple[MetricSample, ...]]:
         return self.metrics.measure_many(pairs)
 
+    def totals_many(self, pairs: list[tuple[Policy, Release]]) -> dict[str, Any]:
+        return self.metrics.totals_many(pairs)
+
 
 _ENDS = {ev.RELEASE_ROLLED_BACK: "rolled-back", ev.RELEASE_SUCCEEDED: "promoted", ev.RELEASE_PAUSED: "paused",
          ev.RELEASE_FROZEN: "frozen", ev.RELEASE_FAILED: "rolled-back", ev.RELEASE_ABORTED: "aborted"}  # fmt: skip

@@ -205,6 +205,7 @@ class TSDB:
         self._times = np.zeros(capacity)
         self._values = np.zeros((capacity, len(labels)))
         self.n = 0
+        self._selected: dict[tuple[str, tuple[tuple[str, str, str], ...]], list[int]] = {}
 
     def append(self, t: float, values: np.ndarray) -> None:
         self._times[self.n] = t
@@ -216,6 +217,13 @@ class TSDB:
         return self._times[: self.n]
 
     def select(self, name: str, matchers: list[tuple[str, str, str]]) -> list[int]:
+        key = (name, tuple(matchers))
+        hit = self._selected.get(key)
+        if hit is None:
+            hit = self._selected[key] = self._select(name, matchers)
+        return hit
+
+    def _select(self, name: str, matchers: list[tuple[str, str, str]]) -> list[int]:
         out = []
         for i, labels in enumerate(self.labels):
             if labels.get("__name__") != name:
@@ -247,11 +255,21 @@ class TSDB:
     # -- PromQL ---------------------------------------------------------------------------------------
     def query(self, promql: str, t: float) -> list[dict[str, Any]]:
         """The instant query's result in the HTTP API's shape: [{"metric": {...}, "value": [t, "v"]}]."""
+        vector = _eval(self, _parse(promql), t)
+        return [{"metric": labels, "value": [t, _fmt_value(v)]} for labels, v in vector]
+
+
+_PARSED: dict[str, tuple[Any, ...]] = {}
+
+
+def _parse(promql: str) -> tuple[Any, ...]:
+    node = _PARSED.get(promql)
+    if node is None:
         parser = _Parser(promql)
         node = parser.expr()
         parser.done()
-        vector = _eval(self, node, t)
-        return [{"metric": labels, "value": [t, _fmt_value(v)]} for labels, v in vector]
+        _PARSED[promql] = node
+    return node
 
 
 def extrapolated_increase(times: np.ndarray, values: np.ndarray, start: float, end: float) -> float:

@@ -15,6 +15,8 @@ HAProxy's average response time over the last 1024 requests (it has no histogram
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -52,6 +54,9 @@ class _Series(Mapping[str, RouterMetrics]):
 ROUTERS: Mapping[str, RouterMetrics] = _Series()
 
 
+_compiled = functools.cache(re.compile)  # one lookup per label and series, without re's own cache overhead
+
+
 @value
 class Matcher:
     """Label values (exact, or a regular expression) that pick one version of one release."""
@@ -59,7 +64,7 @@ class Matcher:
     labels: tuple[tuple[str, str], ...]  # (label, regex); exact names are escaped
 
     def matches(self, series: Mapping[str, str]) -> bool:
-        return all(re.fullmatch(rx, series.get(label, "")) is not None for label, rx in self.labels)
+        return all(_compiled(rx).fullmatch(series.get(label, "")) is not None for label, rx in self.labels)
 
 
 @value
