@@ -278,6 +278,9 @@ class PrometheusProviders(RecordingProviders):
     def measure_many(self, pairs: list[tuple[Policy, Release]]) -> dict[str, tuple[MetricSample, ...]]:
         return self.analysis.measure_many(pairs)
 
+    def totals_many(self, pairs: list[tuple[Policy, Release]]) -> dict[str, Any]:  # the guard's raw counters
+        return self.analysis.totals_many(pairs)
+
 
 @dataclass
 class Clock:

@@ -197,8 +197,9 @@ def test_import_seed_policy_runs_the_seeds_flow() -> None:
         rel = state.release
         if not rel.active:
             break
-        if not weights or weights[-1] != rel.weight:
-            weights.append(rel.weight)
+        planned = rel.planned_weight or rel.weight  # the step's weight; adaptive exposure may route less
+        if not weights or weights[-1] != planned:
+            weights.append(planned)
             analysed.append(rel.analysing)
         clock.advance(10)
         runner.handle(tick(policy.app))

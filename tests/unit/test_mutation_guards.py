@@ -67,7 +67,9 @@ def test_mutation_release_start_starts_a_release(env: None) -> None:
     _post("release_start", _pushed("3.1.0"))
     state = _state()
     assert state.release is not None and state.release.target.version == "3.1.0"
-    assert state.release.phase == Phase.PROGRESSING and state.routes == RoutePlan.canary_at(10)
+    # the step plans 10 %; adaptive exposure starts the canary at the probe weight until evidence arrives
+    assert state.release.phase == Phase.PROGRESSING and state.release.planned_weight == 10
+    assert state.routes == RoutePlan.canary_at(5)
     assert state.pending == ()  # and its effects were applied
 
 
