@@ -92,3 +92,13 @@ def test_guard_false_rollbacks_stay_under_alpha_however_often_it_looks() -> None
                 crossed += 1
                 break
     assert crossed / runs <= alpha, crossed
+
+
+def test_guard_ignores_a_reading_older_than_its_evidence() -> None:
+    """Two ticks racing (or a sweep's batch reused after a conflict) must not count one interval twice."""
+    first = Totals(canary_requests=100, canary_errors=1, stable_requests=900, stable_errors=5, read_at="t2")
+    e = update(None, first, T0)
+    stale = Totals(canary_requests=80, canary_errors=1, stable_requests=700, stable_errors=4, read_at="t1")
+    assert update(e, stale, T0) is e
+    newer = Totals(canary_requests=150, canary_errors=2, stable_requests=1300, stable_errors=7, read_at="t3")
+    assert update(e, newer, T0).canary_requests == 50
