@@ -23,6 +23,7 @@ class Totals:
     buckets: tuple[tuple[float, float, float], ...] = ()
     detail: str = ""
     read_at: str = ""  # when the runner read them (ISO): an older reading than the evidence's is ignored
+    query: str = ""  # the PromQL they were read with (recorded with a guard verdict)
 
 
 @value

@@ -63,7 +63,7 @@ def watch(tx: Tx) -> str:
         failure = failed(evidence, analysis)
         if failure:
             verdict = VerdictRecord(at=tx.now_iso, verdict="fail", reason=f"guard: {failure}",
-                                    metrics=(MetricResult("guard", "fail", failure),))  # fmt: skip
+                                    metrics=(MetricResult("guard", "fail", failure, query=totals.query),))  # fmt: skip
             record_verdict(tx, verdict)
             tx.emit(ev.ANALYSIS_VERDICT, {"release": rel.id, "app": policy.app, "verdict": "fail",
                                           "reason": verdict.reason, "metrics": ev.verdict_data(verdict.metrics)},

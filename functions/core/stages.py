@@ -90,8 +90,9 @@ def follow_exposure(tx: Tx) -> None:
     why = rel.evidence.cap_reason if rel.evidence is not None else ""
     if target == rel.planned_weight:
         why = f"the planned {target}%: {why}" if why else f"the planned {target}%"
-    set_weight(tx, target, f"exposure: {current}% -> {target}% ({why})", rel.planned_weight)
-    tx.emit(ev.WEIGHT_CHANGED, {"reason": "exposure", "planned": rel.planned_weight})
+    reason = f"exposure: {current}% -> {target}% ({why})"
+    set_weight(tx, target, reason, rel.planned_weight)
+    tx.emit(ev.WEIGHT_CHANGED, {"reason": reason[:2048], "plannedWeight": rel.planned_weight})
 
 
 def analysis_allows(tx: Tx) -> bool:

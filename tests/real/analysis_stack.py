@@ -46,8 +46,12 @@ BACKEND = "be_app"  # the HAProxy backend of install_config; the haproxy templat
 
 
 def canary_policy(socket: Path, metrics: tuple[MetricCheck, ...], pause: float = 10.0, window: float = 10.0,
-                  inconclusive_limit: int = 6, alpha: float = 0.001) -> Policy:  # fmt: skip
+                  inconclusive_limit: int = 6, alpha: float = 0.001, guard: bool = False,
+                  exposure_budget: float = 0.0, start_step: int = 1) -> Policy:  # fmt: skip
     """Steps 20 → 50 (each held `pause` s) under analysis every second, then promote.
+
+    The guard and adaptive exposure are off unless asked for: the judge tests watch the judge they test
+    (the guard would roll a bad canary back first) at the planned weights.
 
     `backend` in the router options is read by both the router and the haproxy template, so the
     template's series (`proxy="be_app"`, `server="stable"|"canary"`) are the servers the router weighs.
@@ -58,7 +62,7 @@ def canary_policy(socket: Path, metrics: tuple[MetricCheck, ...], pause: float =
         router=RouterSpec(provider="haproxy", options={"socket": str(socket), "backend": BACKEND}),
         stages=(CanaryStage(steps=(CanaryStep(20, pause), CanaryStep(50, pause))), PromoteStage()),
         analysis=Analysis(interval=1.0, window=window, metrics=metrics, inconclusive_limit=inconclusive_limit,
-                          alpha=alpha),
+                          alpha=alpha, guard=guard, exposure_budget=exposure_budget, start_step=start_step),
     )  # fmt: skip
 
 
@@ -87,6 +91,9 @@ class AnalysisProviders:
 
     def measure(self, policy: Policy, release: Release) -> tuple[MetricSample, ...]:
         return self.analysis.measure(policy, release)
+
+    def totals_many(self, pairs: list[tuple[Policy, Release]]) -> dict[str, Any]:  # the guard's raw counters
+        return self.analysis.totals_many(pairs)
 
 
 class AnalysisStack(ProtectionStack):

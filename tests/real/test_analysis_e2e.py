@@ -75,14 +75,14 @@ def _push(version: str) -> ImagePushed:
                        target=Version(version, f"{REPOSITORY}:{version}"))  # fmt: skip
 
 
-def _start_release(stack: AnalysisStack, clients: int = 4, rps: float = 40.0) -> float:
+def _start_release(stack: AnalysisStack, clients: int = 4, rps: float = 40.0, first: int = 20) -> float:
     """v1 becomes stable, traffic flows and Prometheus has seen it; then v2 starts (returns that moment)."""
     stack.runner.handle(_push("v1"))
     stack.load(clients, rps)
     stack.wait_scraping()
     started = time.monotonic()
     stack.runner.handle(_push("v2"))
-    assert stack.routes() == RoutePlan.canary_at(20), "the first step's weights are live in HAProxy"
+    assert stack.routes() == RoutePlan.canary_at(first), "the first step's weights are live in HAProxy"
     return started
 
 
@@ -301,3 +301,41 @@ def test_the_post_promotion_watch_judges_the_promoted_version_and_finishes(tmp_p
         assert watch and all(v["verdict"] == "pass" for v in watch), watch  # judged on the promoted version
         assert {m["name"] for v in watch for m in v["metrics"]} == {"success-rate"}  # thresholds only
         assert release.phase == Phase.SUCCEEDED and stack.state().warm is None
+
+
+def test_the_guard_rolls_back_a_bad_canary_before_start_step_on_real_counters(tmp_path: Path) -> None:
+    """The user's metric only runs from step 2; the guard reads HAProxy's raw counters from the first request
+    of step 1 (probe weight 5 %) and rolls back within about a scrape and a tick."""
+    with running(tmp_path, (SUCCESS,), guard=True, exposure_budget=5.0, start_step=2, pause=30.0) as stack:
+        stack.set_backend("stable", error_rate=BASELINE)
+        stack.set_backend("canary", error_rate=0.5)
+        started = _start_release(stack, first=5)
+        rolled_back = wait_for("release rolled back", lambda: _first(stack, ".release.rolledback"), timeout=20)
+        release = _release(stack)
+        assert release.phase == Phase.ROLLED_BACK and release.step == 0 and not release.analysing
+        assert release.reason.startswith("guard: canary errors")
+        guard = _results(release)["guard"]
+        assert guard.verdict == "fail" and "haproxy_server_http_responses_total" in guard.query
+        assert "increase" not in guard.query  # raw counters
+        _assert_back_on_stable(stack)
+        hits = _canary_hits(stack, started, rolled_back)
+        print(f"\nguard: rolled back {rolled_back - started:.2f} s after the start; {len(hits)} canary requests, "
+              f"{sum(h.status == 500 for h in hits)} failed")  # fmt: skip
+        assert rolled_back - started < 6.0
+
+
+def test_exposure_ramps_a_healthy_canary_from_the_probe_weight_on_real_counters(tmp_path: Path) -> None:
+    with running(tmp_path, (SUCCESS,), guard=True, exposure_budget=5.0, pause=12.0) as stack:
+        for name in ("stable", "canary"):
+            stack.set_backend(name, error_rate=BASELINE)
+        started = _start_release(stack, first=5)
+        reached = wait_for("the planned 20 % live",
+                           lambda: time.monotonic() if stack.routes() == RoutePlan.canary_at(20) else None,
+                           timeout=12, every=0.1)  # fmt: skip
+        succeeded = wait_for("release succeeded", lambda: _first(stack, ".release.succeeded"), timeout=45)
+        release = _release(stack)
+        assert release.phase == Phase.SUCCEEDED and release.failures == 0
+        ramp = [h.weight for h in stack.state().history if h.reason.startswith("exposure:")]
+        assert ramp and ramp == sorted(ramp) and max(ramp) <= 50
+        print(f"\nexposure: 5 % -> 20 % in {reached - started:.1f} s (ramp {ramp}); "
+              f"succeeded {succeeded - started:.1f} s after the start")  # fmt: skip

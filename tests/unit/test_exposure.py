@@ -126,3 +126,18 @@ def test_exposure_cap_and_reason_show_in_status() -> None:
     assert status["weight"] == 5 and status["plannedWeight"] == 20
     assert status["exposure"].startswith("5% of the planned 20%: probe weight")
     assert "exposure: 5% of the planned 20%" in present.summary(d.state, d.policy, T0)
+
+
+def test_exposure_weight_changes_are_catalog_events() -> None:
+    from functions.catalog import to_cloudevent, validate
+
+    d = started(seed_like())
+    counters, emitted = Counters(), []  # type: ignore[var-annotated]
+    for _ in range(24):
+        counters.serve(5, d.state.routes.canary)
+        d.tick(5, counters.observe())
+        assert d.last is not None
+        emitted += [e for e in d.last.events if e.type.endswith("weight.changed")]
+    assert emitted and all("plannedWeight" in e.data for e in emitted)
+    for i, e in enumerate(emitted):
+        validate(to_cloudevent(e, d.policy.app, d.rel.id, "/graylane/release-tick", id=f"x/{i}"))

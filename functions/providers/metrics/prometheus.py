@@ -120,6 +120,7 @@ class PrometheusAnalysis:
         for (url, router), group in groups.items():
             targets = [t for _, _, t in group]
             counts = self._query(url, tp.totals_query(router, targets), now)
+            queries = counts.query
             if counts.error:
                 out.update({r.id: Totals(status="unavailable", detail=counts.error) for _, r, _ in group})
                 continue
@@ -131,6 +132,7 @@ class PrometheusAnalysis:
                     out.update({r.id: Totals(status="unavailable", detail=answer.error) for _, r, _ in group})
                     continue
                 buckets = tp.split_buckets(router, targets, answer.series)
+                queries += f"; {query}"
             for _, release, _ in group:
                 versions = split.get(release.id, {})
                 canary, stable = versions.get(tp.CANARY, tp.Counts()), versions.get(tp.STABLE, tp.Counts())
@@ -143,6 +145,7 @@ class PrometheusAnalysis:
                     stable_requests=stable.requests, stable_errors=stable.errors,
                     buckets=tuple((b, c.get(b, 0.0), s.get(b, 0.0)) for b in bounds) if bounds and math.isinf(bounds[-1])
                     else (),
+                    query=queries,
                 )  # fmt: skip
         return out
 
