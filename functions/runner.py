@@ -21,13 +21,21 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from functions.core.counters import Totals
 from functions.core.effects import Effect
-from functions.core.events import EffectFailure, HookResult, ImagePushed, MetricSample, Observation, Tick
+from functions.core.events import (
+    Command,
+    EffectFailure,
+    HookResult,
+    ImagePushed,
+    MetricSample,
+    Observation,
+    Tick,
+)
 from functions.core.guard import wants_totals
 from functions.core.hooks import HookCall, hook_calls
 from functions.core.machine import decide, wants_analysis
 from functions.core.policy import Policy
 from functions.core.slots import Routed, Slot
-from functions.core.state import MAX_APPLIED, AppState, Release, bounded, iso
+from functions.core.state import MAX_APPLIED, AppState, Release, Version, bounded, iso
 from functions.errors import (
     ConflictError,
     EffectFailed,
@@ -250,8 +258,13 @@ class Runner:
         return event_id in state.seen
 
     def _observe(self, policy: Policy, state: AppState, event: Any, now: datetime) -> Observation:
-        if not isinstance(event, Tick):
-            return Observation()
+        if not isinstance(event, Tick):  # an event that may start a canary: its counters are the guard's baseline
+            starts = isinstance(event, ImagePushed) or isinstance(event, Command) and event.action in ("approve", "resume")
+            if not starts or not wants_totals(policy, state, tick=False):
+                return Observation()
+            key = state.release or Release(id=f"{policy.name}-next", seq=0, target=Version(), origin=Version(),
+                                           started_at="")  # fmt: skip
+            return Observation(totals=self._totals(policy, key, now))
         rel = state.release
         metrics, measured_at = None, ""
         if rel is not None and wants_analysis(policy, state, now):

@@ -15,6 +15,7 @@ import math
 from dataclasses import replace
 
 from functions.core import events as ev
+from functions.core.capabilities import COUNTERS
 from functions.core.counters import Evidence
 from functions.core.evidence import log_evidence, update
 from functions.core.exposure import active, cap, source
@@ -35,12 +36,20 @@ def canary_live(rel: Release) -> bool:
     return rel.canary_deployed and not rel.promoted and not rel.watching
 
 
-def wants_totals(policy: Policy, state: AppState) -> bool:
-    """Should the runner read the canary's raw counters before deciding on a tick? (Pure, used by the runner.)"""
-    rel = state.release
-    if rel is None or policy.analysis is None or rel.phase not in (Phase.PROGRESSING, Phase.WAITING):
+def wants_totals(policy: Policy, state: AppState, tick: bool = True) -> bool:
+    """Should the runner read the versions' raw counters before deciding? (Pure, used by the runner.)
+
+    On a tick while a release's canary may take traffic; on any other event (a push, a command) that may start
+    a canary, so that its counters before its first request are the guard's baseline (stages.ensure_canary)."""
+    analysis = policy.analysis
+    if analysis is None or not (keeps_evidence(analysis) or active(policy)) or source(policy) not in COUNTERS:
         return False
-    return canary_live(rel) and (keeps_evidence(policy.analysis) or active(policy))
+    if not tick:
+        return True
+    rel = state.release
+    if rel is None or rel.phase not in (Phase.PROGRESSING, Phase.WAITING):
+        return False
+    return not rel.promoted and not rel.watching
 
 
 def watch(tx: Tx) -> str:

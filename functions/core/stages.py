@@ -12,6 +12,7 @@ from functions.core import events as ev
 from functions.core import per_version
 from functions.core.analysis import watch_checks
 from functions.core.autoscale import follow_share, grows
+from functions.core.counters import Evidence
 from functions.core.effects import STABLE_ONLY, RoutePlan
 from functions.core.exposure import active as exposure_active
 from functions.core.exposure import allowed
@@ -40,7 +41,10 @@ def ensure_canary(tx: Tx) -> None:
         per_version.deploy_target(tx)  # the target version's own Deployment and subset
     elif not rel.canary_deployed:
         tx.effect("deploy-canary", image=rel.target.image, version=rel.target.version)
-        tx.update(canary_deployed=True, canary_share="")
+        # the counters as read before the canary's first request are the guard's baseline (guard.wants_totals)
+        totals = tx.obs.totals
+        baseline = Evidence(wave=rel.wave, base=totals, at=tx.now_iso) if totals and totals.status == "ok" else None
+        tx.update(canary_deployed=True, canary_share="", evidence=baseline)
 
 
 def set_weight(tx: Tx, weight: int, reason: str, planned: int = 0) -> None:

@@ -102,3 +102,18 @@ def test_guard_ignores_a_reading_older_than_its_evidence() -> None:
     assert update(e, stale, T0) is e
     newer = Totals(canary_requests=150, canary_errors=2, stable_requests=1300, stable_errors=7, read_at="t3")
     assert update(e, newer, T0).canary_requests == 50
+
+
+def test_guard_baseline_is_read_before_the_canary_first_request() -> None:
+    """The counters read with the push that deploys the canary are the baseline: the first tick's reading
+    already counts the canary's first requests (a 1 s scrape and a 5 s tick: rolled back at the first tick)."""
+    from functions.core.events import ImagePushed
+    from tests.unit.machine_helpers import APP, version
+
+    d = Driver.with_stable(seed_like())
+    counters = Counters(canary_errors_rate=0.5)
+    d.send(ImagePushed(id="push-v2", app=APP, target=version("v2"), tag="v2"), counters.observe())
+    assert d.rel.evidence is not None and d.rel.evidence.base == counters.totals()
+    counters.serve(5, d.state.routes.canary)
+    d.tick(5, counters.observe())
+    assert d.rel.phase == Phase.ROLLED_BACK and d.rel.reason.startswith("guard:")
