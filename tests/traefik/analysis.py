@@ -47,18 +47,53 @@ from tests.real.protection_stack import binary, wait_for
 from tests.support import StaticPolicies
 from tests.traefik import seed
 from tests.traefik.client import Traffic
-from tests.traefik.conftest import FlaskApp, target_for
+from tests.traefik.conftest import (
+    GROUPS,
+    FlaskApp,
+    drop_namespace,
+    make_namespace,
+    pod_urls,
+    target_for,
+    wait_rolled_out,
+)
+from tests.traefik.pods import PodRunner
+from tests.traefik.proxy import Traefik
 
 
 def flask_policy(version: str, ns: str, metrics: tuple[MetricCheck, ...], pause: float = 10.0,
-                 window: float = 10.0, alpha: float = 0.001) -> Policy:  # fmt: skip
-    """The seed's app: steps 20 → 50 (each held `pause` s) under analysis every second, then promote."""
+                 window: float = 10.0, alpha: float = 0.001, guard: bool = False, exposure_budget: float = 0.0,
+                 start_step: int = 1) -> Policy:  # fmt: skip
+    """The seed's app: steps 20 → 50 (each held `pause` s) under analysis every second, then promote.
+
+    The guard and adaptive exposure are off unless asked for: the judge tests watch the judge they test
+    (the guard would roll a bad canary back first) at the planned weights."""
     return Policy(
         name="flask", namespace=ns, image=ImageRule(repository=seed.REPOSITORY),
         router=RouterSpec(provider="traefik", options=dict(target_for(version, ns, create=True).options)),
         workload=WorkloadSpec(name=seed.STABLE, canary=seed.CANARY, container="flask"),
         stages=(CanaryStage(steps=(CanaryStep(20, pause), CanaryStep(50, pause))), PromoteStage()),
-        analysis=Analysis(interval=1.0, window=window, metrics=metrics, alpha=alpha),
+        analysis=Analysis(interval=1.0, window=window, metrics=metrics, alpha=alpha, guard=guard,
+                          exposure_budget=exposure_budget, start_step=start_step),
+    )  # fmt: skip
+
+
+def seed_policy_on_traefik(version: str, ns: str) -> Policy:
+    """Seed 002's policy (infra/examples/argo-canary-analysis.yaml: steps 20/40/60/80 % with 2-minute pauses,
+    analysis every 10 s over 1 m from step 2, failureLimit 3, success rate >= 0.90; graylane's defaults for
+    the rest, so the guard and adaptive exposure are on) for the seed's flask app behind this Traefik."""
+    from dataclasses import replace
+
+    from functions.policies import load_policy_file
+
+    (policy,) = load_policy_file(
+        Path(__file__).resolve().parents[2] / "infra/examples/argo-canary-analysis.yaml"
+    )
+    assert policy.analysis is not None
+    return replace(
+        policy, name="flask", namespace=ns, image=ImageRule(repository=seed.REPOSITORY),
+        router=RouterSpec(provider="traefik", options=dict(target_for(version, ns).options)),
+        workload=WorkloadSpec(name=seed.STABLE, canary=seed.CANARY, container="flask"),
+        analysis=replace(policy.analysis, prometheus=""),  # the stack's Prometheus (the process default)
     )  # fmt: skip
 
 
@@ -71,10 +106,16 @@ class AnalysisStack:
     """Prometheus scraping the app's Traefik, and a Runner ticking its policy with the real providers."""
 
     def __init__(
-        self, app: FlaskApp, kube: Any, directory: Path, policy: Policy, tick_every: float = 0.5
+        self,
+        app: FlaskApp,
+        kube: Any,
+        directory: Path,
+        policy: Policy,
+        tick_every: float = 0.5,
+        scrape_s: float = 1.0,
     ) -> None:
         self.app, self.kube, self.dir, self.policy = app, kube, directory, policy
-        self.tick_every = tick_every
+        self.tick_every, self.scrape_s = tick_every, scrape_s
         self.published: list[tuple[float, Any]] = []
         self.tick_errors: list[BaseException] = []
         self.clients: list[Traffic] = []
@@ -125,7 +166,8 @@ class AnalysisStack:
         if self._prometheus_log is not None:
             self._prometheus_log.close()
         config = {
-            "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+            "global": {"scrape_interval": f"{self.scrape_s:g}s", "scrape_timeout": "1s",
+                       "evaluation_interval": f"{self.scrape_s:g}s"},
             "scrape_configs": [{"job_name": "traefik",
                                 "static_configs": [{"targets": [f"127.0.0.1:{self.app.traefik.metrics_port}"]}]}],
         }  # fmt: skip
@@ -220,3 +262,41 @@ class AnalysisStack:
         return "\n".join(
             ["release story:", *lines, f"tick errors: {[repr(e)[:300] for e in self.tick_errors[:3]]}"]
         )
+
+
+def stable_alone(version: str, kube: Any, pods: PodRunner, directory: Path) -> FlaskApp:
+    """The stable app alone in a fresh namespace behind its own Traefik (graylane creates the route): the
+    Deployment k8s-flask at v1 and the Services k8s-flask and k8s-flask-canary, no canary Deployment."""
+    from functions.providers.routers.traefik import TraefikRouter
+
+    api = kube.api_client()
+    ns = make_namespace(api, f"rel-{version}")
+    pods.watch(ns)
+    objects = seed.workloads(ns)
+    seed.apply(api, [o for o in objects if o["metadata"]["name"] != seed.CANARY or o["kind"] == "Service"])
+    wait_rolled_out(api, ns, [seed.STABLE])
+    pods.wait_serving(ns, {"v1": 2})
+    traefik = Traefik.start(version, directory, kube.kubeconfig, [ns], gateway=version == "v3")
+    return FlaskApp(version, GROUPS[version], ns, "", api, pods, traefik, TraefikRouter(kube.api_client()),
+                    target_for(version, ns, create=True))  # fmt: skip
+
+
+def close_stable_alone(app: FlaskApp) -> None:
+    app.traefik.stop()
+    drop_namespace(app.api, app.pro)
+
+
+def first_version(stack: AnalysisStack, clients: int = 4, rps: float = 40.0) -> None:
+    """v1 becomes stable: graylane creates the IngressRoute (all on k8s-flask); traffic flows and is scraped."""
+    from functions.providers.routers import traefik
+
+    app = stack.app
+    stack.runner.handle(push(stack.policy.app, "v1"))
+    app.in_force()
+    # the stable alone: Traefik names the route's load balancer after the route, which the template knows
+    alone = traefik.route_service_label(app.pro, seed.PRO_ROUTE, traefik.default_rule(seed.HOST))
+    app.traefik.wait_servers(alone.split("@")[0], pod_urls(app.api, app.pro, seed.STABLE))
+    client = app.client()
+    assert {client.get()[1] for _ in range(20)} == {"v1"}  # answered by v1 (its baseline 5xx included)
+    stack.load(clients=clients, rps=rps)
+    stack.wait_scraping(alone, timeout=max(20.0, 3 * stack.scrape_s + 10))

@@ -10,6 +10,10 @@ Prometheus scraped from Traefik (`traefik_service_requests_total`), and then rol
 2. A canary answering 35 % 5xx is rolled back: traffic back on v1, the canary scaled down, and no
    request fails on the way (no 404 while the canary has no pods).
 3. A healthy canary is promoted: k8s-flask rolls out v2 and serves everything.
+4. The guard on the seed's own policy (analysis from step 2): a 50 % error canary and a +100 ms canary are
+   rolled back in step 1, before the user's metric is ever judged, on Traefik's raw counters and latency
+   buckets. Scenarios 2 and 3 run with the guard and adaptive exposure off: they test the user's metrics.
+   (How fast, next to the simulator's prediction: `python -m tests.bench realstack`.)
 """
 
 from __future__ import annotations
@@ -28,22 +32,24 @@ from functions.core.policy import MetricCheck
 from functions.core.state import Phase
 from functions.providers.metrics import templates as tp
 from functions.providers.routers import traefik
-from functions.providers.routers.traefik import TraefikRouter
 from tests.real.protection_stack import wait_for
 from tests.traefik import seed
-from tests.traefik.analysis import AnalysisStack, flask_policy, push
+from tests.traefik.analysis import (
+    AnalysisStack,
+    close_stable_alone,
+    first_version,
+    flask_policy,
+    push,
+    seed_policy_on_traefik,
+    stable_alone,
+)
 from tests.traefik.conftest import (
-    GROUPS,
     FlaskApp,
-    drop_namespace,
-    make_namespace,
     need_traefik,
     pod_urls,
-    target_for,
     wait_rolled_out,
 )
 from tests.traefik.pods import PodRunner
-from tests.traefik.proxy import Traefik
 
 if TYPE_CHECKING:
     from tests.k8s.cluster import KubeCluster
@@ -65,21 +71,11 @@ def stable_app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Flask
     need_traefik(version)  # before the cluster starts: a missing build fails at once
     kube: KubeCluster = request.getfixturevalue("kube")
     pods: PodRunner = request.getfixturevalue("pods")
-    api = kube.api_client()
-    ns = make_namespace(api, f"rel-{version}")
-    pods.watch(ns)
-    objects = seed.workloads(ns)
-    seed.apply(api, [o for o in objects if o["metadata"]["name"] != seed.CANARY or o["kind"] == "Service"])
-    wait_rolled_out(api, ns, [seed.STABLE])
-    pods.wait_serving(ns, {"v1": 2})
-    traefik = Traefik.start(version, tmp_path / "traefik", kube.kubeconfig, [ns], gateway=version == "v3")
-    app = FlaskApp(version, GROUPS[version], ns, "", api, pods, traefik, TraefikRouter(kube.api_client()),
-                   target_for(version, ns, create=True))  # fmt: skip
+    app = stable_alone(version, kube, pods, tmp_path / "traefik")
     try:
         yield app
     finally:
-        traefik.stop()
-        drop_namespace(api, ns)
+        close_stable_alone(app)
         for v in ("v1", "v2"):
             pods.set(v, error_rate=0.0, delay=0.0)
 
@@ -90,17 +86,7 @@ def _running(app: FlaskApp, kube: KubeCluster, directory: Path, **policy: Any) -
 
 
 def _first_version(stack: AnalysisStack) -> None:
-    """v1 becomes stable: graylane creates the IngressRoute (all on k8s-flask); traffic flows and is scraped."""
-    app = stack.app
-    stack.runner.handle(push(stack.policy.app, "v1"))
-    app.in_force()
-    # the stable alone: Traefik names the route's load balancer after the route, which the template knows
-    alone = traefik.route_service_label(app.pro, seed.PRO_ROUTE, traefik.default_rule(seed.HOST))
-    app.traefik.wait_servers(alone.split("@")[0], pod_urls(app.api, app.pro, seed.STABLE))
-    client = app.client()
-    assert {client.get()[1] for _ in range(20)} == {"v1"}  # answered by v1 (its baseline 5xx included)
-    stack.load(clients=4, rps=40)
-    stack.wait_scraping(alone)
+    first_version(stack)
 
 
 def _check_events(stack: AnalysisStack) -> None:
@@ -260,6 +246,56 @@ def test_a_healthy_canary_is_promoted_on_traefiks_metrics(stable_app: FlaskApp, 
             print(f"\nTraefik {app.version} healthy canary: promoted {promoted - started:.1f} s, "
                   f"succeeded {succeeded - started:.1f} s after the push; verdicts {verdicts.count('pass')} pass, "
                   f"{verdicts.count('inconclusive')} inconclusive")  # fmt: skip
+            _check_events(stack)
+        except BaseException:
+            print(stack.story())
+            raise
+
+
+@pytest.mark.parametrize("regression", ["errors", "latency"])
+def test_the_guard_rolls_back_before_start_step_on_traefiks_metrics(stable_app: FlaskApp, kube: KubeCluster,
+                                                                    tmp_path: Path, regression: str) -> None:  # fmt: skip
+    """The seed's policy (startStep 2, success rate >= 0.90 every 10 s) with graylane's defaults: the guard reads
+    Traefik's counters from the canary's first request at the probe weight and rolls it back in step 1."""
+    app = stable_app
+    policy = seed_policy_on_traefik(app.version, app.pro)
+    assert policy.analysis is not None and policy.analysis.start_step == 2 and policy.analysis.guard
+    with AnalysisStack(app, kube, tmp_path, policy) as stack:
+        try:
+            app.pods.set("v1", error_rate=BASELINE)
+            if regression == "errors":
+                app.pods.set("v2", error_rate=0.5)
+            else:
+                app.pods.set("v2", error_rate=BASELINE, delay=0.1)
+            first_version(stack)
+            started = time.monotonic()
+            stack.runner.handle(push(stack.policy.app, "v2"))
+            rolled_back = wait_for(
+                "release rolled back", lambda: stack.first(".release.rolledback"), timeout=60
+            )
+            release = stack.state().release
+            assert release is not None and release.phase == Phase.ROLLED_BACK, stack.story()
+            # in step 1 (index 0) at the probe weight: startStep 2 never came, the user's metric never ran
+            assert release.step == 0 and not release.analysing, (release.step, release.analysing)
+            assert {m.name for v in release.verdicts for m in v.metrics} == {"guard"}, release.verdicts
+            what = "canary errors" if regression == "errors" else "canary requests slower than"
+            assert release.reason.startswith(f"guard: {what}"), release.reason
+            guard = {m.name: m for m in release.verdicts[-1].metrics}["guard"]
+            assert guard.verdict == "fail" and "increase" not in guard.query  # the raw counters
+            metric = "traefik_service_requests_total" if regression == "errors" else "_bucket"
+            assert metric in guard.query, guard.query
+            assert stack.state().stable.version == "v1"
+            weights = [h.weight for h in stack.state().history if h.weight]
+            assert weights and max(weights) < 20, weights  # capped below the first step's 20 %
+            wait_for(
+                "route back to 100/0", lambda: app.router.get_routes(app.target) == RoutePlan(), timeout=10
+            )
+            _assert_none_failed(stack, started)
+            canary = [h for h in stack.hits(started, rolled_back) if h.version == "v2"]
+            print(f"\nTraefik {app.version} guard ({regression}): rolled back {rolled_back - started:.1f} s after "
+                  f"the push, {len(canary)} canary requests, {sum(h.status == 500 for h in canary)} failed, "
+                  f"weights {weights}")  # fmt: skip
+            assert stack.events(".release.promoted") == []
             _check_events(stack)
         except BaseException:
             print(stack.story())

@@ -16,7 +16,6 @@ HAProxy's average response time over the last 1024 requests (it has no histogram
 from __future__ import annotations
 
 import functools
-import hashlib
 import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
