@@ -17,6 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     import tests.bench.core_bench  # noqa: F401
     import tests.bench.detection  # noqa: F401
     import tests.bench.protection  # noqa: F401
+    import tests.bench.realstack  # noqa: F401
     import tests.bench.store_bench  # noqa: F401
 
     parser = argparse.ArgumentParser(prog="python -m tests.bench")

@@ -53,7 +53,7 @@ def seed_policy() -> Policy:
 
 
 def series_names(policy: Policy) -> dict[str, str]:
-    return tp.target(policy, "sim").names
+    return {**tp.target(policy, "sim").names, "port": str(policy.router.options.get("port", 80))}
 
 
 # -- graylane ---------------------------------------------------------------------------------------

@@ -41,8 +41,27 @@ LOOKBACK = 300.0  # Prometheus' instant-vector lookback delta
 BUCKETS: dict[str, tuple[float, ...]] = {
     "nginx": (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),  # --time-buckets default
     "traefik": (0.1, 0.3, 1.2, 5.0),  # Traefik's default buckets
-    "istio": (0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000,
-              1800000, 3600000),  # fmt: skip
+    "istio": (
+        0.5,
+        1,
+        5,
+        10,
+        25,
+        50,
+        100,
+        250,
+        500,
+        1000,
+        2500,
+        5000,
+        10000,
+        30000,
+        60000,
+        300000,
+        600000,
+        1800000,
+        3600000,
+    ),  # fmt: skip
 }
 
 
@@ -51,6 +70,13 @@ class Scenario:
     name: str
     canary_errors: float
     latency_shift_ms: float = 0.0
+    lat_median_s: float = (
+        LAT_MEDIAN_S  # stable latency (log-normal); the real stack's backends answer at once
+    )
+    lat_sigma: float = LAT_SIGMA
+    buckets: tuple[float, ...] = ()  # the router's histogram bounds (s); () = the router's defaults (BUCKETS)
+    # the stable's latency drawn from a measured histogram instead: (upper bound s, cumulative share), +Inf last
+    lat_cdf: tuple[tuple[float, float], ...] = ()
 
     @property
     def healthy(self) -> bool:
@@ -72,7 +98,21 @@ class _Chunk:
         e = rng.random(total)
         self.err_c = e < scenario.canary_errors
         self.err_s = e < BASE_ERRORS
-        self.lat_s = np.exp(math.log(LAT_MEDIAN_S) + LAT_SIGMA * rng.standard_normal(total))
+        if scenario.lat_cdf:
+            self.lat_s = draw_from_histogram(scenario.lat_cdf, rng.random(total))
+        else:
+            z = rng.standard_normal(total)
+            self.lat_s = np.exp(math.log(scenario.lat_median_s) + scenario.lat_sigma * z)
+
+
+def draw_from_histogram(cdf: tuple[tuple[float, float], ...], u: np.ndarray) -> np.ndarray:
+    """Latencies with the histogram's bucket shares, spread linearly inside each bucket (as histogram_quantile
+    reads it); a draw in the +Inf bucket gets twice the last finite bound (above it, as its bucket says)."""
+    bounds = [0.0] + [b for b, _ in cdf if math.isfinite(b)]
+    shares = [0.0] + [c for b, c in cdf if math.isfinite(b)]
+    lat = np.interp(u, shares, bounds)
+    lat[u > shares[-1]] = 2 * bounds[-1]
+    return lat
 
 
 class Traffic:
@@ -103,12 +143,14 @@ class Traffic:
 
 
 def version_labels(router: str, names: dict[str, str], version: str) -> dict[str, str]:
-    """The labels a router puts on one version's series (names: templates.Target.names)."""
+    """The labels a router puts on one version's series (names: templates.Target.names, + the port)."""
     ns, svc = names["namespace"], names[version]
     if router == "nginx":
         return {"namespace": ns, "service": svc, "ingress": names["app"]}
     if router == "traefik":
-        return {"service": f"{ns}-{svc}-80@kubernetescrd"}
+        from functions.providers.metrics.templates import traefik_service
+
+        return {"service": traefik_service(ns, svc, names.get("port", "80"))}
     if router == "istio":
         return {"destination_workload_namespace": ns, "destination_workload": svc, "reporter": "destination"}
     raise ValueError(f"the detection simulator has no series for router {router}")
@@ -124,7 +166,7 @@ class Sim:
         r = ROUTERS[router]
         self.traffic, self.scrape_s, self.phase = traffic, scrape_s, phase
         self.shift_s = traffic.scenario.latency_shift_ms / 1000.0
-        self.le = BUCKETS[router]
+        self.le = traffic.scenario.buckets or BUCKETS[router]
         self.le_s = np.array(self.le) * r.to_ms / 1000.0  # bucket bounds in seconds
         k = len(self.le) + 1  # + Inf
         # per version: requests with code 200, with code 500, then cumulative buckets (le..., +Inf)
@@ -324,7 +366,7 @@ class _Parser:
                 break
             m = _TOKEN.match(text, pos)
             if not m:
-                raise ValueError(f"unsupported PromQL at {pos}: {text[pos:pos + 40]!r} in {text!r}")
+                raise ValueError(f"unsupported PromQL at {pos}: {text[pos : pos + 40]!r} in {text!r}")
             if m.group("str") is not None:
                 raw = m.group("str")[1:-1]
                 self.tokens.append(("str", re.sub(r"\\(.)", r"\1", raw)))
@@ -349,7 +391,7 @@ class _Parser:
 
     def done(self) -> None:
         if self.i != len(self.tokens):
-            raise ValueError(f"unsupported PromQL: trailing {self.tokens[self.i:]} in {self.text!r}")
+            raise ValueError(f"unsupported PromQL: trailing {self.tokens[self.i :]} in {self.text!r}")
 
     def expr(self) -> tuple[Any, ...]:
         node = self.product()
@@ -474,7 +516,9 @@ def _eval(db: TSDB, node: tuple[Any, ...], t: float) -> Vector:
     if kind == "or":
         left = _eval(db, node[1], t)
         seen = {tuple(sorted(labels.items())) for labels, _ in left}
-        return left + [(labels, v) for labels, v in _eval(db, node[2], t) if tuple(sorted(labels.items())) not in seen]
+        return left + [
+            (labels, v) for labels, v in _eval(db, node[2], t) if tuple(sorted(labels.items())) not in seen
+        ]
     if kind == "num":
         raise ValueError("a bare scalar is not a supported query")
     raise ValueError(f"unsupported PromQL node {kind}")

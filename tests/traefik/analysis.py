@@ -235,7 +235,8 @@ class AnalysisStack:
 
     def wait_scraping(self, service: str, timeout: float = 20.0) -> None:
         """Until Prometheus holds fresh traffic of `service` (a first scrape comes a few seconds after start)."""
-        fresh = f'sum(increase(traefik_service_requests_total{{service="{service}"}}[3s]))'
+        span = max(3, round(3 * self.scrape_s))  # at least two scrapes
+        fresh = f'sum(increase(traefik_service_requests_total{{service="{service}"}}[{span}s]))'
         wait_for(
             f"Prometheus scraping Traefik ({service})",
             lambda: any(float(s["value"][1]) > 0 for s in self.query(fresh)),
@@ -299,4 +300,4 @@ def first_version(stack: AnalysisStack, clients: int = 4, rps: float = 40.0) -> 
     client = app.client()
     assert {client.get()[1] for _ in range(20)} == {"v1"}  # answered by v1 (its baseline 5xx included)
     stack.load(clients=clients, rps=rps)
-    stack.wait_scraping(alone, timeout=max(20.0, 3 * stack.scrape_s + 10))
+    stack.wait_scraping(alone, timeout=max(20.0, 4 * stack.scrape_s + 10))
