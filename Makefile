@@ -45,7 +45,7 @@ lint: setup
 	$(BIN)/ruff check functions tests
 	$(BIN)/lint-imports
 
-bench: setup deps kube  ## benchmarks: JSON under tests/bench/results/, a table on stdout
+bench: setup deps kube crds traefik  ## benchmarks (realstack: real Traefik + Prometheus on the test cluster): JSON under tests/bench/results/, a table on stdout
 	$(BIN)/python -m tests.bench
 
 demo: setup deps  ## the main job on the embedded default (SQLite, local HAProxy/Prometheus)
