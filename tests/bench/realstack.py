@@ -157,10 +157,8 @@ def _release(stack: Any, tag: str, scenario: Scenario, scrape: int) -> dict[str,
     failed = sum(h.status >= 500 for h in canary)
     elapsed = [h for h in hits if h.at <= end]
     span = (max(h.at for h in elapsed) - min(h.at for h in elapsed)) if len(elapsed) > 1 else 0.0
-    weights = []
-    if release is not None:
-        weights = sorted({e.data.get("weight") for a, e in stack.events(".release.weight.changed") if a >= started}
-                         - {None, 0})  # fmt: skip
+    weights = sorted({h.weight for h in stack.state().history
+                      if release is not None and h.release == release.id and h.weight})  # fmt: skip
     return {
         "tag": tag,
         "outcome": "rolled-back" if release is not None and release.phase.value == "rolled-back" else
@@ -176,7 +174,7 @@ def _release(stack: Any, tag: str, scenario: Scenario, scrape: int) -> dict[str,
         "slowed_requests": len(canary) if scenario.latency_shift_ms else 0,
         "unanswered": sum(1 for h in hits if not h.version),
         "rps": len(elapsed) / span if span else 0.0,
-        "weights": weights,
+        "weights": weights,  # the canary weights the release routed (capped by exposure)
     }  # fmt: skip
 
 
