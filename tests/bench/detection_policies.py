@@ -172,7 +172,9 @@ class _Reader:
 
     def success_rate(self, t: int, window: int, ok_regex: str) -> float:
         r, sel = self.r, self.canary
-        good = self.sim.tsdb.query(f'sum(rate({r.requests}{{{sel}, {r.code_label}!~"{ok_regex}"}}[{window}s]))', t)
+        good = self.sim.tsdb.query(
+            f'sum(rate({r.requests}{{{sel}, {r.code_label}!~"{ok_regex}"}}[{window}s]))', t
+        )
         total = self.sim.tsdb.query(f"sum(rate({r.requests}{{{sel}}}[{window}s]))", t)
         if not good or not total:
             return math.nan
