@@ -203,10 +203,16 @@ class Release_:
 
     def __init__(self, kube: Any, ns: str, stages: tuple[Any, ...] = ()) -> None:
         steps = stages or (CanaryStage(steps=(CanaryStep(10, 30.0), CanaryStep(50, 30.0))), PromoteStage())
+        base = canary_policy("flask", ns, stages=steps)
+        assert base.analysis is not None
+        # no Prometheus here (measure is scripted): the guard and adaptive exposure, which read Traefik's
+        # counters from it, are off, so each step routes its own weight (tests/unit/test_exposure.py sizes the
+        # canary for the capped weight)
         self.policy = replace(
-            canary_policy("flask", ns, stages=steps),
+            base,
             router=RouterSpec("traefik", dict(OPTIONS)),
             workload=WorkloadSpec(name="k8s-flask", canary="k8s-flask-canary", container="flask"),
+            analysis=replace(base.analysis, guard=False, exposure_budget=0.0),
         )
         self.store, self.clock, self.providers = MemoryStore(), Clock(), Providers(kube, ns)
         self.runner = Runner(self.store, StaticPolicies([self.policy]), self.providers, clock=self.clock)
