@@ -15,7 +15,7 @@ import math
 from dataclasses import replace
 
 from functions.core import events as ev
-from functions.core.capabilities import COUNTERS
+from functions.core.capabilities import counted
 from functions.core.counters import Evidence
 from functions.core.evidence import log_evidence, update
 from functions.core.exposure import active, cap, source
@@ -42,7 +42,7 @@ def wants_totals(policy: Policy, state: AppState, tick: bool = True) -> bool:
     On a tick while a release's canary may take traffic; on any other event (a push, a command) that may start
     a canary, so that its counters before its first request are the guard's baseline (stages.ensure_canary)."""
     analysis = policy.analysis
-    if analysis is None or not (keeps_evidence(analysis) or active(policy)) or source(policy) not in COUNTERS:
+    if analysis is None or not (keeps_evidence(analysis) or active(policy)) or not counted(source(policy)):
         return False
     if not tick:
         return True

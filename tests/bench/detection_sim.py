@@ -148,9 +148,9 @@ def version_labels(router: str, names: dict[str, str], version: str) -> dict[str
     if router == "nginx":
         return {"namespace": ns, "service": svc, "ingress": names["app"]}
     if router == "traefik":
-        from functions.providers.metrics.templates import traefik_service
+        from functions.providers.routers.traefik import service_label
 
-        return {"service": traefik_service(ns, svc, names.get("port", "80"))}
+        return {"service": service_label(ns, svc, names.get("port", "80"))}
     if router == "istio":
         return {"destination_workload_namespace": ns, "destination_workload": svc, "reporter": "destination"}
     raise ValueError(f"the detection simulator has no series for router {router}")

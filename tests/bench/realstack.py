@@ -215,12 +215,12 @@ def measure_real(scrape: int, reps: int, say: Any, real: RealStack) -> dict[str,
 
 def stable_buckets(stack: Any) -> list[tuple[float, float]]:
     """(le, cumulative count) of the stable's latency histogram in Traefik, as Prometheus last scraped it."""
-    from functions.providers.metrics import templates as tp
+    from functions.providers.routers import traefik
     from tests.traefik import seed
 
     app = stack.app
-    names = {tp.traefik_service(app.pro, seed.STABLE, seed.PORT),
-             tp.traefik_route_service(app.pro, seed.PRO_ROUTE, tp.traefik_default_rule(seed.HOST))}  # fmt: skip
+    names = {traefik.service_label(app.pro, seed.STABLE, seed.PORT),
+             traefik.route_service_label(app.pro, seed.PRO_ROUTE, traefik.default_rule(seed.HOST))}  # fmt: skip
     series = stack.query("sum by (service, le) (traefik_service_request_duration_seconds_bucket)")
     counts: dict[float, float] = {}
     for s in series:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from functions.providers.metrics import templates as tp
+from functions.providers.routers import traefik
 from tests.bench.detection_sim import (
     PRE,
     TSDB,
@@ -107,6 +108,6 @@ def test_the_real_stack_prediction_uses_the_real_stacks_series_buckets_and_laten
 
     policy = seed_policy_on_traefik("v3", "rel-v3-abc")
     labels = version_labels("traefik", series_names(policy), "canary")
-    assert labels == {"service": tp.traefik_service("rel-v3-abc", "k8s-flask-canary", 8080)}
+    assert labels == {"service": traefik.service_label("rel-v3-abc", "k8s-flask-canary", 8080)}
     ((name, regex),) = tp.target(policy, "x").canary.labels  # what graylane's queries select
     assert name == "service" and re.fullmatch(regex, labels["service"])
