@@ -14,6 +14,7 @@ template that queries the wrong series fails this test.
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -410,11 +411,24 @@ def test_bluegreen_analysis_the_preview_is_judged_on_load_test_traffic_users_nev
     [out] = list(run_release(example, BROKEN, tmp_path))
     rel = out.state.release
     assert rel is not None and rel.phase == Phase.ROLLED_BACK
-    preview = [m for v in rel.verdicts for m in v.metrics if m.name == "errors"]
-    assert preview and preview[0].value is not None and preview[0].value > 0.1  # measured green, on its requests
-    assert "web-shop-green-http-80@kubernetesgateway" in preview[0].reason  # the raw series travel with it
     assert [k for k in out.plane.load_tests] == ["/web/shop-1-preview"]
     assert out.plane.user_requests.get(("", example.tags[1]), 0.0) == 0.0  # no user request ever reached green
+    # Who fails the preview: the always-on guard (issue 13) reads the same counters and may prove the
+    # regression on the load test's first requests, before the example's `errors` check has its window; or
+    # that check does. Either way the verdict must be green's own error share, measured on green's series,
+    # from requests that can only be the load test's (no user request reached green, asserted above).
+    [preview] = [m for v in rel.verdicts for m in v.metrics if m.name in ("errors", "guard") and m.verdict == "fail"]
+    if preview.name == "errors":
+        assert preview.value is not None and preview.value > 0.1  # measured green, on its requests
+        assert "web-shop-green-http-80@kubernetesgateway" in preview.reason  # the raw series travel with it
+    else:
+        found = re.match(r"canary errors ([\d.]+)/([\d.]+) vs stable ", preview.reason)
+        assert found, preview.reason
+        errors, requests = float(found[1]), float(found[2])
+        assert requests > 0 and errors / requests > 0.1  # measured green, on its requests
+        assert "web-shop-green-http-80@kubernetesgateway" in preview.query.replace("\\", "")  # green's series
+        [test] = out.plane.load_tests.values()
+        assert requests <= test.rps * test.seconds  # green's requests: at most what the load test sent
 
 
 def test_bluegreen_analysis_the_local_load_test_is_hey_sending_the_preview_header(tmp_path: Path) -> None:
