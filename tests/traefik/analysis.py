@@ -91,7 +91,7 @@ def seed_policy_on_traefik(version: str, ns: str) -> Policy:
     assert policy.analysis is not None
     return replace(
         policy, name="flask", namespace=ns, image=ImageRule(repository=seed.REPOSITORY),
-        router=RouterSpec(provider="traefik", options=dict(target_for(version, ns).options)),
+        router=RouterSpec(provider="traefik", options=dict(target_for(version, ns, create=True).options)),
         workload=WorkloadSpec(name=seed.STABLE, canary=seed.CANARY, container="flask"),
         analysis=replace(policy.analysis, prometheus=""),  # the stack's Prometheus (the process default)
     )  # fmt: skip
