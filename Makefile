@@ -41,8 +41,10 @@ e2e: setup deps kube crds traefik  ## graylane as deployed (infra/k8s) driving s
 unit: setup  ## only the pure tests (no servers)
 	$(BIN)/pytest tests/unit tests/property
 
-lint: setup
+lint: setup  ## the code health gates: ruff (check and format), mypy --strict, import contracts
 	$(BIN)/ruff check functions tests
+	$(BIN)/ruff format --check functions tests
+	$(BIN)/mypy --strict functions
 	$(BIN)/lint-imports
 
 bench: setup deps kube crds traefik  ## benchmarks (realstack: real Traefik + Prometheus on the test cluster): JSON under tests/bench/results/, a table on stdout
