@@ -34,6 +34,7 @@ from urllib.parse import urlencode
 
 from functions.cli import COMMANDS, EXIT_USAGE
 from functions.core.values import value
+from functions.errors import ConfigError
 
 PROG = "kubectl graylane"
 # the CLI's commands that work on a cluster's releases (serve, demo and report are not for a kubectl plugin)
@@ -112,11 +113,11 @@ def where(flags: KubeFlags, env: Mapping[str, str] | None = None) -> Where:
             except OSError:
                 namespace = "default"
         return Where(context="", namespace=namespace or "default")
-    from kubernetes import config
+    from functions.providers.kube import kubeconfig_contexts
 
     try:
-        contexts, active = config.list_kube_config_contexts(config_file=kubeconfig or None)
-    except (config.ConfigException, OSError, ValueError) as err:
+        contexts, active = kubeconfig_contexts(kubeconfig or None)
+    except ConfigError as err:
         raise UsageError(f"cannot read the kubeconfig {kubeconfig or default}: {err}") from err
     if flags.context:
         chosen = next((c for c in contexts if c.get("name") == flags.context), None)

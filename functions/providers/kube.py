@@ -19,7 +19,7 @@ from functions.errors import ConfigError, ConflictError, GraylaneError, NotFound
 if TYPE_CHECKING:
     import kubernetes.client
 
-__all__ = ["api_error", "client_from", "list_configmaps", "request"]
+__all__ = ["api_error", "client_from", "kubeconfig_contexts", "list_configmaps", "request"]
 
 _clients: dict[str, type] = {}
 
@@ -64,6 +64,18 @@ def client_from(
     if cfg.retries is None:
         cfg.retries = _no_read_retries()
     return _client_class()(cfg, timeout)
+
+
+def kubeconfig_contexts(kubeconfig: str | None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The contexts of `kubeconfig` (default: KUBECONFIG or ~/.kube/config) and the current one; no API call.
+    An unreadable or malformed file raises ConfigError naming the reason."""
+    from kubernetes import config
+
+    try:
+        contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+    except (config.ConfigException, OSError, ValueError) as err:
+        raise ConfigError(str(err)) from err
+    return list(contexts), active
 
 
 def _no_read_retries() -> Any:
