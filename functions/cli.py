@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from functions.core.values import value
 
@@ -120,7 +121,7 @@ def import_(args: argparse.Namespace) -> int:
     from functions.importers import convert, importable
     from functions.importers.render import to_yaml
 
-    objects: list[tuple[str, dict]] = []
+    objects: list[tuple[str, dict[str, Any]]] = []
     for file in args.files:
         try:
             raw = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
@@ -128,7 +129,7 @@ def import_(args: argparse.Namespace) -> int:
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
             print(f"{file}: cannot read: {err}", file=sys.stderr)
             return EXIT_PROBLEMS
-    origin = {(d.get("kind"), (d.get("metadata") or {}).get("namespace") or "default",
+    origin: dict[tuple[Any, ...], str] = {(d.get("kind"), (d.get("metadata") or {}).get("namespace") or "default",
                (d.get("metadata") or {}).get("name")): f for f, d in objects if importable(d)}
     imported = convert(d for _, d in objects)
     if not imported:

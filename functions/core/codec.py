@@ -13,7 +13,10 @@ import enum
 import types
 import typing
 from functools import cache
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 T = TypeVar("T")
 _MISSING = dataclasses.MISSING
@@ -34,7 +37,13 @@ _ENCODERS: dict[type, Any] = {}
 _PLAIN = (str, int, float, bool, type(None))
 
 
+@typing.overload
+def to_plain(value: DataclassInstance) -> dict[str, Any]: ...
+@typing.overload
+def to_plain(value: Any) -> Any: ...
 def to_plain(value: Any) -> Any:
+    """`value` as plain JSON data: a dataclass becomes an object of its fields that differ from their defaults
+    (`kind` always), an enum its value, a tuple a list."""
     cls = value.__class__
     encode = _ENCODERS.get(cls)
     if encode is None:
@@ -85,6 +94,10 @@ def _kind_of(tp: Any) -> Any:
     return None if found is None or found.default is _MISSING else found.default
 
 
+@typing.overload
+def from_plain(tp: type[T], data: Any) -> T: ...
+@typing.overload
+def from_plain(tp: Any, data: Any) -> Any: ...
 def from_plain(tp: Any, data: Any) -> Any:
     """Build a value of type `tp` from plain JSON data (the inverse of to_plain)."""
     return _decoder(tp)(data)
@@ -93,32 +106,45 @@ def from_plain(tp: Any, data: Any) -> Any:
 @cache
 def _decoder(tp: Any) -> Any:
     """A function plain data -> value of type `tp`; nested types are looked up when first needed."""
-    origin = typing.get_origin(tp)
     if tp is Any:
         return _identity
+    origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         return _union_decoder(tp)
     if origin is typing.Literal:
-        allowed = typing.get_args(tp)
-
-        def decode_literal(data: Any) -> Any:
-            if data not in allowed:
-                raise ValueError(f"{data!r} is not one of {allowed}")
-            return data
-
-        return decode_literal
+        return _literal_decoder(typing.get_args(tp))
     if origin is tuple:
-        args = typing.get_args(tp)
-        if len(args) == 2 and args[1] is Ellipsis:
-            item = _Lazy(args[0])
-            return lambda data: tuple([item.decode(v) for v in data])
-        return lambda data: tuple(_decoder(a)(v) for a, v in zip(args, data, strict=True))
+        return _tuple_decoder(typing.get_args(tp))
     if origin is dict:
         value = _Lazy(typing.get_args(tp)[1])
         return lambda data: {k: value.decode(v) for k, v in data.items()}
-    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+    if isinstance(tp, type):
+        return _instance_decoder(tp)
+    return _identity
+
+
+def _literal_decoder(allowed: tuple[Any, ...]) -> Any:
+    def decode_literal(data: Any) -> Any:
+        if data not in allowed:
+            raise ValueError(f"{data!r} is not one of {allowed}")
+        return data
+
+    return decode_literal
+
+
+def _tuple_decoder(args: tuple[Any, ...]) -> Any:
+    if len(args) == 2 and args[1] is Ellipsis:  # tuple[X, ...]
+        item = _Lazy(args[0])
+        return lambda data: tuple([item.decode(v) for v in data])
+    return lambda data: tuple(_decoder(a)(v) for a, v in zip(args, data, strict=True))
+
+
+def _instance_decoder(tp: type) -> Any:
+    """A dataclass from its fields, an enum from its value, a float from any number; else `data` itself, when it
+    is a `tp`."""
+    if dataclasses.is_dataclass(tp):
         return _dataclass_decoder(tp)
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+    if issubclass(tp, enum.Enum):
         return tp
     if tp is float:
 
@@ -128,15 +154,13 @@ def _decoder(tp: Any) -> Any:
             raise TypeError(f"expected float, got {data!r}")
 
         return decode_float
-    if isinstance(tp, type):
 
-        def decode_plain(data: Any) -> Any:
-            if not isinstance(data, tp):
-                raise TypeError(f"expected {tp.__name__}, got {data!r}")
-            return data
+    def decode_plain(data: Any) -> Any:
+        if not isinstance(data, tp):
+            raise TypeError(f"expected {tp.__name__}, got {data!r}")
+        return data
 
-        return decode_plain
-    return _identity
+    return decode_plain
 
 
 class _Lazy:

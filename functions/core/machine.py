@@ -51,6 +51,7 @@ from functions.core.policy import (
     BlueGreenStage,
     CanaryStage,
     FlagStage,
+    Policy,
     PreviewStage,
     PromoteStage,
     RollbackMode,
@@ -92,11 +93,8 @@ class Decision(NamedTuple):
     events: tuple[Emitted, ...]
 
 
-def decide(policy: object, state: AppState, event: Event, now: datetime,
+def decide(policy: Policy, state: AppState, event: Event, now: datetime,
            observation: Observation = NO_OBSERVATION) -> Decision:  # fmt: skip
-    from functions.core.policy import Policy
-
-    assert isinstance(policy, Policy)
     if event.id and event.id in state.seen:
         return Decision(state, (), ())  # a redelivery: already decided
     tx = Tx(policy, state, event, now, observation)
@@ -127,15 +125,12 @@ def event_kind(event: Event) -> str:
     return event.action
 
 
-def analysis_due(policy: object, rel: Release | None, now: datetime) -> bool:
+def analysis_due(policy: Policy, rel: Release | None, now: datetime) -> bool:
     """Is a verdict due for `rel` at `now`? One per analysis interval, counted from the release's last one.
 
     decide() applies this rule to every observation it is given; the runner asks it only to avoid measuring
     for nothing. (Ticks jitter, so a look 95 % of an interval after the last one counts as the next.)
     """
-    from functions.core.policy import Policy
-
-    assert isinstance(policy, Policy)
     if policy.analysis is None or rel is None or not rel.analysing:
         return False
     if rel.phase not in (Phase.PROGRESSING, Phase.WAITING):
@@ -145,7 +140,7 @@ def analysis_due(policy: object, rel: Release | None, now: datetime) -> bool:
     return (now - parse_iso(rel.last_analysis_at)).total_seconds() >= policy.analysis.interval * 0.95
 
 
-def wants_analysis(policy: object, state: AppState, now: datetime) -> bool:
+def wants_analysis(policy: Policy, state: AppState, now: datetime) -> bool:
     """Should the runner measure metrics before deciding on a tick? (Pure, used by the runner.)"""
     return analysis_due(policy, state.release, now)
 
@@ -426,7 +421,7 @@ def tick_waiting(tx: Tx) -> None:
     keep_fed(tx)
     if rel.gate.startswith(GATE_PREFIX):
         return _tick_hook_gate(tx)
-    if not tx.timer_fired():
+    if not tx.timer_fired() or rel.timer is None:
         return
     stage = tx.stage()
     on_timeout = stage.on_timeout if isinstance(stage, ApprovalStage) else "reject"

@@ -298,7 +298,7 @@ def _approvers(r: Reader, node: Any, path: str, gates: set[str]) -> Approvers:
     )
 
 
-def _waves(r: Reader, spec: Mapping) -> tuple[Wave, ...]:
+def _waves(r: Reader, spec: Mapping[str, Any]) -> tuple[Wave, ...]:
     out = []
     for p, item in r.items(spec, "waves", "spec"):
         m = r.fields(item, p, ("name", "cluster", "approval"), ("name",))
@@ -309,7 +309,7 @@ def _waves(r: Reader, spec: Mapping) -> tuple[Wave, ...]:
     return tuple(w for _, w in out)
 
 
-def _protection(r: Reader, spec: Mapping) -> tuple[ProtectionRule, ...]:
+def _protection(r: Reader, spec: Mapping[str, Any]) -> tuple[ProtectionRule, ...]:
     out = []
     allowed = ("alert", "match", "rateLimitFactor", "floor", "circuitBreaker", "holdDown")
     for p, item in r.items(spec, "protection", "spec"):
@@ -330,7 +330,7 @@ def _protection(r: Reader, spec: Mapping) -> tuple[ProtectionRule, ...]:
     return tuple(out)
 
 
-def _notify(r: Reader, spec: Mapping) -> tuple[NotifySpec, ...]:
+def _notify(r: Reader, spec: Mapping[str, Any]) -> tuple[NotifySpec, ...]:
     out = []
     for p, item in r.items(spec, "notify", "spec"):
         m = r.fields(item, p, ("kind", "url", "secret"), ("kind",))
@@ -536,7 +536,7 @@ def problems(doc: Any, catalog: routing.Catalog | None = None) -> list[Problem]:
     return r.problems
 
 
-def parse_policy(doc: Mapping, source: str = "", catalog: routing.Catalog | None = None) -> Policy:
+def parse_policy(doc: Mapping[str, Any], source: str = "", catalog: routing.Catalog | None = None) -> Policy:
     """The Policy doc declares; raise PolicyError(problems, source) listing every problem."""
     r = Reader(REQUIRED_HINTS)
     policy = _policy(r, doc, routing.installed() if catalog is None else catalog)

@@ -69,7 +69,7 @@ def _match(r: Reader, node: Any, path: str) -> Match:
     r.fields(node, path, (form,))
     sub = join(path, form)
     if form == "sourceIp":
-        cidrs = r.value(node, form, path, (), lambda v: tuple(v) if isinstance(v, list) and v else None,
+        cidrs: tuple[Any, ...] = r.value(node, form, path, (), lambda v: tuple(v) if isinstance(v, list) and v else None,
                         "a non-empty list of IP addresses or CIDR ranges")
         for i, cidr in enumerate(cidrs):
             try:
@@ -86,7 +86,7 @@ def _match(r: Reader, node: Any, path: str) -> Match:
                  percent=r.integer(m, "percent", sub, 0, 1, 99), salt=r.text(m, "salt", sub))
 
 
-def _stage_analysis(r: Reader, m: Mapping, path: str, has_analysis: bool) -> bool:
+def _stage_analysis(r: Reader, m: Mapping[str, Any], path: str, has_analysis: bool) -> bool:
     wanted = r.boolean(m, "analysis", path, has_analysis)
     if wanted and not has_analysis:
         r.bad(join(path, "analysis"), True, "false or absent because spec.analysis is not set")
@@ -147,7 +147,7 @@ def _abtest(r: Reader, node: Any, path: str, has_analysis: bool) -> Stage:
 _CANARY_KEYS = {"steps": ("steps",), "manual": ("weightParam", "weight", "hold"), "linear": ("linear",)}
 
 
-def _canary_mode(r: Reader, m: Mapping, path: str) -> str:
+def _canary_mode(r: Reader, m: Mapping[str, Any], path: str) -> str:
     if "mode" in m:
         return r.choice(m, "mode", path, "steps", tuple(_CANARY_KEYS))
     inferred = [mode for mode, keys in _CANARY_KEYS.items() if any(k in m for k in keys)]
@@ -383,7 +383,7 @@ def with_implicit_promote(stages: list[Stage]) -> tuple[Stage, ...]:
     return (*stages[:at], PromoteStage(), *stages[at:])
 
 
-def read_stages(r: Reader, spec: Mapping, has_analysis: bool) -> tuple[Stage, ...]:
+def read_stages(r: Reader, spec: Mapping[str, Any], has_analysis: bool) -> tuple[Stage, ...]:
     parsed: list[tuple[str, Stage]] = []
     for path, item in r.items(spec, "stages", "spec", non_empty="stages" in spec):
         if not isinstance(item, Mapping) or len(item) != 1:

@@ -144,7 +144,7 @@ class Tx:
             return
         self.set_state(protection=protection)
         self.effect("set-protection", protection=protection)
-        data = {"app": self.policy.app, "reason": reason, "alerts": [a.fingerprint for a in self.state.alerts]}
+        data: dict[str, Any] = {"app": self.policy.app, "reason": reason, "alerts": [a.fingerprint for a in self.state.alerts]}
         if protection.rate_limit:
             rl = protection.rate_limit
             data["rateLimit"] = {"average": rl.average, "burst": rl.burst, "period": rl.period}

@@ -20,6 +20,7 @@ import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import field
+from typing import Any
 
 from functions.core.policy import Policy
 from functions.core.routing import RouterMetrics, RouterModule
@@ -202,7 +203,7 @@ class Counts:
     seen: bool = False  # at least one series matched
 
 
-def split_counts(router: str, targets: Iterable[Target], series: list[dict]) -> dict[str, dict[str, Counts]]:
+def split_counts(router: str, targets: Iterable[Target], series: list[dict[str, Any]]) -> dict[str, dict[str, Counts]]:
     """Raw `counts_query` result -> {release id: {stable|canary: Counts}}."""
     r = ROUTERS[router]
     out: dict[str, dict[str, Counts]] = {}
@@ -218,7 +219,7 @@ def split_counts(router: str, targets: Iterable[Target], series: list[dict]) -> 
     return out
 
 
-def split_values(targets: Iterable[Target], series: list[dict]) -> dict[str, dict[str, float]]:
+def split_values(targets: Iterable[Target], series: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Raw per-version instant vector -> {release id: {stable|canary: value}} (NaN kept: no traffic).
 
     A version may have several series (Traefik: its Service as a weighted backend and, for the stable, the
@@ -238,7 +239,7 @@ def split_values(targets: Iterable[Target], series: list[dict]) -> dict[str, dic
     return out
 
 
-def _value(series: Mapping) -> float:
+def _value(series: Mapping[str, Any]) -> float:
     try:
         return float(series["value"][1])
     except (KeyError, IndexError, TypeError, ValueError):
