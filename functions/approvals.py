@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from functions import catalog, present
 from functions.audit import AuditLog, AuditRecord
@@ -33,6 +33,10 @@ from functions.core.policy import ApprovalStage, Policy, PromoteStage
 from functions.core.state import AppState, iso
 from functions.core.values import value
 from functions.errors import GraylaneError, NotFound, ProviderUnavailable, Reject
+
+if TYPE_CHECKING:
+    from functions.providers.stores.base import StateStore
+    from functions.runner import Bus, PolicySource
 
 log = logging.getLogger("graylane.approvals")
 
@@ -84,8 +88,19 @@ class Result:
         return out
 
 
+class _About(TypedDict, total=False):  # the fields of a Result that say what it answers
+    app: str
+    action: str
+    gate: str
+
+
+class _Pin(TypedDict):  # ... and the release a command is for
+    release: str
+    version: str
+
+
 class Approvals:
-    def __init__(self, store: Any, policies: Any, bus: Any, audit: AuditLog,
+    def __init__(self, store: StateStore, policies: PolicySource, bus: Bus | None, audit: AuditLog,
                  clock: Callable[[], datetime] | None = None, source_prefix: str = SOURCE_PREFIX) -> None:
         self.store = store
         self.policies = policies
@@ -96,7 +111,7 @@ class Approvals:
 
     # -- entry point -----------------------------------------------------------------------------
     def execute(self, req: CommandRequest) -> Result:
-        base = {"app": req.app, "action": req.action}
+        base = _About(app=req.app, action=req.action)
         if req.action not in ACTIONS:
             return Result(400, "invalid", f"unknown action {req.action[:40]!r}; expected one of {', '.join(ACTIONS)}", **base)
         if not catalog.is_app(req.app):
@@ -141,7 +156,7 @@ class Approvals:
         return [self.state(k) for k in keys]
 
     def _read(self, req: CommandRequest, policy: Policy, state: AppState) -> Result:
-        base = {"app": req.app, "action": req.action}
+        base = _About(app=req.app, action=req.action)
         if req.action == "history":
             lines = present.history(state, req.limit)
             message = f"history of {req.app}: {len(lines)} entries" if lines else f"{req.app} has no history yet"
@@ -157,7 +172,7 @@ class Approvals:
         # approve/reject name the gate they were authorised for: a release that moved on to another gate
         # before the event is decided must not take this approval as one for the new gate
         gate = (req.gate or waiting) if req.action in ("approve", "reject") else ""
-        base = {"app": req.app, "action": req.action, "gate": gate}
+        base = _About(app=req.app, action=req.action, gate=gate)
         if req.action in ("approve", "reject") and not gate:
             return self._refuse(req, 409, "invalid", f"{req.app} is not waiting at a gate; name the gate to "
                                 f"{req.action}", gate)
@@ -177,13 +192,15 @@ class Approvals:
         stale = release_mismatch(state, command)  # decide()'s own rule, answered now rather than after the broker
         if stale:
             return self._refuse(req, 409, "refused", stale, gate)
-        pin = {"release": req.release, "version": _target(req, state)}
+        pin = _Pin(release=req.release, version=_target(req, state))
         try:
             self._audit(req, "accepted", gate, verdict.reason, event_id)
         except GraylaneError as err:
             return Result(503, "unavailable", f"the audit log could not be written, nothing was done: {err}", **base,
                           **pin)  # fmt: skip
         try:
+            if self.bus is None:  # a reader's Approvals (the CLI decides its commands itself: cli_local)
+                raise GraylaneError("no broker is configured")
             self.bus.publish(event)
         except GraylaneError as err:
             log.warning("command %s for %s not published: %s", event_id, req.app, err)

@@ -417,8 +417,8 @@ def to_domain(ce: Any) -> Event:
         subject = _subject(attrs)
         return _release_of(attrs, parse(event_id, subject, _data(raw)))
     except _Invalid as err:
-        subject = attrs.get("subject")
-        about = f" about {subject}" if isinstance(subject, str) and 0 < len(subject) <= 317 else ""
+        named = attrs.get("subject")
+        about = f" about {named}" if isinstance(named, str) and 0 < len(named) <= 317 else ""
         raise Reject(f"rejected {event_type} event {event_id!r}{about}: {err}") from None
 
 
@@ -530,12 +530,14 @@ def from_domain(event: Event, source: str = DEFAULT_SOURCE, release: str | None 
                   "version": event.version, "reason": event.reason, "release": event.release}  # fmt: skip
         data.update({k: v for k, v in extras.items() if v not in ("", None, {})})
         release = event.release or release
-    else:
+    elif isinstance(event, Alert):
         data = {
             "fingerprint": event.fingerprint, "alertname": event.alertname,
             "status": "firing" if event.firing else "resolved",
             "labels": dict(event.labels), "annotations": {}, "startsAt": event.starts_at,
         }  # fmt: skip
+    else:  # an EffectFailure: the runner's own, never a CloudEvent
+        raise TypeError(f"{type(event).__name__} is not a consumed event")
     return make_event(event.type, event.app, data, id=event.id, source=source, release=release)
 
 
@@ -550,9 +552,10 @@ def catalog_dir() -> Path:
 @cache
 def _load(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        document: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as err:
         raise NotFound(f"catalog file {path} does not exist") from err
+    return document
 
 
 def schema_for(type: str) -> dict[str, Any]:

@@ -64,7 +64,7 @@ def _gate_args(p: argparse.ArgumentParser, wait: bool) -> None:
         p.add_argument("--wait", action="store_true", help="show progress until the release leaves the gate")
 
 
-def _with(*extra: Callable[[argparse.ArgumentParser], None]) -> Callable[[argparse.ArgumentParser], None]:
+def _with(*extra: Callable[[argparse.ArgumentParser], object]) -> Callable[[argparse.ArgumentParser], None]:
     def arguments(p: argparse.ArgumentParser) -> None:
         _common(p)
         for add in extra:

@@ -51,11 +51,16 @@ from functions.providers.routers.base import RouteTarget
 from functions.providers.workloads.base import WorkloadTarget
 
 if TYPE_CHECKING:  # only for the Providers protocol: the notifier package is heavy and off the cold path
+    from cloudevents.http import CloudEvent
+
+    from functions.core.events import Emitted, Event
+    from functions.providers.stores.base import StateStore
     from functions.providers.notifiers.base import Notifier
     from functions.providers.routers.base import Router
     from functions.providers.workloads.base import Workloads
 
 log = logging.getLogger("graylane.runner")
+Loaded = tuple[AppState, str | None]  # a state and the store's version of it
 
 
 class PolicySource(Protocol):
@@ -72,11 +77,11 @@ class Providers(Protocol):
 
 
 class Bus(Protocol):
-    def publish(self, event: Any) -> None: ...
+    def publish(self, event: CloudEvent) -> None: ...
 
 
 class EventsRecorder(Protocol):  # e.g. functions.observability.kube_events.KubeEventRecorder; never raises
-    def record_emitted(self, policy: Policy, state: AppState, emitted: tuple[Any, ...]) -> Any: ...
+    def record_emitted(self, policy: Policy, state: AppState, emitted: tuple[Emitted, ...]) -> object: ...
 
 
 @dataclass
@@ -112,7 +117,7 @@ def workload_target(policy: Policy, cluster: str, stable: str = "") -> WorkloadT
 
 
 class Runner:
-    def __init__(self, store: Any, policies: PolicySource, providers: Providers, bus: Bus | None = None,
+    def __init__(self, store: StateStore, policies: PolicySource, providers: Providers, bus: Bus | None = None,
                  clock: Callable[[], datetime] = utcnow, attempts: int = 12,
                  source: str = "/graylane/runner", events_recorder: EventsRecorder | None = None) -> None:  # fmt: skip
         self.store = store
@@ -126,7 +131,7 @@ class Runner:
         self.events_recorder = events_recorder
 
     # -- entry points ------------------------------------------------------------------------------
-    def handle_cloudevent(self, cloud_event: Any, expect: tuple[str, ...] = ()) -> list[Outcome]:
+    def handle_cloudevent(self, cloud_event: CloudEvent, expect: tuple[str, ...] = ()) -> list[Outcome]:
         """Parse and handle one CloudEvent. A malformed event is acknowledged (logged), never retried."""
         from functions.catalog import to_domain
 
@@ -140,7 +145,7 @@ class Runner:
                             status="rejected", reason=str(err))]  # fmt: skip
         return self.handle(event)
 
-    def handle(self, event: Any) -> list[Outcome]:
+    def handle(self, event: Event) -> list[Outcome]:
         if isinstance(event, Tick) and not event.app:
             apps = self._apps_with_state()
             self._sweep.states, self._sweep.samples, self._sweep.totals = self._premeasure(apps)
@@ -161,7 +166,7 @@ class Runner:
         return [outcome]
 
     # -- the cycle --------------------------------------------------------------------------------
-    def _process(self, policy: Policy, event: Any) -> Outcome:
+    def _process(self, policy: Policy, event: Event) -> Outcome:
         app = policy.app
         for _ in range(self.attempts):
             state, version = self._load(app)
@@ -201,14 +206,14 @@ class Runner:
             return self._apply_pending(policy, decision.state, outcome, saved_version)
         raise Retry(f"state of {app} kept changing under {self.attempts} attempts; redeliver {event.id}")
 
-    def _premeasure(self, apps: list[str]) -> tuple[dict[str, Any], dict[str, tuple[MetricSample, ...]],
+    def _premeasure(self, apps: list[str]) -> tuple[dict[str, Loaded], dict[str, tuple[MetricSample, ...]],
                                                     dict[str, Totals]]:  # fmt: skip
         """One batched measurement for every release of the sweep that wants analysis (one query per metric
         and router, not one per release), and the states loaded for it, reused by each app's first attempt."""
         measure_many = getattr(self.providers, "measure_many", None)
         if measure_many is None:
             return {}, {}, {}
-        states: dict[str, Any] = {}
+        states: dict[str, Loaded] = {}
         pairs: list[tuple[Policy, Release]] = []
         guarded: list[tuple[Policy, Release]] = []
         now = self.clock()
@@ -239,7 +244,7 @@ class Runner:
             log.warning("batched measurement of %d releases failed: %s", len(pairs), err)
             return states, {}, totals
 
-    def _load(self, app: str) -> tuple[AppState, str | None]:
+    def _load(self, app: str) -> Loaded:
         preloaded = self._sweep.__dict__.get("states", {}).pop(app, None)
         if preloaded is not None:  # loaded moments ago by the sweep; a stale version only costs a CAS retry
             return preloaded  # type: ignore[no-any-return]
@@ -257,7 +262,7 @@ class Runner:
             return False
         return event_id in state.seen
 
-    def _observe(self, policy: Policy, state: AppState, event: Any, now: datetime) -> Observation:
+    def _observe(self, policy: Policy, state: AppState, event: Event, now: datetime) -> Observation:
         if not isinstance(event, Tick):  # an event that may start a canary: its counters are the guard's baseline
             starts = isinstance(event, ImagePushed) or isinstance(event, Command) and event.action in ("approve", "resume")
             if not starts or not wants_totals(policy, state, tick=False):
@@ -485,7 +490,7 @@ class Runner:
                 state = None
 
     # -- events -------------------------------------------------------------------------------------
-    def _emit(self, policy: Policy, state: AppState, emitted: tuple[Any, ...], id_prefix: str) -> list[str]:
+    def _emit(self, policy: Policy, state: AppState, emitted: tuple[Emitted, ...], id_prefix: str) -> list[str]:
         if not emitted:
             return []
         types = [e.type for e in emitted]
@@ -504,7 +509,7 @@ class Runner:
         return types
 
     # -- lookups ------------------------------------------------------------------------------------
-    def _policy_for(self, event: Any) -> Policy | None:
+    def _policy_for(self, event: Event) -> Policy | None:
         if isinstance(event, ImagePushed) and not event.app:
             return self.policies.for_image(event.repository, event.tag)
         try:

@@ -262,10 +262,10 @@ def build_serve(store: Any, policies: Any, providers: Any, *, bus: MemoryBus | N
     from functions.gateway import GatewaySettings, build_app
     from functions.internal_auth import InternalAuth
     from functions.providers.sources import make_sources
-    from functions.runner import Runner
+    from functions.runner import Runner, utcnow
 
     bus = bus or MemoryBus()
-    runner = Runner(store, policies, providers, bus, source=SOURCE, **({"clock": clock} if clock else {}))
+    runner = Runner(store, policies, providers, bus, clock=clock or utcnow, source=SOURCE)
     unsubscribe = route_functions(bus, runner)
     approvals = Approvals(store, policies, bus, StoreAuditLog(store), clock=clock)
     api = ApiSettings(dict(api_tokens)) if api_tokens is not None else ApiSettings.from_env(env)

@@ -6,7 +6,12 @@ their plaintext mode only (an encrypted delivery is then refused with a message 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from functions.errors import ConfigError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
 
 def available() -> bool:
@@ -17,7 +22,7 @@ def available() -> bool:
     return True
 
 
-def _cipher(key: bytes, iv: bytes):  # type: ignore[no-untyped-def]
+def _cipher(key: bytes, iv: bytes) -> Cipher[modes.CBC]:
     try:
         from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
     except ImportError as err:

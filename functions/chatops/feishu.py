@@ -104,7 +104,7 @@ class Feishu:
         if self.encrypt_key and not signed and not handshake:
             raise Unauthenticated("chat platform feishu: X-Lark-Request-Timestamp and X-Lark-Signature are required")
         if self.verification_token:
-            header = data.get("header") if isinstance(data.get("header"), dict) else {}
+            header = h if isinstance(h := data.get("header"), dict) else {}
             token = str(header.get("token") or data.get("token") or "")
             if not hmac.compare_digest(token.encode(), self.verification_token.encode()):
                 raise Unauthenticated("chat platform feishu: the verification token in the body is not valid")

@@ -225,8 +225,8 @@ def _json_message(message: bytes) -> dict[str, str]:
         raise Malformed("chat platform wecom: the decrypted message is not JSON", 400) from None
     if not isinstance(data, dict):
         raise Malformed("chat platform wecom: the decrypted message is not a JSON object")
-    sender = data.get("from") if isinstance(data.get("from"), dict) else {}
-    text = data.get("text") if isinstance(data.get("text"), dict) else {}
+    sender = s if isinstance(s := data.get("from"), dict) else {}
+    text = t if isinstance(t := data.get("text"), dict) else {}
     return {"kind": "smart-robot", "type": str(data.get("msgtype", "")), "text": str(text.get("content", "")).strip(),
             "user": str(sender.get("userid", "")), "chat": str(data.get("chatid", "")), "id": str(data.get("msgid", ""))}
 

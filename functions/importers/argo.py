@@ -156,7 +156,7 @@ class _Rollout:
         plugins = mapping(routing.get("plugins"))
         if GATEWAY_PLUGIN in plugins:
             gateway = mapping(plugins[GATEWAY_PLUGIN])
-            route = text(gateway.get("httpRoute")) or text(next(iter(seq(gateway.get("httpRoutes"))), {}).get("name")
+            route = text(gateway.get("httpRoute")) or text(mapping(next(iter(seq(gateway.get("httpRoutes"))), {})).get("name")
                                                            if seq(gateway.get("httpRoutes")) else "")
             return compact({"provider": "gateway-api", "httpRoute": route or self.name, **services})
         used = next((k for k in _UNSUPPORTED_ROUTERS if k in routing), "")

@@ -107,7 +107,7 @@ def first_container(template: Mapping[str, Any]) -> dict[str, Any]:
 
 def whole(value: float) -> float:
     """500.0 -> 500 (an int), so the YAML shows what the user wrote."""
-    return int(value) if float(value).is_integer() else value  # type: ignore[return-value]
+    return int(value) if float(value).is_integer() else value
 
 
 def find(objects: Sequence[Mapping[str, Any]], kind: str, name: str) -> dict[str, Any]:

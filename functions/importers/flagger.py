@@ -237,7 +237,9 @@ class _Canary:
     # -- analysis ----------------------------------------------------------------------------------------------
     def _analysis(self) -> dict[str, Any]:
         a = self.analysis
-        metrics, windows, addresses = [], [], []
+        metrics: list[dict[str, Any]] = []
+        windows: list[float] = []
+        addresses: list[str] = []
         for i, metric in enumerate(seq(a.get("metrics"))):
             metric, path = mapping(metric), f"spec.analysis.metrics[{i}]"
             check, window, address = self._metric(metric, path, {m["name"] for m in metrics})

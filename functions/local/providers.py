@@ -248,7 +248,7 @@ class ProcessWorkloads:
         from functions.providers.routers.haproxy import AdminSocket
 
         AdminSocket(self.config.socket).check(f"set server {self.config.backend}/{key} addr 127.0.0.1 port {port}")
-        self.config = replace(self.config, **{f"{key}_port": port})
+        self.config = replace(self.config, stable_port=port) if key == "stable" else replace(self.config, canary_port=port)
 
     def _wait_started(self, proc: Proc, version: str, port: int) -> None:
         # The banner is printed once the socket serves; /healthz could be answered by the old stable.

@@ -320,8 +320,8 @@ class Demo:
         self.result.limit_base = base.average if base else None
         self._act("error burst on stable (50% errors): Prometheus -> Alertmanager -> gateway")
         self._control_stable(0.5)
-        state = self._wait_state("rate limit tightened", lambda s: _limit(s) is not None and base is not None
-                                 and _limit(s) < base.average, 30)  # fmt: skip
+        state = self._wait_state("rate limit tightened", lambda s: (limit := _limit(s)) is not None
+                                 and base is not None and limit < base.average, 30)  # fmt: skip
         self.result.limit_tightened = _limit(state)
         self._act(f"rate limit tightened to {self.result.limit_tightened}/s by alert ShopHighErrorRate")
         self._sleep(2)

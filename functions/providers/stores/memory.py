@@ -36,7 +36,7 @@ class MemoryStore:
                     f"MemoryStore {app} save: expected version {expected_version}, found {current}"
                 )
             if stored is not None and stored[0] == document:
-                return current  # an identical rewrite is a no-op, as on the apiserver
+                return str(stored[1])  # an identical rewrite is a no-op, as on the apiserver
             version = 1 if stored is None else stored[1] + 1
             self._docs[app] = (document, version)
         return str(version)

@@ -66,11 +66,11 @@ class SqliteStore:
                 )
                 return "1"
             if row[0] != document:
+                current = row[1] + 1
                 self._db.execute(
                     "UPDATE app_state SET document = ?, version = ? WHERE app = ?",
-                    (document, current + 1, app),
+                    (document, current, app),
                 )
-                current += 1
         return str(current)
 
     def list_apps(self) -> list[str]:
