@@ -17,11 +17,14 @@ from typing import TYPE_CHECKING, Any
 from functions.errors import ConfigError, ConflictError, GraylaneError, NotFound, ProviderUnavailable, Reject
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import kubernetes.client
+    from kubernetes.client.rest import RESTResponse
 
 __all__ = ["api_error", "client_from", "kubeconfig_contexts", "list_configmaps", "request"]
 
-_clients: dict[str, type] = {}
+_clients: dict[str, Callable[[kubernetes.client.Configuration, float], kubernetes.client.ApiClient]] = {}
 
 
 def client_from(
@@ -72,7 +75,7 @@ def kubeconfig_contexts(kubeconfig: str | None) -> tuple[list[dict[str, Any]], d
     from kubernetes import config
 
     try:
-        contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+        contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)
     except (config.ConfigException, OSError, ValueError) as err:
         raise ConfigError(str(err)) from err
     return list(contexts), active
@@ -86,19 +89,20 @@ def _no_read_retries() -> Any:
     return Retry(total=1, connect=1, read=0, status=0, redirect=0, other=0)
 
 
-def _client_class() -> type:
+def _client_class() -> Callable[[kubernetes.client.Configuration, float], kubernetes.client.ApiClient]:
     """ApiClient subclass applying a default request timeout (built once, on first use)."""
     if "timed" not in _clients:
         from kubernetes.client import ApiClient
 
-        class TimedApiClient(ApiClient):  # type: ignore[misc]
-            def __init__(self, configuration: Any, timeout: float) -> None:
+        class TimedApiClient(ApiClient):
+            def __init__(self, configuration: kubernetes.client.Configuration, timeout: float) -> None:
                 super().__init__(configuration)
                 self.default_timeout = timeout
 
-            def call_api(self, *args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
+            def call_api(self, method: str, url: str, header_params: Any = None, body: Any = None,
+                         post_params: Any = None, _request_timeout: Any = None) -> RESTResponse:
                 timeout = self.default_timeout if _request_timeout is None else _request_timeout
-                return super().call_api(*args, _request_timeout=timeout, **kwargs)
+                return super().call_api(method, url, header_params, body, post_params, _request_timeout=timeout)
 
         _clients["timed"] = TimedApiClient
     return _clients["timed"]
@@ -121,10 +125,10 @@ def request(api_client: kubernetes.client.ApiClient, method: str, path: str, pat
                                             query_params=query or [], header_params=headers, body=body,
                                             auth_settings=["BearerToken"])  # fmt: skip
     response = api_client.call_api(*serialized, _request_timeout=timeout)
-    response.read()  # the body is read here: a timeout can still strike
+    data = response.read()  # the body is read here: a timeout can still strike
     if not 200 <= response.status <= 299:
         raise ApiException.from_response(http_resp=response, body=None, data=None)
-    result: dict[str, Any] = json.loads(response.data)
+    result: dict[str, Any] = json.loads(data)
     return result
 
 

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
+from prometheus_api_client import PrometheusConnect
+from prometheus_api_client.exceptions import PrometheusApiClientException
 from requests.exceptions import RequestException
 from urllib3.util.retry import Retry
 
@@ -275,7 +276,7 @@ class PrometheusAnalysis:
                 retry = Retry(total=self.retries, connect=self.retries, read=self.retries, backoff_factor=0.1,
                               status_forcelist=(429, 500, 502, 503, 504), allowed_methods=("GET",),
                               raise_on_status=False)  # fmt: skip
-                self._clients[url] = PrometheusConnect(url, retry=retry, timeout=self.timeout)  # type: ignore[arg-type]
+                self._clients[url] = PrometheusConnect(url, retry=retry, timeout=self.timeout)
             return self._clients[url]
 
     def _query(self, url: str, query: str, now: float) -> Answer:
