@@ -50,13 +50,13 @@ from functions.observability import logs, metrics
 from functions.providers.routers.base import RouteTarget
 from functions.providers.workloads.base import WorkloadTarget
 
-if TYPE_CHECKING:  # only for the Providers protocol: the notifier package is heavy and off the cold path
+if TYPE_CHECKING:  # only for the protocols: the notifier package is heavy and off the cold path
     from cloudevents.http import CloudEvent
 
     from functions.core.events import Emitted, Event
-    from functions.providers.stores.base import StateStore
     from functions.providers.notifiers.base import Notifier
     from functions.providers.routers.base import Router
+    from functions.providers.stores.base import StateStore
     from functions.providers.workloads.base import Workloads
 
 log = logging.getLogger("graylane.runner")

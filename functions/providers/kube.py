@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import kubernetes.client
     from kubernetes.client.rest import RESTResponse
 
-__all__ = ["api_error", "client_from", "kubeconfig_contexts", "list_configmaps", "request"]
+__all__ = ["api_error", "client_from", "json_object", "kubeconfig_contexts", "list_configmaps", "request"]
 
 _clients: dict[str, Callable[[kubernetes.client.Configuration, float], kubernetes.client.ApiClient]] = {}
 
@@ -130,6 +130,13 @@ def request(api_client: kubernetes.client.ApiClient, method: str, path: str, pat
         raise ApiException.from_response(http_resp=response, body=None, data=None)
     result: dict[str, Any] = json.loads(data)
     return result
+
+
+def json_object(answer: object) -> dict[str, Any]:
+    """A copy of what a CustomObjectsApi call answered (the client types it `object`): the JSON object it is."""
+    if not isinstance(answer, dict):
+        raise ProviderUnavailable(f"the apiserver answered {type(answer).__name__}, not a JSON object")
+    return dict(answer)
 
 
 def list_configmaps(api_client: kubernetes.client.ApiClient, namespace: str | None, selector: str,

@@ -24,7 +24,7 @@ from functions.core.policy import Match
 from functions.core.targeting import BUCKET_HEADER, bucket_regex, cookie_regex, digit_regex
 from functions.core.values import value
 from functions.errors import ConfigError, ConflictError, NotFound, NotReady, Reject
-from functions.providers.kube import api_error
+from functions.providers.kube import api_error, json_object
 
 PLAN_ANNOTATION = "graylane.dev/route-plan"
 PROTECTION_ANNOTATION = "graylane.dev/protection"
@@ -62,7 +62,7 @@ class Objects:
     def get(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The object, or None when it does not exist."""
         try:
-            return dict(self.api.get_namespaced_custom_object(*self._args(namespace), name))
+            return json_object(self.api.get_namespaced_custom_object(*self._args(namespace), name))
         except Exception as err:
             if getattr(err, "status", None) == 404:
                 return None
@@ -100,7 +100,7 @@ class Objects:
         meta = {"name": name, "labels": dict(labels), "annotations": dict(annotations)}
         body = {"apiVersion": self.kind.api_version, "kind": self.kind.kind, "metadata": meta, "spec": spec}
         try:
-            created = dict(self.api.create_namespaced_custom_object(*self._args(namespace), body))
+            created = json_object(self.api.create_namespaced_custom_object(*self._args(namespace), body))
         except Exception as err:
             if getattr(err, "status", None) == 409:
                 return self.read(namespace, name)
@@ -114,12 +114,12 @@ class Objects:
         namespace, name, version = meta["namespace"], meta["name"], meta["resourceVersion"]
         guarded = [{"op": "test", "path": "/metadata/resourceVersion", "value": version}, *ops]
         try:
-            result = self.api.patch_namespaced_custom_object(*self._args(namespace), name, guarded,
-                                                             _content_type=JSON_PATCH)
+            result = json_object(self.api.patch_namespaced_custom_object(*self._args(namespace), name, guarded,
+                                                                         _content_type=JSON_PATCH))
         except Exception as err:
             raise self._patch_error(err, namespace, name, version, verb) from err
         _check_written(result, ops, self._what(obj, verb), obj)
-        return dict(result)
+        return result
 
     def write(self, obj: Mapping[str, Any], ops: list[dict[str, Any]], verb: str) -> None:
         """Patch obj with ops when there are any: an object that already holds what is wanted is not written."""
@@ -140,7 +140,9 @@ class Objects:
     def delete(self, obj: Mapping[str, Any], verb: str = "delete") -> None:
         """Delete the object only if it is still the version read (a 404 means it is already gone)."""
         meta = obj["metadata"]
-        precondition = {"preconditions": {"resourceVersion": meta["resourceVersion"]}}
+        from kubernetes import client
+
+        precondition = client.V1DeleteOptions(preconditions=client.V1Preconditions(resource_version=meta["resourceVersion"]))
         try:
             self.api.delete_namespaced_custom_object(*self._args(meta["namespace"]), meta["name"], body=precondition)
         except Exception as err:
@@ -238,16 +240,16 @@ def annotation_ops(obj: Mapping[str, Any], wanted: Mapping[str, str | None]) -> 
     """JSON patch operations setting (or, for None, removing) annotations of obj."""
     current = obj.get("metadata", {}).get("annotations")
     if current is None:
-        value = {k: v for k, v in wanted.items() if v is not None}
-        return [{"op": "add", "path": "/metadata/annotations", "value": value}] if value else []
+        added = {k: v for k, v in wanted.items() if v is not None}
+        return [{"op": "add", "path": "/metadata/annotations", "value": added}] if added else []
     ops: list[dict[str, Any]] = []
-    for key, value in wanted.items():
+    for key, text in wanted.items():
         path = pointer("metadata", "annotations", key)
-        if value is None:
+        if text is None:
             if key in current:
                 ops.append({"op": "remove", "path": path})
-        elif current.get(key) != value:
-            ops.append({"op": "add", "path": path, "value": value})
+        elif current.get(key) != text:
+            ops.append({"op": "add", "path": path, "value": text})
     return ops
 
 
@@ -330,8 +332,8 @@ def header_rule(match: Match) -> tuple[str, str, bool]:
 def re2_problem(pattern: str) -> str:
     """Why RE2 (the syntax of Envoy's, Istio's and Go's regular expressions) refuses a pattern Python's `re`
     accepts, or "" when it does not: the policy's regexes are checked by `re`, the proxy runs RE2."""
-    from re import _constants as c
-    from re import _parser
+    from re import _constants as c  # type: ignore[attr-defined]  # private, so without stubs
+    from re import _parser  # type: ignore[attr-defined]
 
     if len(pattern) > 1024:  # Istio's approximation of Envoy's re2.max_program_size
         return f"{len(pattern)} characters, more than the 1024 Istio allows"

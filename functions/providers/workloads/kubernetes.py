@@ -29,7 +29,7 @@ from typing import Any
 from functions.core.slots import Slot
 from functions.core.values import value
 from functions.errors import ConfigError, ConflictError, EffectFailed, GraylaneError, NotFound, NotReady
-from functions.providers.kube import api_error
+from functions.providers.kube import api_error, json_object
 from functions.providers.workloads.autoscaling import CanaryAutoscaler
 from functions.providers.workloads.base import WorkloadTarget
 
@@ -238,7 +238,7 @@ class KubernetesWorkloads:
     # -- API calls -----------------------------------------------------------------------------------
     def _get(self, kind: Kind, namespace: str, name: str, verb: str) -> dict[str, Any] | None:
         try:
-            return dict(self.api.get_namespaced_custom_object(kind.group, kind.version, namespace, kind.plural,
+            return json_object(self.api.get_namespaced_custom_object(kind.group, kind.version, namespace, kind.plural,
                                                               name, _request_timeout=self.timeout))
         except Exception as err:
             if getattr(err, "status", None) == 404:
@@ -255,7 +255,7 @@ class KubernetesWorkloads:
         """Create; if it exists already (another writer, or our own earlier attempt) read and use that."""
         name = body["metadata"]["name"]
         try:
-            return dict(self.api.create_namespaced_custom_object(kind.group, kind.version, namespace, kind.plural,
+            return json_object(self.api.create_namespaced_custom_object(kind.group, kind.version, namespace, kind.plural,
                                                                  body, _request_timeout=self.timeout))
         except Exception as err:
             if getattr(err, "status", None) != 409:
@@ -268,7 +268,7 @@ class KubernetesWorkloads:
         namespace, name, version = meta["namespace"], meta["name"], meta["resourceVersion"]
         guarded = [{"op": "test", "path": "/metadata/resourceVersion", "value": version}, *ops]
         try:
-            return dict(self.api.patch_namespaced_custom_object(kind.group, kind.version, namespace, kind.plural,
+            return json_object(self.api.patch_namespaced_custom_object(kind.group, kind.version, namespace, kind.plural,
                                                                 name, guarded, _content_type=JSON_PATCH,
                                                                 _request_timeout=self.timeout))
         except Exception as err:
