@@ -7,7 +7,7 @@ store, so approvers are not consulted; the decision is still audited and lands i
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from functions import catalog, present
 from functions.approvals import Approvals
@@ -17,8 +17,11 @@ from functions.core.events import Command
 from functions.core.state import iso
 from functions.errors import GraylaneError, Reject
 
+if TYPE_CHECKING:
+    from functions.runner import Runner
 
-def run_command(runner: Any, approvals: Approvals, app: str, action: str, who: Requester,
+
+def run_command(runner: Runner, approvals: Approvals, app: str, action: str, who: Requester,
                 fields: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     base = {"app": app, "action": action}
     policy = approvals.policy(app)

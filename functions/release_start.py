@@ -7,7 +7,7 @@ handled (the actor, app and fields are the ones graylane's gateway authenticated
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import functions_framework
 
@@ -15,10 +15,13 @@ from functions.core.events import IMAGE_PUSHED
 from functions.internal_auth import functions_framework_guard, origin_or_403
 from functions.runtime import runner
 
+if TYPE_CHECKING:
+    from cloudevents.http import CloudEvent
+
 AUTH = functions_framework_guard()
 
 
 @functions_framework.cloud_event
-def release_start(cloud_event: Any) -> None:
+def release_start(cloud_event: CloudEvent) -> None:
     origin_or_403(AUTH, cloud_event)
     runner().handle_cloudevent(cloud_event, expect=(IMAGE_PUSHED,))

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING
 
 from functions.settings import Settings
 
+if TYPE_CHECKING:  # the runner and providers are imported on the first event, not at cold start
+    from functions.providers.factory import ClientFor, KubernetesProviders
+    from functions.providers.recording import RecordingProviders
+    from functions.runner import Bus, EventsRecorder, PolicySource, Runner
 
-def build_runner(settings: Settings, client_for: Any = None) -> Any:
+
+def build_runner(settings: Settings, client_for: ClientFor | None = None) -> Runner:
     """The runner `settings` describe; `client_for(cluster)` builds the Kubernetes clients of the kubernetes
     providers (default: the cluster's kubeconfig context, else the current one)."""
     from functions.providers.stores import make_store
@@ -17,10 +22,10 @@ def build_runner(settings: Settings, client_for: Any = None) -> Any:
     store = make_store(settings.store)
     providers = _providers(settings, client_for)
     return Runner(store, policies_from(settings.policies, cache=settings.policy_cache), providers, _bus(settings), source=settings.source,
-                  events_recorder=_events_recorder(settings, providers))  # fmt: skip
+                  events_recorder=_events_recorder(providers))  # fmt: skip
 
 
-def policies_from(url: str, context: str = "", cache: str | None = None) -> Any:
+def policies_from(url: str, context: str = "", cache: str | None = None) -> PolicySource:
     """The policy source `url` names: `configmap://` (in the kube `context`), or a directory of YAML that is
     reloaded when edited, its files compiled once into the policy `cache` (default: GRAYLANE_POLICY_CACHE)."""
     if url.startswith("configmap://"):
@@ -37,7 +42,7 @@ def policies_from(url: str, context: str = "", cache: str | None = None) -> Any:
     return DirectoryPolicies(url, check_interval=5.0, cache=PolicyCache.configured(setting))
 
 
-def _providers(settings: Settings, client_for: Any = None) -> Any:
+def _providers(settings: Settings, client_for: ClientFor | None = None) -> KubernetesProviders | RecordingProviders:
     if settings.providers == "kubernetes":
         from functions.providers.factory import KubernetesProviders
 
@@ -47,16 +52,18 @@ def _providers(settings: Settings, client_for: Any = None) -> Any:
     return RecordingProviders()
 
 
-def _events_recorder(settings: Settings, providers: Any) -> Any:
+def _events_recorder(providers: KubernetesProviders | RecordingProviders) -> EventsRecorder | None:
     """A Kubernetes Event on the workload for every transition, when graylane runs against a cluster."""
-    if settings.providers != "kubernetes":
+    from functions.providers.recording import RecordingProviders
+
+    if isinstance(providers, RecordingProviders):
         return None
     from functions.observability.kube_events import KubeEventRecorder
 
     return KubeEventRecorder(providers.client(""))
 
 
-def _bus(settings: Settings) -> Any:
+def _bus(settings: Settings) -> Bus | None:
     if not settings.sink:
         return None
     from functions.bus import HttpBus
@@ -65,7 +72,7 @@ def _bus(settings: Settings) -> Any:
 
 
 @cache
-def runner() -> Any:
+def runner() -> Runner:
     from functions.observability.logs import configure_from_env
 
     configure_from_env()
