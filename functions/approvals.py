@@ -28,8 +28,9 @@ from functions import catalog, present
 from functions.audit import AuditLog, AuditRecord
 from functions.chatops.authz import Requester, authorize
 from functions.core.events import ACTIONS, MUTATING_ACTIONS, Command
+from functions.core.gates import skipped_by_promote
 from functions.core.machine import release_mismatch
-from functions.core.policy import ApprovalStage, Policy, PromoteStage
+from functions.core.policy import Policy
 from functions.core.state import AppState, iso
 from functions.core.values import value
 from functions.errors import GraylaneError, NotFound, ProviderUnavailable, Reject
@@ -186,7 +187,7 @@ class Approvals:
             catalog.to_domain(event)  # the consumer's own checks, before anything is published
         except Reject as err:
             return self._refuse(req, 400, "invalid", str(err).split(": ", 1)[-1], gate)
-        verdict = authorize(policy.approvers, req.requester, req.action, gate, skipped_gates(policy, state))
+        verdict = authorize(policy.approvers, req.requester, req.action, gate, skipped_by_promote(policy.stages, state.release))
         if not verdict.allowed:
             return self._refuse(req, 403, "denied", verdict.reason, gate)
         stale = release_mismatch(state, command)  # decide()'s own rule, answered now rather than after the broker
@@ -258,15 +259,3 @@ def _target(req: CommandRequest, state: AppState) -> str:
     if rel is not None and rel.id == req.release:
         return rel.target.version
     return "" if req.action == "rollback" else req.version
-
-
-def skipped_gates(policy: Policy, state: AppState) -> list[str]:
-    """The gates a promote of the current release would pass without their own approval."""
-    rel = state.release
-    if rel is None or not rel.active:
-        return []
-    stages = policy.stages
-    target = next((i for i in range(rel.stage, len(stages)) if isinstance(stages[i], PromoteStage)), len(stages))
-    gates = [rel.gate] if rel.gate else []
-    gates += [s.name for s in stages[rel.stage:target] if isinstance(s, ApprovalStage) and s.name not in gates]
-    return gates

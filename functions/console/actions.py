@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import field
 from typing import Any
 
-from functions.approvals import skipped_gates
 from functions.chatops.authz import Requester, authorize
+from functions.core.gates import skipped_by_promote
 from functions.core.machine import TRANSITIONS
 from functions.core.policy import ApprovalStage, GateParam, Policy
 from functions.core.state import AppState, Phase
@@ -72,7 +72,7 @@ def offer(state: AppState, policy: Policy | None, user: str) -> Offer:
     if policy is None:
         return Offer(release=rel.id if rel else "", gate="")
     who = requester(user)
-    skipped = skipped_gates(policy, state)
+    skipped = skipped_by_promote(policy.stages, rel)
     buttons: list[Button] = []
 
     def add(action: str, label: str, gate: str = "", danger: bool = False) -> None:

@@ -33,6 +33,7 @@ from functions.core.flag_stage import ENTER as FLAG_ENTER
 from functions.core.flag_stage import FIRE as FLAG_FIRE
 from functions.core.flag_stage import everyone, flags_off, set_percent
 from functions.core.flag_stage import next_step as flag_next_step
+from functions.core.gates import promote_target, skipped_by_promote
 from functions.core.guard import watch
 from functions.core.hooks import (
     GATE_PREFIX,
@@ -637,14 +638,10 @@ def cmd_promote(tx: Tx) -> None:
         everyone(tx, stage, _who(tx))
         tx.record("promote", reason=f"flag {stage.key} promoted to every user by {_who(tx)}")
         return enter_from(tx, rel.stage + 1)
-    target = next((i for i in range(rel.stage, len(stages)) if isinstance(stages[i], PromoteStage)), None)
+    target = promote_target(stages, rel)
     if target is None or rel.promoted:
         return ignore(tx, "nothing left to promote")
-    # the command stands for every gate it skips, and says so: a wave gate being waited on (gate_next is
-    # the current stage), then every approval stage up to the promote stage (none of them was passed yet)
-    skipped = [rel.gate] if rel.gate and rel.gate_next == rel.stage else []
-    skipped += [s.name for s in stages[rel.stage:target] if isinstance(s, ApprovalStage)]
-    for gate in skipped:
+    for gate in skipped_by_promote(stages, rel):  # the command stands for every gate it skips, and says so
         _decide_gate(tx, gate, "approved")
     tx.record("promote", reason=f"promoted by {_who(tx)}")
     enter_from(tx, target)

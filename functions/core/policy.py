@@ -241,12 +241,7 @@ class Approvers:
     default: Allow = Allow()
     gates: tuple[tuple[str, Allow], ...] = ()  # gate name -> who may approve/reject it
     actions: tuple[tuple[str, Allow], ...] = ()  # command action -> who may run it
-
-    def for_gate(self, gate: str) -> Allow:
-        return dict(self.gates).get(gate, self.default)
-
-    def for_action(self, action: str) -> Allow:
-        return dict(self.actions).get(action, self.default)
+    # which rule governs a command: functions.chatops.authz.rule_for (the one lookup)
 
 
 @value

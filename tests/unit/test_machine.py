@@ -9,6 +9,7 @@ import pytest
 
 from functions.core.effects import STABLE_ONLY, Protection, RoutePlan
 from functions.core.events import Command, ImagePushed, Observation, Tick
+from functions.core.gates import skipped_by_promote
 from functions.core.machine import TRANSITIONS, decide, wants_analysis
 from functions.core.policy import (
     ABTestStage,
@@ -581,10 +582,12 @@ def test_promote_command_records_the_gates_it_skips() -> None:
     d = Driver.with_stable(seed_flow())
     d.push("v2")
     d.tick()
+    authorised = skipped_by_promote(d.policy.stages, d.rel)  # what the approvals front door asks about
 
     out = d.command("promote")
 
     assert [(g.gate, g.decision) for g in d.rel.gates] == [("canary", "approved"), ("promote", "approved")]
+    assert authorised == ("canary", "promote")
     assert d.rel.phase == Phase.SUCCEEDED and d.state.stable == version("v2")
     assert kinds(out.effects) == ["promote-stable", "set-routes", "scale-down-canary", "finalize-routes"] or \
         kinds(out.effects) == ["promote-stable", "scale-down-canary", "finalize-routes"]
@@ -594,10 +597,12 @@ def test_promote_command_while_paused_at_a_gate_records_that_gate() -> None:
     d = Driver.with_stable(make_policy(ApprovalStage(name="go"), PromoteStage()))
     d.push("v2")
     d.command("pause")
+    authorised = skipped_by_promote(d.policy.stages, d.rel)
 
     d.command("promote")
 
     assert [(g.gate, g.decision) for g in d.rel.gates] == [("go", "approved")]
+    assert authorised == ("go",)
     assert d.rel.phase == Phase.SUCCEEDED
 
 
@@ -920,10 +925,12 @@ def test_promote_at_a_wave_gate_records_the_wave_gate() -> None:
     d.push("v2")
     d.tick()
     d.tick(10)
+    authorised = skipped_by_promote(d.policy.stages, d.rel)
 
     d.command("promote")
 
     assert [(g.gate, g.decision) for g in d.rel.gates] == [("wave-bj", "approved")]
+    assert authorised == ("wave-bj",)
     assert d.rel.wave == 2
 
 
