@@ -112,7 +112,7 @@ def serve(name: str, version: str, port: int, error_rate: float = 0.0, delay: fl
     server = DemoServer(name, version, port, Behaviour(error_rate=error_rate, delay=delay), host)
     stop = threading.Event()
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)

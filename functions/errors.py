@@ -38,10 +38,6 @@ class NotFound(GraylaneError):
     """The named object does not exist."""
 
 
-class NoData(GraylaneError):
-    """A metric query answered, but with no samples."""
-
-
 class ProviderUnavailable(GraylaneError):
     """A provider (Prometheus, the apiserver, a router) could not be reached or timed out."""
 

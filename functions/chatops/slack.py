@@ -6,7 +6,7 @@ secret; a timestamp more than 5 minutes from now is refused as a possible replay
 
 A slash command is a form body (`command`, `text`, `user_id`, `user_name`, `channel_id`, ...); a button
 press is a form body with one `payload` field of JSON whose `actions[0].value` holds the command text
-(`gate_message` builds such buttons for notifications). Only graylane's own buttons run anything: the
+(the Slack notifier's gate notices carry such buttons). Only graylane's own buttons run anything: the
 `action_id` must be `graylane-approve` (its value an `approve ...` command) or `graylane-reject` (a
 `reject ...`); any other button is acknowledged and nothing runs. Replies are Block Kit messages.
 """
@@ -130,30 +130,3 @@ def _interactive(raw: str) -> Inbound:
 def _escape(text: str) -> str:
     """Slack's three control characters in mrkdwn."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def gate_message(app: str, release: str, gate: str, version: str = "", text: str = "") -> dict[str, Any]:
-    """A Block Kit message announcing a gate, with Approve and Reject buttons (for notifiers).
-
-    Each button's value is the command text it runs, so a press is handled exactly like the slash command.
-    """
-    headline = text or f"{app}: release {release}{f' ({version})' if version else ''} is waiting at gate *{gate}*"
-    pin = f" release={release}" + (f" version={version}" if version else "")  # a button is for this release only
-    approve = f"approve {app} {gate}{pin}"
-    reject = f"reject {app} {gate}{pin}"
-    return {
-        "text": f"{app} waits at gate {gate}",
-        "blocks": [
-            {"type": "section", "text": {"type": "mrkdwn", "text": _escape(headline)[:3000]}},
-            {"type": "actions", "block_id": f"graylane-{release}-{gate}"[:255], "elements": [
-                {"type": "button", "action_id": ACTION_IDS[0], "style": "primary", "value": approve,
-                 "text": {"type": "plain_text", "text": "Approve"}},
-                {"type": "button", "action_id": ACTION_IDS[1], "style": "danger", "value": reject,
-                 "text": {"type": "plain_text", "text": "Reject"},
-                 "confirm": {"title": {"type": "plain_text", "text": "Reject this release?"},
-                             "text": {"type": "mrkdwn", "text": f"The release {release} of {app} will be aborted."},
-                             "confirm": {"type": "plain_text", "text": "Reject"},
-                             "deny": {"type": "plain_text", "text": "Cancel"}}},
-            ]},
-        ],
-    }  # fmt: skip

@@ -63,12 +63,6 @@ def keys(security_tokens: str) -> tuple[bytes, ...]:
     return tuple(out)
 
 
-def authorization(security_token: str, body: bytes) -> str:
-    """The Authorization header Teams sends with `body`: "HMAC " + base64(HMAC-SHA256(b64decode(token), body))."""
-    digest = hmac.new(base64.b64decode(security_token), body, hashlib.sha256).digest()
-    return "HMAC " + base64.b64encode(digest).decode()
-
-
 def command_text(text: str) -> str:
     """The command in a Teams message: mentions removed, HTML tags dropped, entities decoded."""
     return html.unescape(_TAG.sub(" ", _MENTION.sub(" ", text))).replace("\u00a0", " ").strip()

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from functions.core.policy import Policy
-from functions.core.state import AppState, Release, VerdictRecord, parse_iso
+from functions.core.state import AppState, VerdictRecord, parse_iso
 from functions.local.report import COLOURS, Frame, Series, chart, dots
 
 
@@ -120,7 +120,3 @@ def svg(data: dict[str, Any]) -> list[str]:
 
 def _series(rows: list[dict[str, Any]], key: str) -> tuple[tuple[float, float], ...]:
     return tuple((r["t"], float("nan") if r[key] is None else float(r[key])) for r in rows)
-
-
-def active_release(state: AppState) -> Release | None:
-    return state.release if state.release is not None and state.release.active else None

@@ -150,12 +150,11 @@ class HookResult:
 
 @value
 class Observation:
-    """What the runner saw outside before deciding: metrics, live routes, workload readiness."""
+    """What the runner saw outside before deciding: metrics and the live routes."""
 
     metrics: tuple[MetricSample, ...] | None = None  # None: analysis was not run for this event
     routes: RoutePlan | None = None  # read back from the router; None when not read
     totals: Totals | None = None  # the versions' raw request counters, for the guard; None when not read
-    canary_ready: bool | None = None
     measured_at: str = ""  # when the metrics were measured (ISO); decide() refuses them if a verdict is newer
     release: str = ""  # the release the metrics were measured for; decide() refuses them for another one
     hooks: tuple[HookResult, ...] | None = None  # hooks the runner called for this decision; None: none asked

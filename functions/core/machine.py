@@ -69,6 +69,7 @@ from functions.core.stages import (
     wait_at_gate,
 )
 from functions.core.state import (
+    MAX_ALERTS,
     ActiveAlert,
     Actor,
     AppState,
@@ -753,7 +754,7 @@ def _protection(tx: Tx, alert: Alert) -> bool:
         if known is None or known.resolved_at:
             return False
         alerts[alert.fingerprint] = replace(known, resolved_at=tx.now_iso)
-    active = expire(tx.policy, bounded(tuple(alerts.values()), 50), tx.now)
+    active = expire(tx.policy, bounded(tuple(alerts.values()), MAX_ALERTS), tx.now)
     tx.set_state(alerts=active)
     state_word = "firing" if alert.firing else "resolved (relaxes after hold-down)"
     tx.record("alert", reason=f"alert {alert.alertname} {state_word}")

@@ -104,13 +104,4 @@ def stop_all() -> None:
         proc.stop()
 
 
-def pid_alive(pid: int) -> bool:
-    """Is `pid` a live process (not a zombie)?"""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
 atexit.register(stop_all)

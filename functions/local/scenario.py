@@ -509,7 +509,7 @@ def _secs(duration: str) -> float:
     return parse_duration(duration)
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
+def _interrupt(_signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C
 
 

@@ -55,10 +55,6 @@ def bind(**fields: Any) -> None:
         current.update({k: v for k, v in fields.items() if v is not None})
 
 
-def current_context() -> dict[str, Any]:
-    return dict(_context.get() or {})
-
-
 class ContextFilter(logging.Filter):
     """Copy the active log context onto each record (explicit `extra=` fields win)."""
 

@@ -265,10 +265,6 @@ def observe_decision(seconds: float) -> None:
     DECISION.observe(seconds)
 
 
-def observe_cycle(seconds: float) -> None:
-    CYCLE.observe(seconds)
-
-
 def transition(event_type: str) -> None:
     TRANSITIONS.inc(type=event_type)
 

@@ -18,8 +18,6 @@ from typing import Any
 
 import pytest
 
-from functions.local.procs import pid_alive
-
 pytestmark = pytest.mark.real
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,6 +29,15 @@ def demo(tmp_path: Path, *extra: str) -> subprocess.Popen[str]:
                              "--report", str(tmp_path / "report.html"), *extra],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+
+
+def pid_alive(pid: int) -> bool:
+    """Is `pid` a live process (not a zombie)?"""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 def left_running(data: dict[str, Any]) -> list[int]:

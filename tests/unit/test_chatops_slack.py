@@ -12,7 +12,9 @@ from urllib.parse import urlencode
 import pytest
 
 from functions.chatops.routes import chatops_routes
-from functions.chatops.slack import Slack, gate_message
+from functions.chatops.slack import Slack
+from functions.core.events import GATE_WAITING
+from functions.providers.notifiers.slack import SlackNotifier
 from functions.providers.sources.base import Unauthenticated
 from tests.unit.chatops_helpers import APP, World, world
 
@@ -130,8 +132,12 @@ def test_the_gate_rule_overrides_the_default(w: World) -> None:
 
 
 def test_a_button_press_runs_its_value_as_the_command(w: World) -> None:
-    message = gate_message(APP, "flask-1", "go", "v1.1.0")
-    button = message["blocks"][1]["elements"][0]
+    # the buttons of the Slack notifier's gate notice, as a reviewer would press them
+    notice = {"type": GATE_WAITING, "app": APP, "release": "flask-1", "gate": "go", "phase": "waiting",
+              "target": {"version": "v1.1.0"}}  # fmt: skip
+    message = SlackNotifier("https://hooks.slack.com/services/T0/B0/x").payload(notice)
+    [actions] = [b for b in message["blocks"] if b["type"] == "actions"]
+    button = actions["elements"][0]
     payload = {"type": "block_actions", "user": {"id": "U024BE7LH", "username": "someone-renamed"},
                "channel": {"id": "C1", "name": "releases"}, "trigger_id": "t-9",
                "actions": [{"action_id": button["action_id"], "value": button["value"], "action_ts": "171.2"}]}
@@ -140,7 +146,7 @@ def test_a_button_press_runs_its_value_as_the_command(w: World) -> None:
     assert response.status_code == 200, response.text
     [event] = w.commands()
     assert event.data["action"] == "approve" and event.data["gate"] == "go"
-    assert message["blocks"][1]["elements"][1]["value"] == "reject pro/flask go release=flask-1 version=v1.1.0"
+    assert actions["elements"][1]["value"] == "reject pro/flask go release=flask-1 version=v1.1.0"
     assert event.data["release"] == "flask-1" and event.data["version"] == "v1.1.0"
 
 

@@ -4,6 +4,9 @@ and channel per app and action, one audited catalog-valid command, replies in th
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +19,7 @@ from functions.audit import MemoryAuditLog
 from functions.bus import MemoryBus
 from functions.chatops.parse import parse
 from functions.chatops.routes import ChatOpsSettings, chatops_routes
-from functions.chatops.teams import REPLAY_WINDOW, Teams, authorization, command_text, keys
+from functions.chatops.teams import REPLAY_WINDOW, Teams, command_text, keys
 from functions.core.events import ImagePushed
 from functions.core.state import Version
 from functions.errors import ConfigError
@@ -26,6 +29,13 @@ from functions.providers.sources.base import Unauthenticated
 from functions.providers.stores import MemoryStore
 from functions.runner import Runner
 from tests.unit.chatops_helpers import APP, REPO, World
+
+
+def authorization(security_token: str, body: bytes) -> str:
+    """The Authorization header Teams sends with `body`: "HMAC " + base64(HMAC-SHA256(b64decode(token), body))."""
+    digest = hmac.new(base64.b64decode(security_token), body, hashlib.sha256).digest()
+    return "HMAC " + base64.b64encode(digest).decode()
+
 
 # The security token of Microsoft's "Verify HMAC token" example (SigningKeyDictionary "contoso").
 TEST_KEY = "vqF0En+Z0ucuRTM/01o2GuhMH3hKKk/N2bOmlM31zaA="
