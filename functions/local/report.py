@@ -26,6 +26,9 @@ from functions.core.state import AppState, parse_iso
 from functions.core.values import value
 
 RunData = dict[str, Any]
+Rows = Sequence[dict[str, Any]]  # samples or states over time, each with its "t" (seconds since the start)
+Marks = list[tuple[float, str]]  # milestones: (t, label)
+Bands = list[tuple[float, float, str]]  # shaded spans: (from, to, label)
 COLOURS = {"stable": "#2563eb", "canary": "#ea580c", "planned": "#9ca3af", "pass": "#16a34a", "fail": "#dc2626",
            "inconclusive": "#ca8a04", "limit": "#7c3aed", "denied": "#dc2626", "grid": "#e5e7eb"}  # fmt: skip
 
@@ -289,6 +292,7 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[object]], cls: str) -
 
 
 def render_html(data: RunData) -> str:
+    """The report page: the plots (traffic, success rate, latency, protection, verdicts), then the tables."""
     states, metrics, verdicts = data["states"], data["metrics"], data["verdicts"]
     x_max = max([data.get("elapsed") or 0.0, *(r["t"] for r in (*states, *metrics, *verdicts))] + [1.0])
     marks = [(m["t"], m["label"]) for m in data["milestones"]]
@@ -299,26 +303,43 @@ def render_html(data: RunData) -> str:
         Series("planned", COLOURS["planned"], _points([s for s in states if "planned" in s], "planned"), step=True),
     ), Frame(x_max, 0, 100), "%", marks, bands)]  # fmt: skip
     if metrics:
-        plots.append(chart("Success rate (%), 5 s rate from Prometheus", (
+        plots += _metric_plots(states, metrics, x_max, marks, bands)
+    plots.append(_verdict_plot(verdicts, x_max))
+    return _page(data, "".join(plots), *_tables(data))
+
+
+def _metric_plots(states: Rows, metrics: Rows, x_max: float, marks: Marks, bands: Bands) -> list[str]:
+    """Success rate, latency and protection over time, from the Prometheus samples."""
+    top = max([v for r in metrics for v in (r.get("stableMs"), r.get("canaryMs")) if v is not None] + [1.0])
+    peak = max([r.get("denied") or 0.0 for r in metrics] + [s.get("rateLimit") or 0 for s in states] + [1.0])
+    return [
+        chart("Success rate (%), 5 s rate from Prometheus", (
             Series("stable", COLOURS["stable"], _points(metrics, "stableSuccess", 100)),
             Series("canary", COLOURS["canary"], _points(metrics, "canarySuccess", 100)),
-        ), Frame(x_max, _floor(metrics), 100), "%", marks, bands))  # fmt: skip
-        top = max([v for r in metrics for v in (r.get("stableMs"), r.get("canaryMs")) if v is not None] + [1.0])
-        plots.append(chart("Latency (ms), HAProxy average response time", (
+        ), Frame(x_max, _floor(metrics), 100), "%", marks, bands),
+        chart("Latency (ms), HAProxy average response time", (
             Series("stable", COLOURS["stable"], _points(metrics, "stableMs")),
             Series("canary", COLOURS["canary"], _points(metrics, "canaryMs")),
-        ), Frame(x_max, 0, math.ceil(top * 1.2)), "", marks, bands))  # fmt: skip
-        peak = max([r.get("denied") or 0.0 for r in metrics] + [s.get("rateLimit") or 0 for s in states] + [1.0])
-        plots.append(chart("Protection: rate limit in force (req/s) and 429 answers per second", (
+        ), Frame(x_max, 0, math.ceil(top * 1.2)), "", marks, bands),
+        chart("Protection: rate limit in force (req/s) and 429 answers per second", (
             Series("rate limit", COLOURS["limit"], _points(states, "rateLimit"), step=True),
             Series("429/s", COLOURS["denied"], _points(metrics, "denied")),
-        ), Frame(x_max, 0, math.ceil(peak * 1.1)), "", marks))  # fmt: skip
+        ), Frame(x_max, 0, math.ceil(peak * 1.1)), "", marks),
+    ]  # fmt: skip
+
+
+def _verdict_plot(verdicts: Rows, x_max: float) -> str:
+    """One row of dots per release: each analysis verdict, hovered for its reason."""
     releases = list(dict.fromkeys(v["release"] for v in verdicts))
     labels = [f"{r} {next((v['version'] for v in verdicts if v['release'] == r), '')}".strip() for r in releases]
-    plots.append(dots("Analysis verdicts", labels or ["(none)"],
-                      [(v["t"], releases.index(v["release"]), v["verdict"],
-                        f"{v['t']:.1f}s {v['release']}: {v['verdict']} {v.get('reason', '')}") for v in verdicts],
-                      Frame(x_max, 0, 1, height=max(90, 50 + 36 * len(releases)), left=150)))  # fmt: skip
+    return dots("Analysis verdicts", labels or ["(none)"],
+                [(v["t"], releases.index(v["release"]), v["verdict"],
+                  f"{v['t']:.1f}s {v['release']}: {v['verdict']} {v.get('reason', '')}") for v in verdicts],
+                Frame(x_max, 0, 1, height=max(90, 50 + 36 * len(releases)), left=150))  # fmt: skip
+
+
+def _tables(data: RunData) -> tuple[str, str, str]:
+    """The gates (who approved what, when), the milestones and the release history, as HTML tables."""
     gates = _table(("time", "release", "version", "gate", "decision", "by", "via", "params"),
                    ((f"+{g['t']:.1f}s", g["release"], g["version"], g["gate"], g["decision"], g["user"], g["via"],
                      ", ".join(f"{k}={v}" for k, v in g.get("params", {}).items())) for g in data["gates"]),
@@ -327,6 +348,10 @@ def render_html(data: RunData) -> str:
     history = _table(("at", "release", "action", "phase", "weight", "by", "reason"),
                      ((h["at"][11:23], h["release"], h["action"], f"{h['phaseFrom']} → {h['phaseTo']}".strip(" →"),
                        h["weight"], h["by"], h["reason"]) for h in data["history"]), "history")  # fmt: skip
+    return gates, milestones, history
+
+
+def _page(data: RunData, plots: str, gates: str, milestones: str, history: str) -> str:
     summary = "".join(f"<dt>{_esc(k)}</dt><dd>{_esc(v)}</dd>" for k, v in data["summary"].items())
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{_esc(data['title'])}</title>
@@ -346,7 +371,7 @@ dl {{ display: grid; grid-template-columns: max-content auto; gap: 2px 16px; }} 
 Dashed lines mark milestones (hover for details).</p>
 <dl class="summary">{summary}</dl>
 <h2>Plots</h2>
-{''.join(plots)}
+{plots}
 <h2>Gates: who approved, and when</h2>
 {gates}
 <h2>Milestones</h2>
