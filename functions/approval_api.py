@@ -71,35 +71,46 @@ def _result(result: Result) -> JSONResponse:
     return JSONResponse(body, status_code=result.status)
 
 
+def _user_of(settings: ApiSettings, request: Request) -> str | None:
+    """The user whose bearer token the request carries, or None."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    found = None
+    for known, user in settings.tokens.items():  # no early exit: timing tells nothing
+        if hmac.compare_digest(known.encode(), token.strip().encode()):
+            found = user
+    return found
+
+
+def _authenticated(settings: ApiSettings, request: Request) -> Requester | Response:
+    """The requester, or the 401 answer that refuses the call."""
+    if not settings.tokens:
+        return _error(401, "the approval API has no tokens configured (GRAYLANE_API_TOKENS); it refuses every call",
+                      {"WWW-Authenticate": 'Bearer realm="graylane"'})
+    user = _user_of(settings, request)
+    if user is None:
+        return _error(401, "a valid Authorization: Bearer <token> header is required",
+                      {"WWW-Authenticate": 'Bearer realm="graylane"'})
+    return Requester(user=user, via="api")
+
+
+def _app_of(request: Request) -> str:
+    return f"{request.path_params['ns']}/{request.path_params['app']}"
+
+
+def _limit_of(request: Request) -> int | Response:
+    raw = request.query_params.get("limit", "20")
+    if not raw.isdigit() or not 1 <= int(raw) <= 200:
+        return _error(400, f"limit {raw[:20]!r} is not allowed; expected 1..200")
+    return int(raw)
+
+
 def api_routes(approvals: Approvals, settings: ApiSettings) -> list[BaseRoute]:
-    def user_of(request: Request) -> str | None:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            return None
-        found = None
-        for known, user in settings.tokens.items():  # no early exit: timing tells nothing
-            if hmac.compare_digest(known.encode(), token.strip().encode()):
-                found = user
-        return found
+    """The approval API: list the apps, read one (status, history, audit), send it a command."""
 
     def authenticated(request: Request) -> Requester | Response:
-        if not settings.tokens:
-            return _error(401, "the approval API has no tokens configured (GRAYLANE_API_TOKENS); it refuses every call",
-                          {"WWW-Authenticate": 'Bearer realm="graylane"'})
-        user = user_of(request)
-        if user is None:
-            return _error(401, "a valid Authorization: Bearer <token> header is required",
-                          {"WWW-Authenticate": 'Bearer realm="graylane"'})
-        return Requester(user=user, via="api")
-
-    def app_of(request: Request) -> str:
-        return f"{request.path_params['ns']}/{request.path_params['app']}"
-
-    def limit_of(request: Request) -> int | Response:
-        raw = request.query_params.get("limit", "20")
-        if not raw.isdigit() or not 1 <= int(raw) <= 200:
-            return _error(400, f"limit {raw[:20]!r} is not allowed; expected 1..200")
-        return int(raw)
+        return _authenticated(settings, request)
 
     async def command(request: Request) -> Response:
         who = authenticated(request)
@@ -113,7 +124,7 @@ def api_routes(approvals: Approvals, settings: ApiSettings) -> list[BaseRoute]:
         if problem:
             return _error(400, problem)
         req = CommandRequest(
-            app=app_of(request), action=body["action"], requester=who, gate=body.get("gate", ""),
+            app=_app_of(request), action=body["action"], requester=who, gate=body.get("gate", ""),
             weight=body.get("weight"), params=dict(body.get("params") or {}), version=body.get("version", ""),
             reason=body.get("reason", ""), delivery=request.headers.get("idempotency-key", "")[:128],
             release=body.get("release", ""),
@@ -127,12 +138,12 @@ def api_routes(approvals: Approvals, settings: ApiSettings) -> list[BaseRoute]:
         kind = request.path_params.get("kind", "status")
         if kind not in ("status", "history", "audit"):  # a GET never runs a command
             return _error(404, f"unknown resource {kind[:40]!r}; expected history or audit")
-        limit = limit_of(request)
+        limit = _limit_of(request)
         if isinstance(limit, Response):
             return limit
         if kind == "audit":
-            return await run_in_threadpool(_audit, approvals, app_of(request), limit)
-        req = CommandRequest(app=app_of(request), action=kind, requester=who, limit=limit)
+            return await run_in_threadpool(_audit, approvals, _app_of(request), limit)
+        req = CommandRequest(app=_app_of(request), action=kind, requester=who, limit=limit)
         return _result(await run_in_threadpool(approvals.execute, req))
 
     async def listing(request: Request) -> Response:
