@@ -13,7 +13,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from functions.core.counters import Totals
 from functions.core.events import MetricSample
@@ -24,6 +24,11 @@ from functions.providers.notifiers.base import Notifier
 from functions.providers.routers.base import Router
 from functions.providers.workloads.base import Workloads
 from functions.settings import Settings
+
+if TYPE_CHECKING:
+    from functions.providers.metrics.prometheus import PrometheusAnalysis
+
+T = TypeVar("T")
 
 log = logging.getLogger("graylane.providers")
 
@@ -69,19 +74,19 @@ class KubernetesProviders:
         if per_options(provider):
             key += (json.dumps(options, sort_keys=True, default=str),)
         place = Cluster(name=cluster, client=lambda: self.client(cluster))
-        return self._once(key, lambda: make_router(provider, place, self.settings, options))  # type: ignore[no-any-return]
+        return self._once(key, lambda: make_router(provider, place, self.settings, options))
 
     def workloads(self, policy: Policy, cluster: str) -> Workloads:
         from functions.providers.workloads.kubernetes import KubernetesWorkloads
 
-        return self._once(("workloads", cluster),  # type: ignore[no-any-return]
+        return self._once(("workloads", cluster),
                           lambda: KubernetesWorkloads(self.client(cluster), timeout=self.timeout))
 
     def notifier(self, policy: Policy) -> Notifier:
         if not policy.notify:
-            return self._once(("notifier", ""), LogNotifier)  # type: ignore[no-any-return]
+            return self._once(("notifier", ""), LogNotifier)
         key = ("notifier", json.dumps([(n.kind, n.url, n.secret) for n in policy.notify]))
-        return self._once(key, lambda: _notifier(policy))  # type: ignore[no-any-return]
+        return self._once(key, lambda: _notifier(policy))
 
     def flags(self, policy: Policy, cluster: str) -> Any:
         """The flag document of spec.flags: a ConfigMap in the app's namespace of `cluster`, or a file."""
@@ -102,15 +107,15 @@ class KubernetesProviders:
         return GitWriter(policy)
 
     def measure(self, policy: Policy, release: Release) -> tuple[MetricSample, ...]:
-        return self._analysis().measure(policy, release)  # type: ignore[no-any-return]
+        return self._analysis().measure(policy, release)
 
     def measure_many(self, pairs: list[tuple[Policy, Release]]) -> dict[str, tuple[MetricSample, ...]]:
-        return self._analysis().measure_many(pairs)  # type: ignore[no-any-return]
+        return self._analysis().measure_many(pairs)
 
     def totals_many(self, pairs: list[tuple[Policy, Release]]) -> dict[str, Totals]:
-        return self._analysis().totals_many(pairs)  # type: ignore[no-any-return]
+        return self._analysis().totals_many(pairs)
 
-    def _analysis(self) -> Any:
+    def _analysis(self) -> PrometheusAnalysis:
         return self._once(("metrics", "prometheus"), lambda: _prometheus(self.settings.prometheus))
 
     # -- clients and the cache -----------------------------------------------------------------------
@@ -118,11 +123,12 @@ class KubernetesProviders:
         """The ApiClient of `cluster`, built once (client_from raises ConfigError naming the context)."""
         return self._once(("client", cluster), lambda: self.client_for(cluster))
 
-    def _once(self, key: tuple[str, ...], build: Callable[[], Any]) -> Any:
+    def _once(self, key: tuple[str, ...], build: Callable[[], T]) -> T:
         with self._lock:
             if key not in self._cache:
                 self._cache[key] = build()
-            return self._cache[key]
+            built: T = self._cache[key]  # what `build` made for this key
+            return built
 
     def close(self) -> None:
         """Close every ApiClient built here (their connection pools and threads)."""
@@ -146,7 +152,7 @@ def _notifier(policy: Policy) -> Notifier:
     return notifier
 
 
-def _prometheus(url: str) -> Any:
+def _prometheus(url: str) -> PrometheusAnalysis:
     try:
         from functions.providers.metrics import PrometheusAnalysis
     except ImportError as err:

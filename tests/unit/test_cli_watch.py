@@ -12,7 +12,7 @@ from functions import cli_watch
 from functions.cli import main
 from functions.cli_release import Unreachable
 from tests.unit.chatops_helpers import APP
-from tests.unit.test_cli_commands import local, server  # noqa: F401  (fixtures)
+from tests.unit.test_cli_commands import local, server  # fixtures
 
 
 def driving(*steps: Callable[[], object]) -> Callable[[float], None]:
@@ -28,7 +28,7 @@ def driving(*steps: Callable[[], object]) -> Callable[[float], None]:
     return fake
 
 
-def test_watch_follows_the_release_until_it_succeeds(local: list[str], capsys: pytest.CaptureFixture[str],  # noqa: F811
+def test_watch_follows_the_release_until_it_succeeds(local: list[str], capsys: pytest.CaptureFixture[str],
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cli_watch, "sleep", driving(
         lambda: main(["approve", APP, "--gate", "go", "--weight", "20", *local]),
@@ -44,7 +44,7 @@ def test_watch_follows_the_release_until_it_succeeds(local: list[str], capsys: p
     assert "gate go approved" in out and "by dev-on-laptop via cli" in out  # history notes under the table
 
 
-def test_watch_exits_1_when_the_release_is_aborted(local: list[str], capsys: pytest.CaptureFixture[str],  # noqa: F811
+def test_watch_exits_1_when_the_release_is_aborted(local: list[str], capsys: pytest.CaptureFixture[str],
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cli_watch, "sleep", driving(lambda: main(["abort", APP, *local])))
     assert main(["status", APP, "-w", "--interval", "0.5", "-o", "json", *local]) == 1
@@ -52,7 +52,7 @@ def test_watch_exits_1_when_the_release_is_aborted(local: list[str], capsys: pyt
     assert [d["release"]["phase"] for d in documents] == ["waiting", "aborted"]
 
 
-def test_watch_over_the_api(server: str, capsys: pytest.CaptureFixture[str],  # noqa: F811
+def test_watch_over_the_api(server: str, capsys: pytest.CaptureFixture[str],
                             monkeypatch: pytest.MonkeyPatch) -> None:
     remote = ["--server", server, "--token", "tok-alice-123"]
     monkeypatch.setattr(cli_watch, "sleep", driving(
@@ -94,7 +94,7 @@ def test_watch_redraws_in_place_on_a_terminal_and_rides_out_an_outage() -> None:
     assert "unreachable, retrying" in text and "rolled-back" in text
 
 
-def test_watch_of_an_unknown_app_is_1(local: list[str], capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+def test_watch_of_an_unknown_app_is_1(local: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["status", "pro/unknown", "-w", *local]) == 1
     assert "no ReleasePolicy for pro/unknown" in capsys.readouterr().err
     assert main(["status", APP, "-w", "--interval", "0", *local]) == 2

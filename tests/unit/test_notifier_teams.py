@@ -14,12 +14,12 @@ from functions.errors import ProviderUnavailable
 from functions.providers.notifiers import make_notifier
 from functions.providers.notifiers._notice import gate_actions
 from functions.providers.notifiers.teams import APPROVAL_URL_ENV, TeamsNotifier
-from tests.unit.test_notifiers import FAST, GATE, Capture, capture, notice  # noqa: F401  (capture: fixture)
+from tests.unit.test_notifiers import FAST, GATE, Capture, capture, notice  # capture: a fixture
 
 PAGE = "https://graylane.example.com/console/apps/{namespace}/{name}?gate={gate}&release={release}&action={action}"
 
 
-def card_of(capture: Capture, index: int = 0) -> dict:  # noqa: F811
+def card_of(capture: Capture, index: int = 0) -> dict:
     body = capture.requests[index].json()
     assert body["type"] == "message" and len(body["attachments"]) == 1
     attachment = body["attachments"][0]
@@ -29,7 +29,7 @@ def card_of(capture: Capture, index: int = 0) -> dict:  # noqa: F811
     return card
 
 
-def test_teams_card_for_a_rollback_has_title_facts_and_no_actions(capture: Capture) -> None:  # noqa: F811
+def test_teams_card_for_a_rollback_has_title_facts_and_no_actions(capture: Capture) -> None:
     TeamsNotifier(capture.url(), delivery=FAST, approval_url="").send(notice())
     card = card_of(capture)
     title, headline, facts, footer = card["body"]
@@ -39,7 +39,7 @@ def test_teams_card_for_a_rollback_has_title_facts_and_no_actions(capture: Captu
     assert footer["text"] == "graylane · web-7/12/3-notify" and "actions" not in card
 
 
-def test_teams_gate_card_shows_the_commands_the_outgoing_webhook_runs(capture: Capture) -> None:  # noqa: F811
+def test_teams_gate_card_shows_the_commands_the_outgoing_webhook_runs(capture: Capture) -> None:
     TeamsNotifier(capture.url(), delivery=FAST, approval_url="").send(GATE)
     card = card_of(capture)
     commands = [b["text"] for b in card["body"] if b.get("fontType") == "Monospace"]
@@ -50,7 +50,7 @@ def test_teams_gate_card_shows_the_commands_the_outgoing_webhook_runs(capture: C
     assert "actions" not in card  # no approval page configured: no button pretends to work
 
 
-def test_teams_gate_card_links_approve_and_reject_to_the_approval_page(capture: Capture,  # noqa: F811
+def test_teams_gate_card_links_approve_and_reject_to_the_approval_page(capture: Capture,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(APPROVAL_URL_ENV, PAGE)
     make_notifier((NotifySpec("teams", url=capture.url()),), delivery=FAST).send(GATE)
@@ -63,14 +63,14 @@ def test_teams_gate_card_links_approve_and_reject_to_the_approval_page(capture: 
     assert parse_qs(urlsplit(actions[1]["url"]).query)["action"] == ["reject"]
 
 
-def test_teams_link_fields_are_url_encoded(capture: Capture) -> None:  # noqa: F811
+def test_teams_link_fields_are_url_encoded(capture: Capture) -> None:
     odd = {**GATE, "gate": "a&b=c", "release": "web 7"}
     TeamsNotifier(capture.url(), delivery=FAST, approval_url=PAGE).send(odd)
     url = card_of(capture)["actions"][0]["url"]
     assert "gate=a%26b%3Dc" in url and "release=web%207" in url
 
 
-def test_teams_connector_delivery_failure_text_is_a_failure_and_429_is_retried(capture: Capture) -> None:  # noqa: F811
+def test_teams_connector_delivery_failure_text_is_a_failure_and_429_is_retried(capture: Capture) -> None:
     capture.script = [(200, b"Webhook message delivery failed with error: Microsoft Teams endpoint returned HTTP "
                             b"error 429 with ContextId x")]  # fmt: skip
     TeamsNotifier(capture.url(), delivery=FAST, approval_url="").send(notice())

@@ -31,12 +31,12 @@ import socket
 from collections.abc import Mapping
 from pathlib import Path
 from string import Template
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote, unquote
 
 from functions.core.capabilities import FEATURES, latency_breakers
 from functions.core.effects import STABLE_ONLY, Protection, RoutePlan
-from functions.core.policy import CircuitBreaker, Match, Policy, RateLimit
+from functions.core.policy import CircuitBreaker, Match, MatchKind, Policy, RateLimit
 from functions.core.routing import Need, Option, Owned, Problem, RouterMetrics, Versions, text_option
 from functions.core.values import value
 from functions.errors import ConfigError, NotFound, ProviderUnavailable
@@ -129,7 +129,7 @@ def encode_match(m: Match) -> str:
 
 def decode_match(text: str) -> Match:
     kind, name, value, regex, digits, percent, salt, cidrs = (unquote(f) for f in text.split("|"))
-    return Match(kind=kind, name=name, value=value, regex=regex,  # type: ignore[arg-type]
+    return Match(kind=cast("MatchKind", kind), name=name, value=value, regex=regex,
                  digits=tuple(int(d) for d in digits.split(",") if d), percent=int(percent), salt=salt,
                  cidrs=tuple(c for c in cidrs.split(",") if c))  # fmt: skip
 
