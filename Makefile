@@ -41,11 +41,12 @@ e2e: setup deps kube crds traefik  ## graylane as deployed (infra/k8s) driving s
 unit: setup  ## only the pure tests (no servers)
 	$(BIN)/pytest tests/unit tests/property
 
-lint: setup  ## the code health gates: ruff (check and format), mypy --strict, import contracts
+lint: setup  ## the code health gates: ruff (check and format), mypy --strict, import contracts, dead code
 	$(BIN)/ruff check functions tests
 	$(BIN)/ruff format --check functions tests
 	$(BIN)/mypy --strict functions
 	$(BIN)/lint-imports
+	$(BIN)/vulture functions tests/vulture_whitelist.py
 
 bench: setup deps kube crds traefik  ## benchmarks (realstack: real Traefik + Prometheus on the test cluster): JSON under tests/bench/results/, a table on stdout
 	$(BIN)/python -m tests.bench
