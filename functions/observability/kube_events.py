@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from functions.core.events import Emitted
     from functions.core.policy import Policy
     from functions.core.state import AppState, Release
+    from functions.providers.kube import ApiClient
 
 log = logging.getLogger("graylane.observability.kube_events")
 
@@ -113,7 +114,7 @@ def involved(policy: Policy, release: Release | None) -> str:
 class KubeEventRecorder:
     """Creates core/v1 Events through one ApiClient (`functions.providers.kube.client_from()`)."""
 
-    def __init__(self, api_client: Any, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    def __init__(self, api_client: ApiClient, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                  instance: str = "") -> None:  # fmt: skip
         self.api_client = api_client
         self.clock = clock

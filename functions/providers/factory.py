@@ -26,16 +26,18 @@ from functions.providers.workloads.base import Workloads
 from functions.settings import Settings
 
 if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+
     from functions.providers.metrics.prometheus import PrometheusAnalysis
 
 T = TypeVar("T")
 
 log = logging.getLogger("graylane.providers")
 
-ClientFor = Callable[[str], Any]  # cluster (kubeconfig context, "" = current/in-cluster) -> ApiClient
+ClientFor = Callable[[str], "ApiClient"]  # cluster (kubeconfig context, "" = current/in-cluster) -> ApiClient
 
 
-def default_client(cluster: str) -> Any:
+def default_client(cluster: str) -> ApiClient:
     from functions.providers.kube import client_from
 
     return client_from(context=cluster or None)
@@ -119,7 +121,7 @@ class KubernetesProviders:
         return self._once(("metrics", "prometheus"), lambda: _prometheus(self.settings.prometheus))
 
     # -- clients and the cache -----------------------------------------------------------------------
-    def client(self, cluster: str) -> Any:
+    def client(self, cluster: str) -> ApiClient:
         """The ApiClient of `cluster`, built once (client_from raises ConfigError naming the context)."""
         return self._once(("client", cluster), lambda: self.client_for(cluster))
 

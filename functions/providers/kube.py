@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     import kubernetes.client
+    from kubernetes.client import (
+        ApiClient as ApiClient,  # for type hints elsewhere, without importing kubernetes
+    )
     from kubernetes.client.rest import RESTResponse
 
 __all__ = ["api_error", "client_from", "json_object", "kubeconfig_contexts", "list_configmaps", "request"]

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from functions.core.slots import Slot
 from functions.core.values import value
@@ -32,6 +32,9 @@ from functions.errors import ConfigError, ConflictError, EffectFailed, GraylaneE
 from functions.providers.kube import api_error, json_object
 from functions.providers.workloads.autoscaling import CanaryAutoscaler
 from functions.providers.workloads.base import WorkloadTarget
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
 
 TRACK = "graylane.dev/track"
 APP = "graylane.dev/app"
@@ -61,7 +64,7 @@ JOB_KIND = Kind("batch", "v1", "jobs", "Job")
 class KubernetesWorkloads:
     """The Workloads of one cluster, through `api_client` (see functions.providers.kube.client_from)."""
 
-    def __init__(self, api_client: Any, timeout: float = 5.0) -> None:
+    def __init__(self, api_client: ApiClient, timeout: float = 5.0) -> None:
         from kubernetes import client
 
         self.api = client.CustomObjectsApi(api_client)  # serves built-in groups too, as plain dicts
