@@ -37,7 +37,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -58,6 +58,14 @@ from functions.core.values import value
 from functions.errors import ConfigError, ProviderUnavailable, Retry, brief
 from functions.runtime import policies_from
 
+if TYPE_CHECKING:
+    from cloudevents.http import CloudEvent
+
+    from functions.approvals import Approvals
+    from functions.internal_auth import InternalAuth
+    from functions.providers.stores.base import StateStore
+    from functions.runner import Outcome, PolicySource, Providers, Runner
+
 log = logging.getLogger("graylane.serve")
 
 SOURCE = "/graylane/serve"
@@ -73,7 +81,7 @@ MAX_RECORDED = 10_000  # the MemoryBus keeps every event; a long-running serve d
 MAX_INTERNAL_BODY = 1024 * 1024
 
 
-def route_functions(bus: MemoryBus, runner: Any) -> list[Callable[[], None]]:
+def route_functions(bus: MemoryBus, runner: Runner) -> list[Callable[[], None]]:
     """Subscribe the runner to each consumed type, as the Triggers do; returns the unsubscribers."""
     out = []
     for types in FUNCTIONS.values():
@@ -82,8 +90,8 @@ def route_functions(bus: MemoryBus, runner: Any) -> list[Callable[[], None]]:
     return out
 
 
-def _deliver(runner: Any, types: tuple[str, ...]) -> Callable[[Any], None]:
-    def handle(event: Any) -> None:
+def _deliver(runner: Runner, types: tuple[str, ...]) -> Callable[[CloudEvent], None]:
+    def handle(event: CloudEvent) -> None:
         try:
             runner.handle_cloudevent(event, expect=types)
         except Retry as err:  # the publisher answers 503, so the sender (registry, Alertmanager) retries
@@ -92,7 +100,7 @@ def _deliver(runner: Any, types: tuple[str, ...]) -> Callable[[Any], None]:
     return handle
 
 
-def _outcomes(outcomes: Any) -> list[dict[str, Any]]:
+def _outcomes(outcomes: list[Outcome]) -> list[dict[str, Any]]:
     return [{"app": o.app, "eventId": o.event_id, "status": o.status, "reason": brief(o.reason, 500)}
             for o in outcomes]  # fmt: skip
 
@@ -102,7 +110,7 @@ def _refused(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": brief(message)}, status_code=status, headers=headers)
 
 
-def function_routes(runner: Any, auth: Any, now: Callable[[], float] = time.time) -> list[BaseRoute]:
+def function_routes(runner: Runner, auth: InternalAuth, now: Callable[[], float] = time.time) -> list[BaseRoute]:
     """The internal endpoints: POST /functions/{target} (a CloudEvent, binary or structured, for that function)
     and POST /tick (one sweep; a tick CloudEvent, or an empty body).
 
@@ -122,7 +130,7 @@ def function_routes(runner: Any, auth: Any, now: Callable[[], float] = time.time
         log.debug("internal %s called by %s", request.url.path, caller)
         return body, None
 
-    def cloudevent(request: Request, body: bytes, what: str) -> Any:
+    def cloudevent(request: Request, body: bytes, what: str) -> CloudEvent | Response:
         from cloudevents.http import from_http
 
         try:
@@ -177,7 +185,7 @@ def function_routes(runner: Any, auth: Any, now: Callable[[], float] = time.time
     return [Route("/functions/{target}", call, methods=["POST"]), Route("/tick", tick, methods=["POST"])]
 
 
-def internal_app(runner: Any, auth: Any) -> Starlette:
+def internal_app(runner: Runner, auth: InternalAuth) -> Starlette:
     """The internal listener's app: the function and tick endpoints and /healthz, nothing public."""
     from starlette.middleware import Middleware
 
@@ -245,7 +253,7 @@ class Serve:
             undo()
 
 
-def build_serve(store: Any, policies: Any, providers: Any, *, bus: MemoryBus | None = None, tick: float = 5.0,
+def build_serve(store: StateStore, policies: PolicySource, providers: Providers, *, bus: MemoryBus | None = None, tick: float = 5.0,
                 gateway_settings: Any = None, api_tokens: Mapping[str, str] | None = None,
                 env: Mapping[str, str] | None = None, clock: Callable[[], Any] | None = None,
                 internal_auth: Any = None, console: Any = None) -> Serve:  # fmt: skip
@@ -278,13 +286,13 @@ def build_serve(store: Any, policies: Any, providers: Any, *, bus: MemoryBus | N
                  internal=internal_app(runner, auth), unsubscribe=unsubscribe)  # fmt: skip
 
 
-def _chat_routes(approvals: Any, env: Mapping[str, str] | None) -> list[BaseRoute]:
+def _chat_routes(approvals: Approvals, env: Mapping[str, str] | None) -> list[BaseRoute]:
     from functions.chatops.routes import ChatOpsSettings, chatops_routes
 
     return list(chatops_routes(ChatOpsSettings.from_env(env).platforms(), approvals))
 
 
-def _console_routes(approvals: Any, tokens: Mapping[str, str], env: Mapping[str, str] | None,
+def _console_routes(approvals: Approvals, tokens: Mapping[str, str], env: Mapping[str, str] | None,
                     settings: Any) -> list[BaseRoute]:  # fmt: skip
     from functions.console import console_routes
 
@@ -370,7 +378,7 @@ def store_url(opts: ServeOptions) -> str:
     return opts.store
 
 
-def make_providers(opts: ServeOptions, out: Callable[[str], None] = print) -> Any:
+def make_providers(opts: ServeOptions, out: Callable[[str], None] = print) -> Providers:
     if opts.providers == "recording":
         from functions.providers.recording import RecordingProviders
 
@@ -390,14 +398,11 @@ def make_providers(opts: ServeOptions, out: Callable[[str], None] = print) -> An
     raise ConfigError(f"--providers {opts.providers!r} is not allowed; expected local, recording or kubernetes")
 
 
-def _kubernetes_providers(opts: ServeOptions) -> Any:
+def _kubernetes_providers(opts: ServeOptions) -> Providers:
+    from functions.providers.factory import KubernetesProviders
     from functions.providers.kube import client_from
     from functions.settings import Settings
 
-    try:
-        from functions.providers.kubernetes import KubernetesProviders  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        from functions.providers.factory import KubernetesProviders
     settings = Settings(store=store_url(opts), policies=opts.policies, providers="kubernetes",
                         prometheus=opts.prometheus, source=SOURCE)  # fmt: skip
     context = opts.context
