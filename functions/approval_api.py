@@ -18,7 +18,7 @@ import hmac
 import os
 from collections.abc import Mapping
 from dataclasses import field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -30,6 +30,9 @@ from functions.approvals import Approvals, CommandRequest, Result
 from functions.chatops.authz import Requester
 from functions.core.values import value
 from functions.errors import ConfigError, GraylaneError, brief
+
+if TYPE_CHECKING:
+    from functions.runner import Bus, PolicySource
 
 BODY_FIELDS = ("action", "gate", "weight", "version", "reason", "params", "release")
 
@@ -201,7 +204,7 @@ def _audit(approvals: Approvals, app: str, limit: int) -> JSONResponse:
     return JSONResponse({"app": app, "items": [r.to_dict() for r in records]})
 
 
-def extra_routes(store_url: str, bus: Any, policies: Any, env: Mapping[str, str] | None = None) -> list[BaseRoute]:
+def extra_routes(store_url: str, bus: Bus, policies: PolicySource, env: Mapping[str, str] | None = None) -> list[BaseRoute]:
     """The approval API, chat routes and the web console (/ui), wired from the environment (gateway.create_app)."""
     from functions.audit import StoreAuditLog
     from functions.chatops.routes import ChatOpsSettings, chatops_routes

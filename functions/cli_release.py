@@ -20,9 +20,13 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from functions.cli import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, command
+
+if TYPE_CHECKING:
+    from functions.providers.kube import ApiClient
+    from functions.runner import Runner
 
 EXIT_UNREACHABLE = 3
 SPINNER = "|/-\\"
@@ -133,7 +137,7 @@ class LocalBackend:
 
         self.approvals = Approvals(self.runner.store, self.runner.policies, None, StoreAuditLog(self.runner.store))
 
-    def _runner(self) -> Any:
+    def _runner(self) -> Runner:
         from functions.runtime import build_runner
 
         context = self.context
@@ -141,7 +145,7 @@ class LocalBackend:
         if context:  # routes and workloads on --context's cluster (a wave's own cluster keeps its context)
             from functions.providers.kube import client_from
 
-            def client_for(cluster: str) -> Any:
+            def client_for(cluster: str) -> ApiClient:
                 return client_from(context=cluster or context)
 
         runner = build_runner(self.settings, client_for)

@@ -410,7 +410,7 @@ def create_app() -> Starlette:
 
     configure_from_env()
     base = Settings.from_env()
-    policies: Policies = policies_from(base.policies, cache=base.policy_cache)
+    policies = policies_from(base.policies, cache=base.policy_cache)
     from functions.approval_api import extra_routes
     from functions.internal_auth import EDGE_KEY_ENV, AttestingBus, InternalAuth
 
