@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from functions.errors import ConfigError, ConflictError, GraylaneError, NotFound, ProviderUnavailable, Reject
-from functions.providers.kube import api_error, client_from
+from functions.providers.kube import api_error, client_from, json_object
 
 
 def api_exception(status: int, message: str = "boom") -> Exception:
@@ -130,3 +130,11 @@ def test_importing_the_stores_does_not_import_kubernetes() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
 
     assert out.stdout.strip() == "False"
+
+
+def test_a_custom_object_answer_is_a_copy_of_a_json_object_or_unavailable() -> None:
+    answer = {"metadata": {"name": "web"}}
+    copied = json_object(answer)
+    assert copied == answer and copied is not answer  # the caller may edit it
+    with pytest.raises(ProviderUnavailable, match="answered str, not a JSON object"):
+        json_object("<html>a proxy's error page</html>")
