@@ -110,3 +110,15 @@ def test_the_store_audit_log_is_bounded_and_kept_apart_from_state() -> None:
     assert [r.user for r in log.recent(APP)] == ["u2", "u3", "u4"]
     assert audit_key(APP) == "pro/audit.flask" and is_audit_key("pro/audit.flask") and not is_audit_key(APP)
     assert store.load(APP) == (None, None)  # the release state document is untouched
+
+
+def test_without_a_broker_an_accepted_command_is_503_and_audited_as_failed(w: World) -> None:
+    from functions.approvals import Approvals, CommandRequest
+    from functions.chatops.authz import Requester
+
+    reader = Approvals(w.store, w.policies, None, w.audit, clock=w.approvals.clock)  # the CLI's: no broker
+    result = reader.execute(CommandRequest(app=APP, action="approve", gate="go", requester=Requester("alice", "api")))
+    assert (result.status, result.outcome) == (503, "unavailable")
+    assert "no broker is configured" in result.message
+    assert [(r.action, r.outcome) for r in w.audit.records][-1] == ("approve", "failed")
+    assert not w.bus.of_type("")  # nothing was published
