@@ -51,3 +51,6 @@ release_start  # a Cloud Function (functions-framework target) (functions/releas
 release_tick  # a Cloud Function (functions-framework target) (functions/release_tick.py)
 _.capture_signals  # uvicorn.Server hook (functions/serve.py)
 _.should_exit  # uvicorn.Server attribute (functions/serve.py)
+flag_variant  # public: the variant flagd serves a user, which the tests compare against (functions/core/targeting.py)
+_.writes  # FileFlags: what the tests read back (functions/providers/flags/file.py)
+get_helm_value  # the inverse of set_helm_value, which the tests check the write with (functions/providers/gitops/yamledit.py)

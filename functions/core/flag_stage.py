@@ -15,7 +15,7 @@ from dataclasses import replace
 from functions.core import events as ev
 from functions.core.effects import FlagPlan
 from functions.core.policy import FlagStage, Stage
-from functions.core.stages import analysis_allows, raising
+from functions.core.stages import StageRule, analysis_allows, raising
 from functions.core.tx import Tx
 
 
@@ -125,5 +125,5 @@ def everyone(tx: Tx, stage: FlagStage, who: str) -> None:
     set_percent(tx, stage, 100, f"promoted by {who}")
 
 
-ENTER = {FlagStage: enter_flag}
+ENTER: dict[type, StageRule] = {FlagStage: enter_flag}
 FIRE = {"flag-step": fire_step, "flag-linear": fire_linear, "flag-hold": fire_hold}

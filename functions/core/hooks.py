@@ -24,7 +24,6 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from functions.core.effects import Effect
 from functions.core.events import HookResult, Observation
 from functions.core.policy import Hook, LoadTest, Policy
 from functions.core.state import (
@@ -40,7 +39,6 @@ from functions.core.state import (
 from functions.core.values import value
 
 GATE_PREFIX = "hook:"
-GATE_HOOKS = ("confirm-rollout", "pre-rollout", "confirm-traffic-increase", "confirm-promotion")
 ANALYSIS_HOOKS = ("rollout", "rollback")
 LOAD_DURATION = 300.0  # seconds one load-hook test sends, unless its loadTest says otherwise
 MAX_PASSED = 32
@@ -258,7 +256,3 @@ def record_in_git(tx: Any, on: str, version: Version, why: str) -> None:
     body = f"Release: {rel.id} ({rel.origin.version or '-'} -> {rel.target.version})\nReason: {why}"
     tx.effect("git-write-back", image=version.image, version=version.version, message=f"{subject}\n\n{body}",
               notice={"release": rel.id, "app": tx.policy.app, "on": on})  # fmt: skip
-
-
-def is_hook_effect(effect: Effect) -> bool:
-    return effect.kind == "hook"

@@ -61,6 +61,7 @@ from functions.core.protection import effective_protection, expire, rule_matches
 from functions.core.stages import ENTER as STAGE_ENTER
 from functions.core.stages import FIRE as STAGE_FIRE
 from functions.core.stages import (
+    StageRule,
     analysis_allows,
     ensure_canary,
     next_step,
@@ -84,7 +85,7 @@ from functions.core.state import (
 from functions.core.tx import Tx
 
 Rule = Callable[[Tx], None]
-ENTER = {**STAGE_ENTER, **FLAG_ENTER}
+ENTER: dict[type, StageRule] = {**STAGE_ENTER, **FLAG_ENTER}
 FIRE = {**STAGE_FIRE, **FLAG_FIRE}
 TRAFFIC_STAGES = (ABTestStage, CanaryStage, BlueGreenStage, FlagStage)
 

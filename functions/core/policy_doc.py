@@ -51,7 +51,9 @@ def _match_doc(m: Match) -> dict[str, Any]:
 
 
 def _load_doc(load: LoadTest | None) -> dict[str, Any] | None:
-    return load and _compact({"url": load.url, "rps": load.rps, "duration": load.duration or None,
+    if load is None:
+        return None
+    return _compact({"url": load.url, "rps": load.rps, "duration": load.duration or None,
                               "image": load.image, "headers": dict(load.headers)})
 
 

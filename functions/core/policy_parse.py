@@ -387,7 +387,7 @@ def _flags(r: Reader, node: Any, path: str) -> FlagSource:
     )
 
 
-def _hooks(r: Reader, spec: Mapping, has_analysis: bool) -> tuple[Hook, ...]:
+def _hooks(r: Reader, spec: Mapping[str, Any], has_analysis: bool) -> tuple[Hook, ...]:
     out: list[tuple[str, Hook]] = []
     allowed = ("name", "type", "url", "timeout", "retries", "secret", "metadata", "loadTest")
     for p, item in r.items(spec, "hooks", "spec"):
@@ -458,7 +458,7 @@ def _gitops(r: Reader, node: Any, path: str) -> GitOps:
     )  # fmt: skip
 
 
-def _feature_rules(r: Reader, spec: Mapping, policy: Policy) -> None:
+def _feature_rules(r: Reader, spec: Mapping[str, Any], policy: Policy) -> None:
     """What flag stages, hooks and the load hook need from the rest of the policy."""
     has_load = any(h.load_test is not None for h in policy.hooks)
     stages = spec.get("stages")

@@ -6,6 +6,7 @@ every function. It never touches its inputs: the state is only replaced, never m
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -133,7 +134,7 @@ class Tx:
 
     def flag(self, plan: FlagPlan) -> None:
         """Desire `plan` for its flag (in its cluster's document); a set-flag effect only when it changes."""
-        same = lambda p: p.key == plan.key and p.cluster == plan.cluster  # noqa: E731
+        same: Callable[[FlagPlan], bool] = lambda p: p.key == plan.key and p.cluster == plan.cluster  # noqa: E731
         if any(p == plan for p in self.state.flags):
             return
         self.set_state(flags=tuple(p for p in self.state.flags if not same(p)) + (plan,))

@@ -231,7 +231,7 @@ class PrometheusAnalysis:
             span = plan.since if kind == "since" else plan.window
             return MetricSample(m.name, status="no-data", query=source.query,
                                 detail=f"no canary requests for {plan.policy.app} in the last {span}s")  # fmt: skip
-        rate = lambda c: c.errors / c.requests if c.requests > 0 else math.nan  # noqa: E731
+        rate: Callable[[tp.Counts], float] = lambda c: c.errors / c.requests if c.requests > 0 else math.nan  # noqa: E731
         value, stable_value = rate(canary), rate(stable)
         if m.template == "success-rate":
             value, stable_value = 1 - value, 1 - stable_value

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from typing import Any
 
 from functions.core.events import MetricSample
@@ -25,7 +26,6 @@ from functions.errors import ConfigError
 from functions.providers.metrics import templates as tp
 
 COUNT_TEMPLATES = frozenset({"success-rate", "error-rate"})
-FLAG_VARS = ("flag", "variant")
 
 
 def flag_stage(policy: Policy, release: Release) -> FlagStage | None:
@@ -126,7 +126,7 @@ def _sample(analysis: Any, url: str, policy: Policy, release: Release, stage: Fl
     if not canary.seen or canary.requests <= 0:
         return MetricSample(m.name, status="no-data", query=answer.query,
                             detail=f"no requests served variant {stage.variant} of flag {stage.key} in {seconds}s")
-    rate = lambda c: c.errors / c.requests if c.requests > 0 else math.nan  # noqa: E731
+    rate: Callable[[tp.Counts], float] = lambda c: c.errors / c.requests if c.requests > 0 else math.nan  # noqa: E731
     value, stable_value = rate(canary), rate(stable)
     if m.template == "success-rate":
         value, stable_value = 1 - value, 1 - stable_value

@@ -41,7 +41,7 @@ def ours(hpa: dict[str, Any]) -> bool:
 
 def canary_spec(stable: dict[str, Any], canary: str, share: int | None) -> dict[str, Any]:
     """The stable HPA's spec for the canary Deployment at `share` % of the traffic."""
-    spec = copy.deepcopy(stable["spec"])
+    spec: dict[str, Any] = copy.deepcopy(stable["spec"])
     lo, hi = canary_bounds(int(spec.get("minReplicas") or 1), int(spec["maxReplicas"]), share)
     spec["scaleTargetRef"] = {"apiVersion": "apps/v1", "kind": "Deployment", "name": canary}
     spec["minReplicas"], spec["maxReplicas"] = lo, hi
