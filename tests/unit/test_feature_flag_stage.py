@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from functions.core.effects import FlagPlan
+from functions.core.gates import skipped_by_promote
 from functions.core.policy import (
     Analysis,
     ApprovalStage,
@@ -106,8 +107,10 @@ def test_feature_flag_promote_command_serves_everyone_and_linear_schedules_grow(
     d.tick(10, PASS)
     d.tick(30)
     assert d.rel.weight == 25
+    assert skipped_by_promote(d.policy.stages, d.rel) == ()  # the flag goes to everyone: no gate is skipped
     d.command("promote")
     assert d.state.flags[0].percent == 100 and d.rel.phase == Phase.SUCCEEDED
+    assert not d.rel.gates
 
 
 def test_feature_flag_already_rolled_out_is_not_rolled_out_again_but_a_rollback_turns_off_only_its_own() -> None:
