@@ -72,7 +72,7 @@ class KubernetesProviders:
         from functions.providers.routers.base import Cluster
 
         provider, options = policy.router.provider, policy.router.options
-        key = ("router", cluster, provider)
+        key: tuple[str, ...] = ("router", cluster, provider)
         if per_options(provider):
             key += (json.dumps(options, sort_keys=True, default=str),)
         place = Cluster(name=cluster, client=lambda: self.client(cluster))

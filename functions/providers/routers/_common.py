@@ -47,6 +47,8 @@ class Kind:
         return f"{self.group}/{self.version}"
 
 
+Ops = list[dict[str, Any]]  # JSON patch operations (a module alias: Objects.list shadows `list` inside the class)
+
 class Objects:
     """Reads and compare-and-swap writes of one kind (CustomObjectsApi serves built-in groups too)."""
 
@@ -71,7 +73,7 @@ class Objects:
     def list(self, namespace: str) -> list[dict[str, Any]]:
         """Every object of this kind in namespace ([] when the cluster does not serve the kind)."""
         try:
-            found = self.api.list_namespaced_custom_object(*self._args(namespace))
+            found = json_object(self.api.list_namespaced_custom_object(*self._args(namespace)))
         except Exception as err:
             if getattr(err, "status", None) == 404:
                 return []
@@ -108,7 +110,7 @@ class Objects:
         _check_written(created, [{"op": "add", "path": "/spec", "value": spec}], self._what(created, "create"))
         return created
 
-    def patch(self, obj: Mapping[str, Any], ops: list[dict[str, Any]], verb: str) -> dict[str, Any]:
+    def patch(self, obj: Mapping[str, Any], ops: Ops, verb: str) -> dict[str, Any]:
         """Apply `ops` only if `obj` is still the stored version; check the answer holds every value written."""
         meta = obj["metadata"]
         namespace, name, version = meta["namespace"], meta["name"], meta["resourceVersion"]
@@ -121,7 +123,7 @@ class Objects:
         _check_written(result, ops, self._what(obj, verb), obj)
         return result
 
-    def write(self, obj: Mapping[str, Any], ops: list[dict[str, Any]], verb: str) -> None:
+    def write(self, obj: Mapping[str, Any], ops: Ops, verb: str) -> None:
         """Patch obj with ops when there are any: an object that already holds what is wanted is not written."""
         if ops:
             self.patch(obj, ops, verb)
@@ -262,14 +264,6 @@ def plan_note(plan: RoutePlan) -> dict[str, str]:
     return {PLAN_ANNOTATION: encode_plan(plan)}
 
 
-def route_ops(obj: Mapping[str, Any], key: str, routes: Any, plan: RoutePlan,
-              op: str = "add") -> list[dict[str, Any]]:
-    """Patch operations writing `routes` (rendered for plan) to spec.<key> unless it holds them already, and
-    the plan annotation."""
-    ops = [] if obj["spec"].get(key) == routes else [{"op": op, "path": pointer("spec", key), "value": routes}]
-    return ops + annotation_ops(obj, plan_note(plan))
-
-
 def decode_plan(obj: Mapping[str, Any] | None) -> RoutePlan:
     """The plan annotated on obj; a missing or unreadable annotation means no rules."""
     text = ((obj or {}).get("metadata", {}).get("annotations") or {}).get(PLAN_ANNOTATION)
@@ -291,13 +285,6 @@ def live_plan(annotated: RoutePlan, stable: int, canary: int, live_rules: Any,
     if not holds(live_rules, render_rules(plan)):  # fields the server defaults in are not drift
         return replace(plan, match=(DRIFTED,), salt="")
     return plan
-
-
-def spec_plan(obj: Mapping[str, Any], key: str, weights: Callable[[list[Any]], tuple[int, int]],
-              render_rules: Callable[[RoutePlan], Any], what: str) -> RoutePlan:
-    """`live_plan` of an object whose whole route list is spec.<key> (weights and matchers alike)."""
-    live = obj["spec"].get(key) or []
-    return live_plan(decode_plan(obj), *weights(live), live, render_rules, what)
 
 
 def feature_of(match: Match) -> str:
