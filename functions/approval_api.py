@@ -48,17 +48,21 @@ class ApiSettings:
 
 
 def parse_tokens(raw: str) -> dict[str, str]:
-    """"alice:tok1,ci-bot:tok2" -> {"tok1": "alice", "tok2": "ci-bot"}; ConfigError naming a bad entry."""
+    """ "alice:tok1,ci-bot:tok2" -> {"tok1": "alice", "tok2": "ci-bot"}; ConfigError naming a bad entry."""
     tokens: dict[str, str] = {}
     for i, entry in enumerate(e.strip() for e in raw.split(",")):
         if not entry:
             continue
         user, sep, token = entry.partition(":")
         if not sep or not user.strip() or len(token.strip()) < 8:
-            raise ConfigError(f"GRAYLANE_API_TOKENS entry {i + 1} must be user:token with a token of 8 or more "
-                              f"characters (got {user.strip()[:40] or '(no user)'}:...)")
+            raise ConfigError(
+                f"GRAYLANE_API_TOKENS entry {i + 1} must be user:token with a token of 8 or more "
+                f"characters (got {user.strip()[:40] or '(no user)'}:...)"
+            )
         if token.strip() in tokens:
-            raise ConfigError(f"GRAYLANE_API_TOKENS entry {i + 1}: the token of {user.strip()} is already used")
+            raise ConfigError(
+                f"GRAYLANE_API_TOKENS entry {i + 1}: the token of {user.strip()} is already used"
+            )
         tokens[token.strip()] = user.strip()
     return tokens
 
@@ -89,12 +93,18 @@ def _user_of(settings: ApiSettings, request: Request) -> str | None:
 def _authenticated(settings: ApiSettings, request: Request) -> Requester | Response:
     """The requester, or the 401 answer that refuses the call."""
     if not settings.tokens:
-        return _error(401, "the approval API has no tokens configured (GRAYLANE_API_TOKENS); it refuses every call",
-                      {"WWW-Authenticate": 'Bearer realm="graylane"'})
+        return _error(
+            401,
+            "the approval API has no tokens configured (GRAYLANE_API_TOKENS); it refuses every call",
+            {"WWW-Authenticate": 'Bearer realm="graylane"'},
+        )
     user = _user_of(settings, request)
     if user is None:
-        return _error(401, "a valid Authorization: Bearer <token> header is required",
-                      {"WWW-Authenticate": 'Bearer realm="graylane"'})
+        return _error(
+            401,
+            "a valid Authorization: Bearer <token> header is required",
+            {"WWW-Authenticate": 'Bearer realm="graylane"'},
+        )
     return Requester(user=user, via="api")
 
 
@@ -122,16 +132,24 @@ def api_routes(approvals: Approvals, settings: ApiSettings) -> list[BaseRoute]:
         try:
             body = await request.json()
         except ValueError:
-            return _error(400, "the body is not JSON; expected {action, gate?, weight?, version?, reason?, params?}")
+            return _error(
+                400, "the body is not JSON; expected {action, gate?, weight?, version?, reason?, params?}"
+            )
         problem = _check_body(body)
         if problem:
             return _error(400, problem)
         req = CommandRequest(
-            app=_app_of(request), action=body["action"], requester=who, gate=body.get("gate", ""),
-            weight=body.get("weight"), params=dict(body.get("params") or {}), version=body.get("version", ""),
-            reason=body.get("reason", ""), delivery=request.headers.get("idempotency-key", "")[:128],
+            app=_app_of(request),
+            action=body["action"],
+            requester=who,
+            gate=body.get("gate", ""),
+            weight=body.get("weight"),
+            params=dict(body.get("params") or {}),
+            version=body.get("version", ""),
+            reason=body.get("reason", ""),
+            delivery=request.headers.get("idempotency-key", "")[:128],
             release=body.get("release", ""),
-        )  # fmt: skip
+        )
         return _result(await run_in_threadpool(approvals.execute, req))
 
     async def read(request: Request) -> Response:
@@ -178,9 +196,11 @@ def _check_body(body: Any) -> str:
     if weight is not None and (isinstance(weight, bool) or not isinstance(weight, int)):
         return f"weight must be an integer 0..100, got {type(weight).__name__}"
     params = body.get("params")
-    if params is not None and not (isinstance(params, dict) and all(
-            isinstance(v, int) and not isinstance(v, bool) for v in params.values())):
-        return "params must be an object of integers, e.g. {\"weight\": 30}"
+    if params is not None and not (
+        isinstance(params, dict)
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in params.values())
+    ):
+        return 'params must be an object of integers, e.g. {"weight": 30}'
     return ""
 
 
@@ -204,7 +224,9 @@ def _audit(approvals: Approvals, app: str, limit: int) -> JSONResponse:
     return JSONResponse({"app": app, "items": [r.to_dict() for r in records]})
 
 
-def extra_routes(store_url: str, bus: Bus, policies: PolicySource, env: Mapping[str, str] | None = None) -> list[BaseRoute]:
+def extra_routes(
+    store_url: str, bus: Bus, policies: PolicySource, env: Mapping[str, str] | None = None
+) -> list[BaseRoute]:
     """The approval API, chat routes and the web console (/ui), wired from the environment (gateway.create_app)."""
     from functions.audit import StoreAuditLog
     from functions.chatops.routes import ChatOpsSettings, chatops_routes
@@ -214,5 +236,8 @@ def extra_routes(store_url: str, bus: Bus, policies: PolicySource, env: Mapping[
     store = make_store(store_url)
     approvals = Approvals(store, policies, bus, StoreAuditLog(store))
     api = ApiSettings.from_env(env)
-    return [*api_routes(approvals, api), *chatops_routes(ChatOpsSettings.from_env(env).platforms(), approvals),
-            *console_routes(approvals, api.tokens, env)]
+    return [
+        *api_routes(approvals, api),
+        *chatops_routes(ChatOpsSettings.from_env(env).platforms(), approvals),
+        *console_routes(approvals, api.tokens, env),
+    ]

@@ -74,8 +74,12 @@ class Result:
     version: str = ""  # ... and that release's target version
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"outcome": self.outcome, "message": self.message, "app": self.app,
-                               "action": self.action}
+        out: dict[str, Any] = {
+            "outcome": self.outcome,
+            "message": self.message,
+            "app": self.app,
+            "action": self.action,
+        }
         if self.event_id:
             out["eventId"] = self.event_id
         if self.gate:
@@ -101,8 +105,15 @@ class _Pin(TypedDict):  # ... and the release a command is for
 
 
 class Approvals:
-    def __init__(self, store: StateStore, policies: PolicySource, bus: Bus | None, audit: AuditLog,
-                 clock: Callable[[], datetime] | None = None, source_prefix: str = SOURCE_PREFIX) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        policies: PolicySource,
+        bus: Bus | None,
+        audit: AuditLog,
+        clock: Callable[[], datetime] | None = None,
+        source_prefix: str = SOURCE_PREFIX,
+    ) -> None:
         self.store = store
         self.policies = policies
         self.bus = bus
@@ -114,7 +125,12 @@ class Approvals:
     def execute(self, req: CommandRequest) -> Result:
         base = _About(app=req.app, action=req.action)
         if req.action not in ACTIONS:
-            return Result(400, "invalid", f"unknown action {req.action[:40]!r}; expected one of {', '.join(ACTIONS)}", **base)
+            return Result(
+                400,
+                "invalid",
+                f"unknown action {req.action[:40]!r}; expected one of {', '.join(ACTIONS)}",
+                **base,
+            )
         if not catalog.is_app(req.app):
             return Result(400, "invalid", f"app {req.app[:80]!r} is not {catalog.APP_EXPECTED}", **base)
         policy = self.policy(req.app)
@@ -160,11 +176,21 @@ class Approvals:
         base = _About(app=req.app, action=req.action)
         if req.action == "history":
             lines = present.history(state, req.limit)
-            message = f"history of {req.app}: {len(lines)} entries" if lines else f"{req.app} has no history yet"
-            return Result(200, "ok", message, data=present.history_json(state, req.limit), lines=tuple(lines), **base)
+            message = (
+                f"history of {req.app}: {len(lines)} entries" if lines else f"{req.app} has no history yet"
+            )
+            return Result(
+                200, "ok", message, data=present.history_json(state, req.limit), lines=tuple(lines), **base
+            )
         text = present.summary(state, policy, self.clock())
-        return Result(200, "ok", text.splitlines()[0], data=present.status(state, policy, self.clock()),
-                      lines=tuple(text.splitlines()), **base)
+        return Result(
+            200,
+            "ok",
+            text.splitlines()[0],
+            data=present.status(state, policy, self.clock()),
+            lines=tuple(text.splitlines()),
+            **base,
+        )
 
     # -- commands ---------------------------------------------------------------------------------
     def _command(self, req: CommandRequest, policy: Policy, state: AppState) -> Result:
@@ -175,30 +201,57 @@ class Approvals:
         gate = (req.gate or waiting) if req.action in ("approve", "reject") else ""
         base = _About(app=req.app, action=req.action, gate=gate)
         if req.action in ("approve", "reject") and not gate:
-            return self._refuse(req, 409, "invalid", f"{req.app} is not waiting at a gate; name the gate to "
-                                f"{req.action}", gate)
+            return self._refuse(
+                req,
+                409,
+                "invalid",
+                f"{req.app} is not waiting at a gate; name the gate to {req.action}",
+                gate,
+            )
         req = pinned(req, state)  # a command names its release: the one it was sent for, or the current one
         event_id = self._event_id(req)
-        command = Command(id=event_id, app=req.app, action=req.action, actor=req.requester.actor, gate=gate,
-                          weight=req.weight, params=dict(req.params), version=req.version, reason=req.reason,
-                          release=req.release)  # fmt: skip
+        command = Command(
+            id=event_id,
+            app=req.app,
+            action=req.action,
+            actor=req.requester.actor,
+            gate=gate,
+            weight=req.weight,
+            params=dict(req.params),
+            version=req.version,
+            reason=req.reason,
+            release=req.release,
+        )
         event = catalog.from_domain(command, source=f"{self.source_prefix}/{req.requester.via}")
         try:
             catalog.to_domain(event)  # the consumer's own checks, before anything is published
         except Reject as err:
             return self._refuse(req, 400, "invalid", str(err).split(": ", 1)[-1], gate)
-        verdict = authorize(policy.approvers, req.requester, req.action, gate, skipped_by_promote(policy.stages, state.release))
+        verdict = authorize(
+            policy.approvers,
+            req.requester,
+            req.action,
+            gate,
+            skipped_by_promote(policy.stages, state.release),
+        )
         if not verdict.allowed:
             return self._refuse(req, 403, "denied", verdict.reason, gate)
-        stale = release_mismatch(state, command)  # decide()'s own rule, answered now rather than after the broker
+        stale = release_mismatch(
+            state, command
+        )  # decide()'s own rule, answered now rather than after the broker
         if stale:
             return self._refuse(req, 409, "refused", stale, gate)
         pin = _Pin(release=req.release, version=_target(req, state))
         try:
             self._audit(req, "accepted", gate, verdict.reason, event_id)
         except GraylaneError as err:
-            return Result(503, "unavailable", f"the audit log could not be written, nothing was done: {err}", **base,
-                          **pin)  # fmt: skip
+            return Result(
+                503,
+                "unavailable",
+                f"the audit log could not be written, nothing was done: {err}",
+                **base,
+                **pin,
+            )
         try:
             if self.bus is None:  # a reader's Approvals (the CLI decides its commands itself: cli_local)
                 raise GraylaneError("no broker is configured")
@@ -206,35 +259,71 @@ class Approvals:
         except GraylaneError as err:
             log.warning("command %s for %s not published: %s", event_id, req.app, err)
             self._audit_quietly(req, "failed", gate, f"not published: {err}", event_id)
-            return Result(503, "unavailable", f"the command could not be handed to the broker: {err}", **base, **pin)
+            return Result(
+                503, "unavailable", f"the command could not be handed to the broker: {err}", **base, **pin
+            )
         what = f"{req.action} gate {gate}" if gate else req.action
         of = f" release {req.release} ({pin['version']})" if req.release else ""
-        return Result(202, "accepted", f"accepted: {what} on {req.app}{of} by {req.requester.shown} "
-                      f"(event {event_id})", event_id=event_id, **base, **pin)  # fmt: skip
+        return Result(
+            202,
+            "accepted",
+            f"accepted: {what} on {req.app}{of} by {req.requester.shown} (event {event_id})",
+            event_id=event_id,
+            **base,
+            **pin,
+        )
 
     def _refuse(self, req: CommandRequest, status: int, outcome: str, reason: str, gate: str) -> Result:
         self._audit_quietly(req, outcome, gate, reason, "")
         verb = "denied" if outcome == "denied" else "refused"
-        return Result(status, outcome, f"{verb}: {reason}", app=req.app, action=req.action, gate=gate,
-                      release=req.release)  # fmt: skip
+        return Result(
+            status,
+            outcome,
+            f"{verb}: {reason}",
+            app=req.app,
+            action=req.action,
+            gate=gate,
+            release=req.release,
+        )
 
     def _audit(self, req: CommandRequest, outcome: str, gate: str, reason: str, event_id: str) -> None:
-        detail: dict[str, Any] = {k: v for k, v in (("weight", req.weight), ("params", dict(req.params)),
-                                                    ("version", req.version), ("reason", req.reason),
-                                                    ("release", req.release))
-                                  if v not in (None, "", {})}  # fmt: skip
-        self.audit.record(AuditRecord(
-            at=iso(self.clock()), app=req.app, action=req.action, outcome=outcome, user=req.requester.user,
-            via=req.requester.via, channel=req.requester.channel, gate=gate, detail=detail, reason=reason,
-            event_id=event_id,
-        ))  # fmt: skip
+        detail: dict[str, Any] = {
+            k: v
+            for k, v in (
+                ("weight", req.weight),
+                ("params", dict(req.params)),
+                ("version", req.version),
+                ("reason", req.reason),
+                ("release", req.release),
+            )
+            if v not in (None, "", {})
+        }
+        self.audit.record(
+            AuditRecord(
+                at=iso(self.clock()),
+                app=req.app,
+                action=req.action,
+                outcome=outcome,
+                user=req.requester.user,
+                via=req.requester.via,
+                channel=req.requester.channel,
+                gate=gate,
+                detail=detail,
+                reason=reason,
+                event_id=event_id,
+            )
+        )
 
-    def _audit_quietly(self, req: CommandRequest, outcome: str, gate: str, reason: str, event_id: str) -> None:
+    def _audit_quietly(
+        self, req: CommandRequest, outcome: str, gate: str, reason: str, event_id: str
+    ) -> None:
         """A refusal is answered even when the audit log is down (it did nothing); the failure is logged."""
         try:
             self._audit(req, outcome, gate, reason, event_id)
         except GraylaneError as err:
-            log.error("audit of %s %s by %s (%s) failed: %s", req.action, req.app, req.requester.user, outcome, err)
+            log.error(
+                "audit of %s %s by %s (%s) failed: %s", req.action, req.app, req.requester.user, outcome, err
+            )
 
     def _event_id(self, req: CommandRequest) -> str:
         if not req.delivery:

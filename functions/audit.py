@@ -84,7 +84,7 @@ class MemoryAuditLog:
     def recent(self, app: str, limit: int = 50) -> list[AuditRecord]:
         with self._lock:
             mine = [r for r in self._records if r.app == app]
-        return mine[-min(limit, self.limit):]
+        return mine[-min(limit, self.limit) :]
 
     @property
     def records(self) -> list[AuditRecord]:
@@ -104,14 +104,16 @@ class StoreAuditLog:
         key = audit_key(entry.app)
         for _ in range(self.attempts):
             records, version = self._load(key)
-            records = (records + [entry.to_dict()])[-self.limit:]
+            records = (records + [entry.to_dict()])[-self.limit :]
             document = json.dumps({"app": entry.app, "audit": records}, separators=(",", ":"), sort_keys=True)
             try:
                 self.store.save(key, document, version)
                 return
             except ConflictError:
                 continue  # another writer appended first: reload and append again
-        raise ProviderUnavailable(f"audit log {key} append: the document kept changing over {self.attempts} attempts")
+        raise ProviderUnavailable(
+            f"audit log {key} append: the document kept changing over {self.attempts} attempts"
+        )
 
     def recent(self, app: str, limit: int = 50) -> list[AuditRecord]:
         records, _ = self._load(audit_key(app))

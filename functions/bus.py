@@ -117,7 +117,9 @@ class HttpBus:
                 with open(self.token_file, encoding="utf-8") as f:  # re-read: the kubelet rotates it
                     headers["Authorization"] = "Bearer " + f.read().strip()
             except OSError as err:
-                raise ProviderUnavailable(f"{what}: the sink token {self.token_file} cannot be read: {err}") from err
+                raise ProviderUnavailable(
+                    f"{what}: the sink token {self.token_file} cannot be read: {err}"
+                ) from err
         request = urllib.request.Request(self.url, data=body or b"", headers=headers, method="POST")
         try:
             with self._opener.open(request, timeout=self.timeout) as response:

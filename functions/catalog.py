@@ -37,9 +37,21 @@ _RELEASE_TYPES = tuple(t for t in ev.EMITTED if t.startswith(f"{ev.PREFIX}.relea
 RELEASE_SCOPED = frozenset((*_RELEASE_TYPES, ev.ANALYSIS_VERDICT))
 
 REGISTRY_SOURCES = (
-    "dockerhub", "harbor", "ghcr", "gitlab", "distribution", "quay", "tcr", "coding", "acr", "ecr", "gar", "azure",
-    "jfrog", "generic",
-)  # fmt: skip
+    "dockerhub",
+    "harbor",
+    "ghcr",
+    "gitlab",
+    "distribution",
+    "quay",
+    "tcr",
+    "coding",
+    "acr",
+    "ecr",
+    "gar",
+    "azure",
+    "jfrog",
+    "generic",
+)
 COMMAND_VIA = ("cli", "api", "console", "slack", "dingtalk", "feishu", "wecom", "teams", "system")
 
 # The same expressions as events/_defs.json and the image.pushed schema, without anchors (we fullmatch).
@@ -78,6 +90,7 @@ def is_release(text: str) -> bool:
 
 def is_digest(text: str) -> bool:
     return re.fullmatch(_DIGEST, text) is not None
+
 
 APP_EXPECTED = "namespace/name (lowercase Kubernetes names)"
 
@@ -231,24 +244,40 @@ def _image_pushed(event_id: str, subject: str, data: Mapping[str, Any]) -> Image
     _only(data, ("app", "repository", "tag", "digest", "image", "source", "pushedAt", "pusher"), "data")
     app = _app(data, subject, required=False)  # empty: the runner finds the policy by repository+tag
     repository = _text(
-        data, "repository", "data", required=True, min_len=1, max_len=255, pattern=_REPOSITORY,
+        data,
+        "repository",
+        "data",
+        required=True,
+        min_len=1,
+        max_len=255,
+        pattern=_REPOSITORY,
         expected="an image repository such as docker.io/acme/web",
-    )  # fmt: skip
+    )
     digest = _text(data, "digest", "data", max_len=200, pattern=_DIGEST, expected="sha256:<64 hex digits>")
     # a push by digest only has no tag: the release is of the digest, and its version says so
     tag = _text(
-        data, "tag", "data", required=not digest, max_len=128, pattern=_TAG,
+        data,
+        "tag",
+        "data",
+        required=not digest,
+        max_len=128,
+        pattern=_TAG,
         expected="an image tag such as v1.2.0 (or, for a push by digest only, no tag and a digest)",
-    )  # fmt: skip
+    )
     image = _text(data, "image", "data", min_len=1, max_len=512)
     source = _choice(data, "source", "data", REGISTRY_SOURCES, required=True)
     _time(data, "pushedAt", "data", required=False)
     _text(data, "pusher", "data", max_len=256)
     pinned = image or (f"{repository}@{digest}" if digest else f"{repository}:{tag}")
     return ImagePushed(
-        id=event_id, app=app, target=Version(version=tag or digest, image=pinned),
-        repository=repository, tag=tag, digest=digest, source=source,
-    )  # fmt: skip
+        id=event_id,
+        app=app,
+        target=Version(version=tag or digest, image=pinned),
+        repository=repository,
+        tag=tag,
+        digest=digest,
+        source=source,
+    )
 
 
 def _tick(event_id: str, subject: str, data: Mapping[str, Any]) -> Tick:
@@ -267,23 +296,40 @@ def _actor(data: Mapping[str, Any]) -> Actor:
 
 
 def _command(event_id: str, subject: str, data: Mapping[str, Any]) -> Command:
-    _only(data, ("action", "app", "gate", "weight", "params", "version", "reason", "actor", "release"), "data")
+    _only(
+        data, ("action", "app", "gate", "weight", "params", "version", "reason", "actor", "release"), "data"
+    )
     action = _choice(data, "action", "data", ev.MUTATING_ACTIONS, required=True)
     app = _app(data, subject, required=True)
     weight = _integer(data, "weight", "data", 0, 100)
     if action == "weight" and weight is None:
         raise _missing("data.weight", "an integer 0..100 for action weight")
     return Command(
-        id=event_id, app=app, action=action, actor=_actor(data),
+        id=event_id,
+        app=app,
+        action=action,
+        actor=_actor(data),
         gate=_text(data, "gate", "data", min_len=1, max_len=128),
         weight=weight,
         params=_int_map(data, "params", "data"),
-        version=_text(data, "version", "data", max_len=200, pattern=f"{_TAG}|{_DIGEST}",
-                      expected="a version tag such as v1.2.0, or the digest of a release by digest"),
+        version=_text(
+            data,
+            "version",
+            "data",
+            max_len=200,
+            pattern=f"{_TAG}|{_DIGEST}",
+            expected="a version tag such as v1.2.0, or the digest of a release by digest",
+        ),
         reason=_text(data, "reason", "data"),
-        release=_text(data, "release", "data", max_len=280, pattern=_RELEASE,
-                      expected="a release id such as web-3 (the app name, a dash, its number)"),
-    )  # fmt: skip
+        release=_text(
+            data,
+            "release",
+            "data",
+            max_len=280,
+            pattern=_RELEASE,
+            expected="a release id such as web-3 (the app name, a dash, its number)",
+        ),
+    )
 
 
 def _release_of(attrs: Mapping[str, Any], event: Event) -> Event:
@@ -297,13 +343,23 @@ def _release_of(attrs: Mapping[str, Any], event: Event) -> Event:
     if not isinstance(extension, str) or re.fullmatch(_RELEASE, extension) is None:
         raise _not_allowed(RELEASE_EXTENSION, extension, "a release id such as web-3")
     if event.release and extension != event.release:
-        raise _not_allowed(RELEASE_EXTENSION, extension, f"the release named by data.release ({event.release!r})")
+        raise _not_allowed(
+            RELEASE_EXTENSION, extension, f"the release named by data.release ({event.release!r})"
+        )
     return dataclasses.replace(event, release=extension)
 
 
 _ALERT_FIELDS = (
-    "fingerprint", "alertname", "status", "labels", "annotations", "startsAt", "endsAt", "generatorURL", "app",
-)  # fmt: skip
+    "fingerprint",
+    "alertname",
+    "status",
+    "labels",
+    "annotations",
+    "startsAt",
+    "endsAt",
+    "generatorURL",
+    "app",
+)
 
 
 def _alert(firing: bool) -> Callable[[str, str, Mapping[str, Any]], Alert]:
@@ -327,10 +383,15 @@ def _alert(firing: bool) -> Callable[[str, str, Mapping[str, Any]], Alert]:
         _time(data, "endsAt", "data", required=False)
         _text(data, "generatorURL", "data")
         return Alert(
-            id=event_id, app=_app(data, subject, required=True), fingerprint=fingerprint, firing=firing,
-            alertname=alertname, labels=labels, starts_at=starts_at,
+            id=event_id,
+            app=_app(data, subject, required=True),
+            fingerprint=fingerprint,
+            firing=firing,
+            alertname=alertname,
+            labels=labels,
+            starts_at=starts_at,
             type=ev.ALERT_FIRING if firing else ev.ALERT_RESOLVED,
-        )  # fmt: skip
+        )
 
     return parse
 
@@ -526,16 +587,25 @@ def from_domain(event: Event, source: str = DEFAULT_SOURCE, release: str | None 
         data = {"action": event.action, "actor": to_json_value(event.actor)}
         if not event.actor.channel:
             data["actor"].pop("channel", None)
-        extras = {"gate": event.gate, "weight": event.weight, "params": event.params,
-                  "version": event.version, "reason": event.reason, "release": event.release}  # fmt: skip
+        extras = {
+            "gate": event.gate,
+            "weight": event.weight,
+            "params": event.params,
+            "version": event.version,
+            "reason": event.reason,
+            "release": event.release,
+        }
         data.update({k: v for k, v in extras.items() if v not in ("", None, {})})
         release = event.release or release
     elif isinstance(event, Alert):
         data = {
-            "fingerprint": event.fingerprint, "alertname": event.alertname,
+            "fingerprint": event.fingerprint,
+            "alertname": event.alertname,
             "status": "firing" if event.firing else "resolved",
-            "labels": dict(event.labels), "annotations": {}, "startsAt": event.starts_at,
-        }  # fmt: skip
+            "labels": dict(event.labels),
+            "annotations": {},
+            "startsAt": event.starts_at,
+        }
     else:  # an EffectFailure: the runner's own, never a CloudEvent
         raise TypeError(f"{type(event).__name__} is not a consumed event")
     return make_event(event.type, event.app, data, id=event.id, source=source, release=release)

@@ -29,8 +29,9 @@ class Command:
 COMMANDS: dict[str, Command] = {}
 
 
-def command(name: str, help: str, arguments: Callable[[argparse.ArgumentParser], None]) -> Callable[
-        [Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
+def command(
+    name: str, help: str, arguments: Callable[[argparse.ArgumentParser], None]
+) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
     """Register the decorated function as subcommand `name`; the function itself is returned unchanged."""
 
     def register(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -44,11 +45,18 @@ def command(name: str, help: str, arguments: Callable[[argparse.ArgumentParser],
 
 
 def _validate_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("files", nargs="+", metavar="FILE",
-                   help="policy YAML files (multi-document allowed) or directories of *.yaml / *.yml")
-    p.add_argument("--compile", action="store_true",
-                   help="also store the valid files' compiled form in the policy cache (GRAYLANE_POLICY_CACHE), "
-                        "so the functions' first cold start skips YAML (e.g. in an image build)")
+    p.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="policy YAML files (multi-document allowed) or directories of *.yaml / *.yml",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="also store the valid files' compiled form in the policy cache (GRAYLANE_POLICY_CACHE), "
+        "so the functions' first cold start skips YAML (e.g. in an image build)",
+    )
 
 
 def _policy_files(target: str) -> list[str]:
@@ -58,7 +66,11 @@ def _policy_files(target: str) -> list[str]:
 
     path = Path(target)
     if path.is_dir():
-        return [str(p) for p in sorted(path.iterdir()) if p.suffix in POLICY_SUFFIXES and not p.name.startswith(".")]
+        return [
+            str(p)
+            for p in sorted(path.iterdir())
+            if p.suffix in POLICY_SUFFIXES and not p.name.startswith(".")
+        ]
     return [target]
 
 
@@ -90,8 +102,10 @@ def validate(args: argparse.Namespace) -> int:
                 continue
             for policy in policies:
                 if policy.app in declared:
-                    print(f"{file}: metadata.name: {policy.app} is already declared by {declared[policy.app]}",
-                          file=sys.stderr)
+                    print(
+                        f"{file}: metadata.name: {policy.app} is already declared by {declared[policy.app]}",
+                        file=sys.stderr,
+                    )
                     status = EXIT_PROBLEMS
                     continue
                 declared[policy.app] = file
@@ -103,15 +117,22 @@ def validate(args: argparse.Namespace) -> int:
 
 
 def _import_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("files", nargs="+", metavar="FILE",
-                   help="YAML files (multi-document; - for stdin) with Argo Rollouts Rollouts and their "
-                        "AnalysisTemplates, or Flagger Canaries and their MetricTemplates, plus the Deployments, "
-                        "Ingresses and VirtualServices they refer to")
+    p.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="YAML files (multi-document; - for stdin) with Argo Rollouts Rollouts and their "
+        "AnalysisTemplates, or Flagger Canaries and their MetricTemplates, plus the Deployments, "
+        "Ingresses and VirtualServices they refer to",
+    )
     p.add_argument("--out", default="", metavar="FILE", help="write the policies to FILE instead of stdout")
 
 
-@command("import", "turn Argo Rollouts and Flagger objects into graylane policies, printing what they could not "
-         "express", _import_arguments)
+@command(
+    "import",
+    "turn Argo Rollouts and Flagger objects into graylane policies, printing what they could not express",
+    _import_arguments,
+)
 def import_(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -129,11 +150,20 @@ def import_(args: argparse.Namespace) -> int:
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
             print(f"{file}: cannot read: {err}", file=sys.stderr)
             return EXIT_PROBLEMS
-    origin: dict[tuple[Any, ...], str] = {(d.get("kind"), (d.get("metadata") or {}).get("namespace") or "default",
-               (d.get("metadata") or {}).get("name")): f for f, d in objects if importable(d)}
+    origin: dict[tuple[Any, ...], str] = {
+        (
+            d.get("kind"),
+            (d.get("metadata") or {}).get("namespace") or "default",
+            (d.get("metadata") or {}).get("name"),
+        ): f
+        for f, d in objects
+        if importable(d)
+    }
     imported = convert(d for _, d in objects)
     if not imported:
-        print(f"{', '.join(args.files)}: no Argo Rollouts Rollout or Flagger Canary to import", file=sys.stderr)
+        print(
+            f"{', '.join(args.files)}: no Argo Rollouts Rollout or Flagger Canary to import", file=sys.stderr
+        )
         return EXIT_PROBLEMS
     status, texts = EXIT_OK, []
     for item in imported:
@@ -148,7 +178,10 @@ def import_(args: argparse.Namespace) -> int:
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
             f.write(out)
-        print(f"wrote {len(imported)} polic{'y' if len(imported) == 1 else 'ies'} to {args.out}", file=sys.stderr)
+        print(
+            f"wrote {len(imported)} polic{'y' if len(imported) == 1 else 'ies'} to {args.out}",
+            file=sys.stderr,
+        )
     else:
         sys.stdout.write(out)
     return status
@@ -158,7 +191,9 @@ def import_(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="graylane", description="Progressive delivery as small event-driven functions.")
+    parser = argparse.ArgumentParser(
+        prog="graylane", description="Progressive delivery as small event-driven functions."
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for cmd in COMMANDS.values():
         cmd.arguments(sub.add_parser(cmd.name, help=cmd.help, description=cmd.help))
@@ -169,17 +204,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _demo_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--simulated", action="store_true",
-                   help="the in-process demo instead: recording providers and a simulated clock, in seconds")
-    p.add_argument("--fast", action="store_true", help="shorter pauses (about 80 s instead of about 3 minutes)")
-    p.add_argument("--report", default="graylane-demo-report.html", metavar="FILE",
-                   help="where to write the HTML report (its data goes next to it as .json)")
+    p.add_argument(
+        "--simulated",
+        action="store_true",
+        help="the in-process demo instead: recording providers and a simulated clock, in seconds",
+    )
+    p.add_argument(
+        "--fast", action="store_true", help="shorter pauses (about 80 s instead of about 3 minutes)"
+    )
+    p.add_argument(
+        "--report",
+        default="graylane-demo-report.html",
+        metavar="FILE",
+        help="where to write the HTML report (its data goes next to it as .json)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs, stack.json)")
     p.add_argument("--no-live", action="store_true", help="print one line per change instead of redrawing")
 
 
-@command("demo", "run the main job end to end on local HAProxy, Prometheus, Alertmanager and hey "
-         "(--simulated: in-process, simulated clock)", _demo_arguments)
+@command(
+    "demo",
+    "run the main job end to end on local HAProxy, Prometheus, Alertmanager and hey "
+    "(--simulated: in-process, simulated clock)",
+    _demo_arguments,
+)
 def demo(args: argparse.Namespace) -> int:
     if args.simulated:
         from functions.demo import run
@@ -188,7 +236,9 @@ def demo(args: argparse.Namespace) -> int:
         return EXIT_OK if state.release is not None else EXIT_PROBLEMS
     from functions.local.scenario import run as run_real
 
-    result = run_real(fast=args.fast, report_path=args.report, keep=args.keep, tty=False if args.no_live else None)
+    result = run_real(
+        fast=args.fast, report_path=args.report, keep=args.keep, tty=False if args.no_live else None
+    )
     print(f"elapsed {result.elapsed:.1f} s; report {result.report or '(not written)'}")
     if result.workdir:
         print(f"work directory kept: {result.workdir}")
@@ -202,27 +252,59 @@ def demo(args: argparse.Namespace) -> int:
 
 def _serve_arguments(p: argparse.ArgumentParser) -> None:
     # defaults are None: each option falls back to its environment variable, then to ServeOptions' default
-    p.add_argument("--store", default=None, help="state store URL (GRAYLANE_STORE; default sqlite:///graylane.db; "
-                   "with --context the context's ConfigMaps)")
-    p.add_argument("--policies", default=None, help="policy directory, or configmap:// (GRAYLANE_POLICIES; default "
-                   "infra/examples)")
-    p.add_argument("--context", default=None, help="kubeconfig context: ConfigMap store and that cluster "
-                   "(GRAYLANE_CONTEXT)")
-    p.add_argument("--providers", choices=("local", "recording", "kubernetes"), default=None,
-                   help="GRAYLANE_PROVIDERS; default recording (in memory: nothing in a cluster changes)")
-    p.add_argument("--local-stack", default=None, metavar="FILE",
-                   help="--providers local: the stack's ports and HAProxy socket (stack.json of `graylane demo "
-                        "--keep`; GRAYLANE_LOCAL_STACK)")
-    p.add_argument("--prometheus", default=None, help="Prometheus URL for --providers kubernetes "
-                   "(GRAYLANE_PROMETHEUS; default http://127.0.0.1:9090)")
-    p.add_argument("--host", default=None, help="public listener: /hooks, /api, /chatops, /ui, /healthz, /metrics "
-                   "(GRAYLANE_HOST; default 127.0.0.1)")
+    p.add_argument(
+        "--store",
+        default=None,
+        help="state store URL (GRAYLANE_STORE; default sqlite:///graylane.db; "
+        "with --context the context's ConfigMaps)",
+    )
+    p.add_argument(
+        "--policies",
+        default=None,
+        help="policy directory, or configmap:// (GRAYLANE_POLICIES; default infra/examples)",
+    )
+    p.add_argument(
+        "--context",
+        default=None,
+        help="kubeconfig context: ConfigMap store and that cluster (GRAYLANE_CONTEXT)",
+    )
+    p.add_argument(
+        "--providers",
+        choices=("local", "recording", "kubernetes"),
+        default=None,
+        help="GRAYLANE_PROVIDERS; default recording (in memory: nothing in a cluster changes)",
+    )
+    p.add_argument(
+        "--local-stack",
+        default=None,
+        metavar="FILE",
+        help="--providers local: the stack's ports and HAProxy socket (stack.json of `graylane demo "
+        "--keep`; GRAYLANE_LOCAL_STACK)",
+    )
+    p.add_argument(
+        "--prometheus",
+        default=None,
+        help="Prometheus URL for --providers kubernetes (GRAYLANE_PROMETHEUS; default http://127.0.0.1:9090)",
+    )
+    p.add_argument(
+        "--host",
+        default=None,
+        help="public listener: /hooks, /api, /chatops, /ui, /healthz, /metrics "
+        "(GRAYLANE_HOST; default 127.0.0.1)",
+    )
     p.add_argument("--port", type=int, default=None, help="GRAYLANE_PORT; default 8080; 0 picks a free port")
-    p.add_argument("--internal-host", default=None, help="internal listener: POST /functions/{target} and POST "
-                   "/tick, authenticated with GRAYLANE_INTERNAL_TOKEN (GRAYLANE_INTERNAL_HOST; default 127.0.0.1)")
+    p.add_argument(
+        "--internal-host",
+        default=None,
+        help="internal listener: POST /functions/{target} and POST "
+        "/tick, authenticated with GRAYLANE_INTERNAL_TOKEN (GRAYLANE_INTERNAL_HOST; default 127.0.0.1)",
+    )
     p.add_argument("--internal-port", type=int, default=None, help="GRAYLANE_INTERNAL_PORT; default 8081")
-    p.add_argument("--tick", default=None, help="interval of the analysis tick sweep, e.g. 5s or 500ms "
-                   "(GRAYLANE_TICK_INTERVAL; default 5s)")
+    p.add_argument(
+        "--tick",
+        default=None,
+        help="interval of the analysis tick sweep, e.g. 5s or 500ms (GRAYLANE_TICK_INTERVAL; default 5s)",
+    )
 
 
 @command("serve", "run the gateway, every function and the analysis ticker in one process", _serve_arguments)
@@ -232,10 +314,18 @@ def serve(args: argparse.Namespace) -> int:
 
     try:
         opts = ServeOptions.from_env(
-            store=args.store, policies=args.policies, context=args.context, providers=args.providers,
-            host=args.host, port=args.port, internal_host=args.internal_host, internal_port=args.internal_port,
-            tick=args.tick, prometheus=args.prometheus, local_stack=args.local_stack,
-        )  # fmt: skip
+            store=args.store,
+            policies=args.policies,
+            context=args.context,
+            providers=args.providers,
+            host=args.host,
+            port=args.port,
+            internal_host=args.internal_host,
+            internal_port=args.internal_port,
+            tick=args.tick,
+            prometheus=args.prometheus,
+            local_stack=args.local_stack,
+        )
         return run(opts, out=lambda line: print(line, flush=True))
     except ConfigError as err:
         print(f"graylane serve: {err}", file=sys.stderr)
@@ -246,12 +336,21 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def _report_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("data", nargs="?", help="a report's .json data (written by `graylane demo` next to its HTML)")
-    p.add_argument("--store", default="", help="build the report from this store's state instead, e.g. "
-                   "sqlite:///graylane.db")
+    p.add_argument(
+        "data", nargs="?", help="a report's .json data (written by `graylane demo` next to its HTML)"
+    )
+    p.add_argument(
+        "--store",
+        default="",
+        help="build the report from this store's state instead, e.g. sqlite:///graylane.db",
+    )
     p.add_argument("--app", default="", metavar="NAMESPACE/APP", help="with --store: the app")
-    p.add_argument("--policies", default="infra/examples", help="with --store: policy directory (stage names)")
-    p.add_argument("-o", "--out", default="graylane-report.html", metavar="FILE", help="the HTML file to write")
+    p.add_argument(
+        "--policies", default="infra/examples", help="with --store: policy directory (stage names)"
+    )
+    p.add_argument(
+        "-o", "--out", default="graylane-report.html", metavar="FILE", help="the HTML file to write"
+    )
 
 
 @command("report", "write the HTML release report (plots, verdicts, gates, history)", _report_arguments)
@@ -286,4 +385,3 @@ if __name__ == "__main__":
     from functions.cli import main as _main  # the registered copy, not this __main__ module's
 
     sys.exit(_main())
-

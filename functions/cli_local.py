@@ -21,17 +21,26 @@ if TYPE_CHECKING:
     from functions.runner import Runner
 
 
-def run_command(runner: Runner, approvals: Approvals, app: str, action: str, who: Requester,
-                fields: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+def run_command(
+    runner: Runner, approvals: Approvals, app: str, action: str, who: Requester, fields: dict[str, Any]
+) -> tuple[int, dict[str, Any]]:
     base = {"app": app, "action": action}
     policy = approvals.policy(app)
     if policy is None:
         return 404, {**base, "outcome": "not-found", "error": f"no ReleasePolicy for {app}"}
     event_id = f"cli-{uuid.uuid4().hex}"
-    cmd = Command(id=event_id, app=app, action=action, actor=who.actor, gate=fields.get("gate", ""),
-                  weight=fields.get("weight"), params=dict(fields.get("params") or {}),
-                  version=fields.get("version", ""), reason=fields.get("reason", ""),
-                  release=fields.get("release", ""))  # fmt: skip
+    cmd = Command(
+        id=event_id,
+        app=app,
+        action=action,
+        actor=who.actor,
+        gate=fields.get("gate", ""),
+        weight=fields.get("weight"),
+        params=dict(fields.get("params") or {}),
+        version=fields.get("version", ""),
+        reason=fields.get("reason", ""),
+        release=fields.get("release", ""),
+    )
     try:
         catalog.to_domain(catalog.from_domain(cmd, source="/graylane/cli"))
     except Reject as err:
@@ -48,17 +57,50 @@ def run_command(runner: Runner, approvals: Approvals, app: str, action: str, who
     rel = state.release
     where = f" (release {rel.id} now {rel.phase.value})" if rel is not None else ""
     message = f"{action} {app}: {reason}{where}"
-    return 202, {**base, "outcome": "accepted", "message": message, "eventId": event_id,
-                 "data": present.status(state, policy, approvals.clock())}
+    return 202, {
+        **base,
+        "outcome": "accepted",
+        "message": message,
+        "eventId": event_id,
+        "data": present.status(state, policy, approvals.clock()),
+    }
 
 
-def _audit(approvals: Approvals, app: str, action: str, who: Requester, cmd: Command, outcome: str,
-           reason: str, event_id: str) -> None:
-    detail = {k: v for k, v in (("weight", cmd.weight), ("params", dict(cmd.params)), ("version", cmd.version),
-                                ("reason", cmd.reason), ("release", cmd.release)) if v not in (None, "", {})}
+def _audit(
+    approvals: Approvals,
+    app: str,
+    action: str,
+    who: Requester,
+    cmd: Command,
+    outcome: str,
+    reason: str,
+    event_id: str,
+) -> None:
+    detail = {
+        k: v
+        for k, v in (
+            ("weight", cmd.weight),
+            ("params", dict(cmd.params)),
+            ("version", cmd.version),
+            ("reason", cmd.reason),
+            ("release", cmd.release),
+        )
+        if v not in (None, "", {})
+    }
     try:
-        approvals.audit.record(AuditRecord(at=iso(approvals.clock()), app=app, action=action, outcome=outcome,
-                                           user=who.user, via="cli", gate=cmd.gate, detail=detail, reason=reason,
-                                           event_id=event_id))
+        approvals.audit.record(
+            AuditRecord(
+                at=iso(approvals.clock()),
+                app=app,
+                action=action,
+                outcome=outcome,
+                user=who.user,
+                via="cli",
+                gate=cmd.gate,
+                detail=detail,
+                reason=reason,
+                event_id=event_id,
+            )
+        )
     except GraylaneError:
         pass  # the command is already in the release history; the audit copy is best effort here

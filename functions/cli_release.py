@@ -43,19 +43,36 @@ def _common(p: argparse.ArgumentParser, app: bool = True) -> None:
     if app:
         p.add_argument("app", metavar="NAMESPACE/APP", help="the app, e.g. pro/flask")
     p.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table", help="output format")
-    p.add_argument("--server", default=os.environ.get("GRAYLANE_SERVER", ""),
-                   help="approval API base URL (env GRAYLANE_SERVER); without it the local store is used")
-    p.add_argument("--token", default=os.environ.get("GRAYLANE_TOKEN", ""), help="API token (env GRAYLANE_TOKEN)")
-    p.add_argument("--store", default="", help="state store URL (default: GRAYLANE_STORE or sqlite:///graylane.db)")
-    p.add_argument("--policies", default="", help="policy directory (default: GRAYLANE_POLICIES or infra/examples)")
-    p.add_argument("--context", default="", help="kubeconfig context: use that cluster's ConfigMap store and policies")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the server (and for --wait)")
+    p.add_argument(
+        "--server",
+        default=os.environ.get("GRAYLANE_SERVER", ""),
+        help="approval API base URL (env GRAYLANE_SERVER); without it the local store is used",
+    )
+    p.add_argument(
+        "--token", default=os.environ.get("GRAYLANE_TOKEN", ""), help="API token (env GRAYLANE_TOKEN)"
+    )
+    p.add_argument(
+        "--store", default="", help="state store URL (default: GRAYLANE_STORE or sqlite:///graylane.db)"
+    )
+    p.add_argument(
+        "--policies", default="", help="policy directory (default: GRAYLANE_POLICIES or infra/examples)"
+    )
+    p.add_argument(
+        "--context", default="", help="kubeconfig context: use that cluster's ConfigMap store and policies"
+    )
+    p.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds to wait for the server (and for --wait)"
+    )
 
 
 def _reason(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reason", default="", help="recorded in the history and the notices")
-    p.add_argument("--release", default="", metavar="ID",
-                   help="the release the command is for (default: the current one, printed before it is sent)")
+    p.add_argument(
+        "--release",
+        default="",
+        metavar="ID",
+        help="the release the command is for (default: the current one, printed before it is sent)",
+    )
 
 
 def _gate_args(p: argparse.ArgumentParser, wait: bool) -> None:
@@ -73,6 +90,7 @@ def _with(*extra: Callable[[argparse.ArgumentParser], object]) -> Callable[[argp
         _common(p)
         for add in extra:
             add(p)
+
     return arguments
 
 
@@ -88,8 +106,16 @@ class HttpBackend:
         import urllib.request
 
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.base + path, data=data, method=method, headers={
-            "Authorization": f"Bearer {self.token}", "Content-Type": "application/json", "Accept": "application/json"})
+        request = urllib.request.Request(
+            self.base + path,
+            data=data,
+            method=method,
+            headers={
+                "Authorization": f"Bearer {self.token}",
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+            },
+        )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 (http(s) only)
                 return response.status, json.loads(response.read() or b"{}")
@@ -105,7 +131,9 @@ class HttpBackend:
 
     def execute(self, app: str, action: str, fields: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if action in ("status", "history"):
-            path = f"/api/v1/apps/{app}" + ("/history?limit=" + str(fields.get("limit", 20)) if action == "history" else "")
+            path = f"/api/v1/apps/{app}" + (
+                "/history?limit=" + str(fields.get("limit", 20)) if action == "history" else ""
+            )
             return self.call("GET", path)
         return self.call("POST", f"/api/v1/apps/{app}/commands", {"action": action, **fields})
 
@@ -135,7 +163,9 @@ class LocalBackend:
         from functions.approvals import Approvals
         from functions.audit import StoreAuditLog
 
-        self.approvals = Approvals(self.runner.store, self.runner.policies, None, StoreAuditLog(self.runner.store))
+        self.approvals = Approvals(
+            self.runner.store, self.runner.policies, None, StoreAuditLog(self.runner.store)
+        )
 
     def _runner(self) -> Runner:
         from functions.runtime import build_runner
@@ -164,8 +194,9 @@ class LocalBackend:
         who = Requester(user=os.environ.get("USER") or os.environ.get("USERNAME") or "cli", via="cli")
         try:
             if action in ("status", "history"):
-                result = self.approvals.execute(CommandRequest(app=app, action=action, requester=who,
-                                                               limit=fields.get("limit", 20)))
+                result = self.approvals.execute(
+                    CommandRequest(app=app, action=action, requester=who, limit=fields.get("limit", 20))
+                )
                 return result.status, {**result.to_json(), "lines": list(result.lines)}
             from functions.cli_local import run_command
 
@@ -229,8 +260,11 @@ def _run(args: argparse.Namespace, work: Callable[[HttpBackend | LocalBackend], 
 # --- commands --------------------------------------------------------------------------------------
 
 
-@command("list", "list the apps and their releases (NAMESPACE APP RELEASE PHASE STAGE WEIGHT VERDICT AGE)",
-         lambda p: _common(p, app=False))
+@command(
+    "list",
+    "list the apps and their releases (NAMESPACE APP RELEASE PHASE STAGE WEIGHT VERDICT AGE)",
+    lambda p: _common(p, app=False),
+)
 def list_apps(args: argparse.Namespace) -> int:
     def work(backend: HttpBackend | LocalBackend) -> int:
         from functions import present
@@ -253,7 +287,10 @@ def _read(args: argparse.Namespace, action: str, fields: dict[str, Any]) -> int:
     def work(backend: HttpBackend | LocalBackend) -> int:
         status, body = backend.execute(args.app, action, fields)
         if status != 200:
-            print(f"graylane {action} {args.app}: {body.get('error') or body.get('message') or status}", file=sys.stderr)
+            print(
+                f"graylane {action} {args.app}: {body.get('error') or body.get('message') or status}",
+                file=sys.stderr,
+            )
             return _exit_for(status)
         data = body.get("data")
         lines = body.get("lines") or _lines(action, data)
@@ -266,10 +303,16 @@ def _read(args: argparse.Namespace, action: str, fields: dict[str, Any]) -> int:
 def _lines(action: str, data: Any) -> list[str]:
     """Text for a server answer (the server sends data; the lines are rebuilt here)."""
     if action == "history":
-        return [f"{h['at'][:19].replace('T', ' ')} {h.get('release') or '-'} {h['action']}"
-                + (f": {h['reason']}" if h.get("reason") else "")
-                + (f" by {h['by']['user']} via {h['by']['via']}" if h.get("by") and h["by"]["via"] != "system" else "")
-                for h in data or []]
+        return [
+            f"{h['at'][:19].replace('T', ' ')} {h.get('release') or '-'} {h['action']}"
+            + (f": {h['reason']}" if h.get("reason") else "")
+            + (
+                f" by {h['by']['user']} via {h['by']['via']}"
+                if h.get("by") and h["by"]["via"] != "system"
+                else ""
+            )
+            for h in data or []
+        ]
     from functions import present
 
     row = (data or {}).get("row") or {}
@@ -278,11 +321,17 @@ def _lines(action: str, data: Any) -> list[str]:
 
 def _status_args(p: argparse.ArgumentParser) -> None:
     _common(p)
-    p.add_argument("-w", "--watch", action="store_true", help="follow the release live until it ends (Ctrl-C stops)")
-    p.add_argument("--interval", type=float, default=2.0, help="with --watch: seconds between looks (default 2)")
+    p.add_argument(
+        "-w", "--watch", action="store_true", help="follow the release live until it ends (Ctrl-C stops)"
+    )
+    p.add_argument(
+        "--interval", type=float, default=2.0, help="with --watch: seconds between looks (default 2)"
+    )
 
 
-@command("status", "show an app's release: phase, stage, gate, weight, latest verdict (-w: live)", _status_args)
+@command(
+    "status", "show an app's release: phase, stage, gate, weight, latest verdict (-w: live)", _status_args
+)
 def status(args: argparse.Namespace) -> int:
     if args.watch:
         if not 0.1 <= args.interval <= 3600:
@@ -294,8 +343,11 @@ def status(args: argparse.Namespace) -> int:
     return _read(args, "status", {})
 
 
-@command("history", "show an app's history: who did what, when, from where",
-         _with(lambda p: p.add_argument("--limit", type=int, default=20, help="entries (1..200)")))
+@command(
+    "history",
+    "show an app's history: who did what, when, from where",
+    _with(lambda p: p.add_argument("--limit", type=int, default=20, help="entries (1..200)")),
+)
 def history(args: argparse.Namespace) -> int:
     if not 1 <= args.limit <= 200:
         print("graylane history: --limit must be 1..200", file=sys.stderr)
@@ -336,10 +388,16 @@ def _pin(args: argparse.Namespace, action: str, fields: dict[str, Any], current:
         if action != "rollback":  # a rollback's version is where to go, not the release's target
             fields["version"] = current.get("version", "")
         where = f"{current.get('phase', '')}" + (f" at gate {current['gate']}" if current.get("gate") else "")
-        print(f"graylane {action} {args.app}: release {rid} ({current.get('version', '')}), {where}", file=sys.stderr)
+        print(
+            f"graylane {action} {args.app}: release {rid} ({current.get('version', '')}), {where}",
+            file=sys.stderr,
+        )
     else:
         shown = f"{current.get('id')} ({current.get('version', '')})" if current.get("id") else "none"
-        print(f"graylane {action} {args.app}: release {rid} (pinned; the current release is {shown})", file=sys.stderr)
+        print(
+            f"graylane {action} {args.app}: release {rid} (pinned; the current release is {shown})",
+            file=sys.stderr,
+        )
 
 
 def _wait(args: argparse.Namespace, backend: HttpBackend | LocalBackend, gate: str) -> int:
@@ -351,13 +409,21 @@ def _wait(args: argparse.Namespace, backend: HttpBackend | LocalBackend, gate: s
         release = ((body.get("data") or {}).get("release") or {}) if code == 200 else {}
         left = release and (release.get("phase") != "waiting" or release.get("gate") != gate)
         if left or (code == 200 and not release):
-            print(f"\r{args.app}: {release.get('phase', 'no release')} at {release.get('stage', '-')}"
-                  + " " * 20, file=sys.stderr)
+            print(
+                f"\r{args.app}: {release.get('phase', 'no release')} at {release.get('stage', '-')}"
+                + " " * 20,
+                file=sys.stderr,
+            )
             return EXIT_OK
         if time.monotonic() >= deadline:
             print(f"\r{args.app}: still waiting at gate {gate} after {args.timeout:.0f}s", file=sys.stderr)
             return EXIT_PROBLEMS
-        print(f"\r{SPINNER[tick % 4]} {args.app}: waiting at gate {gate or '?'}", end="", file=sys.stderr, flush=True)
+        print(
+            f"\r{SPINNER[tick % 4]} {args.app}: waiting at gate {gate or '?'}",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
         tick += 1
         time.sleep(0.5)
 
@@ -379,18 +445,28 @@ def approve(args: argparse.Namespace) -> int:
     except SystemExit as err:
         print(err, file=sys.stderr)
         return EXIT_USAGE
-    return _mutate(args, "approve", {"gate": args.gate, "weight": args.weight, "params": params,
-                                     "reason": args.reason}, wait_gate=True)
+    return _mutate(
+        args,
+        "approve",
+        {"gate": args.gate, "weight": args.weight, "params": params, "reason": args.reason},
+        wait_gate=True,
+    )
 
 
-@command("reject", "reject a gate: the release is aborted and traffic returns to stable",
-         lambda p: _gate_args(p, False))
+@command(
+    "reject",
+    "reject a gate: the release is aborted and traffic returns to stable",
+    lambda p: _gate_args(p, False),
+)
 def reject(args: argparse.Namespace) -> int:
     return _mutate(args, "reject", {"gate": args.gate, "reason": args.reason})
 
 
-@command("weight", "set the canary weight (0..100)",
-         _with(lambda p: p.add_argument("weight", type=int, metavar="PERCENT"), _reason))
+@command(
+    "weight",
+    "set the canary weight (0..100)",
+    _with(lambda p: p.add_argument("weight", type=int, metavar="PERCENT"), _reason),
+)
 def weight(args: argparse.Namespace) -> int:
     if not 0 <= args.weight <= 100:
         print("graylane weight: PERCENT must be 0..100", file=sys.stderr)
@@ -398,8 +474,11 @@ def weight(args: argparse.Namespace) -> int:
     return _mutate(args, "weight", {"weight": args.weight, "reason": args.reason})
 
 
-@command("promote", "promote the release now (passes the gates before the promote stage)",
-         _with(_reason, lambda p: p.add_argument("--wait", action="store_true", help="show progress")))
+@command(
+    "promote",
+    "promote the release now (passes the gates before the promote stage)",
+    _with(_reason, lambda p: p.add_argument("--wait", action="store_true", help="show progress")),
+)
 def promote(args: argparse.Namespace) -> int:
     return _mutate(args, "promote", {"reason": args.reason}, wait_gate=True)
 
@@ -416,7 +495,10 @@ _simple("resume", "resume a paused release, or move on from an indefinite step")
 _simple("abort", "abort the release: traffic returns to stable, the canary scales down")
 
 
-@command("rollback", "roll back the active release, or return to VERSION (default: the previous stable)",
-         _with(lambda p: p.add_argument("version", nargs="?", default="", metavar="VERSION"), _reason))
+@command(
+    "rollback",
+    "roll back the active release, or return to VERSION (default: the previous stable)",
+    _with(lambda p: p.add_argument("version", nargs="?", default="", metavar="VERSION"), _reason),
+)
 def rollback(args: argparse.Namespace) -> int:
     return _mutate(args, "rollback", {"version": args.version, "reason": args.reason})

@@ -33,8 +33,13 @@ def row_from_status(data: dict[str, Any]) -> Row:
     stable, canary = int(routes.get("stable", 100)), int(routes.get("canary", 0))
     rel = data.get("release")
     if not rel:
-        return Row(app=str(data.get("app", "")), release=f"stable {data.get('stable') or '-'}", stable=stable,
-                   canary=canary, ab=bool(routes.get("abTest")))
+        return Row(
+            app=str(data.get("app", "")),
+            release=f"stable {data.get('stable') or '-'}",
+            stable=stable,
+            canary=canary,
+            ab=bool(routes.get("abTest")),
+        )
     active = rel.get("phase") not in (*ENDED, "superseded")
     verdict = rel.get("verdict") or "-"
     if rel.get("verdictReason") and verdict not in ("pass", "-"):
@@ -42,14 +47,28 @@ def row_from_status(data: dict[str, Any]) -> Row:
     stage = str(rel.get("stage") or "-")
     if active and stage == "canary" and isinstance(rel.get("step"), int):
         stage += f" step {rel['step'] + 1}"
-    return Row(app=str(data.get("app", "")), release=f"{rel.get('id', '-')} {rel.get('version', '')}".strip(),
-               phase=str(rel.get("phase", "-")), stage=stage if active else "-", stable=stable, canary=canary,
-               ab=bool(routes.get("abTest")), verdict=verdict, gate=rel.get("gate") or "-")
+    return Row(
+        app=str(data.get("app", "")),
+        release=f"{rel.get('id', '-')} {rel.get('version', '')}".strip(),
+        phase=str(rel.get("phase", "-")),
+        stage=stage if active else "-",
+        stable=stable,
+        canary=canary,
+        ab=bool(routes.get("abTest")),
+        verdict=verdict,
+        gate=rel.get("gate") or "-",
+    )
 
 
-def watch(args: argparse.Namespace, backend: Any, stream: TextIO | None = None, tty: bool | None = None) -> int:
+def watch(
+    args: argparse.Namespace, backend: Any, stream: TextIO | None = None, tty: bool | None = None
+) -> int:
     out = stream or sys.stdout
-    view = LiveView(stream=out, tty=tty, title=f"graylane status -w {args.app}") if args.output == "table" else None
+    view = (
+        LiveView(stream=out, tty=tty, title=f"graylane status -w {args.app}")
+        if args.output == "table"
+        else None
+    )
     following = ""  # the release id being followed
     seen: set[tuple[str, ...]] = set()
     last: Any = None
@@ -64,7 +83,10 @@ def watch(args: argparse.Namespace, backend: Any, stream: TextIO | None = None, 
                 sleep(args.interval)
                 continue
             if code != 200:
-                print(f"graylane status {args.app}: {body.get('error') or body.get('message') or code}", file=sys.stderr)
+                print(
+                    f"graylane status {args.app}: {body.get('error') or body.get('message') or code}",
+                    file=sys.stderr,
+                )
                 return EXIT_PROBLEMS
             data = body.get("data") or {}
             rel = data.get("release") or {}
@@ -102,7 +124,12 @@ def _new_history(backend: Any, app: str, seen: set[tuple[str, ...]], quiet: bool
     entries = [e for e in body.get("data") or [] if isinstance(e, dict)]
     fresh = []
     for entry in entries:
-        key = (str(entry.get("at")), str(entry.get("release")), str(entry.get("action")), str(entry.get("eventId")))
+        key = (
+            str(entry.get("at")),
+            str(entry.get("release")),
+            str(entry.get("action")),
+            str(entry.get("eventId")),
+        )
         if key not in seen:
             seen.add(key)
             fresh.append(entry)

@@ -12,12 +12,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from functions.core.counters import Totals
 from functions.core.events import Alert, Command, ImagePushed, MetricSample, Tick
 from functions.core.policy import Policy
 from functions.core.state import Actor, AppState, Release, Version
+
+if TYPE_CHECKING:  # built in run(), lazily: the demo's module imports nothing of the providers
+    from functions.providers.recording import RecordingProviders
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "infra" / "examples"
 APP = "pro/flask"
@@ -47,7 +50,7 @@ class DemoCounters:
     of its requests (0.3 % for everything else). Adaptive exposure ramps a canary up as they accumulate."""
 
     clock: SimClock
-    providers: Any  # RecordingProviders: the routed weight is read from its router
+    providers: RecordingProviders  # the routed weight is read from its router
     rps: float = 200.0
 
     def __post_init__(self) -> None:
@@ -66,8 +69,12 @@ class DemoCounters:
         stable = self.rps * seconds - canary
         c = self.counts
         c[0], c[1], c[2], c[3] = c[0] + canary, c[1] + canary * bad, c[2] + stable, c[3] + stable * 0.003
-        return Totals(canary_requests=round(c[0]), canary_errors=round(c[1]), stable_requests=round(c[2]),
-                      stable_errors=round(c[3]))  # fmt: skip
+        return Totals(
+            canary_requests=round(c[0]),
+            canary_errors=round(c[1]),
+            stable_requests=round(c[2]),
+            stable_errors=round(c[3]),
+        )
 
 
 def script() -> Iterator[tuple[float, Any, str]]:
@@ -75,13 +82,20 @@ def script() -> Iterator[tuple[float, Any, str]]:
     ops, po = Actor("ops-lead", "slack", "#flask-release"), Actor("product-owner", "dingtalk")
 
     def push(tag: str) -> ImagePushed:
-        return ImagePushed(id=f"push-{next(n)}", app=APP, target=Version(tag, f"{REPO}@sha256:{tag}"),
-                           repository=REPO, tag=tag, source="dockerhub")  # fmt: skip
+        return ImagePushed(
+            id=f"push-{next(n)}",
+            app=APP,
+            target=Version(tag, f"{REPO}@sha256:{tag}"),
+            repository=REPO,
+            tag=tag,
+            source="dockerhub",
+        )
 
     def cmd(action: str, actor: Actor, release: str, version: str, **kw: Any) -> Command:
         """What a button of `release`'s notification (or a command typed against it) sends."""
-        return Command(id=f"cmd-{next(n)}", app=APP, action=action, actor=actor, release=release, version=version,
-                       **kw)  # fmt: skip
+        return Command(
+            id=f"cmd-{next(n)}", app=APP, action=action, actor=actor, release=release, version=version, **kw
+        )
 
     def ticks(count: int, every: float) -> Iterator[tuple[float, Any, str]]:
         for _ in range(count):
@@ -101,10 +115,30 @@ def script() -> Iterator[tuple[float, Any, str]]:
     yield from ticks(1, 10)
     yield 30, cmd("approve", ops, *v3, gate="ab-test"), "A/B test of v3"
     yield from ticks(4, 10)
-    yield 60, Alert(id=f"alert-{next(n)}", app=APP, fingerprint="f1", firing=True, alertname="FlaskHighErrorRate",
-                    labels={"alertname": "FlaskHighErrorRate", "service": "k8s-flask"}), "error burst: alert fires"
-    yield 90, Alert(id=f"alert-{next(n)}", app=APP, fingerprint="f1", firing=False, alertname="FlaskHighErrorRate",
-                    labels={"alertname": "FlaskHighErrorRate", "service": "k8s-flask"}), "alert resolves"
+    yield (
+        60,
+        Alert(
+            id=f"alert-{next(n)}",
+            app=APP,
+            fingerprint="f1",
+            firing=True,
+            alertname="FlaskHighErrorRate",
+            labels={"alertname": "FlaskHighErrorRate", "service": "k8s-flask"},
+        ),
+        "error burst: alert fires",
+    )
+    yield (
+        90,
+        Alert(
+            id=f"alert-{next(n)}",
+            app=APP,
+            fingerprint="f1",
+            firing=False,
+            alertname="FlaskHighErrorRate",
+            labels={"alertname": "FlaskHighErrorRate", "service": "k8s-flask"},
+        ),
+        "alert resolves",
+    )
     yield from ticks(2, 90)
 
 
@@ -114,10 +148,12 @@ def line(state: AppState, note: str, at: datetime, start: datetime) -> str:
     rl = state.protection.rate_limit
     verdict = rel.verdicts[-1].verdict if rel and rel.verdicts else "-"
     stage = f"{rel.stage + 1}" if rel else "-"
-    return (f"+{(at - start).total_seconds() / 60:6.1f}m  {(rel.target.version if rel else '-'):7} "
-            f"{(rel.phase.value if rel else '-'):12} stage {stage:2} {rel.gate if rel and rel.gate else '':14} "
-            f"stable/canary {routes.stable:3}/{routes.canary:<3} {'A/B' if routes.match else '   '} "
-            f"verdict {verdict:12} limit {rl.average if rl else '-':>4}  {note}")  # fmt: skip
+    return (
+        f"+{(at - start).total_seconds() / 60:6.1f}m  {(rel.target.version if rel else '-'):7} "
+        f"{(rel.phase.value if rel else '-'):12} stage {stage:2} {rel.gate if rel and rel.gate else '':14} "
+        f"stable/canary {routes.stable:3}/{routes.canary:<3} {'A/B' if routes.match else '   '} "
+        f"verdict {verdict:12} limit {rl.average if rl else '-':>4}  {note}"
+    )
 
 
 def run(out: Any = print) -> AppState:

@@ -55,7 +55,9 @@ class _Handler(BaseHTTPRequestHandler):
         with b.lock:
             b.served += 1
             b.failed += fail
-        self._reply(500 if fail else 200, f"{self.server.name} {self.server.version} {'error' if fail else 'ok'}\n")
+        self._reply(
+            500 if fail else 200, f"{self.server.name} {self.server.version} {'error' if fail else 'ok'}\n"
+        )
 
     do_POST = do_GET
 
@@ -93,7 +95,9 @@ class DemoServer(ThreadingHTTPServer):
     allow_reuse_address = True
     allow_reuse_port = True
 
-    def __init__(self, name: str, version: str, port: int, behaviour: Behaviour, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, name: str, version: str, port: int, behaviour: Behaviour, host: str = "127.0.0.1"
+    ) -> None:
         self.name = name
         self.version = version
         self.behaviour = behaviour
@@ -106,8 +110,9 @@ class DemoServer(ThreadingHTTPServer):
             super().handle_error(request, client_address)  # type: ignore[arg-type]
 
 
-def serve(name: str, version: str, port: int, error_rate: float = 0.0, delay: float = 0.0,
-          host: str = "127.0.0.1") -> None:  # fmt: skip
+def serve(
+    name: str, version: str, port: int, error_rate: float = 0.0, delay: float = 0.0, host: str = "127.0.0.1"
+) -> None:
     """Serve until SIGTERM/SIGINT, then drain: stop accepting, close keep-alive connections, exit."""
     server = DemoServer(name, version, port, Behaviour(error_rate=error_rate, delay=delay), host)
     stop = threading.Event()

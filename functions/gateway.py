@@ -103,8 +103,13 @@ def _credentials(env: Mapping[str, str], source: str) -> Credentials:
         return next((env[p.format(kind)] for p in prefixes if env.get(p.format(kind))), "")
 
     repositories = tuple(images.normalize_repository(r) for r in pick("REPOSITORIES").split(",") if r.strip())
-    return Credentials(token=pick("TOKEN"), secret=pick("SECRET"), user=pick("USER"), password=pick("PASSWORD"),
-                       repositories=repositories)
+    return Credentials(
+        token=pick("TOKEN"),
+        secret=pick("SECRET"),
+        user=pick("USER"),
+        password=pick("PASSWORD"),
+        repositories=repositories,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- body limit
@@ -148,7 +153,9 @@ class BodyLimit:
             await self._too_large(scope, receive, send)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = JSONResponse({"error": f"request body is larger than {self.max_body} bytes"}, status_code=413)
+        response = JSONResponse(
+            {"error": f"request body is larger than {self.max_body} bytes"}, status_code=413
+        )
         await response(scope, receive, send)
 
 
@@ -164,8 +171,11 @@ def matching_policies(policies: Iterable[Policy], repository: str, tag: str) -> 
 
     tag '' is a push by digest only: it reaches only the policies that release by digest (`byDigest`)."""
     wanted = images.normalize_repository(repository)
-    return [p for p in policies
-            if images.normalize_repository(p.image.repository) == wanted and images.push_matches(p.image, tag)]
+    return [
+        p
+        for p in policies
+        if images.normalize_repository(p.image.repository) == wanted and images.push_matches(p.image, tag)
+    ]
 
 
 def _ignore(ignored: list[dict[str, str]], source: str, push: Push, code: str, reason: str) -> None:
@@ -174,13 +184,23 @@ def _ignore(ignored: list[dict[str, str]], source: str, push: Push, code: str, r
         entry["digest"] = push.digest
     ignored.append(entry)
     metrics.webhook_ignored(source, code)
-    log.info("webhook source %s: ignored %s%s: %s", source, push.repository[:255] or "(no repository)",
-             f":{push.tag[:128]}" if push.tag else (f"@{push.digest}" if push.digest else ""), reason,
-             extra={"source": source, "ignored": code})
+    log.info(
+        "webhook source %s: ignored %s%s: %s",
+        source,
+        push.repository[:255] or "(no repository)",
+        f":{push.tag[:128]}" if push.tag else (f"@{push.digest}" if push.digest else ""),
+        reason,
+        extra={"source": source, "ignored": code},
+    )
 
 
-def push_events(source: str, pushes: Sequence[Push], policies: Policies, settings: GatewaySettings,
-                credentials: Credentials) -> tuple[list[Any], list[dict[str, str]]]:
+def push_events(
+    source: str,
+    pushes: Sequence[Push],
+    policies: Policies,
+    settings: GatewaySettings,
+    credentials: Credentials,
+) -> tuple[list[Any], list[dict[str, str]]]:
     """(CloudEvents, ignored pushes). Every push graylane will not act on is ignored with its reason, never
     refused: the delivery itself was genuine and in the vendor's format, and a refusal would make senders
     such as Distribution retry it forever (blocking every later notification)."""
@@ -192,14 +212,26 @@ def push_events(source: str, pushes: Sequence[Push], policies: Policies, setting
             _ignore(ignored, source, push, "unreadable", f"push {i} could not be read: {push.problem}"[:300])
             continue
         if not catalog.is_repository(push.repository):
-            _ignore(ignored, source, push, "bad-repository", f"push {i}: repository {push.repository[:80]!r} is not "
-                    "an image repository such as registry.example.com/team/web")
+            _ignore(
+                ignored,
+                source,
+                push,
+                "bad-repository",
+                f"push {i}: repository {push.repository[:80]!r} is not "
+                "an image repository such as registry.example.com/team/web",
+            )
             continue
         allowed = credentials.repositories
         name = images.normalize_repository(push.repository)
         if allowed and not any(name == p or name.startswith(p + "/") for p in allowed):
-            _ignore(ignored, source, push, "not-allowed", f"webhook source {source} may not announce repository "
-                    f"{push.repository}; allowed: " + ", ".join(allowed))
+            _ignore(
+                ignored,
+                source,
+                push,
+                "not-allowed",
+                f"webhook source {source} may not announce repository "
+                f"{push.repository}; allowed: " + ", ".join(allowed),
+            )
             continue
         if push.tag and not catalog.is_tag(push.tag):
             _ignore(ignored, source, push, "bad-tag", f"tag {push.tag[:80]!r} is not an image tag")
@@ -239,7 +271,9 @@ def _push_event(source: str, push: Push, app: str, settings: GatewaySettings) ->
     # without a digest the push time (or the delivery id) tells two pushes of one tag apart
     what = push.digest or push.pushed_at or push.delivery
     event_id = _id("push-", source, app, push.repository, push.tag, what)
-    return catalog.make_event(ev.IMAGE_PUSHED, app, data, id=event_id, source=f"{settings.source_prefix}/{source}")
+    return catalog.make_event(
+        ev.IMAGE_PUSHED, app, data, id=event_id, source=f"{settings.source_prefix}/{source}"
+    )
 
 
 def alert_app(labels: Mapping[str, str]) -> str:
@@ -255,16 +289,20 @@ def alert_apps(labels: Mapping[str, str], known: Iterable[Policy]) -> list[str]:
     the app its labels name (graylane_app, or namespace + app: a shortcut that needs no rule, e.g. for an
     alert about a canary). Sorted, without repeats."""
     alertname = labels.get("alertname", "")
-    apps = {p.app for p in known if catalog.is_app(p.app)
-            and any(rule_matches(r, alertname, dict(labels)) for r in p.protection)}
+    apps = {
+        p.app
+        for p in known
+        if catalog.is_app(p.app) and any(rule_matches(r, alertname, dict(labels)) for r in p.protection)
+    }
     named = alert_app(labels)
     if named:
         apps.add(named)
     return sorted(apps)
 
 
-def alert_events(source: str, notices: Sequence[AlertNotice], settings: GatewaySettings,
-                 policies: Policies | None = None) -> tuple[list[Any], list[dict[str, str]]]:
+def alert_events(
+    source: str, notices: Sequence[AlertNotice], settings: GatewaySettings, policies: Policies | None = None
+) -> tuple[list[Any], list[dict[str, str]]]:
     """One event per alert and app it is for, deduplicated by fingerprint and status within the delivery."""
     out: list[Any] = []
     ignored: list[dict[str, str]] = []
@@ -283,26 +321,39 @@ def alert_events(source: str, notices: Sequence[AlertNotice], settings: GatewayS
         alertname = notice.labels.get("alertname", "")
         apps = alert_apps(notice.labels, known) if 1 <= len(alertname) <= 256 else []
         if not apps:
-            code, reason = (("no-app", "no policy's protection rule matches its labels, and they name no app "
-                             "(graylane_app, or namespace and app)") if 1 <= len(alertname) <= 256
-                            else ("no-alertname", "no alertname label"))  # fmt: skip
+            code, reason = (
+                (
+                    "no-app",
+                    "no policy's protection rule matches its labels, and they name no app "
+                    "(graylane_app, or namespace and app)",
+                )
+                if 1 <= len(alertname) <= 256
+                else ("no-alertname", "no alertname label")
+            )
             ignored.append({"fingerprint": notice.fingerprint, "status": notice.status, "reason": reason})
             metrics.webhook_ignored(source, code)
             continue
         for app in apps:
             data: dict[str, Any] = {
-                "fingerprint": notice.fingerprint, "alertname": alertname, "status": notice.status,
-                "labels": dict(notice.labels), "annotations": dict(notice.annotations), "startsAt": starts_at,
+                "fingerprint": notice.fingerprint,
+                "alertname": alertname,
+                "status": notice.status,
+                "labels": dict(notice.labels),
+                "annotations": dict(notice.annotations),
+                "startsAt": starts_at,
                 "app": app,
-            }  # fmt: skip
+            }
             if rfc3339_or_empty(notice.ends_at):
                 data["endsAt"] = notice.ends_at
             if notice.generator_url and len(notice.generator_url) <= 2048:
                 data["generatorURL"] = notice.generator_url
             event_type = ev.ALERT_FIRING if notice.status == "firing" else ev.ALERT_RESOLVED
             event_id = _id("am-", notice.fingerprint, notice.status, starts_at, app)
-            out.append(catalog.make_event(event_type, app, data, id=event_id,
-                                          source=f"{settings.source_prefix}/{source}"))
+            out.append(
+                catalog.make_event(
+                    event_type, app, data, id=event_id, source=f"{settings.source_prefix}/{source}"
+                )
+            )
     return out, ignored
 
 
@@ -324,8 +375,9 @@ def _headers(request: Request) -> dict[str, str]:
 _SAFE_NAME = re.compile(r"[a-z0-9-]{1,40}")
 
 
-def hook_routes(settings: GatewaySettings, sources: Mapping[str, Source], bus: Bus,
-                policies: Policies) -> list[BaseRoute]:
+def hook_routes(
+    settings: GatewaySettings, sources: Mapping[str, Source], bus: Bus, policies: Policies
+) -> list[BaseRoute]:
     """POST /hooks/{source} and /hooks/{source}/{token} (for senders that cannot set headers)."""
 
     async def hook(request: Request) -> Response:
@@ -346,8 +398,9 @@ def hook_routes(settings: GatewaySettings, sources: Mapping[str, Source], bus: B
         try:
             parsed = source.parse(headers, body)
             if source.kind == "alert":
-                events, ignored = alert_events(source.name, [n for n in parsed if isinstance(n, AlertNotice)],
-                                               settings, policies)
+                events, ignored = alert_events(
+                    source.name, [n for n in parsed if isinstance(n, AlertNotice)], settings, policies
+                )
             else:
                 pushes = [p for p in parsed if isinstance(p, Push)]
                 events, ignored = push_events(source.name, pushes, policies, settings, credentials)
@@ -359,7 +412,10 @@ def hook_routes(settings: GatewaySettings, sources: Mapping[str, Source], bus: B
             return _error(getattr(err, "status", 422), str(err))
         except Exception:  # a body no parser foresaw must still get a 4xx, never a 500 the sender retries
             log.exception("webhook source %s: unreadable delivery", source.name)
-            return _error(422, f"webhook source {source.name}: the body is not a {source.name} delivery graylane can read")
+            return _error(
+                422,
+                f"webhook source {source.name}: the body is not a {source.name} delivery graylane can read",
+            )
         try:
             for event in events:
                 await run_in_threadpool(bus.publish, event)
@@ -384,8 +440,13 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return _error(status, str(detail))
 
 
-def build_app(settings: GatewaySettings, sources: Mapping[str, Source], bus: Bus, policies: Policies,
-              extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
+def build_app(
+    settings: GatewaySettings,
+    sources: Mapping[str, Source],
+    bus: Bus,
+    policies: Policies,
+    extra_routes: Sequence[BaseRoute] = (),
+) -> Starlette:
     """The gateway app: hook routes, /healthz, and whatever routes other modules contribute."""
     routes: list[BaseRoute] = [
         Route("/healthz", _healthz, methods=["GET"]),
@@ -394,8 +455,10 @@ def build_app(settings: GatewaySettings, sources: Mapping[str, Source], bus: Bus
     ]
     return Starlette(
         routes=routes,
-        middleware=[Middleware(ObserveRequests, sources=sources, aliases=ALIASES),  # outermost: sees 413s too
-                    Middleware(BodyLimit, max_body=settings.max_body)],
+        middleware=[
+            Middleware(ObserveRequests, sources=sources, aliases=ALIASES),  # outermost: sees 413s too
+            Middleware(BodyLimit, max_body=settings.max_body),
+        ],
         exception_handlers={HTTPException: _http_error},
     )
 
@@ -418,8 +481,16 @@ def create_app() -> Starlette:
     # its events (and the actors it authenticated) from anything else posted to the broker
     edge_key = InternalAuth.from_env().edge_key
     if not edge_key:
-        log.warning("%s is not set: the functions will refuse the image, command and alert events this gateway "
-                    "publishes", EDGE_KEY_ENV)
+        log.warning(
+            "%s is not set: the functions will refuse the image, command and alert events this gateway "
+            "publishes",
+            EDGE_KEY_ENV,
+        )
     bus = AttestingBus(bus_from_env(), edge_key)
-    return build_app(GatewaySettings.from_env(), make_sources(), bus, policies,
-                     extra_routes=extra_routes(base.store, bus, policies))  # approval API + ChatOps
+    return build_app(
+        GatewaySettings.from_env(),
+        make_sources(),
+        bus,
+        policies,
+        extra_routes=extra_routes(base.store, bus, policies),
+    )  # approval API + ChatOps

@@ -82,7 +82,9 @@ def _same(a: str, b: str) -> bool:
 def _secret(env: Mapping[str, str], name: str) -> str:
     raw = env.get(name, "").strip()
     if raw and len(raw) < MIN_SECRET:
-        raise ConfigError(f"{name} must be at least {MIN_SECRET} characters (use e.g. `openssl rand -hex 32`)")
+        raise ConfigError(
+            f"{name} must be at least {MIN_SECRET} characters (use e.g. `openssl rand -hex 32`)"
+        )
     return raw
 
 
@@ -94,7 +96,9 @@ class OidcConfig:
     """Knative Eventing's sender identity: the broker (or a PingSource) sends a JWT for our audience."""
 
     audience: str
-    subjects: tuple[str, ...]  # accepted `sub` claims, e.g. system:serviceaccount:ns:<trigger>oidc-...-trigger
+    subjects: tuple[
+        str, ...
+    ]  # accepted `sub` claims, e.g. system:serviceaccount:ns:<trigger>oidc-...-trigger
     issuer: str = ""  # expected `iss`; empty: the issuer the API server's discovery document names
     jwks_url: str = ""  # empty: the API server's /openid/v1/jwks (with the pod's token); file:// allowed
     ca_file: str = f"{SA_DIR}/ca.crt"
@@ -110,12 +114,18 @@ class OidcConfig:
             return None
         if not subjects:
             # any service account can get a token for any audience: the subject is what names the broker
-            raise ConfigError("GRAYLANE_OIDC_AUDIENCE needs GRAYLANE_OIDC_SUBJECTS: the OIDC service accounts "
-                              "allowed to call (kubectl get trigger NAME -o jsonpath={.status.auth.serviceAccountName})")
-        return cls(audience=audience, subjects=subjects, issuer=env.get("GRAYLANE_OIDC_ISSUER", "").strip(),
-                   jwks_url=env.get("GRAYLANE_OIDC_JWKS_URL", "").strip(),
-                   ca_file=env.get("GRAYLANE_OIDC_CA_FILE", f"{SA_DIR}/ca.crt"),
-                   token_file=env.get("GRAYLANE_OIDC_TOKEN_FILE", f"{SA_DIR}/token"))  # fmt: skip
+            raise ConfigError(
+                "GRAYLANE_OIDC_AUDIENCE needs GRAYLANE_OIDC_SUBJECTS: the OIDC service accounts "
+                "allowed to call (kubectl get trigger NAME -o jsonpath={.status.auth.serviceAccountName})"
+            )
+        return cls(
+            audience=audience,
+            subjects=subjects,
+            issuer=env.get("GRAYLANE_OIDC_ISSUER", "").strip(),
+            jwks_url=env.get("GRAYLANE_OIDC_JWKS_URL", "").strip(),
+            ca_file=env.get("GRAYLANE_OIDC_CA_FILE", f"{SA_DIR}/ca.crt"),
+            token_file=env.get("GRAYLANE_OIDC_TOKEN_FILE", f"{SA_DIR}/token"),
+        )
 
 
 def _b64url(text: str) -> bytes:
@@ -183,16 +193,18 @@ class Jwks:
         headers = {"Accept": "application/json"}
         context = None
         if url.startswith(_apiserver()):
-            context = ssl.create_default_context(cafile=self.config.ca_file if os.path.exists(self.config.ca_file)
-                                                 else None)  # fmt: skip
+            context = ssl.create_default_context(
+                cafile=self.config.ca_file if os.path.exists(self.config.ca_file) else None
+            )
             try:
                 with open(self.config.token_file, encoding="utf-8") as f:
                     headers["Authorization"] = "Bearer " + f.read().strip()
             except OSError:
                 pass
         try:
-            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5,
-                                        context=context) as response:  # fmt: skip
+            with urllib.request.urlopen(
+                urllib.request.Request(url, headers=headers), timeout=5, context=context
+            ) as response:
                 return dict(json.loads(response.read(1 << 20)))
         except (OSError, ValueError) as err:
             raise Unauthenticated(f"the issuer's keys could not be read from {url}: {err}") from err
@@ -213,11 +225,17 @@ def verify_jwt(token: str, config: OidcConfig, jwks: Jwks, now: float) -> dict[s
     alg = header.get("alg")
     if alg not in ("RS256", "ES256"):
         raise Unauthenticated(f"the bearer token's algorithm {str(alg)[:20]!r} is not RS256 or ES256")
-    _check_signature(alg, jwks.key(str(header.get("kid", ""))), f"{head}.{payload}".encode(), _b64url(signature))
+    _check_signature(
+        alg, jwks.key(str(header.get("kid", ""))), f"{head}.{payload}".encode(), _b64url(signature)
+    )
     if not _same(str(claims.get("iss", "")), jwks.issuer()):
-        raise Unauthenticated(f"the bearer token's issuer {str(claims.get('iss'))[:100]!r} is not the cluster's")
+        raise Unauthenticated(
+            f"the bearer token's issuer {str(claims.get('iss'))[:100]!r} is not the cluster's"
+        )
     audiences = claims.get("aud")
-    audiences = [audiences] if isinstance(audiences, str) else audiences if isinstance(audiences, list) else []
+    audiences = (
+        [audiences] if isinstance(audiences, str) else audiences if isinstance(audiences, list) else []
+    )
     if config.audience not in audiences:
         raise Unauthenticated(f"the bearer token is not for audience {config.audience}")
     exp, nbf = claims.get("exp"), claims.get("nbf", claims.get("iat", 0))
@@ -227,8 +245,10 @@ def verify_jwt(token: str, config: OidcConfig, jwks: Jwks, now: float) -> dict[s
         raise Unauthenticated("the bearer token is not valid yet")
     subject = str(claims.get("sub", ""))
     if not any(_same(subject, allowed) for allowed in config.subjects):
-        raise Unauthenticated(f"the bearer token's subject {subject[:200]!r} may not call this function; allowed: "
-                              + ", ".join(config.subjects))
+        raise Unauthenticated(
+            f"the bearer token's subject {subject[:200]!r} may not call this function; allowed: "
+            + ", ".join(config.subjects)
+        )
     return claims
 
 
@@ -246,12 +266,15 @@ def _check_signature(alg: str, jwk: dict[str, Any], signed: bytes, signature: by
             if jwk.get("kty") != "RSA":
                 raise Unauthenticated("the signing key is not an RSA key")
             rsa.RSAPublicNumbers(number("e"), number("n")).public_key().verify(
-                signature, signed, padding.PKCS1v15(), hashes.SHA256())
+                signature, signed, padding.PKCS1v15(), hashes.SHA256()
+            )
         else:
             if jwk.get("kty") != "EC" or jwk.get("crv") != "P-256" or len(signature) != 64:
                 raise Unauthenticated("the signing key is not a P-256 key")
             key = ec.EllipticCurvePublicNumbers(number("x"), number("y"), ec.SECP256R1()).public_key()
-            der = encode_dss_signature(int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big"))
+            der = encode_dss_signature(
+                int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+            )
             key.verify(der, signed, ec.ECDSA(hashes.SHA256()))
     except InvalidSignature:
         raise Unauthenticated("the bearer token's signature does not verify") from None
@@ -265,12 +288,16 @@ def _check_signature(alg: str, jwk: dict[str, Any], signed: bytes, signature: by
 def request_signature(token: str, headers: Mapping[str, str], body: bytes, timestamp: str) -> str:
     """`sha256=<hex>` over the timestamp, the CloudEvent headers (binary mode) and the body."""
     lower = {k.lower(): v for k, v in headers.items()}
-    signed = [f"{k}:{lower[k].strip()}\n" for k in sorted(lower) if k.startswith("ce-") or k == "content-type"]
+    signed = [
+        f"{k}:{lower[k].strip()}\n" for k in sorted(lower) if k.startswith("ce-") or k == "content-type"
+    ]
     message = f"{timestamp}\n{''.join(signed)}\n".encode() + body
     return "sha256=" + hmac.new(token.encode(), message, hashlib.sha256).hexdigest()
 
 
-def signed_headers(token: str, headers: Mapping[str, str], body: bytes, now: float | None = None) -> dict[str, str]:
+def signed_headers(
+    token: str, headers: Mapping[str, str], body: bytes, now: float | None = None
+) -> dict[str, str]:
     """The headers an in-cluster sender adds to sign its request with the internal token instead of sending it."""
     stamp = str(int(time.time() if now is None else now))
     return {TIMESTAMP_HEADER: stamp, SIGNATURE_HEADER: request_signature(token, headers, body, stamp)}
@@ -285,20 +312,25 @@ class InternalAuth:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> InternalAuth:
         env = os.environ if env is None else env
-        return cls(token=_secret(env, TOKEN_ENV), edge_key=_secret(env, EDGE_KEY_ENV), oidc=OidcConfig.from_env(env))
+        return cls(
+            token=_secret(env, TOKEN_ENV), edge_key=_secret(env, EDGE_KEY_ENV), oidc=OidcConfig.from_env(env)
+        )
 
     @property
     def configured(self) -> bool:
         return bool(self.token or self.oidc)
 
-    def authenticate(self, headers: Mapping[str, str], body: bytes, now: float | None = None,
-                     jwks: Jwks | None = None) -> str:
+    def authenticate(
+        self, headers: Mapping[str, str], body: bytes, now: float | None = None, jwks: Jwks | None = None
+    ) -> str:
         """Who called (for logs): 'internal token', 'signed request' or 'oidc:<sub>'; Unauthenticated otherwise."""
         now = time.time() if now is None else now
         if not self.configured:
-            raise Unauthenticated(f"internal endpoints have no credential configured ({TOKEN_ENV}, or "
-                                  "GRAYLANE_OIDC_AUDIENCE and GRAYLANE_OIDC_SUBJECTS for Knative's OIDC delivery); "
-                                  "they refuse every call")
+            raise Unauthenticated(
+                f"internal endpoints have no credential configured ({TOKEN_ENV}, or "
+                "GRAYLANE_OIDC_AUDIENCE and GRAYLANE_OIDC_SUBJECTS for Knative's OIDC delivery); "
+                "they refuse every call"
+            )
         lower = {k.lower(): v for k, v in headers.items()}
         scheme, _, presented = lower.get("authorization", "").strip().partition(" ")
         presented = presented.strip()
@@ -313,13 +345,17 @@ class InternalAuth:
         if signature and self.token:
             stamp = lower.get(TIMESTAMP_HEADER, "").strip()
             if not stamp.isdigit() or abs(now - int(stamp)) > SIGNATURE_WINDOW:
-                raise Unauthenticated(f"{TIMESTAMP_HEADER} must be Unix seconds within {int(SIGNATURE_WINDOW)} s "
-                                      "of now (a replay, or the clocks differ)")
+                raise Unauthenticated(
+                    f"{TIMESTAMP_HEADER} must be Unix seconds within {int(SIGNATURE_WINDOW)} s "
+                    "of now (a replay, or the clocks differ)"
+                )
             if not _same(signature, request_signature(self.token, lower, body, stamp)):
                 raise Unauthenticated(f"{SIGNATURE_HEADER} does not match the request")
             return "signed request"
-        raise Unauthenticated("internal endpoints need Authorization: Bearer <GRAYLANE_INTERNAL_TOKEN> (or the "
-                              f"broker's OIDC token), or {SIGNATURE_HEADER} with {TIMESTAMP_HEADER}")
+        raise Unauthenticated(
+            "internal endpoints need Authorization: Bearer <GRAYLANE_INTERNAL_TOKEN> (or the "
+            f"broker's OIDC token), or {SIGNATURE_HEADER} with {TIMESTAMP_HEADER}"
+        )
 
 
 _jwks_cache: dict[OidcConfig, Jwks] = {}
@@ -345,14 +381,22 @@ def _canonical(event: Any) -> bytes:
     attrs, data = _attributes(event)
     if isinstance(data, bytes | bytearray | str):
         try:
-            data = json.loads(data) if str(data if isinstance(data, str) else data.decode("utf-8", "replace")).strip() \
+            data = (
+                json.loads(data)
+                if str(data if isinstance(data, str) else data.decode("utf-8", "replace")).strip()
                 else None
+            )
         except ValueError:
             pass  # not JSON: signed as it is (bytes as text)
     if isinstance(data, bytes | bytearray):
         data = data.decode("utf-8", "replace")
-    parts = [attrs.get("type", ""), attrs.get("id", ""), attrs.get("subject", "") or "",
-             attrs.get(RELEASE_EXTENSION, "") or "", data]
+    parts = [
+        attrs.get("type", ""),
+        attrs.get("id", ""),
+        attrs.get("subject", "") or "",
+        attrs.get(RELEASE_EXTENSION, "") or "",
+        data,
+    ]
     return json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str).encode()
 
 
@@ -373,16 +417,22 @@ def verify_origin(event: Any, key: str) -> None:
     if event_type not in ATTESTED_TYPES:
         return
     if not key:
-        raise Forbidden(f"{event_type} events are accepted only from graylane's edges, and no {EDGE_KEY_ENV} is "
-                        "configured to check that")
+        raise Forbidden(
+            f"{event_type} events are accepted only from graylane's edges, and no {EDGE_KEY_ENV} is "
+            "configured to check that"
+        )
     given = str(attrs.get(ATTESTATION, "") or "")
     if not given:
-        raise Forbidden(f"{event_type} event {brief(str(attrs.get('id', '')), 80)!r} carries no edge attestation "
-                        f"({ATTESTATION}): only graylane's gateway, approval API and chat endpoints may create it, "
-                        "with the actor they authenticated")
+        raise Forbidden(
+            f"{event_type} event {brief(str(attrs.get('id', '')), 80)!r} carries no edge attestation "
+            f"({ATTESTATION}): only graylane's gateway, approval API and chat endpoints may create it, "
+            "with the actor they authenticated"
+        )
     if not _same(given.lower(), attestation(event, key)):
-        raise Forbidden(f"{event_type} event {brief(str(attrs.get('id', '')), 80)!r}: the edge attestation does not "
-                        "match its content (a changed actor, app or field)")
+        raise Forbidden(
+            f"{event_type} event {brief(str(attrs.get('id', '')), 80)!r}: the edge attestation does not "
+            "match its content (a changed actor, app or field)"
+        )
 
 
 # ---------------------------------------------------------------------------------------------- functions-framework
@@ -408,7 +458,11 @@ def functions_framework_guard() -> InternalAuth:
             caller = auth.authenticate(dict(flask.request.headers), flask.request.get_data(cache=True))
         except Unauthenticated as err:
             log.warning("function call refused: %s", brief(str(err), 300))
-            return flask.jsonify({"error": brief(str(err))}), 401, {"WWW-Authenticate": 'Bearer realm="graylane"'}
+            return (
+                flask.jsonify({"error": brief(str(err))}),
+                401,
+                {"WWW-Authenticate": 'Bearer realm="graylane"'},
+            )
         log.debug("function called by %s", caller)
         return None
 

@@ -38,8 +38,21 @@ from functions.errors import ConfigError
 
 PROG = "kubectl graylane"
 # the CLI's commands that work on a cluster's releases (serve, demo and report are not for a kubectl plugin)
-PLUGIN_COMMANDS = ("list", "status", "history", "approve", "reject", "weight", "promote", "pause", "resume",
-                   "abort", "rollback", "validate", "import")  # fmt: skip
+PLUGIN_COMMANDS = (
+    "list",
+    "status",
+    "history",
+    "approve",
+    "reject",
+    "weight",
+    "promote",
+    "pause",
+    "resume",
+    "abort",
+    "rollback",
+    "validate",
+    "import",
+)
 SA_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
@@ -62,7 +75,12 @@ class UsageError(Exception):
     pass
 
 
-_TAKES_VALUE = {"--kubeconfig": "kubeconfig", "--context": "context", "--namespace": "namespace", "-n": "namespace"}
+_TAKES_VALUE = {
+    "--kubeconfig": "kubeconfig",
+    "--context": "context",
+    "--namespace": "namespace",
+    "-n": "namespace",
+}
 
 
 def split_flags(argv: Sequence[str]) -> tuple[KubeFlags, list[str]]:
@@ -104,7 +122,9 @@ def where(flags: KubeFlags, env: Mapping[str, str] | None = None) -> Where:
     env = os.environ if env is None else env
     kubeconfig = flags.kubeconfig or env.get("KUBECONFIG", "")
     default = Path("~/.kube/config").expanduser()
-    in_pod = not kubeconfig and not flags.context and not default.exists() and "KUBERNETES_SERVICE_HOST" in env
+    in_pod = (
+        not kubeconfig and not flags.context and not default.exists() and "KUBERNETES_SERVICE_HOST" in env
+    )
     if in_pod:
         namespace = flags.namespace
         if not namespace:
@@ -152,9 +172,11 @@ def store_url(place: Where, every: bool) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=PROG, description="graylane releases on the cluster of the current kubeconfig context.",
+        prog=PROG,
+        description="graylane releases on the cluster of the current kubeconfig context.",
         epilog="kubectl's flags, anywhere on the line: --kubeconfig FILE, --context NAME, -n/--namespace NS, "
-               "-A/--all-namespaces (list).")  # fmt: skip
+        "-A/--all-namespaces (list).",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in PLUGIN_COMMANDS:
         cmd = COMMANDS[name]
@@ -170,7 +192,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     if flags.kubeconfig:
-        os.environ["KUBECONFIG"] = flags.kubeconfig  # before kubernetes is imported: its default path is read then
+        os.environ["KUBECONFIG"] = (
+            flags.kubeconfig
+        )  # before kubernetes is imported: its default path is read then
     parser = build_parser()
     try:
         args = parser.parse_args(rest)
@@ -185,7 +209,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if flags.all_namespaces and args.command != "list":
             raise UsageError("-A/--all-namespaces goes with list only")
         if getattr(args, "server", "") and "--server" in rest:
-            raise UsageError("--server: the plugin works on the cluster's ConfigMap store; use `graylane --server`")
+            raise UsageError(
+                "--server: the plugin works on the cluster's ConfigMap store; use `graylane --server`"
+            )
         place = where(flags)
         if hasattr(args, "app"):
             args.app = qualify(args.app, place, bool(flags.namespace))
@@ -196,7 +222,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.context = place.context
     args.store = store_url(place, flags.all_namespaces)
     args.policies = "configmap://"
-    os.environ.setdefault("GRAYLANE_PROVIDERS", "kubernetes")  # effects land on this cluster, like kubectl's edits
+    os.environ.setdefault(
+        "GRAYLANE_PROVIDERS", "kubernetes"
+    )  # effects land on this cluster, like kubectl's edits
     return COMMANDS[args.command].run(args)
 
 

@@ -85,8 +85,13 @@ class DirectoryPolicies:
     name order wins and the other is reported in `errors`.
     """
 
-    def __init__(self, path: str | os.PathLike[str], check_interval: float = 0.0,
-                 clock: Callable[[], float] | None = None, cache: PolicyCache | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        check_interval: float = 0.0,
+        clock: Callable[[], float] | None = None,
+        cache: PolicyCache | None = None,
+    ) -> None:
         self.path = Path(path)
         self.cache = cache
         self.check_interval = check_interval
@@ -125,8 +130,9 @@ class DirectoryPolicies:
 
     def _files(self) -> dict[Path, Signature]:
         try:
-            entries = sorted(p for p in self.path.iterdir()
-                             if p.suffix in POLICY_SUFFIXES and not p.name.startswith("."))
+            entries = sorted(
+                p for p in self.path.iterdir() if p.suffix in POLICY_SUFFIXES and not p.name.startswith(".")
+            )
         except OSError as err:
             raise NotFound(f"policy directory {self.path} could not be listed: {err.strerror}") from err
         out = {}
@@ -172,7 +178,9 @@ class DirectoryPolicies:
             for policy in self._by_file[p]:
                 if policy.app in by_app:
                     self._duplicates[str(p)] = PolicyError(
-                        [("metadata.name", f"{policy.app} is already declared by {owner[policy.app]}")], str(p))
+                        [("metadata.name", f"{policy.app} is already declared by {owner[policy.app]}")],
+                        str(p),
+                    )
                     continue
                 by_app[policy.app], owner[policy.app] = policy, p
         self._by_app = by_app

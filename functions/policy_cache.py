@@ -65,8 +65,13 @@ class PolicyCache:
         except Exception as err:  # noqa: BLE001 (a truncated or foreign entry: any unpickling error)
             log.debug("policy cache entry %s unusable (%s): parsing the file", path, err)
             return None
-        if not (isinstance(entry, tuple) and len(entry) == 2 and entry[0] == FORMAT and isinstance(entry[1], list)
-                and all(isinstance(p, Policy) for p in entry[1])):  # fmt: skip
+        if not (
+            isinstance(entry, tuple)
+            and len(entry) == 2
+            and entry[0] == FORMAT
+            and isinstance(entry[1], list)
+            and all(isinstance(p, Policy) for p in entry[1])
+        ):
             return None
         return entry[1]
 

@@ -43,24 +43,43 @@ def status(state: AppState, policy: Policy | None, now: datetime) -> dict[str, A
     """The status of an app as plain JSON values (the API answer, the CLI's -o json, the chat reply)."""
     rel = state.release
     out: dict[str, Any] = {
-        "app": state.app, "stable": state.stable.version or "-",
-        "routes": {"stable": state.routes.stable, "canary": state.routes.canary, "abTest": bool(state.routes.match)},
+        "app": state.app,
+        "stable": state.stable.version or "-",
+        "routes": {
+            "stable": state.routes.stable,
+            "canary": state.routes.canary,
+            "abTest": bool(state.routes.match),
+        },
         "release": None,
-    }  # fmt: skip
+    }
     if rel is not None:
         latest = rel.verdicts[-1] if rel.verdicts else None
         out["release"] = {
-            "id": rel.id, "version": rel.target.version, "from": rel.origin.version, "kind": rel.kind,
-            "phase": rel.phase.value, "stage": stage_label(policy, rel.stage), "stageIndex": rel.stage,
-            "step": rel.step, "weight": rel.weight, "gate": rel.gate,
-            "verdict": latest.verdict if latest else "", "verdictReason": latest.reason if latest else "",
-            "startedAt": rel.started_at, "endedAt": rel.ended_at, "reason": rel.reason,
+            "id": rel.id,
+            "version": rel.target.version,
+            "from": rel.origin.version,
+            "kind": rel.kind,
+            "phase": rel.phase.value,
+            "stage": stage_label(policy, rel.stage),
+            "stageIndex": rel.stage,
+            "step": rel.step,
+            "weight": rel.weight,
+            "gate": rel.gate,
+            "verdict": latest.verdict if latest else "",
+            "verdictReason": latest.reason if latest else "",
+            "startedAt": rel.started_at,
+            "endedAt": rel.ended_at,
+            "reason": rel.reason,
             "timer": {"name": rel.timer.name, "due": rel.timer.due} if rel.timer else None,
-            "wave": rel.wave, "plannedWeight": rel.planned_weight or rel.weight,
-            "exposure": exposure_note(rel), "guard": guard_note(rel),
-            "gates": [{"gate": g.gate, "decision": g.decision, "at": g.at, "by": g.by.user, "via": g.by.via}
-                      for g in rel.gates],
-        }  # fmt: skip
+            "wave": rel.wave,
+            "plannedWeight": rel.planned_weight or rel.weight,
+            "exposure": exposure_note(rel),
+            "guard": guard_note(rel),
+            "gates": [
+                {"gate": g.gate, "decision": g.decision, "at": g.at, "by": g.by.user, "via": g.by.via}
+                for g in rel.gates
+            ],
+        }
     out["row"] = row(state, policy, now)
     return out
 
@@ -81,10 +100,14 @@ def guard_note(rel: Release) -> dict[str, Any] | None:
         return None
     from functions.core.evidence import log_evidence
 
-    return {"errorsLogEvidence": round(log_evidence(e.errors), 3), "latencyLogEvidence": round(log_evidence(e.latency), 3),
-            "canary": {"requests": e.canary_requests, "errors": e.canary_errors, "slow": e.slow_canary},
-            "stable": {"requests": e.stable_requests, "errors": e.stable_errors, "slow": e.slow_stable},
-            "latencyBoundMs": e.bound_ms, "cap": e.cap}  # fmt: skip
+    return {
+        "errorsLogEvidence": round(log_evidence(e.errors), 3),
+        "latencyLogEvidence": round(log_evidence(e.latency), 3),
+        "canary": {"requests": e.canary_requests, "errors": e.canary_errors, "slow": e.slow_canary},
+        "stable": {"requests": e.stable_requests, "errors": e.stable_errors, "slow": e.slow_stable},
+        "latencyBoundMs": e.bound_ms,
+        "cap": e.cap,
+    }
 
 
 def row(state: AppState, policy: Policy | None, now: datetime) -> dict[str, str]:
@@ -92,16 +115,29 @@ def row(state: AppState, policy: Policy | None, now: datetime) -> dict[str, str]
     namespace, _, name = state.app.partition("/")
     rel = state.release
     if rel is None:
-        return {"namespace": namespace, "app": name, "release": "-", "phase": "stable", "stage": "-",
-                "weight": "0", "verdict": "-", "age": "-"}  # fmt: skip
+        return {
+            "namespace": namespace,
+            "app": name,
+            "release": "-",
+            "phase": "stable",
+            "stage": "-",
+            "weight": "0",
+            "verdict": "-",
+            "age": "-",
+        }
     stage = stage_label(policy, rel.stage)
     if rel.gate and not stage.endswith(f":{rel.gate}"):  # a wave gate waits before the stage itself
         stage += f" ({rel.gate})"
     return {
-        "namespace": namespace, "app": name, "release": f"{rel.id} {rel.target.version}".strip(),
-        "phase": rel.phase.value, "stage": stage if rel.active else "-", "weight": str(rel.weight),
-        "verdict": rel.verdicts[-1].verdict if rel.verdicts else "-", "age": age(rel.started_at, now),
-    }  # fmt: skip
+        "namespace": namespace,
+        "app": name,
+        "release": f"{rel.id} {rel.target.version}".strip(),
+        "phase": rel.phase.value,
+        "stage": stage if rel.active else "-",
+        "weight": str(rel.weight),
+        "verdict": rel.verdicts[-1].verdict if rel.verdicts else "-",
+        "age": age(rel.started_at, now),
+    }
 
 
 def summary(state: AppState, policy: Policy | None, now: datetime) -> str:
@@ -111,11 +147,17 @@ def summary(state: AppState, policy: Policy | None, now: datetime) -> str:
     if rel is None:
         return head + ", no release yet"
     r = row(state, policy, now)
-    lines = [head, f"release {rel.id} {rel.origin.version or '-'} -> {rel.target.version} ({rel.kind}): {r['phase']}"
-             + (f", {rel.reason}" if rel.reason and not rel.active else "")]
+    lines = [
+        head,
+        f"release {rel.id} {rel.origin.version or '-'} -> {rel.target.version} ({rel.kind}): {r['phase']}"
+        + (f", {rel.reason}" if rel.reason and not rel.active else ""),
+    ]
     if rel.active:
-        lines.append(f"stage {rel.stage + 1} {r['stage']}, canary weight {rel.weight}%, "
-                     f"traffic {state.routes.stable}/{state.routes.canary}" + (" with A/B match" if state.routes.match else ""))
+        lines.append(
+            f"stage {rel.stage + 1} {r['stage']}, canary weight {rel.weight}%, "
+            f"traffic {state.routes.stable}/{state.routes.canary}"
+            + (" with A/B match" if state.routes.match else "")
+        )
         if note := exposure_note(rel):
             lines.append(f"exposure: {note}")
         if rel.gate:
@@ -130,10 +172,16 @@ def summary(state: AppState, policy: Policy | None, now: datetime) -> str:
 
 def history_line(entry: HistoryEntry) -> str:
     when = entry.at[:19].replace("T", " ")
-    phases = f" {entry.phase_from}->{entry.phase_to}" if entry.phase_from and entry.phase_from != entry.phase_to else ""
+    phases = (
+        f" {entry.phase_from}->{entry.phase_to}"
+        if entry.phase_from and entry.phase_from != entry.phase_to
+        else ""
+    )
     who = ""
     if entry.by is not None and entry.by.via != "system":
-        who = f" by {entry.by.user} via {entry.by.via}" + (f" in {entry.by.channel}" if entry.by.channel else "")
+        who = f" by {entry.by.user} via {entry.by.via}" + (
+            f" in {entry.by.channel}" if entry.by.channel else ""
+        )
     weight = f" weight {entry.weight}" if entry.weight and entry.action in ("weight", "step", "stage") else ""
     reason = f": {entry.reason}" if entry.reason else ""
     return f"{when} {entry.release or '-'} {entry.action}{phases}{weight}{reason}{who}"
@@ -146,9 +194,19 @@ def history(state: AppState, limit: int = 20) -> list[str]:
 def history_json(state: AppState, limit: int = 20) -> list[dict[str, Any]]:
     out = []
     for h in state.history[-limit:]:
-        item: dict[str, Any] = {"at": h.at, "release": h.release, "action": h.action, "event": h.event,
-                                "eventId": h.event_id, "phaseFrom": h.phase_from, "phaseTo": h.phase_to,
-                                "stage": h.stage, "step": h.step, "weight": h.weight, "reason": h.reason}
+        item: dict[str, Any] = {
+            "at": h.at,
+            "release": h.release,
+            "action": h.action,
+            "event": h.event,
+            "eventId": h.event_id,
+            "phaseFrom": h.phase_from,
+            "phaseTo": h.phase_to,
+            "stage": h.stage,
+            "step": h.step,
+            "weight": h.weight,
+            "reason": h.reason,
+        }
         if h.by is not None:
             item["by"] = {"user": h.by.user, "via": h.by.via, "channel": h.by.channel}
         if h.scheduled_at:
@@ -161,5 +219,6 @@ def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
     """kubectl-style: upper-case headers, columns padded to their widest cell, three spaces apart."""
     cells = [[c.upper() for c in columns]] + [[str(r.get(c, "")) for c in columns] for r in rows]
     widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
-    return "\n".join("   ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
-                     for line in cells)
+    return "\n".join(
+        "   ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in cells
+    )

@@ -104,22 +104,55 @@ def route_target(policy: Policy, cluster: str, versions: Routed | None = None) -
     stable, canary = policy.stable_workload, policy.canary_workload
     if versions is not None and versions.stable is not None:
         stable, canary = versions.stable.workload, versions.canary.workload if versions.canary else ""
-    return RouteTarget(namespace=policy.namespace, app=policy.name, stable=stable, canary=canary, cluster=cluster,
-                       options=policy.router.options, versions=versions)  # fmt: skip
+    return RouteTarget(
+        namespace=policy.namespace,
+        app=policy.name,
+        stable=stable,
+        canary=canary,
+        cluster=cluster,
+        options=policy.router.options,
+        versions=versions,
+    )
 
 
 def workload_target(policy: Policy, cluster: str, stable: str = "") -> WorkloadTarget:
     """The policy's workloads; `stable` names the Deployment copied from instead (per-version model)."""
     w = policy.workload
-    return WorkloadTarget(namespace=policy.namespace, app=policy.name, stable=stable or policy.stable_workload,
-                          canary=policy.canary_workload, container=w.container, replicas=w.replicas,
-                          cluster=cluster, version_label=w.version_label if w.per_version else "")  # fmt: skip
+    return WorkloadTarget(
+        namespace=policy.namespace,
+        app=policy.name,
+        stable=stable or policy.stable_workload,
+        canary=policy.canary_workload,
+        container=w.container,
+        replicas=w.replicas,
+        cluster=cluster,
+        version_label=w.version_label if w.per_version else "",
+    )
+
+
+class _Sweep(threading.local):
+    """Per thread, during one sweep (a Tick for every app): the states loaded for it and the samples and
+    counters measured in one batch, each used once by its app's first attempt; empty outside a sweep."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, Loaded] = {}
+        self.samples: dict[str, tuple[MetricSample, ...]] = {}
+        self.totals: dict[str, Totals] = {}
+        self.measured_at = datetime.min.replace(tzinfo=UTC)
 
 
 class Runner:
-    def __init__(self, store: StateStore, policies: PolicySource, providers: Providers, bus: Bus | None = None,
-                 clock: Callable[[], datetime] = utcnow, attempts: int = 12,
-                 source: str = "/graylane/runner", events_recorder: EventsRecorder | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        store: StateStore,
+        policies: PolicySource,
+        providers: Providers,
+        bus: Bus | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        attempts: int = 12,
+        source: str = "/graylane/runner",
+        events_recorder: EventsRecorder | None = None,
+    ) -> None:
         self.store = store
         self.policies = policies
         self.providers = providers
@@ -127,7 +160,7 @@ class Runner:
         self.clock = clock
         self.attempts = attempts
         self.source = source
-        self._sweep = threading.local()  # per sweep: preloaded states and batched samples
+        self._sweep = _Sweep()
         self.events_recorder = events_recorder
 
     # -- entry points ------------------------------------------------------------------------------
@@ -141,8 +174,14 @@ class Runner:
             event = to_domain(cloud_event)
         except Reject as err:
             log.warning("rejected event %s: %s", _attr(cloud_event, "id"), err)
-            return [Outcome(app=_attr(cloud_event, "subject"), event_id=_attr(cloud_event, "id"),
-                            status="rejected", reason=str(err))]  # fmt: skip
+            return [
+                Outcome(
+                    app=_attr(cloud_event, "subject"),
+                    event_id=_attr(cloud_event, "id"),
+                    status="rejected",
+                    reason=str(err),
+                )
+            ]
         return self.handle(event)
 
     def handle(self, event: Event) -> list[Outcome]:
@@ -155,14 +194,25 @@ class Runner:
                 self._sweep.states, self._sweep.samples, self._sweep.totals = {}, {}, {}
         policy = self._policy_for(event)
         if policy is None:
-            return [Outcome(app=getattr(event, "app", ""), event_id=event.id, status="ignored",
-                            reason="no policy matches this event")]  # fmt: skip
+            return [
+                Outcome(
+                    app=getattr(event, "app", ""),
+                    event_id=event.id,
+                    status="ignored",
+                    reason="no policy matches this event",
+                )
+            ]
         if isinstance(event, ImagePushed) and event.app != policy.app:
             event = replace(event, app=policy.app)
         with logs.log_context(event_id=event.id, app=policy.app, event_type=event.type), metrics.CYCLE.time():
             outcome = self._process(policy, event)
-            log.info("%s %s: %s", event.type, policy.app, outcome.status,
-                     extra={"status": outcome.status, "emitted": outcome.emitted, "pending": outcome.pending})
+            log.info(
+                "%s %s: %s",
+                event.type,
+                policy.app,
+                outcome.status,
+                extra={"status": outcome.status, "emitted": outcome.emitted, "pending": outcome.pending},
+            )
         return [outcome]
 
     # -- the cycle --------------------------------------------------------------------------------
@@ -174,7 +224,9 @@ class Runner:
             metrics.release_seen(app, state.release)
             if event.id in state.seen:
                 outcome = Outcome(app=app, event_id=event.id, status="duplicate")
-                return self._apply_pending(policy, state, outcome, version)  # heal a crash after the first save
+                return self._apply_pending(
+                    policy, state, outcome, version
+                )  # heal a crash after the first save
             now = self.clock()
             # observed afresh on every attempt: after a conflict the state moved on (another tick may have
             # judged this interval already), and what was measured against the old state is stale
@@ -198,16 +250,20 @@ class Runner:
             logs.bind(correlation_id=decision.state.release.id if decision.state.release else None)
             metrics.observe_saved(policy, state, decision.state)
             outcome = Outcome(app=app, event_id=event.id, status="transitioned")
-            outcome.emitted = self._emit(policy, decision.state, decision.events,
-                                         f"{decision.state.release.id if decision.state.release else app}"
-                                         f"/{decision.state.generation}")  # fmt: skip
+            outcome.emitted = self._emit(
+                policy,
+                decision.state,
+                decision.events,
+                f"{decision.state.release.id if decision.state.release else app}/{decision.state.generation}",
+            )
             if self.events_recorder is not None:
                 self.events_recorder.record_emitted(policy, decision.state, decision.events)
             return self._apply_pending(policy, decision.state, outcome, saved_version)
         raise Retry(f"state of {app} kept changing under {self.attempts} attempts; redeliver {event.id}")
 
-    def _premeasure(self, apps: list[str]) -> tuple[dict[str, Loaded], dict[str, tuple[MetricSample, ...]],
-                                                    dict[str, Totals]]:  # fmt: skip
+    def _premeasure(
+        self, apps: list[str]
+    ) -> tuple[dict[str, Loaded], dict[str, tuple[MetricSample, ...]], dict[str, Totals]]:
         """One batched measurement for every release of the sweep that wants analysis (one query per metric
         and router, not one per release), and the states loaded for it, reused by each app's first attempt."""
         measure_many = getattr(self.providers, "measure_many", None)
@@ -245,9 +301,9 @@ class Runner:
             return states, {}, totals
 
     def _load(self, app: str) -> Loaded:
-        preloaded = self._sweep.__dict__.get("states", {}).pop(app, None)
+        preloaded = self._sweep.states.pop(app, None)
         if preloaded is not None:  # loaded moments ago by the sweep; a stale version only costs a CAS retry
-            return preloaded  # type: ignore[no-any-return]
+            return preloaded
         try:
             doc, version = self.store.load(app)
         except (ProviderUnavailable, ConflictError) as err:  # transient: let the broker redeliver
@@ -263,12 +319,19 @@ class Runner:
         return event_id in state.seen
 
     def _observe(self, policy: Policy, state: AppState, event: Event, now: datetime) -> Observation:
-        if not isinstance(event, Tick):  # an event that may start a canary: its counters are the guard's baseline
-            starts = isinstance(event, ImagePushed) or isinstance(event, Command) and event.action in ("approve", "resume")
+        if not isinstance(
+            event, Tick
+        ):  # an event that may start a canary: its counters are the guard's baseline
+            starts = (
+                isinstance(event, ImagePushed)
+                or isinstance(event, Command)
+                and event.action in ("approve", "resume")
+            )
             if not starts or not wants_totals(policy, state, tick=False):
                 return Observation()
-            key = state.release or Release(id=f"{policy.name}-next", seq=0, target=Version(), origin=Version(),
-                                           started_at="")  # fmt: skip
+            key = state.release or Release(
+                id=f"{policy.name}-next", seq=0, target=Version(), origin=Version(), started_at=""
+            )
             return Observation(totals=self._totals(policy, key, now))
         rel = state.release
         metrics, measured_at = None, ""
@@ -276,8 +339,11 @@ class Runner:
             metrics, measured_at = self._measure(policy, rel, now)
         totals = self._totals(policy, rel, now) if rel is not None and wants_totals(policy, state) else None
         routes = None
-        cluster = policy.waves[rel.wave].cluster if rel is not None and policy.waves and rel.wave < len(policy.waves) \
-            else ""  # fmt: skip
+        cluster = (
+            policy.waves[rel.wave].cluster
+            if rel is not None and policy.waves and rel.wave < len(policy.waves)
+            else ""
+        )
         if rel is not None and rel.active and not any(e.kind == "set-routes" for e in state.pending):
             try:
                 target = route_target(policy, cluster, state.routed if policy.workload.per_version else None)
@@ -287,23 +353,32 @@ class Runner:
         calls = hook_calls(policy, state, now, event.id)
         hooks = self._ask_hooks(policy, calls) if calls else None
         flags = None
-        mine = tuple(p for p in state.flags if rel is not None and rel.active and p.release == rel.id
-                     and p.cluster == cluster)  # fmt: skip
+        mine = tuple(
+            p
+            for p in state.flags
+            if rel is not None and rel.active and p.release == rel.id and p.cluster == cluster
+        )
         if mine and not any(e.kind == "set-flag" for e in state.pending):
             try:
                 flags = self._flags(policy, cluster).live(mine)
             except GraylaneError as err:
                 log.warning("reading flags of %s failed: %s", policy.app, err)
-        return Observation(metrics=metrics, routes=routes, measured_at=measured_at,
-                           release=rel.id if metrics is not None and rel is not None else "", totals=totals,
-                           hooks=hooks, flags=flags)  # fmt: skip
+        return Observation(
+            metrics=metrics,
+            routes=routes,
+            measured_at=measured_at,
+            release=rel.id if metrics is not None and rel is not None else "",
+            totals=totals,
+            hooks=hooks,
+            flags=flags,
+        )
 
     def _totals(self, policy: Policy, rel: Release, now: datetime) -> Totals | None:
         """The canary's raw counters for the guard, stamped with when they were read (the sweep's batch is used
         once, like its samples); None when no provider can read them."""
-        batched = self._sweep.__dict__.get("totals", {}).pop(rel.id, None)
+        batched = self._sweep.totals.pop(rel.id, None)
         if batched is not None:
-            return replace(batched, read_at=iso(self._sweep.measured_at))  # type: ignore[no-any-return]
+            return replace(batched, read_at=iso(self._sweep.measured_at))
         read = getattr(self.providers, "totals_many", None)
         if read is None:
             return None
@@ -318,8 +393,10 @@ class Runner:
         try:
             return tuple(self._hooks(policy).ask(calls))
         except GraylaneError as err:
-            return tuple(HookResult(name=c.name, type=c.type, point=c.point, ok=False, detail=str(err), id=c.id)
-                         for c in calls)  # fmt: skip
+            return tuple(
+                HookResult(name=c.name, type=c.type, point=c.point, ok=False, detail=str(err), id=c.id)
+                for c in calls
+            )
 
     # -- the release's other providers: from the providers when they offer them, else the defaults ----------
     def _flags(self, policy: Policy, cluster: str) -> Any:
@@ -349,22 +426,27 @@ class Runner:
     def _measure(self, policy: Policy, rel: Release, now: datetime) -> tuple[tuple[MetricSample, ...], str]:
         """The samples of `rel` and when they were measured: the sweep's batch (used once: a retry after a
         conflict measures again), or one measurement now."""
-        batch = self._sweep.__dict__.get("samples", {})
-        batched = batch.pop(rel.id, None)
+        batched = self._sweep.samples.pop(rel.id, None)
         if batched is not None:
             return batched, iso(self._sweep.measured_at)
         try:
             return self.providers.measure(policy, rel), iso(now)
         except GraylaneError as err:  # unreachable metrics are inconclusive, never a pass
             assert policy.analysis is not None
-            return tuple(MetricSample(name=m.name, status="unavailable", detail=str(err))
-                         for m in policy.analysis.metrics), iso(now)  # fmt: skip
+            return tuple(
+                MetricSample(name=m.name, status="unavailable", detail=str(err))
+                for m in policy.analysis.metrics
+            ), iso(now)
 
     # -- effects ------------------------------------------------------------------------------------
-    def _apply_pending(self, policy: Policy, state: AppState, outcome: Outcome, version: str | None) -> Outcome:
+    def _apply_pending(
+        self, policy: Policy, state: AppState, outcome: Outcome, version: str | None
+    ) -> Outcome:
         done: list[str] = []
         failures: list[EffectFailure] = []
-        git_waits = False  # a write-back that is not done holds the later ones (Git must end at the last version)
+        git_waits = (
+            False  # a write-back that is not done holds the later ones (Git must end at the last version)
+        )
         for effect in state.pending:
             if effect.kind == "git-write-back" and git_waits:
                 continue
@@ -372,16 +454,32 @@ class Runner:
                 self.apply(policy, effect)
             except (NotReady, ProviderUnavailable, ConflictError, GraylaneError) as err:
                 metrics.effect(effect.kind, "not-ready" if isinstance(err, NotReady) else "failed")
-                if effect.kind in ("notify", "hook"):  # a notifier or post-rollout hook that is down blocks nothing
-                    log.warning("%s %s dropped: %s", "notification" if effect.kind == "notify" else "post-rollout hook",
-                                effect.id, err)  # fmt: skip
+                if effect.kind in (
+                    "notify",
+                    "hook",
+                ):  # a notifier or post-rollout hook that is down blocks nothing
+                    log.warning(
+                        "%s %s dropped: %s",
+                        "notification" if effect.kind == "notify" else "post-rollout hook",
+                        effect.id,
+                        err,
+                    )
                     done.append(effect.id)
                     continue
                 if isinstance(err, EffectFailed):
-                    failures.append(EffectFailure(id=f"{effect.id}/failed", app=policy.app, effect=effect.id,
-                                                  kind=effect.kind, reason=str(err)))  # fmt: skip
+                    failures.append(
+                        EffectFailure(
+                            id=f"{effect.id}/failed",
+                            app=policy.app,
+                            effect=effect.id,
+                            kind=effect.kind,
+                            reason=str(err),
+                        )
+                    )
                 log.info("effect %s not done: %s", effect.id, err)
-                if effect.kind == "git-write-back":  # Git being down never holds a release up: later ticks retry
+                if (
+                    effect.kind == "git-write-back"
+                ):  # Git being down never holds a release up: later ticks retry
                     git_waits = True
                     continue
                 break  # order matters: later effects wait for this one
@@ -401,7 +499,10 @@ class Runner:
         cluster = effect.cluster
         if effect.kind == "set-routes":
             assert effect.routes is not None
-            router, target = self.providers.router(policy, cluster), route_target(policy, cluster, effect.versions)
+            router, target = (
+                self.providers.router(policy, cluster),
+                route_target(policy, cluster, effect.versions),
+            )
             router.reconcile(target)  # the objects it routes on exist (or are created: option create)
             router.set_routes(target, effect.routes)
             live = router.get_routes(target)
@@ -409,13 +510,16 @@ class Runner:
                 raise NotReady(f"routes of {policy.app} read back as {live}, expected {effect.routes}")
         elif effect.kind == "set-protection":
             assert effect.protection is not None
-            said = self.providers.router(policy, cluster).set_protection(route_target(policy, cluster, effect.versions),
-                                                                         effect.protection)
+            said = self.providers.router(policy, cluster).set_protection(
+                route_target(policy, cluster, effect.versions), effect.protection
+            )
             self._say(policy, effect, "protection-kept", tuple(said or ()))
         elif effect.kind == "finalize-routes":
             self._finalize(policy, effect)
         elif effect.kind == "notify":
-            self.providers.notifier(policy).send({**effect.notice, "message": effect.message, "id": effect.id})
+            self.providers.notifier(policy).send(
+                {**effect.notice, "message": effect.message, "id": effect.id}
+            )
         elif effect.kind == "set-flag":
             assert effect.flag is not None
             self._flags(policy, cluster).set_flag(effect.flag)
@@ -429,7 +533,10 @@ class Runner:
     def _finalize(self, policy: Policy, effect: Effect) -> None:
         """A release ended: its router removes what it added (all traffic is on stable already) and says
         what it saw and left alone, such as a route of the user's still sending traffic to the canary."""
-        router, target = self.providers.router(policy, effect.cluster), route_target(policy, effect.cluster, effect.versions)
+        router, target = (
+            self.providers.router(policy, effect.cluster),
+            route_target(policy, effect.cluster, effect.versions),
+        )
         self._say(policy, effect, "routes-finalized", tuple(router.finalize(target) or ()))
 
     def _say(self, policy: Policy, effect: Effect, kind: str, notes: tuple[str, ...]) -> None:
@@ -440,8 +547,15 @@ class Runner:
             return
         message = f"{policy.app}: " + "; ".join(notes)
         try:
-            self.providers.notifier(policy).send({"id": f"{effect.id}/notes", "type": kind, "app": policy.app,
-                                                  "notes": list(notes), "message": message})
+            self.providers.notifier(policy).send(
+                {
+                    "id": f"{effect.id}/notes",
+                    "type": kind,
+                    "app": policy.app,
+                    "notes": list(notes),
+                    "message": message,
+                }
+            )
         except GraylaneError as err:  # a notifier that is down never blocks a release
             log.warning("notification %s/notes dropped: %s", effect.id, err)
 
@@ -459,7 +573,9 @@ class Runner:
         elif effect.kind == "scale-canary":
             workloads.scale_canary(target, effect.weight)
         elif effect.kind == "deploy-preview":
-            workloads.deploy_preview(target, effect.image, effect.environment, effect.namespace, effect.workload)
+            workloads.deploy_preview(
+                target, effect.image, effect.environment, effect.namespace, effect.workload
+            )
         elif effect.kind == "run-migration":
             workloads.run_job(target, effect.job, effect.image, effect.command)
         elif effect.kind == "load-test":
@@ -481,8 +597,11 @@ class Runner:
                     return
             if not any(e.id in ids for e in state.pending):
                 return
-            acked = replace(state, pending=tuple(e for e in state.pending if e.id not in ids),
-                            applied=bounded(state.applied + tuple(done), MAX_APPLIED))  # fmt: skip
+            acked = replace(
+                state,
+                pending=tuple(e for e in state.pending if e.id not in ids),
+                applied=bounded(state.applied + tuple(done), MAX_APPLIED),
+            )
             try:
                 self.store.save(app, acked.to_json(), version)
                 return
@@ -490,7 +609,9 @@ class Runner:
                 state = None
 
     # -- events -------------------------------------------------------------------------------------
-    def _emit(self, policy: Policy, state: AppState, emitted: tuple[Emitted, ...], id_prefix: str) -> list[str]:
+    def _emit(
+        self, policy: Policy, state: AppState, emitted: tuple[Emitted, ...], id_prefix: str
+    ) -> list[str]:
         if not emitted:
             return []
         types = [e.type for e in emitted]

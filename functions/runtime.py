@@ -21,8 +21,14 @@ def build_runner(settings: Settings, client_for: ClientFor | None = None) -> Run
 
     store = make_store(settings.store)
     providers = _providers(settings, client_for)
-    return Runner(store, policies_from(settings.policies, cache=settings.policy_cache), providers, _bus(settings), source=settings.source,
-                  events_recorder=_events_recorder(providers))  # fmt: skip
+    return Runner(
+        store,
+        policies_from(settings.policies, cache=settings.policy_cache),
+        providers,
+        _bus(settings),
+        source=settings.source,
+        events_recorder=_events_recorder(providers),
+    )
 
 
 def policies_from(url: str, context: str = "", cache: str | None = None) -> PolicySource:
@@ -42,11 +48,17 @@ def policies_from(url: str, context: str = "", cache: str | None = None) -> Poli
     return DirectoryPolicies(url, check_interval=5.0, cache=PolicyCache.configured(setting))
 
 
-def _providers(settings: Settings, client_for: ClientFor | None = None) -> KubernetesProviders | RecordingProviders:
+def _providers(
+    settings: Settings, client_for: ClientFor | None = None
+) -> KubernetesProviders | RecordingProviders:
     if settings.providers == "kubernetes":
         from functions.providers.factory import KubernetesProviders
 
-        return KubernetesProviders(settings, client_for) if client_for is not None else KubernetesProviders(settings)
+        return (
+            KubernetesProviders(settings, client_for)
+            if client_for is not None
+            else KubernetesProviders(settings)
+        )
     from functions.providers.recording import RecordingProviders
 
     return RecordingProviders()

@@ -95,14 +95,18 @@ def _deliver(runner: Runner, types: tuple[str, ...]) -> Callable[[CloudEvent], N
         try:
             runner.handle_cloudevent(event, expect=types)
         except Retry as err:  # the publisher answers 503, so the sender (registry, Alertmanager) retries
-            raise ProviderUnavailable(f"event {event['id']} ({event['type']}) must be redelivered: {err}") from err
+            raise ProviderUnavailable(
+                f"event {event['id']} ({event['type']}) must be redelivered: {err}"
+            ) from err
 
     return handle
 
 
 def _outcomes(outcomes: list[Outcome]) -> list[dict[str, Any]]:
-    return [{"app": o.app, "eventId": o.event_id, "status": o.status, "reason": brief(o.reason, 500)}
-            for o in outcomes]  # fmt: skip
+    return [
+        {"app": o.app, "eventId": o.event_id, "status": o.status, "reason": brief(o.reason, 500)}
+        for o in outcomes
+    ]
 
 
 def _refused(status: int, message: str) -> JSONResponse:
@@ -110,7 +114,9 @@ def _refused(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": brief(message)}, status_code=status, headers=headers)
 
 
-def function_routes(runner: Runner, auth: InternalAuth, now: Callable[[], float] = time.time) -> list[BaseRoute]:
+def function_routes(
+    runner: Runner, auth: InternalAuth, now: Callable[[], float] = time.time
+) -> list[BaseRoute]:
     """The internal endpoints: POST /functions/{target} (a CloudEvent, binary or structured, for that function)
     and POST /tick (one sweep; a tick CloudEvent, or an empty body).
 
@@ -157,8 +163,9 @@ def function_routes(runner: Runner, auth: InternalAuth, now: Callable[[], float]
         try:
             outcomes = await run_in_threadpool(runner.handle_cloudevent, event, types)
         except Retry as err:
-            return JSONResponse({"error": brief(f"function {target}: {err}")}, status_code=503,
-                                headers={"Retry-After": "1"})  # fmt: skip
+            return JSONResponse(
+                {"error": brief(f"function {target}: {err}")}, status_code=503, headers={"Retry-After": "1"}
+            )
         return JSONResponse({"outcomes": _outcomes(outcomes)})
 
     async def tick(request: Request) -> Response:
@@ -170,16 +177,23 @@ def function_routes(runner: Runner, auth: InternalAuth, now: Callable[[], float]
             if isinstance(event, Response):
                 return event
             if event["type"] not in TICK_TYPES:
-                return _refused(400, f"tick: a {brief(str(event['type']), 80)} event is not a tick; expected "
-                                     f"{' or '.join(TICK_TYPES)} (or an empty body)")
+                return _refused(
+                    400,
+                    f"tick: a {brief(str(event['type']), 80)} event is not a tick; expected "
+                    f"{' or '.join(TICK_TYPES)} (or an empty body)",
+                )
         else:
             from functions import catalog
 
-            event = catalog.make_event(RELEASE_TICK, "", {}, id=f"tick-{uuid.uuid4().hex}", source=f"{SOURCE}/tick")
+            event = catalog.make_event(
+                RELEASE_TICK, "", {}, id=f"tick-{uuid.uuid4().hex}", source=f"{SOURCE}/tick"
+            )
         try:
             outcomes = await run_in_threadpool(runner.handle_cloudevent, event, TICK_TYPES)
         except Retry as err:
-            return JSONResponse({"error": brief(f"tick: {err}")}, status_code=503, headers={"Retry-After": "1"})
+            return JSONResponse(
+                {"error": brief(f"tick: {err}")}, status_code=503, headers={"Retry-After": "1"}
+            )
         return JSONResponse({"tick": event["id"], "outcomes": _outcomes(outcomes)})
 
     return [Route("/functions/{target}", call, methods=["POST"]), Route("/tick", tick, methods=["POST"])]
@@ -253,10 +267,20 @@ class Serve:
             undo()
 
 
-def build_serve(store: StateStore, policies: PolicySource, providers: Providers, *, bus: MemoryBus | None = None, tick: float = 5.0,
-                gateway_settings: Any = None, api_tokens: Mapping[str, str] | None = None,
-                env: Mapping[str, str] | None = None, clock: Callable[[], Any] | None = None,
-                internal_auth: Any = None, console: Any = None) -> Serve:  # fmt: skip
+def build_serve(
+    store: StateStore,
+    policies: PolicySource,
+    providers: Providers,
+    *,
+    bus: MemoryBus | None = None,
+    tick: float = 5.0,
+    gateway_settings: Any = None,
+    api_tokens: Mapping[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
+    clock: Callable[[], Any] | None = None,
+    internal_auth: Any = None,
+    console: Any = None,
+) -> Serve:
     """Wire store + policies + providers into the two apps. Nothing runs until `ticker.start()` and a server.
 
     `gateway_settings` defaults to GatewaySettings.from_env(env); `api_tokens` ({token: user}) to
@@ -277,13 +301,24 @@ def build_serve(store: StateStore, policies: PolicySource, providers: Providers,
     unsubscribe = route_functions(bus, runner)
     approvals = Approvals(store, policies, bus, StoreAuditLog(store), clock=clock)
     api = ApiSettings(dict(api_tokens)) if api_tokens is not None else ApiSettings.from_env(env)
-    routes: list[BaseRoute] = [*api_routes(approvals, api), *_chat_routes(approvals, env),
-                               *_console_routes(approvals, api.tokens, env, console)]
-    app = build_app(gateway_settings or GatewaySettings.from_env(env), make_sources(), bus, policies,
-                    extra_routes=routes)  # fmt: skip
+    routes: list[BaseRoute] = [
+        *api_routes(approvals, api),
+        *_chat_routes(approvals, env),
+        *_console_routes(approvals, api.tokens, env, console),
+    ]
+    app = build_app(
+        gateway_settings or GatewaySettings.from_env(env), make_sources(), bus, policies, extra_routes=routes
+    )
     auth = internal_auth if internal_auth is not None else InternalAuth.from_env(env)
-    return Serve(app=app, runner=runner, bus=bus, ticker=Ticker(bus, tick), approvals=approvals,
-                 internal=internal_app(runner, auth), unsubscribe=unsubscribe)  # fmt: skip
+    return Serve(
+        app=app,
+        runner=runner,
+        bus=bus,
+        ticker=Ticker(bus, tick),
+        approvals=approvals,
+        internal=internal_app(runner, auth),
+        unsubscribe=unsubscribe,
+    )
 
 
 def _chat_routes(approvals: Approvals, env: Mapping[str, str] | None) -> list[BaseRoute]:
@@ -292,8 +327,9 @@ def _chat_routes(approvals: Approvals, env: Mapping[str, str] | None) -> list[Ba
     return list(chatops_routes(ChatOpsSettings.from_env(env).platforms(), approvals))
 
 
-def _console_routes(approvals: Approvals, tokens: Mapping[str, str], env: Mapping[str, str] | None,
-                    settings: Any) -> list[BaseRoute]:  # fmt: skip
+def _console_routes(
+    approvals: Approvals, tokens: Mapping[str, str], env: Mapping[str, str] | None, settings: Any
+) -> list[BaseRoute]:
     from functions.console import console_routes
 
     return console_routes(approvals, tokens, env, settings)
@@ -348,28 +384,44 @@ class ServeOptions:
 
         tick = raw.get("tick", d.tick)
         opts = cls(
-            store=str(raw.get("store", d.store)), policies=str(raw.get("policies", d.policies)),
-            context=str(raw.get("context", d.context)), providers=str(raw.get("providers", d.providers)),
-            host=str(raw.get("host", d.host)), port=port("port"), tick=tick if isinstance(tick, float) else
-            parse_duration(str(tick)), prometheus=str(raw.get("prometheus", d.prometheus)),
-            local_stack=str(raw.get("local_stack", d.local_stack)), store_given="store" in raw,
-            internal_host=str(raw.get("internal_host", d.internal_host)), internal_port=port("internal_port"),
-        )  # fmt: skip
+            store=str(raw.get("store", d.store)),
+            policies=str(raw.get("policies", d.policies)),
+            context=str(raw.get("context", d.context)),
+            providers=str(raw.get("providers", d.providers)),
+            host=str(raw.get("host", d.host)),
+            port=port("port"),
+            tick=tick if isinstance(tick, float) else parse_duration(str(tick)),
+            prometheus=str(raw.get("prometheus", d.prometheus)),
+            local_stack=str(raw.get("local_stack", d.local_stack)),
+            store_given="store" in raw,
+            internal_host=str(raw.get("internal_host", d.internal_host)),
+            internal_port=port("internal_port"),
+        )
         if opts.providers not in PROVIDERS:
-            raise ConfigError(f"--providers / GRAYLANE_PROVIDERS {opts.providers!r} is not allowed; expected "
-                              f"{', '.join(PROVIDERS)}")
+            raise ConfigError(
+                f"--providers / GRAYLANE_PROVIDERS {opts.providers!r} is not allowed; expected "
+                f"{', '.join(PROVIDERS)}"
+            )
         if opts.port and opts.port == opts.internal_port:
-            raise ConfigError(f"the internal listener needs its own port: --port and --internal-port are both "
-                              f"{opts.port}")
+            raise ConfigError(
+                f"the internal listener needs its own port: --port and --internal-port are both {opts.port}"
+            )
         return opts
 
 
 ENV = {  # ServeOptions field -> environment variable
-    "store": "GRAYLANE_STORE", "policies": "GRAYLANE_POLICIES", "context": "GRAYLANE_CONTEXT",
-    "providers": "GRAYLANE_PROVIDERS", "host": "GRAYLANE_HOST", "port": "GRAYLANE_PORT",
-    "internal_host": "GRAYLANE_INTERNAL_HOST", "internal_port": "GRAYLANE_INTERNAL_PORT",
-    "tick": "GRAYLANE_TICK_INTERVAL", "prometheus": "GRAYLANE_PROMETHEUS", "local_stack": "GRAYLANE_LOCAL_STACK",
-}  # fmt: skip
+    "store": "GRAYLANE_STORE",
+    "policies": "GRAYLANE_POLICIES",
+    "context": "GRAYLANE_CONTEXT",
+    "providers": "GRAYLANE_PROVIDERS",
+    "host": "GRAYLANE_HOST",
+    "port": "GRAYLANE_PORT",
+    "internal_host": "GRAYLANE_INTERNAL_HOST",
+    "internal_port": "GRAYLANE_INTERNAL_PORT",
+    "tick": "GRAYLANE_TICK_INTERVAL",
+    "prometheus": "GRAYLANE_PROMETHEUS",
+    "local_stack": "GRAYLANE_LOCAL_STACK",
+}
 
 
 def store_url(opts: ServeOptions) -> str:
@@ -390,12 +442,16 @@ def make_providers(opts: ServeOptions, out: Callable[[str], None] = print) -> Pr
 
         path = opts.local_stack or os.environ.get("GRAYLANE_LOCAL_STACK", "")
         if not path:
-            raise ConfigError("--providers local needs --local-stack FILE (or GRAYLANE_LOCAL_STACK), or a stack "
-                              "started by `graylane serve --providers local` itself")
+            raise ConfigError(
+                "--providers local needs --local-stack FILE (or GRAYLANE_LOCAL_STACK), or a stack "
+                "started by `graylane serve --providers local` itself"
+            )
         return LocalProviders(LocalConfig.from_file(path), out=out)
     if opts.providers == "kubernetes":
         return _kubernetes_providers(opts)
-    raise ConfigError(f"--providers {opts.providers!r} is not allowed; expected local, recording or kubernetes")
+    raise ConfigError(
+        f"--providers {opts.providers!r} is not allowed; expected local, recording or kubernetes"
+    )
 
 
 def _kubernetes_providers(opts: ServeOptions) -> Providers:
@@ -403,10 +459,17 @@ def _kubernetes_providers(opts: ServeOptions) -> Providers:
     from functions.providers.kube import client_from
     from functions.settings import Settings
 
-    settings = Settings(store=store_url(opts), policies=opts.policies, providers="kubernetes",
-                        prometheus=opts.prometheus, source=SOURCE)  # fmt: skip
+    settings = Settings(
+        store=store_url(opts),
+        policies=opts.policies,
+        providers="kubernetes",
+        prometheus=opts.prometheus,
+        source=SOURCE,
+    )
     context = opts.context
-    return KubernetesProviders(settings, client_for=lambda cluster: client_from(context=cluster or context or None))
+    return KubernetesProviders(
+        settings, client_for=lambda cluster: client_from(context=cluster or context or None)
+    )
 
 
 def run(opts: ServeOptions, out: Callable[[str], None] = print) -> int:
@@ -439,9 +502,11 @@ def run(opts: ServeOptions, out: Callable[[str], None] = print) -> int:
         providers = make_providers(opts, out)
         serve = build_serve(store, policies, providers, tick=opts.tick, gateway_settings=gateway)
         serve.ticker.start()
-        out(f"graylane serve on http://{_url_host(opts.host)}:{opts.port} (internal "
+        out(
+            f"graylane serve on http://{_url_host(opts.host)}:{opts.port} (internal "
             f"http://{_url_host(opts.internal_host)}:{opts.internal_port}; store {url}, policies {opts.policies}, "
-            f"providers {opts.providers}, tick {opts.tick:g}s)")
+            f"providers {opts.providers}, tick {opts.tick:g}s)"
+        )
         try:
             serve_listeners([(serve.app, public), (serve.internal, internal)])
         finally:
@@ -501,8 +566,17 @@ def serve_listeners(apps: list[tuple[Any, Any]]) -> None:
             yield
 
     # timeout_graceful_shutdown: open event streams (the console's live pages) never finish by themselves
-    servers = [(Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False,
-                                      timeout_graceful_shutdown=5)), sock) for app, sock in apps]  # fmt: skip
+    servers = [
+        (
+            Server(
+                uvicorn.Config(
+                    app, log_level="warning", lifespan="off", access_log=False, timeout_graceful_shutdown=5
+                )
+            ),
+            sock,
+        )
+        for app, sock in apps
+    ]
 
     def stop(*_: Any) -> None:
         for server, _sock in servers:
@@ -517,7 +591,9 @@ def serve_listeners(apps: list[tuple[Any, Any]]) -> None:
             task.result()
 
     main_thread = threading.current_thread() is threading.main_thread()
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)} if main_thread else {}
+    previous = (
+        {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)} if main_thread else {}
+    )
     try:
         asyncio.run(main())
     finally:
@@ -525,7 +601,9 @@ def serve_listeners(apps: list[tuple[Any, Any]]) -> None:
             signal.signal(sig, handler)
 
 
-def _start_local_stack(opts: ServeOptions, gateway: Any, out: Callable[[str], None]) -> tuple[Any, ServeOptions, Any]:
+def _start_local_stack(
+    opts: ServeOptions, gateway: Any, out: Callable[[str], None]
+) -> tuple[Any, ServeOptions, Any]:
     import secrets
     import tempfile
     from dataclasses import replace

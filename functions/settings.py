@@ -13,7 +13,9 @@ PROVIDERS = ("recording", "kubernetes")
 
 @value
 class Settings:
-    store: str = "sqlite:///graylane.db"  # sqlite:///PATH | memory:// | configmap://[?context=..&namespaces=..]
+    store: str = (
+        "sqlite:///graylane.db"  # sqlite:///PATH | memory:// | configmap://[?context=..&namespaces=..]
+    )
     policies: str = "infra/examples"  # a directory of policy YAML, or configmap://
     policy_cache: str = ""  # compiled policies: a directory, "off", or "" for ~/.cache/graylane/policies
     providers: str = "recording"  # recording | kubernetes
@@ -37,7 +39,11 @@ class Settings:
             source=env.get("GRAYLANE_SOURCE", d.source),
         )
         if s.providers not in PROVIDERS:
-            raise ConfigError(f"GRAYLANE_PROVIDERS={s.providers!r} is not allowed; expected one of {', '.join(PROVIDERS)}")
+            raise ConfigError(
+                f"GRAYLANE_PROVIDERS={s.providers!r} is not allowed; expected one of {', '.join(PROVIDERS)}"
+            )
         if "://" not in s.store:
-            raise ConfigError(f"GRAYLANE_STORE={s.store!r} is not a store URL (sqlite:///PATH, memory://, configmap://)")
+            raise ConfigError(
+                f"GRAYLANE_STORE={s.store!r} is not a store URL (sqlite:///PATH, memory://, configmap://)"
+            )
         return s

@@ -34,7 +34,7 @@ spec:
 
 QUERIES = {
     "success-rate": 'sum(rate(haproxy_server_http_responses_total{{proxy="web",server="{track}",code!="5xx"}}[1m])) / '
-                    'sum(rate(haproxy_server_http_responses_total{{proxy="web",server="{track}"}}[1m]))',
+    'sum(rate(haproxy_server_http_responses_total{{proxy="web",server="{track}"}}[1m]))',
     "latency": 'avg(haproxy_server_response_time_average_seconds{{proxy="web",server="{track}"}}) * 1000',
 }
 
@@ -52,9 +52,18 @@ def measure(policy: Any, release: Any) -> tuple[MetricSample, ...]:
         else:
             canary = stable = 1.0
         query = QUERIES.get(m.template, "").format(track="web-canary") if m.template in QUERIES else m.query
-        out.append(MetricSample(name=m.name, value=canary, stable_value=stable, canary_requests=5_000,
-                                canary_errors=int(5_000 * (1 - canary)) if m.template == "success-rate" else 0,
-                                stable_requests=20_000, stable_errors=80, query=query))  # fmt: skip
+        out.append(
+            MetricSample(
+                name=m.name,
+                value=canary,
+                stable_value=stable,
+                canary_requests=5_000,
+                canary_errors=int(5_000 * (1 - canary)) if m.template == "success-rate" else 0,
+                stable_requests=20_000,
+                stable_errors=80,
+                query=query,
+            )
+        )
     return tuple(out)
 
 

@@ -26,22 +26,27 @@ T0 = datetime(2026, 11, 23, 8, 0, 0, tzinfo=UTC)
 _ids = itertools.count(1)
 
 
-def canary_policy(name: str = "web", namespace: str = "prod", stages: tuple[Stage, ...] | None = None,
-                  analysis: bool = True) -> Policy:  # fmt: skip
+def canary_policy(
+    name: str = "web", namespace: str = "prod", stages: tuple[Stage, ...] | None = None, analysis: bool = True
+) -> Policy:
     """Steps 20/50 with 60 s pauses, analysis from the first step, a promote gate."""
     return Policy(
         name=name,
         namespace=namespace,
         image=ImageRule(repository=f"registry.example.com/{name}"),
         router=RouterSpec(provider="recording"),
-        stages=stages or (
+        stages=stages
+        or (
             CanaryStage(steps=(CanaryStep(20, 60.0), CanaryStep(50, 60.0))),
             ApprovalStage(name="promote"),
             PromoteStage(),
         ),
-        analysis=Analysis(interval=10.0, metrics=(MetricCheck(name="success-rate", template="success-rate",
-                                                               min=0.9),)) if analysis else None,
-    )  # fmt: skip
+        analysis=Analysis(
+            interval=10.0, metrics=(MetricCheck(name="success-rate", template="success-rate", min=0.9),)
+        )
+        if analysis
+        else None,
+    )
 
 
 @dataclass
@@ -79,8 +84,13 @@ def eid(prefix: str = "e") -> str:
 def push(app: str, version: str, repo: str = "") -> ImagePushed:
     name = app.split("/")[1]
     repository = repo or f"registry.example.com/{name}"
-    return ImagePushed(id=eid("push"), app=app, target=Version(version, f"{repository}:{version}"),
-                       repository=repository, tag=version)  # fmt: skip
+    return ImagePushed(
+        id=eid("push"),
+        app=app,
+        target=Version(version, f"{repository}:{version}"),
+        repository=repository,
+        tag=version,
+    )
 
 
 def tick(app: str = "") -> Tick:

@@ -61,8 +61,9 @@ def rule_for(approvers: Approvers, action: str, gate: str = "") -> tuple[str, Al
     return "approvers.default", approvers.default
 
 
-def authorize(approvers: Approvers, requester: Requester, action: str, gate: str = "",
-              skipped_gates: Sequence[str] = ()) -> Verdict:
+def authorize(
+    approvers: Approvers, requester: Requester, action: str, gate: str = "", skipped_gates: Sequence[str] = ()
+) -> Verdict:
     """May `requester` run `action` (on `gate`)? `skipped_gates`: the gates a promote would pass."""
     if action not in MUTATING_ACTIONS:
         return Verdict(True, f"{action} only reads")
@@ -73,8 +74,9 @@ def authorize(approvers: Approvers, requester: Requester, action: str, gate: str
     gates = dict(approvers.gates)
     for skipped in skipped_gates:
         if skipped in gates:
-            inner = _check(f"approvers.gates.{skipped}", gates[skipped], requester,
-                           f"promote past gate {skipped}")
+            inner = _check(
+                f"approvers.gates.{skipped}", gates[skipped], requester, f"promote past gate {skipped}"
+            )
             if not inner.allowed:
                 return inner
     return verdict
@@ -88,14 +90,21 @@ def _check(path: str, rule: Allow, who: Requester, what: str) -> Verdict:
     if not rule.users and not rule.channels:
         return Verdict(False, f"nobody may {what}: {path} lists no users or channels", path)
     if rule.users and not _matches(rule.users, who.via, (who.user, *who.user_ids), _norm_user):
-        return Verdict(False, f"{who.shown} may not {what}; allowed users ({path}): {', '.join(rule.users)}", path)
+        return Verdict(
+            False, f"{who.shown} may not {what}; allowed users ({path}): {', '.join(rule.users)}", path
+        )
     if rule.channels and who.via in CHAT_PLATFORMS:
         if not _matches(rule.channels, who.via, (who.channel, *who.channel_ids), _norm_channel):
             where = who.channel or "this conversation"
-            return Verdict(False, f"{what} is not allowed from {where}; allowed channels ({path}): "
-                                  f"{', '.join(rule.channels)}", path)
+            return Verdict(
+                False,
+                f"{what} is not allowed from {where}; allowed channels ({path}): {', '.join(rule.channels)}",
+                path,
+            )
     elif rule.channels and not rule.users:
-        return Verdict(False, f"{what} is only allowed from the channels {', '.join(rule.channels)} ({path})", path)
+        return Verdict(
+            False, f"{what} is only allowed from the channels {', '.join(rule.channels)} ({path})", path
+        )
     return Verdict(True, f"allowed by {path}", path)
 
 
@@ -107,7 +116,9 @@ def _norm_channel(value: str) -> str:
     return value.strip().lstrip("#").lower()
 
 
-def _matches(entries: Sequence[str], via: str, identities: Sequence[str], normalise: Callable[[str], str]) -> bool:
+def _matches(
+    entries: Sequence[str], via: str, identities: Sequence[str], normalise: Callable[[str], str]
+) -> bool:
     mine = {normalise(i) for i in identities if i}
     for entry in entries:
         platform, sep, rest = entry.partition(":")

@@ -64,10 +64,14 @@ def fresh(name: str, header: str, raw: str, now: float, window: float, unit: flo
     try:
         stamp = int(raw.strip()) / unit
     except ValueError:
-        raise Unauthenticated(f"chat platform {name}: the {header} header {raw[:40]!r} is not a timestamp") from None
+        raise Unauthenticated(
+            f"chat platform {name}: the {header} header {raw[:40]!r} is not a timestamp"
+        ) from None
     if abs(now - stamp) > window:
-        raise Unauthenticated(f"chat platform {name}: the {header} {raw[:20]} is more than {int(window)} s from "
-                              "now; refusing a possible replay (check the clocks)")
+        raise Unauthenticated(
+            f"chat platform {name}: the {header} {raw[:20]} is more than {int(window)} s from "
+            "now; refusing a possible replay (check the clocks)"
+        )
     return stamp
 
 

@@ -26,7 +26,9 @@ def _cipher(key: bytes, iv: bytes) -> Cipher[modes.CBC]:
     try:
         from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
     except ImportError as err:
-        raise ConfigError("encrypted chat callbacks need the `cryptography` package (pip install cryptography)") from err
+        raise ConfigError(
+            "encrypted chat callbacks need the `cryptography` package (pip install cryptography)"
+        ) from err
     return Cipher(algorithms.AES(key), modes.CBC(iv))
 
 

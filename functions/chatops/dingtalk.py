@@ -51,8 +51,10 @@ class DingTalk:
         source = self.name
         data = obj(source, load_json(source, body), "body")
         if get_str(source, data, "msgtype", "body") != "text":
-            raise Malformed(f"chat platform dingtalk: msgtype {data.get('msgtype')!r} is not text; send the "
-                            "command as a text message")
+            raise Malformed(
+                f"chat platform dingtalk: msgtype {data.get('msgtype')!r} is not text; send the "
+                "command as a text message"
+            )
         text = get_str(source, get_obj(source, data, "text", "body"), "content", "body.text")
         staff = get_str(source, data, "senderStaffId", "body", required=False)
         sender = get_str(source, data, "senderId", "body", required=False)
@@ -60,19 +62,29 @@ class DingTalk:
             raise Malformed("chat platform dingtalk: body.senderStaffId or body.senderId is required")
         conversation = get_str(source, data, "conversationId", "body", required=False)
         requester = Requester(
-            user=staff or sender, via="dingtalk", channel=conversation,
+            user=staff or sender,
+            via="dingtalk",
+            channel=conversation,
             user_ids=tuple(i for i in (sender,) if i and i != staff),
             display=get_str(source, data, "senderNick", "body", required=False) or staff or sender,
-        )  # fmt: skip
-        return Inbound(text=text, requester=requester, delivery=get_str(source, data, "msgId", "body", required=False),
-                       context={"staff": staff})
+        )
+        return Inbound(
+            text=text,
+            requester=requester,
+            delivery=get_str(source, data, "msgId", "body", required=False),
+            context={"staff": staff},
+        )
 
     def render(self, result: Result, inbound: Inbound) -> Reply:
         text = text_of(result)
         first, _, rest = text.partition("\n")
-        markdown = f"**{first}**" + ("\n\n" + "\n\n".join(f"- {line}" for line in rest.splitlines()) if rest else "")
-        body: dict[str, object] = {"msgtype": "markdown", "markdown": {"title": f"graylane {result.action}".strip(),
-                                                                       "text": markdown[:4000]}}
+        markdown = f"**{first}**" + (
+            "\n\n" + "\n\n".join(f"- {line}" for line in rest.splitlines()) if rest else ""
+        )
+        body: dict[str, object] = {
+            "msgtype": "markdown",
+            "markdown": {"title": f"graylane {result.action}".strip(), "text": markdown[:4000]},
+        }
         staff = (inbound.context or {}).get("staff")
         if staff:
             body["at"] = {"atUserIds": [staff], "isAtAll": False}

@@ -34,8 +34,10 @@ if TYPE_CHECKING:
 
 REPLAY_WINDOW = 3600.0
 SOURCE = "feishu"
-NOT_AUTHENTIC = ("chat platform feishu: the delivery is not authentic (X-Lark-Signature, Encrypt Key or "
-                 "verification token); the gateway log says which")
+NOT_AUTHENTIC = (
+    "chat platform feishu: the delivery is not authentic (X-Lark-Signature, Encrypt Key or "
+    "verification token); the gateway log says which"
+)
 log = logging.getLogger("graylane.chatops")
 
 
@@ -53,7 +55,9 @@ def decrypt(encrypt_key: str, encrypted: str) -> bytes:
     try:
         return crypto.decrypt(key, raw[:16], raw[16:])
     except ValueError as err:
-        raise Unauthenticated(f"chat platform feishu: body.encrypt does not decrypt with the Encrypt Key: {err}") from None
+        raise Unauthenticated(
+            f"chat platform feishu: body.encrypt does not decrypt with the Encrypt Key: {err}"
+        ) from None
 
 
 def encrypt(encrypt_key: str, plain: bytes, iv: bytes) -> str:
@@ -73,10 +77,15 @@ class Feishu:
         if "encrypt" not in data:
             return data
         if not self.encrypt_key:
-            raise Unauthenticated("chat platform feishu: the body is encrypted but no Encrypt Key is configured "
-                                  "(GRAYLANE_FEISHU_ENCRYPT_KEY)")
-        return obj(SOURCE, load_json(SOURCE, decrypt(self.encrypt_key, get_str(SOURCE, data, "encrypt", "body"))),
-                   "body.encrypt (decrypted)")
+            raise Unauthenticated(
+                "chat platform feishu: the body is encrypted but no Encrypt Key is configured "
+                "(GRAYLANE_FEISHU_ENCRYPT_KEY)"
+            )
+        return obj(
+            SOURCE,
+            load_json(SOURCE, decrypt(self.encrypt_key, get_str(SOURCE, data, "encrypt", "body"))),
+            "body.encrypt (decrypted)",
+        )
 
     def authenticate(self, headers: Headers, query: Query, body: bytes, now: float) -> None:
         """Verify first, then decrypt, and give one answer for every failure.
@@ -87,8 +96,10 @@ class Feishu:
         an unsigned caller cannot use the answers as a padding oracle. The reason is logged for the operator.
         """
         if not self.verification_token and not self.encrypt_key:
-            raise Unauthenticated("chat platform feishu: neither a Verification Token nor an Encrypt Key is "
-                                  "configured; it refuses every delivery")
+            raise Unauthenticated(
+                "chat platform feishu: neither a Verification Token nor an Encrypt Key is "
+                "configured; it refuses every delivery"
+            )
         try:
             self._authenticate(headers, body, now)
         except (Unauthenticated, Malformed) as err:
@@ -102,7 +113,9 @@ class Feishu:
         data = self.payload(body)
         handshake = data.get("type") == "url_verification"
         if self.encrypt_key and not signed and not handshake:
-            raise Unauthenticated("chat platform feishu: X-Lark-Request-Timestamp and X-Lark-Signature are required")
+            raise Unauthenticated(
+                "chat platform feishu: X-Lark-Request-Timestamp and X-Lark-Signature are required"
+            )
         if self.verification_token:
             header = h if isinstance(h := data.get("header"), dict) else {}
             token = str(header.get("token") or data.get("token") or "")
@@ -114,9 +127,13 @@ class Feishu:
         nonce = headers.get("x-lark-request-nonce", "")
         given = headers.get("x-lark-signature", "").strip().lower()
         if not timestamp or not given:
-            raise Unauthenticated("chat platform feishu: X-Lark-Request-Timestamp and X-Lark-Signature are required")
+            raise Unauthenticated(
+                "chat platform feishu: X-Lark-Request-Timestamp and X-Lark-Signature are required"
+            )
         fresh(self.name, "X-Lark-Request-Timestamp", timestamp, now, REPLAY_WINDOW)
-        if not hmac.compare_digest(given.encode(), signature(timestamp, nonce, self.encrypt_key, body).encode()):
+        if not hmac.compare_digest(
+            given.encode(), signature(timestamp, nonce, self.encrypt_key, body).encode()
+        ):
             raise Unauthenticated("chat platform feishu: X-Lark-Signature does not match the body")
 
     def parse(self, headers: Headers, query: Query, body: bytes) -> Inbound:
@@ -131,20 +148,27 @@ class Feishu:
             return _message(event, delivery)
         if kind == "card.action.trigger":
             return _card_action(event, delivery)
-        raise Malformed(f"chat platform feishu: event type {kind[:80]!r} is not a message or a card action; "
-                        "subscribe only to im.message.receive_v1 and card.action.trigger")
+        raise Malformed(
+            f"chat platform feishu: event type {kind[:80]!r} is not a message or a card action; "
+            "subscribe only to im.message.receive_v1 and card.action.trigger"
+        )
 
     def render(self, result: Result, inbound: Inbound) -> Reply:
         text = text_of(result)
         if (inbound.context or {}).get("card"):
             kind = "success" if result.outcome in ("ok", "accepted") else "error"
-            return Reply({"toast": {"type": kind, "content": result.message[:500]}}, status=chat_status(result))
+            return Reply(
+                {"toast": {"type": kind, "content": result.message[:500]}}, status=chat_status(result)
+            )
         template = {"accepted": "green", "ok": "blue", "denied": "red"}.get(result.outcome, "orange")
         card = {
             "config": {"wide_screen_mode": True},
-            "header": {"template": template, "title": {"tag": "plain_text", "content": f"graylane {result.action}"}},
+            "header": {
+                "template": template,
+                "title": {"tag": "plain_text", "content": f"graylane {result.action}"},
+            },
             "elements": [{"tag": "div", "text": {"tag": "lark_md", "content": text[:4000]}}],
-        }  # fmt: skip
+        }
         return Reply({"msg_type": "interactive", "card": card}, status=chat_status(result))
 
 
@@ -152,8 +176,12 @@ def _requester(ids: dict[str, Any], chat: str, where: str) -> Requester:
     user_id, open_id, union_id = (str(ids.get(k) or "") for k in ("user_id", "open_id", "union_id"))
     if not (user_id or open_id):
         raise Malformed(f"chat platform feishu: {where} has neither user_id nor open_id")
-    return Requester(user=user_id or open_id, via="feishu", channel=chat,
-                     user_ids=tuple(i for i in (open_id, union_id) if i and i != (user_id or open_id)))
+    return Requester(
+        user=user_id or open_id,
+        via="feishu",
+        channel=chat,
+        user_ids=tuple(i for i in (open_id, union_id) if i and i != (user_id or open_id)),
+    )
 
 
 def _message(event: dict[str, Any], delivery: str) -> Inbound:
@@ -165,9 +193,13 @@ def _message(event: dict[str, Any], delivery: str) -> Inbound:
         content = json.loads(get_str(SOURCE, message, "content", "body.event.message"))
     except ValueError:
         raise Malformed("chat platform feishu: body.event.message.content is not JSON") from None
-    text = get_str(SOURCE, obj(SOURCE, content, "body.event.message.content"), "text", "body.event.message.content")
+    text = get_str(
+        SOURCE, obj(SOURCE, content, "body.event.message.content"), "text", "body.event.message.content"
+    )
     chat = get_str(SOURCE, message, "chat_id", "body.event.message", required=False)
-    return Inbound(text=text, requester=_requester(sender, chat, "body.event.sender.sender_id"), delivery=delivery)
+    return Inbound(
+        text=text, requester=_requester(sender, chat, "body.event.sender.sender_id"), delivery=delivery
+    )
 
 
 def _card_action(event: dict[str, Any], delivery: str) -> Inbound:
@@ -176,8 +208,14 @@ def _card_action(event: dict[str, Any], delivery: str) -> Inbound:
     value = action.get("value")
     text = value.get("command") if isinstance(value, dict) else value
     if not isinstance(text, str) or not text.strip():
-        raise Malformed("chat platform feishu: body.event.action.value must be a command text or {command: ...}")
+        raise Malformed(
+            "chat platform feishu: body.event.action.value must be a command text or {command: ...}"
+        )
     context = get_obj(SOURCE, event, "context", "body.event", required=False)
     chat = get_str(SOURCE, context, "open_chat_id", "body.event.context", required=False)
-    return Inbound(text=text, requester=_requester(operator, chat, "body.event.operator"), delivery=delivery,
-                   context={"card": True})
+    return Inbound(
+        text=text,
+        requester=_requester(operator, chat, "body.event.operator"),
+        delivery=delivery,
+        context={"card": True},
+    )

@@ -1,15 +1,15 @@
 """Chat text -> a release command. Pure: no I/O, every mistake answered with the usage line that fits.
 
-    /graylane approve pro/flask promote           approve gate "promote"
-    /graylane approve pro/flask canary-weight 30  approve with the gate's weight parameter
-    /graylane approve pro/flask weight=30         the gate being waited on, with a parameter
-    /graylane reject pro/flask ab-test -- not now  a reason follows `--`
-    /graylane approve pro/flask promote release=flask-7 version=v1.3.0
-                                                  pinned to a release (what notification buttons send);
-                                                  without it the command is for the release current when sent
-    /graylane weight pro/flask 30
-    /graylane rollback pro/flask v1.2.0
-    /graylane status pro/flask    /graylane history pro/flask 20
+/graylane approve pro/flask promote           approve gate "promote"
+/graylane approve pro/flask canary-weight 30  approve with the gate's weight parameter
+/graylane approve pro/flask weight=30         the gate being waited on, with a parameter
+/graylane reject pro/flask ab-test -- not now  a reason follows `--`
+/graylane approve pro/flask promote release=flask-7 version=v1.3.0
+                                              pinned to a release (what notification buttons send);
+                                              without it the command is for the release current when sent
+/graylane weight pro/flask 30
+/graylane rollback pro/flask v1.2.0
+/graylane status pro/flask    /graylane history pro/flask 20
 """
 
 from __future__ import annotations
@@ -36,8 +36,11 @@ USAGE = {
     "abort": f"abort APP {_PIN} [REASON]",
     "rollback": "rollback APP [VERSION] [release=ID] [-- REASON]",
 }
-HELP = ("commands (APP is namespace/name):\n" + "\n".join(f"  {u}" for u in USAGE.values())
-        + "\nrelease=ID pins a command to one release; without it, it is for the release current when it is sent")
+HELP = (
+    "commands (APP is namespace/name):\n"
+    + "\n".join(f"  {u}" for u in USAGE.values())
+    + "\nrelease=ID pins a command to one release; without it, it is for the release current when it is sent"
+)
 PREFIXES = ("/graylane", "graylane")
 MAX_HISTORY = 200
 _GATE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -86,8 +89,10 @@ def parse(text: str) -> ParsedCommand:
         raise UsageError(f"{action} needs an app; usage: {USAGE[action]}")
     app = words[1].lower()
     if not is_app(app):
-        raise UsageError(f"{words[1][:80]!r} is not an app; expected namespace/name such as pro/flask; "
-                         f"usage: {USAGE[action]}")
+        raise UsageError(
+            f"{words[1][:80]!r} is not an app; expected namespace/name such as pro/flask; "
+            f"usage: {USAGE[action]}"
+        )
     rest, reason = _split_reason(words[2:])
     rest, release, version = _pinned(action, rest)
     parsed = _BUILDERS[action](action, app, rest, reason)
@@ -104,7 +109,9 @@ def _pinned(action: str, words: list[str]) -> tuple[list[str], str, str]:
             continue
         name = name.lower()
         if action in ("status", "history") or (name == "version" and action == "rollback"):
-            what = "give the version to return to as VERSION" if action == "rollback" else "it changes nothing"
+            what = (
+                "give the version to return to as VERSION" if action == "rollback" else "it changes nothing"
+            )
             raise _fail(action, f"{name}= is not used by {action} ({what})")
         if pins[name]:
             raise _fail(action, f"{name}= is given twice")
@@ -121,7 +128,7 @@ def _pinned(action: str, words: list[str]) -> tuple[list[str], str, str]:
 def _split_reason(words: list[str]) -> tuple[list[str], str]:
     if "--" in words:
         at = words.index("--")
-        return words[:at], " ".join(words[at + 1:])[:2048]
+        return words[:at], " ".join(words[at + 1 :])[:2048]
     return words, ""
 
 
@@ -194,6 +201,14 @@ def _rollback(action: str, app: str, rest: list[str], reason: str) -> ParsedComm
 
 
 _BUILDERS = {
-    "status": _read, "history": _read, "approve": _gate, "reject": _gate, "weight": _weight,
-    "promote": _free, "pause": _free, "resume": _free, "abort": _free, "rollback": _rollback,
-}  # fmt: skip
+    "status": _read,
+    "history": _read,
+    "approve": _gate,
+    "reject": _gate,
+    "weight": _weight,
+    "promote": _free,
+    "pause": _free,
+    "resume": _free,
+    "abort": _free,
+    "rollback": _rollback,
+}

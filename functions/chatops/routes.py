@@ -74,8 +74,9 @@ def _response(reply: Reply) -> Response:
     return JSONResponse(reply.body, status_code=reply.status)
 
 
-def chatops_routes(platforms: Mapping[str, Platform], approvals: Approvals,
-                   now: Callable[[], float] = time.time) -> list[BaseRoute]:
+def chatops_routes(
+    platforms: Mapping[str, Platform], approvals: Approvals, now: Callable[[], float] = time.time
+) -> list[BaseRoute]:
     async def handle(request: Request) -> Response:
         name = request.path_params["platform"]
         platform = platforms.get(name)
@@ -106,8 +107,10 @@ def chatops_routes(platforms: Mapping[str, Platform], approvals: Approvals,
         result = await run_in_threadpool(_run, approvals, inbound)
         return _response(platform.render(result, inbound))
 
-    return [Route("/chatops/{platform}", handle, methods=["GET", "POST"]),
-            Route("/chatops/{platform}/{kind}", handle, methods=["GET", "POST"])]
+    return [
+        Route("/chatops/{platform}", handle, methods=["GET", "POST"]),
+        Route("/chatops/{platform}/{kind}", handle, methods=["GET", "POST"]),
+    ]
 
 
 def _run(approvals: Approvals, inbound: Inbound) -> Result:
@@ -116,8 +119,18 @@ def _run(approvals: Approvals, inbound: Inbound) -> Result:
         cmd = parse(inbound.text)
     except UsageError as err:
         return Result(400, "invalid", str(err), action="help")
-    return approvals.execute(CommandRequest(
-        app=cmd.app, action=cmd.action, requester=inbound.requester, gate=cmd.gate, weight=cmd.weight,
-        params=cmd.params, version=cmd.version, reason=cmd.reason, limit=cmd.limit, delivery=inbound.delivery,
-        release=cmd.release,
-    ))  # fmt: skip
+    return approvals.execute(
+        CommandRequest(
+            app=cmd.app,
+            action=cmd.action,
+            requester=inbound.requester,
+            gate=cmd.gate,
+            weight=cmd.weight,
+            params=cmd.params,
+            version=cmd.version,
+            reason=cmd.reason,
+            limit=cmd.limit,
+            delivery=inbound.delivery,
+            release=cmd.release,
+        )
+    )

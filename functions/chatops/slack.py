@@ -49,13 +49,17 @@ class Slack:
         require(self.name, "signing secret (GRAYLANE_SLACK_SIGNING_SECRET)", self.signing_secret)
         raw_ts, signature = headers.get(TIMESTAMP, ""), headers.get(SIGNATURE, "").strip()
         if not raw_ts or not signature:
-            raise Unauthenticated("chat platform slack: the X-Slack-Request-Timestamp and X-Slack-Signature "
-                                  "headers are required")
+            raise Unauthenticated(
+                "chat platform slack: the X-Slack-Request-Timestamp and X-Slack-Signature "
+                "headers are required"
+            )
         fresh(self.name, "X-Slack-Request-Timestamp", raw_ts, now, REPLAY_WINDOW)
         if not signature.startswith("v0="):
             raise Unauthenticated("chat platform slack: only v0 signatures are understood")
         signed = f"v0:{raw_ts.strip()}:".encode() + body
-        check_hmac(self.name, "X-Slack-Signature", "sha256=" + signature[3:], signed, self.signing_secret, "sha256")
+        check_hmac(
+            self.name, "X-Slack-Signature", "sha256=" + signature[3:], signed, self.signing_secret, "sha256"
+        )
 
     def parse(self, headers: Headers, query: Query, body: bytes) -> Inbound:
         try:
@@ -65,9 +69,15 @@ class Slack:
         if "payload" in form:
             return _interactive(form["payload"])
         if "command" not in form:
-            raise Malformed("chat platform slack: neither a slash command (command=) nor an interaction (payload=)")
-        requester = _requester(form.get("user_id", ""), form.get("user_name", ""),
-                               form.get("channel_id", ""), form.get("channel_name", ""))
+            raise Malformed(
+                "chat platform slack: neither a slash command (command=) nor an interaction (payload=)"
+            )
+        requester = _requester(
+            form.get("user_id", ""),
+            form.get("user_name", ""),
+            form.get("channel_id", ""),
+            form.get("channel_name", ""),
+        )
         return Inbound(text=form.get("text", ""), requester=requester, delivery=form.get("trigger_id", ""))
 
     def render(self, result: Result, inbound: Inbound) -> Reply:
@@ -79,9 +89,15 @@ class Slack:
             shown += "\n```" + _escape(rest) + "```"
         blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": shown[:3000]}}]
         if result.event_id:
-            blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"event `{result.event_id}`"}]})
-        body = {"response_type": "in_channel" if accepted else "ephemeral", "replace_original": False,
-                "text": text[:3000], "blocks": blocks}
+            blocks.append(
+                {"type": "context", "elements": [{"type": "mrkdwn", "text": f"event `{result.event_id}`"}]}
+            )
+        body = {
+            "response_type": "in_channel" if accepted else "ephemeral",
+            "replace_original": False,
+            "text": text[:3000],
+            "blocks": blocks,
+        }
         return Reply(body, status=chat_status(result))
 
 
@@ -89,9 +105,14 @@ def _requester(user_id: str, user_name: str, channel_id: str, channel_name: str)
     if not user_id and not user_name:
         raise Malformed("chat platform slack: the request names no user (user_id)")
     channel = f"#{channel_name}" if channel_name and not channel_name.startswith("#") else channel_name
-    return Requester(user=user_name or user_id, via="slack", channel=(channel or channel_id)[:256],
-                     user_ids=tuple(i for i in (user_id,) if i), channel_ids=tuple(i for i in (channel_id,) if i),
-                     display=f"@{user_name}" if user_name else user_id)
+    return Requester(
+        user=user_name or user_id,
+        via="slack",
+        channel=(channel or channel_id)[:256],
+        user_ids=tuple(i for i in (user_id,) if i),
+        channel_ids=tuple(i for i in (channel_id,) if i),
+        display=f"@{user_name}" if user_name else user_id,
+    )
 
 
 def _interactive(raw: str) -> Inbound:
@@ -112,18 +133,31 @@ def _interactive(raw: str) -> Inbound:
     if verb is None or text.split(maxsplit=1)[:1] != [verb]:
         # another app's (or a hand-made) button: acknowledged, so Slack shows no error, and nothing runs
         shown = action_id[:64] if action_id else "(none)"
-        why = (f"the button {shown!r} is not one of graylane's ({', '.join(ACTION_IDS)})" if verb is None
-               else f"the button {action_id} may only run {verb}")
-        return Inbound(handshake=Reply({"response_type": "ephemeral", "replace_original": False,
-                                        "text": f"ignored: {why}; nothing was run"}))
+        why = (
+            f"the button {shown!r} is not one of graylane's ({', '.join(ACTION_IDS)})"
+            if verb is None
+            else f"the button {action_id} may only run {verb}"
+        )
+        return Inbound(
+            handshake=Reply(
+                {
+                    "response_type": "ephemeral",
+                    "replace_original": False,
+                    "text": f"ignored: {why}; nothing was run",
+                }
+            )
+        )
     user = get_obj(source, payload, "user", "payload")
     channel = get_obj(source, payload, "channel", "payload", required=False)
-    requester = _requester(get_str(source, user, "id", "payload.user"),
-                           get_str(source, user, "username", "payload.user", required=False),
-                           get_str(source, channel, "id", "payload.channel", required=False),
-                           get_str(source, channel, "name", "payload.channel", required=False))
-    delivery = get_str(source, action, "action_ts", "payload.actions[0]", required=False) or \
-        get_str(source, payload, "trigger_id", "payload", required=False)
+    requester = _requester(
+        get_str(source, user, "id", "payload.user"),
+        get_str(source, user, "username", "payload.user", required=False),
+        get_str(source, channel, "id", "payload.channel", required=False),
+        get_str(source, channel, "name", "payload.channel", required=False),
+    )
+    delivery = get_str(source, action, "action_ts", "payload.actions[0]", required=False) or get_str(
+        source, payload, "trigger_id", "payload", required=False
+    )
     return Inbound(text=text, requester=requester, delivery=delivery)
 
 

@@ -57,8 +57,10 @@ def keys(security_tokens: str) -> tuple[bytes, ...]:
         except (binascii.Error, ValueError):
             key = b""
         if len(key) < 16:
-            raise ConfigError(f"GRAYLANE_TEAMS_SECURITY_TOKEN entry {i + 1} is not the base64 security token Teams "
-                              "showed when the outgoing webhook was created")
+            raise ConfigError(
+                f"GRAYLANE_TEAMS_SECURITY_TOKEN entry {i + 1} is not the base64 security token Teams "
+                "showed when the outgoing webhook was created"
+            )
         out.append(key)
     return tuple(out)
 
@@ -70,30 +72,40 @@ def command_text(text: str) -> str:
 
 @value
 class Teams:
-    security_tokens: str = ""  # GRAYLANE_TEAMS_SECURITY_TOKEN: one per team's outgoing webhook, comma-separated
+    security_tokens: str = (
+        ""  # GRAYLANE_TEAMS_SECURITY_TOKEN: one per team's outgoing webhook, comma-separated
+    )
     name: ClassVar[str] = "teams"
 
     def authenticate(self, headers: Headers, query: Query, body: bytes, now: float) -> None:
         require(self.name, "security token (GRAYLANE_TEAMS_SECURITY_TOKEN)", self.security_tokens)
         scheme, _, presented = headers.get("authorization", "").strip().partition(" ")
         if scheme.upper() != "HMAC" or not presented.strip():
-            raise Unauthenticated("chat platform teams: the Authorization: HMAC <signature> header is required")
+            raise Unauthenticated(
+                "chat platform teams: the Authorization: HMAC <signature> header is required"
+            )
         signature = presented.strip().encode("utf-8", "surrogateescape")
         matched = False
         for key in keys(self.security_tokens):  # no early exit: timing tells nothing about which team
             expected = base64.b64encode(hmac.new(key, body, hashlib.sha256).digest())
             matched |= hmac.compare_digest(signature, expected)
         if not matched:
-            raise Unauthenticated("chat platform teams: the HMAC signature does not match the body for any "
-                                  "configured security token")
+            raise Unauthenticated(
+                "chat platform teams: the HMAC signature does not match the body for any "
+                "configured security token"
+            )
         data = obj(SOURCE, load_json(SOURCE, body), "body")
         stamp = _epoch(get_str(SOURCE, data, "timestamp", "body", required=False))
         if stamp is None:
-            raise Unauthenticated("chat platform teams: body.timestamp is missing or not a time; refusing a delivery "
-                                  "that cannot be checked for replay")
+            raise Unauthenticated(
+                "chat platform teams: body.timestamp is missing or not a time; refusing a delivery "
+                "that cannot be checked for replay"
+            )
         if abs(now - stamp) > REPLAY_WINDOW:
-            raise Unauthenticated(f"chat platform teams: body.timestamp is more than {int(REPLAY_WINDOW)} s from now; "
-                                  "refusing a possible replay (check the clocks)")
+            raise Unauthenticated(
+                f"chat platform teams: body.timestamp is more than {int(REPLAY_WINDOW)} s from now; "
+                "refusing a possible replay (check the clocks)"
+            )
 
     def parse(self, headers: Headers, query: Query, body: bytes) -> Inbound:
         data = obj(SOURCE, load_json(SOURCE, body), "body")
@@ -106,18 +118,32 @@ class Teams:
         if not aad and not account:
             raise Malformed("chat platform teams: body.from.aadObjectId or body.from.id is required")
         channel_data = get_obj(SOURCE, data, "channelData", "body", required=False)
-        channel = get_str(SOURCE, get_obj(SOURCE, channel_data, "channel", "body.channelData", required=False), "id",
-                          "body.channelData.channel", required=False)
-        conversation = get_str(SOURCE, get_obj(SOURCE, data, "conversation", "body", required=False), "id",
-                               "body.conversation", required=False).split(";", 1)[0]
+        channel = get_str(
+            SOURCE,
+            get_obj(SOURCE, channel_data, "channel", "body.channelData", required=False),
+            "id",
+            "body.channelData.channel",
+            required=False,
+        )
+        conversation = get_str(
+            SOURCE,
+            get_obj(SOURCE, data, "conversation", "body", required=False),
+            "id",
+            "body.conversation",
+            required=False,
+        ).split(";", 1)[0]
         requester = Requester(
-            user=aad or account, via="teams", channel=(channel or conversation)[:256],
+            user=aad or account,
+            via="teams",
+            channel=(channel or conversation)[:256],
             user_ids=tuple(i for i in (account,) if i and i != (aad or account)),
             channel_ids=tuple(i for i in (conversation,) if i and i != channel),
             display=get_str(SOURCE, sender, "name", "body.from", required=False) or aad or account,
-        )  # fmt: skip
+        )
         text = command_text(get_str(SOURCE, data, "text", "body"))
-        return Inbound(text=text, requester=requester, delivery=get_str(SOURCE, data, "id", "body", required=False))
+        return Inbound(
+            text=text, requester=requester, delivery=get_str(SOURCE, data, "id", "body", required=False)
+        )
 
     def render(self, result: Result, inbound: Inbound) -> Reply:
         text = text_of(result)

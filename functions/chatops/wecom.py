@@ -72,13 +72,17 @@ class WeComCipher:
             plain = crypto.decrypt(key, key[:16], base64.b64decode(encrypted, validate=True), block=32)
             (length,) = struct.unpack(">I", plain[16:20])
         except (binascii.Error, ValueError, struct.error) as err:
-            raise Unauthenticated(f"chat platform wecom: the message does not decrypt with the EncodingAESKey: {err}") from None
+            raise Unauthenticated(
+                f"chat platform wecom: the message does not decrypt with the EncodingAESKey: {err}"
+            ) from None
         if 20 + length > len(plain):
             raise Unauthenticated("chat platform wecom: the decrypted message length is wrong")
-        message, receiver = plain[20:20 + length], plain[20 + length:].decode("utf-8", "replace")
+        message, receiver = plain[20 : 20 + length], plain[20 + length :].decode("utf-8", "replace")
         if self.receive_id and not hmac.compare_digest(receiver.encode(), self.receive_id.encode()):
-            raise Unauthenticated(f"chat platform wecom: the message is addressed to {receiver[:64]!r}, not to "
-                                  "GRAYLANE_WECOM_RECEIVE_ID")
+            raise Unauthenticated(
+                f"chat platform wecom: the message is addressed to {receiver[:64]!r}, not to "
+                "GRAYLANE_WECOM_RECEIVE_ID"
+            )
         return message, receiver
 
     def encrypt(self, message: bytes, receiver: str, random: bytes | None = None) -> str:
@@ -123,14 +127,20 @@ class WeCom:
         encrypted, _ = _envelope(body)
         if encrypted:
             if self.cipher is None:
-                raise Unauthenticated("chat platform wecom: the message is encrypted but no EncodingAESKey is "
-                                      "configured (GRAYLANE_WECOM_AES_KEY)")
+                raise Unauthenticated(
+                    "chat platform wecom: the message is encrypted but no EncodingAESKey is "
+                    "configured (GRAYLANE_WECOM_AES_KEY)"
+                )
             if not crypto.available():
                 raise Unauthenticated("chat platform wecom: encrypted messages need the cryptography package")
-            if not _same(query.get("msg_signature", ""), msg_signature(self.token, timestamp, nonce, encrypted)):
+            if not _same(
+                query.get("msg_signature", ""), msg_signature(self.token, timestamp, nonce, encrypted)
+            ):
                 raise Unauthenticated("chat platform wecom: msg_signature does not match the message")
         elif self.cipher is not None:
-            raise Unauthenticated("chat platform wecom: a plaintext message while an EncodingAESKey is configured")
+            raise Unauthenticated(
+                "chat platform wecom: a plaintext message while an EncodingAESKey is configured"
+            )
         elif not _same(query.get("signature", ""), msg_signature(self.token, timestamp, nonce)):
             raise Unauthenticated("chat platform wecom: the signature does not match (plaintext mode)")
 
@@ -146,35 +156,58 @@ class WeCom:
             raise Malformed("chat platform wecom: the message names no sender")
         if fields.get("type") != "text":
             raise Malformed(f"chat platform wecom: message type {fields.get('type', '')[:40]!r} is not text")
-        requester = Requester(user=user, via="wecom", channel=fields.get("chat", ""), display=fields.get("name", ""))
-        return Inbound(text=text, requester=requester, delivery=fields.get("id", ""),
-                       context={"shape": shape, "kind": fields.get("kind", ""), "user": user,
-                                "to": fields.get("to", ""), "encrypted": bool(encrypted), "nonce": query.get("nonce", "")})
+        requester = Requester(
+            user=user, via="wecom", channel=fields.get("chat", ""), display=fields.get("name", "")
+        )
+        return Inbound(
+            text=text,
+            requester=requester,
+            delivery=fields.get("id", ""),
+            context={
+                "shape": shape,
+                "kind": fields.get("kind", ""),
+                "user": user,
+                "to": fields.get("to", ""),
+                "encrypted": bool(encrypted),
+                "nonce": query.get("nonce", ""),
+            },
+        )
 
     def render(self, result: Result, inbound: Inbound) -> Reply:
         ctx = dict(inbound.context or {})
         text = text_of(result)
         if ctx.get("shape") == "json":
-            inner = json.dumps({"msgtype": "markdown", "markdown": {"content": text[:4000]}}, ensure_ascii=False)
+            inner = json.dumps(
+                {"msgtype": "markdown", "markdown": {"content": text[:4000]}}, ensure_ascii=False
+            )
         elif ctx.get("kind") == "app":
-            inner = (f"<xml><ToUserName>{_cdata(ctx['user'])}</ToUserName><FromUserName>{_cdata(ctx['to'])}"
-                     f"</FromUserName><CreateTime>{int(time.time())}</CreateTime><MsgType><![CDATA[text]]></MsgType>"
-                     f"<Content>{_cdata(text[:2000])}</Content></xml>")
+            inner = (
+                f"<xml><ToUserName>{_cdata(ctx['user'])}</ToUserName><FromUserName>{_cdata(ctx['to'])}"
+                f"</FromUserName><CreateTime>{int(time.time())}</CreateTime><MsgType><![CDATA[text]]></MsgType>"
+                f"<Content>{_cdata(text[:2000])}</Content></xml>"
+            )
         else:
             inner = f"<xml><MsgType>markdown</MsgType><Markdown><Content>{_cdata(text[:4000])}</Content></Markdown></xml>"
         status = chat_status(result)
         if not ctx.get("encrypted") or self.cipher is None:
-            return Reply(json.loads(inner) if ctx.get("shape") == "json" else inner,
-                         media_type="application/json" if ctx.get("shape") == "json" else "application/xml", status=status)
+            return Reply(
+                json.loads(inner) if ctx.get("shape") == "json" else inner,
+                media_type="application/json" if ctx.get("shape") == "json" else "application/xml",
+                status=status,
+            )
         cipher = self.cipher
         encrypted = cipher.encrypt(inner.encode(), cipher.receive_id or ctx.get("to", ""))
         timestamp, nonce = str(int(time.time())), secrets.token_hex(8)
         sig = msg_signature(self.token, timestamp, nonce, encrypted)
         if ctx.get("shape") == "json":
-            return Reply({"encrypt": encrypted, "msgsignature": sig, "timestamp": int(timestamp), "nonce": nonce},
-                         status=status)
-        xml = (f"<xml><Encrypt>{_cdata(encrypted)}</Encrypt><MsgSignature>{_cdata(sig)}</MsgSignature>"
-               f"<TimeStamp>{timestamp}</TimeStamp><Nonce>{_cdata(nonce)}</Nonce></xml>")
+            return Reply(
+                {"encrypt": encrypted, "msgsignature": sig, "timestamp": int(timestamp), "nonce": nonce},
+                status=status,
+            )
+        xml = (
+            f"<xml><Encrypt>{_cdata(encrypted)}</Encrypt><MsgSignature>{_cdata(sig)}</MsgSignature>"
+            f"<TimeStamp>{timestamp}</TimeStamp><Nonce>{_cdata(nonce)}</Nonce></xml>"
+        )
         return Reply(xml, media_type="application/xml", status=status)
 
 
@@ -207,14 +240,24 @@ def _envelope(body: bytes) -> tuple[str, str]:
 def _xml_message(message: bytes) -> dict[str, str]:
     root = _xml(message)
     text = (root.findtext("Content") or root.findtext("Text/Content") or "").strip()
-    fields = {"type": (root.findtext("MsgType") or "").strip(), "text": text,
-              "id": (root.findtext("MsgId") or "").strip(), "chat": (root.findtext("ChatId") or "").strip()}
+    fields = {
+        "type": (root.findtext("MsgType") or "").strip(),
+        "text": text,
+        "id": (root.findtext("MsgId") or "").strip(),
+        "chat": (root.findtext("ChatId") or "").strip(),
+    }
     if root.find("From") is not None:  # group robot callback
-        fields.update(kind="robot", user=(root.findtext("From/UserId") or "").strip(),
-                      name=(root.findtext("From/Name") or "").strip())
+        fields.update(
+            kind="robot",
+            user=(root.findtext("From/UserId") or "").strip(),
+            name=(root.findtext("From/Name") or "").strip(),
+        )
     else:  # app message
-        fields.update(kind="app", user=(root.findtext("FromUserName") or "").strip(),
-                      to=(root.findtext("ToUserName") or "").strip())
+        fields.update(
+            kind="app",
+            user=(root.findtext("FromUserName") or "").strip(),
+            to=(root.findtext("ToUserName") or "").strip(),
+        )
     return fields
 
 
@@ -227,7 +270,11 @@ def _json_message(message: bytes) -> dict[str, str]:
         raise Malformed("chat platform wecom: the decrypted message is not a JSON object")
     sender = s if isinstance(s := data.get("from"), dict) else {}
     text = t if isinstance(t := data.get("text"), dict) else {}
-    return {"kind": "smart-robot", "type": str(data.get("msgtype", "")), "text": str(text.get("content", "")).strip(),
-            "user": str(sender.get("userid", "")), "chat": str(data.get("chatid", "")), "id": str(data.get("msgid", ""))}
-
-
+    return {
+        "kind": "smart-robot",
+        "type": str(data.get("msgtype", "")),
+        "text": str(text.get("content", "")).strip(),
+        "user": str(sender.get("userid", "")),
+        "chat": str(data.get("chatid", "")),
+        "id": str(data.get("msgid", "")),
+    }

@@ -34,8 +34,9 @@ from typing import Any
 __all__ = ["console_routes"]
 
 
-def console_routes(approvals: Any, tokens: Mapping[str, str], env: Mapping[str, str] | None = None,
-                   settings: Any = None) -> list[Any]:  # fmt: skip
+def console_routes(
+    approvals: Any, tokens: Mapping[str, str], env: Mapping[str, str] | None = None, settings: Any = None
+) -> list[Any]:
     """[Mount("/ui", console)] wired to `approvals` (the approval API's) and its API `tokens` ({token: user});
     [] when GRAYLANE_CONSOLE=off. `settings` (ConsoleSettings) defaults to ConsoleSettings.from_env(env)."""
     from starlette.routing import Mount

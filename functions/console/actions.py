@@ -91,8 +91,13 @@ def offer(state: AppState, policy: Policy | None, user: str) -> Offer:
             add("resume", "Resume")
         if "rollback" in takes:
             add("rollback", f"Roll back to {rel.origin.version or 'stable'}", danger=True)
-        return Offer(release=rel.id, gate=rel.gate, buttons=tuple(buttons), params=gate_params(policy, rel.gate),
-                     origin=rel.origin.version)  # fmt: skip
+        return Offer(
+            release=rel.id,
+            gate=rel.gate,
+            buttons=tuple(buttons),
+            params=gate_params(policy, rel.gate),
+            origin=rel.origin.version,
+        )
     versions = tuple(v.version for v in state.revisions if v.version)
     if versions:
         add("rollback", "Roll back", danger=True)
@@ -129,7 +134,7 @@ def read_form(form: Mapping[str, Any]) -> Pressed | str:
     for key in form:
         if not key.startswith(PARAM_PREFIX):
             continue
-        name, raw = key[len(PARAM_PREFIX):], form[key]
+        name, raw = key[len(PARAM_PREFIX) :], form[key]
         if not name.replace("-", "_").isidentifier() or len(name) > 64:
             return f"{key[:80]}: a gate parameter name is letters, digits, - and _"
         text = raw.strip() if isinstance(raw, str) else ""
@@ -140,6 +145,11 @@ def read_form(form: Mapping[str, Any]) -> Pressed | str:
         params[name] = int(text)
     if params and values["action"] != "approve":
         return f"param.{next(iter(params))}: gate parameters go with approve only"
-    return Pressed(action=values["action"], gate=values["gate"], release=values["release"], version=values["version"],
-                   reason=values["reason"], params=params)  # fmt: skip
-
+    return Pressed(
+        action=values["action"],
+        gate=values["gate"],
+        release=values["release"],
+        version=values["version"],
+        reason=values["reason"],
+        params=params,
+    )

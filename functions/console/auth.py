@@ -113,7 +113,9 @@ def session_from(key: bytes, cookie: str, tokens: Mapping[str, str], now: float)
     if data is None:
         return None
     user, sid, tid, expires = data.get("u"), data.get("s"), data.get("t"), data.get("e")
-    if not (isinstance(user, str) and isinstance(sid, str) and isinstance(tid, str) and isinstance(expires, int)):
+    if not (
+        isinstance(user, str) and isinstance(sid, str) and isinstance(tid, str) and isinstance(expires, int)
+    ):
         return None
     if expires <= now:
         return None
@@ -129,7 +131,9 @@ def csrf_token(key: bytes, who: Signed) -> str:
 
 
 def csrf_ok(key: bytes, who: Signed, given: str) -> bool:
-    return bool(given) and hmac.compare_digest(given.encode("utf-8", "surrogateescape"), csrf_token(key, who).encode())
+    return bool(given) and hmac.compare_digest(
+        given.encode("utf-8", "surrogateescape"), csrf_token(key, who).encode()
+    )
 
 
 def login_nonce() -> str:
@@ -141,8 +145,9 @@ def login_token(key: bytes, nonce: str) -> str:
 
 
 def login_ok(key: bytes, nonce: str, given: str) -> bool:
-    return bool(nonce and given) and hmac.compare_digest(given.encode("utf-8", "surrogateescape"),
-                                                         login_token(key, nonce).encode())  # fmt: skip
+    return bool(nonce and given) and hmac.compare_digest(
+        given.encode("utf-8", "surrogateescape"), login_token(key, nonce).encode()
+    )
 
 
 def clean_user(raw: str) -> str:
@@ -161,8 +166,14 @@ def trusted_peer(client: str, networks: tuple[Any, ...]) -> bool:
     return any(address in net for net in networks)
 
 
-def proxy_identity(headers: Mapping[str, str], client: str, header: str, networks: tuple[Any, ...],
-                   secret: str, secret_header: str) -> Signed | None:  # fmt: skip
+def proxy_identity(
+    headers: Mapping[str, str],
+    client: str,
+    header: str,
+    networks: tuple[Any, ...],
+    secret: str,
+    secret_header: str,
+) -> Signed | None:
     """The user a trusted proxy names in `header`; None when the header is off, absent, or not from the proxy."""
     if not header:
         return None
@@ -171,8 +182,9 @@ def proxy_identity(headers: Mapping[str, str], client: str, header: str, network
         return None
     if networks and not trusted_peer(client, networks):
         return None
-    if secret and not hmac.compare_digest(headers.get(secret_header, "").encode("utf-8", "surrogateescape"),
-                                          secret.encode()):  # fmt: skip
+    if secret and not hmac.compare_digest(
+        headers.get(secret_header, "").encode("utf-8", "surrogateescape"), secret.encode()
+    ):
         return None
     user = clean_user(raw)
     if not user:

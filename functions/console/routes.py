@@ -40,10 +40,16 @@ MAX_FORM = 16 * 1024
 
 
 def security_headers(csp_style: str) -> list[tuple[bytes, bytes]]:
-    csp = ("default-src 'none'; script-src 'self'; style-src '" + csp_style + "'; img-src 'self' data:; "
-           "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
-    return [(b"content-security-policy", csp.encode()), (b"x-frame-options", b"DENY"),
-            (b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"same-origin")]  # fmt: skip
+    csp = (
+        "default-src 'none'; script-src 'self'; style-src '" + csp_style + "'; img-src 'self' data:; "
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    )
+    return [
+        (b"content-security-policy", csp.encode()),
+        (b"x-frame-options", b"DENY"),
+        (b"x-content-type-options", b"nosniff"),
+        (b"referrer-policy", b"same-origin"),
+    ]
 
 
 class SecurityHeaders:
@@ -122,8 +128,14 @@ def console_app(approvals: Approvals, tokens: Mapping[str, str], settings: Conso
         return request.client.host if request.client else ""
 
     def signed(request: Request) -> auth.Signed | None:
-        proxy = auth.proxy_identity(request.headers, client(request), settings.identity_header,
-                                    settings.trusted_proxies, settings.proxy_secret, PROXY_SECRET_HEADER)  # fmt: skip
+        proxy = auth.proxy_identity(
+            request.headers,
+            client(request),
+            settings.identity_header,
+            settings.trusted_proxies,
+            settings.proxy_secret,
+            PROXY_SECRET_HEADER,
+        )
         if proxy is not None:
             return proxy
         cookie = request.cookies.get(auth.SESSION_COOKIE, "")
@@ -135,29 +147,60 @@ def console_app(approvals: Approvals, tokens: Mapping[str, str], settings: Conso
         if request.url.scheme == "https":
             return True
         forwarded = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
-        return forwarded == "https" and (not settings.trusted_proxies
-                                         or auth.trusted_peer(client(request), settings.trusted_proxies))
+        return forwarded == "https" and (
+            not settings.trusted_proxies or auth.trusted_peer(client(request), settings.trusted_proxies)
+        )
 
     def cookie(response: Response, request: Request, name: str, value: str, max_age: int) -> None:
-        response.set_cookie(name, value, max_age=max_age, path=prefix, httponly=True, samesite="strict",
-                            secure=secure(request))  # fmt: skip
+        response.set_cookie(
+            name,
+            value,
+            max_age=max_age,
+            path=prefix,
+            httponly=True,
+            samesite="strict",
+            secure=secure(request),
+        )
 
     def wants_json(request: Request) -> bool:
         return "application/json" in request.headers.get("accept", "")
 
-    def html(content: Safe, title: str, request: Request, who: auth.Signed | None = None, status: int = 200,
-             stream: str = "", flash: Safe = EMPTY) -> HTMLResponse:  # fmt: skip
+    def html(
+        content: Safe,
+        title: str,
+        request: Request,
+        who: auth.Signed | None = None,
+        status: int = 200,
+        stream: str = "",
+        flash: Safe = EMPTY,
+    ) -> HTMLResponse:
         csrf = auth.csrf_token(key, who) if who is not None else ""
-        body = views.page(title, content, prefix=prefix, script=script, integrity=static.INTEGRITY,
-                          who=who.user if who else "", csrf=csrf, flash=flash, stream=stream)  # fmt: skip
+        body = views.page(
+            title,
+            content,
+            prefix=prefix,
+            script=script,
+            integrity=static.INTEGRITY,
+            who=who.user if who else "",
+            csrf=csrf,
+            flash=flash,
+            stream=stream,
+        )
         return HTMLResponse(body, status_code=status)
 
-    def refuse(request: Request, status: int, text: str, who: auth.Signed | None = None, back: str = "") -> Response:
+    def refuse(
+        request: Request, status: int, text: str, who: auth.Signed | None = None, back: str = ""
+    ) -> Response:
         text = brief(text)
         if wants_json(request) or request.url.path.endswith("/events"):
             return JSONResponse({"error": text}, status_code=status)
-        return html(views.message("Refused" if status in (401, 403) else "Not done", text, back or f"{prefix}/"),
-                    "refused", request, who, status)  # fmt: skip
+        return html(
+            views.message("Refused" if status in (401, 403) else "Not done", text, back or f"{prefix}/"),
+            "refused",
+            request,
+            who,
+            status,
+        )
 
     def to_login(request: Request) -> Response:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
@@ -180,7 +223,9 @@ def console_app(approvals: Approvals, tokens: Mapping[str, str], settings: Conso
         if len(raw) > MAX_FORM:
             return f"the form is larger than {MAX_FORM} bytes"
         try:
-            pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False, max_num_fields=64)
+            pairs = parse_qsl(
+                raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False, max_num_fields=64
+            )
         except (UnicodeDecodeError, ValueError) as err:
             return f"the form could not be read: {brief(str(err), 200)}"
         form: dict[str, str] = {}
@@ -208,8 +253,14 @@ def console_app(approvals: Approvals, tokens: Mapping[str, str], settings: Conso
 
     def _login_form(request: Request, error: str, status: int, next_: str = "") -> Response:
         nonce = auth.login_nonce()
-        content = views.login(prefix, auth.login_token(key, nonce), next_ or safe_next(request.query_params.get("next", "")),
-                              error, tokens=bool(tokens), proxy=settings.identity_header)  # fmt: skip
+        content = views.login(
+            prefix,
+            auth.login_token(key, nonce),
+            next_ or safe_next(request.query_params.get("next", "")),
+            error,
+            tokens=bool(tokens),
+            proxy=settings.identity_header,
+        )
         response = html(content, "sign in", request, status=status)
         cookie(response, request, auth.LOGIN_COOKIE, nonce, 900)
         return response
@@ -268,7 +319,9 @@ def console_app(approvals: Approvals, tokens: Mapping[str, str], settings: Conso
 
     def index_parts() -> tuple[str, Safe]:
         found = states()
-        version = "|".join(f"{s.app}:{s.generation}:{s.release.phase.value if s.release else ''}" for s in found)
+        version = "|".join(
+            f"{s.app}:{s.generation}:{s.release.phase.value if s.release else ''}" for s in found
+        )
         policies = {s.app: approvals.policy(s.app) for s in found}
         return version, views.index_live(found, policies, approvals.clock(), prefix)
 
@@ -281,7 +334,9 @@ def console_app(approvals: Approvals, tokens: Mapping[str, str], settings: Conso
         except GraylaneError as err:
             return refuse(request, 503, f"the state store could not be read: {err}", who)
         content = Safe(f'<div id="live">{live}</div>')
-        return shown(html(content, "apps", request, who, stream=f"{prefix}/events", flash=take_flash(request)), request)
+        return shown(
+            html(content, "apps", request, who, stream=f"{prefix}/events", flash=take_flash(request)), request
+        )
 
     def app_id(request: Request) -> str:
         return f"{request.path_params['ns']}/{request.path_params['app']}"
@@ -320,9 +375,13 @@ def console_app(approvals: Approvals, tokens: Mapping[str, str], settings: Conso
             return refuse(request, 404, f"no ReleasePolicy and no state for {app}", who)
         _, live, state, what = parts
         query = {k: v for k, v in request.query_params.items()}
-        content = Safe(f"{views.app_head(app, state)}{views.intent(query, what)}{actions_html(what, who, app)}"
-                       f'<div id="live">{live}</div>')
-        page = html(content, app, request, who, stream=f"{prefix}/apps/{app}/events", flash=take_flash(request))
+        content = Safe(
+            f"{views.app_head(app, state)}{views.intent(query, what)}{actions_html(what, who, app)}"
+            f'<div id="live">{live}</div>'
+        )
+        page = html(
+            content, app, request, who, stream=f"{prefix}/apps/{app}/events", flash=take_flash(request)
+        )
         return shown(page, request)
 
     # -- flash messages (after a form post without the script) ------------------------------------------------
@@ -410,15 +469,24 @@ def console_app(approvals: Approvals, tokens: Mapping[str, str], settings: Conso
             return refuse(request, 400, form, who, back)
         problem = post_checks(request, who, form)
         if problem:
-            log.warning("console: %s %s refused for %s: %s", request.method, request.url.path, who.user, problem)
+            log.warning(
+                "console: %s %s refused for %s: %s", request.method, request.url.path, who.user, problem
+            )
             return refuse(request, 403, problem, who, back)
         pressed = read_form(form)
         if isinstance(pressed, str):
             return refuse(request, 400, pressed, who, back)
         # the command names the release the page showed: Approvals refuses it (409, audited) for any other one
-        req = CommandRequest(app=app, action=pressed.action, requester=requester(who.user), gate=pressed.gate,
-                             params=pressed.params, version=pressed.version, reason=pressed.reason,
-                             release=pressed.release)  # fmt: skip
+        req = CommandRequest(
+            app=app,
+            action=pressed.action,
+            requester=requester(who.user),
+            gate=pressed.gate,
+            params=pressed.params,
+            version=pressed.version,
+            reason=pressed.reason,
+            release=pressed.release,
+        )
         result = await run_in_threadpool(approvals.execute, req)
         reads.forget(app)
         reads.forget(audit_key(app))
@@ -430,13 +498,21 @@ def console_app(approvals: Approvals, tokens: Mapping[str, str], settings: Conso
         if result.status >= 400:
             return refuse(request, result.status, result.message, who, back)
         response = RedirectResponse(back, status_code=303)
-        cookie(response, request, auth.FLASH_COOKIE, auth.sign(key, "flash", {"k": "ok", "m": result.message[:500],
-                                                                               "e": int(time.time()) + 30}), 30)
+        cookie(
+            response,
+            request,
+            auth.FLASH_COOKIE,
+            auth.sign(key, "flash", {"k": "ok", "m": result.message[:500], "e": int(time.time()) + 30}),
+            30,
+        )
         return response
 
     async def script_file(request: Request) -> Response:
-        return Response(static.SCRIPT, media_type="text/javascript; charset=utf-8",
-                        headers={"Cache-Control": "public, max-age=31536000, immutable"})
+        return Response(
+            static.SCRIPT,
+            media_type="text/javascript; charset=utf-8",
+            headers={"Cache-Control": "public, max-age=31536000, immutable"},
+        )
 
     routes: list[BaseRoute] = [
         Route("/", index, methods=["GET"]),
@@ -458,5 +534,3 @@ def _short(key: str) -> str:
     import hashlib
 
     return hashlib.sha256(key.encode()).hexdigest()[:16]
-
-

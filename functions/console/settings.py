@@ -64,46 +64,75 @@ class ConsoleSettings:
             raise ConfigError(f"GRAYLANE_CONSOLE={switch[:20]!r} is not allowed; expected on or off")
         key = get("GRAYLANE_CONSOLE_SESSION_KEY")
         if key and len(key) < MIN_SECRET:
-            raise ConfigError(f"GRAYLANE_CONSOLE_SESSION_KEY must be at least {MIN_SECRET} characters "
-                              "(use e.g. `openssl rand -hex 32`)")
+            raise ConfigError(
+                f"GRAYLANE_CONSOLE_SESSION_KEY must be at least {MIN_SECRET} characters "
+                "(use e.g. `openssl rand -hex 32`)"
+            )
         secure = get("GRAYLANE_CONSOLE_SECURE_COOKIE").lower() or "auto"
         if secure not in SECURE_CHOICES:
-            raise ConfigError(f"GRAYLANE_CONSOLE_SECURE_COOKIE={secure[:20]!r} is not allowed; expected "
-                              f"{', '.join(SECURE_CHOICES)}")
-        origins = tuple(o.strip().rstrip("/").lower() for o in get("GRAYLANE_CONSOLE_ORIGINS").split(",") if o.strip())
+            raise ConfigError(
+                f"GRAYLANE_CONSOLE_SECURE_COOKIE={secure[:20]!r} is not allowed; expected "
+                f"{', '.join(SECURE_CHOICES)}"
+            )
+        origins = tuple(
+            o.strip().rstrip("/").lower() for o in get("GRAYLANE_CONSOLE_ORIGINS").split(",") if o.strip()
+        )
         for origin in origins:
             if not origin.startswith(("http://", "https://")) or "/" in origin.split("://", 1)[1]:
-                raise ConfigError(f"GRAYLANE_CONSOLE_ORIGINS entry {origin[:80]!r} is not an origin such as "
-                                  "https://graylane.example.com")
+                raise ConfigError(
+                    f"GRAYLANE_CONSOLE_ORIGINS entry {origin[:80]!r} is not an origin such as "
+                    "https://graylane.example.com"
+                )
         header = get("GRAYLANE_CONSOLE_IDENTITY_HEADER").lower()
-        proxies = tuple(_network(p.strip()) for p in get("GRAYLANE_CONSOLE_TRUSTED_PROXIES").split(",") if p.strip())
+        proxies = tuple(
+            _network(p.strip()) for p in get("GRAYLANE_CONSOLE_TRUSTED_PROXIES").split(",") if p.strip()
+        )
         proxy_secret = get("GRAYLANE_CONSOLE_PROXY_SECRET")
         if proxy_secret and len(proxy_secret) < MIN_SECRET:
             raise ConfigError(f"GRAYLANE_CONSOLE_PROXY_SECRET must be at least {MIN_SECRET} characters")
         if header and not (proxies or proxy_secret):
-            raise ConfigError("GRAYLANE_CONSOLE_IDENTITY_HEADER needs GRAYLANE_CONSOLE_TRUSTED_PROXIES and/or "
-                              "GRAYLANE_CONSOLE_PROXY_SECRET: anyone else could send the header")
+            raise ConfigError(
+                "GRAYLANE_CONSOLE_IDENTITY_HEADER needs GRAYLANE_CONSOLE_TRUSTED_PROXIES and/or "
+                "GRAYLANE_CONSOLE_PROXY_SECRET: anyone else could send the header"
+            )
         if header and not all(c.isalnum() or c == "-" for c in header):
             raise ConfigError(f"GRAYLANE_CONSOLE_IDENTITY_HEADER={header[:40]!r} is not a header name")
         if header in ("cookie", "authorization", "host", "origin", PROXY_SECRET_HEADER):
             raise ConfigError(f"GRAYLANE_CONSOLE_IDENTITY_HEADER cannot be {header}")
         poll = seconds(get("GRAYLANE_CONSOLE_POLL") or "1s", "GRAYLANE_CONSOLE_POLL", 0.05, 60)
-        lifetime = seconds(get("GRAYLANE_CONSOLE_STREAM_LIFETIME") or "5m", "GRAYLANE_CONSOLE_STREAM_LIFETIME", 1, 3600)
-        ttl = seconds(get("GRAYLANE_CONSOLE_SESSION_TTL") or "8h", "GRAYLANE_CONSOLE_SESSION_TTL", 60, 30 * 86400)
+        lifetime = seconds(
+            get("GRAYLANE_CONSOLE_STREAM_LIFETIME") or "5m", "GRAYLANE_CONSOLE_STREAM_LIFETIME", 1, 3600
+        )
+        ttl = seconds(
+            get("GRAYLANE_CONSOLE_SESSION_TTL") or "8h", "GRAYLANE_CONSOLE_SESSION_TTL", 60, 30 * 86400
+        )
         if not key:  # info, not a warning: serve's first line on stdout/stderr is its listening address
-            log.info("GRAYLANE_CONSOLE_SESSION_KEY is not set: console sessions are signed with a random key of "
-                        "this process (they end when it restarts, and other replicas do not accept them)")
-        return cls(enabled=switch in ("on", "true", "1"), session_key=key.encode() or secrets.token_bytes(32),
-                   session_ttl=ttl, secure_cookie=secure, origins=origins, identity_header=header,
-                   trusted_proxies=proxies, proxy_secret=proxy_secret, poll=poll, stream_lifetime=lifetime,
-                   key_is_random=not key)  # fmt: skip
+            log.info(
+                "GRAYLANE_CONSOLE_SESSION_KEY is not set: console sessions are signed with a random key of "
+                "this process (they end when it restarts, and other replicas do not accept them)"
+            )
+        return cls(
+            enabled=switch in ("on", "true", "1"),
+            session_key=key.encode() or secrets.token_bytes(32),
+            session_ttl=ttl,
+            secure_cookie=secure,
+            origins=origins,
+            identity_header=header,
+            trusted_proxies=proxies,
+            proxy_secret=proxy_secret,
+            poll=poll,
+            stream_lifetime=lifetime,
+            key_is_random=not key,
+        )
 
 
 def _network(text: str) -> Any:
     try:
         return ipaddress.ip_network(text, strict=False)
     except ValueError as err:
-        raise ConfigError(f"GRAYLANE_CONSOLE_TRUSTED_PROXIES entry {text[:60]!r} is not an address or CIDR") from err
+        raise ConfigError(
+            f"GRAYLANE_CONSOLE_TRUSTED_PROXIES entry {text[:60]!r} is not an address or CIDR"
+        ) from err
 
 
 def seconds(text: str, name: str, low: float, high: float) -> float:

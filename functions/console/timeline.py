@@ -65,14 +65,34 @@ def model(state: AppState, policy: Policy | None, now: datetime) -> dict[str, An
                 success.append({"t": t, "canary": _pct(m.value), "stable": _pct(m.stable_value)})
             elif kind == "latency":
                 latency.append({"t": t, "canary": m.value, "stable": m.stable_value})
-    gates = [{"t": _t(start, g.at), "gate": g.gate, "decision": g.decision, "at": g.at, "user": g.by.user,
-              "via": g.by.via, "channel": g.by.channel, "params": dict(g.params)} for g in rel.gates]  # fmt: skip
+    gates = [
+        {
+            "t": _t(start, g.at),
+            "gate": g.gate,
+            "decision": g.decision,
+            "at": g.at,
+            "user": g.by.user,
+            "via": g.by.via,
+            "channel": g.by.channel,
+            "params": dict(g.params),
+        }
+        for g in rel.gates
+    ]
     return {
-        "release": rel.id, "start": start, "end": rel.ended_at, "xMax": x_max, "weights": weights,
-        "weight": rel.weight, "routed": routed, "capped": bool(rel.active and routed < rel.weight),
-        "success": success, "latency": latency, "gates": gates, "waiting": rel.gate,
+        "release": rel.id,
+        "start": start,
+        "end": rel.ended_at,
+        "xMax": x_max,
+        "weights": weights,
+        "weight": rel.weight,
+        "routed": routed,
+        "capped": bool(rel.active and routed < rel.weight),
+        "success": success,
+        "latency": latency,
+        "gates": gates,
+        "waiting": rel.gate,
         "verdicts": [verdict_row(start, v) for v in reversed(rel.verdicts)],
-    }  # fmt: skip
+    }
 
 
 def _pct(v: float | None) -> float | None:
@@ -82,9 +102,23 @@ def _pct(v: float | None) -> float | None:
 
 
 def verdict_row(start: str, v: VerdictRecord) -> dict[str, Any]:
-    return {"t": _t(start, v.at), "at": v.at, "verdict": v.verdict, "reason": v.reason,
-            "metrics": [{"name": m.name, "verdict": m.verdict, "reason": m.reason, "value": m.value,
-                         "stable": m.stable_value, "query": m.query} for m in v.metrics]}  # fmt: skip
+    return {
+        "t": _t(start, v.at),
+        "at": v.at,
+        "verdict": v.verdict,
+        "reason": v.reason,
+        "metrics": [
+            {
+                "name": m.name,
+                "verdict": m.verdict,
+                "reason": m.reason,
+                "value": m.value,
+                "stable": m.stable_value,
+                "query": m.query,
+            }
+            for m in v.metrics
+        ],
+    }
 
 
 def svg(data: dict[str, Any]) -> list[str]:
@@ -92,29 +126,58 @@ def svg(data: dict[str, Any]) -> list[str]:
     if not data:
         return []
     x_max = data["xMax"]
-    marks = [(g["t"], f"gate {g['gate']} {g['decision']} by {g['user']} via {g['via']}") for g in data["gates"]]
-    plots = [chart("Canary weight (%): desired; dashed marks are gate decisions", (
-        Series("desired", COLOURS["canary"], tuple(data["weights"]), step=True),
-    ), Frame(x_max, 0, 100, height=180), "%", marks)]  # fmt: skip
+    marks = [
+        (g["t"], f"gate {g['gate']} {g['decision']} by {g['user']} via {g['via']}") for g in data["gates"]
+    ]
+    plots = [
+        chart(
+            "Canary weight (%): desired; dashed marks are gate decisions",
+            (Series("desired", COLOURS["canary"], tuple(data["weights"]), step=True),),
+            Frame(x_max, 0, 100, height=180),
+            "%",
+            marks,
+        )
+    ]
     if data["success"]:
         rows = data["success"]
         values = [v for r in rows for v in (r["canary"], r["stable"]) if v is not None]
         low = max(0.0, min([*values, 90.0]) // 5 * 5) if values else 0.0
-        plots.append(chart("Success rate (%) from the verdicts: canary vs stable", (
-            Series("stable", COLOURS["stable"], _series(rows, "stable")),
-            Series("canary", COLOURS["canary"], _series(rows, "canary")),
-        ), Frame(x_max, low, 100, height=180), "%", marks))  # fmt: skip
+        plots.append(
+            chart(
+                "Success rate (%) from the verdicts: canary vs stable",
+                (
+                    Series("stable", COLOURS["stable"], _series(rows, "stable")),
+                    Series("canary", COLOURS["canary"], _series(rows, "canary")),
+                ),
+                Frame(x_max, low, 100, height=180),
+                "%",
+                marks,
+            )
+        )
     if data["latency"]:
         rows = data["latency"]
         top = max([v for r in rows for v in (r["canary"], r["stable"]) if v is not None] + [1.0])
-        plots.append(chart("Latency (ms) from the verdicts: canary vs stable", (
-            Series("stable", COLOURS["stable"], _series(rows, "stable")),
-            Series("canary", COLOURS["canary"], _series(rows, "canary")),
-        ), Frame(x_max, 0, float(int(top * 1.25) + 1), height=180), "", marks))  # fmt: skip
+        plots.append(
+            chart(
+                "Latency (ms) from the verdicts: canary vs stable",
+                (
+                    Series("stable", COLOURS["stable"], _series(rows, "stable")),
+                    Series("canary", COLOURS["canary"], _series(rows, "canary")),
+                ),
+                Frame(x_max, 0, float(int(top * 1.25) + 1), height=180),
+                "",
+                marks,
+            )
+        )
     verdicts = data["verdicts"]
-    plots.append(dots("Verdicts", [data["release"]],
-                      [(v["t"], 0, v["verdict"], f"+{v['t']:.0f}s {v['verdict']} {v['reason']}") for v in verdicts],
-                      Frame(x_max, 0, 1, height=90, left=120)))  # fmt: skip
+    plots.append(
+        dots(
+            "Verdicts",
+            [data["release"]],
+            [(v["t"], 0, v["verdict"], f"+{v['t']:.0f}s {v['verdict']} {v['reason']}") for v in verdicts],
+            Frame(x_max, 0, 1, height=90, left=120),
+        )
+    )
     return plots
 
 

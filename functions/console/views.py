@@ -88,15 +88,40 @@ PAGE = """<!doctype html>
 """
 
 
-def page(title: str, content: Safe, *, prefix: str, script: str, integrity: str, who: str = "",
-         csrf: str = "", flash: Safe = EMPTY, stream: str = "") -> str:  # fmt: skip
+def page(
+    title: str,
+    content: Safe,
+    *,
+    prefix: str,
+    script: str,
+    integrity: str,
+    who: str = "",
+    csrf: str = "",
+    flash: Safe = EMPTY,
+    stream: str = "",
+) -> str:
     user = Safe("")
     if who:
-        user = render('<span class="live-dot" id="live-dot" title="live updates"></span>signed in as <b>{who}</b>'
-                      '<form method="post" action="{prefix}/logout"><input type="hidden" name="csrf" value="{csrf}">'
-                      '<button class="plain" type="submit">Sign out</button></form>', who=who, prefix=prefix, csrf=csrf)
-    return render(PAGE, title=title, css=Safe(CSS), script=script, integrity=integrity, prefix=prefix, user=user,
-                  flash=flash, content=content, body_attrs=attrs(data_stream=stream or None, data_csrf=csrf or None))
+        user = render(
+            '<span class="live-dot" id="live-dot" title="live updates"></span>signed in as <b>{who}</b>'
+            '<form method="post" action="{prefix}/logout"><input type="hidden" name="csrf" value="{csrf}">'
+            '<button class="plain" type="submit">Sign out</button></form>',
+            who=who,
+            prefix=prefix,
+            csrf=csrf,
+        )
+    return render(
+        PAGE,
+        title=title,
+        css=Safe(CSS),
+        script=script,
+        integrity=integrity,
+        prefix=prefix,
+        user=user,
+        flash=flash,
+        content=content,
+        body_attrs=attrs(data_stream=stream or None, data_csrf=csrf or None),
+    )
 
 
 def flash(kind: str, text: str) -> Safe:
@@ -114,9 +139,12 @@ def verdict(name: str) -> Safe:
 
 def weight_bar(stable: int, canary: int) -> Safe:
     width = max(0, min(100, canary)) * 1.2
-    return render('<svg class="bar" viewBox="0 0 120 10" aria-hidden="true"><rect width="120" height="10" '
-                  'fill="#2563eb"/><rect x="{x}" width="{w}" height="10" fill="#ea580c"/></svg>',
-                  x=f"{120 - width:.1f}", w=f"{width:.1f}")  # fmt: skip
+    return render(
+        '<svg class="bar" viewBox="0 0 120 10" aria-hidden="true"><rect width="120" height="10" '
+        'fill="#2563eb"/><rect x="{x}" width="{w}" height="10" fill="#ea580c"/></svg>',
+        x=f"{120 - width:.1f}",
+        w=f"{width:.1f}",
+    )
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], cls: str = "", empty: str = "none") -> Safe:
@@ -124,8 +152,13 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], cls: str = "",
         return render('<p class="muted small">{empty}</p>', empty=empty)
     head = join(render("<th>{h}</th>", h=h) for h in headers)
     body = join(render("<tr>{cells}</tr>", cells=join(render("<td>{c}</td>", c=c) for c in r)) for r in rows)
-    return render('<div class="scroll"><table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody>'
-                  "</table></div>", cls=cls, head=head, body=body)
+    return render(
+        '<div class="scroll"><table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody>'
+        "</table></div>",
+        cls=cls,
+        head=head,
+        body=body,
+    )
 
 
 def _num(v: float | None, unit: str = "") -> str:
@@ -137,23 +170,38 @@ def _num(v: float | None, unit: str = "") -> str:
 # ---------------------------------------------------------------------------------------------- sign-in
 
 
-def login(prefix: str, token_field: str, next_: str, error: str = "", tokens: bool = True, proxy: str = "") -> Safe:
+def login(
+    prefix: str, token_field: str, next_: str, error: str = "", tokens: bool = True, proxy: str = ""
+) -> Safe:
     parts = [render('<div class="card login"><h1>Sign in to graylane</h1>')]
     if error:
         parts.append(flash("error", error))
     if tokens:
-        parts.append(render(
-            '<form method="post" action="{prefix}/login"><label for="token">API token</label>'
-            '<input id="token" name="token" type="password" autocomplete="current-password" required maxlength="512">'
-            '<input type="hidden" name="login" value="{login}"><input type="hidden" name="next" value="{next}">'
-            '<button type="submit">Sign in</button></form>'
-            '<p class="muted small">Tokens are the approval API\'s (GRAYLANE_API_TOKENS); each names a user, and the '
-            "policy's approvers decide what that user may do.</p>", prefix=prefix, login=token_field, next=next_))
+        parts.append(
+            render(
+                '<form method="post" action="{prefix}/login"><label for="token">API token</label>'
+                '<input id="token" name="token" type="password" autocomplete="current-password" required maxlength="512">'
+                '<input type="hidden" name="login" value="{login}"><input type="hidden" name="next" value="{next}">'
+                '<button type="submit">Sign in</button></form>'
+                '<p class="muted small">Tokens are the approval API\'s (GRAYLANE_API_TOKENS); each names a user, and the '
+                "policy's approvers decide what that user may do.</p>",
+                prefix=prefix,
+                login=token_field,
+                next=next_,
+            )
+        )
     else:
-        parts.append(render('<p>No API tokens are configured (GRAYLANE_API_TOKENS), so nobody can sign in here.</p>'))
+        parts.append(
+            render("<p>No API tokens are configured (GRAYLANE_API_TOKENS), so nobody can sign in here.</p>")
+        )
     if proxy:
-        parts.append(render('<p class="muted small">Or sign in through the reverse proxy in front of graylane '
-                            "(it names you in {header}).</p>", header=proxy))
+        parts.append(
+            render(
+                '<p class="muted small">Or sign in through the reverse proxy in front of graylane '
+                "(it names you in {header}).</p>",
+                header=proxy,
+            )
+        )
     parts.append(Safe("</div>"))
     return join(parts)
 
@@ -171,28 +219,67 @@ def bounce(target: str) -> str:
 
 
 def message(title: str, text: str, back: str, kind: str = "error") -> Safe:
-    return render('<h1>{title}</h1>{flash}<p><a href="{back}">Back</a></p>', title=title, flash=flash(kind, text),
-                  back=back)
+    return render(
+        '<h1>{title}</h1>{flash}<p><a href="{back}">Back</a></p>',
+        title=title,
+        flash=flash(kind, text),
+        back=back,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- every app
 
 
-def index_live(states: Sequence[AppState], policies: dict[str, Policy | None], now: datetime, prefix: str) -> Safe:
+def index_live(
+    states: Sequence[AppState], policies: dict[str, Policy | None], now: datetime, prefix: str
+) -> Safe:
     rows = []
     for state in states:
         policy = policies.get(state.app)
         r = row_of(state, policy)
         rel = state.release
         link = render('<a href="{prefix}/apps/{app}">{app}</a>', prefix=prefix, app=state.app)
-        weights = render("{bar} {s}/{c}{ab}", bar=weight_bar(r.stable, r.canary), s=r.stable, c=r.canary,
-                         ab=" +A/B" if r.ab else "")  # fmt: skip
-        version = (f"{rel.origin.version or '-'} → {rel.target.version}" if rel else state.stable.version or "-")
-        rows.append((link, rel.id if rel else "-", version, phase(r.phase), r.stage, weights,
-                     verdict(r.verdict.split(" ", 1)[0]) if r.verdict != "-" else "-", r.gate, r.protection,
-                     present.age(rel.started_at, now) if rel else "-"))  # fmt: skip
-    table = _table(("app", "release", "version", "phase", "stage", "weights stable/canary", "verdict", "gate",
-                    "protection", "age"), rows, "apps", "No apps yet: a policy and a first push make one.")
+        weights = render(
+            "{bar} {s}/{c}{ab}",
+            bar=weight_bar(r.stable, r.canary),
+            s=r.stable,
+            c=r.canary,
+            ab=" +A/B" if r.ab else "",
+        )
+        version = (
+            f"{rel.origin.version or '-'} → {rel.target.version}" if rel else state.stable.version or "-"
+        )
+        rows.append(
+            (
+                link,
+                rel.id if rel else "-",
+                version,
+                phase(r.phase),
+                r.stage,
+                weights,
+                verdict(r.verdict.split(" ", 1)[0]) if r.verdict != "-" else "-",
+                r.gate,
+                r.protection,
+                present.age(rel.started_at, now) if rel else "-",
+            )
+        )
+    table = _table(
+        (
+            "app",
+            "release",
+            "version",
+            "phase",
+            "stage",
+            "weights stable/canary",
+            "verdict",
+            "gate",
+            "protection",
+            "age",
+        ),
+        rows,
+        "apps",
+        "No apps yet: a policy and a first push make one.",
+    )
     return render('<div class="card"><h2>Apps</h2>{table}</div>', table=table)
 
 
@@ -200,9 +287,12 @@ def index_live(states: Sequence[AppState], policies: dict[str, Policy | None], n
 
 
 def app_head(app: str, state: AppState) -> Safe:
-    return render('<h1>{app}</h1><p class="muted">stable {stable}{warm}</p>', app=app,
-                  stable=state.stable.version or "(none yet)",
-                  warm=f", previous {state.warm.version} kept warm" if state.warm else "")  # fmt: skip
+    return render(
+        '<h1>{app}</h1><p class="muted">stable {stable}{warm}</p>',
+        app=app,
+        stable=state.stable.version or "(none yet)",
+        warm=f", previous {state.warm.version} kept warm" if state.warm else "",
+    )
 
 
 def intent(query: dict[str, str], offer: Offer) -> Safe:
@@ -212,12 +302,21 @@ def intent(query: dict[str, str], offer: Offer) -> Safe:
         return Safe("")
     gate, release = query.get("gate", "")[:128], query.get("release", "")[:160]
     if release and offer.release and release != offer.release:
-        return flash("error", f"This link asks to {action} gate {gate or '?'} of release {release}, but the current "
-                              f"release is {offer.release}: it is not offered.")
+        return flash(
+            "error",
+            f"This link asks to {action} gate {gate or '?'} of release {release}, but the current "
+            f"release is {offer.release}: it is not offered.",
+        )
     if not offer.gate or (gate and gate != offer.gate):
-        return flash("info", f"This link asks to {action} gate {gate or '?'}, but the release is not waiting there now.")
-    return flash("info", f"You opened a link to {action} gate {offer.gate} of release {offer.release}: "
-                         f"press the button below to confirm.")
+        return flash(
+            "info",
+            f"This link asks to {action} gate {gate or '?'}, but the release is not waiting there now.",
+        )
+    return flash(
+        "info",
+        f"You opened a link to {action} gate {offer.gate} of release {offer.release}: "
+        f"press the button below to confirm.",
+    )
 
 
 def actions(offer: Offer, csrf: str, prefix: str, app: str) -> Safe:
@@ -227,35 +326,73 @@ def actions(offer: Offer, csrf: str, prefix: str, app: str) -> Safe:
     if not offer.buttons:
         body = render('<p class="muted small">Nothing to do for this release now.</p>')
     else:
-        fields = [render('<input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="release" '
-                         'value="{release}"><input type="hidden" name="gate" value="{gate}">', csrf=csrf,
-                         release=offer.release, gate=offer.gate)]  # fmt: skip
+        fields = [
+            render(
+                '<input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="release" '
+                'value="{release}"><input type="hidden" name="gate" value="{gate}">',
+                csrf=csrf,
+                release=offer.release,
+                gate=offer.gate,
+            )
+        ]
         if allowed:
             if any(b.action == "approve" for b in allowed):
                 for p in offer.params:
-                    fields.append(render('<label>{name} ({lo}..{hi})<input type="number" name="param.{name}" '
-                                         'min="{lo}" max="{hi}" value="{default}"></label>', name=p.name, lo=p.min,
-                                         hi=p.max, default="" if p.default is None else p.default))  # fmt: skip
+                    fields.append(
+                        render(
+                            '<label>{name} ({lo}..{hi})<input type="number" name="param.{name}" '
+                            'min="{lo}" max="{hi}" value="{default}"></label>',
+                            name=p.name,
+                            lo=p.min,
+                            hi=p.max,
+                            default="" if p.default is None else p.default,
+                        )
+                    )
             if any(b.action == "rollback" for b in allowed) and offer.versions:
                 options = join(render('<option value="{v}">{v}</option>', v=v) for v in offer.versions)
-                fields.append(render('<label>version<select name="version">{options}</select></label>', options=options))
-            fields.append(render('<label>reason (optional)<input type="text" name="reason" maxlength="2048" '
-                                 'placeholder="recorded in the history"></label>'))
+                fields.append(
+                    render('<label>version<select name="version">{options}</select></label>', options=options)
+                )
+            fields.append(
+                render(
+                    '<label>reason (optional)<input type="text" name="reason" maxlength="2048" '
+                    'placeholder="recorded in the history"></label>'
+                )
+            )
             for b in allowed:
-                fields.append(render('<button type="submit" name="action" value="{action}"{cls} '
-                                     'data-action="{action}">{label}</button>', action=b.action, label=b.label,
-                                     cls=attrs(class_="danger" if b.danger else None)))  # fmt: skip
-            body = render('<form class="actions" method="post" action="{prefix}/apps/{app}/actions">{fields}</form>',
-                          prefix=prefix, app=app, fields=join(fields))  # fmt: skip
+                fields.append(
+                    render(
+                        '<button type="submit" name="action" value="{action}"{cls} '
+                        'data-action="{action}">{label}</button>',
+                        action=b.action,
+                        label=b.label,
+                        cls=attrs(class_="danger" if b.danger else None),
+                    )
+                )
+            body = render(
+                '<form class="actions" method="post" action="{prefix}/apps/{app}/actions">{fields}</form>',
+                prefix=prefix,
+                app=app,
+                fields=join(fields),
+            )
         else:
             body = render('<p class="muted small">You may not act on this release now.</p>')
         if denied:
             items = join(render("<li>{label}: {reason}</li>", label=b.label, reason=b.reason) for b in denied)
-            body = render('{body}<details class="small muted"><summary>not allowed for you ({n})</summary>'
-                          "<ul>{items}</ul></details>", body=body, n=len(denied), items=items)
+            body = render(
+                '{body}<details class="small muted"><summary>not allowed for you ({n})</summary>'
+                "<ul>{items}</ul></details>",
+                body=body,
+                n=len(denied),
+                items=items,
+            )
     for_release = f" · release {offer.release}" if offer.release else ""
-    return render('<div class="card" id="actions" data-key="{key}"><h2>Actions{rel}</h2>{body}</div>',
-                  key=hashlib.sha256(offer.key().encode()).hexdigest()[:16], rel=for_release, body=body)
+    return render(
+        '<div class="card" id="actions" data-key="{key}"><h2>Actions{rel}</h2>{body}</div>',
+        key=hashlib.sha256(offer.key().encode()).hexdigest()[:16],
+        rel=for_release,
+        body=body,
+    )
 
 
 def app_live(state: AppState, policy: Policy | None, now: datetime, audit: Sequence[AuditRecord]) -> Safe:
@@ -268,19 +405,40 @@ def app_live(state: AppState, policy: Policy | None, now: datetime, audit: Seque
         cap = ""
         if data["capped"]:
             cap = f" The router holds the canary at {data['routed']} %, below the desired {data['weight']} % (capped)."
-        parts.append(render('<div class="card"><h2>Timeline of {rel}</h2><p class="muted small">Seconds since the '
-                            "release started ({start}).{cap}</p>{plots}</div>", rel=data["release"],
-                            start=data["start"][:19].replace("T", " "), cap=cap, plots=plots))  # fmt: skip
+        parts.append(
+            render(
+                '<div class="card"><h2>Timeline of {rel}</h2><p class="muted small">Seconds since the '
+                "release started ({start}).{cap}</p>{plots}</div>",
+                rel=data["release"],
+                start=data["start"][:19].replace("T", " "),
+                cap=cap,
+                plots=plots,
+            )
+        )
         parts.append(_gates(data))
         parts.append(_verdicts(data))
     if rel is not None:
         entries = [h for h in state.history if h.release == rel.id][::-1]
-        rows = [(h.at[:19].replace("T", " "), h.action, f"{h.phase_from} → {h.phase_to}" if h.phase_from and
-                 h.phase_from != h.phase_to else h.phase_to, "-" if h.weight is None else h.weight,
-                 f"{h.by.user} via {h.by.via}" if h.by is not None and h.by.via != "system" else "",
-                 short(h.reason, 200)) for h in entries[:50]]  # fmt: skip
-        parts.append(render('<div class="card"><h2>History of {rel}</h2>{table}</div>', rel=rel.id,
-                            table=_table(("at", "action", "phase", "weight", "by", "reason"), rows)))
+        rows = [
+            (
+                h.at[:19].replace("T", " "),
+                h.action,
+                f"{h.phase_from} → {h.phase_to}"
+                if h.phase_from and h.phase_from != h.phase_to
+                else h.phase_to,
+                "-" if h.weight is None else h.weight,
+                f"{h.by.user} via {h.by.via}" if h.by is not None and h.by.via != "system" else "",
+                short(h.reason, 200),
+            )
+            for h in entries[:50]
+        ]
+        parts.append(
+            render(
+                '<div class="card"><h2>History of {rel}</h2>{table}</div>',
+                rel=rel.id,
+                table=_table(("at", "action", "phase", "weight", "by", "reason"), rows),
+            )
+        )
     parts.append(_audit(audit))
     parts.append(_earlier(state))
     return join(parts)
@@ -293,8 +451,12 @@ def _summary(state: AppState, policy: Policy | None, now: datetime) -> Safe:
     if rel is None:
         facts.append(("release", "none yet"))
     else:
-        facts += [("release", f"{rel.id} ({rel.kind})"), ("version", f"{rel.origin.version or '-'} → {rel.target.version}"),
-                  ("phase", phase(rel.phase.value)), ("stage", r.stage)]
+        facts += [
+            ("release", f"{rel.id} ({rel.kind})"),
+            ("version", f"{rel.origin.version or '-'} → {rel.target.version}"),
+            ("phase", phase(rel.phase.value)),
+            ("stage", r.stage),
+        ]
         if rel.active:
             routed = state.routes.canary
             capped = " (capped)" if routed < rel.weight else ""
@@ -305,13 +467,26 @@ def _summary(state: AppState, policy: Policy | None, now: datetime) -> Safe:
             facts.append(("next", f"{rel.timer.name} due {rel.timer.due[:19].replace('T', ' ')}"))
         if rel.verdicts:
             v = rel.verdicts[-1]
-            facts.append(("latest verdict", render("{v} {reason}", v=verdict(v.verdict), reason=short(v.reason, 160))))
-        facts.append(("started", f"{rel.started_at[:19].replace('T', ' ')} ({present.age(rel.started_at, now)} ago)"))
+            facts.append(
+                ("latest verdict", render("{v} {reason}", v=verdict(v.verdict), reason=short(v.reason, 160)))
+            )
+        facts.append(
+            ("started", f"{rel.started_at[:19].replace('T', ' ')} ({present.age(rel.started_at, now)} ago)")
+        )
         if rel.ended_at:
             facts.append(("ended", f"{rel.ended_at[:19].replace('T', ' ')}: {short(rel.reason, 200)}"))
-    facts.append(("traffic", render("{bar} stable {s} % / canary {c} %{ab}", bar=weight_bar(state.routes.stable,
-                                    state.routes.canary), s=state.routes.stable, c=state.routes.canary,
-                                    ab=" with A/B match" if state.routes.match else "")))  # fmt: skip
+    facts.append(
+        (
+            "traffic",
+            render(
+                "{bar} stable {s} % / canary {c} %{ab}",
+                bar=weight_bar(state.routes.stable, state.routes.canary),
+                s=state.routes.stable,
+                c=state.routes.canary,
+                ab=" with A/B match" if state.routes.match else "",
+            ),
+        )
+    )
     facts.append(("protection", r.protection))
     firing = [a for a in state.alerts if not a.resolved_at]
     if firing:
@@ -321,35 +496,81 @@ def _summary(state: AppState, policy: Policy | None, now: datetime) -> Safe:
 
 
 def _gates(data: dict[str, Any]) -> Safe:
-    rows = [(g["gate"], g["decision"], g["at"][:19].replace("T", " "), g["user"], g["via"] + (f" in {g['channel']}"
-             if g["channel"] else ""), ", ".join(f"{k}={v}" for k, v in g["params"].items()))
-            for g in reversed(data["gates"])]  # fmt: skip
-    waiting = render('<p>Waiting at gate <b>{gate}</b>.</p>', gate=data["waiting"]) if data["waiting"] else Safe("")
-    return render('<div class="card"><h2>Gates: who decided</h2>{waiting}{table}</div>', waiting=waiting,
-                  table=_table(("gate", "decision", "at", "by", "via", "params"), rows, "gates", "no gate decided yet"))
+    rows = [
+        (
+            g["gate"],
+            g["decision"],
+            g["at"][:19].replace("T", " "),
+            g["user"],
+            g["via"] + (f" in {g['channel']}" if g["channel"] else ""),
+            ", ".join(f"{k}={v}" for k, v in g["params"].items()),
+        )
+        for g in reversed(data["gates"])
+    ]
+    waiting = (
+        render("<p>Waiting at gate <b>{gate}</b>.</p>", gate=data["waiting"]) if data["waiting"] else Safe("")
+    )
+    return render(
+        '<div class="card"><h2>Gates: who decided</h2>{waiting}{table}</div>',
+        waiting=waiting,
+        table=_table(("gate", "decision", "at", "by", "via", "params"), rows, "gates", "no gate decided yet"),
+    )
 
 
 def _verdicts(data: dict[str, Any]) -> Safe:
     items = []
     for i, v in enumerate(data["verdicts"]):
-        metrics = [(m["name"], verdict(m["verdict"]), _num(m["value"]), _num(m["stable"]), short(m["reason"], 200),
-                    render("<code>{q}</code>", q=m["query"]) if m["query"] else "-") for m in v["metrics"]]  # fmt: skip
-        items.append(render('<details{open}><summary>+{t}s {v} <span class="small muted">{at} {reason}</span>'
-                            "</summary>{table}</details>", open=attrs(open=i == 0), t=f"{v['t']:.0f}",
-                            v=verdict(v["verdict"]), at=v["at"][11:19], reason=short(v["reason"], 160),
-                            table=_table(("metric", "verdict", "canary", "stable", "reason", "query"), metrics,
-                                         "metrics")))  # fmt: skip
+        metrics = [
+            (
+                m["name"],
+                verdict(m["verdict"]),
+                _num(m["value"]),
+                _num(m["stable"]),
+                short(m["reason"], 200),
+                render("<code>{q}</code>", q=m["query"]) if m["query"] else "-",
+            )
+            for m in v["metrics"]
+        ]
+        items.append(
+            render(
+                '<details{open}><summary>+{t}s {v} <span class="small muted">{at} {reason}</span>'
+                "</summary>{table}</details>",
+                open=attrs(open=i == 0),
+                t=f"{v['t']:.0f}",
+                v=verdict(v["verdict"]),
+                at=v["at"][11:19],
+                reason=short(v["reason"], 160),
+                table=_table(
+                    ("metric", "verdict", "canary", "stable", "reason", "query"), metrics, "metrics"
+                ),
+            )
+        )
     body = join(items) if items else render('<p class="muted small">no verdict yet</p>')
-    return render('<div class="card"><h2>Decisions: each verdict, its metric values and queries</h2>{body}</div>',
-                  body=body)
+    return render(
+        '<div class="card"><h2>Decisions: each verdict, its metric values and queries</h2>{body}</div>',
+        body=body,
+    )
 
 
 def _audit(records: Sequence[AuditRecord]) -> Safe:
-    rows = [(r.at[:19].replace("T", " "), r.user, r.via + (f" in {r.channel}" if r.channel else ""), r.action, r.gate,
-             r.outcome, short(r.reason, 200)) for r in reversed(records)]  # fmt: skip
-    return render('<div class="card"><h2>Audit: commands and who sent them</h2>{table}</div>',
-                  table=_table(("at", "user", "via", "action", "gate", "outcome", "reason"), rows, "audit",
-                               "no command yet"))  # fmt: skip
+    rows = [
+        (
+            r.at[:19].replace("T", " "),
+            r.user,
+            r.via + (f" in {r.channel}" if r.channel else ""),
+            r.action,
+            r.gate,
+            r.outcome,
+            short(r.reason, 200),
+        )
+        for r in reversed(records)
+    ]
+    return render(
+        '<div class="card"><h2>Audit: commands and who sent them</h2>{table}</div>',
+        table=_table(
+            ("at", "user", "via", "action", "gate", "outcome", "reason"), rows, "audit", "no command yet"
+        ),
+    )
 
 
 def _earlier(state: AppState) -> Safe:
@@ -361,9 +582,18 @@ def _earlier(state: AppState) -> Safe:
     rows = []
     for rid, entries in reversed(list(seen.items())):
         first, last = entries[0], entries[-1]
-        rows.append((rid, first.at[:19].replace("T", " "), last.at[:19].replace("T", " "), last.phase_to,
-                     short(last.reason, 160)))  # fmt: skip
+        rows.append(
+            (
+                rid,
+                first.at[:19].replace("T", " "),
+                last.at[:19].replace("T", " "),
+                last.phase_to,
+                short(last.reason, 160),
+            )
+        )
     if not rows:
         return Safe("")
-    return render('<div class="card"><h2>Earlier releases</h2>{table}</div>',
-                  table=_table(("release", "started", "last change", "phase", "last reason"), rows[:20]))
+    return render(
+        '<div class="card"><h2>Earlier releases</h2>{table}</div>',
+        table=_table(("release", "started", "last change", "phase", "last reason"), rows[:20]),
+    )

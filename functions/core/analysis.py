@@ -41,8 +41,13 @@ def watch_checks(analysis: Analysis) -> tuple[MetricCheck, ...]:
     return tuple(m for m in analysis.metrics if m.judge == "threshold")
 
 
-def judge(analysis: Analysis, samples: tuple[MetricSample, ...], at: str, watching: bool = False,
-          evidence: Evidence | None = None) -> VerdictRecord:  # fmt: skip
+def judge(
+    analysis: Analysis,
+    samples: tuple[MetricSample, ...],
+    at: str,
+    watching: bool = False,
+    evidence: Evidence | None = None,
+) -> VerdictRecord:
     by_name = {s.name: s for s in samples}
     checks = watch_checks(analysis) if watching else analysis.metrics
     results = tuple(_judge_metric(analysis, check, by_name.get(check.name), evidence) for check in checks)
@@ -54,8 +59,9 @@ def judge(analysis: Analysis, samples: tuple[MetricSample, ...], at: str, watchi
     return VerdictRecord(at=at, verdict=overall, reason=reason, metrics=results)
 
 
-def _judge_metric(analysis: Analysis, check: MetricCheck, sample: MetricSample | None,
-                  evidence: Evidence | None = None) -> MetricResult:  # fmt: skip
+def _judge_metric(
+    analysis: Analysis, check: MetricCheck, sample: MetricSample | None, evidence: Evidence | None = None
+) -> MetricResult:
     if check.judge == "sequential" and check.template == "latency":
         verdict, reason = _latency_sequential(analysis, evidence)
         value, stable = (sample.value, sample.stable_value) if sample is not None else (None, None)
@@ -63,13 +69,18 @@ def _judge_metric(analysis: Analysis, check: MetricCheck, sample: MetricSample |
     if sample is None:
         return MetricResult(check.name, INCONCLUSIVE, "not measured")
     if sample.status != "ok":
-        return MetricResult(check.name, INCONCLUSIVE, f"{sample.status}: {sample.detail}".rstrip(": "),
-                            query=sample.query)  # fmt: skip
+        return MetricResult(
+            check.name, INCONCLUSIVE, f"{sample.status}: {sample.detail}".rstrip(": "), query=sample.query
+        )
     if sample.canary_requests is not None and sample.canary_requests < analysis.min_requests:
         return MetricResult(
-            check.name, INCONCLUSIVE, f"{whole(sample.canary_requests, down=True)} canary requests < {analysis.min_requests}",
-            value=sample.value, stable_value=sample.stable_value, query=sample.query,
-        )  # fmt: skip
+            check.name,
+            INCONCLUSIVE,
+            f"{whole(sample.canary_requests, down=True)} canary requests < {analysis.min_requests}",
+            value=sample.value,
+            stable_value=sample.stable_value,
+            query=sample.query,
+        )
     rule = {"threshold": _threshold, "comparison": _comparison, "sequential": _sequential}[check.judge]
     verdict, reason = rule(analysis, check, sample)
     if sample.detail:  # the raw result travels with the verdict, bounded so the state stays small
@@ -126,8 +137,13 @@ def _shares(canary_requests: float, stable_requests: float, effect: float) -> tu
     return p0, p1
 
 
-def sequential_llr(canary_errors: float, canary_requests: float, stable_errors: float, stable_requests: float,
-                   effect: float = SEQUENTIAL_EFFECT) -> float:  # fmt: skip
+def sequential_llr(
+    canary_errors: float,
+    canary_requests: float,
+    stable_errors: float,
+    stable_requests: float,
+    effect: float = SEQUENTIAL_EFFECT,
+) -> float:
     """Log-likelihood ratio that bad events come from a canary `effect` times worse, given who got the traffic."""
     if canary_requests <= 0 or stable_requests <= 0:
         return 0.0
@@ -135,8 +151,13 @@ def sequential_llr(canary_errors: float, canary_requests: float, stable_errors: 
     return canary_errors * math.log(p1 / p0) + stable_errors * math.log((1 - p1) / (1 - p0))
 
 
-def mixture_log_evidence(canary_errors: float, canary_requests: float, stable_errors: float,
-                         stable_requests: float, effects: tuple[float, ...] = MIXTURE_EFFECTS) -> float:  # fmt: skip
+def mixture_log_evidence(
+    canary_errors: float,
+    canary_requests: float,
+    stable_errors: float,
+    stable_requests: float,
+    effects: tuple[float, ...] = MIXTURE_EFFECTS,
+) -> float:
     """log of the mSPRT statistic: the mean over `effects` of exp(sequential_llr). 0 means no evidence yet."""
     llrs = [
         sequential_llr(canary_errors, canary_requests, stable_errors, stable_requests, e) for e in effects
@@ -169,8 +190,10 @@ def _latency_sequential(analysis: Analysis, e: Evidence | None) -> tuple[str, st
 
     evidence = log_evidence(e.latency)
     bound = math.log(1 / analysis.alpha)
-    numbers = (f"slower than {e.bound_ms:g} ms: canary {e.slow_canary:g}/{e.slow_canary_requests:g} vs stable "
-               f"{e.slow_stable:g}/{e.slow_stable_requests:g}, log-evidence {evidence:.2f}")  # fmt: skip
+    numbers = (
+        f"slower than {e.bound_ms:g} ms: canary {e.slow_canary:g}/{e.slow_canary_requests:g} vs stable "
+        f"{e.slow_stable:g}/{e.slow_stable_requests:g}, log-evidence {evidence:.2f}"
+    )
     if evidence >= bound:
         return FAIL, f"latency regression: {numbers} >= {bound:.2f} (alpha {analysis.alpha:g})"
     if evidence >= bound / 2:
@@ -187,8 +210,10 @@ def _sequential(analysis: Analysis, _: MetricCheck, s: MetricSample) -> tuple[st
         return INCONCLUSIVE, f"no requests on {'canary' if cr <= 0 else 'stable'}"
     evidence = mixture_log_evidence(ce, cr, se, sr)
     bound = math.log(1 / analysis.alpha)
-    numbers = (f"canary {whole(ce)}/{whole(cr)} vs stable {whole(se)}/{whole(sr)}, ratio {rate_ratio(ce, cr, se, sr):.3g}, "
-               f"log-evidence {evidence:.2f}")  # fmt: skip
+    numbers = (
+        f"canary {whole(ce)}/{whole(cr)} vs stable {whole(se)}/{whole(sr)}, ratio {rate_ratio(ce, cr, se, sr):.3g}, "
+        f"log-evidence {evidence:.2f}"
+    )
     if evidence >= bound:
         return FAIL, f"regression: {numbers} >= {bound:.2f} (alpha {analysis.alpha:g})"
     # Half-way to the bound the step holds: neither promote on suspicion nor roll back without proof.

@@ -17,10 +17,14 @@ from functions.core.policy import CircuitBreaker
 from functions.core.policy_reader import Reader, join, show
 
 _CB_FUNCS = {"NetworkErrorRatio": 0, "ResponseCodeRatio": 4, "LatencyAtQuantileMS": 1}
-_CB_TOKEN = re.compile(r"\s*(?:(?P<num>\d+(?:\.\d+)?)|(?P<name>[A-Za-z_]\w*)|(?P<logic>&&|\|\|)|(?P<cmp>>=|<=|==|!=|>|<)"
-                       r"|(?P<punct>[(),]))")
-CB_EXPECTED = ("NetworkErrorRatio(), ResponseCodeRatio(from,to,dividedByFrom,dividedByTo) or "
-               "LatencyAtQuantileMS(q) compared (> < >= <= == !=) with a number, combined with && and ||")
+_CB_TOKEN = re.compile(
+    r"\s*(?:(?P<num>\d+(?:\.\d+)?)|(?P<name>[A-Za-z_]\w*)|(?P<logic>&&|\|\|)|(?P<cmp>>=|<=|==|!=|>|<)"
+    r"|(?P<punct>[(),]))"
+)
+CB_EXPECTED = (
+    "NetworkErrorRatio(), ResponseCodeRatio(from,to,dividedByFrom,dividedByTo) or "
+    "LatencyAtQuantileMS(q) compared (> < >= <= == !=) with a number, combined with && and ||"
+)
 
 
 class _CBSyntax(Exception):
@@ -116,4 +120,3 @@ def read_circuit_breaker(r: Reader, node: Any, path: str) -> CircuitBreaker | No
     if error:
         r.add(join(path, "expression"), f"{show(expr)} is not allowed; {error}; expected {CB_EXPECTED}")
     return CircuitBreaker(expr)
-

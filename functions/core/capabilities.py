@@ -16,13 +16,28 @@ from typing import Any
 from functions.core import routing
 from functions.core.routing import Catalog, Need, Problem
 
-FEATURES = ("weights", "header", "header-regex", "cookie", "user-id-digit", "user-hash", "source-ip",
-            "rate-limit", "circuit-breaker")
+FEATURES = (
+    "weights",
+    "header",
+    "header-regex",
+    "cookie",
+    "user-id-digit",
+    "user-hash",
+    "source-ip",
+    "rate-limit",
+    "circuit-breaker",
+)
 MATCHING = frozenset({"header", "header-regex", "cookie", "user-id-digit", "user-hash", "source-ip"})
 WHAT = {
-    "weights": "weighted routing", "header": "header matching", "header-regex": "header regex matching",
-    "cookie": "cookie matching", "user-id-digit": "user-id-digit matching", "user-hash": "user-hash matching",
-    "source-ip": "source-ip matching", "rate-limit": "rate limiting", "circuit-breaker": "circuit breaking",
+    "weights": "weighted routing",
+    "header": "header matching",
+    "header-regex": "header regex matching",
+    "cookie": "cookie matching",
+    "user-id-digit": "user-id-digit matching",
+    "user-hash": "user-hash matching",
+    "source-ip": "source-ip matching",
+    "rate-limit": "rate limiting",
+    "circuit-breaker": "circuit breaking",
 }
 _MATCH_FEATURE = {"userIdDigit": "user-id-digit", "userHash": "user-hash", "sourceIp": "source-ip"}
 _LATENCY = re.compile(r"LatencyAtQuantileMS")
@@ -57,7 +72,9 @@ def needs(spec: Mapping[str, Any]) -> Iterator[Need]:
             path, body = f"spec.stages[{i}].{kind}", _map(body)
             if kind in ("canary", "bluegreen", "abtest"):
                 yield path, "weights", body
-            if kind == "bluegreen" and body.get("previewTraffic") is not None:  # a header route to the preview
+            if (
+                kind == "bluegreen" and body.get("previewTraffic") is not None
+            ):  # a header route to the preview
                 yield f"{path}.previewTraffic", "header", body["previewTraffic"]
             if kind == "abtest":
                 for j, rule in enumerate(_list(body.get("match"))):
@@ -95,7 +112,9 @@ def unsupported(provider: str, policy_like: Any, catalog: Catalog | None = None)
     usable: list[Need] = []
     for path, feature, node in needs(spec):
         if feature not in can:
-            problems.append((path, f"{WHAT[feature]} is not supported by router {provider}; supported: {supported}"))
+            problems.append(
+                (path, f"{WHAT[feature]} is not supported by router {provider}; supported: {supported}")
+            )
         else:
             usable.append((path, feature, node))
     problems += module.check(options, usable)
@@ -127,15 +146,22 @@ def unmeasurable(provider: str, spec: Mapping[str, Any], catalog: Catalog | None
     if provider not in found or metrics_source(provider, options, found) or not _router_analysed(spec):
         return []
     chooser = next((o for o in found[provider].OPTIONS if o.name == "metrics" and o.choices), None)
-    fix = (f"set spec.router.metrics to the implementation whose metrics graylane reads ({', '.join(chooser.choices)})"
-           if chooser is not None else "no built-in template exists")
+    fix = (
+        f"set spec.router.metrics to the implementation whose metrics graylane reads ({', '.join(chooser.choices)})"
+        if chooser is not None
+        else "no built-in template exists"
+    )
     problems: list[Problem] = []
     for i, metric in enumerate(_list(_map(spec.get("analysis")).get("metrics"))):
         metric = _map(metric)
         if metric.get("template") and not metric.get("query"):
-            problems.append((f"spec.analysis.metrics[{i}].template",
-                             f"template {metric['template']} has no query for router {provider}: {fix}, or give "
-                             "the metric a PromQL query"))
+            problems.append(
+                (
+                    f"spec.analysis.metrics[{i}].template",
+                    f"template {metric['template']} has no query for router {provider}: {fix}, or give "
+                    "the metric a PromQL query",
+                )
+            )
     return problems
 
 
@@ -157,10 +183,15 @@ def _to_doc(policy: Any) -> Mapping[str, Any]:
 
 def latency_breakers(needs: list[Need], provider: str, why: str) -> list[Problem]:
     """Circuit breakers on latency, for a router that can only break on error ratios."""
-    return [(path, f"{WHAT[feature]} with LatencyAtQuantileMS is not supported by router {provider} ({why}); "
-                   "use NetworkErrorRatio() or ResponseCodeRatio(...)")
-            for path, feature, node in needs
-            if feature == "circuit-breaker" and _LATENCY.search(str(_map(node).get("expression")))]
+    return [
+        (
+            path,
+            f"{WHAT[feature]} with LatencyAtQuantileMS is not supported by router {provider} ({why}); "
+            "use NetworkErrorRatio() or ResponseCodeRatio(...)",
+        )
+        for path, feature, node in needs
+        if feature == "circuit-breaker" and _LATENCY.search(str(_map(node).get("expression")))
+    ]
 
 
 def stage_of(path: str) -> str:
@@ -195,7 +226,11 @@ def _without_histogram(provider: str, spec: Mapping[str, Any], catalog: Catalog)
         bounded = "min" in metric or "max" in metric
         judge = metric.get("judge", "threshold" if bounded else "sequential")
         if metric.get("template") == "latency" and not metric.get("query") and judge == "sequential":
-            problems.append((f"spec.analysis.metrics[{j}].judge",
-                             f"the latency judge (sequential) needs a latency histogram; router {provider} "
-                             "exports averages only: use judge comparison"))  # fmt: skip
+            problems.append(
+                (
+                    f"spec.analysis.metrics[{j}].judge",
+                    f"the latency judge (sequential) needs a latency histogram; router {provider} "
+                    "exports averages only: use judge comparison",
+                )
+            )
     return problems

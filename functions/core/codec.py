@@ -12,6 +12,7 @@ import dataclasses
 import enum
 import types
 import typing
+from collections.abc import Callable
 from functools import cache
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
 T = TypeVar("T")
+Encode = Callable[[Any], Any]  # a value of one class -> plain JSON data
+Decode = Callable[[Any], Any]  # plain JSON data -> a value of one type
 _MISSING = dataclasses.MISSING
 
 
@@ -33,7 +36,7 @@ def _default_of(f: dataclasses.Field[Any]) -> Any:
 # Encoders and decoders are built once per type and cached: a state document has hundreds of nodes, and
 # working each one out from type hints and dataclass fields again made (de)serialisation the runner's
 # hottest path (~4 ms per state).
-_ENCODERS: dict[type, Any] = {}
+_ENCODERS: dict[type, Encode] = {}
 _PLAIN = (str, int, float, bool, type(None))
 
 
@@ -51,7 +54,7 @@ def to_plain(value: Any) -> Any:
     return encode(value)
 
 
-def _encoder(cls: type) -> Any:
+def _encoder(cls: type) -> Encode:
     if cls in _PLAIN:
         return _identity
     if dataclasses.is_dataclass(cls):
@@ -104,7 +107,7 @@ def from_plain(tp: Any, data: Any) -> Any:
 
 
 @cache
-def _decoder(tp: Any) -> Any:
+def _decoder(tp: Any) -> Decode:
     """A function plain data -> value of type `tp`; nested types are looked up when first needed."""
     if tp is Any:
         return _identity
@@ -123,7 +126,7 @@ def _decoder(tp: Any) -> Any:
     return _identity
 
 
-def _literal_decoder(allowed: tuple[Any, ...]) -> Any:
+def _literal_decoder(allowed: tuple[Any, ...]) -> Decode:
     def decode_literal(data: Any) -> Any:
         if data not in allowed:
             raise ValueError(f"{data!r} is not one of {allowed}")
@@ -132,14 +135,14 @@ def _literal_decoder(allowed: tuple[Any, ...]) -> Any:
     return decode_literal
 
 
-def _tuple_decoder(args: tuple[Any, ...]) -> Any:
+def _tuple_decoder(args: tuple[Any, ...]) -> Decode:
     if len(args) == 2 and args[1] is Ellipsis:  # tuple[X, ...]
         item = _Lazy(args[0])
         return lambda data: tuple([item.decode(v) for v in data])
     return lambda data: tuple(_decoder(a)(v) for a, v in zip(args, data, strict=True))
 
 
-def _instance_decoder(tp: type) -> Any:
+def _instance_decoder(tp: type) -> Decode:
     """A dataclass from its fields, an enum from its value, a float from any number; else `data` itself, when it
     is a `tp`."""
     if dataclasses.is_dataclass(tp):
@@ -169,7 +172,8 @@ class _Lazy:
     __slots__ = ("tp", "_decode")
 
     def __init__(self, tp: Any) -> None:
-        self.tp, self._decode = tp, None
+        self.tp = tp
+        self._decode: Decode | None = None
 
     def decode(self, data: Any) -> Any:
         if self._decode is None:
@@ -177,9 +181,9 @@ class _Lazy:
         return self._decode(data)
 
 
-def _dataclass_decoder(tp: type) -> Any:
+def _dataclass_decoder(tp: type) -> Decode:
     names = tuple(f.name for f in dataclasses.fields(tp))
-    decoders: dict[str, Any] = {}
+    decoders: dict[str, Decode] = {}
 
     def decode_dataclass(data: Any) -> Any:
         if not isinstance(data, dict):
@@ -192,7 +196,7 @@ def _dataclass_decoder(tp: type) -> Any:
     return decode_dataclass
 
 
-def _union_decoder(tp: Any) -> Any:
+def _union_decoder(tp: Any) -> Decode:
     args = typing.get_args(tp)
     optional = type(None) in args
     members = tuple(a for a in args if a is not type(None))

@@ -40,7 +40,9 @@ class Evidence:
     stable_requests: float = 0.0
     stable_errors: float = 0.0
     errors: tuple[float, ...] = ()  # per effect size: log-likelihood ratio of the error e-process
-    bound_ms: float = 0.0  # latency: a request slower than this is "slow" (pinned when first chosen; 0: not yet)
+    bound_ms: float = (
+        0.0  # latency: a request slower than this is "slow" (pinned when first chosen; 0: not yet)
+    )
     slow_canary_requests: float = 0.0  # counted from the moment the bound was chosen
     slow_canary: float = 0.0
     slow_stable_requests: float = 0.0

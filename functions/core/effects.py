@@ -107,9 +107,13 @@ class Effect:
     namespace: str = ""  # deploy-preview: target namespace if not the app's
     workload: str = ""  # deploy-preview: target workload
     message: str = ""  # notify
-    notice: dict[str, Any] = field(default_factory=dict)  # notify, hook: structured payload (transition, gate, ...)
+    notice: dict[str, Any] = field(
+        default_factory=dict
+    )  # notify, hook: structured payload (transition, gate, ...)
     flag: FlagPlan | None = None  # set-flag
-    weight: int | None = None  # scale-canary: the canary's share of the traffic (None: unknown, a match route)
+    weight: int | None = (
+        None  # scale-canary: the canary's share of the traffic (None: unknown, a match route)
+    )
     hook: str = ""  # hook: the name of the post-rollout hook called
     slot: Slot | None = None  # deploy-, scale-down-, delete-version: the version's Deployment
     source: str = ""  # deploy-version, deploy-preview, run-migration (per-version): the Deployment copied

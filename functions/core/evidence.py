@@ -53,14 +53,18 @@ def log_evidence(llrs: tuple[float, ...]) -> float:
     return top + math.log(sum(math.exp(x - top) for x in llrs) / len(llrs))
 
 
-def _increment(llrs: tuple[float, ...], canary_bad: float, stable_bad: float, share: float) -> tuple[float, ...]:
+def _increment(
+    llrs: tuple[float, ...], canary_bad: float, stable_bad: float, share: float
+) -> tuple[float, ...]:
     if not 0.0 < share < 1.0 or (canary_bad <= 0 and stable_bad <= 0):
         return llrs or tuple(0.0 for _ in MIXTURE_EFFECTS)
     base = llrs or tuple(0.0 for _ in MIXTURE_EFFECTS)
     out = []
     for llr, effect in zip(base, MIXTURE_EFFECTS, strict=True):
         p1 = effect * share / (effect * share + 1.0 - share)
-        out.append(llr + canary_bad * math.log(p1 / share) + stable_bad * math.log((1.0 - p1) / (1.0 - share)))
+        out.append(
+            llr + canary_bad * math.log(p1 / share) + stable_bad * math.log((1.0 - p1) / (1.0 - share))
+        )
     return tuple(out)
 
 

@@ -52,9 +52,11 @@ def cap(evidence: Evidence, analysis: Analysis, router: str) -> tuple[int, str]:
     what = "error rate" if errors >= slow else f"share of requests slower than {evidence.bound_ms:g} ms"
     if not evidence.bound_ms and histogram and slow >= errors:
         what = "latency (no histogram data yet)"
-    reason = (f"exposure cap {percent}%: canary excess {what} <= {worst:.2%} ({100 * (1 - analysis.alpha):g}% "
-              f"bound after {evidence.canary_requests:.0f} canary requests), {evidence.rate:.0f} req/s, "
-              f"evidence lag {lag:.0f}s, budget {analysis.exposure_budget:g} failed requests")  # fmt: skip
+    reason = (
+        f"exposure cap {percent}%: canary excess {what} <= {worst:.2%} ({100 * (1 - analysis.alpha):g}% "
+        f"bound after {evidence.canary_requests:.0f} canary requests), {evidence.rate:.0f} req/s, "
+        f"evidence lag {lag:.0f}s, budget {analysis.exposure_budget:g} failed requests"
+    )
     return percent, reason
 
 

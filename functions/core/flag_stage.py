@@ -27,8 +27,18 @@ def current(tx: Tx, key: str) -> FlagPlan | None:
 def set_percent(tx: Tx, stage: FlagStage, percent: int, reason: str) -> None:
     rel = tx.release
     tx.update(weight=percent)
-    tx.flag(FlagPlan(key=stage.key, variant=stage.variant, off=stage.off, percent=percent, salt=stage.salt or rel.id,
-                     release=rel.id, cluster=tx.cluster(), variants=stage.variants))  # fmt: skip
+    tx.flag(
+        FlagPlan(
+            key=stage.key,
+            variant=stage.variant,
+            off=stage.off,
+            percent=percent,
+            salt=stage.salt or rel.id,
+            release=rel.id,
+            cluster=tx.cluster(),
+            variants=stage.variants,
+        )
+    )
     tx.record("weight", reason=f"flag {stage.key}: {stage.variant} for {percent}% of users ({reason})")
 
 
@@ -49,9 +59,17 @@ def _analysed(tx: Tx, stage: FlagStage, step: int = 0) -> bool:
 def enter_flag(tx: Tx, stage: Stage) -> bool:
     assert isinstance(stage, FlagStage)
     plan = current(tx, stage.key)
-    if plan is not None and plan.percent == 100 and plan.variant == stage.variant and plan.release != tx.release.id:
-        tx.record("flag", reason=f"flag {stage.key} already serves {stage.variant} to every user "
-                                 f"(since release {plan.release})")  # fmt: skip
+    if (
+        plan is not None
+        and plan.percent == 100
+        and plan.variant == stage.variant
+        and plan.release != tx.release.id
+    ):
+        tx.record(
+            "flag",
+            reason=f"flag {stage.key} already serves {stage.variant} to every user "
+            f"(since release {plan.release})",
+        )
         return True
     tx.update(match=(), passes_in_step=0)
     if stage.mode == "steps":

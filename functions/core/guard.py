@@ -28,7 +28,9 @@ from functions.core.tx import Tx
 def keeps_evidence(analysis: Analysis | None) -> bool:
     if analysis is None:
         return False
-    return analysis.guard or any(m.template == "latency" and m.judge == "sequential" for m in analysis.metrics)
+    return analysis.guard or any(
+        m.template == "latency" and m.judge == "sequential" for m in analysis.metrics
+    )
 
 
 def canary_live(rel: Release) -> bool:
@@ -71,12 +73,24 @@ def watch(tx: Tx) -> str:
     if analysis.guard and canary_live(rel):
         failure = failed(evidence, analysis)
         if failure:
-            verdict = VerdictRecord(at=tx.now_iso, verdict="fail", reason=f"guard: {failure}",
-                                    metrics=(MetricResult("guard", "fail", failure, query=totals.query),))  # fmt: skip
+            verdict = VerdictRecord(
+                at=tx.now_iso,
+                verdict="fail",
+                reason=f"guard: {failure}",
+                metrics=(MetricResult("guard", "fail", failure, query=totals.query),),
+            )
             record_verdict(tx, verdict)
-            tx.emit(ev.ANALYSIS_VERDICT, {"release": rel.id, "app": policy.app, "verdict": "fail",
-                                          "reason": verdict.reason, "metrics": ev.verdict_data(verdict.metrics)},
-                    release=False)  # fmt: skip
+            tx.emit(
+                ev.ANALYSIS_VERDICT,
+                {
+                    "release": rel.id,
+                    "app": policy.app,
+                    "verdict": "fail",
+                    "reason": verdict.reason,
+                    "metrics": ev.verdict_data(verdict.metrics),
+                },
+                release=False,
+            )
             return f"guard: {failure}"
     follow_exposure(tx)
     return ""
@@ -87,11 +101,15 @@ def failed(e: Evidence, analysis: Analysis) -> str:
     bound = math.log(1 / analysis.alpha)
     errors = log_evidence(e.errors)
     if errors >= bound:
-        return (f"canary errors {e.canary_errors:g}/{e.canary_requests:g} vs stable {e.stable_errors:g}/"
-                f"{e.stable_requests:g}, log-evidence {errors:.2f} >= {bound:.2f} (alpha {analysis.alpha:g})")  # fmt: skip
+        return (
+            f"canary errors {e.canary_errors:g}/{e.canary_requests:g} vs stable {e.stable_errors:g}/"
+            f"{e.stable_requests:g}, log-evidence {errors:.2f} >= {bound:.2f} (alpha {analysis.alpha:g})"
+        )
     latency = log_evidence(e.latency)
     if latency >= bound:
-        return (f"canary requests slower than {e.bound_ms:g} ms {e.slow_canary:g}/{e.slow_canary_requests:g} vs "
-                f"stable {e.slow_stable:g}/{e.slow_stable_requests:g}, log-evidence {latency:.2f} >= {bound:.2f} "
-                f"(alpha {analysis.alpha:g})")  # fmt: skip
+        return (
+            f"canary requests slower than {e.bound_ms:g} ms {e.slow_canary:g}/{e.slow_canary_requests:g} vs "
+            f"stable {e.slow_stable:g}/{e.slow_stable_requests:g}, log-evidence {latency:.2f} >= {bound:.2f} "
+            f"(alpha {analysis.alpha:g})"
+        )
     return ""

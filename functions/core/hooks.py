@@ -71,13 +71,24 @@ def point(rel: Release, kind: str) -> str:
 def payload(policy: Policy, rel: Release, hook: Hook, where: str, call: str, **extra: Any) -> dict[str, Any]:
     """What a hook receives (JSON): the release, where it is, and the hook's own metadata."""
     return {
-        "id": call, "hook": hook.name, "type": hook.type, "point": where, "app": policy.app,
-        "namespace": policy.namespace, "name": policy.name, "release": rel.id, "phase": rel.phase.value,
-        "stage": rel.stage, "step": rel.step, "weight": rel.weight, "wave": rel.wave,
+        "id": call,
+        "hook": hook.name,
+        "type": hook.type,
+        "point": where,
+        "app": policy.app,
+        "namespace": policy.namespace,
+        "name": policy.name,
+        "release": rel.id,
+        "phase": rel.phase.value,
+        "stage": rel.stage,
+        "step": rel.step,
+        "weight": rel.weight,
+        "wave": rel.wave,
         "target": {"version": rel.target.version, "image": rel.target.image},
         "origin": {"version": rel.origin.version, "image": rel.origin.image},
-        "metadata": dict(hook.metadata), **extra,
-    }  # fmt: skip
+        "metadata": dict(hook.metadata),
+        **extra,
+    }
 
 
 # -- what the runner calls ------------------------------------------------------------------------------
@@ -100,8 +111,15 @@ def hook_calls(policy: Policy, state: AppState, now: Any, event_id: str) -> tupl
     calls = []
     for hook, where in asked:
         call = f"{event_id}/{hook.name}"
-        calls.append(HookCall(id=call, name=hook.name, type=hook.type, point=where,
-                              payload=payload(policy, rel, hook, where, call)))  # fmt: skip
+        calls.append(
+            HookCall(
+                id=call,
+                name=hook.name,
+                type=hook.type,
+                point=where,
+                payload=payload(policy, rel, hook, where, call),
+            )
+        )
     return tuple(calls)
 
 
@@ -135,8 +153,9 @@ def held(tx: Any, kind: str, resume: str) -> bool:
     here = point(rel, kind)
     if not hooks or here in rel.hook_passed:
         return False
-    tx.update(gate=GATE_PREFIX + kind, gate_next=-1, hook_point=here, hook_resume=resume, hook_answer="",
-              timer=None)  # fmt: skip
+    tx.update(
+        gate=GATE_PREFIX + kind, gate_next=-1, hook_point=here, hook_resume=resume, hook_answer="", timer=None
+    )
     names = ", ".join(h.name for h in hooks)
     tx.set_phase(Phase.WAITING, "gate-waiting", reason=f"waiting for {kind} hook {names} to answer 2xx")
     tx.emit(ev.GATE_WAITING, {"gate": GATE_PREFIX + kind})
@@ -152,7 +171,9 @@ def passed(rel: Release) -> tuple[str, ...]:
 # -- analysis hooks ---------------------------------------------------------------------------------------
 
 
-def with_rollout_hooks(verdict: VerdictRecord, policy: Policy, rel: Release, obs: Observation) -> VerdictRecord:
+def with_rollout_hooks(
+    verdict: VerdictRecord, policy: Policy, rel: Release, obs: Observation
+) -> VerdictRecord:
     """The interval's verdict with the rollout hooks' answers in it: each is a check, a failing one fails it."""
     hooks = url_hooks(policy, "rollout")
     if not hooks or obs.hooks is None:
@@ -167,11 +188,18 @@ def with_rollout_hooks(verdict: VerdictRecord, policy: Policy, rel: Release, obs
         if not ok:
             failed.append(f"rollout hook {hook.name} failed: {why}")
     if not failed:
-        return VerdictRecord(at=verdict.at, verdict=verdict.verdict, reason=verdict.reason,
-                             metrics=verdict.metrics + tuple(results))  # fmt: skip
-    return VerdictRecord(at=verdict.at, verdict="fail", reason="; ".join(failed + ([verdict.reason] if
-                         verdict.reason and verdict.verdict == "fail" else [])),
-                         metrics=verdict.metrics + tuple(results))  # fmt: skip
+        return VerdictRecord(
+            at=verdict.at,
+            verdict=verdict.verdict,
+            reason=verdict.reason,
+            metrics=verdict.metrics + tuple(results),
+        )
+    return VerdictRecord(
+        at=verdict.at,
+        verdict="fail",
+        reason="; ".join(failed + ([verdict.reason] if verdict.reason and verdict.verdict == "fail" else [])),
+        metrics=verdict.metrics + tuple(results),
+    )
 
 
 def rollback_asked(policy: Policy, rel: Release, obs: Observation) -> str:
@@ -199,8 +227,13 @@ def start_load(tx: Any, load: LoadTest, seconds: float, headers: dict[str, str],
     and `headers` (the preview's header)."""
     rel = tx.release
     sent = {**dict(load.headers), **headers}
-    tx.effect("load-test", job=job, image=load.image, command=hey_args(load.url, load.rps, seconds, sent),
-              version=rel.target.version)  # fmt: skip
+    tx.effect(
+        "load-test",
+        job=job,
+        image=load.image,
+        command=hey_args(load.url, load.rps, seconds, sent),
+        version=rel.target.version,
+    )
     shown = "".join(f" with {k}: {v}" for k, v in sent.items())
     tx.record("load-test", reason=f"{load.rps} requests/s for {seconds:g} s to {load.url}{shown}")
 
@@ -238,9 +271,19 @@ def release_ended(tx: Any, phase: Phase, reason: str) -> None:
     rel, policy = tx.release, tx.policy
     for hook in url_hooks(policy, "post-rollout"):
         where = point(rel, "post-rollout")
-        tx.effect("hook", hook=hook.name,
-                  notice=payload(policy, rel, hook, where, f"{rel.id}/post-rollout/{hook.name}",
-                                 outcome=phase.value, reason=reason))  # fmt: skip
+        tx.effect(
+            "hook",
+            hook=hook.name,
+            notice=payload(
+                policy,
+                rel,
+                hook,
+                where,
+                f"{rel.id}/post-rollout/{hook.name}",
+                outcome=phase.value,
+                reason=reason,
+            ),
+        )
     if phase in (Phase.ROLLED_BACK, Phase.ABORTED, Phase.FAILED):
         record_in_git(tx, "rollback", tx.state.stable, f"{rel.id} {phase.value}: {reason}")
 
@@ -254,5 +297,10 @@ def record_in_git(tx: Any, on: str, version: Version, why: str) -> None:
     verb = "roll back" if on == "rollback" else "promote"
     subject = f"graylane: {verb} {tx.policy.app} to {version.version}"
     body = f"Release: {rel.id} ({rel.origin.version or '-'} -> {rel.target.version})\nReason: {why}"
-    tx.effect("git-write-back", image=version.image, version=version.version, message=f"{subject}\n\n{body}",
-              notice={"release": rel.id, "app": tx.policy.app, "on": on})  # fmt: skip
+    tx.effect(
+        "git-write-back",
+        image=version.image,
+        version=version.version,
+        message=f"{subject}\n\n{body}",
+        notice={"release": rel.id, "app": tx.policy.app, "on": on},
+    )

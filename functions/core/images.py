@@ -150,8 +150,10 @@ def satisfies(version: Version, rng: Range) -> bool:
         if not version.prerelease:
             return True
         # npm rule: pre-releases only match a set naming a pre-release with the same core
-        if any(c.version.prerelease and c.version.prerelease != (0,) and c.version.core == version.core
-               for c in comparators):
+        if any(
+            c.version.prerelease and c.version.prerelease != (0,) and c.version.core == version.core
+            for c in comparators
+        ):
             return True
     return False
 

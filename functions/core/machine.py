@@ -96,8 +96,9 @@ class Decision(NamedTuple):
     events: tuple[Emitted, ...]
 
 
-def decide(policy: Policy, state: AppState, event: Event, now: datetime,
-           observation: Observation = NO_OBSERVATION) -> Decision:  # fmt: skip
+def decide(
+    policy: Policy, state: AppState, event: Event, now: datetime, observation: Observation = NO_OBSERVATION
+) -> Decision:
     if event.id and event.id in state.seen:
         return Decision(state, (), ())  # a redelivery: already decided
     tx = Tx(policy, state, event, now, observation)
@@ -153,7 +154,11 @@ def stale_observation(obs: Observation, rel: Release) -> str:
     before the release's latest verdict (a tick that lost a race to another one still holds them)."""
     if obs.release and obs.release != rel.id:
         return f"measured for release {obs.release}, not {rel.id}"
-    if obs.measured_at and rel.last_analysis_at and parse_iso(obs.measured_at) <= parse_iso(rel.last_analysis_at):
+    if (
+        obs.measured_at
+        and rel.last_analysis_at
+        and parse_iso(obs.measured_at) <= parse_iso(rel.last_analysis_at)
+    ):
         return f"measured at {obs.measured_at}, before the latest verdict at {rel.last_analysis_at}"
     return ""
 
@@ -168,12 +173,16 @@ def release_mismatch(state: AppState, cmd: Command) -> str:
     """
     rel = state.release
     if rel is None:
-        return f"the command names release {cmd.release}, but {state.app} has no release" if cmd.release else ""
+        return (
+            f"the command names release {cmd.release}, but {state.app} has no release" if cmd.release else ""
+        )
     current = f"{rel.id} ({rel.target.version})"
     if not cmd.release:
         return f"the command names no release; the current release of {state.app} is {current}"
     if cmd.release != rel.id:
-        return f"the command is for release {cmd.release}, but the current release of {state.app} is {current}"
+        return (
+            f"the command is for release {cmd.release}, but the current release of {state.app} is {current}"
+        )
     if cmd.action != "rollback" and cmd.version and cmd.version != rel.target.version:
         return f"the command is for version {cmd.version}, but release {rel.id} deploys {rel.target.version}"
     return ""
@@ -193,11 +202,22 @@ def ignore(tx: Tx, reason: str) -> None:
             actor["channel"] = event.actor.channel
         data = {"app": tx.policy.app, "action": event.action, "actor": actor, "reason": reason}
         if event.release:
-            data["release"] = event.release  # the release the command was for (not necessarily the current one)
+            data["release"] = (
+                event.release
+            )  # the release the command was for (not necessarily the current one)
         tx.emit(ev.COMMAND_REJECTED, data, release=False)
     else:
-        tx.emit(ev.EVENT_IGNORED, {"app": tx.policy.app, "eventType": event.type, "eventId": event.id,
-                                   "phase": phase, "reason": reason}, release=False)  # fmt: skip
+        tx.emit(
+            ev.EVENT_IGNORED,
+            {
+                "app": tx.policy.app,
+                "eventType": event.type,
+                "eventId": event.id,
+                "phase": phase,
+                "reason": reason,
+            },
+            release=False,
+        )
 
 
 def _not_now(tx: Tx) -> None:
@@ -273,8 +293,15 @@ def _per_version_refusal(tx: Tx, target: Version) -> str:
 def _start(tx: Tx, target: Version, kind: str) -> None:
     seq = tx.state.seq + 1
     tx.set_state(seq=seq)
-    tx.rel = Release(id=f"{tx.policy.name}-{seq}", seq=seq, target=target, origin=tx.state.stable,
-                     started_at=tx.now_iso, kind=kind, stage_started_at=tx.now_iso)  # fmt: skip
+    tx.rel = Release(
+        id=f"{tx.policy.name}-{seq}",
+        seq=seq,
+        target=target,
+        origin=tx.state.stable,
+        started_at=tx.now_iso,
+        kind=kind,
+        stage_started_at=tx.now_iso,
+    )
     tx.changed = True
     if per_version.active(tx.policy):
         per_version.begin(tx)
@@ -287,8 +314,16 @@ def enter_from(tx: Tx, index: int) -> None:
     stages = tx.policy.stages
     while index < len(stages):
         stage = stages[index]
-        tx.update(stage=index, step=0, stage_started_at=tx.now_iso, step_started_at=tx.now_iso,
-                  timer=None, gate="", gate_next=-1, passes_in_step=0)  # fmt: skip
+        tx.update(
+            stage=index,
+            step=0,
+            stage_started_at=tx.now_iso,
+            step_started_at=tx.now_iso,
+            timer=None,
+            gate="",
+            gate_next=-1,
+            passes_in_step=0,
+        )
         if tx.release.phase != Phase.PROGRESSING:
             tx.set_phase(Phase.PROGRESSING, "progressing")
         if _held_by_hooks(tx, stage, index):
@@ -338,8 +373,11 @@ def _heal_drift(tx: Tx) -> None:
     if any(e.kind == "set-routes" for e in tx.state.pending):
         return  # a write is still on its way
     tx.effect("set-routes", routes=tx.state.routes)
-    tx.record("drift", reason=f"live routes {live.stable}/{live.canary} differ from desired "
-                              f"{tx.state.routes.stable}/{tx.state.routes.canary}: re-applied")  # fmt: skip
+    tx.record(
+        "drift",
+        reason=f"live routes {live.stable}/{live.canary} differ from desired "
+        f"{tx.state.routes.stable}/{tx.state.routes.canary}: re-applied",
+    )
 
 
 def _heal_flags(tx: Tx) -> None:
@@ -350,8 +388,11 @@ def _heal_flags(tx: Tx) -> None:
     for plan in tx.state.flags:
         if plan.release == rel.id and plan.cluster == tx.cluster() and plan not in live:
             tx.effect("set-flag", flag=plan, cluster=plan.cluster)
-            tx.record("drift", reason=f"flag {plan.key} does not read back as {plan.variant} for {plan.percent}% "
-                                      "of users: re-applied")  # fmt: skip
+            tx.record(
+                "drift",
+                reason=f"flag {plan.key} does not read back as {plan.variant} for {plan.percent}% "
+                "of users: re-applied",
+            )
 
 
 def _analyse(tx: Tx) -> None:
@@ -365,9 +406,17 @@ def _analyse(tx: Tx) -> None:
     verdict = judge(analysis, samples, tx.now_iso, watching=rel.watching, evidence=rel.evidence)
     verdict = with_rollout_hooks(verdict, tx.policy, rel, tx.obs)
     record_verdict(tx, verdict)
-    tx.emit(ev.ANALYSIS_VERDICT, {"release": rel.id, "app": tx.policy.app, "verdict": verdict.verdict,
-                                  "reason": verdict.reason, "metrics": ev.verdict_data(verdict.metrics)},
-            release=False)  # fmt: skip
+    tx.emit(
+        ev.ANALYSIS_VERDICT,
+        {
+            "release": rel.id,
+            "app": tx.policy.app,
+            "verdict": verdict.verdict,
+            "reason": verdict.reason,
+            "metrics": ev.verdict_data(verdict.metrics),
+        },
+        release=False,
+    )
     rel = tx.release
     if verdict.verdict == "fail" and rel.failures >= analysis.failure_limit:
         _fail(tx, f"analysis failed: {verdict.reason}")
@@ -454,7 +503,9 @@ def _tick_hook_gate(tx: Tx) -> None:
         tx.update(failures=rel.failures + 1, hook_answer=summary)
         if tx.release.failures >= limit:
             return _fail(tx, f"pre-rollout hook failed: {summary}")
-        return tx.record("hook-failed", reason=f"pre-rollout hook failed ({tx.release.failures}/{limit}): {summary}")
+        return tx.record(
+            "hook-failed", reason=f"pre-rollout hook failed ({tx.release.failures}/{limit}): {summary}"
+        )
     if summary != rel.hook_answer:
         tx.update(hook_answer=summary)
         tx.record("hook-held", reason=f"{kind}: {summary}")
@@ -551,8 +602,9 @@ def _who(tx: Tx) -> str:
 
 def _decide_gate(tx: Tx, gate: str, decision: str, params: dict[str, int] | None = None) -> None:
     rel = tx.release
-    record = GateDecision(gate=gate, decision=decision, at=tx.now_iso, params=dict(params or {}),
-                          by=tx.actor or Actor())  # fmt: skip
+    record = GateDecision(
+        gate=gate, decision=decision, at=tx.now_iso, params=dict(params or {}), by=tx.actor or Actor()
+    )
     tx.update(gates=rel.gates + (record,))
     tx.emit(ev.GATE_DECIDED, {"gate": gate, "decision": decision, "params": dict(params or {})})
 
@@ -633,7 +685,9 @@ def cmd_promote(tx: Tx) -> None:
         timer = rel.timer
         tx.update(timer=None)
         FIRE["watch"](tx, stages[rel.stage])
-        tx.record("promote", reason=f"watch ended early by {_who(tx)}", scheduled_at=timer.due if timer else "")
+        tx.record(
+            "promote", reason=f"watch ended early by {_who(tx)}", scheduled_at=timer.due if timer else ""
+        )
         return enter_from(tx, rel.stage + 1)
     stage = tx.stage()
     if isinstance(stage, FlagStage) and not rel.gate.startswith(GATE_PREFIX + "pre-rollout"):
@@ -660,7 +714,9 @@ def cmd_resume(tx: Tx) -> None:
         if timer is not None and rel.paused_timer_left is not None:
             timer = Timer(name=timer.name, due=tx.due(rel.paused_timer_left))
         tx.update(timer=timer, paused_timer_left=None, inconclusive_run=0)
-        tx.set_phase(Phase(rel.paused_from or "progressing"), "resumed", f"resumed by {_who(tx)}", ev.RELEASE_RESUMED)
+        tx.set_phase(
+            Phase(rel.paused_from or "progressing"), "resumed", f"resumed by {_who(tx)}", ev.RELEASE_RESUMED
+        )
         return
     stage = tx.stage()
     if rel.timer is not None or stage is None:
@@ -700,7 +756,9 @@ def cmd_rollback(tx: Tx) -> None:
         flags_off(tx)  # what the release being rolled back from turned on
     _start(tx, target, kind="rollback")
     if per_version.active(tx.policy):
-        per_version.roll_back_to(tx, tx.release.origin_slot)  # its own Deployment runs; the stable's scales down
+        per_version.roll_back_to(
+            tx, tx.release.origin_slot
+        )  # its own Deployment runs; the stable's scales down
     elif warm:
         tx.route(RoutePlan.canary_at(100))  # the previous version is still running: switch at once
     if not per_version.active(tx.policy):
@@ -733,8 +791,13 @@ def on_alert(tx: Tx) -> None:
     acted = False
     rel = tx.rel
     if alert.firing and rel is not None and rel.active and rel.canary_deployed and _names_canary(alert, rel):
-        _rollback(tx, f"alert {alert.alertname} fired on the canary", Phase.ROLLED_BACK, "rolled-back",
-                  ev.RELEASE_ROLLED_BACK)  # fmt: skip
+        _rollback(
+            tx,
+            f"alert {alert.alertname} fired on the canary",
+            Phase.ROLLED_BACK,
+            "rolled-back",
+            ev.RELEASE_ROLLED_BACK,
+        )
         acted = True
     acted = _protection(tx, alert) or acted
     if not acted:
@@ -750,7 +813,9 @@ def _protection(tx: Tx, alert: Alert) -> bool:
     if alert.firing:
         if known is not None and not known.resolved_at:
             return False  # the same alert again: idempotent per fingerprint
-        alerts[alert.fingerprint] = ActiveAlert(fingerprint=alert.fingerprint, rule=rules[0], since=tx.now_iso)
+        alerts[alert.fingerprint] = ActiveAlert(
+            fingerprint=alert.fingerprint, rule=rules[0], since=tx.now_iso
+        )
     else:
         if known is None or known.resolved_at:
             return False
@@ -759,7 +824,10 @@ def _protection(tx: Tx, alert: Alert) -> bool:
     tx.set_state(alerts=active)
     state_word = "firing" if alert.firing else "resolved (relaxes after hold-down)"
     tx.record("alert", reason=f"alert {alert.alertname} {state_word}")
-    tx.protect(effective_protection(tx.policy, tx.state.base_protection, active), f"alert {alert.alertname} {state_word}")
+    tx.protect(
+        effective_protection(tx.policy, tx.state.base_protection, active),
+        f"alert {alert.alertname} {state_word}",
+    )
     return True
 
 
@@ -794,10 +862,21 @@ def on_effect_failed(tx: Tx) -> None:
 _ANY_ACTIVE: dict[str, Rule] = {"abort": cmd_abort, "rollback": cmd_rollback, "weight": cmd_weight}
 
 TRANSITIONS: dict[Phase, dict[str, Rule]] = {
-    Phase.PROGRESSING: {**_ANY_ACTIVE, "tick": tick_progressing, "promote": cmd_promote, "pause": cmd_pause,
-                        "resume": cmd_resume},  # fmt: skip
-    Phase.WAITING: {**_ANY_ACTIVE, "tick": tick_waiting, "approve": cmd_approve, "reject": cmd_reject,
-                    "promote": cmd_promote, "pause": cmd_pause},  # fmt: skip
+    Phase.PROGRESSING: {
+        **_ANY_ACTIVE,
+        "tick": tick_progressing,
+        "promote": cmd_promote,
+        "pause": cmd_pause,
+        "resume": cmd_resume,
+    },
+    Phase.WAITING: {
+        **_ANY_ACTIVE,
+        "tick": tick_waiting,
+        "approve": cmd_approve,
+        "reject": cmd_reject,
+        "promote": cmd_promote,
+        "pause": cmd_pause,
+    },
     Phase.PAUSED: {**_ANY_ACTIVE, "tick": tick_held, "resume": cmd_resume, "promote": cmd_promote},
     Phase.FROZEN: {"tick": tick_held, "abort": cmd_abort, "rollback": cmd_rollback},
 }

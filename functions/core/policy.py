@@ -219,8 +219,16 @@ class FlagStage:
     salt: str = ""  # bucket salt ("salt:user id" is hashed); empty means the release id, as for userHash
 
 
-Stage = (PreviewStage | ApprovalStage | ABTestStage | CanaryStage | BlueGreenStage | PromoteStage
-         | ProtectStage | FlagStage)
+Stage = (
+    PreviewStage
+    | ApprovalStage
+    | ABTestStage
+    | CanaryStage
+    | BlueGreenStage
+    | PromoteStage
+    | ProtectStage
+    | FlagStage
+)
 
 
 @value
@@ -274,7 +282,9 @@ class WorkloadSpec:
     moves traffic to the new version's subset and the previous Deployment is scaled down, never re-imaged."""
 
     kind: Literal["Deployment"] = "Deployment"
-    name: str = ""  # stable workload (per-version: the first Deployment, the user's); empty means the app name
+    name: str = (
+        ""  # stable workload (per-version: the first Deployment, the user's); empty means the app name
+    )
     canary: str = ""  # canary workload; empty means <name>-canary (pair model only)
     container: str = ""  # container whose image changes; empty means the first
     replicas: int | None = None  # canary replicas; None copies the stable's
@@ -327,10 +337,24 @@ class FlagSource:
     metrics: VariantMetrics = VariantMetrics()
 
 
-HOOK_TYPES = ("confirm-rollout", "pre-rollout", "rollout", "confirm-traffic-increase", "confirm-promotion",
-              "post-rollout", "rollback")
-HookType = Literal["confirm-rollout", "pre-rollout", "rollout", "confirm-traffic-increase", "confirm-promotion",
-                   "post-rollout", "rollback"]
+HOOK_TYPES = (
+    "confirm-rollout",
+    "pre-rollout",
+    "rollout",
+    "confirm-traffic-increase",
+    "confirm-promotion",
+    "post-rollout",
+    "rollback",
+)
+HookType = Literal[
+    "confirm-rollout",
+    "pre-rollout",
+    "rollout",
+    "confirm-traffic-increase",
+    "confirm-promotion",
+    "post-rollout",
+    "rollback",
+]
 
 
 @value

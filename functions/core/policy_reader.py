@@ -63,7 +63,9 @@ class Reader:
     def bad(self, path: str, value: Any, expected: str) -> None:
         self.add(path, f"{show(value)} is not allowed; expected {expected}")
 
-    def fields(self, node: Any, path: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> dict[str, Any]:
+    def fields(
+        self, node: Any, path: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()
+    ) -> dict[str, Any]:
         """The mapping at path (or {} after recording why not); unknown keys and missing ones are problems."""
         if node is None and not required:
             return {}
@@ -80,8 +82,15 @@ class Reader:
                 self.add(join(path, key), f"is required; expected {hint}" if hint else "is required")
         return {k: v for k, v in node.items() if k in allowed}
 
-    def value(self, m: Mapping[str, Any], key: str, path: str, default: T, check: Callable[[Any], T | None],
-              expected: str) -> T:
+    def value(
+        self,
+        m: Mapping[str, Any],
+        key: str,
+        path: str,
+        default: T,
+        check: Callable[[Any], T | None],
+        expected: str,
+    ) -> T:
         """m[key] converted by check (None means invalid), or default when absent."""
         if key not in m:
             return default
@@ -91,36 +100,72 @@ class Reader:
             return default
         return got
 
-    def text(self, m: Mapping[str, Any], key: str, path: str, default: str = "", pattern: re.Pattern[str] | None = None,
-             expected: str = "a non-empty string") -> str:
+    def text(
+        self,
+        m: Mapping[str, Any],
+        key: str,
+        path: str,
+        default: str = "",
+        pattern: re.Pattern[str] | None = None,
+        expected: str = "a non-empty string",
+    ) -> str:
         def check(v: Any) -> str | None:
             ok = isinstance(v, str) and v != "" and (pattern is None or pattern.fullmatch(v) is not None)
             return v if ok else None
 
         return self.value(m, key, path, default, check, expected)
 
-    def integer(self, m: Mapping[str, Any], key: str, path: str, default: Any, lo: int, hi: int | None = None) -> Any:
+    def integer(
+        self, m: Mapping[str, Any], key: str, path: str, default: Any, lo: int, hi: int | None = None
+    ) -> Any:
         expected = f"an integer {lo}..{hi}" if hi is not None else f"an integer >= {lo}"
-        return self.value(m, key, path, default,
-                          lambda v: v if is_int(v) and lo <= v and (hi is None or v <= hi) else None, expected)
+        return self.value(
+            m,
+            key,
+            path,
+            default,
+            lambda v: v if is_int(v) and lo <= v and (hi is None or v <= hi) else None,
+            expected,
+        )
 
-    def number(self, m: Mapping[str, Any], key: str, path: str, default: Any, ok: Callable[[float], bool],
-               expected: str) -> Any:
-        return self.value(m, key, path, default,
-                          lambda v: float(v) if is_number(v) and ok(float(v)) else None, expected)
+    def number(
+        self,
+        m: Mapping[str, Any],
+        key: str,
+        path: str,
+        default: Any,
+        ok: Callable[[float], bool],
+        expected: str,
+    ) -> Any:
+        return self.value(
+            m, key, path, default, lambda v: float(v) if is_number(v) and ok(float(v)) else None, expected
+        )
 
     def boolean(self, m: Mapping[str, Any], key: str, path: str, default: bool) -> bool:
-        return self.value(m, key, path, default, lambda v: v if isinstance(v, bool) else None, "true or false")
+        return self.value(
+            m, key, path, default, lambda v: v if isinstance(v, bool) else None, "true or false"
+        )
 
-    def duration(self, m: Mapping[str, Any], key: str, path: str, default: Any, positive: bool = False) -> Any:
+    def duration(
+        self, m: Mapping[str, Any], key: str, path: str, default: Any, positive: bool = False
+    ) -> Any:
         bound = "> 0" if positive else ">= 0"
         expected = f"a duration such as 500ms, 10s, 2m, 1h30m or a number of seconds {bound}"
-        return self.value(m, key, path, default,
-                          lambda v: d if (d := parse_duration(v)) is not None and (d > 0 or not positive) else None,
-                          expected)
+        return self.value(
+            m,
+            key,
+            path,
+            default,
+            lambda v: d if (d := parse_duration(v)) is not None and (d > 0 or not positive) else None,
+            expected,
+        )
 
-    def choice(self, m: Mapping[str, Any], key: str, path: str, default: str, options: tuple[str, ...]) -> str:
-        return self.value(m, key, path, default, lambda v: v if v in options else None, "one of " + ", ".join(options))
+    def choice(
+        self, m: Mapping[str, Any], key: str, path: str, default: str, options: tuple[str, ...]
+    ) -> str:
+        return self.value(
+            m, key, path, default, lambda v: v if v in options else None, "one of " + ", ".join(options)
+        )
 
     def strings(self, m: Mapping[str, Any], key: str, path: str) -> tuple[str, ...]:
         def ok(v: Any) -> tuple[str, ...] | None:
@@ -128,7 +173,9 @@ class Reader:
 
         return self.value(m, key, path, (), ok, "a list of non-empty strings")
 
-    def items(self, m: Mapping[str, Any], key: str, path: str, non_empty: bool = False) -> list[tuple[str, Any]]:
+    def items(
+        self, m: Mapping[str, Any], key: str, path: str, non_empty: bool = False
+    ) -> list[tuple[str, Any]]:
         """(path, item) for each element of the list m[key]."""
         if key not in m or (m[key] is None and not non_empty):
             if non_empty:
@@ -185,4 +232,3 @@ def parse_duration(value: Any) -> float | None:
     else:
         return None
     return seconds if math.isfinite(seconds) else None
-

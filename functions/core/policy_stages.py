@@ -69,8 +69,14 @@ def _match(r: Reader, node: Any, path: str) -> Match:
     r.fields(node, path, (form,))
     sub = join(path, form)
     if form == "sourceIp":
-        cidrs: tuple[Any, ...] = r.value(node, form, path, (), lambda v: tuple(v) if isinstance(v, list) and v else None,
-                        "a non-empty list of IP addresses or CIDR ranges")
+        cidrs: tuple[Any, ...] = r.value(
+            node,
+            form,
+            path,
+            (),
+            lambda v: tuple(v) if isinstance(v, list) and v else None,
+            "a non-empty list of IP addresses or CIDR ranges",
+        )
         for i, cidr in enumerate(cidrs):
             try:
                 ipaddress.ip_network(cidr)
@@ -79,11 +85,18 @@ def _match(r: Reader, node: Any, path: str) -> Match:
         return Match("source-ip", cidrs=tuple(str(c) for c in cidrs))
     if form == "userIdDigit":
         m = r.fields(node[form], sub, ("header", "digits"), ("header", "digits"))
-        return Match("user-id-digit", name=r.text(m, "header", sub, pattern=TOKEN, expected="a header name"),
-                     digits=r.value(m, "digits", sub, (), _digits, "a non-empty list of unique digits 0..9"))
+        return Match(
+            "user-id-digit",
+            name=r.text(m, "header", sub, pattern=TOKEN, expected="a header name"),
+            digits=r.value(m, "digits", sub, (), _digits, "a non-empty list of unique digits 0..9"),
+        )
     m = r.fields(node[form], sub, ("header", "percent", "salt"), ("header", "percent"))
-    return Match("user-hash", name=r.text(m, "header", sub, pattern=TOKEN, expected="a header name"),
-                 percent=r.integer(m, "percent", sub, 0, 1, 99), salt=r.text(m, "salt", sub))
+    return Match(
+        "user-hash",
+        name=r.text(m, "header", sub, pattern=TOKEN, expected="a header name"),
+        percent=r.integer(m, "percent", sub, 0, 1, 99),
+        salt=r.text(m, "salt", sub),
+    )
 
 
 def _stage_analysis(r: Reader, m: Mapping[str, Any], path: str, has_analysis: bool) -> bool:
@@ -100,10 +113,18 @@ def _preview(r: Reader, node: Any, path: str, has_analysis: bool) -> Stage:
     if m.get("migration") is not None:
         mp = join(path, "migration")
         mm = r.fields(m["migration"], mp, ("name", "command", "image"), ("name",))
-        migration = MigrationJob(r.text(mm, "name", mp, pattern=DNS_LABEL, expected=DNS_EXPECTED),
-                                 r.strings(mm, "command", mp),
-                                 r.value(mm, "image", mp, "", lambda v: v if isinstance(v, str) else None,
-                                         "an image reference, or empty for the release image"))
+        migration = MigrationJob(
+            r.text(mm, "name", mp, pattern=DNS_LABEL, expected=DNS_EXPECTED),
+            r.strings(mm, "command", mp),
+            r.value(
+                mm,
+                "image",
+                mp,
+                "",
+                lambda v: v if isinstance(v, str) else None,
+                "an image reference, or empty for the release image",
+            ),
+        )
     return PreviewStage(
         environment=r.text(m, "environment", path, "preview", pattern=DNS_LABEL, expected=DNS_EXPECTED),
         namespace=r.text(m, "namespace", path, pattern=DNS_LABEL, expected=DNS_EXPECTED),
@@ -114,7 +135,9 @@ def _preview(r: Reader, node: Any, path: str, has_analysis: bool) -> Stage:
 
 def _gate_param(r: Reader, node: Any, path: str) -> GateParam:
     m = r.fields(node, path, ("name", "default", "min", "max"), ("name",))
-    name = r.text(m, "name", path, pattern=PARAM, expected="a parameter name (a letter, then letters, digits, _ or -)")
+    name = r.text(
+        m, "name", path, pattern=PARAM, expected="a parameter name (a letter, then letters, digits, _ or -)"
+    )
     lo, hi = r.integer(m, "min", path, 0, -(2**31)), r.integer(m, "max", path, 100, -(2**31))
     if lo > hi:
         r.bad(join(path, "min"), lo, f"an integer <= max ({hi})")
@@ -152,8 +175,11 @@ def _canary_mode(r: Reader, m: Mapping[str, Any], path: str) -> str:
         return r.choice(m, "mode", path, "steps", tuple(_CANARY_KEYS))
     inferred = [mode for mode, keys in _CANARY_KEYS.items() if any(k in m for k in keys)]
     if len(inferred) != 1:
-        r.add(path, "expected exactly one of steps (mode steps), linear (mode linear) or weightParam/weight "
-                    "(mode manual), or an explicit mode")
+        r.add(
+            path,
+            "expected exactly one of steps (mode steps), linear (mode linear) or weightParam/weight "
+            "(mode manual), or an explicit mode",
+        )
         return ""
     return inferred[0]
 
@@ -169,8 +195,12 @@ def _linear(r: Reader, node: Any, path: str) -> LinearSchedule:
     start, end = r.integer(m, "start", path, 0, 0, 100), r.integer(m, "end", path, 100, 0, 100)
     if "start" in m and "end" in m and start >= end:
         r.bad(join(path, "end"), end, f"an integer greater than start ({start}) and at most 100")
-    return LinearSchedule(start, end, r.integer(m, "increment", path, 1, 1, 100),
-                          r.duration(m, "every", path, 60.0, positive=True))
+    return LinearSchedule(
+        start,
+        end,
+        r.integer(m, "increment", path, 1, 1, 100),
+        r.duration(m, "every", path, 60.0, positive=True),
+    )
 
 
 def _canary(r: Reader, node: Any, path: str, has_analysis: bool) -> Stage:
@@ -182,20 +212,32 @@ def _canary(r: Reader, node: Any, path: str, has_analysis: bool) -> Stage:
     for other, keys in _CANARY_KEYS.items():
         for key in keys:
             if other != mode and key in m:
-                r.add(join(path, key), f"is not allowed with mode {mode}; expected only "
-                                       f"{', '.join(_CANARY_KEYS[mode])}")
-    steps = [(p, _canary_step(r, item, p)) for p, item in r.items(m, "steps", path, non_empty=mode == "steps")]
+                r.add(
+                    join(path, key),
+                    f"is not allowed with mode {mode}; expected only {', '.join(_CANARY_KEYS[mode])}",
+                )
+    steps = [
+        (p, _canary_step(r, item, p)) for p, item in r.items(m, "steps", path, non_empty=mode == "steps")
+    ]
     linear = None
     if mode == "linear":
         if "linear" not in m:
-            r.add(join(path, "linear"), "is required with mode linear; expected {start, end, increment, every}")
+            r.add(
+                join(path, "linear"), "is required with mode linear; expected {start, end, increment, every}"
+            )
         linear = _linear(r, m.get("linear"), join(path, "linear"))
     return CanaryStage(
         mode=mode,  # type: ignore[arg-type]
         steps=tuple(s for _, s in steps),
         # an invalid weightParam/weight already has its problem: the fallbacks keep the weight rule quiet
-        weight_param=r.text(m, "weightParam", path, "" if "weightParam" in m else "weight", pattern=PARAM,
-                            expected="a gate parameter name"),
+        weight_param=r.text(
+            m,
+            "weightParam",
+            path,
+            "" if "weightParam" in m else "weight",
+            pattern=PARAM,
+            expected="a gate parameter name",
+        ),
         weight=r.integer(m, "weight", path, 0 if "weight" in m else None, 0, 100),
         hold=r.duration(m, "hold", path, 0.0),
         linear=linear,
@@ -211,15 +253,20 @@ def read_load_test(r: Reader, node: Any, path: str, preview: float | None) -> Lo
     if preview is not None and not duration and not preview and "duration" not in m:
         r.add(join(path, "duration"), "is required when the blue-green stage has no preview duration")
     headers = m.get("headers") or {}
-    if not isinstance(headers, Mapping) or not all(isinstance(k, str) and TOKEN.fullmatch(k) and isinstance(v, str)
-                                                   for k, v in headers.items()):  # fmt: skip
+    if not isinstance(headers, Mapping) or not all(
+        isinstance(k, str) and TOKEN.fullmatch(k) and isinstance(v, str) for k, v in headers.items()
+    ):
         r.bad(join(path, "headers"), headers, "a mapping of header name to string value")
         headers = {}
     return LoadTest(
-        url=r.text(m, "url", path, pattern=URL, expected="an http(s):// URL of the app's entry through its router"),
+        url=r.text(
+            m, "url", path, pattern=URL, expected="an http(s):// URL of the app's entry through its router"
+        ),
         rps=r.integer(m, "rps", path, 10, 1, 10_000),
         duration=duration,
-        image=r.text(m, "image", path, LOAD_TEST_IMAGE, pattern=re.compile(r"\S+"), expected="an image reference"),
+        image=r.text(
+            m, "image", path, LOAD_TEST_IMAGE, pattern=re.compile(r"\S+"), expected="an image reference"
+        ),
         headers=tuple((str(k).lower(), str(v)) for k, v in headers.items()),
     )
 
@@ -238,13 +285,22 @@ def _bluegreen(r: Reader, node: Any, path: str, has_analysis: bool) -> Stage:
     preview = r.duration(m, "preview", path, 0.0)
     analysis = _stage_analysis(r, m, path, has_analysis)
     traffic = m.get("previewTraffic")
-    if analysis and traffic is None:  # nothing reaches green before the switch: every verdict would be no-data
+    if (
+        analysis and traffic is None
+    ):  # nothing reaches green before the switch: every verdict would be no-data
         where = join(path, "analysis") if "analysis" in m else path
-        r.add(where, "analyses a preview that receives no traffic; add previewTraffic (a header route to the "
-                     "preview, and a loadTest sending it) or set analysis: false")
-    return BlueGreenStage(preview=preview, analysis=analysis,
-                          preview_traffic=_preview_traffic(r, traffic, join(path, "previewTraffic"), preview)
-                          if traffic is not None else None)  # fmt: skip
+        r.add(
+            where,
+            "analyses a preview that receives no traffic; add previewTraffic (a header route to the "
+            "preview, and a loadTest sending it) or set analysis: false",
+        )
+    return BlueGreenStage(
+        preview=preview,
+        analysis=analysis,
+        preview_traffic=_preview_traffic(r, traffic, join(path, "previewTraffic"), preview)
+        if traffic is not None
+        else None,
+    )
 
 
 def _promote(r: Reader, node: Any, path: str, has_analysis: bool) -> Stage:
@@ -255,7 +311,9 @@ def _promote(r: Reader, node: Any, path: str, has_analysis: bool) -> Stage:
 def _rate_limit(r: Reader, node: Any, path: str) -> RateLimit:
     m = r.fields(node, path, ("average", "burst", "period"), ("average",))
     average = r.integer(m, "average", path, 1, 1)
-    burst = r.integer(m, "burst", path, average, average) if "average" in m else r.integer(m, "burst", path, 1, 1)
+    burst = (
+        r.integer(m, "burst", path, average, average) if "average" in m else r.integer(m, "burst", path, 1, 1)
+    )
     return RateLimit(average, burst, r.duration(m, "period", path, 1.0, positive=True))
 
 
@@ -265,8 +323,10 @@ def _protect(r: Reader, node: Any, path: str, has_analysis: bool) -> Stage:
         r.add(path, "expected rateLimit, circuitBreaker or both")
     rate = _rate_limit(r, m["rateLimit"], join(path, "rateLimit")) if m.get("rateLimit") is not None else None
     cb = m.get("circuitBreaker")
-    return ProtectStage(rate_limit=rate,
-                        circuit_breaker=read_circuit_breaker(r, cb, join(path, "circuitBreaker")) if cb is not None else None)
+    return ProtectStage(
+        rate_limit=rate,
+        circuit_breaker=read_circuit_breaker(r, cb, join(path, "circuitBreaker")) if cb is not None else None,
+    )
 
 
 FLAG_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
@@ -287,14 +347,24 @@ def _flag(r: Reader, node: Any, path: str, has_analysis: bool) -> Stage:
     variants = dict(FLAG_VARIANTS)
     if "variants" in m:
         given = m["variants"]
-        kinds = {type(v) if not isinstance(v, int | float) or isinstance(v, bool) else float
-                 for v in (given.values() if isinstance(given, Mapping) else ())}  # fmt: skip
-        ok = isinstance(given, Mapping) and given and all(isinstance(k, str) and FLAG_KEY.fullmatch(k)
-                                                          for k in given) and len(kinds) == 1 and \
-            kinds <= {bool, str, float, dict}  # fmt: skip
+        kinds = {
+            type(v) if not isinstance(v, int | float) or isinstance(v, bool) else float
+            for v in (given.values() if isinstance(given, Mapping) else ())
+        }
+        ok = (
+            isinstance(given, Mapping)
+            and given
+            and all(isinstance(k, str) and FLAG_KEY.fullmatch(k) for k in given)
+            and len(kinds) == 1
+            and kinds <= {bool, str, float, dict}
+        )
         if not ok:
-            r.bad(join(path, "variants"), given, "a mapping of variant name to value, every value of one type "
-                                                 "(boolean, string, number or object), as flagd requires" + _QUOTE)
+            r.bad(
+                join(path, "variants"),
+                given,
+                "a mapping of variant name to value, every value of one type "
+                "(boolean, string, number or object), as flagd requires" + _QUOTE,
+            )
         else:
             variants = dict(given)
     for key, name in (("variant", variant), ("offVariant", off)):
@@ -303,34 +373,60 @@ def _flag(r: Reader, node: Any, path: str, has_analysis: bool) -> Stage:
     if moving.mode == "steps":
         for i, step in enumerate(moving.steps):
             if i and step.weight < moving.steps[i - 1].weight:
-                r.bad(f"{path}.steps[{i}].weight", step.weight, f"at least the step before ({moving.steps[i - 1].weight}):"
-                      " a flag rollout only grows (a user keeps the variant across steps)")
+                r.bad(
+                    f"{path}.steps[{i}].weight",
+                    step.weight,
+                    f"at least the step before ({moving.steps[i - 1].weight}):"
+                    " a flag rollout only grows (a user keeps the variant across steps)",
+                )
     return FlagStage(
         key=r.text(m, "key", path, pattern=FLAG_KEY, expected="a flag key (letters, digits, _ . : -)"),
-        variant=variant, off=off, variants=tuple(sorted(variants.items())), mode=moving.mode, steps=moving.steps,
-        weight_param=moving.weight_param, weight=moving.weight, hold=moving.hold, linear=moving.linear,
-        analysis=moving.analysis, salt=r.text(m, "salt", path, expected="a salt string"),
-    )  # fmt: skip
+        variant=variant,
+        off=off,
+        variants=tuple(sorted(variants.items())),
+        mode=moving.mode,
+        steps=moving.steps,
+        weight_param=moving.weight_param,
+        weight=moving.weight,
+        hold=moving.hold,
+        linear=moving.linear,
+        analysis=moving.analysis,
+        salt=r.text(m, "salt", path, expected="a salt string"),
+    )
 
 
 _STAGE_PARSERS: dict[str, Callable[[Reader, Any, str, bool], Stage]] = {
-    "preview": _preview, "approval": _approval, "abtest": _abtest, "canary": _canary,
-    "bluegreen": _bluegreen, "promote": _promote, "protect": _protect, "flag": _flag,
+    "preview": _preview,
+    "approval": _approval,
+    "abtest": _abtest,
+    "canary": _canary,
+    "bluegreen": _bluegreen,
+    "promote": _promote,
+    "protect": _protect,
+    "flag": _flag,
 }
 
 
-def _weight_param_rule(r: Reader, path: str, stage: CanaryStage | FlagStage, params: dict[str, GateParam]) -> None:
+def _weight_param_rule(
+    r: Reader, path: str, stage: CanaryStage | FlagStage, params: dict[str, GateParam]
+) -> None:
     """A manual canary takes its weight from a parameter of an earlier gate, unless it fixes one."""
     if stage.mode != "manual" or not stage.weight_param:
         return
     param = params.get(stage.weight_param)
     if param is None and stage.weight is None:
         declared = ", ".join(sorted(params)) or "none"
-        r.bad(join(path, "weightParam"), stage.weight_param,
-              f"a parameter declared by an earlier approval gate (declared so far: {declared}), or set weight")
+        r.bad(
+            join(path, "weightParam"),
+            stage.weight_param,
+            f"a parameter declared by an earlier approval gate (declared so far: {declared}), or set weight",
+        )
     elif param is not None and (param.min < 0 or param.max > 100):
-        r.bad(join(path, "weightParam"), stage.weight_param,
-              f"a parameter whose range lies within 0..100 (it is {param.min}..{param.max})")
+        r.bad(
+            join(path, "weightParam"),
+            stage.weight_param,
+            f"a parameter whose range lies within 0..100 (it is {param.min}..{param.max})",
+        )
 
 
 def _order_rules(r: Reader, parsed: list[tuple[str, Stage]]) -> None:
@@ -343,7 +439,11 @@ def _order_rules(r: Reader, parsed: list[tuple[str, Stage]]) -> None:
     for path, stage in parsed:
         if isinstance(stage, ApprovalStage):
             if stage.name in gates:
-                r.bad(join(path, "name"), stage.name, f"a gate name unique in the policy ({gates[stage.name]} uses it)")
+                r.bad(
+                    join(path, "name"),
+                    stage.name,
+                    f"a gate name unique in the policy ({gates[stage.name]} uses it)",
+                )
             gates.setdefault(stage.name, path)
             params.update((g.name, g) for g in stage.params)
         if isinstance(stage, CanaryStage | FlagStage):
@@ -351,24 +451,39 @@ def _order_rules(r: Reader, parsed: list[tuple[str, Stage]]) -> None:
         if isinstance(stage, PromoteStage) and path != promote_at:
             r.add(path, f"is not allowed: expected at most one promote stage ({promote_at} is one)")
         if stage.kind in TRAFFIC_STAGES and promote_at and _index(path) > _index(promote_at):
-            r.add(path, f"is not allowed after the promote stage {promote_at}; "
-                        "expected abtest, canary and bluegreen stages before promote")
+            r.add(
+                path,
+                f"is not allowed after the promote stage {promote_at}; "
+                "expected abtest, canary and bluegreen stages before promote",
+            )
         if isinstance(stage, FlagStage):
             first_flag = first_flag or path
             if promote_at and _index(path) < _index(promote_at):
-                r.add(path, f"is not allowed before the promote stage {promote_at}; expected flag stages after it "
-                            "(the code behind the flag is promoted, dark, before the flag goes out)")
+                r.add(
+                    path,
+                    f"is not allowed before the promote stage {promote_at}; expected flag stages after it "
+                    "(the code behind the flag is promoted, dark, before the flag goes out)",
+                )
             continue
         if isinstance(stage, ProtectStage):
             first_protect = first_protect or path
             if promote_at and _index(path) < _index(promote_at):
-                r.add(path, f"is not allowed before the promote stage {promote_at}; expected protect stages after it")
+                r.add(
+                    path,
+                    f"is not allowed before the promote stage {promote_at}; expected protect stages after it",
+                )
         elif first_flag and not promote_at and stage.kind in (*TRAFFIC_STAGES, "preview"):
-            r.add(path, f"is not allowed after the flag stage {first_flag}; expected abtest, canary, bluegreen and "
-                        "preview stages before it (the implicit promote stage goes right before the first flag stage)")
+            r.add(
+                path,
+                f"is not allowed after the flag stage {first_flag}; expected abtest, canary, bluegreen and "
+                "preview stages before it (the implicit promote stage goes right before the first flag stage)",
+            )
         elif first_protect and not promote_at:
-            r.add(path, f"is not allowed after the protect stage {first_protect}; expected protect stages last "
-                        "(the implicit promote stage goes right before them)")
+            r.add(
+                path,
+                f"is not allowed after the protect stage {first_protect}; expected protect stages last "
+                "(the implicit promote stage goes right before them)",
+            )
 
 
 def _index(path: str) -> int:
@@ -396,4 +511,3 @@ def read_stages(r: Reader, spec: Mapping[str, Any], has_analysis: bool) -> tuple
         parsed.append((join(path, kind), _STAGE_PARSERS[kind](r, body, join(path, kind), has_analysis)))
     _order_rules(r, parsed)
     return with_implicit_promote([s for _, s in parsed])
-

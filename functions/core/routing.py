@@ -34,8 +34,9 @@ from functions.errors import ConfigError
 
 Problem = tuple[str, str]  # (field path, message)
 Need = tuple[str, str, Any]  # (field path, feature, the policy node that needs it)
-OptionKind = Literal["name", "names", "text", "port", "integer", "number", "boolean", "choice", "mapping",
-                     "object-ref", "any"]  # fmt: skip
+OptionKind = Literal[
+    "name", "names", "text", "port", "integer", "number", "boolean", "choice", "mapping", "object-ref", "any"
+]
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")  # a Kubernetes object name (DNS-1123 subdomain)
 _EXPECTED: dict[str, str] = {
     "name": "a Kubernetes object name (lower-case letters, digits, '-' and '.')",

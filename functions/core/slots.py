@@ -101,5 +101,11 @@ def new_slot(template: str, version: str, image: str) -> Slot:
 
 def clash(slot: Slot, slots: tuple[Slot, ...]) -> Slot | None:
     """The existing slot of another version that has `slot`'s Deployment or subset, if any."""
-    return next((s for s in slots if s.version != slot.version and
-                 (s.workload == slot.workload or s.subset == slot.subset)), None)  # fmt: skip
+    return next(
+        (
+            s
+            for s in slots
+            if s.version != slot.version and (s.workload == slot.workload or s.subset == slot.subset)
+        ),
+        None,
+    )

@@ -43,7 +43,9 @@ def ensure_canary(tx: Tx) -> None:
         tx.effect("deploy-canary", image=rel.target.image, version=rel.target.version)
         # the counters as read before the canary's first request are the guard's baseline (guard.wants_totals)
         totals = tx.obs.totals
-        baseline = Evidence(wave=rel.wave, base=totals, at=tx.now_iso) if totals and totals.status == "ok" else None
+        baseline = (
+            Evidence(wave=rel.wave, base=totals, at=tx.now_iso) if totals and totals.status == "ok" else None
+        )
         tx.update(canary_deployed=True, canary_share="", evidence=baseline)
 
 
@@ -53,7 +55,9 @@ def set_weight(tx: Tx, weight: int, reason: str, planned: int = 0) -> None:
     rel = tx.release
     tx.update(weight=weight, planned_weight=planned)
     salt = rel.id if any(m.kind == "user-hash" and not m.salt for m in rel.match) else ""
-    share = None if rel.match and weight < 100 else weight  # a match route's share is unknown; 100 is everyone
+    share = (
+        None if rel.match and weight < 100 else weight
+    )  # a match route's share is unknown; 100 is everyone
     first = grows(rel.canary_share, share)  # a canary about to carry more is sized for it first
     if first:
         follow_share(tx, share)
@@ -68,8 +72,11 @@ def set_planned(tx: Tx, planned: int, reason: str) -> None:
     rel = tx.release
     weight = allowed(tx.policy, rel.evidence, planned)
     if weight < planned:
-        why = rel.evidence.cap_reason if rel.evidence is not None and rel.evidence.cap else (
-            f"probe weight {weight}%: no evidence about the canary yet")  # fmt: skip
+        why = (
+            rel.evidence.cap_reason
+            if rel.evidence is not None and rel.evidence.cap
+            else (f"probe weight {weight}%: no evidence about the canary yet")
+        )
         reason = f"{reason}: {weight}% of the planned {planned}% ({why})"
     set_weight(tx, weight, reason, planned)
 
@@ -122,10 +129,21 @@ def enter_preview(tx: Tx, stage: Stage) -> bool:
         return True  # the preview environment is shared by all waves
     if stage.migration:
         m = stage.migration
-        tx.effect("run-migration", job=f"{m.name}-{rel.id}", image=m.image or rel.target.image, command=m.command,
-                  version=rel.target.version)  # fmt: skip
-    tx.effect("deploy-preview", image=rel.target.image, version=rel.target.version,
-              environment=stage.environment, namespace=stage.namespace, workload=stage.workload)  # fmt: skip
+        tx.effect(
+            "run-migration",
+            job=f"{m.name}-{rel.id}",
+            image=m.image or rel.target.image,
+            command=m.command,
+            version=rel.target.version,
+        )
+    tx.effect(
+        "deploy-preview",
+        image=rel.target.image,
+        version=rel.target.version,
+        environment=stage.environment,
+        namespace=stage.namespace,
+        workload=stage.workload,
+    )
     return False  # complete once its effects are applied (see tick_preview)
 
 
@@ -201,8 +219,13 @@ def enter_bluegreen(tx: Tx, stage: Stage) -> bool:
     set_weight(tx, 0, f"blue-green: green deployed, no user traffic yet{reached}")
     if traffic is not None and traffic.load_test is not None:  # the preview's own load test, once
         load = traffic.load_test
-        start_load(tx, load, load.duration or stage.preview, {traffic.header: rel.id},
-                   f"{rel.id}-preview" + (f"-{rel.wave}" if rel.wave else ""))
+        start_load(
+            tx,
+            load,
+            load.duration or stage.preview,
+            {traffic.header: rel.id},
+            f"{rel.id}-preview" + (f"-{rel.wave}" if rel.wave else ""),
+        )
     else:  # or the load hook's, sending the preview header when there is one
         keep_fed(tx)
     tx.set_timer("stage", stage.preview)
@@ -231,7 +254,9 @@ def enter_promote(tx: Tx, stage: Stage) -> bool:
         follow_share(tx, 100)  # the warm previous version can take all traffic back at once
         tx.set_state(warm=rel.origin, warm_until=tx.due(stage.keep_previous))
         analysis = tx.policy.analysis
-        tx.update(watching=True, analysing=analysis is not None and bool(watch_checks(analysis)), passes_in_step=0)
+        tx.update(
+            watching=True, analysing=analysis is not None and bool(watch_checks(analysis)), passes_in_step=0
+        )
         tx.set_timer("watch", stage.keep_previous)
         return False
     tx.effect("scale-down-canary")
@@ -329,7 +354,12 @@ def fire_watch(tx: Tx, stage: Stage) -> bool:
     return True
 
 
-FIRE: dict[str, StageRule] = {"step": fire_step, "linear": fire_linear, "stage": fire_stage, "watch": fire_watch}
+FIRE: dict[str, StageRule] = {
+    "step": fire_step,
+    "linear": fire_linear,
+    "stage": fire_stage,
+    "watch": fire_watch,
+}
 
 
 def record_verdict(tx: Tx, verdict: object) -> None:

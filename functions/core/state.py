@@ -60,7 +60,9 @@ class Version:
 @value
 class Actor:
     user: str = "graylane"
-    via: str = "system"  # system | cli | api | console | slack | dingtalk | feishu | wecom | alertmanager | registry
+    via: str = (
+        "system"  # system | cli | api | console | slack | dingtalk | feishu | wecom | alertmanager | registry
+    )
     channel: str = ""
 
 
@@ -154,7 +156,9 @@ class HistoryEntry:
     event: str  # the catalog type (or "timer") that caused the transition
     event_id: str = ""
     release: str = ""
-    action: str = ""  # started | stage | step | gate-waiting | approved | rejected | promoted | rolled-back | ...
+    action: str = (
+        ""  # started | stage | step | gate-waiting | approved | rejected | promoted | rolled-back | ...
+    )
     phase_from: str = ""
     phase_to: str = ""
     stage: int = -1
@@ -184,7 +188,9 @@ class AppState:
     release: Release | None = None
     routes: RoutePlan = STABLE_ONLY  # desired traffic
     routed: Routed = Routed()  # per-version model: the versions `routes` is between, the subsets kept
-    slots: tuple[Slot, ...] = ()  # per-version model: every version's Deployment that exists, least recently used first
+    slots: tuple[
+        Slot, ...
+    ] = ()  # per-version model: every version's Deployment that exists, least recently used first
     protection: Protection = Protection()  # desired protection
     flags: tuple[FlagPlan, ...] = ()  # desired exposure of the feature flags flag stages roll out
     base_protection: Protection = Protection()  # what the protect stage set, before alert tightening

@@ -31,15 +31,27 @@ from functions.core.state import (
 )
 
 # transitions worth telling people about; each also becomes a notify effect when the policy has notifiers
-NOTIFY = frozenset({
-    ev.RELEASE_STARTED, ev.RELEASE_STEP, ev.GATE_WAITING, ev.RELEASE_PROMOTED, ev.RELEASE_SUCCEEDED,
-    ev.RELEASE_ROLLED_BACK, ev.RELEASE_FROZEN, ev.RELEASE_FAILED, ev.RELEASE_PAUSED, ev.RELEASE_ABORTED,
-    ev.PROTECTION_CHANGED,
-})  # fmt: skip
+NOTIFY = frozenset(
+    {
+        ev.RELEASE_STARTED,
+        ev.RELEASE_STEP,
+        ev.GATE_WAITING,
+        ev.RELEASE_PROMOTED,
+        ev.RELEASE_SUCCEEDED,
+        ev.RELEASE_ROLLED_BACK,
+        ev.RELEASE_FROZEN,
+        ev.RELEASE_FAILED,
+        ev.RELEASE_PAUSED,
+        ev.RELEASE_ABORTED,
+        ev.PROTECTION_CHANGED,
+    }
+)
 
 
 class Tx:
-    def __init__(self, policy: Policy, state: AppState, event: Event, now: datetime, obs: Observation) -> None:
+    def __init__(
+        self, policy: Policy, state: AppState, event: Event, now: datetime, obs: Observation
+    ) -> None:
         self.policy = policy
         self.state = state
         self.event = event
@@ -109,8 +121,11 @@ class Tx:
         """Desire `plan` (per-version model: between `versions`, by default the ones routed now); emits a
         set-routes effect only when it differs from what is desired now."""
         versions = self.state.routed if versions is None else versions
-        if plan == self.state.routes and versions == self.state.routed and \
-                not any(e.kind == "set-routes" for e in self.effects):
+        if (
+            plan == self.state.routes
+            and versions == self.state.routed
+            and not any(e.kind == "set-routes" for e in self.effects)
+        ):
             return
         cluster = self.cluster(wave) if self.rel and self.policy.waves else ""
         extra = {"versions": versions} if self.policy.workload.per_version else {}
@@ -145,7 +160,11 @@ class Tx:
             return
         self.set_state(protection=protection)
         self.effect("set-protection", protection=protection)
-        data: dict[str, Any] = {"app": self.policy.app, "reason": reason, "alerts": [a.fingerprint for a in self.state.alerts]}
+        data: dict[str, Any] = {
+            "app": self.policy.app,
+            "reason": reason,
+            "alerts": [a.fingerprint for a in self.state.alerts],
+        }
         if protection.rate_limit:
             rl = protection.rate_limit
             data["rateLimit"] = {"average": rl.average, "burst": rl.burst, "period": rl.period}
@@ -160,11 +179,16 @@ class Tx:
         if release and self.rel is not None:
             rel = self.rel
             data = {
-                "release": rel.id, "app": self.policy.app, "phase": rel.phase.value, "stage": rel.stage,
-                "step": rel.step, "weight": rel.weight, "wave": rel.wave,
+                "release": rel.id,
+                "app": self.policy.app,
+                "phase": rel.phase.value,
+                "stage": rel.stage,
+                "step": rel.step,
+                "weight": rel.weight,
+                "wave": rel.wave,
                 "target": {"version": rel.target.version, "image": rel.target.image},
                 "origin": {"version": rel.origin.version, "image": rel.origin.image},
-            }  # fmt: skip
+            }
             if self.actor is not None:
                 data["by"] = {"user": self.actor.user, "via": self.actor.via, "channel": self.actor.channel}
         data.update(extra or {})

@@ -24,8 +24,11 @@ def value(cls: C) -> C:
     if cls.__bases__ != (object,):
         raise TypeError(f"@value class {cls.__qualname__} must not inherit (its fields would not be slots)")
     namespace = {k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")}
-    fields = tuple(_field(cls, name, annotation, namespace) for name, annotation in
-                   cls.__dict__.get("__annotations__", {}).items() if not _is_classvar(annotation))  # fmt: skip
+    fields = tuple(
+        _field(cls, name, annotation, namespace)
+        for name, annotation in cls.__dict__.get("__annotations__", {}).items()
+        if not _is_classvar(annotation)
+    )
     names = tuple(f.name for f in fields)
     _check_order(cls, fields)
     key = _key(names)
@@ -36,7 +39,9 @@ def value(cls: C) -> C:
         __init__=_compiled_on_first_use(fields),
         __setattr__=_frozen_setattr,
         __delattr__=_frozen_delattr,
-        __eq__=lambda self, other: key(self) == key(other) if other.__class__ is self.__class__ else NotImplemented,
+        __eq__=lambda self, other: (
+            key(self) == key(other) if other.__class__ is self.__class__ else NotImplemented
+        ),
         __hash__=lambda self: hash(key(self)),
         __repr__=lambda self: _repr(self, names),
         __reduce__=lambda self: (self.__class__, key(self)),  # copy and pickle without __setattr__
@@ -59,7 +64,9 @@ def _field(cls: type, name: str, annotation: Any, namespace: dict[str, Any]) -> 
     default = namespace.pop(name, _MISSING)
     if isinstance(default, list | dict | set):  # shared by every instance: the dataclasses rule
         raise ValueError(f"@value class {cls.__qualname__}: mutable default for {name}; use default_factory")
-    f: dataclasses.Field[Any] = default if isinstance(default, dataclasses.Field) else dataclasses.field(default=default)
+    f: dataclasses.Field[Any] = (
+        default if isinstance(default, dataclasses.Field) else dataclasses.field(default=default)
+    )
     f.name, f.type = name, annotation
     f._field_type = dataclasses._FIELD  # type: ignore[attr-defined]  # what dataclasses.fields() lists
     return f
@@ -81,7 +88,9 @@ def _check_order(cls: type, fields: tuple[dataclasses.Field[Any], ...]) -> None:
         if f.default is not _MISSING or f.default_factory is not _MISSING:
             defaulted = defaulted or f.name
         elif defaulted:
-            raise TypeError(f"@value class {cls.__qualname__}: field {f.name} without a default follows {defaulted}")
+            raise TypeError(
+                f"@value class {cls.__qualname__}: field {f.name} without a default follows {defaulted}"
+            )
 
 
 def _compiled_on_first_use(fields: tuple[dataclasses.Field[Any], ...]) -> Callable[..., None]:

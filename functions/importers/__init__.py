@@ -29,8 +29,9 @@ FLAGGER_GROUP = "flagger.app/"
 def importable(obj: Mapping[str, Any]) -> bool:
     """A Rollout or a Canary: an object `convert` turns into a policy."""
     api = text(obj.get("apiVersion"))
-    return (api.startswith(ARGO_GROUP) and obj.get("kind") == argo.ROLLOUT) or \
-        (api.startswith(FLAGGER_GROUP) and obj.get("kind") == flagger.CANARY)
+    return (api.startswith(ARGO_GROUP) and obj.get("kind") == argo.ROLLOUT) or (
+        api.startswith(FLAGGER_GROUP) and obj.get("kind") == flagger.CANARY
+    )
 
 
 def convert(objects: Iterable[Any]) -> list[Imported]:
@@ -71,7 +72,9 @@ def _valid(item: Imported) -> Imported:
         dropped = stages.pop(stage)["abtest"]
         if not any(kind in s for s in stages for kind in ("canary", "bluegreen", "abtest")):
             stages.insert(stage, {"bluegreen": {"preview": dropped.get("duration", "0s")}})
-            notes.append(Note("", f"the A/B test is not expressed ({reasons}): its time runs as a blue/green preview"))
+            notes.append(
+                Note("", f"the A/B test is not expressed ({reasons}): its time runs as a blue/green preview")
+            )
             notes += [Note("", message) for message in measurable(doc["spec"])]
         else:
             notes.append(Note("", f"the A/B stage from the source is not expressed: {reasons}"))
@@ -82,5 +85,5 @@ def _stage_index(path: str) -> int | None:
     prefix = "spec.stages["
     if not path.startswith(prefix):
         return None
-    index = path[len(prefix):].split("]", 1)[0]
+    index = path[len(prefix) :].split("]", 1)[0]
     return int(index) if index.isdigit() else None

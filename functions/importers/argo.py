@@ -61,15 +61,22 @@ _UNSUPPORTED_ROUTERS = ("smi", "alb", "ambassador", "apisix", "appMesh", "kong",
 _CONDITION = re.compile(r"\s*result(?:\[0\])?\s*(>=|<=|==|>|<)\s*(-?[0-9.]+(?:[eE]-?[0-9]+)?)\s*")
 
 
-def convert(rollout: Mapping[str, Any], templates: Mapping[tuple[str, str], Mapping[str, Any]],
-            objects: Sequence[Mapping[str, Any]] = ()) -> Imported:
+def convert(
+    rollout: Mapping[str, Any],
+    templates: Mapping[tuple[str, str], Mapping[str, Any]],
+    objects: Sequence[Mapping[str, Any]] = (),
+) -> Imported:
     """The policy for one Rollout; `templates` by (kind, name); `objects` the other files' objects (Ingresses...)."""
     return _Rollout(rollout, templates, list(objects)).convert()
 
 
 class _Rollout:
-    def __init__(self, rollout: Mapping[str, Any], templates: Mapping[tuple[str, str], Mapping[str, Any]],
-                 objects: list[Mapping[str, Any]]) -> None:
+    def __init__(
+        self,
+        rollout: Mapping[str, Any],
+        templates: Mapping[tuple[str, str], Mapping[str, Any]],
+        objects: list[Mapping[str, Any]],
+    ) -> None:
         self.obj = rollout
         self.meta = mapping(rollout.get("metadata"))
         self.name = text(self.meta.get("name")) or "rollout"
@@ -97,15 +104,20 @@ class _Rollout:
         elif "blueGreen" in strategy:
             spec["router"], spec["stages"] = self._blue_green(mapping(strategy.get("blueGreen")))
         else:
-            self.notes.add("spec.strategy", "no canary or blueGreen strategy: a one-step canary to 100% is assumed")
+            self.notes.add(
+                "spec.strategy", "no canary or blueGreen strategy: a one-step canary to 100% is assumed"
+            )
             spec["router"] = self._fallback_router({}, "no traffic routing")
             spec["stages"] = [{"canary": {"steps": [{"weight": 100, "pause": "0s"}]}}]
         spec["analysis"] = self._analysis_section()
         history = self.spec.get("revisionHistoryLimit")
         if isinstance(history, int) and not isinstance(history, bool) and 0 <= history <= 100:
             spec["revisionHistory"] = history
-        return Imported(f"Rollout {self.namespace}/{self.name}", policy_document(self.name, self.namespace, spec, self.notes),
-                        tuple(self.notes.items))
+        return Imported(
+            f"Rollout {self.namespace}/{self.name}",
+            policy_document(self.name, self.namespace, spec, self.notes),
+            tuple(self.notes.items),
+        )
 
     def _image(self) -> str:
         template = mapping(self.spec.get("template"))
@@ -116,15 +128,20 @@ class _Rollout:
         repository = image_repository(image)
         if not repository:
             repository = f"registry.example.com/{self.namespace}/{self.name}"
-            self.notes.add("spec.template.spec.containers[0].image",
-                           f"no image found: spec.image.repository is the placeholder {repository}, set it")
+            self.notes.add(
+                "spec.template.spec.containers[0].image",
+                f"no image found: spec.image.repository is the placeholder {repository}, set it",
+            )
         return repository
 
     def _workload(self) -> dict[str, Any]:
         container = text(first_container(mapping(self.spec.get("template"))).get("name"))
-        self.notes.add("spec", f"graylane runs the pod template as two Deployments, {self.name} (stable) and "
-                               f"{self.name}-canary, instead of the Rollout's ReplicaSets: replace the Rollout "
-                               "with a Deployment of the same template")
+        self.notes.add(
+            "spec",
+            f"graylane runs the pod template as two Deployments, {self.name} (stable) and "
+            f"{self.name}-canary, instead of the Rollout's ReplicaSets: replace the Rollout "
+            "with a Deployment of the same template",
+        )
         return compact({"name": self.name, "canary": f"{self.name}-canary", "container": container})
 
     # -- traffic routing -------------------------------------------------------------------------------------
@@ -135,44 +152,76 @@ class _Rollout:
         path = "spec.strategy.canary.trafficRouting"
         for key in ("managedRoutes",):
             if key in routing:
-                self.notes.add(f"{path}.{key}", "graylane manages its own routes (graylane-match, graylane-primary): "
-                                                "the named routes are not used")
+                self.notes.add(
+                    f"{path}.{key}",
+                    "graylane manages its own routes (graylane-match, graylane-primary): "
+                    "the named routes are not used",
+                )
         if "nginx" in routing:
             nginx = mapping(routing["nginx"])
             ingress = text(nginx.get("stableIngress")) or next(iter(seq(nginx.get("stableIngresses"))), "")
             for key in ("additionalIngressAnnotations", "annotationPrefix", "canaryIngressAnnotations"):
                 if key in nginx:
-                    self.notes.add(f"{path}.nginx.{key}", "not expressed: graylane writes the canary Ingress's "
-                                                          "annotations itself")
+                    self.notes.add(
+                        f"{path}.nginx.{key}",
+                        "not expressed: graylane writes the canary Ingress's annotations itself",
+                    )
             if len(seq(nginx.get("stableIngresses"))) > 1:
-                self.notes.add(f"{path}.nginx.stableIngresses", "graylane steers one Ingress: only the first is used")
-            return compact({"provider": "nginx", "stableIngress": ingress, **services, "host": ingress_host(self.objects, ingress)})
+                self.notes.add(
+                    f"{path}.nginx.stableIngresses", "graylane steers one Ingress: only the first is used"
+                )
+            return compact(
+                {
+                    "provider": "nginx",
+                    "stableIngress": ingress,
+                    **services,
+                    "host": ingress_host(self.objects, ingress),
+                }
+            )
         if "istio" in routing:
             return self._istio(mapping(routing["istio"]), stable, canary_svc, f"{path}.istio")
         if "traefik" in routing:
             traefik = mapping(routing["traefik"])
-            return compact({"provider": "traefik", "traefikService": text(traefik.get("weightedTraefikServiceName")),
-                            **services})
+            return compact(
+                {
+                    "provider": "traefik",
+                    "traefikService": text(traefik.get("weightedTraefikServiceName")),
+                    **services,
+                }
+            )
         plugins = mapping(routing.get("plugins"))
         if GATEWAY_PLUGIN in plugins:
             gateway = mapping(plugins[GATEWAY_PLUGIN])
-            route = text(gateway.get("httpRoute")) or text(mapping(next(iter(seq(gateway.get("httpRoutes"))), {})).get("name")
-                                                           if seq(gateway.get("httpRoutes")) else "")
+            route = text(gateway.get("httpRoute")) or text(
+                mapping(next(iter(seq(gateway.get("httpRoutes"))), {})).get("name")
+                if seq(gateway.get("httpRoutes"))
+                else ""
+            )
             return compact({"provider": "gateway-api", "httpRoute": route or self.name, **services})
         used = next((k for k in _UNSUPPORTED_ROUTERS if k in routing), "")
         if used == "smi":
             smi = mapping(routing["smi"])
             split = text(smi.get("trafficSplitName")) or self.name
-            self.notes.add(f"{path}.smi", f"SMI TrafficSplit is not a graylane router (SMI's successor is the Gateway "
-                                          f"API): the policy uses router gateway-api with an HTTPRoute {split} over "
-                                          "the same Services; create it, or change the router")
+            self.notes.add(
+                f"{path}.smi",
+                f"SMI TrafficSplit is not a graylane router (SMI's successor is the Gateway "
+                f"API): the policy uses router gateway-api with an HTTPRoute {split} over "
+                "the same Services; create it, or change the router",
+            )
             return compact({"provider": "gateway-api", "httpRoute": split, **services})
-        return self._fallback_router(services, f"traffic router {used}" if used else "no trafficRouting", path)
+        return self._fallback_router(
+            services, f"traffic router {used}" if used else "no trafficRouting", path
+        )
 
-    def _fallback_router(self, services: dict[str, Any], what: str, path: str = "spec.strategy") -> dict[str, Any]:
-        self.notes.add(path, f"{what}: graylane needs a traffic router it has (traefik, istio, gateway-api, nginx, "
-                             f"haproxy); the policy uses {FALLBACK_ROUTER} with an HTTPRoute {self.name} over the "
-                             "same Services: change it to yours")
+    def _fallback_router(
+        self, services: dict[str, Any], what: str, path: str = "spec.strategy"
+    ) -> dict[str, Any]:
+        self.notes.add(
+            path,
+            f"{what}: graylane needs a traffic router it has (traefik, istio, gateway-api, nginx, "
+            f"haproxy); the policy uses {FALLBACK_ROUTER} with an HTTPRoute {self.name} over the "
+            "same Services: change it to yours",
+        )
         return compact({"provider": FALLBACK_ROUTER, "httpRoute": self.name, **services})
 
     def _istio(self, istio: Mapping[str, Any], stable: str, canary: str, path: str) -> dict[str, Any]:
@@ -180,31 +229,47 @@ class _Rollout:
         if not vs and seq(istio.get("virtualServices")):
             vs = mapping(seq(istio.get("virtualServices"))[0])
             if len(seq(istio.get("virtualServices"))) > 1:
-                self.notes.add(f"{path}.virtualServices", "graylane steers one VirtualService: only the first is used")
+                self.notes.add(
+                    f"{path}.virtualServices", "graylane steers one VirtualService: only the first is used"
+                )
         name = text(vs.get("name")) or self.name
         if seq(vs.get("routes")) or seq(vs.get("tlsRoutes")) or seq(vs.get("tcpRoutes")):
-            self.notes.add(f"{path}.virtualService.routes", "graylane writes its own HTTP routes graylane-primary "
-                                                            "(and graylane-match) first in the VirtualService: the "
-                                                            "named routes are left as they are")
+            self.notes.add(
+                f"{path}.virtualService.routes",
+                "graylane writes its own HTTP routes graylane-primary "
+                "(and graylane-match) first in the VirtualService: the "
+                "named routes are left as they are",
+            )
         rule = mapping(istio.get("destinationRule"))
         host = stable or self._service_for(name) or self.name
         router: dict[str, Any] = {"provider": "istio", "virtualService": name, "host": host}
         if rule:
-            router |= compact({"destinationRule": text(rule.get("name")),
-                               "stableSubset": text(rule.get("stableSubsetName")),
-                               "canarySubset": text(rule.get("canarySubsetName"))})
+            router |= compact(
+                {
+                    "destinationRule": text(rule.get("name")),
+                    "stableSubset": text(rule.get("stableSubsetName")),
+                    "canarySubset": text(rule.get("canarySubsetName")),
+                }
+            )
         else:
-            self.notes.add(path, f"host-level splitting between Services {stable or '?'} and {canary or '?'} is not "
-                                 f"expressed: graylane's istio router splits one host ({host}) between DestinationRule "
-                                 "subsets stable and canary (labels app: <workload>); set destinationRule and the "
-                                 "subsets")
+            self.notes.add(
+                path,
+                f"host-level splitting between Services {stable or '?'} and {canary or '?'} is not "
+                f"expressed: graylane's istio router splits one host ({host}) between DestinationRule "
+                "subsets stable and canary (labels app: <workload>); set destinationRule and the "
+                "subsets",
+            )
         gateways = self._vs_gateways(name)
         if gateways:
             router["gateways"] = gateways
         return router
 
     def _vs_gateways(self, name: str) -> list[str]:
-        return [g for g in seq(find(self.objects, "VirtualService", name).get("gateways")) if isinstance(g, str) and g]
+        return [
+            g
+            for g in seq(find(self.objects, "VirtualService", name).get("gateways"))
+            if isinstance(g, str) and g
+        ]
 
     def _service_for(self, vs_name: str) -> str:
         for route in seq(find(self.objects, "VirtualService", vs_name).get("http")):
@@ -223,46 +288,83 @@ class _Rollout:
             self._templates(background, "spec.strategy.canary.analysis")
             raw = background.get("startingStep", 0)
             start = raw if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0 else 0
-        for key in ("maxSurge", "maxUnavailable", "dynamicStableScale", "scaleDownDelaySeconds", "antiAffinity",
-                    "canaryMetadata", "stableMetadata", "abortScaleDownDelaySeconds", "minPodsPerReplicaSet"):
+        for key in (
+            "maxSurge",
+            "maxUnavailable",
+            "dynamicStableScale",
+            "scaleDownDelaySeconds",
+            "antiAffinity",
+            "canaryMetadata",
+            "stableMetadata",
+            "abortScaleDownDelaySeconds",
+            "minPodsPerReplicaSet",
+        ):
             if key in canary:
-                self.notes.add(f"spec.strategy.canary.{key}", "not expressed: graylane scales the canary Deployment "
-                                                              "like the stable one")
+                self.notes.add(
+                    f"spec.strategy.canary.{key}",
+                    "not expressed: graylane scales the canary Deployment like the stable one",
+                )
         if not steps:
-            self.notes.add("spec.strategy.canary.steps", "no steps: Argo goes straight to 100 %; so does this policy")
+            self.notes.add(
+                "spec.strategy.canary.steps", "no steps: Argo goes straight to 100 %; so does this policy"
+            )
             return [{"canary": {"steps": [{"weight": 100, "pause": "0s"}], "analysis": start == 0}}]
         return _Steps(self, steps, start, router).stages()
 
     # -- blue-green ----------------------------------------------------------------------------------------
     def _blue_green(self, bg: Mapping[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         path = "spec.strategy.blueGreen"
-        services = compact({"stableService": text(bg.get("activeService")), "canaryService": text(bg.get("previewService"))})
-        router = self._fallback_router(services, "blue-green switches Service selectors, not a traffic router", path)
+        services = compact(
+            {"stableService": text(bg.get("activeService")), "canaryService": text(bg.get("previewService"))}
+        )
+        router = self._fallback_router(
+            services, "blue-green switches Service selectors, not a traffic router", path
+        )
         pre, post = mapping(bg.get("prePromotionAnalysis")), mapping(bg.get("postPromotionAnalysis"))
         if pre:
             self._templates(pre, f"{path}.prePromotionAnalysis")
-            self.notes.add(f"{path}.prePromotionAnalysis", "graylane's checks read the router's traffic to green: before "
-                                                           "the switch it gets none, so send test traffic through the "
-                                                           "canary Service for them to pass")
+            self.notes.add(
+                f"{path}.prePromotionAnalysis",
+                "graylane's checks read the router's traffic to green: before "
+                "the switch it gets none, so send test traffic through the "
+                "canary Service for them to pass",
+            )
         stages: list[dict[str, Any]] = []
         auto = bg.get("autoPromotionEnabled", True) is not False
         wait = seconds(bg.get("autoPromotionSeconds")) or 0.0
         if not auto:
             stages += [{"preview": {"environment": "preview"}}, {"approval": {"name": "promote"}}]
-            self.notes.add(f"{path}.autoPromotionEnabled", f"the preview runs as its own Deployment {self.name}-preview "
-                                                           "(point the preview Service at it) and the switch waits at "
-                                                           "gate promote")
-        stages.append({"bluegreen": compact({"preview": duration(wait) if wait else None,
-                                             "analysis": None if pre else False})})
+            self.notes.add(
+                f"{path}.autoPromotionEnabled",
+                f"the preview runs as its own Deployment {self.name}-preview "
+                "(point the preview Service at it) and the switch waits at "
+                "gate promote",
+            )
+        stages.append(
+            {
+                "bluegreen": compact(
+                    {"preview": duration(wait) if wait else None, "analysis": None if pre else False}
+                )
+            }
+        )
         if post:
             self._templates(post, f"{path}.postPromotionAnalysis")
             delay = seconds(bg.get("scaleDownDelaySeconds"))
             keep = delay if delay is not None else 30.0
             stages.append({"promote": {"keepPrevious": duration(keep)}})
-            self.notes.add(f"{path}.postPromotionAnalysis", f"runs as graylane's post-promotion watch for {duration(keep)} "
-                                                            "(scaleDownDelaySeconds) with the previous version kept warm")
-        for key in ("previewReplicaCount", "antiAffinity", "scaleDownDelayRevisionLimit", "previewMetadata",
-                    "activeMetadata", "abortScaleDownDelaySeconds"):
+            self.notes.add(
+                f"{path}.postPromotionAnalysis",
+                f"runs as graylane's post-promotion watch for {duration(keep)} "
+                "(scaleDownDelaySeconds) with the previous version kept warm",
+            )
+        for key in (
+            "previewReplicaCount",
+            "antiAffinity",
+            "scaleDownDelayRevisionLimit",
+            "previewMetadata",
+            "activeMetadata",
+            "abortScaleDownDelaySeconds",
+        ):
             if key in bg:
                 self.notes.add(f"{path}.{key}", "not expressed")
         return router, stages
@@ -278,7 +380,9 @@ class _Rollout:
             name = text(ref.get("templateName"))
             template = self.templates.get((kind, name))
             if template is None:
-                self.notes.add(where, f"{kind} {name!r} was not among the files: its metrics are not imported")
+                self.notes.add(
+                    where, f"{kind} {name!r} was not among the files: its metrics are not imported"
+                )
                 continue
             self._template(template, args, f"{kind} {name}")
         for key in ("dryRun", "measurementRetention"):
@@ -298,8 +402,11 @@ class _Rollout:
             resolved = self._field(field) if field else None
             if resolved is None:
                 what = f"fieldRef {field}" if field else next(iter(source), "no value")
-                self.notes.add(f"{path}[{i}]", f"argument {name} comes from {what}, which graylane cannot supply: "
-                                               "metrics using it are not imported")
+                self.notes.add(
+                    f"{path}[{i}]",
+                    f"argument {name} comes from {what}, which graylane cannot supply: "
+                    "metrics using it are not imported",
+                )
             out[name] = resolved
         return out
 
@@ -326,7 +433,9 @@ class _Rollout:
         for i, metric in enumerate(seq(spec.get("metrics"))):
             self._metric(mapping(metric), known, f"{source}: spec.metrics[{i}]")
         if seq(spec.get("dryRun")):
-            self.notes.add(f"{source}: spec.dryRun", "graylane has no dry-run metrics: those metrics judge for real")
+            self.notes.add(
+                f"{source}: spec.dryRun", "graylane has no dry-run metrics: those metrics judge for real"
+            )
 
     def _metric(self, metric: Mapping[str, Any], known: Mapping[str, str], path: str) -> None:
         name = text(metric.get("name"))
@@ -334,15 +443,20 @@ class _Rollout:
         prometheus = mapping(provider.get("prometheus"))
         if not prometheus:
             kinds = ", ".join(sorted(provider)) or "none"
-            self.notes.add(path, f"metric {name!r}: provider {kinds} is not expressed (graylane reads Prometheus)")
+            self.notes.add(
+                path, f"metric {name!r}: provider {kinds} is not expressed (graylane reads Prometheus)"
+            )
             return
         query, missing = substitute(text(prometheus.get("query")), known)
         if not query:
             self.notes.add(path, f"metric {name!r} has no query")
             return
         if missing:
-            self.notes.add(path, f"metric {name!r}: {', '.join('{{' + m + '}}' for m in missing)} cannot be "
-                                 "resolved: the metric is not imported")
+            self.notes.add(
+                path,
+                f"metric {name!r}: {', '.join('{{' + m + '}}' for m in missing)} cannot be "
+                "resolved: the metric is not imported",
+            )
             return
         bounds = self._bounds(metric, path, name)
         if bounds is None:
@@ -354,14 +468,20 @@ class _Rollout:
             if key in prometheus:
                 self.notes.add(f"{path}.provider.prometheus.{key}", "not expressed")
         self._stable_ingress_query(query, path, name)
-        if any(m["query"] == query and all(m.get(k) == bounds.get(k) for k in ("min", "max")) for m in self.metrics):
+        if any(
+            m["query"] == query and all(m.get(k) == bounds.get(k) for k in ("min", "max"))
+            for m in self.metrics
+        ):
             return  # the same check named twice (pre- and post-promotion, background and inline)
         check = {"name": self._unique(dns_label(name)), "query": query, "judge": "threshold", **bounds}
         self.metrics.append(check)
         interval = seconds(metric.get("interval"))
         if interval:
             self.intervals.append(interval)
-        for key, limits in (("failureLimit", self.failure_limits), ("inconclusiveLimit", self.inconclusive_limits)):
+        for key, limits in (
+            ("failureLimit", self.failure_limits),
+            ("inconclusiveLimit", self.inconclusive_limits),
+        ):
             raw = metric.get(key)
             if raw is not None:
                 limit = int(raw) if str(raw).isdigit() else None
@@ -370,21 +490,29 @@ class _Rollout:
                 else:
                     limits.append(limit)
         if "count" in metric:
-            self.notes.add(f"{path}.count", f"metric {name!r}: graylane measures every interval while the stage "
-                                            "runs, not a fixed count")
+            self.notes.add(
+                f"{path}.count",
+                f"metric {name!r}: graylane measures every interval while the stage runs, not a fixed count",
+            )
         for key in ("initialDelay", "consecutiveErrorLimit", "consecutiveSuccessLimit"):
             if key in metric:
-                self.notes.add(f"{path}.{key}", f"metric {name!r}: not expressed (graylane's minRequests and "
-                                                "inconclusiveLimit guard a thin or failing measurement)")
+                self.notes.add(
+                    f"{path}.{key}",
+                    f"metric {name!r}: not expressed (graylane's minRequests and "
+                    "inconclusiveLimit guard a thin or failing measurement)",
+                )
 
     def _stable_ingress_query(self, query: str, path: str, name: str) -> None:
         """ingress-nginx labels requests by Ingress: a query on the stable Ingress measures stable traffic."""
         routing = mapping(mapping(mapping(self.spec.get("strategy")).get("canary")).get("trafficRouting"))
         stable = text(mapping(routing.get("nginx")).get("stableIngress"))
         if stable and re.search(r'ingress\s*=\s*"' + re.escape(stable) + '"', query):
-            self.notes.add(path, f"metric {name!r} selects ingress=\"{stable}\", the stable Ingress: graylane's canary "
-                                 f"Ingress is {stable}-canary (Argo's is another one too), so as written it measures "
-                                 "the stable version; the built-in template success-rate measures the canary")
+            self.notes.add(
+                path,
+                f'metric {name!r} selects ingress="{stable}", the stable Ingress: graylane\'s canary '
+                f"Ingress is {stable}-canary (Argo's is another one too), so as written it measures "
+                "the stable version; the built-in template success-rate measures the canary",
+            )
 
     def _unique(self, name: str) -> str:
         taken = {m["name"] for m in self.metrics}
@@ -400,17 +528,25 @@ class _Rollout:
         if success:
             found = _condition(success, pass_when=True)
             if found is None:
-                self.notes.add(f"{path}.successCondition", f"metric {name!r}: {success!r} is not expressed (graylane "
-                                                           "judges result[0] against a min and a max): not imported")
+                self.notes.add(
+                    f"{path}.successCondition",
+                    f"metric {name!r}: {success!r} is not expressed (graylane "
+                    "judges result[0] against a min and a max): not imported",
+                )
                 return None
             bounds, remarks = found
             if failure:
-                self.notes.add(f"{path}.failureCondition", f"metric {name!r}: graylane judges by the successCondition "
-                                                           "alone; values that are neither (Argo's inconclusive) fail")
+                self.notes.add(
+                    f"{path}.failureCondition",
+                    f"metric {name!r}: graylane judges by the successCondition "
+                    "alone; values that are neither (Argo's inconclusive) fail",
+                )
         elif failure:
             found = _condition(failure, pass_when=False)
             if found is None:
-                self.notes.add(f"{path}.failureCondition", f"metric {name!r}: {failure!r} is not expressed: not imported")
+                self.notes.add(
+                    f"{path}.failureCondition", f"metric {name!r}: {failure!r} is not expressed: not imported"
+                )
                 return None
             bounds, remarks = found
         else:
@@ -429,17 +565,26 @@ class _Rollout:
         if self.intervals:
             analysis["interval"] = duration(min(self.intervals))
             if len(set(self.intervals)) > 1:
-                self.notes.add("", f"metric intervals differ ({', '.join(duration(i) for i in sorted(set(self.intervals)))}): "
-                                   f"graylane looks at every metric every {duration(min(self.intervals))}")
+                self.notes.add(
+                    "",
+                    f"metric intervals differ ({', '.join(duration(i) for i in sorted(set(self.intervals)))}): "
+                    f"graylane looks at every metric every {duration(min(self.intervals))}",
+                )
         if self.failure_limits:
             analysis["failureLimit"] = min(self.failure_limits) + 1
             if len(set(self.failure_limits)) > 1:
-                self.notes.add("", "failureLimits differ per metric: graylane counts failed verdicts of all metrics "
-                                   f"together and uses the smallest ({min(self.failure_limits)})")
+                self.notes.add(
+                    "",
+                    "failureLimits differ per metric: graylane counts failed verdicts of all metrics "
+                    f"together and uses the smallest ({min(self.failure_limits)})",
+                )
         if self.inconclusive_limits:
             analysis["inconclusiveLimit"] = min(self.inconclusive_limits) + 1
-            self.notes.add("", "inconclusiveLimit: graylane pauses after that many inconclusive verdicts in a row "
-                               "(Argo counts them in total)")
+            self.notes.add(
+                "",
+                "inconclusiveLimit: graylane pauses after that many inconclusive verdicts in a row "
+                "(Argo counts them in total)",
+            )
         if self.addresses:
             analysis["prometheus"] = self.addresses[0]
             if len(set(self.addresses)) > 1:
@@ -483,15 +628,20 @@ class _Steps:
                 self._header(mapping(step["setHeaderRoute"]), path, analysed)
             elif "analysis" in step:
                 self.r._templates(mapping(step["analysis"]), f"{path}.analysis")
-                self.r.notes.add(f"{path}.analysis", "the inline analysis runs as graylane's continuous analysis of the "
-                                                     "steps from here on, not as a blocking run")
+                self.r.notes.add(
+                    f"{path}.analysis",
+                    "the inline analysis runs as graylane's continuous analysis of the "
+                    "steps from here on, not as a blocking run",
+                )
                 self.start = min(self.start, i)
             else:
                 kind = next(iter(step), "?")
-                what = {"setCanaryScale": "graylane scales the canary like the stable Deployment",
-                        "setMirrorRoute": "graylane does not mirror traffic",
-                        "experiment": "graylane runs no experiments (baseline/canary ReplicaSets)",
-                        "plugin": "step plugins are not expressed"}.get(kind, "not expressed")
+                what = {
+                    "setCanaryScale": "graylane scales the canary like the stable Deployment",
+                    "setMirrorRoute": "graylane does not mirror traffic",
+                    "experiment": "graylane runs no experiments (baseline/canary ReplicaSets)",
+                    "plugin": "step plugins are not expressed",
+                }.get(kind, "not expressed")
                 self.r.notes.add(f"{path}.{kind}", what)
         self._close_header("spec.strategy.canary.steps", weighted=False)
         self._close_canary()
@@ -529,22 +679,30 @@ class _Steps:
             self._close_header(path, weighted=False)
             return
         if self.router.get("provider") == "traefik" and not self.router.get("ingressRoute"):
-            self.r.notes.add(path, "header routing needs graylane's traefik router to own an IngressRoute (router "
-                                   "option ingressRoute; a TraefikService only weighs): the header route is not "
-                                   "expressed")
+            self.r.notes.add(
+                path,
+                "header routing needs graylane's traefik router to own an IngressRoute (router "
+                "option ingressRoute; a TraefikService only weighs): the header route is not "
+                "expressed",
+            )
             return
         rules = []
         for j, m in enumerate(matches):
             m = mapping(m)
-            rule = header_rule(text(m.get("headerName")), mapping(m.get("headerValue")), f"{path}.match[{j}]", self.r.notes)
+            rule = header_rule(
+                text(m.get("headerName")), mapping(m.get("headerValue")), f"{path}.match[{j}]", self.r.notes
+            )
             if rule:
                 rules.append(rule)
         if not rules:
             return
         self._close_canary()
         if self.weight:
-            self.r.notes.add(path, f"during the header route Argo keeps {self.weight} % of the other traffic on the "
-                                   "canary; graylane's A/B stage sends only the matching requests there")
+            self.r.notes.add(
+                path,
+                f"during the header route Argo keeps {self.weight} % of the other traffic on the "
+                "canary; graylane's A/B stage sends only the matching requests there",
+            )
         self.header = {"match": rules, "analysis": analysed}
 
     def _close_header(self, path: str, weighted: bool, gate: str = "") -> None:
@@ -554,12 +712,17 @@ class _Steps:
         wait = body.pop("duration", 0.0)
         body["duration"] = duration(wait) if wait else "1s"
         if not wait and gate:
-            self.r.notes.add(path, f"the A/B stage lasts 1s, then its routes stay while the release waits at gate {gate}")
+            self.r.notes.add(
+                path, f"the A/B stage lasts 1s, then its routes stay while the release waits at gate {gate}"
+            )
         elif not wait:
             self.r.notes.add(path, "the header route has no timed pause: the A/B stage lasts 1s")
         if weighted:
-            self.r.notes.add(path, "Argo keeps the header route while the weights change; graylane's canary steps "
-                                   "clear the A/B rules")
+            self.r.notes.add(
+                path,
+                "Argo keeps the header route while the weights change; graylane's canary steps "
+                "clear the A/B rules",
+            )
         self.out.append({"abtest": body})
         self.header = None
 
@@ -587,17 +750,21 @@ def _with_start_step(stages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]]
         if stages[i]["canary"].get("analysis") is True:
             del stages[i]["canary"]["analysis"]
     merged = {"canary": {"steps": first["steps"] + second["steps"]}}
-    return [*stages[:analysed[0] - 1], merged, *stages[analysed[0] + 1:]], len(first["steps"]) + 1
+    return [*stages[: analysed[0] - 1], merged, *stages[analysed[0] + 1 :]], len(first["steps"]) + 1
 
 
 def _condition(condition: str, pass_when: bool) -> tuple[dict[str, float], list[str]] | None:
     """Threshold bounds of `result[0] > 0.9 && result[0] < 2` (a success, or with pass_when=False a failure condition)."""
     remarks: list[str] = []
     body = condition.strip()
-    empty_ok = re.match(r"^\s*(len\(result\)\s*==\s*0|isNaN\(result(?:\[0\])?\)|isInf\(result(?:\[0\])?\))\s*\|\|\s*", body)
+    empty_ok = re.match(
+        r"^\s*(len\(result\)\s*==\s*0|isNaN\(result(?:\[0\])?\)|isInf\(result(?:\[0\])?\))\s*\|\|\s*", body
+    )
     if empty_ok:
-        remarks.append(f"{empty_ok.group(1)} passes in Argo; in graylane no data is inconclusive, never a pass")
-        body = body[empty_ok.end():]
+        remarks.append(
+            f"{empty_ok.group(1)} passes in Argo; in graylane no data is inconclusive, never a pass"
+        )
+        body = body[empty_ok.end() :]
     parts = [p.strip().strip("()") for p in body.split("&&")] if pass_when else [body.strip().strip("()")]
     if not pass_when and "||" in body:
         parts = [p.strip().strip("()") for p in body.split("||")]
@@ -610,10 +777,14 @@ def _condition(condition: str, pass_when: bool) -> tuple[dict[str, float], list[
         op = written if pass_when else {">": "<=", ">=": "<", "<": ">=", "<=": ">", "==": "!="}[written]
         key = {">": "min", ">=": "min", "<": "max", "<=": "max"}.get(op)
         if key:
-            bounds[key] = max(bounds.get(key, value), value) if key == "min" else min(bounds.get(key, value), value)
+            bounds[key] = (
+                max(bounds.get(key, value), value) if key == "min" else min(bounds.get(key, value), value)
+            )
             if op in (">", "<"):  # graylane's bounds are inclusive
-                remarks.append(f"{'passing' if pass_when else 'failing'} at result[0] {written} {value:g} became "
-                               f"{key} {value:g}: graylane's bounds are inclusive, so exactly {value:g} passes")
+                remarks.append(
+                    f"{'passing' if pass_when else 'failing'} at result[0] {written} {value:g} became "
+                    f"{key} {value:g}: graylane's bounds are inclusive, so exactly {value:g} passes"
+                )
         elif op == "==":
             bounds["min"], bounds["max"] = value, value
         else:

@@ -147,8 +147,19 @@ def compact(d: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if v is not None and v != "" and v != [] and v != {}}
 
 
-SPEC_ORDER = ("image", "workload", "router", "analysis", "rollback", "approvers", "stages", "waves", "protection",
-              "notify", "revisionHistory")
+SPEC_ORDER = (
+    "image",
+    "workload",
+    "router",
+    "analysis",
+    "rollback",
+    "approvers",
+    "stages",
+    "waves",
+    "protection",
+    "notify",
+    "revisionHistory",
+)
 
 
 def policy_document(name: str, namespace: str, spec: dict[str, Any], notes: Notes) -> dict[str, Any]:
@@ -163,11 +174,20 @@ def policy_document(name: str, namespace: str, spec: dict[str, Any], notes: Note
     for message in measurable(spec):
         notes.add("", message)
     if any("approval" in s for s in spec.get("stages", [])) and not spec.get("approvers"):
-        notes.add("", "the policy names no approvers: add spec.approvers so its gates can be approved from chat or "
-                      "the approval API (the local CLI needs none)")
-    ordered = {k: spec[k] for k in SPEC_ORDER if k in spec} | {k: v for k, v in spec.items() if k not in SPEC_ORDER}
-    return {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name, "namespace": namespace},
-            "spec": compact(ordered)}
+        notes.add(
+            "",
+            "the policy names no approvers: add spec.approvers so its gates can be approved from chat or "
+            "the approval API (the local CLI needs none)",
+        )
+    ordered = {k: spec[k] for k in SPEC_ORDER if k in spec} | {
+        k: v for k, v in spec.items() if k not in SPEC_ORDER
+    }
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": compact(ordered),
+    }
 
 
 def measurable(spec: dict[str, Any]) -> list[str]:
@@ -179,13 +199,17 @@ def measurable(spec: dict[str, Any]) -> list[str]:
         return []
     said: list[str] = []
     router = spec.get("router") or {}
-    templated = any(isinstance(m, Mapping) and m.get("template") for m in (spec["analysis"].get("metrics") or []))
+    templated = any(
+        isinstance(m, Mapping) and m.get("template") for m in (spec["analysis"].get("metrics") or [])
+    )
     if router.get("provider") == "gateway-api" and templated and "metrics" not in router:
         implementation = _gateway_metrics()
         router["metrics"] = implementation
-        said.append(f"the built-in checks read the HTTPRoute's traffic as {implementation}'s Gateway provider "
-                    "exports it (router option metrics): the one Gateway implementation whose metrics graylane "
-                    "knows; give the metrics queries of your own if another implementation serves the route")
+        said.append(
+            f"the built-in checks read the HTTPRoute's traffic as {implementation}'s Gateway provider "
+            "exports it (router option metrics): the one Gateway implementation whose metrics graylane "
+            "knows; give the metrics queries of your own if another implementation serves the route"
+        )
     for i, stage in enumerate(spec.get("stages", [])):
         body = stage.get("bluegreen")
         if not isinstance(body, dict) or body.get("analysis", True) is False or "previewTraffic" in body:
@@ -193,14 +217,20 @@ def measurable(spec: dict[str, Any]) -> list[str]:
         body["previewTraffic"] = {"header": PREVIEW_HEADER}
         where = f"spec.stages[{i}].bluegreen.previewTraffic"
         if any(path == where for path, _ in unsupported(str(router.get("provider", "")), {"spec": spec})):
-            body.pop("previewTraffic")  # the router cannot send the preview header anywhere: nothing to measure
+            body.pop(
+                "previewTraffic"
+            )  # the router cannot send the preview header anywhere: nothing to measure
             body["analysis"] = False
-            said.append("the router cannot route a header to the blue-green preview, so green gets no traffic "
-                        "before the switch: its analysis is off (checks still judge the release after it)")
+            said.append(
+                "the router cannot route a header to the blue-green preview, so green gets no traffic "
+                "before the switch: its analysis is off (checks still judge the release after it)"
+            )
         else:
-            said.append(f"before the switch green gets only the requests carrying {PREVIEW_HEADER}: <release id>: "
-                        "add previewTraffic.loadTest to the bluegreen stage (or send them from a test client) for "
-                        "its checks to have traffic to judge")
+            said.append(
+                f"before the switch green gets only the requests carrying {PREVIEW_HEADER}: <release id>: "
+                "add previewTraffic.loadTest to the bluegreen stage (or send them from a test client) for "
+                "its checks to have traffic to judge"
+            )
     return said
 
 
@@ -214,12 +244,20 @@ def header_rule(name: str, match: Mapping[str, Any], path: str, notes: Notes) ->
     if "regex" in match:
         return {"header": name, "regex": str(match["regex"])}
     if "prefix" in match:
-        notes.add(path, f"prefix {match['prefix']!r} became the regular expression ^{re.escape(str(match['prefix']))}.*")
+        notes.add(
+            path,
+            f"prefix {match['prefix']!r} became the regular expression ^{re.escape(str(match['prefix']))}.*",
+        )
         return {"header": name, "regex": f"^{re.escape(str(match['prefix']))}.*"}
     if "suffix" in match:
-        notes.add(path, f"suffix {match['suffix']!r} became the regular expression .*{re.escape(str(match['suffix']))}$")
+        notes.add(
+            path,
+            f"suffix {match['suffix']!r} became the regular expression .*{re.escape(str(match['suffix']))}$",
+        )
         return {"header": name, "regex": f".*{re.escape(str(match['suffix']))}$"}
-    notes.add(path, f"header matcher {sorted(match)} is not expressed (graylane matches exact values or regexes)")
+    notes.add(
+        path, f"header matcher {sorted(match)} is not expressed (graylane matches exact values or regexes)"
+    )
     return None
 
 

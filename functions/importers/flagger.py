@@ -57,15 +57,22 @@ DEFAULT_INTERVAL = 60.0  # Flagger's analysis interval when none is set (and its
 _BUILTIN = {"request-success-rate": "success-rate", "request-duration": "latency"}
 
 
-def convert(canary: Mapping[str, Any], templates: Mapping[tuple[str, str], Mapping[str, Any]],
-            objects: Sequence[Mapping[str, Any]] = ()) -> Imported:
+def convert(
+    canary: Mapping[str, Any],
+    templates: Mapping[tuple[str, str], Mapping[str, Any]],
+    objects: Sequence[Mapping[str, Any]] = (),
+) -> Imported:
     """The policy for one Canary; `templates` by (namespace, name); `objects` the other files' objects."""
     return _Canary(canary, templates, list(objects)).convert()
 
 
 class _Canary:
-    def __init__(self, canary: Mapping[str, Any], templates: Mapping[tuple[str, str], Mapping[str, Any]],
-                 objects: list[Mapping[str, Any]]) -> None:
+    def __init__(
+        self,
+        canary: Mapping[str, Any],
+        templates: Mapping[tuple[str, str], Mapping[str, Any]],
+        objects: list[Mapping[str, Any]],
+    ) -> None:
         meta = mapping(canary.get("metadata"))
         self.name = text(meta.get("name")) or "canary"
         self.namespace = text(meta.get("namespace")) or "default"
@@ -85,25 +92,52 @@ class _Canary:
         if not provider:
             provider = "istio"
             self.notes.add("spec.provider", "not set: Flagger's default mesh provider, istio, is assumed")
-        spec: dict[str, Any] = {"image": {"repository": self._image()}, "workload": self._workload(),
-                                "router": self._router(provider)}
+        spec: dict[str, Any] = {
+            "image": {"repository": self._image()},
+            "workload": self._workload(),
+            "router": self._router(provider),
+        }
         spec["analysis"] = self._analysis()
         spec["stages"] = self._stages(provider)
         spec["hooks"], spec["notify"] = self._webhooks(bool(spec["analysis"]))
-        for key, why in (("skipAnalysis", "graylane always analyses when the policy has an analysis"),
-                         ("progressDeadlineSeconds", "graylane waits for workloads on every tick, without a deadline"),
-                         ("autoscalerRef", "not needed: the canary gets an HPA derived from the one scaling the stable "
-                                           "Deployment, its bounds scaled to its traffic share"),
-                         ("suspend", "use graylane pause / resume"), ("revertOnDeletion", "not expressed")):
+        for key, why in (
+            ("skipAnalysis", "graylane always analyses when the policy has an analysis"),
+            ("progressDeadlineSeconds", "graylane waits for workloads on every tick, without a deadline"),
+            (
+                "autoscalerRef",
+                "not needed: the canary gets an HPA derived from the one scaling the stable "
+                "Deployment, its bounds scaled to its traffic share",
+            ),
+            ("suspend", "use graylane pause / resume"),
+            ("revertOnDeletion", "not expressed"),
+        ):
             if key in self.spec:
                 self.notes.add(f"spec.{key}", why)
-        for key in ("trafficPolicy", "retries", "timeout", "corsPolicy", "headers", "rewrite", "match", "delegation",
-                    "backends", "apex", "primary", "canary", "mirror"):
+        for key in (
+            "trafficPolicy",
+            "retries",
+            "timeout",
+            "corsPolicy",
+            "headers",
+            "rewrite",
+            "match",
+            "delegation",
+            "backends",
+            "apex",
+            "primary",
+            "canary",
+            "mirror",
+        ):
             if key in self.service:
-                self.notes.add(f"spec.service.{key}", "not expressed: graylane writes only the weights and A/B rules "
-                                                      "of the route")
-        return Imported(f"Canary {self.namespace}/{self.name}", policy_document(self.name, self.namespace, spec, self.notes),
-                        tuple(self.notes.items))
+                self.notes.add(
+                    f"spec.service.{key}",
+                    "not expressed: graylane writes only the weights and A/B rules of the route",
+                )
+        return Imported(
+            f"Canary {self.namespace}/{self.name}",
+            policy_document(self.name, self.namespace, spec, self.notes),
+            tuple(self.notes.items),
+        )
 
     # -- workload and image ----------------------------------------------------------------------------------
     def _image(self) -> str:
@@ -111,8 +145,11 @@ class _Canary:
         if image:
             return image_repository(image)
         repository = f"registry.example.com/{self.namespace}/{self.target}"
-        self.notes.add("spec.targetRef", f"Deployment {self.target} was not among the files: spec.image.repository is "
-                                         f"the placeholder {repository}, set it")
+        self.notes.add(
+            "spec.targetRef",
+            f"Deployment {self.target} was not among the files: spec.image.repository is "
+            f"the placeholder {repository}, set it",
+        )
         return repository
 
     def _workload(self) -> dict[str, Any]:
@@ -122,41 +159,87 @@ class _Canary:
     # -- router ------------------------------------------------------------------------------------------------
     def _router(self, provider: str) -> dict[str, Any]:
         kind = provider.split(":", 1)[0].split(".", 1)[0]
-        services = {"stableService": f"{self.service_name}-primary", "canaryService": f"{self.service_name}-canary"}
+        services = {
+            "stableService": f"{self.service_name}-primary",
+            "canaryService": f"{self.service_name}-canary",
+        }
         port = self.service.get("port")
         with_port = {"port": port} if isinstance(port, int) and not isinstance(port, bool) else {}
         hosts = [h for h in seq(self.service.get("hosts")) if isinstance(h, str) and h]
         if kind == "istio":
             gateways = [g for g in seq(self.service.get("gateways")) if isinstance(g, str) and g]
-            self.notes.add("spec.provider", f"graylane's istio router splits host {self.service_name} between "
-                                            "DestinationRule subsets stable and canary (labels app: <workload>), where "
-                                            f"Flagger splits between Services {services['stableService']} and "
-                                            f"{services['canaryService']}; graylane creates the DestinationRule "
-                                            f"{self.service_name} if it is missing, and the Service "
-                                            f"{self.service_name} must select both versions' pods (Flagger points it "
-                                            "at the primary's only)")
+            self.notes.add(
+                "spec.provider",
+                f"graylane's istio router splits host {self.service_name} between "
+                "DestinationRule subsets stable and canary (labels app: <workload>), where "
+                f"Flagger splits between Services {services['stableService']} and "
+                f"{services['canaryService']}; graylane creates the DestinationRule "
+                f"{self.service_name} if it is missing, and the Service "
+                f"{self.service_name} must select both versions' pods (Flagger points it "
+                "at the primary's only)",
+            )
             if len(hosts) > 1 or (hosts and hosts[0] != self.service_name):
-                self.notes.add("spec.service.hosts", "graylane's VirtualService routes the Service host; the extra "
-                                                     f"hosts {', '.join(hosts)} are not expressed")
-            return compact({"provider": "istio", "virtualService": self.service_name, "destinationRule": self.service_name,
-                            "host": self.service_name, "gateways": gateways})
+                self.notes.add(
+                    "spec.service.hosts",
+                    "graylane's VirtualService routes the Service host; the extra "
+                    f"hosts {', '.join(hosts)} are not expressed",
+                )
+            return compact(
+                {
+                    "provider": "istio",
+                    "virtualService": self.service_name,
+                    "destinationRule": self.service_name,
+                    "host": self.service_name,
+                    "gateways": gateways,
+                }
+            )
         if kind == "nginx":
             ingress = self.ingress or self.target
-            return compact({"provider": "nginx", "stableIngress": ingress, **services, **with_port,
-                            "host": ingress_host(self.objects, ingress)})
+            return compact(
+                {
+                    "provider": "nginx",
+                    "stableIngress": ingress,
+                    **services,
+                    **with_port,
+                    "host": ingress_host(self.objects, ingress),
+                }
+            )
         if kind == "traefik":
-            return compact({"provider": "traefik", "traefikService": self.service_name, **services, **with_port})
+            return compact(
+                {"provider": "traefik", "traefikService": self.service_name, **services, **with_port}
+            )
         if kind == "gatewayapi":
             refs = [mapping(r) for r in seq(self.service.get("gatewayRefs"))]
-            parent = compact({"name": text(refs[0].get("name")), "namespace": text(refs[0].get("namespace"))}) if refs else {}
+            parent = (
+                compact({"name": text(refs[0].get("name")), "namespace": text(refs[0].get("namespace"))})
+                if refs
+                else {}
+            )
             if len(refs) > 1:
-                self.notes.add("spec.service.gatewayRefs", "graylane attaches the HTTPRoute to one Gateway: the first")
-            return compact({"provider": "gateway-api", "httpRoute": self.service_name, **services, **with_port,
-                            "parentRef": parent or None, "host": hosts[0] if hosts else ""})
-        what = "blue/green by Service selectors (provider kubernetes)" if kind == "kubernetes" else f"provider {provider}"
-        self.notes.add("spec.provider", f"{what}: graylane needs a traffic router it has (traefik, istio, gateway-api, "
-                                        f"nginx, haproxy); the policy uses {FALLBACK_ROUTER} with an HTTPRoute "
-                                        f"{self.service_name} over the same Services: change it to yours")
+                self.notes.add(
+                    "spec.service.gatewayRefs", "graylane attaches the HTTPRoute to one Gateway: the first"
+                )
+            return compact(
+                {
+                    "provider": "gateway-api",
+                    "httpRoute": self.service_name,
+                    **services,
+                    **with_port,
+                    "parentRef": parent or None,
+                    "host": hosts[0] if hosts else "",
+                }
+            )
+        what = (
+            "blue/green by Service selectors (provider kubernetes)"
+            if kind == "kubernetes"
+            else f"provider {provider}"
+        )
+        self.notes.add(
+            "spec.provider",
+            f"{what}: graylane needs a traffic router it has (traefik, istio, gateway-api, "
+            f"nginx, haproxy); the policy uses {FALLBACK_ROUTER} with an HTTPRoute "
+            f"{self.service_name} over the same Services: change it to yours",
+        )
         return compact({"provider": FALLBACK_ROUTER, "httpRoute": self.service_name, **services, **with_port})
 
     # -- stages ------------------------------------------------------------------------------------------------
@@ -164,7 +247,11 @@ class _Canary:
         a, path = self.analysis, "spec.analysis"
         pause = duration(self.interval)
         iterations = a.get("iterations")
-        iterations = iterations if isinstance(iterations, int) and not isinstance(iterations, bool) and iterations > 0 else 0
+        iterations = (
+            iterations
+            if isinstance(iterations, int) and not isinstance(iterations, bool) and iterations > 0
+            else 0
+        )
         matches = seq(a.get("match"))
         stages: list[dict[str, Any]] = []
         if matches and iterations:
@@ -176,8 +263,10 @@ class _Canary:
             if rules:
                 stages.append({"abtest": {"match": rules, "duration": duration(self.interval * iterations)}})
             else:
-                self.notes.add(f"{path}.match", "no match condition could be expressed: the A/B test becomes a "
-                                                "blue/green preview")
+                self.notes.add(
+                    f"{path}.match",
+                    "no match condition could be expressed: the A/B test becomes a blue/green preview",
+                )
                 stages.append({"bluegreen": {"preview": duration(self.interval * iterations)}})
             for key in ("stepWeight", "maxWeight", "stepWeights"):
                 if key in a:
@@ -185,25 +274,37 @@ class _Canary:
         elif iterations or provider == "kubernetes":
             stages.append({"bluegreen": {"preview": duration(self.interval * max(iterations, 1))}})
             if a.get("mirror") is True:
-                self.notes.add(f"{path}.mirror", "graylane does not mirror traffic: green gets none before the switch")
+                self.notes.add(
+                    f"{path}.mirror", "graylane does not mirror traffic: green gets none before the switch"
+                )
         else:
             weights = self._weights()
             stages.append({"canary": {"steps": [{"weight": w, "pause": pause} for w in weights]}})
             if a.get("mirror") is True:
                 self.notes.add(f"{path}.mirror", "graylane does not mirror traffic before the first step")
         if "stepWeightPromotion" in a and a.get("stepWeightPromotion") not in (0, 100):
-            self.notes.add(f"{path}.stepWeightPromotion", "graylane promotes in one switch (stable workload first, "
-                                                          "then all traffic)")
+            self.notes.add(
+                f"{path}.stepWeightPromotion",
+                "graylane promotes in one switch (stable workload first, then all traffic)",
+            )
         if "sessionAffinity" in a:
-            self.notes.add(f"{path}.sessionAffinity", "not expressed: graylane's canary steps are weighted per request")
+            self.notes.add(
+                f"{path}.sessionAffinity", "not expressed: graylane's canary steps are weighted per request"
+            )
         for key in ("primaryReadyThreshold", "canaryReadyThreshold", "alerts"):
             if key in a:
-                self.notes.add(f"{path}.{key}", "not expressed" + (": use spec.notify" if key == "alerts" else ""))
+                self.notes.add(
+                    f"{path}.{key}", "not expressed" + (": use spec.notify" if key == "alerts" else "")
+                )
         return stages
 
     def _weights(self) -> list[int]:
         a, path = self.analysis, "spec.analysis"
-        listed = [w for w in seq(a.get("stepWeights")) if isinstance(w, int) and not isinstance(w, bool) and 0 < w <= 100]
+        listed = [
+            w
+            for w in seq(a.get("stepWeights"))
+            if isinstance(w, int) and not isinstance(w, bool) and 0 < w <= 100
+        ]
         if seq(a.get("stepWeights")):
             if len(listed) != len(seq(a.get("stepWeights"))):
                 self.notes.add(f"{path}.stepWeights", "weights outside 1..100 were left out")
@@ -228,8 +329,13 @@ class _Canary:
             self.notes.add(path, f"{', '.join(others)} matching is not expressed: the condition is left out")
             return None
         if len(headers) != 1:
-            self.notes.add(path, "several headers that must all match (AND) are not expressed: graylane's rules "
-                                 "are alternatives; the condition is left out" if headers else "an empty condition")
+            self.notes.add(
+                path,
+                "several headers that must all match (AND) are not expressed: graylane's rules "
+                "are alternatives; the condition is left out"
+                if headers
+                else "an empty condition",
+            )
             return None
         ((name, matcher),) = headers.items()
         return header_rule(str(name), mapping(matcher), f"{path}.headers.{name}", self.notes)
@@ -253,20 +359,31 @@ class _Canary:
             return {}
         out: dict[str, Any] = {"interval": duration(self.interval), "metrics": metrics}
         threshold = a.get("threshold")
-        out["failureLimit"] = threshold if isinstance(threshold, int) and not isinstance(threshold, bool) and threshold > 0 else 1
+        out["failureLimit"] = (
+            threshold
+            if isinstance(threshold, int) and not isinstance(threshold, bool) and threshold > 0
+            else 1
+        )
         if windows:
             out["window"] = duration(max(windows))
             if len(set(windows)) > 1:
-                self.notes.add("spec.analysis.metrics", "metric intervals (query windows) differ: graylane's built-in "
-                                                        f"templates use one window, {duration(max(windows))}")
+                self.notes.add(
+                    "spec.analysis.metrics",
+                    "metric intervals (query windows) differ: graylane's built-in "
+                    f"templates use one window, {duration(max(windows))}",
+                )
         if addresses:
             out["prometheus"] = addresses[0]
             if len(set(addresses)) > 1:
-                self.notes.add("spec.analysis.metrics", f"several Prometheus addresses: graylane asks one, {addresses[0]}")
+                self.notes.add(
+                    "spec.analysis.metrics",
+                    f"several Prometheus addresses: graylane asks one, {addresses[0]}",
+                )
         return out
 
-    def _metric(self, metric: Mapping[str, Any], path: str,
-                taken: set[str]) -> tuple[dict[str, Any] | None, float, str]:
+    def _metric(
+        self, metric: Mapping[str, Any], path: str, taken: set[str]
+    ) -> tuple[dict[str, Any] | None, float, str]:
         name = text(metric.get("name"))
         window = seconds(metric.get("interval")) or 0.0
         label = dns_label(name)
@@ -281,45 +398,74 @@ class _Canary:
         if not ref:
             builtin = _BUILTIN.get(name)
             if builtin is None:
-                self.notes.add(path, f"metric {name!r} is neither a builtin nor has a templateRef: not imported")
+                self.notes.add(
+                    path, f"metric {name!r} is neither a builtin nor has a templateRef: not imported"
+                )
                 return None, 0.0, ""
             if builtin == "success-rate":
                 bounds = {k: whole(round(v / 100, 6)) for k, v in bounds.items()}
             else:
-                self.notes.add(path, "request-duration is Flagger's P99; graylane's latency template is the P95 (ms)")
+                self.notes.add(
+                    path, "request-duration is Flagger's P99; graylane's latency template is the P95 (ms)"
+                )
             return {"name": label, "template": builtin, "judge": "threshold", **bounds}, window, ""
         if metric.get("query"):
             self.notes.add(f"{path}.query", "the inline query is ignored: templateRef wins, as in Flagger")
         key = (text(ref.get("namespace")) or self.namespace, text(ref.get("name")))
         template = self.templates.get(key) or self.templates.get(("", key[1]))
         if template is None:
-            self.notes.add(f"{path}.templateRef", f"MetricTemplate {key[0]}/{key[1]} was not among the files: metric "
-                                                  f"{name!r} is not imported")
+            self.notes.add(
+                f"{path}.templateRef",
+                f"MetricTemplate {key[0]}/{key[1]} was not among the files: metric {name!r} is not imported",
+            )
             return None, 0.0, ""
         spec = mapping(template.get("spec"))
         provider = mapping(spec.get("provider"))
         if text(provider.get("type")) != "prometheus":
-            self.notes.add(f"{path}.templateRef", f"MetricTemplate {key[1]}: provider {text(provider.get('type')) or '?'} "
-                                                  "is not expressed (graylane reads Prometheus)")
+            self.notes.add(
+                f"{path}.templateRef",
+                f"MetricTemplate {key[1]}: provider {text(provider.get('type')) or '?'} "
+                "is not expressed (graylane reads Prometheus)",
+            )
             return None, 0.0, ""
-        values = {"name": self.name, "namespace": self.namespace, "target": self.target, "service": self.service_name,
-                  "ingress": self.ingress, "interval": text(metric.get("interval")) or duration(self.interval)}
+        values = {
+            "name": self.name,
+            "namespace": self.namespace,
+            "target": self.target,
+            "service": self.service_name,
+            "ingress": self.ingress,
+            "interval": text(metric.get("interval")) or duration(self.interval),
+        }
         values |= {f"variables.{k}": str(v) for k, v in mapping(metric.get("templateVariables")).items()}
         query, missing = substitute(text(spec.get("query")), values)
         if missing or not query:
             what = ", ".join("{{ " + m + " }}" for m in missing) or "an empty query"
-            self.notes.add(f"{path}.templateRef", f"MetricTemplate {key[1]}: {what} cannot be resolved: not imported")
+            self.notes.add(
+                f"{path}.templateRef", f"MetricTemplate {key[1]}: {what} cannot be resolved: not imported"
+            )
             return None, 0.0, ""
         if "secretRef" in provider:
-            self.notes.add(f"{path}.templateRef", f"MetricTemplate {key[1]}: provider.secretRef (Prometheus credentials) "
-                                                  "is not expressed")
-        return {"name": label, "query": re.sub(r"[ \t]+\n", "\n", query).strip() + "\n", "judge": "threshold", **bounds}, \
-            window, text(provider.get("address"))
+            self.notes.add(
+                f"{path}.templateRef",
+                f"MetricTemplate {key[1]}: provider.secretRef (Prometheus credentials) is not expressed",
+            )
+        return (
+            {
+                "name": label,
+                "query": re.sub(r"[ \t]+\n", "\n", query).strip() + "\n",
+                "judge": "threshold",
+                **bounds,
+            },
+            window,
+            text(provider.get("address")),
+        )
 
     def _range(self, rng: Mapping[str, Any], path: str, name: str) -> dict[str, float] | None:
         bounds = {k: number(rng[k]) for k in ("min", "max") if k in rng}
         if not bounds or any(v is None for v in bounds.values()):
-            self.notes.add(f"{path}.thresholdRange", f"metric {name!r} has no readable thresholdRange: not imported")
+            self.notes.add(
+                f"{path}.thresholdRange", f"metric {name!r} has no readable thresholdRange: not imported"
+            )
             return None
         out = {k: whole(v) for k, v in bounds.items() if v is not None}
         if "min" in out and "max" in out and out["min"] > out["max"]:
@@ -336,21 +482,33 @@ class _Canary:
         names: set[str] = set()
         for i, hook in enumerate(seq(self.analysis.get("webhooks"))):
             hook, path = mapping(hook), f"spec.analysis.webhooks[{i}]"
-            kind, name, url = text(hook.get("type")) or "rollout", text(hook.get("name")), text(hook.get("url"))
+            kind, name, url = (
+                text(hook.get("type")) or "rollout",
+                text(hook.get("name")),
+                text(hook.get("url")),
+            )
             if not url.startswith(("http://", "https://")):
                 self.notes.add(path, f"webhook {name!r}: no http(s) url; not expressed")
                 continue
             if kind == "event":
                 notify.append({"kind": "webhook", "url": url})
-                self.notes.add(path, f"webhook {name!r} (event) became a webhook notifier: graylane posts its own "
-                                     "notice JSON (X-Graylane-Event), not Flagger's payload")
+                self.notes.add(
+                    path,
+                    f"webhook {name!r} (event) became a webhook notifier: graylane posts its own "
+                    "notice JSON (X-Graylane-Event), not Flagger's payload",
+                )
                 continue
             if kind not in HOOK_TYPES:
-                self.notes.add(path, f"webhook {name!r}: type {kind!r} is not one graylane has; not expressed")
+                self.notes.add(
+                    path, f"webhook {name!r}: type {kind!r} is not one graylane has; not expressed"
+                )
                 continue
             if kind in ("rollout", "rollback") and not analysed:
-                self.notes.add(path, f"webhook {name!r} ({kind}): graylane asks it with each analysis, and this "
-                                     "Canary has none that graylane could import; not expressed")
+                self.notes.add(
+                    path,
+                    f"webhook {name!r} ({kind}): graylane asks it with each analysis, and this "
+                    "Canary has none that graylane could import; not expressed",
+                )
                 continue
             label = dns_label(name, f"hook-{i}")
             while label in names:
@@ -360,9 +518,12 @@ class _Canary:
             load = load_test(metadata.get("cmd", "")) if kind == "rollout" else None
             if load is not None and not any("loadTest" in h for h in hooks):
                 hooks.append({"name": label, "type": "rollout", "loadTest": load})
-                self.notes.add(path, f"webhook {name!r} (Flagger's load tester running hey) became graylane's load "
-                                     f"hook: hey against {load['url']} at {load['rps']} rps while the release is "
-                                     "analysed")
+                self.notes.add(
+                    path,
+                    f"webhook {name!r} (Flagger's load tester running hey) became graylane's load "
+                    f"hook: hey against {load['url']} at {load['rps']} rps while the release is "
+                    "analysed",
+                )
                 continue
             entry: dict[str, Any] = {"name": label, "type": kind, "url": url}
             timeout = seconds(hook.get("timeout"))
@@ -373,9 +534,12 @@ class _Canary:
             if metadata:
                 entry["metadata"] = metadata
             hooks.append(entry)
-            self.notes.add(path, f"webhook {name!r} ({kind}) became release hook {label!r}: graylane's JSON carries "
-                                 "name, namespace, phase and metadata as Flagger's does (phase values are "
-                                 "graylane's); 2xx means yes, as in Flagger")
+            self.notes.add(
+                path,
+                f"webhook {name!r} ({kind}) became release hook {label!r}: graylane's JSON carries "
+                "name, namespace, phase and metadata as Flagger's does (phase values are "
+                "graylane's); 2xx means yes, as in Flagger",
+            )
         return hooks, notify
 
 

@@ -18,9 +18,17 @@ from functions.core.state import AppState, Phase
 from functions.core.values import value
 
 RESET, BOLD, DIM = "\x1b[0m", "\x1b[1m", "\x1b[2m"
-COLOURS = {Phase.SUCCEEDED: "\x1b[32m", Phase.ROLLED_BACK: "\x1b[31m", Phase.FAILED: "\x1b[31m",
-           Phase.ABORTED: "\x1b[31m", Phase.FROZEN: "\x1b[35m", Phase.WAITING: "\x1b[33m",
-           Phase.PAUSED: "\x1b[33m", Phase.PROGRESSING: "\x1b[36m", Phase.SUPERSEDED: "\x1b[2m"}  # fmt: skip
+COLOURS = {
+    Phase.SUCCEEDED: "\x1b[32m",
+    Phase.ROLLED_BACK: "\x1b[31m",
+    Phase.FAILED: "\x1b[31m",
+    Phase.ABORTED: "\x1b[31m",
+    Phase.FROZEN: "\x1b[35m",
+    Phase.WAITING: "\x1b[33m",
+    Phase.PAUSED: "\x1b[33m",
+    Phase.PROGRESSING: "\x1b[36m",
+    Phase.SUPERSEDED: "\x1b[2m",
+}
 COLUMNS = ("app", "release", "phase", "stage", "weights", "verdict", "gate", "protection")
 
 
@@ -42,8 +50,16 @@ class Row:
         return f"{self.stable}/{self.canary}" + (" +A/B" if self.ab else "")
 
     def cells(self) -> tuple[str, ...]:
-        return (self.app, self.release, self.phase, self.stage, self.weights, self.verdict, self.gate,
-                self.protection)  # fmt: skip
+        return (
+            self.app,
+            self.release,
+            self.phase,
+            self.stage,
+            self.weights,
+            self.verdict,
+            self.gate,
+            self.protection,
+        )
 
 
 def stage_name(policy: Policy | None, index: int) -> str:
@@ -61,25 +77,43 @@ def row_of(state: AppState, policy: Policy | None) -> Row:
     base = state.base_protection.rate_limit
     protection = "-"
     if limit is not None:
-        protection = f"limit {limit.average}/s" + (f" (tightened from {base.average})"
-                                                     if base is not None and limit.average < base.average else "")
+        protection = f"limit {limit.average}/s" + (
+            f" (tightened from {base.average})" if base is not None and limit.average < base.average else ""
+        )
     if state.protection.circuit_breaker is not None:
         protection += ", breaker armed"
     if rel is None:
-        return Row(app=state.app, release=f"stable {state.stable.version or '-'}", protection=protection,
-                   stable=state.routes.stable, canary=state.routes.canary)  # fmt: skip
+        return Row(
+            app=state.app,
+            release=f"stable {state.stable.version or '-'}",
+            protection=protection,
+            stable=state.routes.stable,
+            canary=state.routes.canary,
+        )
     verdict = "-"
     if rel.verdicts:
         v = rel.verdicts[-1]
         verdict = v.verdict + (f" ({short(v.reason, 40)})" if v.reason and v.verdict != "pass" else "")
-    step = f" step {rel.step + 1}" if policy is not None and rel.active and rel.stage < len(policy.stages) \
-        and policy.stages[rel.stage].kind == "canary" else ""  # fmt: skip
+    step = (
+        f" step {rel.step + 1}"
+        if policy is not None
+        and rel.active
+        and rel.stage < len(policy.stages)
+        and policy.stages[rel.stage].kind == "canary"
+        else ""
+    )
     return Row(
-        app=state.app, release=f"{rel.id} {rel.target.version}", phase=rel.phase.value,
+        app=state.app,
+        release=f"{rel.id} {rel.target.version}",
+        phase=rel.phase.value,
         stage=(stage_name(policy, rel.stage) + step) if rel.active else "-",
-        stable=state.routes.stable, canary=state.routes.canary, ab=bool(state.routes.match),
-        verdict=verdict, gate=rel.gate or "-", protection=protection,
-    )  # fmt: skip
+        stable=state.routes.stable,
+        canary=state.routes.canary,
+        ab=bool(state.routes.match),
+        verdict=verdict,
+        gate=rel.gate or "-",
+        protection=protection,
+    )
 
 
 def short(reason: str, limit: int = 80) -> str:
@@ -118,8 +152,14 @@ def describe(event_type: str, data: dict[str, Any], policy: Policy | None) -> st
 class LiveView:
     """Redraws rows + notices on a TTY, else prints changes as lines. Thread-safe."""
 
-    def __init__(self, stream: TextIO | None = None, tty: bool | None = None, notices: int = 6,
-                 title: str = "graylane", clock: Any = time.monotonic) -> None:  # fmt: skip
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        tty: bool | None = None,
+        notices: int = 6,
+        title: str = "graylane",
+        clock: Any = time.monotonic,
+    ) -> None:
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty() if tty is None else tty
         self.title = title
@@ -177,8 +217,10 @@ class LiveView:
         """The table's lines (with ANSI colours)."""
         cells = [COLUMNS, *(r.cells() for r in self.rows)]
         widths = [max(len(c[i]) for c in cells) for i in range(len(COLUMNS))]
-        lines = [f"{BOLD}{self.title}{RESET}  {DIM}{self.elapsed()}{RESET}  {self.status}",
-                 BOLD + "  ".join(h.upper().ljust(w) for h, w in zip(COLUMNS, widths, strict=True)) + RESET]  # fmt: skip
+        lines = [
+            f"{BOLD}{self.title}{RESET}  {DIM}{self.elapsed()}{RESET}  {self.status}",
+            BOLD + "  ".join(h.upper().ljust(w) for h, w in zip(COLUMNS, widths, strict=True)) + RESET,
+        ]
         for r in self.rows:
             text = "  ".join(c.ljust(w) for c, w in zip(r.cells(), widths, strict=True))
             colour = COLOURS.get(Phase(r.phase), "") if r.phase in Phase._value2member_map_ else ""

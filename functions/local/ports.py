@@ -55,8 +55,9 @@ def bind_listener(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
     return sock
 
 
-def retry_on_fresh_ports(what: str, start: Callable[[], T], reroll: Callable[[], None],
-                         attempts: int = ATTEMPTS) -> T:  # fmt: skip
+def retry_on_fresh_ports(
+    what: str, start: Callable[[], T], reroll: Callable[[], None], attempts: int = ATTEMPTS
+) -> T:
     """`start()`; each time it raises PortTaken, `reroll()` (choose new ports, rewrite configs) and start again.
 
     Any other failure, or the last PortTaken, is raised as it is.

@@ -27,8 +27,15 @@ _started: list[int] = []  # every pid ever started here, for the demo's "nothing
 class Proc:
     """One child process in a new session (its own process group); output goes to `log`."""
 
-    def __init__(self, name: str, argv: Sequence[str], log: Path, cwd: Path | None = None,
-                 env: Mapping[str, str] | None = None, stop_signal: int = signal.SIGTERM) -> None:  # fmt: skip
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        log: Path,
+        cwd: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        stop_signal: int = signal.SIGTERM,
+    ) -> None:
         self.name = name
         self.stop_signal = stop_signal
         self.argv = list(argv)
@@ -36,10 +43,18 @@ class Proc:
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("ab") as out:
             try:
-                self.popen = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
-                                              env={**os.environ, **(env or {})}, start_new_session=True)  # fmt: skip
+                self.popen = subprocess.Popen(
+                    self.argv,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    cwd=cwd,
+                    env={**os.environ, **(env or {})},
+                    start_new_session=True,
+                )
             except OSError as err:
-                raise ProviderUnavailable(f"local process {name}: start {self.argv[0]} failed: {err}") from err
+                raise ProviderUnavailable(
+                    f"local process {name}: start {self.argv[0]} failed: {err}"
+                ) from err
         self.pid = self.popen.pid
         with _lock:
             _running[self.pid] = self
@@ -72,7 +87,9 @@ class Proc:
         deadline = time.monotonic() + timeout
         while True:
             if not self.alive():
-                raise NotReady(f"local process {self.name} exited with {self.popen.returncode}: {self.tail()}")
+                raise NotReady(
+                    f"local process {self.name} exited with {self.popen.returncode}: {self.tail()}"
+                )
             try:
                 with urllib.request.urlopen(url, timeout=0.5) as r:
                     if r.status == 200:
@@ -80,7 +97,9 @@ class Proc:
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise NotReady(f"local process {self.name}: {url} not ready within {timeout} s: {self.tail()}")
+                raise NotReady(
+                    f"local process {self.name}: {url} not ready within {timeout} s: {self.tail()}"
+                )
             time.sleep(0.05)
 
 

@@ -98,8 +98,12 @@ class Running:
 class ProcessWorkloads:
     """Workloads as `functions.demo_service` processes; every call is idempotent and thread-safe."""
 
-    def __init__(self, config: LocalConfig, ready_timeout: float = 15.0,
-                 moved: Callable[[str, int], None] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        config: LocalConfig,
+        ready_timeout: float = 15.0,
+        moved: Callable[[str, int], None] | None = None,
+    ) -> None:
         self.config = config
         self.ready_timeout = ready_timeout
         self.moved = moved if moved is not None else self._readdress  # stable/canary took a fresh port
@@ -132,9 +136,12 @@ class ProcessWorkloads:
 
     def scale_canary(self, target: WorkloadTarget, share: int | None) -> None:
         """One process per workload here: there is no autoscaler to size."""
+
     def deploy_version(self, target: WorkloadTarget, slot: Slot, source: str) -> None:
-        raise ConfigError(f"{target.namespace}/{target.app}: workload.model per-version needs Kubernetes "
-                          "Deployments and Istio subsets; the local providers run a stable/canary pair")
+        raise ConfigError(
+            f"{target.namespace}/{target.app}: workload.model per-version needs Kubernetes "
+            "Deployments and Istio subsets; the local providers run a stable/canary pair"
+        )
 
     def scale_down_version(self, target: WorkloadTarget, slot: Slot) -> None:
         self.deploy_version(target, slot, "")
@@ -142,8 +149,9 @@ class ProcessWorkloads:
     def delete_version(self, target: WorkloadTarget, slot: Slot) -> None:
         self.deploy_version(target, slot, "")
 
-    def deploy_preview(self, target: WorkloadTarget, image: str, environment: str, namespace: str,
-                       workload: str) -> None:  # fmt: skip
+    def deploy_preview(
+        self, target: WorkloadTarget, image: str, environment: str, namespace: str, workload: str
+    ) -> None:
         key = f"preview/{workload or f'{target.app}-{environment}'}"
         with self._lock:
             if self._runs(key, image):
@@ -156,16 +164,29 @@ class ProcessWorkloads:
         with self._lock:
             if (name, image) in self.jobs:
                 return
-            env = {"GRAYLANE_IMAGE": image, "GRAYLANE_JOB": name, "GRAYLANE_APP": f"{target.namespace}/{target.app}"}
+            env = {
+                "GRAYLANE_IMAGE": image,
+                "GRAYLANE_JOB": name,
+                "GRAYLANE_APP": f"{target.namespace}/{target.app}",
+            }
             try:
-                done = subprocess.run(list(command) or ["true"], capture_output=True, text=True, timeout=60,
-                                      env={**os.environ, **env}, cwd=self.config.workdir)  # fmt: skip
+                done = subprocess.run(
+                    list(command) or ["true"],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                    env={**os.environ, **env},
+                    cwd=self.config.workdir,
+                )
             except (OSError, subprocess.TimeoutExpired) as err:
-                raise GraylaneError(f"local job {name} of {target.namespace}/{target.app}: run {command!r} "
-                                    f"failed: {err}") from err  # fmt: skip
+                raise GraylaneError(
+                    f"local job {name} of {target.namespace}/{target.app}: run {command!r} failed: {err}"
+                ) from err
             if done.returncode != 0:
-                raise GraylaneError(f"local job {name} of {target.namespace}/{target.app}: {command!r} exited "
-                                    f"{done.returncode}: {(done.stderr or done.stdout)[-500:]}")  # fmt: skip
+                raise GraylaneError(
+                    f"local job {name} of {target.namespace}/{target.app}: {command!r} exited "
+                    f"{done.returncode}: {(done.stderr or done.stdout)[-500:]}"
+                )
             self.jobs[(name, image)] = done.stdout
 
     def start_load_test(self, target: WorkloadTarget, name: str, image: str, args: tuple[str, ...]) -> None:
@@ -175,13 +196,16 @@ class ProcessWorkloads:
                 return
             binary = shutil.which("hey")
             if binary is None:
-                raise GraylaneError(f"local load test {name} of {target.namespace}/{target.app}: hey is not "
-                                    "installed (apt-get install hey)")  # fmt: skip
+                raise GraylaneError(
+                    f"local load test {name} of {target.namespace}/{target.app}: hey is not "
+                    "installed (apt-get install hey)"
+                )
             log = Path(self.config.workdir) / "logs" / f"{name}.log"
             log.parent.mkdir(parents=True, exist_ok=True)
             with log.open("wb") as out:
-                self.load_tests[name] = subprocess.Popen([binary, *args], stdout=out, stderr=subprocess.STDOUT,
-                                                         stdin=subprocess.DEVNULL)  # fmt: skip
+                self.load_tests[name] = subprocess.Popen(
+                    [binary, *args], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                )
 
     # -- for the demo and the stack ------------------------------------------------------------------
     def version(self, key: str) -> str:
@@ -225,9 +249,24 @@ class ProcessWorkloads:
         name = key.rsplit("/", 1)[-1]
         log = Path(self.config.workdir) / "logs" / f"{name}-{version}.log"
         for attempt in range(1, ATTEMPTS + 1):
-            argv = [sys.executable, "-m", "functions.demo_service", "--name", name, "--version", version,
-                    "--port", str(port), "--error-rate", str(b.error_rate), "--delay", str(b.delay)]  # fmt: skip
-            proc = Proc(f"{target.namespace}/{target.app} {key} {version}", argv, log, env={"PYTHONPATH": _root()})
+            argv = [
+                sys.executable,
+                "-m",
+                "functions.demo_service",
+                "--name",
+                name,
+                "--version",
+                version,
+                "--port",
+                str(port),
+                "--error-rate",
+                str(b.error_rate),
+                "--delay",
+                str(b.delay),
+            ]
+            proc = Proc(
+                f"{target.namespace}/{target.app} {key} {version}", argv, log, env={"PYTHONPATH": _root()}
+            )
             self.running[key] = Running(proc, image, port)
             try:
                 self._wait_started(proc, version, port)
@@ -247,18 +286,27 @@ class ProcessWorkloads:
 
         from functions.providers.routers.haproxy import AdminSocket
 
-        AdminSocket(self.config.socket).check(f"set server {self.config.backend}/{key} addr 127.0.0.1 port {port}")
-        self.config = replace(self.config, stable_port=port) if key == "stable" else replace(self.config, canary_port=port)
+        AdminSocket(self.config.socket).check(
+            f"set server {self.config.backend}/{key} addr 127.0.0.1 port {port}"
+        )
+        self.config = (
+            replace(self.config, stable_port=port)
+            if key == "stable"
+            else replace(self.config, canary_port=port)
+        )
 
     def _wait_started(self, proc: Proc, version: str, port: int) -> None:
         # The banner is printed once the socket serves; /healthz could be answered by the old stable.
         deadline = time.monotonic() + self.ready_timeout
         while f"{version} on http://127.0.0.1:{port}" not in proc.tail(4000):
             if not proc.alive():
-                raise NotReady(f"local workload {proc.name} exited with {proc.popen.returncode}: {proc.tail()}")
+                raise NotReady(
+                    f"local workload {proc.name} exited with {proc.popen.returncode}: {proc.tail()}"
+                )
             if time.monotonic() > deadline:
-                raise NotReady(f"local workload {proc.name} did not start within {self.ready_timeout} s: "
-                               f"{proc.tail()}")  # fmt: skip
+                raise NotReady(
+                    f"local workload {proc.name} did not start within {self.ready_timeout} s: {proc.tail()}"
+                )
             time.sleep(0.02)
 
 

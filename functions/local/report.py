@@ -29,13 +29,33 @@ RunData = dict[str, Any]
 Rows = Sequence[dict[str, Any]]  # samples or states over time, each with its "t" (seconds since the start)
 Marks = list[tuple[float, str]]  # milestones: (t, label)
 Bands = list[tuple[float, float, str]]  # shaded spans: (from, to, label)
-COLOURS = {"stable": "#2563eb", "canary": "#ea580c", "planned": "#9ca3af", "pass": "#16a34a", "fail": "#dc2626",
-           "inconclusive": "#ca8a04", "limit": "#7c3aed", "denied": "#dc2626", "grid": "#e5e7eb"}  # fmt: skip
+COLOURS = {
+    "stable": "#2563eb",
+    "canary": "#ea580c",
+    "planned": "#9ca3af",
+    "pass": "#16a34a",
+    "fail": "#dc2626",
+    "inconclusive": "#ca8a04",
+    "limit": "#7c3aed",
+    "denied": "#dc2626",
+    "grid": "#e5e7eb",
+}
 
 
 def empty(title: str, app: str, started_at: str) -> RunData:
-    return {"title": title, "app": app, "startedAt": started_at, "elapsed": 0.0, "milestones": [], "states": [],
-            "metrics": [], "verdicts": [], "gates": [], "history": [], "summary": {}}  # fmt: skip
+    return {
+        "title": title,
+        "app": app,
+        "startedAt": started_at,
+        "elapsed": 0.0,
+        "milestones": [],
+        "states": [],
+        "metrics": [],
+        "verdicts": [],
+        "gates": [],
+        "history": [],
+        "summary": {},
+    }
 
 
 def seconds_since(start: str, at: str) -> float:
@@ -62,11 +82,20 @@ class Recorder:
     def state(self, t: float, state: AppState, policy: Policy | None) -> None:
         rel = state.release
         limit = state.protection.rate_limit
-        snap = {"release": rel.id if rel else "", "version": rel.target.version if rel else state.stable.version,
-                "phase": rel.phase.value if rel else "stable", "stage": rel.stage if rel else -1,
-                "stable": state.routes.stable, "canary": state.routes.canary, "ab": bool(state.routes.match),
-                "planned": (rel.planned_weight or state.routes.canary) if rel and rel.active else state.routes.canary,
-                "rateLimit": limit.average if limit else None, "gate": rel.gate if rel else ""}  # fmt: skip
+        snap = {
+            "release": rel.id if rel else "",
+            "version": rel.target.version if rel else state.stable.version,
+            "phase": rel.phase.value if rel else "stable",
+            "stage": rel.stage if rel else -1,
+            "stable": state.routes.stable,
+            "canary": state.routes.canary,
+            "ab": bool(state.routes.match),
+            "planned": (rel.planned_weight or state.routes.canary)
+            if rel and rel.active
+            else state.routes.canary,
+            "rateLimit": limit.average if limit else None,
+            "gate": rel.gate if rel else "",
+        }
         states = self.data["states"]
         if not states or {k: v for k, v in states[-1].items() if k != "t"} != snap:
             states.append({"t": round(t, 2), **snap})
@@ -76,16 +105,31 @@ class Recorder:
         for v in rel.verdicts:
             if (rel.id, v.at) not in self._verdicts:
                 self._verdicts.add((rel.id, v.at))
-                self.data["verdicts"].append({"t": seconds_since(start, v.at), "release": rel.id,
-                                              "version": rel.target.version, "verdict": v.verdict,
-                                              "reason": v.reason})  # fmt: skip
+                self.data["verdicts"].append(
+                    {
+                        "t": seconds_since(start, v.at),
+                        "release": rel.id,
+                        "version": rel.target.version,
+                        "verdict": v.verdict,
+                        "reason": v.reason,
+                    }
+                )
         for g in rel.gates:
             if (rel.id, g.gate, g.at) not in self._gates:
                 self._gates.add((rel.id, g.gate, g.at))
-                self.data["gates"].append({"t": seconds_since(start, g.at), "release": rel.id,
-                                           "version": rel.target.version, "gate": g.gate, "decision": g.decision,
-                                           "user": g.by.user, "via": g.by.via, "at": g.at,
-                                           "params": dict(g.params)})  # fmt: skip
+                self.data["gates"].append(
+                    {
+                        "t": seconds_since(start, g.at),
+                        "release": rel.id,
+                        "version": rel.target.version,
+                        "gate": g.gate,
+                        "decision": g.decision,
+                        "user": g.by.user,
+                        "via": g.by.via,
+                        "at": g.at,
+                        "params": dict(g.params),
+                    }
+                )
 
     def metrics(self, t: float, sample: dict[str, float | None]) -> None:
         self.data["metrics"].append({"t": round(t, 2), **sample})
@@ -99,9 +143,19 @@ class Recorder:
 
 
 def history_rows(state: AppState) -> list[dict[str, Any]]:
-    return [{"at": h.at, "release": h.release, "action": h.action, "phaseFrom": h.phase_from, "phaseTo": h.phase_to,
-             "weight": h.weight, "by": f"{h.by.user} via {h.by.via}" if h.by else "", "reason": h.reason}
-            for h in state.history]  # fmt: skip
+    return [
+        {
+            "at": h.at,
+            "release": h.release,
+            "action": h.action,
+            "phaseFrom": h.phase_from,
+            "phaseTo": h.phase_to,
+            "weight": h.weight,
+            "by": f"{h.by.user} via {h.by.via}" if h.by else "",
+            "reason": h.reason,
+        }
+        for h in state.history
+    ]
 
 
 _PLANNED = re.compile(r"of the planned (\d+)%")
@@ -116,23 +170,50 @@ def from_state(state: AppState, policy: Policy | None, title: str = "") -> RunDa
         t = seconds_since(first, h.at)
         if h.weight is not None:
             planned = _PLANNED.search(h.reason)  # "...: 5% of the planned 20% (...)": capped by exposure
-            data["states"].append({"t": t, "release": h.release, "version": "", "phase": h.phase_to,
-                                   "stage": h.stage, "stable": 100 - h.weight, "canary": h.weight, "ab": False,
-                                   "planned": int(planned.group(1)) if planned else h.weight,
-                                   "rateLimit": None, "gate": ""})  # fmt: skip
+            data["states"].append(
+                {
+                    "t": t,
+                    "release": h.release,
+                    "version": "",
+                    "phase": h.phase_to,
+                    "stage": h.stage,
+                    "stable": 100 - h.weight,
+                    "canary": h.weight,
+                    "ab": False,
+                    "planned": int(planned.group(1)) if planned else h.weight,
+                    "rateLimit": None,
+                    "gate": "",
+                }
+            )
         if h.action in ("approved", "rejected", "gate-timeout"):
             gate = h.reason.split()[1] if h.reason.startswith("gate ") else ""
-            data["gates"].append({"t": t, "release": h.release, "version": "", "gate": gate, "decision": h.action,
-                                  "user": h.by.user if h.by else "", "via": h.by.via if h.by else "", "at": h.at,
-                                  "params": {}})  # fmt: skip
+            data["gates"].append(
+                {
+                    "t": t,
+                    "release": h.release,
+                    "version": "",
+                    "gate": gate,
+                    "decision": h.action,
+                    "user": h.by.user if h.by else "",
+                    "via": h.by.via if h.by else "",
+                    "at": h.at,
+                    "params": {},
+                }
+            )
         if h.action in ("started", "promoted", "rolled-back", "protection", "alert"):
             rec.milestone(t, f"{h.release} {h.action}: {h.reason}"[:80])
     if state.release is not None:
         rec._gates.update((g["release"], g["gate"], g["at"]) for g in data["gates"])
         for v in state.release.verdicts:
-            data["verdicts"].append({"t": seconds_since(first, v.at), "release": state.release.id,
-                                     "version": state.release.target.version, "verdict": v.verdict,
-                                     "reason": v.reason})  # fmt: skip
+            data["verdicts"].append(
+                {
+                    "t": seconds_since(first, v.at),
+                    "release": state.release.id,
+                    "version": state.release.target.version,
+                    "verdict": v.verdict,
+                    "reason": v.reason,
+                }
+            )
     last = state.history[-1].at if state.history else first
     return rec.finish(state, seconds_since(first, last), {"stable": state.stable.version or "-"})
 
@@ -163,7 +244,9 @@ class Frame:
     bottom: int = 30
 
     def x(self, t: float) -> float:
-        return self.left + (self.width - self.left - self.right) * max(0.0, min(t, self.x_max)) / (self.x_max or 1)
+        return self.left + (self.width - self.left - self.right) * max(0.0, min(t, self.x_max)) / (
+            self.x_max or 1
+        )
 
     def y(self, v: float) -> float:
         span = (self.y_max - self.y_min) or 1
@@ -205,34 +288,52 @@ def _path(frame: Frame, s: Series) -> str:
     return "".join(parts)
 
 
-def chart(title: str, series: Sequence[Series], frame: Frame, unit: str = "",
-          marks: Iterable[tuple[float, str]] = (), bands: Iterable[tuple[float, float, str]] = ()) -> str:  # fmt: skip
+def chart(
+    title: str,
+    series: Sequence[Series],
+    frame: Frame,
+    unit: str = "",
+    marks: Iterable[tuple[float, str]] = (),
+    bands: Iterable[tuple[float, float, str]] = (),
+) -> str:
     """An SVG line chart with axes, a legend, vertical milestone marks and shaded bands (t0, t1, label)."""
     f = frame
-    out = [f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {f.width} {f.height}" '
-           f'role="img" aria-label="{_esc(title)}">',
-           f'<text x="{f.left}" y="16" class="title">{_esc(title)}</text>']  # fmt: skip
+    out = [
+        f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {f.width} {f.height}" '
+        f'role="img" aria-label="{_esc(title)}">',
+        f'<text x="{f.left}" y="16" class="title">{_esc(title)}</text>',
+    ]
     for t0, t1, label in bands:
-        out.append(f'<rect x="{f.x(t0):.1f}" y="{f.top}" width="{max(1.0, f.x(t1) - f.x(t0)):.1f}" '
-                   f'height="{f.height - f.top - f.bottom}" fill="#fde68a" opacity="0.35"><title>{_esc(label)}'
-                   '</title></rect>')  # fmt: skip
+        out.append(
+            f'<rect x="{f.x(t0):.1f}" y="{f.top}" width="{max(1.0, f.x(t1) - f.x(t0)):.1f}" '
+            f'height="{f.height - f.top - f.bottom}" fill="#fde68a" opacity="0.35"><title>{_esc(label)}'
+            "</title></rect>"
+        )
     for v in _ticks(f.y_min, f.y_max, 4):
-        out.append(f'<line x1="{f.left}" x2="{f.width - f.right}" y1="{f.y(v):.1f}" y2="{f.y(v):.1f}" '
-                   f'stroke="{COLOURS["grid"]}"/><text x="{f.left - 6}" y="{f.y(v) + 4:.1f}" class="ytick">'
-                   f'{v:g}{_esc(unit)}</text>')  # fmt: skip
+        out.append(
+            f'<line x1="{f.left}" x2="{f.width - f.right}" y1="{f.y(v):.1f}" y2="{f.y(v):.1f}" '
+            f'stroke="{COLOURS["grid"]}"/><text x="{f.left - 6}" y="{f.y(v) + 4:.1f}" class="ytick">'
+            f"{v:g}{_esc(unit)}</text>"
+        )
     for t in _ticks(0, f.x_max, 8):
         out.append(f'<text x="{f.x(t):.1f}" y="{f.height - 10}" class="xtick">{t:g}s</text>')
     for t, label in marks:
-        out.append(f'<line x1="{f.x(t):.1f}" x2="{f.x(t):.1f}" y1="{f.top}" y2="{f.height - f.bottom}" '
-                   f'class="mark"><title>{_esc(label)}</title></line>')  # fmt: skip
+        out.append(
+            f'<line x1="{f.x(t):.1f}" x2="{f.x(t):.1f}" y1="{f.top}" y2="{f.height - f.bottom}" '
+            f'class="mark"><title>{_esc(label)}</title></line>'
+        )
     for i, s in enumerate(series):
         d = _path(f, s)
         if d:
-            out.append(f'<path d="{d}" fill="none" stroke="{s.colour}" stroke-width="2"><title>{_esc(s.name)}'
-                       '</title></path>')  # fmt: skip
+            out.append(
+                f'<path d="{d}" fill="none" stroke="{s.colour}" stroke-width="2"><title>{_esc(s.name)}'
+                "</title></path>"
+            )
         lx = f.width - f.right - 150 * (len(series) - i)
-        out.append(f'<rect x="{lx}" y="8" width="12" height="4" fill="{s.colour}"/>'
-                   f'<text x="{lx + 16}" y="14" class="legend">{_esc(s.name)}</text>')  # fmt: skip
+        out.append(
+            f'<rect x="{lx}" y="8" width="12" height="4" fill="{s.colour}"/>'
+            f'<text x="{lx + 16}" y="14" class="legend">{_esc(s.name)}</text>'
+        )
     out.append("</svg>")
     return "".join(out)
 
@@ -240,23 +341,32 @@ def chart(title: str, series: Sequence[Series], frame: Frame, unit: str = "",
 def dots(title: str, rows: Sequence[str], points: Sequence[tuple[float, int, str, str]], frame: Frame) -> str:
     """A timeline of coloured dots: (t, row index, colour key, tooltip) with one labelled row per release."""
     f = frame
-    out = [f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {f.width} {f.height}" '
-           f'role="img" aria-label="{_esc(title)}">', f'<text x="{f.left}" y="16" class="title">{_esc(title)}</text>']  # fmt: skip
+    out = [
+        f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {f.width} {f.height}" '
+        f'role="img" aria-label="{_esc(title)}">',
+        f'<text x="{f.left}" y="16" class="title">{_esc(title)}</text>',
+    ]
     band = (f.height - f.top - f.bottom) / max(1, len(rows))
     for i, name in enumerate(rows):
         y = f.top + band * (i + 0.5)
-        out.append(f'<line x1="{f.left}" x2="{f.width - f.right}" y1="{y:.1f}" y2="{y:.1f}" stroke="{COLOURS["grid"]}"/>'
-                   f'<text x="{f.left - 6}" y="{y + 4:.1f}" class="ytick">{_esc(name)}</text>')  # fmt: skip
+        out.append(
+            f'<line x1="{f.left}" x2="{f.width - f.right}" y1="{y:.1f}" y2="{y:.1f}" stroke="{COLOURS["grid"]}"/>'
+            f'<text x="{f.left - 6}" y="{y + 4:.1f}" class="ytick">{_esc(name)}</text>'
+        )
     for t in _ticks(0, f.x_max, 8):
         out.append(f'<text x="{f.x(t):.1f}" y="{f.height - 10}" class="xtick">{t:g}s</text>')
     for t, row, key, tip in points:
         y = f.top + band * (row + 0.5)
-        out.append(f'<circle class="verdict {key}" cx="{f.x(t):.1f}" cy="{y:.1f}" r="5" '
-                   f'fill="{COLOURS.get(key, "#6b7280")}"><title>{_esc(tip)}</title></circle>')  # fmt: skip
+        out.append(
+            f'<circle class="verdict {key}" cx="{f.x(t):.1f}" cy="{y:.1f}" r="5" '
+            f'fill="{COLOURS.get(key, "#6b7280")}"><title>{_esc(tip)}</title></circle>'
+        )
     for i, key in enumerate(("pass", "inconclusive", "fail")):
         lx = f.width - f.right - 120 * (3 - i)
-        out.append(f'<circle cx="{lx}" cy="10" r="5" fill="{COLOURS[key]}"/>'
-                   f'<text x="{lx + 9}" y="14" class="legend">{key}</text>')  # fmt: skip
+        out.append(
+            f'<circle cx="{lx}" cy="10" r="5" fill="{COLOURS[key]}"/>'
+            f'<text x="{lx + 9}" y="14" class="legend">{key}</text>'
+        )
     out.append("</svg>")
     return "".join(out)
 
@@ -287,7 +397,9 @@ def _ab_bands(states: Sequence[dict[str, Any]], x_max: float) -> list[tuple[floa
 
 def _table(headers: Sequence[str], rows: Iterable[Sequence[object]], cls: str) -> str:
     head = "".join(f"<th>{_esc(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{_esc('' if c is None else c)}</td>" for c in r) + "</tr>" for r in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_esc('' if c is None else c)}</td>" for c in r) + "</tr>" for r in rows
+    )
     return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
@@ -297,11 +409,25 @@ def render_html(data: RunData) -> str:
     x_max = max([data.get("elapsed") or 0.0, *(r["t"] for r in (*states, *metrics, *verdicts))] + [1.0])
     marks = [(m["t"], m["label"]) for m in data["milestones"]]
     bands = _ab_bands(states, x_max)
-    plots = [chart("Traffic weights (%) — shaded: A/B by header; planned: the step's weight before the exposure cap", (
-        Series("stable", COLOURS["stable"], _points(states, "stable"), step=True),
-        Series("canary", COLOURS["canary"], _points(states, "canary"), step=True),
-        Series("planned", COLOURS["planned"], _points([s for s in states if "planned" in s], "planned"), step=True),
-    ), Frame(x_max, 0, 100), "%", marks, bands)]  # fmt: skip
+    plots = [
+        chart(
+            "Traffic weights (%) — shaded: A/B by header; planned: the step's weight before the exposure cap",
+            (
+                Series("stable", COLOURS["stable"], _points(states, "stable"), step=True),
+                Series("canary", COLOURS["canary"], _points(states, "canary"), step=True),
+                Series(
+                    "planned",
+                    COLOURS["planned"],
+                    _points([s for s in states if "planned" in s], "planned"),
+                    step=True,
+                ),
+            ),
+            Frame(x_max, 0, 100),
+            "%",
+            marks,
+            bands,
+        )
+    ]
     if metrics:
         plots += _metric_plots(states, metrics, x_max, marks, bands)
     plots.append(_verdict_plot(verdicts, x_max))
@@ -313,48 +439,108 @@ def _metric_plots(states: Rows, metrics: Rows, x_max: float, marks: Marks, bands
     top = max([v for r in metrics for v in (r.get("stableMs"), r.get("canaryMs")) if v is not None] + [1.0])
     peak = max([r.get("denied") or 0.0 for r in metrics] + [s.get("rateLimit") or 0 for s in states] + [1.0])
     return [
-        chart("Success rate (%), 5 s rate from Prometheus", (
-            Series("stable", COLOURS["stable"], _points(metrics, "stableSuccess", 100)),
-            Series("canary", COLOURS["canary"], _points(metrics, "canarySuccess", 100)),
-        ), Frame(x_max, _floor(metrics), 100), "%", marks, bands),
-        chart("Latency (ms), HAProxy average response time", (
-            Series("stable", COLOURS["stable"], _points(metrics, "stableMs")),
-            Series("canary", COLOURS["canary"], _points(metrics, "canaryMs")),
-        ), Frame(x_max, 0, math.ceil(top * 1.2)), "", marks, bands),
-        chart("Protection: rate limit in force (req/s) and 429 answers per second", (
-            Series("rate limit", COLOURS["limit"], _points(states, "rateLimit"), step=True),
-            Series("429/s", COLOURS["denied"], _points(metrics, "denied")),
-        ), Frame(x_max, 0, math.ceil(peak * 1.1)), "", marks),
-    ]  # fmt: skip
+        chart(
+            "Success rate (%), 5 s rate from Prometheus",
+            (
+                Series("stable", COLOURS["stable"], _points(metrics, "stableSuccess", 100)),
+                Series("canary", COLOURS["canary"], _points(metrics, "canarySuccess", 100)),
+            ),
+            Frame(x_max, _floor(metrics), 100),
+            "%",
+            marks,
+            bands,
+        ),
+        chart(
+            "Latency (ms), HAProxy average response time",
+            (
+                Series("stable", COLOURS["stable"], _points(metrics, "stableMs")),
+                Series("canary", COLOURS["canary"], _points(metrics, "canaryMs")),
+            ),
+            Frame(x_max, 0, math.ceil(top * 1.2)),
+            "",
+            marks,
+            bands,
+        ),
+        chart(
+            "Protection: rate limit in force (req/s) and 429 answers per second",
+            (
+                Series("rate limit", COLOURS["limit"], _points(states, "rateLimit"), step=True),
+                Series("429/s", COLOURS["denied"], _points(metrics, "denied")),
+            ),
+            Frame(x_max, 0, math.ceil(peak * 1.1)),
+            "",
+            marks,
+        ),
+    ]
 
 
 def _verdict_plot(verdicts: Rows, x_max: float) -> str:
     """One row of dots per release: each analysis verdict, hovered for its reason."""
     releases = list(dict.fromkeys(v["release"] for v in verdicts))
-    labels = [f"{r} {next((v['version'] for v in verdicts if v['release'] == r), '')}".strip() for r in releases]
-    return dots("Analysis verdicts", labels or ["(none)"],
-                [(v["t"], releases.index(v["release"]), v["verdict"],
-                  f"{v['t']:.1f}s {v['release']}: {v['verdict']} {v.get('reason', '')}") for v in verdicts],
-                Frame(x_max, 0, 1, height=max(90, 50 + 36 * len(releases)), left=150))  # fmt: skip
+    labels = [
+        f"{r} {next((v['version'] for v in verdicts if v['release'] == r), '')}".strip() for r in releases
+    ]
+    return dots(
+        "Analysis verdicts",
+        labels or ["(none)"],
+        [
+            (
+                v["t"],
+                releases.index(v["release"]),
+                v["verdict"],
+                f"{v['t']:.1f}s {v['release']}: {v['verdict']} {v.get('reason', '')}",
+            )
+            for v in verdicts
+        ],
+        Frame(x_max, 0, 1, height=max(90, 50 + 36 * len(releases)), left=150),
+    )
 
 
 def _tables(data: RunData) -> tuple[str, str, str]:
     """The gates (who approved what, when), the milestones and the release history, as HTML tables."""
-    gates = _table(("time", "release", "version", "gate", "decision", "by", "via", "params"),
-                   ((f"+{g['t']:.1f}s", g["release"], g["version"], g["gate"], g["decision"], g["user"], g["via"],
-                     ", ".join(f"{k}={v}" for k, v in g.get("params", {}).items())) for g in data["gates"]),
-                   "gates")  # fmt: skip
-    milestones = _table(("time", "what"), ((f"+{m['t']:.1f}s", m["label"]) for m in data["milestones"]), "milestones")
-    history = _table(("at", "release", "action", "phase", "weight", "by", "reason"),
-                     ((h["at"][11:23], h["release"], h["action"], f"{h['phaseFrom']} → {h['phaseTo']}".strip(" →"),
-                       h["weight"], h["by"], h["reason"]) for h in data["history"]), "history")  # fmt: skip
+    gates = _table(
+        ("time", "release", "version", "gate", "decision", "by", "via", "params"),
+        (
+            (
+                f"+{g['t']:.1f}s",
+                g["release"],
+                g["version"],
+                g["gate"],
+                g["decision"],
+                g["user"],
+                g["via"],
+                ", ".join(f"{k}={v}" for k, v in g.get("params", {}).items()),
+            )
+            for g in data["gates"]
+        ),
+        "gates",
+    )
+    milestones = _table(
+        ("time", "what"), ((f"+{m['t']:.1f}s", m["label"]) for m in data["milestones"]), "milestones"
+    )
+    history = _table(
+        ("at", "release", "action", "phase", "weight", "by", "reason"),
+        (
+            (
+                h["at"][11:23],
+                h["release"],
+                h["action"],
+                f"{h['phaseFrom']} → {h['phaseTo']}".strip(" →"),
+                h["weight"],
+                h["by"],
+                h["reason"],
+            )
+            for h in data["history"]
+        ),
+        "history",
+    )
     return gates, milestones, history
 
 
 def _page(data: RunData, plots: str, gates: str, milestones: str, history: str) -> str:
     summary = "".join(f"<dt>{_esc(k)}</dt><dd>{_esc(v)}</dd>" for k, v in data["summary"].items())
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{_esc(data['title'])}</title>
+<html lang="en"><head><meta charset="utf-8"><title>{_esc(data["title"])}</title>
 <style>
 body {{ font: 14px/1.4 system-ui, sans-serif; margin: 24px auto; max-width: 960px; color: #111827; }}
 h1 {{ font-size: 20px; }} h2 {{ font-size: 16px; margin-top: 28px; }}
@@ -366,8 +552,8 @@ table {{ border-collapse: collapse; width: 100%; font-size: 12px; }}
 th, td {{ border-bottom: 1px solid #e5e7eb; padding: 3px 6px; text-align: left; vertical-align: top; }}
 dl {{ display: grid; grid-template-columns: max-content auto; gap: 2px 16px; }} dt {{ font-weight: 600; }}
 </style></head><body>
-<h1>{_esc(data['title'])}</h1>
-<p>App <b>{_esc(data['app'])}</b>, started {_esc(data['startedAt'])}, {data.get('elapsed', 0):.1f} s.
+<h1>{_esc(data["title"])}</h1>
+<p>App <b>{_esc(data["app"])}</b>, started {_esc(data["startedAt"])}, {data.get("elapsed", 0):.1f} s.
 Dashed lines mark milestones (hover for details).</p>
 <dl class="summary">{summary}</dl>
 <h2>Plots</h2>

@@ -117,17 +117,28 @@ def dockerhub_push(tag: str) -> dict[str, Any]:
     return {
         "callback_url": f"https://registry.hub.docker.com/u/{REPOSITORY}/hook/demo/",
         "push_data": {"pushed_at": int(time.time()), "pusher": "demo-ci", "tag": tag},
-        "repository": {"repo_name": REPOSITORY, "name": name, "namespace": namespace, "owner": namespace,
-                       "repo_url": f"https://hub.docker.com/r/{REPOSITORY}", "is_private": False,
-                       "status": "Active", "star_count": 0, "comment_count": 0, "date_created": 1700000000},
-    }  # fmt: skip
+        "repository": {
+            "repo_name": REPOSITORY,
+            "name": name,
+            "namespace": namespace,
+            "owner": namespace,
+            "repo_url": f"https://hub.docker.com/r/{REPOSITORY}",
+            "is_private": False,
+            "status": "Active",
+            "star_count": 0,
+            "comment_count": 0,
+            "date_created": 1700000000,
+        },
+    }
 
 
-def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None,
-         timeout: float = 10.0) -> tuple[int, Any]:  # fmt: skip
+def http(
+    method: str, url: str, body: Any = None, headers: dict[str, str] | None = None, timeout: float = 10.0
+) -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Content-Type": "application/json", **(headers or {})})  # fmt: skip
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})}
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as r:
             raw, status = r.read(), r.status
@@ -153,12 +164,20 @@ def prometheus_vector(base: str, query: str) -> dict[str, float]:
 
 def traffic_sample(base: str, backend: str = "be_app", frontend: str = "fe_app") -> dict[str, float | None]:
     """Canary vs stable success rate and latency, requests and 429s per second, as Prometheus sees them."""
-    total = prometheus_vector(base, f'sum by (server) (rate(haproxy_server_http_responses_total{{proxy="{backend}"}}[5s]))')
-    errors = prometheus_vector(base, f'sum by (server) (rate(haproxy_server_http_responses_total{{proxy="{backend}",'
-                                     f'code="5xx"}}[5s]))')  # fmt: skip
+    total = prometheus_vector(
+        base, f'sum by (server) (rate(haproxy_server_http_responses_total{{proxy="{backend}"}}[5s]))'
+    )
+    errors = prometheus_vector(
+        base,
+        f'sum by (server) (rate(haproxy_server_http_responses_total{{proxy="{backend}",code="5xx"}}[5s]))',
+    )
     latency = prometheus_vector(base, f'haproxy_server_response_time_average_seconds{{proxy="{backend}"}}')
-    denied = prometheus_vector(base, f'sum(rate(haproxy_frontend_requests_denied_total{{proxy="{frontend}"}}[5s]))')
-    rps = prometheus_vector(base, f'sum(rate(haproxy_frontend_http_requests_total{{proxy="{frontend}"}}[5s]))')
+    denied = prometheus_vector(
+        base, f'sum(rate(haproxy_frontend_requests_denied_total{{proxy="{frontend}"}}[5s]))'
+    )
+    rps = prometheus_vector(
+        base, f'sum(rate(haproxy_frontend_http_requests_total{{proxy="{frontend}"}}[5s]))'
+    )
     out: dict[str, float | None] = {}
     for server in ("stable", "canary"):
         n = total.get(server, 0.0)
@@ -172,8 +191,14 @@ def traffic_sample(base: str, backend: str = "be_app", frontend: str = "fe_app")
 
 
 class Demo:
-    def __init__(self, fast: bool = False, report_path: str = "graylane-demo-report.html", keep: bool = False,
-                 tty: bool | None = None, out: Callable[[str], None] = print) -> None:  # fmt: skip
+    def __init__(
+        self,
+        fast: bool = False,
+        report_path: str = "graylane-demo-report.html",
+        keep: bool = False,
+        tty: bool | None = None,
+        out: Callable[[str], None] = print,
+    ) -> None:
         self.timing = FAST if fast else NORMAL
         self.fast = fast
         self.report_path = Path(report_path).resolve()
@@ -195,8 +220,11 @@ class Demo:
 
     # -- the run ----------------------------------------------------------------------------------
     def run(self) -> DemoResult:
-        previous = signal.signal(signal.SIGTERM, _interrupt) if threading.current_thread() is threading.main_thread() \
-            else None  # fmt: skip
+        previous = (
+            signal.signal(signal.SIGTERM, _interrupt)
+            if threading.current_thread() is threading.main_thread()
+            else None
+        )
         final: AppState | None = None
         try:
             self._start()
@@ -249,14 +277,28 @@ class Demo:
         self.store = SqliteStore(str(self.workdir / "graylane.db"))
         self.providers = LocalProviders(config, out=self.view.note)
         self._stoppers.append(self.providers.close)
-        settings = GatewaySettings(credentials={"dockerhub": Credentials(token=self.hook_token),
-                                                "alertmanager": Credentials(token=self.alert_token)})  # fmt: skip
-        serve = build_serve(self.store, policies, self.providers, tick=self.timing.tick, gateway_settings=settings,
-                            api_tokens={self.api_token: OPERATOR}, env={})  # fmt: skip
+        settings = GatewaySettings(
+            credentials={
+                "dockerhub": Credentials(token=self.hook_token),
+                "alertmanager": Credentials(token=self.alert_token),
+            }
+        )
+        serve = build_serve(
+            self.store,
+            policies,
+            self.providers,
+            tick=self.timing.tick,
+            gateway_settings=settings,
+            api_tokens={self.api_token: OPERATOR},
+            env={},
+        )
         serve.bus.subscribe("dev.graylane.", self._on_event)
-        server = uvicorn.Server(uvicorn.Config(serve.app, log_level="warning", access_log=False, lifespan="off"))
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, name="graylane-serve",
-                                  daemon=True)  # fmt: skip
+        server = uvicorn.Server(
+            uvicorn.Config(serve.app, log_level="warning", access_log=False, lifespan="off")
+        )
+        thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [listener]}, name="graylane-serve", daemon=True
+        )
         thread.start()
 
         def stop_server() -> None:
@@ -268,8 +310,10 @@ class Demo:
         self._wait("graylane serve answering", lambda: server.started, 15)
         serve.ticker.start()
         self._start_sampler()
-        self.view.note(f"graylane serve on {self.stack.gateway} (SQLite state, tick {self.timing.tick:g}s); "
-                       f"traffic enters HAProxy at {self.stack.url}")  # fmt: skip
+        self.view.note(
+            f"graylane serve on {self.stack.gateway} (SQLite state, tick {self.timing.tick:g}s); "
+            f"traffic enters HAProxy at {self.stack.url}"
+        )
 
     def _scenario(self) -> None:
         tm = self.timing
@@ -292,8 +336,11 @@ class Demo:
         self._wait_gate("v2.0.0", "promote", 60 + _secs(tm.abtest) + sum(_secs(p) for p in tm.pauses) * 2)
         self._sleep(tm.look)
         self._approve("promote")
-        self._wait_state("v2.0.0 promoted and protected",
-                         lambda s: s.release is not None and s.release.phase is Phase.SUCCEEDED, 60)  # fmt: skip
+        self._wait_state(
+            "v2.0.0 promoted and protected",
+            lambda s: s.release is not None and s.release.phase is Phase.SUCCEEDED,
+            60,
+        )
         self.result.promoted_v2 = True
         self._act("v2.0.0 is stable: promoted and protected")
         self._sleep(tm.settle)
@@ -306,13 +353,19 @@ class Demo:
         self._wait_state("v3.0.0 receiving A/B traffic", lambda s: bool(s.routes.match), 30)
         bad_from = self.t()
         self._act("v3.0.0 gets the beta traffic")
-        state = self._wait_state("v3.0.0 rolled back", lambda s: s.release is not None and not s.release.active, 60)
+        state = self._wait_state(
+            "v3.0.0 rolled back", lambda s: s.release is not None and not s.release.active, 60
+        )
         assert state.release is not None
         self.result.rolled_back_v3 = state.release.phase is Phase.ROLLED_BACK
         self.result.rollback_seconds = round(self.t() - bad_from, 1)
         if not self.result.rolled_back_v3:
-            raise DemoFailed(f"v3.0.0 ended {state.release.phase.value}, not rolled back: {state.release.reason}")
-        self._act(f"v3.0.0 rolled back automatically {self.result.rollback_seconds:.1f} s after its first traffic")
+            raise DemoFailed(
+                f"v3.0.0 ended {state.release.phase.value}, not rolled back: {state.release.reason}"
+            )
+        self._act(
+            f"v3.0.0 rolled back automatically {self.result.rollback_seconds:.1f} s after its first traffic"
+        )
         self._sleep(tm.settle / 2)
 
         # -- error burst: alert -> protection ---------------------------------------------------------
@@ -320,22 +373,32 @@ class Demo:
         self.result.limit_base = base.average if base else None
         self._act("error burst on stable (50% errors): Prometheus -> Alertmanager -> gateway")
         self._control_stable(0.5)
-        state = self._wait_state("rate limit tightened", lambda s: (limit := _limit(s)) is not None
-                                 and base is not None and limit < base.average, 30)  # fmt: skip
+        state = self._wait_state(
+            "rate limit tightened",
+            lambda s: (limit := _limit(s)) is not None and base is not None and limit < base.average,
+            30,
+        )
         self.result.limit_tightened = _limit(state)
         self._act(f"rate limit tightened to {self.result.limit_tightened}/s by alert ShopHighErrorRate")
         self._sleep(2)
         self._control_stable(0.0)
         self._act("stable recovered; the alert resolves, then the hold-down passes")
-        state = self._wait_state("rate limit relaxed", lambda s: base is not None and _limit(s) == base.average,
-                                 60 + _secs(tm.hold_down))  # fmt: skip
+        state = self._wait_state(
+            "rate limit relaxed",
+            lambda s: base is not None and _limit(s) == base.average,
+            60 + _secs(tm.hold_down),
+        )
         self.result.limit_relaxed = _limit(state)
         self._act(f"rate limit relaxed to {self.result.limit_relaxed}/s")
         self._sleep(2)
         self.result.traffic = self.stack.stop_traffic()
-        self._act("traffic stopped: " + "; ".join(
-            f"{name} " + ", ".join(f"{n}x{code}" for code, n in sorted(codes.items()))
-            for name, codes in self.result.traffic.items()))  # fmt: skip
+        self._act(
+            "traffic stopped: "
+            + "; ".join(
+                f"{name} " + ", ".join(f"{n}x{code}" for code, n in sorted(codes.items()))
+                for name, codes in self.result.traffic.items()
+            )
+        )
 
     # -- steps ------------------------------------------------------------------------------------
     def _act(self, text: str) -> None:
@@ -345,17 +408,24 @@ class Demo:
         self.view.note(text)
 
     def _push(self, tag: str) -> None:
-        status, body = http("POST", f"{self.stack.gateway}/hooks/dockerhub/{self.hook_token}", dockerhub_push(tag))
+        status, body = http(
+            "POST", f"{self.stack.gateway}/hooks/dockerhub/{self.hook_token}", dockerhub_push(tag)
+        )
         if status != 202 or not (isinstance(body, dict) and body.get("ids")):
             raise DemoFailed(f"push of {tag}: the gateway answered {status} {body}")
 
     def _approve(self, gate: str) -> None:
         self._act(f"{OPERATOR} approves gate {gate} over the approval API")
-        status, body = http("POST", f"{self.stack.gateway}/api/v1/apps/{APP}/commands",
-                            {"action": "approve", "gate": gate, "reason": "looks good"},
-                            {"Authorization": f"Bearer {self.api_token}"})  # fmt: skip
+        status, body = http(
+            "POST",
+            f"{self.stack.gateway}/api/v1/apps/{APP}/commands",
+            {"action": "approve", "gate": gate, "reason": "looks good"},
+            {"Authorization": f"Bearer {self.api_token}"},
+        )
         if status != 202:
-            raise DemoFailed(f"approve gate {gate} of {APP} as {OPERATOR}: the approval API answered {status} {body}")
+            raise DemoFailed(
+                f"approve gate {gate} of {APP} as {OPERATOR}: the approval API answered {status} {body}"
+            )
 
     def _check_preview(self, version: str) -> None:
         assert self.providers is not None
@@ -414,8 +484,15 @@ class Demo:
         def at_gate(s: AppState) -> bool:
             rel = s.release
             if rel is not None and rel.target.version == version and not rel.active:
-                raise DemoFailed(f"{rel.id} {version} ended {rel.phase.value} before gate {gate}: {rel.reason}")
-            return rel is not None and rel.target.version == version and rel.phase is Phase.WAITING and rel.gate == gate
+                raise DemoFailed(
+                    f"{rel.id} {version} ended {rel.phase.value} before gate {gate}: {rel.reason}"
+                )
+            return (
+                rel is not None
+                and rel.target.version == version
+                and rel.phase is Phase.WAITING
+                and rel.gate == gate
+            )
 
         self._wait_state(f"{version} waiting at gate {gate}", at_gate, timeout)
         self._act(f"{version} waits at gate {gate}")
@@ -428,8 +505,14 @@ class Demo:
         """Emitted events worth a line under the table (verdicts only when they are not a pass)."""
         kind = event["type"]
         data = event.data if isinstance(event.data, dict) else {}
-        if kind.startswith(("dev.graylane.image.", "dev.graylane.release.command", "dev.graylane.release.tick",
-                            "dev.graylane.event.ignored")):
+        if kind.startswith(
+            (
+                "dev.graylane.image.",
+                "dev.graylane.release.command",
+                "dev.graylane.release.tick",
+                "dev.graylane.event.ignored",
+            )
+        ):
             return
         if kind == "dev.graylane.analysis.verdict" and data.get("verdict") == "pass":
             return
@@ -476,17 +559,29 @@ class Demo:
         r = self.result
         summary = {
             "outcome": "completed" if r.ok else f"stopped: {r.error}",
-            "v2.0.0": "promoted through A/B, canary 20% / 50% and gate promote" if r.promoted_v2 else "not promoted",
-            "v3.0.0": (f"rolled back automatically {r.rollback_seconds:.1f} s after its first traffic"
-                       if r.rolled_back_v3 and r.rollback_seconds is not None else "not rolled back"),
-            "rate limit": (f"{r.limit_base}/s, tightened to {r.limit_tightened}/s by the alert, relaxed to "
-                           f"{r.limit_relaxed}/s" if r.limit_relaxed is not None else "not exercised"),
+            "v2.0.0": "promoted through A/B, canary 20% / 50% and gate promote"
+            if r.promoted_v2
+            else "not promoted",
+            "v3.0.0": (
+                f"rolled back automatically {r.rollback_seconds:.1f} s after its first traffic"
+                if r.rolled_back_v3 and r.rollback_seconds is not None
+                else "not rolled back"
+            ),
+            "rate limit": (
+                f"{r.limit_base}/s, tightened to {r.limit_tightened}/s by the alert, relaxed to "
+                f"{r.limit_relaxed}/s"
+                if r.limit_relaxed is not None
+                else "not exercised"
+            ),
             "approved by": OPERATOR,
-            "traffic (hey)": "; ".join(f"{name}: " + ", ".join(f"{n} x {code}" for code, n in sorted(codes.items()))
-                                       for name, codes in r.traffic.items()) or "-",
+            "traffic (hey)": "; ".join(
+                f"{name}: " + ", ".join(f"{n} x {code}" for code, n in sorted(codes.items()))
+                for name, codes in r.traffic.items()
+            )
+            or "-",
             "elapsed": f"{r.elapsed:.1f} s",
             "processes started": len(r.pids),
-        }  # fmt: skip
+        }
         with self._rec_lock:
             data = self.recorder.finish(final, r.elapsed, summary)
         data["pids"] = r.pids
@@ -513,8 +608,13 @@ def _interrupt(_signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C
 
 
-def run(fast: bool = False, report_path: str = "graylane-demo-report.html", keep: bool = False,
-        tty: bool | None = None, out: Callable[[str], None] = print) -> DemoResult:  # fmt: skip
+def run(
+    fast: bool = False,
+    report_path: str = "graylane-demo-report.html",
+    keep: bool = False,
+    tty: bool | None = None,
+    out: Callable[[str], None] = print,
+) -> DemoResult:
     demo = Demo(fast=fast, report_path=report_path, keep=keep, tty=tty, out=out)
     result = demo.run()
     result.workdir = str(demo.workdir) if keep else ""

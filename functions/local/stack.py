@@ -31,8 +31,12 @@ from functions.local.providers import Behaviour, LocalConfig
 from functions.providers.routers.haproxy import install_config
 
 INFRA = Path(__file__).resolve().parents[2] / "infra" / "local"
-PACKAGES = {"haproxy": ("haproxy",), "prometheus": ("prometheus",),
-            "prometheus-alertmanager": ("prometheus-alertmanager", "alertmanager"), "hey": ("hey",)}  # fmt: skip
+PACKAGES = {
+    "haproxy": ("haproxy",),
+    "prometheus": ("prometheus",),
+    "prometheus-alertmanager": ("prometheus-alertmanager", "alertmanager"),
+    "hey": ("hey",),
+}
 
 
 def binary(package: str) -> str:
@@ -59,20 +63,27 @@ def ensure_packages(say: object = print) -> None:
     if not missing:
         return
     if os.geteuid() != 0 or not shutil.which("apt-get"):
-        raise ConfigError(f"local stack: missing Debian packages {', '.join(missing)}; install them as root "
-                          "(make deps)")  # fmt: skip
+        raise ConfigError(
+            f"local stack: missing Debian packages {', '.join(missing)}; install them as root (make deps)"
+        )
     if callable(say):
         say(f"installing {', '.join(missing)} (apt-get)")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for argv in (["apt-get", "update", "-qq"],
-                 ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing]):  # fmt: skip
+    for argv in (
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
+    ):
         done = subprocess.run(argv, env=env, capture_output=True, text=True)
         if done.returncode != 0:
-            raise ConfigError(f"local stack: {' '.join(argv[:2])} failed ({done.returncode}): {done.stderr[-800:]}")
+            raise ConfigError(
+                f"local stack: {' '.join(argv[:2])} failed ({done.returncode}): {done.stderr[-800:]}"
+            )
 
 
 def render(template: str, target: Path, **values: object) -> Path:
-    target.write_text(Template((INFRA / template).read_text()).substitute(**{k: str(v) for k, v in values.items()}))
+    target.write_text(
+        Template((INFRA / template).read_text()).substitute(**{k: str(v) for k, v in values.items()})
+    )
     return target
 
 
@@ -90,7 +101,9 @@ class Ports:
 class LocalStack:
     """HAProxy + Prometheus + Alertmanager (+ hey streams) in `workdir`; the gateway runs in-process."""
 
-    def __init__(self, workdir: Path, alert_token: str, backend: str = "be_app", frontend: str = "fe_app") -> None:
+    def __init__(
+        self, workdir: Path, alert_token: str, backend: str = "be_app", frontend: str = "fe_app"
+    ) -> None:
         self.dir = workdir
         self.alert_token = alert_token
         self.backend, self.frontend = backend, frontend
@@ -113,8 +126,14 @@ class LocalStack:
         return f"http://127.0.0.1:{self.ports.gateway}"
 
     def config(self, behaviours: dict[str, Behaviour]) -> LocalConfig:
-        return LocalConfig(workdir=str(self.dir), socket=str(self.socket), stable_port=self.ports.stable,
-                           canary_port=self.ports.canary, prometheus=self.prometheus, behaviours=behaviours)  # fmt: skip
+        return LocalConfig(
+            workdir=str(self.dir),
+            socket=str(self.socket),
+            stable_port=self.ports.stable,
+            canary_port=self.ports.canary,
+            prometheus=self.prometheus,
+            behaviours=behaviours,
+        )
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -137,31 +156,60 @@ class LocalStack:
     # -- components -------------------------------------------------------------------------------
     def _haproxy(self) -> None:
         p = self.ports
-        cfg = install_config(self.dir / "haproxy", bind=f"127.0.0.1:{p.haproxy}", stable=f"127.0.0.1:{p.stable}",
-                             canary=f"127.0.0.1:{p.canary}", metrics_bind=f"127.0.0.1:{p.metrics}",
-                             backend=self.backend, frontend=self.frontend)  # fmt: skip
-        self._spawn("haproxy", [binary("haproxy"), "-db", "-f", str(cfg)], f"http://127.0.0.1:{p.metrics}/metrics")
+        cfg = install_config(
+            self.dir / "haproxy",
+            bind=f"127.0.0.1:{p.haproxy}",
+            stable=f"127.0.0.1:{p.stable}",
+            canary=f"127.0.0.1:{p.canary}",
+            metrics_bind=f"127.0.0.1:{p.metrics}",
+            backend=self.backend,
+            frontend=self.frontend,
+        )
+        self._spawn(
+            "haproxy", [binary("haproxy"), "-db", "-f", str(cfg)], f"http://127.0.0.1:{p.metrics}/metrics"
+        )
 
     def _prometheus(self) -> None:
         p = self.ports
         rules = self.dir / "rules.yml"
         shutil.copyfile(INFRA / "rules.yml", rules)
-        cfg = render("prometheus.yml.tmpl", self.dir / "prometheus.yml", rules=rules,
-                     alertmanager=f"127.0.0.1:{p.alertmanager}", haproxy_metrics=f"127.0.0.1:{p.metrics}")  # fmt: skip
-        self._spawn("prometheus", [binary("prometheus"), f"--config.file={cfg}",
-                                   f"--storage.tsdb.path={self.dir / 'prometheus-data'}",
-                                   f"--web.listen-address=127.0.0.1:{p.prometheus}"],
-                    f"{self.prometheus}/-/ready")  # fmt: skip
+        cfg = render(
+            "prometheus.yml.tmpl",
+            self.dir / "prometheus.yml",
+            rules=rules,
+            alertmanager=f"127.0.0.1:{p.alertmanager}",
+            haproxy_metrics=f"127.0.0.1:{p.metrics}",
+        )
+        self._spawn(
+            "prometheus",
+            [
+                binary("prometheus"),
+                f"--config.file={cfg}",
+                f"--storage.tsdb.path={self.dir / 'prometheus-data'}",
+                f"--web.listen-address=127.0.0.1:{p.prometheus}",
+            ],
+            f"{self.prometheus}/-/ready",
+        )
 
     def _alertmanager(self) -> None:
         p = self.ports
-        cfg = render("alertmanager.yml.tmpl", self.dir / "alertmanager.yml", gateway=self.gateway,
-                     token=self.alert_token)  # fmt: skip
-        self._spawn("alertmanager", [binary("prometheus-alertmanager"), f"--config.file={cfg}",
-                                     f"--storage.path={self.dir / 'alertmanager-data'}",
-                                     f"--web.listen-address=127.0.0.1:{p.alertmanager}",
-                                     "--cluster.listen-address="],  # no gossip port on every interface
-                    f"http://127.0.0.1:{p.alertmanager}/-/ready")  # fmt: skip
+        cfg = render(
+            "alertmanager.yml.tmpl",
+            self.dir / "alertmanager.yml",
+            gateway=self.gateway,
+            token=self.alert_token,
+        )
+        self._spawn(
+            "alertmanager",
+            [
+                binary("prometheus-alertmanager"),
+                f"--config.file={cfg}",
+                f"--storage.path={self.dir / 'alertmanager-data'}",
+                f"--web.listen-address=127.0.0.1:{p.alertmanager}",
+                "--cluster.listen-address=",
+            ],  # no gossip port on every interface
+            f"http://127.0.0.1:{p.alertmanager}/-/ready",
+        )
 
     def _reroll(self, *names: str) -> None:
         for name in names:
@@ -181,15 +229,20 @@ class LocalStack:
                 raise PortTaken(f"local process {name}: its address was already in use: {err}") from err
             raise
 
-    def start_traffic(self, name: str, rps: int, seconds: int, headers: dict[str, str] | None = None,
-                      workers: int = 2) -> Proc:  # fmt: skip
+    def start_traffic(
+        self, name: str, rps: int, seconds: int, headers: dict[str, str] | None = None, workers: int = 2
+    ) -> Proc:
         """A hey stream of about `rps` requests per second (-q is per worker) for `seconds` at most."""
         argv = [binary("hey"), "-z", f"{seconds}s", "-c", str(workers), "-q", str(max(1, rps // workers))]
         for key, value in (headers or {}).items():
             argv += ["-H", f"{key}: {value}"]
         # SIGINT: hey stops and prints its summary (status code distribution) before exiting
-        proc = Proc(f"hey {name}", [*argv, f"{self.url}/"], self.dir / "logs" / f"hey-{name}.log",
-                    stop_signal=signal.SIGINT)  # fmt: skip
+        proc = Proc(
+            f"hey {name}",
+            [*argv, f"{self.url}/"],
+            self.dir / "logs" / f"hey-{name}.log",
+            stop_signal=signal.SIGINT,
+        )
         self.traffic.append(proc)
         return proc
 

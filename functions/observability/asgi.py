@@ -24,8 +24,13 @@ METRICS_PATH = "/metrics"
 
 
 class ObserveRequests:
-    def __init__(self, app: ASGIApp, sources: Iterable[str] = (), aliases: Mapping[str, str] | None = None,
-                 metrics_path: str = METRICS_PATH) -> None:  # fmt: skip
+    def __init__(
+        self,
+        app: ASGIApp,
+        sources: Iterable[str] = (),
+        aliases: Mapping[str, str] | None = None,
+        metrics_path: str = METRICS_PATH,
+    ) -> None:
         self.app = app
         known = set(sources)
         self.names = {name: name for name in known}

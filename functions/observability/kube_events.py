@@ -114,14 +114,27 @@ def involved(policy: Policy, release: Release | None) -> str:
 class KubeEventRecorder:
     """Creates core/v1 Events through one ApiClient (`functions.providers.kube.client_from()`)."""
 
-    def __init__(self, api_client: ApiClient, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 instance: str = "") -> None:  # fmt: skip
+    def __init__(
+        self,
+        api_client: ApiClient,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        instance: str = "",
+    ) -> None:
         self.api_client = api_client
         self.clock = clock
         self.instance = instance or socket.gethostname()
 
-    def body(self, policy: Policy, release: Release | None, emitted_type: str, reason: str, message: str,
-             *, generation: int, index: int) -> dict[str, Any]:  # fmt: skip
+    def body(
+        self,
+        policy: Policy,
+        release: Release | None,
+        emitted_type: str,
+        reason: str,
+        message: str,
+        *,
+        generation: int,
+        index: int,
+    ) -> dict[str, Any]:
         deployment = involved(policy, release)
         now = _timestamp(self.clock())
         labels = {"app.kubernetes.io/managed-by": COMPONENT, "graylane.dev/app": policy.name}
@@ -130,11 +143,18 @@ class KubeEventRecorder:
         return {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"name": event_name(deployment, release.id if release else "", generation, index),
-                         "namespace": policy.namespace, "labels": labels,
-                         "annotations": {"graylane.dev/event-type": emitted_type}},
-            "involvedObject": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment,
-                               "namespace": policy.namespace},
+            "metadata": {
+                "name": event_name(deployment, release.id if release else "", generation, index),
+                "namespace": policy.namespace,
+                "labels": labels,
+                "annotations": {"graylane.dev/event-type": emitted_type},
+            },
+            "involvedObject": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": deployment,
+                "namespace": policy.namespace,
+            },
             "reason": reason,
             "message": message[:MAX_MESSAGE],
             "type": "Warning" if reason in WARNINGS else "Normal",
@@ -144,16 +164,30 @@ class KubeEventRecorder:
             "count": 1,
             "firstTimestamp": now,
             "lastTimestamp": now,
-        }  # fmt: skip
+        }
 
-    def record(self, policy: Policy, release: Release | None, emitted_type: str, reason: str, message: str,
-               *, generation: int, index: int) -> bool:  # fmt: skip
+    def record(
+        self,
+        policy: Policy,
+        release: Release | None,
+        emitted_type: str,
+        reason: str,
+        message: str,
+        *,
+        generation: int,
+        index: int,
+    ) -> bool:
         """Create the Event; True when created, False when it already existed (a retry). Raises GraylaneError."""
         body = self.body(policy, release, emitted_type, reason, message, generation=generation, index=index)
         name = f"{policy.namespace}/{body['metadata']['name']}"
         try:
-            request(self.api_client, "POST", "/api/v1/namespaces/{namespace}/events", {"namespace": policy.namespace},
-                    body=body)  # fmt: skip
+            request(
+                self.api_client,
+                "POST",
+                "/api/v1/namespaces/{namespace}/events",
+                {"namespace": policy.namespace},
+                body=body,
+            )
         except Exception as err:  # classified by api_error: 409 means a retry already created it
             failure = api_error(err, "Event", name, "create")
             if isinstance(failure, ConflictError):
@@ -171,8 +205,15 @@ class KubeEventRecorder:
         for index, e in enumerate(emitted):
             reason = reason_for(e)
             try:
-                self.record(policy, release, e.type, reason, message_for(policy, release, e),
-                            generation=state.generation, index=index)  # fmt: skip
+                self.record(
+                    policy,
+                    release,
+                    e.type,
+                    reason,
+                    message_for(policy, release, e),
+                    generation=state.generation,
+                    index=index,
+                )
             except GraylaneError as err:
                 log.warning("recording Kubernetes Event %s for %s failed: %s", reason, policy.app, err)
                 continue

@@ -21,8 +21,17 @@ if TYPE_CHECKING:
     from functions.core.state import AppState, Release
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-PHASES = ("progressing", "waiting", "paused", "frozen", "succeeded", "rolled-back", "aborted", "superseded",
-          "failed")  # fmt: skip  # functions.core.state.Phase, kept literal so this module stays import-free
+PHASES = (
+    "progressing",
+    "waiting",
+    "paused",
+    "frozen",
+    "succeeded",
+    "rolled-back",
+    "aborted",
+    "superseded",
+    "failed",
+)  # functions.core.state.Phase, kept literal so this module stays import-free
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 DECISION_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
@@ -58,7 +67,9 @@ class Counter(_Metric):
 
     def __init__(self, name: str, help_: str, labels: Sequence[str] = ()) -> None:
         super().__init__(name, help_, labels)
-        self._values: dict[tuple[str, ...], float] = {} if self.labels else {(): 0.0}  # exposed from the start
+        self._values: dict[tuple[str, ...], float] = (
+            {} if self.labels else {(): 0.0}
+        )  # exposed from the start
 
     def inc(self, amount: float = 1.0, **labels: str) -> None:
         if amount < 0:
@@ -102,8 +113,9 @@ class Gauge(_Metric):
 class Histogram(_Metric):
     kind = "histogram"
 
-    def __init__(self, name: str, help_: str, labels: Sequence[str] = (),
-                 buckets: Sequence[float] = LATENCY_BUCKETS) -> None:  # fmt: skip
+    def __init__(
+        self, name: str, help_: str, labels: Sequence[str] = (), buckets: Sequence[float] = LATENCY_BUCKETS
+    ) -> None:
         super().__init__(name, help_, labels)
         if "le" in self.labels:
             raise ValueError(f"histogram {name}: label 'le' is reserved for buckets")
@@ -177,8 +189,9 @@ class Registry:
     def gauge(self, name: str, help_: str, labels: Sequence[str] = ()) -> Gauge:
         return self.register(Gauge(name, help_, labels))  # type: ignore[no-any-return]
 
-    def histogram(self, name: str, help_: str, labels: Sequence[str] = (),
-                  buckets: Sequence[float] = LATENCY_BUCKETS) -> Histogram:  # fmt: skip
+    def histogram(
+        self, name: str, help_: str, labels: Sequence[str] = (), buckets: Sequence[float] = LATENCY_BUCKETS
+    ) -> Histogram:
         return self.register(Histogram(name, help_, labels, buckets))  # type: ignore[no-any-return]
 
     def metrics(self) -> list[_Metric]:
@@ -228,28 +241,43 @@ def _number(value: float) -> str:
 
 
 REGISTRY = Registry()
-RELEASES = REGISTRY.gauge("graylane_releases", "Latest release of each app seen by this process, by phase.",
-                          ("phase",))  # fmt: skip
-TRANSITIONS = REGISTRY.counter("graylane_transitions_total", "Events emitted by decide(), by catalog type.",
-                               ("type",))  # fmt: skip
-DECISION = REGISTRY.histogram("graylane_decision_seconds", "Time spent in one decide() call.",
-                              buckets=DECISION_BUCKETS)  # fmt: skip
+RELEASES = REGISTRY.gauge(
+    "graylane_releases", "Latest release of each app seen by this process, by phase.", ("phase",)
+)
+TRANSITIONS = REGISTRY.counter(
+    "graylane_transitions_total", "Events emitted by decide(), by catalog type.", ("type",)
+)
+DECISION = REGISTRY.histogram(
+    "graylane_decision_seconds", "Time spent in one decide() call.", buckets=DECISION_BUCKETS
+)
 CYCLE = REGISTRY.histogram(
     "graylane_cycle_seconds", "Time to handle one event: load, decide, save, apply, emit."
 )
-WEBHOOK_REQUESTS = REGISTRY.counter("graylane_webhook_requests_total",
-                                    "Webhook deliveries answered by the gateway, by source and HTTP status.",
-                                    ("source", "status"))  # fmt: skip
-WEBHOOK_IGNORED = REGISTRY.counter("graylane_webhook_ignored_total",
-                                   "Pushes and alerts of accepted deliveries graylane did not act on, by source and "
-                                   "reason (no-tag, no-policy, not-allowed, bad-repository, bad-tag, unreadable, "
-                                   "no-app, no-alertname).", ("source", "reason"))  # fmt: skip
-WEBHOOK_SECONDS = REGISTRY.histogram("graylane_webhook_seconds", "Time to answer one webhook delivery.",
-                                     ("source",))  # fmt: skip
-VERDICTS = REGISTRY.counter("graylane_verdicts_total", "Metric results of analysis verdicts, by judge and verdict.",
-                            ("judge", "verdict"))  # fmt: skip
-EFFECTS = REGISTRY.counter("graylane_effects_total", "Effects the runner tried, by kind and outcome "
-                           "(applied, not-ready, failed).", ("kind", "outcome"))  # fmt: skip
+WEBHOOK_REQUESTS = REGISTRY.counter(
+    "graylane_webhook_requests_total",
+    "Webhook deliveries answered by the gateway, by source and HTTP status.",
+    ("source", "status"),
+)
+WEBHOOK_IGNORED = REGISTRY.counter(
+    "graylane_webhook_ignored_total",
+    "Pushes and alerts of accepted deliveries graylane did not act on, by source and "
+    "reason (no-tag, no-policy, not-allowed, bad-repository, bad-tag, unreadable, "
+    "no-app, no-alertname).",
+    ("source", "reason"),
+)
+WEBHOOK_SECONDS = REGISTRY.histogram(
+    "graylane_webhook_seconds", "Time to answer one webhook delivery.", ("source",)
+)
+VERDICTS = REGISTRY.counter(
+    "graylane_verdicts_total",
+    "Metric results of analysis verdicts, by judge and verdict.",
+    ("judge", "verdict"),
+)
+EFFECTS = REGISTRY.counter(
+    "graylane_effects_total",
+    "Effects the runner tried, by kind and outcome (applied, not-ready, failed).",
+    ("kind", "outcome"),
+)
 
 _phases_lock = threading.Lock()
 _phase_of: dict[str, str] = {}  # app -> phase of its latest release

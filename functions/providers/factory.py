@@ -56,7 +56,9 @@ class LogNotifier:
 class KubernetesProviders:
     """runner.Providers on Kubernetes: routers by policy.router.provider, Deployments/Jobs, Prometheus."""
 
-    def __init__(self, settings: Settings, client_for: ClientFor = default_client, timeout: float = 5.0) -> None:
+    def __init__(
+        self, settings: Settings, client_for: ClientFor = default_client, timeout: float = 5.0
+    ) -> None:
         self.settings = settings
         self.client_for = client_for
         self.timeout = timeout
@@ -81,8 +83,9 @@ class KubernetesProviders:
     def workloads(self, policy: Policy, cluster: str) -> Workloads:
         from functions.providers.workloads.kubernetes import KubernetesWorkloads
 
-        return self._once(("workloads", cluster),
-                          lambda: KubernetesWorkloads(self.client(cluster), timeout=self.timeout))
+        return self._once(
+            ("workloads", cluster), lambda: KubernetesWorkloads(self.client(cluster), timeout=self.timeout)
+        )
 
     def notifier(self, policy: Policy) -> Notifier:
         if not policy.notify:
@@ -158,5 +161,7 @@ def _prometheus(url: str) -> PrometheusAnalysis:
     try:
         from functions.providers.metrics import PrometheusAnalysis
     except ImportError as err:
-        raise ConfigError(f"GRAYLANE_PROVIDERS=kubernetes: Prometheus analysis is not available: {err}") from err
+        raise ConfigError(
+            f"GRAYLANE_PROVIDERS=kubernetes: Prometheus analysis is not available: {err}"
+        ) from err
     return PrometheusAnalysis(url)

@@ -49,8 +49,13 @@ def secret_of(hook: Hook, env: Mapping[str, str] | None = None) -> str:
 
 def delivery(hook: Hook) -> Delivery:
     attempts = hook.retries + 1
-    return Delivery(timeout=hook.timeout, attempts=attempts, budget=hook.timeout * attempts + 0.25 * attempts,
-                    backoff=0.1, max_backoff=1.0)  # fmt: skip
+    return Delivery(
+        timeout=hook.timeout,
+        attempts=attempts,
+        budget=hook.timeout * attempts + 0.25 * attempts,
+        backoff=0.1,
+        max_backoff=1.0,
+    )
 
 
 class HttpHooks:
@@ -72,30 +77,58 @@ class HttpHooks:
         if len(calls) == 1:
             one(0, calls[0])
         else:
-            threads = [threading.Thread(target=one, args=(i, c), daemon=True, name=f"hook-{c.name}")
-                       for i, c in enumerate(calls)]  # fmt: skip
+            threads = [
+                threading.Thread(target=one, args=(i, c), daemon=True, name=f"hook-{c.name}")
+                for i, c in enumerate(calls)
+            ]
             for t in threads:
                 t.start()
             for t, c in zip(threads, calls, strict=True):
                 hook = self.hooks.get(c.name)
                 t.join(delivery(hook).budget + 1.0 if hook is not None else 1.0)
-        return tuple(r if r is not None else HookResult(name=c.name, type=c.type, point=c.point, ok=False,
-                                                        detail="no answer within its budget", id=c.id)
-                     for r, c in zip(results, calls, strict=True))  # fmt: skip
+        return tuple(
+            r
+            if r is not None
+            else HookResult(
+                name=c.name,
+                type=c.type,
+                point=c.point,
+                ok=False,
+                detail="no answer within its budget",
+                id=c.id,
+            )
+            for r, c in zip(results, calls, strict=True)
+        )
 
     def _ask(self, call: HookCall) -> HookResult:
         hook = self.hooks.get(call.name)
         if hook is None:
-            return HookResult(call.name, call.type, call.point, False, detail="no such hook in the policy", id=call.id)
+            return HookResult(
+                call.name, call.type, call.point, False, detail="no such hook in the policy", id=call.id
+            )
         try:
             status = self._post(hook, call.payload, call.id)  # attempts used
         except (ProviderUnavailable, ConfigError) as err:
             status_code = _status(str(err))
             log.info("hook %s of %s (%s) answered no: %s", hook.name, self.app, call.type, err)
-            return HookResult(call.name, call.type, call.point, False, status=status_code, detail=_brief(str(err)),
-                              id=call.id)  # fmt: skip
-        return HookResult(call.name, call.type, call.point, True, status=200,
-                          detail=f"HTTP 2xx after {status} attempt(s)", id=call.id)
+            return HookResult(
+                call.name,
+                call.type,
+                call.point,
+                False,
+                status=status_code,
+                detail=_brief(str(err)),
+                id=call.id,
+            )
+        return HookResult(
+            call.name,
+            call.type,
+            call.point,
+            True,
+            status=200,
+            detail=f"HTTP 2xx after {status} attempt(s)",
+            id=call.id,
+        )
 
     # -- telling hooks: the post-rollout effect -----------------------------------------------------------
     def tell(self, effect: Effect) -> None:

@@ -102,18 +102,35 @@ def _client_class() -> Callable[[kubernetes.client.Configuration, float], kubern
                 super().__init__(configuration)
                 self.default_timeout = timeout
 
-            def call_api(self, method: str, url: str, header_params: Any = None, body: Any = None,
-                         post_params: Any = None, _request_timeout: Any = None) -> RESTResponse:
+            def call_api(
+                self,
+                method: str,
+                url: str,
+                header_params: Any = None,
+                body: Any = None,
+                post_params: Any = None,
+                _request_timeout: Any = None,
+            ) -> RESTResponse:
                 timeout = self.default_timeout if _request_timeout is None else _request_timeout
-                return super().call_api(method, url, header_params, body, post_params, _request_timeout=timeout)
+                return super().call_api(
+                    method, url, header_params, body, post_params, _request_timeout=timeout
+                )
 
         _clients["timed"] = TimedApiClient
     return _clients["timed"]
 
 
-def request(api_client: kubernetes.client.ApiClient, method: str, path: str, path_params: dict[str, str],
-            *, query: list[tuple[str, Any]] | None = None, body: dict[str, Any] | list[Any] | None = None,
-            timeout: float | None = None, content_type: str = "application/json") -> dict[str, Any]:  # fmt: skip
+def request(
+    api_client: kubernetes.client.ApiClient,
+    method: str,
+    path: str,
+    path_params: dict[str, str],
+    *,
+    query: list[tuple[str, Any]] | None = None,
+    body: dict[str, Any] | list[Any] | None = None,
+    timeout: float | None = None,
+    content_type: str = "application/json",
+) -> dict[str, Any]:
     """One call through the client's transport (its auth, TLS, retries and timeouts) returning the JSON body.
 
     `path` is a template such as /api/v1/namespaces/{namespace}/configmaps/{name}; the client quotes
@@ -124,9 +141,15 @@ def request(api_client: kubernetes.client.ApiClient, method: str, path: str, pat
     headers = {"Accept": "application/json"}
     if body is not None:
         headers["Content-Type"] = content_type  # application/json-patch+json for a JSON patch
-    serialized = api_client.param_serialize(method=method, resource_path=path, path_params=path_params,
-                                            query_params=query or [], header_params=headers, body=body,
-                                            auth_settings=["BearerToken"])  # fmt: skip
+    serialized = api_client.param_serialize(
+        method=method,
+        resource_path=path,
+        path_params=path_params,
+        query_params=query or [],
+        header_params=headers,
+        body=body,
+        auth_settings=["BearerToken"],
+    )
     response = api_client.call_api(*serialized, _request_timeout=timeout)
     data = response.read()  # the body is read here: a timeout can still strike
     if not 200 <= response.status <= 299:
@@ -142,11 +165,19 @@ def json_object(answer: object) -> dict[str, Any]:
     return dict(answer)
 
 
-def list_configmaps(api_client: kubernetes.client.ApiClient, namespace: str | None, selector: str,
-                    timeout: float | None = None, page: int = 500) -> list[dict[str, Any]]:
+def list_configmaps(
+    api_client: kubernetes.client.ApiClient,
+    namespace: str | None,
+    selector: str,
+    timeout: float | None = None,
+    page: int = 500,
+) -> list[dict[str, Any]]:
     """Every ConfigMap matching `selector` in `namespace` (None: all namespaces), paged; raises GraylaneError."""
-    path, params = ("/api/v1/configmaps", {}) if namespace is None else \
-        ("/api/v1/namespaces/{namespace}/configmaps", {"namespace": namespace})
+    path, params = (
+        ("/api/v1/configmaps", {})
+        if namespace is None
+        else ("/api/v1/namespaces/{namespace}/configmaps", {"namespace": namespace})
+    )
     items: list[dict[str, Any]] = []
     token = ""
     while True:

@@ -90,8 +90,10 @@ class ConfigMapPolicies:
         return match_policy(self.all(), repository, tag)
 
     def _read(self, namespace: str | None) -> list[_Found]:
-        items = sorted(list_configmaps(self._api, namespace, ROLE_SELECTOR, self._timeout),
-                       key=lambda cm: (cm["metadata"]["namespace"], cm["metadata"]["name"]))
+        items = sorted(
+            list_configmaps(self._api, namespace, ROLE_SELECTOR, self._timeout),
+            key=lambda cm: (cm["metadata"]["namespace"], cm["metadata"]["name"]),
+        )
         return [found for cm in items for found in _parse_configmap(cm)]
 
 

@@ -114,8 +114,9 @@ class RecordingWorkloads:
         self.log.call("scale_canary", key, share)
         self.shares[key] = share
 
-    def deploy_preview(self, target: WorkloadTarget, image: str, environment: str, namespace: str,
-                       workload: str) -> None:  # fmt: skip
+    def deploy_preview(
+        self, target: WorkloadTarget, image: str, environment: str, namespace: str, workload: str
+    ) -> None:
         name = workload or f"{target.app}-{environment}"
         self._run("deploy_preview", _key(target.cluster, namespace or target.namespace, name), image)
 
@@ -182,16 +183,26 @@ def healthy(policy: Policy, _: Release) -> tuple[MetricSample, ...]:
     out = []
     for m in policy.analysis.metrics:
         value = m.min if m.min is not None else (m.max if m.max is not None else 1.0)
-        out.append(MetricSample(name=m.name, value=value, stable_value=value, canary_requests=10_000,
-                                canary_errors=0, stable_requests=10_000, stable_errors=0))  # fmt: skip
+        out.append(
+            MetricSample(
+                name=m.name,
+                value=value,
+                stable_value=value,
+                canary_requests=10_000,
+                canary_errors=0,
+                stable_requests=10_000,
+                stable_errors=0,
+            )
+        )
     return tuple(out)
 
 
 class RecordingProviders:
     """One router, workloads, notifier and measure function shared by every app (see runner.Providers)."""
 
-    def __init__(self, measure: Measure = healthy,
-                 totals: Callable[[Policy, Release], Totals] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, measure: Measure = healthy, totals: Callable[[Policy, Release], Totals] | None = None
+    ) -> None:
         self.log = CallLog()
         self.router_ = RecordingRouter(self.log)
         self.workloads_ = RecordingWorkloads(self.log)

@@ -45,18 +45,44 @@ DEMO_REPO = "docker.io/argoproj/rollouts-demo"
 # name -> (source, CloudEvent type, subject, JSON data, the app whose state the event must change)
 FUNCTIONS: dict[str, tuple[str, str, str, str, str]] = {
     "hello-world": (str(Path(__file__).with_name("hello.py")), "dev.example.hello", "x", "{}", ""),
-    "release_tick": (str(ROOT / "functions/release_tick.py"), "dev.graylane.release.tick", "default/canary-demo",
-                     "{}", "default/canary-demo"),
-    "release_start": (str(ROOT / "functions/release_start.py"), "dev.graylane.image.pushed", "",
-                      json.dumps({"repository": FLASK_REPO, "tag": "v1.1.0", "source": "generic"}), "pro/flask"),
-    "release_command": (str(ROOT / "functions/release_command.py"), "dev.graylane.release.command",
-                        "default/canary-demo", '{"action": "pause", "actor": {"user": "alice", "via": "cli"}}',
-                        "default/canary-demo"),
-    "protection": (str(ROOT / "functions/protection.py"), "dev.graylane.alert.firing", "pro/flask",
-                   json.dumps({"fingerprint": "abc", "alertname": "FlaskHighErrorRate", "status": "firing",
-                               "labels": {"service": "k8s-flask"}, "annotations": {},
-                               "startsAt": "2026-11-23T08:00:00Z"}), "pro/flask"),
-}  # fmt: skip
+    "release_tick": (
+        str(ROOT / "functions/release_tick.py"),
+        "dev.graylane.release.tick",
+        "default/canary-demo",
+        "{}",
+        "default/canary-demo",
+    ),
+    "release_start": (
+        str(ROOT / "functions/release_start.py"),
+        "dev.graylane.image.pushed",
+        "",
+        json.dumps({"repository": FLASK_REPO, "tag": "v1.1.0", "source": "generic"}),
+        "pro/flask",
+    ),
+    "release_command": (
+        str(ROOT / "functions/release_command.py"),
+        "dev.graylane.release.command",
+        "default/canary-demo",
+        '{"action": "pause", "actor": {"user": "alice", "via": "cli"}}',
+        "default/canary-demo",
+    ),
+    "protection": (
+        str(ROOT / "functions/protection.py"),
+        "dev.graylane.alert.firing",
+        "pro/flask",
+        json.dumps(
+            {
+                "fingerprint": "abc",
+                "alertname": "FlaskHighErrorRate",
+                "status": "firing",
+                "labels": {"service": "k8s-flask"},
+                "annotations": {},
+                "startsAt": "2026-11-23T08:00:00Z",
+            }
+        ),
+        "pro/flask",
+    ),
+}
 # row -> (function, backend, extra environment); the last two rows are for information
 CASES: dict[str, tuple[str, str, dict[str, str]]] = {name: (name, "sqlite", {}) for name in FUNCTIONS}
 UNCACHED = "release_tick, policy cache off"
@@ -130,12 +156,21 @@ class KubernetesBackend:
         core = client.CoreV1Api(self.api)
         for path in sorted(POLICIES.glob("*.yaml")):
             text = path.read_text()
-            for ns in {line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("  namespace:")}:
+            for ns in {
+                line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("  namespace:")
+            }:
                 if ns not in {n.metadata.name for n in core.list_namespace().items}:
                     core.create_namespace({"metadata": {"name": ns}})
-                core.create_namespaced_config_map(ns, {"metadata": {"name": f"policy-{path.stem}",
-                                                                    "labels": {"graylane.dev/role": "policy"}},
-                                                       "data": {"policy.yaml": text}})  # fmt: skip
+                core.create_namespaced_config_map(
+                    ns,
+                    {
+                        "metadata": {
+                            "name": f"policy-{path.stem}",
+                            "labels": {"graylane.dev/role": "policy"},
+                        },
+                        "data": {"policy.yaml": text},
+                    },
+                )
         self.store = ConfigMapStore(self.api)
         seed(self.store, ConfigMapPolicies(self.api))
         self.seeded = {app: self.store.load(app)[0] for app in self.store.list_apps()}
@@ -144,8 +179,11 @@ class KubernetesBackend:
         for app, document in self.seeded.items():
             _, version = self.store.load(app)
             self.store.save(app, document or "{}", version)
-        return {"GRAYLANE_STORE": f"configmap://?kubeconfig={self.cluster.kubeconfig}",
-                "GRAYLANE_POLICIES": "configmap://", "KUBECONFIG": str(self.cluster.kubeconfig)}
+        return {
+            "GRAYLANE_STORE": f"configmap://?kubeconfig={self.cluster.kubeconfig}",
+            "GRAYLANE_POLICIES": "configmap://",
+            "KUBECONFIG": str(self.cluster.kubeconfig),
+        }
 
     def state(self, app: str) -> dict[str, Any]:
         return json.loads(self.store.load(app)[0] or "{}")  # type: ignore[no-any-return]
@@ -163,17 +201,34 @@ def cold_start(case: str, env: dict[str, str], backends: dict[str, Any]) -> floa
     before = backend.state(app).get("generation", 0) if app else 0
     port = _free_port()
     event_id = f"bench-{name}-{port}-{time.monotonic_ns()}"
-    headers = {"ce-specversion": "1.0", "ce-type": ce_type, "ce-source": "/bench", "ce-id": event_id,
-               "Content-Type": "application/json", "Authorization": f"Bearer {INTERNAL_TOKEN}"}  # fmt: skip
+    headers = {
+        "ce-specversion": "1.0",
+        "ce-type": ce_type,
+        "ce-source": "/bench",
+        "ce-id": event_id,
+        "Content-Type": "application/json",
+        "Authorization": f"Bearer {INTERNAL_TOKEN}",
+    }
     if subject:
         headers["ce-subject"] = subject
     # as the gateway would have made it (functions/internal_auth.py): the functions require the attestation
-    headers["ce-graylaneedge"] = attestation({"type": ce_type, "id": event_id, "subject": subject or "",
-                                             "data": json.loads(data) if data.strip() else {}}, EDGE_KEY)
+    headers["ce-graylaneedge"] = attestation(
+        {
+            "type": ce_type,
+            "id": event_id,
+            "subject": subject or "",
+            "data": json.loads(data) if data.strip() else {},
+        },
+        EDGE_KEY,
+    )
     target = "hello" if name == "hello-world" else name
     started = time.perf_counter()
-    proc = subprocess.Popen([FF, "--target", target, "--source", source, "--host", "127.0.0.1", "--port", str(port)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [FF, "--target", target, "--source", source, "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         elapsed = _first_answer(name, port, data, headers, started)
     finally:
@@ -182,8 +237,10 @@ def cold_start(case: str, env: dict[str, str], backends: dict[str, Any]) -> floa
     if app:  # the event did real work: it moved the app's state on
         state = backend.state(app)
         if state.get("generation", 0) <= before or event_id not in state.get("seen", []):
-            raise RuntimeError(f"{case}: the first event did not change {app} (generation {before} -> "
-                               f"{state.get('generation')})")  # fmt: skip
+            raise RuntimeError(
+                f"{case}: the first event did not change {app} (generation {before} -> "
+                f"{state.get('generation')})"
+            )
     return elapsed
 
 
@@ -208,8 +265,13 @@ def bench_coldstart(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         backends: dict[str, Any] = {"sqlite": SqliteBackend(workdir), "kubernetes": KubernetesBackend()}
-        env = {**os.environ, "GRAYLANE_POLICIES": str(POLICIES), "GRAYLANE_POLICY_CACHE": str(workdir / "policies"),
-               "GRAYLANE_INTERNAL_TOKEN": INTERNAL_TOKEN, "GRAYLANE_EDGE_KEY": EDGE_KEY}
+        env = {
+            **os.environ,
+            "GRAYLANE_POLICIES": str(POLICIES),
+            "GRAYLANE_POLICY_CACHE": str(workdir / "policies"),
+            "GRAYLANE_INTERNAL_TOKEN": INTERNAL_TOKEN,
+            "GRAYLANE_EDGE_KEY": EDGE_KEY,
+        }
         # byte-compiled like an installed image (pip compiles site-packages; our sources need it too)
         subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "functions")], check=True)
         try:
@@ -226,8 +288,17 @@ def bench_coldstart(args: argparse.Namespace) -> dict[str, Any]:
     rows = []
     for name, med in medians.items():
         ratio = med / base
-        verdict = "-" if name == "hello-world" or name in INFO else ("ok" if ratio <= TARGET_RATIO else "MISS")
+        verdict = (
+            "-" if name == "hello-world" or name in INFO else ("ok" if ratio <= TARGET_RATIO else "MISS")
+        )
         target = "baseline" if name == "hello-world" else "info" if name in INFO else f"<= {TARGET_RATIO}x"
-        rows.append((f"cold start {name} (median of {runs})", f"{med * 1000:.0f} ms ({ratio:.2f}x)", target, verdict))
-    return {"runs": runs, "samples_s": samples, "median_s": medians,
-            "ratio": {n: m / base for n, m in medians.items()}, "rows": rows}  # fmt: skip
+        rows.append(
+            (f"cold start {name} (median of {runs})", f"{med * 1000:.0f} ms ({ratio:.2f}x)", target, verdict)
+        )
+    return {
+        "runs": runs,
+        "samples_s": samples,
+        "median_s": medians,
+        "ratio": {n: m / base for n, m in medians.items()},
+        "rows": rows,
+    }

@@ -30,11 +30,19 @@ def bench_decide(args: argparse.Namespace) -> dict[str, Any]:
         for event in cycle:
             now += timedelta(seconds=10)
             rel = state.release
-            obs = Observation(metrics=healthy(policy, rel)) if rel is not None and rel.analysing else Observation()
+            obs = (
+                Observation(metrics=healthy(policy, rel))
+                if rel is not None and rel.analysing
+                else Observation()
+            )
             event = replace(for_current(state, event), id=f"{event.id}-{r}")
             state = replace(decide(policy, state, event, now, obs).state, pending=())
             decisions += 1
     elapsed = time.perf_counter() - started
     rate = decisions / elapsed
-    return {"decisions": decisions, "seconds": elapsed, "decisions_per_s": rate,
-            "rows": [("decide() decisions/s", f"{rate:,.0f}", "-", "-")]}  # fmt: skip
+    return {
+        "decisions": decisions,
+        "seconds": elapsed,
+        "decisions_per_s": rate,
+        "rows": [("decide() decisions/s", f"{rate:,.0f}", "-", "-")],
+    }

@@ -99,8 +99,12 @@ def _policies() -> list[Any]:
     from tests.bench.detection_policies import ArgoSeed, Flagger, Graylane, seed_policy
 
     seed = seed_policy()
-    return [Graylane(GRAYLANE, seed), ArgoSeed(seed), Flagger("flagger-example", seed, threshold=5, max_weight=50),
-            Flagger("flagger-defaults", seed, threshold=1, max_weight=100)]  # fmt: skip
+    return [
+        Graylane(GRAYLANE, seed),
+        ArgoSeed(seed),
+        Flagger("flagger-example", seed, threshold=5, max_weight=50),
+        Flagger("flagger-defaults", seed, threshold=1, max_weight=100),
+    ]
 
 
 def _phase(seed: int, scrape: int) -> int:
@@ -124,8 +128,12 @@ def run_policy(policy: Any, traffic: Traffic, scrape: int, phase: int) -> dict[s
             outcome = result
             break
     sim.end()
-    return {"outcome": outcome, "t": float(t), "canary_requests": sim.canary_requests,
-            "caused": sim.caused_failures}  # fmt: skip
+    return {
+        "outcome": outcome,
+        "t": float(t),
+        "canary_requests": sim.canary_requests,
+        "caused": sim.caused_failures,
+    }
 
 
 def run_batch(job: tuple[int, int, list[int]]) -> dict[str, list[dict[str, Any]]]:
@@ -165,8 +173,13 @@ def summarise(runs: list[dict[str, Any]], scenario: Scenario) -> dict[str, Any]:
     }
 
 
-def measure(scrape: int, healthy_runs: int, bad_runs: int, workers: int,
-            progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:  # fmt: skip
+def measure(
+    scrape: int,
+    healthy_runs: int,
+    bad_runs: int,
+    workers: int,
+    progress: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
     jobs: list[tuple[int, int, list[int]]] = []
     for si, scenario in enumerate(SCENARIOS):
         n = healthy_runs if scenario.healthy else bad_runs
@@ -179,8 +192,10 @@ def measure(scrape: int, healthy_runs: int, bad_runs: int, workers: int,
         for (si, _, _), part in zip(jobs, pool.map(run_batch, jobs), strict=True):
             for name, runs in part.items():
                 merged.setdefault(si, {}).setdefault(name, []).extend(runs)
-    progress(f"scrape {scrape}s: {sum(len(j[2]) for j in jobs)} runs x 4 policies in "
-             f"{time.perf_counter() - started:.0f}s")  # fmt: skip
+    progress(
+        f"scrape {scrape}s: {sum(len(j[2]) for j in jobs)} runs x 4 policies in "
+        f"{time.perf_counter() - started:.0f}s"
+    )
     scenarios: dict[str, Any] = {}
     for si, scenario in enumerate(SCENARIOS):
         per: dict[str, Any] = {}
@@ -190,10 +205,19 @@ def measure(scrape: int, healthy_runs: int, bad_runs: int, workers: int,
         for name, runs in merged[si].items():
             per[name] = summarise(runs, scenario)
         scenarios[scenario.name] = per
-    model = {"rps": RPS, "scrape_s": scrape, "tick_s": _tick_s(), "base_error_rate": BASE_ERRORS,
-             "latency": f"log-normal median {LAT_MEDIAN_S * 1000:g} ms sigma {LAT_SIGMA}", "alpha": ALPHA,
-             "beta": BETA, "horizon_s": HORIZON, "healthy_runs": healthy_runs, "regression_runs": bad_runs,
-             "probe_weight": probe_weight()}  # fmt: skip
+    model = {
+        "rps": RPS,
+        "scrape_s": scrape,
+        "tick_s": _tick_s(),
+        "base_error_rate": BASE_ERRORS,
+        "latency": f"log-normal median {LAT_MEDIAN_S * 1000:g} ms sigma {LAT_SIGMA}",
+        "alpha": ALPHA,
+        "beta": BETA,
+        "horizon_s": HORIZON,
+        "healthy_runs": healthy_runs,
+        "regression_runs": bad_runs,
+        "probe_weight": probe_weight(),
+    }
     return {"model": model, "scenarios": scenarios}
 
 
@@ -245,21 +269,31 @@ def rows_for(result: dict[str, Any], headline: bool) -> list[Row]:
         for name in (GRAYLANE, *ANCHORS):
             r = per[name]
             if scenario.healthy:
-                res = (f"false rollback {100 * r['rollback_rate']:.2f}% of {r['runs']}, paused "
-                       f"{100 * r['pause_rate']:.1f}%, promoted in {_s(r['promotion_s_median'])} "
-                       f"(p90 {_s(r['promotion_s_p90'])}), {r['canary_requests_mean']:,.0f} canary req")  # fmt: skip
+                res = (
+                    f"false rollback {100 * r['rollback_rate']:.2f}% of {r['runs']}, paused "
+                    f"{100 * r['pause_rate']:.1f}%, promoted in {_s(r['promotion_s_median'])} "
+                    f"(p90 {_s(r['promotion_s_p90'])}), {r['canary_requests_mean']:,.0f} canary req"
+                )
             else:
-                harm = (f"{_n(r['slowed_requests_mean'])} slowed" if scenario.latency_shift_ms
-                        else f"{_n(r['failed_by_canary_mean'])} failed")  # fmt: skip
+                harm = (
+                    f"{_n(r['slowed_requests_mean'])} slowed"
+                    if scenario.latency_shift_ms
+                    else f"{_n(r['failed_by_canary_mean'])} failed"
+                )
                 reqs = r["canary_requests_to_rollback_median"]
-                res = (f"rollback {100 * r['rollback_rate']:.0f}% in {_s(r['rollback_s_median'])} "
-                       f"(p90 {_s(r['rollback_s_p90'])}), {harm}, promoted {100 * r['promotion_rate']:.0f}%, "
-                       f"{'-' if reqs is None else _n(reqs)} canary req")  # fmt: skip
+                res = (
+                    f"rollback {100 * r['rollback_rate']:.0f}% in {_s(r['rollback_s_median'])} "
+                    f"(p90 {_s(r['rollback_s_p90'])}), {harm}, promoted {100 * r['promotion_rate']:.0f}%, "
+                    f"{'-' if reqs is None else _n(reqs)} canary req"
+                )
             rows.append((f"{tag} {scenario.name}: {name}", res, "-", "-"))
         if not scenario.healthy:
             floor = per["sprt_min_canary_requests"]
-            what = (f"{_n(floor)} canary req" if scenario.latency_shift_ms
-                    else f"{_n(floor)} canary req = {per['sprt_min_failed_requests']:.1f} failed")  # fmt: skip
+            what = (
+                f"{_n(floor)} canary req"
+                if scenario.latency_shift_ms
+                else f"{_n(floor)} canary req = {per['sprt_min_failed_requests']:.1f} failed"
+            )
             rows.append((f"{tag} {scenario.name}: SPRT floor (alpha 1%, beta 5%)", what, "-", "-"))
         rows += _targets(scenario, per, scrape, tick, model["probe_weight"], headline, tag)
     return rows
@@ -271,49 +305,85 @@ def _check(ok: bool, headline: bool) -> str:
     return "met" if ok else "missed"
 
 
-def _targets(scenario: Scenario, per: dict[str, Any], scrape: int, tick: int, probe: int, headline: bool,
-             tag: str) -> list[Row]:  # fmt: skip
+def _targets(
+    scenario: Scenario, per: dict[str, Any], scrape: int, tick: int, probe: int, headline: bool, tag: str
+) -> list[Row]:
     g = per[GRAYLANE]
     rows: list[Row] = []
     if scenario.healthy:
-        rows.append((f"{tag} healthy: graylane false rollbacks", f"{100 * g['rollback_rate']:.2f}% of {g['runs']}",
-                     "<= 1% over >= 2,000 runs",
-                     _check(g["rollback_rate"] <= 0.01 and g["runs"] >= 2000, headline)))  # fmt: skip
+        rows.append(
+            (
+                f"{tag} healthy: graylane false rollbacks",
+                f"{100 * g['rollback_rate']:.2f}% of {g['runs']}",
+                "<= 1% over >= 2,000 runs",
+                _check(g["rollback_rate"] <= 0.01 and g["runs"] >= 2000, headline),
+            )
+        )
         limit = 1.1 * SEED_SCHEDULE_S
         mine = g["promotion_s_median"]
-        rows.append((f"{tag} healthy: graylane promotion vs the seed's schedule",
-                     f"{_s(mine)} (p90 {_s(g['promotion_s_p90'])}) vs {SEED_SCHEDULE_S:.0f}s",
-                     f"<= {limit:.0f}s (schedule + 10%)", _check(mine is not None and mine <= limit, headline)))  # fmt: skip
+        rows.append(
+            (
+                f"{tag} healthy: graylane promotion vs the seed's schedule",
+                f"{_s(mine)} (p90 {_s(g['promotion_s_p90'])}) vs {SEED_SCHEDULE_S:.0f}s",
+                f"<= {limit:.0f}s (schedule + 10%)",
+                _check(mine is not None and mine <= limit, headline),
+            )
+        )
         return rows
     mine = g["failed_by_canary_mean"]
     if scenario.canary_errors >= 0.1:
         for anchor, need in (("argo-seed", 10.0), ("flagger-example", 10.0), ("flagger-defaults", 5.0)):
             ratio = _ratio(per[anchor]["failed_by_canary_mean"], mine)
-            rows.append((f"{tag} {scenario.name}: failed, {anchor} / graylane",
-                         f"{_n(per[anchor]['failed_by_canary_mean'])} / {_n(mine)} = {_fmt_ratio(ratio)}",
-                         f">= {need:g}x", _check(ratio >= need, headline)))  # fmt: skip
+            rows.append(
+                (
+                    f"{tag} {scenario.name}: failed, {anchor} / graylane",
+                    f"{_n(per[anchor]['failed_by_canary_mean'])} / {_n(mine)} = {_fmt_ratio(ratio)}",
+                    f">= {need:g}x",
+                    _check(ratio >= need, headline),
+                )
+            )
     elif not scenario.latency_shift_ms:
         catching = [a for a in ANCHORS if per[a]["rollback_rate"] >= 0.5]
         best = min((per[a]["failed_by_canary_mean"] for a in catching), default=math.inf)
-        rows.append((f"{tag} {scenario.name}: failed, graylane vs anchors that catch it",
-                     f"{_n(mine)} vs {_n(best) if catching else '-'} ({', '.join(catching) or 'none catches it'})",
-                     "fewer", _check(mine < best, headline)))  # fmt: skip
+        rows.append(
+            (
+                f"{tag} {scenario.name}: failed, graylane vs anchors that catch it",
+                f"{_n(mine)} vs {_n(best) if catching else '-'} ({', '.join(catching) or 'none catches it'})",
+                "fewer",
+                _check(mine < best, headline),
+            )
+        )
         floor = per["sprt_min_failed_requests"]
-        rows.append((f"{tag} {scenario.name}: failed, graylane vs SPRT floor",
-                     f"{_n(mine)} vs {floor:.1f} = {mine / floor:.2f}x", "<= 2x",
-                     _check(mine <= 2 * floor, headline)))  # fmt: skip
+        rows.append(
+            (
+                f"{tag} {scenario.name}: failed, graylane vs SPRT floor",
+                f"{_n(mine)} vs {floor:.1f} = {mine / floor:.2f}x",
+                "<= 2x",
+                _check(mine <= 2 * floor, headline),
+            )
+        )
     if scenario.canary_errors >= 0.5:
         limit = scrape + tick
         t = g["rollback_s_median"]
-        rows.append((f"{tag} {scenario.name}: graylane time to rollback", f"{_s(t)} (p90 {_s(g['rollback_s_p90'])})",
-                     f"<= {limit}s (scrape + tick)", _check(t is not None and t <= limit, headline)))  # fmt: skip
+        rows.append(
+            (
+                f"{tag} {scenario.name}: graylane time to rollback",
+                f"{_s(t)} (p90 {_s(g['rollback_s_p90'])})",
+                f"<= {limit}s (scrape + tick)",
+                _check(t is not None and t <= limit, headline),
+            )
+        )
     reqs = g["canary_requests_to_rollback_median"]
     limit_req = 3 * per["sprt_min_canary_requests"] + scrape * RPS * probe / 100
     caught = g["rollback_rate"]
-    rows.append((f"{tag} {scenario.name}: graylane canary requests before rollback",
-                 f"{'-' if reqs is None else _n(reqs)} (caught {100 * caught:.0f}%)",
-                 f"<= {_n(limit_req)} (3x SPRT + scrape at {probe}%)",
-                 _check(reqs is not None and reqs <= limit_req and caught >= 0.95, headline)))  # fmt: skip
+    rows.append(
+        (
+            f"{tag} {scenario.name}: graylane canary requests before rollback",
+            f"{'-' if reqs is None else _n(reqs)} (caught {100 * caught:.0f}%)",
+            f"<= {_n(limit_req)} (3x SPRT + scrape at {probe}%)",
+            _check(reqs is not None and reqs <= limit_req and caught >= 0.95, headline),
+        )
+    )
     return rows
 
 
@@ -327,8 +397,10 @@ def bench_detection(args: argparse.Namespace) -> dict[str, Any]:
     say = lambda m: print(f"  detection: {m}", file=sys.stderr, flush=True)  # noqa: E731
     head, *others = SCRAPES
     # the false-rollback target (>= 2,000 healthy runs) is the headline's; the 1 s scrape is for information
-    results = {scrape: measure(scrape, healthy_runs if scrape == head else healthy_runs // 2, bad_runs, workers, say)
-               for scrape in SCRAPES}  # fmt: skip
+    results = {
+        scrape: measure(scrape, healthy_runs if scrape == head else healthy_runs // 2, bad_runs, workers, say)
+        for scrape in SCRAPES
+    }
     rows = rows_for(results[head], headline=True)
     for scrape in others:
         rows += rows_for(results[scrape], headline=False)

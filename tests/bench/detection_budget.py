@@ -69,11 +69,22 @@ def main(argv: list[str] | None = None) -> int:
             if budget == 0:
                 planned = row[healthy][1]
             share = row[healthy][1] / planned if planned else None
-            print(f"{budget:>6g}  {row[mild][0]:>9.2f}  {row[bad][0]:>10.2f}  {row[worst][0]:>10.2f}  "
-                  f"{'-' if share is None else f'{share:.0%}':>16}", flush=True)  # fmt: skip
-            sweep.append({"budget": budget, "mild_failed_mean": row[mild][0], "mild_failed_sem": row[mild][2],
-                          "bad_failed_mean": row[bad][0], "catastrophic_failed_mean": row[worst][0],
-                          "healthy_canary_requests_mean": row[healthy][1], "healthy_exposure_share": share})  # fmt: skip
+            print(
+                f"{budget:>6g}  {row[mild][0]:>9.2f}  {row[bad][0]:>10.2f}  {row[worst][0]:>10.2f}  "
+                f"{'-' if share is None else f'{share:.0%}':>16}",
+                flush=True,
+            )
+            sweep.append(
+                {
+                    "budget": budget,
+                    "mild_failed_mean": row[mild][0],
+                    "mild_failed_sem": row[mild][2],
+                    "bad_failed_mean": row[bad][0],
+                    "catastrophic_failed_mean": row[worst][0],
+                    "healthy_canary_requests_mean": row[healthy][1],
+                    "healthy_exposure_share": share,
+                }
+            )
     fits = [
         r["budget"]
         for r in sweep
@@ -81,9 +92,18 @@ def main(argv: list[str] | None = None) -> int:
     ]
     chosen = max(fits, default=None)
     print(f"largest budget with the 2% canary within 2x the floor by more than one standard error: {chosen}")
-    path = write("detection_budget", {"scrape_s": args.scrape, "runs": args.runs, "healthy_runs": args.healthy,
-                                      "mild_limit": limit, "sweep": sweep, "chosen": chosen,
-                                      "seconds": time.perf_counter() - started})  # fmt: skip
+    path = write(
+        "detection_budget",
+        {
+            "scrape_s": args.scrape,
+            "runs": args.runs,
+            "healthy_runs": args.healthy,
+            "mild_limit": limit,
+            "sweep": sweep,
+            "chosen": chosen,
+            "seconds": time.perf_counter() - started,
+        },
+    )
     print(f"wrote {path}")
     return 0
 

@@ -123,8 +123,14 @@ class SimProviders:
         return self.metrics.totals_many(pairs)
 
 
-_ENDS = {ev.RELEASE_ROLLED_BACK: "rolled-back", ev.RELEASE_SUCCEEDED: "promoted", ev.RELEASE_PAUSED: "paused",
-         ev.RELEASE_FROZEN: "frozen", ev.RELEASE_FAILED: "rolled-back", ev.RELEASE_ABORTED: "aborted"}  # fmt: skip
+_ENDS = {
+    ev.RELEASE_ROLLED_BACK: "rolled-back",
+    ev.RELEASE_SUCCEEDED: "promoted",
+    ev.RELEASE_PAUSED: "paused",
+    ev.RELEASE_FROZEN: "frozen",
+    ev.RELEASE_FAILED: "rolled-back",
+    ev.RELEASE_ABORTED: "aborted",
+}
 
 
 class Graylane:
@@ -138,12 +144,23 @@ class Graylane:
     def start(self, sim: Sim) -> None:
         self.sim = sim
         self.providers = SimProviders(sim)
-        self.runner = Runner(MemoryStore(), StaticPolicies([self.policy]), self.providers,
-                             clock=lambda: T0 + timedelta(seconds=sim.t))  # fmt: skip
+        self.runner = Runner(
+            MemoryStore(),
+            StaticPolicies([self.policy]),
+            self.providers,
+            clock=lambda: T0 + timedelta(seconds=sim.t),
+        )
         repo = self.policy.image.repository
         for n, tag in enumerate(("blue", "green")):  # the first push makes blue stable; green is the canary
-            self.runner.handle(ImagePushed(id=f"push-{n}", app=self.policy.app, repository=repo, tag=tag,
-                                           target=Version(tag, f"{repo}:{tag}")))  # fmt: skip
+            self.runner.handle(
+                ImagePushed(
+                    id=f"push-{n}",
+                    app=self.policy.app,
+                    repository=repo,
+                    tag=tag,
+                    target=Version(tag, f"{repo}:{tag}"),
+                )
+            )
         self.ticks = 0
 
     def tick(self, sim: Sim, t: int) -> str | None:
@@ -183,8 +200,11 @@ class _Reader:
 
     def latency_ms(self, t: int, window: int, q: float) -> float:
         r = self.r
-        res = self.sim.tsdb.query(f"histogram_quantile({q}, sum by (le) (rate({r.duration_bucket}{{{self.canary}}}"
-                                  f"[{window}s]))) * {r.to_ms:g}", t)  # fmt: skip
+        res = self.sim.tsdb.query(
+            f"histogram_quantile({q}, sum by (le) (rate({r.duration_bucket}{{{self.canary}}}"
+            f"[{window}s]))) * {r.to_ms:g}",
+            t,
+        )
         return float(res[0]["value"][1]) if res else math.nan
 
 
@@ -225,8 +245,9 @@ class ArgoSeed:
 class Flagger:
     tick_every = 1
 
-    def __init__(self, name: str, policy: Policy, threshold: int, max_weight: int, step: int = 10,
-                 interval: int = 60) -> None:  # fmt: skip
+    def __init__(
+        self, name: str, policy: Policy, threshold: int, max_weight: int, step: int = 10, interval: int = 60
+    ) -> None:
         self.name, self.policy = name, policy
         self.threshold, self.max_weight, self.step, self.interval = threshold, max_weight, step, interval
 

@@ -61,7 +61,7 @@ BUCKETS: dict[str, tuple[float, ...]] = {
         600000,
         1800000,
         3600000,
-    ),  # fmt: skip
+    ),
 }
 
 
@@ -159,8 +159,9 @@ def version_labels(router: str, names: dict[str, str], version: str) -> dict[str
 class Sim:
     """Counters of one run's stable and canary versions, scraped into a TSDB at the scrape interval."""
 
-    def __init__(self, traffic: Traffic, scrape_s: int, phase: int, router: str, names: dict[str, str],
-                 horizon: int) -> None:  # fmt: skip
+    def __init__(
+        self, traffic: Traffic, scrape_s: int, phase: int, router: str, names: dict[str, str], horizon: int
+    ) -> None:
         from functions.providers.metrics.templates import ROUTERS
 
         r = ROUTERS[router]
@@ -352,8 +353,10 @@ def _fmt_value(v: float) -> str:
 
 # -- a small PromQL parser --------------------------------------------------------------------------
 
-_TOKEN = re.compile(r"""\s*(?:(?P<str>"(?:[^"\\]|\\.)*")|(?P<num>\d+(?:\.\d+)?(?:e[-+]?\d+)?)(?P<unit>s\b)?|"""
-                    r"""(?P<op>=~|!~|!=|=|\*|/|,|\(|\)|\{|\}|\[|\])|(?P<id>[A-Za-z_:][\w:]*))""")  # fmt: skip
+_TOKEN = re.compile(
+    r"""\s*(?:(?P<str>"(?:[^"\\]|\\.)*")|(?P<num>\d+(?:\.\d+)?(?:e[-+]?\d+)?)(?P<unit>s\b)?|"""
+    r"""(?P<op>=~|!~|!=|=|\*|/|,|\(|\)|\{|\}|\[|\])|(?P<id>[A-Za-z_:][\w:]*))"""
+)
 
 
 class _Parser:
@@ -497,8 +500,10 @@ def _eval(db: TSDB, node: tuple[Any, ...], t: float) -> Vector:
         groups: dict[tuple[str, ...], list[float]] = {}
         for labels, v in _eval(db, inner, t):
             groups.setdefault(tuple(labels.get(k, "") for k in by), []).append(v)
-        return [({k: x for k, x in zip(by, key, strict=True) if x}, sum(vs) / (len(vs) if how == "avg" else 1))
-                for key, vs in groups.items()]  # fmt: skip
+        return [
+            ({k: x for k, x in zip(by, key, strict=True) if x}, sum(vs) / (len(vs) if how == "avg" else 1))
+            for key, vs in groups.items()
+        ]
     if kind == "hq":
         _, q, inner = node
         groups2: dict[tuple[tuple[str, str], ...], list[tuple[float, float]]] = {}
@@ -511,8 +516,10 @@ def _eval(db: TSDB, node: tuple[Any, ...], t: float) -> Vector:
         if right[0] != "num":
             raise ValueError("only vector * scalar is supported")
         k = right[1]
-        return [({a: b for a, b in labels.items() if a != "__name__"}, v * k if kind == "*" else v / k)
-                for labels, v in _eval(db, left, t)]  # fmt: skip
+        return [
+            ({a: b for a, b in labels.items() if a != "__name__"}, v * k if kind == "*" else v / k)
+            for labels, v in _eval(db, left, t)
+        ]
     if kind == "or":
         left = _eval(db, node[1], t)
         seen = {tuple(sorted(labels.items())) for labels, _ in left}

@@ -52,9 +52,27 @@ def bench_protection(args: argparse.Namespace) -> dict[str, Any]:
                 heavy.stop()
                 light.stop()
     med, worst = statistics.median(samples), max(samples)
-    rows = [(f"error burst -> HAProxy limit tightened (median of {runs})", f"{med:.2f} s", f"<= {TARGET_S:.0f} s",
-             "ok" if med <= TARGET_S else "SLOW"),
-            (f"error burst -> HAProxy limit tightened (max of {runs})", f"{worst:.2f} s", f"<= {TARGET_S:.0f} s",
-             "ok" if worst <= TARGET_S else "SLOW")]  # fmt: skip
-    return {"runs": runs, "samples_s": samples, "median_s": med, "max_s": worst, "target_s": TARGET_S,
-            "scrape_interval_s": 1.0, "evaluation_interval_s": 1.0, "rows": rows}  # fmt: skip
+    rows = [
+        (
+            f"error burst -> HAProxy limit tightened (median of {runs})",
+            f"{med:.2f} s",
+            f"<= {TARGET_S:.0f} s",
+            "ok" if med <= TARGET_S else "SLOW",
+        ),
+        (
+            f"error burst -> HAProxy limit tightened (max of {runs})",
+            f"{worst:.2f} s",
+            f"<= {TARGET_S:.0f} s",
+            "ok" if worst <= TARGET_S else "SLOW",
+        ),
+    ]
+    return {
+        "runs": runs,
+        "samples_s": samples,
+        "median_s": med,
+        "max_s": worst,
+        "target_s": TARGET_S,
+        "scrape_interval_s": 1.0,
+        "evaluation_interval_s": 1.0,
+        "rows": rows,
+    }

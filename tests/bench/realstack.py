@@ -79,12 +79,17 @@ def predict(policy: Any, scenario: Scenario, scrape: int, runs: int) -> dict[str
     return {
         "runs": runs,
         "rollback_rate": len(rolled) / runs,
-        "rollback_s_median": pct(t, 50), "rollback_s_p10": pct(t, 10), "rollback_s_p90": pct(t, 90),
-        "failed_by_canary_median": pct(caused, 50), "failed_by_canary_mean": float(np.mean(caused)),
-        "failed_by_canary_p10": pct(caused, 10), "failed_by_canary_p90": pct(caused, 90),
-        "canary_requests_median": pct(requests, 50), "canary_requests_p10": pct(requests, 10),
+        "rollback_s_median": pct(t, 50),
+        "rollback_s_p10": pct(t, 10),
+        "rollback_s_p90": pct(t, 90),
+        "failed_by_canary_median": pct(caused, 50),
+        "failed_by_canary_mean": float(np.mean(caused)),
+        "failed_by_canary_p10": pct(caused, 10),
+        "failed_by_canary_p90": pct(caused, 90),
+        "canary_requests_median": pct(requests, 50),
+        "canary_requests_p10": pct(requests, 10),
         "canary_requests_p90": pct(requests, 90),
-    }  # fmt: skip
+    }
 
 
 # -- the real stack -------------------------------------------------------------------------------
@@ -157,12 +162,18 @@ def _release(stack: Any, tag: str, scenario: Scenario, scrape: int) -> dict[str,
     failed = sum(h.status >= 500 for h in canary)
     elapsed = [h for h in hits if h.at <= end]
     span = (max(h.at for h in elapsed) - min(h.at for h in elapsed)) if len(elapsed) > 1 else 0.0
-    weights = sorted({h.weight for h in stack.state().history
-                      if release is not None and h.release == release.id and h.weight})  # fmt: skip
+    weights = sorted(
+        {
+            h.weight
+            for h in stack.state().history
+            if release is not None and h.release == release.id and h.weight
+        }
+    )
     return {
         "tag": tag,
-        "outcome": "rolled-back" if release is not None and release.phase.value == "rolled-back" else
-                   (release.phase.value if release is not None else "none"),
+        "outcome": "rolled-back"
+        if release is not None and release.phase.value == "rolled-back"
+        else (release.phase.value if release is not None else "none"),
         "reason": release.reason if release is not None else "",
         "step": release.step if release is not None else None,
         "push_to_first_canary_request_s": None if first is None else first - started,
@@ -175,7 +186,7 @@ def _release(stack: Any, tag: str, scenario: Scenario, scrape: int) -> dict[str,
         "unanswered": sum(1 for h in hits if not h.version),
         "rps": len(elapsed) / span if span else 0.0,
         "weights": weights,  # the canary weights the release routed (capped by exposure)
-    }  # fmt: skip
+    }
 
 
 def measure_real(scrape: int, reps: int, say: Any, real: RealStack) -> dict[str, list[dict[str, Any]]]:
@@ -201,9 +212,11 @@ def measure_real(scrape: int, reps: int, say: Any, real: RealStack) -> dict[str,
                 for scenario in SCENARIOS:
                     n += 1
                     r = _release(stack, f"v{n}", scenario, scrape)
-                    say(f"scrape {scrape}s {scenario.name} #{rep + 1}: {r['outcome']} {r['rollback_s']}s after "
+                    say(
+                        f"scrape {scrape}s {scenario.name} #{rep + 1}: {r['outcome']} {r['rollback_s']}s after "
                         f"the first canary request, {r['canary_requests']} canary req, {r['canary_failed']} failed "
-                        f"({r['reason'][:60]})")  # fmt: skip
+                        f"({r['reason'][:60]})"
+                    )
                     out[scenario.name].append(r)
                     if stack.tick_errors:
                         say(f"tick errors: {[repr(e)[:200] for e in stack.tick_errors[:3]]}")
@@ -219,8 +232,10 @@ def stable_buckets(stack: Any) -> list[tuple[float, float]]:
     from tests.traefik import seed
 
     app = stack.app
-    names = {traefik.service_label(app.pro, seed.STABLE, seed.PORT),
-             traefik.route_service_label(app.pro, seed.PRO_ROUTE, traefik.default_rule(seed.HOST))}  # fmt: skip
+    names = {
+        traefik.service_label(app.pro, seed.STABLE, seed.PORT),
+        traefik.route_service_label(app.pro, seed.PRO_ROUTE, traefik.default_rule(seed.HOST)),
+    }
     series = stack.query("sum by (service, le) (traefik_service_request_duration_seconds_bucket)")
     counts: dict[float, float] = {}
     for s in series:
@@ -276,7 +291,7 @@ def summarise_real(runs: list[dict[str, Any]], scenario: Scenario) -> dict[str, 
                 r["last_canary_request_after_rollback_s"]
                 for r in runs
                 if r["last_canary_request_after_rollback_s"] is not None
-            ]  # fmt: skip
+            ]
         ),
         "unanswered": sum(r["unanswered"] for r in runs),
         "rps_median": _med([r["rps"] for r in runs]),
@@ -296,33 +311,58 @@ def rows_for(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         share = ", ".join(
             f"{100 * (1 - cdf[b]):.1f}% > {1000 * b:g} ms" for b in (0.005, 0.025, 0.1) if b in cdf
         )
-        rows.append((f"[realstack Traefik {TRAEFIK}, scrape {key}] stable latency (Traefik's buckets)",
-                     f"{share}: the simulator draws the stable's latency from this histogram", "-", "-"))  # fmt: skip
+        rows.append(
+            (
+                f"[realstack Traefik {TRAEFIK}, scrape {key}] stable latency (Traefik's buckets)",
+                f"{share}: the simulator draws the stable's latency from this histogram",
+                "-",
+                "-",
+            )
+        )
         for scenario in SCENARIOS:
             real, sim = per[scenario.name]["real"], per[scenario.name]["sim"]
             tag = f"[realstack Traefik {TRAEFIK}, scrape {key}] {scenario.name}"
             harm = "slowed" if scenario.latency_shift_ms else "failed"
             sim_harm = "canary_requests" if scenario.latency_shift_ms else "failed_by_canary"
-            rows.append((f"{tag}: real",
-                         f"rolled back {real['runs'] * real['rollback_rate']:.0f}/{real['runs']} "
-                         f"(guard, step 1: {'yes' if real['guard_before_start_step'] else 'NO'}) in "
-                         f"{_f(real['rollback_s_median'], 's')}, {_f(real['harm_median'])} {harm}, "
-                         f"{_f(real['canary_requests_median'])} canary req, {real['unanswered']} unanswered, "
-                         f"{_f(real['rps_median'])} rps", "rolled back by the guard",
-                         "met" if real["rollback_rate"] == 1 and real["guard_before_start_step"]
-                         and real["unanswered"] == 0 else "missed"))  # fmt: skip
-            rows.append((f"{tag}: simulator ({sim['runs']} runs)",
-                         f"rolled back {100 * sim['rollback_rate']:.0f}% in {_f(sim['rollback_s_median'], 's')} "
-                         f"(p10-p90 {_f(sim['rollback_s_p10'])}-{_f(sim['rollback_s_p90'], 's')}), "
-                         f"{_f(sim[sim_harm + '_median'])} {harm} (p10-p90 {_f(sim[sim_harm + '_p10'])}-"
-                         f"{_f(sim[sim_harm + '_p90'])})", "-", "-"))  # fmt: skip
+            rows.append(
+                (
+                    f"{tag}: real",
+                    f"rolled back {real['runs'] * real['rollback_rate']:.0f}/{real['runs']} "
+                    f"(guard, step 1: {'yes' if real['guard_before_start_step'] else 'NO'}) in "
+                    f"{_f(real['rollback_s_median'], 's')}, {_f(real['harm_median'])} {harm}, "
+                    f"{_f(real['canary_requests_median'])} canary req, {real['unanswered']} unanswered, "
+                    f"{_f(real['rps_median'])} rps",
+                    "rolled back by the guard",
+                    "met"
+                    if real["rollback_rate"] == 1
+                    and real["guard_before_start_step"]
+                    and real["unanswered"] == 0
+                    else "missed",
+                )
+            )
+            rows.append(
+                (
+                    f"{tag}: simulator ({sim['runs']} runs)",
+                    f"rolled back {100 * sim['rollback_rate']:.0f}% in {_f(sim['rollback_s_median'], 's')} "
+                    f"(p10-p90 {_f(sim['rollback_s_p10'])}-{_f(sim['rollback_s_p90'], 's')}), "
+                    f"{_f(sim[sim_harm + '_median'])} {harm} (p10-p90 {_f(sim[sim_harm + '_p10'])}-"
+                    f"{_f(sim[sim_harm + '_p90'])})",
+                    "-",
+                    "-",
+                )
+            )
             g = per[scenario.name]["gap"]
             worst = max((v for v in (g["rollback_s"], g["harm"]) if v is not None), default=None)
-            rows.append((f"{tag}: real vs simulator",
-                         f"time {_f(g['rollback_s'], 'x')}, {harm} {_f(g['harm'], 'x')}; Traefik route lag "
-                         f"{_f(real['last_canary_request_after_rollback_s_median'], 's')}, push to first canary "
-                         f"request {_f(real['push_to_first_canary_request_s_median'], 's')}", "within 2x or explained",
-                         "within 2x" if worst is not None and worst <= 2 else "gap: see README"))  # fmt: skip
+            rows.append(
+                (
+                    f"{tag}: real vs simulator",
+                    f"time {_f(g['rollback_s'], 'x')}, {harm} {_f(g['harm'], 'x')}; Traefik route lag "
+                    f"{_f(real['last_canary_request_after_rollback_s_median'], 's')}, push to first canary "
+                    f"request {_f(real['push_to_first_canary_request_s_median'], 's')}",
+                    "within 2x or explained",
+                    "within 2x" if worst is not None and worst <= 2 else "gap: see README",
+                )
+            )
     return rows
 
 
@@ -353,15 +393,26 @@ def bench_realstack(args: argparse.Namespace) -> dict[str, Any]:
                     s["canary_requests_median"] if scenario.latency_shift_ms else s["failed_by_canary_median"]
                 )
                 per[scenario.name] = {
-                    "real": r, "sim": s, "real_runs": runs[scenario.name],
-                    "gap": {"rollback_s": _gap(r["rollback_s_median"], s["rollback_s_median"]),
-                            "harm": _gap(r["harm_median"], sim_harm)},
-                }  # fmt: skip
+                    "real": r,
+                    "sim": s,
+                    "real_runs": runs[scenario.name],
+                    "gap": {
+                        "rollback_s": _gap(r["rollback_s_median"], s["rollback_s_median"]),
+                        "harm": _gap(r["harm_median"], sim_harm),
+                    },
+                }
             by_scrape[f"{scrape}s"] = per
-    model = {"traefik": TRAEFIK, "rps": RPS, "clients": CLIENTS, "tick_s": TICK_S, "base_error_rate": BASE_ERRORS,
-             "policy": "infra/examples/argo-canary-analysis.yaml on traefik (tests.traefik.analysis)",
-             "sim_stable_latency": "drawn from the real stable's Traefik histogram (by_scrape.*.stable_latency)",
-             "buckets_s": list(BUCKETS), "reps": reps}  # fmt: skip
+    model = {
+        "traefik": TRAEFIK,
+        "rps": RPS,
+        "clients": CLIENTS,
+        "tick_s": TICK_S,
+        "base_error_rate": BASE_ERRORS,
+        "policy": "infra/examples/argo-canary-analysis.yaml on traefik (tests.traefik.analysis)",
+        "sim_stable_latency": "drawn from the real stable's Traefik histogram (by_scrape.*.stable_latency)",
+        "buckets_s": list(BUCKETS),
+        "reps": reps,
+    }
     result: dict[str, Any] = {
         "model": model,
         "by_scrape": by_scrape,

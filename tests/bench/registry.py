@@ -24,8 +24,12 @@ def suite(name: str) -> Callable[[Callable[[argparse.Namespace], dict[str, Any]]
 
 def write(name: str, result: dict[str, Any]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    meta = {"suite": name, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "python": platform.python_version(), "machine": platform.machine()}  # fmt: skip
+    meta = {
+        "suite": name,
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+    }
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({**meta, **result}, indent=2) + "\n")
     return path

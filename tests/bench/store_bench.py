@@ -47,7 +47,9 @@ def bench_store(args: argparse.Namespace) -> dict[str, Any]:
         clock, providers = Clock(), RecordingProviders()
 
         def runner_for() -> Runner:
-            return Runner(ConfigMapStore(cluster.api_client(), namespaces=[ns]), policies, providers, clock=clock)
+            return Runner(
+                ConfigMapStore(cluster.api_client(), namespaces=[ns]), policies, providers, clock=clock
+            )
 
         apps = [p.app for p in policies.policies]
         _transitions(runner_for, [push(a, "v1") for a in apps], 4)  # setup: every app gets a stable version
@@ -57,14 +59,27 @@ def bench_store(args: argparse.Namespace) -> dict[str, Any]:
             done, secs = _transitions(runner_for, [push(a, version) for a in apps], workers)
             rate = done / secs
             results[f"start_{workers}_threads"] = {"transitions": done, "seconds": secs, "per_s": rate}
-            rows.append((f"release start, persisted transitions/s ({workers} thread{'s' * (workers > 1)})",
-                         f"{rate:,.0f}", f">= {TARGET:.0f}", "ok" if rate >= TARGET else "MISS"))  # fmt: skip
+            rows.append(
+                (
+                    f"release start, persisted transitions/s ({workers} thread{'s' * (workers > 1)})",
+                    f"{rate:,.0f}",
+                    f">= {TARGET:.0f}",
+                    "ok" if rate >= TARGET else "MISS",
+                )
+            )
         clock.advance(10)
         done, secs = _transitions(runner_for, [tick(a) for a in apps], 4)
         results["tick_4_threads"] = {"transitions": done, "seconds": secs, "per_s": done / secs}
-        rows.append(("analysis tick over 1,000 releases, transitions/s (4 threads)" if n == 1000 else
-                     f"analysis tick over {n} releases, transitions/s (4 threads)",
-                     f"{done / secs:,.0f}", f">= {TARGET:.0f}", "ok" if done / secs >= TARGET else "MISS"))  # fmt: skip
+        rows.append(
+            (
+                "analysis tick over 1,000 releases, transitions/s (4 threads)"
+                if n == 1000
+                else f"analysis tick over {n} releases, transitions/s (4 threads)",
+                f"{done / secs:,.0f}",
+                f">= {TARGET:.0f}",
+                "ok" if done / secs >= TARGET else "MISS",
+            )
+        )
         results["rows"] = rows
         return results
     finally:

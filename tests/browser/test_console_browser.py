@@ -35,8 +35,16 @@ pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("GRAYLANE_CHROMIUM", "/usr/bin/chromium")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ALICE, BOB = f"alice-{secrets.token_hex(8)}", f"bob-{secrets.token_hex(8)}"
 HOOK = secrets.token_hex(16)
 
@@ -55,14 +63,18 @@ class Server:
 
     def push(self, tag: str) -> None:
         request = urllib.request.Request(
-            f"{self.url}/hooks/generic", method="POST",
+            f"{self.url}/hooks/generic",
+            method="POST",
             data=json.dumps({"repository": "docker.io/team/web", "tag": tag}).encode(),
-            headers={"authorization": f"Bearer {HOOK}", "content-type": "application/json"})  # fmt: skip
+            headers={"authorization": f"Bearer {HOOK}", "content-type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=10) as answer:
             assert answer.status == 202
 
     def api(self, path: str, token: str = "") -> Any:
-        request = urllib.request.Request(f"{self.url}{path}", headers={"authorization": f"Bearer {token or ALICE}"})
+        request = urllib.request.Request(
+            f"{self.url}{path}", headers={"authorization": f"Bearer {token or ALICE}"}
+        )
         with urllib.request.urlopen(request, timeout=10) as answer:
             return json.loads(answer.read())
 
@@ -76,8 +88,10 @@ class Server:
             if predicate(release):
                 return release
             time.sleep(0.2)
-        raise AssertionError(f"{what}: not within {timeout:.0f}s; release {self.release()}; log:\n"
-                             f"{self.log.read_text()[-3000:]}")
+        raise AssertionError(
+            f"{what}: not within {timeout:.0f}s; release {self.release()}; log:\n"
+            f"{self.log.read_text()[-3000:]}"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -86,15 +100,28 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     policies = tmp / "policies"
     policies.mkdir()
     (policies / "web.yaml").write_text(fast_policy())
-    env = {**os.environ, "GRAYLANE_STORE": f"sqlite:///{tmp / 'graylane.db'}", "GRAYLANE_POLICIES": str(policies),
-           "GRAYLANE_PROVIDERS": "recording", "GRAYLANE_TICK_INTERVAL": "500ms",
-           "GRAYLANE_API_TOKENS": f"alice:{ALICE},bob:{BOB}", "GRAYLANE_HOOK_TOKEN_GENERIC": HOOK,
-           "GRAYLANE_CONSOLE_SESSION_KEY": secrets.token_hex(16), "GRAYLANE_CONSOLE_POLL": "250ms",
-           "GRAYLANE_INTERNAL_TOKEN": secrets.token_hex(16)}  # fmt: skip
+    env = {
+        **os.environ,
+        "GRAYLANE_STORE": f"sqlite:///{tmp / 'graylane.db'}",
+        "GRAYLANE_POLICIES": str(policies),
+        "GRAYLANE_PROVIDERS": "recording",
+        "GRAYLANE_TICK_INTERVAL": "500ms",
+        "GRAYLANE_API_TOKENS": f"alice:{ALICE},bob:{BOB}",
+        "GRAYLANE_HOOK_TOKEN_GENERIC": HOOK,
+        "GRAYLANE_CONSOLE_SESSION_KEY": secrets.token_hex(16),
+        "GRAYLANE_CONSOLE_POLL": "250ms",
+        "GRAYLANE_INTERNAL_TOKEN": secrets.token_hex(16),
+    }
     log = tmp / "serve.log"
     out = log.open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "tests.browser.console_server", "--port", "0", "--internal-port",
-                             "0"], env=env, cwd=str(ROOT), stdout=subprocess.PIPE, stderr=out, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.browser.console_server", "--port", "0", "--internal-port", "0"],
+        env=env,
+        cwd=str(ROOT),
+        stdout=subprocess.PIPE,
+        stderr=out,
+        text=True,
+    )
     try:
         line = proc.stdout.readline() if proc.stdout else ""
         found = re.search(r"on (http://127\.0\.0\.1:\d+) ", line)
@@ -113,8 +140,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 @pytest.fixture(scope="module")
 def playwright() -> Iterator[Any]:
     if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} is missing: run `make deps` (infra/local/install-deps.sh installs Debian's chromium)",
-                    pytrace=False)
+        pytest.fail(
+            f"{CHROMIUM} is missing: run `make deps` (infra/local/install-deps.sh installs Debian's chromium)",
+            pytrace=False,
+        )
     os.environ.setdefault("PLAYWRIGHT_BROWSERS_PATH", tempfile.mkdtemp(prefix="no-downloaded-browsers-"))
     from playwright.sync_api import sync_playwright
 
@@ -137,13 +166,21 @@ def browser(playwright: Any) -> Iterator[Any]:
     def new(viewport: dict[str, int] | None = None) -> Browser:
         profile = tempfile.mkdtemp(prefix="graylane-chromium-")
         context = playwright.chromium.launch_persistent_context(
-            profile, executable_path=CHROMIUM, headless=True, args=FLAGS,
-            viewport=viewport or {"width": 1280, "height": 900}, device_scale_factor=1)  # fmt: skip
+            profile,
+            executable_path=CHROMIUM,
+            headless=True,
+            args=FLAGS,
+            viewport=viewport or {"width": 1280, "height": 900},
+            device_scale_factor=1,
+        )
         opened.append((context, profile))
         page = context.pages[0] if context.pages else context.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda err: errors.append(f"page error: {err}"))
-        page.on("console", lambda msg: errors.append(f"console {msg.type}: {msg.text}") if msg.type == "error" else None)
+        page.on(
+            "console",
+            lambda msg: errors.append(f"console {msg.type}: {msg.text}") if msg.type == "error" else None,
+        )
         page.set_default_timeout(20_000)
         return Browser(context, page, errors)
 
@@ -180,8 +217,11 @@ def test_alice_watches_the_release_live_and_approves_it(server: Server, browser:
     assert "Success rate (%) from the verdicts" in live.inner_text()
     assert "Waiting at gate promote" in live.inner_text()
     page.screenshot(path=str(shots / "console-waiting.png"), full_page=True)
-    page.screenshot(path=str(shots / "console-waiting-top.png"), full_page=True,
-                    clip={"x": 0, "y": 0, "width": 1280, "height": 1560})  # the README's docs/console.png
+    page.screenshot(
+        path=str(shots / "console-waiting-top.png"),
+        full_page=True,
+        clip={"x": 0, "y": 0, "width": 1280, "height": 1560},
+    )  # the README's docs/console.png
 
     page.click("#actions button[data-action=approve]")
     page.locator("#flash.ok").wait_for()
@@ -212,14 +252,18 @@ def test_bob_is_offered_no_approval_and_a_forced_one_is_refused(server: Server, 
     shots = artifacts()
     before = server.release().get("id", "")
     server.push("v3.0.0")
-    server.wait(lambda r: r.get("id") != before and r.get("phase") == "waiting", "the v3 release waits at its gate")
+    server.wait(
+        lambda r: r.get("id") != before and r.get("phase") == "waiting", "the v3 release waits at its gate"
+    )
     b = browser()
     page = b.page
     sign_in(page, server.url, BOB)
     page.locator("#live .phase.waiting").first.wait_for()
     assert page.locator("#actions button[data-action=approve]").count() == 0
     assert page.locator("#actions button[data-action=pause]").count() == 1  # what bob may do
-    assert "bob may not approve gate promote" in page.locator("#actions details").text_content()  # folded: why not
+    assert (
+        "bob may not approve gate promote" in page.locator("#actions details").text_content()
+    )  # folded: why not
     # force the button into the page: the server decides, not the page
     page.evaluate("""() => {
         const b = document.createElement('button');
@@ -244,5 +288,7 @@ def test_bob_is_offered_no_approval_and_a_forced_one_is_refused(server: Server, 
     mine = [(r["user"], r["via"], r["action"], r["outcome"]) for r in audit if r["user"] == "bob"]
     assert mine == [("bob", "console", "approve", "denied"), ("bob", "console", "rollback", "denied")]
     assert server.release()["phase"] == "waiting"
-    unexpected = [e for e in b.errors if "status of 403" not in e]  # the two refusals are 403s, as they should be
+    unexpected = [
+        e for e in b.errors if "status of 403" not in e
+    ]  # the two refusals are 403s, as they should be
     assert not unexpected, unexpected

@@ -27,12 +27,15 @@ def co_fixture(api: Any) -> client.CustomObjectsApi:
     return client.CustomObjectsApi(api)
 
 
-def raw(co: client.CustomObjectsApi, group: str, version: str, plural: str, ns: str, name: str) -> dict[str, Any]:
+def raw(
+    co: client.CustomObjectsApi, group: str, version: str, plural: str, ns: str, name: str
+) -> dict[str, Any]:
     return dict(co.get_namespaced_custom_object(group, version, ns, plural, name))
 
 
-def race_on_read(monkeypatch: pytest.MonkeyPatch, co: client.CustomObjectsApi, plural: str,
-                 only: str = "") -> list[str]:
+def race_on_read(
+    monkeypatch: pytest.MonkeyPatch, co: client.CustomObjectsApi, plural: str, only: str = ""
+) -> list[str]:
     """After the router reads an object of `plural` (named `only`, if given), a rival changes it first.
 
     Returns the list of names the rival wrote, so a test can assert the race really happened.
@@ -46,8 +49,9 @@ def race_on_read(monkeypatch: pytest.MonkeyPatch, co: client.CustomObjectsApi, p
             rival = [{"op": "add", "path": "/metadata/labels/rival", "value": "wrote-first"}]
             if not obj["metadata"].get("labels"):
                 rival = [{"op": "add", "path": "/metadata/labels", "value": {"rival": "wrote-first"}}]
-            co.patch_namespaced_custom_object(self.kind.group, self.kind.version, namespace, plural, name, rival,
-                                              _content_type=JSON_PATCH)
+            co.patch_namespaced_custom_object(
+                self.kind.group, self.kind.version, namespace, plural, name, rival, _content_type=JSON_PATCH
+            )
             raced.append(name)
         return obj
 

@@ -48,16 +48,28 @@ def api_fixture(kube: Any) -> Iterator[Any]:
 
 
 def plan(percent: int) -> FlagPlan:
-    return FlagPlan(key="new-checkout", variant="on", off="off", percent=percent, salt="new-checkout",
-                    release="shop-1", variants=(("on", True), ("off", False)))  # fmt: skip
+    return FlagPlan(
+        key="new-checkout",
+        variant="on",
+        off="off",
+        percent=percent,
+        salt="new-checkout",
+        release="shop-1",
+        variants=(("on", True), ("off", False)),
+    )
 
 
 def test_feature_flag_configmap_changes_only_graylanes_flag_and_the_sdk_serves_each_step(
-        api: Any, ns: str, tmp_path: Path) -> None:  # fmt: skip
+    api: Any, ns: str, tmp_path: Path
+) -> None:
     core = client.CoreV1Api(api)
-    core.create_namespaced_config_map(ns, {
-        "metadata": {"name": "flags", "labels": {"team": "shop"}, "annotations": {"owner": "shop-team"}},
-        "data": {"flags.json": USERS_DOC, "other.yaml": "keep: me\n  # as it is\n"}})  # fmt: skip
+    core.create_namespaced_config_map(
+        ns,
+        {
+            "metadata": {"name": "flags", "labels": {"team": "shop"}, "annotations": {"owner": "shop-team"}},
+            "data": {"flags.json": USERS_DOC, "other.yaml": "keep: me\n  # as it is\n"},
+        },
+    )
     store = flag_store(FlagSource(config_map="flags", key="flags.json"), ns, api)
     assert isinstance(store, ConfigMapFlags)
     mounted = tmp_path / "flags.json"  # what the kubelet puts in the pod's volume
@@ -94,7 +106,8 @@ def test_feature_flag_configmap_changes_only_graylanes_flag_and_the_sdk_serves_e
 
 
 def test_feature_flag_configmap_a_lost_race_is_a_conflict_and_a_missing_configmap_is_created(
-        api: Any, ns: str) -> None:  # fmt: skip
+    api: Any, ns: str
+) -> None:
     core = client.CoreV1Api(api)
     store = ConfigMapFlags(api, ns, "flags", "flags.json")
     store.set_flag(plan(5))  # no ConfigMap yet: created, labelled graylane's

@@ -62,21 +62,38 @@ OPTIONS = {
 }
 # the user's HPA of the stable: two metrics, a behavior, labels and annotations of their own
 USERS_HPA: dict[str, Any] = {
-    "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
-    "metadata": {"name": "k8s-flask", "labels": {"team": "web", "app": "k8s-flask"},
-                 "annotations": {"owner": "web-team", "note": "sized for the Friday peak"}},
+    "apiVersion": "autoscaling/v2",
+    "kind": "HorizontalPodAutoscaler",
+    "metadata": {
+        "name": "k8s-flask",
+        "labels": {"team": "web", "app": "k8s-flask"},
+        "annotations": {"owner": "web-team", "note": "sized for the Friday peak"},
+    },
     "spec": {
         "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "k8s-flask"},
-        "minReplicas": 4, "maxReplicas": 10,
+        "minReplicas": 4,
+        "maxReplicas": 10,
         "metrics": [
-            {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 60}}},
-            {"type": "Pods", "pods": {"metric": {"name": "http_requests_per_second"},
-                                      "target": {"type": "AverageValue", "averageValue": "100"}}},
+            {
+                "type": "Resource",
+                "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 60}},
+            },
+            {
+                "type": "Pods",
+                "pods": {
+                    "metric": {"name": "http_requests_per_second"},
+                    "target": {"type": "AverageValue", "averageValue": "100"},
+                },
+            },
         ],
-        "behavior": {"scaleDown": {"stabilizationWindowSeconds": 120,
-                                   "policies": [{"type": "Percent", "value": 50, "periodSeconds": 60}]}},
+        "behavior": {
+            "scaleDown": {
+                "stabilizationWindowSeconds": 120,
+                "policies": [{"type": "Percent", "value": 50, "periodSeconds": 60}],
+            }
+        },
     },
-}  # fmt: skip
+}
 
 
 @pytest.fixture(name="api")
@@ -90,11 +107,20 @@ def hpa_controller(kube: KubeCluster, tmp_path: Any) -> Iterator[None]:
     """The real HPA controller of kube-controller-manager v1.37, syncing every second, for this test only."""
     log = tmp_path / "hpa-controller.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen([
-            str(kube.binaries.controller_manager), f"--kubeconfig={kube.kubeconfig}", "--leader-elect=false",
-            "--secure-port=0", "--controllers=horizontal-pod-autoscaler-controller",
-            "--horizontal-pod-autoscaler-sync-period=1s", "--use-service-account-credentials=false",
-        ], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # fmt: skip
+        proc = subprocess.Popen(
+            [
+                str(kube.binaries.controller_manager),
+                f"--kubeconfig={kube.kubeconfig}",
+                "--leader-elect=false",
+                "--secure-port=0",
+                "--controllers=horizontal-pod-autoscaler-controller",
+                "--horizontal-pod-autoscaler-sync-period=1s",
+                "--use-service-account-credentials=false",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
     try:
         time.sleep(0.5)
         assert proc.poll() is None, log.read_text()[-3000:]
@@ -116,8 +142,9 @@ def users_hpa(api: Any, ns: str, body: dict[str, Any] | None = None) -> None:
 
 def raw_hpa(api: Any, ns: str, name: str) -> bytes:
     """The HPA exactly as the apiserver serves it (bytes, resourceVersion included)."""
-    answer = client.CustomObjectsApi(api).get_namespaced_custom_object(*HPA[:2], ns, HPA[2], name,
-                                                                       _preload_content=False)  # fmt: skip
+    answer = client.CustomObjectsApi(api).get_namespaced_custom_object(
+        *HPA[:2], ns, HPA[2], name, _preload_content=False
+    )
     return bytes(answer.data)
 
 
@@ -239,7 +266,8 @@ class Release_:
 
 
 def test_hpa_canary_follows_the_stables_hpa_through_promotion_and_rollback_and_the_users_hpa_keeps_its_bytes(
-        api: Any, ns: str, kube: Any, nodes: Any) -> None:  # fmt: skip
+    api: Any, ns: str, kube: Any, nodes: Any
+) -> None:
     stable_deployment(api, ns, replicas=4)
     users_hpa(api, ns)
     before = raw_hpa(api, ns, "k8s-flask")
@@ -254,9 +282,12 @@ def test_hpa_canary_follows_the_stables_hpa_through_promotion_and_rollback_and_t
         assert mine is not None
         canary = deployment(api, ns, "k8s-flask-canary")
         # the user's spec (metrics, behavior) pointed at the canary, at ceil(10 % of 4..10) = 1..1
-        assert mine["spec"] == {**users_spec, "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
-                                                                 "name": "k8s-flask-canary"},
-                                "minReplicas": 1, "maxReplicas": 1}  # fmt: skip
+        assert mine["spec"] == {
+            **users_spec,
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "k8s-flask-canary"},
+            "minReplicas": 1,
+            "maxReplicas": 1,
+        }
         assert mine["metadata"]["labels"] == {
             "app.kubernetes.io/managed-by": "graylane",
             "graylane.dev/app": "flask",
@@ -292,7 +323,8 @@ def test_hpa_canary_follows_the_stables_hpa_through_promotion_and_rollback_and_t
 
 
 def test_hpa_the_real_hpa_controller_sizes_the_canary_within_graylanes_bounds(
-        api: Any, ns: str, kube: Any, nodes: Any, hpa_controller: None) -> None:  # fmt: skip
+    api: Any, ns: str, kube: Any, nodes: Any, hpa_controller: None
+) -> None:
     stable_deployment(api, ns, replicas=4)
     users_hpa(api, ns)
     users_spec = hpa(api, ns, "k8s-flask")["spec"]  # type: ignore[index]
@@ -327,7 +359,8 @@ def test_hpa_the_real_hpa_controller_sizes_the_canary_within_graylanes_bounds(
 
 
 def test_hpa_blue_green_switches_only_once_green_has_the_stables_minimum_ready(
-        api: Any, ns: str, kube: Any, nodes: Any, hpa_controller: None) -> None:  # fmt: skip
+    api: Any, ns: str, kube: Any, nodes: Any, hpa_controller: None
+) -> None:
     stable_deployment(api, ns, replicas=4)
     users_hpa(api, ns)
     run = Release_(kube, ns, (BlueGreenStage(preview=30.0, analysis=False), PromoteStage()))
@@ -335,8 +368,13 @@ def test_hpa_blue_green_switches_only_once_green_has_the_stables_minimum_ready(
         run.push("v1")
         run.push("v2")
         run.until(lambda: bounds(api, ns) == (1, 1))  # green, previewed with no user traffic: 1..1
-        run.until(lambda: ready(api, ns, "k8s-flask-canary") == 1 and
-                  deployment(api, ns, "k8s-flask-canary")["spec"]["replicas"] == 1, timeout=30)  # fmt: skip
+        run.until(
+            lambda: (
+                ready(api, ns, "k8s-flask-canary") == 1
+                and deployment(api, ns, "k8s-flask-canary")["spec"]["replicas"] == 1
+            ),
+            timeout=30,
+        )
         run.until(
             lambda: bounds(api, ns) == (4, 10), advance=30
         )  # the switch: green gets the stable's bounds
@@ -358,18 +396,27 @@ def target(ns: str) -> WorkloadTarget:
 
 def canary_deployment(api: Any, ns: str) -> None:
     stable = deployment(api, ns, "k8s-flask")
-    body = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "k8s-flask-canary"},
-            "spec": {**stable["spec"], "selector": {"matchLabels": {"app": "k8s-flask-canary"}},
-                     "template": {**stable["spec"]["template"],
-                                  "metadata": {"labels": {"app": "k8s-flask-canary"}}}}}  # fmt: skip
+    body = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "k8s-flask-canary"},
+        "spec": {
+            **stable["spec"],
+            "selector": {"matchLabels": {"app": "k8s-flask-canary"}},
+            "template": {**stable["spec"]["template"], "metadata": {"labels": {"app": "k8s-flask-canary"}}},
+        },
+    }
     client.AppsV1Api(api).create_namespaced_deployment(ns, body)
     wait_deployment_ready(client.AppsV1Api(api), ns, "k8s-flask-canary")
 
 
 def spy_writes(scaler: CanaryAutoscaler) -> list[str]:
     writes: list[str] = []
-    for verb in ("create_namespaced_custom_object", "patch_namespaced_custom_object",
-                 "delete_namespaced_custom_object"):  # fmt: skip
+    for verb in (
+        "create_namespaced_custom_object",
+        "patch_namespaced_custom_object",
+        "delete_namespaced_custom_object",
+    ):
         real = getattr(scaler.api, verb)
 
         def spy(*args: Any, _real: Any = real, _verb: str = verb, **kw: Any) -> Any:

@@ -359,30 +359,74 @@ def _get(obj: Any, pointer: str) -> Any:
 KINDS = [
     *(
         k
-        for g, bad in (("traefik.io", -1), ("traefik.containo.us", "ten"))  # v2.11 sets no minimum: a wrong type
+        for g, bad in (
+            ("traefik.io", -1),
+            ("traefik.containo.us", "ten"),
+        )  # v2.11 sets no minimum: a wrong type
         for k in (
-            Kind(g, "v1alpha1", "ingressroutes", lambda g=g: ingress_route(g),
-                 "/spec/routes/0/services/0/weight", "/spec/routes/0/services/0/wieght", bad),
-            Kind(g, "v1alpha1", "traefikservices", lambda g=g: traefik_service(g),
-                 "/spec/weighted/services/1/weight", "/spec/weighted/services/1/wieght", bad),
-            Kind(g, "v1alpha1", "middlewares", lambda g=g: middleware(g),
-                 "/spec/rateLimit/average", "/spec/rateLimit/averag", bad),
+            Kind(
+                g,
+                "v1alpha1",
+                "ingressroutes",
+                lambda g=g: ingress_route(g),
+                "/spec/routes/0/services/0/weight",
+                "/spec/routes/0/services/0/wieght",
+                bad,
+            ),
+            Kind(
+                g,
+                "v1alpha1",
+                "traefikservices",
+                lambda g=g: traefik_service(g),
+                "/spec/weighted/services/1/weight",
+                "/spec/weighted/services/1/wieght",
+                bad,
+            ),
+            Kind(
+                g,
+                "v1alpha1",
+                "middlewares",
+                lambda g=g: middleware(g),
+                "/spec/rateLimit/average",
+                "/spec/rateLimit/averag",
+                bad,
+            ),
         )
     ),
     *(
-        Kind("networking.istio.io", v, "virtualservices", lambda v=v: virtual_service(v),
-             "/spec/http/1/route/1/weight", "/spec/http/1/route/1/wieght", "ten")
+        Kind(
+            "networking.istio.io",
+            v,
+            "virtualservices",
+            lambda v=v: virtual_service(v),
+            "/spec/http/1/route/1/weight",
+            "/spec/http/1/route/1/wieght",
+            "ten",
+        )
         for v in ("v1beta1", "v1alpha3", "v1")
     ),
-    Kind("networking.istio.io", "v1", "destinationrules", destination_rule,
-         "/spec/trafficPolicy/outlierDetection/consecutive5xxErrors",
-         "/spec/trafficPolicy/outlierDetection/consecutive5xxError", -1),
+    Kind(
+        "networking.istio.io",
+        "v1",
+        "destinationrules",
+        destination_rule,
+        "/spec/trafficPolicy/outlierDetection/consecutive5xxErrors",
+        "/spec/trafficPolicy/outlierDetection/consecutive5xxError",
+        -1,
+    ),
     *(
-        Kind("gateway.networking.k8s.io", v, "httproutes", lambda v=v: http_route(v),
-             "/spec/rules/1/backendRefs/1/weight", "/spec/rules/1/backendRefs/1/wieght", 1_000_001)
+        Kind(
+            "gateway.networking.k8s.io",
+            v,
+            "httproutes",
+            lambda v=v: http_route(v),
+            "/spec/rules/1/backendRefs/1/weight",
+            "/spec/rules/1/backendRefs/1/wieght",
+            1_000_001,
+        )
         for v in ("v1", "v1beta1")
     ),
-]  # fmt: skip
+]
 
 
 @k8s
@@ -399,7 +443,10 @@ def test_crd_schema_prunes_typos_and_rejects_out_of_range_values(
             kind.group, kind.version, ns, kind.plural, "demo", ops, _content_type=JSON_PATCH
         )
 
-    for op in ("add", "replace"):  # json-patch lets `replace` create a key (1.20 and 1.37): both end up pruned
+    for op in (
+        "add",
+        "replace",
+    ):  # json-patch lets `replace` create a key (1.20 and 1.37): both end up pruned
         after = patch([{"op": op, "path": kind.typo_path, "value": 50}])
         assert typo_field not in _get(after, kind.typo_path.rsplit("/", 1)[0]), f"{op} kept {typo_field}"
         assert _get(after, kind.good_path) == original
@@ -418,36 +465,93 @@ def test_crd_schema_prunes_typos_and_rejects_out_of_range_values(
 @pytest.mark.parametrize(
     ("group", "version", "plural", "body", "reason"),
     [
-        ("traefik.io", "v1alpha1", "middlewares",
-         {"spec": {"circuitBreaker": {"expression": "LatencyAtQuantileMS(50.0) > 100", "responseCode": 600}}},
-         "responseCode above 599"),
-        ("traefik.io", "v1alpha1", "ingressroutes",
-         {"spec": {"routes": [{"match": "Host(`a`)", "services": [{"name": "s", "kind": "Pod"}]}]}},
-         "service kind outside the enum"),
-        ("traefik.io", "v1alpha1", "ingressroutes", {"spec": {"routes": [{"services": [{"name": "s"}]}]}},
-         "route without match"),
-        ("traefik.io", "v1alpha1", "traefikservices", {"spec": {"mirroring": {"mirrors": [{"name": "m"}]}}},
-         "mirroring without name"),
-        ("networking.istio.io", "v1", "virtualservices",
-         {"spec": {"http": [{"match": [{"headers": {"x": {"exact": "1", "prefix": "2"}}}]}]}},
-         "string match with two of exact/prefix/regex"),
-        ("networking.istio.io", "v1", "virtualservices", {"spec": {"http": [{"route": [{"weight": 5}]}]}},
-         "route without destination"),
-        ("networking.istio.io", "v1", "destinationrules",
-         {"spec": {"host": "d", "trafficPolicy": {"connectionPool": {"http": {"h2UpgradePolicy": "MAYBE"}}}}},
-         "h2UpgradePolicy outside the enum"),
-        ("networking.istio.io", "v1", "destinationrules", {"spec": {"subsets": [{"name": "a"}]}},
-         "no host"),
-        ("gateway.networking.k8s.io", "v1", "httproutes",
-         {"spec": {"rules": [{"matches": [{"headers": [{"name": "x", "type": "Prefix", "value": "1"}]}]}]}},
-         "header match type Prefix"),
-        ("gateway.networking.k8s.io", "v1", "httproutes", {"spec": {"hostnames": ["Not_A_Host"]}},
-         "hostname pattern"),
-        ("gateway.networking.k8s.io", "v1", "httproutes",
-         {"spec": {"rules": [{"backendRefs": [{"name": "b", "port": 70000}]}]}}, "port above 65535"),
+        (
+            "traefik.io",
+            "v1alpha1",
+            "middlewares",
+            {
+                "spec": {
+                    "circuitBreaker": {"expression": "LatencyAtQuantileMS(50.0) > 100", "responseCode": 600}
+                }
+            },
+            "responseCode above 599",
+        ),
+        (
+            "traefik.io",
+            "v1alpha1",
+            "ingressroutes",
+            {"spec": {"routes": [{"match": "Host(`a`)", "services": [{"name": "s", "kind": "Pod"}]}]}},
+            "service kind outside the enum",
+        ),
+        (
+            "traefik.io",
+            "v1alpha1",
+            "ingressroutes",
+            {"spec": {"routes": [{"services": [{"name": "s"}]}]}},
+            "route without match",
+        ),
+        (
+            "traefik.io",
+            "v1alpha1",
+            "traefikservices",
+            {"spec": {"mirroring": {"mirrors": [{"name": "m"}]}}},
+            "mirroring without name",
+        ),
+        (
+            "networking.istio.io",
+            "v1",
+            "virtualservices",
+            {"spec": {"http": [{"match": [{"headers": {"x": {"exact": "1", "prefix": "2"}}}]}]}},
+            "string match with two of exact/prefix/regex",
+        ),
+        (
+            "networking.istio.io",
+            "v1",
+            "virtualservices",
+            {"spec": {"http": [{"route": [{"weight": 5}]}]}},
+            "route without destination",
+        ),
+        (
+            "networking.istio.io",
+            "v1",
+            "destinationrules",
+            {
+                "spec": {
+                    "host": "d",
+                    "trafficPolicy": {"connectionPool": {"http": {"h2UpgradePolicy": "MAYBE"}}},
+                }
+            },
+            "h2UpgradePolicy outside the enum",
+        ),
+        ("networking.istio.io", "v1", "destinationrules", {"spec": {"subsets": [{"name": "a"}]}}, "no host"),
+        (
+            "gateway.networking.k8s.io",
+            "v1",
+            "httproutes",
+            {
+                "spec": {
+                    "rules": [{"matches": [{"headers": [{"name": "x", "type": "Prefix", "value": "1"}]}]}]
+                }
+            },
+            "header match type Prefix",
+        ),
+        (
+            "gateway.networking.k8s.io",
+            "v1",
+            "httproutes",
+            {"spec": {"hostnames": ["Not_A_Host"]}},
+            "hostname pattern",
+        ),
+        (
+            "gateway.networking.k8s.io",
+            "v1",
+            "httproutes",
+            {"spec": {"rules": [{"backendRefs": [{"name": "b", "port": 70000}]}]}},
+            "port above 65535",
+        ),
     ],
     ids=lambda v: v if isinstance(v, str) and " " in v else None,
-)  # fmt: skip
+)
 def test_crd_schema_rejects_invalid_objects(
     co: client.CustomObjectsApi,
     ns: str,
@@ -457,9 +561,14 @@ def test_crd_schema_rejects_invalid_objects(
     body: dict[str, Any],
     reason: str,
 ) -> None:
-    kind = {"middlewares": "Middleware", "ingressroutes": "IngressRoute", "traefikservices": "TraefikService",
-            "virtualservices": "VirtualService", "destinationrules": "DestinationRule",
-            "httproutes": "HTTPRoute"}[plural]  # fmt: skip
+    kind = {
+        "middlewares": "Middleware",
+        "ingressroutes": "IngressRoute",
+        "traefikservices": "TraefikService",
+        "virtualservices": "VirtualService",
+        "destinationrules": "DestinationRule",
+        "httproutes": "HTTPRoute",
+    }[plural]
     obj = {"apiVersion": f"{group}/{version}", "kind": kind, "metadata": {"name": "bad"}, **body}
     with pytest.raises(ApiException) as err:
         co.create_namespaced_custom_object(group, version, ns, plural, obj)
@@ -476,7 +585,8 @@ def test_cel_rule_of_the_upstream_http_route_refuses_a_service_backend_without_p
     """Gateway API's x-kubernetes-validations rule on spec.rules[].backendRefs[], "Must have port for Service
     reference": no schema keyword says it, only CEL, and the apiserver enforces it (422) on the served CRD."""
     answer = client.ApiextensionsV1Api(api).read_custom_resource_definition(
-        "httproutes.gateway.networking.k8s.io", _preload_content=False)
+        "httproutes.gateway.networking.k8s.io", _preload_content=False
+    )
     [v1] = [v for v in json.loads(answer.data)["spec"]["versions"] if v["name"] == "v1"]
     rules = v1["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["rules"]
     backend = rules["items"]["properties"]["backendRefs"]["items"]
@@ -496,26 +606,48 @@ def test_cel_rule_of_the_upstream_http_route_refuses_a_service_backend_without_p
 
 CEL_GROUP = "cel.graylane.test"
 CEL_CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
     "metadata": {"name": f"splits.{CEL_GROUP}"},
     "spec": {
-        "group": CEL_GROUP, "scope": "Namespaced",
+        "group": CEL_GROUP,
+        "scope": "Namespaced",
         "names": {"plural": "splits", "singular": "split", "kind": "Split", "listKind": "SplitList"},
-        "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
-            "type": "object",
-            "properties": {"spec": {
-                "type": "object", "required": ["stable", "canary"],
-                "properties": {"stable": {"type": "integer"}, "canary": {"type": "integer"},
-                               "approved": {"type": "boolean"}},
-                "x-kubernetes-validations": [
-                    {"rule": "self.stable + self.canary == 100", "message": "weights must add up to 100"},
-                    {"rule": "self.canary <= oldSelf.canary || (has(self.approved) && self.approved)",
-                     "message": "raising the canary needs approval"},  # a transition rule: not on create
-                ],
-            }},
-        }}}],
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {
+                            "spec": {
+                                "type": "object",
+                                "required": ["stable", "canary"],
+                                "properties": {
+                                    "stable": {"type": "integer"},
+                                    "canary": {"type": "integer"},
+                                    "approved": {"type": "boolean"},
+                                },
+                                "x-kubernetes-validations": [
+                                    {
+                                        "rule": "self.stable + self.canary == 100",
+                                        "message": "weights must add up to 100",
+                                    },
+                                    {
+                                        "rule": "self.canary <= oldSelf.canary || (has(self.approved) && self.approved)",
+                                        "message": "raising the canary needs approval",
+                                    },  # a transition rule: not on create
+                                ],
+                            }
+                        },
+                    }
+                },
+            }
+        ],
     },
-}  # fmt: skip
+}
 
 
 @pytest.fixture
@@ -543,11 +675,20 @@ def test_crd_cel_validation_rules_are_kept_and_enforced(
     assert err.value.status == 422 and "weights must add up to 100" in err.value.body, err.value.body
     co.create_namespaced_custom_object(CEL_GROUP, "v1", ns, "splits", split("s", stable=90, canary=10))
     with pytest.raises(ApiException) as err:
-        co.patch_namespaced_custom_object(CEL_GROUP, "v1", ns, "splits", "s", {"spec": {"stable": 50, "canary": 50}},
-                                          _content_type=MERGE_PATCH)  # fmt: skip
+        co.patch_namespaced_custom_object(
+            CEL_GROUP,
+            "v1",
+            ns,
+            "splits",
+            "s",
+            {"spec": {"stable": 50, "canary": 50}},
+            _content_type=MERGE_PATCH,
+        )
     assert err.value.status == 422 and "raising the canary needs approval" in err.value.body, err.value.body
     approved = {"spec": {"stable": 50, "canary": 50, "approved": True}}
-    done = co.patch_namespaced_custom_object(CEL_GROUP, "v1", ns, "splits", "s", approved, _content_type=MERGE_PATCH)
+    done = co.patch_namespaced_custom_object(
+        CEL_GROUP, "v1", ns, "splits", "s", approved, _content_type=MERGE_PATCH
+    )
     assert done["spec"] == {"stable": 50, "canary": 50, "approved": True}
 
 
@@ -562,8 +703,12 @@ def test_http_route_gets_upstream_defaults(co: client.CustomObjectsApi, ns: str)
         "kind": "Gateway",
     }
     assert created["spec"]["rules"][2]["backendRefs"][0] == {
-        "name": "demo-stable", "port": 80, "weight": 1, "group": "", "kind": "Service"
-    }  # fmt: skip
+        "name": "demo-stable",
+        "port": 80,
+        "weight": 1,
+        "group": "",
+        "kind": "Service",
+    }
     assert created["spec"]["rules"][2]["matches"] == [{"path": {"type": "PathPrefix", "value": "/"}}]
 
 
@@ -643,7 +788,9 @@ def test_every_router_kind_is_created_and_listed_by_label(co: client.CustomObjec
     created = co.create_namespaced_custom_object("traefik.io", "v1alpha1", ns, "traefikservices", ts)
     assert created["spec"]["mirroring"] == mirror
     vs_old = co.get_namespaced_custom_object("networking.istio.io", "v1beta1", ns, "virtualservices", "demo")
-    assert vs_old["apiVersion"] == "networking.istio.io/v1beta1" and vs_old["spec"] == virtual_service()["spec"]
+    assert (
+        vs_old["apiVersion"] == "networking.istio.io/v1beta1" and vs_old["spec"] == virtual_service()["spec"]
+    )
 
 
 @k8s
@@ -652,8 +799,13 @@ def test_crd_status_subresource_ignores_spec_and_main_resource_ignores_status(
 ) -> None:
     args = ("gateway.networking.k8s.io", "v1", ns, "httproutes", "demo")
     co.create_namespaced_custom_object(*args[:4], http_route())
-    condition = {"type": "Accepted", "status": "True", "reason": "Accepted", "message": "",
-                 "lastTransitionTime": "2026-01-01T00:00:00Z"}  # fmt: skip
+    condition = {
+        "type": "Accepted",
+        "status": "True",
+        "reason": "Accepted",
+        "message": "",
+        "lastTransitionTime": "2026-01-01T00:00:00Z",
+    }
     status = {
         "parents": [
             {"controllerName": "example.com/gw", "parentRef": {"name": "gw"}, "conditions": [condition]}
@@ -683,8 +835,15 @@ def test_deployment_generation_and_status_subresource(apps: client.AppsV1Api, ns
         "web", ns, {"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "demo:2"}]}}}}
     )
     assert patched.metadata.generation == 2
-    status = {"status": {"observedGeneration": 2, "replicas": 3, "updatedReplicas": 3, "readyReplicas": 3,
-                         "availableReplicas": 3}}  # fmt: skip
+    status = {
+        "status": {
+            "observedGeneration": 2,
+            "replicas": 3,
+            "updatedReplicas": 3,
+            "readyReplicas": 3,
+            "availableReplicas": 3,
+        }
+    }
     apps.patch_namespaced_deployment_status("web", ns, status)  # a controller stand-in
     after = apps.read_namespaced_deployment("web", ns)
     assert (after.status.observed_generation, after.status.ready_replicas) == (2, 3)

@@ -56,7 +56,9 @@ FUNCTIONS = ("release_start", "release_tick", "release_command", "protection")
 # -- kubectl -------------------------------------------------------------------------------------------------
 
 
-def kubectl(*args: str, kubeconfig: Path | None = None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def kubectl(
+    *args: str, kubeconfig: Path | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     """kubectl of the test apiserver's release (tests/k8s/tools/kube): its kustomize renders infra/k8s."""
     try:
         exe = kubectl_path()
@@ -89,7 +91,9 @@ def retarget(docs: list[dict[str, Any]], ns: str) -> list[dict[str, Any]]:
     return out
 
 
-def apply(kube: KubeCluster, docs: list[dict[str, Any]], *flags: str, dry_run: bool = True) -> subprocess.CompletedProcess[str]:
+def apply(
+    kube: KubeCluster, docs: list[dict[str, Any]], *flags: str, dry_run: bool = True
+) -> subprocess.CompletedProcess[str]:
     text = yaml.safe_dump_all(docs, sort_keys=False)
     args = ["apply", "--server-side", "--field-manager=graylane-test", "-f", "-", "-o", "json", *flags]
     if dry_run:
@@ -110,15 +114,38 @@ def key(doc: dict[str, Any]) -> tuple[str, str, str]:
 
 
 EXPECTED_KINDS = {
-    "knative": {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "Secret",
-                "Service", "Broker", "Trigger", "PingSource"},
-    "deployments": {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "Secret",
-                    "Deployment", "Service", "Ingress", "CronJob", "NetworkPolicy"},
+    "knative": {
+        "Namespace",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ConfigMap",
+        "Secret",
+        "Service",
+        "Broker",
+        "Trigger",
+        "PingSource",
+    },
+    "deployments": {
+        "Namespace",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ConfigMap",
+        "Secret",
+        "Deployment",
+        "Service",
+        "Ingress",
+        "CronJob",
+        "NetworkPolicy",
+    },
 }
 
 
 @pytest.mark.parametrize("overlay", ["knative", "deployments"])
-def test_every_object_of_the_overlay_passes_a_server_side_dry_run(kube: KubeCluster, ns: str, overlay: str) -> None:
+def test_every_object_of_the_overlay_passes_a_server_side_dry_run(
+    kube: KubeCluster, ns: str, overlay: str
+) -> None:
     docs = retarget(build(overlay), ns)
     assert {d["kind"] for d in docs} == EXPECTED_KINDS[overlay]
     done = apply(kube, docs)
@@ -131,7 +158,9 @@ def test_every_object_of_the_overlay_passes_a_server_side_dry_run(kube: KubeClus
             if part == "stringData" and part in doc:
                 assert set(answer["data"]) == set(doc[part]), key(doc)
             elif part in doc:
-                assert holds(answer.get(part), doc[part]), f"{key(doc)} {part}: sent {doc[part]}, kept {answer.get(part)}"
+                assert holds(answer.get(part), doc[part]), (
+                    f"{key(doc)} {part}: sent {doc[part]}, kept {answer.get(part)}"
+                )
 
 
 def knative_objects(kind: str) -> dict[str, dict[str, Any]]:
@@ -147,11 +176,15 @@ def accepted_types(target: str) -> set[str]:
     raise AssertionError(f"functions/{target}.py passes no expect=(...) to the runner")
 
 
-def test_one_knative_service_per_function_target_and_triggers_deliver_exactly_the_types_each_accepts() -> None:
+def test_one_knative_service_per_function_target_and_triggers_deliver_exactly_the_types_each_accepts() -> (
+    None
+):
     services = knative_objects("Service")
     assert set(services) == {f"graylane-{t.replace('_', '-')}" for t in FUNCTIONS} | {"graylane-gateway"}
     for target in FUNCTIONS:
-        container = services[f"graylane-{target.replace('_', '-')}"]["spec"]["template"]["spec"]["containers"][0]
+        container = services[f"graylane-{target.replace('_', '-')}"]["spec"]["template"]["spec"][
+            "containers"
+        ][0]
         argv = container["command"]
         assert argv[0] == "functions-framework" and argv[argv.index("--target") + 1] == target
         source = argv[argv.index("--source") + 1]
@@ -163,11 +196,16 @@ def test_one_knative_service_per_function_target_and_triggers_deliver_exactly_th
     for trigger in knative_objects("Trigger").values():
         spec = trigger["spec"]
         assert spec["broker"] == "default" and set(spec["filter"]["attributes"]) == {"type"}
-        delivered.setdefault(spec["subscriber"]["ref"]["name"], set()).add(spec["filter"]["attributes"]["type"])
+        delivered.setdefault(spec["subscriber"]["ref"]["name"], set()).add(
+            spec["filter"]["attributes"]["type"]
+        )
     # the PingSource posts straight to the tick service (its type cannot be chosen), Triggers do the rest
     direct = {"graylane-release-tick": {"dev.knative.sources.ping"}}
-    assert delivered == {f"graylane-{t.replace('_', '-')}": accepted_types(t) - direct.get(
-        f"graylane-{t.replace('_', '-')}", set()) for t in FUNCTIONS}
+    assert delivered == {
+        f"graylane-{t.replace('_', '-')}": accepted_types(t)
+        - direct.get(f"graylane-{t.replace('_', '-')}", set())
+        for t in FUNCTIONS
+    }
     assert set(knative_objects("Broker")) == {"default"}
     settings = knative_objects("ConfigMap")["graylane-settings"]["data"]
     assert settings["K_SINK"].endswith(f"/{NAMESPACE}/default")  # the broker-ingress path of Broker default
@@ -181,11 +219,15 @@ BAD_FIELDS: dict[str, Callable[[dict[str, Any]], None]] = {
     "Trigger spec.broker not a string": lambda d: d["spec"].update(broker=["default"]),
     "Trigger spec.subscriber.ref.name not a string": lambda d: d["spec"]["subscriber"]["ref"].update(name=5),
     "PingSource spec.schedule not a string": lambda d: d["spec"].update(schedule=5),
-    "PingSource spec.sink.reference (misspelt)": lambda d: d["spec"]["sink"].update(reference=d["spec"]["sink"].pop("ref")),
-    "Service containers[0].comand (misspelt)": lambda d: d["spec"]["template"]["spec"]["containers"][0].update(
-        comand=["x"]),
+    "PingSource spec.sink.reference (misspelt)": lambda d: d["spec"]["sink"].update(
+        reference=d["spec"]["sink"].pop("ref")
+    ),
+    "Service containers[0].comand (misspelt)": lambda d: d["spec"]["template"]["spec"]["containers"][
+        0
+    ].update(comand=["x"]),
     "Service containers[0].ports[0].containerPort not a number": lambda d: d["spec"]["template"]["spec"][
-        "containers"][0]["ports"][0].update(containerPort="http"),
+        "containers"
+    ][0]["ports"][0].update(containerPort="http"),
     "Broker spec.delivery.retry not a number": lambda d: d["spec"]["delivery"].update(retry="five"),
 }
 BAD_KIND = {name: name.split()[0] for name in BAD_FIELDS}
@@ -200,8 +242,10 @@ def test_the_knative_schemas_refuse_a_wrong_field(kube: KubeCluster, ns: str, ca
     assert client_side.returncode != 0, f"{case} passed kubectl validation"
     server_side = apply(kube, [doc], "--validate=false")  # and the apiserver refuses or prunes it on its own
     if server_side.returncode != 0:
-        assert re.search(r"not declared in schema|expected (string|numeric|integer|map)|Invalid value|must be of type",
-                         server_side.stderr), server_side.stderr
+        assert re.search(
+            r"not declared in schema|expected (string|numeric|integer|map)|Invalid value|must be of type",
+            server_side.stderr,
+        ), server_side.stderr
     else:  # inside an atomic list (containers) the typed patch does not look; the structural schema prunes
         [answer] = applied(server_side)
         assert not holds(answer["spec"], doc["spec"]), f"{case}: the apiserver kept it: {answer['spec']}"
@@ -225,18 +269,27 @@ def test_cronjob_the_deployment_serves_two_listeners_and_only_the_public_one_is_
     assert {"secretRef": {"name": "graylane-webhooks"}} in container["envFrom"]
     settings = rendered("deployments", "ConfigMap")["graylane-settings"]["data"]
     assert (settings["GRAYLANE_PROVIDERS"], settings["GRAYLANE_STORE"], settings["GRAYLANE_POLICIES"]) == (
-        "kubernetes", "configmap://", "configmap://")
+        "kubernetes",
+        "configmap://",
+        "configmap://",
+    )
     assert settings["GRAYLANE_PROMETHEUS"].startswith("http")
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"http": int(argv[argv.index("--port") + 1]), "internal": int(argv[argv.index("--internal-port") + 1])}
+    assert ports == {
+        "http": int(argv[argv.index("--port") + 1]),
+        "internal": int(argv[argv.index("--internal-port") + 1]),
+    }
     services = rendered("deployments", "Service")
     assert [p["targetPort"] for p in services["graylane"]["spec"]["ports"]] == ["http"]
     assert [(p["port"], p["targetPort"]) for p in services["graylane-internal"]["spec"]["ports"]] == [
-        (ports["internal"], "internal")]
+        (ports["internal"], "internal")
+    ]
     assert services["graylane-internal"]["spec"].get("type", "ClusterIP") == "ClusterIP"
-    backends = {(path["backend"]["service"]["name"], path["backend"]["service"]["port"]["name"])
-                for rule in rendered("deployments", "Ingress")["graylane"]["spec"]["rules"]
-                for path in rule["http"]["paths"]}  # fmt: skip
+    backends = {
+        (path["backend"]["service"]["name"], path["backend"]["service"]["port"]["name"])
+        for rule in rendered("deployments", "Ingress")["graylane"]["spec"]["rules"]
+        for path in rule["http"]["paths"]
+    }
     assert backends == {("graylane", "http")}
     secret = rendered("deployments", "Secret")["graylane-webhooks"]["stringData"]
     assert {"GRAYLANE_INTERNAL_TOKEN", "GRAYLANE_EDGE_KEY"} <= set(secret)
@@ -273,9 +326,12 @@ def test_cronjob_the_rendered_tick_snippet_ticks_a_real_graylane_serve(tmp_path:
     command = container["command"]
     assert command[:2] == ["python", "-c"]
     env = {e["name"]: e["valueFrom"] for e in container["env"]}
-    assert env["GRAYLANE_TICK_URL"] == {"configMapKeyRef": {"name": "graylane-settings", "key": "GRAYLANE_TICK_URL"}}
-    assert env["GRAYLANE_INTERNAL_TOKEN"] == {"secretKeyRef": {"name": "graylane-webhooks",
-                                                               "key": "GRAYLANE_INTERNAL_TOKEN"}}
+    assert env["GRAYLANE_TICK_URL"] == {
+        "configMapKeyRef": {"name": "graylane-settings", "key": "GRAYLANE_TICK_URL"}
+    }
+    assert env["GRAYLANE_INTERNAL_TOKEN"] == {
+        "secretKeyRef": {"name": "graylane-webhooks", "key": "GRAYLANE_INTERNAL_TOKEN"}
+    }
     assert "envFrom" not in container  # the Job holds the internal token only, never GRAYLANE_EDGE_KEY
     url = urlsplit(rendered("deployments", "ConfigMap")["graylane-settings"]["data"]["GRAYLANE_TICK_URL"])
     internal = rendered("deployments", "Service")["graylane-internal"]
@@ -287,32 +343,50 @@ def test_cronjob_the_rendered_tick_snippet_ticks_a_real_graylane_serve(tmp_path:
     policies.mkdir()
     (policies / "web.yaml").write_text(TICK_POLICY)
     token, hook = secrets.token_hex(16), secrets.token_hex(16)
-    serve_env = {**os.environ, "GRAYLANE_STORE": f"sqlite:///{tmp_path / 'graylane.db'}",
-                 "GRAYLANE_POLICIES": str(policies), "GRAYLANE_PROVIDERS": "recording",
-                 "GRAYLANE_TICK_INTERVAL": "60m",  # only the CronJob ticks during the test
-                 "GRAYLANE_INTERNAL_TOKEN": token, "GRAYLANE_HOOK_TOKEN_GENERIC": hook}  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-m", "functions.cli", "serve", "--port", "0", "--internal-port", "0"],
-                            env=serve_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            cwd=str(ROOT))  # fmt: skip
+    serve_env = {
+        **os.environ,
+        "GRAYLANE_STORE": f"sqlite:///{tmp_path / 'graylane.db'}",
+        "GRAYLANE_POLICIES": str(policies),
+        "GRAYLANE_PROVIDERS": "recording",
+        "GRAYLANE_TICK_INTERVAL": "60m",  # only the CronJob ticks during the test
+        "GRAYLANE_INTERNAL_TOKEN": token,
+        "GRAYLANE_HOOK_TOKEN_GENERIC": hook,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "functions.cli", "serve", "--port", "0", "--internal-port", "0"],
+        env=serve_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=str(ROOT),
+    )
     try:
         line = proc.stdout.readline() if proc.stdout else ""
         found = re.search(r"on http://127\.0\.0\.1:(\d+) \(internal http://127\.0\.0\.1:(\d+);", line)
-        assert found, f"graylane serve did not start: {line}{proc.stdout.read() if proc.poll() is not None else ''}"
+        assert found, (
+            f"graylane serve did not start: {line}{proc.stdout.read() if proc.poll() is not None else ''}"
+        )
         public, internal_port = (int(g) for g in found.groups())
         for tag in ("v1.0.0", "v2.0.0"):
             request = urllib.request.Request(
-                f"http://127.0.0.1:{public}/hooks/generic", method="POST",
+                f"http://127.0.0.1:{public}/hooks/generic",
+                method="POST",
                 data=json.dumps({"repository": "registry.example.com/team/web", "tag": tag}).encode(),
-                headers={"authorization": f"Bearer {hook}", "content-type": "application/json"})  # fmt: skip
+                headers={"authorization": f"Bearer {hook}", "content-type": "application/json"},
+            )
             with urllib.request.urlopen(request, timeout=10) as answer:
                 assert answer.status == 202
         time.sleep(1.2)  # the canary step's pause is due
 
         def run_snippet(with_token: str) -> subprocess.CompletedProcess[str]:
-            job_env = {"GRAYLANE_TICK_URL": f"http://127.0.0.1:{internal_port}{url.path}",
-                       "GRAYLANE_INTERNAL_TOKEN": with_token, "PATH": "/usr/bin:/bin"}  # fmt: skip
-            return subprocess.run([sys.executable, "-c", command[2]], env=job_env, capture_output=True, text=True,
-                                  timeout=30)  # fmt: skip
+            job_env = {
+                "GRAYLANE_TICK_URL": f"http://127.0.0.1:{internal_port}{url.path}",
+                "GRAYLANE_INTERNAL_TOKEN": with_token,
+                "PATH": "/usr/bin:/bin",
+            }
+            return subprocess.run(
+                [sys.executable, "-c", command[2]], env=job_env, capture_output=True, text=True, timeout=30
+            )
 
         store = SqliteStore(str(tmp_path / "graylane.db"))
 
@@ -388,8 +462,13 @@ def rbac_kube() -> Iterator[KubeCluster]:
 
 def granted() -> set[tuple[str, str, str]]:
     [role] = [d for d in build("base") if d["kind"] == "ClusterRole"]
-    return {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
-            for v in rule["verbs"]}
+    return {
+        (g, r, v)
+        for rule in role["rules"]
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+        for v in rule["verbs"]
+    }
 
 
 def request_verb(method: str, url: str) -> tuple[str, str, str]:
@@ -403,7 +482,9 @@ def request_verb(method: str, url: str) -> tuple[str, str, str]:
     if method == "GET":
         verb = "get" if name else ("watch" if parse_qs(parts.query).get("watch") == ["true"] else "list")
     else:
-        verb = {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(method, "delete" if name else "deletecollection")
+        verb = {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(
+            method, "delete" if name else "deletecollection"
+        )
     return group, f"{resource}/{sub}" if sub else resource, verb
 
 
@@ -455,10 +536,17 @@ def stable_deployment(rbac_kube: KubeCluster, ns: str) -> None:
     from kubernetes import client
 
     labels = {"app": "k8s-flask"}
-    body = {"metadata": {"name": "k8s-flask", "labels": labels}, "spec": {
-        "replicas": 2, "selector": {"matchLabels": labels},
-        "template": {"metadata": {"labels": labels}, "spec": {"containers": [
-            {"name": "flask", "image": "registry.example.com/flask:v1"}]}}}}
+    body = {
+        "metadata": {"name": "k8s-flask", "labels": labels},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "flask", "image": "registry.example.com/flask:v1"}]},
+            },
+        },
+    }
     with rbac_kube.api_client() as api:
         client.AppsV1Api(api).create_namespaced_deployment(ns, body)
 
@@ -466,12 +554,20 @@ def stable_deployment(rbac_kube: KubeCluster, ns: str) -> None:
 def stable_hpa(rbac_kube: KubeCluster, ns: str) -> None:
     from kubernetes import client
 
-    body = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "k8s-flask"},
-            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "k8s-flask"},
-                     "minReplicas": 2, "maxReplicas": 6}}  # fmt: skip
+    body = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "k8s-flask"},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "k8s-flask"},
+            "minReplicas": 2,
+            "maxReplicas": 6,
+        },
+    }
     with rbac_kube.api_client() as api:
-        client.CustomObjectsApi(api).create_namespaced_custom_object("autoscaling", "v2", ns,
-                                                                     "horizontalpodautoscalers", body)  # fmt: skip
+        client.CustomObjectsApi(api).create_namespaced_custom_object(
+            "autoscaling", "v2", ns, "horizontalpodautoscalers", body
+        )
 
 
 def policy_configmap(rbac_kube: KubeCluster, ns: str) -> str:
@@ -480,8 +576,10 @@ def policy_configmap(rbac_kube: KubeCluster, ns: str) -> str:
 
     doc = yaml.safe_load((ROOT / "infra" / "examples" / "traefik-pipeline.yaml").read_text())
     doc["metadata"]["namespace"] = ns
-    body = {"metadata": {"name": "flask-policy", "labels": {"graylane.dev/role": "policy"}},
-            "data": {"policy.yaml": yaml.safe_dump(doc)}}
+    body = {
+        "metadata": {"name": "flask-policy", "labels": {"graylane.dev/role": "policy"}},
+        "data": {"policy.yaml": yaml.safe_dump(doc)},
+    }
     with rbac_kube.api_client() as api:
         client.CoreV1Api(api).create_namespaced_config_map(ns, body)
     return f"{ns}/{doc['metadata']['name']}"
@@ -521,39 +619,94 @@ def exercise_providers(api: Any, rbac_kube: KubeCluster, ns: str, preview_ns: st
     ab = RoutePlan.canary_at(20, (Match("header", name="location", value="shenzhen"),))
     for group in ("traefik.io", "traefik.containo.us"):
         router = make_router("traefik", api)
-        t = RouteTarget(ns, "flask", "k8s-flask", "k8s-flask-canary", options={
-            "ingressRoute": f"flask-{group.split('.')[1]}", "traefikService": f"flask-wrr-{group.split('.')[1]}",
-            "host": "pro.coding", "port": 8080, "group": group, "create": True})
+        t = RouteTarget(
+            ns,
+            "flask",
+            "k8s-flask",
+            "k8s-flask-canary",
+            options={
+                "ingressRoute": f"flask-{group.split('.')[1]}",
+                "traefikService": f"flask-wrr-{group.split('.')[1]}",
+                "host": "pro.coding",
+                "port": 8080,
+                "group": group,
+                "create": True,
+            },
+        )
         router.set_routes(t, RoutePlan.canary_at(20))
         router.set_routes(t, ab)
         assert router.get_routes(t) == ab
-        router.set_protection(t, Protection(RateLimit(500, 1000), CircuitBreaker("LatencyAtQuantileMS(50.0) > 100")))
+        router.set_protection(
+            t, Protection(RateLimit(500, 1000), CircuitBreaker("LatencyAtQuantileMS(50.0) > 100"))
+        )
         router.set_protection(t, Protection(RateLimit(250, 500), None))  # one patched, one deleted
         router.finalize(t)
 
     istio = make_router("istio", api)
-    t = RouteTarget(ns, "reviews", "reviews-v1", "reviews-v2", options={
-        "virtualService": "reviews", "destinationRule": "reviews", "host": "reviews", "stableSubset": "v1",
-        "canarySubset": "v2", "stableLabels": {"version": "v1"}, "canaryLabels": {"version": "v2"}, "create": True})
+    t = RouteTarget(
+        ns,
+        "reviews",
+        "reviews-v1",
+        "reviews-v2",
+        options={
+            "virtualService": "reviews",
+            "destinationRule": "reviews",
+            "host": "reviews",
+            "stableSubset": "v1",
+            "canarySubset": "v2",
+            "stableLabels": {"version": "v1"},
+            "canaryLabels": {"version": "v2"},
+            "create": True,
+        },
+    )
     istio.set_routes(t, ab)
     istio.set_protection(t, Protection(None, CircuitBreaker("NetworkErrorRatio() > 0.3")))
     istio.finalize(t)
-    with rbac_kube.api_client() as admin:  # Istio's validation of what was written (read as admin: unrecorded)
+    with (
+        rbac_kube.api_client() as admin
+    ):  # Istio's validation of what was written (read as admin: unrecorded)
         co = client.CustomObjectsApi(admin)
-        assert_istio_valid([co.get_namespaced_custom_object("networking.istio.io", "v1", ns, plural, "reviews")
-                            for plural in ("virtualservices", "destinationrules")], "written as the ServiceAccount")
+        assert_istio_valid(
+            [
+                co.get_namespaced_custom_object("networking.istio.io", "v1", ns, plural, "reviews")
+                for plural in ("virtualservices", "destinationrules")
+            ],
+            "written as the ServiceAccount",
+        )
 
     gateway = make_router("gateway-api", api)
-    t = RouteTarget(ns, "shop", "shop-blue", "shop-green", options={
-        "httpRoute": "shop", "stableService": "shop-blue", "canaryService": "shop-green", "port": 8080,
-        "parentRef": "public", "host": "shop.example.com", "create": True})
+    t = RouteTarget(
+        ns,
+        "shop",
+        "shop-blue",
+        "shop-green",
+        options={
+            "httpRoute": "shop",
+            "stableService": "shop-blue",
+            "canaryService": "shop-green",
+            "port": 8080,
+            "parentRef": "public",
+            "host": "shop.example.com",
+            "create": True,
+        },
+    )
     gateway.set_routes(t, ab)
     gateway.finalize(t)
 
     nginx = make_router("nginx", api)
-    t = RouteTarget(ns, "canary-demo", "canary-demo", "canary-demo-canary", options={
-        "stableIngress": "canary-demo", "stableService": "canary-demo", "canaryService": "canary-demo-canary",
-        "host": "progressive.auto", "create": True})
+    t = RouteTarget(
+        ns,
+        "canary-demo",
+        "canary-demo",
+        "canary-demo-canary",
+        options={
+            "stableIngress": "canary-demo",
+            "stableService": "canary-demo",
+            "canaryService": "canary-demo-canary",
+            "host": "progressive.auto",
+            "create": True,
+        },
+    )
     nginx.set_routes(t, RoutePlan.canary_at(20))
     nginx.set_protection(t, Protection(RateLimit(500, 1000), None))
     nginx.set_routes(t, STABLE_ONLY)
@@ -568,16 +721,23 @@ def exercise_providers(api: Any, rbac_kube: KubeCluster, ns: str, preview_ns: st
     w = WorkloadTarget(ns, "flask", "k8s-flask", "k8s-flask-canary", container="flask")
     stable_hpa(rbac_kube, ns)
     pending(lambda: workloads.deploy_canary(w, "registry.example.com/flask:v2"))
-    pending(lambda: workloads.scale_canary(w, 20))  # the canary's HPA, from the stable's: created, then resized
+    pending(
+        lambda: workloads.scale_canary(w, 20)
+    )  # the canary's HPA, from the stable's: created, then resized
     pending(lambda: workloads.scale_canary(w, 50))
     pending(lambda: workloads.promote_stable(w, "registry.example.com/flask:v2"))
     workloads.scale_down_canary(w)  # deletes it
     pending(lambda: workloads.deploy_preview(w, "registry.example.com/flask:v3", "dev", preview_ns, ""))
-    pending(lambda: workloads.run_job(w, "migrate-db", "registry.example.com/flask:v3", ("flask", "db", "upgrade")))
+    pending(
+        lambda: workloads.run_job(
+            w, "migrate-db", "registry.example.com/flask:v3", ("flask", "db", "upgrade")
+        )
+    )
 
 
-def test_the_cluster_role_grants_exactly_what_the_providers_call(as_graylane: tuple[Any, Recorder],
-                                                                rbac_kube: KubeCluster, app_ns: str) -> None:
+def test_the_cluster_role_grants_exactly_what_the_providers_call(
+    as_graylane: tuple[Any, Recorder], rbac_kube: KubeCluster, app_ns: str
+) -> None:
     from kubernetes import client
 
     api, recorder = as_graylane
@@ -598,8 +758,11 @@ def access(rbac_kube: KubeCluster, group: str, resource: str, verb: str, ns: str
 
     resource, _, sub = resource.partition("/")
     attrs = {"group": group, "resource": resource, "subresource": sub, "verb": verb, "namespace": ns}
-    review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
-              "spec": {"user": SA_USER, "groups": SA_GROUPS, "resourceAttributes": attrs}}
+    review = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SubjectAccessReview",
+        "spec": {"user": SA_USER, "groups": SA_GROUPS, "resourceAttributes": attrs},
+    }
     with rbac_kube.api_client() as api:
         return bool(client.AuthorizationV1Api(api).create_subject_access_review(review).status.allowed)
 
@@ -611,20 +774,36 @@ def test_every_grant_holds_in_any_namespace_and_events_can_be_created(rbac_kube:
 
 
 DENIED = [
-    ("", "secrets", "get"), ("", "secrets", "list"), ("", "configmaps", "delete"), ("", "configmaps", "watch"),
-    ("", "configmaps", "patch"), ("", "pods", "list"), ("", "pods/exec", "create"), ("", "services", "update"),
-    ("", "serviceaccounts/token", "create"), ("", "namespaces", "delete"), ("apps", "deployments", "delete"),
-    ("apps", "deployments", "update"), ("apps", "deployments", "list"), ("apps", "deployments/scale", "update"),
-    ("batch", "jobs", "delete"), ("autoscaling", "horizontalpodautoscalers", "update"),
-    ("networking.k8s.io", "ingresses", "watch"), ("traefik.io", "ingressroutes", "delete"),
-    ("networking.istio.io", "virtualservices", "delete"), ("gateway.networking.k8s.io", "httproutes", "delete"),
-    ("rbac.authorization.k8s.io", "clusterrolebindings", "create"), ("rbac.authorization.k8s.io", "roles", "escalate"),
+    ("", "secrets", "get"),
+    ("", "secrets", "list"),
+    ("", "configmaps", "delete"),
+    ("", "configmaps", "watch"),
+    ("", "configmaps", "patch"),
+    ("", "pods", "list"),
+    ("", "pods/exec", "create"),
+    ("", "services", "update"),
+    ("", "serviceaccounts/token", "create"),
+    ("", "namespaces", "delete"),
+    ("apps", "deployments", "delete"),
+    ("apps", "deployments", "update"),
+    ("apps", "deployments", "list"),
+    ("apps", "deployments/scale", "update"),
+    ("batch", "jobs", "delete"),
+    ("autoscaling", "horizontalpodautoscalers", "update"),
+    ("networking.k8s.io", "ingresses", "watch"),
+    ("traefik.io", "ingressroutes", "delete"),
+    ("networking.istio.io", "virtualservices", "delete"),
+    ("gateway.networking.k8s.io", "httproutes", "delete"),
+    ("rbac.authorization.k8s.io", "clusterrolebindings", "create"),
+    ("rbac.authorization.k8s.io", "roles", "escalate"),
     ("", "users", "impersonate"),
 ]
 
 
 @pytest.mark.parametrize(("group", "resource", "verb"), DENIED, ids=["/".join(d).lstrip("/") for d in DENIED])
-def test_what_graylane_never_does_is_denied(rbac_kube: KubeCluster, group: str, resource: str, verb: str) -> None:
+def test_what_graylane_never_does_is_denied(
+    rbac_kube: KubeCluster, group: str, resource: str, verb: str
+) -> None:
     assert not access(rbac_kube, group, resource, verb)
 
 

@@ -30,21 +30,35 @@ def api_fixture(kube: KubeCluster) -> Iterator[client.ApiClient]:
 
 def web(replicas: int) -> dict[str, Any]:
     return {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web"},
         "spec": {
-            "replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
-            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [
-                {"name": "app", "image": "demo:1", "ports": [{"name": "http", "containerPort": PORT}]},
-            ]}},
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "app",
+                            "image": "demo:1",
+                            "ports": [{"name": "http", "containerPort": PORT}],
+                        },
+                    ]
+                },
+            },
         },
-    }  # fmt: skip
+    }
 
 
 def web_service() -> dict[str, Any]:
     return {
-        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "web"},
         "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
-    }  # fmt: skip
+    }
 
 
 def ready_pods(core: client.CoreV1Api, ns: str) -> list[Any]:
@@ -79,7 +93,9 @@ def endpoint_ips(core: client.CoreV1Api, ns: str) -> tuple[set[str], set[str], s
 
 def slice_ips(discovery: client.DiscoveryV1Api, ns: str) -> tuple[set[str], set[str], set[int]]:
     """Ready and not-ready addresses and the ports of every EndpointSlice of Service web."""
-    slices = discovery.list_namespaced_endpoint_slice(ns, label_selector="kubernetes.io/service-name=web").items
+    slices = discovery.list_namespaced_endpoint_slice(
+        ns, label_selector="kubernetes.io/service-name=web"
+    ).items
     ready, unready, ports = set(), set(), set()
     for es in slices:
         assert es.address_type == "IPv4"
@@ -103,7 +119,11 @@ def test_a_deployment_rolls_out_onto_the_fake_nodes_with_pod_ips_of_their_pod_ci
     for pod in pods:
         assert pod.spec.node_name in nodes.names  # bound by kube-scheduler
         ip = ipaddress.ip_address(pod.status.pod_ip)
-        assert ip in node_cidrs[pod.spec.node_name] and ip in nodes.pod_range and ip in ipaddress.ip_network(POD_CIDR)
+        assert (
+            ip in node_cidrs[pod.spec.node_name]
+            and ip in nodes.pod_range
+            and ip in ipaddress.ip_network(POD_CIDR)
+        )
         assert [s.ready for s in pod.status.container_statuses] == [True]
         assert pod.status.container_statuses[0].state.running is not None
     assert len({p.status.pod_ip for p in pods}) == 4
@@ -126,23 +146,32 @@ def test_service_endpoints_and_endpoint_slices_list_exactly_the_ready_pods(
     conditions = [{"type": "Ready", "status": "False"}, {"type": "ContainersReady", "status": "False"}]
     core.patch_namespaced_pod_status(sick.metadata.name, ns, {"status": {"conditions": conditions}})
     healthy = ips - {sick.status.pod_ip}
-    until(lambda: slice_ips(discovery, ns) == (healthy, {sick.status.pod_ip}, {PORT}), "unready pod in the slice")
-    until(lambda: endpoint_ips(core, ns) == (healthy, {sick.status.pod_ip}, {PORT}), "unready pod in Endpoints")
+    until(
+        lambda: slice_ips(discovery, ns) == (healthy, {sick.status.pod_ip}, {PORT}),
+        "unready pod in the slice",
+    )
+    until(
+        lambda: endpoint_ips(core, ns) == (healthy, {sick.status.pod_ip}, {PORT}), "unready pod in Endpoints"
+    )
 
     # a pod the scheduler cannot place has no IP and is in neither; once placed and ready, it is in both
     with nodes.cordoned():
         apps.patch_namespaced_deployment_scale("web", ns, {"spec": {"replicas": 3}})
         until(lambda: len(core.list_namespaced_pod(ns, label_selector="app=web").items) == 3, "third pod")
         time.sleep(1.0)
-        pending = [p for p in core.list_namespaced_pod(ns, label_selector="app=web").items if not p.spec.node_name]
+        pending = [
+            p for p in core.list_namespaced_pod(ns, label_selector="app=web").items if not p.spec.node_name
+        ]
         assert len(pending) == 1 and not pending[0].status.pod_ip
         assert slice_ips(discovery, ns) == (healthy, {sick.status.pod_ip}, {PORT})
-    third = until(lambda: ({p.status.pod_ip for p in ready_pods(core, ns)} - ips), "the third pod ready")
+    third = until(lambda: {p.status.pod_ip for p in ready_pods(core, ns)} - ips, "the third pod ready")
     until(lambda: slice_ips(discovery, ns)[0] == healthy | third, "third pod in the slice")
     until(lambda: endpoint_ips(core, ns)[0] == healthy | third, "third pod in Endpoints")
 
 
-def test_a_pod_ip_can_be_bound_and_reached_on_this_machine(api: client.ApiClient, ns: str, nodes: FakeNodes) -> None:
+def test_a_pod_ip_can_be_bound_and_reached_on_this_machine(
+    api: client.ApiClient, ns: str, nodes: FakeNodes
+) -> None:
     apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
     apps.create_namespaced_deployment(ns, web(replicas=1))
     wait_deployment_ready(apps, ns, "web", timeout=60)
@@ -170,9 +199,11 @@ def test_endpoints_refuse_loopback_addresses_so_pods_need_other_ips(api: client.
     assert err.value.status == 422
     assert "may not be in the loopback range (127.0.0.0/8, ::1/128)" in err.value.body, err.value.body
     endpoint_slice = {
-        "metadata": {"name": "loop"}, "addressType": "IPv4", "ports": [{"port": PORT}],
+        "metadata": {"name": "loop"},
+        "addressType": "IPv4",
+        "ports": [{"port": PORT}],
         "endpoints": [{"addresses": ["127.0.0.1"]}],
-    }  # fmt: skip
+    }
     with pytest.raises(ApiException) as err:
         discovery.create_namespaced_endpoint_slice(ns, endpoint_slice)
     assert err.value.status == 422

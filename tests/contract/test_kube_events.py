@@ -33,8 +33,9 @@ def api(kube: KubeCluster) -> Iterator[Any]:
 
 def events_of(api: Any, ns: str) -> list[Any]:
     found = client.CoreV1Api(api).list_namespaced_event(
-        ns, field_selector="involvedObject.kind=Deployment,involvedObject.name=web")
-    return sorted(found.items, key=lambda e: e.metadata.name)  # fmt: skip
+        ns, field_selector="involvedObject.kind=Deployment,involvedObject.name=web"
+    )
+    return sorted(found.items, key=lambda e: e.metadata.name)
 
 
 def run(api: Any, ns: str, measure: Any = None) -> tuple[Runner, MemoryStore, KubeEventRecorder, str]:
@@ -74,8 +75,15 @@ def test_a_retried_cycle_does_not_duplicate_events(api: Any, ns: str) -> None:
     emitted = (Emitted("dev.graylane.release.started", {}), Emitted("dev.graylane.release.stage.entered", {}))
     # what a redelivery after a crash between the save and the Events would do: the same names again
     assert recorder.record_emitted(policy, state, emitted) == first
-    assert not recorder.record(policy, state.release, emitted[0].type, "ReleaseStarted", "again",
-                               generation=state.generation, index=0)  # fmt: skip
+    assert not recorder.record(
+        policy,
+        state.release,
+        emitted[0].type,
+        "ReleaseStarted",
+        "again",
+        generation=state.generation,
+        index=0,
+    )
     assert [e.metadata.name for e in events_of(api, ns)] == first
 
 
@@ -99,8 +107,14 @@ def test_an_event_in_a_missing_namespace_fails_loudly_for_the_caller(api: Any) -
     policy = canary_policy(namespace="no-such-namespace-for-events")
     recorder = KubeEventRecorder(api)
     with pytest.raises(GraylaneError, match="Event no-such-namespace-for-events/web.app.1.0 create"):
-        recorder.record(policy, None, "dev.graylane.protection.changed", "ProtectionChanged", "tightened",
-                        generation=1, index=0)  # fmt: skip
+        recorder.record(
+            policy,
+            None,
+            "dev.graylane.protection.changed",
+            "ProtectionChanged",
+            "tightened",
+            generation=1,
+            index=0,
+        )
     state = AppState(app=policy.app, generation=1)
     assert recorder.record_emitted(policy, state, (Emitted("dev.graylane.protection.changed", {}),)) == []
-

@@ -53,12 +53,19 @@ class Seeded:
 def kubeconfig(path: Path, host: str, token: str, namespaces: dict[str, str], current: str) -> Path:
     """Contexts (name -> namespace) on the test apiserver; `current` is the current-context."""
     doc = {
-        "apiVersion": "v1", "kind": "Config", "current-context": current,
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": current,
         "clusters": [{"name": "test", "cluster": {"server": host, "insecure-skip-tls-verify": True}}],
         "users": [{"name": "admin", "user": {"token": token}}],
-        "contexts": [{"name": name, "context": {"cluster": "test", "user": "admin", **({"namespace": ns} if ns else {})}}
-                     for name, ns in namespaces.items()],
-    }  # fmt: skip
+        "contexts": [
+            {
+                "name": name,
+                "context": {"cluster": "test", "user": "admin", **({"namespace": ns} if ns else {})},
+            }
+            for name, ns in namespaces.items()
+        ],
+    }
     path.write_text(yaml.safe_dump(doc))
     path.chmod(0o600)
     return path
@@ -69,15 +76,31 @@ def seed(api: Any, ns: str) -> None:
     from kubernetes import client
 
     text = fast_policy().replace("namespace: team", f"namespace: {ns}")
-    client.CoreV1Api(api).create_namespaced_config_map(ns, {
-        "metadata": {"name": "web-policy", "labels": {"graylane.dev/role": "policy"}}, "data": {"policy.yaml": text}})
+    client.CoreV1Api(api).create_namespaced_config_map(
+        ns,
+        {
+            "metadata": {"name": "web-policy", "labels": {"graylane.dev/role": "policy"}},
+            "data": {"policy.yaml": text},
+        },
+    )
     clock = [datetime(2026, 11, 23, 9, 0, tzinfo=UTC)]
-    runner = Runner(ConfigMapStore(api), ConfigMapPolicies(api, namespaces=[ns]), RecordingProviders(measure=measure),
-                    clock=lambda: clock[0])  # fmt: skip
+    runner = Runner(
+        ConfigMapStore(api),
+        ConfigMapPolicies(api, namespaces=[ns]),
+        RecordingProviders(measure=measure),
+        clock=lambda: clock[0],
+    )
     app = f"{ns}/web"
     for n, tag in enumerate(("v1.0.0", "v2.0.0")):
-        runner.handle(ImagePushed(id=f"push-{ns}-{n}", app=app, target=Version(tag, f"docker.io/team/web:{tag}"),
-                                  repository="docker.io/team/web", tag=tag))  # fmt: skip
+        runner.handle(
+            ImagePushed(
+                id=f"push-{ns}-{n}",
+                app=app,
+                target=Version(tag, f"docker.io/team/web:{tag}"),
+                repository="docker.io/team/web",
+                tag=tag,
+            )
+        )
     for n in range(20):
         clock[0] += timedelta(seconds=1)
         runner.handle(Tick(id=f"tick-{ns}-{n}", app=app))
@@ -96,8 +119,13 @@ def seeded(kube: Any, ns: str, tmp_path: Path) -> Iterator[Seeded]:
     client.CoreV1Api(api).create_namespace({"metadata": {"name": other}})
     seed(api, ns)
     seed(api, other)
-    path = kubeconfig(tmp_path / "kubeconfig", kube.host, kube.token, {"here": ns, "elsewhere": other, "bare": ""},
-                      current="here")  # fmt: skip
+    path = kubeconfig(
+        tmp_path / "kubeconfig",
+        kube.host,
+        kube.token,
+        {"here": ns, "elsewhere": other, "bare": ""},
+        current="here",
+    )
     try:
         yield Seeded(ns, other, path, ConfigMapStore(api))
     finally:
@@ -108,10 +136,20 @@ def seeded(kube: Any, ns: str, tmp_path: Path) -> Iterator[Seeded]:
         api.close()
 
 
-def run(*args: str, kubeconfig: Path | None = None, exe: Path | str = PLUGIN, **env: str) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("GRAYLANE_SERVER", "GRAYLANE_TOKEN", "KUBECONFIG"))}
-    base |= {"HOME": str(Path(kubeconfig).parent) if kubeconfig else os.environ.get("HOME", "/root"),
-             "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}", "GRAYLANE_PROVIDERS": "recording", **env}
+def run(
+    *args: str, kubeconfig: Path | None = None, exe: Path | str = PLUGIN, **env: str
+) -> subprocess.CompletedProcess[str]:
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("GRAYLANE_SERVER", "GRAYLANE_TOKEN", "KUBECONFIG"))
+    }
+    base |= {
+        "HOME": str(Path(kubeconfig).parent) if kubeconfig else os.environ.get("HOME", "/root"),
+        "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "GRAYLANE_PROVIDERS": "recording",
+        **env,
+    }
     if kubeconfig is not None:
         base["KUBECONFIG"] = str(kubeconfig)
     return subprocess.run([str(exe), *args], env=base, capture_output=True, text=True, timeout=60)
@@ -134,8 +172,16 @@ def test_context_namespace_and_kubeconfig_flags_anywhere_on_the_line(seeded: See
     # -n beats the context's namespace; --kubeconfig beats KUBECONFIG (which here names nothing useful)
     broken = tmp_path / "nothing.yaml"
     broken.write_text("apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n")
-    flagged = run("-n", seeded.other, "status", "web", f"--kubeconfig={seeded.kubeconfig}", "-o", "json",
-                  kubeconfig=broken)  # fmt: skip
+    flagged = run(
+        "-n",
+        seeded.other,
+        "status",
+        "web",
+        f"--kubeconfig={seeded.kubeconfig}",
+        "-o",
+        "json",
+        kubeconfig=broken,
+    )
     assert flagged.returncode == 0, flagged.stderr
     assert json.loads(flagged.stdout)["app"] == f"{seeded.other}/web"
     short = run("status", "web", f"-n{seeded.other}", "-o", "json", kubeconfig=seeded.kubeconfig)
@@ -143,14 +189,18 @@ def test_context_namespace_and_kubeconfig_flags_anywhere_on_the_line(seeded: See
     # a context without a namespace means `default`, as for kubectl
     bare = run("status", "web", "--context", "bare", kubeconfig=seeded.kubeconfig)
     assert bare.returncode == 1 and "default/web" in bare.stderr
-    explicit = run("status", f"{seeded.other}/web", "--context", "bare", "-o", "json", kubeconfig=seeded.kubeconfig)
+    explicit = run(
+        "status", f"{seeded.other}/web", "--context", "bare", "-o", "json", kubeconfig=seeded.kubeconfig
+    )
     assert explicit.returncode == 0 and json.loads(explicit.stdout)["app"] == f"{seeded.other}/web"
 
 
 def test_list_is_namespaced_unless_all_namespaces(seeded: Seeded) -> None:
     here = run("list", "-o", "json", kubeconfig=seeded.kubeconfig)
     assert here.returncode == 0, here.stderr
-    assert {(r["namespace"], r["app"], r["phase"]) for r in json.loads(here.stdout)} == {(seeded.ns, "web", "waiting")}
+    assert {(r["namespace"], r["app"], r["phase"]) for r in json.loads(here.stdout)} == {
+        (seeded.ns, "web", "waiting")
+    }
     every = run("list", "-A", "-o", "yaml", kubeconfig=seeded.kubeconfig)
     assert every.returncode == 0, every.stderr
     namespaces = {r["namespace"] for r in yaml.safe_load(every.stdout)}
@@ -160,8 +210,18 @@ def test_list_is_namespaced_unless_all_namespaces(seeded: Seeded) -> None:
 
 
 def test_approve_moves_the_release_on_in_the_configmap_and_is_recorded(seeded: Seeded) -> None:
-    done = run("approve", "web", "--gate", "promote", "--reason", "from kubectl", "-o", "json",
-               kubeconfig=seeded.kubeconfig, USER="carol")  # fmt: skip
+    done = run(
+        "approve",
+        "web",
+        "--gate",
+        "promote",
+        "--reason",
+        "from kubectl",
+        "-o",
+        "json",
+        kubeconfig=seeded.kubeconfig,
+        USER="carol",
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["outcome"] == "accepted"
     state = seeded.state()
@@ -199,7 +259,17 @@ def test_a_real_kubectl_finds_the_plugin_on_path(seeded: Seeded) -> None:
     status = run("graylane", "status", "web", "-o", "json", kubeconfig=seeded.kubeconfig, exe=exe)
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["release"]["phase"] == "waiting"
-    other = run("graylane", "status", "web", "-n", seeded.other, "-o", "json", "--kubeconfig", str(seeded.kubeconfig),
-                exe=exe)  # fmt: skip
+    other = run(
+        "graylane",
+        "status",
+        "web",
+        "-n",
+        seeded.other,
+        "-o",
+        "json",
+        "--kubeconfig",
+        str(seeded.kubeconfig),
+        exe=exe,
+    )
     assert other.returncode == 0, other.stderr
     assert json.loads(other.stdout)["app"] == f"{seeded.other}/web"

@@ -66,33 +66,41 @@ def _buckets(name: str, labels: str, total: float, latency: float, scale: float 
 
 def _haproxy(ident: str, server: str, total: float, bad: float, latency: float) -> list[str]:
     lab = f'proxy="{ident}",server="{server}"'
-    return [f'haproxy_server_http_responses_total{{{lab},code="2xx"}} {total - bad}',
-            f'haproxy_server_http_responses_total{{{lab},code="5xx"}} {bad}',
-            f'haproxy_server_http_responses_total{{{lab},code="4xx"}} 0',
-            f"haproxy_server_response_time_average_seconds{{{lab}}} {latency}"]  # fmt: skip
+    return [
+        f'haproxy_server_http_responses_total{{{lab},code="2xx"}} {total - bad}',
+        f'haproxy_server_http_responses_total{{{lab},code="5xx"}} {bad}',
+        f'haproxy_server_http_responses_total{{{lab},code="4xx"}} 0',
+        f"haproxy_server_response_time_average_seconds{{{lab}}} {latency}",
+    ]
 
 
 def _traefik(ident: str, service: str, total: float, bad: float, latency: float) -> list[str]:
     lab = f'service="{ident}-{service}-80@kubernetescrd",method="GET",protocol="http"'
-    return [f'traefik_service_requests_total{{{lab},code="200"}} {total - bad}',
-            f'traefik_service_requests_total{{{lab},code="503"}} {bad}',
-            *_buckets("traefik_service_request_duration_seconds_bucket", f'{lab},code="200"', total, latency)]  # fmt: skip
+    return [
+        f'traefik_service_requests_total{{{lab},code="200"}} {total - bad}',
+        f'traefik_service_requests_total{{{lab},code="503"}} {bad}',
+        *_buckets("traefik_service_request_duration_seconds_bucket", f'{lab},code="200"', total, latency),
+    ]
 
 
 def _istio(ident: str, workload: str, total: float, bad: float, latency: float) -> list[str]:
     lab = f'reporter="destination",destination_workload_namespace="{ident}",destination_workload="{workload}"'
-    return [f'istio_requests_total{{{lab},response_code="200"}} {total - bad}',
-            f'istio_requests_total{{{lab},response_code="500"}} {bad}',
-            f'istio_requests_total{{reporter="source",destination_workload_namespace="{ident}",'
-            f'destination_workload="{workload}",response_code="500"}} {total}',  # must be ignored
-            *_buckets("istio_request_duration_milliseconds_bucket", lab, total, latency, scale=1000)]  # fmt: skip
+    return [
+        f'istio_requests_total{{{lab},response_code="200"}} {total - bad}',
+        f'istio_requests_total{{{lab},response_code="500"}} {bad}',
+        f'istio_requests_total{{reporter="source",destination_workload_namespace="{ident}",'
+        f'destination_workload="{workload}",response_code="500"}} {total}',  # must be ignored
+        *_buckets("istio_request_duration_milliseconds_bucket", lab, total, latency, scale=1000),
+    ]
 
 
 def _nginx(ident: str, service: str, total: float, bad: float, latency: float) -> list[str]:
     lab = f'namespace="{ident}",service="{service}",ingress="{service}"'
-    return [f'nginx_ingress_controller_requests{{{lab},status="200"}} {total - bad}',
-            f'nginx_ingress_controller_requests{{{lab},status="502"}} {bad}',
-            *_buckets("nginx_ingress_controller_request_duration_seconds_bucket", lab, total, latency)]  # fmt: skip
+    return [
+        f'nginx_ingress_controller_requests{{{lab},status="200"}} {total - bad}',
+        f'nginx_ingress_controller_requests{{{lab},status="502"}} {bad}',
+        *_buckets("nginx_ingress_controller_request_duration_seconds_bucket", lab, total, latency),
+    ]
 
 
 RENDER = {"haproxy": _haproxy, "traefik": _traefik, "istio": _istio, "nginx": _nginx}
@@ -146,11 +154,18 @@ def stack() -> Iterator[Stack]:
 
     def start() -> str:  # on a fresh port each time: one taken meanwhile is retried (functions.local.ports)
         port = _free_port()
-        procs.append(subprocess.Popen(
-            [binary, f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=subprocess.DEVNULL, stderr=(work / "prometheus.log").open("w"),
-        ))  # fmt: skip
+        procs.append(
+            subprocess.Popen(
+                [
+                    binary,
+                    f"--config.file={work / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={work / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=(work / "prometheus.log").open("w"),
+            )
+        )
         url = f"http://127.0.0.1:{port}"
         _wait_ready(url, procs[-1], work)
         return url
@@ -207,8 +222,14 @@ LATENCY = MetricCheck(name="latency", template="latency", judge="comparison", to
 
 def _policy(router: str, name: str, namespace: str, **options: str) -> Policy:
     analysis = Analysis(interval=1, window=5, min_requests=20, metrics=(SUCCESS, ERRORS, LATENCY))
-    return Policy(name=name, namespace=namespace, image=ImageRule(repository=f"r/{name}"),
-                  router=RouterSpec(router, dict(options)), stages=(), analysis=analysis)  # fmt: skip
+    return Policy(
+        name=name,
+        namespace=namespace,
+        image=ImageRule(repository=f"r/{name}"),
+        router=RouterSpec(router, dict(options)),
+        stages=(),
+        analysis=analysis,
+    )
 
 
 def _release(policy: Policy, started: str) -> Release:
@@ -245,8 +266,9 @@ def test_istio_and_nginx_templates(stack: Stack) -> None:
     istio = replace(
         _policy("istio", "reviews", "bookinfo"), workload=WorkloadSpec(name="reviews-v1", canary="reviews-v2")
     )
-    nginx = _policy("nginx", "canary-demo", "default", stableService="canary-demo",
-                    canaryService="canary-demo-canary")  # fmt: skip
+    nginx = _policy(
+        "nginx", "canary-demo", "default", stableService="canary-demo", canaryService="canary-demo-canary"
+    )
     prom = PrometheusAnalysis(stack.url)
     out = prom.measure_many(
         [(istio, _release(istio, stack.started)), (nginx, _release(nginx, stack.started))]
@@ -292,13 +314,19 @@ def test_sequential_counts_are_cumulative_since_the_stage_started(stack: Stack) 
 
 
 def test_custom_query_templating(stack: Stack) -> None:
-    check = MetricCheck(name="canary-5xx", judge="comparison", tolerance=0.05,
-                        query='sum(rate(haproxy_server_http_responses_total{proxy="{{namespace}}-{{app}}",'
-                              'server="{{target}}",code="5xx"}[{{window}}])) / sum(rate('
-                              'haproxy_server_http_responses_total{proxy="{{namespace}}-{{app}}",'
-                              'server="{{target}}"}[{{window}}]))')  # fmt: skip
-    policy = replace(_policy("haproxy", "checkout", "shop"),
-                     analysis=Analysis(interval=1, window=5, min_requests=20, metrics=(check,)))  # fmt: skip
+    check = MetricCheck(
+        name="canary-5xx",
+        judge="comparison",
+        tolerance=0.05,
+        query='sum(rate(haproxy_server_http_responses_total{proxy="{{namespace}}-{{app}}",'
+        'server="{{target}}",code="5xx"}[{{window}}])) / sum(rate('
+        'haproxy_server_http_responses_total{proxy="{{namespace}}-{{app}}",'
+        'server="{{target}}"}[{{window}}]))',
+    )
+    policy = replace(
+        _policy("haproxy", "checkout", "shop"),
+        analysis=Analysis(interval=1, window=5, min_requests=20, metrics=(check,)),
+    )
     (sample,) = PrometheusAnalysis(stack.url).measure(policy, _release(policy, stack.started))
     assert sample.status == "ok"
     assert 'proxy="shop-checkout",server="canary"' in sample.query and "[5s]" in sample.query

@@ -127,11 +127,14 @@ def deliver(runner: Runner, event: object, attempts: int = 60) -> None:
 def fingerprint(state: AppState) -> dict[str, object]:
     rel = state.release
     return {
-        "stable": state.stable, "revisions": state.revisions, "routes": state.routes, "seq": state.seq,
+        "stable": state.stable,
+        "revisions": state.revisions,
+        "routes": state.routes,
+        "seq": state.seq,
         "release": (rel.id, rel.phase, rel.stage, rel.step, rel.weight, rel.target) if rel else None,
         "history": [(h.action, h.release, h.phase_to, h.weight) for h in state.history],
         "seen": len(state.seen),
-    }  # fmt: skip
+    }
 
 
 def run_scenario(store, ns: str) -> tuple[AppState, RecordingProviders]:

@@ -16,8 +16,15 @@ from tests.contract.router_support import JSON_PATCH, api_fixture, co_fixture, r
 
 pytestmark = pytest.mark.k8s
 GROUP, VERSION = "gateway.networking.k8s.io", "v1"
-OPTIONS = {"httpRoute": "shop", "stableService": "shop-blue", "canaryService": "shop-green", "port": 8080,
-           "parentRef": "public", "host": "shop.example.com", "create": True}
+OPTIONS = {
+    "httpRoute": "shop",
+    "stableService": "shop-blue",
+    "canaryService": "shop-green",
+    "port": 8080,
+    "parentRef": "public",
+    "host": "shop.example.com",
+    "create": True,
+}
 
 
 def target(ns: str) -> RouteTarget:
@@ -32,7 +39,9 @@ def weights(rule: dict[str, Any]) -> dict[str, int]:
     return {b["name"]: b["weight"] for b in rule["backendRefs"]}
 
 
-def test_reconcile_creates_the_route_all_on_stable_and_never_moves_weights(api: Any, co: Any, ns: str) -> None:
+def test_reconcile_creates_the_route_all_on_stable_and_never_moves_weights(
+    api: Any, co: Any, ns: str
+) -> None:
     router, t = make_router("gateway-api", api), target(ns)
     router.reconcile(t)
     created = route(co, ns)
@@ -52,8 +61,13 @@ def test_weights_round_trip_and_reset_to_stable(api: Any, co: Any, ns: str) -> N
     router, t = make_router("gateway-api", api), target(ns)
     router.set_routes(t, RoutePlan.canary_at(20))
     assert router.get_routes(t) == RoutePlan.canary_at(20)
-    assert route(co, ns)["spec"]["rules"][0]["backendRefs"][1] == {"group": "", "kind": "Service",
-                                                                   "name": "shop-green", "port": 8080, "weight": 20}
+    assert route(co, ns)["spec"]["rules"][0]["backendRefs"][1] == {
+        "group": "",
+        "kind": "Service",
+        "name": "shop-green",
+        "port": 8080,
+        "weight": 20,
+    }
     router.set_routes(t, STABLE_ONLY)
     assert router.get_routes(t) == STABLE_ONLY
     assert weights(route(co, ns)["spec"]["rules"][0]) == {"shop-blue": 100, "shop-green": 0}
@@ -61,8 +75,12 @@ def test_weights_round_trip_and_reset_to_stable(api: Any, co: Any, ns: str) -> N
 
 def test_ab_header_rules_round_trip(api: Any, co: Any, ns: str) -> None:
     router, t = make_router("gateway-api", api), target(ns)
-    rules = (Match("header", name="location", value="shenzhen"), Match("header", name="x-region", regex="^cn-"),
-             Match("user-hash", name="x-user-id", percent=20), Match("cookie", name="beta", value="1"))
+    rules = (
+        Match("header", name="location", value="shenzhen"),
+        Match("header", name="x-region", regex="^cn-"),
+        Match("user-hash", name="x-user-id", percent=20),
+        Match("cookie", name="beta", value="1"),
+    )
     plan = RoutePlan.canary_at(10, rules, salt="shop-4")
     router.set_routes(t, plan)
     assert router.get_routes(t) == plan
@@ -70,7 +88,8 @@ def test_ab_header_rules_round_trip(api: Any, co: Any, ns: str) -> None:
     assert [m["headers"] for m in first["matches"][:3]] == [
         [{"type": "Exact", "name": "location", "value": "shenzhen"}],
         [{"type": "RegularExpression", "name": "x-region", "value": "^cn-"}],
-        [{"type": "RegularExpression", "name": "x-graylane-bucket", "value": "^([0-9]|1[0-9])$"}]]
+        [{"type": "RegularExpression", "name": "x-graylane-bucket", "value": "^([0-9]|1[0-9])$"}],
+    ]
     assert weights(first) == {"shop-green": 100}
     router.set_routes(t, STABLE_ONLY)
     assert len(route(co, ns)["spec"]["rules"]) == 1
@@ -80,7 +99,9 @@ def test_a_hand_edited_header_reads_back_as_drift(api: Any, co: Any, ns: str) ->
     router, t = make_router("gateway-api", api), target(ns)
     router.set_routes(t, RoutePlan.canary_at(0, (Match("header", name="location", value="shenzhen"),)))
     edit = [{"op": "replace", "path": "/spec/rules/0/matches/0/headers/0/value", "value": "beijing"}]
-    co.patch_namespaced_custom_object(GROUP, VERSION, ns, "httproutes", "shop", edit, _content_type=JSON_PATCH)
+    co.patch_namespaced_custom_object(
+        GROUP, VERSION, ns, "httproutes", "shop", edit, _content_type=JSON_PATCH
+    )
     assert router.get_routes(t).match == (DRIFTED,)
 
 
@@ -108,7 +129,9 @@ def test_a_wrong_field_path_is_detected(api: Any, ns: str, monkeypatch: Any) -> 
     router, t = make_router("gateway-api", api), target(ns)
     router.reconcile(t)
 
-    def misspelt(entries: Any, base: str, s: Any, plan: RoutePlan, kept: Any, drop: bool) -> tuple[list[Any], None]:
+    def misspelt(
+        entries: Any, base: str, s: Any, plan: RoutePlan, kept: Any, drop: bool
+    ) -> tuple[list[Any], None]:
         return [{"op": "add", "path": f"{base}/0/wieght", "value": plan.stable}], None
 
     monkeypatch.setattr(gateway_api, "weight_ops", misspelt)

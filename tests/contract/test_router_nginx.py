@@ -17,8 +17,13 @@ from tests.contract.router_support import JSON_PATCH, api_fixture, co_fixture, r
 
 pytestmark = pytest.mark.k8s
 A = "nginx.ingress.kubernetes.io/"
-OPTIONS = {"stableIngress": "canary-demo", "stableService": "canary-demo", "canaryService": "canary-demo-canary",
-           "host": "progressive.auto", "create": True}
+OPTIONS = {
+    "stableIngress": "canary-demo",
+    "stableService": "canary-demo",
+    "canaryService": "canary-demo-canary",
+    "host": "progressive.auto",
+    "create": True,
+}
 
 
 def target(ns: str) -> RouteTarget:
@@ -30,8 +35,11 @@ def ingress(co: Any, ns: str, name: str = "canary-demo-canary") -> dict[str, Any
 
 
 def notes(co: Any, ns: str, name: str = "canary-demo-canary") -> dict[str, str]:
-    return {k.removeprefix(A): v for k, v in ingress(co, ns, name)["metadata"].get("annotations", {}).items()
-            if k.startswith(A)}
+    return {
+        k.removeprefix(A): v
+        for k, v in ingress(co, ns, name)["metadata"].get("annotations", {}).items()
+        if k.startswith(A)
+    }
 
 
 def test_reconcile_creates_both_ingresses_and_never_moves_weights(api: Any, co: Any, ns: str) -> None:
@@ -41,7 +49,9 @@ def test_reconcile_creates_both_ingresses_and_never_moves_weights(api: Any, co: 
     assert stable["spec"]["rules"][0]["host"] == "progressive.auto"
     assert stable["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] == "canary-demo"
     assert canary["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"] == {
-        "name": "canary-demo-canary", "port": {"number": 80}}
+        "name": "canary-demo-canary",
+        "port": {"number": 80},
+    }
     assert notes(co, ns) == {"canary": "true", "canary-weight": "0"}
     router.set_routes(t, RoutePlan.canary_at(20))
     before = ingress(co, ns)["metadata"]["resourceVersion"]
@@ -61,17 +71,28 @@ def test_weights_round_trip_and_reset_to_stable(api: Any, co: Any, ns: str) -> N
 
 def test_ab_header_and_cookie_rules_round_trip(api: Any, co: Any, ns: str) -> None:
     router, t = make_router("nginx", api), target(ns)
-    plan = RoutePlan.canary_at(0, (Match("header", name="location", value="shenzhen"),
-                                   Match("cookie", name="canary", value="always")))
+    plan = RoutePlan.canary_at(
+        0,
+        (Match("header", name="location", value="shenzhen"), Match("cookie", name="canary", value="always")),
+    )
     router.set_routes(t, plan)
     assert router.get_routes(t) == plan
-    assert notes(co, ns) == {"canary": "true", "canary-weight": "0", "canary-by-header": "location",
-                             "canary-by-header-value": "shenzhen", "canary-by-cookie": "canary"}
+    assert notes(co, ns) == {
+        "canary": "true",
+        "canary-weight": "0",
+        "canary-by-header": "location",
+        "canary-by-header-value": "shenzhen",
+        "canary-by-cookie": "canary",
+    }
     digits = RoutePlan.canary_at(0, (Match("user-id-digit", name="x-user-id", digits=(1, 3, 5, 7, 9)),))
     router.set_routes(t, digits)
     assert router.get_routes(t) == digits
-    assert notes(co, ns) == {"canary": "true", "canary-weight": "0", "canary-by-header": "x-user-id",
-                             "canary-by-header-pattern": "^.*[13579]$"}
+    assert notes(co, ns) == {
+        "canary": "true",
+        "canary-weight": "0",
+        "canary-by-header": "x-user-id",
+        "canary-by-header-pattern": "^.*[13579]$",
+    }
     router.set_routes(t, STABLE_ONLY)
     assert notes(co, ns) == {"canary": "true", "canary-weight": "0"}
 
@@ -90,10 +111,16 @@ def test_what_one_canary_ingress_cannot_carry_is_refused(api: Any, ns: str) -> N
 def test_a_hand_edited_rule_reads_back_as_drift(api: Any, co: Any, ns: str) -> None:
     router, t = make_router("nginx", api), target(ns)
     router.set_routes(t, RoutePlan.canary_at(0, (Match("header", name="location", value="shenzhen"),)))
-    edit = [{"op": "replace", "path": "/metadata/annotations/" + (A + "canary-by-header-value").replace("/", "~1"),
-             "value": "beijing"}]
-    co.patch_namespaced_custom_object("networking.k8s.io", "v1", ns, "ingresses", "canary-demo-canary", edit,
-                                      _content_type=JSON_PATCH)
+    edit = [
+        {
+            "op": "replace",
+            "path": "/metadata/annotations/" + (A + "canary-by-header-value").replace("/", "~1"),
+            "value": "beijing",
+        }
+    ]
+    co.patch_namespaced_custom_object(
+        "networking.k8s.io", "v1", ns, "ingresses", "canary-demo-canary", edit, _content_type=JSON_PATCH
+    )
     assert router.get_routes(t).match == (DRIFTED,)
 
 
@@ -136,8 +163,11 @@ def test_a_wrong_field_path_is_refused(api: Any, co: Any, ns: str, monkeypatch: 
     before = ingress(co, ns)["metadata"]["resourceVersion"]
 
     def misspelt(obj: Any, wanted: Any) -> list[dict[str, Any]]:
-        return [{"op": "add", "path": "/metadata/annotation/" + k.replace("/", "~1"), "value": v}
-                for k, v in wanted.items() if v is not None]
+        return [
+            {"op": "add", "path": "/metadata/annotation/" + k.replace("/", "~1"), "value": v}
+            for k, v in wanted.items()
+            if v is not None
+        ]
 
     monkeypatch.setattr(nginx, "annotation_ops", misspelt)
     with pytest.raises(Reject, match="Ingress .*/canary-demo-canary set routes: 422"):

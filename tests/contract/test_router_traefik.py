@@ -26,9 +26,16 @@ def group(request: pytest.FixtureRequest) -> str:
 
 
 def target(ns: str, group: str, **extra: Any) -> RouteTarget:
-    options = {"ingressRoute": "k8s-flask-pro", "host": "pro.coding", "entryPoints": ["web"],
-               "stableService": "k8s-flask", "canaryService": "k8s-flask-canary", "port": 8080, "group": group,
-               "create": True}  # these tests start with no IngressRoute: graylane makes it
+    options = {
+        "ingressRoute": "k8s-flask-pro",
+        "host": "pro.coding",
+        "entryPoints": ["web"],
+        "stableService": "k8s-flask",
+        "canaryService": "k8s-flask-canary",
+        "port": 8080,
+        "group": group,
+        "create": True,
+    }  # these tests start with no IngressRoute: graylane makes it
     return RouteTarget(ns, "flask", "k8s-flask", "k8s-flask-canary", options={**options, **extra})
 
 
@@ -40,8 +47,9 @@ def weights(route: dict[str, Any]) -> dict[str, int]:
     return {s["name"]: s["weight"] for s in route["services"]}
 
 
-def test_reconcile_creates_the_route_all_on_stable_and_never_moves_weights(api: Any, co: Any, ns: str,
-                                                                          group: str) -> None:
+def test_reconcile_creates_the_route_all_on_stable_and_never_moves_weights(
+    api: Any, co: Any, ns: str, group: str
+) -> None:
     router, t = make_router("traefik", api), target(ns, group)
     router.reconcile(t)
     created = ingress_route(co, ns, group)
@@ -61,10 +69,16 @@ def test_a_missing_ingressroute_is_refused_not_created(api: Any, co: Any, ns: st
     """Without `create: true` graylane drives the user's IngressRoute and never makes one of its own: a name
     that does not exist is a ConfigError naming it, for every call that writes routes or protection."""
     router, t = make_router("traefik", api), target(ns, group, create=False)
-    for call in (lambda: router.set_routes(t, RoutePlan.canary_at(20)), lambda: router.reconcile(t),
-                 lambda: router.set_protection(t, Protection(RateLimit(500, 1000), None))):  # fmt: skip
-        with pytest.raises(ConfigError, match=rf"IngressRoute {ns}/k8s-flask-pro \(group {group}\) does not exist"
-                                              ".*unless router option create is true"):  # fmt: skip
+    for call in (
+        lambda: router.set_routes(t, RoutePlan.canary_at(20)),
+        lambda: router.reconcile(t),
+        lambda: router.set_protection(t, Protection(RateLimit(500, 1000), None)),
+    ):
+        with pytest.raises(
+            ConfigError,
+            match=rf"IngressRoute {ns}/k8s-flask-pro \(group {group}\) does not exist"
+            ".*unless router option create is true",
+        ):
             call()
     listed = co.list_namespaced_custom_object(group, VERSION, ns, "ingressroutes")["items"]
     assert listed == []
@@ -79,8 +93,11 @@ def test_a_route_in_the_other_group_is_named_in_the_refusal(api: Any, co: Any, n
     traefik.io: the error says which group holds it."""
     make_router("traefik", api).reconcile(target(ns, "traefik.containo.us"))  # the user's, say
     router, t = make_router("traefik", api), target(ns, "traefik.io", create=False)
-    with pytest.raises(ConfigError, match=f"{ns}/k8s-flask-pro exists in group traefik.containo.us: set router "
-                                          "option group: traefik.containo.us"):  # fmt: skip
+    with pytest.raises(
+        ConfigError,
+        match=f"{ns}/k8s-flask-pro exists in group traefik.containo.us: set router "
+        "option group: traefik.containo.us",
+    ):
         router.set_routes(t, RoutePlan.canary_at(20))
     assert co.list_namespaced_custom_object("traefik.io", VERSION, ns, "ingressroutes")["items"] == []
 
@@ -96,7 +113,9 @@ def test_an_existing_ingressroute_is_driven_without_create(api: Any, co: Any, ns
 
 def test_router_option_create_must_be_a_bool(api: Any, ns: str) -> None:
     with pytest.raises(ConfigError, match="router option create is 'yes'; expected a non-empty bool"):
-        make_router("traefik", api).set_routes(target(ns, "traefik.io", create="yes"), RoutePlan.canary_at(20))
+        make_router("traefik", api).set_routes(
+            target(ns, "traefik.io", create="yes"), RoutePlan.canary_at(20)
+        )
 
 
 def test_weights_round_trip_and_reset_to_stable(api: Any, co: Any, ns: str, group: str) -> None:
@@ -119,7 +138,10 @@ def test_ab_header_rule_round_trips_in_the_groups_rule_syntax(api: Any, co: Any,
     routes = ingress_route(co, ns, group)["spec"]["routes"]
     func = "Header" if group == "traefik.io" else "Headers"  # Traefik v3 renamed the v2 matcher
     assert routes[0]["match"] == f"Host(`pro.coding`) && ({func}(`location`, `shenzhen`))"
-    assert [(s["name"], s["weight"]) for s in routes[0]["services"]] == [("k8s-flask-canary", 100), ("k8s-flask", 0)]
+    assert [(s["name"], s["weight"]) for s in routes[0]["services"]] == [
+        ("k8s-flask-canary", 100),
+        ("k8s-flask", 0),
+    ]
     assert weights(routes[1]) == {"k8s-flask": 100}
     router.set_routes(t, STABLE_ONLY)
     assert [r["match"] for r in ingress_route(co, ns, group)["spec"]["routes"]] == ["Host(`pro.coding`)"]
@@ -127,10 +149,12 @@ def test_ab_header_rule_round_trips_in_the_groups_rule_syntax(api: Any, co: Any,
 
 def test_targeting_rules_round_trip(api: Any, co: Any, ns: str) -> None:
     router, t = make_router("traefik", api), target(ns, "traefik.io")
-    rules = (Match("user-id-digit", name="x-user-id", digits=(1, 3, 5, 7, 9)),
-             Match("user-hash", name="x-user-id", percent=20),
-             Match("cookie", name="canary", value="always"),
-             Match("source-ip", cidrs=("10.0.0.0/8", "192.168.0.0/16")))
+    rules = (
+        Match("user-id-digit", name="x-user-id", digits=(1, 3, 5, 7, 9)),
+        Match("user-hash", name="x-user-id", percent=20),
+        Match("cookie", name="canary", value="always"),
+        Match("source-ip", cidrs=("10.0.0.0/8", "192.168.0.0/16")),
+    )
     plan = RoutePlan.canary_at(10, rules, salt="flask-7")
     router.set_routes(t, plan)
     assert router.get_routes(t) == plan
@@ -151,8 +175,10 @@ def test_weights_through_a_traefik_service(api: Any, co: Any, ns: str, group: st
     router.set_routes(t, RoutePlan.canary_at(30, (SHENZHEN,)))
     assert router.get_routes(t) == RoutePlan.canary_at(30, (SHENZHEN,))
     wrr = raw(co, group, VERSION, "traefikservices", ns, "flask-wrr")
-    assert {s["name"]: s["weight"] for s in wrr["spec"]["weighted"]["services"]} == {"k8s-flask": 70,
-                                                                                    "k8s-flask-canary": 30}
+    assert {s["name"]: s["weight"] for s in wrr["spec"]["weighted"]["services"]} == {
+        "k8s-flask": 70,
+        "k8s-flask-canary": 30,
+    }
     default = ingress_route(co, ns, group)["spec"]["routes"][-1]
     assert default["services"] == [{"kind": "TraefikService", "name": "flask-wrr"}]
     only_wrr = target(ns, group, traefikService="flask-wrr")
@@ -164,9 +190,12 @@ def test_weights_through_a_traefik_service(api: Any, co: Any, ns: str, group: st
 def test_a_hand_edited_rule_reads_back_as_drift(api: Any, co: Any, ns: str) -> None:
     router, t = make_router("traefik", api), target(ns, "traefik.io")
     router.set_routes(t, RoutePlan.canary_at(0, (SHENZHEN,)))
-    edit = [{"op": "replace", "path": "/spec/routes/0/match", "value": "Host(`pro.coding`) && Header(`a`, `b`)"}]
-    co.patch_namespaced_custom_object("traefik.io", VERSION, ns, "ingressroutes", "k8s-flask-pro", edit,
-                                      _content_type=JSON_PATCH)
+    edit = [
+        {"op": "replace", "path": "/spec/routes/0/match", "value": "Host(`pro.coding`) && Header(`a`, `b`)"}
+    ]
+    co.patch_namespaced_custom_object(
+        "traefik.io", VERSION, ns, "ingressroutes", "k8s-flask-pro", edit, _content_type=JSON_PATCH
+    )
     assert router.get_routes(t).match == (DRIFTED,)
 
 
@@ -185,7 +214,10 @@ def test_protection_set_and_clear(api: Any, co: Any, ns: str, group: str) -> Non
     assert [m["name"] for m in ingress_route(co, ns, group)["spec"]["routes"][0]["middlewares"]] == names[0]
     router.set_protection(t, Protection(RateLimit(250, 500, 0.5), None))
     assert raw(co, group, VERSION, "middlewares", ns, "k8s-flask-pro-rate-limit")["spec"]["rateLimit"] == {
-        "average": 250, "burst": 500, "period": "500ms"}
+        "average": 250,
+        "burst": 500,
+        "period": "500ms",
+    }
     with pytest.raises(client.ApiException) as gone:
         raw(co, group, VERSION, "middlewares", ns, "k8s-flask-pro-circuit-breaker")
     assert gone.value.status == 404
@@ -231,5 +263,6 @@ def test_v2_rule_syntax_on_the_traefik_io_group_is_declared_per_route(api: Any, 
     assert router.get_routes(t) == plan
     first = ingress_route(co, ns, "traefik.io")["spec"]["routes"][0]
     assert first["syntax"] == "v2"
-    assert first["match"] == ("Host(`pro.coding`) && (Headers(`location`, `shenzhen`) || "
-                              "ClientIP(`10.0.0.0/8`, `172.16.0.0/12`))")
+    assert first["match"] == (
+        "Host(`pro.coding`) && (Headers(`location`, `shenzhen`) || ClientIP(`10.0.0.0/8`, `172.16.0.0/12`))"
+    )

@@ -33,8 +33,16 @@ from tests.k8s.cluster import deployment_is_ready
 from tests.support import Clock, StaticPolicies, canary_policy, push, tick
 
 pytestmark = pytest.mark.k8s
-OPTIONS = {"ingressRoute": "k8s-flask-pro", "host": "pro.coding", "entryPoints": ["web"], "group": "traefik.io",
-           "stableService": "k8s-flask", "canaryService": "k8s-flask-canary", "port": 8080, "create": True}
+OPTIONS = {
+    "ingressRoute": "k8s-flask-pro",
+    "host": "pro.coding",
+    "entryPoints": ["web"],
+    "group": "traefik.io",
+    "stableService": "k8s-flask",
+    "canaryService": "k8s-flask-canary",
+    "port": 8080,
+    "create": True,
+}
 
 
 @dataclass
@@ -59,13 +67,18 @@ class Witness:
     def weights(self) -> dict[str, int]:
         try:
             route = client.CustomObjectsApi(self.api).get_namespaced_custom_object(
-                "traefik.io", "v1alpha1", self.ns, "ingressroutes", "k8s-flask-pro")
+                "traefik.io", "v1alpha1", self.ns, "ingressroutes", "k8s-flask-pro"
+            )
         except client.ApiException as err:
             if err.status == 404:  # not created yet
                 return {}
             raise
         listed = {s["name"]: s["weight"] for s in route["spec"]["routes"][-1]["services"]}
-        return {"k8s-flask": 0, "k8s-flask-canary": 0, **listed}  # a Service the route does not list gets none
+        return {
+            "k8s-flask": 0,
+            "k8s-flask-canary": 0,
+            **listed,
+        }  # a Service the route does not list gets none
 
     def record(self, verb: str, arg: Any, seen: dict[str, Any], call: Callable[[], Any]) -> Any:
         entry = Call(time.monotonic(), verb, arg, seen)
@@ -77,8 +90,11 @@ class Witness:
             raise
 
     def index(self, verb: str, arg: Any = None, outcome: str = "ok", after: int = -1) -> int:
-        return next(i for i, c in enumerate(self.calls) if i > after and c.verb == verb and c.outcome == outcome
-                    and (arg is None or c.arg == arg))  # fmt: skip
+        return next(
+            i
+            for i, c in enumerate(self.calls)
+            if i > after and c.verb == verb and c.outcome == outcome and (arg is None or c.arg == arg)
+        )
 
 
 class WitnessRouter:
@@ -86,7 +102,9 @@ class WitnessRouter:
         self.router, self.witness = router, witness
 
     def set_routes(self, target: Any, plan: RoutePlan) -> None:
-        self.witness.record("set_routes", plan, self.witness.stable(), lambda: self.router.set_routes(target, plan))
+        self.witness.record(
+            "set_routes", plan, self.witness.stable(), lambda: self.router.set_routes(target, plan)
+        )
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.router, name)
@@ -111,7 +129,9 @@ class WitnessedProviders(KubernetesProviders):
     """The production factory; only measure is scripted (Prometheus is tested on its own)."""
 
     def __init__(self, kube: Any, witness: Witness) -> None:
-        super().__init__(Settings(providers="kubernetes"), client_for=lambda cluster: client_from(kube.configuration))
+        super().__init__(
+            Settings(providers="kubernetes"), client_for=lambda cluster: client_from(kube.configuration)
+        )
         self.witness = witness
         self.measure_fn: Callable[[Policy, Release], tuple[MetricSample, ...]] = healthy
 
@@ -135,17 +155,21 @@ def bad(policy: Policy, _: Release) -> tuple[MetricSample, ...]:
     return (MetricSample(name="success-rate", value=0.5, canary_requests=500),)
 
 
-def test_traefik_release_promotes_on_a_ready_stable_and_rolls_back_traffic_first(api: Any, ns: str, kube: Any,
-                                                                                  nodes: Any) -> None:
+def test_traefik_release_promotes_on_a_ready_stable_and_rolls_back_traffic_first(
+    api: Any, ns: str, kube: Any, nodes: Any
+) -> None:
     stable_deployment(api, ns)
     steps = (CanaryStage(steps=(CanaryStep(20, 30.0), CanaryStep(50, 30.0))), PromoteStage())
     base = canary_policy("flask", ns, stages=steps)
     assert base.analysis is not None
     # no Prometheus here (measure is scripted): the guard and adaptive exposure, which read Traefik's counters
     # from it, are off, so each step routes its own weight
-    policy = replace(base, router=RouterSpec("traefik", dict(OPTIONS)),
-                     workload=WorkloadSpec(name="k8s-flask", canary="k8s-flask-canary", container="flask"),
-                     analysis=replace(base.analysis, guard=False, exposure_budget=0.0))  # fmt: skip
+    policy = replace(
+        base,
+        router=RouterSpec("traefik", dict(OPTIONS)),
+        workload=WorkloadSpec(name="k8s-flask", canary="k8s-flask-canary", container="flask"),
+        analysis=replace(base.analysis, guard=False, exposure_budget=0.0),
+    )
     witness, store, clock = Witness(api, ns), MemoryStore(), Clock()
     providers = WitnessedProviders(kube, witness)
     runner = Runner(store, StaticPolicies([policy]), providers, clock=clock)
@@ -158,7 +182,9 @@ def test_traefik_release_promotes_on_a_ready_stable_and_rolls_back_traffic_first
     def ticks_until(done: Callable[[], bool], advance: float, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while not done():
-            assert time.monotonic() < deadline, f"timed out; calls: {[(c.verb, c.outcome) for c in witness.calls]}"
+            assert time.monotonic() < deadline, (
+                f"timed out; calls: {[(c.verb, c.outcome) for c in witness.calls]}"
+            )
             clock.advance(advance)
             runner.handle(tick(policy.app))
             time.sleep(0.2)
@@ -173,7 +199,11 @@ def test_traefik_release_promotes_on_a_ready_stable_and_rolls_back_traffic_first
         done = witness.index("promote_stable", f"{REPO}:v2", after=first)
         back = witness.index("set_routes", STABLE_ONLY, after=first)
         assert done < back and witness.calls[back].seen == {"image": f"{REPO}:v2", "ready": True}
-        assert witness.calls[done].at < witness.calls[back].at < witness.calls[witness.index("scale_down_canary")].at
+        assert (
+            witness.calls[done].at
+            < witness.calls[back].at
+            < witness.calls[witness.index("scale_down_canary")].at
+        )
         assert witness.weights() == {"k8s-flask": 100, "k8s-flask-canary": 0}
         assert deployment(api, ns, "k8s-flask-canary")["spec"]["replicas"] == 0
 
@@ -194,16 +224,20 @@ def test_traefik_release_promotes_on_a_ready_stable_and_rolls_back_traffic_first
         providers.close()
 
 
-def test_a_release_on_an_ingressroute_that_does_not_exist_fails_naming_it(api: Any, ns: str, kube: Any,
-                                                                          nodes: Any) -> None:  # fmt: skip
+def test_a_release_on_an_ingressroute_that_does_not_exist_fails_naming_it(
+    api: Any, ns: str, kube: Any, nodes: Any
+) -> None:
     """Without router option create, graylane never makes an IngressRoute next to the user's: the first
     route change fails for good (MissingObject), the release fails with the name in its reason and history,
     and nothing is created."""
     stable_deployment(api, ns)
     options = {k: v for k, v in OPTIONS.items() if k != "create"}
     steps = (CanaryStage(steps=(CanaryStep(20, 30.0),)), PromoteStage())
-    policy = replace(canary_policy("flask", ns, stages=steps), router=RouterSpec("traefik", options),
-                     workload=WorkloadSpec(name="k8s-flask", canary="k8s-flask-canary", container="flask"))  # fmt: skip
+    policy = replace(
+        canary_policy("flask", ns, stages=steps),
+        router=RouterSpec("traefik", options),
+        workload=WorkloadSpec(name="k8s-flask", canary="k8s-flask-canary", container="flask"),
+    )
     witness, store, clock = Witness(api, ns), MemoryStore(), Clock()
     providers = WitnessedProviders(kube, witness)
     runner = Runner(store, StaticPolicies([policy]), providers, clock=clock)
@@ -226,9 +260,11 @@ def test_a_release_on_an_ingressroute_that_does_not_exist_fails_naming_it(api: A
         assert rel.phase in (Phase.FAILED, Phase.FROZEN, Phase.ROLLED_BACK), rel
         assert missing in rel.reason, rel.reason
         assert any(missing in h.reason for h in state().history if h.action in ("effect-failed", "failed")), [
-            (h.action, h.reason) for h in state().history]
-        listed = client.CustomObjectsApi(api).list_namespaced_custom_object("traefik.io", "v1alpha1", ns,
-                                                                            "ingressroutes")["items"]  # fmt: skip
+            (h.action, h.reason) for h in state().history
+        ]
+        listed = client.CustomObjectsApi(api).list_namespaced_custom_object(
+            "traefik.io", "v1alpha1", ns, "ingressroutes"
+        )["items"]
         assert listed == []
     finally:
         providers.close()

@@ -55,7 +55,9 @@ def test_a_changed_byte_fails_the_load(tmp_path: Path) -> None:
     target = next(p for p in pins if p.file.endswith("httproutes.yaml"))
     edited = (tmp_path / target.file).read_bytes().replace(b"maxItems: 16", b"maxItems: 17", 1)
     (tmp_path / target.file).write_bytes(edited)
-    with pytest.raises(CrdMismatch, match=f"{target.file} \\(sigs.k8s.io/gateway-api@v1.4.1 .*pinned {target.sha256}"):
+    with pytest.raises(
+        CrdMismatch, match=f"{target.file} \\(sigs.k8s.io/gateway-api@v1.4.1 .*pinned {target.sha256}"
+    ):
         crd_files(pins, tmp_path)
     (tmp_path / target.file).unlink()
     with pytest.raises(CrdsMissing, match=f"{target.file}; run `make crds`"):
@@ -67,17 +69,24 @@ def test_fetch_writes_the_module_bytes_and_refuses_a_wrong_pin(tmp_path: Path) -
     fetch(pins, tmp_path / "crds")
     assert crd_files(pins, tmp_path / "crds") == [tmp_path / "crds" / p.file for p in pins]
     wrong = replace(pins[0], sha256="0" * 64)
-    with pytest.raises(CrdMismatch, match=f"knative.dev/eventing@v0.50.0 {wrong.path}: sha256 {pins[0].sha256}"):
+    with pytest.raises(
+        CrdMismatch, match=f"knative.dev/eventing@v0.50.0 {wrong.path}: sha256 {pins[0].sha256}"
+    ):
         extract(wrong, module_zip(wrong.module, wrong.version))
     with pytest.raises(CrdMismatch, match="has no config/core/resources/nothing.yaml"):
-        extract(replace(pins[0], path="config/core/resources/nothing.yaml"), module_zip(wrong.module, wrong.version))
+        extract(
+            replace(pins[0], path="config/core/resources/nothing.yaml"),
+            module_zip(wrong.module, wrong.version),
+        )
 
 
 def test_the_gateway_api_pins_are_the_whole_standard_channel() -> None:
     pins = [p for p in read_pins() if p.module == "sigs.k8s.io/gateway-api"]
     prefix = f"{pins[0].module}@{pins[0].version}/config/crd/standard/"
     with zipfile.ZipFile(module_zip(pins[0].module, pins[0].version)) as zf:
-        standard = sorted(n[len(prefix):] for n in zf.namelist() if n.startswith(prefix) and n.endswith(".yaml"))
+        standard = sorted(
+            n[len(prefix) :] for n in zf.namelist() if n.startswith(prefix) and n.endswith(".yaml")
+        )
     assert standard and sorted(p.path.rsplit("/", 1)[1] for p in pins) == standard
 
 
@@ -95,17 +104,32 @@ def test_load_crds_takes_each_crd_once_traefik_io_from_v3_and_the_legacy_group_f
     assert "syntax" in route_fields("ingressroutes.traefik.io")  # Traefik v3's rule syntax per route
     assert "syntax" not in route_fields("ingressroutes.traefik.containo.us")  # v2.11 has none
     assert {c["spec"]["group"] for c in crds.values()} >= {
-        "traefik.io", "traefik.containo.us", "networking.istio.io", "gateway.networking.k8s.io",
-        "serving.knative.dev", "eventing.knative.dev", "sources.knative.dev"}  # fmt: skip
+        "traefik.io",
+        "traefik.containo.us",
+        "networking.istio.io",
+        "gateway.networking.k8s.io",
+        "serving.knative.dev",
+        "eventing.knative.dev",
+        "sources.knative.dev",
+    }
 
 
-@pytest.mark.parametrize(("name", "storage"), [
-    ("virtualservices.networking.istio.io", "v1"), ("destinationrules.networking.istio.io", "v1"),
-    ("httproutes.gateway.networking.k8s.io", "v1"), ("ingressroutes.traefik.io", "v1alpha1"),
-    ("services.serving.knative.dev", "v1"), ("pingsources.sources.knative.dev", "v1"),
-])  # fmt: skip
-def test_the_versions_graylane_writes_are_served_and_stored(crds: dict[str, dict[str, Any]], name: str,
-                                                            storage: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "storage"),
+    [
+        ("virtualservices.networking.istio.io", "v1"),
+        ("destinationrules.networking.istio.io", "v1"),
+        ("httproutes.gateway.networking.k8s.io", "v1"),
+        ("ingressroutes.traefik.io", "v1alpha1"),
+        ("services.serving.knative.dev", "v1"),
+        ("pingsources.sources.knative.dev", "v1"),
+    ],
+)
+def test_the_versions_graylane_writes_are_served_and_stored(
+    crds: dict[str, dict[str, Any]], name: str, storage: str
+) -> None:
     crd = crds[name]
     assert [v["name"] for v in crd["spec"]["versions"] if v.get("storage")] == [storage]
-    assert _schema(crd, storage)["properties"]["spec"].get("properties"), "a schema'd spec, not preserve-unknown"
+    assert _schema(crd, storage)["properties"]["spec"].get("properties"), (
+        "a schema'd spec, not preserve-unknown"
+    )

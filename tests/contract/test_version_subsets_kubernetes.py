@@ -52,49 +52,80 @@ VOLATILE = ("resourceVersion", "generation", "managedFields")
 def reviews_v1() -> dict[str, Any]:
     """Bookinfo's reviews-v1 (platform/kube/bookinfo.yaml), image from the example's repository."""
     return {
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "reviews-v1", "labels": {"app": "reviews", "version": "v1"},
-                     "annotations": {"team.example.com/owner": "bookinfo"}},
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": "reviews-v1",
+            "labels": {"app": "reviews", "version": "v1"},
+            "annotations": {"team.example.com/owner": "bookinfo"},
+        },
         "spec": {
             "replicas": 2,
             "selector": {"matchLabels": {"app": "reviews", "version": "v1"}},
             "template": {
-                "metadata": {"labels": {"app": "reviews", "version": "v1"},
-                             "annotations": {"sidecar.istio.io/inject": "true"}},
+                "metadata": {
+                    "labels": {"app": "reviews", "version": "v1"},
+                    "annotations": {"sidecar.istio.io/inject": "true"},
+                },
                 "spec": {
-                    "containers": [{
-                        "name": "reviews", "image": f"{REPO}:v1", "imagePullPolicy": "IfNotPresent",
-                        "env": [{"name": "LOG_DIR", "value": "/tmp/logs"}],
-                        "ports": [{"containerPort": 9080}],
-                        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"},
-                                         {"name": "wlp-output", "mountPath": "/opt/ibm/wlp/output"}],
-                    }],
+                    "containers": [
+                        {
+                            "name": "reviews",
+                            "image": f"{REPO}:v1",
+                            "imagePullPolicy": "IfNotPresent",
+                            "env": [{"name": "LOG_DIR", "value": "/tmp/logs"}],
+                            "ports": [{"containerPort": 9080}],
+                            "volumeMounts": [
+                                {"name": "tmp", "mountPath": "/tmp"},
+                                {"name": "wlp-output", "mountPath": "/opt/ibm/wlp/output"},
+                            ],
+                        }
+                    ],
                     "volumes": [{"name": "wlp-output", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],
                 },
             },
         },
-    }  # fmt: skip
+    }
 
 
 def destination_rule() -> dict[str, Any]:
     """Bookinfo's destination-rule-all-mtls.yaml for reviews, with only the v1 subset (seed 003's start)."""
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "DestinationRule",
-            "metadata": {"name": "reviews", "labels": {"app": "reviews"}},
-            "spec": {"host": "reviews", "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}},
-                     "subsets": [{"name": "v1", "labels": {"version": "v1"}}]}}  # fmt: skip
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "DestinationRule",
+        "metadata": {"name": "reviews", "labels": {"app": "reviews"}},
+        "spec": {
+            "host": "reviews",
+            "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}},
+            "subsets": [{"name": "v1", "labels": {"version": "v1"}}],
+        },
+    }
 
 
 def virtual_service() -> dict[str, Any]:
     """Bookinfo's reviews VirtualService as users grow it (virtual-service-all-v1.yaml, plus the samples'
     end-user jason route, here pinned to v1, and retries, a timeout and a header on everyone's route)."""
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "VirtualService",
-            "metadata": {"name": "reviews", "labels": {"app": "reviews"}, "annotations": {"owner": "bookinfo"}},
-            "spec": {"hosts": ["reviews"], "http": [
-                {"match": [{"headers": {"end-user": {"exact": "jason"}}}],
-                 "route": [{"destination": {"host": "reviews", "subset": "v1"}}]},
-                {"name": "everyone", "route": [{"destination": {"host": "reviews", "subset": "v1"}}],
-                 "retries": {"attempts": 3, "perTryTimeout": "2s", "retryOn": "5xx"}, "timeout": "10s",
-                 "headers": {"request": {"set": {"x-team": "bookinfo"}}}}]}}  # fmt: skip
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "VirtualService",
+        "metadata": {"name": "reviews", "labels": {"app": "reviews"}, "annotations": {"owner": "bookinfo"}},
+        "spec": {
+            "hosts": ["reviews"],
+            "http": [
+                {
+                    "match": [{"headers": {"end-user": {"exact": "jason"}}}],
+                    "route": [{"destination": {"host": "reviews", "subset": "v1"}}],
+                },
+                {
+                    "name": "everyone",
+                    "route": [{"destination": {"host": "reviews", "subset": "v1"}}],
+                    "retries": {"attempts": 3, "perTryTimeout": "2s", "retryOn": "5xx"},
+                    "timeout": "10s",
+                    "headers": {"request": {"set": {"x-team": "bookinfo"}}},
+                },
+            ],
+        },
+    }
 
 
 def users_part_of_vs(vs: dict[str, Any]) -> dict[str, Any]:
@@ -148,16 +179,22 @@ class Cluster:
 
     def deployment(self, name: str) -> dict[str, Any] | None:
         try:
-            return dict(client.CustomObjectsApi(self.api).get_namespaced_custom_object(
-                "apps", "v1", self.ns, "deployments", name))  # fmt: skip
+            return dict(
+                client.CustomObjectsApi(self.api).get_namespaced_custom_object(
+                    "apps", "v1", self.ns, "deployments", name
+                )
+            )
         except client.ApiException as err:
             if err.status == 404:
                 return None
             raise
 
     def istio(self, plural: str) -> dict[str, Any]:
-        return dict(client.CustomObjectsApi(self.api).get_namespaced_custom_object(
-            GROUP, VERSION, self.ns, plural, "reviews"))  # fmt: skip
+        return dict(
+            client.CustomObjectsApi(self.api).get_namespaced_custom_object(
+                GROUP, VERSION, self.ns, plural, "reviews"
+            )
+        )
 
     def weights(self) -> dict[str, int]:
         """Subset -> weight of the route graylane weighs (everyone's, or its own in a VirtualService it created;
@@ -176,8 +213,12 @@ class Cluster:
         if dep is None:
             return False
         status, want = dep.get("status", {}), dep["spec"].get("replicas", 1)
-        return bool(want and status.get("updatedReplicas") == want and status.get("availableReplicas") == want
-                    and status.get("observedGeneration", 0) >= dep["metadata"]["generation"])  # fmt: skip
+        return bool(
+            want
+            and status.get("updatedReplicas") == want
+            and status.get("availableReplicas") == want
+            and status.get("observedGeneration", 0) >= dep["metadata"]["generation"]
+        )
 
 
 class WitnessRouter:
@@ -190,8 +231,9 @@ class WitnessRouter:
         versions = target.versions
         routed = [s.workload for s in (versions.stable, versions.canary) if s is not None]
         seen = {name: self.cluster.ready(name) for name in routed}
-        self.cluster.moments.append(("set_routes", f"{target.stable}:{plan.stable}/{target.canary}:{plan.canary}",
-                                     seen))  # fmt: skip
+        self.cluster.moments.append(
+            ("set_routes", f"{target.stable}:{plan.stable}/{target.canary}:{plan.canary}", seen)
+        )
         self.router.set_routes(target, plan)
 
     def __getattr__(self, name: str) -> Any:
@@ -278,10 +320,9 @@ def validated_fixture(api: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return seen
 
 
-def test_version_subsets_bookinfo_release_switches_subsets_and_never_re_images(api: Any, ns: str, kube: Any,
-                                                                                nodes: Any,
-                                                                                validated: list[str],
-                                                                                caplog: Any) -> None:  # fmt: skip
+def test_version_subsets_bookinfo_release_switches_subsets_and_never_re_images(
+    api: Any, ns: str, kube: Any, nodes: Any, validated: list[str], caplog: Any
+) -> None:
     apps, co = client.AppsV1Api(api), client.CustomObjectsApi(api)
     apps.create_namespaced_deployment(ns, reviews_v1())
     wait_deployment_ready(apps, ns, "reviews-v1")
@@ -394,7 +435,8 @@ def test_version_subsets_bookinfo_release_switches_subsets_and_never_re_images(a
             users_part_of_vs(cluster.istio("virtualservices")) == users["virtualservice"]
         )  # jason's route too
         assert cluster.istio("virtualservices")["spec"]["http"][1]["route"] == [
-            {"destination": {"host": "reviews", "subset": "v1"}, "weight": 100}]  # fmt: skip
+            {"destination": {"host": "reviews", "subset": "v1"}, "weight": 100}
+        ]
         assert "DestinationRule/add subsets" in validated and "VirtualService/set routes" in validated
         said = [r.getMessage() for r in caplog.records if "routes-finalized" in r.getMessage()]
         assert any(
@@ -413,12 +455,14 @@ def route_target(ns: str, stable: Any, canary: Any, *subsets: Any, create: bool 
 
     versions = Routed(stable=stable, canary=canary, subsets=subsets)
     options = {"virtualService": "reviews", "destinationRule": "reviews", "host": "reviews", "create": create}
-    return RouteTarget(ns, "reviews", stable.workload, canary.workload if canary else "", options=options,
-                       versions=versions)  # fmt: skip
+    return RouteTarget(
+        ns, "reviews", stable.workload, canary.workload if canary else "", options=options, versions=versions
+    )
 
 
-def test_version_subsets_router_refuses_a_users_subset_that_selects_other_pods(api: Any, ns: str,
-                                                                               validated: list[str]) -> None:  # fmt: skip
+def test_version_subsets_router_refuses_a_users_subset_that_selects_other_pods(
+    api: Any, ns: str, validated: list[str]
+) -> None:
     from functions.core.effects import RoutePlan
     from functions.core.slots import Slot, new_slot
     from functions.errors import ConfigError
@@ -454,17 +498,25 @@ def test_version_subsets_router_creates_a_missing_rule_and_removes_only_the_subs
     v2, v3 = (new_slot("reviews-{version}", tag, f"{REPO}:{tag}") for tag in ("v2", "v3"))
     router.set_routes(route_target(ns, v1, v2, v1, v2, create=True), RoutePlan.canary_at(20))
     dr = cluster.istio("destinationrules")
-    assert dr["spec"]["subsets"] == [{"name": "v1", "labels": {"version": "v1"}},
-                                     {"name": "v2", "labels": {"version": "v2"}}]  # fmt: skip
+    assert dr["spec"]["subsets"] == [
+        {"name": "v1", "labels": {"version": "v1"}},
+        {"name": "v2", "labels": {"version": "v2"}},
+    ]
     assert dr["metadata"]["annotations"]["graylane.dev/subsets"] == "v1,v2"  # it created them all
     assert cluster.weights() == {"v1": 80, "v2": 20}
     assert router.get_routes(route_target(ns, v1, v2, v1, v2, create=True)) == RoutePlan.canary_at(20)
     # the user adds a subset of their own; v2 goes (its Deployment was deleted), v3 comes
     co = client.CustomObjectsApi(api)
     mine = {"name": "canary-debug", "labels": {"version": "debug"}}
-    co.patch_namespaced_custom_object(GROUP, VERSION, ns, "destinationrules", "reviews",
-                                      [{"op": "add", "path": "/spec/subsets/-", "value": mine}],
-                                      _content_type="application/json-patch+json")  # fmt: skip
+    co.patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        ns,
+        "destinationrules",
+        "reviews",
+        [{"op": "add", "path": "/spec/subsets/-", "value": mine}],
+        _content_type="application/json-patch+json",
+    )
     router.set_routes(route_target(ns, v3, None, v1, v3, create=True), STABLE_ONLY)
     dr = cluster.istio("destinationrules")
     assert [x["name"] for x in dr["spec"]["subsets"]] == ["v1", "canary-debug", "v3"]

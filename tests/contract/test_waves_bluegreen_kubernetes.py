@@ -107,8 +107,11 @@ class Witness:
         return {STABLE: 0, CANARY: 0, **listed}  # a Service the route does not list gets none
 
     def snapshot(self, cluster: str) -> dict[str, Any]:
-        return {"stable": self.deployment(cluster, STABLE), "canary": self.deployment(cluster, CANARY),
-                "weights": self.weights(cluster)}  # fmt: skip
+        return {
+            "stable": self.deployment(cluster, STABLE),
+            "canary": self.deployment(cluster, CANARY),
+            "weights": self.weights(cluster),
+        }
 
     def record(self, cluster: str, verb: str, arg: Any, call: Callable[[], Any]) -> Any:
         entry = Call(time.monotonic(), cluster, verb, arg, self.snapshot(cluster))
@@ -120,8 +123,15 @@ class Witness:
             raise
 
     def index(self, cluster: str, verb: str, arg: Any = None, outcome: str = "ok", after: int = -1) -> int:
-        return next(i for i, c in enumerate(self.calls) if i > after and c.cluster == cluster and c.verb == verb
-                    and c.outcome == outcome and (arg is None or c.arg == arg))  # fmt: skip
+        return next(
+            i
+            for i, c in enumerate(self.calls)
+            if i > after
+            and c.cluster == cluster
+            and c.verb == verb
+            and c.outcome == outcome
+            and (arg is None or c.arg == arg)
+        )
 
     def clusters_touched(self, since: int = 0) -> set[str]:
         return {c.cluster for c in self.calls[since:]}
@@ -148,8 +158,9 @@ class WitnessWorkloads:
         )
 
     def promote_stable(self, target: Any, image: str) -> None:
-        self.witness.record(self.cluster, "promote_stable", image,
-                            lambda: self.workloads.promote_stable(target, image))  # fmt: skip
+        self.witness.record(
+            self.cluster, "promote_stable", image, lambda: self.workloads.promote_stable(target, image)
+        )
 
     def scale_down_canary(self, target: Any) -> None:
         self.witness.record(
@@ -235,13 +246,17 @@ class World:
 
 
 @pytest.fixture(name="world")
-def world_fixture(request: pytest.FixtureRequest, kube: KubeCluster, ns: str, nodes: FakeNodes,
-                  dc2: KubeCluster) -> Iterator[World]:  # fmt: skip
+def world_fixture(
+    request: pytest.FixtureRequest, kube: KubeCluster, ns: str, nodes: FakeNodes, dc2: KubeCluster
+) -> Iterator[World]:
     stages: tuple[Stage, ...] = request.param["stages"]
     waves: tuple[Wave, ...] = request.param["waves"]
-    policy = replace(canary_policy("flask", ns, stages=stages, analysis=request.param["analysis"]),
-                     router=RouterSpec("traefik", dict(OPTIONS)), waves=waves,
-                     workload=WorkloadSpec(name=STABLE, canary=CANARY, container="flask"))  # fmt: skip
+    policy = replace(
+        canary_policy("flask", ns, stages=stages, analysis=request.param["analysis"]),
+        router=RouterSpec("traefik", dict(OPTIONS)),
+        waves=waves,
+        workload=WorkloadSpec(name=STABLE, canary=CANARY, container="flask"),
+    )
     configs = {"": kube.configuration, MAIN: kube.configuration, DC2: dc2.configuration}
     with kube.api_client() as main_api, dc2.api_client() as dc2_api:
         client.CoreV1Api(dc2_api).create_namespace({"metadata": {"name": ns}})

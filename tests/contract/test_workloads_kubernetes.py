@@ -45,7 +45,9 @@ def spy_writes(work: KubernetesWorkloads) -> list[str]:
         real = getattr(work.api, verb)
 
         def spy(*args: Any, _real: Any = real, _verb: str = verb, **kw: Any) -> Any:
-            writes.append(f"{_verb} {args[3]}/{args[4] if isinstance(args[4], str) else args[4]['metadata']['name']}")
+            writes.append(
+                f"{_verb} {args[3]}/{args[4] if isinstance(args[4], str) else args[4]['metadata']['name']}"
+            )
             return _real(*args, **kw)
 
         setattr(work.api, verb, spy)
@@ -53,7 +55,8 @@ def spy_writes(work: KubernetesWorkloads) -> list[str]:
 
 
 def test_canary_is_derived_from_stable_with_the_new_image_and_reports_not_ready_until_available(
-        api: Any, ns: str, nodes: FakeNodes) -> None:  # fmt: skip
+    api: Any, ns: str, nodes: FakeNodes
+) -> None:
     stable = stable_deployment(api, ns)
     work = KubernetesWorkloads(api)
     with pytest.raises(NotReady, match=f"Deployment {ns}/k8s-flask-canary deploy canary"):
@@ -64,8 +67,11 @@ def test_canary_is_derived_from_stable_with_the_new_image_and_reports_not_ready_
     assert image_of(canary) == f"{REPO}:v2" and image_of(canary, "proxy") == "registry.example.com/envoy:1.0"
     assert canary["spec"]["replicas"] == stable["spec"]["replicas"] == 2
     assert canary["spec"]["selector"]["matchLabels"] == {"app": "k8s-flask-canary", TRACK: "canary"}
-    assert canary["spec"]["template"]["metadata"]["labels"] == {"app": "k8s-flask-canary", "tier": "backend",
-                                                                TRACK: "canary"}
+    assert canary["spec"]["template"]["metadata"]["labels"] == {
+        "app": "k8s-flask-canary",
+        "tier": "backend",
+        TRACK: "canary",
+    }
     assert canary["metadata"]["labels"]["graylane.dev/app"] == "flask"
     flask = canary["spec"]["template"]["spec"]["containers"][1]
     assert flask["env"] == [{"name": "DATABASE_URL", "value": "postgres://db/flask"}]
@@ -75,8 +81,9 @@ def test_canary_is_derived_from_stable_with_the_new_image_and_reports_not_ready_
     assert {p.spec.containers[1].image for p in pods(api, ns, "app=k8s-flask-canary")} == {f"{REPO}:v2"}
 
 
-def test_existing_canary_changes_only_what_differs_and_scale_down_is_idempotent(api: Any, ns: str,
-                                                                               nodes: FakeNodes) -> None:
+def test_existing_canary_changes_only_what_differs_and_scale_down_is_idempotent(
+    api: Any, ns: str, nodes: FakeNodes
+) -> None:
     stable_deployment(api, ns)
     work, one = KubernetesWorkloads(api), target(ns, replicas=1)
     until_ready(lambda: work.deploy_canary(one, f"{REPO}:v2"))
@@ -135,14 +142,19 @@ def test_canary_whose_pods_the_stable_selector_would_match_is_refused(api: Any, 
     stable_deployment(api, ns, name="reviews-v1", labels={"app": "reviews", "version": "v1"}, wait=False)
     work = KubernetesWorkloads(api)
     subset = WorkloadTarget(ns, "reviews", "reviews-v1", "reviews-v2", container="flask")
-    with pytest.raises(ConfigError, match=f"Deployment {ns}/reviews-v2 deploy canary: its pods would be selected"):
+    with pytest.raises(
+        ConfigError, match=f"Deployment {ns}/reviews-v2 deploy canary: its pods would be selected"
+    ):
         work.deploy_canary(subset, f"{REPO}:v2")
     assert client.AppsV1Api(api).list_namespaced_deployment(ns).items[0].metadata.name == "reviews-v1"
     assert len(client.AppsV1Api(api).list_namespaced_deployment(ns).items) == 1
 
 
 def test_selector_matching() -> None:
-    sel = {"matchLabels": {"app": "a"}, "matchExpressions": [{"key": "tier", "operator": "In", "values": ["x"]}]}
+    sel = {
+        "matchLabels": {"app": "a"},
+        "matchExpressions": [{"key": "tier", "operator": "In", "values": ["x"]}],
+    }
     assert selects(sel, {"app": "a", "tier": "x", "more": "1"})
     assert not selects(sel, {"app": "a", "tier": "y"}) and not selects(sel, {"app": "b", "tier": "x"})
     assert not selects({"matchExpressions": [{"key": "t", "operator": "DoesNotExist"}]}, {"t": "1"})
@@ -156,11 +168,21 @@ def job_status(api: Any, ns: str, name: str, condition: str, reason: str = "", m
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def cond(kind: str) -> dict[str, str]:
-        return {"type": kind, "status": "True", "lastProbeTime": now, "lastTransitionTime": now,
-                "reason": reason, "message": message}  # fmt: skip
+        return {
+            "type": kind,
+            "status": "True",
+            "lastProbeTime": now,
+            "lastTransitionTime": now,
+            "reason": reason,
+            "message": message,
+        }
 
     if condition == "Complete":
-        status = {"conditions": [cond("SuccessCriteriaMet"), cond("Complete")], "succeeded": 1, "completionTime": now}
+        status = {
+            "conditions": [cond("SuccessCriteriaMet"), cond("Complete")],
+            "succeeded": 1,
+            "completionTime": now,
+        }
     else:
         status = {"conditions": [cond("FailureTarget"), cond("Failed")], "failed": 2}
     body = {"status": {"startTime": now, **status}}
@@ -174,7 +196,9 @@ def test_migration_job_runs_the_stable_container_until_it_succeeds(api: Any, ns:
         work.run_job(target(ns), "migrate-db-flask-2", f"{REPO}:v2", command)
     with pytest.raises(NotReady):  # AlreadyExists is not an error: the same Job is checked again
         work.run_job(target(ns), "migrate-db-flask-2", f"{REPO}:v2", command)
-    job = client.CustomObjectsApi(api).get_namespaced_custom_object("batch", "v1", ns, "jobs", "migrate-db-flask-2")
+    job = client.CustomObjectsApi(api).get_namespaced_custom_object(
+        "batch", "v1", ns, "jobs", "migrate-db-flask-2"
+    )
     assert job["spec"]["backoffLimit"] == 1 and job["metadata"]["labels"]["graylane.dev/app"] == "flask"
     pod = job["spec"]["template"]
     [one] = pod["spec"]["containers"]  # the sidecar is dropped, or the Job would never complete
@@ -182,7 +206,9 @@ def test_migration_job_runs_the_stable_container_until_it_succeeds(api: Any, ns:
     assert "args" not in one and "readinessProbe" not in one
     assert one["env"] == [{"name": "DATABASE_URL", "value": "postgres://db/flask"}]
     assert pod["spec"]["restartPolicy"] == "Never"
-    assert not selects({"matchLabels": {"app": "k8s-flask"}}, pod["metadata"]["labels"])  # no Service sends it traffic
+    assert not selects(
+        {"matchLabels": {"app": "k8s-flask"}}, pod["metadata"]["labels"]
+    )  # no Service sends it traffic
     assert pod["metadata"]["labels"]["graylane.dev/app"] == "flask"
     job_status(api, ns, "migrate-db-flask-2", "Complete")
     work.run_job(target(ns), "migrate-db-flask-2", f"{REPO}:v2", command)
@@ -194,30 +220,44 @@ def test_failed_migration_job_is_a_permanent_error_with_the_jobs_message(api: An
     work = KubernetesWorkloads(api)
     with pytest.raises(NotReady):
         work.run_job(target(ns), "migrate-db-flask-3", f"{REPO}:v3", ("flask", "db", "upgrade"))
-    job_status(api, ns, "migrate-db-flask-3", "Failed", "BackoffLimitExceeded", "Job has reached the specified "
-               "backoff limit")  # fmt: skip
-    with pytest.raises(GraylaneError, match="Job .*/migrate-db-flask-3 run: failed: BackoffLimitExceeded: Job has "
-                       "reached the specified backoff limit") as err:  # fmt: skip
+    job_status(
+        api,
+        ns,
+        "migrate-db-flask-3",
+        "Failed",
+        "BackoffLimitExceeded",
+        "Job has reached the specified backoff limit",
+    )
+    with pytest.raises(
+        GraylaneError,
+        match="Job .*/migrate-db-flask-3 run: failed: BackoffLimitExceeded: Job has "
+        "reached the specified backoff limit",
+    ) as err:
         work.run_job(target(ns), "migrate-db-flask-3", f"{REPO}:v3", ("flask", "db", "upgrade"))
     assert not isinstance(err.value, NotReady)
     with pytest.raises(GraylaneError, match=f"exists with image {REPO}:v3, not {REPO}:v4"):
         work.run_job(target(ns), "migrate-db-flask-3", f"{REPO}:v4", ())
 
 
-def test_a_write_based_on_a_stale_read_loses_with_conflict(api: Any, ns: str,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_write_based_on_a_stale_read_loses_with_conflict(
+    api: Any, ns: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     stable_deployment(api, ns, wait=False)
     work = KubernetesWorkloads(api)
     real_get = KubernetesWorkloads._get
 
-    def get_then_rival_writes(self: KubernetesWorkloads, kind: Any, namespace: str, name: str, verb: str) -> Any:
+    def get_then_rival_writes(
+        self: KubernetesWorkloads, kind: Any, namespace: str, name: str, verb: str
+    ) -> Any:
         obj = real_get(self, kind, namespace, name, verb)
         patch = {"metadata": {"labels": {"rival": "wrote-first"}}}
         client.AppsV1Api(api).patch_namespaced_deployment(name, namespace, patch)
         return obj
 
     monkeypatch.setattr(KubernetesWorkloads, "_get", get_then_rival_writes)
-    with pytest.raises(ConflictError, match=f"Deployment {ns}/k8s-flask promote: resourceVersion .* moved on"):
+    with pytest.raises(
+        ConflictError, match=f"Deployment {ns}/k8s-flask promote: resourceVersion .* moved on"
+    ):
         work.promote_stable(target(ns), f"{REPO}:v2")
     monkeypatch.undo()
     live = deployment(api, ns, "k8s-flask")

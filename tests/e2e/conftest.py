@@ -30,8 +30,9 @@ def traefik_release(version: str) -> str:
     return found[1] if found else "?"
 
 
-def start_world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-                version: str) -> Iterator[World]:  # fmt: skip
+def start_world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, version: str
+) -> Iterator[World]:
     from tests.traefik.conftest import need_traefik
 
     need_traefik(version)
@@ -42,8 +43,10 @@ def start_world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     except BaseException as err:
         raise AssertionError(f"the e2e world did not start: {err}\n{world.logs()}") from err
     DRIVEN[version] = f"Traefik {traefik_release(version)} ({world.group})"
-    RESULTS.append(f"[{version}] started in {sum(world.timings.values()):.0f} s: "
-                   + ", ".join(f"{k} {v:.1f} s" for k, v in world.timings.items()))  # fmt: skip
+    RESULTS.append(
+        f"[{version}] started in {sum(world.timings.values()):.0f} s: "
+        + ", ".join(f"{k} {v:.1f} s" for k, v in world.timings.items())
+    )
     try:
         yield world
     finally:

@@ -58,8 +58,9 @@ class DeployFailed(AssertionError):
 # -- kubectl --------------------------------------------------------------------------------------------------
 
 
-def kubectl(cluster: KubeCluster | None, *args: str, stdin: str | None = None,
-            timeout: float = 120.0) -> subprocess.CompletedProcess[str]:  # fmt: skip
+def kubectl(
+    cluster: KubeCluster | None, *args: str, stdin: str | None = None, timeout: float = 120.0
+) -> subprocess.CompletedProcess[str]:
     """The test cluster's kubectl as the admin (its kustomize renders infra/k8s); raises DeployFailed."""
     cmd = [str(kubectl_path()), *args]
     if cluster is not None:
@@ -83,8 +84,9 @@ def apply(cluster: KubeCluster, docs: list[dict[str, Any]] | str) -> str:
     import yaml
 
     text = docs if isinstance(docs, str) else yaml.safe_dump_all(docs, sort_keys=False)
-    return kubectl(cluster, "apply", "--server-side", f"--field-manager={FIELD_MANAGER}", "-f", "-",
-                   stdin=text).stdout  # fmt: skip
+    return kubectl(
+        cluster, "apply", "--server-side", f"--field-manager={FIELD_MANAGER}", "-f", "-", stdin=text
+    ).stdout
 
 
 def install(cluster: KubeCluster, docs: list[dict[str, Any]], secret_values: Mapping[str, str]) -> None:
@@ -92,10 +94,29 @@ def install(cluster: KubeCluster, docs: list[dict[str, Any]], secret_values: Map
     `kubectl create secret generic graylane-webhooks --from-literal=... --dry-run=client -o yaml | kubectl apply`."""
     apply(cluster, docs)
     literals = [f"--from-literal={k}={v}" for k, v in sorted(secret_values.items())]
-    secret = kubectl(None, "-n", NAMESPACE, "create", "secret", "generic", "graylane-webhooks", *literals,
-                     "--dry-run=client", "-o", "yaml").stdout  # fmt: skip
-    kubectl(cluster, "apply", "--server-side", "--force-conflicts", f"--field-manager={FIELD_MANAGER}-secret",
-            "-f", "-", stdin=secret)  # fmt: skip
+    secret = kubectl(
+        None,
+        "-n",
+        NAMESPACE,
+        "create",
+        "secret",
+        "generic",
+        "graylane-webhooks",
+        *literals,
+        "--dry-run=client",
+        "-o",
+        "yaml",
+    ).stdout
+    kubectl(
+        cluster,
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        f"--field-manager={FIELD_MANAGER}-secret",
+        "-f",
+        "-",
+        stdin=secret,
+    )
 
 
 def get(cluster: KubeCluster, kind: str, name: str, namespace: str = NAMESPACE) -> dict[str, Any]:
@@ -118,13 +139,20 @@ def account_token(cluster: KubeCluster, duration: str = "2h") -> str:
 def account_kubeconfig(cluster: KubeCluster, token: str, path: Path) -> Path:
     """A kubeconfig as the ServiceAccount: its token, and the apiserver's own CA bundle (TLS is verified)."""
     doc = {
-        "apiVersion": "v1", "kind": "Config", "current-context": "graylane",
-        "clusters": [{"name": "test", "cluster": {"server": cluster.host,
-                                                  "certificate-authority": str(cluster.ca_cert)}}],
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": "graylane",
+        "clusters": [
+            {
+                "name": "test",
+                "cluster": {"server": cluster.host, "certificate-authority": str(cluster.ca_cert)},
+            }
+        ],
         "users": [{"name": ACCOUNT_USER, "user": {"token": token}}],
-        "contexts": [{"name": "graylane", "context": {"cluster": "test", "user": ACCOUNT_USER,
-                                                      "namespace": NAMESPACE}}],
-    }  # fmt: skip
+        "contexts": [
+            {"name": "graylane", "context": {"cluster": "test", "user": ACCOUNT_USER, "namespace": NAMESPACE}}
+        ],
+    }
     path.write_text(json.dumps(doc, indent=1))
     path.chmod(0o600)
     return path
@@ -132,8 +160,12 @@ def account_kubeconfig(cluster: KubeCluster, token: str, path: Path) -> Path:
 
 def who_am_i(kubeconfig: Path) -> str:
     """The user the apiserver authenticates `kubeconfig` as (SelfSubjectReview)."""
-    done = subprocess.run([str(kubectl_path()), "--kubeconfig", str(kubeconfig), "auth", "whoami", "-o", "json"],
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    done = subprocess.run(
+        [str(kubectl_path()), "--kubeconfig", str(kubeconfig), "auth", "whoami", "-o", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     if done.returncode != 0:
         raise DeployFailed(f"kubectl auth whoami: {done.stderr[-1000:]}")
     return str(json.loads(done.stdout)["status"]["userInfo"]["username"])
@@ -227,8 +259,16 @@ class GraylaneProcess:
     substituted: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def start(cls, container: Mapping[str, Any], env: Mapping[str, str], kubeconfig: Path, home: Path, log: Path,
-              overrides: Mapping[str, str], timeout: float = 60.0) -> GraylaneProcess:  # fmt: skip
+    def start(
+        cls,
+        container: Mapping[str, Any],
+        env: Mapping[str, str],
+        kubeconfig: Path,
+        home: Path,
+        log: Path,
+        overrides: Mapping[str, str],
+        timeout: float = 60.0,
+    ) -> GraylaneProcess:
         """Run the container's command + args (the image's `graylane` is the checkout's .venv one) with the
         container's environment plus `overrides`, as the ServiceAccount (`kubeconfig`)."""
         argv = [*container.get("command", []), *container.get("args", [])]
@@ -237,11 +277,18 @@ class GraylaneProcess:
         unknown = set(overrides) - set(env)
         assert not unknown, f"overriding settings the manifests do not set: {sorted(unknown)}"
         home.mkdir(parents=True, exist_ok=True)
-        full = {**image_env(), **env, **overrides, "KUBECONFIG": str(kubeconfig), "HOME": str(home),
-                "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}  # fmt: skip
+        full = {
+            **image_env(),
+            **env,
+            **overrides,
+            "KUBECONFIG": str(kubeconfig),
+            "HOME": str(home),
+            "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        }
         out = log.open("ab")
-        process = subprocess.Popen(argv, env=full, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL)  # fmt: skip
+        process = subprocess.Popen(
+            argv, env=full, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
         out.close()
         proc = cls(argv, full, log, process, substituted=dict(overrides))
         proc._wait_started(timeout)
@@ -321,28 +368,58 @@ def account_calls(cluster: KubeCluster, user: str = ACCOUNT_USER) -> list[Call]:
             continue
         ref = event.get("objectRef") or {}
         resource = ref.get("resource", "") + (f"/{ref['subresource']}" if ref.get("subresource") else "")
-        calls.append(Call(event.get("verb", ""), ref.get("apiGroup", ""), resource or event.get("requestURI", ""),
-                          ref.get("namespace", ""), ref.get("name", ""),
-                          int((event.get("responseStatus") or {}).get("code", 0))))  # fmt: skip
+        calls.append(
+            Call(
+                event.get("verb", ""),
+                ref.get("apiGroup", ""),
+                resource or event.get("requestURI", ""),
+                ref.get("namespace", ""),
+                ref.get("name", ""),
+                int((event.get("responseStatus") or {}).get("code", 0)),
+            )
+        )
     return calls
 
 
 def granted(docs: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
     """(group, resource, verb) the rendered ClusterRole grants."""
     [role] = [d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "graylane"]
-    return {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
-            for v in rule["verbs"]}  # fmt: skip
+    return {
+        (g, r, v)
+        for rule in role["rules"]
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+        for v in rule["verbs"]
+    }
 
 
 def environment_summary(env: Mapping[str, str]) -> str:
     """The settings a process got, credentials masked (for the report and failure messages)."""
     secret = ("TOKEN", "KEY", "SECRET", "PASSWORD")
-    return ", ".join(f"{k}={'***' if any(s in k for s in secret) and v else v}" for k, v in sorted(env.items())
-                     if k.startswith(("GRAYLANE_", "K_")))  # fmt: skip
+    return ", ".join(
+        f"{k}={'***' if any(s in k for s in secret) and v else v}"
+        for k, v in sorted(env.items())
+        if k.startswith(("GRAYLANE_", "K_"))
+    )
 
 
 __all__ = [
-    "ACCOUNT_USER", "NAMESPACE", "DeployFailed", "GraylaneProcess", "account_calls", "account_kubeconfig",
-    "account_token", "apply", "container_env", "deployed_container", "environment_summary", "get", "granted",
-    "install", "kubectl", "render", "rewrite_authority", "who_am_i",
-]  # fmt: skip
+    "ACCOUNT_USER",
+    "NAMESPACE",
+    "DeployFailed",
+    "GraylaneProcess",
+    "account_calls",
+    "account_kubeconfig",
+    "account_token",
+    "apply",
+    "container_env",
+    "deployed_container",
+    "environment_summary",
+    "get",
+    "granted",
+    "install",
+    "kubectl",
+    "render",
+    "rewrite_authority",
+    "who_am_i",
+]

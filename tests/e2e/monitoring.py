@@ -25,8 +25,10 @@ ALERT = "FlaskHighErrorRate"  # the protection rule of infra/examples/traefik-pi
 # Every backend of pro.coding in Traefik's service metrics: the weighted pair (<ns>-<svc>-8080), and a route
 # with one service, whose load balancer Traefik names after the route (pro-k8s-flask-pro-<hash>).
 PRO_SERVICES = 'service=~"pro-k8s-flask-.*@kubernetescrd"'
-ERROR_RATIO = (f'sum(rate(traefik_service_requests_total{{{PRO_SERVICES},code=~"5.."}}[5s])) / '
-               f'sum(rate(traefik_service_requests_total{{{PRO_SERVICES}}}[5s]))')  # fmt: skip
+ERROR_RATIO = (
+    f'sum(rate(traefik_service_requests_total{{{PRO_SERVICES},code=~"5.."}}[5s])) / '
+    f"sum(rate(traefik_service_requests_total{{{PRO_SERVICES}}}[5s]))"
+)
 THRESHOLD = 0.3  # above a bad canary's share of errors at 50 % (35 % x 0.5): only a real burst fires it
 
 
@@ -42,8 +44,9 @@ class Process:
 
     def spawn(self, argv: list[str]) -> None:
         out = self.log.open("ab")
-        self.process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        cwd=self.directory)  # fmt: skip
+        self.process = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.directory
+        )
         out.close()
 
     def wait_ready(self, url: str, timeout: float = 30.0) -> None:
@@ -101,12 +104,26 @@ class Monitoring:
 
     # -- Prometheus (before graylane: graylane's GRAYLANE_PROMETHEUS names it) ----------------------------------
     def start_prometheus(self) -> None:
-        rules = {"groups": [{"name": "flask", "interval": "1s", "rules": [
-            {"record": "pro:flask_5xx_ratio:rate5s", "expr": ERROR_RATIO},
-            {"alert": ALERT, "expr": f"pro:flask_5xx_ratio:rate5s > {THRESHOLD}", "for": "0s",
-             "labels": {"service": "k8s-flask", "severity": "critical"},
-             "annotations": {"summary": "pro.coding answers {{ $value | humanizePercentage }} 5xx"}},
-        ]}]}  # fmt: skip
+        rules = {
+            "groups": [
+                {
+                    "name": "flask",
+                    "interval": "1s",
+                    "rules": [
+                        {"record": "pro:flask_5xx_ratio:rate5s", "expr": ERROR_RATIO},
+                        {
+                            "alert": ALERT,
+                            "expr": f"pro:flask_5xx_ratio:rate5s > {THRESHOLD}",
+                            "for": "0s",
+                            "labels": {"service": "k8s-flask", "severity": "critical"},
+                            "annotations": {
+                                "summary": "pro.coding answers {{ $value | humanizePercentage }} 5xx"
+                            },
+                        },
+                    ],
+                }
+            ]
+        }
         (self.directory / "rules.yml").write_text(json.dumps(rules, indent=1))
         exe = binary("prometheus")
 
@@ -114,14 +131,27 @@ class Monitoring:
             config = {
                 "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
                 "rule_files": ["rules.yml"],
-                "alerting": {"alertmanagers": [{"static_configs": [
-                    {"targets": [f"127.0.0.1:{self.alertmanager_port}"]}]}]},
-                "scrape_configs": [{"job_name": "traefik", "static_configs": [
-                    {"targets": [f"127.0.0.1:{self.traefik_metrics_port}"]}]}],
-            }  # fmt: skip
+                "alerting": {
+                    "alertmanagers": [
+                        {"static_configs": [{"targets": [f"127.0.0.1:{self.alertmanager_port}"]}]}
+                    ]
+                },
+                "scrape_configs": [
+                    {
+                        "job_name": "traefik",
+                        "static_configs": [{"targets": [f"127.0.0.1:{self.traefik_metrics_port}"]}],
+                    }
+                ],
+            }
             (self.directory / "prometheus.yml").write_text(json.dumps(config, indent=1))
-            self.prometheus.spawn([exe, "--config.file=prometheus.yml", f"--storage.tsdb.path={self.directory / 'prom'}",
-                                   f"--web.listen-address=127.0.0.1:{self.prometheus_port}"])  # fmt: skip
+            self.prometheus.spawn(
+                [
+                    exe,
+                    "--config.file=prometheus.yml",
+                    f"--storage.tsdb.path={self.directory / 'prom'}",
+                    f"--web.listen-address=127.0.0.1:{self.prometheus_port}",
+                ]
+            )
             self.prometheus.wait_ready(f"{self.prometheus_url}/-/ready")
 
         def reroll() -> None:
@@ -132,21 +162,41 @@ class Monitoring:
     # -- Alertmanager (after graylane: its receiver is graylane's port) -----------------------------------------
     def start_alertmanager(self, graylane_url: str, token: str) -> None:
         config = {
-            "route": {"receiver": "graylane", "group_by": ["alertname"], "group_wait": "0s", "group_interval": "1s",
-                      "repeat_interval": "1h"},
-            "receivers": [{"name": "graylane", "webhook_configs": [{
-                "url": f"{graylane_url}/hooks/alertmanager", "send_resolved": True,
-                "http_config": {"authorization": {"type": "Bearer", "credentials": token}}}]}],
-        }  # fmt: skip
+            "route": {
+                "receiver": "graylane",
+                "group_by": ["alertname"],
+                "group_wait": "0s",
+                "group_interval": "1s",
+                "repeat_interval": "1h",
+            },
+            "receivers": [
+                {
+                    "name": "graylane",
+                    "webhook_configs": [
+                        {
+                            "url": f"{graylane_url}/hooks/alertmanager",
+                            "send_resolved": True,
+                            "http_config": {"authorization": {"type": "Bearer", "credentials": token}},
+                        }
+                    ],
+                }
+            ],
+        }
         (self.directory / "alertmanager.yml").write_text(json.dumps(config, indent=1))
         exe = binary("prometheus-alertmanager", "alertmanager")
         # the port Prometheus was configured with is tried first; if someone took it, Prometheus is pointed
         # at the new one (a config reload)
 
         def start() -> None:
-            self.alertmanager.spawn([exe, "--config.file=alertmanager.yml", f"--storage.path={self.directory / 'am'}",
-                                     f"--web.listen-address=127.0.0.1:{self.alertmanager_port}",
-                                     "--cluster.listen-address="])  # fmt: skip
+            self.alertmanager.spawn(
+                [
+                    exe,
+                    "--config.file=alertmanager.yml",
+                    f"--storage.path={self.directory / 'am'}",
+                    f"--web.listen-address=127.0.0.1:{self.alertmanager_port}",
+                    "--cluster.listen-address=",
+                ]
+            )
             self.alertmanager.wait_ready(f"http://127.0.0.1:{self.alertmanager_port}/-/ready")
 
         def reroll() -> None:

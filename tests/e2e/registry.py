@@ -66,18 +66,28 @@ def oci_image(directory: Path, version: str) -> Path:
     layer = gzip.compress(layer_tar, mtime=0)
     layer_digest, layer_size = _blob(blobs, layer)
     config = {
-        "architecture": "amd64", "os": "linux",
+        "architecture": "amd64",
+        "os": "linux",
         "config": {"Cmd": ["python", "app.py"], "Labels": {"org.opencontainers.image.version": version}},
         "rootfs": {"type": "layers", "diff_ids": [f"sha256:{hashlib.sha256(layer_tar).hexdigest()}"]},
-    }  # fmt: skip
+    }
     config_digest, config_size = _blob(blobs, json.dumps(config, sort_keys=True).encode())
     manifest = {
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest,
-                   "size": config_size},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest,
-                    "size": layer_size}],
-    }  # fmt: skip
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config_digest,
+            "size": config_size,
+        },
+        "layers": [
+            {
+                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "digest": layer_digest,
+                "size": layer_size,
+            }
+        ],
+    }
     manifest_digest, manifest_size = _blob(blobs, json.dumps(manifest, sort_keys=True).encode())
     index = {
         "schemaVersion": 2,
@@ -104,11 +114,20 @@ def registry_config(port: int, storage: Path, notify_url: str, token: str) -> di
         "log": {"level": "info", "formatter": "text", "fields": {"service": "registry"}},
         "storage": {"filesystem": {"rootdirectory": str(storage)}, "delete": {"enabled": True}},
         "http": {"addr": f"127.0.0.1:{port}", "headers": {"X-Content-Type-Options": ["nosniff"]}},
-        "notifications": {"endpoints": [{
-            "name": "graylane", "url": notify_url, "headers": {"Authorization": [f"Bearer {token}"]},
-            "timeout": "5s", "threshold": 5, "backoff": "1s", "ignoredmediatypes": ["application/octet-stream"],
-        }]},
-    }  # fmt: skip
+        "notifications": {
+            "endpoints": [
+                {
+                    "name": "graylane",
+                    "url": notify_url,
+                    "headers": {"Authorization": [f"Bearer {token}"]},
+                    "timeout": "5s",
+                    "threshold": 5,
+                    "backoff": "1s",
+                    "ignoredmediatypes": ["application/octet-stream"],
+                }
+            ]
+        },
+    }
 
 
 @dataclass
@@ -135,8 +154,13 @@ class Registry:
                 json.dumps(registry_config(port, directory / "storage", notify_url, token), indent=1)
             )
             log = (directory / "registry.log").open("ab")
-            process = subprocess.Popen([exe, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, cwd=directory)  # fmt: skip
+            process = subprocess.Popen(
+                [exe, "serve", str(config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=directory,
+            )
             log.close()
             registry = cls(port, directory, process)
             deadline = time.monotonic() + timeout
@@ -157,8 +181,9 @@ class Registry:
                     pass
                 if time.monotonic() > deadline:
                     registry.stop()
-                    raise RegistryFailed(f"docker-registry not answering /v2/ within {timeout:.0f} s:\n"
-                                         f"{registry.tail()}")  # fmt: skip
+                    raise RegistryFailed(
+                        f"docker-registry not answering /v2/ within {timeout:.0f} s:\n{registry.tail()}"
+                    )
                 time.sleep(0.1)
 
         retry_on_fresh_ports("docker-registry", start, lambda: ports.append(free_port()))
@@ -170,12 +195,21 @@ class Registry:
 
     def push(self, layout: Path, repository: str, tag: str, timeout: float = 120.0) -> str:
         """skopeo copy of the layout's image to <host>/<repository>:<tag>; returns skopeo's output."""
-        argv = [binary("skopeo"), "--insecure-policy", "copy", "--dest-tls-verify=false", "--retry-times=2",
-                f"oci:{layout}:{tag}", f"docker://{self.host}/{repository}:{tag}"]  # fmt: skip
+        argv = [
+            binary("skopeo"),
+            "--insecure-policy",
+            "copy",
+            "--dest-tls-verify=false",
+            "--retry-times=2",
+            f"oci:{layout}:{tag}",
+            f"docker://{self.host}/{repository}:{tag}",
+        ]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
         if done.returncode != 0:
-            raise RegistryFailed(f"{' '.join(argv)}: exit {done.returncode}\n{done.stderr[-2000:]}\n"
-                                 f"registry log:\n{self.tail(30)}")  # fmt: skip
+            raise RegistryFailed(
+                f"{' '.join(argv)}: exit {done.returncode}\n{done.stderr[-2000:]}\n"
+                f"registry log:\n{self.tail(30)}"
+            )
         return done.stdout + done.stderr
 
     def version_of(self, image: str) -> str:
@@ -191,12 +225,14 @@ class Registry:
             rest = name.removeprefix(f"{self.host}/")
             repository = rest.rsplit(":", 1)[0] if ":" in rest else rest
             accept = f"{OCI_MANIFEST}, application/vnd.docker.distribution.manifest.v2+json"
-            request = urllib.request.Request(f"http://{self.host}/v2/{repository}/manifests/{digest}",
-                                             headers={"Accept": accept})  # fmt: skip
+            request = urllib.request.Request(
+                f"http://{self.host}/v2/{repository}/manifests/{digest}", headers={"Accept": accept}
+            )
             with urllib.request.urlopen(request, timeout=5) as r:
                 manifest = json.load(r)
-            with urllib.request.urlopen(f"http://{self.host}/v2/{repository}/blobs/{manifest['config']['digest']}",
-                                        timeout=5) as r:  # fmt: skip
+            with urllib.request.urlopen(
+                f"http://{self.host}/v2/{repository}/blobs/{manifest['config']['digest']}", timeout=5
+            ) as r:
                 config = json.load(r)
             self._versions[image] = str(config["config"]["Labels"]["org.opencontainers.image.version"])
         return self._versions[image]

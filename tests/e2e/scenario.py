@@ -83,8 +83,13 @@ def wait_gate(w: World, gate: str, timeout: float = 120.0) -> Any:
 
 
 def wait_phase(w: World, phases: set[Phase], what: str, timeout: float = 120.0) -> Any:
-    return wait_for(what, lambda: (lambda r: r if r is not None and r.phase in phases else None)(w.state().release),
-                    timeout=timeout, every=0.2, alive=w.alive)  # fmt: skip
+    return wait_for(
+        what,
+        lambda: (lambda r: r if r is not None and r.phase in phases else None)(w.state().release),
+        timeout=timeout,
+        every=0.2,
+        alive=w.alive,
+    )
 
 
 def answers(
@@ -109,8 +114,14 @@ def answers(
     return total
 
 
-def steady(w: World, expected: dict[str, int], n: int = 20, headers: dict[str, str] | None = None,
-           host: str = seed_objects.HOST, timeout: float = 60.0) -> None:  # fmt: skip
+def steady(
+    w: World,
+    expected: dict[str, int],
+    n: int = 20,
+    headers: dict[str, str] | None = None,
+    host: str = seed_objects.HOST,
+    timeout: float = 60.0,
+) -> None:
     """Until n requests in a row are answered exactly as `expected` ({version: count})."""
     last: list[Counter[str]] = []
 
@@ -131,8 +142,9 @@ def user_fields(route: dict[str, Any]) -> dict[str, Any]:
     """What the user wrote into k8s-flask-pro that is not graylane's: labels, annotations, the route's priority
     and Middlewares, and per backend namespace and passHostHeader."""
     meta = route["metadata"]
-    mine = next((r for r in route["spec"].get("routes") or [] if r.get("match") == f"Host(`{seed_objects.HOST}`)"),
-                {})  # fmt: skip
+    mine = next(
+        (r for r in route["spec"].get("routes") or [] if r.get("match") == f"Host(`{seed_objects.HOST}`)"), {}
+    )
     return {
         "label": (meta.get("labels") or {}).get(seed_objects.USER_LABEL[0]),
         "annotation": (meta.get("annotations") or {}).get(seed_objects.USER_ANNOTATION[0]),
@@ -140,7 +152,7 @@ def user_fields(route: dict[str, Any]) -> dict[str, Any]:
         "middlewares": [m.get("name") for m in mine.get("middlewares") or []],
         "backends": sorted(
             (s.get("name"), s.get("namespace"), s.get("passHostHeader")) for s in mine.get("services") or []
-        ),  # fmt: skip
+        ),
     }
 
 
@@ -166,15 +178,32 @@ def hey(
     assert w.traefik is not None
     exe = shutil.which("hey")
     assert exe, "hey is not installed: run `make deps`"
-    argv = [exe, "-z", f"{seconds}s", "-c", str(workers), "-q", str(rps // workers), "-t", "5", "-host",
-            seed_objects.HOST, f"http://127.0.0.1:{w.traefik.port}/"]  # fmt: skip
+    argv = [
+        exe,
+        "-z",
+        f"{seconds}s",
+        "-c",
+        str(workers),
+        "-q",
+        str(rps // workers),
+        "-t",
+        "5",
+        "-host",
+        seed_objects.HOST,
+        f"http://127.0.0.1:{w.traefik.port}/",
+    ]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
     assert done.returncode == 0, f"hey: {done.stderr[-500:]}"
     codes = {int(c): int(n) for c, n in re.findall(r"\[(\d{3})\]\s+(\d+) responses", done.stdout)}
     rate = re.search(r"Requests/sec:\s+([\d.]+)", done.stdout)
     total = sum(codes.values())
-    return {"codes": codes, "total": total, "429": codes.get(429, 0), "rps": float(rate[1]) if rate else 0.0,
-            "seconds": seconds}  # fmt: skip
+    return {
+        "codes": codes,
+        "total": total,
+        "429": codes.get(429, 0),
+        "rps": float(rate[1]) if rate else 0.0,
+        "seconds": seconds,
+    }
 
 
 def middleware_specs(w: World) -> dict[str, Any]:
@@ -215,8 +244,9 @@ def run_cronjob_tick(w: World, name: str) -> subprocess.CompletedProcess[str]:
     )
 
     def pod() -> Any:
-        out = deployed.kubectl(w.cluster, "-n", deployed.NAMESPACE, "get", "pods", "-l", f"job-name={name}",
-                               "-o", "json").stdout  # fmt: skip
+        out = deployed.kubectl(
+            w.cluster, "-n", deployed.NAMESPACE, "get", "pods", "-l", f"job-name={name}", "-o", "json"
+        ).stdout
         items = json.loads(out)["items"]
         return items[0] if items else None
 
@@ -226,13 +256,19 @@ def run_cronjob_tick(w: World, name: str) -> subprocess.CompletedProcess[str]:
     container = spec["containers"][0]
     env = deployed.container_env(w.cluster, container)
     assert set(env) == {"GRAYLANE_TICK_URL", "GRAYLANE_INTERNAL_TOKEN"}, sorted(env)  # never the edge key
-    env["GRAYLANE_TICK_URL"] = deployed.rewrite_authority(env["GRAYLANE_TICK_URL"], "127.0.0.1",
-                                                          w.graylane.internal_port)  # fmt: skip
+    env["GRAYLANE_TICK_URL"] = deployed.rewrite_authority(
+        env["GRAYLANE_TICK_URL"], "127.0.0.1", w.graylane.internal_port
+    )
     argv = list(container["command"]) + list(container.get("args") or [])
     assert argv[:2] == ["python", "-c"], argv
     argv[0] = sys.executable
-    return subprocess.run(argv, env={**deployed.image_env(), **env, "PATH": "/usr/bin:/bin"}, capture_output=True,
-                          text=True, timeout=90)  # fmt: skip
+    return subprocess.run(
+        argv,
+        env={**deployed.image_env(), **env, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
 
 
 def failed_hits(hits: list[Any]) -> Counter[str]:
@@ -254,8 +290,9 @@ def run(w: World) -> Run:
     r.checks["before graylane"] = dict(answers(w, 20))
     r.checks["user fields before"] = user_fields(w.route(seed_objects.PRO_ROUTE))
     r.checks["user header before"] = user_header_seen(w)
-    r.checks["ingressroutes before"] = {ns: w.names(f"ingressroutes.{w.group}", ns)
-                                        for ns in (seed_objects.PRO, seed_objects.DEV)}  # fmt: skip
+    r.checks["ingressroutes before"] = {
+        ns: w.names(f"ingressroutes.{w.group}", ns) for ns in (seed_objects.PRO, seed_objects.DEV)
+    }
     w.start_traffic()
     step_first_version(r)
     step_release(r)
@@ -272,8 +309,10 @@ def step_first_version(r: Run) -> None:
     steady(w, {V0: 20})
     r.measured["v1.0.0 push to serving (s)"] = round(time.monotonic() - pushed, 1)
     w.in_force()
-    r.note(f"{V0} pushed with skopeo -> registry notification -> stable, serving after "
-           f"{r.measured['v1.0.0 push to serving (s)']} s")  # fmt: skip
+    r.note(
+        f"{V0} pushed with skopeo -> registry notification -> stable, serving after "
+        f"{r.measured['v1.0.0 push to serving (s)']} s"
+    )
 
 
 def step_release(r: Run) -> None:
@@ -285,16 +324,20 @@ def step_release(r: Run) -> None:
     steady(w, {V1: 10}, n=10, host=seed_objects.DEV_HOST)  # the preview, through the seed's k8s-flask-dev
     job = w.read("job", f"migrate-db-{rel.id}")
     r.checks["migration job"] = (job or {}).get("status", {}).get("succeeded")
-    r.note(f"{V1}: preview on dev.coding answers {V1}; migration Job migrate-db-{rel.id} succeeded="
-           f"{r.checks['migration job']}; waiting at gate ab-test")  # fmt: skip
+    r.note(
+        f"{V1}: preview on dev.coding answers {V1}; migration Job migrate-db-{rel.id} succeeded="
+        f"{r.checks['migration job']}; waiting at gate ab-test"
+    )
 
     # the CronJob's tick, as rendered and stored, reaches the internal listener and is handled
     refused = _tick_with_wrong_token(r)
     tick = run_cronjob_tick(w, "graylane-tick-e2e")
     r.checks["cronjob tick"] = (tick.returncode, tick.stdout.strip()[:400], tick.stderr.strip()[-400:])
     r.checks["cronjob tick refused"] = refused
-    r.note(f"CronJob graylane-tick (kubectl create job --from, pod env from the cluster): exit {tick.returncode}: "
-           f"{tick.stdout.strip()[:160]}")  # fmt: skip
+    r.note(
+        f"CronJob graylane-tick (kubectl create job --from, pod env from the cluster): exit {tick.returncode}: "
+        f"{tick.stdout.strip()[:160]}"
+    )
 
     w.cli("approve", w.app, "--gate", "ab-test", user="ops-lead")
     wait_for("A/B stage", lambda: release(w).match, timeout=60, alive=w.alive)
@@ -305,17 +348,24 @@ def step_release(r: Run) -> None:
     r.checks["ab shenzhen"], r.checks["ab others"] = dict(shenzhen), dict(others)
     r.checks["user fields during ab"] = user_fields(w.route(seed_objects.PRO_ROUTE))
     r.checks["user header during ab"] = user_header_seen(w)
-    r.checks["ingressroutes during ab"] = {ns: w.names(f"ingressroutes.{w.group}", ns)
-                                           for ns in (seed_objects.PRO, seed_objects.DEV)}  # fmt: skip
-    r.note(f"A/B by header location: shenzhen: 300 shenzhen requests -> {dict(shenzhen)}, 300 others -> "
-           f"{dict(others)}")  # fmt: skip
+    r.checks["ingressroutes during ab"] = {
+        ns: w.names(f"ingressroutes.{w.group}", ns) for ns in (seed_objects.PRO, seed_objects.DEV)
+    }
+    r.note(
+        f"A/B by header location: shenzhen: 300 shenzhen requests -> {dict(shenzhen)}, 300 others -> "
+        f"{dict(others)}"
+    )
 
     wait_gate(w, "canary-weight", timeout=120)
     w.cli("approve", w.app, "--gate", "canary-weight", "--param", "weight=50", user="product-owner")
     wait_for("canary at 50", lambda: release(w).weight == 50, timeout=60, alive=w.alive)
     w.in_force()
-    wait_for("the canary in Traefik's weighted service", lambda: len(answers(w, 10)) == 2, timeout=60,
-             alive=w.alive)  # fmt: skip
+    wait_for(
+        "the canary in Traefik's weighted service",
+        lambda: len(answers(w, 10)) == 2,
+        timeout=60,
+        alive=w.alive,
+    )
     split = answers(w, 1000)
     r.checks["split"] = dict(split)
     r.checks["user fields during canary"] = user_fields(w.route(seed_objects.PRO_ROUTE))
@@ -323,8 +373,9 @@ def step_release(r: Run) -> None:
 
     wait_gate(w, "promote")
     w.cli("approve", w.app, "--gate", "promote", user="ops-lead")
-    done = wait_phase(w, {Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.FAILED, Phase.ABORTED}, f"{V1} released",
-                      timeout=180)  # fmt: skip
+    done = wait_phase(
+        w, {Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.FAILED, Phase.ABORTED}, f"{V1} released", timeout=180
+    )
     assert done.phase == Phase.SUCCEEDED, f"{V1} ended {done.phase.value}: {done.reason}"
     assert w.state().stable.version == V1
     steady(w, {V1: 20})
@@ -336,11 +387,14 @@ def step_release(r: Run) -> None:
     r.checks["protection"] = middleware_specs(w)
     r.checks["user fields after"] = user_fields(w.route(seed_objects.PRO_ROUTE))
     r.checks["user header after"] = user_header_seen(w)
-    r.checks["ingressroutes after"] = {ns: w.names(f"ingressroutes.{w.group}", ns)
-                                       for ns in (seed_objects.PRO, seed_objects.DEV)}  # fmt: skip
+    r.checks["ingressroutes after"] = {
+        ns: w.names(f"ingressroutes.{w.group}", ns) for ns in (seed_objects.PRO, seed_objects.DEV)
+    }
     r.checks["traefikservices after"] = w.names(f"traefikservices.{w.group}")
-    r.note(f"promoted: all on {V1}; protection Middlewares on k8s-flask-pro: {r.checks['protection']}; "
-           f"requests no backend answered during the release: {r.checks['failed during release'] or 0}")  # fmt: skip
+    r.note(
+        f"promoted: all on {V1}; protection Middlewares on k8s-flask-pro: {r.checks['protection']}; "
+        f"requests no backend answered during the release: {r.checks['failed during release'] or 0}"
+    )
 
 
 def _tick_with_wrong_token(r: Run) -> int:
@@ -350,9 +404,12 @@ def _tick_with_wrong_token(r: Run) -> int:
 
     w = r.world
     assert w.graylane is not None
-    request = urllib.request.Request(f"{w.graylane.internal_url}/tick", data=b"{}", method="POST",
-                                     headers={"authorization": "Bearer not-the-token",
-                                              "content-type": "application/json"})  # fmt: skip
+    request = urllib.request.Request(
+        f"{w.graylane.internal_url}/tick",
+        data=b"{}",
+        method="POST",
+        headers={"authorization": "Bearer not-the-token", "content-type": "application/json"},
+    )
     try:
         urllib.request.urlopen(request, timeout=10)
     except urllib.error.HTTPError as err:
@@ -369,8 +426,9 @@ def step_bad_release(r: Run) -> None:
     started = r.mark("bad release")
     unavailable_before = unavailable(w)
     w.cli("approve", w.app, "--gate", "ab-test", user="ops-lead")
-    done = wait_phase(w, {Phase.ROLLED_BACK, Phase.FAILED, Phase.SUCCEEDED, Phase.ABORTED}, f"{V2} judged",
-                      timeout=240)  # fmt: skip
+    done = wait_phase(
+        w, {Phase.ROLLED_BACK, Phase.FAILED, Phase.SUCCEEDED, Phase.ABORTED}, f"{V2} judged", timeout=240
+    )
     detected = time.monotonic()
     assert done.phase == Phase.ROLLED_BACK, f"{V2} ended {done.phase.value}: {done.reason}"
     steady(w, {V1: 20}, headers=SHENZHEN, timeout=60)
@@ -380,8 +438,12 @@ def step_bad_release(r: Run) -> None:
     bad = [h for h in hits if h.version == V2]
     first_bad = min((h.at for h in bad if h.status == 500), default=None)
     last_bad = max((h.at for h in bad), default=None)
-    r.checks["bad release"] = {"phase": done.phase.value, "reason": done.reason, "stable": w.state().stable.version,
-                               "verdicts": [(v.verdict, v.reason[:200]) for v in done.verdicts]}  # fmt: skip
+    r.checks["bad release"] = {
+        "phase": done.phase.value,
+        "reason": done.reason,
+        "stable": w.state().stable.version,
+        "verdicts": [(v.verdict, v.reason[:200]) for v in done.verdicts],
+    }
     r.measured["v1.2.0 first 5xx to rolled back (s)"] = round(detected - first_bad, 1) if first_bad else None
     r.measured["v1.2.0 last answer after first 5xx (s)"] = (
         round(last_bad - first_bad, 1) if first_bad and last_bad else None
@@ -397,9 +459,11 @@ def step_bad_release(r: Run) -> None:
         r.checks["failed during bad release"].get("status 503", 0),
         *r.checks["503 during bad release (entry point, services)"],
     )
-    r.note(f"{V2} ({BAD_ERROR_RATE:.0%} 5xx): {done.reason[:200]}; rolled back "
-           f"{r.measured['v1.2.0 first 5xx to rolled back (s)']} s after its first 5xx; its answers "
-           f"{r.measured['v1.2.0 requests answered / failed (5xx)']} (answered, 5xx)")  # fmt: skip
+    r.note(
+        f"{V2} ({BAD_ERROR_RATE:.0%} 5xx): {done.reason[:200]}; rolled back "
+        f"{r.measured['v1.2.0 first 5xx to rolled back (s)']} s after its first 5xx; its answers "
+        f"{r.measured['v1.2.0 requests answered / failed (5xx)']} (answered, 5xx)"
+    )
 
 
 def step_protection(r: Run) -> None:
@@ -413,11 +477,21 @@ def step_protection(r: Run) -> None:
     burst = r.mark("burst")
     w.pods.set(V1, error_rate=0.6)
     try:
-        wait_for("alert FlaskHighErrorRate firing in Alertmanager", w.monitoring.firing, timeout=90, every=0.3,
-                 alive=w.alive)  # fmt: skip
+        wait_for(
+            "alert FlaskHighErrorRate firing in Alertmanager",
+            w.monitoring.firing,
+            timeout=90,
+            every=0.3,
+            alive=w.alive,
+        )
         fired = time.monotonic()
-        tightened = wait_for("rateLimit tightened", lambda: (lambda rl: rl if rl and rl != base else None)(
-            rate_limit(w)), timeout=60, every=0.3, alive=w.alive)  # fmt: skip
+        tightened = wait_for(
+            "rateLimit tightened",
+            lambda: (lambda rl: rl if rl and rl != base else None)(rate_limit(w)),
+            timeout=60,
+            every=0.3,
+            alive=w.alive,
+        )
         w.in_force()
         applied = time.monotonic()
         r.checks["rate limit tightened"] = tightened
@@ -428,23 +502,37 @@ def step_protection(r: Run) -> None:
     finally:
         w.pods.set(V1, error_rate=0.0)
     calm = time.monotonic()
-    r.note(f"error burst: alert fired {r.measured['error burst to alert firing (s)']} s later, rateLimit "
-           f"{tightened} in force {r.measured['alert firing to rateLimit in force (s)']} s after; hey: "
-           f"{r.measured['429 tightened']}")  # fmt: skip
-    wait_for("alert resolved in Alertmanager", lambda: not w.monitoring.firing(), timeout=120, every=0.5,
-             alive=w.alive)  # fmt: skip
+    r.note(
+        f"error burst: alert fired {r.measured['error burst to alert firing (s)']} s later, rateLimit "
+        f"{tightened} in force {r.measured['alert firing to rateLimit in force (s)']} s after; hey: "
+        f"{r.measured['429 tightened']}"
+    )
+    wait_for(
+        "alert resolved in Alertmanager",
+        lambda: not w.monitoring.firing(),
+        timeout=120,
+        every=0.5,
+        alive=w.alive,
+    )
     resolved = time.monotonic()
-    relaxed = wait_for("rateLimit relaxed", lambda: (lambda rl: rl if rl == base else None)(rate_limit(w)),
-                       timeout=120, every=0.5, alive=w.alive)  # fmt: skip
+    relaxed = wait_for(
+        "rateLimit relaxed",
+        lambda: (lambda rl: rl if rl == base else None)(rate_limit(w)),
+        timeout=120,
+        every=0.5,
+        alive=w.alive,
+    )
     w.in_force()
     r.checks["rate limit relaxed"] = relaxed
     r.checks["breaker relaxed"] = breaker(w)
     r.measured["errors stopped to alert resolved (s)"] = round(resolved - calm, 1)
     r.measured["alert resolved to relaxed (s)"] = round(time.monotonic() - resolved, 1)
     r.measured["429 relaxed"] = hey(w)
-    r.note(f"resolved {r.measured['errors stopped to alert resolved (s)']} s after the errors stopped, relaxed to "
-           f"{relaxed} {r.measured['alert resolved to relaxed (s)']} s later (hold-down 10 s); hey: "
-           f"{r.measured['429 relaxed']}")  # fmt: skip
+    r.note(
+        f"resolved {r.measured['errors stopped to alert resolved (s)']} s after the errors stopped, relaxed to "
+        f"{relaxed} {r.measured['alert resolved to relaxed (s)']} s later (hold-down 10 s); hey: "
+        f"{r.measured['429 relaxed']}"
+    )
     r.checks["alerts in state"] = [a.fingerprint for a in w.state().alerts]
 
 

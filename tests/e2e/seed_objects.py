@@ -87,8 +87,13 @@ spec:
 def workloads(repository: str) -> str:
     """k8s-pro/, k8s-canary/ and k8s-dev/ of the seed's repository, running `repository:OLD`."""
     image = f"{repository}:{OLD}"
-    return "---\n".join([_deployment(PRO, STABLE, image, 2), _deployment(PRO, CANARY, image, 1),
-                         _deployment(DEV, DEV_WORKLOAD, image, 1)])  # fmt: skip
+    return "---\n".join(
+        [
+            _deployment(PRO, STABLE, image, 2),
+            _deployment(PRO, CANARY, image, 1),
+            _deployment(DEV, DEV_WORKLOAD, image, 1),
+        ]
+    )
 
 
 def routing(group: str = "traefik.containo.us") -> str:

@@ -18,9 +18,11 @@ from tests.e2e.scenario import V0, V1, Run, run
 from tests.e2e.world import World
 
 pytestmark = [pytest.mark.e2e, pytest.mark.k8s, pytest.mark.controller, pytest.mark.traefik]
-ROUTERS_BRANCH = ("not built: with the user's own rate limit on the route, graylane keeps it and says so "
-                  "(router option userProtection: keep); tightening the seed's own Middlewares in place is not "
-                  "what protect does yet")  # fmt: skip
+ROUTERS_BRANCH = (
+    "not built: with the user's own rate limit on the route, graylane keeps it and says so "
+    "(router option userProtection: keep); tightening the seed's own Middlewares in place is not "
+    "what protect does yet"
+)
 
 
 @pytest.fixture(scope="module")

@@ -48,8 +48,13 @@ CRD_GROUPS = ("traefik.containo.us", "traefik.io", "gateway.networking.k8s.io")
 USERS = {"ops-lead": "ops-lead-e2e-token", "product-owner": "product-owner-e2e-token"}  # GRAYLANE_API_TOKENS
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0, every: float = 0.2,
-             alive: Callable[[], None] | None = None) -> Any:  # fmt: skip
+def wait_for(
+    what: str,
+    check: Callable[[], Any],
+    timeout: float = 60.0,
+    every: float = 0.2,
+    alive: Callable[[], None] | None = None,
+) -> Any:
     """Poll `check` until truthy (returned); AssertionError naming `what` after `timeout` s. `alive` is called
     on every round (a dead process fails at once, with its log)."""
     deadline = time.monotonic() + timeout
@@ -109,8 +114,10 @@ def e2e_policy(example: dict[str, Any], repository: str, notify_url: str) -> tup
     spec["image"]["repository"] = repository
     analysis = spec.get("analysis") or {}
     if "prometheus" in analysis:
-        changes.append(f"spec.analysis.prometheus {analysis.pop('prometheus')} removed (the install's "
-                       "GRAYLANE_PROMETHEUS)")  # fmt: skip
+        changes.append(
+            f"spec.analysis.prometheus {analysis.pop('prometheus')} removed (the install's "
+            "GRAYLANE_PROMETHEUS)"
+        )
     for key, value in (("interval", "5s"),):  # the window stays the example's 1m: enough samples for a p95
         if analysis.get(key) != value:
             changes.append(f"spec.analysis.{key} {analysis.get(key)} -> {value}")
@@ -209,7 +216,7 @@ class World:
             "GRAYLANE_API_TOKENS": ",".join(f"{user}:{token}" for user, token in USERS.items()),
             "GRAYLANE_INTERNAL_TOKEN": secrets.token_hex(16),
             "GRAYLANE_EDGE_KEY": secrets.token_hex(16),
-        }  # fmt: skip
+        }
         deployed.install(self.cluster, self.docs, self.secret_values)
 
     def _seed(self) -> None:
@@ -254,11 +261,19 @@ class World:
 
     def _start_traefik(self) -> None:
         assert self.cluster is not None
-        self.traefik = Traefik.start(self.traefik_version, self.dir / "traefik", self.cluster.kubeconfig,
-                                     [seed_objects.PRO, seed_objects.DEV], access_log=False)  # fmt: skip
+        self.traefik = Traefik.start(
+            self.traefik_version,
+            self.dir / "traefik",
+            self.cluster.kubeconfig,
+            [seed_objects.PRO, seed_objects.DEV],
+            access_log=False,
+        )
         self._stoppers.append(self.traefik.stop)
-        for name, ns in ((seed_objects.PRO_ROUTE, seed_objects.PRO), (seed_objects.ABTEST_ROUTE, seed_objects.PRO),
-                         (seed_objects.DEV_ROUTE, seed_objects.DEV)):  # fmt: skip
+        for name, ns in (
+            (seed_objects.PRO_ROUTE, seed_objects.PRO),
+            (seed_objects.ABTEST_ROUTE, seed_objects.PRO),
+            (seed_objects.DEV_ROUTE, seed_objects.DEV),
+        ):
             self.in_force(name, ns)
 
     def _start_prometheus(self) -> None:
@@ -276,8 +291,14 @@ class World:
         self.env = deployed.container_env(self.cluster, self.container)
         # the in-cluster DNS name of Prometheus does not resolve here: the test Prometheus instead
         self.overrides = {"GRAYLANE_PROMETHEUS": self.monitoring.prometheus_url}
-        self.graylane = GraylaneProcess.start(self.container, self.env, self.kubeconfig, self.dir / "home",
-                                              self.dir / "graylane.log", self.overrides)  # fmt: skip
+        self.graylane = GraylaneProcess.start(
+            self.container,
+            self.env,
+            self.kubeconfig,
+            self.dir / "home",
+            self.dir / "graylane.log",
+            self.overrides,
+        )
         self._stoppers.append(self._stop_graylane)
 
     def _stop_graylane(self) -> None:
@@ -289,24 +310,34 @@ class World:
         self.monitoring.start_alertmanager(
             self.graylane.url, self.secret_values["GRAYLANE_ALERTMANAGER_TOKEN"]
         )
-        self.registry = Registry.start(self.registry_dir, f"{self.graylane.url}/hooks/distribution",
-                                       self.secret_values["GRAYLANE_HOOK_TOKEN_DISTRIBUTION"],
-                                       port=self._registry_port)  # fmt: skip
+        self.registry = Registry.start(
+            self.registry_dir,
+            f"{self.graylane.url}/hooks/distribution",
+            self.secret_values["GRAYLANE_HOOK_TOKEN_DISTRIBUTION"],
+            port=self._registry_port,
+        )
         self._stoppers.append(self.registry.stop)
 
     def _apply_policy(self) -> None:
         assert self.notices is not None and self.registry is not None
         example = yaml.safe_load(EXAMPLE.read_text())
-        self.policy, self.policy_changes = e2e_policy(example, f"{self.registry.host}/{REPOSITORY_PATH}",
-                                                      self.notices.url)  # fmt: skip
+        self.policy, self.policy_changes = e2e_policy(
+            example, f"{self.registry.host}/{REPOSITORY_PATH}", self.notices.url
+        )
         self.apply_policy(self.policy, "flask-release-policy")
 
     def apply_policy(self, policy: dict[str, Any], configmap: str) -> None:
         """The policy in a ConfigMap labelled graylane.dev/role=policy in its namespace, applied by its user."""
-        doc = {"apiVersion": "v1", "kind": "ConfigMap",
-               "metadata": {"name": configmap, "namespace": policy["metadata"]["namespace"],
-                            "labels": {"graylane.dev/role": "policy"}},
-               "data": {"policy.yaml": yaml.safe_dump(policy, sort_keys=False)}}  # fmt: skip
+        doc = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": configmap,
+                "namespace": policy["metadata"]["namespace"],
+                "labels": {"graylane.dev/role": "policy"},
+            },
+            "data": {"policy.yaml": yaml.safe_dump(policy, sort_keys=False)},
+        }
         self.kubectl_user("apply", "-f", "-", stdin=json.dumps(doc))
 
     # -- stop ------------------------------------------------------------------------------------------------
@@ -335,9 +366,23 @@ class World:
     def read(self, kind: str, name: str, namespace: str = seed_objects.PRO) -> dict[str, Any] | None:
         """An object as stored (None if it does not exist), read as the admin."""
         assert self.cluster is not None
-        done = subprocess.run([str(deployed.kubectl_path()), "--kubeconfig", str(self.cluster.kubeconfig), "-n",
-                               namespace, "get", kind, name, "-o", "json"], capture_output=True, text=True,
-                              timeout=60)  # fmt: skip
+        done = subprocess.run(
+            [
+                str(deployed.kubectl_path()),
+                "--kubeconfig",
+                str(self.cluster.kubeconfig),
+                "-n",
+                namespace,
+                "get",
+                kind,
+                name,
+                "-o",
+                "json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         if done.returncode != 0:
             if "NotFound" in done.stderr:
                 return None
@@ -395,12 +440,22 @@ class World:
         assert self.graylane is not None
         import sys
 
-        argv = [str(Path(sys.executable).parent / "graylane"), *args, "--server", self.graylane.url, "--token",
-                USERS[user], "-o", "json"]  # fmt: skip
+        argv = [
+            str(Path(sys.executable).parent / "graylane"),
+            *args,
+            "--server",
+            self.graylane.url,
+            "--token",
+            USERS[user],
+            "-o",
+            "json",
+        ]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
         if done.returncode != 0:
-            raise AssertionError(f"graylane {' '.join(args)} as {user}: exit {done.returncode}\n{done.stdout}\n"
-                                 f"{done.stderr}\ngraylane log:\n{self.graylane.tail(30)}")  # fmt: skip
+            raise AssertionError(
+                f"graylane {' '.join(args)} as {user}: exit {done.returncode}\n{done.stdout}\n"
+                f"{done.stderr}\ngraylane log:\n{self.graylane.tail(30)}"
+            )
         return done
 
     def push(self, version: str) -> float:
@@ -413,10 +468,17 @@ class World:
     def start_traffic(self, rps: float = 15.0, shenzhen_rps: float = 8.0) -> list[Traffic]:
         """Background users of pro.coding: two plain clients and one from shenzhen, each from its own address."""
         assert self.traefik is not None
-        started = [Traffic(self.traefik.port, seed_objects.HOST, rps=rps, source="127.0.0.11").start(),
-                   Traffic(self.traefik.port, seed_objects.HOST, rps=rps, source="127.0.0.12").start(),
-                   Traffic(self.traefik.port, seed_objects.HOST, rps=shenzhen_rps, source="127.0.0.13",
-                           headers={"location": "shenzhen"}).start()]  # fmt: skip
+        started = [
+            Traffic(self.traefik.port, seed_objects.HOST, rps=rps, source="127.0.0.11").start(),
+            Traffic(self.traefik.port, seed_objects.HOST, rps=rps, source="127.0.0.12").start(),
+            Traffic(
+                self.traefik.port,
+                seed_objects.HOST,
+                rps=shenzhen_rps,
+                source="127.0.0.13",
+                headers={"location": "shenzhen"},
+            ).start(),
+        ]
         self.traffic.extend(started)
         return started
 
@@ -443,8 +505,10 @@ class World:
             )
         try:
             state = self.state()
-            parts.append("--- release history\n" + "\n".join(f"{h.at} {h.action}: {h.reason}"
-                                                              for h in state.history[-25:]))  # fmt: skip
+            parts.append(
+                "--- release history\n"
+                + "\n".join(f"{h.at} {h.action}: {h.reason}" for h in state.history[-25:])
+            )
         except Exception as err:  # the cluster may be the thing that failed
             parts.append(f"--- release history unavailable: {err!r}")
         return "\n".join(parts) + f"\n(all logs in {self.dir})"

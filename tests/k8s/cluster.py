@@ -33,7 +33,9 @@ from typing import IO, TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from kubernetes import client as k8s
 
-KUBE_VERSION = "1.37.2"  # tests/k8s/tools/kube: kube-apiserver, kube-controller-manager, kube-scheduler, kubectl
+KUBE_VERSION = (
+    "1.37.2"  # tests/k8s/tools/kube: kube-apiserver, kube-controller-manager, kube-scheduler, kubectl
+)
 ETCD_VERSION = "3.7.3"  # tests/k8s/tools/etcd
 KWOK_VERSION = "0.8.0"  # tests/k8s/tools/kwok
 CONTEXT_NAME = "graylane-test"
@@ -48,10 +50,17 @@ NODE_POD_PREFIX = 24
 SERVICE_CIDR = "10.96.0.0/24"
 # Deployments roll out, Services get Endpoints and EndpointSlices of their ready pods, namespaces and owned
 # objects are deleted, and Nodes lose their not-ready taint once kwok reports them Ready (node lifecycle).
-DEFAULT_CONTROLLERS = ",".join((
-    "deployment-controller", "replicaset-controller", "namespace-controller", "garbage-collector-controller",
-    "endpoints-controller", "endpointslice-controller", "node-lifecycle-controller",
-))  # fmt: skip
+DEFAULT_CONTROLLERS = ",".join(
+    (
+        "deployment-controller",
+        "replicaset-controller",
+        "namespace-controller",
+        "garbage-collector-controller",
+        "endpoints-controller",
+        "endpointslice-controller",
+        "node-lifecycle-controller",
+    )
+)
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"  # the Nodes kwok manages carry kwok.x-k8s.io/node=fake
 
 
@@ -90,10 +99,14 @@ def find_binaries() -> KubeBinaries:
         )
     kube, etcd, kwok = (dirs[name] or Path() for name in ("kube", "etcd", "kwok"))
     found = KubeBinaries(
-        apiserver=kube / "kube-apiserver", controller_manager=kube / "kube-controller-manager",
-        scheduler=kube / "kube-scheduler", kubectl=kube / "kubectl", etcd=etcd / "etcd", kwok=kwok / "kwok",
+        apiserver=kube / "kube-apiserver",
+        controller_manager=kube / "kube-controller-manager",
+        scheduler=kube / "kube-scheduler",
+        kubectl=kube / "kubectl",
+        etcd=etcd / "etcd",
+        kwok=kwok / "kwok",
         kwok_stages=kwok / "kwok-stages.yaml",
-    )  # fmt: skip
+    )
     broken = [str(p) for p in vars(found).values() if not p.is_file()]
     if broken:
         raise BinariesMissing(f"Kubernetes test binaries missing: {', '.join(broken)}; run `make kube`")
@@ -232,14 +245,20 @@ class KubeCluster:
     ca_cert: Path
     binaries: KubeBinaries
     configuration: k8s.Configuration
-    authorization_mode: str = "AlwaysAllow"  # "RBAC" to test permissions (the admin token is in system:masters)
+    authorization_mode: str = (
+        "AlwaysAllow"  # "RBAC" to test permissions (the admin token is in system:masters)
+    )
     audit_users: tuple[str, ...] = ()  # users whose every request goes to `audit_log` (Metadata level)
     nodes: FakeNodes | None = None  # set by start_nodes()
     _procs: dict[str, _Proc] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def start(cls, ready_timeout: float = 60.0, authorization_mode: str = "AlwaysAllow",
-              audit_users: tuple[str, ...] = ()) -> KubeCluster:  # fmt: skip
+    def start(
+        cls,
+        ready_timeout: float = 60.0,
+        authorization_mode: str = "AlwaysAllow",
+        audit_users: tuple[str, ...] = (),
+    ) -> KubeCluster:
         """etcd + kube-apiserver on loopback. `audit_users`: the apiserver's audit log (`audit_log`, one JSON
         event per line, level Metadata, stage ResponseComplete) records every request of these users, e.g.
         `system:serviceaccount:graylane-system:graylane`, with the verb, the object and the answer's code."""
@@ -289,28 +308,50 @@ class KubeCluster:
             capture_output=True,
         )
         client_port, peer_port = free_port(), free_port()
-        self._spawn("etcd", [
-            str(self.binaries.etcd), "--data-dir", str(w / "etcd"), "--name", "default",
-            "--listen-client-urls", f"http://127.0.0.1:{client_port}",
-            "--advertise-client-urls", f"http://127.0.0.1:{client_port}",
-            "--listen-peer-urls", f"http://127.0.0.1:{peer_port}",
-            "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}",
-            "--initial-cluster", f"default=http://127.0.0.1:{peer_port}",
-            "--log-level", "error",
-        ])  # fmt: skip
+        self._spawn(
+            "etcd",
+            [
+                str(self.binaries.etcd),
+                "--data-dir",
+                str(w / "etcd"),
+                "--name",
+                "default",
+                "--listen-client-urls",
+                f"http://127.0.0.1:{client_port}",
+                "--advertise-client-urls",
+                f"http://127.0.0.1:{client_port}",
+                "--listen-peer-urls",
+                f"http://127.0.0.1:{peer_port}",
+                "--initial-advertise-peer-urls",
+                f"http://127.0.0.1:{peer_port}",
+                "--initial-cluster",
+                f"default=http://127.0.0.1:{peer_port}",
+                "--log-level",
+                "error",
+            ],
+        )
         # --endpoint-reconciler-type=none: the `kubernetes` Service would get 127.0.0.1, which Endpoints refuse.
         # The ServiceAccount admission plugin is off: pods need no ServiceAccount object and no token.
-        self._spawn("kube-apiserver", [
-            str(self.binaries.apiserver),
-            f"--etcd-servers=http://127.0.0.1:{client_port}",
-            "--bind-address=127.0.0.1", f"--secure-port={port}", f"--cert-dir={w / 'certs'}",
-            f"--token-auth-file={w / 'tokens.csv'}", f"--authorization-mode={self.authorization_mode}",
-            "--service-account-issuer=https://kubernetes.default.svc",
-            f"--service-account-key-file={w / 'sa.pub'}", f"--service-account-signing-key-file={w / 'sa.key'}",
-            f"--service-cluster-ip-range={SERVICE_CIDR}", "--advertise-address=127.0.0.1",
-            "--endpoint-reconciler-type=none", "--disable-admission-plugins=ServiceAccount",
-            *self._audit_flags(),
-        ])  # fmt: skip
+        self._spawn(
+            "kube-apiserver",
+            [
+                str(self.binaries.apiserver),
+                f"--etcd-servers=http://127.0.0.1:{client_port}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={port}",
+                f"--cert-dir={w / 'certs'}",
+                f"--token-auth-file={w / 'tokens.csv'}",
+                f"--authorization-mode={self.authorization_mode}",
+                "--service-account-issuer=https://kubernetes.default.svc",
+                f"--service-account-key-file={w / 'sa.pub'}",
+                f"--service-account-signing-key-file={w / 'sa.key'}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--advertise-address=127.0.0.1",
+                "--endpoint-reconciler-type=none",
+                "--disable-admission-plugins=ServiceAccount",
+                *self._audit_flags(),
+            ],
+        )
         write_kubeconfig(self.kubeconfig, self.host, self.token)
         self._wait_ready(ready_timeout)
 
@@ -321,11 +362,19 @@ class KubeCluster:
     def _audit_flags(self) -> list[str]:
         if not self.audit_users:
             return []
-        policy = {"apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived"],
-                  "rules": [{"level": "Metadata", "users": list(self.audit_users)}, {"level": "None"}]}  # fmt: skip
+        policy = {
+            "apiVersion": "audit.k8s.io/v1",
+            "kind": "Policy",
+            "omitStages": ["RequestReceived"],
+            "rules": [{"level": "Metadata", "users": list(self.audit_users)}, {"level": "None"}],
+        }
         (self.workdir / "audit-policy.json").write_text(json.dumps(policy))
-        return [f"--audit-policy-file={self.workdir / 'audit-policy.json'}", f"--audit-log-path={self.audit_log}",
-                "--audit-log-mode=blocking", "--audit-log-format=json"]  # fmt: skip
+        return [
+            f"--audit-policy-file={self.workdir / 'audit-policy.json'}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-mode=blocking",
+            "--audit-log-format=json",
+        ]
 
     def _wait_ready(self, timeout: float) -> None:
         ctx = ssl.create_default_context()
@@ -377,12 +426,19 @@ class KubeCluster:
         if self.controller_running:
             return
         # --node-monitor-period=1s: a new fake Node loses its not-ready taint within a second, not five.
-        proc = self._spawn("kube-controller-manager", [
-            str(self.binaries.controller_manager), f"--kubeconfig={self.kubeconfig}",
-            "--leader-elect=false", "--secure-port=0", f"--controllers={controllers}",
-            "--use-service-account-credentials=false", "--concurrent-deployment-syncs=5",
-            "--node-monitor-period=1s",
-        ])  # fmt: skip
+        proc = self._spawn(
+            "kube-controller-manager",
+            [
+                str(self.binaries.controller_manager),
+                f"--kubeconfig={self.kubeconfig}",
+                "--leader-elect=false",
+                "--secure-port=0",
+                f"--controllers={controllers}",
+                "--use-service-account-credentials=false",
+                "--concurrent-deployment-syncs=5",
+                "--node-monitor-period=1s",
+            ],
+        )
         time.sleep(0.3)
         if proc.popen.poll() is not None:
             raise RuntimeError(f"kube-controller-manager exited at start:\n{_tail(proc.log)}")
@@ -411,15 +467,28 @@ class KubeCluster:
             lock.close()
             raise ValueError(f"at most {2 ** (NODE_POD_PREFIX - CLUSTER_POD_PREFIX)} fake Nodes per cluster")
         self.nodes = FakeNodes(self, [f"kwok-node-{i}" for i in range(count)], pod_range, lock)
-        self._spawn("kube-scheduler", [
-            str(self.binaries.scheduler), f"--kubeconfig={self.kubeconfig}", "--leader-elect=false",
-            "--secure-port=0",
-        ])  # fmt: skip
-        self._spawn("kwok", [
-            str(self.binaries.kwok), f"--kubeconfig={self.kubeconfig}", f"--config={self.binaries.kwok_stages}",
-            "--manage-all-nodes=false", f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
-            "--node-lease-duration-seconds=40", f"--cidr={subnets[0]}", f"--node-ip={subnets[0][-2]}",
-        ])  # fmt: skip
+        self._spawn(
+            "kube-scheduler",
+            [
+                str(self.binaries.scheduler),
+                f"--kubeconfig={self.kubeconfig}",
+                "--leader-elect=false",
+                "--secure-port=0",
+            ],
+        )
+        self._spawn(
+            "kwok",
+            [
+                str(self.binaries.kwok),
+                f"--kubeconfig={self.kubeconfig}",
+                f"--config={self.binaries.kwok_stages}",
+                "--manage-all-nodes=false",
+                f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
+                "--node-lease-duration-seconds=40",
+                f"--cidr={subnets[0]}",
+                f"--node-ip={subnets[0][-2]}",
+            ],
+        )
         with self.api_client() as api:
             from kubernetes import client
 
@@ -465,9 +534,14 @@ def _node(name: str, pod_cidr: str) -> dict[str, Any]:
         "metadata": {
             "name": name,
             "annotations": {KWOK_NODE_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
-            "labels": {"type": "kwok", "kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
-                       "kubernetes.io/arch": "amd64", "node-role.kubernetes.io/agent": ""},
-        },  # fmt: skip
+            "labels": {
+                "type": "kwok",
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "node-role.kubernetes.io/agent": "",
+            },
+        },
         "spec": {"podCIDR": pod_cidr, "podCIDRs": [pod_cidr]},
     }
 
@@ -520,8 +594,11 @@ class FakeNodes:
         with self.cluster.api_client() as api:
             while True:
                 self.cluster._check_alive("node start")
-                waiting = [n.metadata.name for n in self._core(api).list_node().items
-                           if n.metadata.name in self.names and not _node_is_ready(n)]  # fmt: skip
+                waiting = [
+                    n.metadata.name
+                    for n in self._core(api).list_node().items
+                    if n.metadata.name in self.names and not _node_is_ready(n)
+                ]
                 if not waiting:
                     return
                 if time.monotonic() > deadline:

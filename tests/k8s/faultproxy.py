@@ -49,9 +49,17 @@ REASONS = {
     504: "Timeout",
 }
 HOP_BY_HOP = {
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
-    "transfer-encoding", "upgrade", "host", "content-length",
-}  # fmt: skip
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+}
 CHAOS_KINDS = ("500", "409", "429", "503", "timeout", "lost", "slow")
 
 
@@ -289,8 +297,15 @@ class FaultProxy:
             return self._chaos.pick(method, path, is_watch) if self._chaos else None
 
     def _record(self, request: web.Request, status: int | None, fault: str | None, started: float) -> None:
-        entry = LogEntry(request.method, request.path, request.query_string, status, fault,
-                         time.monotonic() - started, request.headers.get("Content-Type"))  # fmt: skip
+        entry = LogEntry(
+            request.method,
+            request.path,
+            request.query_string,
+            status,
+            fault,
+            time.monotonic() - started,
+            request.headers.get("Content-Type"),
+        )
         with self._lock:
             self._log.append(entry)
 
@@ -309,8 +324,11 @@ class FaultProxy:
             return self._drop(request)
         if rule and rule.status:
             self._record(request, rule.status, fault, started)
-            return web.json_response(status_body(rule.status, rule.message, _retry_after(rule.headers)),
-                                     status=rule.status, headers=rule.headers)  # fmt: skip
+            return web.json_response(
+                status_body(rule.status, rule.message, _retry_after(rule.headers)),
+                status=rule.status,
+                headers=rule.headers,
+            )
         if rule and rule.lose_response:
             # shielded: the write must reach the apiserver even if the client hangs up meanwhile
             status = await asyncio.shield(self._forward_and_discard(request, body))
@@ -326,9 +344,12 @@ class FaultProxy:
     async def _forward_and_discard(self, request: web.Request, body: bytes) -> int:
         assert self._session is not None
         async with self._session.request(
-            request.method, self.upstream + request.path_qs, headers=self._upstream_headers(request),
-            data=body or None, skip_auto_headers=["Content-Type", "Accept-Encoding"],
-        ) as resp:  # fmt: skip
+            request.method,
+            self.upstream + request.path_qs,
+            headers=self._upstream_headers(request),
+            data=body or None,
+            skip_auto_headers=["Content-Type", "Accept-Encoding"],
+        ) as resp:
             await resp.read()
             return resp.status
 
@@ -340,9 +361,12 @@ class FaultProxy:
         # as JSON; aiohttp would add application/octet-stream and get a 415 (research §5).
         try:
             async with self._session.request(
-                request.method, self.upstream + request.path_qs, headers=self._upstream_headers(request),
-                data=body or None, skip_auto_headers=["Content-Type", "Accept-Encoding"],
-            ) as resp:  # fmt: skip
+                request.method,
+                self.upstream + request.path_qs,
+                headers=self._upstream_headers(request),
+                data=body or None,
+                skip_auto_headers=["Content-Type", "Accept-Encoding"],
+            ) as resp:
                 self._record(request, resp.status, fault, started)
                 headers = {k: v for k, v in resp.headers.items() if k.lower() not in HOP_BY_HOP}
                 out = web.StreamResponse(status=resp.status, reason=resp.reason, headers=headers)

@@ -35,7 +35,9 @@ GROUP = "networking.istio.io"
 VERSIONS = ("v1", "v1beta1", "v1alpha3")  # the versions istioctl's schema collection knows for these kinds
 KINDS = ("VirtualService", "DestinationRule")
 TOOLS = Path(__file__).parent / "tools"
-HINT = "run `make istioctl` (bash tests/k8s/tools/build.sh istioctl), or point GRAYLANE_ISTIOCTL at an istioctl"
+HINT = (
+    "run `make istioctl` (bash tests/k8s/tools/build.sh istioctl), or point GRAYLANE_ISTIOCTL at an istioctl"
+)
 
 
 class IstioctlMissing(RuntimeError):
@@ -46,11 +48,18 @@ class IstioctlMissing(RuntimeError):
 def _cached_bin(cache_root: str) -> Path:
     """`build.sh --cached istioctl`: the bin dir of the current recipe's build, never building one."""
     env = {**os.environ, "GRAYLANE_CACHE": cache_root} if cache_root else None
-    done = subprocess.run(["bash", str(TOOLS / "build.sh"), "--cached", "istioctl"], capture_output=True,
-                          text=True, timeout=60, check=False, env=env)
+    done = subprocess.run(
+        ["bash", str(TOOLS / "build.sh"), "--cached", "istioctl"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
     if done.returncode != 0:
-        raise IstioctlMissing(f"istioctl is not built for tests/k8s/tools/istioctl's recipe "
-                              f"({done.stderr.strip()}): {HINT}")
+        raise IstioctlMissing(
+            f"istioctl is not built for tests/k8s/tools/istioctl's recipe ({done.stderr.strip()}): {HINT}"
+        )
     return Path(done.stdout.strip())
 
 
@@ -86,8 +95,10 @@ def _check_kind(obj: Mapping[str, Any]) -> None:
     group, _, version = api_version.rpartition("/")
     if group != GROUP or version not in VERSIONS or kind not in KINDS:
         name = obj.get("metadata", {}).get("name", "?")
-        raise AssertionError(f"{kind or '?'} {name} ({api_version or 'no apiVersion'}) is not one istioctl validates: "
-                             f"expected {GROUP}/{{{','.join(VERSIONS)}}} {' or '.join(KINDS)}")
+        raise AssertionError(
+            f"{kind or '?'} {name} ({api_version or 'no apiVersion'}) is not one istioctl validates: "
+            f"expected {GROUP}/{{{','.join(VERSIONS)}}} {' or '.join(KINDS)}"
+        )
 
 
 def istio_validate(objs: Iterable[Mapping[str, Any]]) -> Verdict:
@@ -101,9 +112,19 @@ def istio_validate(objs: Iterable[Mapping[str, Any]]) -> Verdict:
     with tempfile.TemporaryDirectory(prefix="graylane-istioctl-") as tmp:
         path = Path(tmp) / "objects.yaml"
         path.write_text("".join(f"---\n{json.dumps(obj, sort_keys=True)}\n" for obj in objs))
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": tmp, "KUBECONFIG": str(Path(tmp) / "none")}
-        done = subprocess.run([str(binary), "validate", "-f", str(path)], env=env, capture_output=True,
-                              text=True, timeout=60, check=False)
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": tmp,
+            "KUBECONFIG": str(Path(tmp) / "none"),
+        }
+        done = subprocess.run(
+            [str(binary), "validate", "-f", str(path)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
     return Verdict(done.returncode, (done.stdout + done.stderr).strip())
 
 
@@ -118,8 +139,12 @@ def assert_istio_valid(objs: Iterable[Mapping[str, Any]], what: str = "") -> Non
     verdict = istio_validate(objs)
     if not verdict.ok:
         named = [o for o in objs if _describe(o) + ":" in verdict.output] or objs
-        names = ", ".join(map(_describe, named[:4])) + (f" and {len(named) - 4} more" if len(named) > 4 else "")
+        names = ", ".join(map(_describe, named[:4])) + (
+            f" and {len(named) - 4} more" if len(named) > 4 else ""
+        )
         shown = "\n".join(f"  {json.dumps(o, sort_keys=True)[:2000]}" for o in named[:4])
-        raise AssertionError(f"istioctl validate refused {names}{' ' + what if what else ''} "
-                             f"({'warnings count as refusals' if verdict.returncode == 0 else f'exit {verdict.returncode}'}):"
-                             f"\n{verdict.output}\nrefused:\n{shown}")
+        raise AssertionError(
+            f"istioctl validate refused {names}{' ' + what if what else ''} "
+            f"({'warnings count as refusals' if verdict.returncode == 0 else f'exit {verdict.returncode}'}):"
+            f"\n{verdict.output}\nrefused:\n{shown}"
+        )

@@ -99,15 +99,21 @@ def crd_files(pins: list[Pin] | None = None, directory: Path | None = None) -> l
     pins = read_pins() if pins is None else pins
     directory = crd_dir(pins) if directory is None else directory
     if missing := [p.file for p in pins if not (directory / p.file).is_file()]:
-        raise CrdsMissing(f"upstream CRDs missing in {directory}: {', '.join(missing)}; run `make crds` "
-                          "(python -m tests.k8s.upstream_crds; cache dir from GRAYLANE_CACHE)")
+        raise CrdsMissing(
+            f"upstream CRDs missing in {directory}: {', '.join(missing)}; run `make crds` "
+            "(python -m tests.k8s.upstream_crds; cache dir from GRAYLANE_CACHE)"
+        )
     wrong = []
     for pin in pins:
         actual = hashlib.sha256((directory / pin.file).read_bytes()).hexdigest()
         if actual != pin.sha256:
-            wrong.append(f"{pin.file} ({pin.module}@{pin.version} {pin.path}): sha256 {actual}, pinned {pin.sha256}")
+            wrong.append(
+                f"{pin.file} ({pin.module}@{pin.version} {pin.path}): sha256 {actual}, pinned {pin.sha256}"
+            )
     if wrong:
-        raise CrdMismatch(f"CRD files in {directory} differ from tests/k8s/upstream-crds.txt: " + "; ".join(wrong))
+        raise CrdMismatch(
+            f"CRD files in {directory} differ from tests/k8s/upstream-crds.txt: " + "; ".join(wrong)
+        )
     return [directory / pin.file for pin in pins]
 
 
@@ -117,14 +123,24 @@ def crd_files(pins: list[Pin] | None = None, directory: Path | None = None) -> l
 def module_zip(module: str, version: str) -> Path:
     """The module's zip in the shared Go module cache, downloaded (and checksum-verified) by `go mod download`."""
     root = cache_root()
-    env = dict(os.environ, GOMODCACHE=str(root / "go" / "mod"), GOFLAGS="-modcacherw",
-               GOTOOLCHAIN=os.environ.get("GOTOOLCHAIN", "local"))
+    env = dict(
+        os.environ,
+        GOMODCACHE=str(root / "go" / "mod"),
+        GOFLAGS="-modcacherw",
+        GOTOOLCHAIN=os.environ.get("GOTOOLCHAIN", "local"),
+    )
     go = shutil.which("go")
     if go is None:
         raise RuntimeError("go is not installed (needed to download the CRDs' Go modules)")
     with tempfile.TemporaryDirectory() as outside_any_module:
-        done = subprocess.run([go, "mod", "download", "-json", f"{module}@{version}"], cwd=outside_any_module,
-                              env=env, capture_output=True, text=True, timeout=1800)
+        done = subprocess.run(
+            [go, "mod", "download", "-json", f"{module}@{version}"],
+            cwd=outside_any_module,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
     info = json.loads(done.stdout) if done.stdout.strip().startswith("{") else {}
     if done.returncode != 0 or "Error" in info or "Zip" not in info:
         raise RuntimeError(f"go mod download {module}@{version}: {info.get('Error') or done.stderr.strip()}")

@@ -69,10 +69,17 @@ from functions.core.state import (
 from tests.unit.machine_helpers import APP, T0, analysis, make_policy, observed, version
 
 PROTECTION = (
-    ProtectionRule(alert="HighLatency", rate_limit_factor=0.5, floor=5, hold_down=30,
-                   circuit_breaker=CircuitBreaker("LatencyAtQuantileMS(50.0) > 100")),
-    ProtectionRule(alert="Overload", match=(("severity", "page"),), rate_limit_factor=0.2, floor=20, hold_down=90),
-)  # fmt: skip
+    ProtectionRule(
+        alert="HighLatency",
+        rate_limit_factor=0.5,
+        floor=5,
+        hold_down=30,
+        circuit_breaker=CircuitBreaker("LatencyAtQuantileMS(50.0) > 100"),
+    ),
+    ProtectionRule(
+        alert="Overload", match=(("severity", "page"),), rate_limit_factor=0.2, floor=20, hold_down=90
+    ),
+)
 PROTECT = ProtectStage(rate_limit=RateLimit(average=100, burst=150), circuit_breaker=None)
 HEADER = Match(kind="header", name="X-Canary", value="always")
 HASH = Match(kind="user-hash", name="X-User", percent=10)
@@ -102,7 +109,9 @@ SHAPES: dict[str, Policy] = {
         protection=PROTECTION,
     ),
     "bluegreen": make_policy(
-        BlueGreenStage(preview=30, preview_traffic=PreviewTraffic(load_test=LoadTest(url="http://web.test/", rps=20))),
+        BlueGreenStage(
+            preview=30, preview_traffic=PreviewTraffic(load_test=LoadTest(url="http://web.test/", rps=20))
+        ),
         PromoteStage(keep_previous=120),
         PROTECT,
         analysis=analysis(),
@@ -123,7 +132,11 @@ SHAPES: dict[str, Policy] = {
         PromoteStage(keep_previous=30),
         PROTECT,
         analysis=analysis(failure_limit=2),
-        waves=(Wave("sh", cluster="ctx-sh"), Wave("bj", cluster="ctx-bj", approval=True), Wave("gz", cluster="ctx-gz")),
+        waves=(
+            Wave("sh", cluster="ctx-sh"),
+            Wave("bj", cluster="ctx-bj", approval=True),
+            Wave("gz", cluster="ctx-gz"),
+        ),
         protection=PROTECTION,
     ),
     "no-analysis": make_policy(
@@ -183,7 +196,11 @@ def current(run: Run, action: str, **fields: object) -> Command:
     rel = run.state.release
     pin: dict[str, object] = {}
     if rel is not None:
-        pin = {"release": rel.id} if action == "rollback" else {"release": rel.id, "version": rel.target.version}
+        pin = (
+            {"release": rel.id}
+            if action == "rollback"
+            else {"release": rel.id, "version": rel.target.version}
+        )
     return Command(id=run.next_id(), app=APP, action=action, **{**pin, **fields})  # type: ignore[arg-type]
 
 
@@ -209,31 +226,73 @@ def draw_command(data: st.DataObject, run: Run) -> Command:
     params = data.draw(st.sampled_from(({}, {}, {"pct": 10}, {"pct": 31}, {"weight": 20}, {"weight": 4})))
     ver = data.draw(st.sampled_from(("", "", "v0", *TAGS)))
     user = data.draw(st.sampled_from(("alice", "bob")))
-    return Command(id=run.next_id(), app=APP, action=action, actor=Actor(user=user, via="cli"), gate=gate,
-                   weight=weight, params=params, reason="because", **draw_pin(data, run, action, ver))  # fmt: skip
+    return Command(
+        id=run.next_id(),
+        app=APP,
+        action=action,
+        actor=Actor(user=user, via="cli"),
+        gate=gate,
+        weight=weight,
+        params=params,
+        reason="because",
+        **draw_pin(data, run, action, ver),
+    )
 
 
 def draw_alert(data: st.DataObject, run: Run, about_canary: bool = True) -> Alert:
     rel = run.state.release
     firing = data.draw(st.booleans())
     known = [a for a in run.state.alerts if not a.resolved_at and a.rule < len(run.policy.protection)]
-    if not firing and known and data.draw(st.sampled_from((True, True, False))):  # resolve one that fires, as Alertmanager would
+    if (
+        not firing and known and data.draw(st.sampled_from((True, True, False)))
+    ):  # resolve one that fires, as Alertmanager would
         alert = data.draw(st.sampled_from(known))
         name = run.policy.protection[alert.rule].alert
-        return Alert(id=run.next_id(), app=APP, fingerprint=alert.fingerprint, firing=False, alertname=name,
-                     labels={"severity": "page"})  # fmt: skip
+        return Alert(
+            id=run.next_id(),
+            app=APP,
+            fingerprint=alert.fingerprint,
+            firing=False,
+            alertname=name,
+            labels={"severity": "page"},
+        )
     name = data.draw(st.sampled_from(("HighLatency", "Overload", "Unrelated")))
-    canary = ({"track": "canary"}, {"canary": "true"}, {"graylane_release": rel.id if rel else "web-0"},
-              {"version": rel.target.version if rel else "v0"})  # fmt: skip
-    labels = data.draw(st.sampled_from(({}, {"severity": "page"}, {"severity": "page"}, {"track": "stable"},
-                                        {"version": "v1"}) + (canary if about_canary else ())))  # fmt: skip
+    canary = (
+        {"track": "canary"},
+        {"canary": "true"},
+        {"graylane_release": rel.id if rel else "web-0"},
+        {"version": rel.target.version if rel else "v0"},
+    )
+    labels = data.draw(
+        st.sampled_from(
+            ({}, {"severity": "page"}, {"severity": "page"}, {"track": "stable"}, {"version": "v1"})
+            + (canary if about_canary else ())
+        )
+    )
     fingerprint = data.draw(st.sampled_from(("fp-a", "fp-b", "fp-c")))
-    return Alert(id=run.next_id(), app=APP, fingerprint=fingerprint, firing=firing, alertname=name, labels=labels)
+    return Alert(
+        id=run.next_id(), app=APP, fingerprint=fingerprint, firing=firing, alertname=name, labels=labels
+    )
 
 
 def draw_step(data: st.DataObject, run: Run) -> tuple[Event, Observation]:
-    kind = data.draw(st.sampled_from(("tick", "tick", "tick", "tick", "command", "command", "command", "push",
-                                      "alert", "alert", "duplicate")))  # fmt: skip
+    kind = data.draw(
+        st.sampled_from(
+            (
+                "tick",
+                "tick",
+                "tick",
+                "tick",
+                "command",
+                "command",
+                "command",
+                "push",
+                "alert",
+                "alert",
+                "duplicate",
+            )
+        )
+    )
     run.now += timedelta(seconds=data.draw(st.sampled_from(STEPS)))
     if kind == "duplicate" and run.sent:
         return data.draw(st.sampled_from(run.sent))
@@ -246,7 +305,9 @@ def draw_step(data: st.DataObject, run: Run) -> tuple[Event, Observation]:
         return draw_alert(data, run), Observation()
     verdict = data.draw(st.sampled_from((None, *VERDICTS)))
     metrics = observed(verdict).metrics if verdict else None
-    return Tick(id=run.next_id(), app=APP), Observation(metrics=metrics, routes=data.draw(st.sampled_from(DRIFT)))
+    return Tick(id=run.next_id(), app=APP), Observation(
+        metrics=metrics, routes=data.draw(st.sampled_from(DRIFT))
+    )
 
 
 # -- invariants --------------------------------------------------------------------------------------------------
@@ -290,7 +351,9 @@ def check_promotion(run: Run, before: AppState, event: Event, out: Decision) -> 
     passed = Counter(g.gate for g in rel.gates if g.decision in ("approved", "timed-out"))
     for stage in stages[:first_promote]:
         if isinstance(stage, ApprovalStage):
-            assert passed[stage.name] >= n, f"promoted {n}x but gate {stage.name} passed {passed[stage.name]}x"
+            assert passed[stage.name] >= n, (
+                f"promoted {n}x but gate {stage.name} passed {passed[stage.name]}x"
+            )
     for wave in run.policy.waves[1:n]:
         if wave.approval:
             assert passed[f"wave-{wave.name}"] >= 1, f"promoted in wave {wave.name} without its gate"
@@ -311,8 +374,9 @@ def check_analysis_gates_progress(before: AppState, event: Event, out: Decision)
     if old.watching and not old.verdicts:
         return  # a watch that was never measured ends on its timer
     passes = [v for v in rel.verdicts if v.verdict == "pass" and v.at >= old.step_started_at]
-    assert passes and rel.verdicts[-1].verdict == "pass", \
+    assert passes and rel.verdicts[-1].verdict == "pass", (
         f"moved on from stage {old.stage} step {old.step} without a passing verdict"
+    )
 
 
 def _scale_downs_follow_stable_routes(before: AppState, effects: tuple[Effect, ...]) -> None:
@@ -321,11 +385,14 @@ def _scale_downs_follow_stable_routes(before: AppState, effects: tuple[Effect, .
             continue
         earlier = [e for e in effects[:j] if e.kind == "set-routes" and e.cluster == effect.cluster]
         current = earlier[-1].routes if earlier else before.routes
-        assert current == STABLE_ONLY or (current is not None and current.canary == 0 and not current.match), \
-            f"scale-down of the canary while routes are {current}"
-        later = effects[j + 1:]
-        redeploy = next((k for k, e in enumerate(later) if e.kind == "deploy-canary" and e.cluster == effect.cluster),
-                        len(later))  # fmt: skip
+        assert current == STABLE_ONLY or (
+            current is not None and current.canary == 0 and not current.match
+        ), f"scale-down of the canary while routes are {current}"
+        later = effects[j + 1 :]
+        redeploy = next(
+            (k for k, e in enumerate(later) if e.kind == "deploy-canary" and e.cluster == effect.cluster),
+            len(later),
+        )
         for e in later[:redeploy]:
             if e.kind == "set-routes" and e.cluster == effect.cluster:
                 assert e.routes is not None and e.routes.canary == 0, "traffic sent to a scaled-down canary"
@@ -338,8 +405,14 @@ def check_canary_serves(run: Run, out: Decision) -> None:
             run.canary_up[effect.cluster] = True
         elif effect.kind == "scale-down-canary":
             run.canary_up[effect.cluster] = False
-        elif effect.kind == "set-routes" and effect.routes is not None and (effect.routes.canary or effect.routes.match):
-            assert run.canary_up.get(effect.cluster), f"routes {effect.routes} to a canary that is not running"
+        elif (
+            effect.kind == "set-routes"
+            and effect.routes is not None
+            and (effect.routes.canary or effect.routes.match)
+        ):
+            assert run.canary_up.get(effect.cluster), (
+                f"routes {effect.routes} to a canary that is not running"
+            )
 
 
 def check_rollback(before: AppState, out: Decision) -> None:
@@ -374,15 +447,20 @@ def check_explained(run: Run, before: AppState, event: Event, out: Decision) -> 
     """5. every change of phase, stage, step or weight is in the history; everything stays bounded."""
     old, rel = before.release, out.state.release
     mine = entries(before, event, out)
-    if rel is not None and (old is None or old.id != rel.id or
-                            (old.phase, old.stage, old.step, old.weight, old.wave)
-                            != (rel.phase, rel.stage, rel.step, rel.weight, rel.wave)):  # fmt: skip
+    if rel is not None and (
+        old is None
+        or old.id != rel.id
+        or (old.phase, old.stage, old.step, old.weight, old.wave)
+        != (rel.phase, rel.stage, rel.step, rel.weight, rel.wave)
+    ):
         assert mine and all(h.action for h in mine), f"unexplained transition on {event.type}"
         assert event.id in out.state.seen
     if out.state.routes != before.routes or out.effects:
         assert out.state.generation == before.generation + 1
     state = out.state
-    assert len(state.history) <= MAX_HISTORY and len(state.seen) <= MAX_SEEN and len(state.alerts) <= MAX_ALERTS
+    assert (
+        len(state.history) <= MAX_HISTORY and len(state.seen) <= MAX_SEEN and len(state.alerts) <= MAX_ALERTS
+    )
     assert len(state.revisions) <= run.policy.revision_history
     assert rel is None or len(rel.verdicts) <= MAX_VERDICTS
 
@@ -404,12 +482,17 @@ def check_stale_commands(before: AppState, event: Event, out: Decision) -> None:
         return
     rel = before.release
     current_id = rel.id if rel is not None else ""
-    wrong_version = rel is not None and event.action != "rollback" and event.version not in ("", rel.target.version)
+    wrong_version = (
+        rel is not None and event.action != "rollback" and event.version not in ("", rel.target.version)
+    )
     if event.release == current_id and not wrong_version:
         return
     assert out.effects == () and out.state.release == before.release and out.state.routes == before.routes
-    assert (out.state.stable, out.state.protection, out.state.pending) == (before.stable, before.protection,
-                                                                          before.pending)  # fmt: skip
+    assert (out.state.stable, out.state.protection, out.state.pending) == (
+        before.stable,
+        before.protection,
+        before.pending,
+    )
     mine = [h for h in out.state.history if h.event_id == event.id]
     assert [h.action for h in mine] == ["ignored"] and (event.release or "names no release") in mine[0].reason
     assert [e.type for e in out.events] == [COMMAND_REJECTED]
@@ -418,8 +501,12 @@ def check_stale_commands(before: AppState, event: Event, out: Decision) -> None:
 def check_alerts(run: Run, event: Event, out: Decision) -> None:
     """Protection relaxes: after any tick no resolved alert outlives its hold-down."""
     if isinstance(event, Tick):
-        assert expire(run.policy, out.state.alerts, run.now) == out.state.alerts, "hold-down over, not relaxed"
-    assert effective_protection(run.policy, out.state.base_protection, out.state.alerts) == out.state.protection
+        assert expire(run.policy, out.state.alerts, run.now) == out.state.alerts, (
+            "hold-down over, not relaxed"
+        )
+    assert (
+        effective_protection(run.policy, out.state.base_protection, out.state.alerts) == out.state.protection
+    )
 
 
 def check_redelivery(run: Run, event: Event, obs: Observation, out: Decision) -> None:
@@ -441,7 +528,9 @@ def step(run: Run, event: Event, obs: Observation, apply: bool) -> None:
     duplicate = bool(event.id) and event.id in before.seen
     out = decide(run.policy, before, event, run.now, obs)  # 6. never raises
     if currently_in_test_context():
-        note(f"{run.now:%H:%M:%S} {_describe(event, obs)} -> {[h.action for h in entries(before, event, out)]}")
+        note(
+            f"{run.now:%H:%M:%S} {_describe(event, obs)} -> {[h.action for h in entries(before, event, out)]}"
+        )
     assert before.to_json() == frozen  # 7. the input is not mutated
     if duplicate:
         assert out.state is before and out.effects == () and out.events == ()
@@ -457,7 +546,7 @@ def step(run: Run, event: Event, obs: Observation, apply: bool) -> None:
     check_alerts(run, event, out)
     check_redelivery(run, event, obs, out)
     check_round_trip(out.state)
-    assert out.state.pending[len(out.state.pending) - len(out.effects):] == out.effects
+    assert out.state.pending[len(out.state.pending) - len(out.effects) :] == out.effects
     run.state = replace(out.state, pending=()) if apply else out.state
 
 
@@ -479,8 +568,14 @@ def start(policy: Policy, stable: bool) -> AppState:
 
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))
-@settings(max_examples=40, derandomize=True, database=None, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], phases=PHASES)  # fmt: skip
+@settings(
+    max_examples=40,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    phases=PHASES,
+)
 @given(data=st.data())
 def test_invariants_hold_after_every_event(shape: str, data: st.DataObject) -> None:
     policy = SHAPES[shape]
@@ -502,12 +597,10 @@ def happy_path(data: st.DataObject, run: Run) -> tuple[Event, Observation]:
         tag = f"v{run.counter + 2}"
         return ImagePushed(id=run.next_id(), app=APP, target=version(tag), tag=tag), Observation()
     if rel.canary_deployed and data.draw(st.integers(min_value=0, max_value=4)) == 4:
-        return current(run, data.draw(st.sampled_from(("abort", "rollback")))), \
-            Observation()
+        return current(run, data.draw(st.sampled_from(("abort", "rollback")))), Observation()
     if rel.phase == Phase.WAITING and data.draw(st.booleans()):
         params = data.draw(st.sampled_from(({}, {"weight": 20}, {"pct": 10})))
-        return current(run, "approve", params=params, weight=params.get("weight")), \
-            Observation()
+        return current(run, "approve", params=params, weight=params.get("weight")), Observation()
     if rel.phase in (Phase.PAUSED, Phase.PROGRESSING) and rel.timer is None and data.draw(st.booleans()):
         return current(run, "resume"), Observation()
     run.now += timedelta(seconds=data.draw(st.sampled_from((10.0, 31.0, 61.0))))
@@ -516,8 +609,14 @@ def happy_path(data: st.DataObject, run: Run) -> tuple[Event, Observation]:
 
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))
-@settings(max_examples=14, derandomize=True, database=None, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], phases=PHASES)  # fmt: skip
+@settings(
+    max_examples=14,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    phases=PHASES,
+)
 @given(data=st.data())
 def test_releases_reach_the_end_under_the_invariants(shape: str, data: st.DataObject) -> None:
     """Sequences biased towards progress, so promotion, watch, waves and protection are reached often."""
@@ -548,33 +647,53 @@ def test_happy_paths_do_reach_promotion() -> None:
                 event = Tick(id=run.next_id(), app=APP)
             step(run, event, observed("pass"), apply=True)
         assert run.state.release is not None and run.state.release.phase == Phase.SUCCEEDED, name
-        assert run.state.stable == version("v2") and run.promotions[run.state.release.id] == max(1, len(policy.waves))
+        assert run.state.stable == version("v2") and run.promotions[run.state.release.id] == max(
+            1, len(policy.waves)
+        )
 
 
-HOLDING = make_policy(CanaryStage(steps=(CanaryStep(10, None),)), PromoteStage(), PROTECT, protection=PROTECTION)
+HOLDING = make_policy(
+    CanaryStage(steps=(CanaryStep(10, None),)), PromoteStage(), PROTECT, protection=PROTECTION
+)
 
 
-@settings(max_examples=60, derandomize=True, database=None, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], phases=PHASES)  # fmt: skip
+@settings(
+    max_examples=60,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    phases=PHASES,
+)
 @given(data=st.data())
 def test_protection_follows_alerts_during_and_between_releases(data: st.DataObject) -> None:
     """Alerts firing, repeating and resolving, with ticks in between, while a release holds or after it ended."""
     run = Run(HOLDING, start(HOLDING, True))
-    step(run, ImagePushed(id=run.next_id(), app=APP, target=version("v2"), tag="v2"), Observation(), apply=True)
+    step(
+        run, ImagePushed(id=run.next_id(), app=APP, target=version("v2"), tag="v2"), Observation(), apply=True
+    )
     for _ in range(data.draw(st.integers(min_value=1, max_value=30))):
         if data.draw(st.booleans()):
             event: Event = draw_alert(data, run, about_canary=data.draw(st.integers(0, 9)) == 9)
         elif data.draw(st.integers(min_value=0, max_value=9)) == 9:
             event = current(run, data.draw(st.sampled_from(("resume", "abort"))))
         else:
-            run.now += timedelta(seconds=data.draw(st.sampled_from((1.0, 10.0, 29.0, 30.0, 31.0, 89.0, 90.0, 120.0))))
+            run.now += timedelta(
+                seconds=data.draw(st.sampled_from((1.0, 10.0, 29.0, 30.0, 31.0, 89.0, 90.0, 120.0)))
+            )
             event = Tick(id=run.next_id(), app=APP)
         step(run, event, Observation(), apply=True)
 
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))
-@settings(max_examples=12, derandomize=True, database=None, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], phases=PHASES)  # fmt: skip
+@settings(
+    max_examples=12,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    phases=PHASES,
+)
 @given(data=st.data())
 def test_stale_approval_old_buttons_pressed_later_change_nothing(shape: str, data: st.DataObject) -> None:
     """Releases move on (pushes supersede them, they end) while the buttons of their notices stay in the chat:

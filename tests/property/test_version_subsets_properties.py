@@ -90,8 +90,9 @@ class Cluster:
         if v is None or v.stable is None:
             return 100 if workload == FIRST else 0
         canary = r.canary + (100 if r.match else 0)
-        return (r.stable if v.stable.workload == workload else 0) + \
-            (canary if v.canary is not None and v.canary.workload == workload else 0)  # fmt: skip
+        return (r.stable if v.stable.workload == workload else 0) + (
+            canary if v.canary is not None and v.canary.workload == workload else 0
+        )
 
     def apply(self, effect: Effect) -> None:
         assert effect.kind not in PAIR_EFFECTS, f"1. pair-model effect {effect.kind} in the per-version model"
@@ -179,8 +180,14 @@ def begin(policy: Policy, stable: bool) -> tuple[Run, Cluster]:
 
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))
-@settings(max_examples=40, derandomize=True, database=None, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], phases=PHASES)  # fmt: skip
+@settings(
+    max_examples=40,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    phases=PHASES,
+)
 @given(data=st.data())
 def test_version_subsets_invariants_hold_after_every_event(shape: str, data: st.DataObject) -> None:
     run, cluster = begin(SHAPES[shape], data.draw(st.booleans()))
@@ -201,8 +208,14 @@ def test_version_subsets_invariants_hold_after_every_event(shape: str, data: st.
 
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))
-@settings(max_examples=14, derandomize=True, database=None, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], phases=PHASES)  # fmt: skip
+@settings(
+    max_examples=14,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    phases=PHASES,
+)
 @given(data=st.data())
 def test_version_subsets_releases_reach_the_end_under_the_invariants(shape: str, data: st.DataObject) -> None:
     run, cluster = begin(SHAPES[shape], True)

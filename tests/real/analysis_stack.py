@@ -45,9 +45,17 @@ from tests.support import StaticPolicies
 BACKEND = "be_app"  # the HAProxy backend of install_config; the haproxy template's `proxy` label
 
 
-def canary_policy(socket: Path, metrics: tuple[MetricCheck, ...], pause: float = 10.0, window: float = 10.0,
-                  inconclusive_limit: int = 6, alpha: float = 0.001, guard: bool = False,
-                  exposure_budget: float = 0.0, start_step: int = 1) -> Policy:  # fmt: skip
+def canary_policy(
+    socket: Path,
+    metrics: tuple[MetricCheck, ...],
+    pause: float = 10.0,
+    window: float = 10.0,
+    inconclusive_limit: int = 6,
+    alpha: float = 0.001,
+    guard: bool = False,
+    exposure_budget: float = 0.0,
+    start_step: int = 1,
+) -> Policy:
     """Steps 20 → 50 (each held `pause` s) under analysis every second, then promote.
 
     The guard and adaptive exposure are off unless asked for: the judge tests watch the judge they test
@@ -57,13 +65,22 @@ def canary_policy(socket: Path, metrics: tuple[MetricCheck, ...], pause: float =
     template's series (`proxy="be_app"`, `server="stable"|"canary"`) are the servers the router weighs.
     """
     return Policy(
-        name="web", namespace="real",
+        name="web",
+        namespace="real",
         image=ImageRule(repository="registry.example.com/web"),
         router=RouterSpec(provider="haproxy", options={"socket": str(socket), "backend": BACKEND}),
         stages=(CanaryStage(steps=(CanaryStep(20, pause), CanaryStep(50, pause))), PromoteStage()),
-        analysis=Analysis(interval=1.0, window=window, metrics=metrics, inconclusive_limit=inconclusive_limit,
-                          alpha=alpha, guard=guard, exposure_budget=exposure_budget, start_step=start_step),
-    )  # fmt: skip
+        analysis=Analysis(
+            interval=1.0,
+            window=window,
+            metrics=metrics,
+            inconclusive_limit=inconclusive_limit,
+            alpha=alpha,
+            guard=guard,
+            exposure_budget=exposure_budget,
+            start_step=start_step,
+        ),
+    )
 
 
 class AnalysisProviders:
@@ -134,8 +151,13 @@ class AnalysisStack(ProtectionStack):
         self.policy = self.make_policy(self.socket)
         self.providers = AnalysisProviders(f"http://127.0.0.1:{self.prometheus_port}")  # type: ignore[assignment]
         self.store = SqliteStore(self.dir / "state.db")
-        self.runner = Runner(self.store, StaticPolicies([self.policy]), self.providers, bus=self.bus,
-                             source="/graylane/release-tick")  # fmt: skip
+        self.runner = Runner(
+            self.store,
+            StaticPolicies([self.policy]),
+            self.providers,
+            bus=self.bus,
+            source="/graylane/release-tick",
+        )
         self.bus.subscribe("", lambda event: self.published.append((time.monotonic(), event)))
         self._start_ticker()
 

@@ -27,8 +27,12 @@ class Backend:
         self._behaviour = Behaviour(error_rate=error_rate, delay=delay)
         self._server = DemoServer(name, "", port, self._behaviour)
         self.port: int = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"backend-{name}", daemon=True)  # fmt: skip
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"backend-{name}",
+            daemon=True,
+        )
         self._thread.start()
 
     @property

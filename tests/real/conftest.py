@@ -34,8 +34,9 @@ class Client:
     def get(self, path: str = "/", headers: dict[str, str | bytes] | None = None) -> tuple[int, str]:
         """(status, X-Backend) of one request; a transport failure raises (callers count it)."""
         if self._conn is None:
-            self._conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout,
-                                                    source_address=(self.source, 0))  # fmt: skip
+            self._conn = http.client.HTTPConnection(
+                "127.0.0.1", self.port, timeout=self.timeout, source_address=(self.source, 0)
+            )
         try:
             self._conn.request("GET", path, headers=headers or {})
             resp = self._conn.getresponse()
@@ -71,8 +72,9 @@ class HAProxyApp:
     stable: Backend
     canary: Backend
     directory: Path
-    target: RouteTarget = field(default_factory=lambda: RouteTarget(namespace="real", app="web",
-                                                                    stable="stable", canary="canary"))  # fmt: skip
+    target: RouteTarget = field(
+        default_factory=lambda: RouteTarget(namespace="real", app="web", stable="stable", canary="canary")
+    )
 
     def client(self, source: str = "127.0.0.1") -> Client:
         return Client(self.port, source)
@@ -97,16 +99,22 @@ def _wait_ready(app: HAProxyApp, log: Path, deadline: float) -> None:
 def haproxy_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HAProxyApp]:
     binary = shutil.which("haproxy")
     if binary is None:
-        pytest.fail("haproxy is not installed: run infra/local/install-deps.sh (Debian package haproxy)",
-                    pytrace=False)  # fmt: skip
+        pytest.fail(
+            "haproxy is not installed: run infra/local/install-deps.sh (Debian package haproxy)",
+            pytrace=False,
+        )
     directory = tmp_path_factory.mktemp("haproxy")
     stable, canary = start_backend("stable"), start_backend("canary")  # on ports they bound themselves
     started: list[HAProxyApp] = []
 
     def start() -> HAProxyApp:
         port = free_port()
-        cfg = install_config(directory, bind=f"127.0.0.1:{port}", stable=f"127.0.0.1:{stable.port}",
-                             canary=f"127.0.0.1:{canary.port}")  # fmt: skip
+        cfg = install_config(
+            directory,
+            bind=f"127.0.0.1:{port}",
+            stable=f"127.0.0.1:{stable.port}",
+            canary=f"127.0.0.1:{canary.port}",
+        )
         log = directory / "haproxy.log"
         with log.open("wb") as out:
             process = subprocess.Popen([binary, "-db", "-f", str(cfg)], stdout=out, stderr=subprocess.STDOUT)

@@ -24,8 +24,12 @@ ROOT = Path(__file__).resolve().parents[2]
 def flagd_binary() -> Path:
     """flagd from the tools cache (built on first use; `make flagd` builds it ahead)."""
     try:
-        done = subprocess.run(["bash", str(ROOT / "tests/k8s/tools/build.sh"), "flagd"], capture_output=True,
-                              text=True, timeout=1800)  # fmt: skip
+        done = subprocess.run(
+            ["bash", str(ROOT / "tests/k8s/tools/build.sh"), "flagd"],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
     except (OSError, subprocess.TimeoutExpired) as err:
         raise RuntimeError(f"building flagd failed: {err}; run `make flagd`") from err
     if done.returncode != 0:
@@ -45,10 +49,17 @@ class Flagd:
     def start(self) -> Flagd:
         def launch() -> Flagd:
             self.ports = {k: free_port() for k in ("port", "management-port", "ofrep-port", "sync-port")}
-            args = [str(self.binary), "start", "--uri", f"file:{self.flags}",
-                    *(f"--{k}={v}" for k, v in self.ports.items())]  # fmt: skip
+            args = [
+                str(self.binary),
+                "start",
+                "--uri",
+                f"file:{self.flags}",
+                *(f"--{k}={v}" for k, v in self.ports.items()),
+            ]
             with self.log.open("ab") as out:
-                self.process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                self.process = subprocess.Popen(
+                    args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                )
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
@@ -85,8 +96,12 @@ class Flagd:
         context = {} if user is None else {"targetingKey": user}
         body = json.dumps({"flagKey": key, "context": context})
         try:
-            self._conn.request("POST", f"/flagd.evaluation.v1.Service/Resolve{kind}", body,
-                               {"Content-Type": "application/json"})  # fmt: skip
+            self._conn.request(
+                "POST",
+                f"/flagd.evaluation.v1.Service/Resolve{kind}",
+                body,
+                {"Content-Type": "application/json"},
+            )
             answer = self._conn.getresponse()
             data = answer.read()
         except (OSError, http.client.HTTPException):
@@ -109,11 +124,22 @@ class Sdk:
         from openfeature.contrib.provider.flagd.config import ResolverType
 
         self.api = api
-        api.set_provider(FlagdProvider(resolver_type=ResolverType.IN_PROCESS, offline_flag_source_path=str(flags),
-                                       deadline_ms=poll_ms))  # fmt: skip
+        api.set_provider(
+            FlagdProvider(
+                resolver_type=ResolverType.IN_PROCESS,
+                offline_flag_source_path=str(flags),
+                deadline_ms=poll_ms,
+            )
+        )
         self.client = api.get_client()
-        until(lambda: self.details("__ready__", "x").error_code is None or
-              str(self.details("__ready__", "x").error_code) != "ErrorCode.PROVIDER_NOT_READY", 10, "SDK ready")
+        until(
+            lambda: (
+                self.details("__ready__", "x").error_code is None
+                or str(self.details("__ready__", "x").error_code) != "ErrorCode.PROVIDER_NOT_READY"
+            ),
+            10,
+            "SDK ready",
+        )
 
     def details(self, key: str, user: str | None) -> Any:
         from openfeature.evaluation_context import EvaluationContext

@@ -11,9 +11,16 @@ from pathlib import Path
 
 from functions.local.ports import PortTaken, free_port, port_taken, retry_on_fresh_ports
 
-ENV = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "PATH": "/usr/bin:/bin",
-       "GIT_AUTHOR_NAME": "Team", "GIT_AUTHOR_EMAIL": "team@example.com", "GIT_COMMITTER_NAME": "Team",
-       "GIT_COMMITTER_EMAIL": "team@example.com"}  # fmt: skip
+ENV = {
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_TERMINAL_PROMPT": "0",
+    "LC_ALL": "C",
+    "PATH": "/usr/bin:/bin",
+    "GIT_AUTHOR_NAME": "Team",
+    "GIT_AUTHOR_EMAIL": "team@example.com",
+    "GIT_COMMITTER_NAME": "Team",
+    "GIT_COMMITTER_EMAIL": "team@example.com",
+}
 
 
 def git(cwd: Path | None, *args: str) -> str:
@@ -43,9 +50,22 @@ class GitServer:
             logfile = self.root / "daemon.log"
             with logfile.open("ab") as out:
                 self.process = subprocess.Popen(
-                    ["git", "daemon", "--reuseaddr", "--export-all", "--enable=receive-pack", "--informative-errors",
-                     f"--base-path={self.root}", "--listen=127.0.0.1", f"--port={self.port}", str(self.root)],
-                    stdout=out, stderr=subprocess.STDOUT, env={**ENV, "HOME": str(self.root)})  # fmt: skip
+                    [
+                        "git",
+                        "daemon",
+                        "--reuseaddr",
+                        "--export-all",
+                        "--enable=receive-pack",
+                        "--informative-errors",
+                        f"--base-path={self.root}",
+                        "--listen=127.0.0.1",
+                        f"--port={self.port}",
+                        str(self.root),
+                    ],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env={**ENV, "HOME": str(self.root)},
+                )
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
@@ -54,8 +74,12 @@ class GitServer:
                         raise PortTaken(text)
                     raise AssertionError(f"git daemon exited: {text}")
                 try:
-                    subprocess.run(["git", "ls-remote", self.url("ready.git")], capture_output=True, timeout=5,
-                                   env={**ENV, "HOME": str(self.root)})  # fmt: skip
+                    subprocess.run(
+                        ["git", "ls-remote", self.url("ready.git")],
+                        capture_output=True,
+                        timeout=5,
+                        env={**ENV, "HOME": str(self.root)},
+                    )
                     import socket
 
                     with socket.create_connection(("127.0.0.1", self.port), timeout=1):

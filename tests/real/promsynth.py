@@ -59,7 +59,7 @@ def snappy(data: bytes) -> bytes:
     """Snappy block format with literals only (tag 61: two little-endian length bytes, chunks of 64 KiB)."""
     out = bytearray(_varint(len(data)))
     for at in range(0, len(data), 65536):
-        chunk = data[at:at + 65536]
+        chunk = data[at : at + 65536]
         out += bytes((61 << 2,)) + struct.pack("<H", len(chunk) - 1) + chunk
     return bytes(out)
 
@@ -73,7 +73,9 @@ class Prometheus:
     def __init__(self) -> None:
         binary = shutil.which("prometheus")
         if binary is None:
-            pytest.fail("prometheus is not installed: run `make deps` (apt-get install prometheus)", pytrace=False)
+            pytest.fail(
+                "prometheus is not installed: run `make deps` (apt-get install prometheus)", pytrace=False
+            )
         self.binary = binary
         self.work = Path(tempfile.mkdtemp(prefix="graylane-promsynth-"))
         (self.work / "prometheus.yml").write_text("global: {evaluation_interval: 1m}\nscrape_configs: []\n")
@@ -86,16 +88,24 @@ class Prometheus:
             port = free_port()
             log = (self.work / "prometheus.log").open("wb")
             self.proc = subprocess.Popen(
-                [self.binary, f"--config.file={self.work / 'prometheus.yml'}",
-                 f"--storage.tsdb.path={self.work / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
-                 "--web.enable-remote-write-receiver", "--storage.tsdb.retention.time=2d"],
-                stdout=subprocess.DEVNULL, stderr=log,
-            )  # fmt: skip
+                [
+                    self.binary,
+                    f"--config.file={self.work / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={self.work / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                    "--web.enable-remote-write-receiver",
+                    "--storage.tsdb.retention.time=2d",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
             self.url = f"http://127.0.0.1:{port}"
             if self._ready():
                 return self
             self.stop()
-        pytest.fail(f"prometheus did not start: {(self.work / 'prometheus.log').read_text()[-2000:]}", pytrace=False)
+        pytest.fail(
+            f"prometheus did not start: {(self.work / 'prometheus.log').read_text()[-2000:]}", pytrace=False
+        )
 
     def _ready(self) -> bool:
         deadline = time.monotonic() + 30
@@ -122,9 +132,16 @@ class Prometheus:
                 self.last[labels] = kept[-1][0]
         if not fresh:
             return 0
-        request = urllib.request.Request(f"{self.url}/api/v1/write", data=snappy(write_request(fresh)), method="POST",
-                                         headers={"Content-Encoding": "snappy", "Content-Type": "application/x-protobuf",
-                                                  "X-Prometheus-Remote-Write-Version": "0.1.0"})  # fmt: skip
+        request = urllib.request.Request(
+            f"{self.url}/api/v1/write",
+            data=snappy(write_request(fresh)),
+            method="POST",
+            headers={
+                "Content-Encoding": "snappy",
+                "Content-Type": "application/x-protobuf",
+                "X-Prometheus-Remote-Write-Version": "0.1.0",
+            },
+        )
         try:
             with urllib.request.urlopen(request, timeout=10) as resp:
                 assert resp.status in (200, 204), resp.status

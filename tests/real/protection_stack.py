@@ -89,15 +89,26 @@ def binary(*names: str) -> str:
 def web_policy(socket: Path, notify_url: str, hold_down: float) -> Policy:
     """One canary step held long (so a release stays active), then promote and protect at 1000/s."""
     return Policy(
-        name="web", namespace="real",
+        name="web",
+        namespace="real",
         image=ImageRule(repository="registry.example.com/web"),
         router=RouterSpec(provider="haproxy", options={"socket": str(socket)}),
-        stages=(CanaryStage(steps=(CanaryStep(20, 3600.0),)), PromoteStage(),
-                ProtectStage(rate_limit=RateLimit(average=1000, burst=1000, period=1.0))),
-        protection=(ProtectionRule(alert=PROTECT_ALERT, match=(("severity", "critical"),), rate_limit_factor=0.1,
-                                   floor=5, hold_down=hold_down),),
+        stages=(
+            CanaryStage(steps=(CanaryStep(20, 3600.0),)),
+            PromoteStage(),
+            ProtectStage(rate_limit=RateLimit(average=1000, burst=1000, period=1.0)),
+        ),
+        protection=(
+            ProtectionRule(
+                alert=PROTECT_ALERT,
+                match=(("severity", "critical"),),
+                rate_limit_factor=0.1,
+                floor=5,
+                hold_down=hold_down,
+            ),
+        ),
         notify=(NotifySpec(kind="webhook", url=notify_url),),
-    )  # fmt: skip
+    )
 
 
 class RealProviders:
@@ -150,7 +161,9 @@ class Notices:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
         return f"http://127.0.0.1:{self.server.server_address[1]}/notices"
 
     def of_type(self, suffix: str) -> list[dict[str, Any]]:
@@ -286,9 +299,15 @@ class ProtectionStack:
 
     def start_prometheus(self) -> None:
         """(Re)start Prometheus on its port with its config and data directory; returns once it is ready."""
-        self._spawn("prometheus", [binary("prometheus"), "--config.file=prometheus.yml",
-                                   f"--storage.tsdb.path={self.dir / 'prom-data'}",
-                                   f"--web.listen-address=127.0.0.1:{self.prometheus_port}"])  # fmt: skip
+        self._spawn(
+            "prometheus",
+            [
+                binary("prometheus"),
+                "--config.file=prometheus.yml",
+                f"--storage.tsdb.path={self.dir / 'prom-data'}",
+                f"--web.listen-address=127.0.0.1:{self.prometheus_port}",
+            ],
+        )
         self._ready("prometheus", f"http://127.0.0.1:{self.prometheus_port}/-/ready")
 
     def alert_state(self) -> tuple[Any, ...]:
@@ -299,7 +318,9 @@ class ProtectionStack:
 
     # -- components ----------------------------------------------------------------------------------------
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
-        self._log_start[name] = (self.dir / f"{name}.log").stat().st_size if (self.dir / f"{name}.log").exists() else 0
+        self._log_start[name] = (
+            (self.dir / f"{name}.log").stat().st_size if (self.dir / f"{name}.log").exists() else 0
+        )
         log = (self.dir / f"{name}.log").open("ab")  # a restarted process appends to its log
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.dir)
         self.processes[name] = process
@@ -322,7 +343,9 @@ class ProtectionStack:
         def up() -> bool:
             process = self.processes[name]
             if process.poll() is not None:
-                output = (self.dir / f"{name}.log").read_text(errors="replace")[self._log_start.get(name, 0):]
+                output = (self.dir / f"{name}.log").read_text(errors="replace")[
+                    self._log_start.get(name, 0) :
+                ]
                 if port_taken(output):
                     raise PortTaken(f"{name}: its address was already in use: {output[-500:]}")
                 raise NotReadyInTime(f"{name} exited with {process.returncode}: {output[-2000:]}")
@@ -345,10 +368,13 @@ class ProtectionStack:
             self.haproxy_port, self.metrics_port = free_port(), free_port()
 
         def start() -> None:
-            cfg = install_config(self.dir / "haproxy", bind=f"127.0.0.1:{self.haproxy_port}",
-                                 stable=f"127.0.0.1:{self.backends['stable'].port}",
-                                 canary=f"127.0.0.1:{self.backends['canary'].port}",
-                                 metrics_bind=f"127.0.0.1:{self.metrics_port}")  # fmt: skip
+            cfg = install_config(
+                self.dir / "haproxy",
+                bind=f"127.0.0.1:{self.haproxy_port}",
+                stable=f"127.0.0.1:{self.backends['stable'].port}",
+                canary=f"127.0.0.1:{self.backends['canary'].port}",
+                metrics_bind=f"127.0.0.1:{self.metrics_port}",
+            )
             self._spawn("haproxy", [binary("haproxy"), "-db", "-f", str(cfg)])
             self._ready("haproxy", f"http://127.0.0.1:{self.metrics_port}/metrics")
 
@@ -357,25 +383,48 @@ class ProtectionStack:
 
     def _start_prometheus(self) -> None:
         self.prometheus_port = free_port()
-        ratio = ('sum by (proxy, server) (rate(haproxy_server_http_responses_total{code="5xx"}[5s]))'
-                 ' / sum by (proxy, server) (rate(haproxy_server_http_responses_total[5s]))')  # fmt: skip
-        rules = {"groups": [{"name": "web", "interval": "1s", "rules": [
-            {"record": "server:http_error_ratio:rate5s", "expr": ratio},
-            {"alert": PROTECT_ALERT, "for": "0s",
-             "expr": 'server:http_error_ratio:rate5s{proxy="be_app", server="stable"} > 0.1',
-             "labels": {"severity": "critical", "graylane_app": APP},
-             "annotations": {"summary": "stable 5xx ratio {{ $value }} above 0.1"}},
-            {"alert": CANARY_ALERT, "for": "0s",
-             "expr": 'server:http_error_ratio:rate5s{proxy="be_app", server="canary"} > 0.1',
-             "labels": {"severity": "critical", "graylane_app": APP, "track": "canary"}},
-        ]}]}  # fmt: skip
+        ratio = (
+            'sum by (proxy, server) (rate(haproxy_server_http_responses_total{code="5xx"}[5s]))'
+            " / sum by (proxy, server) (rate(haproxy_server_http_responses_total[5s]))"
+        )
+        rules = {
+            "groups": [
+                {
+                    "name": "web",
+                    "interval": "1s",
+                    "rules": [
+                        {"record": "server:http_error_ratio:rate5s", "expr": ratio},
+                        {
+                            "alert": PROTECT_ALERT,
+                            "for": "0s",
+                            "expr": 'server:http_error_ratio:rate5s{proxy="be_app", server="stable"} > 0.1',
+                            "labels": {"severity": "critical", "graylane_app": APP},
+                            "annotations": {"summary": "stable 5xx ratio {{ $value }} above 0.1"},
+                        },
+                        {
+                            "alert": CANARY_ALERT,
+                            "for": "0s",
+                            "expr": 'server:http_error_ratio:rate5s{proxy="be_app", server="canary"} > 0.1',
+                            "labels": {"severity": "critical", "graylane_app": APP, "track": "canary"},
+                        },
+                    ],
+                }
+            ]
+        }
         config = {
             "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
             "rule_files": ["rules.yml"],
-            "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{self.alertmanager_port}"]}]}]},
-            "scrape_configs": [{"job_name": "haproxy", "params": {"scope": ["server"]},
-                                "static_configs": [{"targets": [f"127.0.0.1:{self.metrics_port}"]}]}],
-        }  # fmt: skip
+            "alerting": {
+                "alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{self.alertmanager_port}"]}]}]
+            },
+            "scrape_configs": [
+                {
+                    "job_name": "haproxy",
+                    "params": {"scope": ["server"]},
+                    "static_configs": [{"targets": [f"127.0.0.1:{self.metrics_port}"]}],
+                }
+            ],
+        }
         if not self.alerting:  # scrape only: no rule can fire and no Alertmanager is asked
             del config["rule_files"], config["alerting"]
         (self.dir / "rules.yml").write_text(json.dumps(rules, indent=1))  # JSON is YAML
@@ -395,19 +444,39 @@ class ProtectionStack:
         self._stoppers.append(self.gateway_listener.close)
         self.gateway_port = self.gateway_listener.getsockname()[1]
         config = {
-            "route": {"receiver": "graylane", "group_by": ["alertname"], "group_wait": "0s",
-                      "group_interval": "1s", "repeat_interval": "1h"},
-            "receivers": [{"name": "graylane", "webhook_configs": [{
-                "url": f"http://127.0.0.1:{self.gateway_port}/hooks/alertmanager", "send_resolved": True,
-                "http_config": {"authorization": {"type": "Bearer", "credentials": TOKEN}}}]}],
-        }  # fmt: skip
+            "route": {
+                "receiver": "graylane",
+                "group_by": ["alertname"],
+                "group_wait": "0s",
+                "group_interval": "1s",
+                "repeat_interval": "1h",
+            },
+            "receivers": [
+                {
+                    "name": "graylane",
+                    "webhook_configs": [
+                        {
+                            "url": f"http://127.0.0.1:{self.gateway_port}/hooks/alertmanager",
+                            "send_resolved": True,
+                            "http_config": {"authorization": {"type": "Bearer", "credentials": TOKEN}},
+                        }
+                    ],
+                }
+            ],
+        }
         (self.dir / "alertmanager.yml").write_text(json.dumps(config, indent=1))
 
         def start() -> None:
-            self._spawn("alertmanager", [binary("prometheus-alertmanager", "alertmanager"),
-                                         "--config.file=alertmanager.yml", f"--storage.path={self.dir / 'am-data'}",
-                                         f"--web.listen-address=127.0.0.1:{self.alertmanager_port}",
-                                         "--cluster.listen-address="])  # fmt: skip
+            self._spawn(
+                "alertmanager",
+                [
+                    binary("prometheus-alertmanager", "alertmanager"),
+                    "--config.file=alertmanager.yml",
+                    f"--storage.path={self.dir / 'am-data'}",
+                    f"--web.listen-address=127.0.0.1:{self.alertmanager_port}",
+                    "--cluster.listen-address=",
+                ],
+            )
             self._ready("alertmanager", f"http://127.0.0.1:{self.alertmanager_port}/-/ready")
 
         def reroll() -> None:
@@ -423,15 +492,20 @@ class ProtectionStack:
         self.policy = web_policy(self.socket, notify_url, self.hold_down)
         policies = StaticPolicies([self.policy])
         self.store = SqliteStore(self.dir / "state.db")
-        self.runner = Runner(self.store, policies, self.providers, bus=self.bus, source="/graylane/protection")
+        self.runner = Runner(
+            self.store, policies, self.providers, bus=self.bus, source="/graylane/protection"
+        )
         # the protection function: every alert CloudEvent the gateway publishes goes through the runner
-        self.bus.subscribe("dev.graylane.alert.", lambda event: self.runner.handle_cloudevent(
-            event, expect=(ALERT_FIRING, ALERT_RESOLVED)))  # fmt: skip
+        self.bus.subscribe(
+            "dev.graylane.alert.",
+            lambda event: self.runner.handle_cloudevent(event, expect=(ALERT_FIRING, ALERT_RESOLVED)),
+        )
         settings = GatewaySettings(credentials={"alertmanager": Credentials(token=TOKEN)})
         app = build_app(settings, make_sources(["alertmanager"]), self.bus, policies)
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [self.gateway_listener]}, name="gateway",
-                                  daemon=True)  # fmt: skip
+        thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [self.gateway_listener]}, name="gateway", daemon=True
+        )
         thread.start()
 
         def stop_gateway() -> None:

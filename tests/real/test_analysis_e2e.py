@@ -71,8 +71,13 @@ def _story(stack: AnalysisStack) -> str:
 
 
 def _push(version: str) -> ImagePushed:
-    return ImagePushed(id=f"push-{version}-{time.monotonic_ns()}", app=APP, repository=REPOSITORY, tag=version,
-                       target=Version(version, f"{REPOSITORY}:{version}"))  # fmt: skip
+    return ImagePushed(
+        id=f"push-{version}-{time.monotonic_ns()}",
+        app=APP,
+        repository=REPOSITORY,
+        tag=version,
+        target=Version(version, f"{REPOSITORY}:{version}"),
+    )
 
 
 def _start_release(stack: AnalysisStack, clients: int = 4, rps: float = 40.0, first: int = 20) -> float:
@@ -165,9 +170,11 @@ def test_a_bad_canary_is_rolled_back_by_the_sequential_judge(tmp_path: Path) -> 
 
         hits = _canary_hits(stack, started, rolled_back)
         first_bad = min(h.at for h in hits if h.status == 500)
-        print(f"\nbad canary: first bad request -> rolled back {rolled_back - first_bad:.2f} s "
-              f"(release start -> rolled back {rolled_back - started:.2f} s; {len(hits)} canary requests, "
-              f"{sum(h.status == 500 for h in hits)} failed; {len(release.verdicts)} verdicts)")  # fmt: skip
+        print(
+            f"\nbad canary: first bad request -> rolled back {rolled_back - first_bad:.2f} s "
+            f"(release start -> rolled back {rolled_back - started:.2f} s; {len(hits)} canary requests, "
+            f"{sum(h.status == 500 for h in hits)} failed; {len(release.verdicts)} verdicts)"
+        )
         assert rolled_back - first_bad < 15.0
 
 
@@ -200,9 +207,11 @@ def test_a_healthy_canary_is_promoted_without_a_false_rollback(tmp_path: Path) -
             canary = len(_canary_hits(stack, since, until))
             assert total > 200 and abs(canary / total - share) < 0.1, (share, canary, total)
         _assert_back_on_stable(stack)  # after the promote stage the (new) stable takes everything
-        print(f"\nhealthy canary: promoted {promoted - started:.1f} s, succeeded {succeeded - started:.1f} s "
-              f"after the start; verdicts {verdicts.count('pass')} pass, {verdicts.count('inconclusive')} "
-              "inconclusive")  # fmt: skip
+        print(
+            f"\nhealthy canary: promoted {promoted - started:.1f} s, succeeded {succeeded - started:.1f} s "
+            f"after the start; verdicts {verdicts.count('pass')} pass, {verdicts.count('inconclusive')} "
+            "inconclusive"
+        )
 
 
 def test_prometheus_down_never_promotes_pauses_and_resume_continues(tmp_path: Path) -> None:
@@ -237,9 +246,16 @@ def test_prometheus_down_never_promotes_pauses_and_resume_continues(tmp_path: Pa
         stack.wait_scraping()  # back means scraping again: resuming earlier only pauses again on no-data
         resumed = time.monotonic()
         rel = _release(stack)
-        stack.runner.handle(Command(id=f"resume-{time.monotonic_ns()}", app=APP, action="resume",
-                                    actor=Actor(user="oncall", via="cli"), release=rel.id,
-                                    version=rel.target.version))  # fmt: skip
+        stack.runner.handle(
+            Command(
+                id=f"resume-{time.monotonic_ns()}",
+                app=APP,
+                action="resume",
+                actor=Actor(user="oncall", via="cli"),
+                release=rel.id,
+                version=rel.target.version,
+            )
+        )
         succeeded = wait_for(
             "release succeeded after resume", lambda: _first(stack, ".release.succeeded"), timeout=30
         )
@@ -247,8 +263,10 @@ def test_prometheus_down_never_promotes_pauses_and_resume_continues(tmp_path: Pa
         after = [e.data["verdict"] for at, e in stack.events(".analysis.verdict") if resumed < at < promoted]
         assert "pass" in after and "fail" not in after  # promoted on fresh passing verdicts only
         assert stack.state().stable.version == "v2" and _release(stack).phase == Phase.SUCCEEDED
-        print(f"\nprometheus down: paused {paused - stopped:.1f} s after the stop; resumed -> succeeded "
-              f"{succeeded - resumed:.1f} s")  # fmt: skip
+        print(
+            f"\nprometheus down: paused {paused - stopped:.1f} s after the stop; resumed -> succeeded "
+            f"{succeeded - resumed:.1f} s"
+        )
 
 
 def test_a_slower_canary_is_rolled_back_by_the_latency_comparison(tmp_path: Path) -> None:
@@ -274,8 +292,10 @@ def test_a_slower_canary_is_rolled_back_by_the_latency_comparison(tmp_path: Path
         assert (
             50 < latency.value - latency.stable_value <= 110
         )  # ms: the 100 ms delay, as the gauge ramps to it
-        print(f"\nslow canary: rolled back {rolled_back - started:.2f} s after the start "
-              f"(canary {latency.value:.0f} ms vs stable {latency.stable_value:.0f} ms)")  # fmt: skip
+        print(
+            f"\nslow canary: rolled back {rolled_back - started:.2f} s after the start "
+            f"(canary {latency.value:.0f} ms vs stable {latency.stable_value:.0f} ms)"
+        )
         assert rolled_back - started < 25.0
 
 
@@ -310,7 +330,9 @@ def test_the_guard_rolls_back_a_bad_canary_before_start_step_on_real_counters(tm
         stack.set_backend("stable", error_rate=BASELINE)
         stack.set_backend("canary", error_rate=0.5)
         started = _start_release(stack, first=5)
-        rolled_back = wait_for("release rolled back", lambda: _first(stack, ".release.rolledback"), timeout=20)
+        rolled_back = wait_for(
+            "release rolled back", lambda: _first(stack, ".release.rolledback"), timeout=20
+        )
         release = _release(stack)
         assert release.phase == Phase.ROLLED_BACK and release.step == 0 and not release.analysing
         assert release.reason.startswith("guard: canary errors")
@@ -319,8 +341,10 @@ def test_the_guard_rolls_back_a_bad_canary_before_start_step_on_real_counters(tm
         assert "increase" not in guard.query  # raw counters
         _assert_back_on_stable(stack)
         hits = _canary_hits(stack, started, rolled_back)
-        print(f"\nguard: rolled back {rolled_back - started:.2f} s after the start; {len(hits)} canary requests, "
-              f"{sum(h.status == 500 for h in hits)} failed")  # fmt: skip
+        print(
+            f"\nguard: rolled back {rolled_back - started:.2f} s after the start; {len(hits)} canary requests, "
+            f"{sum(h.status == 500 for h in hits)} failed"
+        )
         assert rolled_back - started < 6.0
 
 
@@ -329,13 +353,18 @@ def test_exposure_ramps_a_healthy_canary_from_the_probe_weight_on_real_counters(
         for name in ("stable", "canary"):
             stack.set_backend(name, error_rate=BASELINE)
         started = _start_release(stack, first=5)
-        reached = wait_for("the planned 20 % live",
-                           lambda: time.monotonic() if stack.routes() == RoutePlan.canary_at(20) else None,
-                           timeout=12, every=0.1)  # fmt: skip
+        reached = wait_for(
+            "the planned 20 % live",
+            lambda: time.monotonic() if stack.routes() == RoutePlan.canary_at(20) else None,
+            timeout=12,
+            every=0.1,
+        )
         succeeded = wait_for("release succeeded", lambda: _first(stack, ".release.succeeded"), timeout=45)
         release = _release(stack)
         assert release.phase == Phase.SUCCEEDED and release.failures == 0
         ramp = [h.weight for h in stack.state().history if h.reason.startswith("exposure:")]
         assert ramp and ramp == sorted(ramp) and max(ramp) <= 50
-        print(f"\nexposure: 5 % -> 20 % in {reached - started:.1f} s (ramp {ramp}); "
-              f"succeeded {succeeded - started:.1f} s after the start")  # fmt: skip
+        print(
+            f"\nexposure: 5 % -> 20 % in {reached - started:.1f} s (ramp {ramp}); "
+            f"succeeded {succeeded - started:.1f} s after the start"
+        )

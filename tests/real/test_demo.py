@@ -25,10 +25,24 @@ ROLLBACK_WITHIN = 10.0  # seconds from v3's first traffic to rolled-back
 
 
 def demo(tmp_path: Path, *extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "functions.cli", "demo", "--fast", "--no-live",
-                             "--report", str(tmp_path / "report.html"), *extra],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "functions.cli",
+            "demo",
+            "--fast",
+            "--no-live",
+            "--report",
+            str(tmp_path / "report.html"),
+            *extra,
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 def pid_alive(pid: int) -> bool:
@@ -60,8 +74,10 @@ def test_the_fast_demo_promotes_v2_rolls_back_v3_and_tightens_then_relaxes(tmp_p
     assert any(h["action"] == "promoted" and h["release"] == "shop-1" for h in history)
     assert any(h["phaseTo"] == "rolled-back" and h["release"] == "shop-2" for h in history)
     assert [(g["version"], g["gate"], g["user"]) for g in data["gates"]] == [
-        ("v2.0.0", "ab-test", "demo-operator"), ("v2.0.0", "promote", "demo-operator"),
-        ("v3.0.0", "ab-test", "demo-operator")]  # fmt: skip
+        ("v2.0.0", "ab-test", "demo-operator"),
+        ("v2.0.0", "promote", "demo-operator"),
+        ("v3.0.0", "ab-test", "demo-operator"),
+    ]
     assert {v["verdict"] for v in data["verdicts"] if v["version"] == "v3.0.0"} >= {"fail"}
     canary_success = [m["canarySuccess"] for m in data["metrics"] if m.get("canarySuccess") is not None]
     assert min(canary_success) < 0.9 < max(canary_success)  # v3's errors were measured, v2's success too

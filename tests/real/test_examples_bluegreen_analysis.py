@@ -64,15 +64,23 @@ def _labels(name: str, labels: dict[str, str]) -> Labels:
     return tuple(sorted((("__name__", name), *labels.items())))
 
 
-def _buckets(name: str, labels: dict[str, str], requests: float, latency: float, scale: float = 1.0) -> Series:
-    out = [(_labels(name, {**labels, "le": f"{b * scale:g}"}), requests if latency <= b else 0.0, False)
-           for b in BUCKETS]  # fmt: skip
+def _buckets(
+    name: str, labels: dict[str, str], requests: float, latency: float, scale: float = 1.0
+) -> Series:
+    out = [
+        (_labels(name, {**labels, "le": f"{b * scale:g}"}), requests if latency <= b else 0.0, False)
+        for b in BUCKETS
+    ]
     return out + [(_labels(name, {**labels, "le": "+Inf"}), requests, False)]
 
 
-def _codes(name: str, labels: dict[str, str], code: str, ok: str, failed: str, requests: float, bad: float) -> Series:
-    return [(_labels(name, {**labels, code: ok}), requests - bad, False),
-            (_labels(name, {**labels, code: failed}), bad, False)]
+def _codes(
+    name: str, labels: dict[str, str], code: str, ok: str, failed: str, requests: float, bad: float
+) -> Series:
+    return [
+        (_labels(name, {**labels, code: ok}), requests - bad, False),
+        (_labels(name, {**labels, code: failed}), bad, False),
+    ]
 
 
 def traefik(service: str) -> Render:
@@ -80,19 +88,28 @@ def traefik(service: str) -> Render:
 
     def series(requests: float, bad: float, latency: float) -> Series:
         base = {"service": service, "method": "GET", "protocol": "http"}
-        return [*_codes("traefik_service_requests_total", base, "code", "200", "503", requests, bad),
-                *_buckets("traefik_service_request_duration_seconds_bucket", {**base, "code": "200"}, requests,
-                          latency)]  # fmt: skip
+        return [
+            *_codes("traefik_service_requests_total", base, "code", "200", "503", requests, bad),
+            *_buckets(
+                "traefik_service_request_duration_seconds_bucket", {**base, "code": "200"}, requests, latency
+            ),
+        ]
 
     return series
 
 
 def istio(namespace: str, workload: str) -> Render:
     def series(requests: float, bad: float, latency: float) -> Series:
-        base = {"reporter": "destination", "destination_workload_namespace": namespace,
-                "destination_workload": workload, "destination_service": f"reviews.{namespace}.svc.cluster.local"}
-        return [*_codes("istio_requests_total", base, "response_code", "200", "503", requests, bad),
-                *_buckets("istio_request_duration_milliseconds_bucket", base, requests, latency, scale=1000)]
+        base = {
+            "reporter": "destination",
+            "destination_workload_namespace": namespace,
+            "destination_workload": workload,
+            "destination_service": f"reviews.{namespace}.svc.cluster.local",
+        }
+        return [
+            *_codes("istio_requests_total", base, "response_code", "200", "503", requests, bad),
+            *_buckets("istio_request_duration_milliseconds_bucket", base, requests, latency, scale=1000),
+        ]
 
     return series
 
@@ -100,8 +117,10 @@ def istio(namespace: str, workload: str) -> Render:
 def nginx(namespace: str, ingress: str, service: str) -> Render:
     def series(requests: float, bad: float, latency: float) -> Series:
         base = {"namespace": namespace, "ingress": ingress, "service": service, "method": "GET", "path": "/"}
-        return [*_codes("nginx_ingress_controller_requests", base, "status", "200", "502", requests, bad),
-                *_buckets("nginx_ingress_controller_request_duration_seconds_bucket", base, requests, latency)]
+        return [
+            *_codes("nginx_ingress_controller_requests", base, "status", "200", "502", requests, bad),
+            *_buckets("nginx_ingress_controller_request_duration_seconds_bucket", base, requests, latency),
+        ]
 
     return series
 
@@ -109,9 +128,15 @@ def nginx(namespace: str, ingress: str, service: str) -> Render:
 def haproxy(backend: str, server: str) -> Render:
     def series(requests: float, bad: float, latency: float) -> Series:
         base = {"proxy": backend, "server": server}
-        return [*_codes("haproxy_server_http_responses_total", base, "code", "2xx", "5xx", requests, bad),
-                (_labels("haproxy_server_http_responses_total", {**base, "code": "4xx"}), 0.0, False),
-                (_labels("haproxy_server_response_time_average_seconds", base), latency if requests else 0.0, True)]
+        return [
+            *_codes("haproxy_server_http_responses_total", base, "code", "2xx", "5xx", requests, bad),
+            (_labels("haproxy_server_http_responses_total", {**base, "code": "4xx"}), 0.0, False),
+            (
+                _labels("haproxy_server_response_time_average_seconds", base),
+                latency if requests else 0.0,
+                True,
+            ),
+        ]
 
     return series
 
@@ -128,20 +153,46 @@ class Example:
 
 CASES = [
     # Traefik IngressRoute backends: <namespace>-<service>-<port>@kubernetescrd
-    Example("traefik-pipeline.yaml", ("v1.0.0", "v2.0.0"), traefik("pro-k8s-flask-8080@kubernetescrd"),
-            traefik("pro-k8s-flask-canary-8080@kubernetescrd")),
-    Example("waves.yaml", ("3.0.0", "3.1.0"), traefik("shop-checkout-80@kubernetescrd"),
-            traefik("shop-checkout-canary-80@kubernetescrd")),
+    Example(
+        "traefik-pipeline.yaml",
+        ("v1.0.0", "v2.0.0"),
+        traefik("pro-k8s-flask-8080@kubernetescrd"),
+        traefik("pro-k8s-flask-canary-8080@kubernetescrd"),
+    ),
+    Example(
+        "waves.yaml",
+        ("3.0.0", "3.1.0"),
+        traefik("shop-checkout-80@kubernetescrd"),
+        traefik("shop-checkout-canary-80@kubernetescrd"),
+    ),
     # HTTPRoute backends of Traefik v3's Gateway provider: <namespace>-<service>-http-<port>@kubernetesgateway
-    Example("bluegreen.yaml", ("2.0.0", "2.1.0"), traefik("web-shop-blue-http-80@kubernetesgateway"),
-            traefik("web-shop-green-http-80@kubernetesgateway")),
+    Example(
+        "bluegreen.yaml",
+        ("2.0.0", "2.1.0"),
+        traefik("web-shop-blue-http-80@kubernetesgateway"),
+        traefik("web-shop-green-http-80@kubernetesgateway"),
+    ),
     # one Deployment per version (reviews-v1, reviews-v2): Istio labels each one's series by its name
-    Example("istio-bookinfo.yaml", ("v1", "v2"), istio("default", "reviews-v1"), istio("default", "reviews-v2"),
-            per_workload=lambda workload: istio("default", workload)),
-    Example("argo-canary-analysis.yaml", ("v1", "v2"), nginx("default", "canary-demo", "canary-demo"),
-            nginx("default", "canary-demo-canary", "canary-demo-canary")),
-    Example("gray-user-id.yaml", ("release-1.0.0", "release-1.1.0"), haproxy("profile", "stable"),
-            haproxy("profile", "canary"), broken_ends=Phase.FROZEN),
+    Example(
+        "istio-bookinfo.yaml",
+        ("v1", "v2"),
+        istio("default", "reviews-v1"),
+        istio("default", "reviews-v2"),
+        per_workload=lambda workload: istio("default", workload),
+    ),
+    Example(
+        "argo-canary-analysis.yaml",
+        ("v1", "v2"),
+        nginx("default", "canary-demo", "canary-demo"),
+        nginx("default", "canary-demo-canary", "canary-demo-canary"),
+    ),
+    Example(
+        "gray-user-id.yaml",
+        ("release-1.0.0", "release-1.1.0"),
+        haproxy("profile", "stable"),
+        haproxy("profile", "canary"),
+        broken_ends=Phase.FROZEN,
+    ),
 ]
 
 
@@ -152,8 +203,13 @@ def user_share(rule: Match) -> float:
     """The share of user requests a targeting rule matches (the preview header: none, only the load test)."""
     if rule.kind == "header" and rule.name.startswith("x-graylane-preview"):
         return 0.0
-    return {"header": 0.1, "cookie": 0.05, "user-id-digit": len(rule.digits) / 10, "user-hash": rule.percent / 100,
-            "source-ip": 0.02}[rule.kind]  # fmt: skip
+    return {
+        "header": 0.1,
+        "cookie": 0.05,
+        "user-id-digit": len(rule.digits) / 10,
+        "user-hash": rule.percent / 100,
+        "source-ip": 0.02,
+    }[rule.kind]
 
 
 @dataclass
@@ -176,7 +232,9 @@ class DataPlane:
     start: float
     now: float = 0.0
     totals: dict[Labels, float] = field(default_factory=dict)
-    user_requests: dict[tuple[str, str], float] = field(default_factory=dict)  # (cluster, version) -> user requests
+    user_requests: dict[tuple[str, str], float] = field(
+        default_factory=dict
+    )  # (cluster, version) -> user requests
     load_tests: dict[str, LoadTest] = field(default_factory=dict)
 
     def clusters(self) -> list[str]:
@@ -190,8 +248,11 @@ class DataPlane:
         for key, args in getattr(self.providers.workloads_, "load_tests", {}).items():
             if key.startswith(f"{cluster}/") and key not in self.load_tests:
                 self.load_tests[key] = _parse_hey(args, self.now)
-        return [t for k, t in self.load_tests.items() if k.startswith(f"{cluster}/") and t.started <= at < t.started +
-                t.seconds]  # fmt: skip
+        return [
+            t
+            for k, t in self.load_tests.items()
+            if k.startswith(f"{cluster}/") and t.started <= at < t.started + t.seconds
+        ]
 
     def advance(self, until: float) -> None:
         """Traffic from now to `until`, on the routes as they are now (graylane changes them only when it decides)."""
@@ -218,7 +279,9 @@ class DataPlane:
         for track, version, render in self._tracks(cluster):
             rate = flows[track] if version else 0.0
             users = (USERS_RPS - to_canary) if track == "stable" else to_canary
-            self.user_requests[(cluster, version)] = self.user_requests.get((cluster, version), 0.0) + users * STEP
+            self.user_requests[(cluster, version)] = (
+                self.user_requests.get((cluster, version), 0.0) + users * STEP
+            )
             health = self.health.get(version, HEALTHY)
             requests = rate * STEP
             for labels, value, gauge in render(requests, requests * health.error_share, health.latency):
@@ -226,13 +289,14 @@ class DataPlane:
                 self.totals[labels] = value if gauge else self.totals.get(labels, 0.0) + value
                 samples.setdefault(labels, []).append((int(t * 1000), self.totals[labels]))
 
-
     def _tracks(self, cluster: str) -> list[tuple[str, str, Render]]:
         """(track, version running there or "", its series) for the stable and the canary side of the route."""
         p = self.policy
         if self.example.per_workload is None:
-            return [("stable", self.version(cluster, p.stable_workload), self.example.stable),
-                    ("canary", self.version(cluster, p.canary_workload), self.example.canary)]  # fmt: skip
+            return [
+                ("stable", self.version(cluster, p.stable_workload), self.example.stable),
+                ("canary", self.version(cluster, p.canary_workload), self.example.canary),
+            ]
         # one Deployment per version: the route names the versions' subsets; "" is a Deployment at zero
         versions = self.providers.router_.versions.get(f"{cluster}/{p.namespace}/{p.name}")
         if versions is None:  # before the first push: nothing routed yet
@@ -241,8 +305,13 @@ class DataPlane:
         out = []
         for track, slot in (("stable", versions.stable), ("canary", versions.canary)):
             running = slot is not None and images.get(f"{cluster}/{p.namespace}/{slot.workload}") != ""
-            out.append((track, slot.version if slot is not None and running else "",
-                        self.example.per_workload(slot.workload if slot is not None else "")))
+            out.append(
+                (
+                    track,
+                    slot.version if slot is not None and running else "",
+                    self.example.per_workload(slot.workload if slot is not None else ""),
+                )
+            )
         return out
 
 
@@ -259,8 +328,12 @@ def _parse_hey(args: tuple[str, ...], now: float) -> LoadTest:
         elif flag.startswith("-"):
             opts[flag] = items.pop(0)
     assert items == [] and args[-1].startswith("http"), shlex.join(args)
-    return LoadTest(started=now, seconds=float(opts["-z"].rstrip("s")), rps=int(opts["-c"]) * float(opts["-q"]),
-                    header=header)
+    return LoadTest(
+        started=now,
+        seconds=float(opts["-z"].rstrip("s")),
+        rps=int(opts["-c"]) * float(opts["-q"]),
+        header=header,
+    )
 
 
 # -- driving a release ---------------------------------------------------------------------------------------------
@@ -311,39 +384,69 @@ def run_release(example: Example, health: Health, tmp: Path) -> Iterator[Outcome
         policy = example_policy(example.file, prometheus.url)
         start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=6)
         clock = Clock(start)
-        analysis = PrometheusAnalysis(prometheus.url, timeout=5, retries=1, clock=lambda: clock.now.timestamp())
+        analysis = PrometheusAnalysis(
+            prometheus.url, timeout=5, retries=1, clock=lambda: clock.now.timestamp()
+        )
         providers = PrometheusProviders(analysis)
         store = SqliteStore(tmp / "graylane.db")
         runner = Runner(store, StaticPolicies([policy]), providers, clock=clock)
         old, new = example.tags
-        plane = DataPlane(policy, example, providers, {old: HEALTHY, new: health}, prometheus, start.timestamp(),
-                          now=start.timestamp())  # fmt: skip
+        plane = DataPlane(
+            policy,
+            example,
+            providers,
+            {old: HEALTHY, new: health},
+            prometheus,
+            start.timestamp(),
+            now=start.timestamp(),
+        )
         repo = policy.image.repository
         decisions: list[str] = []
         for tag in (old, new):
             clock.now += timedelta(seconds=STEP)
             plane.advance(clock.now.timestamp())
-            runner.handle(ImagePushed(id=f"push-{tag}", app=policy.app, target=Version(tag, f"{repo}:{tag}"),
-                                      repository=repo, tag=tag, source="generic"))  # fmt: skip
+            runner.handle(
+                ImagePushed(
+                    id=f"push-{tag}",
+                    app=policy.app,
+                    target=Version(tag, f"{repo}:{tag}"),
+                    repository=repo,
+                    tag=tag,
+                    source="generic",
+                )
+            )
         for i in range(600):
             state = _state(store, policy.app)
             rel = state.release
-            assert rel is not None and rel.target.version == new, f"{example.file}: the push of {new} started nothing"
+            assert rel is not None and rel.target.version == new, (
+                f"{example.file}: the push of {new} started nothing"
+            )
             if rel.phase in TERMINAL or rel.phase == Phase.FROZEN:
                 break
             assert rel.phase != Phase.PAUSED, f"{example.file}: paused: {rel.reason}"
             if rel.phase == Phase.WAITING and _looked(policy, rel):  # a human approves what the metrics show
                 decisions.append(f"approve {rel.gate}")
                 params = _defaults(policy, rel.gate)
-                runner.handle(Command(id=f"approve-{i}", app=policy.app, action="approve", gate=rel.gate,
-                                      params=params, actor=Actor("release-manager", "cli"), release=rel.id,
-                                      version=rel.target.version))  # fmt: skip
+                runner.handle(
+                    Command(
+                        id=f"approve-{i}",
+                        app=policy.app,
+                        action="approve",
+                        gate=rel.gate,
+                        params=params,
+                        actor=Actor("release-manager", "cli"),
+                        release=rel.id,
+                        version=rel.target.version,
+                    )
+                )
                 continue
             clock.now += timedelta(seconds=_step(policy, rel, clock.now))
             plane.advance(clock.now.timestamp())
             runner.handle(Tick(id=f"tick-{i}", app=policy.app))
         else:
-            raise AssertionError(f"{example.file}: the release did not end: {_state(store, policy.app).release}")
+            raise AssertionError(
+                f"{example.file}: the release did not end: {_state(store, policy.app).release}"
+            )
         yield Outcome(_state(store, policy.app), plane, list(analysis.queries), decisions)
     finally:
         prometheus.close()
@@ -359,7 +462,11 @@ def _looked(policy: Policy, rel: Release) -> bool:
     """At a gate of an analysed release, the latest verdict since the gate opened has passed."""
     if not rel.analysing:
         return True
-    return bool(rel.verdicts) and rel.verdicts[-1].verdict == "pass" and rel.verdicts[-1].at >= rel.stage_started_at
+    return (
+        bool(rel.verdicts)
+        and rel.verdicts[-1].verdict == "pass"
+        and rel.verdicts[-1].at >= rel.stage_started_at
+    )
 
 
 def _defaults(policy: Policy, gate: str) -> dict[str, int]:
@@ -372,7 +479,11 @@ def _step(policy: Policy, rel: Release, now: datetime) -> float:
     interval = policy.analysis.interval if policy.analysis else 10.0
     if rel.phase == Phase.WAITING:  # its timer is the gate's timeout: look again, never let it run out
         return interval
-    passed = bool(rel.verdicts) and rel.verdicts[-1].verdict == "pass" and rel.verdicts[-1].at >= rel.step_started_at
+    passed = (
+        bool(rel.verdicts)
+        and rel.verdicts[-1].verdict == "pass"
+        and rel.verdicts[-1].at >= rel.step_started_at
+    )
     if rel.timer is not None and (passed or not rel.analysing):
         due = datetime.fromisoformat(rel.timer.due.replace("Z", "+00:00"))
         return max(interval, (due - now).total_seconds() + 1)
@@ -383,21 +494,27 @@ def _step(policy: Policy, rel: Release, now: datetime) -> float:
 
 
 @pytest.mark.parametrize("example", CASES, ids=[c.file for c in CASES])
-def test_bluegreen_analysis_every_example_promotes_a_healthy_release_on_real_queries(example: Example,
-                                                                                     tmp_path: Path) -> None:
+def test_bluegreen_analysis_every_example_promotes_a_healthy_release_on_real_queries(
+    example: Example, tmp_path: Path
+) -> None:
     [out] = list(run_release(example, HEALTHY, tmp_path))
     rel = out.state.release
-    assert rel is not None and rel.phase == Phase.SUCCEEDED, f"{rel.phase if rel else None}: {rel.reason if rel else ''}"
+    assert rel is not None and rel.phase == Phase.SUCCEEDED, (
+        f"{rel.phase if rel else None}: {rel.reason if rel else ''}"
+    )
     assert out.state.stable.version == example.tags[1]
     assert out.queries, "no query reached Prometheus"
     judged = [m for v in rel.verdicts for m in v.metrics]
-    assert judged and all(m.query for m in judged if not m.name.startswith("custom")), "verdicts without queries"
+    assert judged and all(m.query for m in judged if not m.name.startswith("custom")), (
+        "verdicts without queries"
+    )
     assert all("unavailable" not in m.reason for m in judged), [m.reason for m in judged]
 
 
 @pytest.mark.parametrize("example", CASES, ids=[c.file for c in CASES])
-def test_bluegreen_analysis_every_example_stops_a_broken_release_on_real_queries(example: Example,
-                                                                                  tmp_path: Path) -> None:
+def test_bluegreen_analysis_every_example_stops_a_broken_release_on_real_queries(
+    example: Example, tmp_path: Path
+) -> None:
     [out] = list(run_release(example, BROKEN, tmp_path))
     rel = out.state.release
     assert rel is not None and rel.phase == example.broken_ends, f"{rel.phase}: {rel.reason}"
@@ -406,18 +523,24 @@ def test_bluegreen_analysis_every_example_stops_a_broken_release_on_real_queries
     assert failed and all(m.query for m in failed)
 
 
-def test_bluegreen_analysis_the_preview_is_judged_on_load_test_traffic_users_never_see(tmp_path: Path) -> None:
+def test_bluegreen_analysis_the_preview_is_judged_on_load_test_traffic_users_never_see(
+    tmp_path: Path,
+) -> None:
     example = next(c for c in CASES if c.file == "bluegreen.yaml")
     [out] = list(run_release(example, BROKEN, tmp_path))
     rel = out.state.release
     assert rel is not None and rel.phase == Phase.ROLLED_BACK
     assert [k for k in out.plane.load_tests] == ["/web/shop-1-preview"]
-    assert out.plane.user_requests.get(("", example.tags[1]), 0.0) == 0.0  # no user request ever reached green
+    assert (
+        out.plane.user_requests.get(("", example.tags[1]), 0.0) == 0.0
+    )  # no user request ever reached green
     # Who fails the preview: the always-on guard (issue 13) reads the same counters and may prove the
     # regression on the load test's first requests, before the example's `errors` check has its window; or
     # that check does. Either way the verdict must be green's own error share, measured on green's series,
     # from requests that can only be the load test's (no user request reached green, asserted above).
-    [preview] = [m for v in rel.verdicts for m in v.metrics if m.name in ("errors", "guard") and m.verdict == "fail"]
+    [preview] = [
+        m for v in rel.verdicts for m in v.metrics if m.name in ("errors", "guard") and m.verdict == "fail"
+    ]
     if preview.name == "errors":
         assert preview.value is not None and preview.value > 0.1  # measured green, on its requests
         assert "web-shop-green-http-80@kubernetesgateway" in preview.reason  # the raw series travel with it
@@ -459,7 +582,9 @@ def test_bluegreen_analysis_the_local_load_test_is_hey_sending_the_preview_heade
     workloads = ProcessWorkloads(LocalConfig(workdir=str(tmp_path), socket="", stable_port=0, canary_port=0))
     target = WorkloadTarget(namespace="web", app="shop", stable="shop-blue", canary="shop-green")
     try:
-        args = hey_args(f"http://127.0.0.1:{server.server_address[1]}/", 20, 2, {"x-graylane-preview": "shop-1"})
+        args = hey_args(
+            f"http://127.0.0.1:{server.server_address[1]}/", 20, 2, {"x-graylane-preview": "shop-1"}
+        )
         workloads.start_load_test(target, "shop-1-preview", "ignored-locally", args)
         workloads.start_load_test(target, "shop-1-preview", "ignored-locally", args)  # once per name
         workloads.load_tests["shop-1-preview"].wait(timeout=20)

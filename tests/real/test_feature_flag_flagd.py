@@ -49,8 +49,16 @@ FLAG = "new-checkout"
 REQUESTS_PER_ROUND = 300  # requests of random users every ROUND seconds of the test's clock
 ROUND = 15
 TICK = 30
-USER_DOC = {"$schema": "https://flagd.dev/schema/v0/flags.json", "flags": {
-    "theme": {"state": "ENABLED", "variants": {"dark": "dark", "light": "light"}, "defaultVariant": "light"}}}
+USER_DOC = {
+    "$schema": "https://flagd.dev/schema/v0/flags.json",
+    "flags": {
+        "theme": {
+            "state": "ENABLED",
+            "variants": {"dark": "dark", "light": "light"},
+            "defaultVariant": "light",
+        }
+    },
+}
 
 
 @dataclass
@@ -83,8 +91,18 @@ class App:
             self.prometheus.write({labels: [(ts, v)] for labels, v in self.counts.items()})
 
     def _add(self, name: tuple[str, str], variant: str, extra: tuple[str, str]) -> None:
-        labels = tuple(sorted((name, ("feature_flag_key", FLAG), ("feature_flag_result_variant", variant),
-                               ("namespace", "web"), ("job", "storefront"), extra)))  # fmt: skip
+        labels = tuple(
+            sorted(
+                (
+                    name,
+                    ("feature_flag_key", FLAG),
+                    ("feature_flag_result_variant", variant),
+                    ("namespace", "web"),
+                    ("job", "storefront"),
+                    extra,
+                )
+            )
+        )
         self.counts[labels] = self.counts.get(labels, 0.0) + 1
 
 
@@ -119,8 +137,16 @@ class Rollout:
 
     def push(self, tag: str) -> None:
         repo = self.policy.image.repository
-        self.runner.handle(ImagePushed(id=f"push-{tag}", app=self.policy.app, target=Version(tag, f"{repo}:{tag}"),
-                                       repository=repo, tag=tag, source="generic"))  # fmt: skip
+        self.runner.handle(
+            ImagePushed(
+                id=f"push-{tag}",
+                app=self.policy.app,
+                target=Version(tag, f"{repo}:{tag}"),
+                repository=repo,
+                tag=tag,
+                source="generic",
+            )
+        )
 
     def tick(self, n: int) -> None:
         self.clock[0] += timedelta(seconds=TICK)
@@ -131,15 +157,24 @@ class Rollout:
         """Once flagd and the SDK serve the plan, 5,000 users each: the split, and who got the variant."""
         sample = USERS[:200]
         expected = {u: flag_variant(u, salt, percent, "on", "off") for u in sample}
-        until(lambda: self.flagd.variants(FLAG, sample) == expected and self.sdk.variants(FLAG, sample) == expected,
-              15, f"flagd and the SDK serving {percent}%")  # fmt: skip
+        until(
+            lambda: (
+                self.flagd.variants(FLAG, sample) == expected and self.sdk.variants(FLAG, sample) == expected
+            ),
+            15,
+            f"flagd and the SDK serving {percent}%",
+        )
         by_flagd, by_sdk = self.flagd.variants(FLAG, USERS), self.sdk.variants(FLAG, USERS)
         predicted = {u: flag_variant(u, salt, percent, "on", "off") for u in USERS}
         assert by_flagd == predicted, [u for u in USERS if by_flagd[u] != predicted[u]][:10]
         assert by_sdk == predicted, [u for u in USERS if by_sdk[u] != predicted[u]][:10]
         on = {u for u, v in by_flagd.items() if v == "on"}
-        split = {"step": percent, "flagd": round(100 * len(on) / len(USERS), 2),
-                 "sdk": round(100 * sum(v == "on" for v in by_sdk.values()) / len(USERS), 2), "on": on}
+        split = {
+            "step": percent,
+            "flagd": round(100 * len(on) / len(USERS), 2),
+            "sdk": round(100 * sum(v == "on" for v in by_sdk.values()) / len(USERS), 2),
+            "on": on,
+        }
         self.splits.append(split)
         return split
 
@@ -148,8 +183,10 @@ def rollout(tmp: Path, error_rate: dict[str, float]) -> Any:
     flags = tmp / "flags.flagd.json"
     flags.write_text(json.dumps(USER_DOC, indent=2) + "\n")
     doc = yaml.safe_load(EXAMPLE.read_text())
-    doc["spec"]["flags"] = {**{k: v for k, v in doc["spec"]["flags"].items() if k not in ("configMap", "key")},
-                            "file": str(flags)}  # this test's flag file instead of the ConfigMap  # fmt: skip
+    doc["spec"]["flags"] = {
+        **{k: v for k, v in doc["spec"]["flags"].items() if k not in ("configMap", "key")},
+        "file": str(flags),
+    }  # this test's flag file instead of the ConfigMap
     policy = parse_policy(doc, source=str(EXAMPLE))
     prometheus = Prometheus().start()
     flagd = Flagd(flagd_binary(), flags, tmp / "flagd.log").start()
@@ -230,7 +267,7 @@ def test_feature_flag_broken_variant_rolls_back_off_within_the_tick(broken: Roll
         if state.release is not None and state.release.phase in TERMINAL:
             break
     rel = state.release
-    assert rel is not None and rel.phase == Phase.ROLLED_BACK, (rel.phase if rel else None)
+    assert rel is not None and rel.phase == Phase.ROLLED_BACK, rel.phase if rel else None
     assert "analysis failed" in rel.reason
     failed = [v for v in rel.verdicts if v.verdict == "fail"][-1]
     assert all(m.verdict != "inconclusive" for m in failed.metrics if m.verdict == "fail")
@@ -239,8 +276,14 @@ def test_feature_flag_broken_variant_rolls_back_off_within_the_tick(broken: Roll
     off = state.flags[0]
     assert off.percent == 0 and live_plans(r.flags.read_text(), (off,)) == (off,)
     started = time.monotonic()
-    until(lambda: all(v == "off" for v in r.sdk.variants(FLAG, sorted(had)).values()), 10, "the SDK serving off")
+    until(
+        lambda: all(v == "off" for v in r.sdk.variants(FLAG, sorted(had)).values()), 10, "the SDK serving off"
+    )
     sdk_seconds = time.monotonic() - started
-    until(lambda: all(v == "off" for v in r.flagd.variants(FLAG, sorted(had)).values()), 10, "flagd serving off")
-    assert set(r.flagd.variants(FLAG, USERS).values()) == {"off"} and set(r.sdk.variants(FLAG, USERS).values()) == {"off"}
+    until(
+        lambda: all(v == "off" for v in r.flagd.variants(FLAG, sorted(had)).values()), 10, "flagd serving off"
+    )
+    assert set(r.flagd.variants(FLAG, USERS).values()) == {"off"} and set(
+        r.sdk.variants(FLAG, USERS).values()
+    ) == {"off"}
     print(f"rolled back after {n + 1} ticks; the SDK served off {sdk_seconds:.2f} s after the tick")  # noqa: T201

@@ -46,7 +46,9 @@ def test_weighted_split_over_5000_requests_is_within_two_points(haproxy_app: HAP
     app.router.set_routes(app.target, RoutePlan.canary_at(canary))
     seen = app.client().split(5000)
     share = 100 * seen["canary"] / 5000
-    print(f"\nsplit {100 - canary}/{canary}: stable {seen['stable']} canary {seen['canary']} -> {share:.2f} %")
+    print(
+        f"\nsplit {100 - canary}/{canary}: stable {seen['stable']} canary {seen['canary']} -> {share:.2f} %"
+    )
     assert seen["stable"] + seen["canary"] == 5000, seen
     assert abs(share - canary) <= 2, seen
 
@@ -196,8 +198,10 @@ def test_circuit_breaker_opens_on_canary_errors_and_closes_when_they_stop(haprox
 def test_a_latency_breaker_is_refused_before_anything_changes(haproxy_app: HAProxyApp) -> None:
     app, router = haproxy_app, haproxy_app.router
     router.set_protection(app.target, Protection(rate_limit=RateLimit(average=10, burst=10)))
-    latency = Protection(rate_limit=RateLimit(average=500, burst=1000),
-                         circuit_breaker=CircuitBreaker("LatencyAtQuantileMS(50.0) > 100"))  # fmt: skip
+    latency = Protection(
+        rate_limit=RateLimit(average=500, burst=1000),
+        circuit_breaker=CircuitBreaker("LatencyAtQuantileMS(50.0) > 100"),
+    )
     with pytest.raises(ConfigError, match="LatencyAtQuantileMS"):
         router.set_protection(app.target, latency)
     assert router.get_protection(app.target) == {"rate": 10}

@@ -84,8 +84,11 @@ class HookServer:
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 with hooks.lock:
-                    hooks.calls.append(Call(self.path, {k.lower(): v for k, v in self.headers.items()}, body,
-                                            time.monotonic()))  # fmt: skip
+                    hooks.calls.append(
+                        Call(
+                            self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.monotonic()
+                        )
+                    )
                     n = len([c for c in hooks.calls if c.path == self.path])
                 answer = hooks.script.get(self.path, lambda n: 200)(n)
                 if isinstance(answer, tuple):  # ("sleep", seconds): too slow to be waited for
@@ -122,11 +125,20 @@ def hooks_fixture(monkeypatch: pytest.MonkeyPatch) -> Iterator[HookServer]:
 
 
 def policy(*hooks: Hook, pause: float = 60.0, **changes: Any) -> Policy:
-    return Policy(name="web", namespace="shop", image=ImageRule(repository="registry.example.com/shop/web"),
-                  router=RouterSpec(provider="recording"),
-                  stages=(CanaryStage(steps=(CanaryStep(20, pause), CanaryStep(50, pause))), PromoteStage()),
-                  hooks=hooks, **{"analysis": Analysis(interval=10.0, metrics=(
-                      MetricCheck(name="success-rate", template="success-rate", min=0.9),)), **changes})  # fmt: skip
+    return Policy(
+        name="web",
+        namespace="shop",
+        image=ImageRule(repository="registry.example.com/shop/web"),
+        router=RouterSpec(provider="recording"),
+        stages=(CanaryStage(steps=(CanaryStep(20, pause), CanaryStep(50, pause))), PromoteStage()),
+        hooks=hooks,
+        **{
+            "analysis": Analysis(
+                interval=10.0, metrics=(MetricCheck(name="success-rate", template="success-rate", min=0.9),)
+            ),
+            **changes,
+        },
+    )
 
 
 def hook(server: HookServer, kind: str, name: str, **kw: Any) -> Hook:
@@ -148,8 +160,11 @@ class Run:
 
     def push(self, tag: str) -> None:
         repo = "registry.example.com/shop/web"
-        self.runner.handle(ImagePushed(id=f"push-{tag}", app=APP, target=Version(tag, f"{repo}:{tag}"),
-                                       repository=repo, tag=tag))  # fmt: skip
+        self.runner.handle(
+            ImagePushed(
+                id=f"push-{tag}", app=APP, target=Version(tag, f"{repo}:{tag}"), repository=repo, tag=tag
+            )
+        )
 
     def tick(self, seconds: float = 10.0, event_id: str = "") -> Any:
         self.clock[0] += timedelta(seconds=seconds)
@@ -187,19 +202,27 @@ def test_hook_confirm_rollout_server_says_no_then_yes_and_every_tick_asks_again(
     assert [c.headers["x-graylane-delivery"] for c in calls] == [f"tick-{i}/freeze" for i in (1, 2, 3, 4)]
     assert {c.headers["x-graylane-event"] for c in calls} == {"hook.confirm-rollout"}
     body = calls[0].json()
-    assert (body["release"], body["type"], body["target"]["version"], body["app"]) == \
-        ("web-1", "confirm-rollout", "v2", APP)
+    assert (body["release"], body["type"], body["target"]["version"], body["app"]) == (
+        "web-1",
+        "confirm-rollout",
+        "v2",
+        APP,
+    )
     held = [h for h in r.state().history if h.action == "hook-held"]
     assert len(held) == 1 and "HTTP 403" in held[0].reason  # the same "no" is recorded once
 
 
-def test_hook_retries_a_failing_call_within_one_tick_and_a_redelivered_tick_asks_nothing(hooks: HookServer) -> None:
+def test_hook_retries_a_failing_call_within_one_tick_and_a_redelivered_tick_asks_nothing(
+    hooks: HookServer,
+) -> None:
     hooks.script["/smoke"] = lambda n: 503 if n <= 2 else 200
     r = run(policy(hook(hooks, "pre-rollout", "smoke", retries=2, timeout=2.0)))
     r.push("v2")
     r.tick(event_id="tick-a")
     rel = r.state().release
-    assert rel is not None and rel.phase == Phase.PROGRESSING and rel.failures == 0  # yes at the third attempt
+    assert (
+        rel is not None and rel.phase == Phase.PROGRESSING and rel.failures == 0
+    )  # yes at the third attempt
     calls = hooks.of("/smoke")
     assert len(calls) == 3 and {c.headers["x-graylane-delivery"] for c in calls} == {"tick-a/smoke"}
     outcome = r.tick(0, event_id="tick-a")  # the broker delivers the same tick again
@@ -208,9 +231,16 @@ def test_hook_retries_a_failing_call_within_one_tick_and_a_redelivered_tick_asks
 
 def test_hook_that_times_out_fails_the_pre_rollout_and_the_release_rolls_back(hooks: HookServer) -> None:
     hooks.script["/slow"] = lambda n: ("sleep", 2.0)
-    r = run(policy(hook(hooks, "pre-rollout", "slow", retries=1, timeout=0.3),
-                   analysis=Analysis(interval=10.0, failure_limit=2,
-                                     metrics=(MetricCheck(name="success-rate", template="success-rate", min=0.9),))))
+    r = run(
+        policy(
+            hook(hooks, "pre-rollout", "slow", retries=1, timeout=0.3),
+            analysis=Analysis(
+                interval=10.0,
+                failure_limit=2,
+                metrics=(MetricCheck(name="success-rate", template="success-rate", min=0.9),),
+            ),
+        )
+    )
     r.push("v2")
     started = time.monotonic()
     r.tick()
@@ -249,8 +279,9 @@ def test_hook_rollback_server_saying_yes_rolls_back(hooks: HookServer) -> None:
     assert r.state().release.reason == "rollback hook kill asked for a rollback"  # type: ignore[union-attr]
 
 
-def test_hook_secret_missing_answers_no_and_never_leaks(hooks: HookServer, monkeypatch: pytest.MonkeyPatch,
-                                                        caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+def test_hook_secret_missing_answers_no_and_never_leaks(
+    hooks: HookServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.delenv("GRAYLANE_SECRET_HOOKS")
     r = run(policy(replace(hook(hooks, "confirm-rollout", "freeze"), url=hooks.url("/freeze?token=abc123"))))
     r.push("v2")
@@ -300,24 +331,50 @@ class LoadProviders(RecordingProviders):
 
     def __init__(self, workdir: Path, canary: CanaryServer) -> None:
         super().__init__(measure=self._measure)
-        self.local = ProcessWorkloads(LocalConfig(workdir=str(workdir), socket="", stable_port=0, canary_port=0))
+        self.local = ProcessWorkloads(
+            LocalConfig(workdir=str(workdir), socket="", stable_port=0, canary_port=0)
+        )
         self.canary = canary
         self.workloads_.start_load_test = self.local.start_load_test  # type: ignore[method-assign]
 
     def _measure(self, policy: Policy, release: Release) -> tuple[MetricSample, ...]:
         n = self.canary.requests(window=5.0)
-        return (MetricSample(name="success-rate", value=1.0, stable_value=1.0, canary_requests=n,
-                             canary_errors=0, stable_requests=n, stable_errors=0),)  # fmt: skip
+        return (
+            MetricSample(
+                name="success-rate",
+                value=1.0,
+                stable_value=1.0,
+                canary_requests=n,
+                canary_errors=0,
+                stable_requests=n,
+                stable_errors=0,
+            ),
+        )
 
 
 @pytest.mark.skipif(shutil.which("hey") is None, reason="hey is not installed: run `make deps`")
 def test_hook_load_gives_an_idle_canary_the_traffic_its_analysis_needs(tmp_path: Path) -> None:
     canary = CanaryServer()
-    load = Hook(name="load", type="rollout", load_test=LoadTest(url=f"http://127.0.0.1:{canary.server.server_address[1]}/",
-                                                                rps=40, duration=3.0, headers=(("x-load", "graylane"),)))
-    p = policy(load, pause=2.0, analysis=Analysis(interval=1.0, window=5.0, min_requests=50,
-                                                  metrics=(MetricCheck(name="success-rate", template="success-rate",
-                                                                       min=0.9),)))  # fmt: skip
+    load = Hook(
+        name="load",
+        type="rollout",
+        load_test=LoadTest(
+            url=f"http://127.0.0.1:{canary.server.server_address[1]}/",
+            rps=40,
+            duration=3.0,
+            headers=(("x-load", "graylane"),),
+        ),
+    )
+    p = policy(
+        load,
+        pause=2.0,
+        analysis=Analysis(
+            interval=1.0,
+            window=5.0,
+            min_requests=50,
+            metrics=(MetricCheck(name="success-rate", template="success-rate", min=0.9),),
+        ),
+    )
     providers = LoadProviders(tmp_path, canary)
     clock = [datetime.now(UTC)]
     store = MemoryStore()
@@ -349,12 +406,24 @@ def test_hook_load_gives_an_idle_canary_the_traffic_its_analysis_needs(tmp_path:
 
 def test_hook_load_absent_the_idle_canary_is_never_judged_and_the_release_pauses(tmp_path: Path) -> None:
     canary = CanaryServer()
-    p = policy(pause=2.0, analysis=Analysis(interval=1.0, window=5.0, min_requests=50, inconclusive_limit=3,
-                                            metrics=(MetricCheck(name="success-rate", template="success-rate",
-                                                                 min=0.9),)))  # fmt: skip
+    p = policy(
+        pause=2.0,
+        analysis=Analysis(
+            interval=1.0,
+            window=5.0,
+            min_requests=50,
+            inconclusive_limit=3,
+            metrics=(MetricCheck(name="success-rate", template="success-rate", min=0.9),),
+        ),
+    )
     providers = LoadProviders(tmp_path, canary)
     store = MemoryStore()
-    r = Run(Runner(store, StaticPolicies([p]), providers, clock=lambda: datetime.now(UTC)), store, [datetime.now(UTC)], providers)
+    r = Run(
+        Runner(store, StaticPolicies([p]), providers, clock=lambda: datetime.now(UTC)),
+        store,
+        [datetime.now(UTC)],
+        providers,
+    )
     r.push("v1")
     r.push("v2")
     try:

@@ -29,36 +29,56 @@ ROOT = Path(__file__).resolve().parents[2]
 # Seed 003 (CODING CD + TKE Mesh): the VirtualService template with the gate's canary ratio of 50 filled
 # in, and Bookinfo's destination-rule-v1-v2 for reviews.
 SEED_VS: dict[str, Any] = {
-    "apiVersion": "networking.istio.io/v1alpha3", "kind": "VirtualService",
+    "apiVersion": "networking.istio.io/v1alpha3",
+    "kind": "VirtualService",
     "metadata": {"name": "reviews", "namespace": "default"},
-    "spec": {"hosts": ["reviews"], "http": [{"route": [
-        {"destination": {"host": "reviews", "subset": "v1"}, "weight": 50},
-        {"destination": {"host": "reviews", "subset": "v2"}, "weight": 50}]}]},
-}  # fmt: skip
+    "spec": {
+        "hosts": ["reviews"],
+        "http": [
+            {
+                "route": [
+                    {"destination": {"host": "reviews", "subset": "v1"}, "weight": 50},
+                    {"destination": {"host": "reviews", "subset": "v2"}, "weight": 50},
+                ]
+            }
+        ],
+    },
+}
 SEED_DR: dict[str, Any] = {
-    "apiVersion": "networking.istio.io/v1alpha3", "kind": "DestinationRule",
+    "apiVersion": "networking.istio.io/v1alpha3",
+    "kind": "DestinationRule",
     "metadata": {"name": "reviews", "namespace": "default"},
-    "spec": {"host": "reviews", "subsets": [{"name": "v1", "labels": {"version": "v1"}},
-                                            {"name": "v2", "labels": {"version": "v2"}}]},
-}  # fmt: skip
+    "spec": {
+        "host": "reviews",
+        "subsets": [{"name": "v1", "labels": {"version": "v1"}}, {"name": "v2", "labels": {"version": "v2"}}],
+    },
+}
 
 
 def test_istioctl_is_the_pinned_build_found_where_build_sh_puts_it() -> None:
     recipe = (ROOT / "tests/k8s/tools/istioctl/recipe.sh").read_text()
     pinned = re.search(r"^ISTIO_VERSION=(\S+)$", recipe, re.M)
     assert pinned is not None
-    out = subprocess.run([str(istioctl()), "version", "--remote=false"], capture_output=True, text=True,
-                         check=True, timeout=60)
+    out = subprocess.run(
+        [str(istioctl()), "version", "--remote=false"], capture_output=True, text=True, check=True, timeout=60
+    )
     assert out.stdout.strip() == f"client version: {pinned.group(1)}"
-    built = subprocess.run(["bash", str(ROOT / "tests/k8s/tools/build.sh"), "istioctl"], capture_output=True,
-                           text=True, check=True, timeout=60)  # cached: prints the bin dir at once
+    built = subprocess.run(
+        ["bash", str(ROOT / "tests/k8s/tools/build.sh"), "istioctl"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )  # cached: prints the bin dir at once
     assert Path(built.stdout.strip()) / "istioctl" == istioctl()
 
 
 def test_the_seed_objects_are_valid_at_every_version() -> None:
     assert_istio_valid([SEED_VS, SEED_DR])
     for version in ("v1beta1", "v1"):
-        assert_istio_valid([{**o, "apiVersion": f"networking.istio.io/{version}"} for o in (SEED_VS, SEED_DR)])
+        assert_istio_valid(
+            [{**o, "apiVersion": f"networking.istio.io/{version}"} for o in (SEED_VS, SEED_DR)]
+        )
 
 
 def _route(vs: dict[str, Any], i: int = 0) -> dict[str, Any]:
@@ -79,8 +99,14 @@ def _zero(vs: dict[str, Any]) -> None:
 
 def _regex(pattern: str) -> Any:
     def mutate(vs: dict[str, Any]) -> None:
-        vs["spec"]["http"].insert(0, {"match": [{"headers": {"end-user": {"regex": pattern}}}],
-                                      "route": [{"destination": {"host": "reviews", "subset": "v2"}}]})
+        vs["spec"]["http"].insert(
+            0,
+            {
+                "match": [{"headers": {"end-user": {"regex": pattern}}}],
+                "route": [{"destination": {"host": "reviews", "subset": "v2"}}],
+            },
+        )
+
     return mutate
 
 
@@ -97,13 +123,18 @@ def _bad_subset(vs: dict[str, Any]) -> None:
 
 
 def _unreachable(vs: dict[str, Any]) -> None:  # a catch-all route before a match route: a warning
-    vs["spec"]["http"].append({"match": [{"headers": {"end-user": {"exact": "jason"}}}],
-                               "route": [{"destination": {"host": "reviews", "subset": "v2"}}]})
+    vs["spec"]["http"].append(
+        {
+            "match": [{"headers": {"end-user": {"exact": "jason"}}}],
+            "route": [{"destination": {"host": "reviews", "subset": "v2"}}],
+        }
+    )
 
 
 def _policy(policy: dict[str, Any]) -> Any:
     def mutate(dr: dict[str, Any]) -> None:
         dr["spec"]["trafficPolicy"] = policy
+
     return mutate
 
 
@@ -124,13 +155,26 @@ BROKEN_VS = [
 ]
 BROKEN_DR = [
     ("duplicate-subset", _duplicate_subset, r"duplicate subset names: v1"),
-    ("ejection-percent-150", _policy({"outlierDetection": {"consecutive5xxErrors": 5, "maxEjectionPercent": 150}}),
-     r"percentage 150 is not in range 0\.\.100"),
-    ("interval-not-a-duration", _policy({"outlierDetection": {"consecutive5xxErrors": 5, "interval": "10 seconds"}}),
-     r"cannot parse proto message"),
-    ("empty-connection-pool", _policy({"connectionPool": {}}), r"connection pool must have at least one field"),
-    ("negative-pending-requests", _policy({"connectionPool": {"http": {"http1MaxPendingRequests": -1}}}),
-     r"http1 max pending requests must be non-negative"),
+    (
+        "ejection-percent-150",
+        _policy({"outlierDetection": {"consecutive5xxErrors": 5, "maxEjectionPercent": 150}}),
+        r"percentage 150 is not in range 0\.\.100",
+    ),
+    (
+        "interval-not-a-duration",
+        _policy({"outlierDetection": {"consecutive5xxErrors": 5, "interval": "10 seconds"}}),
+        r"cannot parse proto message",
+    ),
+    (
+        "empty-connection-pool",
+        _policy({"connectionPool": {}}),
+        r"connection pool must have at least one field",
+    ),
+    (
+        "negative-pending-requests",
+        _policy({"connectionPool": {"http": {"http1MaxPendingRequests": -1}}}),
+        r"http1 max pending requests must be non-negative",
+    ),
 ]
 
 
@@ -165,16 +209,26 @@ def test_the_helper_refuses_what_istioctl_would_pass_over_unchecked(tmp_path: Pa
     _no_host(hostless)
     unknown = tmp_path / "unknown.yaml"
     unknown.write_text(json.dumps({**hostless, "apiVersion": "networking.istio.io/v2"}))
-    out = subprocess.run([str(istioctl()), "validate", "-f", str(unknown)], capture_output=True, text=True,
-                         timeout=60, env={"HOME": str(tmp_path), "KUBECONFIG": str(tmp_path / "none")})
+    out = subprocess.run(
+        [str(istioctl()), "validate", "-f", str(unknown)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"HOME": str(tmp_path), "KUBECONFIG": str(tmp_path / "none")},
+    )
     assert out.returncode == 0 and "is valid" in out.stdout + out.stderr  # istioctl did not look at it
-    for api_version, kind in (("networking.istio.io/v2", "VirtualService"), ("v1", "ConfigMap"),
-                              ("networking.istio.io/v1", "HTTPRoute")):
+    for api_version, kind in (
+        ("networking.istio.io/v2", "VirtualService"),
+        ("v1", "ConfigMap"),
+        ("networking.istio.io/v1", "HTTPRoute"),
+    ):
         with pytest.raises(AssertionError, match="is not one istioctl validates"):
             istio_validate([{**hostless, "apiVersion": api_version, "kind": kind}])
 
 
-def test_a_missing_istioctl_fails_with_the_hint_never_skips(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_a_missing_istioctl_fails_with_the_hint_never_skips(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("GRAYLANE_ISTIOCTL", str(tmp_path / "istioctl"))
     with pytest.raises(pytest.fail.Exception, match=r"make istioctl"):
         assert_istio_valid([SEED_VS])
@@ -186,15 +240,28 @@ def test_a_missing_istioctl_fails_with_the_hint_never_skips(monkeypatch: pytest.
 
 # --- the Istio router's pure rendering -------------------------------------------------------------------
 
-OPTIONS = {"virtualService": "reviews", "destinationRule": "reviews", "host": "reviews", "stableSubset": "v1",
-           "canarySubset": "v2", "stableLabels": {"version": "v1"}, "canaryLabels": {"version": "v2"}}
-RULES = (Match("header", name="end-user", value="jason"), Match("header", name="X-Region", regex="^cn-.*$"),
-         Match("cookie", name="canary", value="always"), Match("cookie", name="beta", regex="^(yes|1)$"),
-         Match("user-id-digit", name="x-user-id", digits=(1, 3, 5, 7, 9)),
-         Match("user-hash", name="x-user-id", percent=20))
+OPTIONS = {
+    "virtualService": "reviews",
+    "destinationRule": "reviews",
+    "host": "reviews",
+    "stableSubset": "v1",
+    "canarySubset": "v2",
+    "stableLabels": {"version": "v1"},
+    "canaryLabels": {"version": "v2"},
+}
+RULES = (
+    Match("header", name="end-user", value="jason"),
+    Match("header", name="X-Region", regex="^cn-.*$"),
+    Match("cookie", name="canary", value="always"),
+    Match("cookie", name="beta", regex="^(yes|1)$"),
+    Match("user-id-digit", name="x-user-id", digits=(1, 3, 5, 7, 9)),
+    Match("user-hash", name="x-user-id", percent=20),
+)
 
 
-def rendered(label: str, target: RouteTarget, plan: RoutePlan, outlier: str | None = None) -> list[dict[str, Any]]:
+def rendered(
+    label: str, target: RouteTarget, plan: RoutePlan, outlier: str | None = None
+) -> list[dict[str, Any]]:
     """The VirtualService and DestinationRule the router writes for plan (as `_ensure` and `set_routes` do),
     named `label` so istioctl's message says which case it refused."""
     s = istio._setup(target)
@@ -214,10 +281,20 @@ def objects(label: str, s: Any, plan: RoutePlan, outlier: str | None = None) -> 
         dr_spec["trafficPolicy"] = {"outlierDetection": istio._outlier_detection(outlier)}
         if s.connection_pool is not None:
             dr_spec["trafficPolicy"]["connectionPool"] = s.connection_pool
-    return [{"apiVersion": istio.VIRTUAL_SERVICE.api_version, "kind": "VirtualService", "metadata": meta,
-             "spec": vs_spec},
-            {"apiVersion": istio.DESTINATION_RULE.api_version, "kind": "DestinationRule",
-             "metadata": meta, "spec": dr_spec}]
+    return [
+        {
+            "apiVersion": istio.VIRTUAL_SERVICE.api_version,
+            "kind": "VirtualService",
+            "metadata": meta,
+            "spec": vs_spec,
+        },
+        {
+            "apiVersion": istio.DESTINATION_RULE.api_version,
+            "kind": "DestinationRule",
+            "metadata": meta,
+            "spec": dr_spec,
+        },
+    ]
 
 
 def test_the_router_writes_v1() -> None:
@@ -234,15 +311,32 @@ def test_the_routers_rendering_is_valid_for_every_weight_rule_and_protection() -
     for percent in (1, 9, 10, 11, 50, 99, 100):
         hashed = (Match("user-hash", name="x-user-id", percent=percent),)
         objs += rendered(f"user-hash-{percent}", t, RoutePlan.canary_at(0, hashed))
-    pool = {"tcp": {"maxConnections": 100}, "http": {"http1MaxPendingRequests": 100, "maxRequestsPerConnection": 10}}
-    pooled = RouteTarget("bookinfo", "reviews", "reviews-v1", "reviews-v2", options={**OPTIONS, "connectionPool": pool})
-    for i, expression in enumerate(("NetworkErrorRatio() > 0.30", "ResponseCodeRatio(500, 600, 0, 600) > 0.25",
-                                    "NetworkErrorRatio() > 0.1 || ResponseCodeRatio(500, 600, 0, 600) > 0.25")):
+    pool = {
+        "tcp": {"maxConnections": 100},
+        "http": {"http1MaxPendingRequests": 100, "maxRequestsPerConnection": 10},
+    }
+    pooled = RouteTarget(
+        "bookinfo", "reviews", "reviews-v1", "reviews-v2", options={**OPTIONS, "connectionPool": pool}
+    )
+    for i, expression in enumerate(
+        (
+            "NetworkErrorRatio() > 0.30",
+            "ResponseCodeRatio(500, 600, 0, 600) > 0.25",
+            "NetworkErrorRatio() > 0.1 || ResponseCodeRatio(500, 600, 0, 600) > 0.25",
+        )
+    ):
         objs += rendered(f"breaker-{i}", pooled, STABLE_ONLY, expression)
-    gateway = RouteTarget("bookinfo", "reviews", "reviews-v1", "reviews-v2",
-                          options={**OPTIONS, "gateways": ["bookinfo-gateway", "mesh"]})
+    gateway = RouteTarget(
+        "bookinfo",
+        "reviews",
+        "reviews-v1",
+        "reviews-v2",
+        options={**OPTIONS, "gateways": ["bookinfo-gateway", "mesh"]},
+    )
     objs += rendered("gateways", gateway, RoutePlan.canary_at(20, RULES[:1]))
-    defaults = RouteTarget("bookinfo", "reviews", "reviews-v1", "reviews-v2")  # subsets stable/canary, app labels
+    defaults = RouteTarget(
+        "bookinfo", "reviews", "reviews-v1", "reviews-v2"
+    )  # subsets stable/canary, app labels
     objs += rendered("default-options", defaults, RoutePlan.canary_at(50))
     assert_istio_valid(objs)
 
@@ -250,10 +344,18 @@ def test_the_routers_rendering_is_valid_for_every_weight_rule_and_protection() -
 def unchecked(options: dict[str, Any]) -> Any:
     """The router's setup from options as they are, none of its checks applied."""
     o = {**OPTIONS, **options}
-    return istio._Setup(namespace="bookinfo", virtual_service="reviews", destination_rule="reviews", host=o["host"],
-                        stable=o["stableSubset"], canary=o["canarySubset"], gateways=tuple(o.get("gateways", [])),
-                        stable_labels=o["stableLabels"], canary_labels=o["canaryLabels"],
-                        connection_pool=o.get("connectionPool"))
+    return istio._Setup(
+        namespace="bookinfo",
+        virtual_service="reviews",
+        destination_rule="reviews",
+        host=o["host"],
+        stable=o["stableSubset"],
+        canary=o["canarySubset"],
+        gateways=tuple(o.get("gateways", [])),
+        stable_labels=o["stableLabels"],
+        canary_labels=o["canaryLabels"],
+        connection_pool=o.get("connectionPool"),
+    )
 
 
 def header(regex: str) -> RoutePlan:
@@ -277,8 +379,12 @@ OPTION_CASES = [
     ("gateway-namespaced", {"gateways": ["istio-system/ingress", "mesh"]}, None, False),
     ("label-value-with-space", {"stableLabels": {"version": "v1 beta"}}, None, True),
     ("label-key-leading-dash", {"canaryLabels": {"-version": "v2"}}, None, True),
-    ("label-prefixed-key-empty-value", {"stableLabels": {"app.kubernetes.io/version": "1.0_rc-1", "track": ""}},
-     None, False),
+    (
+        "label-prefixed-key-empty-value",
+        {"stableLabels": {"app.kubernetes.io/version": "1.0_rc-1", "track": ""}},
+        None,
+        False,
+    ),
     ("empty-connection-pool", {"connectionPool": {}}, None, True),
     ("connection-pool-unknown-field", {"connectionPool": {"udp": {"maxConnections": 1}}}, None, True),
     ("connection-pool-tcp", {"connectionPool": {"tcp": {"maxConnections": 10}}}, None, False),
@@ -292,7 +398,12 @@ OPTION_CASES = [
     ("regex-atomic", {}, header("^(?>a|ab)c$"), True),
     ("regex-unicode-escape", {}, header(r"^\u0041$"), True),
     ("regex-over-1024", {}, header("^" + "a" * 1024 + "$"), True),
-    ("cookie-regex-lookahead", {}, RoutePlan.canary_at(0, (Match("cookie", name="beta", regex="^(?!no)"),)), True),
+    (
+        "cookie-regex-lookahead",
+        {},
+        RoutePlan.canary_at(0, (Match("cookie", name="beta", regex="^(?!no)"),)),
+        True,
+    ),
     ("regex-case-insensitive", {}, header("(?i)^Mozilla/.*$"), False),
     ("regex-class-and-digits", {}, header(r"^[a-z]+-\d{3}$"), False),
     ("regex-dot-all-group", {}, header("(?s:.)+"), False),
@@ -300,17 +411,21 @@ OPTION_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("options", "plan", "istio_refuses"),
-                         [pytest.param(o, p, r, id=i) for i, o, p, r in OPTION_CASES])
-def test_the_routers_checks_refuse_exactly_what_istio_refuses(options: dict[str, Any], plan: RoutePlan | None,
-                                                              istio_refuses: bool) -> None:
+@pytest.mark.parametrize(
+    ("options", "plan", "istio_refuses"), [pytest.param(o, p, r, id=i) for i, o, p, r in OPTION_CASES]
+)
+def test_the_routers_checks_refuse_exactly_what_istio_refuses(
+    options: dict[str, Any], plan: RoutePlan | None, istio_refuses: bool
+) -> None:
     plan = plan or RoutePlan.canary_at(20)
     outlier = "NetworkErrorRatio() > 0.3" if "connectionPool" in options else None
     verdict = istio_validate(objects("reviews", unchecked(options), plan, outlier))
     assert verdict.ok is not istio_refuses, verdict.output
     t = RouteTarget("bookinfo", "reviews", "reviews-v1", "reviews-v2", options={**OPTIONS, **options})
     if istio_refuses:
-        with pytest.raises(ConfigError, match="^istio router for bookinfo/reviews: .*router option|RE2 refuses"):
+        with pytest.raises(
+            ConfigError, match="^istio router for bookinfo/reviews: .*router option|RE2 refuses"
+        ):
             rendered("reviews", t, plan, outlier)
     else:
         assert_istio_valid(rendered("reviews", t, plan, outlier))
@@ -324,6 +439,8 @@ def test_a_repeated_rule_is_written_once_as_istio_warns_about_an_unused_match() 
     twice[0]["spec"]["http"][0]["match"] *= 2  # what the router wrote before it dropped repeats
     verdict = istio_validate(twice)
     assert not verdict.ok and "is not used (duplicate/overlapping match" in verdict.output, verdict.output
-    written = rendered("reviews", RouteTarget("bookinfo", "reviews", "reviews-v1", "reviews-v2", options=OPTIONS), plan)
+    written = rendered(
+        "reviews", RouteTarget("bookinfo", "reviews", "reviews-v1", "reviews-v2", options=OPTIONS), plan
+    )
     assert written[0]["spec"]["http"][0]["match"] == [{"headers": {"end-user": {"exact": "jason"}}}]
     assert_istio_valid(written)

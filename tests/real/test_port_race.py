@@ -44,7 +44,9 @@ def get(url: str) -> tuple[int, str]:
 
 
 def test_port_race_the_local_stack_moves_every_component_whose_port_was_taken(stack: LocalStack) -> None:
-    taken = {name: getattr(stack.ports, name) for name in ("haproxy", "metrics", "prometheus", "alertmanager")}
+    taken = {
+        name: getattr(stack.ports, name) for name in ("haproxy", "metrics", "prometheus", "alertmanager")
+    }
     squatters = [squat(port) for port in taken.values()]
     try:
         stack.start()
@@ -61,11 +63,17 @@ def test_port_race_the_local_stack_moves_every_component_whose_port_was_taken(st
     assert f"127.0.0.1:{stack.ports.alertmanager}" in config and f"127.0.0.1:{stack.ports.metrics}" in config
     from tests.real.protection_stack import wait_for
 
-    wait_for("Prometheus scraping HAProxy's exporter", lambda: f"127.0.0.1:{stack.ports.metrics}" in get(
-        f"{stack.prometheus}/api/v1/targets")[1], timeout=10, every=0.2)
+    wait_for(
+        "Prometheus scraping HAProxy's exporter",
+        lambda: f"127.0.0.1:{stack.ports.metrics}" in get(f"{stack.prometheus}/api/v1/targets")[1],
+        timeout=10,
+        every=0.2,
+    )
 
 
-def test_port_race_a_demo_service_whose_port_was_taken_starts_elsewhere_and_haproxy_follows(stack: LocalStack) -> None:
+def test_port_race_a_demo_service_whose_port_was_taken_starts_elsewhere_and_haproxy_follows(
+    stack: LocalStack,
+) -> None:
     stack.start()
     taken = stack.ports.stable
     squatter = squat(taken)
@@ -100,7 +108,12 @@ def test_port_race_the_test_stacks_retry_too(tmp_path: Path, monkeypatch: pytest
         stack.start()
         assert get(f"http://127.0.0.1:{stack.prometheus_port}/-/ready")[0] == 200
         taken = {s.getsockname()[1] for s in held}
-        assert not taken & {stack.haproxy_port, stack.metrics_port, stack.prometheus_port, stack.alertmanager_port}
+        assert not taken & {
+            stack.haproxy_port,
+            stack.metrics_port,
+            stack.prometheus_port,
+            stack.alertmanager_port,
+        }
         status, body = get(f"http://127.0.0.1:{stack.alertmanager_port}/api/v2/status")
         assert status == 200 and json.loads(body)["config"]["original"]
     finally:

@@ -44,8 +44,13 @@ def healthy_backends(stack: ProtectionStack) -> Iterator[None]:
 
 def _push(version: str) -> ImagePushed:
     repository = "registry.example.com/web"
-    return ImagePushed(id=f"push-{version}-{time.monotonic_ns()}", app=APP, repository=repository, tag=version,
-                       target=Version(version, f"{repository}:{version}"))  # fmt: skip
+    return ImagePushed(
+        id=f"push-{version}-{time.monotonic_ns()}",
+        app=APP,
+        repository=repository,
+        tag=version,
+        target=Version(version, f"{repository}:{version}"),
+    )
 
 
 def _state(stack: ProtectionStack) -> AppState:
@@ -64,7 +69,9 @@ def test_an_error_burst_tightens_the_rate_limit_and_recovery_relaxes_it(stack: P
         burst = time.monotonic()
         stack.errors("stable", 1.0)
         first_500 = wait_for("first 500 seen by the client", lambda: heavy.first(500, burst), timeout=5)
-        limited = wait_for("rate limit tightened in HAProxy", lambda: stack.protection().get("rate"), timeout=20)
+        limited = wait_for(
+            "rate limit tightened in HAProxy", lambda: stack.protection().get("rate"), timeout=20
+        )
         tightened_at = time.monotonic()
         print(f"\nburst -> limit {limited}/s in HAProxy {tightened_at - first_500:.2f} s after the first 500")
         assert limited == 100  # 1000/s x 0.1, above the floor of 5
@@ -73,13 +80,16 @@ def test_an_error_burst_tightens_the_rate_limit_and_recovery_relaxes_it(stack: P
 
         stack.errors("stable", 0.0)
         recovered = time.monotonic()
-        wait_for("alert resolved in the state",
-                 lambda: any(a.resolved_at for a in stack.alert_state()), timeout=20)  # fmt: skip
+        wait_for(
+            "alert resolved in the state", lambda: any(a.resolved_at for a in stack.alert_state()), timeout=20
+        )
         resolved_at = time.monotonic()
         assert stack.protection().get("rate") == 100, "the limit holds during the hold-down"
         wait_for("limit relaxed after the hold-down", lambda: stack.protection() == {}, timeout=20)
         relaxed_at = time.monotonic()
-        print(f"errors stopped -> resolved {resolved_at - recovered:.2f} s -> relaxed {relaxed_at - resolved_at:.2f} s")
+        print(
+            f"errors stopped -> resolved {resolved_at - recovered:.2f} s -> relaxed {relaxed_at - resolved_at:.2f} s"
+        )
         assert relaxed_at - resolved_at >= stack.hold_down - 0.6  # the hold-down was honoured (tick jitter)
         time.sleep(1.0)
         after = heavy.since(relaxed_at + 0.2)
@@ -93,7 +103,9 @@ def test_an_error_burst_tightens_the_rate_limit_and_recovery_relaxes_it(stack: P
     assert reasons[-2:] == [f"alert {PROTECT_ALERT} firing", "alert hold-down over"]
     changed = stack.bus.of_type(ev.PROTECTION_CHANGED)
     assert [c.data.get("rateLimit", {}).get("average") for c in changed[-2:]] == [100, None]
-    notified = wait_for("protection notices", lambda: len(stack.notices.of_type("protection.changed")) >= 2, 5)
+    notified = wait_for(
+        "protection notices", lambda: len(stack.notices.of_type("protection.changed")) >= 2, 5
+    )
     assert notified and stack.notices.of_type("protection.changed")[0]["rateLimit"]["average"] == 100
 
 

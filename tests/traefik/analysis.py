@@ -60,21 +60,38 @@ from tests.traefik.pods import PodRunner
 from tests.traefik.proxy import Traefik
 
 
-def flask_policy(version: str, ns: str, metrics: tuple[MetricCheck, ...], pause: float = 10.0,
-                 window: float = 10.0, alpha: float = 0.001, guard: bool = False, exposure_budget: float = 0.0,
-                 start_step: int = 1) -> Policy:  # fmt: skip
+def flask_policy(
+    version: str,
+    ns: str,
+    metrics: tuple[MetricCheck, ...],
+    pause: float = 10.0,
+    window: float = 10.0,
+    alpha: float = 0.001,
+    guard: bool = False,
+    exposure_budget: float = 0.0,
+    start_step: int = 1,
+) -> Policy:
     """The seed's app: steps 20 → 50 (each held `pause` s) under analysis every second, then promote.
 
     The guard and adaptive exposure are off unless asked for: the judge tests watch the judge they test
     (the guard would roll a bad canary back first) at the planned weights."""
     return Policy(
-        name="flask", namespace=ns, image=ImageRule(repository=seed.REPOSITORY),
+        name="flask",
+        namespace=ns,
+        image=ImageRule(repository=seed.REPOSITORY),
         router=RouterSpec(provider="traefik", options=dict(target_for(version, ns, create=True).options)),
         workload=WorkloadSpec(name=seed.STABLE, canary=seed.CANARY, container="flask"),
         stages=(CanaryStage(steps=(CanaryStep(20, pause), CanaryStep(50, pause))), PromoteStage()),
-        analysis=Analysis(interval=1.0, window=window, metrics=metrics, alpha=alpha, guard=guard,
-                          exposure_budget=exposure_budget, start_step=start_step),
-    )  # fmt: skip
+        analysis=Analysis(
+            interval=1.0,
+            window=window,
+            metrics=metrics,
+            alpha=alpha,
+            guard=guard,
+            exposure_budget=exposure_budget,
+            start_step=start_step,
+        ),
+    )
 
 
 def seed_policy_on_traefik(version: str, ns: str) -> Policy:
@@ -90,16 +107,24 @@ def seed_policy_on_traefik(version: str, ns: str) -> Policy:
     )
     assert policy.analysis is not None
     return replace(
-        policy, name="flask", namespace=ns, image=ImageRule(repository=seed.REPOSITORY),
+        policy,
+        name="flask",
+        namespace=ns,
+        image=ImageRule(repository=seed.REPOSITORY),
         router=RouterSpec(provider="traefik", options=dict(target_for(version, ns, create=True).options)),
         workload=WorkloadSpec(name=seed.STABLE, canary=seed.CANARY, container="flask"),
         analysis=replace(policy.analysis, prometheus=""),  # the stack's Prometheus (the process default)
-    )  # fmt: skip
+    )
 
 
 def push(app: str, tag: str) -> ImagePushed:
-    return ImagePushed(id=f"push-{tag}-{time.monotonic_ns()}", app=app, repository=seed.REPOSITORY, tag=tag,
-                       target=Version(tag, f"{seed.REPOSITORY}:{tag}"))  # fmt: skip
+    return ImagePushed(
+        id=f"push-{tag}-{time.monotonic_ns()}",
+        app=app,
+        repository=seed.REPOSITORY,
+        tag=tag,
+        target=Version(tag, f"{seed.REPOSITORY}:{tag}"),
+    )
 
 
 class AnalysisStack:
@@ -166,19 +191,33 @@ class AnalysisStack:
         if self._prometheus_log is not None:
             self._prometheus_log.close()
         config = {
-            "global": {"scrape_interval": f"{self.scrape_s:g}s", "scrape_timeout": "1s",
-                       "evaluation_interval": f"{self.scrape_s:g}s"},
-            "scrape_configs": [{"job_name": "traefik",
-                                "static_configs": [{"targets": [f"127.0.0.1:{self.app.traefik.metrics_port}"]}]}],
-        }  # fmt: skip
+            "global": {
+                "scrape_interval": f"{self.scrape_s:g}s",
+                "scrape_timeout": "1s",
+                "evaluation_interval": f"{self.scrape_s:g}s",
+            },
+            "scrape_configs": [
+                {
+                    "job_name": "traefik",
+                    "static_configs": [{"targets": [f"127.0.0.1:{self.app.traefik.metrics_port}"]}],
+                }
+            ],
+        }
         (self.dir / "prometheus.yml").write_text(json.dumps(config, indent=1))  # JSON is YAML
         log = self.dir / "prometheus.log"
         start = log.stat().st_size if log.exists() else 0
         self._prometheus_log = log.open("ab")
         self._prometheus = subprocess.Popen(
-            [binary("prometheus"), f"--config.file={self.dir / 'prometheus.yml'}",
-             f"--storage.tsdb.path={self.dir / 'prom-data'}", f"--web.listen-address=127.0.0.1:{self.prometheus_port}"],
-            stdout=self._prometheus_log, stderr=subprocess.STDOUT, cwd=self.dir)  # fmt: skip
+            [
+                binary("prometheus"),
+                f"--config.file={self.dir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={self.dir / 'prom-data'}",
+                f"--web.listen-address=127.0.0.1:{self.prometheus_port}",
+            ],
+            stdout=self._prometheus_log,
+            stderr=subprocess.STDOUT,
+            cwd=self.dir,
+        )
 
         def ready() -> bool:
             if self._prometheus.poll() is not None:
@@ -204,8 +243,13 @@ class AnalysisStack:
         self.store = SqliteStore(self.dir / "state.db")
         self.bus = MemoryBus()
         self.bus.subscribe("", lambda event: self.published.append((time.monotonic(), event)))
-        self.runner = Runner(self.store, StaticPolicies([self.policy]), self.providers, bus=self.bus,
-                             source="/graylane/release-tick")  # fmt: skip
+        self.runner = Runner(
+            self.store,
+            StaticPolicies([self.policy]),
+            self.providers,
+            bus=self.bus,
+            source="/graylane/release-tick",
+        )
 
         def tick() -> None:
             while not self._stop.wait(self.tick_every):
@@ -219,8 +263,10 @@ class AnalysisStack:
 
     # -- what tests use ------------------------------------------------------------------------------------
     def load(self, clients: int = 4, rps: float = 40.0) -> list[Traffic]:
-        started = [Traffic(self.app.traefik.port, seed.HOST, rps=rps, source=f"127.0.0.{10 + i}").start()
-                   for i in range(clients)]  # fmt: skip
+        started = [
+            Traffic(self.app.traefik.port, seed.HOST, rps=rps, source=f"127.0.0.{10 + i}").start()
+            for i in range(clients)
+        ]
         self.clients.extend(started)
         return started
 
@@ -278,8 +324,17 @@ def stable_alone(version: str, kube: Any, pods: PodRunner, directory: Path) -> F
     wait_rolled_out(api, ns, [seed.STABLE])
     pods.wait_serving(ns, {"v1": 2})
     traefik = Traefik.start(version, directory, kube.kubeconfig, [ns], gateway=version == "v3")
-    return FlaskApp(version, GROUPS[version], ns, "", api, pods, traefik, TraefikRouter(kube.api_client()),
-                    target_for(version, ns, create=True))  # fmt: skip
+    return FlaskApp(
+        version,
+        GROUPS[version],
+        ns,
+        "",
+        api,
+        pods,
+        traefik,
+        TraefikRouter(kube.api_client()),
+        target_for(version, ns, create=True),
+    )
 
 
 def close_stable_alone(app: FlaskApp) -> None:

@@ -28,8 +28,9 @@ class Client:
     def get(self, path: str = "/", headers: Mapping[str, str | bytes] | None = None) -> tuple[int, str]:
         """(status, X-Version) of one request; a transport failure raises (callers count it)."""
         if self._conn is None:
-            self._conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout,
-                                                    source_address=(self.source, 0))  # fmt: skip
+            self._conn = http.client.HTTPConnection(
+                "127.0.0.1", self.port, timeout=self.timeout, source_address=(self.source, 0)
+            )
         try:
             self._conn.request("GET", path, headers={"Host": self.host, **(headers or {})})
             resp = self._conn.getresponse()
@@ -69,8 +70,14 @@ class Hit:
 class Traffic:
     """A paced client loop (about `rps` requests per second, or as fast as it goes for rps=0) until stopped."""
 
-    def __init__(self, port: int, host: str = "pro.coding", rps: float = 0.0, source: str = "127.0.0.1",
-                 headers: Mapping[str, str] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        port: int,
+        host: str = "pro.coding",
+        rps: float = 0.0,
+        source: str = "127.0.0.1",
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         self.client = Client(port, host, source, timeout=3.0)
         self.rps, self.headers = rps, dict(headers or {})
         self.hits: list[Hit] = []
@@ -108,5 +115,7 @@ class Traffic:
             return [h for h in self.hits if t <= h.at < until]
 
     def counts(self, since: float = 0.0, until: float = float("inf")) -> Counter[str]:
-        return Counter(h.version if h.status == 200 and h.version else f"status {h.status}"
-                       for h in self.since(since, until))  # fmt: skip
+        return Counter(
+            h.version if h.status == 200 and h.version else f"status {h.status}"
+            for h in self.since(since, until)
+        )

@@ -82,8 +82,11 @@ def wait_rolled_out(api: Any, ns: str, names: list[str], timeout: float = 60.0) 
     from tests.k8s.cluster import deployment_is_ready
 
     apps = client.AppsV1Api(api)
-    seed.wait(lambda: all(deployment_is_ready(apps.read_namespaced_deployment(n, ns)) for n in names),
-              f"Deployments {ns}/{names} rolled out", timeout)  # fmt: skip
+    seed.wait(
+        lambda: all(deployment_is_ready(apps.read_namespaced_deployment(n, ns)) for n in names),
+        f"Deployments {ns}/{names} rolled out",
+        timeout,
+    )
 
 
 def pod_urls(api: Any, ns: str, app: str, port: int = seed.PORT) -> set[str]:
@@ -115,16 +118,27 @@ class FlaskApp:
         return Client(self.traefik.port, host, source)
 
     def ingress_route(self, name: str = seed.PRO_ROUTE, ns: str = "") -> dict[str, Any]:
-        obj = {"apiVersion": f"{self.group}/v1alpha1", "kind": "IngressRoute",
-               "metadata": {"name": name, "namespace": ns or self.pro}}  # fmt: skip
+        obj = {
+            "apiVersion": f"{self.group}/v1alpha1",
+            "kind": "IngressRoute",
+            "metadata": {"name": name, "namespace": ns or self.pro},
+        }
         return seed.read(self.api, obj)
 
     def middlewares(self, route: dict[str, Any]) -> dict[str, Any]:
         """name -> stored spec of every Middleware the IngressRoute names."""
         names = {m["name"] for r in route["spec"].get("routes") or [] for m in r.get("middlewares") or []}
-        return {n: seed.read(self.api, {"apiVersion": f"{self.group}/v1alpha1", "kind": "Middleware",
-                                        "metadata": {"name": n, "namespace": self.pro}})["spec"]
-                for n in sorted(names)}  # fmt: skip
+        return {
+            n: seed.read(
+                self.api,
+                {
+                    "apiVersion": f"{self.group}/v1alpha1",
+                    "kind": "Middleware",
+                    "metadata": {"name": n, "namespace": self.pro},
+                },
+            )["spec"]
+            for n in sorted(names)
+        }
 
     def in_force(self, name: str = seed.PRO_ROUTE) -> None:
         """Until Traefik routes by the stored IngressRoute and the Middlewares it names."""
@@ -143,9 +157,16 @@ class FlaskApp:
 
 def target_for(version: str, pro: str, create: bool = False) -> RouteTarget:
     """The router's target on the seed's IngressRoute; `create`: graylane creates it (no seed routing)."""
-    options = {"ingressRoute": seed.PRO_ROUTE, "host": seed.HOST, "entryPoints": ["web"],
-               "stableService": seed.STABLE, "canaryService": seed.CANARY, "port": seed.PORT,
-               "group": GROUPS[version], **({"create": True} if create else {})}  # fmt: skip
+    options = {
+        "ingressRoute": seed.PRO_ROUTE,
+        "host": seed.HOST,
+        "entryPoints": ["web"],
+        "stableService": seed.STABLE,
+        "canaryService": seed.CANARY,
+        "port": seed.PORT,
+        "group": GROUPS[version],
+        **({"create": True} if create else {}),
+    }
     return RouteTarget(pro, "flask", seed.STABLE, seed.CANARY, options=options)
 
 
@@ -163,8 +184,17 @@ def start_flask(version: str, kube: KubeCluster, pods: PodRunner, directory: Pat
     pods.wait_serving(pro, {"v1": 2, "v2": 1})
     seed.apply(api, seed.routing(group, pro, dev))
     traefik = Traefik.start(version, directory, kube.kubeconfig, [pro, dev], gateway=version == "v3")
-    app = FlaskApp(version, group, pro, dev, api, pods, traefik, TraefikRouter(kube.api_client()),
-                   target_for(version, pro))  # fmt: skip
+    app = FlaskApp(
+        version,
+        group,
+        pro,
+        dev,
+        api,
+        pods,
+        traefik,
+        TraefikRouter(kube.api_client()),
+        target_for(version, pro),
+    )
     for svc in (
         seed.STABLE,
         seed.CANARY,

@@ -95,8 +95,14 @@ class _Served:
 
 
 class PodRunner:
-    def __init__(self, api_client: Any, namespaces: Iterable[str] = (), interval: float = 0.1,
-                 drain: float = 2.0, resolve: Callable[[str], str] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        api_client: Any,
+        namespaces: Iterable[str] = (),
+        interval: float = 0.1,
+        drain: float = 2.0,
+        resolve: Callable[[str], str] | None = None,
+    ) -> None:
         """`resolve`: image reference -> the version its pods answer (default: the tag, image_version); the e2e
         reads a digest-pinned image's version from the registry it was pushed to, as a runtime pulls it."""
         from kubernetes import client
@@ -152,8 +158,11 @@ class PodRunner:
     def serving(self, namespace: str) -> dict[tuple[str, int], str]:
         """(pod IP, port) -> version of the backends of `namespace` that serve (draining ones included)."""
         with self._lock:
-            return {(s.server.server_address[0], s.server.server_address[1]): s.version
-                    for (ns, _, _), s in self._served.items() if ns == namespace}  # fmt: skip
+            return {
+                (s.server.server_address[0], s.server.server_address[1]): s.version
+                for (ns, _, _), s in self._served.items()
+                if ns == namespace
+            }
 
     def wait_serving(self, namespace: str, versions: dict[str, int], timeout: float = 30.0) -> None:
         """Until exactly `versions` ({version: number of ready pods}) are served in `namespace` and none drain."""
@@ -169,8 +178,10 @@ class PodRunner:
             if counts == versions and not draining:
                 return
             if time.monotonic() > deadline:
-                raise AssertionError(f"pods of {namespace}: serving {counts} (draining: {draining}), "
-                                     f"wanted {versions}; runner errors {self.errors[-3:]}")  # fmt: skip
+                raise AssertionError(
+                    f"pods of {namespace}: serving {counts} (draining: {draining}), "
+                    f"wanted {versions}; runner errors {self.errors[-3:]}"
+                )
             time.sleep(0.05)
 
     # -- the loops -------------------------------------------------------------------------------------
@@ -181,8 +192,9 @@ class PodRunner:
 
         while not self._stop.is_set():
             try:
-                for event in watch.Watch().stream(self._core.list_pod_for_all_namespaces, timeout_seconds=2,
-                                                  _request_timeout=10):  # fmt: skip
+                for event in watch.Watch().stream(
+                    self._core.list_pod_for_all_namespaces, timeout_seconds=2, _request_timeout=10
+                ):
                     pod = event["object"]
                     with self._lock:
                         wanted = pod.metadata.namespace in self.namespaces
@@ -244,14 +256,24 @@ class PodRunner:
             for old in replaced:
                 old.stop()
             try:
-                server = _PodServer(f"{ns}/{pod.metadata.name}", version, int(port.container_port),
-                                    self.behaviour(version), host=pod.status.pod_ip)  # fmt: skip
+                server = _PodServer(
+                    f"{ns}/{pod.metadata.name}",
+                    version,
+                    int(port.container_port),
+                    self.behaviour(version),
+                    host=pod.status.pod_ip,
+                )
             except OSError as err:
-                self.errors.append(f"{ns}/{pod.metadata.name}: bind {pod.status.pod_ip}:{port.container_port}: "
-                                   f"{err}")  # fmt: skip
+                self.errors.append(
+                    f"{ns}/{pod.metadata.name}: bind {pod.status.pod_ip}:{port.container_port}: {err}"
+                )
                 continue
-            thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                      name=f"pod-{pod.metadata.name}", daemon=True)  # fmt: skip
+            thread = threading.Thread(
+                target=server.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name=f"pod-{pod.metadata.name}",
+                daemon=True,
+            )
             thread.start()
             with self._lock:
                 self._served[key] = _Served(version, server, thread)

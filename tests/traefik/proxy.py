@@ -53,8 +53,13 @@ def tail(path: Path, lines: int = 40) -> str:
         return "(no log)"
 
 
-def static_config(version: str, ports: Mapping[str, int], namespaces: Iterable[str], gateway: bool,
-                  access_log: Path | None = None) -> dict[str, Any]:  # fmt: skip
+def static_config(
+    version: str,
+    ports: Mapping[str, int],
+    namespaces: Iterable[str],
+    gateway: bool,
+    access_log: Path | None = None,
+) -> dict[str, Any]:
     """Traefik's static configuration (the same keys in v2.11 and v3, plus the Gateway provider on v3)."""
     ns = sorted(namespaces)
     crd: dict[str, Any] = {"namespaces": ns, "allowCrossNamespace": True}
@@ -64,11 +69,17 @@ def static_config(version: str, ports: Mapping[str, int], namespaces: Iterable[s
         "entryPoints": {name: {"address": f"127.0.0.1:{port}"} for name, port in ports.items()},
         "api": {"insecure": True, "dashboard": False},
         "ping": {"entryPoint": "traefik"},
-        "metrics": {"prometheus": {"entryPoint": "metrics", "addServicesLabels": True,
-                                   "addEntryPointsLabels": True, "addRoutersLabels": True,
-                                   "buckets": list(BUCKETS)}},
+        "metrics": {
+            "prometheus": {
+                "entryPoint": "metrics",
+                "addServicesLabels": True,
+                "addEntryPointsLabels": True,
+                "addRoutersLabels": True,
+                "buckets": list(BUCKETS),
+            }
+        },
         "providers": {"providersThrottleDuration": "100ms", "kubernetesCRD": crd},
-    }  # fmt: skip
+    }
     if gateway:
         if version != "v3":
             raise ValueError("the Kubernetes Gateway provider is run on Traefik v3 only")
@@ -92,16 +103,25 @@ class Traefik:
 
     # -- lifecycle -------------------------------------------------------------------------------------
     @classmethod
-    def start(cls, version: str, directory: Path, kubeconfig: Path, namespaces: Iterable[str],
-              gateway: bool = False, access_log: bool = False, attempts: int = 3,
-              timeout: float = 30.0) -> Traefik:  # fmt: skip
+    def start(
+        cls,
+        version: str,
+        directory: Path,
+        kubeconfig: Path,
+        namespaces: Iterable[str],
+        gateway: bool = False,
+        access_log: bool = False,
+        attempts: int = 3,
+        timeout: float = 30.0,
+    ) -> Traefik:
         binary = traefik_binary(version)  # TraefikMissing: how to build it
         directory.mkdir(parents=True, exist_ok=True)
         last = ""
         for attempt in range(attempts):
             ports = {"web": free_port(), "metrics": free_port(), "traefik": free_port()}
-            config = static_config(version, ports, namespaces, gateway,
-                                   directory / "access.log" if access_log else None)  # fmt: skip
+            config = static_config(
+                version, ports, namespaces, gateway, directory / "access.log" if access_log else None
+            )
             path = directory / "traefik.yaml"
             path.write_text(json.dumps(config, indent=1))  # JSON is YAML
             log_path = directory / "traefik.log"
@@ -110,10 +130,25 @@ class Traefik:
             log.flush()
             env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
             env["KUBECONFIG"] = str(kubeconfig)
-            process = subprocess.Popen([str(binary), f"--configFile={path}"], stdout=log, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, cwd=directory, env=env)  # fmt: skip
-            proxy = cls(version, process, directory, ports["web"], ports["metrics"], ports["traefik"],
-                        tuple(sorted(namespaces)), gateway, log)  # fmt: skip
+            process = subprocess.Popen(
+                [str(binary), f"--configFile={path}"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=directory,
+                env=env,
+            )
+            proxy = cls(
+                version,
+                process,
+                directory,
+                ports["web"],
+                ports["metrics"],
+                ports["traefik"],
+                tuple(sorted(namespaces)),
+                gateway,
+                log,
+            )
             try:
                 proxy._wait_up(timeout)
                 return proxy
@@ -215,24 +250,37 @@ class Traefik:
                 summary: Any = last
                 if isinstance(last, dict):
                     summary = {k: sorted(v) for k, v in last.items() if isinstance(v, dict)}
-                    summary["errors"] = {name: obj.get("error") for kind in ("routers", "services", "middlewares")
-                                         for name, obj in last.get(kind, {}).items() if obj.get("error")}  # fmt: skip
-                raise TraefikFailed(f"Traefik {self.version}: {what}: not within {timeout} s\n"
-                                    f"rawdata ({dump}): {json.dumps(summary, indent=1)[-3000:]}\n"
-                                    f"log:\n{self.log_tail(25)}")  # fmt: skip
+                    summary["errors"] = {
+                        name: obj.get("error")
+                        for kind in ("routers", "services", "middlewares")
+                        for name, obj in last.get(kind, {}).items()
+                        if obj.get("error")
+                    }
+                raise TraefikFailed(
+                    f"Traefik {self.version}: {what}: not within {timeout} s\n"
+                    f"rawdata ({dump}): {json.dumps(summary, indent=1)[-3000:]}\n"
+                    f"log:\n{self.log_tail(25)}"
+                )
             time.sleep(0.05)
 
-    def wait_route(self, ingress_route: Mapping[str, Any], middlewares: Mapping[str, Any] = {},
-                   timeout: float = 20.0) -> None:  # fmt: skip
+    def wait_route(
+        self, ingress_route: Mapping[str, Any], middlewares: Mapping[str, Any] = {}, timeout: float = 20.0
+    ) -> None:
         """Until Traefik routes by the IngressRoute as stored: a router per route with its rule, weights and
         middlewares, and the stored spec of each Middleware it names (by name, from `middlewares`)."""
-        self.wait(f"IngressRoute {_name(ingress_route)} in force",
-                  lambda raw: route_in_force(raw, ingress_route, middlewares), timeout)  # fmt: skip
+        self.wait(
+            f"IngressRoute {_name(ingress_route)} in force",
+            lambda raw: route_in_force(raw, ingress_route, middlewares),
+            timeout,
+        )
 
     def wait_http_route(self, http_route: Mapping[str, Any], timeout: float = 20.0) -> None:
         """Until Traefik's Gateway provider routes by the HTTPRoute as stored (rules, matches, weights)."""
-        self.wait(f"HTTPRoute {_name(http_route)} in force", lambda raw: http_route_in_force(raw, http_route),
-                  timeout)  # fmt: skip
+        self.wait(
+            f"HTTPRoute {_name(http_route)} in force",
+            lambda raw: http_route_in_force(raw, http_route),
+            timeout,
+        )
 
     def wait_servers(self, service: str, urls: set[str], provider: str = CRD, timeout: float = 20.0) -> None:
         """Until Traefik's load balancer `service` (e.g. "pro-k8s-flask-8080") has exactly these server URLs."""
@@ -362,10 +410,14 @@ def http_route_in_force(raw: Mapping[str, Any], http_route: Mapping[str, Any]) -
         if router.get("status", "enabled") != "enabled":
             return False
         svc = services.get(f"{_strip(router.get('service', ''))}@{GATEWAY}", {})
-        weighted = [(_strip(s["name"]), s.get("weight", 1), s.get("status")) for s in
-                    svc.get("weighted", {}).get("services", [])]  # fmt: skip
-        refs = [(f"{b.get('namespace', ns)}-{b['name']}-http-{b['port']}", b.get("weight", 1), None)
-                for b in rule.get("backendRefs") or []]  # fmt: skip
+        weighted = [
+            (_strip(s["name"]), s.get("weight", 1), s.get("status"))
+            for s in svc.get("weighted", {}).get("services", [])
+        ]
+        refs = [
+            (f"{b.get('namespace', ns)}-{b['name']}-http-{b['port']}", b.get("weight", 1), None)
+            for b in rule.get("backendRefs") or []
+        ]
         if weighted != refs:  # a status means Traefik could not load that backend (it answers 500)
             return False
     return True

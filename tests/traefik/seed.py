@@ -27,30 +27,47 @@ RATE_LIMIT, BREAKER = "flask-k8s-traffic", "k8s-flask-breaker"
 
 def deployment(ns: str, name: str, version: str, replicas: int = 1) -> dict[str, Any]:
     labels = {"app": name}
-    container = {"name": "flask", "image": f"{REPOSITORY}:{version}",
-                 "ports": [{"containerPort": PORT, "protocol": "TCP"}]}  # fmt: skip
+    container = {
+        "name": "flask",
+        "image": f"{REPOSITORY}:{version}",
+        "ports": [{"containerPort": PORT, "protocol": "TCP"}],
+    }
     return {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": ns, "labels": labels},
-        "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
-                 "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
-                 "template": {"metadata": {"labels": labels},
-                              "spec": {"containers": [container], "terminationGracePeriodSeconds": 1}}},
-    }  # fmt: skip
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": ns, "labels": labels},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [container], "terminationGracePeriodSeconds": 1},
+            },
+        },
+    }
 
 
 def service(ns: str, name: str, selects: str, kind: str = "ClusterIP") -> dict[str, Any]:
     return {
-        "apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns},
-        "spec": {"type": kind, "selector": {"app": selects},
-                 "ports": [{"name": "http", "port": PORT, "targetPort": PORT, "protocol": "TCP"}]},
-    }  # fmt: skip
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "type": kind,
+            "selector": {"app": selects},
+            "ports": [{"name": "http", "port": PORT, "targetPort": PORT, "protocol": "TCP"}],
+        },
+    }
 
 
 def workloads(pro: str, dev: str = "", stable: str = "v1", canary: str = "v2") -> list[dict[str, Any]]:
     objects = [
-        deployment(pro, STABLE, stable, replicas=2), service(pro, STABLE, STABLE),
-        deployment(pro, CANARY, canary), service(pro, CANARY, CANARY),
-    ]  # fmt: skip
+        deployment(pro, STABLE, stable, replicas=2),
+        service(pro, STABLE, STABLE),
+        deployment(pro, CANARY, canary),
+        service(pro, CANARY, CANARY),
+    ]
     if dev:
         objects += [deployment(dev, DEV, f"{canary}-dev"), service(dev, DEV_SERVICE, DEV, kind="NodePort")]
     return objects
@@ -64,23 +81,44 @@ def gateway(ns: str, name: str, class_name: str, port: int) -> list[dict[str, An
     Gateway provider maps a listener to the entry point with the same port)."""
     group = "gateway.networking.k8s.io/v1"
     return [
-        {"apiVersion": group, "kind": "GatewayClass", "metadata": {"name": class_name},
-         "spec": {"controllerName": GATEWAY_CONTROLLER}},
-        {"apiVersion": group, "kind": "Gateway", "metadata": {"name": name, "namespace": ns},
-         "spec": {"gatewayClassName": class_name,
-                  "listeners": [{"name": "web", "port": port, "protocol": "HTTP",
-                                 "allowedRoutes": {"namespaces": {"from": "Same"}}}]}},
-    ]  # fmt: skip
+        {
+            "apiVersion": group,
+            "kind": "GatewayClass",
+            "metadata": {"name": class_name},
+            "spec": {"controllerName": GATEWAY_CONTROLLER},
+        },
+        {
+            "apiVersion": group,
+            "kind": "Gateway",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {
+                "gatewayClassName": class_name,
+                "listeners": [
+                    {
+                        "name": "web",
+                        "port": port,
+                        "protocol": "HTTP",
+                        "allowedRoutes": {"namespaces": {"from": "Same"}},
+                    }
+                ],
+            },
+        },
+    ]
 
 
 def _ir(group: str, ns: str, name: str, routes: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"apiVersion": f"{group}/v1alpha1", "kind": "IngressRoute", "metadata": {"name": name, "namespace": ns},
-            "spec": {"entryPoints": ["web"], "routes": routes}}  # fmt: skip
+    return {
+        "apiVersion": f"{group}/v1alpha1",
+        "kind": "IngressRoute",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"entryPoints": ["web"], "routes": routes},
+    }
 
 
 def routing(group: str, pro: str, dev: str) -> list[dict[str, Any]]:
     """The seed's IngressRoutes and Middlewares in `group` (v2 matchers on traefik.containo.us)."""
     header = "Headers" if group == "traefik.containo.us" else "Header"
+
     def svc(name: str, ns: str, **extra: Any) -> dict[str, Any]:
         return {"name": name, "port": PORT, "namespace": ns, **extra}
 
@@ -89,23 +127,53 @@ def routing(group: str, pro: str, dev: str) -> list[dict[str, Any]]:
         return {"apiVersion": f"{group}/v1alpha1", "kind": "Middleware", "metadata": meta, "spec": spec}
 
     return [
-        _ir(group, dev, DEV_ROUTE, [{"kind": "Rule", "match": f"Host(`{DEV_HOST}`)",
-                                     "services": [svc(DEV_SERVICE, dev)]}]),
-        _ir(group, pro, ABTEST_ROUTE, [{"kind": "Rule",
-                                        "match": f"Host(`{HOST}`) && {header}(`location`, `shenzhen`)",
-                                        "services": [svc(CANARY, pro)]}]),
-        _ir(group, pro, PRO_ROUTE, [{"kind": "Rule", "match": f"Host(`{HOST}`)",
-                                     "services": [svc(STABLE, pro, weight=50), svc(CANARY, pro, weight=50)]}]),
+        _ir(
+            group,
+            dev,
+            DEV_ROUTE,
+            [{"kind": "Rule", "match": f"Host(`{DEV_HOST}`)", "services": [svc(DEV_SERVICE, dev)]}],
+        ),
+        _ir(
+            group,
+            pro,
+            ABTEST_ROUTE,
+            [
+                {
+                    "kind": "Rule",
+                    "match": f"Host(`{HOST}`) && {header}(`location`, `shenzhen`)",
+                    "services": [svc(CANARY, pro)],
+                }
+            ],
+        ),
+        _ir(
+            group,
+            pro,
+            PRO_ROUTE,
+            [
+                {
+                    "kind": "Rule",
+                    "match": f"Host(`{HOST}`)",
+                    "services": [svc(STABLE, pro, weight=50), svc(CANARY, pro, weight=50)],
+                }
+            ],
+        ),
         mw(RATE_LIMIT, {"rateLimit": {"burst": 1000, "average": 500}}),
         mw(BREAKER, {"circuitBreaker": {"expression": "LatencyAtQuantileMS(50.0) > 100"}}),
-    ]  # fmt: skip
+    ]
 
 
 # -- applying objects ---------------------------------------------------------------------------------------
 
-_PLURALS = {"Deployment": "deployments", "Service": "services", "IngressRoute": "ingressroutes",
-            "Middleware": "middlewares", "TraefikService": "traefikservices", "Gateway": "gateways",
-            "GatewayClass": "gatewayclasses", "HTTPRoute": "httproutes"}  # fmt: skip
+_PLURALS = {
+    "Deployment": "deployments",
+    "Service": "services",
+    "IngressRoute": "ingressroutes",
+    "Middleware": "middlewares",
+    "TraefikService": "traefikservices",
+    "Gateway": "gateways",
+    "GatewayClass": "gatewayclasses",
+    "HTTPRoute": "httproutes",
+}
 
 
 def _path(obj: dict[str, Any], named: bool = True) -> str:
@@ -157,7 +225,9 @@ def read_all(api_client: Any, group: str, ns: str, plural: str) -> list[dict[str
     from kubernetes.client.rest import ApiException
 
     try:
-        return list(_call(api_client, "GET", f"/apis/{group}/v1alpha1/namespaces/{ns}/{plural}").get("items") or [])
+        return list(
+            _call(api_client, "GET", f"/apis/{group}/v1alpha1/namespaces/{ns}/{plural}").get("items") or []
+        )
     except ApiException as err:
         if err.status == 404:
             return []

@@ -54,8 +54,14 @@ class GatewayApp:
         return Client(self.traefik.port, HOST)
 
     def http_route(self) -> dict[str, Any]:
-        return seed.read(self.api, {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
-                                    "metadata": {"name": ROUTE, "namespace": self.ns}})  # fmt: skip
+        return seed.read(
+            self.api,
+            {
+                "apiVersion": "gateway.networking.k8s.io/v1",
+                "kind": "HTTPRoute",
+                "metadata": {"name": ROUTE, "namespace": self.ns},
+            },
+        )
 
     def route(self, plan: RoutePlan) -> None:
         self.router.set_routes(self.target, plan)
@@ -80,10 +86,24 @@ def gw(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory)
     objects = seed.gateway(ns, "traefik", class_name, traefik.port)
     try:
         seed.apply(api, objects)
-        options = {"httpRoute": ROUTE, "stableService": seed.STABLE, "canaryService": seed.CANARY, "port": seed.PORT,
-                   "parentRef": "traefik", "host": HOST, "metrics": "traefik", "create": True}  # fmt: skip
-        app = GatewayApp(ns, api, pods, traefik, GatewayAPIRouter(kube.api_client()),
-                         RouteTarget(ns, "flask", seed.STABLE, seed.CANARY, options=options))  # fmt: skip
+        options = {
+            "httpRoute": ROUTE,
+            "stableService": seed.STABLE,
+            "canaryService": seed.CANARY,
+            "port": seed.PORT,
+            "parentRef": "traefik",
+            "host": HOST,
+            "metrics": "traefik",
+            "create": True,
+        }
+        app = GatewayApp(
+            ns,
+            api,
+            pods,
+            traefik,
+            GatewayAPIRouter(kube.api_client()),
+            RouteTarget(ns, "flask", seed.STABLE, seed.CANARY, options=options),
+        )
         app.router.reconcile(app.target)  # graylane creates the HTTPRoute, all on stable
         app.traefik.wait_http_route(app.http_route())
         for svc in (seed.STABLE, seed.CANARY):
@@ -136,7 +156,8 @@ def test_regex_header_match_and_weights_together(app: GatewayApp) -> None:
     client = app.client()
     assert client.split(200, {"location": "shenzhen"}) == Counter(v2=200)
     assert {uid: client.answer({"x-user-id": str(uid)}) for uid in range(101, 200, 2)} == {
-        uid: "v2" for uid in range(101, 200, 2)}  # fmt: skip
+        uid: "v2" for uid in range(101, 200, 2)
+    }
     rest = client.split(1000, {"x-user-id": "1000"})
     assert abs(rest["v2"] - 500) <= 20, rest
 
@@ -169,9 +190,14 @@ def test_gateway_api_templates_with_metrics_traefik_select_the_gateway_providers
     app: GatewayApp,
 ) -> None:
     """Traefik's Gateway provider names HTTPRoute backends `<ns>-<svc>-http-<port>@kubernetesgateway`."""
-    policy = Policy(name="flask", namespace=app.ns, image=ImageRule(repository=seed.REPOSITORY),
-                    router=RouterSpec("gateway-api", dict(app.target.options)), stages=(),
-                    workload=WorkloadSpec(name=seed.STABLE, canary=seed.CANARY))  # fmt: skip
+    policy = Policy(
+        name="flask",
+        namespace=app.ns,
+        image=ImageRule(repository=seed.REPOSITORY),
+        router=RouterSpec("gateway-api", dict(app.target.options)),
+        stages=(),
+        workload=WorkloadSpec(name=seed.STABLE, canary=seed.CANARY),
+    )
     assert tp.metrics_source(policy) == "traefik"
     target = tp.target(policy, "gw")
     before = tp.split_counts("traefik", [target], app.traefik.series("traefik_service_requests_total")).get(

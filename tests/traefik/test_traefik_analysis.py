@@ -105,14 +105,19 @@ def _assert_none_failed(stack: AnalysisStack, started: float) -> None:
     failed = _failed(hits)
     if failed:
         when = [round(h.at - started, 2) for h in hits if not h.version]
-        events = [(round(at - started, 2), str(e["type"]).rsplit(".", 2)[-2:]) for at, e in stack.published
-                  if at >= started]  # fmt: skip
-        raise AssertionError(f"requests no backend answered during the release: {failed} at {when} s; "
-                             f"events {events}")  # fmt: skip
+        events = [
+            (round(at - started, 2), str(e["type"]).rsplit(".", 2)[-2:])
+            for at, e in stack.published
+            if at >= started
+        ]
+        raise AssertionError(
+            f"requests no backend answered during the release: {failed} at {when} s; events {events}"
+        )
 
 
-def test_the_traefik_templates_select_traefiks_real_series(stable_app: FlaskApp, kube: KubeCluster,
-                                                          tmp_path: Path) -> None:  # fmt: skip
+def test_the_traefik_templates_select_traefiks_real_series(
+    stable_app: FlaskApp, kube: KubeCluster, tmp_path: Path
+) -> None:
     app = stable_app
     with _running(app, kube, tmp_path, metrics=(ERRORS, SUCCESS, LATENCY)) as stack:
         _first_version(stack)
@@ -134,8 +139,10 @@ def test_the_traefik_templates_select_traefiks_real_series(stable_app: FlaskApp,
         split = tp.split_counts("traefik", [target], series)["probe"]
         latency = tp.split_values([target], stack.query(tp.latency_query("traefik", [(target, 5)])))["probe"]
         served = (app.pods.served("v1") - served0[0], app.pods.served("v2") - served0[1])
-        print(f"\nTraefik {app.version}: {query}\n  -> {split}; latency ms {latency}; backends served {served} "
-              f"in {time.monotonic() - t0:.1f} s; series {[s['metric'] for s in series]}")  # fmt: skip
+        print(
+            f"\nTraefik {app.version}: {query}\n  -> {split}; latency ms {latency}; backends served {served} "
+            f"in {time.monotonic() - t0:.1f} s; series {[s['metric'] for s in series]}"
+        )
         services = {s["metric"]["service"] for s in series}
         weighted = {traefik.service_label(app.pro, s, seed.PORT) for s in (seed.STABLE, seed.CANARY)}
         alone = traefik.route_service_label(app.pro, seed.PRO_ROUTE, traefik.default_rule(seed.HOST))
@@ -149,8 +156,9 @@ def test_the_traefik_templates_select_traefiks_real_series(stable_app: FlaskApp,
         _check_events(stack)
 
 
-def test_a_bad_canary_is_rolled_back_on_traefiks_metrics(stable_app: FlaskApp, kube: KubeCluster,
-                                                         tmp_path: Path) -> None:  # fmt: skip
+def test_a_bad_canary_is_rolled_back_on_traefiks_metrics(
+    stable_app: FlaskApp, kube: KubeCluster, tmp_path: Path
+) -> None:
     app = stable_app
     with _running(app, kube, tmp_path) as stack:
         try:
@@ -159,8 +167,14 @@ def test_a_bad_canary_is_rolled_back_on_traefiks_metrics(stable_app: FlaskApp, k
             _first_version(stack)
             started = time.monotonic()
             stack.runner.handle(push(stack.policy.app, "v2"))
-            routed = wait_for("canary at 20 % in Traefik", lambda: stack.first(".release.weight.changed") or
-                              any(h.version == "v2" for h in stack.hits(started)), timeout=30)  # fmt: skip
+            routed = wait_for(
+                "canary at 20 % in Traefik",
+                lambda: (
+                    stack.first(".release.weight.changed")
+                    or any(h.version == "v2" for h in stack.hits(started))
+                ),
+                timeout=30,
+            )
             assert routed
             rolled_back = wait_for(
                 "release rolled back", lambda: stack.first(".release.rolledback"), timeout=40
@@ -194,9 +208,11 @@ def test_a_bad_canary_is_rolled_back_on_traefiks_metrics(stable_app: FlaskApp, k
             _assert_none_failed(stack, started)
             canary_hits = [h for h in stack.hits(started, rolled_back) if h.version == "v2"]
             first_bad = min(h.at for h in canary_hits if h.status == 500)
-            print(f"\nTraefik {app.version} bad canary: first bad request -> rolled back {rolled_back - first_bad:.2f} s "
-                  f"({len(canary_hits)} canary requests, {sum(h.status == 500 for h in canary_hits)} failed, "
-                  f"{len(release.verdicts)} verdicts)")  # fmt: skip
+            print(
+                f"\nTraefik {app.version} bad canary: first bad request -> rolled back {rolled_back - first_bad:.2f} s "
+                f"({len(canary_hits)} canary requests, {sum(h.status == 500 for h in canary_hits)} failed, "
+                f"{len(release.verdicts)} verdicts)"
+            )
             assert rolled_back - first_bad < 20.0
             assert stack.events(".release.promoted") == []
             _check_events(stack)
@@ -205,8 +221,9 @@ def test_a_bad_canary_is_rolled_back_on_traefiks_metrics(stable_app: FlaskApp, k
             raise
 
 
-def test_a_healthy_canary_is_promoted_on_traefiks_metrics(stable_app: FlaskApp, kube: KubeCluster,
-                                                          tmp_path: Path) -> None:  # fmt: skip
+def test_a_healthy_canary_is_promoted_on_traefiks_metrics(
+    stable_app: FlaskApp, kube: KubeCluster, tmp_path: Path
+) -> None:
     app = stable_app
     with _running(app, kube, tmp_path, pause=8.0) as stack:
         try:
@@ -243,9 +260,11 @@ def test_a_healthy_canary_is_promoted_on_traefiks_metrics(stable_app: FlaskApp, 
                 canary = sum(h.version == "v2" for h in hits)
                 assert len(hits) > 200 and abs(canary / len(hits) - share) < 0.1, (share, canary, len(hits))
             _assert_none_failed(stack, started)
-            print(f"\nTraefik {app.version} healthy canary: promoted {promoted - started:.1f} s, "
-                  f"succeeded {succeeded - started:.1f} s after the push; verdicts {verdicts.count('pass')} pass, "
-                  f"{verdicts.count('inconclusive')} inconclusive")  # fmt: skip
+            print(
+                f"\nTraefik {app.version} healthy canary: promoted {promoted - started:.1f} s, "
+                f"succeeded {succeeded - started:.1f} s after the push; verdicts {verdicts.count('pass')} pass, "
+                f"{verdicts.count('inconclusive')} inconclusive"
+            )
             _check_events(stack)
         except BaseException:
             print(stack.story())
@@ -253,8 +272,9 @@ def test_a_healthy_canary_is_promoted_on_traefiks_metrics(stable_app: FlaskApp, 
 
 
 @pytest.mark.parametrize("regression", ["errors", "latency"])
-def test_the_guard_rolls_back_before_start_step_on_traefiks_metrics(stable_app: FlaskApp, kube: KubeCluster,
-                                                                    tmp_path: Path, regression: str) -> None:  # fmt: skip
+def test_the_guard_rolls_back_before_start_step_on_traefiks_metrics(
+    stable_app: FlaskApp, kube: KubeCluster, tmp_path: Path, regression: str
+) -> None:
     """The seed's policy (startStep 2, success rate >= 0.90 every 10 s) with graylane's defaults: the guard reads
     Traefik's counters from the canary's first request at the probe weight and rolls it back in step 1."""
     app = stable_app
@@ -292,9 +312,11 @@ def test_the_guard_rolls_back_before_start_step_on_traefiks_metrics(stable_app: 
             )
             _assert_none_failed(stack, started)
             canary = [h for h in stack.hits(started, rolled_back) if h.version == "v2"]
-            print(f"\nTraefik {app.version} guard ({regression}): rolled back {rolled_back - started:.1f} s after "
-                  f"the push, {len(canary)} canary requests, {sum(h.status == 500 for h in canary)} failed, "
-                  f"weights {weights}")  # fmt: skip
+            print(
+                f"\nTraefik {app.version} guard ({regression}): rolled back {rolled_back - started:.1f} s after "
+                f"the push, {len(canary)} canary requests, {sum(h.status == 500 for h in canary)} failed, "
+                f"weights {weights}"
+            )
             assert stack.events(".release.promoted") == []
             _check_events(stack)
         except BaseException:

@@ -57,14 +57,24 @@ SPLITS: dict[str, dict[int, float]] = {}  # version -> canary weight -> measured
 @pytest.fixture
 def app(flask: FlaskApp) -> FlaskApp:
     """The seed's app with graylane in charge of k8s-flask-pro: no user A/B route, all on stable, no protection."""
-    seed.delete(flask.api, {"apiVersion": f"{flask.group}/v1alpha1", "kind": "IngressRoute",
-                            "metadata": {"name": seed.ABTEST_ROUTE, "namespace": flask.pro}})  # fmt: skip
+    seed.delete(
+        flask.api,
+        {
+            "apiVersion": f"{flask.group}/v1alpha1",
+            "kind": "IngressRoute",
+            "metadata": {"name": seed.ABTEST_ROUTE, "namespace": flask.pro},
+        },
+    )
     flask.pods.set("v1", error_rate=0.0, delay=0.0)
     flask.pods.set("v2", error_rate=0.0, delay=0.0)
     flask.router.set_protection(flask.target, Protection())
     flask.route(STABLE_ONLY)
-    flask.traefik.wait("the user's A/B route gone", lambda raw: not any(
-        k.startswith(f"{flask.pro}-{seed.ABTEST_ROUTE}-") for k in raw.get("routers", {})))  # fmt: skip
+    flask.traefik.wait(
+        "the user's A/B route gone",
+        lambda raw: (
+            not any(k.startswith(f"{flask.pro}-{seed.ABTEST_ROUTE}-") for k in raw.get("routers", {}))
+        ),
+    )
     return flask
 
 
@@ -96,8 +106,14 @@ def test_traefik_follows_the_endpoints_its_version_reads_as_the_deployment_scale
         slices = discovery.list_namespaced_endpoint_slice(
             app.pro, label_selector=f"kubernetes.io/service-name={seed.CANARY}"
         ).items
-        return {f"http://{ip}:{p.port}" for s in slices for e in s.endpoints or [] if e.conditions.ready
-                for ip in e.addresses for p in s.ports}  # fmt: skip
+        return {
+            f"http://{ip}:{p.port}"
+            for s in slices
+            for e in s.endpoints or []
+            if e.conditions.ready
+            for ip in e.addresses
+            for p in s.ports
+        }
 
     app.route(RoutePlan.canary_at(100))
     apps = client.AppsV1Api(app.api)
@@ -107,8 +123,10 @@ def test_traefik_follows_the_endpoints_its_version_reads_as_the_deployment_scale
             wait_rolled_out(app.api, app.pro, [seed.CANARY])
             app.pods.wait_serving(app.pro, {"v1": 2, "v2": replicas})
             ready = pod_urls(app.api, app.pro, seed.CANARY)
-            seed.wait(lambda ready=ready: endpoint_urls() == ready,  # type: ignore[misc]
-                      f"{app.version}'s endpoints = the {replicas} ready pods")  # fmt: skip
+            seed.wait(
+                lambda ready=ready: endpoint_urls() == ready,  # type: ignore[misc]
+                f"{app.version}'s endpoints = the {replicas} ready pods",
+            )
             app.traefik.wait_servers(f"{app.pro}-{seed.CANARY}-{seed.PORT}", ready)
             client_ = app.client()
             served = set()
@@ -199,8 +217,10 @@ def test_rate_limit_answers_429_above_its_limit_only_and_clearing_lifts_it(app: 
     """Traefik's rateLimit is a token bucket per client address: `burst` at once, then `average` per period."""
     app.protect(Protection(rate_limit=RateLimit(average=50, burst=50, period=1.0)))
     route = app.ingress_route()
-    assert all(m == [{"name": f"{seed.PRO_ROUTE}-rate-limit"}] for m in
-               (r.get("middlewares") for r in route["spec"]["routes"]))  # fmt: skip
+    assert all(
+        m == [{"name": f"{seed.PRO_ROUTE}-rate-limit"}]
+        for m in (r.get("middlewares") for r in route["spec"]["routes"])
+    )
     hammer = app.client(source="127.0.0.5")
     started = time.monotonic()
     seen = hammer.split(400)
@@ -221,16 +241,26 @@ def test_an_alert_tightens_the_rate_limit_in_traefik_and_its_resolution_relaxes_
     protect stage's 200/s to 20/s before that stage ran; resolved and held down, what was in force returns."""
     protect = RateLimit(average=200, burst=200, period=1.0)
     policy = Policy(
-        name="flask", namespace=app.pro, image=ImageRule(repository=seed.REPOSITORY),
+        name="flask",
+        namespace=app.pro,
+        image=ImageRule(repository=seed.REPOSITORY),
         router=RouterSpec("traefik", dict(app.target.options)),
         workload=WorkloadSpec(name=seed.STABLE, canary=seed.CANARY, container="flask"),
         stages=(PromoteStage(), ProtectStage(rate_limit=protect)),
-        protection=(ProtectionRule(alert="FlaskHighErrorRate", match=(("service", "k8s-flask"),),
-                                   rate_limit_factor=0.1, floor=5, hold_down=1.0),),
-    )  # fmt: skip
+        protection=(
+            ProtectionRule(
+                alert="FlaskHighErrorRate",
+                match=(("service", "k8s-flask"),),
+                rate_limit_factor=0.1,
+                floor=5,
+                hold_down=1.0,
+            ),
+        ),
+    )
     providers = KubernetesProviders(Settings(providers="kubernetes"), client_for=lambda _: kube.api_client())
-    runner = Runner(SqliteStore(tmp_path / "state.db"), StaticPolicies([policy]), providers,
-                    source="/graylane/protection")  # fmt: skip
+    runner = Runner(
+        SqliteStore(tmp_path / "state.db"), StaticPolicies([policy]), providers, source="/graylane/protection"
+    )
     labels = {"alertname": "FlaskHighErrorRate", "service": "k8s-flask", "severity": "critical"}
     rate_limit = f"{seed.PRO_ROUTE}-rate-limit"
 
@@ -242,15 +272,31 @@ def test_an_alert_tightens_the_rate_limit_in_traefik_and_its_resolution_relaxes_
 
     try:
         assert paced(2.0, "127.0.0.21")["status 429"] == 0  # no limit in force yet
-        runner.handle(Alert(id="alert-1", app=policy.app, fingerprint="fp-1", firing=True,
-                            alertname="FlaskHighErrorRate", labels=labels))  # fmt: skip
+        runner.handle(
+            Alert(
+                id="alert-1",
+                app=policy.app,
+                fingerprint="fp-1",
+                firing=True,
+                alertname="FlaskHighErrorRate",
+                labels=labels,
+            )
+        )
         tightened = app.middlewares(app.ingress_route())[rate_limit]["rateLimit"]
         assert (tightened["average"], tightened["burst"]) == (20, 20), tightened
         app.in_force()
         seen = paced(3.0, "127.0.0.22")
         assert seen["status 429"] > 60 and 20 <= seen["v1"] <= 20 + 20 * 3 + 5, seen  # ~20/s get through
-        runner.handle(Alert(id="alert-2", app=policy.app, fingerprint="fp-1", firing=False,
-                            alertname="FlaskHighErrorRate", labels=labels))  # fmt: skip
+        runner.handle(
+            Alert(
+                id="alert-2",
+                app=policy.app,
+                fingerprint="fp-1",
+                firing=False,
+                alertname="FlaskHighErrorRate",
+                labels=labels,
+            )
+        )
         time.sleep(1.2)  # the hold-down
         runner.handle(Tick(id="tick-1", app=policy.app))
         assert app.middlewares(app.ingress_route()) == {}  # nothing was in force before the alert

@@ -80,6 +80,11 @@ def world(tmp: Path, waiting: bool = True) -> World:
     runner = Runner(store, policies, RecordingProviders(), clock=lambda: NOW)
     if waiting:
         for i, tag in enumerate(("v1.0.0", "v1.1.0")):
-            runner.handle(ImagePushed(id=f"push-{i}", app=APP, target=Version(tag, f"{REPO}:{tag}"),
-                                      repository=REPO, tag=tag))
-    return World(store, policies, bus, audit, Approvals(store, policies, bus, audit, clock=lambda: NOW), runner)
+            runner.handle(
+                ImagePushed(
+                    id=f"push-{i}", app=APP, target=Version(tag, f"{REPO}:{tag}"), repository=REPO, tag=tag
+                )
+            )
+    return World(
+        store, policies, bus, audit, Approvals(store, policies, bus, audit, clock=lambda: NOW), runner
+    )

@@ -25,10 +25,17 @@ BOUNDS_MS = (5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, float("inf"))  
 
 def seed_like(**analysis: Any) -> Policy:
     """The seed's shape: steps 20/40/60/80 with 2-minute pauses, analysis from step 2, success rate >= 0.90."""
-    base = Analysis(interval=10.0, start_step=2, failure_limit=3,
-                    metrics=(MetricCheck(name="success-rate", template="success-rate", min=0.9),))  # fmt: skip
-    policy = make_policy(CanaryStage(steps=tuple(CanaryStep(w, 120.0) for w in (20, 40, 60, 80))), PromoteStage(),
-                         analysis=replace(base, **analysis))  # fmt: skip
+    base = Analysis(
+        interval=10.0,
+        start_step=2,
+        failure_limit=3,
+        metrics=(MetricCheck(name="success-rate", template="success-rate", min=0.9),),
+    )
+    policy = make_policy(
+        CanaryStage(steps=tuple(CanaryStep(w, 120.0) for w in (20, 40, 60, 80))),
+        PromoteStage(),
+        analysis=replace(base, **analysis),
+    )
     return replace(policy, router=RouterSpec(provider="nginx"))
 
 
@@ -54,8 +61,13 @@ class Counters:
         out = []
         for b in BOUNDS_MS:
             x = b - shift
-            out.append(1.0 if math.isinf(b) else 0.0 if x <= 0 else
-                       0.5 * math.erfc(-(math.log(x) - math.log(50.0)) / 0.5 / math.sqrt(2)))  # fmt: skip
+            out.append(
+                1.0
+                if math.isinf(b)
+                else 0.0
+                if x <= 0
+                else 0.5 * math.erfc(-(math.log(x) - math.log(50.0)) / 0.5 / math.sqrt(2))
+            )
         return out
 
     def _draw(self, n: float, p: float) -> float:
@@ -70,8 +82,10 @@ class Counters:
         return float(max(0, round(self.rng.gauss(mean, mean**0.5))))
 
     def serve(self, seconds: float, weight: float) -> None:
-        for version, share, errors, shift in ((self.canary, weight / 100, self.canary_errors_rate, self.canary_slow_ms),
-                                              (self.stable, 1 - weight / 100, self.stable_errors_rate, 0.0)):  # fmt: skip
+        for version, share, errors, shift in (
+            (self.canary, weight / 100, self.canary_errors_rate, self.canary_slow_ms),
+            (self.stable, 1 - weight / 100, self.stable_errors_rate, 0.0),
+        ):
             n = self._requests(self.rps * seconds * share)
             version[0] += n
             version[1] += self._draw(n, errors)
@@ -91,8 +105,13 @@ class Counters:
 
     def totals(self) -> Totals:
         c, s = self.canary, self.stable
-        return Totals(canary_requests=c[0], canary_errors=c[1], stable_requests=s[0], stable_errors=s[1],
-                      buckets=tuple((b, c[2 + i], s[2 + i]) for i, b in enumerate(BOUNDS_MS)))  # fmt: skip
+        return Totals(
+            canary_requests=c[0],
+            canary_errors=c[1],
+            stable_requests=s[0],
+            stable_errors=s[1],
+            buckets=tuple((b, c[2 + i], s[2 + i]) for i, b in enumerate(BOUNDS_MS)),
+        )
 
     def observe(self) -> Observation:
         """The counters, and the user's success-rate metric as the window query would measure it."""

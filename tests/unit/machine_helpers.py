@@ -53,8 +53,14 @@ def analysis(**changes: Any) -> Analysis:
 
 
 def make_policy(*stages: Stage, **changes: Any) -> Policy:
-    return Policy(name="web", namespace="team-a", image=ImageRule(repository=REPO),
-                  router=RouterSpec(provider="recording"), stages=stages, **changes)  # fmt: skip
+    return Policy(
+        name="web",
+        namespace="team-a",
+        image=ImageRule(repository=REPO),
+        router=RouterSpec(provider="recording"),
+        stages=stages,
+        **changes,
+    )
 
 
 def seed_flow(**changes: Any) -> Policy:
@@ -136,8 +142,11 @@ class Driver:
 
     def apply(self) -> None:
         pending = self.state.pending
-        self.state = replace(self.state, pending=(),
-                             applied=bounded(self.state.applied + tuple(e.id for e in pending), MAX_APPLIED))  # fmt: skip
+        self.state = replace(
+            self.state,
+            pending=(),
+            applied=bounded(self.state.applied + tuple(e.id for e in pending), MAX_APPLIED),
+        )
 
     def push(self, tag: str, event_id: str = "") -> Decision:
         event = ImagePushed(id=event_id or self.next_id("push"), app=APP, target=version(tag), tag=tag)
@@ -157,10 +166,17 @@ class Driver:
                 fields.setdefault("version", rel.target.version)
         return self.send(Command(id=event_id or self.next_id("cmd"), app=APP, action=action, **fields))
 
-    def alert(self, name: str, firing: bool = True, fingerprint: str = "fp-1", event_id: str = "",
-              **labels: str) -> Decision:  # fmt: skip
-        event = Alert(id=event_id or self.next_id("alert"), app=APP, fingerprint=fingerprint, firing=firing,
-                      alertname=name, labels=dict(labels))  # fmt: skip
+    def alert(
+        self, name: str, firing: bool = True, fingerprint: str = "fp-1", event_id: str = "", **labels: str
+    ) -> Decision:
+        event = Alert(
+            id=event_id or self.next_id("alert"),
+            app=APP,
+            fingerprint=fingerprint,
+            firing=firing,
+            alertname=name,
+            labels=dict(labels),
+        )
         return self.send(event)
 
 

@@ -24,14 +24,17 @@ def verdict(check: MetricCheck, s: MetricSample, **analysis: float) -> tuple[str
 LATENCY = MetricCheck(name="p99", template="latency", min=0.0, max=500.0)
 
 
-@pytest.mark.parametrize(("value", "expected", "reason"), [
-    (120.0, PASS, "120 within range"),
-    (500.0, PASS, "500 within range"),
-    (500.5, FAIL, "500.5 > max 500"),
-    (-1.0, FAIL, "-1 < min 0"),
-    (math.nan, INCONCLUSIVE, "no value"),
-    (None, INCONCLUSIVE, "no value"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("value", "expected", "reason"),
+    [
+        (120.0, PASS, "120 within range"),
+        (500.0, PASS, "500 within range"),
+        (500.5, FAIL, "500.5 > max 500"),
+        (-1.0, FAIL, "-1 < min 0"),
+        (math.nan, INCONCLUSIVE, "no value"),
+        (None, INCONCLUSIVE, "no value"),
+    ],
+)
 def test_threshold(value: float | None, expected: str, reason: str) -> None:
     assert verdict(LATENCY, MetricSample(name="p99", value=value)) == (expected, reason)
 
@@ -46,11 +49,17 @@ def test_threshold_with_one_bound() -> None:
 # -- no data --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("s", "reason"), [
-    (MetricSample(name="p99", status="no-data"), "no-data"),
-    (MetricSample(name="p99", status="unavailable", detail="connection refused"), "unavailable: connection refused"),
-    (MetricSample(name="p99", value=10.0, canary_requests=12), "12 canary requests < 50"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("s", "reason"),
+    [
+        (MetricSample(name="p99", status="no-data"), "no-data"),
+        (
+            MetricSample(name="p99", status="unavailable", detail="connection refused"),
+            "unavailable: connection refused",
+        ),
+        (MetricSample(name="p99", value=10.0, canary_requests=12), "12 canary requests < 50"),
+    ],
+)
 def test_missing_or_thin_data_is_inconclusive(s: MetricSample, reason: str) -> None:
     assert verdict(LATENCY, s) == (INCONCLUSIVE, reason)
 
@@ -70,8 +79,11 @@ def test_an_analysis_without_metrics_is_never_a_pass() -> None:
 def test_any_failure_fails_and_any_inconclusive_holds_back_a_pass() -> None:
     errors = MetricCheck(name="errors", template="error-rate", max=0.01)
     analysis = Analysis(metrics=(LATENCY, errors))
-    ok, bad, none = MetricSample(name="p99", value=1.0), MetricSample(name="errors", value=0.5), \
-        MetricSample(name="errors", status="no-data")  # fmt: skip
+    ok, bad, none = (
+        MetricSample(name="p99", value=1.0),
+        MetricSample(name="errors", value=0.5),
+        MetricSample(name="errors", status="no-data"),
+    )
 
     assert judge(analysis, (ok, MetricSample(name="errors", value=0.0)), AT).verdict == PASS
     assert judge(analysis, (ok, none), AT).verdict == INCONCLUSIVE
@@ -83,17 +95,45 @@ def test_any_failure_fails_and_any_inconclusive_holds_back_a_pass() -> None:
 # -- comparison --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("check", "canary", "stable", "expected"), [
-    (MetricCheck(name="m", template="latency", judge="comparison", tolerance=20), 115.0, 100.0, PASS),
-    (MetricCheck(name="m", template="latency", judge="comparison", tolerance=20), 121.0, 100.0, FAIL),
-    (MetricCheck(name="m", template="latency", judge="comparison", tolerance=20), 10.0, 100.0, PASS),
-    (MetricCheck(name="m", template="latency", judge="comparison", tolerance=0.1, relative=True), 109.0, 100.0, PASS),
-    (MetricCheck(name="m", template="latency", judge="comparison", tolerance=0.1, relative=True), 111.0, 100.0, FAIL),
-    (MetricCheck(name="m", template="success-rate", judge="comparison", tolerance=0.01), 0.985, 0.999, FAIL),
-    (MetricCheck(name="m", template="success-rate", judge="comparison", tolerance=0.01), 1.0, 0.95, PASS),
-    (MetricCheck(name="m", template="error-rate", judge="comparison", tolerance=0.5, relative=True), 0.0, 0.0, PASS),
-    (MetricCheck(name="m", template="error-rate", judge="comparison", tolerance=0.5, relative=True), 0.01, 0.0, FAIL),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("check", "canary", "stable", "expected"),
+    [
+        (MetricCheck(name="m", template="latency", judge="comparison", tolerance=20), 115.0, 100.0, PASS),
+        (MetricCheck(name="m", template="latency", judge="comparison", tolerance=20), 121.0, 100.0, FAIL),
+        (MetricCheck(name="m", template="latency", judge="comparison", tolerance=20), 10.0, 100.0, PASS),
+        (
+            MetricCheck(name="m", template="latency", judge="comparison", tolerance=0.1, relative=True),
+            109.0,
+            100.0,
+            PASS,
+        ),
+        (
+            MetricCheck(name="m", template="latency", judge="comparison", tolerance=0.1, relative=True),
+            111.0,
+            100.0,
+            FAIL,
+        ),
+        (
+            MetricCheck(name="m", template="success-rate", judge="comparison", tolerance=0.01),
+            0.985,
+            0.999,
+            FAIL,
+        ),
+        (MetricCheck(name="m", template="success-rate", judge="comparison", tolerance=0.01), 1.0, 0.95, PASS),
+        (
+            MetricCheck(name="m", template="error-rate", judge="comparison", tolerance=0.5, relative=True),
+            0.0,
+            0.0,
+            PASS,
+        ),
+        (
+            MetricCheck(name="m", template="error-rate", judge="comparison", tolerance=0.5, relative=True),
+            0.01,
+            0.0,
+            FAIL,
+        ),
+    ],
+)
 def test_comparison(check: MetricCheck, canary: float, stable: float, expected: str) -> None:
     assert verdict(check, MetricSample(name="m", value=canary, stable_value=stable))[0] == expected
 
@@ -101,7 +141,10 @@ def test_comparison(check: MetricCheck, canary: float, stable: float, expected: 
 def test_comparison_needs_both_values() -> None:
     check = MetricCheck(name="m", judge="comparison", tolerance=1)
 
-    assert verdict(check, MetricSample(name="m", value=1.0)) == (INCONCLUSIVE, "canary or stable value missing")
+    assert verdict(check, MetricSample(name="m", value=1.0)) == (
+        INCONCLUSIVE,
+        "canary or stable value missing",
+    )
     assert verdict(check, MetricSample(name="m", value=1.0, stable_value=math.nan))[0] == INCONCLUSIVE
 
 
@@ -111,7 +154,9 @@ SEQ = MetricCheck(name="errors", judge="sequential")
 
 
 def counts(ce: float, cr: float, se: float, sr: float) -> MetricSample:
-    return MetricSample(name="errors", canary_errors=ce, canary_requests=cr, stable_errors=se, stable_requests=sr)
+    return MetricSample(
+        name="errors", canary_errors=ce, canary_requests=cr, stable_errors=se, stable_requests=sr
+    )
 
 
 def test_sequential_llr_is_zero_without_traffic_and_signed_by_the_evidence() -> None:
@@ -165,10 +210,16 @@ def test_the_post_promotion_watch_is_judged_by_threshold_checks_only() -> None:
     from functions.core.events import MetricSample
     from functions.core.policy import Analysis, MetricCheck
 
-    analysis = Analysis(metrics=(MetricCheck(name="sr", template="success-rate", min=0.9),
-                                 MetricCheck(name="lat", template="latency", judge="comparison", tolerance=0.01)))
-    samples = (MetricSample(name="sr", value=0.99, canary_requests=500),
-               MetricSample(name="lat", value=0.05, stable_value=None, canary_requests=500))  # no baseline left
+    analysis = Analysis(
+        metrics=(
+            MetricCheck(name="sr", template="success-rate", min=0.9),
+            MetricCheck(name="lat", template="latency", judge="comparison", tolerance=0.01),
+        )
+    )
+    samples = (
+        MetricSample(name="sr", value=0.99, canary_requests=500),
+        MetricSample(name="lat", value=0.05, stable_value=None, canary_requests=500),
+    )  # no baseline left
     assert judge(analysis, samples, "t").verdict == "inconclusive"
     watched = judge(analysis, samples, "t", watching=True)
     assert watched.verdict == "pass" and [m.name for m in watched.metrics] == ["sr"]

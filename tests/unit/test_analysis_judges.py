@@ -25,8 +25,15 @@ SUCCESS = MetricCheck(name="success-rate", template="success-rate", judge="thres
 
 
 def counts(ce: float, cr: float, se: float, sr: float, name: str = "errors") -> MetricSample:
-    return MetricSample(name=name, value=ce / cr if cr else None, stable_value=se / sr if sr else None,
-                        canary_requests=cr, canary_errors=ce, stable_requests=sr, stable_errors=se)  # fmt: skip
+    return MetricSample(
+        name=name,
+        value=ce / cr if cr else None,
+        stable_value=se / sr if sr else None,
+        canary_requests=cr,
+        canary_errors=ce,
+        stable_requests=sr,
+        stable_errors=se,
+    )
 
 
 def verdict_of(check: MetricCheck, sample: MetricSample, **analysis: object) -> str:
@@ -44,8 +51,9 @@ def test_threshold_range(value: float, expected: str) -> None:
     assert verdict_of(SUCCESS, sample) == expected
 
 
-@pytest.mark.parametrize(("canary", "stable", "expected"), [(110.0, 100.0, PASS), (130.0, 100.0, FAIL),
-                                                             (40.0, 100.0, PASS)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("canary", "stable", "expected"), [(110.0, 100.0, PASS), (130.0, 100.0, FAIL), (40.0, 100.0, PASS)]
+)
 def test_latency_comparison_is_relative_to_stable(canary: float, stable: float, expected: str) -> None:
     sample = MetricSample(name="latency", value=canary, stable_value=stable, canary_requests=500)
     record = judge(Analysis(metrics=(LATENCY,)), (sample,), AT)
@@ -86,8 +94,15 @@ def test_missing_counts_or_stable_traffic_is_inconclusive() -> None:
 
 
 def test_fail_wins_over_inconclusive_and_reason_names_numbers_and_raw_result() -> None:
-    bad = MetricSample(name="errors", canary_requests=1000, canary_errors=200, stable_requests=4000,
-                       stable_errors=20, query="sum(x)", detail='[[{"server":"canary"},"1000"]]')  # fmt: skip
+    bad = MetricSample(
+        name="errors",
+        canary_requests=1000,
+        canary_errors=200,
+        stable_requests=4000,
+        stable_errors=20,
+        query="sum(x)",
+        detail='[[{"server":"canary"},"1000"]]',
+    )
     missing = MetricSample(name="latency", status="no-data")
     record = judge(Analysis(metrics=(ERRORS, LATENCY)), (bad, missing), AT)
     assert record.verdict == FAIL

@@ -49,8 +49,12 @@ def _sim(scrape: int = 15) -> tuple[Sim, tp.Target]:
     from functions.core.policy import RouterSpec
 
     policy = canary_policy(namespace="default")
-    policy = type(policy)(**{**{f: getattr(policy, f) for f in policy.__dataclass_fields__},
-                             "router": RouterSpec(provider="nginx")})  # fmt: skip
+    policy = type(policy)(
+        **{
+            **{f: getattr(policy, f) for f in policy.__dataclass_fields__},
+            "router": RouterSpec(provider="nginx"),
+        }
+    )
     target = tp.target(policy, "r")
     sim = Sim(Traffic(3, Scenario("bad", 0.5)), scrape, 7, "nginx", target.names, horizon=600)
     return sim, target

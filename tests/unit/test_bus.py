@@ -22,9 +22,13 @@ from functions.errors import ConfigError, ProviderUnavailable
 
 def command(i: int = 0, **attrs: Any) -> CloudEvent:
     return catalog.make_event(
-        ev.RELEASE_COMMAND, "shop/web", {"action": "pause", "actor": {"user": "bob", "via": "cli"}},
-        id=f"cli-{i}", source="/graylane/cli", **attrs,
-    )  # fmt: skip
+        ev.RELEASE_COMMAND,
+        "shop/web",
+        {"action": "pause", "actor": {"user": "bob", "via": "cli"}},
+        id=f"cli-{i}",
+        source="/graylane/cli",
+        **attrs,
+    )
 
 
 def emitted(type_: str = ev.RELEASE_PAUSED) -> CloudEvent:

@@ -156,10 +156,16 @@ def test_command_fields() -> None:
     command = catalog.to_domain(example(ev.RELEASE_COMMAND, "approve-with-weight"))
 
     assert command == Command(
-        id="slack-T024BE7LD-1717406100.000200", app="shop/web", action="approve",
-        actor=Actor("alice", "slack", "#releases"), gate="canary", params={"weight": 20}, reason="metrics look fine",
-        release="web-3", version="v2.4.0",
-    )  # fmt: skip
+        id="slack-T024BE7LD-1717406100.000200",
+        app="shop/web",
+        action="approve",
+        actor=Actor("alice", "slack", "#releases"),
+        gate="canary",
+        params={"weight": 20},
+        reason="metrics look fine",
+        release="web-3",
+        version="v2.4.0",
+    )
 
 
 def test_alerts_know_whether_they_fire() -> None:
@@ -241,7 +247,12 @@ def mutate(
 CMD, PUSH = ev.RELEASE_COMMAND, ev.IMAGE_PUSHED
 # (id, event, field named in the message, whether the JSON Schemas reject it too)
 MALFORMED = [
-    ("weight-too-high", mutate(CMD, "weight", {"weight": 150}), "data.weight: 150 is not allowed; expected an integer 0..100", True),
+    (
+        "weight-too-high",
+        mutate(CMD, "weight", {"weight": 150}),
+        "data.weight: 150 is not allowed; expected an integer 0..100",
+        True,
+    ),
     ("weight-negative", mutate(CMD, "weight", {"weight": -1}), "data.weight", True),
     ("weight-as-text", mutate(CMD, "weight", {"weight": "50"}), "data.weight", True),
     ("weight-as-bool", mutate(CMD, "weight", {"weight": True}), "data.weight", True),
@@ -255,7 +266,12 @@ MALFORMED = [
     ("actor-unknown-via", mutate(CMD, "weight", {"actor.via": "telegram"}), "data.actor.via", True),
     ("actor-empty-user", mutate(CMD, "weight", {"actor.user": ""}), "data.actor.user", True),
     ("actor-extra-field", mutate(CMD, "weight", {"actor.role": "admin"}), "data.actor.role", True),
-    ("param-not-integer", mutate(CMD, "approve-with-weight", {"params.weight": "x"}), "data.params.weight", True),
+    (
+        "param-not-integer",
+        mutate(CMD, "approve-with-weight", {"params.weight": "x"}),
+        "data.params.weight",
+        True,
+    ),
     ("params-not-object", mutate(CMD, "approve-with-weight", {"params": [20]}), "data.params", True),
     ("typo-field", mutate(CMD, "weight", {"wieght": 50}), "data.wieght: unknown field", True),
     ("bad-rollback-version", mutate(CMD, "rollback", {"version": "v1 2"}), "data.version", True),
@@ -266,26 +282,56 @@ MALFORMED = [
     ("subject-without-namespace", mutate(CMD, "weight", {}, attrs={"subject": "web"}), "subject", True),
     ("unknown-registry", mutate(PUSH, "harbor-with-app", {"source": "dockerhubz"}), "data.source", True),
     ("bad-digest", mutate(PUSH, "harbor-with-app", {"digest": "md5:abc"}), "data.digest", True),
-    ("uppercase-repository", mutate(PUSH, "harbor-with-app", {"repository": "docker.io/Shop/Web"}), "data.repository", True),
+    (
+        "uppercase-repository",
+        mutate(PUSH, "harbor-with-app", {"repository": "docker.io/Shop/Web"}),
+        "data.repository",
+        True,
+    ),
     ("tag-with-space", mutate(PUSH, "harbor-with-app", {"tag": "v1 .0"}), "data.tag", True),
     ("no-tag", mutate(PUSH, "harbor-with-app", {"tag": None, "digest": None}), "data.tag", True),
     ("no-repository", mutate(PUSH, "harbor-with-app", {"repository": None}), "data.repository", True),
     ("pushed-at-words", mutate(PUSH, "harbor-with-app", {"pushedAt": "yesterday"}), "data.pushedAt", True),
-    ("pushed-at-month-13", mutate(PUSH, "harbor-with-app", {"pushedAt": "2025-13-40T10:00:00Z"}), "data.pushedAt", True),
+    (
+        "pushed-at-month-13",
+        mutate(PUSH, "harbor-with-app", {"pushedAt": "2025-13-40T10:00:00Z"}),
+        "data.pushedAt",
+        True,
+    ),
     ("alert-wrong-status", mutate(ev.ALERT_FIRING, "latency", {"status": "resolved"}), "data.status", True),
     ("alert-no-status", mutate(ev.ALERT_FIRING, "latency", {"status": None}), "data.status", True),
-    ("alert-label-number", mutate(ev.ALERT_FIRING, "latency", {"labels.severity": 1}), "data.labels.severity", True),
-    ("alert-no-fingerprint", mutate(ev.ALERT_FIRING, "latency", {"fingerprint": None}), "data.fingerprint", True),
+    (
+        "alert-label-number",
+        mutate(ev.ALERT_FIRING, "latency", {"labels.severity": 1}),
+        "data.labels.severity",
+        True,
+    ),
+    (
+        "alert-no-fingerprint",
+        mutate(ev.ALERT_FIRING, "latency", {"fingerprint": None}),
+        "data.fingerprint",
+        True,
+    ),
     ("alert-no-starts-at", mutate(ev.ALERT_RESOLVED, "latency", {"startsAt": None}), "data.startsAt", True),
-    ("alert-without-app", mutate(ev.ALERT_RESOLVED, "latency", {}, attrs={"subject": None}), "subject", False),
+    (
+        "alert-without-app",
+        mutate(ev.ALERT_RESOLVED, "latency", {}, attrs={"subject": None}),
+        "subject",
+        False,
+    ),
     ("tick-data-list", {**example(ev.RELEASE_TICK, "sweep"), "data": []}, "data: [] is not allowed", True),
     ("tick-data-not-json", {**example(ev.RELEASE_TICK, "sweep"), "data": b"{not json"}, "data", True),
-    ("tick-bad-app", mutate(ev.RELEASE_TICK, "one-app", {"app": "nope"}, attrs={"subject": None}), "data.app", True),
+    (
+        "tick-bad-app",
+        mutate(ev.RELEASE_TICK, "one-app", {"app": "nope"}, attrs={"subject": None}),
+        "data.app",
+        True,
+    ),
     ("emitted-type", mutate(CMD, "weight", {}, attrs={"type": ev.RELEASE_STARTED}), "type: ", True),
     ("foreign-type", mutate(CMD, "weight", {}, attrs={"type": "com.example.other"}), "type: ", True),
     ("no-id", mutate(CMD, "weight", {}, attrs={"id": None}), "id: ", True),
     ("numeric-id", mutate(CMD, "weight", {}, attrs={"id": 42}), "id: 42", True),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(
@@ -347,8 +393,14 @@ def test_to_cloudevent_output_validates(type_: str) -> None:
 
 
 def test_to_cloudevent_is_idempotent_with_an_id() -> None:
-    emitted = Emitted(ev.RELEASE_PAUSED, {"phase": "paused", "target": {"version": "v2", "image": "r/w:v2"},
-                                          "origin": {"version": "v1", "image": "r/w:v1"}})  # fmt: skip
+    emitted = Emitted(
+        ev.RELEASE_PAUSED,
+        {
+            "phase": "paused",
+            "target": {"version": "v2", "image": "r/w:v2"},
+            "origin": {"version": "v1", "image": "r/w:v1"},
+        },
+    )
     first = catalog.to_cloudevent(emitted, "shop/web", "web-3", "/graylane/x", id="web-3/7/paused")
     again = catalog.to_cloudevent(emitted, "shop/web", "web-3", "/graylane/x", id="web-3/7/paused")
     other = catalog.to_cloudevent(emitted, "shop/web", "web-3", "/graylane/x")
@@ -358,14 +410,26 @@ def test_to_cloudevent_is_idempotent_with_an_id() -> None:
 
 
 def test_to_cloudevent_turns_domain_values_into_catalog_json() -> None:
-    emitted = Emitted(ev.ANALYSIS_VERDICT, {
-        "verdict": "fail", "reason": "error-rate failed",
-        "metrics": (MetricResult("error-rate", "fail", "4% > 1%", 0.04, 0.001, "sum(x)"), MetricResult("p50", "inconclusive")),
-    })  # fmt: skip
-    paused = Emitted(ev.RELEASE_PAUSED, {
-        "phase": Phase.PAUSED, "target": Version("v2", "r/w@sha256:" + "b" * 64), "origin": Version("v1"),
-        "by": Actor("bob", "cli"),
-    })  # fmt: skip
+    emitted = Emitted(
+        ev.ANALYSIS_VERDICT,
+        {
+            "verdict": "fail",
+            "reason": "error-rate failed",
+            "metrics": (
+                MetricResult("error-rate", "fail", "4% > 1%", 0.04, 0.001, "sum(x)"),
+                MetricResult("p50", "inconclusive"),
+            ),
+        },
+    )
+    paused = Emitted(
+        ev.RELEASE_PAUSED,
+        {
+            "phase": Phase.PAUSED,
+            "target": Version("v2", "r/w@sha256:" + "b" * 64),
+            "origin": Version("v1"),
+            "by": Actor("bob", "cli"),
+        },
+    )
 
     verdict = catalog.to_cloudevent(emitted, "shop/web", "web-3", "/graylane/functions/release_tick")
     pause = catalog.to_cloudevent(paused, "shop/web", "web-3", "/graylane/functions/release_command")
@@ -373,8 +437,13 @@ def test_to_cloudevent_turns_domain_values_into_catalog_json() -> None:
     catalog.validate(verdict)
     catalog.validate(pause)
     assert verdict.data["metrics"][0] == {
-        "name": "error-rate", "verdict": "fail", "reason": "4% > 1%", "value": 0.04, "stableValue": 0.001, "query": "sum(x)",
-    }  # fmt: skip
+        "name": "error-rate",
+        "verdict": "fail",
+        "reason": "4% > 1%",
+        "value": 0.04,
+        "stableValue": 0.001,
+        "query": "sum(x)",
+    }
     assert pause.data["phase"] == "paused" and pause.data["origin"] == {"version": "v1", "image": ""}
     assert pause.data["by"] == {"user": "bob", "via": "cli", "channel": ""}
 
@@ -394,8 +463,14 @@ def test_to_cloudevent_refuses_types_outside_the_catalog() -> None:
 
 
 def test_make_event_builds_a_catalog_cloudevent() -> None:
-    ce = catalog.make_event(ev.RELEASE_COMMAND, "shop/web", {"action": "pause", "actor": {"user": "bob", "via": "cli"}},
-                            id="cli-1", source="/graylane/cli", release="web-3")  # fmt: skip
+    ce = catalog.make_event(
+        ev.RELEASE_COMMAND,
+        "shop/web",
+        {"action": "pause", "actor": {"user": "bob", "via": "cli"}},
+        id="cli-1",
+        source="/graylane/cli",
+        release="web-3",
+    )
     sweep = catalog.make_event(ev.RELEASE_TICK, "", {})
 
     assert (ce["id"], ce["source"], ce["subject"], ce["graylanerelease"]) == (
@@ -432,8 +507,28 @@ JSON = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
     max_leaves=12,
 )
-FIELDS = ["app", "repository", "tag", "digest", "image", "source", "action", "weight", "params", "actor", "gate",
-          "version", "reason", "fingerprint", "alertname", "status", "labels", "annotations", "startsAt", "endsAt"]  # fmt: skip
+FIELDS = [
+    "app",
+    "repository",
+    "tag",
+    "digest",
+    "image",
+    "source",
+    "action",
+    "weight",
+    "params",
+    "actor",
+    "gate",
+    "version",
+    "reason",
+    "fingerprint",
+    "alertname",
+    "status",
+    "labels",
+    "annotations",
+    "startsAt",
+    "endsAt",
+]
 GARBAGE_EVENTS = st.fixed_dictionaries(
     {},
     optional={
@@ -459,22 +554,49 @@ def test_garbage_raises_only_reject(event: Any) -> None:
 
 
 _DELETE = object()
-_ALERT_PATHS = ["fingerprint", "alertname", "status", "labels", "labels.severity", "annotations", "annotations.summary",
-                "startsAt", "endsAt", "generatorURL", "app", "extra"]  # fmt: skip
+_ALERT_PATHS = [
+    "fingerprint",
+    "alertname",
+    "status",
+    "labels",
+    "labels.severity",
+    "annotations",
+    "annotations.summary",
+    "startsAt",
+    "endsAt",
+    "generatorURL",
+    "app",
+    "extra",
+]
 FIELD_PATHS = {
     ev.IMAGE_PUSHED: ["app", "repository", "tag", "digest", "image", "source", "pushedAt", "pusher", "extra"],
     ev.RELEASE_TICK: ["app", "extra"],
-    ev.RELEASE_COMMAND: ["action", "app", "gate", "weight", "params", "params.weight", "version", "reason", "actor",
-                         "actor.user", "actor.via", "actor.channel", "actor.extra", "extra"],
+    ev.RELEASE_COMMAND: [
+        "action",
+        "app",
+        "gate",
+        "weight",
+        "params",
+        "params.weight",
+        "version",
+        "reason",
+        "actor",
+        "actor.user",
+        "actor.via",
+        "actor.channel",
+        "actor.extra",
+        "extra",
+    ],
     ev.ALERT_FIRING: _ALERT_PATHS,
     ev.ALERT_RESOLVED: _ALERT_PATHS,
-}  # fmt: skip
+}
 VALUES = (
-    st.just(_DELETE) | JSON
+    st.just(_DELETE)
+    | JSON
     | st.sampled_from(["shop/web", "v1.0", "approve", "weight", "firing", "slack", "sha256:" + "c" * 64])
     | st.integers(min_value=-2, max_value=300)  # around the weight bounds
     | st.text(alphabet="ab", min_size=100, max_size=300)  # around the length limits
-)  # fmt: skip
+)
 
 
 def _set(event: dict[str, Any], path: str, value: Any) -> None:

@@ -20,14 +20,28 @@ NOW_MS = 1_700_000_000_000
 FROZEN = "gTIawqMB51Bm7MxV4NoB4+D8VFKqDAh2kIJCSfYrlUc="
 
 
-def message(text: str, staff: str = "manager4567", nick: str = "Ops Lead", conversation: str = "cid-releases",
-            msg_id: str = "msg-1") -> bytes:
+def message(
+    text: str,
+    staff: str = "manager4567",
+    nick: str = "Ops Lead",
+    conversation: str = "cid-releases",
+    msg_id: str = "msg-1",
+) -> bytes:
     body: dict[str, Any] = {
-        "msgtype": "text", "text": {"content": f" {text}"}, "msgId": msg_id, "createAt": NOW_MS,
-        "conversationType": "2", "conversationId": conversation, "conversationTitle": "releases",
-        "senderId": "$:LWCP_v1:$abc", "senderNick": nick, "senderStaffId": staff, "chatbotUserId": "bot",
-        "isAdmin": False, "sessionWebhook": "https://oapi.dingtalk.com/robot/sendBySession?session=x",
-    }  # fmt: skip
+        "msgtype": "text",
+        "text": {"content": f" {text}"},
+        "msgId": msg_id,
+        "createAt": NOW_MS,
+        "conversationType": "2",
+        "conversationId": conversation,
+        "conversationTitle": "releases",
+        "senderId": "$:LWCP_v1:$abc",
+        "senderNick": nick,
+        "senderStaffId": staff,
+        "chatbotUserId": "bot",
+        "isAdmin": False,
+        "sessionWebhook": "https://oapi.dingtalk.com/robot/sendBySession?session=x",
+    }
     return json.dumps(body).encode()
 
 
@@ -60,7 +74,9 @@ def test_the_window_is_one_hour(skew_s: int, ok: bool) -> None:
 
 
 def test_an_accepted_command_publishes_one_event_and_replies_in_markdown(w: World) -> None:
-    response = client(w).post("/chatops/dingtalk", content=message("approve pro/flask go weight=20"), headers=headers())
+    response = client(w).post(
+        "/chatops/dingtalk", content=message("approve pro/flask go weight=20"), headers=headers()
+    )
     assert response.status_code == 200, response.text
     reply = response.json()
     assert reply["msgtype"] == "markdown" and reply["markdown"]["text"].startswith("**accepted")
@@ -71,8 +87,9 @@ def test_an_accepted_command_publishes_one_event_and_replies_in_markdown(w: Worl
 
 
 def test_a_bad_sign_is_401(w: World) -> None:
-    response = client(w).post("/chatops/dingtalk", content=message("pause pro/flask"),
-                              headers=headers(secret="SECother"))
+    response = client(w).post(
+        "/chatops/dingtalk", content=message("pause pro/flask"), headers=headers(secret="SECother")
+    )
     assert response.status_code == 401 and w.commands() == [] and w.audit.records == []
 
 

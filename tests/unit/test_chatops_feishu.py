@@ -26,31 +26,54 @@ def test_the_documented_decryption_vector() -> None:
 
 def test_the_signature_matches_an_independently_computed_vector() -> None:
     # printf '1700000000nonce-1feishu-encrypt-key{"encrypt":"abc"}' | sha256sum
-    assert signature("1700000000", "nonce-1", KEY, b'{"encrypt":"abc"}') == \
-        "a375ed8fac2aceb458e73c2bddcf6905e8fbd6991463f4b0eed87ddc558e0e77"
+    assert (
+        signature("1700000000", "nonce-1", KEY, b'{"encrypt":"abc"}')
+        == "a375ed8fac2aceb458e73c2bddcf6905e8fbd6991463f4b0eed87ddc558e0e77"
+    )
 
 
-def event(text: str = "", user: str = "ou_ops", chat: str = "oc_releases", token: str = TOKEN,
-          card: str = "") -> dict[str, Any]:
-    header = {"event_id": "ev-1", "token": token, "create_time": "1700000000000", "app_id": "cli_x",
-              "event_type": "card.action.trigger" if card else "im.message.receive_v1"}
+def event(
+    text: str = "", user: str = "ou_ops", chat: str = "oc_releases", token: str = TOKEN, card: str = ""
+) -> dict[str, Any]:
+    header = {
+        "event_id": "ev-1",
+        "token": token,
+        "create_time": "1700000000000",
+        "app_id": "cli_x",
+        "event_type": "card.action.trigger" if card else "im.message.receive_v1",
+    }
     if card:
-        body = {"operator": {"open_id": user}, "action": {"tag": "button", "value": {"command": card}},
-                "context": {"open_chat_id": chat}}
+        body = {
+            "operator": {"open_id": user},
+            "action": {"tag": "button", "value": {"command": card}},
+            "context": {"open_chat_id": chat},
+        }
     else:
-        body = {"sender": {"sender_id": {"open_id": user, "union_id": "on_x"}, "sender_type": "user"},
-                "message": {"message_id": "om_1", "chat_id": chat, "chat_type": "group", "message_type": "text",
-                            "content": json.dumps({"text": f"@_user_1 {text}"})}}
+        body = {
+            "sender": {"sender_id": {"open_id": user, "union_id": "on_x"}, "sender_type": "user"},
+            "message": {
+                "message_id": "om_1",
+                "chat_id": chat,
+                "chat_type": "group",
+                "message_type": "text",
+                "content": json.dumps({"text": f"@_user_1 {text}"}),
+            },
+        }
     return {"schema": "2.0", "header": header, "event": body}
 
 
-def post(w: World, payload: dict[str, Any], key: str = KEY, encrypted: bool = True, sign_key: str | None = KEY):  # type: ignore[no-untyped-def]
+def post(
+    w: World, payload: dict[str, Any], key: str = KEY, encrypted: bool = True, sign_key: str | None = KEY
+):  # type: ignore[no-untyped-def]
     raw = json.dumps(payload).encode()
     body = json.dumps({"encrypt": encrypt(key, raw, b"\x07" * 16)}).encode() if encrypted else raw
     headers = {"Content-Type": "application/json"}
     if sign_key is not None:  # Feishu's url_verification handshake may come unsigned
-        headers |= {"X-Lark-Request-Timestamp": str(NOW), "X-Lark-Request-Nonce": "n-1",
-                    "X-Lark-Signature": signature(str(NOW), "n-1", sign_key, body)}
+        headers |= {
+            "X-Lark-Request-Timestamp": str(NOW),
+            "X-Lark-Request-Nonce": "n-1",
+            "X-Lark-Signature": signature(str(NOW), "n-1", sign_key, body),
+        }
     app = w.client(*chatops_routes({"feishu": Feishu(TOKEN, KEY)}, w.approvals, now=lambda: NOW))
     return app.post("/chatops/feishu", content=body, headers=headers)
 
@@ -120,13 +143,18 @@ def test_action_id_feishu_gives_an_unsigned_caller_one_answer_whatever_the_paddi
 
     key = __import__("hashlib").sha256(KEY.encode()).digest()
     iv = b"\x05" * 16
-    bad_padding = base64.b64encode(iv + crypto.encrypt(key, iv, b"x" * 16)[:16]).decode()  # valid AES, bad pad
+    bad_padding = base64.b64encode(
+        iv + crypto.encrypt(key, iv, b"x" * 16)[:16]
+    ).decode()  # valid AES, bad pad
     good_padding_not_json = feishu_encrypt(KEY, b"certainly not json", iv)
     not_base64 = "%%%"
-    wrong_token = feishu_encrypt(KEY, json.dumps({"type": "url_verification", "challenge": "c",
-                                                   "token": "nope"}).encode(), iv)  # fmt: skip
-    answers = [raw_post(w, json.dumps({"encrypt": e}).encode(), {})
-               for e in (bad_padding, good_padding_not_json, not_base64, wrong_token)]
+    wrong_token = feishu_encrypt(
+        KEY, json.dumps({"type": "url_verification", "challenge": "c", "token": "nope"}).encode(), iv
+    )
+    answers = [
+        raw_post(w, json.dumps({"encrypt": e}).encode(), {})
+        for e in (bad_padding, good_padding_not_json, not_base64, wrong_token)
+    ]
 
     assert {a.status_code for a in answers} == {401}
     assert len({a.text for a in answers}) == 1, [a.text for a in answers]  # no padding oracle
@@ -134,15 +162,22 @@ def test_action_id_feishu_gives_an_unsigned_caller_one_answer_whatever_the_paddi
     assert w.commands() == []
 
 
-def test_action_id_feishu_checks_the_signature_before_decrypting(w: World, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_action_id_feishu_checks_the_signature_before_decrypting(
+    w: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from functions.chatops import feishu
 
     calls: list[str] = []
     real = feishu.decrypt
     monkeypatch.setattr(feishu, "decrypt", lambda k, e: calls.append(e) or real(k, e))
-    body = json.dumps({"encrypt": encrypt(KEY, json.dumps(event("pause pro/flask")).encode(), b"\x07" * 16)}).encode()
-    forged = {"X-Lark-Request-Timestamp": str(NOW), "X-Lark-Request-Nonce": "n-1",
-              "X-Lark-Signature": signature(str(NOW), "n-1", "not-the-key", body)}
+    body = json.dumps(
+        {"encrypt": encrypt(KEY, json.dumps(event("pause pro/flask")).encode(), b"\x07" * 16)}
+    ).encode()
+    forged = {
+        "X-Lark-Request-Timestamp": str(NOW),
+        "X-Lark-Request-Nonce": "n-1",
+        "X-Lark-Signature": signature(str(NOW), "n-1", "not-the-key", body),
+    }
 
     refused = raw_post(w, body, forged)
 

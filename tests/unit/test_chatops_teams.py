@@ -40,7 +40,9 @@ def authorization(security_token: str, body: bytes) -> str:
 # The security token of Microsoft's "Verify HMAC token" example (SigningKeyDictionary "contoso").
 TEST_KEY = "vqF0En+Z0ucuRTM/01o2GuhMH3hKKk/N2bOmlM31zaA="
 OTHER_TEAM = "QgyNSToQjf4p6+YzDpjKks1/tXeJQ7FhVHqRwTnugVI="  # the same sample's second key ("fabrikam")
-SAMPLE = Path(__file__).resolve().parents[2] / "events" / "sources" / "teams" / "outgoing-webhook-message.json"
+SAMPLE = (
+    Path(__file__).resolve().parents[2] / "events" / "sources" / "teams" / "outgoing-webhook-message.json"
+)
 # computed independently of graylane: openssl dgst -sha256 -mac HMAC -macopt hexkey:$(base64 -d <<< KEY | xxd -p
 # -c 64) -binary outgoing-webhook-message.json | base64
 SAMPLE_SIGNATURE = "HMAC 3KFuDCuOHp42PE5FJJUdsB/f9S5KorzN0sWXo1WEZ9M="
@@ -66,12 +68,22 @@ spec:
 @pytest.fixture
 def w(tmp_path: Path) -> World:
     (tmp_path / "flask.yaml").write_text(POLICY)
-    store, policies, bus, audit = MemoryStore(), DirectoryPolicies(str(tmp_path)), MemoryBus(), MemoryAuditLog()
+    store, policies, bus, audit = (
+        MemoryStore(),
+        DirectoryPolicies(str(tmp_path)),
+        MemoryBus(),
+        MemoryAuditLog(),
+    )
     runner = Runner(store, policies, RecordingProviders(), clock=lambda: NOW)
     for i, tag in enumerate(("v1.0.0", "v1.1.0")):
-        runner.handle(ImagePushed(id=f"push-{i}", app=APP, target=Version(tag, f"{REPO}:{tag}"), repository=REPO,
-                                  tag=tag))
-    return World(store, policies, bus, audit, Approvals(store, policies, bus, audit, clock=lambda: NOW), runner)
+        runner.handle(
+            ImagePushed(
+                id=f"push-{i}", app=APP, target=Version(tag, f"{REPO}:{tag}"), repository=REPO, tag=tag
+            )
+        )
+    return World(
+        store, policies, bus, audit, Approvals(store, policies, bus, audit, clock=lambda: NOW), runner
+    )
 
 
 def activity(text: str = "<at>graylane</at>&nbsp;approve pro/flask promote\n", **changes: Any) -> bytes:
@@ -82,12 +94,19 @@ def activity(text: str = "<at>graylane</at>&nbsp;approve pro/flask promote\n", *
     return json.dumps(data).encode()
 
 
-def post(w: World, body: bytes, token: str = TEST_KEY, signature: str | None = None, tokens: str = TEST_KEY,
-         now: datetime = NOW) -> Any:
+def post(
+    w: World,
+    body: bytes,
+    token: str = TEST_KEY,
+    signature: str | None = None,
+    tokens: str = TEST_KEY,
+    now: datetime = NOW,
+) -> Any:
     client = w.client(*chatops_routes({"teams": Teams(tokens)}, w.approvals, now=now.timestamp))
     auth = signature if signature is not None else authorization(token, body)
-    return client.post("/chatops/teams", content=body, headers={"Authorization": auth,
-                                                                "Content-Type": "application/json"})
+    return client.post(
+        "/chatops/teams", content=body, headers={"Authorization": auth, "Content-Type": "application/json"}
+    )
 
 
 def test_teams_signature_of_the_documented_test_key_matches_openssl() -> None:
@@ -102,7 +121,9 @@ def test_teams_documented_message_approves_and_replies_in_the_thread(w: World) -
     response = post(w, SAMPLE.read_bytes(), signature=SAMPLE_SIGNATURE)
     assert response.status_code == 200, response.text
     reply = response.json()
-    assert reply["type"] == "message" and reply["text"].startswith("**accepted: approve gate promote on pro/flask")
+    assert reply["type"] == "message" and reply["text"].startswith(
+        "**accepted: approve gate promote on pro/flask"
+    )
     assert "by Megan Bowen" in reply["text"]  # the display name, in the reply only
     [event] = w.commands()
     assert event.data["actor"] == {"user": MEGAN, "via": "teams", "channel": CHANNEL}
@@ -137,8 +158,15 @@ def test_teams_several_teams_each_with_its_token(w: World) -> None:
     assert response.status_code == 200 and response.json()["text"].startswith("**accepted")
 
 
-@pytest.mark.parametrize(("skew", "ok"), [(REPLAY_WINDOW - 5, True), (-(REPLAY_WINDOW - 5), True),
-                                          (REPLAY_WINDOW + 5, False), (-(REPLAY_WINDOW + 5), False)])
+@pytest.mark.parametrize(
+    ("skew", "ok"),
+    [
+        (REPLAY_WINDOW - 5, True),
+        (-(REPLAY_WINDOW - 5), True),
+        (REPLAY_WINDOW + 5, False),
+        (-(REPLAY_WINDOW + 5), False),
+    ],
+)
 def test_teams_replay_window_on_the_signed_timestamp(skew: float, ok: bool) -> None:
     body = SAMPLE.read_bytes()
     stamp = datetime(2026, 3, 1, 12, 0, 0, 437000, tzinfo=UTC).timestamp()
@@ -170,8 +198,11 @@ def test_teams_authorised_per_action_and_channel(w: World) -> None:
     response = post(w, activity(text="<at>graylane</at> rollback pro/flask"))
     assert "may not rollback" in response.json()["text"] and "oncall" in response.json()["text"]
     other = {"id": "19:other@thread.skype"}
-    body = activity(text="<at>graylane</at> pause pro/flask", channelData={"channel": other, "team": other},
-                    conversation={"id": "19:other@thread.skype;messageid=1", "conversationType": "channel"})
+    body = activity(
+        text="<at>graylane</at> pause pro/flask",
+        channelData={"channel": other, "team": other},
+        conversation={"id": "19:other@thread.skype;messageid=1", "conversationType": "channel"},
+    )
     response = post(w, body)
     assert "is not allowed from 19:other@thread.skype" in response.json()["text"]
     assert [r.outcome for r in w.audit.records] == ["denied", "denied"] and w.commands() == []
@@ -185,14 +216,19 @@ def test_teams_status_needs_no_approval_and_help_on_mistakes(w: World) -> None:
     assert w.commands() == []
 
 
-@pytest.mark.parametrize(("change", "status", "field"), [
-    ({"type": "conversationUpdate"}, 422, "body.type"),
-    ({"text": None}, 422, "body.text is required"),
-    ({"from": {"name": "x"}}, 422, "body.from.aadObjectId or body.from.id"),
-    ({"from": "megan"}, 422, "body.from must be an object"),
-    ({"timestamp": 1700000000}, 422, "body.timestamp must be a string"),
-])  # fmt: skip
-def test_teams_bad_fields_are_4xx_naming_them(w: World, change: dict[str, Any], status: int, field: str) -> None:
+@pytest.mark.parametrize(
+    ("change", "status", "field"),
+    [
+        ({"type": "conversationUpdate"}, 422, "body.type"),
+        ({"text": None}, 422, "body.text is required"),
+        ({"from": {"name": "x"}}, 422, "body.from.aadObjectId or body.from.id"),
+        ({"from": "megan"}, 422, "body.from must be an object"),
+        ({"timestamp": 1700000000}, 422, "body.timestamp must be a string"),
+    ],
+)
+def test_teams_bad_fields_are_4xx_naming_them(
+    w: World, change: dict[str, Any], status: int, field: str
+) -> None:
     data = {k: v for k, v in {**json.loads(activity()), **change}.items() if v is not None}
     response = post(w, json.dumps(data).encode())
     assert response.status_code == status and field in response.json()["error"], response.text
@@ -202,7 +238,9 @@ def test_teams_bad_fields_are_4xx_naming_them(w: World, change: dict[str, Any], 
 
 def test_teams_command_text_drops_the_mention_and_markup() -> None:
     assert command_text("<at>graylane</at>&nbsp;approve pro/flask promote\n") == "approve pro/flask promote"
-    assert command_text('<div><at id="0">Graylane Bot</at> weight pro/flask 30</div>') == "weight pro/flask 30"
+    assert (
+        command_text('<div><at id="0">Graylane Bot</at> weight pro/flask 30</div>') == "weight pro/flask 30"
+    )
     cmd = parse(command_text("<at>graylane</at> reject pro/flask promote -- not &amp; today"))
     assert (cmd.action, cmd.gate, cmd.reason) == ("reject", "promote", "not & today")
 

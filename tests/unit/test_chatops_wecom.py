@@ -14,9 +14,12 @@ from tests.unit.chatops_helpers import APP, World, world
 
 # WeCom's published sample (WXBizMsgCrypt Sample.cs / the callback docs)
 TOKEN, AES_KEY, CORP = "QDG6eK", "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C", "wx5823bf96d3bd56c7"
-VERIFY = {"msg_signature": "5c45ff5e21c57e6ad56bac8758b79b1d9ac89fd3", "timestamp": "1409659589",
-          "nonce": "263014780",
-          "echostr": "P9nAzCzyDtyTWESHep1vC5X9xho/qYX3Zpb4yKa9SKld1DsH3Iyt3tP3zNdtp+4RPcs8TgAE7OaBO+FZXvnaqQ=="}
+VERIFY = {
+    "msg_signature": "5c45ff5e21c57e6ad56bac8758b79b1d9ac89fd3",
+    "timestamp": "1409659589",
+    "nonce": "263014780",
+    "echostr": "P9nAzCzyDtyTWESHep1vC5X9xho/qYX3Zpb4yKa9SKld1DsH3Iyt3tP3zNdtp+4RPcs8TgAE7OaBO+FZXvnaqQ==",
+}
 REQ_SIG, REQ_TS, REQ_NONCE = "477715d11cdb4164915debcba66cb864d751f3e6", "1409659813", "1372623149"
 REQ_ENCRYPT = (
     "RypEvHKD8QQKFhvQ6QleEB4J58tiPdvo+rtK1I9qca6aM/wvqnLSV5zEPeusUiX5L5X/0lWfrf0QADHHhGd3QczcdCUpj911L3vg3W/sYYv"
@@ -25,8 +28,10 @@ REQ_ENCRYPT = (
     "2t9EL4EhzJWrQUax5wLVMNS0+rUPA3k22Ncx4XXZS9o0MBH27Bo6BpNelZpS+/uh9KsNlY6bHCmJU9p8g7m3fVKn28H3KDYA5Pl/T8Z1ptD"
     "AVe0lXdQ2YoyyH2uyPIGHBZZIs2pDBS8R07+qN+E7Q=="
 )
-REQ_BODY = (f"<xml><ToUserName><![CDATA[{CORP}]]></ToUserName><Encrypt><![CDATA[{REQ_ENCRYPT}]]></Encrypt>"
-            "<AgentID><![CDATA[218]]></AgentID></xml>").encode()
+REQ_BODY = (
+    f"<xml><ToUserName><![CDATA[{CORP}]]></ToUserName><Encrypt><![CDATA[{REQ_ENCRYPT}]]></Encrypt>"
+    "<AgentID><![CDATA[218]]></AgentID></xml>"
+).encode()
 
 
 @pytest.fixture
@@ -59,22 +64,31 @@ def test_the_official_message_is_read_and_answered_encrypted(w: World) -> None:
     assert response.status_code == 200, response.text
     reply = ET.fromstring(response.text)
     encrypted = reply.findtext("Encrypt") or ""
-    assert reply.findtext("MsgSignature") == msg_signature(TOKEN, reply.findtext("TimeStamp") or "",
-                                                           reply.findtext("Nonce") or "", encrypted)
+    assert reply.findtext("MsgSignature") == msg_signature(
+        TOKEN, reply.findtext("TimeStamp") or "", reply.findtext("Nonce") or "", encrypted
+    )
     inner, receiver = WeComCipher(AES_KEY).decrypt(encrypted)
     assert receiver == CORP
     content = ET.fromstring(inner)
-    assert content.findtext("ToUserName") == "mycreate" and "unknown command 'hello'" in (content.findtext("Content") or "")
+    assert content.findtext("ToUserName") == "mycreate" and "unknown command 'hello'" in (
+        content.findtext("Content") or ""
+    )
     assert w.commands() == []
 
 
 def robot_post(w: World, text: str, user: str, chat: str = "wr-releases", now: int = 1_700_000_000):  # type: ignore[no-untyped-def]
-    inner = (f"<xml><ChatId>{chat}</ChatId><ChatType>group</ChatType><From><UserId>{user}</UserId><Name>Z</Name></From>"
-             f"<MsgType>text</MsgType><Text><Content><![CDATA[@graylane {text}]]></Content></Text>"
-             "<MsgId>m-77</MsgId></xml>").encode()
+    inner = (
+        f"<xml><ChatId>{chat}</ChatId><ChatType>group</ChatType><From><UserId>{user}</UserId><Name>Z</Name></From>"
+        f"<MsgType>text</MsgType><Text><Content><![CDATA[@graylane {text}]]></Content></Text>"
+        "<MsgId>m-77</MsgId></xml>"
+    ).encode()
     encrypted = WeComCipher(AES_KEY).encrypt(inner, CORP)
     body = f"<xml><Encrypt><![CDATA[{encrypted}]]></Encrypt></xml>".encode()
-    query = {"msg_signature": msg_signature(TOKEN, str(now), "n1", encrypted), "timestamp": str(now), "nonce": "n1"}
+    query = {
+        "msg_signature": msg_signature(TOKEN, str(now), "n1", encrypted),
+        "timestamp": str(now),
+        "nonce": "n1",
+    }
     return client(w, now).post("/chatops/wecom", params=query, content=body)
 
 
@@ -96,16 +110,25 @@ def test_a_group_robot_stranger_is_403_and_audited(w: World) -> None:
 
 def test_a_stale_or_forged_delivery_is_401(w: World) -> None:
     query = {"msg_signature": REQ_SIG, "timestamp": REQ_TS, "nonce": REQ_NONCE}
-    assert client(w, float(REQ_TS) + 7200).post("/chatops/wecom", params=query, content=REQ_BODY).status_code == 401
+    assert (
+        client(w, float(REQ_TS) + 7200).post("/chatops/wecom", params=query, content=REQ_BODY).status_code
+        == 401
+    )
     forged = {**query, "msg_signature": "0" * 40}
     assert client(w, float(REQ_TS)).post("/chatops/wecom", params=forged, content=REQ_BODY).status_code == 401
 
 
 def test_plaintext_mode_without_an_aes_key(w: World) -> None:
-    body = (b"<xml><ToUserName>corp</ToUserName><FromUserName>zhangsan</FromUserName><MsgType>text</MsgType>"
-            b"<Content>status pro/flask</Content><MsgId>1</MsgId></xml>")
+    body = (
+        b"<xml><ToUserName>corp</ToUserName><FromUserName>zhangsan</FromUserName><MsgType>text</MsgType>"
+        b"<Content>status pro/flask</Content><MsgId>1</MsgId></xml>"
+    )
     query = {"signature": msg_signature(TOKEN, "1700000000", "n"), "timestamp": "1700000000", "nonce": "n"}
     response = client(w, 1_700_000_000, aes="").post("/chatops/wecom", params=query, content=body)
-    assert response.status_code == 200 and "waiting at gate go" in (ET.fromstring(response.text).findtext("Content") or "")
+    assert response.status_code == 200 and "waiting at gate go" in (
+        ET.fromstring(response.text).findtext("Content") or ""
+    )
     query["signature"] = "f" * 40
-    assert client(w, 1_700_000_000, aes="").post("/chatops/wecom", params=query, content=body).status_code == 401
+    assert (
+        client(w, 1_700_000_000, aes="").post("/chatops/wecom", params=query, content=body).status_code == 401
+    )

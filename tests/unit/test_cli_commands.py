@@ -36,7 +36,11 @@ def local_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     runner = Runner(SqliteStore(db), DirectoryPolicies(str(tmp_path / "policies")), RecordingProviders())
     for i, tag in enumerate(("v1.0.0", "v1.1.0")):
-        runner.handle(ImagePushed(id=f"push-{i}", app=APP, target=Version(tag, f"{REPO}:{tag}"), repository=REPO, tag=tag))
+        runner.handle(
+            ImagePushed(
+                id=f"push-{i}", app=APP, target=Version(tag, f"{REPO}:{tag}"), repository=REPO, tag=tag
+            )
+        )
     monkeypatch.setenv("USER", "dev-on-laptop")
     monkeypatch.delenv("GRAYLANE_SERVER", raising=False)
     return ["--store", f"sqlite:///{db}", "--policies", str(tmp_path / "policies")]
@@ -86,7 +90,7 @@ def test_pause_resume_abort(local: list[str], capsys: pytest.CaptureFixture[str]
     assert main(["abort", APP, *local]) == 0
     assert main(["status", APP, "-o", "json", *local]) == 0
     out = capsys.readouterr().out
-    assert json.loads(out[out.index("{\n"):])["release"]["phase"] == "aborted"
+    assert json.loads(out[out.index("{\n") :])["release"]["phase"] == "aborted"
 
 
 def free_port() -> int:

@@ -17,7 +17,11 @@ SEED = str(FIXTURES / "argo" / "seed-002.yaml")
 
 def test_import_writes_policies_that_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "policies.yaml"
-    files = [SEED, str(FIXTURES / "argo" / "header-route.yaml"), str(FIXTURES / "flagger" / "nginx-canary.yaml")]
+    files = [
+        SEED,
+        str(FIXTURES / "argo" / "header-route.yaml"),
+        str(FIXTURES / "flagger" / "nginx-canary.yaml"),
+    ]
     assert main(["import", *files, "--out", str(out)]) == 0
     err = capsys.readouterr().err
     assert "wrote 3 policies" in err
@@ -31,7 +35,9 @@ def test_import_writes_policies_that_validate(tmp_path: Path, capsys: pytest.Cap
     assert capsys.readouterr().out.count("OK ") == 3
 
 
-def test_import_to_stdout_and_from_stdin(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_import_to_stdout_and_from_stdin(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO(Path(SEED).read_text()))
     assert main(["import", "-"]) == 0
     [doc] = list(yaml.safe_load_all(capsys.readouterr().out))

@@ -50,7 +50,9 @@ def test_valid_file_counts_the_implicit_promote(tmp_path: Path, capsys: pytest.C
     assert capsys.readouterr().out == f"OK {path} (shop/web: 2 stages)\n"
 
 
-def test_every_problem_is_printed_with_file_and_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_every_problem_is_printed_with_file_and_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = VALID.replace("{weight: 50}", "{weight: 150}").replace("recording", "envoy")
     path = write(tmp_path, "bad.yaml", bad)
     assert main(["validate", path]) == 1
@@ -72,7 +74,9 @@ def test_one_bad_file_among_good_ones_exits_1(tmp_path: Path, capsys: pytest.Cap
     assert err == f'{bad}: kind: "Rollout" is not allowed; expected ReleasePolicy\n'
 
 
-def test_missing_file_exits_1_with_a_clear_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_file_exits_1_with_a_clear_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     missing = str(tmp_path / "nope.yaml")
     assert main(["validate", missing]) == 1
     assert capsys.readouterr().err == f"{missing}: cannot read: No such file or directory\n"
@@ -90,10 +94,15 @@ def test_multi_document_file(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     other = VALID.replace("name: web", "name: api")
     path = write(tmp_path, "both.yaml", VALID + "---\n" + other)
     assert main(["validate", path]) == 0
-    assert capsys.readouterr().out.splitlines() == [f"OK {path} (shop/web: 2 stages)", f"OK {path} (shop/api: 2 stages)"]
+    assert capsys.readouterr().out.splitlines() == [
+        f"OK {path} (shop/web: 2 stages)",
+        f"OK {path} (shop/api: 2 stages)",
+    ]
     broken = write(tmp_path, "broken.yaml", VALID + "---\n" + other.replace("weight: 10", "weight: -1"))
     assert main(["validate", broken]) == 1
-    assert capsys.readouterr().err.startswith(f"{broken}: documents[1].spec.stages[0].canary.steps[0].weight: -1 ")
+    assert capsys.readouterr().err.startswith(
+        f"{broken}: documents[1].spec.stages[0].canary.steps[0].weight: -1 "
+    )
 
 
 def test_empty_file_is_a_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -108,7 +117,9 @@ def test_same_app_in_two_files_is_a_problem(tmp_path: Path, capsys: pytest.Captu
     assert capsys.readouterr().err == f"{second}: metadata.name: shop/web is already declared by {first}\n"
 
 
-def test_directory_argument_validates_its_yaml_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_directory_argument_validates_its_yaml_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     write(tmp_path, "web.yaml", VALID)
     write(tmp_path, "notes.txt", "not a policy")
     assert main(["validate", str(tmp_path)]) == 0
@@ -135,8 +146,14 @@ def _env() -> dict[str, str]:
 
 def test_python_dash_m_runs_the_cli(tmp_path: Path) -> None:
     bad = write(tmp_path, "bad.yaml", VALID.replace("weight: 10", "weight: 101"))
-    done = subprocess.run([sys.executable, "-m", "functions.cli", "validate", str(EXAMPLES[0]), bad],
-                          capture_output=True, text=True, cwd=ROOT, env=_env(), timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "functions.cli", "validate", str(EXAMPLES[0]), bad],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=_env(),
+        timeout=60,
+    )
     assert done.returncode == 1
     assert done.stdout.startswith(f"OK {EXAMPLES[0]}")
     assert "spec.stages[0].canary.steps[0].weight: 101 is not allowed" in done.stderr
@@ -146,18 +163,22 @@ def test_python_dash_m_runs_the_cli(tmp_path: Path) -> None:
 def test_console_script_when_installed() -> None:
     script = Path(sys.executable).with_name("graylane")
     assert script.exists(), "run `pip install -e . --no-deps` to install the graylane console script"
-    done = subprocess.run([str(script), "validate", *map(str, EXAMPLES)], capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        [str(script), "validate", *map(str, EXAMPLES)], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("OK ") == len(EXAMPLES)
 
 
 def test_help_does_not_import_the_policy_machinery() -> None:
     # functions.core.values (the @value decorator, no model) is allowed: the CLI's own records use it
-    code = ("import sys; from functions.cli import main; main(['--help']); "
-            "print(sorted(m for m in sys.modules if m.startswith(('yaml', 'functions.core.', 'functions.policies'))"
-            " and m != 'functions.core.values'))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=_env(),
-                          timeout=60)
+    code = (
+        "import sys; from functions.cli import main; main(['--help']); "
+        "print(sorted(m for m in sys.modules if m.startswith(('yaml', 'functions.core.', 'functions.policies'))"
+        " and m != 'functions.core.values'))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=_env(), timeout=60
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "[]"

@@ -28,44 +28,68 @@ def driving(*steps: Callable[[], object]) -> Callable[[float], None]:
     return fake
 
 
-def test_watch_follows_the_release_until_it_succeeds(local: list[str], capsys: pytest.CaptureFixture[str],
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli_watch, "sleep", driving(
-        lambda: main(["approve", APP, "--gate", "go", "--weight", "20", *local]),
-        lambda: main(["weight", APP, "35", *local]),
-        lambda: main(["approve", APP, "--gate", "promote", *local]),
-    ))
+def test_watch_follows_the_release_until_it_succeeds(
+    local: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        cli_watch,
+        "sleep",
+        driving(
+            lambda: main(["approve", APP, "--gate", "go", "--weight", "20", *local]),
+            lambda: main(["weight", APP, "35", *local]),
+            lambda: main(["approve", APP, "--gate", "promote", *local]),
+        ),
+    )
     assert main(["status", APP, "-w", "--interval", "0.5", *local]) == 0
     out = capsys.readouterr().out
-    lines = [line for line in out.splitlines() if "app=pro/flask" in line]  # not a terminal: one line per change
+    lines = [
+        line for line in out.splitlines() if "app=pro/flask" in line
+    ]  # not a terminal: one line per change
     assert "phase=waiting" in lines[0] and "gate=go" in lines[0]
     assert any("gate=promote" in line and "weights=65/35" in line for line in lines), out
     assert "phase=succeeded" in lines[-1]
     assert "gate go approved" in out and "by dev-on-laptop via cli" in out  # history notes under the table
 
 
-def test_watch_exits_1_when_the_release_is_aborted(local: list[str], capsys: pytest.CaptureFixture[str],
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_watch_exits_1_when_the_release_is_aborted(
+    local: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(cli_watch, "sleep", driving(lambda: main(["abort", APP, *local])))
     assert main(["status", APP, "-w", "--interval", "0.5", "-o", "json", *local]) == 1
-    documents = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{\"app\"")]
+    documents = [
+        json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"app"')
+    ]
     assert [d["release"]["phase"] for d in documents] == ["waiting", "aborted"]
 
 
-def test_watch_over_the_api(server: str, capsys: pytest.CaptureFixture[str],
-                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_watch_over_the_api(
+    server: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     remote = ["--server", server, "--token", "tok-alice-123"]
-    monkeypatch.setattr(cli_watch, "sleep", driving(
-        lambda: main(["approve", APP, "--weight", "10", *remote]),
-        lambda: main(["approve", APP, "--gate", "promote", *remote]),
-    ))
+    monkeypatch.setattr(
+        cli_watch,
+        "sleep",
+        driving(
+            lambda: main(["approve", APP, "--weight", "10", *remote]),
+            lambda: main(["approve", APP, "--gate", "promote", *remote]),
+        ),
+    )
     assert main(["status", APP, "-w", "--interval", "0.5", *remote]) == 0
     assert "phase=succeeded" in capsys.readouterr().out
 
 
 def test_watch_redraws_in_place_on_a_terminal_and_rides_out_an_outage() -> None:
-    release = {"id": "flask-2", "version": "v1.1.0", "phase": "progressing", "stage": "canary", "step": 1,
-               "weight": 40, "gate": "", "verdict": "inconclusive", "verdictReason": "4 canary requests < 20"}
+    release = {
+        "id": "flask-2",
+        "version": "v1.1.0",
+        "phase": "progressing",
+        "stage": "canary",
+        "step": 1,
+        "weight": 40,
+        "gate": "",
+        "verdict": "inconclusive",
+        "verdictReason": "4 canary requests < 20",
+    }
     answers: list[object] = [
         {"app": APP, "routes": {"stable": 60, "canary": 40}, "release": release},
         Unreachable("graylane server http://x: connection refused"),

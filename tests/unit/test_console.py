@@ -67,8 +67,10 @@ class Console:
         return AppState.from_json(doc)
 
     def push(self, tag: str, at: int) -> None:
-        body = {"push_data": {"pushed_at": at, "pusher": "ci", "tag": tag},
-                "repository": {"repo_name": "team/web", "name": "web", "namespace": "team"}}  # fmt: skip
+        body = {
+            "push_data": {"pushed_at": at, "pusher": "ci", "tag": tag},
+            "repository": {"repo_name": "team/web", "name": "web", "namespace": "team"},
+        }
         assert self.client.post(f"/hooks/dockerhub/{HOOK}", json=body).status_code == 202
 
     def to_gate(self) -> AppState:
@@ -98,11 +100,18 @@ def make(tmp: Path, console: ConsoleSettings | None = None, tokens: dict[str, st
     (policies / "web.yaml").write_text(POLICY)
     store = SqliteStore(str(tmp / "graylane.db"))
     clock = Clock(datetime(2026, 11, 23, 9, 0, tzinfo=UTC))
-    serve = build_serve(store, DirectoryPolicies(policies), RecordingProviders(measure=measure), tick=0.05,
-                        clock=clock, gateway_settings=GatewaySettings(credentials={"dockerhub": Credentials(token=HOOK)}),
-                        api_tokens=tokens if tokens is not None else {ALICE: "alice", BOB: "bob"}, env={},
-                        internal_auth=InternalAuth(token="internal-token-0123456789", edge_key="edge-key-0123456789abc"),
-                        console=console or settings())  # fmt: skip
+    serve = build_serve(
+        store,
+        DirectoryPolicies(policies),
+        RecordingProviders(measure=measure),
+        tick=0.05,
+        clock=clock,
+        gateway_settings=GatewaySettings(credentials={"dockerhub": Credentials(token=HOOK)}),
+        api_tokens=tokens if tokens is not None else {ALICE: "alice", BOB: "bob"},
+        env={},
+        internal_auth=InternalAuth(token="internal-token-0123456789", edge_key="edge-key-0123456789abc"),
+        console=console or settings(),
+    )
     return Console(TestClient(serve.app), store, serve, clock, tmp)
 
 
@@ -119,8 +128,12 @@ def sign_in(client: TestClient, token: str, next_: str = "/ui/") -> Any:
     assert form.status_code == 200
     login = re.search(r'name="login" value="([^"]+)"', form.text)
     assert login, form.text
-    return client.post("/ui/login", data={"token": token, "login": login.group(1), "next": next_}, headers=ORIGIN,
-                       follow_redirects=False)  # fmt: skip
+    return client.post(
+        "/ui/login",
+        data={"token": token, "login": login.group(1), "next": next_},
+        headers=ORIGIN,
+        follow_redirects=False,
+    )
 
 
 def csrf_of(page: str) -> str:
@@ -129,11 +142,22 @@ def csrf_of(page: str) -> str:
     return found.group(1)
 
 
-def act(client: TestClient, csrf: str, action: str, release: str, gate: str = "", headers: Any = None,
-        **extra: str) -> Any:  # fmt: skip
+def act(
+    client: TestClient,
+    csrf: str,
+    action: str,
+    release: str,
+    gate: str = "",
+    headers: Any = None,
+    **extra: str,
+) -> Any:
     data = {"csrf": csrf, "action": action, "release": release, "gate": gate, **extra}
-    return client.post(f"/ui/apps/{APP}/actions", data=data, headers=ORIGIN if headers is None else headers,
-                       follow_redirects=False)  # fmt: skip
+    return client.post(
+        f"/ui/apps/{APP}/actions",
+        data=data,
+        headers=ORIGIN if headers is None else headers,
+        follow_redirects=False,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- sign-in
@@ -146,8 +170,9 @@ def test_auth_every_page_stream_and_action_needs_a_signed_in_user(console: Conso
     assert console.client.get(f"/ui/apps/{APP}", follow_redirects=False).status_code == 303
     assert console.client.get(f"/ui/apps/{APP}/events").status_code == 401
     assert console.client.get("/ui/events").status_code == 401
-    refused = console.client.post(f"/ui/apps/{APP}/actions", data={"action": "approve"}, headers=ORIGIN,
-                                  follow_redirects=False)  # fmt: skip
+    refused = console.client.post(
+        f"/ui/apps/{APP}/actions", data={"action": "approve"}, headers=ORIGIN, follow_redirects=False
+    )
     assert refused.status_code == 401
     assert not console.commands()
 
@@ -164,15 +189,22 @@ def test_auth_a_token_signs_in_with_a_strict_http_only_cookie_for_ui_only(consol
 
 
 def test_auth_the_cookie_is_secure_behind_tls_or_when_told(tmp_path: Path) -> None:
-    for secure, headers, expected in (("auto", {"X-Forwarded-Proto": "https"}, True), ("true", {}, True),
-                                      ("false", {"X-Forwarded-Proto": "https"}, False)):  # fmt: skip
+    for secure, headers, expected in (
+        ("auto", {"X-Forwarded-Proto": "https"}, True),
+        ("true", {}, True),
+        ("false", {"X-Forwarded-Proto": "https"}, False),
+    ):
         c = make(tmp_path / secure, settings(secure_cookie=secure))
         scheme = "https" if secure == "true" else "http"  # a Secure cookie only comes back over https
         client = TestClient(c.serve.app, base_url=f"{scheme}://testserver")
         form = client.get("/ui/login")
         login = re.search(r'name="login" value="([^"]+)"', form.text).group(1)  # type: ignore[union-attr]
-        answer = client.post("/ui/login", data={"token": ALICE, "login": login}, follow_redirects=False,
-                             headers={"Origin": f"{scheme}://testserver", **headers})  # fmt: skip
+        answer = client.post(
+            "/ui/login",
+            data={"token": ALICE, "login": login},
+            follow_redirects=False,
+            headers={"Origin": f"{scheme}://testserver", **headers},
+        )
         cookie = next(v for v in answer.headers.get_list("set-cookie") if v.startswith(auth.SESSION_COOKIE))
         assert ("Secure" in cookie) is expected, (secure, cookie)
         c.serve.stop()
@@ -184,11 +216,16 @@ def test_auth_a_wrong_token_a_foreign_origin_or_a_stale_form_signs_nobody_in(con
     assert auth.SESSION_COOKIE not in console.client.cookies
     form = console.client.get("/ui/login")
     login = re.search(r'name="login" value="([^"]+)"', form.text).group(1)  # type: ignore[union-attr]
-    foreign = console.client.post("/ui/login", data={"token": ALICE, "login": login},
-                                  headers={"Origin": "https://evil.example"}, follow_redirects=False)  # fmt: skip
+    foreign = console.client.post(
+        "/ui/login",
+        data={"token": ALICE, "login": login},
+        headers={"Origin": "https://evil.example"},
+        follow_redirects=False,
+    )
     assert foreign.status_code == 403 and "cross-site" in foreign.text
-    stale = console.client.post("/ui/login", data={"token": ALICE, "login": "forged"}, headers=ORIGIN,
-                                follow_redirects=False)  # fmt: skip
+    stale = console.client.post(
+        "/ui/login", data={"token": ALICE, "login": "forged"}, headers=ORIGIN, follow_redirects=False
+    )
     assert stale.status_code == 403 and "expired" in stale.text
     assert auth.SESSION_COOKIE not in console.client.cookies
 
@@ -230,28 +267,75 @@ def test_auth_a_trusted_proxy_names_the_user_and_nobody_else_can(tmp_path: Path)
     as_proxy = {"X-Forwarded-User": "alice", "X-Graylane-Proxy-Secret": secret}
     page = c.client.get(f"/ui/apps/{APP}", headers=as_proxy)
     assert page.status_code == 200 and "signed in as <b>alice</b>" in page.text
-    assert c.client.get("/ui/", headers={"X-Forwarded-User": "alice"}, follow_redirects=False).status_code == 303
+    assert (
+        c.client.get("/ui/", headers={"X-Forwarded-User": "alice"}, follow_redirects=False).status_code == 303
+    )
     wrong = {"X-Forwarded-User": "alice", "X-Graylane-Proxy-Secret": "not-the-secret-0000"}
     assert c.client.get("/ui/", headers=wrong, follow_redirects=False).status_code == 303
     # the proxy's user acts like a token's: CSRF-checked, authorised and audited
-    answer = act(c.client, csrf_of(page.text), "approve", c.state().release.id, "promote",  # type: ignore[union-attr]
-                 headers={**ORIGIN, **as_proxy})  # fmt: skip
+    answer = act(
+        c.client,
+        csrf_of(page.text),
+        "approve",
+        c.state().release.id,
+        "promote",  # type: ignore[union-attr]
+        headers={**ORIGIN, **as_proxy},
+    )
     assert answer.status_code == 303, answer.text
     assert c.state().release.phase is Phase.SUCCEEDED  # type: ignore[union-attr]
     c.serve.stop()
     # by address: only the listed peers (TestClient's peer is "testclient", no address at all)
-    assert auth.proxy_identity({"x-forwarded-user": "bob"}, "10.0.0.7", "x-forwarded-user",
-                               ConsoleSettings.from_env({**PROXY_ENV}).trusted_proxies, "", "") is not None
-    assert auth.proxy_identity({"x-forwarded-user": "bob"}, "10.9.0.7", "x-forwarded-user",
-                               ConsoleSettings.from_env({**PROXY_ENV}).trusted_proxies, "", "") is None
-    assert auth.proxy_identity({"x-forwarded-user": "bob\n"}, "10.0.0.7", "x-forwarded-user",
-                               ConsoleSettings.from_env({**PROXY_ENV}).trusted_proxies, "", "") is not None
-    assert auth.proxy_identity({"x-forwarded-user": "b\x00b"}, "10.0.0.7", "x-forwarded-user",
-                               ConsoleSettings.from_env({**PROXY_ENV}).trusted_proxies, "", "") is None
+    assert (
+        auth.proxy_identity(
+            {"x-forwarded-user": "bob"},
+            "10.0.0.7",
+            "x-forwarded-user",
+            ConsoleSettings.from_env({**PROXY_ENV}).trusted_proxies,
+            "",
+            "",
+        )
+        is not None
+    )
+    assert (
+        auth.proxy_identity(
+            {"x-forwarded-user": "bob"},
+            "10.9.0.7",
+            "x-forwarded-user",
+            ConsoleSettings.from_env({**PROXY_ENV}).trusted_proxies,
+            "",
+            "",
+        )
+        is None
+    )
+    assert (
+        auth.proxy_identity(
+            {"x-forwarded-user": "bob\n"},
+            "10.0.0.7",
+            "x-forwarded-user",
+            ConsoleSettings.from_env({**PROXY_ENV}).trusted_proxies,
+            "",
+            "",
+        )
+        is not None
+    )
+    assert (
+        auth.proxy_identity(
+            {"x-forwarded-user": "b\x00b"},
+            "10.0.0.7",
+            "x-forwarded-user",
+            ConsoleSettings.from_env({**PROXY_ENV}).trusted_proxies,
+            "",
+            "",
+        )
+        is None
+    )
 
 
-PROXY_ENV = {"GRAYLANE_CONSOLE_IDENTITY_HEADER": "X-Forwarded-User", "GRAYLANE_CONSOLE_TRUSTED_PROXIES": "10.0.0.0/24",
-             "GRAYLANE_CONSOLE_SESSION_KEY": "s" * 32}
+PROXY_ENV = {
+    "GRAYLANE_CONSOLE_IDENTITY_HEADER": "X-Forwarded-User",
+    "GRAYLANE_CONSOLE_TRUSTED_PROXIES": "10.0.0.0/24",
+    "GRAYLANE_CONSOLE_SESSION_KEY": "s" * 32,
+}
 
 
 def test_settings_name_the_variable_and_refuse_an_untrusted_identity_header() -> None:
@@ -267,10 +351,19 @@ def test_settings_name_the_variable_and_refuse_an_untrusted_identity_header() ->
         ConsoleSettings.from_env({"GRAYLANE_CONSOLE_ORIGINS": "graylane.example.com"})
     with pytest.raises(ConfigError, match="GRAYLANE_CONSOLE_SECURE_COOKIE"):
         ConsoleSettings.from_env({"GRAYLANE_CONSOLE_SECURE_COOKIE": "maybe"})
-    s = ConsoleSettings.from_env({**PROXY_ENV, "GRAYLANE_CONSOLE_ORIGINS": "https://graylane.example.com/",
-                                  "GRAYLANE_CONSOLE_SESSION_TTL": "30m"})  # fmt: skip
+    s = ConsoleSettings.from_env(
+        {
+            **PROXY_ENV,
+            "GRAYLANE_CONSOLE_ORIGINS": "https://graylane.example.com/",
+            "GRAYLANE_CONSOLE_SESSION_TTL": "30m",
+        }
+    )
     assert (s.identity_header, s.origins, s.session_ttl, s.key_is_random) == (
-        "x-forwarded-user", ("https://graylane.example.com",), 1800.0, False)
+        "x-forwarded-user",
+        ("https://graylane.example.com",),
+        1800.0,
+        False,
+    )
     assert ConsoleSettings.from_env({}).key_is_random and len(ConsoleSettings.from_env({}).session_key) == 32
 
 
@@ -291,17 +384,42 @@ def test_csrf_an_action_without_the_token_or_from_another_origin_is_refused(cons
     for name, answer in (
         ("no token", act(console.client, "", "approve", release, "promote")),
         ("wrong token", act(console.client, "x" * 32, "approve", release, "promote")),
-        ("foreign origin", act(console.client, csrf, "approve", release, "promote",
-                               headers={"Origin": "https://evil.example"})),
+        (
+            "foreign origin",
+            act(
+                console.client,
+                csrf,
+                "approve",
+                release,
+                "promote",
+                headers={"Origin": "https://evil.example"},
+            ),
+        ),
         ("no origin, no referer", act(console.client, csrf, "approve", release, "promote", headers={})),
-        ("foreign referer", act(console.client, csrf, "approve", release, "promote",
-                                headers={"Referer": "https://evil.example/ui/apps/team/web"})),
-    ):  # fmt: skip
+        (
+            "foreign referer",
+            act(
+                console.client,
+                csrf,
+                "approve",
+                release,
+                "promote",
+                headers={"Referer": "https://evil.example/ui/apps/team/web"},
+            ),
+        ),
+    ):
         assert answer.status_code == 403, (name, answer.status_code, answer.text)
     assert console.state().release.phase is Phase.WAITING  # type: ignore[union-attr]
     assert not console.commands()
     # the same request from our own page (a same-origin Referer also does) goes through
-    ok = act(console.client, csrf, "approve", release, "promote", headers={"Referer": f"http://testserver/ui/apps/{APP}"})
+    ok = act(
+        console.client,
+        csrf,
+        "approve",
+        release,
+        "promote",
+        headers={"Referer": f"http://testserver/ui/apps/{APP}"},
+    )
     assert ok.status_code == 303, ok.text
     assert console.state().release.phase is Phase.SUCCEEDED  # type: ignore[union-attr]
 
@@ -320,7 +438,9 @@ def test_csrf_tokens_belong_to_one_session(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------- authorisation
 
 
-def test_authz_an_authorised_user_approves_and_it_is_recorded_and_audited_via_console(console: Console) -> None:
+def test_authz_an_authorised_user_approves_and_it_is_recorded_and_audited_via_console(
+    console: Console,
+) -> None:
     release = console.to_gate().release.id  # type: ignore[union-attr]
     sign_in(console.client, ALICE)
     page = console.client.get(f"/ui/apps/{APP}")
@@ -333,13 +453,19 @@ def test_authz_an_authorised_user_approves_and_it_is_recorded_and_audited_via_co
     assert approved.by is not None and (approved.by.user, approved.by.via) == ("alice", "console")
     [record] = console.serve.approvals.audit.recent(APP, 10)
     assert (record.user, record.via, record.action, record.gate, record.outcome) == (
-        "alice", "console", "approve", "promote", "accepted")
+        "alice",
+        "console",
+        "approve",
+        "promote",
+        "accepted",
+    )
     after = console.client.get(f"/ui/apps/{APP}")  # the redirect shows what was done
     assert "accepted: approve gate promote" in after.text and "succeeded" in after.text
 
 
 def test_authz_an_unauthorised_user_sees_no_button_and_a_forged_post_is_refused_403_and_audited(
-        console: Console) -> None:  # fmt: skip
+    console: Console,
+) -> None:
     release = console.to_gate().release.id  # type: ignore[union-attr]
     sign_in(console.client, BOB)
     page = console.client.get(f"/ui/apps/{APP}")
@@ -349,14 +475,21 @@ def test_authz_an_unauthorised_user_sees_no_button_and_a_forged_post_is_refused_
     assert "bob may not approve gate promote" in page.text  # and is told why not
     answer = act(console.client, csrf_of(page.text), "approve", release, "promote")
     assert answer.status_code == 403 and "bob may not approve gate promote" in answer.text
-    as_json = act(console.client, csrf_of(page.text), "rollback", release,
-                  headers={**ORIGIN, "Accept": "application/json"})  # fmt: skip
+    as_json = act(
+        console.client,
+        csrf_of(page.text),
+        "rollback",
+        release,
+        headers={**ORIGIN, "Accept": "application/json"},
+    )
     assert as_json.status_code == 403 and as_json.json()["outcome"] == "denied"
     assert console.state().release.phase is Phase.WAITING  # type: ignore[union-attr]
     assert not console.commands()  # nothing was published
     records = console.serve.approvals.audit.recent(APP, 10)
     assert [(r.user, r.via, r.action, r.outcome) for r in records] == [
-        ("bob", "console", "approve", "denied"), ("bob", "console", "rollback", "denied")]
+        ("bob", "console", "approve", "denied"),
+        ("bob", "console", "rollback", "denied"),
+    ]
     assert "bob may not approve gate promote" in records[0].reason
     shown = console.client.get(f"/ui/apps/{APP}").text  # the audit log on the page shows the refusals
     assert shown.count(">denied<") == 2
@@ -366,7 +499,9 @@ def test_authz_a_button_of_an_earlier_release_is_refused_409_and_audited(console
     console.to_gate()
     sign_in(console.client, ALICE)
     csrf = csrf_of(console.client.get(f"/ui/apps/{APP}").text)
-    answer = act(console.client, csrf, "approve", "web-0", "promote", headers={**ORIGIN, "Accept": "application/json"})
+    answer = act(
+        console.client, csrf, "approve", "web-0", "promote", headers={**ORIGIN, "Accept": "application/json"}
+    )
     assert answer.status_code == 409 and "web-0" in answer.json()["error"]
     assert console.state().release.phase is Phase.WAITING  # type: ignore[union-attr]
     assert not console.commands()
@@ -378,8 +513,11 @@ def test_authz_json_answers_for_the_script(console: Console) -> None:
     release = console.to_gate().release.id  # type: ignore[union-attr]
     sign_in(console.client, ALICE)
     csrf = csrf_of(console.client.get(f"/ui/apps/{APP}").text)
-    answer = console.client.post(f"/ui/apps/{APP}/actions", data={"action": "pause", "release": release},
-                                 headers={**ORIGIN, "Accept": "application/json", "X-CSRF-Token": csrf})  # fmt: skip
+    answer = console.client.post(
+        f"/ui/apps/{APP}/actions",
+        data={"action": "pause", "release": release},
+        headers={**ORIGIN, "Accept": "application/json", "X-CSRF-Token": csrf},
+    )
     assert answer.status_code == 202 and answer.json()["outcome"] == "accepted", answer.text
     assert console.state().release.phase is Phase.PAUSED  # type: ignore[union-attr]
     page = console.client.get(f"/ui/apps/{APP}").text
@@ -389,21 +527,27 @@ def test_authz_json_answers_for_the_script(console: Console) -> None:
 # ---------------------------------------------------------------------------------------------- bad input
 
 
-@pytest.mark.parametrize(("data", "field"), [
-    ({"action": "explode"}, "action 'explode' is not allowed"),
-    ({"action": "approve", "gate": "g" * 200}, "gate is longer than 128"),
-    ({"action": "approve", "param.weight": "lots"}, "param.weight: 'lots' is not a whole number"),
-    ({"action": "approve", "param.we ight": "3"}, "param.we ight: a gate parameter name"),
-    ({"action": "pause", "param.weight": "3"}, "param.weight: gate parameters go with approve only"),
-    ({"action": "approve", "sudo": "1"}, "unknown field(s) sudo"),
-    ({"action": "rollback", "version": "not a version!"}, "version"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"action": "explode"}, "action 'explode' is not allowed"),
+        ({"action": "approve", "gate": "g" * 200}, "gate is longer than 128"),
+        ({"action": "approve", "param.weight": "lots"}, "param.weight: 'lots' is not a whole number"),
+        ({"action": "approve", "param.we ight": "3"}, "param.we ight: a gate parameter name"),
+        ({"action": "pause", "param.weight": "3"}, "param.weight: gate parameters go with approve only"),
+        ({"action": "approve", "sudo": "1"}, "unknown field(s) sudo"),
+        ({"action": "rollback", "version": "not a version!"}, "version"),
+    ],
+)
 def test_bad_input_is_a_400_naming_the_field(console: Console, data: dict[str, str], field: str) -> None:
     console.to_gate()
     sign_in(console.client, ALICE)
     csrf = csrf_of(console.client.get(f"/ui/apps/{APP}").text)
-    answer = console.client.post(f"/ui/apps/{APP}/actions", data={"csrf": csrf, **data},
-                                 headers={**ORIGIN, "Accept": "application/json"})  # fmt: skip
+    answer = console.client.post(
+        f"/ui/apps/{APP}/actions",
+        data={"csrf": csrf, **data},
+        headers={**ORIGIN, "Accept": "application/json"},
+    )
     assert answer.status_code == 400, answer.text
     assert field in answer.json()["error"]
 
@@ -415,11 +559,17 @@ def test_bad_input_bodies_and_apps_are_4xx(console: Console) -> None:
     headers = {**ORIGIN, "Accept": "application/json", "X-CSRF-Token": csrf}
     as_json = console.client.post(f"/ui/apps/{APP}/actions", json={"action": "approve"}, headers=headers)
     assert as_json.status_code == 400 and "application/x-www-form-urlencoded" in as_json.json()["error"]
-    twice = console.client.post(f"/ui/apps/{APP}/actions", content=b"action=pause&action=approve",
-                                headers={**headers, "Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+    twice = console.client.post(
+        f"/ui/apps/{APP}/actions",
+        content=b"action=pause&action=approve",
+        headers={**headers, "Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert twice.status_code == 400 and "action: given more than once" in twice.json()["error"]
-    binary = console.client.post(f"/ui/apps/{APP}/actions", content=b"action=\xff\xfe",
-                                 headers={**headers, "Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+    binary = console.client.post(
+        f"/ui/apps/{APP}/actions",
+        content=b"action=\xff\xfe",
+        headers={**headers, "Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert binary.status_code == 400
     assert console.client.get("/ui/apps/team/nobody").status_code == 404
     assert console.client.get("/ui/apps/team/nobody/events").status_code == 404
@@ -431,14 +581,23 @@ def test_bad_input_bodies_and_apps_are_4xx(console: Console) -> None:
 # ---------------------------------------------------------------------------------------------- pages
 
 
-def test_pages_show_every_app_and_the_release_timeline_with_values_queries_and_gates(console: Console) -> None:
+def test_pages_show_every_app_and_the_release_timeline_with_values_queries_and_gates(
+    console: Console,
+) -> None:
     console.to_gate()
     sign_in(console.client, ALICE)
     index = console.client.get("/ui/").text
     assert f'href="/ui/apps/{APP}"' in index and "waiting" in index and "50/50" in index
     page = console.client.get(f"/ui/apps/{APP}").text
-    for part in ("Timeline of web-1", "Success rate (%) from the verdicts", "Latency (ms) from the verdicts",
-                 "Waiting at gate <b>promote</b>", "haproxy_server_http_responses_total", "<svg", "desired 50 %"):
+    for part in (
+        "Timeline of web-1",
+        "Success rate (%) from the verdicts",
+        "Latency (ms) from the verdicts",
+        "Waiting at gate <b>promote</b>",
+        "haproxy_server_http_responses_total",
+        "<svg",
+        "desired 50 %",
+    ):
         assert part in page, part
     release = console.state().release.id  # type: ignore[union-attr]
     act(console.client, csrf_of(page), "approve", release, "promote")
@@ -515,8 +674,11 @@ def test_sse_the_stream_sends_the_page_and_again_on_every_state_change(console: 
 
     def approve_later() -> None:
         time.sleep(0.4)
-        console.serve.approvals.execute(CommandRequest(app=APP, action="approve", gate="promote",
-                                                       requester=Requester(user="alice", via="api")))
+        console.serve.approvals.execute(
+            CommandRequest(
+                app=APP, action="approve", gate="promote", requester=Requester(user="alice", via="api")
+            )
+        )
 
     worker = threading.Thread(target=approve_later)
     worker.start()
@@ -557,8 +719,10 @@ def test_cold_path_no_function_imports_the_console() -> None:
     import subprocess
     import sys
 
-    code = ("import sys; import functions.release_start, functions.release_tick, functions.release_command, "
-            "functions.protection, functions.runtime; print([m for m in sys.modules if m.startswith('functions.console')])")
+    code = (
+        "import sys; import functions.release_start, functions.release_tick, functions.release_command, "
+        "functions.protection, functions.runtime; print([m for m in sys.modules if m.startswith('functions.console')])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
 
@@ -569,15 +733,21 @@ def test_the_knative_gateway_serves_the_console_too(tmp_path: Path, monkeypatch:
     policies = tmp_path / "policies"
     policies.mkdir()
     (policies / "web.yaml").write_text(POLICY)
-    for name, value in {"GRAYLANE_STORE": f"sqlite:///{tmp_path / 'g.db'}", "GRAYLANE_POLICIES": str(policies),
-                        "GRAYLANE_API_TOKENS": f"alice:{ALICE}", "GRAYLANE_CONSOLE_SESSION_KEY": KEY.decode(),
-                        "GRAYLANE_EDGE_KEY": "edge-key-0123456789abcdef"}.items():  # fmt: skip
+    for name, value in {
+        "GRAYLANE_STORE": f"sqlite:///{tmp_path / 'g.db'}",
+        "GRAYLANE_POLICIES": str(policies),
+        "GRAYLANE_API_TOKENS": f"alice:{ALICE}",
+        "GRAYLANE_CONSOLE_SESSION_KEY": KEY.decode(),
+        "GRAYLANE_EDGE_KEY": "edge-key-0123456789abcdef",
+    }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("K_SINK", raising=False)
     client = TestClient(create_app())
     assert sign_in(client, ALICE).status_code == 303
     index = client.get("/ui/")
-    assert index.status_code == 200 and f'href="/ui/apps/{APP}"' in index.text  # the policy's app, no state yet
+    assert (
+        index.status_code == 200 and f'href="/ui/apps/{APP}"' in index.text
+    )  # the policy's app, no state yet
     assert client.get(f"/ui/apps/{APP}").status_code == 200
 
 
@@ -599,4 +769,7 @@ def test_pages_a_flash_message_is_shown_once(console: Console) -> None:
     sign_in(console.client, ALICE)
     act(console.client, csrf_of(console.client.get(f"/ui/apps/{APP}").text), "pause", release)
     assert "accepted: pause" in console.client.get(f"/ui/apps/{APP}").text
-    assert "accepted: pause" not in console.client.get(f"/ui/apps/{APP}").text.split("<main>", 1)[1].split("<h1>")[0]
+    assert (
+        "accepted: pause"
+        not in console.client.get(f"/ui/apps/{APP}").text.split("<main>", 1)[1].split("<h1>")[0]
+    )

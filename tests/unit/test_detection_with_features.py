@@ -16,8 +16,11 @@ from tests.unit.machine_helpers import Driver
 def test_exposure_sizes_the_canary_for_the_weight_it_routes() -> None:
     d = Driver.with_stable(seed_like())
     out = d.push("v2")
-    sized = [(e.kind, e.weight if e.kind == "scale-canary" else e.routes.canary if e.routes else None)
-             for e in out.effects if e.kind in ("scale-canary", "set-routes")]  # fmt: skip
+    sized = [
+        (e.kind, e.weight if e.kind == "scale-canary" else e.routes.canary if e.routes else None)
+        for e in out.effects
+        if e.kind in ("scale-canary", "set-routes")
+    ]
     assert sized == [("scale-canary", 5), ("set-routes", 5)]  # the probe weight, not the planned 20
     assert d.rel.planned_weight == 20 and d.rel.canary_share == "5"
     counters = Counters()

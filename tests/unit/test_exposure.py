@@ -108,8 +108,14 @@ def test_exposure_ucb_covers_the_true_rate_at_every_look() -> None:
 
 def test_exposure_cap_is_budget_over_bound_rate_and_lag() -> None:
     analysis = Analysis(exposure_budget=5.0)
-    e = Evidence(canary_requests=10_000, canary_errors=50, stable_requests=10_000, stable_errors=50,
-                 rate=100.0, interval=15.0)  # fmt: skip
+    e = Evidence(
+        canary_requests=10_000,
+        canary_errors=50,
+        stable_requests=10_000,
+        stable_errors=50,
+        rate=100.0,
+        interval=15.0,
+    )
     percent, reason = cap(e, analysis, "haproxy")  # no histogram: errors only
     bound = rate_ucb(50, 10_000, 0.01) - 0.005
     assert percent == int(100 * 5.0 / (bound * 100 * 15))

@@ -40,8 +40,11 @@ ANALYSIS = Analysis(interval=10.0, metrics=(MetricCheck(name="error-rate", templ
 
 
 def flag_policy(*stages: Any, **changes: Any) -> Any:
-    return make_policy(*(stages or (PromoteStage(), FlagStage(key="new-checkout", steps=STEPS))),
-                       flags=FLAGS, **{"analysis": ANALYSIS, **changes})  # fmt: skip
+    return make_policy(
+        *(stages or (PromoteStage(), FlagStage(key="new-checkout", steps=STEPS))),
+        flags=FLAGS,
+        **{"analysis": ANALYSIS, **changes},
+    )
 
 
 def flag_effects(effects: tuple[Any, ...]) -> list[int]:
@@ -58,8 +61,14 @@ def test_feature_flag_stage_rolls_the_variant_out_step_by_step_under_analysis() 
     assert kinds(out.effects)[0] == "promote-stable" and flag_effects(out.effects) == [5]
     assert kinds(out.effects).index("promote-stable") < kinds(out.effects).index("set-flag")
     plan = d.state.flags[0]
-    assert (plan.key, plan.variant, plan.off, plan.percent, plan.salt, plan.release) == \
-        ("new-checkout", "on", "off", 5, "web-1", "web-1")  # the salt rule of userHash: the release id
+    assert (plan.key, plan.variant, plan.off, plan.percent, plan.salt, plan.release) == (
+        "new-checkout",
+        "on",
+        "off",
+        5,
+        "web-1",
+        "web-1",
+    )  # the salt rule of userHash: the release id
     assert d.rel.weight == 5 and d.rel.analysing
     d.tick(60)  # the step's pause is over, but no verdict passed yet: it holds
     assert d.rel.weight == 5
@@ -79,14 +88,18 @@ def test_feature_flag_failed_analysis_turns_the_variant_off_first() -> None:
     assert d.rel.weight == 25
     out = d.tick(10, FAIL)
     assert d.rel.phase == Phase.ROLLED_BACK
-    assert out.effects[0].kind == "set-flag" and out.effects[0].flag.percent == 0  # the first effect of the tick
+    assert (
+        out.effects[0].kind == "set-flag" and out.effects[0].flag.percent == 0
+    )  # the first effect of the tick
     assert "promote-stable" in kinds(out.effects)[1:]  # then the image goes back too
     assert d.state.flags[0].percent == 0 and d.state.stable.version == "v1"
 
 
 def test_feature_flag_manual_percentage_from_a_gate_and_the_weight_command() -> None:
-    policy = flag_policy(ApprovalStage(name="flag", params=(GateParam(name="percent", default=10, min=1, max=100),)),
-                         FlagStage(key="new-checkout", mode="manual", weight_param="percent", hold=120.0))
+    policy = flag_policy(
+        ApprovalStage(name="flag", params=(GateParam(name="percent", default=10, min=1, max=100),)),
+        FlagStage(key="new-checkout", mode="manual", weight_param="percent", hold=120.0),
+    )
     d = Driver.with_stable(policy)
     d.push("v2")
     assert d.rel.phase == Phase.WAITING and d.rel.gate == "flag"
@@ -100,8 +113,11 @@ def test_feature_flag_manual_percentage_from_a_gate_and_the_weight_command() -> 
 
 
 def test_feature_flag_promote_command_serves_everyone_and_linear_schedules_grow() -> None:
-    d = Driver.with_stable(flag_policy(PromoteStage(), FlagStage(key="k", linear=LinearSchedule(10, 40, 15, 30.0),
-                                                                 mode="linear")))  # fmt: skip
+    d = Driver.with_stable(
+        flag_policy(
+            PromoteStage(), FlagStage(key="k", linear=LinearSchedule(10, 40, 15, 30.0), mode="linear")
+        )
+    )
     d.push("v2")
     assert d.rel.weight == 10
     d.tick(10, PASS)
@@ -113,7 +129,9 @@ def test_feature_flag_promote_command_serves_everyone_and_linear_schedules_grow(
     assert not d.rel.gates
 
 
-def test_feature_flag_already_rolled_out_is_not_rolled_out_again_but_a_rollback_turns_off_only_its_own() -> None:
+def test_feature_flag_already_rolled_out_is_not_rolled_out_again_but_a_rollback_turns_off_only_its_own() -> (
+    None
+):
     d = Driver.with_stable(flag_policy())
     d.push("v2")
     for _ in range(4):
@@ -173,18 +191,34 @@ def test_feature_flag_policy_parses_with_an_implicit_promote_before_the_flag_and
     assert problems(doc) == []
 
 
-@pytest.mark.parametrize("change, path", [
-    (lambda s: s.pop("flags"), "spec.stages[0].flag"),
-    (lambda s: s["stages"].insert(0, {"canary": {"steps": [{"weight": 10}]}}) or
-     s["stages"].append({"canary": {"steps": [{"weight": 10}]}}), "spec.stages[2].canary"),
-    (lambda s: s["stages"].insert(0, {"promote": {}}) or s["stages"].insert(0, s["stages"].pop()),
-     "spec.stages[0].flag"),
-    (lambda s: s["stages"][0]["flag"].update(variant=True), "spec.stages[0].flag.variant"),
-    (lambda s: s["stages"][0]["flag"].update(variants={"a": 1, "b": "x"}), "spec.stages[0].flag.variants"),
-    (lambda s: s["stages"][0]["flag"].update(offVariant="missing"), "spec.stages[0].flag.offVariant"),
-    (lambda s: s["stages"][0]["flag"]["steps"].insert(1, {"weight": 1}), "spec.stages[0].flag.steps[1].weight"),
-    (lambda s: s["flags"].update(file="/x.json"), "spec.flags"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "change, path",
+    [
+        (lambda s: s.pop("flags"), "spec.stages[0].flag"),
+        (
+            lambda s: (
+                s["stages"].insert(0, {"canary": {"steps": [{"weight": 10}]}})
+                or s["stages"].append({"canary": {"steps": [{"weight": 10}]}})
+            ),
+            "spec.stages[2].canary",
+        ),
+        (
+            lambda s: s["stages"].insert(0, {"promote": {}}) or s["stages"].insert(0, s["stages"].pop()),
+            "spec.stages[0].flag",
+        ),
+        (lambda s: s["stages"][0]["flag"].update(variant=True), "spec.stages[0].flag.variant"),
+        (
+            lambda s: s["stages"][0]["flag"].update(variants={"a": 1, "b": "x"}),
+            "spec.stages[0].flag.variants",
+        ),
+        (lambda s: s["stages"][0]["flag"].update(offVariant="missing"), "spec.stages[0].flag.offVariant"),
+        (
+            lambda s: s["stages"][0]["flag"]["steps"].insert(1, {"weight": 1}),
+            "spec.stages[0].flag.steps[1].weight",
+        ),
+        (lambda s: s["flags"].update(file="/x.json"), "spec.flags"),
+    ],
+)
 def test_feature_flag_policy_mistakes_name_their_field(change: Any, path: str) -> None:
     doc = yaml.safe_load(DOC)
     change(doc["spec"])
@@ -221,18 +255,30 @@ def test_feature_flag_document_edit_changes_only_graylanes_targeting() -> None:
     assert edited[:head] == USER_DOC[:head] and edited.endswith(USER_DOC[head:])
     again = with_plan(edited, plan, "test")
     assert again == edited  # idempotent
-    moved = with_plan(edited, FlagPlan(key="new-checkout", percent=50, salt="shop-1", release="shop-1"), "test")
+    moved = with_plan(
+        edited, FlagPlan(key="new-checkout", percent=50, salt="shop-1", release="shop-1"), "test"
+    )
     assert moved[:head] == USER_DOC[:head] and json.loads(moved)["flags"]["theme"] == before["flags"]["theme"]
     assert live_plans(moved, (plan,)) == () and len(live_plans(edited, (plan,))) == 1
 
 
 def test_feature_flag_document_gets_a_new_flag_and_refuses_unknown_variants() -> None:
-    plan = FlagPlan(key="search-v2", variant="new", off="old", percent=5, salt="s",
-                    variants=(("new", "v2"), ("old", "v1")))  # fmt: skip
+    plan = FlagPlan(
+        key="search-v2",
+        variant="new",
+        off="old",
+        percent=5,
+        salt="s",
+        variants=(("new", "v2"), ("old", "v1")),
+    )
     edited = with_plan(USER_DOC, plan, "test")
     flag = json.loads(edited)["flags"]["search-v2"]
-    assert flag == {"state": "ENABLED", "variants": {"new": "v2", "old": "v1"}, "defaultVariant": "old",
-                    "targeting": targeting(plan)}  # fmt: skip
+    assert flag == {
+        "state": "ENABLED",
+        "variants": {"new": "v2", "old": "v1"},
+        "defaultVariant": "old",
+        "targeting": targeting(plan),
+    }
     assert edited.startswith(USER_DOC[: USER_DOC.index('"new-checkout"')])
     with pytest.raises(ConfigError, match="flag theme has no variant on, off"):
         with_plan(USER_DOC, FlagPlan(key="theme", percent=5), "test")
@@ -242,9 +288,13 @@ def test_feature_flag_document_gets_a_new_flag_and_refuses_unknown_variants() ->
 def test_feature_flag_targeting_at_the_ends_and_between() -> None:
     assert targeting(FlagPlan(key="k", percent=0)) == {"if": [False, "on", "off"]}
     assert targeting(FlagPlan(key="k", percent=100)) == {"if": [True, "on", "off"]}
-    assert targeting(FlagPlan(key="k", percent=30, salt="r-1")) == {"if": [
-        {"var": "targetingKey"},
-        {"fractional": [{"cat": ["r-1", ":", {"var": "targetingKey"}]}, ["on", 30], ["off", 70]]}, "off"]}
+    assert targeting(FlagPlan(key="k", percent=30, salt="r-1")) == {
+        "if": [
+            {"var": "targetingKey"},
+            {"fractional": [{"cat": ["r-1", ":", {"var": "targetingKey"}]}, ["on", 30], ["off", 70]]},
+            "off",
+        ]
+    }
 
 
 def test_feature_flag_buckets_nest_and_split_near_the_percentage() -> None:
@@ -265,9 +315,12 @@ def test_feature_flag_metrics_by_variant_queries() -> None:
     vm = FlagSource(file="x.json").metrics
     assert variants.counts_query(vm, stage, 60) == (
         'sum by (feature_flag_result_variant, code) (increase(http_requests_total{feature_flag_key="new-checkout", '
-        'feature_flag_result_variant=~"on|off"}[60s]))')
-    series = [{"metric": {"feature_flag_result_variant": "on", "code": "200"}, "value": [0, "90"]},
-              {"metric": {"feature_flag_result_variant": "on", "code": "500"}, "value": [0, "10"]},
-              {"metric": {"feature_flag_result_variant": "off", "code": "200"}, "value": [0, "400"]}]  # fmt: skip
+        'feature_flag_result_variant=~"on|off"}[60s]))'
+    )
+    series = [
+        {"metric": {"feature_flag_result_variant": "on", "code": "200"}, "value": [0, "90"]},
+        {"metric": {"feature_flag_result_variant": "on", "code": "500"}, "value": [0, "10"]},
+        {"metric": {"feature_flag_result_variant": "off", "code": "200"}, "value": [0, "400"]},
+    ]
     split = variants.split(vm, stage, series)
     assert (split["canary"].requests, split["canary"].errors, split["stable"].requests) == (100, 10, 400)

@@ -31,7 +31,9 @@ TARGETS = {
     "release_command": (ev.RELEASE_COMMAND,),
     "protection": (ev.ALERT_FIRING, ev.ALERT_RESOLVED),
 }
-CASES = [(t, typ, name) for t, types in TARGETS.items() for typ in types for name in catalog.examples_for(typ)]
+CASES = [
+    (t, typ, name) for t, types in TARGETS.items() for typ in types for name in catalog.examples_for(typ)
+]
 
 
 @pytest.fixture
@@ -46,7 +48,9 @@ def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     runtime.runner.cache_clear()
 
 
-def send(client: Any, ce: Any, mode: str = "binary", token: str | None = TOKEN, key: str | None = EDGE_KEY) -> Any:
+def send(
+    client: Any, ce: Any, mode: str = "binary", token: str | None = TOKEN, key: str | None = EDGE_KEY
+) -> Any:
     """POST a CloudEvent as an edge made it (attested with `key`) over a caller holding `token`."""
     if key is not None:
         attest(ce, key)
@@ -65,7 +69,9 @@ def function(target: str) -> Any:
 
 @pytest.mark.parametrize("mode", ["binary", "structured"])
 @pytest.mark.parametrize(("target", "type_", "example"), CASES)
-def test_function_answers_every_catalog_example(env: None, target: str, type_: str, example: str, mode: str) -> None:
+def test_function_answers_every_catalog_example(
+    env: None, target: str, type_: str, example: str, mode: str
+) -> None:
     event = catalog.examples_for(type_)[example]
     ce = catalog.make_event(event["type"], event.get("subject", ""), event.get("data", {}), id=event["id"])
     response = send(function(target), ce, mode)
@@ -79,8 +85,11 @@ def test_function_acknowledges_but_ignores_a_type_it_does_not_handle(env: None) 
 
 
 def test_malformed_event_is_acknowledged_and_changes_no_state(env: None) -> None:
-    ce = catalog.make_event(ev.RELEASE_COMMAND, "pro/flask", {"action": "weight", "weight": 150,
-                                                              "actor": {"user": "mallory", "via": "api"}})
+    ce = catalog.make_event(
+        ev.RELEASE_COMMAND,
+        "pro/flask",
+        {"action": "weight", "weight": 150, "actor": {"user": "mallory", "via": "api"}},
+    )
     assert send(function("release_command"), ce, "structured").status_code == 200
     assert runtime.runner().store.list_apps() == []
 
@@ -88,16 +97,25 @@ def test_malformed_event_is_acknowledged_and_changes_no_state(env: None) -> None
 def test_every_emitted_event_validates_against_the_catalog() -> None:
     bus = MemoryBus()
     clock = Clock()
-    runner = Runner(MemoryStore(), DirectoryPolicies(str(EXAMPLES)), RecordingProviders(measure), bus=bus,
-                    clock=clock)  # fmt: skip
+    runner = Runner(
+        MemoryStore(), DirectoryPolicies(str(EXAMPLES)), RecordingProviders(measure), bus=bus, clock=clock
+    )
     for dt, event, _ in script():
         clock.advance(dt)
         runner.handle(event)
     published = bus.events
     types = {e["type"] for e in published}
     # the demo walks gates, A/B, canary, promotion, protection, a rollback and alert handling
-    assert {ev.RELEASE_STARTED, ev.GATE_WAITING, ev.GATE_DECIDED, ev.RELEASE_PROMOTED, ev.RELEASE_SUCCEEDED,
-            ev.RELEASE_ROLLED_BACK, ev.ANALYSIS_VERDICT, ev.PROTECTION_CHANGED} <= types
+    assert {
+        ev.RELEASE_STARTED,
+        ev.GATE_WAITING,
+        ev.GATE_DECIDED,
+        ev.RELEASE_PROMOTED,
+        ev.RELEASE_SUCCEEDED,
+        ev.RELEASE_ROLLED_BACK,
+        ev.ANALYSIS_VERDICT,
+        ev.PROTECTION_CHANGED,
+    } <= types
     for event in published:
         catalog.validate(event)
         assert event["subject"] == APP
@@ -116,10 +134,18 @@ def test_emitted_events_of_commands_supersede_and_freeze_validate() -> None:
     bus, clock = MemoryBus(), Clock()
     runner = Runner(MemoryStore(), StaticPolicies([policy]), RecordingProviders(), bus=bus, clock=clock)
     app = policy.app
-    for event in [push(app, "v1"), push(app, "v2"), command(app, "pause"), command(app, "approve"),
-                  command(app, "resume"), command(app, "weight", weight=35), push(app, "v3"),
-                  command(app, "abort", reason="enough"), command(app, "rollback", version="v0"),
-                  push(app, "v4")]:  # fmt: skip
+    for event in [
+        push(app, "v1"),
+        push(app, "v2"),
+        command(app, "pause"),
+        command(app, "approve"),
+        command(app, "resume"),
+        command(app, "weight", weight=35),
+        push(app, "v3"),
+        command(app, "abort", reason="enough"),
+        command(app, "rollback", version="v0"),
+        push(app, "v4"),
+    ]:
         clock.advance(5)
         handle(runner, event)
     runner.providers = RecordingProviders(bad)  # type: ignore[assignment]
@@ -127,22 +153,37 @@ def test_emitted_events_of_commands_supersede_and_freeze_validate() -> None:
         clock.advance(10)
         runner.handle(tick())
     types = {e["type"] for e in bus.events}
-    assert {ev.RELEASE_PAUSED, ev.RELEASE_RESUMED, ev.WEIGHT_CHANGED, ev.RELEASE_SUPERSEDED, ev.RELEASE_ABORTED,
-            ev.COMMAND_REJECTED, ev.RELEASE_FROZEN} <= types
+    assert {
+        ev.RELEASE_PAUSED,
+        ev.RELEASE_RESUMED,
+        ev.WEIGHT_CHANGED,
+        ev.RELEASE_SUPERSEDED,
+        ev.RELEASE_ABORTED,
+        ev.COMMAND_REJECTED,
+        ev.RELEASE_FROZEN,
+    } <= types
     for event in bus.events:
         catalog.validate(event)
 
 
 def test_a_knative_ping_is_a_tick_sweep(env: None) -> None:
     client = function("release_tick")
-    headers = {"ce-specversion": "1.0", "ce-type": ev.KNATIVE_PING, "ce-source": "/apis/v1/namespaces/graylane/pingsources/tick",
-               "ce-id": "ping-1", "Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}  # fmt: skip
+    headers = {
+        "ce-specversion": "1.0",
+        "ce-type": ev.KNATIVE_PING,
+        "ce-source": "/apis/v1/namespaces/graylane/pingsources/tick",
+        "ce-id": "ping-1",
+        "Content-Type": "application/json",
+        "Authorization": f"Bearer {TOKEN}",
+    }
     assert client.post("/", headers=headers, data="{}").status_code == 200
     from cloudevents.http import CloudEvent
 
     from functions.core.events import Tick
 
-    ping = CloudEvent({"type": ev.KNATIVE_PING, "source": "/pingsources/tick", "id": "p2"}, {"any": "payload"})
+    ping = CloudEvent(
+        {"type": ev.KNATIVE_PING, "source": "/pingsources/tick", "id": "p2"}, {"any": "payload"}
+    )
     assert catalog.to_domain(ping) == Tick(id="p2")
 
 
@@ -154,12 +195,17 @@ MALLORY_APPROVES = {"action": "approve", "gate": "promote", "actor": {"user": "m
 
 
 @pytest.mark.parametrize("target", sorted(TARGETS))
-def test_unauthenticated_calls_to_every_function_are_refused_before_the_body_is_read(env: None, target: str) -> None:
+def test_unauthenticated_calls_to_every_function_are_refused_before_the_body_is_read(
+    env: None, target: str
+) -> None:
     ce = catalog.make_event(ev.RELEASE_COMMAND, "pro/flask", MALLORY_APPROVES, id="cmd-mallory")
     anonymous = send(function(target), ce, token=None)
     wrong = send(function(target), ce, token="not-the-token-at-all")
-    garbage = function(target).post("/", data=b"x" * 200_000, headers={"Authorization": f"Bearer {TOKEN}",
-                                                                        "Content-Type": "application/json"})
+    garbage = function(target).post(
+        "/",
+        data=b"x" * 200_000,
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+    )
 
     assert (anonymous.status_code, wrong.status_code) == (401, 401)
     assert "GRAYLANE_INTERNAL_TOKEN" in anonymous.get_json()["error"]
@@ -167,7 +213,9 @@ def test_unauthenticated_calls_to_every_function_are_refused_before_the_body_is_
     assert runtime.runner().store.list_apps() == []
 
 
-def test_unauthenticated_nothing_configured_refuses_every_call(env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unauthenticated_nothing_configured_refuses_every_call(
+    env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("GRAYLANE_INTERNAL_TOKEN")
     ce = catalog.make_event(ev.RELEASE_TICK, "", {}, id="tick-1")
     response = send(function("release_tick"), ce, token="anything-at-all-here")
@@ -177,20 +225,36 @@ def test_unauthenticated_nothing_configured_refuses_every_call(env: None, monkey
 
 def test_unauthenticated_the_internal_token_alone_cannot_impersonate_a_chat_user(env: None) -> None:
     client = function("release_command")
-    unattested = send(client, catalog.make_event(ev.RELEASE_COMMAND, "pro/flask", MALLORY_APPROVES, id="c1"),
-                      key=None)  # the tick CronJob's credential, no edge attestation
-    forged = catalog.make_event(ev.RELEASE_COMMAND, "pro/flask",
-                                {**MALLORY_APPROVES, "actor": {"user": "ops-lead", "via": "slack"}}, id="c2")
+    unattested = send(
+        client, catalog.make_event(ev.RELEASE_COMMAND, "pro/flask", MALLORY_APPROVES, id="c1"), key=None
+    )  # the tick CronJob's credential, no edge attestation
+    forged = catalog.make_event(
+        ev.RELEASE_COMMAND,
+        "pro/flask",
+        {**MALLORY_APPROVES, "actor": {"user": "ops-lead", "via": "slack"}},
+        id="c2",
+    )
     attest(forged, "some-other-key-0123456789")
     wrong_key = send(client, forged, key=None)
-    tampered = catalog.make_event(ev.RELEASE_COMMAND, "pro/flask",
-                                  {**MALLORY_APPROVES, "actor": {"user": "ops-lead", "via": "slack"}}, id="c3")
+    tampered = catalog.make_event(
+        ev.RELEASE_COMMAND,
+        "pro/flask",
+        {**MALLORY_APPROVES, "actor": {"user": "ops-lead", "via": "slack"}},
+        id="c3",
+    )
     attest(tampered, EDGE_KEY)
     tampered.data["actor"] = {"user": "mallory", "via": "slack"}  # changed after the edge attested it
     changed = send(client, tampered, key=None)
-    push = send(function("release_start"), catalog.make_event(
-        ev.IMAGE_PUSHED, "pro/flask", {"repository": "registry.example.com/team/flask", "tag": "v6.6.6",
-                                       "source": "generic"}, id="p-evil"), key=None)  # fmt: skip
+    push = send(
+        function("release_start"),
+        catalog.make_event(
+            ev.IMAGE_PUSHED,
+            "pro/flask",
+            {"repository": "registry.example.com/team/flask", "tag": "v6.6.6", "source": "generic"},
+            id="p-evil",
+        ),
+        key=None,
+    )
 
     assert [r.status_code for r in (unattested, wrong_key, changed, push)] == [403, 403, 403, 403]
     assert "edge attestation" in unattested.get_json()["error"]
@@ -218,17 +282,35 @@ def issuer(tmp_path: Path) -> Any:
         return b64(n.to_bytes((n.bit_length() + 7) // 8, "big"))
 
     jwks = tmp_path / "jwks.json"
-    jwks.write_text(json_.dumps({"keys": [{"kty": "RSA", "kid": "k1", "alg": "RS256", "use": "sig",
-                                           "n": uint(numbers.n), "e": uint(numbers.e)}]}))  # fmt: skip
+    jwks.write_text(
+        json_.dumps(
+            {
+                "keys": [
+                    {
+                        "kty": "RSA",
+                        "kid": "k1",
+                        "alg": "RS256",
+                        "use": "sig",
+                        "n": uint(numbers.n),
+                        "e": uint(numbers.e),
+                    }
+                ]
+            }
+        )
+    )
 
-    def token(sub: str = SUBJECT, aud: str = AUDIENCE, iss: str = ISSUER, exp_in: float = 600,
-              signer: Any = key) -> str:
+    def token(
+        sub: str = SUBJECT, aud: str = AUDIENCE, iss: str = ISSUER, exp_in: float = 600, signer: Any = key
+    ) -> str:
         import time
 
         now = int(time.time())
         head = b64(json_.dumps({"alg": "RS256", "kid": "k1", "typ": "JWT"}).encode())
-        body = b64(json_.dumps({"iss": iss, "aud": [aud], "sub": sub, "iat": now, "nbf": now,
-                                "exp": now + exp_in}).encode())  # fmt: skip
+        body = b64(
+            json_.dumps(
+                {"iss": iss, "aud": [aud], "sub": sub, "iat": now, "nbf": now, "exp": now + exp_in}
+            ).encode()
+        )
         sig = signer.sign(f"{head}.{body}".encode(), padding.PKCS1v15(), hashes.SHA256())
         return f"{head}.{body}.{b64(sig)}"
 
@@ -242,7 +324,8 @@ SUBJECT = "system:serviceaccount:graylane-system:graylane-release-commandoidc-ev
 
 
 def test_unauthenticated_knative_oidc_delivery_is_verified_against_the_issuer(
-        env: None, issuer: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    env: None, issuer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     monkeypatch.delenv("GRAYLANE_INTERNAL_TOKEN")
@@ -253,13 +336,16 @@ def test_unauthenticated_knative_oidc_delivery_is_verified_against_the_issuer(
     client = function("release_command")
 
     def call(token: str) -> int:
-        ce = catalog.make_event(ev.RELEASE_COMMAND, "pro/flask", {"action": "pause", "actor": {"user": "ops-lead",
-                                                                                                "via": "api"}})
+        ce = catalog.make_event(
+            ev.RELEASE_COMMAND, "pro/flask", {"action": "pause", "actor": {"user": "ops-lead", "via": "api"}}
+        )
         return int(send(client, ce, token=token).status_code)
 
     assert call(issuer()) == 200  # the broker's token: handled
     other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    assert call(issuer(sub="system:serviceaccount:default:attacker")) == 401  # any pod can get a token: not it
+    assert (
+        call(issuer(sub="system:serviceaccount:default:attacker")) == 401
+    )  # any pod can get a token: not it
     assert call(issuer(aud="eventing.knative.dev/broker/graylane-system/default")) == 401
     assert call(issuer(iss="https://evil.example.com")) == 401
     assert call(issuer(exp_in=-3600)) == 401

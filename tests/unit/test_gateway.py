@@ -88,15 +88,28 @@ def credentials() -> dict[str, Credentials]:
 
 
 class Gateway:
-    def __init__(self, policy_dir: Path, creds: dict[str, Credentials] | None = None, max_body: int = 1024 * 1024,
-                 bus: Any = None) -> None:
+    def __init__(
+        self,
+        policy_dir: Path,
+        creds: dict[str, Credentials] | None = None,
+        max_body: int = 1024 * 1024,
+        bus: Any = None,
+    ) -> None:
         self.bus = bus if bus is not None else MemoryBus()
-        settings = GatewaySettings(credentials=creds if creds is not None else credentials(), max_body=max_body)
+        settings = GatewaySettings(
+            credentials=creds if creds is not None else credentials(), max_body=max_body
+        )
         self.app = build_app(settings, make_sources(), self.bus, DirectoryPolicies(policy_dir))
         self.client = TestClient(self.app)
 
-    def post(self, source: str, body: bytes, headers: dict[str, str] | None = None, token: str | None = TOKEN,
-             path_token: str = "") -> Any:
+    def post(
+        self,
+        source: str,
+        body: bytes,
+        headers: dict[str, str] | None = None,
+        token: str | None = TOKEN,
+        path_token: str = "",
+    ) -> Any:
         hdrs = {"content-type": "application/json", **(headers or {})}
         if token is not None and not path_token:
             hdrs.setdefault("authorization", f"Bearer {token}")
@@ -133,31 +146,81 @@ def pushed(gw: Gateway) -> list[dict[str, Any]]:
 # source, sample, expected app, repository, tag, digest ('' when the vendor sends none)
 CASES = [
     ("dockerhub", "dockerhub/push.json", "hub/testhook", "docker.io/svendowideit/testhook", "latest", ""),
-    ("harbor", "harbor/push-tagged.json", "shop/alpine", "localhost/harbor/alpine", "3.8",
-     "sha256:2bb501e6173d9d006e56de5bce2720eb06396803300fe1687b58a7ff32bf4c14"),
-    ("harbor", "harbor/push-cloudevents.json", "shop/alpine", "localhost/harbor/alpine", "3.8",
-     "sha256:2bb501e6173d9d006e56de5bce2720eb06396803300fe1687b58a7ff32bf4c14"),
-    ("gitlab", "gitlab/push-tagged.json", "group/web", "registry.gitlab.example.com/group/project/web", "v2.4.0",
-     "sha256:fea8895f450959fa676bcc1df0611ea93823a735a01205fd8622846041d0c7cf"),
+    (
+        "harbor",
+        "harbor/push-tagged.json",
+        "shop/alpine",
+        "localhost/harbor/alpine",
+        "3.8",
+        "sha256:2bb501e6173d9d006e56de5bce2720eb06396803300fe1687b58a7ff32bf4c14",
+    ),
+    (
+        "harbor",
+        "harbor/push-cloudevents.json",
+        "shop/alpine",
+        "localhost/harbor/alpine",
+        "3.8",
+        "sha256:2bb501e6173d9d006e56de5bce2720eb06396803300fe1687b58a7ff32bf4c14",
+    ),
+    (
+        "gitlab",
+        "gitlab/push-tagged.json",
+        "group/web",
+        "registry.gitlab.example.com/group/project/web",
+        "v2.4.0",
+        "sha256:fea8895f450959fa676bcc1df0611ea93823a735a01205fd8622846041d0c7cf",
+    ),
     ("quay", "quay/push.json", "qa/test", "quay.io/dgangaia/test", "latest", ""),
-    ("tcr", "tencent/tcr-push.json", "tc/nginx", "wcctest.tencentcloudcr.com/nginx/nginx", "v1",
-     "sha256:7ac7819e1523911399b798309025935a9968b277d86d50e5255465d6592c0266"),
-    ("acr", "aliyun/push.json", "ali/repotest", "registry.cn-hangzhou.aliyuncs.com/namespace/repotest", "latest",
-     "sha256:457f4aa83fc9a6663ab9d1b0a6e2dce25a12a943ed5bf2c1747c58d48bbb4917"),
+    (
+        "tcr",
+        "tencent/tcr-push.json",
+        "tc/nginx",
+        "wcctest.tencentcloudcr.com/nginx/nginx",
+        "v1",
+        "sha256:7ac7819e1523911399b798309025935a9968b277d86d50e5255465d6592c0266",
+    ),
+    (
+        "acr",
+        "aliyun/push.json",
+        "ali/repotest",
+        "registry.cn-hangzhou.aliyuncs.com/namespace/repotest",
+        "latest",
+        "sha256:457f4aa83fc9a6663ab9d1b0a6e2dce25a12a943ed5bf2c1747c58d48bbb4917",
+    ),
     # AWS's documented digest has 60 hex digits: not pinnable, so the image falls back to the tag
-    ("ecr", "ecr/push.json", "aws/repo", "123456789012.dkr.ecr.us-west-2.amazonaws.com/my-repository-name",
-     "latest", ""),
-    ("gar", "gar/push.json", "gcp/hello", "us-east1-docker.pkg.dev/my-project/my-repo/hello-world", "1.1",
-     "sha256:" + hashlib.sha256(b"us-east1-docker.pkg.dev/my-project/my-repo/hello-world:1.1").hexdigest()),
-    ("azure", "azure/push.json", "az/hello", "myregistry.azurecr.io/hello-world", "v1",
-     "sha256:80f0d5c8786bb9e621a45ece0db56d11cdc624ad20da9fe62e9d25490f331d7d"),
+    (
+        "ecr",
+        "ecr/push.json",
+        "aws/repo",
+        "123456789012.dkr.ecr.us-west-2.amazonaws.com/my-repository-name",
+        "latest",
+        "",
+    ),
+    (
+        "gar",
+        "gar/push.json",
+        "gcp/hello",
+        "us-east1-docker.pkg.dev/my-project/my-repo/hello-world",
+        "1.1",
+        "sha256:" + hashlib.sha256(b"us-east1-docker.pkg.dev/my-project/my-repo/hello-world:1.1").hexdigest(),
+    ),
+    (
+        "azure",
+        "azure/push.json",
+        "az/hello",
+        "myregistry.azurecr.io/hello-world",
+        "v1",
+        "sha256:80f0d5c8786bb9e621a45ece0db56d11cdc624ad20da9fe62e9d25490f331d7d",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("source", "path", "app", "repository", "tag", "digest"), CASES,
-                         ids=[c[1] for c in CASES])
-def test_vendor_sample_becomes_one_catalog_event(gw: Gateway, source: str, path: str, app: str, repository: str,
-                                                 tag: str, digest: str) -> None:
+@pytest.mark.parametrize(
+    ("source", "path", "app", "repository", "tag", "digest"), CASES, ids=[c[1] for c in CASES]
+)
+def test_vendor_sample_becomes_one_catalog_event(
+    gw: Gateway, source: str, path: str, app: str, repository: str, tag: str, digest: str
+) -> None:
     response = gw.post(source, sample(path))
 
     assert response.status_code == 202, response.text
@@ -227,7 +290,8 @@ def test_generic_push_matches_every_policy_of_the_image(gw: Gateway) -> None:
     assert sorted(e["subject"] for e in events) == ["prod/flask", "staging/flask"]
     assert len(set(response.json()["ids"])) == 2
     assert {e["data"]["image"] for e in events} == {
-        "registry.example.com/team/flask@sha256:3f1c9a0e5b7d2c4f6a8e0b1d3c5f7a9e2b4d6f8a0c1e3b5d7f9a2c4e6b8d0f1a"}
+        "registry.example.com/team/flask@sha256:3f1c9a0e5b7d2c4f6a8e0b1d3c5f7a9e2b4d6f8a0c1e3b5d7f9a2c4e6b8d0f1a"
+    }
 
 
 def test_token_in_the_url_path_for_senders_without_headers(gw: Gateway) -> None:
@@ -240,10 +304,13 @@ def test_token_in_the_url_path_for_senders_without_headers(gw: Gateway) -> None:
 # ---------------------------------------------------------------------------------------------- not pushes
 
 
-@pytest.mark.parametrize(("source", "path"), [
-    ("harbor", "harbor/pull-cloudevents.json"),
-    ("gar", "gar/delete.json"),
-])
+@pytest.mark.parametrize(
+    ("source", "path"),
+    [
+        ("harbor", "harbor/pull-cloudevents.json"),
+        ("gar", "gar/delete.json"),
+    ],
+)
 def test_deliveries_without_a_push_are_acknowledged(gw: Gateway, source: str, path: str) -> None:
     response = gw.post(source, sample(path))
 
@@ -257,8 +324,13 @@ def test_harbor_documented_digest_push_is_ignored_for_want_of_a_tag(gw: Gateway)
 
     assert response.status_code == 202
     assert response.json()["ignored"] == [
-        {"repository": "localhost/harbor/alpine", "tag": "", "reason": "pushed without a tag",
-         "digest": "sha256:954b378c375d852eb3c63ab88978f640b4348b01c1b3456a024a81536dafbbf4"}]
+        {
+            "repository": "localhost/harbor/alpine",
+            "tag": "",
+            "reason": "pushed without a tag",
+            "digest": "sha256:954b378c375d852eb3c63ab88978f640b4348b01c1b3456a024a81536dafbbf4",
+        }
+    ]
     assert gw.bus.events == ()
 
 
@@ -275,9 +347,16 @@ def test_unmatched_push_is_acknowledged_and_ignored(gw: Gateway) -> None:
     response = gw.post("generic", body)
 
     assert response.status_code == 202
-    assert response.json() == {"ids": [], "ignored": [{
-        "repository": "registry.example.com/other/thing", "tag": "v9.9.9",
-        "reason": "no policy matches this repository and tag"}]}
+    assert response.json() == {
+        "ids": [],
+        "ignored": [
+            {
+                "repository": "registry.example.com/other/thing",
+                "tag": "v9.9.9",
+                "reason": "no policy matches this repository and tag",
+            }
+        ],
+    }
     assert gw.bus.events == ()
 
 
@@ -358,8 +437,9 @@ def test_oversize_body_is_413(policy_dir: Path) -> None:
     gw = Gateway(policy_dir, max_body=64)
 
     response = gw.post("generic", b'{"repository": "' + b"a" * 100 + b'"}')
-    streamed = gw.client.post("/hooks/generic", content=iter([b"{" * 40, b"}" * 40]),
-                              headers={"authorization": f"Bearer {TOKEN}"})
+    streamed = gw.client.post(
+        "/hooks/generic", content=iter([b"{" * 40, b"}" * 40]), headers={"authorization": f"Bearer {TOKEN}"}
+    )
 
     assert (response.status_code, streamed.status_code) == (413, 413)
     assert "64 bytes" in response.json()["error"]
@@ -378,10 +458,14 @@ def test_healthz(gw: Gateway) -> None:
 
 
 def test_a_rejected_delivery_publishes_nothing_even_when_its_first_push_was_good(gw: Gateway) -> None:
-    body = json.dumps({"images": [
-        {"repository": "registry.example.com/team/flask", "tag": "v1.4.0"},
-        {"repository": "registry.example.com/team/flask"},
-    ]}).encode()
+    body = json.dumps(
+        {
+            "images": [
+                {"repository": "registry.example.com/team/flask", "tag": "v1.4.0"},
+                {"repository": "registry.example.com/team/flask"},
+            ]
+        }
+    ).encode()
     response = gw.post("generic", body)
 
     assert response.status_code == 422
@@ -390,10 +474,14 @@ def test_a_rejected_delivery_publishes_nothing_even_when_its_first_push_was_good
 
 
 def test_an_unusable_push_is_ignored_and_the_good_one_still_published(gw: Gateway) -> None:
-    body = json.dumps({"images": [
-        {"repository": "registry.example.com/team/flask", "tag": "v1.4.0"},
-        {"repository": "Not A Repository!", "tag": "v1"},
-    ]}).encode()
+    body = json.dumps(
+        {
+            "images": [
+                {"repository": "registry.example.com/team/flask", "tag": "v1.4.0"},
+                {"repository": "Not A Repository!", "tag": "v1"},
+            ]
+        }
+    ).encode()
     response = gw.post("generic", body)
 
     assert response.status_code == 202
@@ -426,11 +514,18 @@ def test_alert_group_becomes_one_event_per_alert_naming_an_app(gw: Gateway) -> N
     for event in events:
         catalog.validate(event)
     assert [(e["type"], e["subject"]) for e in events] == [
-        ("dev.graylane.alert.firing", "shop/web"), ("dev.graylane.alert.resolved", "shop/api")]
+        ("dev.graylane.alert.firing", "shop/web"),
+        ("dev.graylane.alert.resolved", "shop/api"),
+    ]
     assert events[0].data["startsAt"] == "2025-06-03T09:14:30.123456789Z"
-    assert response.json()["ignored"] == [{"fingerprint": "c0ffee0000000001", "status": "firing",
-                                           "reason": "no policy's protection rule matches its labels, and they "
-                                                     "name no app (graylane_app, or namespace and app)"}]
+    assert response.json()["ignored"] == [
+        {
+            "fingerprint": "c0ffee0000000001",
+            "status": "firing",
+            "reason": "no policy's protection rule matches its labels, and they "
+            "name no app (graylane_app, or namespace and app)",
+        }
+    ]
 
 
 def test_alert_redelivery_gets_the_same_ids(gw: Gateway) -> None:
@@ -473,14 +568,28 @@ _bodies = st.one_of(
 
 
 # each route's own vendor samples: a delivery that would publish if it were authenticated
-_OWN = {"dockerhub": ["dockerhub/push.json"], "harbor": ["harbor/push-tagged.json", "harbor/push-cloudevents.json"],
-        "ghcr": ["github/registry-package-tagged.json"], "github": ["github/registry-package-tagged.json"],
-        "gitlab": ["gitlab/push-tagged.json"], "quay": ["quay/push.json"], "tcr": ["tencent/tcr-push.json"],
-        "coding": ["tencent/coding-artifact-created.json"], "acr": ["aliyun/push.json"], "ecr": ["ecr/push.json"],
-        "gar": ["gar/push.json"], "azure": ["azure/push.json"], "generic": ["generic/push.json"],
-        "alertmanager": ["alertmanager/grouped.json"]}  # fmt: skip
-_deliveries = st.sampled_from(ROUTES).flatmap(lambda route: st.tuples(st.just(route), st.one_of(
-    _bodies, st.sampled_from(_OWN.get(route, ["dockerhub/push.json"])).map(sample))))
+_OWN = {
+    "dockerhub": ["dockerhub/push.json"],
+    "harbor": ["harbor/push-tagged.json", "harbor/push-cloudevents.json"],
+    "ghcr": ["github/registry-package-tagged.json"],
+    "github": ["github/registry-package-tagged.json"],
+    "gitlab": ["gitlab/push-tagged.json"],
+    "quay": ["quay/push.json"],
+    "tcr": ["tencent/tcr-push.json"],
+    "coding": ["tencent/coding-artifact-created.json"],
+    "acr": ["aliyun/push.json"],
+    "ecr": ["ecr/push.json"],
+    "gar": ["gar/push.json"],
+    "azure": ["azure/push.json"],
+    "generic": ["generic/push.json"],
+    "alertmanager": ["alertmanager/grouped.json"],
+}
+_deliveries = st.sampled_from(ROUTES).flatmap(
+    lambda route: st.tuples(
+        st.just(route),
+        st.one_of(_bodies, st.sampled_from(_OWN.get(route, ["dockerhub/push.json"])).map(sample)),
+    )
+)
 
 
 @pytest.fixture(scope="module")
@@ -493,11 +602,27 @@ def fuzz_gateway(tmp_path_factory: pytest.TempPathFactory) -> Gateway:
 
 @pytest.mark.mutation
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(delivery=_deliveries, authorized=st.booleans(),
-       headers=st.dictionaries(st.sampled_from(["x-github-event", "ce-type", "x-coding-event", "content-type",
-                                                "x-hub-signature-256", "authorization"]), _header_text, max_size=3))
-def test_fuzz_never_answers_5xx(fuzz_gateway: Gateway, delivery: tuple[str, bytes], authorized: bool,
-                                headers: dict[str, str]) -> None:
+@given(
+    delivery=_deliveries,
+    authorized=st.booleans(),
+    headers=st.dictionaries(
+        st.sampled_from(
+            [
+                "x-github-event",
+                "ce-type",
+                "x-coding-event",
+                "content-type",
+                "x-hub-signature-256",
+                "authorization",
+            ]
+        ),
+        _header_text,
+        max_size=3,
+    ),
+)
+def test_fuzz_never_answers_5xx(
+    fuzz_gateway: Gateway, delivery: tuple[str, bytes], authorized: bool, headers: dict[str, str]
+) -> None:
     """Any bytes and headers: never a 5xx, and nothing published unless the delivery was authenticated and
     accepted (an unauthenticated, refused or unreadable delivery publishes nothing at all)."""
     route, body = delivery
@@ -516,7 +641,9 @@ def test_fuzz_never_answers_5xx(fuzz_gateway: Gateway, delivery: tuple[str, byte
     if not authorized:  # every source has a credential configured: without it nothing gets through
         assert response.status_code in (401, 403, 404), response.text
     if response.status_code >= 300:
-        assert published == (), f"{route} answered {response.status_code} but published {len(published)} event(s)"
+        assert published == (), (
+            f"{route} answered {response.status_code} but published {len(published)} event(s)"
+        )
     else:
         assert [e["id"] for e in published] == response.json()["ids"]
     for event in published:

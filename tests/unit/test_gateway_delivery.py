@@ -53,21 +53,25 @@ def folder(tmp_path: Path, **texts: str) -> Path:
 
 
 def by_digest(namespace: str, name: str, repository: str) -> str:
-    return policy(namespace, name, repository).replace("{repository: " + repository + "}",
-                                                      "{repository: " + repository + ", byDigest: true}")
+    return policy(namespace, name, repository).replace(
+        "{repository: " + repository + "}", "{repository: " + repository + ", byDigest: true}"
+    )
 
 
 def envelope(*events: dict[str, Any]) -> bytes:
     return json.dumps({"events": list(events)}).encode()
 
 
-def manifest_event(host: str, repository: str, tag: str | None, digest: str = DIGEST, n: int = 0) -> dict[str, Any]:
+def manifest_event(
+    host: str, repository: str, tag: str | None, digest: str = DIGEST, n: int = 0
+) -> dict[str, Any]:
     """One Distribution notification event, the documented shape (distribution/push-documented.json)."""
     event = copy.deepcopy(json.loads(sample("distribution/push-documented.json"))["events"][0])
     event["id"] = f"event-{n}"
     event["request"]["host"] = host
-    event["target"].update(repository=repository, digest=digest,
-                           url=f"http://{host}/v2/{repository}/manifests/{digest}")
+    event["target"].update(
+        repository=repository, digest=digest, url=f"http://{host}/v2/{repository}/manifests/{digest}"
+    )
     if tag is None:
         event["target"].pop("tag", None)
     else:
@@ -78,9 +82,16 @@ def manifest_event(host: str, repository: str, tag: str | None, digest: str = DI
 # ---------------------------------------------------------------------------------------------- [wedge]
 
 
-def test_wedge_repository_outside_the_allowlist_is_2xx_ignored_so_distribution_moves_on(tmp_path: Path) -> None:
-    creds = {**credentials(), "distribution": Credentials(token=TOKEN, repositories=("192.168.100.227:5000/team",))}
-    gw = Gateway(folder(tmp_path, hello=policy("reg", "hello", "192.168.100.227:5000/hello-world")), creds=creds)
+def test_wedge_repository_outside_the_allowlist_is_2xx_ignored_so_distribution_moves_on(
+    tmp_path: Path,
+) -> None:
+    creds = {
+        **credentials(),
+        "distribution": Credentials(token=TOKEN, repositories=("192.168.100.227:5000/team",)),
+    }
+    gw = Gateway(
+        folder(tmp_path, hello=policy("reg", "hello", "192.168.100.227:5000/hello-world")), creds=creds
+    )
     before = metrics.WEBHOOK_IGNORED.get(source="distribution", reason="not-allowed")
 
     response = gw.post("distribution", sample("distribution/push-documented.json"))
@@ -122,7 +133,9 @@ def test_wedge_an_ipv6_registry_host_is_a_valid_repository(tmp_path: Path) -> No
     assert not catalog.is_repository("[not-an-address]:5000/a")
 
 
-def test_wedge_one_unreadable_event_in_an_envelope_is_ignored_and_the_others_still_published(tmp_path: Path) -> None:
+def test_wedge_one_unreadable_event_in_an_envelope_is_ignored_and_the_others_still_published(
+    tmp_path: Path,
+) -> None:
     gw = Gateway(folder(tmp_path, hello=policy("reg", "hello", "192.168.100.227:5000/hello-world")))
     good = manifest_event("192.168.100.227:5000", "hello-world", "v2", n=1)
     no_target = {**manifest_event("192.168.100.227:5000", "hello-world", "v3", n=2)}
@@ -161,12 +174,18 @@ def test_wedge_distribution_is_its_own_source_sharing_the_gitlab_envelope(tmp_pa
     assert response.status_code == 202 and alias.status_code == 202
     event = pushed(gw)[0]
     assert event["source"] == "/graylane/gateway/distribution" and event["data"]["source"] == "distribution"
-    assert (event["data"]["repository"], event["data"]["tag"]) == ("192.168.100.227:5000/hello-world", "latest")
+    assert (event["data"]["repository"], event["data"]["tag"]) == (
+        "192.168.100.227:5000/hello-world",
+        "latest",
+    )
     assert "distribution" in SOURCES and "distribution" in catalog.REGISTRY_SOURCES
     # the env names follow the source: GRAYLANE_HOOK_TOKEN_DISTRIBUTION
     from functions.gateway import GatewaySettings
 
-    assert GatewaySettings.from_env({"GRAYLANE_HOOK_TOKEN_DISTRIBUTION": "t"}).credentials["distribution"].token == "t"
+    assert (
+        GatewaySettings.from_env({"GRAYLANE_HOOK_TOKEN_DISTRIBUTION": "t"}).credentials["distribution"].token
+        == "t"
+    )
 
 
 # ---------------------------------------------------------------------------------------------- [digest_push]
@@ -175,10 +194,20 @@ def test_wedge_distribution_is_its_own_source_sharing_the_gitlab_envelope(tmp_pa
 def test_digest_push_documented_payloads_are_ignored_without_a_tag(policy_dir: Path, tmp_path: Path) -> None:
     gw = Gateway(policy_dir)
     untagged_ghcr = sample("github/registry-package-published.json")
-    gar_message = {"action": "INSERT", "digest": f"us-east1-docker.pkg.dev/my-project/my-repo/hello-world@{DIGEST}"}
-    gar = json.dumps({"message": {"data": base64.b64encode(json.dumps(gar_message).encode()).decode(),
-                                  "messageId": "1", "publishTime": "2025-06-03T09:15:00Z"},
-                      "subscription": "projects/p/subscriptions/s"}).encode()  # fmt: skip
+    gar_message = {
+        "action": "INSERT",
+        "digest": f"us-east1-docker.pkg.dev/my-project/my-repo/hello-world@{DIGEST}",
+    }
+    gar = json.dumps(
+        {
+            "message": {
+                "data": base64.b64encode(json.dumps(gar_message).encode()).decode(),
+                "messageId": "1",
+                "publishTime": "2025-06-03T09:15:00Z",
+            },
+            "subscription": "projects/p/subscriptions/s",
+        }
+    ).encode()
     gitlab = sample("gitlab/envelope-documented.json")
 
     answers = {
@@ -193,8 +222,10 @@ def test_digest_push_documented_payloads_are_ignored_without_a_tag(policy_dir: P
         assert answer.status_code == 202, (source, answer.text)
         assert [i["reason"] for i in answer.json()["ignored"]] == ["pushed without a tag"], source
     assert gw.bus.events == ()
-    assert answers["ghcr"].json()["ignored"][0]["digest"] == \
-        "sha256:3da1996a8115d7616457760d9920b815241d0a03b34cf5f04e9a0e9d8de37498"  # package_version.name
+    assert (
+        answers["ghcr"].json()["ignored"][0]["digest"]
+        == "sha256:3da1996a8115d7616457760d9920b815241d0a03b34cf5f04e9a0e9d8de37498"
+    )  # package_version.name
 
 
 @pytest.mark.parametrize("case", ["harbor", "ghcr", "gar", "distribution"])
@@ -203,16 +234,38 @@ def test_digest_push_releases_by_digest_when_the_policy_opts_in(tmp_path: Path, 
     harbor_digest = "sha256:954b378c375d852eb3c63ab88978f640b4348b01c1b3456a024a81536dafbbf4"
     repository, digest, body, headers = {
         "harbor": ("localhost/harbor/alpine", harbor_digest, sample("harbor/push-default.json"), {}),
-        "ghcr": ("ghcr.io/codertocat/hello-world", ghcr_digest, sample("github/registry-package-published.json"),
-                 github_headers(sample("github/registry-package-published.json"))),
-        "gar": ("us-east1-docker.pkg.dev/p/r/img", DIGEST, json.dumps({"message": {"data": base64.b64encode(
-            json.dumps({"action": "INSERT", "digest": f"us-east1-docker.pkg.dev/p/r/img@{DIGEST}"}).encode()
-        ).decode()}}).encode(), {}),
-        "distribution": ("r.example.com/team/app", DIGEST,
-                         envelope(manifest_event("r.example.com", "team/app", None)), {}),
-    }[case]  # fmt: skip
-    gw = Gateway(folder(tmp_path, pinned=by_digest("pin", "web", repository),
-                        tagged=policy("tag", "web", repository)))  # a policy without the opt-in sees nothing
+        "ghcr": (
+            "ghcr.io/codertocat/hello-world",
+            ghcr_digest,
+            sample("github/registry-package-published.json"),
+            github_headers(sample("github/registry-package-published.json")),
+        ),
+        "gar": (
+            "us-east1-docker.pkg.dev/p/r/img",
+            DIGEST,
+            json.dumps(
+                {
+                    "message": {
+                        "data": base64.b64encode(
+                            json.dumps(
+                                {"action": "INSERT", "digest": f"us-east1-docker.pkg.dev/p/r/img@{DIGEST}"}
+                            ).encode()
+                        ).decode()
+                    }
+                }
+            ).encode(),
+            {},
+        ),
+        "distribution": (
+            "r.example.com/team/app",
+            DIGEST,
+            envelope(manifest_event("r.example.com", "team/app", None)),
+            {},
+        ),
+    }[case]
+    gw = Gateway(
+        folder(tmp_path, pinned=by_digest("pin", "web", repository), tagged=policy("tag", "web", repository))
+    )  # a policy without the opt-in sees nothing
 
     response = gw.post(case, body, headers, token=None if case == "ghcr" else TOKEN)
 
@@ -244,7 +297,9 @@ def test_digest_push_policy_option_parses_and_names_a_bad_value() -> None:
     (pinned,) = load_policy_text(by_digest("pin", "web", "r.example.com/a"))
     assert pinned.image.by_digest is True
     with pytest.raises(PolicyError, match="spec.image.byDigest"):
-        load_policy_text(by_digest("pin", "web", "r.example.com/a").replace("byDigest: true", "byDigest: maybe"))
+        load_policy_text(
+            by_digest("pin", "web", "r.example.com/a").replace("byDigest: true", "byDigest: maybe")
+        )
 
 
 def test_digest_push_a_release_by_digest_shows_the_digest_wherever_a_version_is_shown(tmp_path: Path) -> None:
@@ -261,14 +316,21 @@ def test_digest_push_a_release_by_digest_shows_the_digest_wherever_a_version_is_
 
     policies = folder(tmp_path, pinned=by_digest("pin", "web", "r.example.com/team/web"))
     store = SqliteStore(str(tmp_path / "g.db"))
-    serve = build_serve(store, DirectoryPolicies(policies), RecordingProviders(), env={},
-                        gateway_settings=GatewaySettings(credentials={"distribution": Credentials(token=TOKEN)}))
+    serve = build_serve(
+        store,
+        DirectoryPolicies(policies),
+        RecordingProviders(),
+        env={},
+        gateway_settings=GatewaySettings(credentials={"distribution": Credentials(token=TOKEN)}),
+    )
     first, second = "sha256:" + "1" * 64, DIGEST
     with TestClient(serve.app) as client:
         for n, digest in enumerate((first, second)):
-            answer = client.post("/hooks/distribution", content=envelope(
-                manifest_event("r.example.com", "team/web", None, digest=digest, n=n)),
-                headers={"authorization": f"Bearer {TOKEN}"})  # fmt: skip
+            answer = client.post(
+                "/hooks/distribution",
+                content=envelope(manifest_event("r.example.com", "team/web", None, digest=digest, n=n)),
+                headers={"authorization": f"Bearer {TOKEN}"},
+            )
             assert answer.status_code == 202 and answer.json()["ids"], answer.text
     serve.stop()
 
@@ -308,17 +370,34 @@ def alert_body(*alerts: dict[str, Any]) -> bytes:
     return json.dumps(data).encode()
 
 
-def alert(labels: dict[str, str], fingerprint: str = "f00d000000000001", status: str = "firing") -> dict[str, Any]:
-    return {"status": status, "labels": labels, "annotations": {}, "startsAt": "2025-06-03T09:14:30Z",
-            "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://prometheus/graph", "fingerprint": fingerprint}
+def alert(
+    labels: dict[str, str], fingerprint: str = "f00d000000000001", status: str = "firing"
+) -> dict[str, Any]:
+    return {
+        "status": status,
+        "labels": labels,
+        "annotations": {},
+        "startsAt": "2025-06-03T09:14:30Z",
+        "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "http://prometheus/graph",
+        "fingerprint": fingerprint,
+    }
 
 
-def test_alert_labels_an_alert_without_an_app_label_reaches_the_policy_whose_rule_matches(tmp_path: Path) -> None:
-    gw = Gateway(folder(tmp_path,
-                        flask=PROTECTED.format(namespace="pro", name="flask", alert="HighErrorRate",
-                                               match="{service: flask}"),
-                        other=PROTECTED.format(namespace="pro", name="other", alert="HighErrorRate",
-                                               match="{service: other}")))  # fmt: skip
+def test_alert_labels_an_alert_without_an_app_label_reaches_the_policy_whose_rule_matches(
+    tmp_path: Path,
+) -> None:
+    gw = Gateway(
+        folder(
+            tmp_path,
+            flask=PROTECTED.format(
+                namespace="pro", name="flask", alert="HighErrorRate", match="{service: flask}"
+            ),
+            other=PROTECTED.format(
+                namespace="pro", name="other", alert="HighErrorRate", match="{service: other}"
+            ),
+        )
+    )
 
     response = gw.post("alertmanager", alert_body(alert({"alertname": "HighErrorRate", "service": "flask"})))
 
@@ -329,15 +408,23 @@ def test_alert_labels_an_alert_without_an_app_label_reaches_the_policy_whose_rul
     assert response.json()["ignored"] == []
 
 
-def test_alert_labels_every_matching_policy_gets_its_own_event_and_the_app_label_is_a_shortcut(tmp_path: Path) -> None:
+def test_alert_labels_every_matching_policy_gets_its_own_event_and_the_app_label_is_a_shortcut(
+    tmp_path: Path,
+) -> None:
     rule = {"alert": "HighErrorRate", "match": "{team: shop}"}
-    gw = Gateway(folder(tmp_path,
-                        web=PROTECTED.format(namespace="shop", name="web", **rule),
-                        api=PROTECTED.format(namespace="shop", name="api", **rule),
-                        db=PROTECTED.format(namespace="data", name="db", alert="DiskFull", match="{}")))  # fmt: skip
-    body = alert_body(alert({"alertname": "HighErrorRate", "team": "shop"}),
-                      alert({"alertname": "Other", "graylane_app": "data/db"}, fingerprint="f00d000000000002"),
-                      alert({"alertname": "HighErrorRate", "team": "else"}, fingerprint="f00d000000000003"))
+    gw = Gateway(
+        folder(
+            tmp_path,
+            web=PROTECTED.format(namespace="shop", name="web", **rule),
+            api=PROTECTED.format(namespace="shop", name="api", **rule),
+            db=PROTECTED.format(namespace="data", name="db", alert="DiskFull", match="{}"),
+        )
+    )
+    body = alert_body(
+        alert({"alertname": "HighErrorRate", "team": "shop"}),
+        alert({"alertname": "Other", "graylane_app": "data/db"}, fingerprint="f00d000000000002"),
+        alert({"alertname": "HighErrorRate", "team": "else"}, fingerprint="f00d000000000003"),
+    )
 
     first = gw.post("alertmanager", body)
     again = gw.post("alertmanager", body)
@@ -360,18 +447,31 @@ def test_alert_labels_tighten_protection_end_to_end_through_serve(tmp_path: Path
     from functions.serve import build_serve
     from tests.unit.test_serve import TestClient
 
-    policies = folder(tmp_path, flask=PROTECTED.format(namespace="pro", name="flask", alert="HighErrorRate",
-                                                       match="{service: flask}"))  # fmt: skip
+    policies = folder(
+        tmp_path,
+        flask=PROTECTED.format(
+            namespace="pro", name="flask", alert="HighErrorRate", match="{service: flask}"
+        ),
+    )
     store = SqliteStore(str(tmp_path / "g.db"))
-    serve = build_serve(store, DirectoryPolicies(policies), RecordingProviders(), env={},
-                        gateway_settings=GatewaySettings(credentials={"generic": Credentials(token=TOKEN),
-                                                                      "alertmanager": Credentials(token=TOKEN)}))
+    serve = build_serve(
+        store,
+        DirectoryPolicies(policies),
+        RecordingProviders(),
+        env={},
+        gateway_settings=GatewaySettings(
+            credentials={"generic": Credentials(token=TOKEN), "alertmanager": Credentials(token=TOKEN)}
+        ),
+    )
     auth = {"authorization": f"Bearer {TOKEN}"}
     with TestClient(serve.app) as client:
         push = {"repository": "registry.example.com/pro/flask", "tag": "v1.0.0"}
         assert client.post("/hooks/generic", json=push, headers=auth).status_code == 202
-        answer = client.post("/hooks/alertmanager", headers=auth,
-                             content=alert_body(alert({"alertname": "HighErrorRate", "service": "flask"})))
+        answer = client.post(
+            "/hooks/alertmanager",
+            headers=auth,
+            content=alert_body(alert({"alertname": "HighErrorRate", "service": "flask"})),
+        )
     serve.stop()
     assert answer.status_code == 202 and len(answer.json()["ids"]) == 1, answer.text
     doc, _ = store.load("pro/flask")

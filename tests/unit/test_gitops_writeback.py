@@ -88,8 +88,11 @@ def test_gitops_kustomize_edit_changes_the_tag_scalar_only_in_its_style() -> Non
         "  - name: registry.example.com/plain\n", "  - name: registry.example.com/plain\n    newTag: v7\n"
     )
     out = set_kustomize_image(KUSTOMIZATION, "registry.example.com/web", digest="sha256:" + "a" * 64)
-    assert yaml.safe_load(out)["images"][0] == {"name": "registry.example.com/web", "newTag": "v1",
-                                                "digest": "sha256:" + "a" * 64}  # fmt: skip
+    assert yaml.safe_load(out)["images"][0] == {
+        "name": "registry.example.com/web",
+        "newTag": "v1",
+        "digest": "sha256:" + "a" * 64,
+    }
     assert out == KUSTOMIZATION.replace("# the app\n", "# the app\n    digest: sha256:" + "a" * 64 + "\n")
     with pytest.raises(ConfigError, match="no images entry named registry.example.com/nope"):
         set_kustomize_image(KUSTOMIZATION, "registry.example.com/nope", tag="v1")
@@ -156,8 +159,10 @@ class DownGit:
 
 
 def test_gitops_down_never_holds_the_release_and_later_write_backs_wait_their_turn() -> None:
-    policy = replace(make_policy(*STAGES, analysis=analysis(), gitops=replace(GITOPS, on=("promotion", "rollback"))),
-                     namespace="prod")  # fmt: skip
+    policy = replace(
+        make_policy(*STAGES, analysis=analysis(), gitops=replace(GITOPS, on=("promotion", "rollback"))),
+        namespace="prod",
+    )
     providers = RecordingProviders()
     git = DownGit()
     providers.gitops = lambda p: git  # type: ignore[attr-defined]
@@ -181,11 +186,22 @@ def test_gitops_the_canary_does_not_carry_argo_cds_tracking_id_of_the_stable() -
     from functions.providers.workloads.kubernetes import derived_deployment
 
     tracking = "argocd.argoproj.io/tracking-id"
-    stable = {"metadata": {"name": "web", "namespace": "prod", "labels": {"app": "web"},
-                           "annotations": {tracking: "web:apps/Deployment:prod/web", "team": "shop"}},
-              "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
-                       "template": {"metadata": {"labels": {"app": "web"}},
-                                    "spec": {"containers": [{"name": "web", "image": "r/web:v1"}]}}}}  # fmt: skip
+    stable = {
+        "metadata": {
+            "name": "web",
+            "namespace": "prod",
+            "labels": {"app": "web"},
+            "annotations": {tracking: "web:apps/Deployment:prod/web", "team": "shop"},
+        },
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "web", "image": "r/web:v1"}]},
+            },
+        },
+    }
     target = WorkloadTarget("prod", "web", "web", "web-canary", container="web")
     canary = derived_deployment(stable, "prod", "web-canary", "canary", "r/web:v2", 1, target, {})
     annotations = canary["metadata"]["annotations"]

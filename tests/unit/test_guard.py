@@ -85,8 +85,12 @@ def test_guard_false_rollbacks_stay_under_alpha_however_often_it_looks() -> None
             nc, ns = round(nc * share * 2), round(ns * (1 - share) * 2)
             ce = sum(rng.random() < 0.05 for _ in range(nc))
             se = sum(rng.random() < 0.05 for _ in range(ns))
-            total = Totals(canary_requests=total.canary_requests + nc, canary_errors=total.canary_errors + ce,
-                           stable_requests=total.stable_requests + ns, stable_errors=total.stable_errors + se)
+            total = Totals(
+                canary_requests=total.canary_requests + nc,
+                canary_errors=total.canary_errors + ce,
+                stable_requests=total.stable_requests + ns,
+                stable_errors=total.stable_errors + se,
+            )
             e = update(e, total, T0)
             if log_evidence(e.errors) >= math.log(1 / alpha):
                 crossed += 1

@@ -40,8 +40,18 @@ def hook(kind: str, name: str = "") -> Hook:
 def answered(d: Driver, ok: bool, detail: str = "", metrics: bool = False, after: float = 0.0) -> Observation:
     """The answers of every hook the runner would call `after` seconds from now, as it hands them to decide()."""
     calls = hook_calls(d.policy, d.state, d.now + timedelta(seconds=after), "tick-x")
-    results = tuple(HookResult(name=c.name, type=c.type, point=c.point, ok=ok, status=200 if ok else 403,
-                               detail=detail or ("HTTP 2xx" if ok else "HTTP 403 no"), id=c.id) for c in calls)
+    results = tuple(
+        HookResult(
+            name=c.name,
+            type=c.type,
+            point=c.point,
+            ok=ok,
+            status=200 if ok else 403,
+            detail=detail or ("HTTP 2xx" if ok else "HTTP 403 no"),
+            id=c.id,
+        )
+        for c in calls
+    )
     return Observation(hooks=results, metrics=(sample("pass"),) if metrics else None)
 
 
@@ -64,9 +74,15 @@ def test_hook_confirm_rollout_holds_the_release_at_its_gate_until_it_says_yes() 
 def test_hook_pre_rollout_sees_the_canary_deployed_before_any_traffic_and_its_failure_counts() -> None:
     d = Driver.with_stable(hooked(hook("pre-rollout", "smoke"), analysis=analysis(failure_limit=2)))
     out = d.push("v2")
-    assert kinds(out.effects) == ["deploy-canary"] and d.rel.gate == "hook:pre-rollout" and d.state.routes.canary == 0
+    assert (
+        kinds(out.effects) == ["deploy-canary"]
+        and d.rel.gate == "hook:pre-rollout"
+        and d.state.routes.canary == 0
+    )
     d.tick(5, answered(d, False, "HTTP 500 smoke test failed"))
-    assert d.rel.phase == Phase.WAITING and d.rel.failures == 1 and d.state.history[-1].action == "hook-failed"
+    assert (
+        d.rel.phase == Phase.WAITING and d.rel.failures == 1 and d.state.history[-1].action == "hook-failed"
+    )
     d.tick(5, answered(d, False, "HTTP 500 smoke test failed"))
     assert d.rel.phase == Phase.ROLLED_BACK and "pre-rollout hook failed: smoke: HTTP 500" in d.rel.reason
 
@@ -76,7 +92,11 @@ def test_hook_confirm_traffic_increase_holds_each_timed_step_and_analysis_goes_o
     d.push("v2")
     d.tick(10, PASS)
     out = d.tick(60)  # the step is due and its verdict passed: the hook is asked first
-    assert d.rel.gate == "hook:confirm-traffic-increase" and d.rel.weight == 20 and "set-routes" not in kinds(out.effects)
+    assert (
+        d.rel.gate == "hook:confirm-traffic-increase"
+        and d.rel.weight == 20
+        and "set-routes" not in kinds(out.effects)
+    )
     d.tick(10, answered(d, False, metrics=True))
     assert d.rel.phase == Phase.WAITING and d.rel.weight == 20 and d.rel.verdicts[-1].verdict == "pass"
     d.tick(10, answered(d, True))
@@ -116,14 +136,21 @@ def test_hook_rollout_answers_join_the_verdict_and_a_rollback_hook_rolls_back() 
     last = d.rel.verdicts[-1]
     assert last.verdict == "pass" and [m.name for m in last.metrics] == ["error-rate", "hook:checks"]
     d.tick(10, replace(answered(d, False, "HTTP 503 upstream down", after=10), metrics=(sample("pass"),)))
-    assert d.rel.phase == Phase.ROLLED_BACK and "rollout hook checks failed: HTTP 503 upstream down" in d.rel.reason
+    assert (
+        d.rel.phase == Phase.ROLLED_BACK
+        and "rollout hook checks failed: HTTP 503 upstream down" in d.rel.reason
+    )
 
     d = Driver.with_stable(hooked(hook("rollback", "kill-switch")))
     d.push("v2")
-    d.tick(10, replace(answered(d, False, after=10), metrics=(sample("pass"),)))  # a rollback hook's no: carry on
+    d.tick(
+        10, replace(answered(d, False, after=10), metrics=(sample("pass"),))
+    )  # a rollback hook's no: carry on
     assert d.rel.phase == Phase.PROGRESSING
     d.tick(10, replace(answered(d, True, after=10), metrics=(sample("pass"),)))
-    assert d.rel.phase == Phase.ROLLED_BACK and d.rel.reason == "rollback hook kill-switch asked for a rollback"
+    assert (
+        d.rel.phase == Phase.ROLLED_BACK and d.rel.reason == "rollback hook kill-switch asked for a rollback"
+    )
 
 
 def test_hook_answers_about_another_point_are_stale() -> None:
@@ -148,7 +175,9 @@ def test_hook_calls_are_asked_only_where_an_answer_is_used() -> None:
     assert hook_calls(d.policy, d.state, d.now, "t") == ()
     d.push("v2")
     calls = hook_calls(d.policy, d.state, d.now, "tick-7")
-    assert [(c.name, c.point, c.id) for c in calls] == [("rollout", point(d.rel, "rollout"), "tick-7/rollout")]
+    assert [(c.name, c.point, c.id) for c in calls] == [
+        ("rollout", point(d.rel, "rollout"), "tick-7/rollout")
+    ]
     assert calls[0].payload["release"] == "web-1" and calls[0].payload["target"]["version"] == "v2"
     d.tick(10, replace(answered(d, True, after=10), metrics=(sample("pass"),)))
     assert hook_calls(d.policy, d.state, d.now, "t") == ()  # the analysis interval has not passed
@@ -156,8 +185,13 @@ def test_hook_calls_are_asked_only_where_an_answer_is_used() -> None:
 
 # -- the load hook ---------------------------------------------------------------------------------------
 
-LOAD = Hook(name="load", type="rollout", load_test=LoadTest(url="http://web-canary.team-a/", rps=20, duration=120.0,
-                                                             headers=(("x-load", "graylane"),)))  # fmt: skip
+LOAD = Hook(
+    name="load",
+    type="rollout",
+    load_test=LoadTest(
+        url="http://web-canary.team-a/", rps=20, duration=120.0, headers=(("x-load", "graylane"),)
+    ),
+)
 
 
 def test_hook_load_feeds_an_analysed_canary_and_starts_again_when_the_last_one_stopped() -> None:
@@ -165,7 +199,17 @@ def test_hook_load_feeds_an_analysed_canary_and_starts_again_when_the_last_one_s
     out = d.push("v2")
     loads = [e for e in out.effects if e.kind == "load-test"]
     assert [e.job for e in loads] == ["web-1-load-1"]
-    assert loads[0].command == ("-z", "120s", "-c", "2", "-q", "10", "-H", "x-load: graylane", "http://web-canary.team-a/")
+    assert loads[0].command == (
+        "-z",
+        "120s",
+        "-c",
+        "2",
+        "-q",
+        "10",
+        "-H",
+        "x-load: graylane",
+        "http://web-canary.team-a/",
+    )
     d.tick(60, PASS)
     assert not [e for e in d.last.effects if e.kind == "load-test"]  # type: ignore[union-attr]
     out = d.tick(60, PASS)  # 120 s: the first one stopped
@@ -181,13 +225,27 @@ def test_hook_load_sends_the_preview_header_to_a_blue_green_preview() -> None:
 
 
 def test_hook_policy_mistakes_name_their_field() -> None:
-    doc = {"apiVersion": "graylane.dev/v1alpha1", "kind": "ReleasePolicy", "metadata": {"name": "web"},
-           "spec": {"image": {"repository": "r/web"}, "router": {"provider": "recording"},
-                    "stages": [{"canary": {"steps": [{"weight": 10}]}}],
-                    "hooks": [{"name": "a", "type": "rollout", "url": "http://x/"},
-                              {"name": "a", "type": "confirm-rollout", "url": "ftp://x"},
-                              {"name": "b", "type": "pre-rollout", "loadTest": {"url": "http://x/"}},
-                              {"name": "c", "type": "post-rollout"}]}}  # fmt: skip
+    doc = {
+        "apiVersion": "graylane.dev/v1alpha1",
+        "kind": "ReleasePolicy",
+        "metadata": {"name": "web"},
+        "spec": {
+            "image": {"repository": "r/web"},
+            "router": {"provider": "recording"},
+            "stages": [{"canary": {"steps": [{"weight": 10}]}}],
+            "hooks": [
+                {"name": "a", "type": "rollout", "url": "http://x/"},
+                {"name": "a", "type": "confirm-rollout", "url": "ftp://x"},
+                {"name": "b", "type": "pre-rollout", "loadTest": {"url": "http://x/"}},
+                {"name": "c", "type": "post-rollout"},
+            ],
+        },
+    }
     found = {p for p, _ in problems(doc)}
-    assert {"spec.hooks[0].type", "spec.hooks[1].name", "spec.hooks[1].url", "spec.hooks[2].type",
-            "spec.hooks[3]"} <= found, problems(doc)
+    assert {
+        "spec.hooks[0].type",
+        "spec.hooks[1].name",
+        "spec.hooks[1].url",
+        "spec.hooks[2].type",
+        "spec.hooks[3]",
+    } <= found, problems(doc)

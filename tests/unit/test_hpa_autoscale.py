@@ -59,8 +59,9 @@ def test_hpa_each_weight_change_resizes_the_canary_once_and_a_rollback_scales_it
 
 def test_hpa_a_match_route_sizes_the_canary_for_an_unknown_share_and_the_next_release_starts_afresh() -> None:
     header = Match(kind="header", name="x-canary", value="always")
-    d = Driver.with_stable(make_policy(ABTestStage(match=(header,), duration=60, analysis=False), STEPS,
-                                       PromoteStage()))  # fmt: skip
+    d = Driver.with_stable(
+        make_policy(ABTestStage(match=(header,), duration=60, analysis=False), STEPS, PromoteStage())
+    )
     assert scaled(d.push("v2").effects) == [None]
     assert scaled(d.tick(60).effects) == [10]  # the A/B test is over: a weighted step
     d.tick(60)
@@ -73,10 +74,14 @@ def test_hpa_blue_green_green_is_sized_for_everyone_before_the_switch_sends_ever
     from functions.core.policy import BlueGreenStage, PreviewTraffic
 
     for traffic in (None, PreviewTraffic()):  # previewed with no traffic, or with the preview header's
-        d = Driver.with_stable(make_policy(BlueGreenStage(preview=60, analysis=False, preview_traffic=traffic),
-                                           PromoteStage()))  # fmt: skip
+        d = Driver.with_stable(
+            make_policy(BlueGreenStage(preview=60, analysis=False, preview_traffic=traffic), PromoteStage())
+        )
         assert scaled(d.push("v2").effects) == [0 if traffic is None else None]
         out = d.tick(60)
-        order = [(e.kind, e.weight if e.kind == "scale-canary" else e.routes.canary if e.routes else None)
-                 for e in out.effects if e.kind in ("scale-canary", "set-routes")]  # fmt: skip
+        order = [
+            (e.kind, e.weight if e.kind == "scale-canary" else e.routes.canary if e.routes else None)
+            for e in out.effects
+            if e.kind in ("scale-canary", "set-routes")
+        ]
         assert order[:2] == [("scale-canary", 100), ("set-routes", 100)], order

@@ -38,8 +38,19 @@ def test_parse_version_rejects(text: str) -> None:
 
 
 def test_precedence_follows_semver() -> None:
-    ordered = ["1.0.0-alpha", "1.0.0-alpha.1", "1.0.0-alpha.beta", "1.0.0-beta", "1.0.0-beta.2", "1.0.0-beta.11",
-               "1.0.0-rc.1", "1.0.0", "1.0.1", "1.1.0", "2.0.0"]
+    ordered = [
+        "1.0.0-alpha",
+        "1.0.0-alpha.1",
+        "1.0.0-alpha.beta",
+        "1.0.0-beta",
+        "1.0.0-beta.2",
+        "1.0.0-beta.11",
+        "1.0.0-rc.1",
+        "1.0.0",
+        "1.0.1",
+        "1.1.0",
+        "2.0.0",
+    ]
     keys = [parse_version(v).key() for v in ordered]
     assert keys == sorted(keys)
     assert len(set(keys)) == len(keys)
@@ -144,15 +155,24 @@ def test_normalize_repository_equal(a: str, b: str) -> None:
 
 @pytest.mark.parametrize(
     ("a", "b"),
-    [("ghcr.io/org/app", "docker.io/org/app"), ("team/app", "team/app2"), ("registry.example.com/app", "app")],
+    [
+        ("ghcr.io/org/app", "docker.io/org/app"),
+        ("team/app", "team/app2"),
+        ("registry.example.com/app", "app"),
+    ],
 )
 def test_normalize_repository_different(a: str, b: str) -> None:
     assert normalize_repository(a) != normalize_repository(b)
 
 
 def _policy(name: str, repository: str, tags: str = "", semver: str = "") -> Policy:
-    return Policy(name=name, namespace="ns", image=ImageRule(repository, tags, semver),
-                  router=RouterSpec("recording"), stages=(PromoteStage(),))
+    return Policy(
+        name=name,
+        namespace="ns",
+        image=ImageRule(repository, tags, semver),
+        router=RouterSpec("recording"),
+        stages=(PromoteStage(),),
+    )
 
 
 def test_match_policy_picks_the_first_matching_rule() -> None:

@@ -36,14 +36,25 @@ def test_import_seed_002_rollout_and_analysis_template() -> None:
     assert item.source == "Rollout default/canary-demo"
     spec = item.document["spec"]
     assert spec["image"] == {"repository": "docker.io/argoproj/rollouts-demo"}
-    assert spec["workload"] == {"name": "canary-demo", "canary": "canary-demo-canary", "container": "canary-demo"}
-    assert spec["router"] == {"provider": "nginx", "stableIngress": "canary-demo", "stableService": "canary-demo",
-                              "canaryService": "canary-demo-canary", "host": "progressive.auto"}
+    assert spec["workload"] == {
+        "name": "canary-demo",
+        "canary": "canary-demo-canary",
+        "container": "canary-demo",
+    }
+    assert spec["router"] == {
+        "provider": "nginx",
+        "stableIngress": "canary-demo",
+        "stableService": "canary-demo",
+        "canaryService": "canary-demo-canary",
+        "host": "progressive.auto",
+    }
     assert spec["stages"] == [{"canary": {"steps": [{"weight": w, "pause": "2m"} for w in (20, 40, 60, 80)]}}]
     analysis = spec["analysis"]
     [metric] = analysis["metrics"]
     assert (metric["name"], metric["judge"], metric["min"]) == ("success-rate", "threshold", 0.9)
-    assert 'nginx_ingress_controller_requests{ingress="canary-demo",status!~"[4-5].*"}[60s]' in metric["query"]
+    assert (
+        'nginx_ingress_controller_requests{ingress="canary-demo",status!~"[4-5].*"}[60s]' in metric["query"]
+    )
     assert "{{" not in metric["query"]
     # startingStep 2 is steps[2], setWeight 40: graylane's step 2; Argo fails after more than 3 failures
     assert (analysis["startStep"], analysis["interval"], analysis["failureLimit"]) == (2, "10s", 4)
@@ -52,25 +63,38 @@ def test_import_seed_002_rollout_and_analysis_template() -> None:
     assert "passing at result[0] > 0.9 became min 0.9" in text
     assert 'selects ingress="canary-demo", the stable Ingress' in text
     policy = parse_policy(item.document)
-    assert policy.stages == (CanaryStage(steps=tuple(CanaryStep(w, 120.0) for w in (20, 40, 60, 80))), PromoteStage())
-    assert (policy.analysis.start_step, policy.analysis.failure_limit, policy.analysis.interval) == (2, 4, 10.0)
+    assert policy.stages == (
+        CanaryStage(steps=tuple(CanaryStep(w, 120.0) for w in (20, 40, 60, 80))),
+        PromoteStage(),
+    )
+    assert (policy.analysis.start_step, policy.analysis.failure_limit, policy.analysis.interval) == (
+        2,
+        4,
+        10.0,
+    )
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in FIXTURES.glob("*.yaml")))
 def test_import_argo_documented_examples_validate(name: str) -> None:
     item = imported(name)
-    assert item.document["apiVersion"] == "graylane.dev/v1alpha1" and item.notes  # every example loses something
+    assert (
+        item.document["apiVersion"] == "graylane.dev/v1alpha1" and item.notes
+    )  # every example loses something
 
 
 def test_import_argo_indefinite_pause_is_an_approval_gate() -> None:
     policy = parse_policy(imported("traefik-pauses.yaml").document)
     assert policy.router.provider == "traefik" and policy.router.options == {
-        "traefikService": "traefik-service", "stableService": "stable-rollout", "canaryService": "canary-rollout"}
+        "traefikService": "traefik-service",
+        "stableService": "stable-rollout",
+        "canaryService": "canary-rollout",
+    }
     first, gate, second, promote = policy.stages
     assert first == CanaryStage(steps=(CanaryStep(30, 0.0),), analysis=False)  # the weight holds at the gate
     assert gate == ApprovalStage(name="pause-1")
-    assert second == CanaryStage(steps=(CanaryStep(40, 10.0), CanaryStep(60, 10.0), CanaryStep(80, 10.0)),
-                                 analysis=False)
+    assert second == CanaryStage(
+        steps=(CanaryStep(40, 10.0), CanaryStep(60, 10.0), CanaryStep(80, 10.0)), analysis=False
+    )
     assert isinstance(promote, PromoteStage)
     assert "the policy names no approvers" in notes(imported("traefik-pauses.yaml"))
 
@@ -82,7 +106,10 @@ def test_import_argo_header_route_becomes_an_ab_stage() -> None:
     assert canary == CanaryStage(steps=(CanaryStep(20, 0.0),), analysis=False)
     assert isinstance(abtest, ABTestStage)
     assert [(m.name, m.value, m.regex) for m in abtest.match] == [
-        ("Custom-Header1", "Mozilla", ""), ("Custom-Header2", "", "^Mozilla.*"), ("Custom-Header3", "", "Mozilla(.*)")]
+        ("Custom-Header1", "Mozilla", ""),
+        ("Custom-Header2", "", "^Mozilla.*"),
+        ("Custom-Header3", "", "Mozilla(.*)"),
+    ]
     assert gate == ApprovalStage(name="pause-1")
     text = notes(item)
     assert "prefix 'Mozilla' became the regular expression ^Mozilla.*" in text
@@ -102,12 +129,25 @@ def test_import_argo_header_route_a_router_cannot_express_is_dropped_with_a_note
 def test_import_argo_background_analysis_with_istio_subsets() -> None:
     item = imported("background-analysis-istio.yaml")
     spec = item.document["spec"]
-    assert spec["router"] == {"provider": "istio", "virtualService": "rollout-vsvc", "host": "rollout-example",
-                              "destinationRule": "rollout-destrule", "stableSubset": "stable", "canarySubset": "canary",
-                              "gateways": ["istio-rollout-gateway"]}
+    assert spec["router"] == {
+        "provider": "istio",
+        "virtualService": "rollout-vsvc",
+        "host": "rollout-example",
+        "destinationRule": "rollout-destrule",
+        "stableSubset": "stable",
+        "canarySubset": "canary",
+        "gateways": ["istio-rollout-gateway"],
+    }
     [metric] = spec["analysis"]["metrics"]
-    assert 'destination_service=~"guestbook-svc.default.svc.cluster.local"' in metric["query"] and metric["min"] == 0.95
-    assert (spec["analysis"]["startStep"], spec["analysis"]["interval"], spec["analysis"]["failureLimit"]) == (2, "5m", 4)
+    assert (
+        'destination_service=~"guestbook-svc.default.svc.cluster.local"' in metric["query"]
+        and metric["min"] == 0.95
+    )
+    assert (
+        spec["analysis"]["startStep"],
+        spec["analysis"]["interval"],
+        spec["analysis"]["failureLimit"],
+    ) == (2, "5m", 4)
 
 
 def test_import_argo_inline_analysis_and_arguments() -> None:
@@ -115,21 +155,31 @@ def test_import_argo_inline_analysis_and_arguments() -> None:
     analysis = item.document["spec"]["analysis"]
     assert [m["name"] for m in analysis["metrics"]] == ["success-rate", "total-errors"]
     assert analysis["metrics"][1]["max"] == 10  # failureCondition result[0] >= 10
-    assert analysis["prometheus"] == "http://prometheus.example.com:9090"  # the template's default port argument
+    assert (
+        analysis["prometheus"] == "http://prometheus.example.com:9090"
+    )  # the template's default port argument
     assert analysis["startStep"] == 2 and analysis["interval"] == "1m"
     text = notes(item)
-    for expected in ("argument latest-hash comes from podTemplateHashValue", "provider web is not expressed",
-                     "{{args.latest-hash}} cannot be resolved", "not a fixed count", "metric intervals differ (1m, 5m)",
-                     "not as a blocking run"):
+    for expected in (
+        "argument latest-hash comes from podTemplateHashValue",
+        "provider web is not expressed",
+        "{{args.latest-hash}} cannot be resolved",
+        "not a fixed count",
+        "metric intervals differ (1m, 5m)",
+        "not as a blocking run",
+    ):
         assert expected in text, expected
 
 
 def test_import_argo_blue_green() -> None:
     item = imported("bluegreen.yaml")
     spec = item.document["spec"]
-    assert spec["stages"] == [{"preview": {"environment": "preview"}}, {"approval": {"name": "promote"}},
-                              {"bluegreen": {"previewTraffic": {"header": "x-graylane-preview"}}},
-                              {"promote": {"keepPrevious": "10m"}}]  # the pre-promotion checks need green to get traffic
+    assert spec["stages"] == [
+        {"preview": {"environment": "preview"}},
+        {"approval": {"name": "promote"}},
+        {"bluegreen": {"previewTraffic": {"header": "x-graylane-preview"}}},
+        {"promote": {"keepPrevious": "10m"}},
+    ]  # the pre-promotion checks need green to get traffic
     assert len(spec["analysis"]["metrics"]) == 1  # the same template pre and post promotion: one check
     assert spec["router"]["provider"] == "gateway-api" and spec["revisionHistory"] == 2
     assert "values that are neither (Argo's inconclusive) fail" in notes(item)
@@ -138,13 +188,19 @@ def test_import_argo_blue_green() -> None:
 
 def test_import_argo_smi_and_no_traffic_routing_use_gateway_api() -> None:
     item = imported("smi.yaml")
-    assert item.document["spec"]["router"] == {"provider": "gateway-api", "httpRoute": "rollout-example-traffic-split",
-                                               "stableService": "stable-svc", "canaryService": "canary-svc"}
+    assert item.document["spec"]["router"] == {
+        "provider": "gateway-api",
+        "httpRoute": "rollout-example-traffic-split",
+        "stableService": "stable-svc",
+        "canaryService": "canary-svc",
+    }
     assert "SMI TrafficSplit is not a graylane router" in notes(item)
     [rollout] = load("smi.yaml")
     del rollout["spec"]["strategy"]["canary"]["trafficRouting"]
     [plain] = convert([rollout])
-    assert plain.document["spec"]["router"]["provider"] == "gateway-api" and "no trafficRouting" in notes(plain)
+    assert plain.document["spec"]["router"]["provider"] == "gateway-api" and "no trafficRouting" in notes(
+        plain
+    )
 
 
 def test_import_argo_missing_template_and_image_are_noted() -> None:
@@ -157,20 +213,23 @@ def test_import_argo_missing_template_and_image_are_noted() -> None:
     assert "AnalysisTemplate 'success-rate' was not among the files" in text and "placeholder" in text
 
 
-@pytest.mark.parametrize(("condition", "success", "bounds"), [
-    ("result[0] >= 0.95", True, {"min": 0.95}),
-    ("result[0] > 0.9 && result[0] < 2", True, {"min": 0.9, "max": 2}),
-    ("result <= 500", True, {"max": 500}),
-    ("result[0] == 1", True, {"min": 1, "max": 1}),
-    ("len(result) == 0 || result[0] >= 0.95", True, {"min": 0.95}),
-    ("isNaN(result) || result >= 0.95", True, {"min": 0.95}),
-    ("result[0] >= 10", False, {"max": 10}),
-    ("result[0] < 0.5", False, {"min": 0.5}),
-    ("result == 'true'", True, None),
-    ("result[0] != 1", True, None),
-    ("result[0] > 2 && result[0] < 1", True, None),
-    ("asInt(result) > 3", True, None),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("condition", "success", "bounds"),
+    [
+        ("result[0] >= 0.95", True, {"min": 0.95}),
+        ("result[0] > 0.9 && result[0] < 2", True, {"min": 0.9, "max": 2}),
+        ("result <= 500", True, {"max": 500}),
+        ("result[0] == 1", True, {"min": 1, "max": 1}),
+        ("len(result) == 0 || result[0] >= 0.95", True, {"min": 0.95}),
+        ("isNaN(result) || result >= 0.95", True, {"min": 0.95}),
+        ("result[0] >= 10", False, {"max": 10}),
+        ("result[0] < 0.5", False, {"min": 0.5}),
+        ("result == 'true'", True, None),
+        ("result[0] != 1", True, None),
+        ("result[0] > 2 && result[0] < 1", True, None),
+        ("asInt(result) > 3", True, None),
+    ],
+)
 def test_import_argo_conditions(condition: str, success: bool, bounds: dict[str, float] | None) -> None:
     found = _condition(condition, pass_when=success)
     assert (found[0] if found else None) == bounds

@@ -43,25 +43,41 @@ def test_latency_judge_fails_a_slower_canary_and_passes_an_equal_one() -> None:
     assert judge(analysis, sample, AT, evidence=None).verdict == INCONCLUSIVE
 
 
-@pytest.mark.parametrize(("router", "bounds_s", "to_ms", "expected_ms"), [
-    ("nginx", (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0), 1000.0, 100.0),
-    ("traefik", (0.1, 0.3, 1.2, 5.0), 1000.0, 100.0),
-    ("istio", (1, 5, 10, 25, 50, 100, 250, 500, 1000), 1.0, 100.0),
-])  # fmt: skip
-def test_latency_judge_bound_is_the_bucket_at_the_p95_on_each_router(router: str, bounds_s: tuple[float, ...],
-                                                                      to_ms: float, expected_ms: float) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    ("router", "bounds_s", "to_ms", "expected_ms"),
+    [
+        ("nginx", (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0), 1000.0, 100.0),
+        ("traefik", (0.1, 0.3, 1.2, 5.0), 1000.0, 100.0),
+        ("istio", (1, 5, 10, 25, 50, 100, 250, 500, 1000), 1.0, 100.0),
+    ],
+)
+def test_latency_judge_bound_is_the_bucket_at_the_p95_on_each_router(
+    router: str, bounds_s: tuple[float, ...], to_ms: float, expected_ms: float
+) -> None:
     """Log-normal(50 ms, 0.5) latency: p95 = 114 ms; the largest bucket bound with >= 5 % above it."""
-    policy = Policy(name="web", namespace="prod", image=ImageRule("r/x"), router=RouterSpec(router, {}), stages=())
+    policy = Policy(
+        name="web", namespace="prod", image=ImageRule("r/x"), router=RouterSpec(router, {}), stages=()
+    )
     target = tp.target(policy, "web-1")
     names = {"traefik": "service", "nginx": "service", "istio": "destination_workload"}
-    labels = {"traefik": {"service": "prod-web-80@kubernetescrd"}, "nginx": {"namespace": "prod", "service": "web"},
-              "istio": {"destination_workload_namespace": "prod", "destination_workload": "web"}}[router]  # fmt: skip
+    labels = {
+        "traefik": {"service": "prod-web-80@kubernetescrd"},
+        "nginx": {"namespace": "prod", "service": "web"},
+        "istio": {"destination_workload_namespace": "prod", "destination_workload": "web"},
+    }[router]
     assert names[router] in labels
     series = []
     for b in (*bounds_s, math.inf):
         ms = b * to_ms
-        share = 1.0 if math.isinf(ms) else 0.5 * math.erfc(-(math.log(ms) - math.log(50.0)) / 0.5 / math.sqrt(2))
-        series.append({"metric": {**labels, "le": "+Inf" if math.isinf(b) else f"{b:g}"}, "value": [0, str(1000 * share)]})
+        share = (
+            1.0 if math.isinf(ms) else 0.5 * math.erfc(-(math.log(ms) - math.log(50.0)) / 0.5 / math.sqrt(2))
+        )
+        series.append(
+            {
+                "metric": {**labels, "le": "+Inf" if math.isinf(b) else f"{b:g}"},
+                "value": [0, str(1000 * share)],
+            }
+        )
     assert tp.buckets_query(router, [target]).startswith("sum by (")
     stable = tp.split_buckets(router, [target], series)["web-1"]["stable"]
     assert sorted(stable)[-1] == math.inf and min(stable) == pytest.approx(bounds_s[0] * to_ms)
@@ -75,8 +91,14 @@ def test_latency_judge_has_no_histogram_on_haproxy() -> None:
 
 
 def test_latency_judge_reads_raw_buckets_with_the_counters() -> None:
-    policy = Policy(name="web", namespace="prod", image=ImageRule("r/x"), router=RouterSpec("nginx", {}), stages=(),
-                    analysis=Analysis(metrics=(LATENCY,)))  # fmt: skip
+    policy = Policy(
+        name="web",
+        namespace="prod",
+        image=ImageRule("r/x"),
+        router=RouterSpec("nginx", {}),
+        stages=(),
+        analysis=Analysis(metrics=(LATENCY,)),
+    )
     release = Release(id="web-2", seq=2, target=Version("v2"), origin=Version("v1"), started_at=AT)
     sent: list[str] = []
 
@@ -84,10 +106,24 @@ def test_latency_judge_reads_raw_buckets_with_the_counters() -> None:
         def _query(self, url: str, query: str, now: float) -> Answer:
             sent.append(query)
             if "bucket" in query:
-                return Answer(query, [{"metric": {"namespace": "prod", "service": svc, "le": le}, "value": [0, v]}
-                                      for svc in ("web", "web-canary") for le, v in (("0.1", "90"), ("+Inf", "100"))])
-            return Answer(query, [{"metric": {"namespace": "prod", "service": "web-canary", "status": code}, "value": [0, v]}
-                                  for code, v in (("200", "95"), ("503", "5"))])  # fmt: skip
+                return Answer(
+                    query,
+                    [
+                        {"metric": {"namespace": "prod", "service": svc, "le": le}, "value": [0, v]}
+                        for svc in ("web", "web-canary")
+                        for le, v in (("0.1", "90"), ("+Inf", "100"))
+                    ],
+                )
+            return Answer(
+                query,
+                [
+                    {
+                        "metric": {"namespace": "prod", "service": "web-canary", "status": code},
+                        "value": [0, v],
+                    }
+                    for code, v in (("200", "95"), ("503", "5"))
+                ],
+            )
 
     totals = Fake("http://p").totals_many([(policy, release)])["web-2"]
     assert len(sent) == 2 and all("increase" not in q for q in sent)  # raw counters: no extrapolation
@@ -114,7 +150,10 @@ def test_latency_judge_is_anytime_valid_under_repeated_looks() -> None:
         e = update(None, _reading(bounds, c, s), T0)
         share = rng.choice((0.05, 0.2, 0.5))
         for _ in range(looks):
-            for version, n in ((c, rng.randint(0, 20) if rng.random() < share * 2 else 0), (s, rng.randint(5, 40))):
+            for version, n in (
+                (c, rng.randint(0, 20) if rng.random() < share * 2 else 0),
+                (s, rng.randint(5, 40)),
+            ):
                 for _ in range(n):
                     u = rng.random()
                     for i, p in enumerate(cum):

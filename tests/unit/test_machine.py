@@ -57,7 +57,10 @@ def test_first_push_becomes_stable_without_a_release() -> None:
 
     out = d.push("v1")
 
-    assert kinds(out.effects) == ["promote-stable", "set-routes"]  # the route object is written from the start
+    assert kinds(out.effects) == [
+        "promote-stable",
+        "set-routes",
+    ]  # the route object is written from the start
     assert out.effects[0].image == version("v1").image and out.effects[0].version == "v1"
     assert d.state.stable == version("v1") and d.state.release is None and d.state.seq == 0
     assert actions(d.state) == ["initialised"]
@@ -130,7 +133,15 @@ def test_a_newer_push_supersedes_the_release_in_progress() -> None:
     out = d.push("v3")
 
     rel = d.rel
-    assert (rel.id, rel.seq, rel.stage, rel.weight, rel.failures, rel.verdicts, rel.gates) == ("web-2", 2, 0, 0, 0, (), ())
+    assert (rel.id, rel.seq, rel.stage, rel.weight, rel.failures, rel.verdicts, rel.gates) == (
+        "web-2",
+        2,
+        0,
+        0,
+        0,
+        (),
+        (),
+    )
     assert rel.origin == version("v1") and rel.target == version("v3")
     assert d.state.routes == STABLE_ONLY
     assert kinds(out.effects)[:1] == ["set-routes"] and out.effects[0].routes == STABLE_ONLY
@@ -200,7 +211,11 @@ def test_approve_opens_the_gate_and_the_canary_starts_at_its_first_step() -> Non
     assert rel.gates[0].params == {"weight": 10} and rel.gates[0].by.user == "alice"
     assert kinds(out.effects) == ["deploy-canary", "scale-canary", "set-routes"]
     assert d.state.routes == RoutePlan(stable=80, canary=20)
-    assert rel.timer is not None and rel.timer.name == "step" and rel.timer.due == iso(d.now + timedelta(seconds=60))
+    assert (
+        rel.timer is not None
+        and rel.timer.name == "step"
+        and rel.timer.due == iso(d.now + timedelta(seconds=60))
+    )
 
 
 def test_reject_aborts_and_sends_traffic_to_stable_before_scaling_down() -> None:
@@ -219,8 +234,10 @@ def test_reject_aborts_and_sends_traffic_to_stable_before_scaling_down() -> None
     assert d.state.stable == version("v1")
 
 
-@pytest.mark.parametrize(("on_timeout", "phase", "decision"), [("reject", Phase.ABORTED, "timed-out"),
-                                                                ("approve", Phase.SUCCEEDED, "timed-out")])
+@pytest.mark.parametrize(
+    ("on_timeout", "phase", "decision"),
+    [("reject", Phase.ABORTED, "timed-out"), ("approve", Phase.SUCCEEDED, "timed-out")],
+)
 def test_gate_timeout(on_timeout: str, phase: Phase, decision: str) -> None:
     gate = ApprovalStage(name="go", timeout=300.0, on_timeout=on_timeout)  # type: ignore[arg-type]
     d = Driver.with_stable(make_policy(gate, PromoteStage()))
@@ -242,7 +259,9 @@ HEADER = Match(kind="header", name="X-Canary", value="always")
 
 
 def test_abtest_routes_matching_requests_only_for_its_duration() -> None:
-    d = Driver.with_stable(make_policy(ABTestStage(match=(HEADER,), duration=600, analysis=False), PromoteStage()))
+    d = Driver.with_stable(
+        make_policy(ABTestStage(match=(HEADER,), duration=600, analysis=False), PromoteStage())
+    )
 
     out = d.push("v2")
 
@@ -265,9 +284,13 @@ def test_user_hash_rules_get_the_release_id_as_salt() -> None:
 
 
 def test_stages_asking_for_analysis_run_on_timers_when_the_policy_has_none() -> None:
-    stages = (ABTestStage(match=(HEADER,), duration=60), BlueGreenStage(preview=60),
-              CanaryStage(mode="linear", linear=LinearSchedule(start=50, end=60, increment=10, every=60)),
-              CanaryStage(mode="manual", weight=5, hold=60), PromoteStage())  # fmt: skip
+    stages = (
+        ABTestStage(match=(HEADER,), duration=60),
+        BlueGreenStage(preview=60),
+        CanaryStage(mode="linear", linear=LinearSchedule(start=50, end=60, increment=10, every=60)),
+        CanaryStage(mode="manual", weight=5, hold=60),
+        PromoteStage(),
+    )
     d = Driver.with_stable(make_policy(*stages))
     d.push("v2")
 
@@ -291,7 +314,9 @@ def test_open_ended_abtest_waits_for_resume() -> None:
 
 
 def test_abtest_under_analysis_waits_for_a_pass_after_its_duration() -> None:
-    d = Driver.with_stable(make_policy(ABTestStage(match=(HEADER,), duration=60), PromoteStage(), analysis=analysis()))
+    d = Driver.with_stable(
+        make_policy(ABTestStage(match=(HEADER,), duration=60), PromoteStage(), analysis=analysis())
+    )
     d.push("v2")
 
     d.tick(61, NO_DATA)
@@ -322,18 +347,24 @@ def test_steps_move_on_their_pauses_and_a_step_without_pause_waits_for_resume() 
 
 
 def test_timer_history_records_when_it_was_due() -> None:
-    d = Driver.with_stable(make_policy(CanaryStage(steps=(CanaryStep(10, 30.0), CanaryStep(20, 30.0))), PromoteStage()))
+    d = Driver.with_stable(
+        make_policy(CanaryStage(steps=(CanaryStep(10, 30.0), CanaryStep(20, 30.0))), PromoteStage())
+    )
     d.push("v2")
 
     d.tick(45)
 
     timer = next(h for h in d.state.history if h.action == "timer")
-    assert timer.scheduled_at == iso(T0 + timedelta(seconds=30)) and timer.at == iso(T0 + timedelta(seconds=45))
+    assert timer.scheduled_at == iso(T0 + timedelta(seconds=30)) and timer.at == iso(
+        T0 + timedelta(seconds=45)
+    )
 
 
 def test_analysis_starts_at_the_configured_step() -> None:
     steps = (CanaryStep(10, 30.0), CanaryStep(20, 30.0), CanaryStep(30, 30.0))
-    d = Driver.with_stable(make_policy(CanaryStage(steps=steps), PromoteStage(), analysis=analysis(start_step=2)))
+    d = Driver.with_stable(
+        make_policy(CanaryStage(steps=steps), PromoteStage(), analysis=analysis(start_step=2))
+    )
     d.push("v2")
     assert not d.rel.analysing
     assert not wants_analysis(d.policy, d.state, d.now)
@@ -344,8 +375,13 @@ def test_analysis_starts_at_the_configured_step() -> None:
 
 
 def test_an_analysed_step_advances_only_after_its_latest_verdict_passed() -> None:
-    d = Driver.with_stable(make_policy(CanaryStage(steps=(CanaryStep(10, 30.0), CanaryStep(50, 30.0))), PromoteStage(),
-                                       analysis=analysis()))  # fmt: skip
+    d = Driver.with_stable(
+        make_policy(
+            CanaryStage(steps=(CanaryStep(10, 30.0), CanaryStep(50, 30.0))),
+            PromoteStage(),
+            analysis=analysis(),
+        )
+    )
     d.push("v2")
 
     d.tick(10, PASS)
@@ -358,7 +394,9 @@ def test_an_analysed_step_advances_only_after_its_latest_verdict_passed() -> Non
 
 
 def test_wants_analysis_respects_the_interval() -> None:
-    d = Driver.with_stable(make_policy(CanaryStage(steps=(CanaryStep(10, 300.0),)), PromoteStage(), analysis=analysis()))
+    d = Driver.with_stable(
+        make_policy(CanaryStage(steps=(CanaryStep(10, 300.0),)), PromoteStage(), analysis=analysis())
+    )
     d.push("v2")
     d.tick(1, PASS)
 
@@ -367,8 +405,14 @@ def test_wants_analysis_respects_the_interval() -> None:
 
 
 def _failing_canary(mode: RollbackMode, failure_limit: int = 1) -> Driver:
-    d = Driver.with_stable(make_policy(CanaryStage(steps=(CanaryStep(30, 60.0),)), PromoteStage(),
-                                       analysis=analysis(failure_limit=failure_limit), rollback=mode))  # fmt: skip
+    d = Driver.with_stable(
+        make_policy(
+            CanaryStage(steps=(CanaryStep(30, 60.0),)),
+            PromoteStage(),
+            analysis=analysis(failure_limit=failure_limit),
+            rollback=mode,
+        )
+    )
     d.push("v2")
     return d
 
@@ -379,7 +423,10 @@ def test_failed_analysis_rolls_back() -> None:
     out = d.tick(10, FAIL)
 
     assert d.rel.phase == Phase.ROLLED_BACK and d.rel.weight == 0 and not d.rel.canary_deployed
-    assert kinds(out.effects) == ["set-routes", "scale-down-canary", "finalize-routes"] and d.state.routes == STABLE_ONLY
+    assert (
+        kinds(out.effects) == ["set-routes", "scale-down-canary", "finalize-routes"]
+        and d.state.routes == STABLE_ONLY
+    )
     assert types(out.events) == ["analysis.verdict", "release.rolledback"]
     assert "error-rate" in d.rel.reason and d.rel.ended_at == d.state.history[-1].at
 
@@ -420,15 +467,22 @@ def test_roll_forward_moves_traffic_to_stable_and_keeps_the_canary() -> None:
 
 
 def test_inconclusive_too_long_pauses_and_resume_restores_the_timer() -> None:
-    d = Driver.with_stable(make_policy(CanaryStage(steps=(CanaryStep(30, 100.0),)), PromoteStage(),
-                                       analysis=analysis(inconclusive_limit=3)))  # fmt: skip
+    d = Driver.with_stable(
+        make_policy(
+            CanaryStage(steps=(CanaryStep(30, 100.0),)),
+            PromoteStage(),
+            analysis=analysis(inconclusive_limit=3),
+        )
+    )
     d.push("v2")
 
     d.tick(10, NO_DATA)
     d.tick(10, observed("unavailable"))
     out = d.tick(10, NO_DATA)
 
-    assert d.rel.phase == Phase.PAUSED and d.rel.paused_from == "progressing" and d.rel.paused_timer_left == 70
+    assert (
+        d.rel.phase == Phase.PAUSED and d.rel.paused_from == "progressing" and d.rel.paused_timer_left == 70
+    )
     assert "release.paused" in types(out.events) and "3 inconclusive" in d.rel.reason
     d.tick(500)
     assert d.rel.phase == Phase.PAUSED
@@ -439,7 +493,9 @@ def test_inconclusive_too_long_pauses_and_resume_restores_the_timer() -> None:
 
 
 def test_pause_and_resume_by_command_keep_the_time_left() -> None:
-    d = Driver.with_stable(make_policy(CanaryStage(steps=(CanaryStep(30, 100.0), CanaryStep(60, 100.0))), PromoteStage()))
+    d = Driver.with_stable(
+        make_policy(CanaryStage(steps=(CanaryStep(30, 100.0), CanaryStep(60, 100.0))), PromoteStage())
+    )
     d.push("v2")
     d.tick(40)
 
@@ -458,8 +514,9 @@ def test_pause_and_resume_by_command_keep_the_time_left() -> None:
 
 def test_manual_canary_takes_its_weight_from_the_gate_and_holds() -> None:
     gate = ApprovalStage(name="weight", params=(GateParam(name="pct", min=1, max=50),))
-    d = Driver.with_stable(make_policy(gate, CanaryStage(mode="manual", weight_param="pct", weight=5, hold=120),
-                                       PromoteStage()))  # fmt: skip
+    d = Driver.with_stable(
+        make_policy(gate, CanaryStage(mode="manual", weight_param="pct", weight=5, hold=120), PromoteStage())
+    )
     d.push("v2")
 
     d.command("approve", params={"pct": 25})
@@ -533,25 +590,46 @@ def test_bluegreen_previews_without_traffic_then_switches() -> None:
 
 
 def test_promote_makes_the_target_stable_before_moving_traffic() -> None:
-    d = Driver.with_stable(make_policy(CanaryStage(steps=(CanaryStep(50, 10),)), PromoteStage(),
-                                       ProtectStage(rate_limit=RateLimit(100, 200)), revision_history=2))  # fmt: skip
+    d = Driver.with_stable(
+        make_policy(
+            CanaryStage(steps=(CanaryStep(50, 10),)),
+            PromoteStage(),
+            ProtectStage(rate_limit=RateLimit(100, 200)),
+            revision_history=2,
+        )
+    )
     d.state = replace(d.state, revisions=(version("v0"), version("v-1")))
     d.push("v2")
 
     out = d.tick(10)
 
-    assert kinds(out.effects) == ["promote-stable", "set-routes", "scale-down-canary", "set-protection", "finalize-routes"]
+    assert kinds(out.effects) == [
+        "promote-stable",
+        "set-routes",
+        "scale-down-canary",
+        "set-protection",
+        "finalize-routes",
+    ]
     assert out.effects[0].image == version("v2").image and out.effects[1].routes == STABLE_ONLY
     assert out.effects[3].protection == Protection(rate_limit=RateLimit(100, 200))
     assert d.state.stable == version("v2") and d.state.revisions == (version("v1"), version("v0"))
     assert d.rel.phase == Phase.SUCCEEDED and d.rel.promoted
-    assert types(out.events)[-4:] == ["release.promoted", "release.stage.entered", "protection.changed",
-                                      "release.succeeded"]
+    assert types(out.events)[-4:] == [
+        "release.promoted",
+        "release.stage.entered",
+        "protection.changed",
+        "release.succeeded",
+    ]
 
 
 def test_keep_previous_keeps_the_old_version_warm_and_watches() -> None:
-    d = Driver.with_stable(make_policy(CanaryStage(steps=(CanaryStep(50, 30),)), PromoteStage(keep_previous=600),
-                                       analysis=analysis(start_step=2)))  # fmt: skip
+    d = Driver.with_stable(
+        make_policy(
+            CanaryStage(steps=(CanaryStep(50, 30),)),
+            PromoteStage(keep_previous=600),
+            analysis=analysis(start_step=2),
+        )
+    )
     d.push("v2")
 
     out = d.tick(30)
@@ -563,7 +641,11 @@ def test_keep_previous_keeps_the_old_version_warm_and_watches() -> None:
     d.tick(600, NO_DATA)
     assert d.rel.watching  # needs a passing verdict before the previous version goes
     out = d.tick(10, PASS)
-    assert kinds(out.effects) == ["scale-down-canary", "finalize-routes"] and d.state.warm is None and not d.rel.canary_deployed
+    assert (
+        kinds(out.effects) == ["scale-down-canary", "finalize-routes"]
+        and d.state.warm is None
+        and not d.rel.canary_deployed
+    )
     assert d.rel.phase == Phase.SUCCEEDED
 
 
@@ -573,7 +655,13 @@ def test_a_failed_watch_returns_to_the_warm_previous_version_at_once() -> None:
 
     out = d.tick(10, FAIL)
 
-    assert kinds(out.effects) == ["set-routes", "promote-stable", "set-routes", "scale-down-canary", "finalize-routes"]
+    assert kinds(out.effects) == [
+        "set-routes",
+        "promote-stable",
+        "set-routes",
+        "scale-down-canary",
+        "finalize-routes",
+    ]
     assert out.effects[0].routes == RoutePlan(0, 100) and out.effects[2].routes == STABLE_ONLY
     assert d.state.stable == version("v1") and d.state.warm is None and d.rel.phase == Phase.ROLLED_BACK
 
@@ -589,8 +677,12 @@ def test_promote_command_records_the_gates_it_skips() -> None:
     assert [(g.gate, g.decision) for g in d.rel.gates] == [("canary", "approved"), ("promote", "approved")]
     assert authorised == ("canary", "promote")
     assert d.rel.phase == Phase.SUCCEEDED and d.state.stable == version("v2")
-    assert kinds(out.effects) == ["promote-stable", "set-routes", "scale-down-canary", "finalize-routes"] or \
-        kinds(out.effects) == ["promote-stable", "scale-down-canary", "finalize-routes"]
+    assert kinds(out.effects) == [
+        "promote-stable",
+        "set-routes",
+        "scale-down-canary",
+        "finalize-routes",
+    ] or kinds(out.effects) == ["promote-stable", "scale-down-canary", "finalize-routes"]
 
 
 def test_promote_command_while_paused_at_a_gate_records_that_gate() -> None:
@@ -711,10 +803,18 @@ def test_rollback_to_a_named_version_without_a_release() -> None:
 
     out = d.command("rollback", version="v1")
 
-    assert kinds(out.effects) == ["promote-stable", "finalize-routes"] and out.effects[0].image == version("v1").image
+    assert (
+        kinds(out.effects) == ["promote-stable", "finalize-routes"]
+        and out.effects[0].image == version("v1").image
+    )
     assert d.state.stable == version("v1") and d.state.revisions == (version("v3"), version("v2"))
     rel = d.rel
-    assert (rel.kind, rel.phase, rel.target, rel.origin) == ("rollback", Phase.ROLLED_BACK, version("v1"), version("v3"))
+    assert (rel.kind, rel.phase, rel.target, rel.origin) == (
+        "rollback",
+        Phase.ROLLED_BACK,
+        version("v1"),
+        version("v3"),
+    )
     assert types(out.events) == ["release.started", "release.rolledback"]
 
 
@@ -732,7 +832,13 @@ def test_rollback_during_the_watch_switches_to_the_warm_version_first() -> None:
 
     out = d.command("rollback")
 
-    assert kinds(out.effects) == ["set-routes", "promote-stable", "set-routes", "scale-down-canary", "finalize-routes"]
+    assert kinds(out.effects) == [
+        "set-routes",
+        "promote-stable",
+        "set-routes",
+        "scale-down-canary",
+        "finalize-routes",
+    ]
     assert out.effects[0].routes == RoutePlan(0, 100) and out.effects[1].image == version("v2").image
     assert d.state.stable == version("v2") and d.state.revisions == (version("v1"),) and d.state.warm is None
     assert d.rel.phase == Phase.ROLLED_BACK and d.state.routes == STABLE_ONLY
@@ -740,12 +846,23 @@ def test_rollback_during_the_watch_switches_to_the_warm_version_first() -> None:
 
 def test_warm_fast_path_switches_traffic_before_promoting() -> None:
     d = Driver.with_stable(make_policy(PromoteStage()))
-    d.state = replace(d.state, stable=version("v2"), revisions=(version("v1"),), warm=version("v1"),
-                      warm_until=iso(T0 + timedelta(seconds=300)))  # fmt: skip
+    d.state = replace(
+        d.state,
+        stable=version("v2"),
+        revisions=(version("v1"),),
+        warm=version("v1"),
+        warm_until=iso(T0 + timedelta(seconds=300)),
+    )
 
     out = d.command("rollback", version="v1")
 
-    assert kinds(out.effects) == ["set-routes", "promote-stable", "set-routes", "scale-down-canary", "finalize-routes"]
+    assert kinds(out.effects) == [
+        "set-routes",
+        "promote-stable",
+        "set-routes",
+        "scale-down-canary",
+        "finalize-routes",
+    ]
     assert out.effects[0].routes == RoutePlan(0, 100) and out.effects[2].routes == STABLE_ONLY
     assert d.state.warm is None and "(warm)" in d.rel.reason
 
@@ -767,14 +884,19 @@ def test_rollback_during_a_release_to_another_version_is_refused() -> None:
     assert types(refused.events) == ["command.rejected"] and d.rel.phase == Phase.PROGRESSING
 
     out = d.command("rollback")
-    assert d.rel.phase == Phase.ROLLED_BACK and kinds(out.effects) == ["set-routes", "scale-down-canary", "finalize-routes"]
+    assert d.rel.phase == Phase.ROLLED_BACK and kinds(out.effects) == [
+        "set-routes",
+        "scale-down-canary",
+        "finalize-routes",
+    ]
 
 
 # -- alerts --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("labels", [{"graylane_release": "web-1"}, {"track": "canary"}, {"canary": "true"},
-                                    {"version": "v2"}])
+@pytest.mark.parametrize(
+    "labels", [{"graylane_release": "web-1"}, {"track": "canary"}, {"canary": "true"}, {"version": "v2"}]
+)
 def test_an_alert_naming_the_canary_rolls_it_back(labels: dict[str, str]) -> None:
     d = Driver.with_stable(seed_flow())
     _at_canary_step(d)
@@ -785,7 +907,9 @@ def test_an_alert_naming_the_canary_rolls_it_back(labels: dict[str, str]) -> Non
     assert kinds(out.effects) == ["set-routes", "scale-down-canary", "finalize-routes"]
 
 
-@pytest.mark.parametrize("labels", [{"graylane_release": "web-9"}, {"track": "stable"}, {"version": "v1"}, {}])
+@pytest.mark.parametrize(
+    "labels", [{"graylane_release": "web-9"}, {"track": "stable"}, {"version": "v1"}, {}]
+)
 def test_an_alert_about_something_else_is_ignored(labels: dict[str, str]) -> None:
     d = Driver.with_stable(seed_flow())
     _at_canary_step(d)
@@ -799,21 +923,33 @@ def test_an_alert_about_something_else_is_ignored(labels: dict[str, str]) -> Non
 PROTECTED = make_policy(
     ProtectStage(rate_limit=RateLimit(average=100, burst=200)),
     protection=(
-        ProtectionRule(alert="HighLatency", rate_limit_factor=0.5, floor=10, hold_down=60,
-                       circuit_breaker=CircuitBreaker("LatencyAtQuantileMS(50.0) > 100")),
-        ProtectionRule(alert="Overload", match=(("severity", "page"),), rate_limit_factor=0.1, floor=30, hold_down=30),
+        ProtectionRule(
+            alert="HighLatency",
+            rate_limit_factor=0.5,
+            floor=10,
+            hold_down=60,
+            circuit_breaker=CircuitBreaker("LatencyAtQuantileMS(50.0) > 100"),
+        ),
+        ProtectionRule(
+            alert="Overload", match=(("severity", "page"),), rate_limit_factor=0.1, floor=30, hold_down=30
+        ),
     ),
-)  # fmt: skip
+)
 
 
 def test_alerts_tighten_protection_and_relax_after_hold_down() -> None:
     d = Driver.with_stable(PROTECTED)
-    d.state = replace(d.state, base_protection=Protection(rate_limit=RateLimit(100, 200)),
-                      protection=Protection(rate_limit=RateLimit(100, 200)))  # fmt: skip
+    d.state = replace(
+        d.state,
+        base_protection=Protection(rate_limit=RateLimit(100, 200)),
+        protection=Protection(rate_limit=RateLimit(100, 200)),
+    )
 
     out = d.alert("HighLatency", fingerprint="a")
     assert kinds(out.effects) == ["set-protection"] and types(out.events) == ["protection.changed"]
-    assert d.state.protection == Protection(RateLimit(50, 100), CircuitBreaker("LatencyAtQuantileMS(50.0) > 100"))
+    assert d.state.protection == Protection(
+        RateLimit(50, 100), CircuitBreaker("LatencyAtQuantileMS(50.0) > 100")
+    )
 
     assert d.alert("HighLatency", fingerprint="a").effects == ()  # idempotent per fingerprint
     d.alert("Overload", fingerprint="b", severity="page")  # factors multiply: 100 * 0.5 * 0.1 = 5, floor 30
@@ -847,7 +983,9 @@ def test_alerts_before_the_protect_stage_tighten_the_limit_it_will_set() -> None
 
 
 def test_protection_relaxes_on_a_tick_during_a_release() -> None:
-    policy = replace(PROTECTED, stages=(CanaryStage(steps=(CanaryStep(10, None),)), PromoteStage()) + PROTECTED.stages)
+    policy = replace(
+        PROTECTED, stages=(CanaryStage(steps=(CanaryStep(10, None),)), PromoteStage()) + PROTECTED.stages
+    )
     d = Driver.with_stable(policy)
     d.push("v2")
     d.alert("HighLatency")
@@ -861,7 +999,9 @@ def test_protection_relaxes_on_a_tick_during_a_release() -> None:
 
 
 def test_a_canary_alert_can_also_tighten_protection() -> None:
-    policy = replace(PROTECTED, stages=(CanaryStage(steps=(CanaryStep(10, None),)), PromoteStage()) + PROTECTED.stages)
+    policy = replace(
+        PROTECTED, stages=(CanaryStage(steps=(CanaryStep(10, None),)), PromoteStage()) + PROTECTED.stages
+    )
     d = Driver.with_stable(policy)
     d.push("v2")
 
@@ -877,7 +1017,11 @@ WAVES = make_policy(
     PreviewStage(),
     CanaryStage(steps=(CanaryStep(50, 10),)),
     PromoteStage(),
-    waves=(Wave("sh", cluster="ctx-sh"), Wave("bj", cluster="ctx-bj", approval=True), Wave("gz", cluster="ctx-gz")),
+    waves=(
+        Wave("sh", cluster="ctx-sh"),
+        Wave("bj", cluster="ctx-bj", approval=True),
+        Wave("gz", cluster="ctx-gz"),
+    ),
 )
 
 
@@ -889,13 +1033,19 @@ def test_waves_run_the_stages_per_cluster_with_preview_only_once() -> None:
 
     out = d.tick(10)  # wave sh promoted; wave bj waits for its gate
     assert [(e.kind, e.cluster) for e in out.effects] == [
-        ("promote-stable", "ctx-sh"), ("set-routes", "ctx-sh"), ("scale-down-canary", "ctx-sh")]
+        ("promote-stable", "ctx-sh"),
+        ("set-routes", "ctx-sh"),
+        ("scale-down-canary", "ctx-sh"),
+    ]
     assert (d.rel.wave, d.rel.phase, d.rel.gate, d.rel.stage) == (1, Phase.WAITING, "wave-bj", 0)
     assert d.state.routes == STABLE_ONLY and not d.rel.promoted
 
     out = d.command("approve")
-    assert [(e.kind, e.cluster) for e in out.effects] == [("deploy-canary", "ctx-bj"), ("scale-canary", "ctx-bj"),
-                                                         ("set-routes", "ctx-bj")]
+    assert [(e.kind, e.cluster) for e in out.effects] == [
+        ("deploy-canary", "ctx-bj"),
+        ("scale-canary", "ctx-bj"),
+        ("set-routes", "ctx-bj"),
+    ]
     assert "deploy-preview" not in kinds(out.effects) and d.rel.stage == 1
 
     d.tick(10)  # bj promoted; gz starts at once (no gate)
@@ -915,8 +1065,12 @@ def test_a_rollback_in_a_later_wave_returns_the_earlier_waves() -> None:
     out = d.command("abort")
 
     assert [(e.kind, e.cluster, e.version) for e in out.effects] == [
-        ("set-routes", "ctx-bj", ""), ("scale-down-canary", "ctx-bj", ""), ("promote-stable", "ctx-sh", "v1"),
-        ("finalize-routes", "ctx-sh", ""), ("finalize-routes", "ctx-bj", "")]
+        ("set-routes", "ctx-bj", ""),
+        ("scale-down-canary", "ctx-bj", ""),
+        ("promote-stable", "ctx-sh", "v1"),
+        ("finalize-routes", "ctx-sh", ""),
+        ("finalize-routes", "ctx-bj", ""),
+    ]
     assert d.rel.phase == Phase.ABORTED and d.state.stable == version("v1")
 
 
@@ -970,7 +1124,9 @@ def test_every_state_round_trips_through_json() -> None:
 
 
 def test_a_push_during_the_watch_drops_the_warm_copy_it_replaces() -> None:
-    d = Driver.with_stable(make_policy(CanaryStage(steps=(CanaryStep(50, 10),)), PromoteStage(keep_previous=600)))
+    d = Driver.with_stable(
+        make_policy(CanaryStage(steps=(CanaryStep(50, 10),)), PromoteStage(keep_previous=600))
+    )
     d.push("v2")
     d.tick(10)
     assert d.rel.watching and d.state.warm == version("v1")
@@ -980,7 +1136,10 @@ def test_a_push_during_the_watch_drops_the_warm_copy_it_replaces() -> None:
     out = d.command("rollback", version="v1")
 
     assert d.state.warm is None and d.state.stable == version("v1")
-    assert kinds(out.effects) == ["promote-stable", "finalize-routes"]  # no switch to the (scaled down) canary workload
+    assert kinds(out.effects) == [
+        "promote-stable",
+        "finalize-routes",
+    ]  # no switch to the (scaled down) canary workload
 
 
 def test_a_push_at_a_later_wave_returns_earlier_waves_before_the_new_release() -> None:
@@ -998,7 +1157,9 @@ def test_a_push_at_a_later_wave_returns_earlier_waves_before_the_new_release() -
 
 
 def test_a_push_during_the_watch_keeps_the_promoted_version_stable() -> None:
-    d = Driver.with_stable(make_policy(CanaryStage(steps=(CanaryStep(50, 10),)), PromoteStage(keep_previous=600)))
+    d = Driver.with_stable(
+        make_policy(CanaryStage(steps=(CanaryStep(50, 10),)), PromoteStage(keep_previous=600))
+    )
     d.push("v2")
     d.tick(10)
     assert d.rel.watching and d.state.stable == version("v2")
@@ -1020,11 +1181,17 @@ def test_an_effect_that_failed_for_good_fails_the_release_and_leaves_pending() -
     from functions.core.events import EffectFailure
     from functions.core.policy import MigrationJob
 
-    d = Driver.with_stable(make_policy(PreviewStage(migration=MigrationJob(name="migrate")),
-                                       CanaryStage(steps=(CanaryStep(50, 10),))), auto_apply=False)  # fmt: skip
+    d = Driver.with_stable(
+        make_policy(
+            PreviewStage(migration=MigrationJob(name="migrate")), CanaryStage(steps=(CanaryStep(50, 10),))
+        ),
+        auto_apply=False,
+    )
     out = d.push("v2")
     job = next(e for e in out.effects if e.kind == "run-migration")
-    failed = EffectFailure(id=f"{job.id}/failed", app=d.state.app, effect=job.id, kind=job.kind, reason="exit 1")
+    failed = EffectFailure(
+        id=f"{job.id}/failed", app=d.state.app, effect=job.id, kind=job.kind, reason="exit 1"
+    )
 
     out = d.send(failed)
 
@@ -1037,6 +1204,11 @@ def test_the_first_image_becomes_stable_in_every_wave_cluster_with_its_route() -
     d = Driver(WAVES)
     out = d.push("v1")
     assert [(e.kind, e.cluster) for e in out.effects] == [
-        ("promote-stable", "ctx-sh"), ("set-routes", "ctx-sh"), ("promote-stable", "ctx-bj"),
-        ("set-routes", "ctx-bj"), ("promote-stable", "ctx-gz"), ("set-routes", "ctx-gz")]
+        ("promote-stable", "ctx-sh"),
+        ("set-routes", "ctx-sh"),
+        ("promote-stable", "ctx-bj"),
+        ("set-routes", "ctx-bj"),
+        ("promote-stable", "ctx-gz"),
+        ("set-routes", "ctx-gz"),
+    ]
     assert d.state.stable == version("v1") and d.state.release is None

@@ -36,9 +36,15 @@ def _function(tree: ast.AST, qualname: str) -> ast.FunctionDef | ast.AsyncFuncti
     scope: list[ast.AST] = [tree]
     node: ast.AST | None = None
     for part in qualname.split("."):
-        node = next((n for s in scope for n in ast.walk(s)
-                     if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) and n.name == part),
-                    None)  # fmt: skip
+        node = next(
+            (
+                n
+                for s in scope
+                for n in ast.walk(s)
+                if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) and n.name == part
+            ),
+            None,
+        )
         if node is None:
             raise LookupError(f"{qualname}: no {part}")
         scope = [node]
@@ -51,7 +57,7 @@ def _replace(source: str, first: ast.stmt, last: ast.stmt, lines: list[str]) -> 
     text = source.splitlines(keepends=True)
     indent = " " * first.col_offset
     assert last.end_lineno is not None
-    text[first.lineno - 1: last.end_lineno] = [indent + line + "\n" for line in lines]
+    text[first.lineno - 1 : last.end_lineno] = [indent + line + "\n" for line in lines]
     return "".join(text)
 
 
@@ -83,7 +89,10 @@ def returns_early_without(qualname: str, parameter: str) -> Callable[[str], str]
         first = fn.body[0]
         text = source.splitlines(keepends=True)
         indent = " " * first.col_offset
-        text[first.lineno - 1: first.lineno - 1] = [f"{indent}if not {parameter}:\n", f"{indent}    return None\n"]
+        text[first.lineno - 1 : first.lineno - 1] = [
+            f"{indent}if not {parameter}:\n",
+            f"{indent}    return None\n",
+        ]
         return "".join(text)
 
     return mutate
@@ -95,7 +104,11 @@ def handler_passes(qualname: str, exception: str) -> Callable[[str], str]:
     def mutate(source: str) -> str:
         fn = _function(ast.parse(source), qualname)
         for node in ast.walk(fn):
-            if isinstance(node, ast.ExceptHandler) and isinstance(node.type, ast.Name) and node.type.id == exception:
+            if (
+                isinstance(node, ast.ExceptHandler)
+                and isinstance(node.type, ast.Name)
+                and node.type.id == exception
+            ):
                 return _replace(source, node.body[0], node.body[-1], ["pass"])
         raise LookupError(f"{qualname}: no except {exception}")
 
@@ -111,20 +124,39 @@ class Mutant:
 
 
 MUTANTS = (
-    Mutant("release_start does nothing", "functions/release_start.py", work_is_noop("release_start"),
-           (f"{GUARDS}::test_mutation_release_start_starts_a_release",)),
-    Mutant("release_tick does nothing", "functions/release_tick.py", work_is_noop("release_tick"),
-           (f"{GUARDS}::test_mutation_release_tick_moves_a_release",)),
-    Mutant("a delivery without its signature header is accepted", "functions/providers/sources/base.py",
-           returns_early_without("check_hmac", "signature"),
-           (f"{GUARDS}::test_mutation_a_delivery_without_its_signature_header_is_refused",)),
-    Mutant("RoutePlan's sum-to-100 guard is gone", "functions/core/effects.py",
-           body_is_noop("RoutePlan.__post_init__"),
-           (f"{GUARDS}::test_mutation_route_plans_must_split_100_percent",
-            f"{GUARDS}::test_mutation_canary_weights_outside_0_to_100_are_not_plans")),
-    Mutant("the gateway lets an unauthenticated delivery through", "functions/gateway.py",
-           handler_passes("hook_routes.hook", "Unauthenticated"),
-           (FUZZ, f"{GUARDS}::test_mutation_an_unauthenticated_delivery_publishes_nothing")),
+    Mutant(
+        "release_start does nothing",
+        "functions/release_start.py",
+        work_is_noop("release_start"),
+        (f"{GUARDS}::test_mutation_release_start_starts_a_release",),
+    ),
+    Mutant(
+        "release_tick does nothing",
+        "functions/release_tick.py",
+        work_is_noop("release_tick"),
+        (f"{GUARDS}::test_mutation_release_tick_moves_a_release",),
+    ),
+    Mutant(
+        "a delivery without its signature header is accepted",
+        "functions/providers/sources/base.py",
+        returns_early_without("check_hmac", "signature"),
+        (f"{GUARDS}::test_mutation_a_delivery_without_its_signature_header_is_refused",),
+    ),
+    Mutant(
+        "RoutePlan's sum-to-100 guard is gone",
+        "functions/core/effects.py",
+        body_is_noop("RoutePlan.__post_init__"),
+        (
+            f"{GUARDS}::test_mutation_route_plans_must_split_100_percent",
+            f"{GUARDS}::test_mutation_canary_weights_outside_0_to_100_are_not_plans",
+        ),
+    ),
+    Mutant(
+        "the gateway lets an unauthenticated delivery through",
+        "functions/gateway.py",
+        handler_passes("hook_routes.hook", "Unauthenticated"),
+        (FUZZ, f"{GUARDS}::test_mutation_an_unauthenticated_delivery_publishes_nothing"),
+    ),
 )
 
 
@@ -153,10 +185,25 @@ def _pytest(repo: Path, selection: tuple[str, ...]) -> Run:
     env = {**os.environ, "PYTHONPATH": str(repo), "PYTHONDONTWRITEBYTECODE": "1"}
     env.pop("PYTEST_ADDOPTS", None)
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", *selection, "-q", "-rf", "--tb=no", "-p", "no:cacheprovider",
-         "--hypothesis-seed=0", "--hypothesis-profile=mutation"],
-        cwd=repo, env=env, capture_output=True, text=True, timeout=240,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            *selection,
+            "-q",
+            "-rf",
+            "--tb=no",
+            "-p",
+            "no:cacheprovider",
+            "--hypothesis-seed=0",
+            "--hypothesis-profile=mutation",
+        ],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     failed = set(re.findall(r"^FAILED (\S+)", proc.stdout, re.MULTILINE))
     return Run(proc.returncode, failed, proc.stdout[-3000:] + proc.stderr[-2000:])
 
@@ -167,7 +214,10 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Run]]:
     base = tmp_path_factory.mktemp("mutation")
     jobs: dict[str, tuple[Path, tuple[str, ...]]] = {}
     # the control: the copy itself passes the guards (the fuzz test runs unmutated in the suite itself)
-    jobs["control"] = (_copy(base / "control"), tuple(sorted({t for m in MUTANTS for t in m.caught_by} - {FUZZ})))
+    jobs["control"] = (
+        _copy(base / "control"),
+        tuple(sorted({t for m in MUTANTS for t in m.caught_by} - {FUZZ})),
+    )
     for i, mutant in enumerate(MUTANTS):
         repo = _copy(base / f"mutant-{i}")
         target = repo / mutant.path
@@ -191,5 +241,6 @@ def test_mutation_check_every_mutant_is_caught(runs: dict[str, Run], mutant: Mut
     run = runs[mutant.name]
     assert run.returncode != 0, f"mutant survived: {mutant.name}\n{run.output}"
     for test in mutant.caught_by:
-        assert any(f == test or f.startswith(test + "[") for f in run.failed), \
+        assert any(f == test or f.startswith(test + "[") for f in run.failed), (
             f"{test} did not fail with mutant {mutant.name!r}; failed: {sorted(run.failed)}\n{run.output}"
+        )

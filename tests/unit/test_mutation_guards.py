@@ -51,8 +51,9 @@ def _post(target: str, event: object) -> None:
 
 
 def _pushed(tag: str) -> object:
-    return catalog.make_event(ev.IMAGE_PUSHED, "", {"repository": REPO, "tag": tag, "source": "generic"},
-                              id=f"push-{tag}")  # fmt: skip
+    return catalog.make_event(
+        ev.IMAGE_PUSHED, "", {"repository": REPO, "tag": tag, "source": "generic"}, id=f"push-{tag}"
+    )
 
 
 def _state() -> AppState:
@@ -87,16 +88,26 @@ def test_mutation_release_tick_moves_a_release(env: None) -> None:
 # -- deliveries without their signature --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("route", "path"), [("ghcr", "github/registry-package-tagged.json"),
-                                             ("github", "github/registry-package-tagged.json"),
-                                             ("coding", "tencent/coding-artifact-created.json")])  # fmt: skip
-def test_mutation_a_delivery_without_its_signature_header_is_refused(tmp_path: Path, route: str, path: str) -> None:
+@pytest.mark.parametrize(
+    ("route", "path"),
+    [
+        ("ghcr", "github/registry-package-tagged.json"),
+        ("github", "github/registry-package-tagged.json"),
+        ("coding", "tencent/coding-artifact-created.json"),
+    ],
+)
+def test_mutation_a_delivery_without_its_signature_header_is_refused(
+    tmp_path: Path, route: str, path: str
+) -> None:
     for name, text in POLICIES.items():
         (tmp_path / f"{name}.yaml").write_text(text)
     gw = Gateway(tmp_path)
     body = sample(path)
-    headers = {"x-github-event": "registry_package"} if route != "coding" else \
-        {k: v for k, v in coding_headers(body).items() if k != "x-coding-signature"}
+    headers = (
+        {"x-github-event": "registry_package"}
+        if route != "coding"
+        else {k: v for k, v in coding_headers(body).items() if k != "x-coding-signature"}
+    )
     response = gw.post(route, body, headers)  # a valid bearer token does not stand in for the signature
     assert response.status_code == 401, response.text
     assert "header is missing" in response.json()["error"]
@@ -126,15 +137,25 @@ def test_mutation_canary_weights_outside_0_to_100_are_not_plans() -> None:
 
 # every vendor sample that publishes when authenticated, posted to its own route without a credential
 OWN_SAMPLES = [
-    ("dockerhub", "dockerhub/push.json"), ("harbor", "harbor/push-tagged.json"), ("ghcr", "github/registry-package-tagged.json"),
-    ("gitlab", "gitlab/push-tagged.json"), ("quay", "quay/push.json"), ("tcr", "tencent/tcr-push.json"),
-    ("coding", "tencent/coding-artifact-created.json"), ("acr", "aliyun/push.json"), ("ecr", "ecr/push.json"),
-    ("gar", "gar/push.json"), ("azure", "azure/push.json"), ("generic", "generic/push.json"),
-]  # fmt: skip
+    ("dockerhub", "dockerhub/push.json"),
+    ("harbor", "harbor/push-tagged.json"),
+    ("ghcr", "github/registry-package-tagged.json"),
+    ("gitlab", "gitlab/push-tagged.json"),
+    ("quay", "quay/push.json"),
+    ("tcr", "tencent/tcr-push.json"),
+    ("coding", "tencent/coding-artifact-created.json"),
+    ("acr", "aliyun/push.json"),
+    ("ecr", "ecr/push.json"),
+    ("gar", "gar/push.json"),
+    ("azure", "azure/push.json"),
+    ("generic", "generic/push.json"),
+]
 
 
 @pytest.mark.parametrize(("route", "path"), OWN_SAMPLES, ids=[r for r, _ in OWN_SAMPLES])
-def test_mutation_an_unauthenticated_delivery_publishes_nothing(tmp_path: Path, route: str, path: str) -> None:
+def test_mutation_an_unauthenticated_delivery_publishes_nothing(
+    tmp_path: Path, route: str, path: str
+) -> None:
     from tests.unit.test_gateway import github_headers
 
     for name, text in POLICIES.items():
@@ -149,8 +170,13 @@ def test_mutation_an_unauthenticated_delivery_publishes_nothing(tmp_path: Path, 
         answer = control.post(route, body)
     assert answer.status_code == 202 and control.bus.events, answer.text
     gw = Gateway(tmp_path)
-    vendor = {"x-github-event": "registry_package"} if route == "ghcr" else \
-        {"x-coding-event": "ARTIFACTS_VERSION_CREATED"} if route == "coding" else {}
+    vendor = (
+        {"x-github-event": "registry_package"}
+        if route == "ghcr"
+        else {"x-coding-event": "ARTIFACTS_VERSION_CREATED"}
+        if route == "coding"
+        else {}
+    )
     for token in (None, "not-the-token"):
         response = gw.post(route, body, vendor, token=token)
         assert response.status_code == 401, (route, token, response.text)

@@ -43,20 +43,29 @@ def test_teams_gate_card_shows_the_commands_the_outgoing_webhook_runs(capture: C
     TeamsNotifier(capture.url(), delivery=FAST, approval_url="").send(GATE)
     card = card_of(capture)
     commands = [b["text"] for b in card["body"] if b.get("fontType") == "Monospace"]
-    assert commands == [value for _, value in gate_actions(GATE)]  # the buttons' contract, release pin included
-    assert commands[0].startswith("approve prod/web promote") and commands[1].startswith("reject prod/web promote")
+    assert commands == [
+        value for _, value in gate_actions(GATE)
+    ]  # the buttons' contract, release pin included
+    assert commands[0].startswith("approve prod/web promote") and commands[1].startswith(
+        "reject prod/web promote"
+    )
     assert [(c.action, c.app, c.gate) for c in map(parse, commands)] == [
-        ("approve", "prod/web", "promote"), ("reject", "prod/web", "promote")]
+        ("approve", "prod/web", "promote"),
+        ("reject", "prod/web", "promote"),
+    ]
     assert "actions" not in card  # no approval page configured: no button pretends to work
 
 
-def test_teams_gate_card_links_approve_and_reject_to_the_approval_page(capture: Capture,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_teams_gate_card_links_approve_and_reject_to_the_approval_page(
+    capture: Capture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(APPROVAL_URL_ENV, PAGE)
     make_notifier((NotifySpec("teams", url=capture.url()),), delivery=FAST).send(GATE)
     actions = card_of(capture)["actions"]
     assert [(a["type"], a["title"], a["style"]) for a in actions] == [
-        ("Action.OpenUrl", "Approve", "positive"), ("Action.OpenUrl", "Reject", "destructive")]
+        ("Action.OpenUrl", "Approve", "positive"),
+        ("Action.OpenUrl", "Reject", "destructive"),
+    ]
     approve = urlsplit(actions[0]["url"])
     assert approve.path == "/console/apps/prod/web"
     assert parse_qs(approve.query) == {"gate": ["promote"], "release": ["web-7"], "action": ["approve"]}
@@ -71,8 +80,13 @@ def test_teams_link_fields_are_url_encoded(capture: Capture) -> None:
 
 
 def test_teams_connector_delivery_failure_text_is_a_failure_and_429_is_retried(capture: Capture) -> None:
-    capture.script = [(200, b"Webhook message delivery failed with error: Microsoft Teams endpoint returned HTTP "
-                            b"error 429 with ContextId x")]  # fmt: skip
+    capture.script = [
+        (
+            200,
+            b"Webhook message delivery failed with error: Microsoft Teams endpoint returned HTTP "
+            b"error 429 with ContextId x",
+        )
+    ]
     TeamsNotifier(capture.url(), delivery=FAST, approval_url="").send(notice())
     assert len(capture.requests) == 2  # retried once, then delivered
     capture.requests.clear()
@@ -87,8 +101,15 @@ def test_teams_connector_delivery_failure_text_is_a_failure_and_429_is_retried(c
 def test_teams_is_a_notify_kind_of_the_policy() -> None:
     from functions.core.policy_parse import parse_policy
 
-    doc = {"apiVersion": "graylane.dev/v1alpha1", "kind": "ReleasePolicy", "metadata": {"name": "web", "namespace": "prod"},
-           "spec": {"image": {"repository": "r.example.com/web"}, "router": {"provider": "recording"},
-                    "stages": [{"canary": {"steps": [{"weight": 10}]}}],
-                    "notify": [{"kind": "teams", "secret": "teams-releases"}]}}
+    doc = {
+        "apiVersion": "graylane.dev/v1alpha1",
+        "kind": "ReleasePolicy",
+        "metadata": {"name": "web", "namespace": "prod"},
+        "spec": {
+            "image": {"repository": "r.example.com/web"},
+            "router": {"provider": "recording"},
+            "stages": [{"canary": {"steps": [{"weight": 10}]}}],
+            "notify": [{"kind": "teams", "secret": "teams-releases"}],
+        },
+    }
     assert parse_policy(doc).notify == (NotifySpec("teams", secret="teams-releases"),)

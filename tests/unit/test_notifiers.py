@@ -80,8 +80,9 @@ def capture() -> Iterator[Capture]:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             url = urlsplit(self.path)
             with cap.lock:
-                cap.requests.append(Seen(url.path, parse_qs(url.query), {k.lower(): v for k, v in self.headers.items()},
-                                         body))  # fmt: skip
+                cap.requests.append(
+                    Seen(url.path, parse_qs(url.query), {k.lower(): v for k, v in self.headers.items()}, body)
+                )
             if cap.hang:
                 time.sleep(cap.hang)
             status, answer = cap.answer()
@@ -112,10 +113,21 @@ def closed_port() -> int:
 
 
 def notice(type_: str = ev.RELEASE_ROLLED_BACK, **extra: Any) -> dict[str, Any]:
-    base = {"type": type_, "release": "web-7", "app": "prod/web", "phase": "rolled-back", "stage": 0, "step": 1,
-            "weight": 20, "wave": 0, "target": {"version": "v2", "image": "r/web:v2"},
-            "origin": {"version": "v1", "image": "r/web:v1"}, "reason": "analysis failed: success-rate 0.80 < 0.99",
-            "message": "prod/web v2 release rolledback at 20%: analysis failed", "id": "web-7/12/3-notify"}  # fmt: skip
+    base = {
+        "type": type_,
+        "release": "web-7",
+        "app": "prod/web",
+        "phase": "rolled-back",
+        "stage": 0,
+        "step": 1,
+        "weight": 20,
+        "wave": 0,
+        "target": {"version": "v2", "image": "r/web:v2"},
+        "origin": {"version": "v1", "image": "r/web:v1"},
+        "reason": "analysis failed: success-rate 0.80 < 0.99",
+        "message": "prod/web v2 release rolledback at 20%: analysis failed",
+        "id": "web-7/12/3-notify",
+    }
     return {**base, **extra}
 
 
@@ -135,7 +147,8 @@ def test_slack_posts_block_kit_with_approve_and_reject_buttons_for_a_waiting_gat
     buttons = body["blocks"][3]["elements"]
     assert [(b["text"]["text"], b["value"], b["style"], b["action_id"]) for b in buttons] == [
         ("Approve", "approve prod/web promote release=web-7 version=v2", "primary", "graylane-approve"),
-        ("Reject", "reject prod/web promote release=web-7 version=v2", "danger", "graylane-reject")]
+        ("Reject", "reject prod/web promote release=web-7 version=v2", "danger", "graylane-reject"),
+    ]
     fields = {f["text"].split("\n")[0]: f["text"].split("\n")[1] for f in body["blocks"][2]["fields"]}
     assert fields["*Gate*"] == "promote" and fields["*Version*"] == "v1 → v2"
 
@@ -147,7 +160,9 @@ def test_slack_button_values_are_commands_the_chatops_parser_runs(capture: Captu
     buttons = capture.requests[0].json()["blocks"][3]["elements"]
     parsed = [parse(b["value"]) for b in buttons]
     assert [(p.action, p.app, p.gate, p.release, p.version) for p in parsed] == [
-        ("approve", "prod/web", "promote", "web-7", "v2"), ("reject", "prod/web", "promote", "web-7", "v2")]
+        ("approve", "prod/web", "promote", "web-7", "v2"),
+        ("reject", "prod/web", "promote", "web-7", "v2"),
+    ]
 
 
 def test_slack_has_no_buttons_outside_a_gate_and_escapes_markup(capture: Capture) -> None:
@@ -157,14 +172,18 @@ def test_slack_has_no_buttons_outside_a_gate_and_escapes_markup(capture: Capture
     assert body["blocks"][1]["text"]["text"] == "p99 &lt;500ms &amp; rising"
 
 
-def test_dingtalk_signs_the_query_with_timestamp_and_hmac_of_timestamp_newline_secret(capture: Capture) -> None:
+def test_dingtalk_signs_the_query_with_timestamp_and_hmac_of_timestamp_newline_secret(
+    capture: Capture,
+) -> None:
     secret = "SECabc123"
     DingTalkNotifier(capture.url("/robot/send?access_token=tok"), secret, FAST).send(GATE)
     seen = capture.requests[0]
     assert seen.query["access_token"] == ["tok"]
     ts = seen.query["timestamp"][0]
     assert abs(int(ts) - time.time() * 1000) < 60_000  # milliseconds
-    expected = base64.b64encode(hmac.new(secret.encode(), f"{ts}\n{secret}".encode(), hashlib.sha256).digest())
+    expected = base64.b64encode(
+        hmac.new(secret.encode(), f"{ts}\n{secret}".encode(), hashlib.sha256).digest()
+    )
     assert seen.query["sign"] == [expected.decode()]  # parse_qs undid the url-encoding
     body = seen.json()
     assert body["msgtype"] == "markdown"
@@ -187,7 +206,9 @@ def test_feishu_card_carries_timestamp_and_sign_keyed_by_timestamp_newline_secre
     assert body["sign"] == expected
     assert body["msg_type"] == "interactive"
     card = body["card"]
-    assert card["header"]["template"] == "red" and card["header"]["title"]["content"] == "Rolled back: prod/web"
+    assert (
+        card["header"]["template"] == "red" and card["header"]["title"]["content"] == "Rolled back: prod/web"
+    )
     assert card["elements"][0] == {"tag": "div", "text": {"tag": "lark_md", "content": notice()["message"]}}
 
 
@@ -269,8 +290,11 @@ def test_a_server_that_never_answers_is_cut_off_by_the_budget(capture: Capture) 
 
 def test_fan_out_never_raises_and_delivers_to_the_channels_that_are_up(capture: Capture) -> None:
     down = f"http://127.0.0.1:{closed_port()}/hook"
-    specs = (NotifySpec(kind="slack", url=down), NotifySpec(kind="webhook", url=capture.url()),
-             NotifySpec(kind="wecom", secret="missing"))  # fmt: skip
+    specs = (
+        NotifySpec(kind="slack", url=down),
+        NotifySpec(kind="webhook", url=capture.url()),
+        NotifySpec(kind="wecom", secret="missing"),
+    )
     notifier = make_notifier(specs, {}, FAST)
     started = time.monotonic()
     notifier.send(notice())
@@ -288,8 +312,10 @@ def test_secrets_resolve_to_the_url_and_the_signing_key(capture: Capture) -> Non
     assert resolve(spec, secrets) == (capture.url("/robot/send?access_token=t"), "SECkey")
     make_notifier((spec,), secrets, FAST).send(notice())
     assert "sign" in capture.requests[0].query
-    assert resolve(NotifySpec(kind="feishu", url="https://x/h", secret="k"), {"k": "only-a-key"}) == ("https://x/h",
-                                                                                                    "only-a-key")
+    assert resolve(NotifySpec(kind="feishu", url="https://x/h", secret="k"), {"k": "only-a-key"}) == (
+        "https://x/h",
+        "only-a-key",
+    )
 
 
 def test_an_unknown_kind_is_a_config_error_listing_the_known() -> None:

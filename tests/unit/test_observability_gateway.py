@@ -36,8 +36,9 @@ spec:
 
 def client(tmp_path: Path, max_body: int = 1024 * 1024) -> TestClient:
     (tmp_path / "alpine.yaml").write_text(POLICY)
-    settings = GatewaySettings(credentials={"harbor": Credentials(token=TOKEN), "ghcr": Credentials(token=TOKEN)},
-                               max_body=max_body)  # fmt: skip
+    settings = GatewaySettings(
+        credentials={"harbor": Credentials(token=TOKEN), "ghcr": Credentials(token=TOKEN)}, max_body=max_body
+    )
     return TestClient(build_app(settings, make_sources(), MemoryBus(), DirectoryPolicies(tmp_path)))
 
 
@@ -59,9 +60,18 @@ def test_webhook_requests_are_counted_by_source_and_status(tmp_path: Path) -> No
     auth = {"authorization": f"Bearer {TOKEN}", "content-type": "application/json"}
     assert c.post("/hooks/harbor", content=HARBOR, headers=auth).status_code == 202
     assert c.post("/hooks/harbor", content=HARBOR, headers=auth).status_code == 202  # a redelivery
-    assert c.post("/hooks/harbor", content=HARBOR, headers={"authorization": "Bearer wrong"}).status_code == 401
-    assert c.post(f"/hooks/harbor/{TOKEN}", content=b"{", headers={"content-type": "application/json"}).status_code == 400
-    assert c.post("/hooks/github", content=HARBOR, headers={"authorization": "Bearer wrong"}).status_code == 401
+    assert (
+        c.post("/hooks/harbor", content=HARBOR, headers={"authorization": "Bearer wrong"}).status_code == 401
+    )
+    assert (
+        c.post(
+            f"/hooks/harbor/{TOKEN}", content=b"{", headers={"content-type": "application/json"}
+        ).status_code
+        == 400
+    )
+    assert (
+        c.post("/hooks/github", content=HARBOR, headers={"authorization": "Bearer wrong"}).status_code == 401
+    )
     assert c.post("/hooks/no-such-registry", content=b"{}").status_code == 404
     assert c.post("/hooks/harbor", content=b"x" * (65 * 1024), headers=auth).status_code == 413
     after = scrape(c)

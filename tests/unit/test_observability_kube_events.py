@@ -11,8 +11,14 @@ from functions.observability.kube_events import KubeEventRecorder, event_name, m
 from tests.support import T0, canary_policy
 
 DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-RELEASE = Release(id="web-3", seq=3, target=Version("v2", "registry.example.com/web:v2"), origin=Version("v1"),
-                  started_at="2026-11-23T08:00:00Z", weight=20)  # fmt: skip
+RELEASE = Release(
+    id="web-3",
+    seq=3,
+    target=Version("v2", "registry.example.com/web:v2"),
+    origin=Version("v1"),
+    started_at="2026-11-23T08:00:00Z",
+    weight=20,
+)
 
 
 def test_event_names_are_deterministic_dns_safe_and_bounded() -> None:
@@ -40,9 +46,11 @@ def test_message_names_the_release_version_what_and_why() -> None:
     policy = canary_policy()
     data = {"target": {"version": "v2"}, "weight": 20, "reason": "success-rate 0.5 < min 0.9"}
     assert message_for(policy, RELEASE, Emitted(ev.RELEASE_ROLLED_BACK, data)) == (
-        "web-3 v2 release rolledback at 20%: success-rate 0.5 < min 0.9")
-    assert message_for(policy, RELEASE, Emitted(ev.GATE_DECIDED, {"gate": "promote", "decision": "approved"})) == (
-        "web-3 v2 release gate decided gate promote approved")  # fmt: skip
+        "web-3 v2 release rolledback at 20%: success-rate 0.5 < min 0.9"
+    )
+    assert message_for(
+        policy, RELEASE, Emitted(ev.GATE_DECIDED, {"gate": "promote", "decision": "approved"})
+    ) == ("web-3 v2 release gate decided gate promote approved")
     assert message_for(policy, None, Emitted(ev.PROTECTION_CHANGED, {})) == "prod/web protection changed"
     assert len(message_for(policy, RELEASE, Emitted(ev.RELEASE_FAILED, {"reason": "x" * 5000}))) == 1024
 
@@ -52,10 +60,16 @@ def test_body_is_a_core_v1_event_on_the_stable_deployment() -> None:
     recorder = KubeEventRecorder(api_client=None, clock=lambda: T0, instance="pod-1")
     body = recorder.body(policy, RELEASE, ev.RELEASE_FROZEN, "ReleaseFrozen", "held", generation=9, index=2)
     assert body["metadata"]["name"] == "web.web-3.9.2" and body["metadata"]["namespace"] == "prod"
-    assert body["involvedObject"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web",
-                                      "namespace": "prod"}  # fmt: skip
+    assert body["involvedObject"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "web",
+        "namespace": "prod",
+    }
     assert (body["type"], body["reason"], body["count"]) == ("Warning", "ReleaseFrozen", 1)
     assert body["firstTimestamp"] == body["lastTimestamp"] == "2026-11-23T08:00:00Z"
     assert body["source"] == {"component": "graylane"} and body["reportingComponent"] == "graylane"
-    normal = recorder.body(policy, RELEASE, ev.RELEASE_PROMOTED, "ReleasePromoted", "ok", generation=9, index=3)
+    normal = recorder.body(
+        policy, RELEASE, ev.RELEASE_PROMOTED, "ReleasePromoted", "ok", generation=9, index=3
+    )
     assert normal["type"] == "Normal"

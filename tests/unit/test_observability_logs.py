@@ -37,9 +37,15 @@ def test_json_lines_carry_the_context_fields_and_extras(stream: io.StringIO) -> 
         log.info("pushed %s", "v2", extra={"status": "transitioned", "pending": 2})
     log.warning("outside")
     inside, outside = lines(stream)
-    assert inside["msg"] == "pushed v2" and inside["level"] == "INFO" and inside["logger"] == "graylane.runner"
+    assert (
+        inside["msg"] == "pushed v2" and inside["level"] == "INFO" and inside["logger"] == "graylane.runner"
+    )
     assert (inside["event_id"], inside["correlation_id"], inside["app"], inside["event_type"]) == (
-        "push-1", "web-3", "prod/web", "dev.graylane.image.pushed")  # fmt: skip
+        "push-1",
+        "web-3",
+        "prod/web",
+        "dev.graylane.image.pushed",
+    )
     assert inside["status"] == "transitioned" and inside["pending"] == 2
     assert inside["ts"].endswith("Z") and "T" in inside["ts"]
     assert outside["event_id"] == "" and outside["correlation_id"] == "" and outside["msg"] == "outside"

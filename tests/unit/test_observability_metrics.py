@@ -85,7 +85,7 @@ def test_label_values_and_help_are_escaped() -> None:
     weird = 'a"b\\c\nd}{,='
     c.inc(v=weird)
     text = reg.render()
-    assert "# HELP t_total Help with \\\\ and\\nnewline \"quoted\"." in text
+    assert '# HELP t_total Help with \\\\ and\\nnewline "quoted".' in text
     _, samples = parse(text)
     assert samples[series("t_total", v=weird)] == 1
 
@@ -160,8 +160,14 @@ def test_process_registry_exposes_graylane_metrics() -> None:
 
 
 def _release(app_seq: int, phase: Phase = Phase.PROGRESSING) -> Release:
-    return Release(id=f"web-{app_seq}", seq=app_seq, target=Version("v2"), origin=Version("v1"),
-                   started_at="2026-01-01T00:00:00Z", phase=phase)  # fmt: skip
+    return Release(
+        id=f"web-{app_seq}",
+        seq=app_seq,
+        target=Version("v2"),
+        origin=Version("v1"),
+        started_at="2026-01-01T00:00:00Z",
+        phase=phase,
+    )
 
 
 def test_releases_gauge_counts_the_latest_release_per_app() -> None:
@@ -182,10 +188,15 @@ def test_releases_gauge_counts_the_latest_release_per_app() -> None:
 def test_saved_verdicts_are_counted_once_per_metric_result_with_the_policys_judge() -> None:
     policy = canary_policy()  # one metric, success-rate, judged by threshold
     passed = VerdictRecord(at="t1", verdict="pass", metrics=(MetricResult("success-rate", "pass"),))
-    failed = VerdictRecord(at="t2", verdict="fail", metrics=(MetricResult("success-rate", "fail"),
-                                                            MetricResult("gone-metric", "inconclusive")))  # fmt: skip
-    start = {(j, v): metrics.VERDICTS.get(judge=j, verdict=v)
-             for j, v in (("threshold", "pass"), ("threshold", "fail"), ("unknown", "inconclusive"))}  # fmt: skip
+    failed = VerdictRecord(
+        at="t2",
+        verdict="fail",
+        metrics=(MetricResult("success-rate", "fail"), MetricResult("gone-metric", "inconclusive")),
+    )
+    start = {
+        (j, v): metrics.VERDICTS.get(judge=j, verdict=v)
+        for j, v in (("threshold", "pass"), ("threshold", "fail"), ("unknown", "inconclusive"))
+    }
     s0 = AppState(app="t-verdicts/web", release=_release(1))
     s1 = replace(s0, release=replace(s0.release, verdicts=(passed,)))
     s2 = replace(s1, release=replace(s1.release, verdicts=(passed, failed)))

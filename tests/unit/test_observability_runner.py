@@ -25,8 +25,9 @@ from functions.runner import Runner
 from tests.support import Clock, StaticPolicies, canary_policy, command, handle, push, tick
 
 
-def make(namespace: str, providers: RecordingProviders | None = None,
-         recorder: Any = None) -> tuple[Runner, MemoryStore, RecordingProviders, Clock, str]:  # fmt: skip
+def make(
+    namespace: str, providers: RecordingProviders | None = None, recorder: Any = None
+) -> tuple[Runner, MemoryStore, RecordingProviders, Clock, str]:
     store, clock = MemoryStore(), Clock()
     providers = providers or RecordingProviders()
     policy = canary_policy(namespace=namespace)

@@ -13,8 +13,9 @@ from functions.policies import DirectoryPolicies, load_policy_file, load_policy_
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def policy_yaml(name: str, repository: str = "registry.example.com/team/app", weight: int = 10,
-                semver: str = "") -> str:
+def policy_yaml(
+    name: str, repository: str = "registry.example.com/team/app", weight: int = 10, semver: str = ""
+) -> str:
     rule = f", semver: '{semver}'" if semver else ""
     return f"""\
 apiVersion: graylane.dev/v1alpha1
@@ -47,14 +48,15 @@ def test_load_policy_file_names_the_source(tmp_path: Path) -> None:
     with pytest.raises(PolicyError) as caught:
         load_policy_file(path)
     assert caught.value.source == str(path)
-    assert caught.value.problems == [("spec.stages[0].canary.steps[0].weight",
-                                      "500 is not allowed; expected an integer 0..100")]
+    assert caught.value.problems == [
+        ("spec.stages[0].canary.steps[0].weight", "500 is not allowed; expected an integer 0..100")
+    ]
 
 
 def test_load_policy_text_reports_yaml_errors_with_a_line() -> None:
     with pytest.raises(PolicyError) as caught:
         load_policy_text("a: [1,\nb: {", "inline")
-    (where, message), = caught.value.problems
+    ((where, message),) = caught.value.problems
     assert where.startswith("line ")
     assert message.startswith("invalid YAML")
 

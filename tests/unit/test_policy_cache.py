@@ -55,11 +55,14 @@ def test_every_example_reads_back_equal_from_the_cache(path: Path, cache: Policy
 
 
 def test_a_second_directory_reads_compiled_policies_without_parsing(
-        tmp_path: Path, cache: PolicyCache, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    tmp_path: Path, cache: PolicyCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "a.yaml").write_text(policy_yaml("a", weight=30))
     first = DirectoryPolicies(tmp_path, cache=cache).get("team/a")
     parsed: list[str] = []
-    monkeypatch.setattr(policies_module, "load_policy_text", lambda text, source="": parsed.append(source) or [])
+    monkeypatch.setattr(
+        policies_module, "load_policy_text", lambda text, source="": parsed.append(source) or []
+    )
     assert DirectoryPolicies(tmp_path, cache=PolicyCache(cache.directory)).get("team/a") == first
     assert parsed == []
 
@@ -75,8 +78,9 @@ def test_an_edited_file_misses_and_is_parsed_again(tmp_path: Path, cache: Policy
     assert len(entries(cache)) == 2
 
 
-def test_another_parser_version_misses(tmp_path: Path, cache: PolicyCache, no_parsing: list[str],
-                                       monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_another_parser_version_misses(
+    tmp_path: Path, cache: PolicyCache, no_parsing: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "a.yaml"
     path.write_text(policy_yaml("a"))
     cache.put(path.read_text(), [])  # what an older graylane stored for this text
@@ -98,8 +102,13 @@ def test_a_corrupt_entry_is_parsed_again_and_rewritten(tmp_path: Path, cache: Po
     good = load_policy_file(path, cache)
     [entry] = entries(cache)
     truncated = entry.read_bytes()[:40]
-    for broken in (b"not a pickle", truncated, pickle.dumps((1, good)), pickle.dumps((policy_cache.FORMAT, ["x"])),
-                   pickle.dumps({"format": policy_cache.FORMAT})):  # fmt: skip
+    for broken in (
+        b"not a pickle",
+        truncated,
+        pickle.dumps((1, good)),
+        pickle.dumps((policy_cache.FORMAT, ["x"])),
+        pickle.dumps({"format": policy_cache.FORMAT}),
+    ):
         entry.write_bytes(broken)
         assert load_policy_file(path, cache) == good
         assert pickle.loads(entry.read_bytes()) == (policy_cache.FORMAT, good)
@@ -156,15 +165,24 @@ def test_a_user_without_a_home_gets_no_cache(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_validate_compile_fills_the_cache_and_a_fresh_process_never_imports_yaml(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("GRAYLANE_POLICY_CACHE", str(tmp_path / "cache"))
     assert main(["validate", "--compile", str(ROOT / "infra" / "examples")]) == 0
     assert len(list((tmp_path / "cache").glob("*.pickle"))) == len(EXAMPLES)
-    code = ("import sys; from functions.runtime import policies_from; ps = policies_from(sys.argv[1]); "
-            "print(len(ps.all()), ps.errors, 'yaml' in sys.modules)")
+    code = (
+        "import sys; from functions.runtime import policies_from; ps = policies_from(sys.argv[1]); "
+        "print(len(ps.all()), ps.errors, 'yaml' in sys.modules)"
+    )
     env = {**os.environ, "GRAYLANE_POLICY_CACHE": str(tmp_path / "cache")}
-    done = subprocess.run([sys.executable, "-c", code, str(ROOT / "infra" / "examples")], capture_output=True,
-                          text=True, cwd=ROOT, env=env, timeout=60)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(ROOT / "infra" / "examples")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [str(len(EXAMPLES)), "{}", "False"]
 
@@ -174,6 +192,12 @@ def test_codec_picks_a_stage_by_its_kind_and_keeps_other_kinds_as_data() -> None
     assert tuple(from_plain(Stage, to_plain(s)) for s in stages) == stages
     with pytest.raises(ValueError, match="kind 'launch'"):
         from_plain(Stage, {"kind": "launch"})
-    rollback = Release(id="r", seq=1, target=Version("v1", "img:v1"), origin=Version("v2", "img:v2"),
-                       started_at="2026-11-23T08:00:00Z", kind="rollback")
+    rollback = Release(
+        id="r",
+        seq=1,
+        target=Version("v1", "img:v1"),
+        origin=Version("v2", "img:v2"),
+        started_at="2026-11-23T08:00:00Z",
+        kind="rollback",
+    )
     assert from_plain(Release | None, to_plain(rollback)) == rollback

@@ -65,8 +65,14 @@ def only(doc: Any) -> tuple[str, str]:
 
 def test_there_is_one_example_per_scenario() -> None:
     names = {p.name for p in EXAMPLES}
-    assert {"traefik-pipeline.yaml", "argo-canary-analysis.yaml", "istio-bookinfo.yaml", "bluegreen.yaml",
-            "gray-user-id.yaml", "waves.yaml"} <= names
+    assert {
+        "traefik-pipeline.yaml",
+        "argo-canary-analysis.yaml",
+        "istio-bookinfo.yaml",
+        "bluegreen.yaml",
+        "gray-user-id.yaml",
+        "waves.yaml",
+    } <= names
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
@@ -97,12 +103,17 @@ def test_traefik_pipeline_follows_the_seed() -> None:
     preview, ab_gate, abtest, weight_gate, canary, promote_gate, _, protect = policy.stages
     assert preview.migration is not None and preview.migration.name == "migrate-db"  # type: ignore[union-attr]
     assert isinstance(ab_gate, ApprovalStage) and ab_gate.name == "ab-test"
-    assert isinstance(abtest, ABTestStage) and abtest.match == (Match("header", name="location", value="shenzhen"),)
+    assert isinstance(abtest, ABTestStage) and abtest.match == (
+        Match("header", name="location", value="shenzhen"),
+    )
     assert isinstance(weight_gate, ApprovalStage) and weight_gate.params[0].default == 50
     assert isinstance(canary, CanaryStage) and (canary.mode, canary.weight_param) == ("manual", "weight")
     assert isinstance(promote_gate, ApprovalStage) and promote_gate.name == "promote"
     assert isinstance(protect, ProtectStage)
-    assert protect.rate_limit is not None and (protect.rate_limit.average, protect.rate_limit.burst) == (500, 1000)
+    assert protect.rate_limit is not None and (protect.rate_limit.average, protect.rate_limit.burst) == (
+        500,
+        1000,
+    )
     assert protect.circuit_breaker is not None
     assert protect.circuit_breaker.expression == "LatencyAtQuantileMS(50.0) > 100"
 
@@ -113,7 +124,11 @@ def test_argo_example_follows_the_seed() -> None:
     assert isinstance(canary, CanaryStage)
     assert canary.steps == tuple(CanaryStep(w, 120.0) for w in (20, 40, 60, 80))
     assert policy.analysis is not None
-    assert (policy.analysis.start_step, policy.analysis.interval, policy.analysis.failure_limit) == (2, 10.0, 3)
+    assert (policy.analysis.start_step, policy.analysis.interval, policy.analysis.failure_limit) == (
+        2,
+        10.0,
+        3,
+    )
     assert policy.analysis.metrics[0].min == 0.9
     assert policy.router.provider == "nginx" and policy.router.options["stableIngress"] == "canary-demo"
 
@@ -147,15 +162,41 @@ def test_stage_analysis_defaults_to_whether_spec_has_analysis() -> None:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("500ms", 0.5), ("10s", 10.0), ("2m", 120.0), ("1h30m", 5400.0), ("1h", 3600.0), (90, 90.0), (1.5, 1.5),
-     ("45", 45.0), ("0", 0.0), ("1m30s", 90.0)],
+    [
+        ("500ms", 0.5),
+        ("10s", 10.0),
+        ("2m", 120.0),
+        ("1h30m", 5400.0),
+        ("1h", 3600.0),
+        (90, 90.0),
+        (1.5, 1.5),
+        ("45", 45.0),
+        ("0", 0.0),
+        ("1m30s", 90.0),
+    ],
 )
 def test_parse_duration(text: Any, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
 @pytest.mark.parametrize(
-    "text", ["", "1x", "-1s", -1, "1.5.2s", True, None, [], "m", "10 s", float("nan"), float("inf"), 10**400, "9" * 400]
+    "text",
+    [
+        "",
+        "1x",
+        "-1s",
+        -1,
+        "1.5.2s",
+        True,
+        None,
+        [],
+        "m",
+        "10 s",
+        float("nan"),
+        float("inf"),
+        10**400,
+        "9" * 400,
+    ],
 )
 def test_parse_duration_rejects(text: Any) -> None:
     assert parse_duration(text) is None
@@ -174,14 +215,20 @@ def test_canary_modes_are_inferred() -> None:
 
 
 def test_match_forms() -> None:
-    doc = with_stages({"abtest": {"match": [
-        {"header": "location", "value": "shenzhen"},
-        {"header": "x-beta", "regex": "yes|true"},
-        {"cookie": "canary", "value": "always"},
-        {"userIdDigit": {"header": "x-user-id", "digits": [1, 3, 5, 7, 9]}},
-        {"userHash": {"header": "x-user-id", "percent": 20, "salt": "s1"}},
-        {"sourceIp": ["10.0.0.0/8", "192.168.1.7", "2001:db8::/32"]},
-    ]}})
+    doc = with_stages(
+        {
+            "abtest": {
+                "match": [
+                    {"header": "location", "value": "shenzhen"},
+                    {"header": "x-beta", "regex": "yes|true"},
+                    {"cookie": "canary", "value": "always"},
+                    {"userIdDigit": {"header": "x-user-id", "digits": [1, 3, 5, 7, 9]}},
+                    {"userHash": {"header": "x-user-id", "percent": 20, "salt": "s1"}},
+                    {"sourceIp": ["10.0.0.0/8", "192.168.1.7", "2001:db8::/32"]},
+                ]
+            }
+        }
+    )
     stage = parse_policy(doc).stages[0]
     assert isinstance(stage, ABTestStage)
     assert stage.match == (
@@ -195,7 +242,9 @@ def test_match_forms() -> None:
 
 
 def test_router_options_keep_everything_but_the_provider() -> None:
-    policy = parse_policy(base(router={"provider": "istio", "virtualService": "reviews", "gateways": ["mesh", "bookinfo"]}))
+    policy = parse_policy(
+        base(router={"provider": "istio", "virtualService": "reviews", "gateways": ["mesh", "bookinfo"]})
+    )
     assert policy.router.provider == "istio"
     assert policy.router.options == {"virtualService": "reviews", "gateways": ["mesh", "bookinfo"]}
 
@@ -218,7 +267,9 @@ def test_implicit_promote_goes_last_without_protect() -> None:
 
 
 def test_explicit_promote_is_not_duplicated() -> None:
-    doc = with_stages({"bluegreen": {"preview": "1m", "analysis": False}}, {"promote": {"keepPrevious": "10m"}})
+    doc = with_stages(
+        {"bluegreen": {"preview": "1m", "analysis": False}}, {"promote": {"keepPrevious": "10m"}}
+    )
     assert [s.kind for s in parse_policy(doc).stages] == ["bluegreen", "promote"]
     assert parse_policy(doc).stages[1] == PromoteStage(keep_previous=600.0)
 
@@ -234,7 +285,10 @@ def test_rate_limit_burst_defaults_to_average() -> None:
 
 def test_weight_out_of_range() -> None:
     doc = with_stages({"canary": {"steps": [{"weight": 10}, {"weight": 150}]}})
-    assert only(doc) == ("spec.stages[0].canary.steps[1].weight", "150 is not allowed; expected an integer 0..100")
+    assert only(doc) == (
+        "spec.stages[0].canary.steps[1].weight",
+        "150 is not allowed; expected an integer 0..100",
+    )
 
 
 def test_unknown_key_lists_the_allowed_keys() -> None:
@@ -245,10 +299,16 @@ def test_unknown_key_lists_the_allowed_keys() -> None:
 
 
 def test_all_problems_are_collected() -> None:
-    doc = with_stages({"canary": {"steps": [{"weight": 101}, {"weight": -1}, {"weight": "x"}]}}, rollback="nope")
+    doc = with_stages(
+        {"canary": {"steps": [{"weight": 101}, {"weight": -1}, {"weight": "x"}]}}, rollback="nope"
+    )
     paths = [p for p, _ in problems(doc)]
-    assert paths == ["spec.stages[0].canary.steps[0].weight", "spec.stages[0].canary.steps[1].weight",
-                     "spec.stages[0].canary.steps[2].weight", "spec.rollback"]
+    assert paths == [
+        "spec.stages[0].canary.steps[0].weight",
+        "spec.stages[0].canary.steps[1].weight",
+        "spec.stages[0].canary.steps[2].weight",
+        "spec.rollback",
+    ]
 
 
 def test_parse_policy_raises_one_error_with_every_problem_and_the_source() -> None:
@@ -257,7 +317,7 @@ def test_parse_policy_raises_one_error_with_every_problem_and_the_source() -> No
         parse_policy(doc, "policies/flask.yaml")
     assert caught.value.source == "policies/flask.yaml"
     assert [p for p, _ in caught.value.problems] == ["spec.rollback", "spec.revisionHistory"]
-    assert str(caught.value).startswith("policies/flask.yaml: spec.rollback: \"nope\" is not allowed")
+    assert str(caught.value).startswith('policies/flask.yaml: spec.rollback: "nope" is not allowed')
 
 
 def test_header_regex_must_compile() -> None:
@@ -269,7 +329,10 @@ def test_header_regex_must_compile() -> None:
 def test_header_needs_value_or_regex() -> None:
     assert only(with_stages({"abtest": {"match": [{"header": "h"}]}}))[0] == "spec.stages[0].abtest.match[0]"
     both = with_stages({"abtest": {"match": [{"cookie": "c", "value": "v", "regex": "v"}]}})
-    assert only(both) == ("spec.stages[0].abtest.match[0]", "expected exactly one of value or regex for the cookie")
+    assert only(both) == (
+        "spec.stages[0].abtest.match[0]",
+        "expected exactly one of value or regex for the cookie",
+    )
 
 
 def test_match_needs_exactly_one_form() -> None:
@@ -306,13 +369,17 @@ def test_pause_must_not_be_negative() -> None:
 
 def test_steps_must_not_be_empty() -> None:
     assert only(with_stages({"canary": {"steps": []}})) == (
-        "spec.stages[0].canary.steps", "[] is not allowed; expected a non-empty list")
+        "spec.stages[0].canary.steps",
+        "[] is not allowed; expected a non-empty list",
+    )
 
 
 def test_linear_start_below_end_and_positive_increment() -> None:
     doc = with_stages({"canary": {"linear": {"start": 50, "end": 50, "increment": 0, "every": "1m"}}})
-    assert [p for p, _ in problems(doc)] == ["spec.stages[0].canary.linear.end",
-                                             "spec.stages[0].canary.linear.increment"]
+    assert [p for p, _ in problems(doc)] == [
+        "spec.stages[0].canary.linear.end",
+        "spec.stages[0].canary.linear.increment",
+    ]
 
 
 def test_canary_keys_of_another_mode_are_rejected() -> None:
@@ -322,7 +389,9 @@ def test_canary_keys_of_another_mode_are_rejected() -> None:
 
 
 def test_gate_names_are_unique() -> None:
-    doc = with_stages({"approval": {"name": "go"}}, {"canary": {"steps": [{"weight": 5}]}}, {"approval": {"name": "go"}})
+    doc = with_stages(
+        {"approval": {"name": "go"}}, {"canary": {"steps": [{"weight": 5}]}}, {"approval": {"name": "go"}}
+    )
     path, message = only(doc)
     assert path == "spec.stages[2].approval.name"
     assert "spec.stages[0].approval uses it" in message
@@ -334,10 +403,14 @@ def test_gate_names_are_dns_labels(name: str) -> None:
 
 
 def test_approvers_gates_name_existing_gates() -> None:
-    doc = with_stages({"approval": {"name": "promote"}},
-                      approvers={"gates": {"promote": {"users": ["a"]}, "promot": {"users": ["b"]}}})
-    assert only(doc) == ("spec.approvers.gates.promot",
-                         '"promot" is not allowed; expected the name of an approval gate (promote)')
+    doc = with_stages(
+        {"approval": {"name": "promote"}},
+        approvers={"gates": {"promote": {"users": ["a"]}, "promot": {"users": ["b"]}}},
+    )
+    assert only(doc) == (
+        "spec.approvers.gates.promot",
+        '"promot" is not allowed; expected the name of an approval gate (promote)',
+    )
 
 
 def test_approvers_gates_accept_wave_gates() -> None:
@@ -353,27 +426,36 @@ def test_approvers_actions_are_command_actions() -> None:
 
 
 def test_manual_canary_needs_an_earlier_weight_param() -> None:
-    later = with_stages({"canary": {"weightParam": "ratio"}},
-                        {"approval": {"name": "g", "params": [{"name": "ratio"}]}})
-    assert only(later) == ("spec.stages[0].canary.weightParam",
-                           '"ratio" is not allowed; expected a parameter declared by an earlier approval gate '
-                           "(declared so far: none), or set weight")
-    earlier = with_stages({"approval": {"name": "g", "params": [{"name": "ratio"}]}},
-                          {"canary": {"weightParam": "ratio"}})
+    later = with_stages(
+        {"canary": {"weightParam": "ratio"}}, {"approval": {"name": "g", "params": [{"name": "ratio"}]}}
+    )
+    assert only(later) == (
+        "spec.stages[0].canary.weightParam",
+        '"ratio" is not allowed; expected a parameter declared by an earlier approval gate '
+        "(declared so far: none), or set weight",
+    )
+    earlier = with_stages(
+        {"approval": {"name": "g", "params": [{"name": "ratio"}]}}, {"canary": {"weightParam": "ratio"}}
+    )
     assert problems(earlier) == []
     fixed = with_stages({"canary": {"mode": "manual", "weight": 30}})
     assert problems(fixed) == []
 
 
 def test_weight_param_range_must_fit_a_weight() -> None:
-    doc = with_stages({"approval": {"name": "g", "params": [{"name": "weight", "max": 200}]}},
-                      {"canary": {"weightParam": "weight"}})
+    doc = with_stages(
+        {"approval": {"name": "g", "params": [{"name": "weight", "max": 200}]}},
+        {"canary": {"weightParam": "weight"}},
+    )
     assert only(doc)[0] == "spec.stages[1].canary.weightParam"
 
 
 def test_gate_param_default_within_min_max() -> None:
     doc = with_stages({"approval": {"name": "g", "params": [{"name": "weight", "default": 0, "min": 1}]}})
-    assert only(doc) == ("spec.stages[0].approval.params[0].default", "0 is not allowed; expected an integer 1..100")
+    assert only(doc) == (
+        "spec.stages[0].approval.params[0].default",
+        "0 is not allowed; expected an integer 1..100",
+    )
 
 
 def test_at_most_one_promote() -> None:
@@ -398,22 +480,28 @@ def test_protect_only_after_promote() -> None:
 
 
 def test_protect_needs_rate_limit_or_circuit_breaker() -> None:
-    assert only(with_stages({"protect": {}})) == ("spec.stages[0].protect",
-                                                  "expected rateLimit, circuitBreaker or both")
+    assert only(with_stages({"protect": {}})) == (
+        "spec.stages[0].protect",
+        "expected rateLimit, circuitBreaker or both",
+    )
 
 
 def test_stage_analysis_requires_spec_analysis() -> None:
     doc = with_stages({"abtest": {"match": [{"header": "a", "value": "b"}], "analysis": True}}, analysis=None)
-    assert only(doc) == ("spec.stages[0].abtest.analysis",
-                         "true is not allowed; expected false or absent because spec.analysis is not set")
+    assert only(doc) == (
+        "spec.stages[0].abtest.analysis",
+        "true is not allowed; expected false or absent because spec.analysis is not set",
+    )
 
 
 def test_metric_needs_exactly_one_of_template_or_query() -> None:
     both = base(analysis={"metrics": [{"name": "m", "template": "latency", "query": "up", "max": 1}]})
     neither = base(analysis={"metrics": [{"name": "m", "max": 1}]})
     for doc in (both, neither):
-        assert only(doc) == ("spec.analysis.metrics[0]",
-                             "expected exactly one of template (success-rate, error-rate, latency) or query")
+        assert only(doc) == (
+            "spec.analysis.metrics[0]",
+            "expected exactly one of template (success-rate, error-rate, latency) or query",
+        )
 
 
 def test_metric_template_is_known() -> None:
@@ -424,11 +512,15 @@ def test_metric_template_is_known() -> None:
 
 def test_threshold_judge_needs_min_or_max() -> None:
     assert only(base(analysis={"metrics": [{"name": "m", "template": "success-rate"}]})) == (
-        "spec.analysis.metrics[0]", "a threshold judge needs min or max")
+        "spec.analysis.metrics[0]",
+        "a threshold judge needs min or max",
+    )
 
 
 def test_latency_judge_is_sequential_by_default_and_needs_a_histogram() -> None:
-    (metric,) = parse_policy(base(analysis={"metrics": [{"name": "m", "template": "latency"}]})).analysis.metrics
+    (metric,) = parse_policy(
+        base(analysis={"metrics": [{"name": "m", "template": "latency"}]})
+    ).analysis.metrics
     assert metric.judge == "sequential"
     bounded = parse_policy(base(analysis={"metrics": [{"name": "m", "template": "latency", "max": 500}]}))
     assert bounded.analysis.metrics[0].judge == "threshold"  # a bound still means a threshold on the p95
@@ -439,8 +531,16 @@ def test_latency_judge_is_sequential_by_default_and_needs_a_histogram() -> None:
 
 
 def test_guard_and_exposure_settings() -> None:
-    analysis = parse_policy(base(analysis={"metrics": [{"name": "m", "template": "latency"}], "guard": False,
-                                           "exposureBudget": 0, "probeWeight": 2})).analysis  # fmt: skip
+    analysis = parse_policy(
+        base(
+            analysis={
+                "metrics": [{"name": "m", "template": "latency"}],
+                "guard": False,
+                "exposureBudget": 0,
+                "probeWeight": 2,
+            }
+        )
+    ).analysis
     assert (analysis.guard, analysis.exposure_budget, analysis.probe_weight) == (False, 0.0, 2)
     defaults = parse_policy(base(analysis={"metrics": [{"name": "m", "template": "latency"}]})).analysis
     assert defaults.guard and defaults.exposure_budget > 0 and 1 <= defaults.probe_weight <= 5
@@ -460,7 +560,10 @@ def test_sequential_judge_needs_counts() -> None:
 
 def test_rate_limit_average_positive_and_burst_at_least_average() -> None:
     doc = with_stages({"protect": {"rateLimit": {"average": 500, "burst": 100}}})
-    assert only(doc) == ("spec.stages[0].protect.rateLimit.burst", "100 is not allowed; expected an integer >= 500")
+    assert only(doc) == (
+        "spec.stages[0].protect.rateLimit.burst",
+        "100 is not allowed; expected an integer >= 500",
+    )
     zero = with_stages({"protect": {"rateLimit": {"average": 0}}})
     assert only(zero)[0] == "spec.stages[0].protect.rateLimit.average"
 
@@ -496,7 +599,10 @@ def test_circuit_breaker_accepts(expression: str) -> None:
         ("NetworkErrorRatio(1) > 0.1", "NetworkErrorRatio takes 0 argument(s), got 1 at position 0"),
         ("ResponseCodeRatio(500, 600) > 0.1", "takes 4 argument(s), got 2"),
         ("LatencyAtQuantileMS(150) > 1", "quantile 150 is outside 0..100"),
-        ("NetworkErrorRatio()", "expected a comparison operator (> < >= <= == !=), found end of expression at position 19"),
+        (
+            "NetworkErrorRatio()",
+            "expected a comparison operator (> < >= <= == !=), found end of expression at position 19",
+        ),
         ("NetworkErrorRatio() > ", "expected a number, found end of expression"),
         ("NetworkErrorRatio() > 0.1 &&", "expected a function name, found end of expression at position 28"),
         ("NetworkErrorRatio() > 0.1 and", "found 'and' at position 26"),
@@ -513,7 +619,10 @@ def test_circuit_breaker_rejects_with_position(expression: str, fragment: str) -
 def test_router_provider_is_known() -> None:
     path, message = only(base(router={"provider": "envoy"}))
     assert path == "spec.router.provider"
-    assert message == '"envoy" is not allowed; expected one of traefik, istio, gateway-api, nginx, haproxy, recording'
+    assert (
+        message
+        == '"envoy" is not allowed; expected one of traefik, istio, gateway-api, nginx, haproxy, recording'
+    )
 
 
 def test_wave_names_are_unique() -> None:
@@ -583,34 +692,61 @@ BAD = [
     ("spec.stages.0", {"rollout": {}}, "spec.stages.0.rollout"),
     ("spec.stages.0", {"approval": {"name": "g", "timeout": "0s"}}, "spec.stages.0.approval.timeout"),
     ("spec.stages.0", {"approval": {"name": "g", "onTimeout": "ignore"}}, "spec.stages.0.approval.onTimeout"),
-    ("spec.stages.0", {"approval": {"name": "g", "params": [{"name": "1x"}]}}, "spec.stages.0.approval.params.0.name"),
-    ("spec.stages.0", {"approval": {"name": "g", "params": [{"name": "a"}, {"name": "a"}]}},
-     "spec.stages.0.approval.params.1.name"),
+    (
+        "spec.stages.0",
+        {"approval": {"name": "g", "params": [{"name": "1x"}]}},
+        "spec.stages.0.approval.params.0.name",
+    ),
+    (
+        "spec.stages.0",
+        {"approval": {"name": "g", "params": [{"name": "a"}, {"name": "a"}]}},
+        "spec.stages.0.approval.params.1.name",
+    ),
     ("spec.stages.0", {"abtest": {"match": []}}, "spec.stages.0.abtest.match"),
-    ("spec.stages.0", {"abtest": {"match": [{"header": "a b", "value": "v"}]}}, "spec.stages.0.abtest.match.0.header"),
+    (
+        "spec.stages.0",
+        {"abtest": {"match": [{"header": "a b", "value": "v"}]}},
+        "spec.stages.0.abtest.match.0.header",
+    ),
     ("spec.stages.0", {"abtest": {"match": [{"sourceIp": []}]}}, "spec.stages.0.abtest.match.0.sourceIp"),
-    ("spec.stages.0", {"abtest": {"match": [{"header": "a", "value": "b"}], "duration": "-1m"}},
-     "spec.stages.0.abtest.duration"),
+    (
+        "spec.stages.0",
+        {"abtest": {"match": [{"header": "a", "value": "b"}], "duration": "-1m"}},
+        "spec.stages.0.abtest.duration",
+    ),
     ("spec.stages.0", {"canary": {"mode": "random"}}, "spec.stages.0.canary.mode"),
     ("spec.stages.0", {"canary": {"mode": "linear"}}, "spec.stages.0.canary.linear"),
     ("spec.stages.0", {"canary": {"weight": 101}}, "spec.stages.0.canary.weight"),
     ("spec.stages.0", {"canary": {"weight": 1, "hold": "x"}}, "spec.stages.0.canary.hold"),
-    ("spec.stages.0", {"canary": {"linear": {"start": 10, "end": 90, "increment": 10, "every": 0}}},
-     "spec.stages.0.canary.linear.every"),
+    (
+        "spec.stages.0",
+        {"canary": {"linear": {"start": 10, "end": 90, "increment": 10, "every": 0}}},
+        "spec.stages.0.canary.linear.every",
+    ),
     ("spec.stages.0", {"canary": {"linear": {"start": 10}}}, "spec.stages.0.canary.linear.end"),
     ("spec.stages.0", {"bluegreen": {"preview": "forever"}}, "spec.stages.0.bluegreen.preview"),
     ("spec.stages.0", {"promote": {"keepPrevious": "-5m"}}, "spec.stages.0.promote.keepPrevious"),
-    ("spec.stages.0", {"protect": {"rateLimit": {"average": 1, "period": 0}}}, "spec.stages.0.protect.rateLimit.period"),
+    (
+        "spec.stages.0",
+        {"protect": {"rateLimit": {"average": 1, "period": 0}}},
+        "spec.stages.0.protect.rateLimit.period",
+    ),
     ("spec.stages.0", {"preview": {"migration": {"command": ["x"]}}}, "spec.stages.0.preview.migration.name"),
-    ("spec.stages.0", {"preview": {"migration": {"name": "m", "command": "flask db upgrade"}}},
-     "spec.stages.0.preview.migration.command"),
+    (
+        "spec.stages.0",
+        {"preview": {"migration": {"name": "m", "command": "flask db upgrade"}}},
+        "spec.stages.0.preview.migration.command",
+    ),
     ("spec.waves", [{"cluster": "x"}], "spec.waves.0.name"),
     ("spec.waves", [{"name": "a", "approval": "yes"}], "spec.waves.0.approval"),
     ("spec.protection", [{"alert": "A", "rateLimitFactor": 0}], "spec.protection.0.rateLimitFactor"),
     ("spec.protection", [{"alert": "A", "floor": 0}], "spec.protection.0.floor"),
     ("spec.protection", [{"alert": "A", "match": {"severity": 1}}], "spec.protection.0.match"),
-    ("spec.protection", [{"alert": "A", "circuitBreaker": {"expression": "x"}}],
-     "spec.protection.0.circuitBreaker.expression"),
+    (
+        "spec.protection",
+        [{"alert": "A", "circuitBreaker": {"expression": "x"}}],
+        "spec.protection.0.circuitBreaker.expression",
+    ),
     ("spec.protection", [{"alert": "A", "holdDown": "later"}], "spec.protection.0.holdDown"),
     ("spec.notify", [{"kind": "irc", "url": "https://x"}], "spec.notify.0.kind"),
     ("spec.notify", [{"kind": "slack", "url": "ftp://x"}], "spec.notify.0.url"),
@@ -655,7 +791,9 @@ def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
 
 JUNK = st.recursive(
     st.none() | st.booleans() | st.integers() | st.just(10**400) | st.floats() | st.text(max_size=12),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8) | st.integers(), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8) | st.integers(), inner, max_size=3)
+    ),
     max_leaves=8,
 )
 EXAMPLE_DOCS = [yaml.safe_load(p.read_text()) for p in EXAMPLES]
@@ -663,7 +801,9 @@ EXAMPLE_DOCS = [yaml.safe_load(p.read_text()) for p in EXAMPLES]
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(EXAMPLE_DOCS), st.data(), JUNK)
-def test_a_mangled_policy_never_raises_anything_but_policy_error(doc: Any, data: st.DataObject, junk: Any) -> None:
+def test_a_mangled_policy_never_raises_anything_but_policy_error(
+    doc: Any, data: st.DataObject, junk: Any
+) -> None:
     doc = copy.deepcopy(doc)
     where = data.draw(st.sampled_from(_paths(doc)))
     node = doc
@@ -686,25 +826,66 @@ def test_any_document_gives_problems_not_tracebacks(doc: Any) -> None:
 DURATION = st.sampled_from(["500ms", "10s", "2m", "1h30m", 0, 15, 2.5])
 WEIGHT = st.integers(0, 100)
 MATCH = st.one_of(
-    st.builds(lambda n, v: {"header": n, "value": v}, st.sampled_from(["location", "x-beta"]), st.text("abc", min_size=1)),
+    st.builds(
+        lambda n, v: {"header": n, "value": v},
+        st.sampled_from(["location", "x-beta"]),
+        st.text("abc", min_size=1),
+    ),
     st.builds(lambda n: {"cookie": n, "regex": "^a.*"}, st.sampled_from(["canary", "beta"])),
-    st.builds(lambda d: {"userIdDigit": {"header": "x-user-id", "digits": sorted(d)}},
-              st.sets(st.integers(0, 9), min_size=1)),
-    st.builds(lambda p, s: {"userHash": {"header": "x-user-id", "percent": p, **({"salt": s} if s else {})}},
-              st.integers(1, 99), st.sampled_from(["", "salt"])),
-    st.builds(lambda c: {"sourceIp": c}, st.lists(st.sampled_from(["10.0.0.0/8", "192.168.0.1", "::1"]), min_size=1)),
+    st.builds(
+        lambda d: {"userIdDigit": {"header": "x-user-id", "digits": sorted(d)}},
+        st.sets(st.integers(0, 9), min_size=1),
+    ),
+    st.builds(
+        lambda p, s: {"userHash": {"header": "x-user-id", "percent": p, **({"salt": s} if s else {})}},
+        st.integers(1, 99),
+        st.sampled_from(["", "salt"]),
+    ),
+    st.builds(
+        lambda c: {"sourceIp": c}, st.lists(st.sampled_from(["10.0.0.0/8", "192.168.0.1", "::1"]), min_size=1)
+    ),
 )
 TRAFFIC = st.one_of(
-    st.builds(lambda m, d: {"abtest": {"match": m, "duration": d}}, st.lists(MATCH, min_size=1, max_size=3), DURATION),
-    st.builds(lambda s: {"canary": {"steps": s}},
-              st.lists(st.builds(lambda w, p: {"weight": w, "pause": p}, WEIGHT, st.none() | DURATION), min_size=1)),
+    st.builds(
+        lambda m, d: {"abtest": {"match": m, "duration": d}},
+        st.lists(MATCH, min_size=1, max_size=3),
+        DURATION,
+    ),
+    st.builds(
+        lambda s: {"canary": {"steps": s}},
+        st.lists(st.builds(lambda w, p: {"weight": w, "pause": p}, WEIGHT, st.none() | DURATION), min_size=1),
+    ),
     st.builds(lambda w, h: {"canary": {"mode": "manual", "weight": w, "hold": h}}, WEIGHT, DURATION),
-    st.builds(lambda a, n: {"canary": {"linear": {"start": a, "end": a + n, "increment": 5, "every": "1m"}}},
-              st.integers(0, 50), st.integers(1, 50)),
-    st.builds(lambda p, a, t: {"bluegreen": {"preview": p, "analysis": a,
-                                             **({"previewTraffic": t or {"header": "x-preview"}} if t or a else {})}},
-              DURATION, st.booleans(), st.sampled_from([None, {"header": "X-Preview"}, {"loadTest": {
-                  "url": "http://shop.example.com/", "rps": 5, "duration": "1m", "image": "hey:1"}}])),
+    st.builds(
+        lambda a, n: {"canary": {"linear": {"start": a, "end": a + n, "increment": 5, "every": "1m"}}},
+        st.integers(0, 50),
+        st.integers(1, 50),
+    ),
+    st.builds(
+        lambda p, a, t: {
+            "bluegreen": {
+                "preview": p,
+                "analysis": a,
+                **({"previewTraffic": t or {"header": "x-preview"}} if t or a else {}),
+            }
+        },
+        DURATION,
+        st.booleans(),
+        st.sampled_from(
+            [
+                None,
+                {"header": "X-Preview"},
+                {
+                    "loadTest": {
+                        "url": "http://shop.example.com/",
+                        "rps": 5,
+                        "duration": "1m",
+                        "image": "hey:1",
+                    }
+                },
+            ]
+        ),
+    ),
 )
 
 
@@ -714,13 +895,17 @@ def test_generated_policies_round_trip(traffic: list[Any], gate: bool, promote: 
     stages = [{"approval": {"name": f"gate-{i}"}} if gate else None for i in range(len(traffic))]
     listed = [s for pair in zip(stages, traffic, strict=True) for s in pair if s is not None]
     listed += [{"promote": {"keepPrevious": "1m"}}] if promote else []
-    listed += [{"protect": {"circuitBreaker": {"expression": "NetworkErrorRatio() > 0.5"}}}] if protect else []
+    listed += (
+        [{"protect": {"circuitBreaker": {"expression": "NetworkErrorRatio() > 0.5"}}}] if protect else []
+    )
     policy = parse_policy(base(stages=listed))
     assert sum(isinstance(s, PromoteStage) for s in policy.stages) == 1
     assert parse_policy(to_doc(policy)) == policy
     assert parse_policy(yaml.safe_load(yaml.safe_dump(to_doc(policy)))) == policy
 
 
-@pytest.mark.parametrize(("canary", "path"), [({"weight": 101}, "weight"), ({"weightParam": "1bad"}, "weightParam")])
+@pytest.mark.parametrize(
+    ("canary", "path"), [({"weight": 101}, "weight"), ({"weightParam": "1bad"}, "weightParam")]
+)
 def test_a_bad_manual_weight_is_reported_once(canary: dict[str, Any], path: str) -> None:
     assert only(with_stages({"canary": canary}))[0] == f"spec.stages[0].canary.{path}"

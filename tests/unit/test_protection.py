@@ -16,15 +16,21 @@ LIMIT = RateLimit(average=100, burst=200, period=2.0)
 POLICY = make_policy(
     ProtectStage(rate_limit=LIMIT),
     protection=(
-        ProtectionRule(alert="HighLatency", rate_limit_factor=0.5, floor=10, hold_down=60, circuit_breaker=BREAKER),
-        ProtectionRule(alert="Overload", match=(("severity", "page"),), rate_limit_factor=0.1, floor=30, hold_down=0),
+        ProtectionRule(
+            alert="HighLatency", rate_limit_factor=0.5, floor=10, hold_down=60, circuit_breaker=BREAKER
+        ),
+        ProtectionRule(
+            alert="Overload", match=(("severity", "page"),), rate_limit_factor=0.1, floor=30, hold_down=0
+        ),
         ProtectionRule(alert="Noisy"),  # factor 1: matches, tightens nothing
     ),
 )
 
 
 def firing(rule: int, fingerprint: str = "", resolved_at: str = "") -> ActiveAlert:
-    return ActiveAlert(fingerprint=fingerprint or f"fp-{rule}", rule=rule, since=iso(T0), resolved_at=resolved_at)
+    return ActiveAlert(
+        fingerprint=fingerprint or f"fp-{rule}", rule=rule, since=iso(T0), resolved_at=resolved_at
+    )
 
 
 def test_rule_matches_name_and_every_label() -> None:
@@ -44,7 +50,9 @@ def test_no_alerts_leave_the_base_untouched() -> None:
 
 
 def test_one_alert_scales_average_and_burst_and_arms_its_breaker() -> None:
-    got = effective_protection(POLICY, Protection(rate_limit=LIMIT, circuit_breaker=BASE_BREAKER), (firing(0),))
+    got = effective_protection(
+        POLICY, Protection(rate_limit=LIMIT, circuit_breaker=BASE_BREAKER), (firing(0),)
+    )
 
     assert got == Protection(rate_limit=RateLimit(50, 100, period=2.0), circuit_breaker=BREAKER)
 
@@ -71,7 +79,9 @@ def test_a_rule_without_tightening_keeps_the_limit_and_the_base_breaker() -> Non
 
 def test_before_the_protect_stage_the_stage_limit_is_tightened() -> None:
     assert base_rate_limit(POLICY, Protection()) == LIMIT
-    assert effective_protection(POLICY, Protection(), (firing(0),)).rate_limit == RateLimit(50, 100, period=2.0)
+    assert effective_protection(POLICY, Protection(), (firing(0),)).rate_limit == RateLimit(
+        50, 100, period=2.0
+    )
 
 
 def test_without_any_limit_only_the_breaker_is_armed() -> None:
@@ -82,7 +92,9 @@ def test_without_any_limit_only_the_breaker_is_armed() -> None:
 
 
 def test_alerts_naming_unknown_rules_are_ignored() -> None:
-    assert effective_protection(POLICY, Protection(rate_limit=LIMIT), (firing(7),)) == Protection(rate_limit=LIMIT)
+    assert effective_protection(POLICY, Protection(rate_limit=LIMIT), (firing(7),)) == Protection(
+        rate_limit=LIMIT
+    )
 
 
 def test_resolved_alerts_expire_after_their_hold_down() -> None:
@@ -90,6 +102,9 @@ def test_resolved_alerts_expire_after_their_hold_down() -> None:
     alerts = (firing(0, "a", resolved), firing(1, "b", resolved), firing(0, "c"), firing(9, "d", resolved))
 
     assert expire(POLICY, alerts, T0 - timedelta(seconds=1)) == alerts
-    assert expire(POLICY, alerts, T0) == (alerts[0], alerts[2])  # zero hold-down (and unknown rules) end at once
+    assert expire(POLICY, alerts, T0) == (
+        alerts[0],
+        alerts[2],
+    )  # zero hold-down (and unknown rules) end at once
     assert expire(POLICY, alerts, T0 + timedelta(seconds=59)) == (alerts[0], alerts[2])
     assert expire(POLICY, alerts, T0 + timedelta(seconds=60)) == (alerts[2],)

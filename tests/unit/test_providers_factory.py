@@ -71,7 +71,9 @@ def test_notifier_falls_back_to_the_log_without_targets() -> None:
     notifier = providers.notifier(canary_policy())
     assert isinstance(notifier, LogNotifier)
     notifier.send({"id": "e1", "type": "dev.graylane.release.started", "message": "web v2 started"})
-    with_targets = replace(canary_policy(), notify=(NotifySpec(kind="webhook", url="https://hooks.example.com/x"),))
+    with_targets = replace(
+        canary_policy(), notify=(NotifySpec(kind="webhook", url="https://hooks.example.com/x"),)
+    )
     built = providers.notifier(with_targets)
     assert isinstance(built, FanOut) and providers.notifier(with_targets) is built
     assert [name for name, _ in built.channels] == ["0:webhook"]
@@ -80,8 +82,13 @@ def test_notifier_falls_back_to_the_log_without_targets() -> None:
 def test_measure_uses_prometheus_and_an_unreachable_one_is_unavailable_never_a_pass() -> None:
     providers, _ = make(prometheus=f"http://127.0.0.1:{closed_port()}")
     policy = canary_policy()
-    release = Release(id="web-1", seq=1, target=Version("v2", "registry.example.com/web:v2"),
-                      origin=Version("v1", "registry.example.com/web:v1"), started_at="2026-11-23T08:00:00+00:00")
+    release = Release(
+        id="web-1",
+        seq=1,
+        target=Version("v2", "registry.example.com/web:v2"),
+        origin=Version("v1", "registry.example.com/web:v1"),
+        started_at="2026-11-23T08:00:00+00:00",
+    )
     samples = providers.measure(policy, release)
     assert [(s.name, s.status) for s in samples] == [("success-rate", "unavailable")]
 

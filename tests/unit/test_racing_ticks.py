@@ -53,8 +53,11 @@ def _started(path: Path, clock: Clock) -> None:
 def _analysed_canary() -> Driver:
     from functions.core.policy import CanaryStage, CanaryStep, PromoteStage
 
-    d = Driver.with_stable(make_policy(CanaryStage(steps=(CanaryStep(20, 60.0),)), PromoteStage(),
-                                       analysis=analysis(failure_limit=3)))  # fmt: skip
+    d = Driver.with_stable(
+        make_policy(
+            CanaryStage(steps=(CanaryStep(20, 60.0),)), PromoteStage(), analysis=analysis(failure_limit=3)
+        )
+    )
     d.push("v2")
     return d
 
@@ -101,21 +104,26 @@ def test_racing_ticks_two_runners_on_one_sqlite_file_give_one_verdict_per_interv
             meet.wait()  # both ticks have loaded the same state and measured before either saves
         return _bad()
 
-    runners = [Runner(SqliteStore(path), StaticPolicies([_policy()]), RecordingProviders(measure), clock=clock)
-               for _ in range(2)]  # fmt: skip
+    runners = [
+        Runner(SqliteStore(path), StaticPolicies([_policy()]), RecordingProviders(measure), clock=clock)
+        for _ in range(2)
+    ]
     for interval in (1, 2, 3):
         clock.advance(10)
         measured.clear()
         meet.reset()
-        threads = [threading.Thread(target=r.handle, args=(tick(APP),), name=f"runner-{i}")
-                   for i, r in enumerate(runners)]  # fmt: skip
+        threads = [
+            threading.Thread(target=r.handle, args=(tick(APP),), name=f"runner-{i}")
+            for i, r in enumerate(runners)
+        ]
         [t.start() for t in threads]
         [t.join(timeout=20) for t in threads]
         assert sorted(measured) == ["runner-0", "runner-1"], "both ticks measured the same interval"
         rel = _state(SqliteStore(path)).release
         assert rel is not None
         assert len(rel.verdicts) == interval and rel.failures == interval, (
-            f"interval {interval}: {[(v.at, v.verdict) for v in rel.verdicts]}")
+            f"interval {interval}: {[(v.at, v.verdict) for v in rel.verdicts]}"
+        )
         assert len({v.at for v in rel.verdicts}) == interval
         expected = Phase.ROLLED_BACK if interval == 3 else Phase.PROGRESSING
         assert rel.phase == expected, f"interval {interval}: {rel.phase} ({rel.reason})"
@@ -136,7 +144,9 @@ class _InjectingStore(SqliteStore):
         return super().save(app, document, expected_version)
 
 
-def test_racing_ticks_a_tick_that_loses_the_cas_to_another_tick_adds_no_second_verdict(tmp_path: Path) -> None:
+def test_racing_ticks_a_tick_that_loses_the_cas_to_another_tick_adds_no_second_verdict(
+    tmp_path: Path,
+) -> None:
     path, clock = tmp_path / "graylane.db", Clock()
     _started(path, clock)
     calls: list[str] = []
@@ -153,7 +163,10 @@ def test_racing_ticks_a_tick_that_loses_the_cas_to_another_tick_adds_no_second_v
     assert runner.handle(tick(APP))[0].status in ("transitioned", "unchanged")
     rel = _state(store).release
     assert rel is not None and len(rel.verdicts) == 1 and rel.failures == 1, [v.at for v in rel.verdicts]
-    assert calls == ["web-1", "web-1"]  # each tick measured once; the loser did not measure the same interval again
+    assert calls == [
+        "web-1",
+        "web-1",
+    ]  # each tick measured once; the loser did not measure the same interval again
 
 
 def test_racing_ticks_after_an_unrelated_conflict_the_tick_measures_again(tmp_path: Path) -> None:
@@ -173,14 +186,18 @@ def test_racing_ticks_after_an_unrelated_conflict_the_tick_measures_again(tmp_pa
         doc, version = writer.load(APP)
         assert doc is not None
         state = AppState.from_json(doc)
-        writer.save(APP, replace(state, applied=state.applied + ("someone-else/1/0-notify",)).to_json(), version)
+        writer.save(
+            APP, replace(state, applied=state.applied + ("someone-else/1/0-notify",)).to_json(), version
+        )
 
     clock.advance(10)
     store.inject = unrelated_write
     runner.handle(tick(APP))
     rel = _state(store).release
     assert rel is not None and [v.verdict for v in rel.verdicts] == ["pass"], [v.reason for v in rel.verdicts]
-    assert rel.verdicts[0].metrics[0].value == 0.97  # the second measurement, taken on the state it decided on
+    assert (
+        rel.verdicts[0].metrics[0].value == 0.97
+    )  # the second measurement, taken on the state it decided on
 
 
 def test_racing_ticks_a_sweep_retry_does_not_reuse_the_batched_measurement(tmp_path: Path) -> None:
@@ -196,7 +213,9 @@ def test_racing_ticks_a_sweep_retry_does_not_reuse_the_batched_measurement(tmp_p
         doc, version = writer.load(APP)
         assert doc is not None
         state = AppState.from_json(doc)
-        writer.save(APP, replace(state, applied=state.applied + ("someone-else/1/0-notify",)).to_json(), version)
+        writer.save(
+            APP, replace(state, applied=state.applied + ("someone-else/1/0-notify",)).to_json(), version
+        )
 
     clock.advance(10)
     store.inject = unrelated_write
@@ -210,8 +229,14 @@ def test_racing_ticks_the_interval_rule_holds_for_a_policy_without_the_runner(tm
     """Whoever calls decide() (a test, a tool, another runner) gets the same rule: it is not the runner's."""
     from functions.core.machine import decide
 
-    policy = replace(_policy(), analysis=Analysis(interval=30.0, metrics=(
-        MetricCheck(name="success-rate", template="success-rate", min=0.9),), failure_limit=2))  # fmt: skip
+    policy = replace(
+        _policy(),
+        analysis=Analysis(
+            interval=30.0,
+            metrics=(MetricCheck(name="success-rate", template="success-rate", min=0.9),),
+            failure_limit=2,
+        ),
+    )
     store, clock = SqliteStore(tmp_path / "g.db"), Clock()
     runner = Runner(store, StaticPolicies([policy]), RecordingProviders(), clock=clock)
     runner.handle(push(APP, "v1"))
@@ -221,4 +246,6 @@ def test_racing_ticks_the_interval_rule_holds_for_a_policy_without_the_runner(tm
     for seconds in (30, 10, 10):  # one look at +30 s, then two more inside the same 30 s interval
         clock.advance(seconds)
         state = decide(policy, state, tick(APP), clock(), obs).state
-    assert state.release is not None and state.release.failures == 1 and state.release.phase == Phase.PROGRESSING
+    assert (
+        state.release is not None and state.release.failures == 1 and state.release.phase == Phase.PROGRESSING
+    )

@@ -22,11 +22,19 @@ from functions.runner import Runner
 from tests.support import StaticPolicies, canary_policy
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
-POLICY = canary_policy(stages=(CanaryStage(steps=(CanaryStep(20, 10.0), CanaryStep(50, 10.0))),
-                               ApprovalStage(name="promote"), PromoteStage()))  # fmt: skip
-POLICY = type(POLICY)(**{**{f: getattr(POLICY, f) for f in POLICY.__dataclass_fields__},
-                         "analysis": Analysis(interval=2.0, metrics=(MetricCheck("success-rate", "success-rate",
-                                                                                 min=0.95),))})  # fmt: skip
+POLICY = canary_policy(
+    stages=(
+        CanaryStage(steps=(CanaryStep(20, 10.0), CanaryStep(50, 10.0))),
+        ApprovalStage(name="promote"),
+        PromoteStage(),
+    )
+)
+POLICY = type(POLICY)(
+    **{
+        **{f: getattr(POLICY, f) for f in POLICY.__dataclass_fields__},
+        "analysis": Analysis(interval=2.0, metrics=(MetricCheck("success-rate", "success-rate", min=0.95),)),
+    }
+)
 
 
 def measure(policy: object, release: object) -> tuple[MetricSample, ...]:
@@ -48,12 +56,26 @@ def run_release() -> tuple[AppState, report.Recorder]:
         rec.state((clock[0] - T0).total_seconds(), AppState.from_json(doc), POLICY)
 
     repo = POLICY.image.repository
-    step(ImagePushed(id="p1", app=POLICY.app, target=Version("v1", f"{repo}:v1"), repository=repo, tag="v1"), 1)
-    step(ImagePushed(id="p2", app=POLICY.app, target=Version("v2", f"{repo}:v2"), repository=repo, tag="v2"), 2)
+    step(
+        ImagePushed(id="p1", app=POLICY.app, target=Version("v1", f"{repo}:v1"), repository=repo, tag="v1"), 1
+    )
+    step(
+        ImagePushed(id="p2", app=POLICY.app, target=Version("v2", f"{repo}:v2"), repository=repo, tag="v2"), 2
+    )
     for i in range(14):
         step(Tick(id=f"t{i}", app=POLICY.app), 2)
-    step(Command(id="c1", app=POLICY.app, action="approve", gate="promote", actor=Actor("alice", "slack"),
-                 release="web-1", version="v2"), 1)  # what the button of web-1's gate notice sends
+    step(
+        Command(
+            id="c1",
+            app=POLICY.app,
+            action="approve",
+            gate="promote",
+            actor=Actor("alice", "slack"),
+            release="web-1",
+            version="v2",
+        ),
+        1,
+    )  # what the button of web-1's gate notice sends
     doc, _ = store.load(POLICY.app)
     return AppState.from_json(doc), rec
 
@@ -64,21 +86,32 @@ def test_the_recorder_keeps_changes_verdicts_and_who_approved() -> None:
     assert state.stable.version == "v2"
     weights = [(s["stable"], s["canary"]) for s in data["states"]]
     assert (80, 20) in weights and (50, 50) in weights and weights[-1] == (100, 0)
-    assert len(weights) == len(set(map(tuple, [tuple(sorted(s.items())) for s in data["states"]])))  # no repeats
+    assert len(weights) == len(
+        set(map(tuple, [tuple(sorted(s.items())) for s in data["states"]]))
+    )  # no repeats
     assert data["verdicts"] and {v["verdict"] for v in data["verdicts"]} == {"pass"}
-    assert [(g["gate"], g["decision"], g["user"], g["via"]) for g in data["gates"]] == \
-        [("promote", "approved", "alice", "slack")]  # fmt: skip
+    assert [(g["gate"], g["decision"], g["user"], g["via"]) for g in data["gates"]] == [
+        ("promote", "approved", "alice", "slack")
+    ]
     assert any(h["action"] == "approved" and "alice" in h["by"] for h in data["history"])
 
 
 def test_the_html_has_the_plots_the_verdicts_and_the_approver(tmp_path: Path) -> None:
     state, rec = run_release()
-    rec.metrics(5.0, {"stableSuccess": 1.0, "canarySuccess": 0.9, "stableMs": 4.0, "canaryMs": 9.0, "denied": 0.0})
-    rec.metrics(6.0, {"stableSuccess": 1.0, "canarySuccess": None, "stableMs": 4.0, "canaryMs": None, "denied": 3.0})
+    rec.metrics(
+        5.0, {"stableSuccess": 1.0, "canarySuccess": 0.9, "stableMs": 4.0, "canaryMs": 9.0, "denied": 0.0}
+    )
+    rec.metrics(
+        6.0, {"stableSuccess": 1.0, "canarySuccess": None, "stableMs": 4.0, "canaryMs": None, "denied": 3.0}
+    )
     rec.milestone(3.0, "push <v2> & co")
-    path = report.write_report(tmp_path / "r" / "report.html", rec.finish(state, 40.0, {"approved by": "alice"}))
+    path = report.write_report(
+        tmp_path / "r" / "report.html", rec.finish(state, 40.0, {"approved by": "alice"})
+    )
     page = path.read_text()
-    assert page.startswith("<!doctype html>") and page.count("<svg") == 5  # weights, success, latency, limit, verdicts
+    assert (
+        page.startswith("<!doctype html>") and page.count("<svg") == 5
+    )  # weights, success, latency, limit, verdicts
     for title in ("Traffic weights", "Success rate", "Latency", "rate limit", "Analysis verdicts"):
         assert title in page
     assert page.count('class="verdict pass"') == len(rec.data["verdicts"]) > 0
@@ -107,9 +140,15 @@ def test_cli_report_from_a_sqlite_store(tmp_path: Path, capsys: pytest.CaptureFi
     state, _ = run_release()
     SqliteStore(str(tmp_path / "s.db")).save(POLICY.app, state.to_json(), None)
     out = tmp_path / "from-store.html"
-    assert main(["report", "--store", f"sqlite:///{tmp_path / 's.db'}", "--app", POLICY.app, "-o", str(out)]) == 0
+    assert (
+        main(["report", "--store", f"sqlite:///{tmp_path / 's.db'}", "--app", POLICY.app, "-o", str(out)])
+        == 0
+    )
     assert "<td>alice</td>" in out.read_text()
-    assert main(["report", "--store", f"sqlite:///{tmp_path / 's.db'}", "--app", "prod/none", "-o", str(out)]) == 1
+    assert (
+        main(["report", "--store", f"sqlite:///{tmp_path / 's.db'}", "--app", "prod/none", "-o", str(out)])
+        == 1
+    )
     assert "prod/none" in capsys.readouterr().err
 
 
@@ -130,14 +169,19 @@ def test_the_live_view_prints_changes_when_not_a_tty_and_redraws_in_place_on_one
     first = screen.getvalue()
     assert "step one" in first and "\x1b[" in first and "F\x1b[J" not in first
     tty.note("promoted")
-    redraw = screen.getvalue()[len(first):]
+    redraw = screen.getvalue()[len(first) :]
     assert redraw.startswith(f"\x1b[{first.count(chr(10))}F\x1b[J") and "promoted" in redraw
 
 
 def test_describe_and_short_reasons() -> None:
-    line = describe("dev.graylane.release.stage.entered", {"release": "web-2", "target": {"version": "v2"},
-                                                           "stage": 1}, POLICY)  # fmt: skip
+    line = describe(
+        "dev.graylane.release.stage.entered",
+        {"release": "web-2", "target": {"version": "v2"}, "stage": 1},
+        POLICY,
+    )
     assert line == "release.stage.entered web-2 v2 -> approval:promote"
     assert short("success-rate: 0.91 < min 0.95 [raw [[...]]]") == "success-rate: 0.91 < min 0.95"
-    assert describe("dev.graylane.protection.changed", {"rateLimit": {"average": 40}, "reason": "x"}, None) == \
-        "protection.changed rate limit 40/s (x)"  # fmt: skip
+    assert (
+        describe("dev.graylane.protection.changed", {"rateLimit": {"average": 40}, "reason": "x"}, None)
+        == "protection.changed rate limit 40/s (x)"
+    )

@@ -204,8 +204,12 @@ def test_an_effect_that_failed_for_good_fails_the_release_instead_of_blocking_it
     from functions.core.policy import CanaryStage, CanaryStep, MigrationJob, PreviewStage
     from functions.errors import EffectFailed
 
-    policy = canary_policy(stages=(PreviewStage(migration=MigrationJob(name="migrate")),
-                                   CanaryStage(steps=(CanaryStep(20, 60.0),))))  # fmt: skip
+    policy = canary_policy(
+        stages=(
+            PreviewStage(migration=MigrationJob(name="migrate")),
+            CanaryStage(steps=(CanaryStep(20, 60.0),)),
+        )
+    )
     store, clock, providers = MemoryStore(), Clock(), RecordingProviders()
     runner = Runner(store, StaticPolicies([policy]), providers, clock=clock)
     runner.handle(push(APP, "v1"))
@@ -246,11 +250,22 @@ def test_the_function_path_keeps_heavy_modules_off_cold_start() -> None:
     import subprocess
     import sys
 
-    heavy = ["kubernetes", "prometheus_api_client", "starlette", "jsonschema", "cryptography",
-             "functions.providers.notifiers", "urllib.request", "yaml", "functions.core.policy_parse"]  # fmt: skip
-    code = ("import sys; import functions.runner, functions.runtime, functions.catalog, "
-            "functions.providers.stores.sqlite, functions.policies; "
-            f"print([m for m in {heavy!r} if m in sys.modules])")  # fmt: skip
+    heavy = [
+        "kubernetes",
+        "prometheus_api_client",
+        "starlette",
+        "jsonschema",
+        "cryptography",
+        "functions.providers.notifiers",
+        "urllib.request",
+        "yaml",
+        "functions.core.policy_parse",
+    ]
+    code = (
+        "import sys; import functions.runner, functions.runtime, functions.catalog, "
+        "functions.providers.stores.sqlite, functions.policies; "
+        f"print([m for m in {heavy!r} if m in sys.modules])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
 
@@ -266,8 +281,12 @@ def test_runner_reads_the_guard_counters_on_ticks_and_the_guard_rolls_back() -> 
     def totals(policy, release):  # type: ignore[no-untyped-def]
         served["t"] += 10
         n = 100.0 * served["t"]
-        return Totals(canary_requests=n * 0.05, canary_errors=n * 0.05 * 0.5, stable_requests=n * 0.95,
-                      stable_errors=n * 0.95 * 0.005)  # fmt: skip
+        return Totals(
+            canary_requests=n * 0.05,
+            canary_errors=n * 0.05 * 0.5,
+            stable_requests=n * 0.95,
+            stable_errors=n * 0.95 * 0.005,
+        )
 
     store, clock = MemoryStore(), Clock()
     providers = RecordingProviders(totals=totals)

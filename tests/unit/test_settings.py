@@ -16,8 +16,13 @@ def test_environment_overrides_and_k_sink_wins() -> None:
     assert (s.store, s.sink) == ("memory://", "http://broker")
 
 
-@pytest.mark.parametrize(("key", "value", "named"), [("GRAYLANE_PROVIDERS", "magic", "GRAYLANE_PROVIDERS"),
-                                                     ("GRAYLANE_STORE", "graylane.db", "GRAYLANE_STORE")])
+@pytest.mark.parametrize(
+    ("key", "value", "named"),
+    [
+        ("GRAYLANE_PROVIDERS", "magic", "GRAYLANE_PROVIDERS"),
+        ("GRAYLANE_STORE", "graylane.db", "GRAYLANE_STORE"),
+    ],
+)
 def test_bad_settings_name_the_key(key: str, value: str, named: str) -> None:
     with pytest.raises(ConfigError, match=named):
         Settings.from_env({key: value})

@@ -56,16 +56,25 @@ def test_jfrog_documented_push_with_the_secret_token_becomes_one_pinned_event(tm
     [event] = bus.of_type("dev.graylane.image.pushed")
     catalog.validate(event)
     assert event["subject"] == "base/ubuntu" and event["source"] == "/graylane/gateway/jfrog"
-    assert event.data == {"app": "base/ubuntu", "repository": REPO, "tag": "latest", "digest": DIGEST,
-                          "image": f"{REPO}@{DIGEST}", "source": "jfrog", "pusher": "release-bot@acme.example"}
+    assert event.data == {
+        "app": "base/ubuntu",
+        "repository": REPO,
+        "tag": "latest",
+        "digest": DIGEST,
+        "image": f"{REPO}@{DIGEST}",
+        "source": "jfrog",
+        "pusher": "release-bot@acme.example",
+    }
     assert post(client, PUSHED, TOKEN).json()["ids"] == response.json()["ids"]  # a redelivery dedupes
 
 
 def test_jfrog_signed_payload(tmp_path: Path) -> None:
     client, bus = gateway(tmp_path, secret=TOKEN)
     # the well-known HMAC-SHA256 example (key "key"), in the hex form Artifactory sends
-    assert signature("key", b"The quick brown fox jumps over the lazy dog") == \
-        "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
+    assert (
+        signature("key", b"The quick brown fox jumps over the lazy dog")
+        == "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
+    )
     assert post(client, PUSHED, signature(TOKEN, PUSHED)).status_code == 202
     assert post(client, PUSHED, signature(TOKEN, PUSHED).upper()).status_code == 202  # hex in either case
     tampered = PUSHED.replace(b'"latest"', b'"evil"')
@@ -107,16 +116,24 @@ def test_jfrog_deleted_and_other_domains_are_acknowledged_and_ignored(tmp_path: 
     assert bus.events == ()
 
 
-@pytest.mark.parametrize(("change", "status", "field"), [
-    ({"jpd_origin": None}, 422, "body.jpd_origin is required"),
-    ({"jpd_origin": "::"}, 422, "body.jpd_origin"),
-    ({"data": "x"}, 422, "body.data must be an object"),
-    ({"data": {"repo_key": "docker-local", "tag": "v1"}}, 422, "body.data.image_name is required"),
-    ({"data": {"repo_key": "docker-local", "image_name": "web", "tag": 7}}, 422, "body.data.tag must be a string"),
-    ({"domain": None}, 422, "body.domain is required"),
-])  # fmt: skip
-def test_jfrog_bad_fields_are_4xx_naming_the_field(tmp_path: Path, change: dict[str, Any], status: int,
-                                                   field: str) -> None:
+@pytest.mark.parametrize(
+    ("change", "status", "field"),
+    [
+        ({"jpd_origin": None}, 422, "body.jpd_origin is required"),
+        ({"jpd_origin": "::"}, 422, "body.jpd_origin"),
+        ({"data": "x"}, 422, "body.data must be an object"),
+        ({"data": {"repo_key": "docker-local", "tag": "v1"}}, 422, "body.data.image_name is required"),
+        (
+            {"data": {"repo_key": "docker-local", "image_name": "web", "tag": 7}},
+            422,
+            "body.data.tag must be a string",
+        ),
+        ({"domain": None}, 422, "body.domain is required"),
+    ],
+)
+def test_jfrog_bad_fields_are_4xx_naming_the_field(
+    tmp_path: Path, change: dict[str, Any], status: int, field: str
+) -> None:
     client, bus = gateway(tmp_path, token=TOKEN)
     body = {k: v for k, v in {**json.loads(PUSHED), **change}.items() if v is not None}
     response = post(client, json.dumps(body).encode(), TOKEN)
@@ -136,4 +153,6 @@ def test_jfrog_is_in_the_registry_catalog() -> None:
 def test_jfrog_answers_on_the_artifactory_route_too(tmp_path: Path) -> None:
     client, bus = gateway(tmp_path, token=TOKEN)
     response = client.post("/hooks/artifactory", content=PUSHED, headers={"X-JFrog-Event-Auth": TOKEN})
-    assert response.status_code == 202 and bus.of_type("dev.graylane.image.pushed")[0].data["source"] == "jfrog"
+    assert (
+        response.status_code == 202 and bus.of_type("dev.graylane.image.pushed")[0].data["source"] == "jfrog"
+    )

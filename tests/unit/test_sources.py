@@ -29,25 +29,38 @@ SOURCES = make_sources()
 
 def test_github_documented_hmac_test_vector() -> None:
     # docs.github.com "Validating webhook deliveries": secret, payload and the signature they must give
-    check_hmac("ghcr", "X-Hub-Signature-256",
-               "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17",
-               b"Hello, World!", "It's a Secret to Everybody", "sha256")
+    check_hmac(
+        "ghcr",
+        "X-Hub-Signature-256",
+        "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17",
+        b"Hello, World!",
+        "It's a Secret to Everybody",
+        "sha256",
+    )
     with pytest.raises(Unauthenticated, match="does not match"):
-        check_hmac("ghcr", "X-Hub-Signature-256",
-                   "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17",
-                   b"Hello, World?", "It's a Secret to Everybody", "sha256")
+        check_hmac(
+            "ghcr",
+            "X-Hub-Signature-256",
+            "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17",
+            b"Hello, World?",
+            "It's a Secret to Everybody",
+            "sha256",
+        )
 
 
 def test_errors_are_graylane_errors() -> None:
     assert issubclass(Unauthenticated, GraylaneError) and issubclass(Malformed, GraylaneError)
 
 
-@pytest.mark.parametrize(("ref", "expected"), [
-    ("ghcr.io/Acme/Web:v1", ("ghcr.io/acme/web", "v1", "")),
-    ("localhost:5000/team/web", ("localhost:5000/team/web", "", "")),
-    ("localhost:5000/team/web:2.0@sha256:ab", ("localhost:5000/team/web", "2.0", "sha256:ab")),
-    ("https://quay.io/a/b/", ("quay.io/a/b", "", "")),
-])
+@pytest.mark.parametrize(
+    ("ref", "expected"),
+    [
+        ("ghcr.io/Acme/Web:v1", ("ghcr.io/acme/web", "v1", "")),
+        ("localhost:5000/team/web", ("localhost:5000/team/web", "", "")),
+        ("localhost:5000/team/web:2.0@sha256:ab", ("localhost:5000/team/web", "2.0", "sha256:ab")),
+        ("https://quay.io/a/b/", ("quay.io/a/b", "", "")),
+    ],
+)
 def test_split_reference_keeps_the_port_colon(ref: str, expected: tuple[str, str, str]) -> None:
     assert split_reference(ref) == expected
 
@@ -60,7 +73,9 @@ def test_quay_legacy_payload_maps_tags_to_image_ids_which_are_not_pinned() -> No
 
 def test_quay_updated_tags_of_the_wrong_type_is_malformed() -> None:
     with pytest.raises(Malformed, match="updated_tags"):
-        SOURCES["quay"].parse({}, json.dumps({"docker_url": "quay.io/a/b", "updated_tags": "latest"}).encode())
+        SOURCES["quay"].parse(
+            {}, json.dumps({"docker_url": "quay.io/a/b", "updated_tags": "latest"}).encode()
+        )
 
 
 def test_harbor_binary_mode_cloudevent() -> None:
@@ -70,11 +85,18 @@ def test_harbor_binary_mode_cloudevent() -> None:
     (push,) = SOURCES["harbor"].parse(headers, json.dumps(data).encode())
 
     assert (push.repository, push.tag, push.delivery, push.pushed_at) == (
-        "localhost/harbor/alpine", "3.8", "x1", "2023-04-03T06:16:38Z")
+        "localhost/harbor/alpine",
+        "3.8",
+        "x1",
+        "2023-04-03T06:16:38Z",
+    )
 
 
 def test_harbor_resource_of_the_wrong_type_names_the_field() -> None:
-    body = {"type": "PUSH_ARTIFACT", "event_data": {"resources": ["nope"], "repository": {"repo_full_name": "a/b"}}}
+    body = {
+        "type": "PUSH_ARTIFACT",
+        "event_data": {"resources": ["nope"], "repository": {"repo_full_name": "a/b"}},
+    }
     with pytest.raises(Malformed, match=r"body\.event_data\.resources\[0\] must be an object"):
         SOURCES["harbor"].parse({}, json.dumps(body).encode())
 
@@ -99,7 +121,9 @@ def test_gar_digest_only_insert_is_an_untagged_push() -> None:
     msg = {"action": "INSERT", "digest": f"us-docker.pkg.dev/p/r/img@{digest}"}
     body = json.dumps({"message": {"data": base64.b64encode(json.dumps(msg).encode()).decode()}}).encode()
 
-    assert SOURCES["gar"].parse({}, body) == [Push(repository="us-docker.pkg.dev/p/r/img", tag="", digest=digest)]
+    assert SOURCES["gar"].parse({}, body) == [
+        Push(repository="us-docker.pkg.dev/p/r/img", tag="", digest=digest)
+    ]
 
 
 def test_github_non_container_package_is_not_a_push() -> None:
@@ -118,7 +142,9 @@ def test_coding_non_docker_artifact_is_not_a_push() -> None:
 
 def test_generic_rejects_an_unpinnable_digest() -> None:
     with pytest.raises(Malformed, match="digest"):
-        SOURCES["generic"].parse({}, b'{"repository": "r.example.com/a", "tag": "v1", "digest": "sha256:abc"}')
+        SOURCES["generic"].parse(
+            {}, b'{"repository": "r.example.com/a", "tag": "v1", "digest": "sha256:abc"}'
+        )
 
 
 def test_alertmanager_rejects_other_versions_and_statuses() -> None:
@@ -139,8 +165,9 @@ def test_alertmanager_bearer_token_and_basic_auth() -> None:
     with pytest.raises(Unauthenticated):
         source.authenticate({"authorization": "Basic !!!"}, b"", creds)
     with pytest.raises(Unauthenticated, match="Basic auth is not configured"):
-        source.authenticate({"authorization": "Basic " + base64.b64encode(b"am:pw").decode()}, b"",
-                            Credentials(token="t"))
+        source.authenticate(
+            {"authorization": "Basic " + base64.b64encode(b"am:pw").decode()}, b"", Credentials(token="t")
+        )
 
 
 def test_coding_falls_back_to_the_token_when_no_secret_is_set() -> None:
@@ -152,12 +179,15 @@ def test_coding_falls_back_to_the_token_when_no_secret_is_set() -> None:
         SOURCES["coding"].authenticate({"x-coding-signature": signed}, body, Credentials(token="t"))
 
 
-@pytest.mark.parametrize(("labels", "app"), [
-    ({"graylane_app": "shop/web", "namespace": "x", "app": "y"}, "shop/web"),
-    ({"namespace": "shop", "app": "web"}, "shop/web"),
-    ({"namespace": "shop"}, ""),
-    ({"graylane_app": "Not/An App"}, ""),
-])
+@pytest.mark.parametrize(
+    ("labels", "app"),
+    [
+        ({"graylane_app": "shop/web", "namespace": "x", "app": "y"}, "shop/web"),
+        ({"namespace": "shop", "app": "web"}, "shop/web"),
+        ({"namespace": "shop"}, ""),
+        ({"graylane_app": "Not/An App"}, ""),
+    ],
+)
 def test_alert_app_from_labels(labels: dict[str, str], app: str) -> None:
     assert alert_app(labels) == app
 
@@ -176,12 +206,16 @@ def test_matching_policies_returns_every_match_in_order() -> None:
 
 
 def test_settings_from_env_names_sources_and_secure_defaults() -> None:
-    settings = GatewaySettings.from_env({
-        "GRAYLANE_HOOK_TOKEN_DOCKERHUB": "d", "GRAYLANE_HOOK_SECRET_GITHUB": "g",
-        "GRAYLANE_ALERTMANAGER_USER": "am", "GRAYLANE_ALERTMANAGER_PASSWORD": "pw",
-        "GRAYLANE_HOOK_REPOSITORIES_GENERIC": "registry.example.com/team/, acme/web",
-        "GRAYLANE_GATEWAY_MAX_BODY": "2048",
-    })
+    settings = GatewaySettings.from_env(
+        {
+            "GRAYLANE_HOOK_TOKEN_DOCKERHUB": "d",
+            "GRAYLANE_HOOK_SECRET_GITHUB": "g",
+            "GRAYLANE_ALERTMANAGER_USER": "am",
+            "GRAYLANE_ALERTMANAGER_PASSWORD": "pw",
+            "GRAYLANE_HOOK_REPOSITORIES_GENERIC": "registry.example.com/team/, acme/web",
+            "GRAYLANE_GATEWAY_MAX_BODY": "2048",
+        }
+    )
 
     assert settings.credentials["dockerhub"].token == "d"
     assert settings.credentials["ghcr"].secret == "g"

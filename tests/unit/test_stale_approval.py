@@ -58,8 +58,15 @@ def test_stale_approval_a_delayed_approve_for_web_1_does_not_promote_web_2() -> 
     d = Driver.with_stable(seed_flow())
     d.push("v2")
     _at_promote(d)
-    late = Command(id="slack-late-1", app=d.state.app, action="approve", actor=ALICE, gate="promote",
-                   release="web-1", version="v2")  # fmt: skip
+    late = Command(
+        id="slack-late-1",
+        app=d.state.app,
+        action="approve",
+        actor=ALICE,
+        gate="promote",
+        release="web-1",
+        version="v2",
+    )
     d.push("v3")  # web-1 is superseded before the approval arrives
     _at_promote(d)
     assert d.rel.id == "web-2" and d.rel.gate == "promote"
@@ -73,7 +80,11 @@ def test_stale_approval_a_delayed_approve_for_web_1_does_not_promote_web_2() -> 
     assert "release web-1" in entry.reason and "web-2 (v3)" in entry.reason
     assert types(out.events) == ["command.rejected"]
     rejected = out.events[0].data
-    assert rejected["release"] == "web-1" and rejected["actor"]["user"] == "alice" and "web-2" in rejected["reason"]
+    assert (
+        rejected["release"] == "web-1"
+        and rejected["actor"]["user"] == "alice"
+        and "web-2" in rejected["reason"]
+    )
     d.command("approve", gate="promote")  # the helper names the current release: that one passes
     assert d.state.stable.version == "v3" and d.rel.phase == Phase.SUCCEEDED
 
@@ -105,7 +116,9 @@ def test_stale_approval_a_rollback_after_a_newer_release_started_is_refused() ->
 
 
 def test_stale_approval_command_events_carry_the_release() -> None:
-    cmd = Command(id="c1", app=APP, action="approve", actor=ALICE, gate="go", release="flask-3", version="v1.2.0")
+    cmd = Command(
+        id="c1", app=APP, action="approve", actor=ALICE, gate="go", release="flask-3", version="v1.2.0"
+    )
     event = catalog.from_domain(cmd, source="/graylane/approvals/slack")
     catalog.validate(event)
     assert event.data["release"] == "flask-3" and event.data["version"] == "v1.2.0"
@@ -116,7 +129,9 @@ def test_stale_approval_command_events_carry_the_release() -> None:
     with pytest.raises(Reject, match="graylanerelease"):
         catalog.to_domain(clash)
     with pytest.raises(Reject, match="data.release"):
-        catalog.to_domain(catalog.make_event(ev.RELEASE_COMMAND, APP, {**data, "release": "not a release"}, id="c3"))
+        catalog.to_domain(
+            catalog.make_event(ev.RELEASE_COMMAND, APP, {**data, "release": "not a release"}, id="c3")
+        )
     for name, example in catalog.examples_for(ev.RELEASE_COMMAND).items():
         parsed = catalog.to_domain(example)
         assert isinstance(parsed, Command) and parsed.release, f"example {name} names no release"
@@ -126,9 +141,17 @@ def test_stale_approval_command_events_carry_the_release() -> None:
 
 
 def _gate_notice(release: str, version: str, gate: str = "go") -> dict[str, Any]:
-    return {"type": ev.GATE_WAITING, "release": release, "app": APP, "phase": "waiting", "gate": gate,
-            "target": {"version": version, "image": f"{REPO}:{version}"}, "origin": {"version": "v1.0.0"},
-            "message": f"{APP} {version} waiting at gate {gate}", "id": f"{release}/3/0-notify"}  # fmt: skip
+    return {
+        "type": ev.GATE_WAITING,
+        "release": release,
+        "app": APP,
+        "phase": "waiting",
+        "gate": gate,
+        "target": {"version": version, "image": f"{REPO}:{version}"},
+        "origin": {"version": "v1.0.0"},
+        "message": f"{APP} {version} waiting at gate {gate}",
+        "id": f"{release}/3/0-notify",
+    }
 
 
 def test_stale_approval_every_notifier_button_names_its_release() -> None:
@@ -136,16 +159,22 @@ def test_stale_approval_every_notifier_button_names_its_release() -> None:
     slack = SlackNotifier("https://hooks.slack.com/services/T/B/x").payload(notice)
     [actions] = [b for b in slack["blocks"] if b["type"] == "actions"]
     values = [b["value"] for b in actions["elements"]]
-    assert values == ["approve pro/flask go release=flask-4 version=v1.3.0",
-                      "reject pro/flask go release=flask-4 version=v1.3.0"]
+    assert values == [
+        "approve pro/flask go release=flask-4 version=v1.3.0",
+        "reject pro/flask go release=flask-4 version=v1.3.0",
+    ]
     assert [(p.action, p.gate, p.release, p.version) for p in map(parse, values)] == [
-        ("approve", "go", "flask-4", "v1.3.0"), ("reject", "go", "flask-4", "v1.3.0")]
+        ("approve", "go", "flask-4", "v1.3.0"),
+        ("reject", "go", "flask-4", "v1.3.0"),
+    ]
     card = FeishuNotifier("https://open.feishu.cn/open-apis/bot/v2/hook/x").payload(notice)["card"]
     buttons = [a for e in card["elements"] if e.get("tag") == "action" for a in e["actions"]]
     assert [b["value"]["command"] for b in buttons] == values
-    for notifier in (DingTalkNotifier("https://oapi.dingtalk.com/robot/send?access_token=t"),
-                     WeComNotifier("https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=k"),
-                     TeamsNotifier("https://example.webhook.office.com/workflows/x", approval_url="")):  # fmt: skip
+    for notifier in (
+        DingTalkNotifier("https://oapi.dingtalk.com/robot/send?access_token=t"),
+        WeComNotifier("https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=k"),
+        TeamsNotifier("https://example.webhook.office.com/workflows/x", approval_url=""),
+    ):
         text = json.dumps(notifier.payload(notice), ensure_ascii=False)
         assert all(v in text for v in values), text
 
@@ -159,9 +188,13 @@ def _waiting_world(tmp: Path) -> tuple[World, MemoryBus]:
 
 
 def _press(w: World, value: str, action_ts: str) -> Any:
-    payload = {"type": "block_actions", "user": {"id": "U024BE7LH", "username": "ops-lead"},
-               "channel": {"id": "C1", "name": "releases"}, "trigger_id": f"t-{action_ts}",
-               "actions": [{"action_id": "graylane-approve", "value": value, "action_ts": action_ts}]}  # fmt: skip
+    payload = {
+        "type": "block_actions",
+        "user": {"id": "U024BE7LH", "username": "ops-lead"},
+        "channel": {"id": "C1", "name": "releases"},
+        "trigger_id": f"t-{action_ts}",
+        "actions": [{"action_id": "graylane-approve", "value": value, "action_ts": action_ts}],
+    }
     body = urlencode({"payload": json.dumps(payload)}).encode()
     app = w.client(*chatops_routes({"slack": Slack(SECRET)}, w.approvals, now=lambda: NOW))
     return app.post("/chatops/slack/interactive", content=body, headers=signed(body))
@@ -171,8 +204,11 @@ def test_stale_approval_an_old_slack_button_cannot_ship_the_next_version(tmp_pat
     w, _ = _waiting_world(tmp_path)
     old = SlackNotifier("https://hooks.slack.com/services/T/B/x").payload(_gate_notice("flask-1", "v1.1.0"))
     [old_approve, _reject] = [b for b in old["blocks"] if b["type"] == "actions"][0]["elements"]
-    w.runner.handle(ImagePushed(id="push-2", app=APP, target=Version("v1.2.0", f"{REPO}:v1.2.0"),
-                                repository=REPO, tag="v1.2.0"))  # flask-2 supersedes flask-1, waits at go too
+    w.runner.handle(
+        ImagePushed(
+            id="push-2", app=APP, target=Version("v1.2.0", f"{REPO}:v1.2.0"), repository=REPO, tag="v1.2.0"
+        )
+    )  # flask-2 supersedes flask-1, waits at go too
     state = w.approvals.state(APP)
     assert state.release is not None and state.release.id == "flask-2" and state.release.gate == "go"
 
@@ -186,7 +222,11 @@ def test_stale_approval_an_old_slack_button_cannot_ship_the_next_version(tmp_pat
     assert state.release is not None and state.release.id == "flask-2" and state.release.gate == "go"
     assert state.release.phase == Phase.WAITING and not state.release.gates
     [record] = w.audit.records
-    assert record.outcome == "refused" and record.detail.get("release") == "flask-1" and "flask-2" in record.reason
+    assert (
+        record.outcome == "refused"
+        and record.detail.get("release") == "flask-1"
+        and "flask-2" in record.reason
+    )
 
     fresh = SlackNotifier("https://hooks.slack.com/services/T/B/x").payload(_gate_notice("flask-2", "v1.2.0"))
     new_approve = [b for b in fresh["blocks"] if b["type"] == "actions"][0]["elements"][0]
@@ -206,8 +246,11 @@ def test_stale_approval_a_typed_command_is_pinned_when_sent_and_echoed(tmp_path:
     assert "release flask-1 (v1.1.0)" in reply["text"], reply["text"]
     [event] = w.commands()
     assert event.data["release"] == "flask-1" and event.data["version"] == "v1.1.0"
-    w.runner.handle(ImagePushed(id="push-2", app=APP, target=Version("v1.2.0", f"{REPO}:v1.2.0"),
-                                repository=REPO, tag="v1.2.0"))  # flask-2 arrives before the broker delivers it
+    w.runner.handle(
+        ImagePushed(
+            id="push-2", app=APP, target=Version("v1.2.0", f"{REPO}:v1.2.0"), repository=REPO, tag="v1.2.0"
+        )
+    )  # flask-2 arrives before the broker delivers it
     w.deliver()
     state = w.approvals.state(APP)
     assert state.release is not None and state.release.id == "flask-2" and state.release.gate == "go"
@@ -221,12 +264,21 @@ def test_stale_approval_the_api_resolves_the_release_and_refuses_another(tmp_pat
     w, _ = _waiting_world(tmp_path)
     api = w.client(*api_routes(w.approvals, ApiSettings({"tok-alice-123": "alice"})))
     headers = {"Authorization": "Bearer tok-alice-123"}
-    stale = api.post(f"/api/v1/apps/{APP}/commands", headers=headers,
-                     json={"action": "approve", "gate": "go", "release": "flask-0"})
-    assert stale.status_code == 409 and "flask-0" in stale.json()["error"] and "flask-1" in stale.json()["error"]
+    stale = api.post(
+        f"/api/v1/apps/{APP}/commands",
+        headers=headers,
+        json={"action": "approve", "gate": "go", "release": "flask-0"},
+    )
+    assert (
+        stale.status_code == 409 and "flask-0" in stale.json()["error"] and "flask-1" in stale.json()["error"]
+    )
     assert w.commands() == [] and w.audit.records[-1].outcome == "refused"
     ok = api.post(f"/api/v1/apps/{APP}/commands", headers=headers, json={"action": "approve", "gate": "go"})
-    assert ok.status_code == 202 and ok.json()["release"] == "flask-1" and "flask-1 (v1.1.0)" in ok.json()["message"]
+    assert (
+        ok.status_code == 202
+        and ok.json()["release"] == "flask-1"
+        and "flask-1 (v1.1.0)" in ok.json()["message"]
+    )
     [event] = w.commands()
     assert event.data["release"] == "flask-1"
 
@@ -239,8 +291,9 @@ def local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return local_store(tmp_path, monkeypatch)
 
 
-def test_stale_approval_the_cli_resolves_prints_and_sends_the_release(local: list[str],
-                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_stale_approval_the_cli_resolves_prints_and_sends_the_release(
+    local: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["approve", APP, "--gate", "go", "--release", "flask-9", *local]) == 1
     err = capsys.readouterr().err
     assert "flask-9" in err and "flask-1 (v1.1.0)" in err, err

@@ -58,11 +58,19 @@ def test_digit_regex_matches_ids_by_their_last_digit() -> None:
         digit_regex([10])
 
 
-@pytest.mark.parametrize(("header", "hit"), [
-    ("canary=always", True), ("a=1; canary=always", True), ("canary=always; b=2", True),
-    ("a=1;canary=always;b=2", True), ("canary=alwaysx", False), ("xcanary=always", False),
-    ("canary=never", False), ("", False),
-])
+@pytest.mark.parametrize(
+    ("header", "hit"),
+    [
+        ("canary=always", True),
+        ("a=1; canary=always", True),
+        ("canary=always; b=2", True),
+        ("a=1;canary=always;b=2", True),
+        ("canary=alwaysx", False),
+        ("xcanary=always", False),
+        ("canary=never", False),
+        ("", False),
+    ],
+)
 def test_cookie_regex_finds_one_cookie_in_the_header(header: str, hit: bool) -> None:
     assert bool(re.fullmatch(cookie_regex("canary", value="always"), header)) is hit
 

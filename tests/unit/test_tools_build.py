@@ -39,8 +39,13 @@ def tools(tmp_path: Path) -> Path:
 
 
 def run(tools: Path, *args: str, version: str = "go1.26.8") -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PATH=f"{tools.parent / 'fakebin'}:{os.environ['PATH']}", FAKE_GO_VERSION=version,
-               FAKE_GO_CALLS=str(tools.parent / "calls"), GRAYLANE_CACHE=str(tools.parent / "cache"))  # fmt: skip
+    env = dict(
+        os.environ,
+        PATH=f"{tools.parent / 'fakebin'}:{os.environ['PATH']}",
+        FAKE_GO_VERSION=version,
+        FAKE_GO_CALLS=str(tools.parent / "calls"),
+        GRAYLANE_CACHE=str(tools.parent / "cache"),
+    )
     return subprocess.run(["bash", str(tools / "build.sh"), *args], env=env, capture_output=True, text=True)
 
 

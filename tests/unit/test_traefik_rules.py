@@ -47,15 +47,22 @@ def test_the_legacy_group_gets_v2_matchers_and_never_a_syntax_field() -> None:
     )
     assert not V3_ONLY.search(routes[0]["match"])
     assert all("syntax" not in r for r in routes)
-    assert routes[1] == {"kind": "Rule", "match": "Host(`pro.coding`)", "services": [
-        {"kind": "Service", "name": "k8s-flask", "port": 8080, "weight": 80},
-        {"kind": "Service", "name": "k8s-flask-canary", "port": 8080, "weight": 20}]}  # fmt: skip
+    assert routes[1] == {
+        "kind": "Rule",
+        "match": "Host(`pro.coding`)",
+        "services": [
+            {"kind": "Service", "name": "k8s-flask", "port": 8080, "weight": 80},
+            {"kind": "Service", "name": "k8s-flask-canary", "port": 8080, "weight": 20},
+        ],
+    }
 
 
 @pytest.mark.parametrize("group", [None, "traefik.io"])
 def test_traefik_io_gets_v3_matchers_by_default(group: str | None) -> None:
     routes = _routes(group, RoutePlan.canary_at(0, match=RULES, salt="s"))
-    assert routes[0]["match"].startswith("Host(`pro.coding`) && (Header(`location`, `shenzhen`) || HeaderRegexp(")
+    assert routes[0]["match"].startswith(
+        "Host(`pro.coding`) && (Header(`location`, `shenzhen`) || HeaderRegexp("
+    )
     assert not V2_ONLY.search(routes[0]["match"])
     assert all("syntax" not in r for r in routes)
 
@@ -92,8 +99,14 @@ def _services(route: dict[str, Any]) -> list[tuple[str, int | None]]:
 def test_a_canary_without_traffic_is_not_listed_so_its_missing_pods_cannot_drop_the_route(group: str) -> None:
     """Traefik drops a route whose Service has no endpoints ("no servers found"): 404 for everyone."""
     assert [_services(r) for r in _routes(group, RoutePlan())] == [[("k8s-flask", 100)]]
-    assert _services(_routes(group, RoutePlan.canary_at(5))[-1]) == [("k8s-flask", 95), ("k8s-flask-canary", 5)]
-    assert _services(_routes(group, RoutePlan.canary_at(100))[-1]) == [("k8s-flask", 0), ("k8s-flask-canary", 100)]
+    assert _services(_routes(group, RoutePlan.canary_at(5))[-1]) == [
+        ("k8s-flask", 95),
+        ("k8s-flask-canary", 5),
+    ]
+    assert _services(_routes(group, RoutePlan.canary_at(100))[-1]) == [
+        ("k8s-flask", 0),
+        ("k8s-flask-canary", 100),
+    ]
 
 
 def test_the_ab_route_is_weighted_so_traefik_names_its_backend_after_the_canary_service() -> None:

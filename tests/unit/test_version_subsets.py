@@ -327,22 +327,51 @@ def test_version_subsets_policy_round_trips_and_takes_the_first_subset_from_the_
     assert parse_policy(to_doc(pol)) == pol
 
 
-@pytest.mark.parametrize(("workload", "router", "path", "says"), [
-    ({**WORKLOAD, "canary": "reviews-v2"}, None, "spec.workload.canary", "not allowed with model per-version"),
-    ({**WORKLOAD, "nameTemplate": "reviews"}, None, "spec.workload.nameTemplate", "with {version} once"),
-    ({**WORKLOAD, "nameTemplate": "Reviews-{version}"}, None, "spec.workload.nameTemplate", "lower-case"),
-    ({"name": "reviews-v1", "model": "per-version"}, None, "spec.workload.nameTemplate", "is required"),
-    ({"model": "per-version", "nameTemplate": "reviews-{version}"}, None, "spec.workload.name", "is required"),
-    ({**WORKLOAD, "name": "reviews"}, None, "spec.workload.subset", "reviews is not named by nameTemplate"),
-    ({**WORKLOAD, "versionLabel": "not a key!"}, None, "spec.workload.versionLabel", "a Kubernetes label key"),
-    ({**WORKLOAD, "keepRetired": 21}, None, "spec.workload.keepRetired", "0..20"),
-    ({**WORKLOAD, "model": "per-subset"}, None, "spec.workload.model", "one of pair, per-version"),
-    ({"name": "reviews-v1", "subset": "v1"}, None, "spec.workload.subset", "only allowed with model per-version"),
-    (WORKLOAD, {"provider": "traefik"}, "spec.workload.model", "router traefik routes to fixed Services"),
-    (WORKLOAD, {"provider": "istio", "canarySubset": "v2"}, "spec.router.canarySubset", "named after it"),
-])  # fmt: skip
-def test_version_subsets_policy_errors_name_the_field(workload: dict[str, Any], router: dict[str, Any] | None,
-                                                       path: str, says: str) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    ("workload", "router", "path", "says"),
+    [
+        (
+            {**WORKLOAD, "canary": "reviews-v2"},
+            None,
+            "spec.workload.canary",
+            "not allowed with model per-version",
+        ),
+        ({**WORKLOAD, "nameTemplate": "reviews"}, None, "spec.workload.nameTemplate", "with {version} once"),
+        ({**WORKLOAD, "nameTemplate": "Reviews-{version}"}, None, "spec.workload.nameTemplate", "lower-case"),
+        ({"name": "reviews-v1", "model": "per-version"}, None, "spec.workload.nameTemplate", "is required"),
+        (
+            {"model": "per-version", "nameTemplate": "reviews-{version}"},
+            None,
+            "spec.workload.name",
+            "is required",
+        ),
+        (
+            {**WORKLOAD, "name": "reviews"},
+            None,
+            "spec.workload.subset",
+            "reviews is not named by nameTemplate",
+        ),
+        (
+            {**WORKLOAD, "versionLabel": "not a key!"},
+            None,
+            "spec.workload.versionLabel",
+            "a Kubernetes label key",
+        ),
+        ({**WORKLOAD, "keepRetired": 21}, None, "spec.workload.keepRetired", "0..20"),
+        ({**WORKLOAD, "model": "per-subset"}, None, "spec.workload.model", "one of pair, per-version"),
+        (
+            {"name": "reviews-v1", "subset": "v1"},
+            None,
+            "spec.workload.subset",
+            "only allowed with model per-version",
+        ),
+        (WORKLOAD, {"provider": "traefik"}, "spec.workload.model", "router traefik routes to fixed Services"),
+        (WORKLOAD, {"provider": "istio", "canarySubset": "v2"}, "spec.router.canarySubset", "named after it"),
+    ],
+)
+def test_version_subsets_policy_errors_name_the_field(
+    workload: dict[str, Any], router: dict[str, Any] | None, path: str, says: str
+) -> None:
     found = [p for p in problems(doc(workload, router)) if p[0] == path]
     assert found and says in found[0][1], problems(doc(workload, router))
 
@@ -387,13 +416,16 @@ def _source() -> dict[str, Any]:
             "selector": {"matchLabels": labels},
             "template": {
                 "metadata": {"labels": labels},
-                "spec": {"serviceAccountName": "bookinfo-reviews", "containers": [
-                    {"name": "reviews", "image": "r:v1", "env": [{"name": "LOG_DIR", "value": "/tmp"}]},
-                ]},
+                "spec": {
+                    "serviceAccountName": "bookinfo-reviews",
+                    "containers": [
+                        {"name": "reviews", "image": "r:v1", "env": [{"name": "LOG_DIR", "value": "/tmp"}]},
+                    ],
+                },
             },
         },
         "status": {"replicas": 3},
-    }  # fmt: skip
+    }
 
 
 def _target() -> Any:
@@ -414,14 +446,24 @@ def test_version_subsets_version_deployment_is_the_stable_spec_with_the_new_imag
     assert source == before  # the stable's object is not touched
     meta, spec = body["metadata"], body["spec"]
     assert (meta["name"], meta["namespace"]) == ("reviews-v2-1", "bookinfo") and "resourceVersion" not in meta
-    assert meta["labels"] == {"app": "reviews", "version": "v2.1", "app.kubernetes.io/version": "v2.1",
-                              "graylane.dev/app": "reviews", "app.kubernetes.io/managed-by": "graylane"}  # fmt: skip
-    assert meta["annotations"] == {"team": "web", "graylane.dev/derived-from": "reviews-v1",
-                                   "graylane.dev/version": "v2.1"}  # fmt: skip
+    assert meta["labels"] == {
+        "app": "reviews",
+        "version": "v2.1",
+        "app.kubernetes.io/version": "v2.1",
+        "graylane.dev/app": "reviews",
+        "app.kubernetes.io/managed-by": "graylane",
+    }
+    assert meta["annotations"] == {
+        "team": "web",
+        "graylane.dev/derived-from": "reviews-v1",
+        "graylane.dev/version": "v2.1",
+    }
     assert spec["selector"] == {"matchLabels": {"app": "reviews", "version": "v2.1"}}
     assert spec["template"]["metadata"]["labels"] == {"app": "reviews", "version": "v2.1"}
-    assert spec["template"]["spec"] == {"serviceAccountName": "bookinfo-reviews", "containers": [
-        {"name": "reviews", "image": "r:v2.1", "env": [{"name": "LOG_DIR", "value": "/tmp"}]}]}  # fmt: skip
+    assert spec["template"]["spec"] == {
+        "serviceAccountName": "bookinfo-reviews",
+        "containers": [{"name": "reviews", "image": "r:v2.1", "env": [{"name": "LOG_DIR", "value": "/tmp"}]}],
+    }
     assert spec["replicas"] == 3 and "status" not in body
 
 

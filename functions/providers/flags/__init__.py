@@ -25,7 +25,9 @@ class FlagStore(Protocol):
 def flag_store(source: FlagSource | None, namespace: str, api_client: Any = None) -> FlagStore:
     """The store spec.flags names: its file, else its ConfigMap (through `api_client`)."""
     if source is None:
-        raise ConfigError("a flag stage needs spec.flags (a ConfigMap or a file holding flagd's flag document)")
+        raise ConfigError(
+            "a flag stage needs spec.flags (a ConfigMap or a file holding flagd's flag document)"
+        )
     if source.file:
         from functions.providers.flags.file import FileFlags
 
@@ -33,8 +35,10 @@ def flag_store(source: FlagSource | None, namespace: str, api_client: Any = None
     if not source.config_map:
         raise ConfigError("spec.flags names neither a configMap nor a file")
     if api_client is None:
-        raise ConfigError(f"spec.flags.configMap {source.config_map}: these providers have no Kubernetes client; "
-                          "use spec.flags.file, or GRAYLANE_PROVIDERS=kubernetes")  # fmt: skip
+        raise ConfigError(
+            f"spec.flags.configMap {source.config_map}: these providers have no Kubernetes client; "
+            "use spec.flags.file, or GRAYLANE_PROVIDERS=kubernetes"
+        )
     from functions.providers.flags.configmap import ConfigMapFlags
 
     return ConfigMapFlags(api_client, namespace, source.config_map, source.key)

@@ -45,8 +45,11 @@ class ConfigMapFlags:
         old = data.get(self.key, "")
         new = with_plan(old, plan, self.where)
         if new != old:
-            body = {**cm, "metadata": {k: v for k, v in cm["metadata"].items() if k != "managedFields"},
-                    "data": {**data, self.key: new}}  # fmt: skip
+            body = {
+                **cm,
+                "metadata": {k: v for k, v in cm["metadata"].items() if k != "managedFields"},
+                "data": {**data, self.key: new},
+            }
             cm = self._update(body)
         if plan not in live_plans((cm.get("data") or {}).get(self.key, ""), (plan,)):
             raise NotReady(f"{self.where}: flag {plan.key} does not read back as written")
@@ -63,10 +66,15 @@ class ConfigMapFlags:
             return None
 
     def _create(self, text: str) -> None:
-        body = {"apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": self.name, "labels": {"app.kubernetes.io/managed-by": "graylane",
-                                                           "graylane.dev/role": "flags"}},
-                "data": {self.key: text}}  # fmt: skip
+        body = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": self.name,
+                "labels": {"app.kubernetes.io/managed-by": "graylane", "graylane.dev/role": "flags"},
+            },
+            "data": {self.key: text},
+        }
         try:
             self._call("create", "POST", _MANY, body=body)
         except ConflictError as err:  # created meanwhile: the retried effect edits it

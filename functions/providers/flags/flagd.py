@@ -40,7 +40,12 @@ def targeting(plan: FlagPlan) -> dict[str, Any]:
 
 def new_flag(plan: FlagPlan) -> dict[str, Any]:
     variants = dict(plan.variants) or {plan.variant: True, plan.off: False}
-    return {"state": "ENABLED", "variants": variants, "defaultVariant": plan.off, "targeting": targeting(plan)}
+    return {
+        "state": "ENABLED",
+        "variants": variants,
+        "defaultVariant": plan.off,
+        "targeting": targeting(plan),
+    }
 
 
 def reads_as(flag: Any, plan: FlagPlan) -> bool:
@@ -73,7 +78,9 @@ def with_plan(text: str, plan: FlagPlan, where: str) -> str:
     try:
         parsed = json.loads(text)
     except ValueError as err:
-        raise ConfigError(f"flag document {where} is not JSON ({err}); graylane writes flagd's JSON format") from err
+        raise ConfigError(
+            f"flag document {where} is not JSON ({err}); graylane writes flagd's JSON format"
+        ) from err
     if not isinstance(parsed, dict) or not isinstance(parsed.get("flags", {}), dict):
         raise ConfigError(f"flag document {where}: expected an object with a 'flags' object (flagd's format)")
     flag = parsed.get("flags", {}).get(plan.key)
@@ -81,8 +88,10 @@ def with_plan(text: str, plan: FlagPlan, where: str) -> str:
         variants = flag.get("variants") if isinstance(flag, dict) else None
         missing = [v for v in (plan.variant, plan.off) if not isinstance(variants, dict) or v not in variants]
         if missing:
-            raise ConfigError(f"flag document {where}: flag {plan.key} has no variant {', '.join(missing)} "
-                              f"(its variants: {', '.join(variants or {}) or 'none'})")  # fmt: skip
+            raise ConfigError(
+                f"flag document {where}: flag {plan.key} has no variant {', '.join(missing)} "
+                f"(its variants: {', '.join(variants or {}) or 'none'})"
+            )
         return _set_member(text, ["flags", plan.key], "targeting", targeting(plan))
     if "flags" not in parsed:
         return _set_member(text, [], "flags", {plan.key: new_flag(plan)})
@@ -154,8 +163,15 @@ def _set_member(text: str, path: list[str], key: str, value: Any) -> str:
         return text[:last_end] + sep + json.dumps(key) + ": " + _dumps(value, pad) + text[last_end:]
     pad = _indent(text, start)
     inner = pad + "  "
-    return (text[:start + 1] + f"\n{inner}" + json.dumps(key) + ": " + _dumps(value, inner) + f"\n{pad}"
-            + text[close:])  # fmt: skip
+    return (
+        text[: start + 1]
+        + f"\n{inner}"
+        + json.dumps(key)
+        + ": "
+        + _dumps(value, inner)
+        + f"\n{pad}"
+        + text[close:]
+    )
 
 
 def _dumps(value: Any, pad: str) -> str:

@@ -48,8 +48,13 @@ class GitFailed(ProviderUnavailable):
 
 
 class GitWriter:
-    def __init__(self, policy: Policy, env: Mapping[str, str] | None = None, workdir: str | None = None,
-                 before_push: Callable[[int], None] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        policy: Policy,
+        env: Mapping[str, str] | None = None,
+        workdir: str | None = None,
+        before_push: Callable[[int], None] | None = None,
+    ) -> None:
         if policy.gitops is None:
             raise ConfigError(f"{policy.app}: no spec.gitops")
         self.policy = policy
@@ -64,7 +69,9 @@ class GitWriter:
         """Commit the effect's version to the repository; the commit's id ("" when nothing was needed)."""
         with tempfile.TemporaryDirectory(prefix="graylane-git-", dir=self.workdir) as tmp:
             repo = Path(tmp) / "repo"
-            self._git(None, "clone", "--quiet", "--no-tags", "--depth", "50", self.gitops.repository, str(repo))
+            self._git(
+                None, "clone", "--quiet", "--no-tags", "--depth", "50", self.gitops.repository, str(repo)
+            )
             default = self._git(repo, "symbolic-ref", "--short", "refs/remotes/origin/HEAD").strip()
             default = default.removeprefix("origin/") or "main"
             branch = default if self.gitops.default_branch else self._branch(effect)
@@ -75,7 +82,9 @@ class GitWriter:
                     log.info("git write-back %s: already on %s of %s", effect.id, branch, self._where())
                     return ""
                 if not self._edit(repo, effect):
-                    log.info("git write-back %s: %s already says %s", effect.id, self.gitops.file, effect.version)
+                    log.info(
+                        "git write-back %s: %s already says %s", effect.id, self.gitops.file, effect.version
+                    )
                     return ""
                 self._commit(repo, effect)
                 if self.before_push is not None:
@@ -84,8 +93,11 @@ class GitWriter:
                     self._git(repo, "push", "--quiet", "origin", f"HEAD:refs/heads/{branch}")
                 except GitFailed as err:
                     if attempt < PUSH_ATTEMPTS and _rejected(err.stderr):
-                        log.info("git write-back %s: push to %s rejected (someone pushed first); again", effect.id,
-                                 branch)  # fmt: skip
+                        log.info(
+                            "git write-back %s: push to %s rejected (someone pushed first); again",
+                            effect.id,
+                            branch,
+                        )
                         continue
                     raise
                 self.pushes += 1
@@ -95,8 +107,12 @@ class GitWriter:
     # -- steps --------------------------------------------------------------------------------------------
     def _branch(self, effect: Effect) -> str:
         template = self.gitops.branch or "graylane/{release}"
-        names = {"release": str(effect.notice.get("release", "")), "app": self.policy.name,
-                 "namespace": self.policy.namespace, "version": effect.version}  # fmt: skip
+        names = {
+            "release": str(effect.notice.get("release", "")),
+            "app": self.policy.name,
+            "namespace": self.policy.namespace,
+            "version": effect.version,
+        }
         try:
             return template.format(**names)
         except (KeyError, IndexError, ValueError) as err:
@@ -106,8 +122,15 @@ class GitWriter:
         """Fetch the branch's tip (or the default branch's, for a new branch) and return it."""
         for name in dict.fromkeys((branch, default)):
             try:
-                self._git(repo, "fetch", "--quiet", "--depth", "50", "origin",
-                          f"+refs/heads/{name}:refs/remotes/origin/{name}")  # fmt: skip
+                self._git(
+                    repo,
+                    "fetch",
+                    "--quiet",
+                    "--depth",
+                    "50",
+                    "origin",
+                    f"+refs/heads/{name}:refs/remotes/origin/{name}",
+                )
                 return f"refs/remotes/origin/{name}"
             except GitFailed as err:
                 if "couldn't find remote ref" not in err.stderr and "not our ref" not in err.stderr:
@@ -115,7 +138,9 @@ class GitWriter:
         raise EffectFailed(f"git write-back to {self._where()}: neither {branch} nor {default} exists")
 
     def _already(self, repo: Path, effect: Effect) -> bool:
-        found = self._git(repo, "log", "-n", "200", "--format=%H", "-F", f"--grep={EFFECT_TRAILER}: {effect.id}")
+        found = self._git(
+            repo, "log", "-n", "200", "--format=%H", "-F", f"--grep={EFFECT_TRAILER}: {effect.id}"
+        )
         return bool(found.strip())
 
     def _edit(self, repo: Path, effect: Effect) -> bool:
@@ -131,8 +156,9 @@ class GitWriter:
             if self.gitops.format == "kustomize":
                 image = self.gitops.image or self.policy.image.repository
                 digest = version if version.startswith("sha256:") else ""
-                new = set_kustomize_image(text, image, tag="" if digest else version, digest=digest,
-                                          where=self.gitops.file)  # fmt: skip
+                new = set_kustomize_image(
+                    text, image, tag="" if digest else version, digest=digest, where=self.gitops.file
+                )
             else:
                 new = set_helm_value(text, self.gitops.key, version, where=self.gitops.file)
         except ConfigError as err:  # the file cannot say it: retrying cannot help
@@ -146,16 +172,30 @@ class GitWriter:
         name, _, email = self.gitops.author.rpartition(" <")
         message = f"{effect.message}\n\n{EFFECT_TRAILER}: {effect.id}\n"
         self._git(repo, "add", "--", self.gitops.file)
-        self._git(repo, "-c", f"user.name={name or 'graylane'}", "-c", f"user.email={email.rstrip('>')}",
-                  "commit", "--quiet", "--no-verify", "-F", "-", stdin=message)  # fmt: skip
+        self._git(
+            repo,
+            "-c",
+            f"user.name={name or 'graylane'}",
+            "-c",
+            f"user.email={email.rstrip('>')}",
+            "commit",
+            "--quiet",
+            "--no-verify",
+            "-F",
+            "-",
+            stdin=message,
+        )
 
     # -- git --------------------------------------------------------------------------------------------
     def _where(self) -> str:
         return safe_url(self.gitops.repository)
 
     def _environment(self) -> dict[str, str]:
-        env = {k: v for k, v in self.env.items() if k in ("PATH", "HOME", "GIT_SSH_COMMAND", "SSH_AUTH_SOCK",
-                                                           "LANG", "TMPDIR")}  # fmt: skip
+        env = {
+            k: v
+            for k, v in self.env.items()
+            if k in ("PATH", "HOME", "GIT_SSH_COMMAND", "SSH_AUTH_SOCK", "LANG", "TMPDIR")
+        }
         env.setdefault("PATH", os.environ.get("PATH", "/usr/bin:/bin"))
         env.update(GIT_TERMINAL_PROMPT="0", GIT_CONFIG_NOSYSTEM="1", LC_ALL="C")
         env.setdefault("HOME", tempfile.gettempdir())
@@ -163,8 +203,11 @@ class GitWriter:
         if token:
             sep = ":" in token
             basic = base64.b64encode((token if sep else f"graylane:{token}").encode()).decode()
-            env.update(GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0="http.extraHeader",
-                       GIT_CONFIG_VALUE_0=f"Authorization: Basic {basic}")  # fmt: skip
+            env.update(
+                GIT_CONFIG_COUNT="1",
+                GIT_CONFIG_KEY_0="http.extraHeader",
+                GIT_CONFIG_VALUE_0=f"Authorization: Basic {basic}",
+            )
         return env
 
     def _token(self) -> str:
@@ -181,8 +224,9 @@ class GitWriter:
         argv = ["git", *(["-C", str(repo)] if repo is not None else []), *args]
         shown = " ".join(safe_url(a) for a in args[:3])
         try:
-            done = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=TIMEOUT,
-                                  env=self._environment())  # fmt: skip
+            done = subprocess.run(
+                argv, input=stdin, capture_output=True, text=True, timeout=TIMEOUT, env=self._environment()
+            )
         except FileNotFoundError as err:
             raise ConfigError("git write-back needs the git CLI on PATH") from err
         except subprocess.TimeoutExpired as err:
@@ -194,5 +238,14 @@ class GitWriter:
 
 
 def _rejected(stderr: str) -> bool:
-    return any(s in stderr for s in ("[rejected]", "non-fast-forward", "fetch first", "failed to update ref",
-                                     "cannot lock ref", "stale info"))  # fmt: skip
+    return any(
+        s in stderr
+        for s in (
+            "[rejected]",
+            "non-fast-forward",
+            "fetch first",
+            "failed to update ref",
+            "cannot lock ref",
+            "stale info",
+        )
+    )

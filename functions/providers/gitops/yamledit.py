@@ -52,15 +52,18 @@ def _replace(text: str, node: Any, value: str) -> str:
     if not isinstance(node, yaml.ScalarNode):
         raise ConfigError(f"expected a scalar at line {node.start_mark.line + 1}, found a {node.tag}")
     if node.style in ("|", ">"):
-        raise ConfigError(f"the scalar at line {node.start_mark.line + 1} is a block scalar; write it on one line")
-    return text[: node.start_mark.index] + _scalar(value, node.style) + text[node.end_mark.index:]
+        raise ConfigError(
+            f"the scalar at line {node.start_mark.line + 1} is a block scalar; write it on one line"
+        )
+    return text[: node.start_mark.index] + _scalar(value, node.style) + text[node.end_mark.index :]
 
 
 def _insert_after(text: str, mapping: Any, sibling: Any, key: str, value: str) -> str:
     """A `key: value` line after the line holding `sibling`'s value, indented like `sibling`'s key."""
     if mapping.flow_style:
-        raise ConfigError(f"line {mapping.start_mark.line + 1}: {key} is missing from a flow mapping; add it once "
-                          "by hand")  # fmt: skip
+        raise ConfigError(
+            f"line {mapping.start_mark.line + 1}: {key} is missing from a flow mapping; add it once by hand"
+        )
     key_node, value_node = sibling
     line = f"{' ' * key_node.start_mark.column}{key}: {_scalar(value, None)}"
     end = text.find("\n", value_node.end_mark.index)
@@ -69,7 +72,9 @@ def _insert_after(text: str, mapping: Any, sibling: Any, key: str, value: str) -
     return text[:end] + "\n" + line + text[end:]
 
 
-def set_kustomize_image(text: str, image: str, tag: str = "", digest: str = "", where: str = "kustomization") -> str:
+def set_kustomize_image(
+    text: str, image: str, tag: str = "", digest: str = "", where: str = "kustomization"
+) -> str:
     """The kustomization with the `images` entry named `image` set to `tag` (or `digest`)."""
     import yaml
 
@@ -79,10 +84,19 @@ def set_kustomize_image(text: str, image: str, tag: str = "", digest: str = "", 
     seq = images[1]
     if not isinstance(seq, yaml.SequenceNode):
         raise ConfigError(f"{where}: images is not a list")
-    entries = [e for e in seq.value if isinstance(e, yaml.MappingNode)
-               and (n := _mapping_get(e, "name")) is not None and n[1].value == image]  # fmt: skip
+    entries = [
+        e
+        for e in seq.value
+        if isinstance(e, yaml.MappingNode)
+        and (n := _mapping_get(e, "name")) is not None
+        and n[1].value == image
+    ]
     if not entries:
-        names = [n[1].value for e in seq.value if isinstance(e, yaml.MappingNode) and (n := _mapping_get(e, "name"))]
+        names = [
+            n[1].value
+            for e in seq.value
+            if isinstance(e, yaml.MappingNode) and (n := _mapping_get(e, "name"))
+        ]
         raise ConfigError(f"{where}: no images entry named {image} (entries: {', '.join(names) or 'none'})")
     entry = entries[0]
     field, value = ("digest", digest) if digest else ("newTag", tag)

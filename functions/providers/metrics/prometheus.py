@@ -72,8 +72,9 @@ def _as_pair(policy: Policy, release: Release) -> Policy:
 class PrometheusAnalysis:
     """The measuring part of the runtime's Providers: Prometheus at `url` (a policy may name its own)."""
 
-    def __init__(self, url: str, timeout: float = 5.0, retries: int = 2,
-                 clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+    def __init__(
+        self, url: str, timeout: float = 5.0, retries: int = 2, clock: Callable[[], float] = time.time
+    ) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.retries = retries
@@ -88,11 +89,15 @@ class PrometheusAnalysis:
 
     def measure_many(self, pairs: list[tuple[Policy, Release]]) -> dict[str, tuple[MetricSample, ...]]:
         now = self.clock()
-        flagged = [(p, r) for p, r in pairs if p.analysis is not None and variants.flag_stage(p, r) is not None]
+        flagged = [
+            (p, r) for p, r in pairs if p.analysis is not None and variants.flag_stage(p, r) is not None
+        ]
         if flagged:  # a flag stage is measured on the app's metrics by variant (metrics/variants.py)
             done = {r.id for _, r in flagged}
-            return {**variants.measure_many(self, flagged, now),
-                    **self.measure_many([(p, r) for p, r in pairs if r.id not in done])}  # fmt: skip
+            return {
+                **variants.measure_many(self, flagged, now),
+                **self.measure_many([(p, r) for p, r in pairs if r.id not in done]),
+            }
         plans = [self._plan(p, r, now) for p, r in pairs if p.analysis is not None]
         groups: dict[tuple[str, str], list[_Plan]] = {}
         for plan in plans:
@@ -103,9 +108,6 @@ class PrometheusAnalysis:
         for (url, router), group in groups.items():
             out.update(self._measure_group(url, router, group, now))
         return out
-
-    def measure_totals(self, policy: Policy, release: Release) -> Totals:
-        return self.totals_many([(policy, release)]).get(release.id, Totals(status="no-data"))
 
     def totals_many(self, pairs: list[tuple[Policy, Release]]) -> dict[str, Totals]:
         """The raw counters of every release's stable and canary (functions/core/counters.py)."""
@@ -142,12 +144,15 @@ class PrometheusAnalysis:
                 bounds = sorted(set(c) | set(s))
                 out[release.id] = Totals(
                     status="ok" if canary.seen or stable.seen else "no-data",
-                    canary_requests=canary.requests, canary_errors=canary.errors,
-                    stable_requests=stable.requests, stable_errors=stable.errors,
-                    buckets=tuple((b, c.get(b, 0.0), s.get(b, 0.0)) for b in bounds) if bounds and math.isinf(bounds[-1])
+                    canary_requests=canary.requests,
+                    canary_errors=canary.errors,
+                    stable_requests=stable.requests,
+                    stable_errors=stable.errors,
+                    buckets=tuple((b, c.get(b, 0.0), s.get(b, 0.0)) for b in bounds)
+                    if bounds and math.isinf(bounds[-1])
                     else (),
                     query=queries,
-                )  # fmt: skip
+                )
         return out
 
     # -- planning -----------------------------------------------------------------------------------
@@ -171,8 +176,11 @@ class PrometheusAnalysis:
         builtin = tp.has_builtin(router)
         checks = [(plan, m) for plan in group for m in plan.policy.analysis.metrics]  # type: ignore[union-attr]
         needs = {m.template for _, m in checks if not m.query}
-        wants_since = {plan.release.id for plan, m in checks
-                       if m.judge == "sequential" and m.template != "latency" and not m.query}  # fmt: skip
+        wants_since = {
+            plan.release.id
+            for plan, m in checks
+            if m.judge == "sequential" and m.template != "latency" and not m.query
+        }
         answers: dict[str, Answer] = {}
         if builtin and needs:
             answers["window"] = self._query(
@@ -198,18 +206,28 @@ class PrometheusAnalysis:
                 if m.query:
                     samples.append(self._custom(url, plan, m, now))
                 elif not builtin:
-                    samples.append(MetricSample(m.name, status="unavailable",
-                                                detail=f"no built-in {m.template} template for router {router}; "
-                                                       "give the metric a query"))  # fmt: skip
+                    samples.append(
+                        MetricSample(
+                            m.name,
+                            status="unavailable",
+                            detail=f"no built-in {m.template} template for router {router}; "
+                            "give the metric a query",
+                        )
+                    )
                 else:
                     samples.append(self._builtin(plan, m, answers, split, latency))
             out[plan.release.id] = tuple(samples)
         return out
 
     # -- samples ------------------------------------------------------------------------------------
-    def _builtin(self, plan: _Plan, m: MetricCheck, answers: dict[str, Answer],
-                 split: dict[str, dict[str, dict[str, tp.Counts]]],
-                 latency: dict[str, dict[str, float]]) -> MetricSample:  # fmt: skip
+    def _builtin(
+        self,
+        plan: _Plan,
+        m: MetricCheck,
+        answers: dict[str, Answer],
+        split: dict[str, dict[str, dict[str, tp.Counts]]],
+        latency: dict[str, dict[str, float]],
+    ) -> MetricSample:
         rid = plan.release.id
         kind = "since" if m.judge == "sequential" else "window"
         source = answers["latency" if m.template == "latency" else kind]
@@ -223,28 +241,54 @@ class PrometheusAnalysis:
             values = latency.get(rid, {})
             value, stable_value = values.get(tp.CANARY, math.nan), values.get(tp.STABLE, math.nan)
             if math.isnan(value):
-                return MetricSample(m.name, status="no-data", query=source.query,
-                                    detail=f"no canary latency for {plan.policy.app} {raw}")  # fmt: skip
-            return MetricSample(m.name, value=value, stable_value=stable_value, canary_requests=canary.requests,
-                                stable_requests=stable.requests, query=source.query, detail=raw)  # fmt: skip
+                return MetricSample(
+                    m.name,
+                    status="no-data",
+                    query=source.query,
+                    detail=f"no canary latency for {plan.policy.app} {raw}",
+                )
+            return MetricSample(
+                m.name,
+                value=value,
+                stable_value=stable_value,
+                canary_requests=canary.requests,
+                stable_requests=stable.requests,
+                query=source.query,
+                detail=raw,
+            )
         if not canary.seen or canary.requests <= 0:
             span = plan.since if kind == "since" else plan.window
-            return MetricSample(m.name, status="no-data", query=source.query,
-                                detail=f"no canary requests for {plan.policy.app} in the last {span}s")  # fmt: skip
+            return MetricSample(
+                m.name,
+                status="no-data",
+                query=source.query,
+                detail=f"no canary requests for {plan.policy.app} in the last {span}s",
+            )
         rate: Callable[[tp.Counts], float] = lambda c: c.errors / c.requests if c.requests > 0 else math.nan  # noqa: E731
         value, stable_value = rate(canary), rate(stable)
         if m.template == "success-rate":
             value, stable_value = 1 - value, 1 - stable_value
-        return MetricSample(m.name, value=value, stable_value=stable_value,
-                            canary_requests=canary.requests, canary_errors=canary.errors,
-                            stable_requests=stable.requests, stable_errors=stable.errors,
-                            query=source.query, detail=raw)  # fmt: skip
+        return MetricSample(
+            m.name,
+            value=value,
+            stable_value=stable_value,
+            canary_requests=canary.requests,
+            canary_errors=canary.errors,
+            stable_requests=stable.requests,
+            stable_errors=stable.errors,
+            query=source.query,
+            detail=raw,
+        )
 
     def _custom(self, url: str, plan: _Plan, m: MetricCheck, now: float) -> MetricSample:
         analysis = plan.policy.analysis
         assert analysis is not None
-        variables = {**plan.target.names, "window": tp.duration(analysis.window),
-                     "interval": tp.duration(analysis.interval), "target": plan.target.names["canary"]}  # fmt: skip
+        variables = {
+            **plan.target.names,
+            "window": tp.duration(analysis.window),
+            "interval": tp.duration(analysis.interval),
+            "target": plan.target.names["canary"],
+        }
         try:
             query = tp.render(m.query, variables)
             stable_query = tp.render(m.query, {**variables, "target": plan.target.names["stable"]})
@@ -266,16 +310,23 @@ class PrometheusAnalysis:
                 return MetricSample(m.name, status="unavailable", query=stable_query, detail=stable.error)
             stable_value = tp._value(stable.series[0]) if stable.series else None
         value = tp._value(answer.series[0])
-        return MetricSample(m.name, value=value, stable_value=stable_value, query=query,
-                            detail=_compact(answer.series))  # fmt: skip
+        return MetricSample(
+            m.name, value=value, stable_value=stable_value, query=query, detail=_compact(answer.series)
+        )
 
     # -- I/O ----------------------------------------------------------------------------------------
     def _client(self, url: str) -> PrometheusConnect:
         with self._lock:
             if url not in self._clients:
-                retry = Retry(total=self.retries, connect=self.retries, read=self.retries, backoff_factor=0.1,
-                              status_forcelist=(429, 500, 502, 503, 504), allowed_methods=("GET",),
-                              raise_on_status=False)  # fmt: skip
+                retry = Retry(
+                    total=self.retries,
+                    connect=self.retries,
+                    read=self.retries,
+                    backoff_factor=0.1,
+                    status_forcelist=(429, 500, 502, 503, 504),
+                    allowed_methods=("GET",),
+                    raise_on_status=False,
+                )
                 self._clients[url] = PrometheusConnect(url, retry=retry, timeout=self.timeout)
             return self._clients[url]
 
@@ -309,5 +360,8 @@ def _raw(series: Iterable[dict[str, Any]], target: tp.Target) -> str:
 
 def _compact(series: Iterable[dict[str, Any]]) -> str:
     """The raw vector as short JSON: [[labels, value], ...]."""
-    return json.dumps([[s.get("metric", {}), (s.get("value") or [None, None])[1]] for s in series],
-                      separators=(",", ":"), sort_keys=True)  # fmt: skip
+    return json.dumps(
+        [[s.get("metric", {}), (s.get("value") or [None, None])[1]] for s in series],
+        separators=(",", ":"),
+        sort_keys=True,
+    )

@@ -97,15 +97,26 @@ def target(policy: Policy, key: str) -> Target:
     """Which series belong to `policy`'s stable and canary, for its router's standard metrics (the router
     module's `versions`)."""
     module = _module(policy)
-    names = {"namespace": policy.namespace, "app": policy.name, "stable": policy.stable_workload,
-             "canary": policy.canary_workload}  # fmt: skip
+    names = {
+        "namespace": policy.namespace,
+        "app": policy.name,
+        "stable": policy.stable_workload,
+        "canary": policy.canary_workload,
+    }
     if module is None or not module.measured_by(policy.router.options):
         versions = module.versions(policy) if module is not None else None
         nothing = Matcher((("__name__", "(?!)"),))  # no built-in metrics: matches nothing
-        return Target(key, policy.router.provider, nothing, nothing, {**names, **(versions.names if versions else {})})
+        return Target(
+            key, policy.router.provider, nothing, nothing, {**names, **(versions.names if versions else {})}
+        )
     versions = module.versions(policy)
-    return Target(key, policy.router.provider, Matcher(versions.stable), Matcher(versions.canary),
-                  {**names, **versions.names})
+    return Target(
+        key,
+        policy.router.provider,
+        Matcher(versions.stable),
+        Matcher(versions.canary),
+        {**names, **versions.names},
+    )
 
 
 def has_builtin(router: str) -> bool:
@@ -142,8 +153,10 @@ def counts_query(router: str, targets: Iterable[tuple[Target, int]]) -> str:
     """Requests per (version, status code) over each target's range (seconds), for all targets at once."""
     r = ROUTERS[router]
     by = ", ".join((*r.identity, r.code_label))
-    terms = [f"sum by ({by}) (increase({r.requests}{_selector(r, ts)}[{seconds}s]))"
-             for seconds, ts in _by_range(targets).items()]  # fmt: skip
+    terms = [
+        f"sum by ({by}) (increase({r.requests}{_selector(r, ts)}[{seconds}s]))"
+        for seconds, ts in _by_range(targets).items()
+    ]
     return " or ".join(terms)
 
 
@@ -154,9 +167,11 @@ def latency_query(router: str, targets: Iterable[tuple[Target, int]]) -> str:
     if not r.duration_bucket:
         ts = [t for t, _ in targets]
         return f"avg by ({by}) ({r.duration_average}{_selector(r, ts)}) * 1000"
-    terms = [f"histogram_quantile({LATENCY_QUANTILE}, sum by ({by}, le) "
-             f"(rate({r.duration_bucket}{_selector(r, ts)}[{seconds}s]))) * {r.to_ms:g}"
-             for seconds, ts in _by_range(targets).items()]  # fmt: skip
+    terms = [
+        f"histogram_quantile({LATENCY_QUANTILE}, sum by ({by}, le) "
+        f"(rate({r.duration_bucket}{_selector(r, ts)}[{seconds}s]))) * {r.to_ms:g}"
+        for seconds, ts in _by_range(targets).items()
+    ]
     return " or ".join(terms)
 
 
@@ -176,7 +191,9 @@ def buckets_query(router: str, targets: Iterable[Target]) -> str:
     return f"sum by ({', '.join(r.identity)}, le) ({r.duration_bucket}{_selector(r, targets)})"
 
 
-def split_buckets(router: str, targets: Iterable[Target], series: list[dict]) -> dict[str, dict[str, dict[float, float]]]:
+def split_buckets(
+    router: str, targets: Iterable[Target], series: list[dict[str, Any]]
+) -> dict[str, dict[str, dict[float, float]]]:
     """Raw `buckets_query` result -> {release id: {stable|canary: {upper bound in ms: cumulative count}}}."""
     r = ROUTERS[router]
     out: dict[str, dict[str, dict[float, float]]] = {}
@@ -203,7 +220,9 @@ class Counts:
     seen: bool = False  # at least one series matched
 
 
-def split_counts(router: str, targets: Iterable[Target], series: list[dict[str, Any]]) -> dict[str, dict[str, Counts]]:
+def split_counts(
+    router: str, targets: Iterable[Target], series: list[dict[str, Any]]
+) -> dict[str, dict[str, Counts]]:
     """Raw `counts_query` result -> {release id: {stable|canary: Counts}}."""
     r = ROUTERS[router]
     out: dict[str, dict[str, Counts]] = {}

@@ -34,8 +34,10 @@ def flag_stage(policy: Policy, release: Release) -> FlagStage | None:
 
 
 def _selector(vm: VariantMetrics, key: str, variants: tuple[str, ...]) -> str:
-    parts = [f'{vm.flag_label}="{_q(key)}"',
-             f'{vm.variant_label}=~"{_q("|".join(re.escape(v) for v in variants))}"']  # fmt: skip
+    parts = [
+        f'{vm.flag_label}="{_q(key)}"',
+        f'{vm.variant_label}=~"{_q("|".join(re.escape(v) for v in variants))}"',
+    ]
     if vm.selector:
         parts.append(vm.selector)
     return "{" + ", ".join(parts) + "}"
@@ -52,8 +54,10 @@ def counts_query(vm: VariantMetrics, stage: FlagStage, seconds: int) -> str:
 
 def latency_query(vm: VariantMetrics, stage: FlagStage, seconds: int) -> str:
     sel = _selector(vm, stage.key, (stage.variant, stage.off))
-    return (f"histogram_quantile({tp.LATENCY_QUANTILE}, sum by ({vm.variant_label}, le) "
-            f"(rate({vm.duration}{sel}[{max(1, seconds)}s]))) * {vm.to_ms:g}")  # fmt: skip
+    return (
+        f"histogram_quantile({tp.LATENCY_QUANTILE}, sum by ({vm.variant_label}, le) "
+        f"(rate({vm.duration}{sel}[{max(1, seconds)}s]))) * {vm.to_ms:g}"
+    )
 
 
 def split(vm: VariantMetrics, stage: FlagStage, series: list[dict[str, Any]]) -> dict[str, tp.Counts]:
@@ -73,20 +77,24 @@ def split(vm: VariantMetrics, stage: FlagStage, series: list[dict[str, Any]]) ->
     return out
 
 
-def measure_many(analysis: Any, pairs: list[tuple[Policy, Release]], now: float) -> dict[str, tuple[MetricSample, ...]]:
+def measure_many(
+    analysis: Any, pairs: list[tuple[Policy, Release]], now: float
+) -> dict[str, tuple[MetricSample, ...]]:
     """Samples of every release in a flag stage (`analysis` is the PrometheusAnalysis: its clients and log)."""
     out: dict[str, tuple[MetricSample, ...]] = {}
     for policy, release in pairs:
         stage = flag_stage(policy, release)
         assert stage is not None and policy.analysis is not None and policy.flags is not None
         url = (policy.analysis.prometheus or analysis.url).rstrip("/")
-        out[release.id] = tuple(_sample(analysis, url, policy, release, stage, m, now)
-                                for m in policy.analysis.metrics)  # fmt: skip
+        out[release.id] = tuple(
+            _sample(analysis, url, policy, release, stage, m, now) for m in policy.analysis.metrics
+        )
     return out
 
 
-def _sample(analysis: Any, url: str, policy: Policy, release: Release, stage: FlagStage, m: MetricCheck,
-            now: float) -> MetricSample:  # fmt: skip
+def _sample(
+    analysis: Any, url: str, policy: Policy, release: Release, stage: FlagStage, m: MetricCheck, now: float
+) -> MetricSample:
     assert policy.analysis is not None and policy.flags is not None
     vm = policy.flags.metrics
     window = max(1, round(policy.analysis.window))
@@ -94,24 +102,39 @@ def _sample(analysis: Any, url: str, policy: Policy, release: Release, stage: Fl
         return _custom(analysis, url, policy, release, stage, m, now)
     if m.template == "latency":
         if not vm.duration:
-            return MetricSample(m.name, status="unavailable", detail="spec.flags.metrics.duration is empty: no "
-                                                                     "latency histogram by variant")  # fmt: skip
+            return MetricSample(
+                m.name,
+                status="unavailable",
+                detail="spec.flags.metrics.duration is empty: no latency histogram by variant",
+            )
         answer = analysis._query(url, latency_query(vm, stage, window), now)
         if answer.error:
             return MetricSample(m.name, status="unavailable", query=answer.query, detail=answer.error)
-        values = {labels.get(vm.variant_label): tp._value(s) for s in answer.series
-                  if (labels := s.get("metric", {}))}  # fmt: skip
+        values = {
+            labels.get(vm.variant_label): tp._value(s)
+            for s in answer.series
+            if (labels := s.get("metric", {}))
+        }
         value, stable_value = values.get(stage.variant, math.nan), values.get(stage.off, math.nan)
         if math.isnan(value):
-            return MetricSample(m.name, status="no-data", query=answer.query,
-                                detail=f"no latency of variant {stage.variant} of flag {stage.key}")  # fmt: skip
+            return MetricSample(
+                m.name,
+                status="no-data",
+                query=answer.query,
+                detail=f"no latency of variant {stage.variant} of flag {stage.key}",
+            )
         counts = analysis._query(url, counts_query(vm, stage, window), now)  # for the minimum-sample guard
         if counts.error:
             return MetricSample(m.name, status="unavailable", query=counts.query, detail=counts.error)
         split_ = split(vm, stage, counts.series)
-        return MetricSample(m.name, value=value, stable_value=stable_value, query=answer.query,
-                            canary_requests=split_.get(tp.CANARY, tp.Counts()).requests,
-                            stable_requests=split_.get(tp.STABLE, tp.Counts()).requests)  # fmt: skip
+        return MetricSample(
+            m.name,
+            value=value,
+            stable_value=stable_value,
+            query=answer.query,
+            canary_requests=split_.get(tp.CANARY, tp.Counts()).requests,
+            stable_requests=split_.get(tp.STABLE, tp.Counts()).requests,
+        )
     seconds = window
     if m.judge == "sequential":  # counts since the stage started
         started = _epoch(release.stage_started_at or release.started_at)
@@ -124,24 +147,41 @@ def _sample(analysis: Any, url: str, policy: Policy, release: Release, stage: Fl
     counts = split(vm, stage, answer.series)
     canary, stable = counts.get(tp.CANARY, tp.Counts()), counts.get(tp.STABLE, tp.Counts())
     if not canary.seen or canary.requests <= 0:
-        return MetricSample(m.name, status="no-data", query=answer.query,
-                            detail=f"no requests served variant {stage.variant} of flag {stage.key} in {seconds}s")
+        return MetricSample(
+            m.name,
+            status="no-data",
+            query=answer.query,
+            detail=f"no requests served variant {stage.variant} of flag {stage.key} in {seconds}s",
+        )
     rate: Callable[[tp.Counts], float] = lambda c: c.errors / c.requests if c.requests > 0 else math.nan  # noqa: E731
     value, stable_value = rate(canary), rate(stable)
     if m.template == "success-rate":
         value, stable_value = 1 - value, 1 - stable_value
-    return MetricSample(m.name, value=value, stable_value=stable_value, canary_requests=canary.requests,
-                        canary_errors=canary.errors, stable_requests=stable.requests, stable_errors=stable.errors,
-                        query=answer.query)  # fmt: skip
+    return MetricSample(
+        m.name,
+        value=value,
+        stable_value=stable_value,
+        canary_requests=canary.requests,
+        canary_errors=canary.errors,
+        stable_requests=stable.requests,
+        stable_errors=stable.errors,
+        query=answer.query,
+    )
 
 
-def _custom(analysis: Any, url: str, policy: Policy, release: Release, stage: FlagStage, m: MetricCheck,
-            now: float) -> MetricSample:  # fmt: skip
+def _custom(
+    analysis: Any, url: str, policy: Policy, release: Release, stage: FlagStage, m: MetricCheck, now: float
+) -> MetricSample:
     assert policy.analysis is not None
     names = tp.target(policy, release.id).names
-    variables = {**names, "window": tp.duration(policy.analysis.window),
-                 "interval": tp.duration(policy.analysis.interval), "target": names["canary"], "flag": stage.key,
-                 "variant": stage.variant}  # fmt: skip
+    variables = {
+        **names,
+        "window": tp.duration(policy.analysis.window),
+        "interval": tp.duration(policy.analysis.interval),
+        "target": names["canary"],
+        "flag": stage.key,
+        "variant": stage.variant,
+    }
     try:
         query = tp.render(m.query, variables)
         stable_query = tp.render(m.query, {**variables, "target": names["stable"], "variant": stage.off})

@@ -74,15 +74,20 @@ def resolve(spec: NotifySpec, secrets: Mapping[str, str] | None = None) -> tuple
     return url, key
 
 
-def make_notifier(specs: tuple[NotifySpec, ...], secrets: Mapping[str, str] | None = None,
-                  delivery: Delivery = DEFAULT_DELIVERY) -> FanOut:  # fmt: skip
+def make_notifier(
+    specs: tuple[NotifySpec, ...],
+    secrets: Mapping[str, str] | None = None,
+    delivery: Delivery = DEFAULT_DELIVERY,
+) -> FanOut:
     """One notifier for all of a policy's channels. An unknown kind is a ConfigError listing the known ones;
     a channel whose URL or secret cannot be resolved fails each send (logged, recorded), alone."""
     channels: list[tuple[str, Notifier | ConfigError]] = []
     for i, spec in enumerate(specs):
         cls = NOTIFIERS.get(spec.kind)
         if cls is None:
-            raise ConfigError(f"notify[{i}].kind: unknown notifier {spec.kind!r}; known: {', '.join(NOTIFIERS)}")
+            raise ConfigError(
+                f"notify[{i}].kind: unknown notifier {spec.kind!r}; known: {', '.join(NOTIFIERS)}"
+            )
         try:
             url, key = resolve(spec, secrets)
             channels.append((f"{i}:{spec.kind}", cls(url, key, delivery)))
@@ -94,7 +99,9 @@ def make_notifier(specs: tuple[NotifySpec, ...], secrets: Mapping[str, str] | No
 class FanOut:
     """Sends one notice to every channel in parallel; never raises. Remembers the last 100 outcomes."""
 
-    def __init__(self, channels: list[tuple[str, Notifier | ConfigError]], delivery: Delivery = DEFAULT_DELIVERY) -> None:
+    def __init__(
+        self, channels: list[tuple[str, Notifier | ConfigError]], delivery: Delivery = DEFAULT_DELIVERY
+    ) -> None:
         self.channels = channels
         self.delivery = delivery
         self.failures: deque[Failure] = deque(maxlen=100)
@@ -105,8 +112,10 @@ class FanOut:
         if len(self.channels) == 1:
             self._one(*self.channels[0], notice)
             return
-        threads = [threading.Thread(target=self._one, args=(name, ch, notice), name=f"notify-{name}", daemon=True)
-                   for name, ch in self.channels]  # fmt: skip
+        threads = [
+            threading.Thread(target=self._one, args=(name, ch, notice), name=f"notify-{name}", daemon=True)
+            for name, ch in self.channels
+        ]
         for t in threads:
             t.start()
         for t in threads:  # every channel is bounded by its budget; the margin covers the last request
@@ -131,6 +140,12 @@ class FanOut:
                 self.delivered.append((name, str(notice.get("id", ""))))
 
     def _failed(self, name: str, notice: dict[str, Any], error: str) -> None:
-        log.warning("notice %s of %s not delivered to %s: %s", notice.get("id", ""), notice.get("app", ""), name, error)
+        log.warning(
+            "notice %s of %s not delivered to %s: %s",
+            notice.get("id", ""),
+            notice.get("app", ""),
+            name,
+            error,
+        )
         with self._lock:
             self.failures.append(Failure(name, str(notice.get("id", "")), error))

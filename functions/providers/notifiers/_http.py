@@ -92,8 +92,13 @@ def vendor_code(*keys: str, retry: frozenset[int] = frozenset()) -> Check:
     return check
 
 
-def post(what: str, prepare: Callable[[], Prepared], delivery: Delivery, check: Check | None = None,
-         sleep: Callable[[float], None] = time.sleep) -> int:  # fmt: skip
+def post(
+    what: str,
+    prepare: Callable[[], Prepared],
+    delivery: Delivery,
+    check: Check | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
     """POST until delivered or out of attempts/budget; returns the attempts used, else ProviderUnavailable."""
     started = time.monotonic()
     deadline = started + delivery.budget
@@ -117,8 +122,9 @@ def post(what: str, prepare: Callable[[], Prepared], delivery: Delivery, check: 
                 break
             sleep(wait)
     spent = time.monotonic() - started
-    raise ProviderUnavailable(f"{what} failed after {len(errors)} attempt(s) in {spent:.1f} s: "
-                              + "; ".join(errors)) from last  # fmt: skip
+    raise ProviderUnavailable(
+        f"{what} failed after {len(errors)} attempt(s) in {spent:.1f} s: " + "; ".join(errors)
+    ) from last
 
 
 def _once(prepared: Prepared, timeout: float, check: Check | None) -> None:
@@ -126,9 +132,12 @@ def _once(prepared: Prepared, timeout: float, check: Check | None) -> None:
     import urllib.request
 
     url, body, headers = prepared
-    request = urllib.request.Request(url, data=body, method="POST",
-                                     headers={"Content-Type": "application/json; charset=utf-8",
-                                              "User-Agent": USER_AGENT, **headers})  # fmt: skip
+    request = urllib.request.Request(
+        url,
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json; charset=utf-8", "User-Agent": USER_AGENT, **headers},
+    )
     try:
         with _opener().open(request, timeout=timeout) as response:
             answer = response.read(64 * 1024)

@@ -107,7 +107,10 @@ def markdown(notice: dict[str, Any], bullet: str = "- ") -> str:
     lines += [f"{bullet}**{label}**: {escape_md(value)}" for label, value in facts(notice)]
     actions = gate_actions(notice)
     if actions:
-        lines += ["", f"Approve or reject gate **{escape_md(str(notice['gate']))}** of this release by sending:"]
+        lines += [
+            "",
+            f"Approve or reject gate **{escape_md(str(notice['gate']))}** of this release by sending:",
+        ]
         lines += [f"{bullet}`{value}`" for _, value in actions]  # ids, names and tags never hold a backtick
     return "\n".join(lines)
 

@@ -46,8 +46,13 @@ class DingTalkNotifier:
 
     def payload(self, notice: dict[str, Any]) -> dict[str, Any]:
         title = n.title(notice)
-        return {"msgtype": "markdown",
-                "markdown": {"title": n.clip(title, 64), "text": f"### {n.escape_md(title)}\n\n{n.markdown(notice)}"}}
+        return {
+            "msgtype": "markdown",
+            "markdown": {
+                "title": n.clip(title, 64),
+                "text": f"### {n.escape_md(title)}\n\n{n.markdown(notice)}",
+            },
+        }
 
     def signed_url(self, now_ms: int | None = None) -> str:
         if not self.secret:
@@ -62,5 +67,9 @@ class DingTalkNotifier:
         def prepare() -> Prepared:
             return self.signed_url(), body, {}
 
-        post(f"dingtalk notifier {where(self.url)}: send {n.kind(notice)} of {notice.get('app', '')}", prepare,
-             self.delivery, _CHECK)  # fmt: skip
+        post(
+            f"dingtalk notifier {where(self.url)}: send {n.kind(notice)} of {notice.get('app', '')}",
+            prepare,
+            self.delivery,
+            _CHECK,
+        )

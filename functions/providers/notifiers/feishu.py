@@ -45,27 +45,59 @@ class FeishuNotifier:
         self.delivery = delivery
 
     def payload(self, notice: dict[str, Any], now_s: int | None = None) -> dict[str, Any]:
-        fields = [{"is_short": True, "text": {"tag": "lark_md", "content": f"**{label}**\n{value}"}}
-                  for label, value in n.facts(notice)]  # fmt: skip
-        elements: list[dict[str, Any]] = [{"tag": "div", "text": {"tag": "lark_md", "content": n.headline(notice)}}]
+        fields = [
+            {"is_short": True, "text": {"tag": "lark_md", "content": f"**{label}**\n{value}"}}
+            for label, value in n.facts(notice)
+        ]
+        elements: list[dict[str, Any]] = [
+            {"tag": "div", "text": {"tag": "lark_md", "content": n.headline(notice)}}
+        ]
         if fields:
             elements.append({"tag": "div", "fields": fields})
         actions = n.gate_actions(notice)
         if actions:
             # each button's value is the pinned command text; functions/chatops/feishu.py runs a press
             # (card.action.trigger, value.command) like a message to the bot
-            elements.append({"tag": "div", "text": {"tag": "lark_md",
-                                                    "content": f"Approve or reject gate **{notice['gate']}** to continue."}})  # fmt: skip
-            elements.append({"tag": "action", "actions": [
-                {"tag": "button", "text": {"tag": "plain_text", "content": label},
-                 "type": "primary" if value.startswith("approve") else "danger", "value": {"command": value}}
-                for label, value in actions]})  # fmt: skip
-        elements.append({"tag": "note", "elements": [{"tag": "plain_text", "content": f"graylane · {notice.get('id', '')}"}]})
-        out: dict[str, Any] = {"msg_type": "interactive", "card": {
-            "config": {"wide_screen_mode": True},
-            "header": {"title": {"tag": "plain_text", "content": n.title(notice)}, "template": _TEMPLATE[n.tone(notice)]},
-            "elements": elements,
-        }}  # fmt: skip
+            elements.append(
+                {
+                    "tag": "div",
+                    "text": {
+                        "tag": "lark_md",
+                        "content": f"Approve or reject gate **{notice['gate']}** to continue.",
+                    },
+                }
+            )
+            elements.append(
+                {
+                    "tag": "action",
+                    "actions": [
+                        {
+                            "tag": "button",
+                            "text": {"tag": "plain_text", "content": label},
+                            "type": "primary" if value.startswith("approve") else "danger",
+                            "value": {"command": value},
+                        }
+                        for label, value in actions
+                    ],
+                }
+            )
+        elements.append(
+            {
+                "tag": "note",
+                "elements": [{"tag": "plain_text", "content": f"graylane · {notice.get('id', '')}"}],
+            }
+        )
+        out: dict[str, Any] = {
+            "msg_type": "interactive",
+            "card": {
+                "config": {"wide_screen_mode": True},
+                "header": {
+                    "title": {"tag": "plain_text", "content": n.title(notice)},
+                    "template": _TEMPLATE[n.tone(notice)],
+                },
+                "elements": elements,
+            },
+        }
         if self.secret:
             ts = int(time.time()) if now_s is None else now_s
             out = {"timestamp": str(ts), "sign": feishu_sign(self.secret, ts), **out}
@@ -75,5 +107,9 @@ class FeishuNotifier:
         def prepare() -> Prepared:
             return self.url, dumps(self.payload(notice)), {}  # signed afresh on every attempt
 
-        post(f"feishu notifier {where(self.url)}: send {n.kind(notice)} of {notice.get('app', '')}", prepare,
-             self.delivery, _CHECK)  # fmt: skip
+        post(
+            f"feishu notifier {where(self.url)}: send {n.kind(notice)} of {notice.get('app', '')}",
+            prepare,
+            self.delivery,
+            _CHECK,
+        )

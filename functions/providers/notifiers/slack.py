@@ -21,8 +21,13 @@ from functions.providers.notifiers._http import (
     where,
 )
 
-_EMOJI = {"good": ":white_check_mark:", "info": ":information_source:", "attention": ":raised_hand:",
-          "warning": ":warning:", "danger": ":rotating_light:"}  # fmt: skip
+_EMOJI = {
+    "good": ":white_check_mark:",
+    "info": ":information_source:",
+    "attention": ":raised_hand:",
+    "warning": ":warning:",
+    "danger": ":rotating_light:",
+}
 
 
 def _mrkdwn(text: str) -> str:
@@ -41,10 +46,15 @@ class SlackNotifier:
         head = f"{_EMOJI[n.tone(notice)]} {n.title(notice)}"
         blocks: list[dict[str, Any]] = [
             {"type": "header", "text": {"type": "plain_text", "text": n.clip(n.title(notice), 150)}},
-            {"type": "section", "text": {"type": "mrkdwn", "text": n.clip(_mrkdwn(n.headline(notice)), 3000)}},
+            {
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": n.clip(_mrkdwn(n.headline(notice)), 3000)},
+            },
         ]
-        fields = [{"type": "mrkdwn", "text": n.clip(f"*{label}*\n{_mrkdwn(value)}", 2000)}
-                  for label, value in n.facts(notice)[:10]]  # fmt: skip
+        fields = [
+            {"type": "mrkdwn", "text": n.clip(f"*{label}*\n{_mrkdwn(value)}", 2000)}
+            for label, value in n.facts(notice)[:10]
+        ]
         if fields:
             blocks.append({"type": "section", "fields": fields})
         buttons = [self._button(label, value) for label, value in n.gate_actions(notice)]
@@ -60,18 +70,27 @@ class SlackNotifier:
         def prepare() -> Prepared:
             return self.url, body, {}
 
-        post(f"slack notifier {where(self.url)}: send {n.kind(notice)} of {notice.get('app', '')}", prepare,
-             self.delivery)  # fmt: skip
+        post(
+            f"slack notifier {where(self.url)}: send {n.kind(notice)} of {notice.get('app', '')}",
+            prepare,
+            self.delivery,
+        )
 
     @staticmethod
     def _button(label: str, value: str) -> dict[str, Any]:
         action = value.split(" ", 1)[0]
-        button: dict[str, Any] = {"type": "button", "text": {"type": "plain_text", "text": label},
-                                  "action_id": f"graylane-{action}", "value": value,
-                                  "style": "primary" if action == "approve" else "danger"}  # fmt: skip
+        button: dict[str, Any] = {
+            "type": "button",
+            "text": {"type": "plain_text", "text": label},
+            "action_id": f"graylane-{action}",
+            "value": value,
+            "style": "primary" if action == "approve" else "danger",
+        }
         if action == "reject":
-            button["confirm"] = {"title": {"type": "plain_text", "text": "Reject?"},
-                                 "text": {"type": "mrkdwn", "text": "The release rolls back to stable."},
-                                 "confirm": {"type": "plain_text", "text": "Reject"},
-                                 "deny": {"type": "plain_text", "text": "Cancel"}}  # fmt: skip
+            button["confirm"] = {
+                "title": {"type": "plain_text", "text": "Reject?"},
+                "text": {"type": "mrkdwn", "text": "The release rolls back to stable."},
+                "confirm": {"type": "plain_text", "text": "Reject"},
+                "deny": {"type": "plain_text", "text": "Cancel"},
+            }
         return button

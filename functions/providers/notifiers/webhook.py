@@ -50,5 +50,8 @@ class WebhookNotifier:
         def prepare() -> Prepared:
             return self.url, body, headers
 
-        post(f"webhook notifier {where(self.url)}: send {n.kind(notice)} of {notice.get('app', '')}", prepare,
-             self.delivery)  # fmt: skip
+        post(
+            f"webhook notifier {where(self.url)}: send {n.kind(notice)} of {notice.get('app', '')}",
+            prepare,
+            self.delivery,
+        )

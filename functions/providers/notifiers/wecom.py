@@ -20,7 +20,13 @@ from functions.providers.notifiers._http import (
 )
 
 _CHECK = vendor_code("errcode", retry=frozenset({-1, 45009}))
-_COLOR = {"good": "info", "info": "comment", "attention": "warning", "warning": "warning", "danger": "warning"}
+_COLOR = {
+    "good": "info",
+    "info": "comment",
+    "attention": "warning",
+    "warning": "warning",
+    "danger": "warning",
+}
 
 
 def _clip_bytes(text: str, limit: int) -> str:
@@ -46,5 +52,9 @@ class WeComNotifier:
         def prepare() -> Prepared:
             return self.url, body, {}
 
-        post(f"wecom notifier {where(self.url)}: send {n.kind(notice)} of {notice.get('app', '')}", prepare,
-             self.delivery, _CHECK)  # fmt: skip
+        post(
+            f"wecom notifier {where(self.url)}: send {n.kind(notice)} of {notice.get('app', '')}",
+            prepare,
+            self.delivery,
+            _CHECK,
+        )

@@ -47,7 +47,10 @@ class Kind:
         return f"{self.group}/{self.version}"
 
 
-Ops = list[dict[str, Any]]  # JSON patch operations (a module alias: Objects.list shadows `list` inside the class)
+Ops = list[
+    dict[str, Any]
+]  # JSON patch operations (a module alias: Objects.list shadows `list` inside the class)
+
 
 class Objects:
     """Reads and compare-and-swap writes of one kind (CustomObjectsApi serves built-in groups too)."""
@@ -96,8 +99,14 @@ class Objects:
             raise NotFound(f"{self.kind.kind} {namespace}/{name} read: not found (reconcile creates it)")
         return obj
 
-    def create(self, namespace: str, name: str, spec: dict[str, Any], annotations: Mapping[str, str] = {},
-               labels: Mapping[str, str] = MANAGED_BY) -> dict[str, Any]:
+    def create(
+        self,
+        namespace: str,
+        name: str,
+        spec: dict[str, Any],
+        annotations: Mapping[str, str] = {},
+        labels: Mapping[str, str] = MANAGED_BY,
+    ) -> dict[str, Any]:
         """Create the object; one created meanwhile by someone else is read and returned instead."""
         meta = {"name": name, "labels": dict(labels), "annotations": dict(annotations)}
         body = {"apiVersion": self.kind.api_version, "kind": self.kind.kind, "metadata": meta, "spec": spec}
@@ -107,7 +116,9 @@ class Objects:
             if getattr(err, "status", None) == 409:
                 return self.read(namespace, name)
             raise api_error(err, self.kind.kind, f"{namespace}/{name}", "create") from err
-        _check_written(created, [{"op": "add", "path": "/spec", "value": spec}], self._what(created, "create"))
+        _check_written(
+            created, [{"op": "add", "path": "/spec", "value": spec}], self._what(created, "create")
+        )
         return created
 
     def patch(self, obj: Mapping[str, Any], ops: Ops, verb: str) -> dict[str, Any]:
@@ -116,8 +127,11 @@ class Objects:
         namespace, name, version = meta["namespace"], meta["name"], meta["resourceVersion"]
         guarded = [{"op": "test", "path": "/metadata/resourceVersion", "value": version}, *ops]
         try:
-            result = json_object(self.api.patch_namespaced_custom_object(*self._args(namespace), name, guarded,
-                                                                         _content_type=JSON_PATCH))
+            result = json_object(
+                self.api.patch_namespaced_custom_object(
+                    *self._args(namespace), name, guarded, _content_type=JSON_PATCH
+                )
+            )
         except Exception as err:
             raise self._patch_error(err, namespace, name, version, verb) from err
         _check_written(result, ops, self._what(obj, verb), obj)
@@ -133,8 +147,10 @@ class Objects:
         if getattr(err, "status", None) == 422:
             now = self.get(namespace, name)
             if now is not None and now["metadata"]["resourceVersion"] != version:
-                lost = ConflictError(f"{self.kind.kind} {namespace}/{name} {verb}: resourceVersion {version} "
-                                     f"moved on to {now['metadata']['resourceVersion']}")
+                lost = ConflictError(
+                    f"{self.kind.kind} {namespace}/{name} {verb}: resourceVersion {version} "
+                    f"moved on to {now['metadata']['resourceVersion']}"
+                )
                 lost.__cause__ = err
                 return lost
         return api_error(err, self.kind.kind, f"{namespace}/{name}", verb)
@@ -144,9 +160,13 @@ class Objects:
         meta = obj["metadata"]
         from kubernetes import client
 
-        precondition = client.V1DeleteOptions(preconditions=client.V1Preconditions(resource_version=meta["resourceVersion"]))
+        precondition = client.V1DeleteOptions(
+            preconditions=client.V1Preconditions(resource_version=meta["resourceVersion"])
+        )
         try:
-            self.api.delete_namespaced_custom_object(*self._args(meta["namespace"]), meta["name"], body=precondition)
+            self.api.delete_namespaced_custom_object(
+                *self._args(meta["namespace"]), meta["name"], body=precondition
+            )
         except Exception as err:
             if getattr(err, "status", None) != 404:
                 raise api_error(err, self.kind.kind, f"{meta['namespace']}/{meta['name']}", verb) from err
@@ -172,7 +192,9 @@ def _pointer_get(doc: Any, pointer: str) -> tuple[bool, Any]:
 def holds(actual: Any, expected: Any) -> bool:
     """Whether `actual` contains everything of `expected` (server defaults may add keys, never drop them)."""
     if isinstance(expected, Mapping):
-        return isinstance(actual, Mapping) and all(k in actual and holds(actual[k], v) for k, v in expected.items())
+        return isinstance(actual, Mapping) and all(
+            k in actual and holds(actual[k], v) for k, v in expected.items()
+        )
     if isinstance(expected, list):
         return isinstance(actual, list) and len(actual) == len(expected) and all(map(holds, actual, expected))
     return bool(actual == expected)
@@ -215,17 +237,23 @@ def _check_written(result: Any, ops: list[dict[str, Any]], what: str, before: An
     if expected is not None:
         # elements are inserted and removed, so later paths move: compare the whole spec the patch leads to
         if not holds(result.get("spec"), expected.get("spec")):
-            raise Reject(f"{what}: the stored spec is not what was written (a field the schema does not know is "
-                         f"pruned); wrote {json.dumps(expected.get('spec'))[:300]}, stored "
-                         f"{json.dumps(result.get('spec'))[:300]}")
+            raise Reject(
+                f"{what}: the stored spec is not what was written (a field the schema does not know is "
+                f"pruned); wrote {json.dumps(expected.get('spec'))[:300]}, stored "
+                f"{json.dumps(result.get('spec'))[:300]}"
+            )
         ops = [op for op in ops if op not in spec_ops]
     for op in ops:
         found, value = _pointer_get(result, op["path"])
         if op["op"] in ("add", "replace") and not (found and holds(value, op["value"])):
-            raise Reject(f"{what}: {op['path']} did not keep the value written (a field the schema does not "
-                         f"know is pruned); wrote {json.dumps(op['value'])[:200]}, stored "
-                         f"{json.dumps(value)[:200] if found else 'nothing'}")
-        if op["op"] == "remove" and found and not _in_list(result, op["path"]):  # the next entry takes its index
+            raise Reject(
+                f"{what}: {op['path']} did not keep the value written (a field the schema does not "
+                f"know is pruned); wrote {json.dumps(op['value'])[:200]}, stored "
+                f"{json.dumps(value)[:200] if found else 'nothing'}"
+            )
+        if (
+            op["op"] == "remove" and found and not _in_list(result, op["path"])
+        ):  # the next entry takes its index
             raise Reject(f"{what}: {op['path']} is still present after removing it")
 
 
@@ -274,8 +302,14 @@ def decode_plan(obj: Mapping[str, Any] | None) -> RoutePlan:
     return plan if isinstance(plan, RoutePlan) else RoutePlan()
 
 
-def live_plan(annotated: RoutePlan, stable: int, canary: int, live_rules: Any,
-              render_rules: Callable[[RoutePlan], Any], what: str) -> RoutePlan:
+def live_plan(
+    annotated: RoutePlan,
+    stable: int,
+    canary: int,
+    live_rules: Any,
+    render_rules: Callable[[RoutePlan], Any],
+    what: str,
+) -> RoutePlan:
     """The plan the live object implements: live weights, plus the annotated rules if they are what is live."""
     total = stable + canary
     if stable < 0 or canary < 0 or total <= 0:
@@ -293,14 +327,21 @@ def feature_of(match: Match) -> str:
     return match.kind
 
 
-def check_plan(plan: RoutePlan, provider: str, capabilities: frozenset[str], what: str,
-               unsupported: Mapping[str, str] = {}) -> None:
+def check_plan(
+    plan: RoutePlan,
+    provider: str,
+    capabilities: frozenset[str],
+    what: str,
+    unsupported: Mapping[str, str] = {},
+) -> None:
     """Refuse a plan the provider cannot express (validation should have caught it already)."""
     for m in plan.match:
         feature = feature_of(m)
         why = unsupported.get(feature) or ("" if feature in capabilities else f"router {provider}")
         if why:
-            raise ConfigError(f"{what}: {feature} matching ({m.name or ','.join(m.cidrs)}) is not supported by {why}")
+            raise ConfigError(
+                f"{what}: {feature} matching ({m.name or ','.join(m.cidrs)}) is not supported by {why}"
+            )
 
 
 def header_rule(match: Match) -> tuple[str, str, bool]:
@@ -326,7 +367,9 @@ def re2_problem(pattern: str) -> str:
         return f"{len(pattern)} characters, more than the 1024 Istio allows"
     for escape in re.finditer(r"\\(.)", pattern, re.S):  # pairs, so an escaped backslash is skipped whole
         if escape.group(1) in "uUNZ":
-            return f"the escape \\{escape.group(1)} is Python's" + (" (RE2 writes \\z)" if escape.group(1) == "Z" else "")
+            return f"the escape \\{escape.group(1)} is Python's" + (
+                " (RE2 writes \\z)" if escape.group(1) == "Z" else ""
+            )
     try:
         tree = _parser.parse(pattern)
     except re.error as err:
@@ -334,9 +377,14 @@ def re2_problem(pattern: str) -> str:
     allowed = re.I | re.M | re.S | re.U  # (?i) (?m) (?s); re.U is implied for str patterns
     if tree.state.flags & ~allowed:
         return "an inline flag RE2 lacks (only i, m and s)"
-    unsupported = {c.ASSERT: "a lookahead or lookbehind", c.ASSERT_NOT: "a negative lookahead or lookbehind",
-                   c.GROUPREF: "a backreference", c.GROUPREF_EXISTS: "a conditional group",
-                   c.ATOMIC_GROUP: "an atomic group", c.POSSESSIVE_REPEAT: "a possessive quantifier"}
+    unsupported = {
+        c.ASSERT: "a lookahead or lookbehind",
+        c.ASSERT_NOT: "a negative lookahead or lookbehind",
+        c.GROUPREF: "a backreference",
+        c.GROUPREF_EXISTS: "a conditional group",
+        c.ATOMIC_GROUP: "an atomic group",
+        c.POSSESSIVE_REPEAT: "a possessive quantifier",
+    }
 
     def walk(items: Any) -> str:
         for op, av in items:
@@ -349,7 +397,9 @@ def re2_problem(pattern: str) -> str:
                 found = walk(sub)
             elif op is c.SUBPATTERN:
                 _, add, remove, sub = av
-                found = "an inline flag RE2 lacks (only i, m and s)" if (add | remove) & ~allowed else walk(sub)
+                found = (
+                    "an inline flag RE2 lacks (only i, m and s)" if (add | remove) & ~allowed else walk(sub)
+                )
             elif op is c.BRANCH:
                 found = next((why for why in map(walk, av[1]) if why), "")
             else:
@@ -361,7 +411,9 @@ def re2_problem(pattern: str) -> str:
     return walk(tree)
 
 
-def option(options: Mapping[str, Any], key: str, default: Any, kind: type | tuple[type, ...], where: str) -> Any:
+def option(
+    options: Mapping[str, Any], key: str, default: Any, kind: type | tuple[type, ...], where: str
+) -> Any:
     """Router option `key` (or default), type-checked: a wrong type is a ConfigError naming the key."""
     value = options.get(key, default)
     expected = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))

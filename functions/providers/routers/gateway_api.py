@@ -52,19 +52,39 @@ OPTIONS = (
     Option("port", "integer", "the Services' port", "80"),
     Option("parentRef", "object-ref", "the Gateway of an HTTPRoute graylane creates"),
     Option("host", "text", "the hostname of an HTTPRoute graylane creates"),
-    Option("rule", "text", "the name (spec.rules[].name) of the rule graylane weighs, when several route to the "
-           "stable Service", "the one rule naming stableService"),
+    Option(
+        "rule",
+        "text",
+        "the name (spec.rules[].name) of the rule graylane weighs, when several route to the stable Service",
+        "the one rule naming stableService",
+    ),
     Option("create", "boolean", "create the HTTPRoute when it does not exist", "false"),
-    Option("metrics", "choice", "the Gateway implementation whose metrics the built-in templates read "
-           "(an API has none of its own)", choices=IMPLEMENTATIONS),
+    Option(
+        "metrics",
+        "choice",
+        "the Gateway implementation whose metrics the built-in templates read (an API has none of its own)",
+        choices=IMPLEMENTATIONS,
+    ),
 )
-CAPABILITIES = (MATCHING - {"source-ip"}) | {"weights"}  # HTTPRoute has no standard rate limit or circuit breaker
+CAPABILITIES = (MATCHING - {"source-ip"}) | {
+    "weights"
+}  # HTTPRoute has no standard rate limit or circuit breaker
 METRICS = None  # an API, not a proxy: the series are the implementation's (measured_by)
 OWNS = (
     Owned("HTTPRoute", "/spec/rules/{managed}/backendRefs/{stable}/weight", "the stable backend's weight"),
-    Owned("HTTPRoute", "/spec/rules/{managed}/backendRefs/{canary}", "the canary backend (added, weighed, removed)"),
-    Owned("HTTPRoute", "/spec/rules/{match}", "the A/B rule graylane adds (annotation graylane.dev/match-rule)"),
-    Owned("HTTPRoute", "/metadata/annotations/graylane.dev~1*", "the plan written, the A/B rule, the user's canary"),
+    Owned(
+        "HTTPRoute",
+        "/spec/rules/{managed}/backendRefs/{canary}",
+        "the canary backend (added, weighed, removed)",
+    ),
+    Owned(
+        "HTTPRoute", "/spec/rules/{match}", "the A/B rule graylane adds (annotation graylane.dev/match-rule)"
+    ),
+    Owned(
+        "HTTPRoute",
+        "/metadata/annotations/graylane.dev~1*",
+        "the plan written, the A/B rule, the user's canary",
+    ),
 )
 MATCH_RULE = "graylane.dev/match-rule"
 CANARY_BACKEND = "graylane.dev/canary-backend"
@@ -126,8 +146,10 @@ def _setup(target: RouteTarget) -> _Setup:
     if isinstance(parent, str) and parent:
         parent = {"name": parent}
     if parent is not None and not (isinstance(parent, dict) and isinstance(parent.get("name"), str)):
-        raise ConfigError(f"{where}: router option parentRef is {parent!r}; expected a Gateway name or "
-                          "a mapping with name (and namespace, sectionName)")
+        raise ConfigError(
+            f"{where}: router option parentRef is {parent!r}; expected a Gateway name or "
+            "a mapping with name (and namespace, sectionName)"
+        )
     return _Setup(
         namespace=target.namespace,
         http_route=option(opts, "httpRoute", target.app, str, where),
@@ -163,8 +185,12 @@ def _rules(s: _Setup, plan: RoutePlan) -> list[dict[str, Any]]:
 
 
 def _is_backend(ref: Any, name: str) -> bool:
-    return (isinstance(ref, Mapping) and ref.get("name") == name and ref.get("kind", "Service") == "Service"
-            and ref.get("group", "") in ("", "core"))
+    return (
+        isinstance(ref, Mapping)
+        and ref.get("name") == name
+        and ref.get("kind", "Service") == "Service"
+        and ref.get("group", "") in ("", "core")
+    )
 
 
 def _note(obj: Mapping[str, Any] | None, key: str) -> Any:
@@ -187,21 +213,37 @@ def managed_index(rules: list[dict[str, Any]], s: _Setup, ab: Any = None) -> int
         found = [i for i in candidates if rules[i].get("name") == s.rule]
         if not found:
             names = ", ".join(repr(rules[i].get("name")) for i in candidates)
-            raise ConfigError(f"{where} has no rule named {s.rule!r} (router option rule); its names: {names}")
+            raise ConfigError(
+                f"{where} has no rule named {s.rule!r} (router option rule); its names: {names}"
+            )
         return found[0]
-    found = [i for i in candidates if any(_is_backend(r, s.stable) for r in rules[i].get("backendRefs") or [])]
+    found = [
+        i for i in candidates if any(_is_backend(r, s.stable) for r in rules[i].get("backendRefs") or [])
+    ]
     if len(found) == 1:
         return found[0]
     if not found:
-        raise ConfigError(f"{where}: no rule sends traffic to Service {s.stable} (spec.rules[*].backendRefs); set "
-                          "router option stableService")
-    named = " and ".join(f"spec.rules[{i}]" + (f" ({rules[i]['name']})" if rules[i].get("name") else "") for i in found)
-    raise ConfigError(f"{where}: {named} all send traffic to Service {s.stable}; set router option rule to the name "
-                      "(spec.rules[].name) of the one graylane weighs")
+        raise ConfigError(
+            f"{where}: no rule sends traffic to Service {s.stable} (spec.rules[*].backendRefs); set "
+            "router option stableService"
+        )
+    named = " and ".join(
+        f"spec.rules[{i}]" + (f" ({rules[i]['name']})" if rules[i].get("name") else "") for i in found
+    )
+    raise ConfigError(
+        f"{where}: {named} all send traffic to Service {s.stable}; set router option rule to the name "
+        "(spec.rules[].name) of the one graylane weighs"
+    )
 
 
-def weight_ops(entries: list[Any], base: str, s: _Setup, plan: RoutePlan,
-               kept: Mapping[str, Any] | None, drop: bool = False) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+def weight_ops(
+    entries: list[Any],
+    base: str,
+    s: _Setup,
+    plan: RoutePlan,
+    kept: Mapping[str, Any] | None,
+    drop: bool = False,
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """The stable's weight and the canary's backendRef (a copy of the stable's: port, filters), nothing else of
     the rule. The canary stays listed at weight 0 during a release (a Gateway serves a weight-0 backend
     without endpoints, and Traefik keeps its `service` series); `drop` (finalize) removes it, kept aside."""
@@ -218,7 +260,11 @@ def weight_ops(entries: list[Any], base: str, s: _Setup, plan: RoutePlan,
         if entries[canary[0]].get("weight") != plan.canary:
             ops.append({"op": "add", "path": f"{base}/{canary[0]}/weight", "value": plan.canary})
     elif not alone:
-        entry = dict(kept) if kept else {**{k: v for k, v in entries[i_s].items() if k != "weight"}, "name": s.canary}
+        entry = (
+            dict(kept)
+            if kept
+            else {**{k: v for k, v in entries[i_s].items() if k != "weight"}, "name": s.canary}
+        )
         ops.append({"op": "add", "path": f"{base}/-", "value": {**entry, "weight": plan.canary}})
     elif canary:
         removed = {k: v for k, v in entries[canary[0]].items() if k != "weight"}
@@ -226,7 +272,9 @@ def weight_ops(entries: list[Any], base: str, s: _Setup, plan: RoutePlan,
     return ops, removed
 
 
-def match_rule(managed: Mapping[str, Any], plan: RoutePlan, s: _Setup, kept: Mapping[str, Any] | None) -> dict[str, Any]:
+def match_rule(
+    managed: Mapping[str, Any], plan: RoutePlan, s: _Setup, kept: Mapping[str, Any] | None
+) -> dict[str, Any]:
     """graylane's A/B rule: each of the managed rule's matches AND the plan's header (more specific, so it
     wins), its filters and timeouts, and the canary alone."""
     headers = []
@@ -236,10 +284,19 @@ def match_rule(managed: Mapping[str, Any], plan: RoutePlan, s: _Setup, kept: Map
     matches = []
     for own in managed.get("matches") or [{"path": dict(EVERY_PATH)}]:
         for header in headers:
-            matches.append({**copy.deepcopy(own), "headers": [*copy.deepcopy(own.get("headers") or []), header]})
+            matches.append(
+                {**copy.deepcopy(own), "headers": [*copy.deepcopy(own.get("headers") or []), header]}
+            )
     stable = next((r for r in managed.get("backendRefs") or [] if _is_backend(r, s.stable)), None)
-    canary = dict(kept) if kept else ({**{k: v for k, v in stable.items() if k != "weight"}, "name": s.canary}
-                                      if stable else _backend(s, s.canary, 100))
+    canary = (
+        dict(kept)
+        if kept
+        else (
+            {**{k: v for k, v in stable.items() if k != "weight"}, "name": s.canary}
+            if stable
+            else _backend(s, s.canary, 100)
+        )
+    )
     rule = {k: copy.deepcopy(v) for k, v in managed.items() if k not in ("name", "matches", "backendRefs")}
     return {"matches": matches, "backendRefs": [{**canary, "weight": 100}], **rule}
 
@@ -248,7 +305,11 @@ def _weights(rules: list[dict[str, Any]], s: _Setup) -> tuple[int, int]:
     refs = rules[-1].get("backendRefs", []) if rules else []
 
     def weight(name: str) -> int:  # Gateway API's default weight is 1
-        return sum(int(r.get("weight", 1)) for r in refs if r.get("name") == name and r.get("kind", "Service") == "Service")
+        return sum(
+            int(r.get("weight", 1))
+            for r in refs
+            if r.get("name") == name and r.get("kind", "Service") == "Service"
+        )
 
     return weight(s.stable), weight(s.canary)
 
@@ -267,8 +328,10 @@ class GatewayAPIRouter:
     def _ensure(self, s: _Setup) -> dict[str, Any]:
         route = self.routes.get(s.namespace, s.http_route)
         if route is None and not s.create:
-            raise MissingObject(f"{s.where}: HTTPRoute {s.namespace}/{s.http_route} does not exist: graylane routes on the "
-                           "user's object; create it, or set router option create: true")
+            raise MissingObject(
+                f"{s.where}: HTTPRoute {s.namespace}/{s.http_route} does not exist: graylane routes on the "
+                "user's object; create it, or set router option create: true"
+            )
         if route is None:
             spec: dict[str, Any] = {"rules": _rules(s, STABLE_ONLY)}
             if s.parent:
@@ -286,8 +349,9 @@ class GatewayAPIRouter:
         ab = _note(route, MATCH_RULE)
         m = managed_index(rules, s, ab)
         kept = _note(route, CANARY_BACKEND)
-        ops, removed = weight_ops(rules[m].get("backendRefs") or [], f"/spec/rules/{m}/backendRefs", s, plan, kept,
-                                  drop)
+        ops, removed = weight_ops(
+            rules[m].get("backendRefs") or [], f"/spec/rules/{m}/backendRefs", s, plan, kept, drop
+        )
         wanted = match_rule(rules[m], plan, s, kept if removed is None else removed) if plan.match else None
         a = _match_index(rules, ab)
         if wanted is not None and a is None:
@@ -296,8 +360,10 @@ class GatewayAPIRouter:
             ops.append({"op": "replace", "path": f"/spec/rules/{a}", "value": wanted})
         elif wanted is None and a is not None:
             ops.append({"op": "remove", "path": f"/spec/rules/{a}"})
-        notes: dict[str, str | None] = {**plan_note(plan),
-                                        MATCH_RULE: json.dumps(wanted["matches"]) if wanted else None}
+        notes: dict[str, str | None] = {
+            **plan_note(plan),
+            MATCH_RULE: json.dumps(wanted["matches"]) if wanted else None,
+        }
         if removed is not None:
             notes[CANARY_BACKEND] = json.dumps(removed, sort_keys=True)
         elif kept is not None and plan.canary > 0:
@@ -317,8 +383,10 @@ class GatewayAPIRouter:
 
     def set_protection(self, target: RouteTarget, protection: Protection) -> None:
         if protection.rate_limit is not None or protection.circuit_breaker is not None:
-            raise ConfigError(f"{_setup(target).where}: rate limiting and circuit breaking are not supported "
-                              "by router gateway-api")
+            raise ConfigError(
+                f"{_setup(target).where}: rate limiting and circuit breaking are not supported "
+                "by router gateway-api"
+            )
 
     def finalize(self, target: RouteTarget) -> tuple[str, ...]:
         """All traffic back to stable, graylane's A/B rule and canary backend gone (the route stays: it carries
@@ -326,7 +394,10 @@ class GatewayAPIRouter:
         self.set_routes(target, STABLE_ONLY, drop=True)
         s = _setup(target)
         route = self.routes.read(s.namespace, s.http_route)
-        return tuple(f"HTTPRoute {s.namespace}/{s.http_route} spec.rules[{i}]" + (f" ({r['name']})" if r.get("name") else "")
-                     + f" still sends traffic to Service {s.canary}: it is the user's rule, graylane left it as it is"
-                     for i, r in enumerate(route["spec"].get("rules") or [])
-                     if any(_is_backend(b, s.canary) and b.get("weight", 1) for b in r.get("backendRefs") or []))
+        return tuple(
+            f"HTTPRoute {s.namespace}/{s.http_route} spec.rules[{i}]"
+            + (f" ({r['name']})" if r.get("name") else "")
+            + f" still sends traffic to Service {s.canary}: it is the user's rule, graylane left it as it is"
+            for i, r in enumerate(route["spec"].get("rules") or [])
+            if any(_is_backend(b, s.canary) and b.get("weight", 1) for b in r.get("backendRefs") or [])
+        )

@@ -44,18 +44,29 @@ from functions.providers.routers.base import Cluster, RouteTarget
 
 NAME = "haproxy"
 OPTIONS = (
-    Option("socket", "text", "the HAProxy admin socket", "the local stack's (graylane serve --providers local)"),
+    Option(
+        "socket", "text", "the HAProxy admin socket", "the local stack's (graylane serve --providers local)"
+    ),
     Option("backend", "text", "the backend whose servers stable and canary graylane weighs", "be_app"),
     Option("frontend", "text", "the frontend that evaluates the A/B rules", "fe_app"),
-    Option("mapsDir", "text", "the directory of rules.map, sources.acl and limits.map", "the socket's directory"),
+    Option(
+        "mapsDir", "text", "the directory of rules.map, sources.acl and limits.map", "the socket's directory"
+    ),
     Option("period", "number", "the config's rate-limit counting window, in seconds", "1"),
 )
 CAPABILITIES = frozenset(FEATURES)
-METRICS = RouterMetrics("haproxy_server_http_responses_total", ("proxy", "server"), "code", "5xx",
-                        duration_average="haproxy_server_response_time_average_seconds")
+METRICS = RouterMetrics(
+    "haproxy_server_http_responses_total",
+    ("proxy", "server"),
+    "code",
+    "5xx",
+    duration_average="haproxy_server_response_time_average_seconds",
+)
 OWNS = (
     Owned("runtime", "set server <backend>/stable|canary weight", "the servers' weights"),
-    Owned("runtime", "<mapsDir>/rules.map, sources.acl, limits.map", "the maps the config wires for graylane"),
+    Owned(
+        "runtime", "<mapsDir>/rules.map, sources.acl, limits.map", "the maps the config wires for graylane"
+    ),
 )
 PER_OPTIONS = True  # one router per admin socket (its options), not one per cluster
 
@@ -72,22 +83,28 @@ def versions(policy: Policy) -> Versions:
     """HAProxy's series are per proxy (the backend) and server (stable, canary)."""
     backend = text_option(policy.router.options, "backend", f"{policy.namespace}-{policy.name}")
     e = re.escape
-    return Versions(stable=(("proxy", e(backend)), ("server", "stable")),
-                    canary=(("proxy", e(backend)), ("server", "canary")),
-                    names={"stable": "stable", "canary": "canary"})
+    return Versions(
+        stable=(("proxy", e(backend)), ("server", "stable")),
+        canary=(("proxy", e(backend)), ("server", "canary")),
+        names={"stable": "stable", "canary": "canary"},
+    )
 
 
 def build(settings: Any, cluster: Cluster, options: Mapping[str, Any] = {}) -> HAProxyRouter:
     """On the admin socket the options name, else the one the deployment supplies (cluster.defaults)."""
     return HAProxyRouter.from_options({**cluster.defaults, **options})
 
+
 INFRA = Path(__file__).resolve().parents[3] / "infra" / "local"
 TEMPLATE = INFRA / "haproxy.cfg.tmpl"
 LUA = INFRA / "graylane.lua"
 RULES_MAP, SOURCES_ACL, LIMITS_MAP = "rules.map", "sources.acl", "limits.map"
 _MATCH_FIELDS = ("kind", "name", "value", "regex", "digits", "percent", "salt", "cidrs")
-_CLI_ERROR = re.compile(r"^(Unknown command|No such|Require|Missing|Invalid|Unable|'.*' expects|.* not found|"
-                        r"Permission denied|Can't|Cannot|Out of memory|.*: unknown)", re.IGNORECASE | re.MULTILINE)  # fmt: skip
+_CLI_ERROR = re.compile(
+    r"^(Unknown command|No such|Require|Missing|Invalid|Unable|'.*' expects|.* not found|"
+    r"Permission denied|Can't|Cannot|Out of memory|.*: unknown)",
+    re.IGNORECASE | re.MULTILINE,
+)
 
 
 class AdminSocket:
@@ -116,31 +133,52 @@ class AdminSocket:
         """Run a command whose answer must not be one of HAProxy's error messages."""
         out = self.run(command)
         if _CLI_ERROR.search(out):
-            raise ProviderUnavailable(f"haproxy admin socket {self.path}: '{command}' answered: {out.strip()}")
+            raise ProviderUnavailable(
+                f"haproxy admin socket {self.path}: '{command}' answered: {out.strip()}"
+            )
         return out
 
 
 def encode_match(m: Match) -> str:
     """One rule as graylane.lua reads it: percent-encoded fields joined by '|' (no spaces, ',' or '\\')."""
-    fields = (m.kind, m.name, m.value, m.regex, ",".join(map(str, m.digits)), str(m.percent), m.salt,
-              ",".join(m.cidrs))  # fmt: skip
+    fields = (
+        m.kind,
+        m.name,
+        m.value,
+        m.regex,
+        ",".join(map(str, m.digits)),
+        str(m.percent),
+        m.salt,
+        ",".join(m.cidrs),
+    )
     return "|".join(quote(f, safe="") for f in fields)
 
 
 def decode_match(text: str) -> Match:
     kind, name, value, regex, digits, percent, salt, cidrs = (unquote(f) for f in text.split("|"))
-    return Match(kind=cast("MatchKind", kind), name=name, value=value, regex=regex,
-                 digits=tuple(int(d) for d in digits.split(",") if d), percent=int(percent), salt=salt,
-                 cidrs=tuple(c for c in cidrs.split(",") if c))  # fmt: skip
+    return Match(
+        kind=cast("MatchKind", kind),
+        name=name,
+        value=value,
+        regex=regex,
+        digits=tuple(int(d) for d in digits.split(",") if d),
+        percent=int(percent),
+        salt=salt,
+        cidrs=tuple(c for c in cidrs.split(",") if c),
+    )
 
 
 def breaker_permille(breaker: CircuitBreaker) -> int:
     """The 5xx permille that opens the circuit, from a Traefik-style expression HAProxy can express."""
     expr = breaker.expression.replace(" ", "")
-    found = re.fullmatch(r"(?:ResponseCodeRatio\(500,600,0,600\)|NetworkErrorRatio\(\))>(0?\.\d+|1(?:\.0*)?)", expr)
+    found = re.fullmatch(
+        r"(?:ResponseCodeRatio\(500,600,0,600\)|NetworkErrorRatio\(\))>(0?\.\d+|1(?:\.0*)?)", expr
+    )
     if not found:
-        raise ConfigError(f"circuit breaker {breaker.expression!r}: haproxy can express only "
-                          "'ResponseCodeRatio(500, 600, 0, 600) > R' or 'NetworkErrorRatio() > R' (no latency data)")  # fmt: skip
+        raise ConfigError(
+            f"circuit breaker {breaker.expression!r}: haproxy can express only "
+            "'ResponseCodeRatio(500, 600, 0, 600) > R' or 'NetworkErrorRatio() > R' (no latency data)"
+        )
     return round(float(found.group(1)) * 1000)
 
 
@@ -159,8 +197,15 @@ class Layout:
 class HAProxyRouter:
     """Router over one HAProxy admin socket; RouteTarget.options may override backend/frontend/mapsDir."""
 
-    def __init__(self, socket_path: str | Path, backend: str = "be_app", frontend: str = "fe_app",
-                 maps_dir: str | Path | None = None, period: float = 1.0, timeout: float = 5.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        socket_path: str | Path,
+        backend: str = "be_app",
+        frontend: str = "fe_app",
+        maps_dir: str | Path | None = None,
+        period: float = 1.0,
+        timeout: float = 5.0,
+    ) -> None:
         self.cli = AdminSocket(socket_path, timeout)
         self.backend, self.frontend, self.period = backend, frontend, period
         self.maps_dir = Path(maps_dir) if maps_dir else Path(socket_path).resolve().parent
@@ -170,8 +215,13 @@ class HAProxyRouter:
         """From a policy's `router:` options: socket (required), backend, frontend, mapsDir, period."""
         if not options.get("socket"):
             raise ConfigError("router.socket: the haproxy provider needs the admin socket path")
-        return cls(options["socket"], options.get("backend", "be_app"), options.get("frontend", "fe_app"),
-                   options.get("mapsDir"), float(options.get("period", 1.0)))  # fmt: skip
+        return cls(
+            options["socket"],
+            options.get("backend", "be_app"),
+            options.get("frontend", "fe_app"),
+            options.get("mapsDir"),
+            float(options.get("period", 1.0)),
+        )
 
     # -- Router protocol ---------------------------------------------------------------------------
 
@@ -183,8 +233,10 @@ class HAProxyRouter:
         loaded = self.cli.check("show map") + self.cli.check("show acl")
         for name in (RULES_MAP, LIMITS_MAP, SOURCES_ACL):
             if lay.file(name) not in loaded:
-                raise NotFound(f"haproxy route of {target.namespace}/{target.app}: reconcile found no "
-                               f"{lay.file(name)} loaded; render the config with install_config()")  # fmt: skip
+                raise NotFound(
+                    f"haproxy route of {target.namespace}/{target.app}: reconcile found no "
+                    f"{lay.file(name)} loaded; render the config with install_config()"
+                )
 
     def set_routes(self, target: RouteTarget, plan: RoutePlan) -> None:
         lay = self._layout(target)
@@ -193,8 +245,11 @@ class HAProxyRouter:
         for cidr in cidrs:
             _check_cidr(cidr, target)
         try:
-            self._replace("map", lay.file(RULES_MAP), [f"rules {rules}"] * bool(rules)
-                          + [f"salt {quote(plan.salt, safe='')}"] * bool(plan.salt))  # fmt: skip
+            self._replace(
+                "map",
+                lay.file(RULES_MAP),
+                [f"rules {rules}"] * bool(rules) + [f"salt {quote(plan.salt, safe='')}"] * bool(plan.salt),
+            )
             self._replace("acl", lay.file(SOURCES_ACL), cidrs)
             # Grow first, then shrink: never both servers at weight 0 in between (that would be a 503).
             order = [("canary", plan.canary), ("stable", plan.stable)]
@@ -203,15 +258,19 @@ class HAProxyRouter:
             for server, weight in order:
                 self.cli.check(f"set server {lay.backend}/{server} weight {weight}")
         except ProviderUnavailable as err:
-            raise ProviderUnavailable(f"haproxy route of {target.namespace}/{target.app}: set routes "
-                                      f"{plan.stable}/{plan.canary} failed: {err}") from err  # fmt: skip
+            raise ProviderUnavailable(
+                f"haproxy route of {target.namespace}/{target.app}: set routes "
+                f"{plan.stable}/{plan.canary} failed: {err}"
+            ) from err
 
     def get_routes(self, target: RouteTarget) -> RoutePlan:
         lay = self._layout(target)
         stable, canary = self._weight(lay, "stable", target), self._weight(lay, "canary", target)
         if stable + canary == 0:
-            raise ProviderUnavailable(f"haproxy route of {target.namespace}/{target.app}: get routes found "
-                                      f"both servers of {lay.backend} at weight 0")  # fmt: skip
+            raise ProviderUnavailable(
+                f"haproxy route of {target.namespace}/{target.app}: get routes found "
+                f"both servers of {lay.backend} at weight 0"
+            )
         live = self._show(f"show map {lay.file(RULES_MAP)}")
         match = tuple(decode_match(r) for r in live.get("rules", "").split(",") if r)
         sources = set(self._show(f"show acl {lay.file(SOURCES_ACL)}"))
@@ -232,8 +291,9 @@ class HAProxyRouter:
         try:
             self._replace("map", lay.file(LIMITS_MAP), entries)
         except ProviderUnavailable as err:
-            raise ProviderUnavailable(f"haproxy route of {target.namespace}/{target.app}: set protection "
-                                      f"failed: {err}") from err  # fmt: skip
+            raise ProviderUnavailable(
+                f"haproxy route of {target.namespace}/{target.app}: set protection failed: {err}"
+            ) from err
 
     def get_protection(self, target: RouteTarget) -> dict[str, int]:
         """The live thresholds: {'rate': requests per window per client, 'breaker': 5xx permille}."""
@@ -259,19 +319,26 @@ class HAProxyRouter:
 
     def _layout(self, target: RouteTarget) -> Layout:
         opts = target.options
-        lay = Layout(opts.get("backend", self.backend), opts.get("frontend", self.frontend),
-                     Path(opts.get("mapsDir", self.maps_dir)))  # fmt: skip
+        lay = Layout(
+            opts.get("backend", self.backend),
+            opts.get("frontend", self.frontend),
+            Path(opts.get("mapsDir", self.maps_dir)),
+        )
         if re.search(r"\s", f"{lay.backend}{lay.frontend}{lay.maps_dir}"):
-            raise ConfigError(f"haproxy route of {target.namespace}/{target.app}: backend, frontend and "
-                              f"mapsDir must not contain spaces, got {lay}")  # fmt: skip
+            raise ConfigError(
+                f"haproxy route of {target.namespace}/{target.app}: backend, frontend and "
+                f"mapsDir must not contain spaces, got {lay}"
+            )
         return lay
 
     def _weight(self, lay: Layout, server: str, target: RouteTarget) -> int:
         out = self.cli.run(f"get weight {lay.backend}/{server}")
         found = re.match(r"(\d+) \(initial \d+\)", out)
         if not found:
-            raise NotFound(f"haproxy route of {target.namespace}/{target.app}: reading the weight of "
-                           f"{lay.backend}/{server} answered {out.strip()!r}")  # fmt: skip
+            raise NotFound(
+                f"haproxy route of {target.namespace}/{target.app}: reading the weight of "
+                f"{lay.backend}/{server} answered {out.strip()!r}"
+            )
         return int(found.group(1))
 
     def _replace(self, kind: str, file: str, entries: list[str]) -> None:
@@ -279,8 +346,9 @@ class HAProxyRouter:
         out = self.cli.check(f"prepare {kind} {file}")
         found = re.search(r"New version created: (\d+)", out)
         if not found:
-            raise ProviderUnavailable(f"haproxy admin socket {self.cli.path}: 'prepare {kind} {file}' "
-                                      f"answered {out.strip()!r}")  # fmt: skip
+            raise ProviderUnavailable(
+                f"haproxy admin socket {self.cli.path}: 'prepare {kind} {file}' answered {out.strip()!r}"
+            )
         version = found.group(1)
         for entry in entries:
             self.cli.check(f"add {kind} @{version} {file} {entry}")
@@ -300,31 +368,55 @@ def _check_cidr(cidr: str, target: RouteTarget) -> None:
     try:
         ipaddress.ip_network(cidr, strict=False)
     except ValueError as err:
-        raise ConfigError(f"haproxy route of {target.namespace}/{target.app}: source-ip {cidr!r} is not an "
-                          "address or CIDR") from err  # fmt: skip
+        raise ConfigError(
+            f"haproxy route of {target.namespace}/{target.app}: source-ip {cidr!r} is not an address or CIDR"
+        ) from err
 
 
 def _duration(seconds: float) -> str:
     return f"{max(1, round(seconds * 1000))}ms"
 
 
-def render_config(*, socket_path: str | Path, maps_dir: str | Path, bind: str, stable: str, canary: str,
-                  frontend: str = "fe_app", backend: str = "be_app", period: float = 1.0,
-                  metrics_bind: str | None = None, pidfile: str | Path | None = None,
-                  lua: str | Path = LUA, breaker_min: int = 20, probe_percent: int = 10,
-                  template: str | Path = TEMPLATE) -> str:  # fmt: skip
+def render_config(
+    *,
+    socket_path: str | Path,
+    maps_dir: str | Path,
+    bind: str,
+    stable: str,
+    canary: str,
+    frontend: str = "fe_app",
+    backend: str = "be_app",
+    period: float = 1.0,
+    metrics_bind: str | None = None,
+    pidfile: str | Path | None = None,
+    lua: str | Path = LUA,
+    breaker_min: int = 20,
+    probe_percent: int = 10,
+    template: str | Path = TEMPLATE,
+) -> str:
     """The HAProxy config for one app: `bind`/`stable`/`canary` are host:port; paths must be absolute."""
     metrics = ""
     if metrics_bind:
-        metrics = (f"\nfrontend fe_metrics\n    bind {metrics_bind}\n    no log\n"
-                   "    http-request use-service prometheus-exporter if { path /metrics }\n")  # fmt: skip
+        metrics = (
+            f"\nfrontend fe_metrics\n    bind {metrics_bind}\n    no log\n"
+            "    http-request use-service prometheus-exporter if { path /metrics }\n"
+        )
     maps = Path(maps_dir).resolve()
     return Template(Path(template).read_text()).substitute(
-        socket=Path(socket_path).resolve(), maps_dir=maps, lua=Path(lua).resolve(), bind=bind,
-        stable=stable, canary=canary, frontend=frontend, backend=backend, period=_duration(period),
-        metrics=metrics, pidfile=Path(pidfile).resolve() if pidfile else maps / "haproxy.pid",
-        breaker_min=breaker_min, probe=probe_percent,
-    )  # fmt: skip
+        socket=Path(socket_path).resolve(),
+        maps_dir=maps,
+        lua=Path(lua).resolve(),
+        bind=bind,
+        stable=stable,
+        canary=canary,
+        frontend=frontend,
+        backend=backend,
+        period=_duration(period),
+        metrics=metrics,
+        pidfile=Path(pidfile).resolve() if pidfile else maps / "haproxy.pid",
+        breaker_min=breaker_min,
+        probe=probe_percent,
+    )
 
 
 def install_config(directory: str | Path, *, bind: str, stable: str, canary: str, **options: Any) -> Path:

@@ -57,38 +57,81 @@ from functions.providers.routers.base import Cluster, RouteTarget
 NAME = "istio"
 OPTIONS = (
     Option("virtualService", "name", "the VirtualService graylane weighs", "the app's name"),
-    Option("destinationRule", "name", "the DestinationRule with the subsets (and graylane's outlier detection)",
-           "the app's name"),
+    Option(
+        "destinationRule",
+        "name",
+        "the DestinationRule with the subsets (and graylane's outlier detection)",
+        "the app's name",
+    ),
     Option("host", "text", "the destinations' host", "the app's name"),
     Option("stableSubset", "text", "the stable's subset", "stable"),
     Option("canarySubset", "text", "the canary's subset", "canary"),
     Option("gateways", "names", "gateways of a VirtualService graylane creates"),
-    Option("stableLabels", "mapping", "the stable subset's labels when graylane creates the DestinationRule",
-           "app: <workload.name>"),
-    Option("canaryLabels", "mapping", "the canary subset's labels when graylane creates the DestinationRule",
-           "app: <workload.canary>"),
+    Option(
+        "stableLabels",
+        "mapping",
+        "the stable subset's labels when graylane creates the DestinationRule",
+        "app: <workload.name>",
+    ),
+    Option(
+        "canaryLabels",
+        "mapping",
+        "the canary subset's labels when graylane creates the DestinationRule",
+        "app: <workload.canary>",
+    ),
     Option("connectionPool", "mapping", "a connectionPool written beside graylane's outlier detection"),
-    Option("route", "text", "the name (spec.http[].name) of the HTTP route graylane weighs, when several route to "
-           "the stable subset", "the one route to stableSubset"),
-    Option("create", "boolean", "create the VirtualService / DestinationRule when they do not exist", "false"),
+    Option(
+        "route",
+        "text",
+        "the name (spec.http[].name) of the HTTP route graylane weighs, when several route to "
+        "the stable subset",
+        "the one route to stableSubset",
+    ),
+    Option(
+        "create", "boolean", "create the VirtualService / DestinationRule when they do not exist", "false"
+    ),
 )
 CAPABILITIES = (MATCHING - {"source-ip"}) | {"weights", "circuit-breaker"}  # rate limits need an EnvoyFilter
 VERSION_SUBSETS = True  # workload.model per-version: a subset per version (functions/core/slots.py)
-METRICS = RouterMetrics("istio_requests_total", ("destination_workload_namespace", "destination_workload"),
-                        "response_code", "5..", "istio_request_duration_milliseconds_bucket", to_ms=1.0,
-                        fixed='reporter="destination"')
+METRICS = RouterMetrics(
+    "istio_requests_total",
+    ("destination_workload_namespace", "destination_workload"),
+    "response_code",
+    "5..",
+    "istio_request_duration_milliseconds_bucket",
+    to_ms=1.0,
+    fixed='reporter="destination"',
+)
 OWNS = (
     Owned("VirtualService", "/spec/http/{managed}/route/{stable}/weight", "the stable destination's weight"),
-    Owned("VirtualService", "/spec/http/{managed}/route/{canary}", "the canary destination (added, weighed, removed)"),
-    Owned("VirtualService", "/spec/http/{graylane-match}", "the A/B route graylane adds before the managed one"),
-    Owned("VirtualService", "/metadata/annotations/graylane.dev~1*", "the plan written, the user's canary entry"),
-    Owned("DestinationRule", "/spec/trafficPolicy", "outlier detection (and connectionPool) while a breaker is set"),
+    Owned(
+        "VirtualService",
+        "/spec/http/{managed}/route/{canary}",
+        "the canary destination (added, weighed, removed)",
+    ),
+    Owned(
+        "VirtualService", "/spec/http/{graylane-match}", "the A/B route graylane adds before the managed one"
+    ),
+    Owned(
+        "VirtualService", "/metadata/annotations/graylane.dev~1*", "the plan written, the user's canary entry"
+    ),
+    Owned(
+        "DestinationRule",
+        "/spec/trafficPolicy",
+        "outlier detection (and connectionPool) while a breaker is set",
+    ),
     Owned("DestinationRule", "/metadata/annotations/graylane.dev~1protection", "the breaker written"),
     # workload.model per-version: which versions the managed route is between, and their subsets
-    Owned("VirtualService", "/spec/http/{managed}/route/{version}", "per-version: the destinations of the versions' "
-          "subsets (added, weighed, removed; a new one copies the user's entry with its subset)"),
+    Owned(
+        "VirtualService",
+        "/spec/http/{managed}/route/{version}",
+        "per-version: the destinations of the versions' "
+        "subsets (added, weighed, removed; a new one copies the user's entry with its subset)",
+    ),
     Owned("DestinationRule", "/spec/subsets/{added}", "per-version: the subsets graylane added for versions"),
-    Owned("DestinationRule", "/metadata/annotations/graylane.dev~1subsets", "per-version: the subsets it added"),
+    Owned(
+        "DestinationRule", "/metadata/annotations/graylane.dev~1subsets", "per-version: the subsets it added"
+    ),
 )
 
 
@@ -104,9 +147,11 @@ def versions(policy: Policy) -> Versions:
     """Istio labels its series by workload: the stable and canary Deployments, not the Services."""
     ns, e = re.escape(policy.namespace), re.escape
     stable, canary = policy.stable_workload, policy.canary_workload
-    return Versions(stable=(("destination_workload_namespace", ns), ("destination_workload", e(stable))),
-                    canary=(("destination_workload_namespace", ns), ("destination_workload", e(canary))),
-                    names={"stable": stable, "canary": canary})
+    return Versions(
+        stable=(("destination_workload_namespace", ns), ("destination_workload", e(stable))),
+        canary=(("destination_workload_namespace", ns), ("destination_workload", e(canary))),
+        names={"stable": stable, "canary": canary},
+    )
 
 
 def build(settings: Any, cluster: Cluster, options: Mapping[str, Any] = {}) -> IstioRouter:
@@ -116,7 +161,9 @@ def build(settings: Any, cluster: Cluster, options: Mapping[str, Any] = {}) -> I
 VIRTUAL_SERVICE = Kind("networking.istio.io", "v1", "virtualservices", "VirtualService")
 DESTINATION_RULE = Kind("networking.istio.io", "v1", "destinationrules", "DestinationRule")
 MATCH_ROUTE, PRIMARY_ROUTE = "graylane-match", "graylane-primary"
-CANARY_DESTINATION = "graylane.dev/canary-destination"  # the user's canary destination, while graylane has it out
+CANARY_DESTINATION = (
+    "graylane.dev/canary-destination"  # the user's canary destination, while graylane has it out
+)
 SUBSETS_ANNOTATION = "graylane.dev/subsets"  # per-version: the DestinationRule subsets graylane added
 EJECTION = {"interval": "10s", "baseEjectionTime": "30s", "maxEjectionPercent": 100}
 CONSECUTIVE_ERRORS = 5
@@ -144,7 +191,9 @@ class _Setup:
     create: bool = False
     kept: tuple[tuple[str, dict[str, str]], ...] = ()  # per-version: every subset the DestinationRule keeps
     per_version: bool = False
-    created: tuple[str, ...] = ()  # per-version: the subsets of the versions whose Deployment graylane created
+    created: tuple[
+        str, ...
+    ] = ()  # per-version: the subsets of the versions whose Deployment graylane created
 
     @property
     def where(self) -> str:
@@ -168,7 +217,9 @@ def _domain_problem(domain: str, wildcard: bool) -> str:
         parts = domain.split(".")
     if parts[-1].isdigit():
         return f"the top-level label {parts[-1]!r} is all digits"
-    bad = next((p for i, p in enumerate(parts) if not _is_label(p) and not (p == "" and i == len(parts) - 1)), None)
+    bad = next(
+        (p for i, p in enumerate(parts) if not _is_label(p) and not (p == "" and i == len(parts) - 1)), None
+    )
     return f"label {bad!r} is not a DNS-1123 label" if bad is not None else ""
 
 
@@ -179,19 +230,25 @@ def _labels(opts: dict[str, Any], key: str, default: str, where: str) -> dict[st
     for k, v in labels.items():
         found = _LABEL_KEY.fullmatch(str(k))
         if found is None or len(found.group(1) or "") > 253 or len(found.group(2)) > 63:  # prefix, name
-            raise ConfigError(f"{where}: router option {key} has the label key {k!r}; expected a Kubernetes label "
-                              "name (an optional DNS prefix and /, then letters, digits, '-', '_', '.')")
+            raise ConfigError(
+                f"{where}: router option {key} has the label key {k!r}; expected a Kubernetes label "
+                "name (an optional DNS prefix and /, then letters, digits, '-', '_', '.')"
+            )
         if not _LABEL_VALUE.fullmatch(v):
-            raise ConfigError(f"{where}: router option {key} has the label value {v!r} for {k}; expected letters, "
-                              "digits, '-', '_' and '.', starting and ending with a letter or digit")
+            raise ConfigError(
+                f"{where}: router option {key} has the label value {v!r} for {k}; expected letters, "
+                "digits, '-', '_' and '.', starting and ending with a letter or digit"
+            )
     return {str(k): v for k, v in labels.items()}
 
 
 def _subset(opts: dict[str, Any], key: str, default: str, where: str) -> str:
     name: str = option(opts, key, default, str, where)
     if not _is_label(name):
-        raise ConfigError(f"{where}: router option {key} is {name!r}; Istio requires a subset name to be a DNS-1123 "
-                          "label (letters, digits and '-', at most 63)")
+        raise ConfigError(
+            f"{where}: router option {key} is {name!r}; Istio requires a subset name to be a DNS-1123 "
+            "label (letters, digits and '-', at most 63)"
+        )
     return name
 
 
@@ -199,7 +256,11 @@ def _gateway_problem(name: str) -> str:
     """Istio's validateGatewayNames for one name ("mesh", a gateway, or namespace/gateway), or ""."""
     if "/" in name:
         namespace, _, gateway = name.partition("/")
-        return "" if _is_label(namespace) and _is_label(gateway) else "expected namespace/name, both DNS-1123 labels"
+        return (
+            ""
+            if _is_label(namespace) and _is_label(gateway)
+            else "expected namespace/name, both DNS-1123 labels"
+        )
     return _domain_problem(name, wildcard=False)
 
 
@@ -215,11 +276,20 @@ def _per_version(s: _Setup, versions: Routed) -> _Setup:
         if slot is None or slot.subset in kept:
             continue
         if not _is_label(slot.subset):
-            raise ConfigError(f"{s.where}: the subset {slot.subset!r} of version {slot.version} is not a DNS-1123 label")
+            raise ConfigError(
+                f"{s.where}: the subset {slot.subset!r} of version {slot.version} is not a DNS-1123 label"
+            )
         kept[slot.subset] = _labels({"subset": {versions.label: slot.label}}, "subset", "", s.where)
-    return replace(s, stable=stable.subset, canary=canary.subset if canary else "", stable_labels=kept[stable.subset],
-                   canary_labels=kept[canary.subset] if canary else {}, kept=tuple(kept.items()), per_version=True,
-                   created=tuple(x.subset for x in (stable, canary, *versions.subsets) if x is not None and x.owned))
+    return replace(
+        s,
+        stable=stable.subset,
+        canary=canary.subset if canary else "",
+        stable_labels=kept[stable.subset],
+        canary_labels=kept[canary.subset] if canary else {},
+        kept=tuple(kept.items()),
+        per_version=True,
+        created=tuple(x.subset for x in (stable, canary, *versions.subsets) if x is not None and x.owned),
+    )
 
 
 def _setup(target: RouteTarget) -> _Setup:
@@ -233,22 +303,32 @@ def _pair_setup(target: RouteTarget) -> _Setup:
     opts, where = target.options, f"istio router for {target.namespace}/{target.app}"
     gateways = opts.get("gateways", [])
     if not isinstance(gateways, list) or not all(isinstance(g, str) and g for g in gateways):
-        raise ConfigError(f"{where}: router option gateways is {gateways!r}; expected a list of gateway names")
+        raise ConfigError(
+            f"{where}: router option gateways is {gateways!r}; expected a list of gateway names"
+        )
     for gateway in gateways:
         if why := _gateway_problem(gateway):
-            raise ConfigError(f"{where}: router option gateways has {gateway!r}, not a gateway name Istio accepts: {why}")
+            raise ConfigError(
+                f"{where}: router option gateways has {gateway!r}, not a gateway name Istio accepts: {why}"
+            )
     pool = opts.get("connectionPool")
     if pool is not None and not (isinstance(pool, dict) and pool and set(pool) <= {"tcp", "http"}):
-        raise ConfigError(f"{where}: router option connectionPool is {pool!r}; expected a connectionPool mapping "
-                          "with tcp and/or http settings")
+        raise ConfigError(
+            f"{where}: router option connectionPool is {pool!r}; expected a connectionPool mapping "
+            "with tcp and/or http settings"
+        )
     host = option(opts, "host", target.app, str, where)
     why = "a destination needs one service, not *" if host == "*" else _domain_problem(host, wildcard=True)
     if why:
         raise ConfigError(f"{where}: router option host is {host!r}, not a host Istio accepts: {why}")
-    stable, canary = _subset(opts, "stableSubset", "stable", where), _subset(opts, "canarySubset", "canary", where)
+    stable, canary = (
+        _subset(opts, "stableSubset", "stable", where),
+        _subset(opts, "canarySubset", "canary", where),
+    )
     if stable == canary:
-        raise ConfigError(f"{where}: router options stableSubset and canarySubset are both {stable!r}; "
-                          "expected two subsets")
+        raise ConfigError(
+            f"{where}: router options stableSubset and canarySubset are both {stable!r}; expected two subsets"
+        )
     return _Setup(
         namespace=target.namespace,
         virtual_service=option(opts, "virtualService", target.app, str, where),
@@ -294,8 +374,10 @@ def _check_plan(s: _Setup, plan: RoutePlan) -> None:
     for m in plan.match:
         _, pattern, regex = header_rule(m)
         if regex and (why := re2_problem(pattern)):
-            raise ConfigError(f"{s.where}: the {m.kind} rule on {m.name} has the regular expression {pattern!r}, "
-                              f"which Envoy's RE2 refuses: {why}")
+            raise ConfigError(
+                f"{s.where}: the {m.kind} rule on {m.name} has the regular expression {pattern!r}, "
+                f"which Envoy's RE2 refuses: {why}"
+            )
 
 
 def _owned_subsets(dr: dict[str, Any]) -> list[str]:
@@ -314,25 +396,39 @@ def _subset_ops(dr: dict[str, Any], s: _Setup, add: bool) -> list[dict[str, Any]
     if add:
         for x in subsets:  # a subset of the user's under a version's name must select that version's pods
             name, labels = x.get("name"), x.get("labels") or {}
-            if name in wanted and name in s.created and name not in owned and not wanted[name].items() <= labels.items():
-                raise ConfigError(f"{s.where}: the DestinationRule's own subset {name} selects {labels}, but the pods "
-                                  f"graylane runs for it are labelled {wanted[name]}; fix or remove the subset "
-                                  f"(spec.subsets[{have.index(name)}]), or release under another tag")
-        new = [{"name": name, "labels": labels} for name, labels in s.kept if name not in have]
+            if (
+                name in wanted
+                and name in s.created
+                and name not in owned
+                and not wanted[name].items() <= labels.items()
+            ):
+                raise ConfigError(
+                    f"{s.where}: the DestinationRule's own subset {name} selects {labels}, but the pods "
+                    f"graylane runs for it are labelled {wanted[name]}; fix or remove the subset "
+                    f"(spec.subsets[{have.index(name)}]), or release under another tag"
+                )
+        new: list[dict[str, Any]] = [
+            {"name": name, "labels": labels} for name, labels in s.kept if name not in have
+        ]
         if not new:
             return []
         if "subsets" not in dr["spec"]:
             ops.append({"op": "add", "path": "/spec/subsets", "value": new})
         else:
-            ops += [{"op": "add", "path": f"/spec/subsets/{len(subsets) + i}", "value": x} for i, x in enumerate(new)]
+            ops += [
+                {"op": "add", "path": f"/spec/subsets/{len(subsets) + i}", "value": x}
+                for i, x in enumerate(new)
+            ]
         owned += [x["name"] for x in new if x["name"] not in owned]
     else:
         gone = [i for i, name in enumerate(have) if name in owned and name not in wanted]
         if not gone:
             return []
         for i in reversed(gone):  # from the end, so each index still names the entry tested
-            ops += [{"op": "test", "path": f"/spec/subsets/{i}/name", "value": have[i]},
-                    {"op": "remove", "path": f"/spec/subsets/{i}"}]
+            ops += [
+                {"op": "test", "path": f"/spec/subsets/{i}/name", "value": have[i]},
+                {"op": "remove", "path": f"/spec/subsets/{i}"},
+            ]
         owned = [name for name in owned if name not in {have[i] for i in gone}]
     return ops + annotation_ops(dr, {SUBSETS_ANNOTATION: ",".join(owned) or None})
 
@@ -344,8 +440,10 @@ def _outlier_detection(expression: str) -> dict[str, Any]:
     if "ResponseCodeRatio" in expression:
         counts["consecutive5xxErrors"] = CONSECUTIVE_ERRORS
     if not counts:
-        raise ConfigError(f"circuit breaker {expression!r} has no Istio outlier-detection equivalent; "
-                          "use NetworkErrorRatio() or ResponseCodeRatio(...)")
+        raise ConfigError(
+            f"circuit breaker {expression!r} has no Istio outlier-detection equivalent; "
+            "use NetworkErrorRatio() or ResponseCodeRatio(...)"
+        )
     return {**counts, **EJECTION}
 
 
@@ -372,27 +470,50 @@ def managed_index(http: list[dict[str, Any]], s: _Setup) -> int:
         found = [i for i in candidates if http[i].get("name") == s.route]
         if not found:
             names = ", ".join(repr(http[i].get("name")) for i in candidates)
-            raise ConfigError(f"{where} has no http route named {s.route!r} (router option route); its names: {names}")
+            raise ConfigError(
+                f"{where} has no http route named {s.route!r} (router option route); its names: {names}"
+            )
         return found[0]
-    subsets = [name for name, _ in s.kept] if s.per_version else [s.stable]  # per-version: any version's subset
-    found = [i for i in candidates if any(_dest_of(d, s, x) for d in http[i].get("route") or [] for x in subsets)]
-    if s.per_version and len(found) > 1:  # the catch-all route (no match), else the one to the stable's subset
-        found = next((f for f in ([i for i in found if not http[i].get("match")],
-                                  [i for i in found if any(_dest_of(d, s, s.stable) for d in http[i].get("route") or [])])
-                      if len(f) == 1), found)  # fmt: skip
+    subsets = (
+        [name for name, _ in s.kept] if s.per_version else [s.stable]
+    )  # per-version: any version's subset
+    found = [
+        i for i in candidates if any(_dest_of(d, s, x) for d in http[i].get("route") or [] for x in subsets)
+    ]
+    if (
+        s.per_version and len(found) > 1
+    ):  # the catch-all route (no match), else the one to the stable's subset
+        found = next(
+            (
+                f
+                for f in (
+                    [i for i in found if not http[i].get("match")],
+                    [i for i in found if any(_dest_of(d, s, s.stable) for d in http[i].get("route") or [])],
+                )
+                if len(f) == 1
+            ),
+            found,
+        )
     if len(found) == 1:
         return found[0]
     which = ", ".join(subsets)
     if not found:
-        raise ConfigError(f"{where}: no http route sends traffic to subset {which} of {s.host} "
-                          "(spec.http[*].route[*].destination); set router option stableSubset or host")
-    named = " and ".join(f"spec.http[{i}]" + (f" ({http[i]['name']})" if http[i].get("name") else "") for i in found)
-    raise ConfigError(f"{where}: {named} all send traffic to subset {which}; set router option route to the "
-                      "name (spec.http[].name) of the one graylane weighs")
+        raise ConfigError(
+            f"{where}: no http route sends traffic to subset {which} of {s.host} "
+            "(spec.http[*].route[*].destination); set router option stableSubset or host"
+        )
+    named = " and ".join(
+        f"spec.http[{i}]" + (f" ({http[i]['name']})" if http[i].get("name") else "") for i in found
+    )
+    raise ConfigError(
+        f"{where}: {named} all send traffic to subset {which}; set router option route to the "
+        "name (spec.http[].name) of the one graylane weighs"
+    )
 
 
-def weight_ops(entries: list[Any], base: str, s: _Setup, plan: RoutePlan,
-               kept: Mapping[str, Any] | None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+def weight_ops(
+    entries: list[Any], base: str, s: _Setup, plan: RoutePlan, kept: Mapping[str, Any] | None
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """Patch operations for plan's weights on the managed route's destinations: the stable's weight and the
     canary's entry (a copy of the stable's with the canary subset, added while it gets traffic, removed at 0
     and kept aside). A lone stable without a weight is left without one (Istio gives it everything)."""
@@ -417,8 +538,9 @@ def weight_ops(entries: list[Any], base: str, s: _Setup, plan: RoutePlan,
     return ops, removed
 
 
-def version_ops(entries: list[Any], base: str, s: _Setup, plan: RoutePlan,
-                added: list[str]) -> list[dict[str, Any]]:  # fmt: skip
+def version_ops(
+    entries: list[Any], base: str, s: _Setup, plan: RoutePlan, added: list[str]
+) -> list[dict[str, Any]]:
     """Per-version: patch operations putting the managed route's destinations of the versions' subsets at
     plan's weights: the stable's and (while it gets traffic) the canary's, added as a copy of the user's entry
     with the version's subset when missing; the destinations of other versions removed (weight 0 by now). A
@@ -431,17 +553,30 @@ def version_ops(entries: list[Any], base: str, s: _Setup, plan: RoutePlan,
         raise ConfigError(f"{s.where}: {base} routes to none of the subsets {', '.join(sorted(versions))}")
     wanted = {s.stable: plan.stable, **({s.canary: plan.canary} if s.canary and plan.canary else {})}
     at = {str(entries[i]["destination"]["subset"]): i for i in reversed(mine)}  # the first entry per subset
-    gone = [i for i in mine if entries[i]["destination"]["subset"] not in wanted or at[entries[i]["destination"]
-                                                                                        ["subset"]] != i]
+    gone = [
+        i
+        for i in mine
+        if entries[i]["destination"]["subset"] not in wanted or at[entries[i]["destination"]["subset"]] != i
+    ]
     alone = len(entries) - len(gone) == 1 and len(wanted) == 1 and s.stable in at
     ops: list[dict[str, Any]] = []
     for subset, weight in wanted.items():
         i = at.get(subset)
-        if i is not None and entries[i].get("weight") != weight and not (alone and "weight" not in entries[i]):
+        if (
+            i is not None
+            and entries[i].get("weight") != weight
+            and not (alone and "weight" not in entries[i])
+        ):
             ops.append({"op": "add", "path": f"{base}/{i}/weight", "value": weight})
     for i in sorted(gone, reverse=True):  # from the end, so each index still names the entry tested
-        ops += [{"op": "test", "path": f"{base}/{i}/destination/subset", "value": entries[i]["destination"]["subset"]},
-                {"op": "remove", "path": f"{base}/{i}"}]
+        ops += [
+            {
+                "op": "test",
+                "path": f"{base}/{i}/destination/subset",
+                "value": entries[i]["destination"]["subset"],
+            },
+            {"op": "remove", "path": f"{base}/{i}"},
+        ]
     template = entries[at[s.stable] if s.stable in at else mine[0]]
     for subset, weight in wanted.items():
         if subset not in at:
@@ -457,7 +592,9 @@ def _canary_copy(stable: Mapping[str, Any], s: _Setup) -> dict[str, Any]:
     return entry
 
 
-def match_route(managed: Mapping[str, Any], plan: RoutePlan, s: _Setup, kept: Mapping[str, Any] | None) -> dict[str, Any]:
+def match_route(
+    managed: Mapping[str, Any], plan: RoutePlan, s: _Setup, kept: Mapping[str, Any] | None
+) -> dict[str, Any]:
     """graylane's A/B route: the managed route's own conditions AND the plan's rules, its other settings
     (retries, timeout, headers...) and the canary alone."""
     rules: list[dict[str, Any]] = []
@@ -475,8 +612,11 @@ def match_route(managed: Mapping[str, Any], plan: RoutePlan, s: _Setup, kept: Ma
                 matches.append(merged)
     stable = next((d for d in managed.get("route") or [] if _dest_of(d, s, s.stable)), None)
     canary = dict(kept) if kept else (_canary_copy(stable, s) if stable else _destination(s, s.canary, 100))
-    route = {k: copy.deepcopy(v) for k, v in managed.items() if k not in ("name", "match", "route", "mirror",
-                                                                          "mirrorPercentage", "mirrors")}
+    route = {
+        k: copy.deepcopy(v)
+        for k, v in managed.items()
+        if k not in ("name", "match", "route", "mirror", "mirrorPercentage", "mirrors")
+    }
     return {"name": MATCH_ROUTE, "match": matches, "route": [{**canary, "weight": 100}], **route}
 
 
@@ -505,19 +645,30 @@ class IstioRouter:
         """(VirtualService, DestinationRule), created with all traffic on stable if missing."""
         dr = self.rules.get(s.namespace, s.destination_rule)
         if dr is None and not s.create:
-            raise MissingObject(f"{s.where}: DestinationRule {s.namespace}/{s.destination_rule} does not exist: graylane "
-                           "routes on the user's subsets; create it, or set router option create: true")
+            raise MissingObject(
+                f"{s.where}: DestinationRule {s.namespace}/{s.destination_rule} does not exist: graylane "
+                "routes on the user's subsets; create it, or set router option create: true"
+            )
         if dr is None and s.per_version:
             subsets = [{"name": name, "labels": labels} for name, labels in s.kept]
-            dr = self.rules.create(s.namespace, s.destination_rule, {"host": s.host, "subsets": subsets},
-                                   annotations={SUBSETS_ANNOTATION: ",".join(name for name, _ in s.kept)})
+            dr = self.rules.create(
+                s.namespace,
+                s.destination_rule,
+                {"host": s.host, "subsets": subsets},
+                annotations={SUBSETS_ANNOTATION: ",".join(name for name, _ in s.kept)},
+            )
         elif dr is None:
-            subsets = [{"name": s.stable, "labels": s.stable_labels}, {"name": s.canary, "labels": s.canary_labels}]
+            subsets = [
+                {"name": s.stable, "labels": s.stable_labels},
+                {"name": s.canary, "labels": s.canary_labels},
+            ]
             dr = self.rules.create(s.namespace, s.destination_rule, {"host": s.host, "subsets": subsets})
         vs = self.services.get(s.namespace, s.virtual_service)
         if vs is None and not s.create:
-            raise MissingObject(f"{s.where}: VirtualService {s.namespace}/{s.virtual_service} does not exist: graylane "
-                           "routes on the user's object; create it, or set router option create: true")
+            raise MissingObject(
+                f"{s.where}: VirtualService {s.namespace}/{s.virtual_service} does not exist: graylane "
+                "routes on the user's object; create it, or set router option create: true"
+            )
         if vs is None:
             spec: dict[str, Any] = {"hosts": [s.host], "http": _http(s, STABLE_ONLY)}
             if s.gateways:
@@ -535,14 +686,18 @@ class IstioRouter:
             if adding := _subset_ops(dr, s, add=True):
                 dr = self.rules.patch(dr, adding, "add subsets")
             kept, removed = None, None
-            ops = version_ops(http[m].get("route") or [], f"/spec/http/{m}/route", s, plan, _owned_subsets(dr))
+            ops = version_ops(
+                http[m].get("route") or [], f"/spec/http/{m}/route", s, plan, _owned_subsets(dr)
+            )
         else:
             kept = _note(vs, CANARY_DESTINATION)
             ops, removed = weight_ops(http[m].get("route") or [], f"/spec/http/{m}/route", s, plan, kept)
         wanted = match_route(http[m], plan, s, kept if removed is None else removed) if plan.match else None
         a = next((i for i, r in enumerate(http) if r.get("name") == MATCH_ROUTE), None)
         if wanted is not None and a is None:
-            ops.append({"op": "add", "path": f"/spec/http/{m}", "value": wanted})  # just before the managed route
+            ops.append(
+                {"op": "add", "path": f"/spec/http/{m}", "value": wanted}
+            )  # just before the managed route
         elif wanted is not None and a is not None and http[a] != wanted:
             ops.append({"op": "replace", "path": f"/spec/http/{a}", "value": wanted})
         elif wanted is None and a is not None:
@@ -571,7 +726,9 @@ class IstioRouter:
         outlierDetection is kept and said, never overwritten."""
         s = _setup(target)
         if protection.rate_limit is not None:
-            raise ConfigError(f"{s.where}: rate limiting is not supported by router istio (it needs an EnvoyFilter)")
+            raise ConfigError(
+                f"{s.where}: rate limiting is not supported by router istio (it needs an EnvoyFilter)"
+            )
         _, dr = self._ensure(s)
         live = dr["spec"].get("trafficPolicy")
         policy = dict(live or {})
@@ -579,8 +736,10 @@ class IstioRouter:
         keys = ("outlierDetection",) + (("connectionPool",) if s.connection_pool is not None else ())
         if protection.circuit_breaker is not None:
             if not ours and "outlierDetection" in policy:
-                return (f"DestinationRule {s.namespace}/{s.destination_rule} already has the user's outlierDetection: "
-                        "kept it, graylane's circuit breaker is not written over it",)
+                return (
+                    f"DestinationRule {s.namespace}/{s.destination_rule} already has the user's outlierDetection: "
+                    "kept it, graylane's circuit breaker is not written over it",
+                )
             expression = protection.circuit_breaker.expression
             try:
                 wanted: dict[str, Any] = {"outlierDetection": _outlier_detection(expression)}
@@ -617,14 +776,20 @@ class IstioRouter:
         if s.per_version:  # the user's routes to a version that is not the stable one
             http = vs["spec"].get("http") or []
             m, others = managed_index(http, s), [name for name, _ in s.kept if name != s.stable]
-            return tuple(f"VirtualService {s.namespace}/{s.virtual_service} spec.http[{i}]"
-                         + (f" ({r['name']})" if r.get("name") else "")
-                         + f" still sends traffic to subset {x}, not the stable version's ({s.stable}): it is the "
-                         "user's route, graylane left it as it is"
-                         for i, r in enumerate(http) if i != m and r.get("name") != MATCH_ROUTE
-                         for x in others if any(_dest_of(d, s, x) for d in r.get("route") or []))
-        return tuple(f"VirtualService {s.namespace}/{s.virtual_service} spec.http[{i}]"
-                     + (f" ({r['name']})" if r.get("name") else "")
-                     + f" still sends traffic to subset {s.canary}: it is the user's route, graylane left it as it is"
-                     for i, r in enumerate(vs["spec"].get("http") or [])
-                     if r.get("name") != MATCH_ROUTE and any(_dest_of(d, s, s.canary) for d in r.get("route") or []))
+            return tuple(
+                f"VirtualService {s.namespace}/{s.virtual_service} spec.http[{i}]"
+                + (f" ({r['name']})" if r.get("name") else "")
+                + f" still sends traffic to subset {x}, not the stable version's ({s.stable}): it is the "
+                "user's route, graylane left it as it is"
+                for i, r in enumerate(http)
+                if i != m and r.get("name") != MATCH_ROUTE
+                for x in others
+                if any(_dest_of(d, s, x) for d in r.get("route") or [])
+            )
+        return tuple(
+            f"VirtualService {s.namespace}/{s.virtual_service} spec.http[{i}]"
+            + (f" ({r['name']})" if r.get("name") else "")
+            + f" still sends traffic to subset {s.canary}: it is the user's route, graylane left it as it is"
+            for i, r in enumerate(vs["spec"].get("http") or [])
+            if r.get("name") != MATCH_ROUTE and any(_dest_of(d, s, s.canary) for d in r.get("route") or [])
+        )

@@ -49,16 +49,28 @@ OPTIONS = (
     Option("port", "integer", "the Services' port", "80"),
     Option("canaryIngress", "name", "the canary Ingress graylane creates", "<stableIngress>-canary"),
     Option("ingressClass", "text", "the ingressClassName of an Ingress graylane creates"),
-    Option("create", "boolean", "create the stable Ingress when it does not exist (the canary Ingress is always "
-           "graylane's)", "false"),
+    Option(
+        "create",
+        "boolean",
+        "create the stable Ingress when it does not exist (the canary Ingress is always graylane's)",
+        "false",
+    ),
 )
 CAPABILITIES = (MATCHING - {"source-ip"}) | {"weights", "rate-limit"}  # one canary header and cookie rule
-METRICS = RouterMetrics("nginx_ingress_controller_requests", ("namespace", "service"), "status", "5..",
-                        "nginx_ingress_controller_request_duration_seconds_bucket")
+METRICS = RouterMetrics(
+    "nginx_ingress_controller_requests",
+    ("namespace", "service"),
+    "status",
+    "5..",
+    "nginx_ingress_controller_request_duration_seconds_bucket",
+)
 OWNS = (
     Owned("Ingress", "<canaryIngress> (whole object)", "the canary Ingress graylane creates"),
-    Owned("Ingress", "/metadata/annotations/nginx.ingress.kubernetes.io~1limit-{rps,rpm,burst-multiplier}",
-          "the rate limit on the stable Ingress (while graylane.dev/protection says it is graylane's)"),
+    Owned(
+        "Ingress",
+        "/metadata/annotations/nginx.ingress.kubernetes.io~1limit-{rps,rpm,burst-multiplier}",
+        "the rate limit on the stable Ingress (while graylane.dev/protection says it is graylane's)",
+    ),
     Owned("Ingress", "/metadata/annotations/graylane.dev~1protection", "marks the limit as graylane's"),
 )
 _HEADER_RULES = ("header", "header-regex", "user-id-digit", "user-hash")  # all become one canary-by-header
@@ -73,18 +85,38 @@ def check(options: Mapping[str, Any], needs: list[Need]) -> list[Problem]:
     first: dict[tuple[str, str], str] = {}
     for path, feature, node in needs:
         if feature == "cookie" and (not isinstance(node, Mapping) or node.get("value") != "always"):
-            problems.append((path, f"{WHAT[feature]} with router nginx needs value: always (canary-by-cookie "
-                                   "routes a cookie set to 'always')"))
-        if feature == "rate-limit" and isinstance(node, Mapping) and parse_duration(node.get("period", 1)) not in (
-                None, 1.0, 60.0):
-            problems.append((path, f"{WHAT[feature]} with router nginx needs period 1s or 1m (limit-rps / limit-rpm)"))
-        group = ("header, userIdDigit or userHash rule" if feature in _HEADER_RULES else
-                 "cookie rule" if feature == "cookie" else "")
+            problems.append(
+                (
+                    path,
+                    f"{WHAT[feature]} with router nginx needs value: always (canary-by-cookie "
+                    "routes a cookie set to 'always')",
+                )
+            )
+        if (
+            feature == "rate-limit"
+            and isinstance(node, Mapping)
+            and parse_duration(node.get("period", 1)) not in (None, 1.0, 60.0)
+        ):
+            problems.append(
+                (path, f"{WHAT[feature]} with router nginx needs period 1s or 1m (limit-rps / limit-rpm)")
+            )
+        group = (
+            "header, userIdDigit or userHash rule"
+            if feature in _HEADER_RULES
+            else "cookie rule"
+            if feature == "cookie"
+            else ""
+        )
         if group and ".abtest.match[" in path:
             key = (stage_of(path), group)
             if key in first:
-                problems.append((path, f"is not supported by router nginx: at most one {group} per stage "
-                                       f"({first[key]} is one)"))
+                problems.append(
+                    (
+                        path,
+                        f"is not supported by router nginx: at most one {group} per stage "
+                        f"({first[key]} is one)",
+                    )
+                )
             else:
                 first[key] = path.rsplit(".", 1)[-1]
     return problems
@@ -98,9 +130,11 @@ def versions(policy: Policy) -> Versions:
     opts, e = policy.router.options, re.escape
     stable = text_option(opts, "stableService", policy.stable_workload)
     canary = text_option(opts, "canaryService", policy.canary_workload)
-    return Versions(stable=(("namespace", e(policy.namespace)), ("service", e(stable))),
-                    canary=(("namespace", e(policy.namespace)), ("service", e(canary))),
-                    names={"stable": stable, "canary": canary})
+    return Versions(
+        stable=(("namespace", e(policy.namespace)), ("service", e(stable))),
+        canary=(("namespace", e(policy.namespace)), ("service", e(canary))),
+        names={"stable": stable, "canary": canary},
+    )
 
 
 def build(settings: Any, cluster: Cluster, options: Mapping[str, Any] = {}) -> NginxRouter:
@@ -110,11 +144,18 @@ def build(settings: Any, cluster: Cluster, options: Mapping[str, Any] = {}) -> N
 INGRESS = Kind("networking.k8s.io", "v1", "ingresses", "Ingress")
 PREFIX = "nginx.ingress.kubernetes.io/"
 CANARY, WEIGHT = PREFIX + "canary", PREFIX + "canary-weight"
-BY_HEADER, HEADER_VALUE, HEADER_PATTERN = (PREFIX + "canary-by-header", PREFIX + "canary-by-header-value",
-                                           PREFIX + "canary-by-header-pattern")
+BY_HEADER, HEADER_VALUE, HEADER_PATTERN = (
+    PREFIX + "canary-by-header",
+    PREFIX + "canary-by-header-value",
+    PREFIX + "canary-by-header-pattern",
+)
 BY_COOKIE = PREFIX + "canary-by-cookie"
 RULE_KEYS = (BY_HEADER, HEADER_VALUE, HEADER_PATTERN, BY_COOKIE)
-LIMIT_RPS, LIMIT_RPM, LIMIT_BURST = PREFIX + "limit-rps", PREFIX + "limit-rpm", PREFIX + "limit-burst-multiplier"
+LIMIT_RPS, LIMIT_RPM, LIMIT_BURST = (
+    PREFIX + "limit-rps",
+    PREFIX + "limit-rpm",
+    PREFIX + "limit-burst-multiplier",
+)
 
 
 @value
@@ -138,7 +179,8 @@ def _setup(target: RouteTarget) -> _Setup:
     opts, where = target.options, f"nginx router for {target.namespace}/{target.app}"
     stable_ingress = option(opts, "stableIngress", target.app, str, where)
     return _Setup(
-        namespace=target.namespace, stable_ingress=stable_ingress,
+        namespace=target.namespace,
+        stable_ingress=stable_ingress,
         canary_ingress=option(opts, "canaryIngress", f"{stable_ingress}-canary", str, where),
         stable=option(opts, "stableService", target.stable, str, where),
         canary=option(opts, "canaryService", target.canary, str, where),
@@ -167,7 +209,9 @@ def _canary_spec(stable_spec: dict[str, Any], s: _Setup) -> dict[str, Any]:
     """The stable Ingress's spec with every backend on the stable Service moved to the canary Service."""
     spec = copy.deepcopy(stable_spec)
     spec.pop("tls", None)  # ingress-nginx takes TLS from the main Ingress
-    backends = [p.get("backend", {}) for r in spec.get("rules", []) for p in r.get("http", {}).get("paths", [])]
+    backends = [
+        p.get("backend", {}) for r in spec.get("rules", []) for p in r.get("http", {}).get("paths", [])
+    ]
     for backend in [*backends, spec.get("defaultBackend") or {}]:
         if backend.get("service", {}).get("name") == s.stable:
             backend["service"]["name"] = s.canary
@@ -195,11 +239,16 @@ def _rate_limit(protection: Protection, s: _Setup) -> dict[str, str | None]:
     if rl is None:
         return {LIMIT_RPS: None, LIMIT_RPM: None, LIMIT_BURST: None}
     if rl.period not in (1.0, 60.0):
-        raise ConfigError(f"{s.where}: a rate limit period of {rl.period:g}s cannot be written; "
-                          "ingress-nginx limits per second (1s) or per minute (60s)")
+        raise ConfigError(
+            f"{s.where}: a rate limit period of {rl.period:g}s cannot be written; "
+            "ingress-nginx limits per second (1s) or per minute (60s)"
+        )
     per_second = rl.period == 1.0
-    return {LIMIT_RPS: str(rl.average) if per_second else None, LIMIT_RPM: None if per_second else str(rl.average),
-            LIMIT_BURST: str(max(1, math.ceil(rl.burst / rl.average)))}
+    return {
+        LIMIT_RPS: str(rl.average) if per_second else None,
+        LIMIT_RPM: None if per_second else str(rl.average),
+        LIMIT_BURST: str(max(1, math.ceil(rl.burst / rl.average))),
+    }
 
 
 def _ours(obj: Mapping[str, Any]) -> bool:
@@ -222,18 +271,26 @@ class NginxRouter:
         """(stable Ingress, canary Ingress), created with all traffic on stable if missing."""
         stable = self.ingresses.get(s.namespace, s.stable_ingress)
         if stable is None and not s.create:
-            raise MissingObject(f"{s.where}: Ingress {s.namespace}/{s.stable_ingress} does not exist: graylane routes on "
-                           "the user's Ingress; create it, or set router option create: true")
+            raise MissingObject(
+                f"{s.where}: Ingress {s.namespace}/{s.stable_ingress} does not exist: graylane routes on "
+                "the user's Ingress; create it, or set router option create: true"
+            )
         if stable is None:
             stable = self.ingresses.create(s.namespace, s.stable_ingress, _stable_spec(s))
         canary = self.ingresses.get(s.namespace, s.canary_ingress)
         if canary is not None and not _ours(canary):
-            raise ConfigError(f"{s.where}: Ingress {s.namespace}/{s.canary_ingress} exists and is not graylane's (no "
-                              "label app.kubernetes.io/managed-by: graylane): set router option canaryIngress to a "
-                              "name graylane may create")
+            raise ConfigError(
+                f"{s.where}: Ingress {s.namespace}/{s.canary_ingress} exists and is not graylane's (no "
+                "label app.kubernetes.io/managed-by: graylane): set router option canaryIngress to a "
+                "name graylane may create"
+            )
         if canary is None:
-            canary = self.ingresses.create(s.namespace, s.canary_ingress, _canary_spec(stable["spec"], s),
-                                           annotations={CANARY: "true", WEIGHT: "0"})
+            canary = self.ingresses.create(
+                s.namespace,
+                s.canary_ingress,
+                _canary_spec(stable["spec"], s),
+                annotations={CANARY: "true", WEIGHT: "0"},
+            )
         return stable, canary
 
     def set_routes(self, target: RouteTarget, plan: RoutePlan) -> None:
@@ -253,8 +310,9 @@ class NginxRouter:
         except ValueError:
             weight = -1  # not a number: reported as drift below
         live = {k: notes.get(k) for k in RULE_KEYS}
-        return live_plan(decode_plan(canary), 100 - weight, weight, live, lambda plan: _rule_annotations(plan, s),
-                         s.where)
+        return live_plan(
+            decode_plan(canary), 100 - weight, weight, live, lambda plan: _rule_annotations(plan, s), s.where
+        )
 
     def set_protection(self, target: RouteTarget, protection: Protection) -> tuple[str, ...]:
         """The limit annotations on the stable Ingress; a limit the user set there is kept and said."""
@@ -266,14 +324,19 @@ class NginxRouter:
         ours = notes.get(PROTECTION_ANNOTATION) == "rate-limit"
         users = [k for k in (LIMIT_RPS, LIMIT_RPM) if k in notes and not ours]
         if users:
-            return (f"Ingress {s.namespace}/{s.stable_ingress} already has the user's {', '.join(users)}: kept it, "
-                    "graylane's rate limit is not written over it",)
+            return (
+                f"Ingress {s.namespace}/{s.stable_ingress} already has the user's {', '.join(users)}: kept it, "
+                "graylane's rate limit is not written over it",
+            )
         wanted = _rate_limit(protection, s)
         on = protection.rate_limit is not None
         if not on and not ours:
             return ()
-        self.ingresses.write(stable, annotation_ops(stable, {**wanted, PROTECTION_ANNOTATION: "rate-limit" if on
-                                                             else None}), "set protection")
+        self.ingresses.write(
+            stable,
+            annotation_ops(stable, {**wanted, PROTECTION_ANNOTATION: "rate-limit" if on else None}),
+            "set protection",
+        )
         return ()
 
     def finalize(self, target: RouteTarget) -> tuple[str, ...]:
@@ -287,9 +350,14 @@ class NginxRouter:
         for ing in self.ingresses.list(s.namespace):
             if ing["metadata"]["name"] == s.canary_ingress and _ours(ing):
                 continue
-            backends = [p.get("backend", {}) for r in ing.get("spec", {}).get("rules") or []
-                        for p in (r.get("http") or {}).get("paths") or []]
+            backends = [
+                p.get("backend", {})
+                for r in ing.get("spec", {}).get("rules") or []
+                for p in (r.get("http") or {}).get("paths") or []
+            ]
             if any((b.get("service") or {}).get("name") == s.canary for b in backends):
-                said.append(f"Ingress {s.namespace}/{ing['metadata']['name']} still sends traffic to Service "
-                            f"{s.canary}: it is the user's, graylane left it as it is")
+                said.append(
+                    f"Ingress {s.namespace}/{ing['metadata']['name']} still sends traffic to Service "
+                    f"{s.canary}: it is the user's, graylane left it as it is"
+                )
         return tuple(said)

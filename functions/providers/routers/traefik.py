@@ -74,36 +74,81 @@ from functions.providers.routers.base import Cluster, RouteTarget
 NAME = "traefik"
 GROUPS = ("traefik.io", "traefik.containo.us")
 OPTIONS = (
-    Option("ingressRoute", "name", "the IngressRoute whose route graylane weighs (and where A/B routes and "
-           "protection go)"),
-    Option("traefikService", "name", "a weighted TraefikService holding the weights instead (with "
-           "ingressRoute: the route's backend)"),
+    Option(
+        "ingressRoute",
+        "name",
+        "the IngressRoute whose route graylane weighs (and where A/B routes and protection go)",
+    ),
+    Option(
+        "traefikService",
+        "name",
+        "a weighted TraefikService holding the weights instead (with ingressRoute: the route's backend)",
+    ),
     Option("host", "text", "the host of the default route graylane writes: Host(`<host>`)", "every path"),
     Option("entryPoints", "names", "entry points of an IngressRoute graylane creates"),
     Option("stableService", "name", "the stable's Service", "workload.name"),
     Option("canaryService", "name", "the canary's Service", "workload.canary"),
     Option("port", "port", "the Services' port", "80"),
-    Option("group", "choice", "the IngressRoute API group (traefik.containo.us: Traefik v2)", "traefik.io",
-           choices=GROUPS),
-    Option("ruleSyntax", "choice", "Traefik's rule syntax", "v3 on traefik.io, v2 on traefik.containo.us",
-           choices=("v2", "v3")),
-    Option("route", "text", "the match of the route graylane weighs (when several route to the stable Service)",
-           "the one route naming stableService"),
+    Option(
+        "group",
+        "choice",
+        "the IngressRoute API group (traefik.containo.us: Traefik v2)",
+        "traefik.io",
+        choices=GROUPS,
+    ),
+    Option(
+        "ruleSyntax",
+        "choice",
+        "Traefik's rule syntax",
+        "v3 on traefik.io, v2 on traefik.containo.us",
+        choices=("v2", "v3"),
+    ),
+    Option(
+        "route",
+        "text",
+        "the match of the route graylane weighs (when several route to the stable Service)",
+        "the one route naming stableService",
+    ),
     Option("create", "boolean", "create the IngressRoute / TraefikService when it does not exist", "false"),
-    Option("userProtection", "choice", "what to do with a rate limiter or circuit breaker of the user's on the "
-           "route: keep it (graylane's is not chained after it) or wrap (both)", "keep", choices=("keep", "wrap")),
+    Option(
+        "userProtection",
+        "choice",
+        "what to do with a rate limiter or circuit breaker of the user's on the "
+        "route: keep it (graylane's is not chained after it) or wrap (both)",
+        "keep",
+        choices=("keep", "wrap"),
+    ),
 )
 CAPABILITIES = frozenset(FEATURES)
 # service="<namespace>-<service>-<port>@kubernetescrd" (IngressRoute / TraefikService backends), or
 # "<namespace>-<service>-http-<port>@kubernetesgateway" (HTTPRoute backends of Traefik's Gateway provider)
-METRICS = RouterMetrics("traefik_service_requests_total", ("service",), "code", "5..",
-                        "traefik_service_request_duration_seconds_bucket")
+METRICS = RouterMetrics(
+    "traefik_service_requests_total",
+    ("service",),
+    "code",
+    "5..",
+    "traefik_service_request_duration_seconds_bucket",
+)
 OWNS = (
     Owned("IngressRoute", "/spec/routes/{managed}/services/{stable}/weight", "the stable's weight"),
-    Owned("IngressRoute", "/spec/routes/{managed}/services/{canary}", "the canary's entry (added, weighed, removed)"),
-    Owned("IngressRoute", "/spec/routes/{match}", "the A/B route graylane adds (annotation graylane.dev/match-route)"),
-    Owned("IngressRoute", "/spec/routes/{managed,match}/middlewares/{graylane}", "references to its Middlewares"),
-    Owned("IngressRoute", "/metadata/annotations/graylane.dev~1*", "the plan, the A/B route, the user's canary entry"),
+    Owned(
+        "IngressRoute",
+        "/spec/routes/{managed}/services/{canary}",
+        "the canary's entry (added, weighed, removed)",
+    ),
+    Owned(
+        "IngressRoute",
+        "/spec/routes/{match}",
+        "the A/B route graylane adds (annotation graylane.dev/match-route)",
+    ),
+    Owned(
+        "IngressRoute", "/spec/routes/{managed,match}/middlewares/{graylane}", "references to its Middlewares"
+    ),
+    Owned(
+        "IngressRoute",
+        "/metadata/annotations/graylane.dev~1*",
+        "the plan, the A/B route, the user's canary entry",
+    ),
     Owned("TraefikService", "/spec/weighted/services/{stable,canary}", "the weights (option traefikService)"),
     Owned("Middleware", "<ingressRoute>-rate-limit, <ingressRoute>-circuit-breaker", "created by graylane"),
 )
@@ -141,7 +186,9 @@ def _setup(target: RouteTarget, discovered: str = "") -> _Setup:
         raise ConfigError(f"{where}: router option group is {group!r}; expected one of {', '.join(GROUPS)}")
     syntax = opts.get("ruleSyntax", "v3" if group == "traefik.io" else "v2")
     if syntax not in ("v2", "v3") or (group == "traefik.containo.us" and syntax == "v3"):
-        raise ConfigError(f"{where}: router option ruleSyntax is {syntax!r}; expected v2 or v3 (v3 needs traefik.io)")
+        raise ConfigError(
+            f"{where}: router option ruleSyntax is {syntax!r}; expected v2 or v3 (v3 needs traefik.io)"
+        )
     ingress_route = option(opts, "ingressRoute", "", str, where) if "ingressRoute" in opts else ""
     traefik_service = option(opts, "traefikService", "", str, where) if "traefikService" in opts else ""
     if not ingress_route and not traefik_service:
@@ -150,14 +197,20 @@ def _setup(target: RouteTarget, discovered: str = "") -> _Setup:
     if not isinstance(entry_points, list) or not all(isinstance(e, str) and e for e in entry_points):
         raise ConfigError(f"{where}: router option entryPoints is {entry_points!r}; expected a list of names")
     return _Setup(
-        namespace=target.namespace, ingress_route=ingress_route, traefik_service=traefik_service,
-        host=option(opts, "host", "", str, where) if "host" in opts else "", entry_points=tuple(entry_points),
+        namespace=target.namespace,
+        ingress_route=ingress_route,
+        traefik_service=traefik_service,
+        host=option(opts, "host", "", str, where) if "host" in opts else "",
+        entry_points=tuple(entry_points),
         stable=option(opts, "stableService", target.stable, str, where),
         canary=option(opts, "canaryService", target.canary, str, where),
-        port=option(opts, "port", 80, (int, str), where), group=group, syntax=syntax,
+        port=option(opts, "port", 80, (int, str), where),
+        group=group,
+        syntax=syntax,
         route=option(opts, "route", "", str, where) if "route" in opts else "",
         create=option(opts, "create", False, bool, where),
-        user_protection=opts.get("userProtection", "keep"), group_given="group" in opts,
+        user_protection=opts.get("userProtection", "keep"),
+        group_given="group" in opts,
     )
 
 
@@ -208,7 +261,9 @@ def _route(rule: str, services: list[dict[str, Any]], middlewares: list[Any], s:
 
 def _routes(s: _Setup, plan: RoutePlan, middlewares: list[Any]) -> list[dict[str, Any]]:
     default = default_rule(_quote(s.host, s)[1:-1]) if s.host else default_rule("")
-    backend = [{"kind": "TraefikService", "name": s.traefik_service}] if s.traefik_service else _weighted(s, plan)
+    backend = (
+        [{"kind": "TraefikService", "name": s.traefik_service}] if s.traefik_service else _weighted(s, plan)
+    )
     routes = []
     if plan.match:
         rules = " || ".join(_matcher(m, s) for m in plan.match)
@@ -233,7 +288,11 @@ def _protection_spec(key: str, p: Protection) -> dict[str, Any] | None:
 
 def _weights(services: list[dict[str, Any]], s: _Setup) -> tuple[int, int]:
     def weight(name: str) -> int:  # Traefik's default weight is 1
-        return sum(int(x.get("weight", 1)) for x in services if x.get("name") == name and x.get("kind") != "TraefikService")
+        return sum(
+            int(x.get("weight", 1))
+            for x in services
+            if x.get("name") == name and x.get("kind") != "TraefikService"
+        )
 
     return weight(s.stable), weight(s.canary)
 
@@ -243,11 +302,21 @@ def check(options: Mapping[str, Any], needs: list[Need]) -> list[Problem]:
     problems: list[Problem] = []
     for path, feature, _ in needs:
         if feature == "source-ip" and options.get("group") == "traefik.containo.us":
-            problems.append((path, f"{WHAT[feature]} is not supported by router traefik with group "
-                                   "traefik.containo.us; use group traefik.io"))
+            problems.append(
+                (
+                    path,
+                    f"{WHAT[feature]} is not supported by router traefik with group "
+                    "traefik.containo.us; use group traefik.io",
+                )
+            )
         elif feature != "weights" and not options.get("ingressRoute"):
-            problems.append((path, f"{WHAT[feature]} needs router option ingressRoute with router traefik (a "
-                                   "TraefikService alone only weighs)"))
+            problems.append(
+                (
+                    path,
+                    f"{WHAT[feature]} needs router option ingressRoute with router traefik (a "
+                    "TraefikService alone only weighs)",
+                )
+            )
     return problems
 
 
@@ -293,18 +362,25 @@ def versions(policy: Policy) -> Versions:
         found = [re.escape(service_label(ns, service, port_of(opts)))]
         route = text_option(opts, "ingressRoute", "")
         if is_stable and route:
-            found.append(re.escape(route_service_label(ns, route, default_rule(text_option(opts, "host", "")))))
+            found.append(
+                re.escape(route_service_label(ns, route, default_rule(text_option(opts, "host", ""))))
+            )
         return "|".join(found)
 
-    return Versions(stable=(("service", names(stable, True)),), canary=(("service", names(canary, False)),),
-                    names={"stable": stable, "canary": canary})
+    return Versions(
+        stable=(("service", names(stable, True)),),
+        canary=(("service", names(canary, False)),),
+        names={"stable": stable, "canary": canary},
+    )
 
 
 # --- ownership (pure): which route is the user's managed one, and the element-wise patches ------------------
 
 
 def _is_backend(entry: Any, name: str) -> bool:
-    return isinstance(entry, Mapping) and entry.get("name") == name and entry.get("kind", "Service") == "Service"
+    return (
+        isinstance(entry, Mapping) and entry.get("name") == name and entry.get("kind", "Service") == "Service"
+    )
 
 
 def _note(obj: Mapping[str, Any] | None, key: str) -> Any:
@@ -327,31 +403,55 @@ def managed_index(routes: list[dict[str, Any]], s: _Setup, name: str, ab_match: 
     if s.route:
         found = [i for i in candidates if routes[i].get("match") == s.route]
         if not found:
-            have = "; ".join(f"spec.routes[{i}].match {routes[i].get('match')!r}" for i in candidates) or "none"
-            raise ConfigError(f"{where} has no route whose match is {s.route!r} (router option route); it has {have}")
+            have = (
+                "; ".join(f"spec.routes[{i}].match {routes[i].get('match')!r}" for i in candidates) or "none"
+            )
+            raise ConfigError(
+                f"{where} has no route whose match is {s.route!r} (router option route); it has {have}"
+            )
         return found[0]
     if s.traefik_service:
-        found = [i for i in candidates if any(isinstance(e, Mapping) and e.get("kind") == "TraefikService" and
-                                              e.get("name") == s.traefik_service for e in routes[i].get("services") or [])]
+        found = [
+            i
+            for i in candidates
+            if any(
+                isinstance(e, Mapping)
+                and e.get("kind") == "TraefikService"
+                and e.get("name") == s.traefik_service
+                for e in routes[i].get("services") or []
+            )
+        ]
         backend = f"TraefikService {s.traefik_service}"
     else:
-        found = [i for i in candidates if any(_is_backend(e, s.stable) for e in routes[i].get("services") or [])]
+        found = [
+            i for i in candidates if any(_is_backend(e, s.stable) for e in routes[i].get("services") or [])
+        ]
         backend = f"Service {s.stable}"
-        weighed = [i for i in found if not any(_is_backend(e, s.stable) and e.get("weight") == 0
-                                                for e in routes[i].get("services") or [])]
+        weighed = [
+            i
+            for i in found
+            if not any(
+                _is_backend(e, s.stable) and e.get("weight") == 0 for e in routes[i].get("services") or []
+            )
+        ]
         found = weighed if len(found) > 1 and len(weighed) == 1 else found  # an A/B route gives the stable 0
     if len(found) == 1:
         return found[0]
     if not found:
-        raise ConfigError(f"{where}: no route sends traffic to {backend} (spec.routes[*].services); set router "
-                          "option stableService (or traefikService) to its backend, or route to its match")
+        raise ConfigError(
+            f"{where}: no route sends traffic to {backend} (spec.routes[*].services); set router "
+            "option stableService (or traefikService) to its backend, or route to its match"
+        )
     named = " and ".join(f"spec.routes[{i}] (match {routes[i].get('match')!r})" for i in found)
-    raise ConfigError(f"{where}: {named} all send traffic to {backend}; set router option route to the match of "
-                      "the one graylane weighs")
+    raise ConfigError(
+        f"{where}: {named} all send traffic to {backend}; set router option route to the match of "
+        "the one graylane weighs"
+    )
 
 
-def weight_ops(entries: list[Any], base: str, s: _Setup, plan: RoutePlan,
-               kept: Mapping[str, Any] | None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+def weight_ops(
+    entries: list[Any], base: str, s: _Setup, plan: RoutePlan, kept: Mapping[str, Any] | None
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """JSON patch operations putting plan's weights on a backend list (a route's services, a TraefikService's
     weighted services), touching only the stable's weight and the canary's entry; and the canary entry removed
     (without its weight), to be kept aside. The canary is listed only while it gets traffic (module docstring)."""
@@ -368,7 +468,11 @@ def weight_ops(entries: list[Any], base: str, s: _Setup, plan: RoutePlan,
         if entries[canary[0]].get("weight") != plan.canary:
             ops.append({"op": "add", "path": f"{base}/{canary[0]}/weight", "value": plan.canary})
     elif not alone:
-        entry = dict(kept) if kept else {**{k: v for k, v in entries[i_s].items() if k != "weight"}, "name": s.canary}
+        entry = (
+            dict(kept)
+            if kept
+            else {**{k: v for k, v in entries[i_s].items() if k != "weight"}, "name": s.canary}
+        )
         ops.append({"op": "add", "path": f"{base}/-", "value": {**entry, "weight": plan.canary}})
     elif canary:
         removed = {k: v for k, v in entries[canary[0]].items() if k != "weight"}
@@ -376,7 +480,9 @@ def weight_ops(entries: list[Any], base: str, s: _Setup, plan: RoutePlan,
     return ops, removed
 
 
-def ab_route(managed: Mapping[str, Any], plan: RoutePlan, s: _Setup, kept: Mapping[str, Any] | None) -> dict[str, Any]:
+def ab_route(
+    managed: Mapping[str, Any], plan: RoutePlan, s: _Setup, kept: Mapping[str, Any] | None
+) -> dict[str, Any]:
     """The A/B route graylane adds beside the managed route: its match narrowed by the plan's rules, in the
     managed route's syntax, with its middlewares and (when it has one) a priority above it and at least its
     rule's length (Traefik's default priority)."""
@@ -390,8 +496,11 @@ def ab_route(managed: Mapping[str, Any], plan: RoutePlan, s: _Setup, kept: Mappi
         base = {k: v for k, v in stable.items() if k != "weight"}
         canary_entry = {**(dict(kept) if kept else {**base, "name": s.canary}), "weight": 100}
         stable_entry = {**base, "weight": 0}
-    route: dict[str, Any] = {"kind": managed.get("kind", "Rule"), "match": f"{managed.get('match')} && ({rules})",
-                             "services": [canary_entry, stable_entry]}  # weighted: see the module docstring
+    route: dict[str, Any] = {
+        "kind": managed.get("kind", "Rule"),
+        "match": f"{managed.get('match')} && ({rules})",
+        "services": [canary_entry, stable_entry],
+    }  # weighted: see the module docstring
     if isinstance(managed.get("priority"), int) and not isinstance(managed.get("priority"), bool):
         # above the managed route, and never below the rule-length priority Traefik gives routes that set
         # none: a user's own route for the same header (seed 000's k8s-flask-abtest) would take the A/B
@@ -430,7 +539,9 @@ class TraefikRouter:
     def __init__(self, api_client: Any) -> None:
         self.api_client = api_client
         self._objects: dict[tuple[str, str], Objects] = {}
-        self._groups: dict[tuple[str, str], str] = {}  # (namespace, object) -> the group its live object is in
+        self._groups: dict[
+            tuple[str, str], str
+        ] = {}  # (namespace, object) -> the group its live object is in
 
     def _kind(self, group: str, plural: str, kind: str) -> Objects:
         key = (group, plural)
@@ -453,17 +564,26 @@ class TraefikRouter:
         if "group" in target.options:
             return _setup(target)
         s = _setup(target)
-        plural, kind, name = (("ingressroutes", "IngressRoute", s.ingress_route) if s.ingress_route else
-                              ("traefikservices", "TraefikService", s.traefik_service))
+        plural, kind, name = (
+            ("ingressroutes", "IngressRoute", s.ingress_route)
+            if s.ingress_route
+            else ("traefikservices", "TraefikService", s.traefik_service)
+        )
         key = (s.namespace, name)
         if key not in self._groups:
             found = [g for g in GROUPS if self._kind(g, plural, kind).get(s.namespace, name) is not None]
             if not found:
-                served = [g for g in GROUPS if self._kind(g, "ingressroutes", "IngressRoute").served(s.namespace)]
+                served = [
+                    g for g in GROUPS if self._kind(g, "ingressroutes", "IngressRoute").served(s.namespace)
+                ]
                 if not served:
-                    raise MissingObject(f"{s.where}: this cluster serves neither {' nor '.join(GROUPS)} {kind}s "
-                                   "(are Traefik's CRDs installed?)")
-                return _setup(target, served[0])  # nothing to remember yet: create makes it, or MissingObject says
+                    raise MissingObject(
+                        f"{s.where}: this cluster serves neither {' nor '.join(GROUPS)} {kind}s "
+                        "(are Traefik's CRDs installed?)"
+                    )
+                return _setup(
+                    target, served[0]
+                )  # nothing to remember yet: create makes it, or MissingObject says
             self._groups[key] = found[0]
         return _setup(target, self._groups[key])
 
@@ -479,11 +599,16 @@ class TraefikRouter:
             elsewhere = self._kind(other, plural, kind).get(s.namespace, name)
         except Exception:  # that group's CRDs not served, or not readable: nothing more to say
             elsewhere = None
-        hint = (f"; {s.namespace}/{name} exists in group {other}: set router option group: {other}"
-                if elsewhere is not None else "")  # fmt: skip
-        return MissingObject(f"{s.where}: {kind} {s.namespace}/{name} (group {s.group}) does not exist{hint}; "
-                             "graylane drives the user's object and does not create one next to it unless router "
-                             "option create is true")  # fmt: skip
+        hint = (
+            f"; {s.namespace}/{name} exists in group {other}: set router option group: {other}"
+            if elsewhere is not None
+            else ""
+        )
+        return MissingObject(
+            f"{s.where}: {kind} {s.namespace}/{name} (group {s.group}) does not exist{hint}; "
+            "graylane drives the user's object and does not create one next to it unless router "
+            "option create is true"
+        )
 
     def _ensure(self, s: _Setup) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         """(IngressRoute, TraefikService) as configured; created all on stable with option create, else MissingObject."""
@@ -493,8 +618,9 @@ class TraefikRouter:
             if ts is None and not s.create:
                 raise self._missing(s, "TraefikService", s.traefik_service)
             if ts is None:
-                ts = self._services_api(s).create(s.namespace, s.traefik_service,
-                                                  {"weighted": {"services": _weighted(s, STABLE_ONLY)}})
+                ts = self._services_api(s).create(
+                    s.namespace, s.traefik_service, {"weighted": {"services": _weighted(s, STABLE_ONLY)}}
+                )
         if s.ingress_route:
             ir = self._routes_api(s).get(s.namespace, s.ingress_route)
             if ir is None and not s.create:
@@ -508,23 +634,32 @@ class TraefikRouter:
 
     def set_routes(self, target: RouteTarget, plan: RoutePlan) -> None:
         s = self._setup(target)
-        legacy = {"source-ip": "router traefik with group traefik.containo.us"} if s.group != "traefik.io" else {}
+        legacy = (
+            {"source-ip": "router traefik with group traefik.containo.us"} if s.group != "traefik.io" else {}
+        )
         check_plan(plan, self.provider, CAPABILITIES, s.where, legacy)
         if plan.match and not s.ingress_route:
-            raise ConfigError(f"{s.where}: A/B rules need router option ingressRoute (a TraefikService only weighs)")
+            raise ConfigError(
+                f"{s.where}: A/B rules need router option ingressRoute (a TraefikService only weighs)"
+            )
         ir, ts = self._ensure(s)
         if ts is not None:
             kept = _note(ts, CANARY_BACKEND)
             entries = (ts["spec"].get("weighted") or {}).get("services") or []
             ops, removed = weight_ops(entries, "/spec/weighted/services", s, plan, kept)
             notes = self._kept_notes(ts, kept, removed, plan)
-            self._services_api(s).write(ts, ops + annotation_ops(ts, {**notes, **(plan_note(plan) if ir is None
-                                                                                    else {})}), "set routes")
+            self._services_api(s).write(
+                ts,
+                ops + annotation_ops(ts, {**notes, **(plan_note(plan) if ir is None else {})}),
+                "set routes",
+            )
         if ir is not None:
             self._routes_api(s).write(ir, self._route_ops(s, ir, plan), "set routes")
 
     @staticmethod
-    def _kept_notes(obj: Mapping[str, Any], kept: Any, removed: Any, plan: RoutePlan) -> dict[str, str | None]:
+    def _kept_notes(
+        obj: Mapping[str, Any], kept: Any, removed: Any, plan: RoutePlan
+    ) -> dict[str, str | None]:
         """The user's canary entry is kept aside while graylane has it removed, and dropped once it is back."""
         if removed is not None:
             return {CANARY_BACKEND: json.dumps(removed, sort_keys=True)}
@@ -538,17 +673,24 @@ class TraefikRouter:
         ops: list[dict[str, Any]] = []
         removed = None
         if not s.traefik_service:
-            ops, removed = weight_ops(managed.get("services") or [], f"/spec/routes/{m}/services", s, plan, kept)
+            ops, removed = weight_ops(
+                managed.get("services") or [], f"/spec/routes/{m}/services", s, plan, kept
+            )
         wanted = ab_route(managed, plan, s, kept if removed is None else removed) if plan.match else None
         a = _match_index(routes, ab_match)
         if wanted is not None and a is None:
-            ops.append({"op": "add", "path": f"/spec/routes/{m}", "value": wanted})  # before the managed route
+            ops.append(
+                {"op": "add", "path": f"/spec/routes/{m}", "value": wanted}
+            )  # before the managed route
         elif wanted is not None and a is not None and routes[a] != wanted:
             ops.append({"op": "replace", "path": f"/spec/routes/{a}", "value": wanted})
         elif wanted is None and a is not None:
             ops.append({"op": "remove", "path": f"/spec/routes/{a}"})
-        notes: dict[str, str | None] = {**plan_note(plan), MATCH_ROUTE: json.dumps(wanted["match"]) if wanted else None,
-                                        **self._kept_notes(ir, kept, removed, plan)}
+        notes: dict[str, str | None] = {
+            **plan_note(plan),
+            MATCH_ROUTE: json.dumps(wanted["match"]) if wanted else None,
+            **self._kept_notes(ir, kept, removed, plan),
+        }
         return ops + annotation_ops(ir, notes)
 
     def get_routes(self, target: RouteTarget) -> RoutePlan:
@@ -569,7 +711,9 @@ class TraefikRouter:
             return ab_route(managed, plan, s, kept) if plan.match and ir is not None else None
 
         live = routes[a] if a is not None else None
-        return live_plan(decode_plan(ir if ir is not None else ts), *_weights(weighted, s), live, render, s.where)
+        return live_plan(
+            decode_plan(ir if ir is not None else ts), *_weights(weighted, s), live, render, s.where
+        )
 
     def set_protection(self, target: RouteTarget, protection: Protection) -> tuple[str, ...]:
         """graylane's Middlewares, referenced from the managed route (and its A/B route); a limiter or breaker
@@ -593,12 +737,16 @@ class TraefikRouter:
             if wanted[suffix] is not None and key in users:
                 where = f"route {routes[m].get('match')!r} of IngressRoute {s.namespace}/{s.ingress_route}"
                 if s.user_protection == "keep":
-                    said.append(f"{where} already has the user's {key} Middleware {users[key]}: kept it, graylane's "
-                                f"{suffix} is not chained after it (router option userProtection: wrap chains both)")
+                    said.append(
+                        f"{where} already has the user's {key} Middleware {users[key]}: kept it, graylane's "
+                        f"{suffix} is not chained after it (router option userProtection: wrap chains both)"
+                    )
                     wanted[suffix] = None
                 else:
-                    said.append(f"{where} has the user's {key} Middleware {users[key]}: graylane's {suffix} is "
-                                "chained after it (userProtection: wrap)")
+                    said.append(
+                        f"{where} has the user's {key} Middleware {users[key]}: graylane's {suffix} is "
+                        "chained after it (userProtection: wrap)"
+                    )
         api = self._middlewares_api(s)
         for suffix, spec in wanted.items():  # create or update first, so the route never names a missing one
             name = f"{s.ingress_route}-{suffix}"
@@ -646,7 +794,9 @@ class TraefikRouter:
                 if name == s.ingress_route and route.get("match") == _note(ir, MATCH_ROUTE):
                     continue
                 if any(_is_backend(e, s.canary) for e in route.get("services") or []):
-                    said.append(f"IngressRoute {s.namespace}/{name} spec.routes[{i}] (match {route.get('match')!r}) "
-                                f"still sends traffic to Service {s.canary}, which has no endpoints once the canary "
-                                "is scaled down: it is the user's route, graylane left it as it is")
+                    said.append(
+                        f"IngressRoute {s.namespace}/{name} spec.routes[{i}] (match {route.get('match')!r}) "
+                        f"still sends traffic to Service {s.canary}, which has no endpoints once the canary "
+                        "is scaled down: it is the user's route, graylane left it as it is"
+                    )
         return tuple(said)

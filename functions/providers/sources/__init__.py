@@ -24,13 +24,32 @@ from functions.providers.sources.tencent import CodingSource, TcrSource
 SOURCES: dict[str, type[Source]] = {
     cls.name: cls
     for cls in (
-        DockerHubSource, HarborSource, GitHubSource, GitLabSource, DistributionSource, QuaySource, TcrSource,
-        CodingSource, AliyunSource, EcrSource, GarSource, AzureSource, JFrogSource, GenericSource, AlertmanagerSource,
+        DockerHubSource,
+        HarborSource,
+        GitHubSource,
+        GitLabSource,
+        DistributionSource,
+        QuaySource,
+        TcrSource,
+        CodingSource,
+        AliyunSource,
+        EcrSource,
+        GarSource,
+        AzureSource,
+        JFrogSource,
+        GenericSource,
+        AlertmanagerSource,
     )
-}  # fmt: skip
+}
 
 # Other spellings people will try; each maps to a route name above.
-ALIASES = {"github": "ghcr", "aliyun": "acr", "tencent": "tcr", "artifactory": "jfrog", "registry": "distribution"}
+ALIASES = {
+    "github": "ghcr",
+    "aliyun": "acr",
+    "tencent": "tcr",
+    "artifactory": "jfrog",
+    "registry": "distribution",
+}
 
 
 def make_sources(names: Iterable[str] | None = None) -> dict[str, Source]:

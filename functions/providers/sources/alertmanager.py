@@ -24,7 +24,7 @@ from functions.providers.sources.base import (
     get_str,
     obj,
     require_configured,
-)  # fmt: skip
+)
 
 
 class AlertmanagerSource(JsonSource):
@@ -35,7 +35,9 @@ class AlertmanagerSource(JsonSource):
         require_configured(self.name, credentials)
         if headers.get("authorization", "").lower().startswith("basic "):
             if not (credentials.user and credentials.password):
-                raise Unauthenticated(f"webhook source {self.name}: Basic auth is not configured; use the token")
+                raise Unauthenticated(
+                    f"webhook source {self.name}: Basic auth is not configured; use the token"
+                )
             check_basic(self.name, headers, credentials)
             return
         check_token(self.name, headers, credentials)
@@ -43,21 +45,27 @@ class AlertmanagerSource(JsonSource):
     def read(self, headers: Headers, data: dict[str, Any]) -> Parsed:
         version = data.get("version", "4")
         if version != "4":
-            raise Malformed(f"webhook source {self.name}: body.version {str(version)[:20]!r} is not supported; expected '4'")
+            raise Malformed(
+                f"webhook source {self.name}: body.version {str(version)[:20]!r} is not supported; expected '4'"
+            )
         notices: list[AlertNotice] = []
         for where, alert in each_obj(self.name, data, "alerts", "body"):
             status = get_str(self.name, alert, "status", where)
             if status not in ("firing", "resolved"):
-                raise Malformed(f"webhook source {self.name}: {where}.status {status[:40]!r} is not firing or resolved")
-            notices.append(AlertNotice(
-                fingerprint=get_str(self.name, alert, "fingerprint", where),
-                status="firing" if status == "firing" else "resolved",
-                labels=self._strings(alert, "labels", where),
-                annotations=self._strings(alert, "annotations", where),
-                starts_at=get_str(self.name, alert, "startsAt", where),
-                ends_at=get_str(self.name, alert, "endsAt", where, required=False),
-                generator_url=get_str(self.name, alert, "generatorURL", where, required=False),
-            ))  # fmt: skip
+                raise Malformed(
+                    f"webhook source {self.name}: {where}.status {status[:40]!r} is not firing or resolved"
+                )
+            notices.append(
+                AlertNotice(
+                    fingerprint=get_str(self.name, alert, "fingerprint", where),
+                    status="firing" if status == "firing" else "resolved",
+                    labels=self._strings(alert, "labels", where),
+                    annotations=self._strings(alert, "annotations", where),
+                    starts_at=get_str(self.name, alert, "startsAt", where),
+                    ends_at=get_str(self.name, alert, "endsAt", where, required=False),
+                    generator_url=get_str(self.name, alert, "generatorURL", where, required=False),
+                )
+            )
         return notices
 
     def _strings(self, alert: dict[str, object], key: str, where: str) -> dict[str, str]:

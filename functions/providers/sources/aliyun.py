@@ -19,7 +19,7 @@ from functions.providers.sources.base import (
     get_obj,
     get_str,
     repository_name,
-)  # fmt: skip
+)
 
 
 class AliyunSource(JsonSource):
@@ -29,9 +29,15 @@ class AliyunSource(JsonSource):
         push_data = get_obj(self.name, data, "push_data", "body")
         repo = get_obj(self.name, data, "repository", "body")
         region = get_str(self.name, repo, "region", "body.repository")
-        return [Push(
-            repository=repository_name(f"registry.{region}.aliyuncs.com",
-                                       get_str(self.name, repo, "repo_full_name", "body.repository")),
-            tag=get_str(self.name, push_data, "tag", "body.push_data"),
-            digest=digest_or_empty(get_str(self.name, push_data, "digest", "body.push_data", required=False)),
-        )]  # fmt: skip
+        return [
+            Push(
+                repository=repository_name(
+                    f"registry.{region}.aliyuncs.com",
+                    get_str(self.name, repo, "repo_full_name", "body.repository"),
+                ),
+                tag=get_str(self.name, push_data, "tag", "body.push_data"),
+                digest=digest_or_empty(
+                    get_str(self.name, push_data, "digest", "body.push_data", required=False)
+                ),
+            )
+        ]

@@ -13,7 +13,7 @@ from functions.providers.sources.base import (
     JsonSource,
     Parsed,
     distribution_push,
-)  # fmt: skip
+)
 
 
 class AzureSource(JsonSource):

@@ -68,7 +68,9 @@ class Push:
     pusher: str = ""
     pushed_at: str = ""  # RFC 3339, empty when unknown
     delivery: str = ""  # vendor delivery id, when the vendor gives one
-    problem: str = ""  # why this entry of a delivery could not be read; the gateway ignores it with the reason
+    problem: str = (
+        ""  # why this entry of a delivery could not be read; the gateway ignores it with the reason
+    )
 
 
 @value
@@ -125,7 +127,9 @@ class JsonSource(ABC):
 
 # ---------------------------------------------------------------------------------------------- auth helpers
 
-PATH_TOKEN_HEADER = "x-graylane-path-token"  # set by the gateway from /hooks/{source}/{token}; never from clients
+PATH_TOKEN_HEADER = (
+    "x-graylane-path-token"  # set by the gateway from /hooks/{source}/{token}; never from clients
+)
 TOKEN_HEADER = "x-graylane-token"
 
 
@@ -149,7 +153,9 @@ def presented_tokens(headers: Headers, *extra: str) -> list[str]:
 
 def require_configured(source: str, credentials: Credentials) -> None:
     if not credentials.configured:
-        raise Unauthenticated(f"webhook source {source} has no credential configured; it refuses every delivery")
+        raise Unauthenticated(
+            f"webhook source {source} has no credential configured; it refuses every delivery"
+        )
 
 
 def check_token(source: str, headers: Headers, credentials: Credentials, *extra_headers: str) -> None:
@@ -159,7 +165,9 @@ def check_token(source: str, headers: Headers, credentials: Credentials, *extra_
         raise Unauthenticated(f"webhook source {source} accepts a token but none is configured")
     tokens = presented_tokens(headers, *extra_headers)
     if not tokens:
-        raise Unauthenticated(f"webhook source {source}: no token presented (Authorization header or /hooks/{source}/TOKEN)")
+        raise Unauthenticated(
+            f"webhook source {source}: no token presented (Authorization header or /hooks/{source}/TOKEN)"
+        )
     # check every candidate (no early exit) so timing does not reveal which one matched
     matched = [_same(t, credentials.token) for t in tokens]
     if not any(matched):
@@ -175,7 +183,9 @@ def check_basic(source: str, headers: Headers, credentials: Credentials) -> bool
     try:
         user, sep, password = base64.b64decode(encoded.strip(), validate=True).decode("utf-8").partition(":")
     except (binascii.Error, ValueError):
-        raise Unauthenticated(f"webhook source {source}: the Basic credentials are not base64 user:password") from None
+        raise Unauthenticated(
+            f"webhook source {source}: the Basic credentials are not base64 user:password"
+        ) from None
     ok_user = _same(user, credentials.user)
     ok_password = _same(password, credentials.password)
     if not (sep and credentials.user and credentials.password and ok_user and ok_password):
@@ -218,14 +228,18 @@ def json_object(source: str, body: bytes) -> dict[str, Any]:
     return obj(source, load_json(source, body), "body")
 
 
-def each_obj(source: str, data: Mapping[str, Any], key: str, path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+def each_obj(
+    source: str, data: Mapping[str, Any], key: str, path: str
+) -> Iterator[tuple[str, dict[str, Any]]]:
     """(path, object) for each element of the required list data[key], each checked only when reached."""
     for i, item in enumerate(get_list(source, data, key, path)):
         where = f"{path}.{key}[{i}]"
         yield where, obj(source, item, where)
 
 
-def get_obj(source: str, data: Mapping[str, Any], key: str, path: str, *, required: bool = True) -> dict[str, Any]:
+def get_obj(
+    source: str, data: Mapping[str, Any], key: str, path: str, *, required: bool = True
+) -> dict[str, Any]:
     if key not in data or data[key] is None:
         if required:
             raise Malformed(f"webhook source {source}: {path}.{key} is required")
@@ -233,7 +247,9 @@ def get_obj(source: str, data: Mapping[str, Any], key: str, path: str, *, requir
     return obj(source, data[key], f"{path}.{key}")
 
 
-def get_list(source: str, data: Mapping[str, Any], key: str, path: str, *, required: bool = True) -> list[Any]:
+def get_list(
+    source: str, data: Mapping[str, Any], key: str, path: str, *, required: bool = True
+) -> list[Any]:
     if key not in data or data[key] is None:
         if required:
             raise Malformed(f"webhook source {source}: {path}.{key} is required")
@@ -263,7 +279,6 @@ def digest_or_empty(value: str) -> str:
     return value if catalog.is_digest(value) else ""
 
 
-
 def repository_name(host: str, path: str) -> str:
     """host/path in lower case without scheme or slashes at the ends (registries are case-insensitive here)."""
     host = host.strip().lower().removeprefix("https://").removeprefix("http://").strip("/")
@@ -290,7 +305,9 @@ def epoch_to_rfc3339(value: Any) -> str:
     return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-_RFC3339 = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})")
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})"
+)
 
 
 def rfc3339_or_empty(value: Any) -> str:
@@ -313,8 +330,9 @@ MANIFEST_TYPES = (
 )  # blob and layer events are not image pushes
 
 
-def harbor_style_pushes(source: str, event_data: Mapping[str, Any], path: str, pusher: str, pushed_at: str,
-                        delivery: str) -> list[Push]:
+def harbor_style_pushes(
+    source: str, event_data: Mapping[str, Any], path: str, pusher: str, pushed_at: str, delivery: str
+) -> list[Push]:
     """Harbor's `event_data` (also TCR Enterprise, which runs Harbor): resources[] of one repository."""
     repo = get_obj(source, event_data, "repository", path)
     full_name = get_str(source, repo, "repo_full_name", f"{path}.repository")
@@ -324,11 +342,18 @@ def harbor_style_pushes(source: str, event_data: Mapping[str, Any], path: str, p
         host = split_reference(url)[0].split("/", 1)[0] if "/" in url else ""
         digest = get_str(source, resource, "digest", where, required=False)
         tag = get_str(source, resource, "tag", where, required=False)
-        pushes.append(Push(
-            repository=repository_name(host, full_name),
-            tag="" if tag.startswith("sha256:") else tag,  # Harbor repeats the digest as tag for digest pushes
-            digest=digest_or_empty(digest), pusher=pusher, pushed_at=pushed_at, delivery=delivery,
-        ))  # fmt: skip
+        pushes.append(
+            Push(
+                repository=repository_name(host, full_name),
+                tag=""
+                if tag.startswith("sha256:")
+                else tag,  # Harbor repeats the digest as tag for digest pushes
+                digest=digest_or_empty(digest),
+                pusher=pusher,
+                pushed_at=pushed_at,
+                delivery=delivery,
+            )
+        )
     return pushes
 
 
@@ -345,7 +370,9 @@ def distribution_pushes(source: str, data: Mapping[str, Any]) -> list[Push]:
         try:
             push = distribution_push(source, obj(source, event, where), where)
         except Malformed as err:
-            pushes.append(Push(repository="", tag="", problem=str(err).removeprefix(f"webhook source {source}: ")))
+            pushes.append(
+                Push(repository="", tag="", problem=str(err).removeprefix(f"webhook source {source}: "))
+            )
             continue
         if push is not None:
             pushes.append(push)
@@ -364,8 +391,10 @@ def distribution_push(source: str, event: Mapping[str, Any], path: str) -> Push 
     request = get_obj(source, event, "request", path, required=False)
     actor = get_obj(source, event, "actor", path, required=False)
     return Push(
-        repository=repository_name(get_str(source, request, "host", f"{path}.request", required=False),
-                                   get_str(source, target, "repository", f"{path}.target")),
+        repository=repository_name(
+            get_str(source, request, "host", f"{path}.request", required=False),
+            get_str(source, target, "repository", f"{path}.target"),
+        ),
         tag=get_str(source, target, "tag", f"{path}.target", required=False),
         digest=digest_or_empty(get_str(source, target, "digest", f"{path}.target", required=False)),
         pusher=get_str(source, actor, "name", f"{path}.actor", required=False),

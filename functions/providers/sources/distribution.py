@@ -28,7 +28,7 @@ from functions.providers.sources.base import (
     JsonSource,
     Parsed,
     distribution_pushes,
-)  # fmt: skip
+)
 
 
 class DistributionSource(JsonSource):

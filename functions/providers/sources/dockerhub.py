@@ -17,7 +17,7 @@ from functions.providers.sources.base import (
     get_obj,
     get_str,
     repository_name,
-)  # fmt: skip
+)
 
 
 class DockerHubSource(JsonSource):
@@ -26,9 +26,13 @@ class DockerHubSource(JsonSource):
     def read(self, headers: Headers, data: dict[str, Any]) -> Parsed:
         push_data = get_obj(self.name, data, "push_data", "body")
         repo = get_obj(self.name, data, "repository", "body")
-        return [Push(
-            repository=repository_name("docker.io", get_str(self.name, repo, "repo_name", "body.repository")),
-            tag=get_str(self.name, push_data, "tag", "body.push_data"),
-            pusher=get_str(self.name, push_data, "pusher", "body.push_data", required=False),
-            pushed_at=epoch_to_rfc3339(push_data.get("pushed_at")),
-        )]  # fmt: skip
+        return [
+            Push(
+                repository=repository_name(
+                    "docker.io", get_str(self.name, repo, "repo_name", "body.repository")
+                ),
+                tag=get_str(self.name, push_data, "tag", "body.push_data"),
+                pusher=get_str(self.name, push_data, "pusher", "body.push_data", required=False),
+                pushed_at=epoch_to_rfc3339(push_data.get("pushed_at")),
+            )
+        ]

@@ -18,7 +18,7 @@ from functions.providers.sources.base import (
     get_str,
     repository_name,
     rfc3339_or_empty,
-)  # fmt: skip
+)
 
 
 class EcrSource(JsonSource):
@@ -33,11 +33,17 @@ class EcrSource(JsonSource):
             return []
         account = get_str(self.name, data, "account", "body")
         region = get_str(self.name, data, "region", "body")
-        return [Push(
-            repository=repository_name(f"{account}.dkr.ecr.{region}.amazonaws.com",
-                                       get_str(self.name, detail, "repository-name", "body.detail")),
-            tag=get_str(self.name, detail, "image-tag", "body.detail", required=False),
-            digest=digest_or_empty(get_str(self.name, detail, "image-digest", "body.detail", required=False)),
-            pushed_at=rfc3339_or_empty(data.get("time")),
-            delivery=get_str(self.name, data, "id", "body", required=False),
-        )]  # fmt: skip
+        return [
+            Push(
+                repository=repository_name(
+                    f"{account}.dkr.ecr.{region}.amazonaws.com",
+                    get_str(self.name, detail, "repository-name", "body.detail"),
+                ),
+                tag=get_str(self.name, detail, "image-tag", "body.detail", required=False),
+                digest=digest_or_empty(
+                    get_str(self.name, detail, "image-digest", "body.detail", required=False)
+                ),
+                pushed_at=rfc3339_or_empty(data.get("time")),
+                delivery=get_str(self.name, data, "id", "body", required=False),
+            )
+        ]

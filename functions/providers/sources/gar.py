@@ -25,7 +25,7 @@ from functions.providers.sources.base import (
     obj,
     rfc3339_or_empty,
     split_reference,
-)  # fmt: skip
+)
 
 
 class GarSource(JsonSource):
@@ -47,8 +47,12 @@ class GarSource(JsonSource):
             raise Malformed(f"webhook source {self.name}: body.message.data needs a tag or a digest")
         repository, tag, _ = split_reference(tag_ref or digest_ref)
         digest = split_reference(digest_ref)[2] if digest_ref else ""
-        return [Push(
-            repository=repository, tag=tag if tag_ref else "", digest=digest_or_empty(digest),
-            pushed_at=rfc3339_or_empty(message.get("publishTime")),
-            delivery=get_str(self.name, message, "messageId", "body.message", required=False),
-        )]  # fmt: skip
+        return [
+            Push(
+                repository=repository,
+                tag=tag if tag_ref else "",
+                digest=digest_or_empty(digest),
+                pushed_at=rfc3339_or_empty(message.get("publishTime")),
+                delivery=get_str(self.name, message, "messageId", "body.message", required=False),
+            )
+        ]

@@ -18,7 +18,7 @@ from functions.providers.sources.base import (
     get_str,
     rfc3339_or_empty,
     split_reference,
-)  # fmt: skip
+)
 
 
 class GenericSource(JsonSource):
@@ -32,7 +32,9 @@ class GenericSource(JsonSource):
     def _push(self, data: dict[str, Any], path: str) -> Push:
         digest = get_str(self.name, data, "digest", path, required=False)
         if digest and not digest_or_empty(digest):
-            raise Malformed(f"webhook source {self.name}: {path}.digest {digest[:80]!r} is not sha256:<64 hex>")
+            raise Malformed(
+                f"webhook source {self.name}: {path}.digest {digest[:80]!r} is not sha256:<64 hex>"
+            )
         return Push(
             repository=split_reference(get_str(self.name, data, "repository", path))[0],
             tag=get_str(self.name, data, "tag", path),

@@ -27,7 +27,7 @@ from functions.providers.sources.base import (
     require_configured,
     rfc3339_or_empty,
     split_reference,
-)  # fmt: skip
+)
 
 _EVENTS = ("package", "registry_package")
 
@@ -37,8 +37,14 @@ class GitHubSource(JsonSource):
 
     def authenticate(self, headers: Headers, body: bytes, credentials: Credentials) -> None:
         require_configured(self.name, credentials)
-        check_hmac(self.name, "X-Hub-Signature-256", headers.get("x-hub-signature-256", ""), body,
-                   credentials.secret, "sha256")
+        check_hmac(
+            self.name,
+            "X-Hub-Signature-256",
+            headers.get("x-hub-signature-256", ""),
+            body,
+            credentials.secret,
+            "sha256",
+        )
 
     def read(self, headers: Headers, data: dict[str, Any]) -> Parsed:
         event = headers.get("x-github-event", "")
@@ -46,8 +52,9 @@ class GitHubSource(JsonSource):
         if not key or data.get("action") not in ("published", "updated"):
             return []  # ping, other events, deletions
         package = get_obj(self.name, data, key, "body")
-        if str(package.get("package_type", "")).lower() not in ("container", "docker") and \
-                str(package.get("ecosystem", "")).lower() not in ("container", "docker"):
+        if str(package.get("package_type", "")).lower() not in ("container", "docker") and str(
+            package.get("ecosystem", "")
+        ).lower() not in ("container", "docker"):
             return []  # npm, maven, ... packages are not images
         where = f"body.{key}.package_version"
         version = get_obj(self.name, package, "package_version", f"body.{key}")
@@ -57,18 +64,27 @@ class GitHubSource(JsonSource):
         repository = split_reference(url)[0] if url else ""
         if not repository:
             owner = get_obj(self.name, package, "owner", f"body.{key}")
-            repository = repository_name("ghcr.io", get_str(self.name, owner, "login", f"body.{key}.owner") + "/"
-                                         + get_str(self.name, package, "name", f"body.{key}"))
+            repository = repository_name(
+                "ghcr.io",
+                get_str(self.name, owner, "login", f"body.{key}.owner")
+                + "/"
+                + get_str(self.name, package, "name", f"body.{key}"),
+            )
         sender = get_obj(self.name, data, "sender", "body", required=False)
         # a container package version is named by its manifest digest; container_metadata.tag.digest is
         # often shortened in GitHub's payloads, so the version name is the digest to pin when it is one
-        digest = digest_or_empty(get_str(self.name, version, "name", where, required=False)) or digest_or_empty(
-            get_str(self.name, tag_info, "digest", f"{where}.container_metadata.tag", required=False))
-        return [Push(
-            repository=repository,
-            tag=get_str(self.name, tag_info, "name", f"{where}.container_metadata.tag", required=False),
-            digest=digest,
-            pusher=get_str(self.name, sender, "login", "body.sender", required=False),
-            pushed_at=rfc3339_or_empty(package.get("updated_at")),
-            delivery=headers.get("x-github-delivery", ""),
-        )]  # fmt: skip
+        digest = digest_or_empty(
+            get_str(self.name, version, "name", where, required=False)
+        ) or digest_or_empty(
+            get_str(self.name, tag_info, "digest", f"{where}.container_metadata.tag", required=False)
+        )
+        return [
+            Push(
+                repository=repository,
+                tag=get_str(self.name, tag_info, "name", f"{where}.container_metadata.tag", required=False),
+                digest=digest,
+                pusher=get_str(self.name, sender, "login", "body.sender", required=False),
+                pushed_at=rfc3339_or_empty(package.get("updated_at")),
+                delivery=headers.get("x-github-delivery", ""),
+            )
+        ]

@@ -17,7 +17,7 @@ from functions.providers.sources.base import (
     JsonSource,
     Parsed,
     distribution_pushes,
-)  # fmt: skip
+)
 
 
 class GitLabSource(JsonSource):

@@ -19,7 +19,7 @@ from functions.providers.sources.base import (
     get_str,
     harbor_style_pushes,
     rfc3339_or_empty,
-)  # fmt: skip
+)
 
 _PUSHED = ("PUSH_ARTIFACT", "harbor.artifact.pushed")
 
@@ -29,22 +29,45 @@ class HarborSource(JsonSource):
 
     def read(self, headers: Headers, data: dict[str, Any]) -> Parsed:
         if "ce-type" in headers:  # CloudEvents binary mode: attributes in headers, data is the body
-            return self._pushes(headers["ce-type"], data, "body", headers.get("ce-operator", ""),
-                                rfc3339_or_empty(headers.get("ce-time")), headers.get("ce-id", ""))
+            return self._pushes(
+                headers["ce-type"],
+                data,
+                "body",
+                headers.get("ce-operator", ""),
+                rfc3339_or_empty(headers.get("ce-time")),
+                headers.get("ce-id", ""),
+            )
         if "specversion" in data:  # CloudEvents structured mode
             event_type = get_str(self.name, data, "type", "body")
             if event_type not in _PUSHED:
                 return []
-            return self._pushes(event_type, get_obj(self.name, data, "data", "body"), "body.data",
-                                get_str(self.name, data, "operator", "body", required=False),
-                                rfc3339_or_empty(data.get("time")), get_str(self.name, data, "id", "body"))
+            return self._pushes(
+                event_type,
+                get_obj(self.name, data, "data", "body"),
+                "body.data",
+                get_str(self.name, data, "operator", "body", required=False),
+                rfc3339_or_empty(data.get("time")),
+                get_str(self.name, data, "id", "body"),
+            )
         event_type = get_str(self.name, data, "type", "body")
-        return self._pushes(event_type, get_obj(self.name, data, "event_data", "body"), "body.event_data",
-                            get_str(self.name, data, "operator", "body", required=False),
-                            epoch_to_rfc3339(data.get("occur_at")), "")
+        return self._pushes(
+            event_type,
+            get_obj(self.name, data, "event_data", "body"),
+            "body.event_data",
+            get_str(self.name, data, "operator", "body", required=False),
+            epoch_to_rfc3339(data.get("occur_at")),
+            "",
+        )
 
-    def _pushes(self, event_type: str, event_data: dict[str, Any], path: str, pusher: str, pushed_at: str,
-                delivery: str) -> Parsed:
+    def _pushes(
+        self,
+        event_type: str,
+        event_data: dict[str, Any],
+        path: str,
+        pusher: str,
+        pushed_at: str,
+        delivery: str,
+    ) -> Parsed:
         if event_type not in _PUSHED:
             return []
         return harbor_style_pushes(self.name, event_data, path, pusher, pushed_at, delivery)

@@ -35,7 +35,7 @@ from functions.providers.sources.base import (
     get_str,
     repository_name,
     require_configured,
-)  # fmt: skip
+)
 
 AUTH_HEADER = "x-jfrog-event-auth"
 
@@ -59,9 +59,11 @@ class JFrogSource(JsonSource):
         if credentials.token:
             check_token(self.name, headers, credentials, *self.token_headers)
             return
-        raise Unauthenticated(f"webhook source {self.name}: X-JFrog-Event-Auth is missing or is not the HMAC-SHA256 of "
-                              "the body; tick 'Use secret for payload signing' on the webhook, or configure its "
-                              "secret token as GRAYLANE_HOOK_TOKEN_JFROG instead")
+        raise Unauthenticated(
+            f"webhook source {self.name}: X-JFrog-Event-Auth is missing or is not the HMAC-SHA256 of "
+            "the body; tick 'Use secret for payload signing' on the webhook, or configure its "
+            "secret token as GRAYLANE_HOOK_TOKEN_JFROG instead"
+        )
 
     def read(self, headers: Headers, data: dict[str, Any]) -> Parsed:
         domain = get_str(self.name, data, "domain", "body")
@@ -72,18 +74,22 @@ class JFrogSource(JsonSource):
         origin = get_str(self.name, data, "jpd_origin", "body")
         host = _host(origin)
         if not host:
-            raise Malformed(f"webhook source {self.name}: body.jpd_origin {origin[:80]!r} is not a URL such as "
-                            "https://acme.jfrog.io")
+            raise Malformed(
+                f"webhook source {self.name}: body.jpd_origin {origin[:80]!r} is not a URL such as "
+                "https://acme.jfrog.io"
+            )
         repo_key = get_str(self.name, event, "repo_key", "body.data")
         image = get_str(self.name, event, "image_name", "body.data")
         sha = get_str(self.name, event, "sha256", "body.data", required=False)
         pusher = get_str(self.name, data, "source", "body", required=False).removeprefix("jfrog/")
-        return [Push(
-            repository=repository_name(host, f"{repo_key}/{image}"),
-            tag=get_str(self.name, event, "tag", "body.data", required=False),
-            digest=digest_or_empty(f"sha256:{sha}") if sha else "",
-            pusher=pusher,
-        )]  # fmt: skip
+        return [
+            Push(
+                repository=repository_name(host, f"{repo_key}/{image}"),
+                tag=get_str(self.name, event, "tag", "body.data", required=False),
+                digest=digest_or_empty(f"sha256:{sha}") if sha else "",
+                pusher=pusher,
+            )
+        ]
 
 
 def _host(origin: str) -> str:

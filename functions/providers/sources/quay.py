@@ -17,7 +17,7 @@ from functions.providers.sources.base import (
     Push,
     get_str,
     split_reference,
-)  # fmt: skip
+)
 
 
 class QuaySource(JsonSource):

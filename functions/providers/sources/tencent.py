@@ -25,7 +25,7 @@ from functions.providers.sources.base import (
     harbor_style_pushes,
     repository_name,
     require_configured,
-)  # fmt: skip
+)
 
 _CODING_PUSHES = ("ARTIFACTS_VERSION_CREATED", "ARTIFACTS_VERSION_RELEASED")
 
@@ -37,9 +37,13 @@ class TcrSource(JsonSource):
         if get_str(self.name, data, "type", "body") not in ("pushImage", "PUSH_ARTIFACT"):
             return []
         return harbor_style_pushes(
-            self.name, get_obj(self.name, data, "event_data", "body"), "body.event_data",
-            get_str(self.name, data, "operator", "body", required=False), epoch_to_rfc3339(data.get("occur_at")), "",
-        )  # fmt: skip
+            self.name,
+            get_obj(self.name, data, "event_data", "body"),
+            "body.event_data",
+            get_str(self.name, data, "operator", "body", required=False),
+            epoch_to_rfc3339(data.get("occur_at")),
+            "",
+        )
 
 
 class CodingSource(JsonSource):
@@ -48,8 +52,14 @@ class CodingSource(JsonSource):
     def authenticate(self, headers: Headers, body: bytes, credentials: Credentials) -> None:
         require_configured(self.name, credentials)
         if credentials.secret:
-            check_hmac(self.name, "X-Coding-Signature", headers.get("x-coding-signature", ""), body,
-                       credentials.secret, "sha1")
+            check_hmac(
+                self.name,
+                "X-Coding-Signature",
+                headers.get("x-coding-signature", ""),
+                body,
+                credentials.secret,
+                "sha1",
+            )
         else:
             check_token(self.name, headers, credentials)
 
@@ -61,14 +71,20 @@ class CodingSource(JsonSource):
         if get_str(self.name, artifact, "artifactType", "body.artifact", required=False).upper() != "DOCKER":
             return []
         team = get_obj(self.name, data, "team", "body")
-        path = "/".join((
-            get_str(self.name, artifact, "projectName", "body.artifact"),
-            get_str(self.name, artifact, "artifactRepoName", "body.artifact"),
-            get_str(self.name, artifact, "artifactPkgName", "body.artifact"),
-        ))  # fmt: skip
-        return [Push(
-            repository=repository_name(f"{get_str(self.name, team, 'domain', 'body.team')}-docker.pkg.coding.net", path),
-            tag=get_str(self.name, artifact, "artifactVersionName", "body.artifact"),
-            pusher=get_str(self.name, artifact, "userName", "body.artifact", required=False),
-            delivery=headers.get("x-coding-delivery", ""),
-        )]  # fmt: skip
+        path = "/".join(
+            (
+                get_str(self.name, artifact, "projectName", "body.artifact"),
+                get_str(self.name, artifact, "artifactRepoName", "body.artifact"),
+                get_str(self.name, artifact, "artifactPkgName", "body.artifact"),
+            )
+        )
+        return [
+            Push(
+                repository=repository_name(
+                    f"{get_str(self.name, team, 'domain', 'body.team')}-docker.pkg.coding.net", path
+                ),
+                tag=get_str(self.name, artifact, "artifactVersionName", "body.artifact"),
+                pusher=get_str(self.name, artifact, "userName", "body.artifact", required=False),
+                delivery=headers.get("x-coding-delivery", ""),
+            )
+        ]

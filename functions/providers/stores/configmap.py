@@ -86,7 +86,9 @@ class ConfigMapStore:
             created = self._call("create", app, "POST", _MANY, {"namespace": namespace}, body=body)
             return str(created["metadata"]["resourceVersion"])
         try:
-            replaced = self._call("replace", app, "PUT", _ONE, {"namespace": namespace, "name": _cm(name)}, body=body)
+            replaced = self._call(
+                "replace", app, "PUT", _ONE, {"namespace": namespace, "name": _cm(name)}, body=body
+            )
         except NotFound as err:
             # Deleted since it was loaded: the expected version is gone, exactly a lost CAS.
             raise ConflictError(
@@ -104,8 +106,9 @@ class ConfigMapStore:
                 apps.add(f"{meta['namespace']}/{name}")
         return sorted(apps)
 
-    def _call(self, verb: str, app: str, method: str, path: str, path_params: dict[str, str],
-              **kwargs: Any) -> dict[str, Any]:  # fmt: skip
+    def _call(
+        self, verb: str, app: str, method: str, path: str, path_params: dict[str, str], **kwargs: Any
+    ) -> dict[str, Any]:
         """Run one API call, returning the raw JSON body (the client's models are slow and unneeded)."""
         where = app if "*" in app else _where(app)
         try:

@@ -31,8 +31,11 @@ JSON_PATCH = "application/json-patch+json"
 
 def targets(hpa: dict[str, Any], deployment: str) -> bool:
     ref = (hpa.get("spec") or {}).get("scaleTargetRef") or {}
-    return ref.get("kind") == "Deployment" and ref.get("name") == deployment and \
-        str(ref.get("apiVersion", "apps/v1")).startswith("apps/")  # fmt: skip
+    return (
+        ref.get("kind") == "Deployment"
+        and ref.get("name") == deployment
+        and str(ref.get("apiVersion", "apps/v1")).startswith("apps/")
+    )
 
 
 def ours(hpa: dict[str, Any]) -> bool:
@@ -56,8 +59,10 @@ class CanaryAutoscaler:
     def follow(self, target: WorkloadTarget, share: int | None) -> None:
         """Size the canary's HPA for `share` (created from the stable's; removed when the stable has none)."""
         hpas = self._list(target.namespace)
-        stable = sorted((h for h in hpas if targets(h, target.stable) and not ours(h)),
-                        key=lambda h: h["metadata"]["name"])  # fmt: skip
+        stable = sorted(
+            (h for h in hpas if targets(h, target.stable) and not ours(h)),
+            key=lambda h: h["metadata"]["name"],
+        )
         mine = [h for h in hpas if targets(h, target.canary) and ours(h)]
         users = [h for h in hpas if targets(h, target.canary) and not ours(h)]
         if not stable or users:
@@ -74,8 +79,10 @@ class CanaryAutoscaler:
         ready = int((canary.get("status") or {}).get("readyReplicas") or 0)
         if ready < spec["minReplicas"]:  # the HPA raises the canary to its minimum: the traffic waits for it
             share_text = "a match route" if share is None else f"{share} % of the traffic"
-            raise NotReady(f"Deployment {target.namespace}/{target.canary} autoscale canary: {ready} ready of the "
-                           f"{spec['minReplicas']} its HPA keeps for {share_text}")  # fmt: skip
+            raise NotReady(
+                f"Deployment {target.namespace}/{target.canary} autoscale canary: {ready} ready of the "
+                f"{spec['minReplicas']} its HPA keeps for {share_text}"
+            )
 
     def remove(self, target: WorkloadTarget) -> None:
         """Delete graylane's HPA of the canary (before the canary scales to zero)."""
@@ -89,8 +96,9 @@ class CanaryAutoscaler:
     # -- API calls --------------------------------------------------------------------------------------
     def _list(self, namespace: str) -> list[dict[str, Any]]:
         try:
-            body = self.api.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
-                                                          _request_timeout=self.timeout)  # fmt: skip
+            body = self.api.list_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, _request_timeout=self.timeout
+            )
         except Exception as err:
             raise api_error(err, KIND, f"{namespace}/*", "list") from err
         return list(body.get("items") or [])
@@ -99,8 +107,9 @@ class CanaryAutoscaler:
         """The canary Deployment: its HPA's owner (deploy-canary made it before any scale-canary)."""
         where = f"{target.namespace}/{target.canary}"
         try:
-            dep = self.api.get_namespaced_custom_object("apps", "v1", target.namespace, "deployments", target.canary,
-                                                        _request_timeout=self.timeout)  # fmt: skip
+            dep = self.api.get_namespaced_custom_object(
+                "apps", "v1", target.namespace, "deployments", target.canary, _request_timeout=self.timeout
+            )
         except Exception as err:
             failure = api_error(err, "Deployment", where, "autoscale canary")
             if isinstance(failure, NotFound):
@@ -108,19 +117,31 @@ class CanaryAutoscaler:
             raise failure from err
         return dict(dep)
 
-    def _create(self, target: WorkloadTarget, stable: dict[str, Any], spec: dict[str, Any],
-                canary: dict[str, Any]) -> None:  # fmt: skip
-        owner = {"apiVersion": "apps/v1", "kind": "Deployment", "name": target.canary,
-                 "uid": canary["metadata"]["uid"]}  # fmt: skip
-        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
-                "metadata": {"name": target.canary, "namespace": target.namespace,
-                             "labels": {MANAGED_BY[0]: MANAGED_BY[1], APP: target.app},
-                             "annotations": {DERIVED_FROM: stable["metadata"]["name"]},
-                             "ownerReferences": [owner]},
-                "spec": spec}  # fmt: skip
+    def _create(
+        self, target: WorkloadTarget, stable: dict[str, Any], spec: dict[str, Any], canary: dict[str, Any]
+    ) -> None:
+        owner = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": target.canary,
+            "uid": canary["metadata"]["uid"],
+        }
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": KIND,
+            "metadata": {
+                "name": target.canary,
+                "namespace": target.namespace,
+                "labels": {MANAGED_BY[0]: MANAGED_BY[1], APP: target.app},
+                "annotations": {DERIVED_FROM: stable["metadata"]["name"]},
+                "ownerReferences": [owner],
+            },
+            "spec": spec,
+        }
         try:
-            self.api.create_namespaced_custom_object(GROUP, VERSION, target.namespace, PLURAL, body,
-                                                     _request_timeout=self.timeout)  # fmt: skip
+            self.api.create_namespaced_custom_object(
+                GROUP, VERSION, target.namespace, PLURAL, body, _request_timeout=self.timeout
+            )
         except Exception as err:
             raise api_error(err, KIND, f"{target.namespace}/{target.canary}", "create") from err
 
@@ -150,8 +171,9 @@ class CanaryAutoscaler:
 
     def _delete(self, namespace: str, name: str) -> None:
         try:
-            self.api.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name,
-                                                     _request_timeout=self.timeout)  # fmt: skip
+            self.api.delete_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, _request_timeout=self.timeout
+            )
         except Exception as err:
             failure = api_error(err, KIND, f"{namespace}/{name}", "delete")
             if not isinstance(failure, NotFound):

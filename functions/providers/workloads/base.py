@@ -34,7 +34,9 @@ class Workloads(Protocol):
         """Size what scales the canary for `share` % of the traffic (None: a match route); where the stable has
         no autoscaler, nothing to do."""
 
-    def deploy_preview(self, target: WorkloadTarget, image: str, environment: str, namespace: str, workload: str) -> None:
+    def deploy_preview(
+        self, target: WorkloadTarget, image: str, environment: str, namespace: str, workload: str
+    ) -> None:
         """Deploy `image` to the preview environment; raises NotReady until available."""
 
     def run_job(self, target: WorkloadTarget, name: str, image: str, command: tuple[str, ...]) -> None:

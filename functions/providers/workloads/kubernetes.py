@@ -44,8 +44,11 @@ MANAGED_BY = ("app.kubernetes.io/managed-by", "graylane")
 JSON_PATCH = "application/json-patch+json"
 # not copied to a derived Deployment: the stable's rollout revision, kubectl's record of what was applied, and Argo
 # CD's tracking id (a copy carrying the stable's would be shown out of sync and offered for pruning, argo-cd #8683)
-_STRIPPED_ANNOTATIONS = ("deployment.kubernetes.io/revision", "kubectl.kubernetes.io/last-applied-configuration",
-                         "argocd.argoproj.io/tracking-id")  # fmt: skip
+_STRIPPED_ANNOTATIONS = (
+    "deployment.kubernetes.io/revision",
+    "kubectl.kubernetes.io/last-applied-configuration",
+    "argocd.argoproj.io/tracking-id",
+)
 _PROBES = ("livenessProbe", "readinessProbe", "startupProbe")
 
 
@@ -76,8 +79,16 @@ class KubernetesWorkloads:
         stable = self._read(DEPLOYMENT, target.namespace, target.stable, "deploy canary")
         replicas = target.replicas if target.replicas is not None else _replicas(stable)
         autoscaled = self.autoscaler.owns_canary(target)  # an HPA sizes it: its replica count is the HPA's
-        canary = self._derive(target, stable, target.namespace, target.canary, "canary", image, replicas,
-                              keep_replicas=autoscaled)  # fmt: skip
+        canary = self._derive(
+            target,
+            stable,
+            target.namespace,
+            target.canary,
+            "canary",
+            image,
+            replicas,
+            keep_replicas=autoscaled,
+        )
         self._check_rolled_out(canary, image, target.container, "deploy canary")
 
     def scale_canary(self, target: WorkloadTarget, share: int | None) -> None:
@@ -93,10 +104,13 @@ class KubernetesWorkloads:
         self.autoscaler.remove(target)  # first: it would scale the canary up again
         canary = self._get(DEPLOYMENT, target.namespace, target.canary, "scale down")
         if canary is not None and _replicas(canary) != 0:
-            self._patch(DEPLOYMENT, canary, [{"op": "replace", "path": "/spec/replicas", "value": 0}], "scale down")
+            self._patch(
+                DEPLOYMENT, canary, [{"op": "replace", "path": "/spec/replicas", "value": 0}], "scale down"
+            )
 
-    def deploy_preview(self, target: WorkloadTarget, image: str, environment: str, namespace: str,
-                       workload: str) -> None:  # fmt: skip
+    def deploy_preview(
+        self, target: WorkloadTarget, image: str, environment: str, namespace: str, workload: str
+    ) -> None:
         ns, name = namespace or target.namespace, workload or f"{target.app}-{environment}"
         preview = self._get(DEPLOYMENT, ns, name, "deploy preview")
         if preview is None:
@@ -117,7 +131,9 @@ class KubernetesWorkloads:
     def start_load_test(self, target: WorkloadTarget, name: str, image: str, args: tuple[str, ...]) -> None:
         """A Job running hey (the image's entrypoint) with `args`; created once, never waited for."""
         if self._get(JOB_KIND, target.namespace, name, "start load test") is None:
-            self._create(JOB_KIND, target.namespace, load_test_job(target, name, image, args), "start load test")
+            self._create(
+                JOB_KIND, target.namespace, load_test_job(target, name, image, args), "start load test"
+            )
 
     # -- per-version model: one Deployment per version ---------------------------------------------------
     def deploy_version(self, target: WorkloadTarget, slot: Slot, source: str) -> None:
@@ -131,30 +147,50 @@ class KubernetesWorkloads:
             replicas = target.replicas if target.replicas is not None else max(1, _replicas(origin))
             live = self._create(DEPLOYMENT, ns, version_deployment(origin, slot, target, replicas), verb)
         else:
-            running = live["spec"]["template"]["spec"]["containers"][container_index(live, target.container,
-                                                                                     DEPLOYMENT.kind)].get("image")
+            running = live["spec"]["template"]["spec"]["containers"][
+                container_index(live, target.container, DEPLOYMENT.kind)
+            ].get("image")
             if slot.owned and running != slot.image:
-                raise EffectFailed(f"Deployment {_where(live)} {verb}: runs {running}, not {slot.image}; graylane "
-                                   f"never re-images a version's Deployment (its {target.version_label} label would "
-                                   "lie): delete it, or release the image under a new tag")  # fmt: skip
+                raise EffectFailed(
+                    f"Deployment {_where(live)} {verb}: runs {running}, not {slot.image}; graylane "
+                    f"never re-images a version's Deployment (its {target.version_label} label would "
+                    "lie): delete it, or release the image under a new tag"
+                )
             if _replicas(live) == 0:
-                live = self._patch(DEPLOYMENT, live, [{"op": "replace", "path": "/spec/replicas",
-                                                       "value": self._scale_up_replicas(target, source, slot)}], verb)
-        image = live["spec"]["template"]["spec"]["containers"][container_index(live, target.container,
-                                                                               DEPLOYMENT.kind)].get("image")
+                live = self._patch(
+                    DEPLOYMENT,
+                    live,
+                    [
+                        {
+                            "op": "replace",
+                            "path": "/spec/replicas",
+                            "value": self._scale_up_replicas(target, source, slot),
+                        }
+                    ],
+                    verb,
+                )
+        image = live["spec"]["template"]["spec"]["containers"][
+            container_index(live, target.container, DEPLOYMENT.kind)
+        ].get("image")
         self._check_rolled_out(live, image, target.container, verb)
 
     def _scale_up_replicas(self, target: WorkloadTarget, source: str, slot: Slot) -> int:
         if target.replicas is not None:
             return max(1, target.replicas)
-        origin = self._get(DEPLOYMENT, target.namespace, source, "scale up") if source != slot.workload else None
+        origin = (
+            self._get(DEPLOYMENT, target.namespace, source, "scale up") if source != slot.workload else None
+        )
         return max(1, _replicas(origin)) if origin is not None else 1
 
     def scale_down_version(self, target: WorkloadTarget, slot: Slot) -> None:
         live = self._get(DEPLOYMENT, target.namespace, slot.workload, f"scale down version {slot.version}")
         if live is not None and _replicas(live) != 0:
-            self._patch(DEPLOYMENT, live, [{"op": "replace", "path": "/spec/replicas", "value": 0}],
-                        f"scale down version {slot.version}")
+            self._patch(
+                DEPLOYMENT,
+                live,
+                [{"op": "replace", "path": "/spec/replicas", "value": 0}],
+                f"scale down version {slot.version}",
+            )
 
     def delete_version(self, target: WorkloadTarget, slot: Slot) -> None:
         """Delete a retired Deployment graylane created (its labels say so); any other is left alone."""
@@ -162,39 +198,67 @@ class KubernetesWorkloads:
         live = self._get(DEPLOYMENT, target.namespace, slot.workload, verb)
         if live is None or not slot.owned or not created_by_graylane(live, target.app):
             return
-        meta = live["metadata"]
-        body = {"preconditions": {"resourceVersion": meta["resourceVersion"]}, "propagationPolicy": "Background"}
+        from kubernetes import client
+
+        body = client.V1DeleteOptions(
+            preconditions=client.V1Preconditions(resource_version=live["metadata"]["resourceVersion"]),
+            propagation_policy="Background",
+        )
         try:
-            self.api.delete_namespaced_custom_object(DEPLOYMENT.group, DEPLOYMENT.version, target.namespace,
-                                                     DEPLOYMENT.plural, slot.workload, body=body,
-                                                     _request_timeout=self.timeout)  # fmt: skip
+            self.api.delete_namespaced_custom_object(
+                DEPLOYMENT.group,
+                DEPLOYMENT.version,
+                target.namespace,
+                DEPLOYMENT.plural,
+                slot.workload,
+                body=body,
+                _request_timeout=self.timeout,
+            )
         except Exception as err:
             if getattr(err, "status", None) == 409:
-                raise ConflictError(f"Deployment {_where(live)} {verb}: it changed since it was read") from err
+                raise ConflictError(
+                    f"Deployment {_where(live)} {verb}: it changed since it was read"
+                ) from err
             if getattr(err, "status", None) != 404:
                 raise api_error(err, DEPLOYMENT.kind, _where(live), verb) from err
 
     # -- Deployments ---------------------------------------------------------------------------------
-    def _derive(self, target: WorkloadTarget, stable: dict[str, Any], namespace: str, name: str, track: str,
-                image: str, replicas: int, extra_labels: Mapping[str, str] | None = None,
-                keep_replicas: bool = False) -> dict[str, Any]:  # fmt: skip
+    def _derive(
+        self,
+        target: WorkloadTarget,
+        stable: dict[str, Any],
+        namespace: str,
+        name: str,
+        track: str,
+        image: str,
+        replicas: int,
+        extra_labels: Mapping[str, str] | None = None,
+        keep_replicas: bool = False,
+    ) -> dict[str, Any]:
         """The Deployment `name` copied from `stable` (created if missing) running `image` on `replicas` (an
         existing one keeps its replica count with `keep_replicas`: an autoscaler sets it)."""
         live = self._get(DEPLOYMENT, namespace, name, f"deploy {track}")
         if live is None:
-            body = derived_deployment(stable, namespace, name, track, image, replicas, target, extra_labels or {})
+            body = derived_deployment(
+                stable, namespace, name, track, image, replicas, target, extra_labels or {}
+            )
             live = self._create(DEPLOYMENT, namespace, body, f"deploy {track}")
         elif keep_replicas and _replicas(live) == 0:
             keep_replicas = False  # scaled down: an HPA never scales up from zero, so graylane does
-        return self._update(live, image, None if keep_replicas else replicas, target.container, f"deploy {track}")
+        return self._update(
+            live, image, None if keep_replicas else replicas, target.container, f"deploy {track}"
+        )
 
-    def _update(self, dep: dict[str, Any], image: str, replicas: int | None, container: str,
-                verb: str) -> dict[str, Any]:  # fmt: skip
+    def _update(
+        self, dep: dict[str, Any], image: str, replicas: int | None, container: str, verb: str
+    ) -> dict[str, Any]:
         """Set the image (and replicas) with one guarded patch, only where they differ."""
         index = container_index(dep, container, DEPLOYMENT.kind)
         ops: list[dict[str, Any]] = []
         if dep["spec"]["template"]["spec"]["containers"][index].get("image") != image:
-            ops.append({"op": "replace", "path": f"/spec/template/spec/containers/{index}/image", "value": image})
+            ops.append(
+                {"op": "replace", "path": f"/spec/template/spec/containers/{index}/image", "value": image}
+            )
         if replicas is not None and _replicas(dep) != replicas:
             ops.append({"op": "add", "path": "/spec/replicas", "value": replicas})
         return self._patch(DEPLOYMENT, dep, ops, verb) if ops else dep
@@ -205,7 +269,9 @@ class KubernetesWorkloads:
             raise NotReady(f"Deployment {_where(dep)} {verb}: {problem}")
 
     # -- Jobs ----------------------------------------------------------------------------------------
-    def _job_body(self, target: WorkloadTarget, name: str, image: str, command: tuple[str, ...]) -> dict[str, Any]:
+    def _job_body(
+        self, target: WorkloadTarget, name: str, image: str, command: tuple[str, ...]
+    ) -> dict[str, Any]:
         """A Job running the stable pod's container (its env, volumes, service account) with `image`/`command`.
 
         Only that one container is kept (a sidecar would keep the Job from completing), without probes, and
@@ -232,17 +298,23 @@ class KubernetesWorkloads:
         pod["restartPolicy"] = "Never"
         labels = {APP: target.app, JOB: name, MANAGED_BY[0]: MANAGED_BY[1]}
         return {
-            "apiVersion": "batch/v1", "kind": "Job",
+            "apiVersion": "batch/v1",
+            "kind": "Job",
             "metadata": {"name": name, "namespace": target.namespace, "labels": labels},
-            "spec": {"backoffLimit": 1, "template": {"metadata": {"labels": {APP: target.app, JOB: name}},
-                                                     "spec": pod}},
-        }  # fmt: skip
+            "spec": {
+                "backoffLimit": 1,
+                "template": {"metadata": {"labels": {APP: target.app, JOB: name}}, "spec": pod},
+            },
+        }
 
     # -- API calls -----------------------------------------------------------------------------------
     def _get(self, kind: Kind, namespace: str, name: str, verb: str) -> dict[str, Any] | None:
         try:
-            return json_object(self.api.get_namespaced_custom_object(kind.group, kind.version, namespace, kind.plural,
-                                                              name, _request_timeout=self.timeout))
+            return json_object(
+                self.api.get_namespaced_custom_object(
+                    kind.group, kind.version, namespace, kind.plural, name, _request_timeout=self.timeout
+                )
+            )
         except Exception as err:
             if getattr(err, "status", None) == 404:
                 return None
@@ -258,8 +330,11 @@ class KubernetesWorkloads:
         """Create; if it exists already (another writer, or our own earlier attempt) read and use that."""
         name = body["metadata"]["name"]
         try:
-            return json_object(self.api.create_namespaced_custom_object(kind.group, kind.version, namespace, kind.plural,
-                                                                 body, _request_timeout=self.timeout))
+            return json_object(
+                self.api.create_namespaced_custom_object(
+                    kind.group, kind.version, namespace, kind.plural, body, _request_timeout=self.timeout
+                )
+            )
         except Exception as err:
             if getattr(err, "status", None) != 409:
                 raise api_error(err, kind.kind, f"{namespace}/{name}", f"{verb} (create)") from err
@@ -271,21 +346,32 @@ class KubernetesWorkloads:
         namespace, name, version = meta["namespace"], meta["name"], meta["resourceVersion"]
         guarded = [{"op": "test", "path": "/metadata/resourceVersion", "value": version}, *ops]
         try:
-            return json_object(self.api.patch_namespaced_custom_object(kind.group, kind.version, namespace, kind.plural,
-                                                                name, guarded, _content_type=JSON_PATCH,
-                                                                _request_timeout=self.timeout))
+            return json_object(
+                self.api.patch_namespaced_custom_object(
+                    kind.group,
+                    kind.version,
+                    namespace,
+                    kind.plural,
+                    name,
+                    guarded,
+                    _content_type=JSON_PATCH,
+                    _request_timeout=self.timeout,
+                )
+            )
         except Exception as err:
             raise self._patch_error(err, kind, namespace, name, version, verb) from err
 
-    def _patch_error(self, err: Exception, kind: Kind, namespace: str, name: str, version: str,
-                     verb: str) -> GraylaneError:  # fmt: skip
+    def _patch_error(
+        self, err: Exception, kind: Kind, namespace: str, name: str, version: str, verb: str
+    ) -> GraylaneError:
         # A failed `test` and a bad path both answer 422: the stored version tells them apart.
         if getattr(err, "status", None) == 422:
             now = self._get(kind, namespace, name, verb)
             current = now["metadata"]["resourceVersion"] if now is not None else "(deleted)"
             if current != version:
-                lost = ConflictError(f"{kind.kind} {namespace}/{name} {verb}: resourceVersion {version} "
-                                     f"moved on to {current}")  # fmt: skip
+                lost = ConflictError(
+                    f"{kind.kind} {namespace}/{name} {verb}: resourceVersion {version} moved on to {current}"
+                )
                 lost.__cause__ = err
                 return lost
         return api_error(err, kind.kind, f"{namespace}/{name}", verb)
@@ -294,8 +380,16 @@ class KubernetesWorkloads:
 # -- pure helpers ------------------------------------------------------------------------------------
 
 
-def derived_deployment(stable: Mapping[str, Any], namespace: str, name: str, track: str, image: str, replicas: int,
-                       target: WorkloadTarget, extra_labels: Mapping[str, str]) -> dict[str, Any]:  # fmt: skip
+def derived_deployment(
+    stable: Mapping[str, Any],
+    namespace: str,
+    name: str,
+    track: str,
+    image: str,
+    replicas: int,
+    target: WorkloadTarget,
+    extra_labels: Mapping[str, str],
+) -> dict[str, Any]:
     """The body of Deployment `name`: the stable's spec with renamed labels, the track label and `image`."""
     old = stable["metadata"]["name"]
     spec = copy.deepcopy(stable["spec"])
@@ -305,17 +399,35 @@ def derived_deployment(stable: Mapping[str, Any], namespace: str, name: str, tra
     pod_labels = {**relabel(template_meta.get("labels"), old, name), TRACK: track, **extra_labels}
     template_meta["labels"] = pod_labels
     spec["replicas"] = replicas
-    spec["template"]["spec"]["containers"][container_index(stable, target.container, DEPLOYMENT.kind)]["image"] = image
-    if namespace == stable["metadata"]["namespace"] and selects(stable["spec"].get("selector") or {}, pod_labels):
+    spec["template"]["spec"]["containers"][container_index(stable, target.container, DEPLOYMENT.kind)][
+        "image"
+    ] = image
+    if namespace == stable["metadata"]["namespace"] and selects(
+        stable["spec"].get("selector") or {}, pod_labels
+    ):
         raise ConfigError(
             f"Deployment {namespace}/{name} deploy {track}: its pods would be selected by the stable Deployment "
             f"{old}'s selector {stable['spec'].get('selector')} (no selector label carries the name {old!r}); "
-            f"create {name} once with labels of its own, graylane then only sets its image and replicas")
-    annotations = {k: v for k, v in (stable["metadata"].get("annotations") or {}).items()
-                   if k not in _STRIPPED_ANNOTATIONS}  # fmt: skip
-    labels = {**relabel(stable["metadata"].get("labels"), old, name), TRACK: track, APP: target.app,
-              MANAGED_BY[0]: MANAGED_BY[1], **extra_labels}  # fmt: skip
-    meta = {"name": name, "namespace": namespace, "labels": labels, "annotations": {**annotations, DERIVED_FROM: old}}
+            f"create {name} once with labels of its own, graylane then only sets its image and replicas"
+        )
+    annotations = {
+        k: v
+        for k, v in (stable["metadata"].get("annotations") or {}).items()
+        if k not in _STRIPPED_ANNOTATIONS
+    }
+    labels = {
+        **relabel(stable["metadata"].get("labels"), old, name),
+        TRACK: track,
+        APP: target.app,
+        MANAGED_BY[0]: MANAGED_BY[1],
+        **extra_labels,
+    }
+    meta = {
+        "name": name,
+        "namespace": namespace,
+        "labels": labels,
+        "annotations": {**annotations, DERIVED_FROM: old},
+    }
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": spec}
 
 
@@ -323,8 +435,9 @@ VERSION_ANNOTATION = "graylane.dev/version"
 K8S_VERSION_LABEL = "app.kubernetes.io/version"
 
 
-def version_deployment(source: Mapping[str, Any], slot: Slot, target: WorkloadTarget,
-                       replicas: int) -> dict[str, Any]:  # fmt: skip
+def version_deployment(
+    source: Mapping[str, Any], slot: Slot, target: WorkloadTarget, replicas: int
+) -> dict[str, Any]:
     """The body of `slot`'s Deployment: `source`'s (the stable version's) spec with slot.image, the version label
     (target.version_label, and app.kubernetes.io/version where the source has it) set to slot.label on the
     Deployment, its selector and its pods, labels holding the source's name renamed, graylane's labels added.
@@ -336,13 +449,18 @@ def version_deployment(source: Mapping[str, Any], slot: Slot, target: WorkloadTa
     spec = copy.deepcopy(source["spec"])
     selector = spec.setdefault("selector", {})
     if key not in (selector.get("matchLabels") or {}):
-        raise ConfigError(f"Deployment {_where(source)}: its selector {selector} has no {key} label; each version's "
-                          f"Deployment must select its own pods (workload.versionLabel {key}, which the subsets "
-                          "select on too): add it to the selector and the pod labels")
+        raise ConfigError(
+            f"Deployment {_where(source)}: its selector {selector} has no {key} label; each version's "
+            f"Deployment must select its own pods (workload.versionLabel {key}, which the subsets "
+            "select on too): add it to the selector and the pod labels"
+        )
     keys = {key, K8S_VERSION_LABEL}
 
     def versioned(labels: Mapping[str, str] | None) -> dict[str, str]:
-        return {k: (slot.label if k in keys else slot.workload if v == old else v) for k, v in (labels or {}).items()}
+        return {
+            k: (slot.label if k in keys else slot.workload if v == old else v)
+            for k, v in (labels or {}).items()
+        }
 
     selector["matchLabels"] = versioned(selector["matchLabels"])
     template_meta = spec["template"].setdefault("metadata", {})
@@ -350,17 +468,31 @@ def version_deployment(source: Mapping[str, Any], slot: Slot, target: WorkloadTa
     template_meta["labels"] = pod_labels
     template_meta.setdefault("annotations", {})[VERSION_ANNOTATION] = slot.version
     spec["replicas"] = replicas
-    spec["template"]["spec"]["containers"][container_index(source, target.container, DEPLOYMENT.kind)]["image"] = \
-        slot.image
+    spec["template"]["spec"]["containers"][container_index(source, target.container, DEPLOYMENT.kind)][
+        "image"
+    ] = slot.image
     if selects(source["spec"].get("selector") or {}, pod_labels):
-        raise ConfigError(f"Deployment {_where(source)}: its selector {source['spec'].get('selector')} would also "
-                          f"select the pods of {slot.workload}")
-    annotations = {k: v for k, v in (source["metadata"].get("annotations") or {}).items()
-                   if k not in _STRIPPED_ANNOTATIONS}  # fmt: skip
-    labels = {**versioned(source["metadata"].get("labels")), key: slot.label, APP: target.app,
-              MANAGED_BY[0]: MANAGED_BY[1]}
-    meta = {"name": slot.workload, "namespace": source["metadata"]["namespace"], "labels": labels,
-            "annotations": {**annotations, DERIVED_FROM: old, VERSION_ANNOTATION: slot.version}}
+        raise ConfigError(
+            f"Deployment {_where(source)}: its selector {source['spec'].get('selector')} would also "
+            f"select the pods of {slot.workload}"
+        )
+    annotations = {
+        k: v
+        for k, v in (source["metadata"].get("annotations") or {}).items()
+        if k not in _STRIPPED_ANNOTATIONS
+    }
+    labels = {
+        **versioned(source["metadata"].get("labels")),
+        key: slot.label,
+        APP: target.app,
+        MANAGED_BY[0]: MANAGED_BY[1],
+    }
+    meta = {
+        "name": slot.workload,
+        "namespace": source["metadata"]["namespace"],
+        "labels": labels,
+        "annotations": {**annotations, DERIVED_FROM: old, VERSION_ANNOTATION: slot.version},
+    }
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": spec}
 
 
@@ -380,8 +512,12 @@ def selects(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
         return False
     for expr in selector.get("matchExpressions") or []:
         key, op, values = expr["key"], expr["operator"], expr.get("values") or []
-        ok = {"In": key in labels and labels[key] in values, "NotIn": labels.get(key) not in values,
-              "Exists": key in labels, "DoesNotExist": key not in labels}.get(op, False)  # fmt: skip
+        ok = {
+            "In": key in labels and labels[key] in values,
+            "NotIn": labels.get(key) not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }.get(op, False)
         if not ok:
             return False
     return bool(selector.get("matchLabels") or selector.get("matchExpressions"))
@@ -396,14 +532,18 @@ def container_index(obj: Mapping[str, Any], container: str, kind: str) -> int:
         if c.get("name") == container:
             return i
     names = ", ".join(c.get("name", "?") for c in containers)
-    raise ConfigError(f"{kind} {_where(obj)}: workload.container {container!r} is not in its pod template "
-                      f"(containers: {names})")  # fmt: skip
+    raise ConfigError(
+        f"{kind} {_where(obj)}: workload.container {container!r} is not in its pod template "
+        f"(containers: {names})"
+    )
 
 
 def rollout_problem(dep: Mapping[str, Any], image: str, container: str) -> str:
     """Why the Deployment is not rolled out on `image` yet; "" when it is (the checks `kubectl rollout status` makes)."""
     spec, status = dep["spec"], dep.get("status") or {}
-    live = spec["template"]["spec"]["containers"][container_index(dep, container, DEPLOYMENT.kind)].get("image")
+    live = spec["template"]["spec"]["containers"][container_index(dep, container, DEPLOYMENT.kind)].get(
+        "image"
+    )
     if live != image:
         return f"runs {live}, not {image}"
     generation, observed = dep["metadata"].get("generation", 0), status.get("observedGeneration", 0)
@@ -413,7 +553,9 @@ def rollout_problem(dep: Mapping[str, Any], image: str, container: str) -> str:
         if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
             return f"rollout of {image} stuck: {cond.get('message', 'progress deadline exceeded')}"
     want = _replicas(dep)
-    counts = {k: status.get(k, 0) for k in ("replicas", "updatedReplicas", "readyReplicas", "availableReplicas")}
+    counts = {
+        k: status.get(k, 0) for k in ("replicas", "updatedReplicas", "readyReplicas", "availableReplicas")
+    }
     if any(v != want for v in counts.values()):
         shown = ", ".join(f"{k} {v}" for k, v in counts.items())
         return f"rolling out {image}: {shown} of {want}"
@@ -425,18 +567,23 @@ def _check_job(job: Mapping[str, Any], image: str) -> None:
     where = _where(job)
     live = [c.get("image") for c in job["spec"]["template"]["spec"]["containers"]]
     if image not in live:
-        raise GraylaneError(f"Job {where} run: exists with image {', '.join(map(str, live))}, not {image}; "
-                            "delete it to run the migration again")  # fmt: skip
+        raise GraylaneError(
+            f"Job {where} run: exists with image {', '.join(map(str, live))}, not {image}; "
+            "delete it to run the migration again"
+        )
     status = job.get("status") or {}
     conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
     if "Complete" in conditions or (status.get("succeeded") or 0) > 0:
         return
     if "Failed" in conditions:
         cond = conditions["Failed"]
-        raise EffectFailed(f"Job {where} run: failed: {cond.get('reason', '')}: {cond.get('message', '')} "
-                            f"({status.get('failed', 0)} failed pods)")  # fmt: skip
-    raise NotReady(f"Job {where} run: not finished (active {status.get('active', 0)}, "
-                   f"failed {status.get('failed', 0)})")  # fmt: skip
+        raise EffectFailed(
+            f"Job {where} run: failed: {cond.get('reason', '')}: {cond.get('message', '')} "
+            f"({status.get('failed', 0)} failed pods)"
+        )
+    raise NotReady(
+        f"Job {where} run: not finished (active {status.get('active', 0)}, failed {status.get('failed', 0)})"
+    )
 
 
 def load_test_job(target: WorkloadTarget, name: str, image: str, args: tuple[str, ...]) -> dict[str, Any]:
@@ -444,15 +591,27 @@ def load_test_job(target: WorkloadTarget, name: str, image: str, args: tuple[str
     second run would double the load), removed an hour after it finished. Its pod has graylane's labels only,
     so no Service of the app selects it."""
     labels = {APP: target.app, JOB: name, MANAGED_BY[0]: MANAGED_BY[1]}
-    pod = {"restartPolicy": "Never",
-           "containers": [{"name": "load-test", "image": image, "args": list(args),
-                           "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}}}]}  # fmt: skip
+    pod = {
+        "restartPolicy": "Never",
+        "containers": [
+            {
+                "name": "load-test",
+                "image": image,
+                "args": list(args),
+                "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}},
+            }
+        ],
+    }
     return {
-        "apiVersion": "batch/v1", "kind": "Job",
+        "apiVersion": "batch/v1",
+        "kind": "Job",
         "metadata": {"name": name, "namespace": target.namespace, "labels": labels},
-        "spec": {"backoffLimit": 0, "ttlSecondsAfterFinished": 3600,
-                 "template": {"metadata": {"labels": {APP: target.app, JOB: name}}, "spec": pod}},
-    }  # fmt: skip
+        "spec": {
+            "backoffLimit": 0,
+            "ttlSecondsAfterFinished": 3600,
+            "template": {"metadata": {"labels": {APP: target.app, JOB: name}}, "spec": pod},
+        },
+    }
 
 
 def _replicas(dep: Mapping[str, Any]) -> int:
