@@ -19,11 +19,12 @@ any metric fails, else inconclusive if any metric is inconclusive, else pass.
 from __future__ import annotations
 
 import math
+from datetime import datetime
 
 from functions.core.counters import Evidence
 from functions.core.events import MetricSample
-from functions.core.policy import Analysis, MetricCheck
-from functions.core.state import MetricResult, VerdictRecord
+from functions.core.policy import Analysis, MetricCheck, Policy
+from functions.core.state import MetricResult, Phase, Release, VerdictRecord, parse_iso
 
 PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
 HIGHER_IS_BETTER = frozenset({"success-rate"})
@@ -220,3 +221,18 @@ def _sequential(analysis: Analysis, _: MetricCheck, s: MetricSample) -> tuple[st
     if evidence >= bound / 2:
         return INCONCLUSIVE, f"evidence building: {numbers}, rollback at {bound:.2f}"
     return PASS, f"no regression: {numbers} < {bound / 2:.2f}"
+
+
+def analysis_due(policy: Policy, rel: Release | None, now: datetime) -> bool:
+    """Is a verdict due for `rel` at `now`? One per analysis interval, counted from the release's last one.
+
+    decide() applies this rule to every observation it is given; the runner asks it only to avoid measuring
+    for nothing. (Ticks jitter, so a look 95 % of an interval after the last one counts as the next.)
+    """
+    if policy.analysis is None or rel is None or not rel.analysing:
+        return False
+    if rel.phase not in (Phase.PROGRESSING, Phase.WAITING):
+        return False
+    if not rel.last_analysis_at:
+        return True
+    return (now - parse_iso(rel.last_analysis_at)).total_seconds() >= policy.analysis.interval * 0.95

@@ -24,6 +24,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from functions.core.analysis import analysis_due
 from functions.core.events import HookResult, Observation
 from functions.core.policy import Hook, LoadTest, Policy
 from functions.core.state import (
@@ -98,8 +99,6 @@ def hook_calls(policy: Policy, state: AppState, now: Any, event_id: str) -> tupl
     """The hooks to ask before deciding a tick: the gate's while the release waits at a hook gate, and the
     rollout and rollback hooks when an analysis is due. Delivery ids are the tick's id and the hook's name:
     a retried call (and a tick decided again after a conflict) repeats its id, the next tick's ask does not."""
-    from functions.core.machine import analysis_due  # machine imports this module
-
     rel = state.release
     if rel is None or not rel.active:
         return ()

@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 from functions.core import events as ev
 from functions.core import per_version
-from functions.core.analysis import judge
+from functions.core.analysis import analysis_due, judge
 from functions.core.effects import STABLE_ONLY, Effect, RoutePlan
 from functions.core.events import (
     NO_OBSERVATION,
@@ -127,21 +127,6 @@ def event_kind(event: Event) -> str:
     if isinstance(event, EffectFailure):
         return "effect-failed"
     return event.action
-
-
-def analysis_due(policy: Policy, rel: Release | None, now: datetime) -> bool:
-    """Is a verdict due for `rel` at `now`? One per analysis interval, counted from the release's last one.
-
-    decide() applies this rule to every observation it is given; the runner asks it only to avoid measuring
-    for nothing. (Ticks jitter, so a look 95 % of an interval after the last one counts as the next.)
-    """
-    if policy.analysis is None or rel is None or not rel.analysing:
-        return False
-    if rel.phase not in (Phase.PROGRESSING, Phase.WAITING):
-        return False
-    if not rel.last_analysis_at:
-        return True
-    return (now - parse_iso(rel.last_analysis_at)).total_seconds() >= policy.analysis.interval * 0.95
 
 
 def wants_analysis(policy: Policy, state: AppState, now: datetime) -> bool:
