@@ -29,8 +29,6 @@ from functions.core.events import (
     Observation,
     Tick,
 )
-from functions.core.flag_stage import ENTER as FLAG_ENTER
-from functions.core.flag_stage import FIRE as FLAG_FIRE
 from functions.core.flag_stage import everyone, flags_off, set_percent
 from functions.core.flag_stage import next_step as flag_next_step
 from functions.core.gates import promote_target, skipped_by_promote
@@ -40,41 +38,30 @@ from functions.core.hooks import (
     answers,
     held,
     keep_fed,
-    passed,
     refusals,
     rollback_asked,
-    url_hooks,
     with_rollout_hooks,
 )
-from functions.core.policy import (
-    ABTestStage,
-    ApprovalStage,
-    BlueGreenStage,
-    CanaryStage,
-    FlagStage,
-    Policy,
-    PreviewStage,
-    PromoteStage,
-    RollbackMode,
+from functions.core.moves import (
+    FIRE,
+    decide_gate,
+    enter_from,
+    fail,
+    ignore,
+    pass_gate,
+    pause,
+    per_version_refusal,
+    resume_hook_gate,
+    rollback,
+    start,
 )
+from functions.core.policy import ApprovalStage, FlagStage, Policy, PreviewStage, RollbackMode
 from functions.core.protection import effective_protection, expire, rule_matches
-from functions.core.stages import ENTER as STAGE_ENTER
-from functions.core.stages import FIRE as STAGE_FIRE
-from functions.core.stages import (
-    StageRule,
-    analysis_allows,
-    ensure_canary,
-    next_step,
-    record_verdict,
-    set_weight,
-    wait_at_gate,
-)
+from functions.core.stages import analysis_allows, next_step, record_verdict, set_weight
 from functions.core.state import (
     MAX_ALERTS,
     ActiveAlert,
-    Actor,
     AppState,
-    GateDecision,
     Phase,
     Release,
     Timer,
@@ -85,9 +72,6 @@ from functions.core.state import (
 from functions.core.tx import Tx
 
 Rule = Callable[[Tx], None]
-ENTER: dict[type, StageRule] = {**STAGE_ENTER, **FLAG_ENTER}
-FIRE = {**STAGE_FIRE, **FLAG_FIRE}
-TRAFFIC_STAGES = (ABTestStage, CanaryStage, BlueGreenStage, FlagStage)
 
 
 class Decision(NamedTuple):
@@ -176,35 +160,6 @@ def release_mismatch(state: AppState, cmd: Command) -> str:
 # -- ignoring ---------------------------------------------------------------------------------------
 
 
-def ignore(tx: Tx, reason: str) -> None:
-    """Out of place: state unchanged; a command is still audited in the history."""
-    event = tx.event
-    phase = tx.rel.phase.value if tx.rel else "none"
-    if isinstance(event, Command):
-        tx.record("ignored", reason=f"{event.action}: {reason}")
-        actor = {"user": event.actor.user, "via": event.actor.via}
-        if event.actor.channel:
-            actor["channel"] = event.actor.channel
-        data = {"app": tx.policy.app, "action": event.action, "actor": actor, "reason": reason}
-        if event.release:
-            data["release"] = (
-                event.release
-            )  # the release the command was for (not necessarily the current one)
-        tx.emit(ev.COMMAND_REJECTED, data, release=False)
-    else:
-        tx.emit(
-            ev.EVENT_IGNORED,
-            {
-                "app": tx.policy.app,
-                "eventType": event.type,
-                "eventId": event.id,
-                "phase": phase,
-                "reason": reason,
-            },
-            release=False,
-        )
-
-
 def _not_now(tx: Tx) -> None:
     ignore(tx, f"not possible while the release is {tx.release.phase.value}")
 
@@ -226,7 +181,7 @@ def on_push(tx: Tx) -> None:
         return ignore(tx, f"{target.version} is already stable")
     if not state.stable.image:
         return _initialise(tx, target)
-    if per_version.active(tx.policy) and (why := _per_version_refusal(tx, target)):
+    if per_version.active(tx.policy) and (why := per_version_refusal(tx, target)):
         return ignore(tx, why)
     again = per_version.active(tx.policy) and state.stable.image == target.image
     if rel is not None and rel.active:
@@ -242,14 +197,14 @@ def on_push(tx: Tx) -> None:
         else:
             # the way back of a rollback: traffic to stable first, and clusters already on the target return
             # to the origin, so the new release starts from one known stable everywhere
-            _rollback(tx, why, Phase.SUPERSEDED, "superseded", ev.RELEASE_SUPERSEDED)
+            rollback(tx, why, Phase.SUPERSEDED, "superseded", ev.RELEASE_SUPERSEDED)
         if tx.state.warm is not None and per_version.active(tx.policy):
             per_version.drop_warm(tx)  # the previous version's own Deployment goes now
         elif tx.state.warm is not None:  # the new canary replaces the warm copy in the canary workload
             tx.set_state(warm=None, warm_until="")
     if again:
         return
-    _start(tx, target, kind="release")
+    start(tx, target, kind="release")
     if held(tx, "confirm-rollout", "enter:0"):
         return
     enter_from(tx, 0)
@@ -268,84 +223,6 @@ def _initialise(tx: Tx, target: Version) -> None:
         tx.effect("set-routes", routes=STABLE_ONLY, cluster=cluster)
     tx.set_state(stable=target, routes=STABLE_ONLY)
     tx.record("initialised", reason=f"{target.version} is the first version: made stable")
-
-
-def _per_version_refusal(tx: Tx, target: Version) -> str:
-    why = per_version.refusal(tx, target)
-    return f"per-version model: {why}" if why else ""
-
-
-def _start(tx: Tx, target: Version, kind: str) -> None:
-    seq = tx.state.seq + 1
-    tx.set_state(seq=seq)
-    tx.rel = Release(
-        id=f"{tx.policy.name}-{seq}",
-        seq=seq,
-        target=target,
-        origin=tx.state.stable,
-        started_at=tx.now_iso,
-        kind=kind,
-        stage_started_at=tx.now_iso,
-    )
-    tx.changed = True
-    if per_version.active(tx.policy):
-        per_version.begin(tx)
-    tx.record("started", reason=f"{kind} {tx.state.stable.version or '-'} -> {target.version}")
-    tx.emit(ev.RELEASE_STARTED)
-
-
-def enter_from(tx: Tx, index: int) -> None:
-    """Enter stage `index`, and the ones after it while they complete at once."""
-    stages = tx.policy.stages
-    while index < len(stages):
-        stage = stages[index]
-        tx.update(
-            stage=index,
-            step=0,
-            stage_started_at=tx.now_iso,
-            step_started_at=tx.now_iso,
-            timer=None,
-            gate="",
-            gate_next=-1,
-            passes_in_step=0,
-        )
-        if tx.release.phase != Phase.PROGRESSING:
-            tx.set_phase(Phase.PROGRESSING, "progressing")
-        if _held_by_hooks(tx, stage, index):
-            return
-        tx.record("stage", reason=f"entered {stage.kind} stage {index + 1}/{len(stages)}")
-        tx.emit(ev.RELEASE_STAGE, {"stageKind": stage.kind})
-        if not ENTER[type(stage)](tx, stage):
-            return
-        index += 1
-    _finish_wave(tx)
-
-
-def _held_by_hooks(tx: Tx, stage: object, index: int) -> bool:
-    """Hooks asked before a stage: confirm-promotion before the promote stage, pre-rollout before a wave's
-    first traffic stage routes anything (its canary is deployed first, so the hook can look at it)."""
-    if isinstance(stage, PromoteStage):
-        return held(tx, "confirm-promotion", f"enter:{index}")
-    first = next((i for i, s in enumerate(tx.policy.stages) if isinstance(s, TRAFFIC_STAGES)), -1)
-    if index != first or not url_hooks(tx.policy, "pre-rollout"):
-        return False
-    if not isinstance(stage, FlagStage):
-        ensure_canary(tx)
-    return held(tx, "pre-rollout", f"enter:{index}")
-
-
-def _finish_wave(tx: Tx) -> None:
-    rel, waves = tx.release, tx.policy.waves
-    if rel.wave + 1 < len(waves):
-        nxt = rel.wave + 1
-        tx.update(wave=nxt, promoted=False, canary_deployed=False, watching=False, weight=0, match=())
-        tx.set_state(routes=STABLE_ONLY)  # the next cluster's route still sends everything to its stable
-        tx.record("wave", reason=f"wave {waves[nxt].name} ({nxt + 1}/{len(waves)})")
-        if waves[nxt].approval:
-            tx.update(stage=0)
-            return wait_at_gate(tx, f"wave-{waves[nxt].name}", 0, None)
-        return enter_from(tx, 0)
-    tx.set_phase(Phase.SUCCEEDED, "succeeded", f"{rel.target.version} fully released", ev.RELEASE_SUCCEEDED)
 
 
 # -- ticks ---------------------------------------------------------------------------------------------
@@ -404,11 +281,11 @@ def _analyse(tx: Tx) -> None:
     )
     rel = tx.release
     if verdict.verdict == "fail" and rel.failures >= analysis.failure_limit:
-        _fail(tx, f"analysis failed: {verdict.reason}")
+        fail(tx, f"analysis failed: {verdict.reason}")
     elif verdict.verdict == "inconclusive" and rel.inconclusive_run >= analysis.inconclusive_limit:
-        _pause(tx, f"{rel.inconclusive_run} inconclusive verdicts in a row: {verdict.reason}")
+        pause(tx, f"{rel.inconclusive_run} inconclusive verdicts in a row: {verdict.reason}")
     if tx.release.active and (why := rollback_asked(tx.policy, rel, tx.obs)):
-        _rollback(tx, why, Phase.ROLLED_BACK, "rolled-back", ev.RELEASE_ROLLED_BACK)
+        rollback(tx, why, Phase.ROLLED_BACK, "rolled-back", ev.RELEASE_ROLLED_BACK)
 
 
 def _relax(tx: Tx) -> None:
@@ -424,7 +301,7 @@ def tick_progressing(tx: Tx) -> None:
     _heal_flags(tx)
     _relax(tx)
     if failure := watch(tx):  # the guard: from the canary's first request, whatever startStep says
-        return _fail(tx, failure)
+        return fail(tx, failure)
     _analyse(tx)
     rel = tx.release
     if rel.phase != Phase.PROGRESSING:
@@ -450,7 +327,7 @@ def tick_waiting(tx: Tx) -> None:
     _heal_flags(tx)
     _relax(tx)
     if failure := watch(tx):
-        return _fail(tx, failure)
+        return fail(tx, failure)
     _analyse(tx)
     rel = tx.release
     if rel.phase != Phase.WAITING:
@@ -464,10 +341,10 @@ def tick_waiting(tx: Tx) -> None:
     on_timeout = stage.on_timeout if isinstance(stage, ApprovalStage) else "reject"
     tx.record("gate-timeout", reason=f"gate {rel.gate} timed out: {on_timeout}", scheduled_at=rel.timer.due)
     if on_timeout == "approve":
-        _pass_gate(tx, rel.gate, "timed-out", {})
+        pass_gate(tx, rel.gate, "timed-out", {})
     else:
-        _decide_gate(tx, rel.gate, "timed-out")
-        _rollback(tx, f"gate {rel.gate} timed out", Phase.ABORTED, "aborted", ev.RELEASE_ABORTED)
+        decide_gate(tx, rel.gate, "timed-out")
+        rollback(tx, f"gate {rel.gate} timed out", Phase.ABORTED, "aborted", ev.RELEASE_ABORTED)
 
 
 def _tick_hook_gate(tx: Tx) -> None:
@@ -480,36 +357,20 @@ def _tick_hook_gate(tx: Tx) -> None:
     kind = rel.gate.removeprefix(GATE_PREFIX)
     refused = refusals(tx.policy, kind, answers(tx.obs, kind, rel.hook_point))
     if not refused:
-        return _resume_hook_gate(tx, f"{kind} hooks answered 2xx")
+        return resume_hook_gate(tx, f"{kind} hooks answered 2xx")
     summary = "; ".join(refused)
     if kind == "pre-rollout":
         analysis = tx.policy.analysis
         limit = analysis.failure_limit if analysis is not None else 1
         tx.update(failures=rel.failures + 1, hook_answer=summary)
         if tx.release.failures >= limit:
-            return _fail(tx, f"pre-rollout hook failed: {summary}")
+            return fail(tx, f"pre-rollout hook failed: {summary}")
         return tx.record(
             "hook-failed", reason=f"pre-rollout hook failed ({tx.release.failures}/{limit}): {summary}"
         )
     if summary != rel.hook_answer:
         tx.update(hook_answer=summary)
         tx.record("hook-held", reason=f"{kind}: {summary}")
-
-
-def _resume_hook_gate(tx: Tx, reason: str) -> None:
-    """The gate's hooks said yes (or a human approved the gate): mark its point passed and go on from where the
-    release was held: enter the stage, or take the step the timer wanted."""
-    rel = tx.release
-    gate, resume = rel.gate, rel.hook_resume
-    tx.update(hook_passed=passed(rel), gate="", gate_next=-1, hook_point="", hook_resume="", hook_answer="")
-    _decide_gate(tx, gate, "approved")
-    tx.set_phase(Phase.PROGRESSING, "approved", f"gate {gate}: {reason}")
-    what, _, arg = resume.partition(":")
-    if what == "enter":
-        return enter_from(tx, int(arg))
-    stage = tx.stage()
-    if what == "fire" and stage is not None and FIRE[arg](tx, stage):
-        enter_from(tx, tx.release.stage + 1)
 
 
 def tick_held(tx: Tx) -> None:
@@ -525,53 +386,6 @@ def tick_inactive(tx: Tx) -> None:
 # -- failure and rollback --------------------------------------------------------------------------------
 
 
-def _fail(tx: Tx, reason: str) -> None:
-    mode = tx.policy.rollback
-    if mode is RollbackMode.ROLLBACK:
-        return _rollback(tx, reason, Phase.ROLLED_BACK, "rolled-back", ev.RELEASE_ROLLED_BACK)
-    tx.update(timer=None)
-    if mode is RollbackMode.ROLL_FORWARD:
-        flags_off(tx)
-        tx.stable_only()
-        tx.update(weight=0, match=())
-        reason += " (roll-forward: traffic on stable, waiting for a fixed image)"
-    tx.set_phase(Phase.FROZEN, "frozen", reason, ev.RELEASE_FROZEN)
-
-
-def _rollback(tx: Tx, reason: str, phase: Phase, action: str, event_type: str) -> None:
-    """Traffic returns to the previous version first; only then are workloads changed."""
-    flags_off(tx)  # a flag's variant goes off first: it is the quickest way back for its users
-    rel, state = tx.release, tx.state
-    origin = rel.origin
-    if per_version.active(tx.policy) and rel.target_slot is not None:
-        per_version.roll_back(tx)  # routes back to the origin's subset, scales the target's Deployment down
-    elif rel.promoted:
-        if rel.watching and state.warm == origin:
-            tx.route(RoutePlan.canary_at(100))  # the warm previous version takes traffic at once
-        tx.effect("promote-stable", image=origin.image, version=origin.version)
-        tx.route(STABLE_ONLY)
-    else:
-        tx.stable_only()
-    if rel.promoted or rel.wave > 0:  # stable moved to the target in this wave or an earlier one
-        revisions = tuple(v for v in state.revisions if v != origin)
-        tx.set_state(stable=origin, revisions=revisions, warm=None, warm_until="")
-    if (rel.canary_deployed or rel.promoted) and rel.target_slot is None:
-        tx.effect("scale-down-canary")
-    for wave in range(rel.wave):  # earlier waves were promoted: return them too
-        tx.effect("promote-stable", image=origin.image, version=origin.version, cluster=tx.cluster(wave))
-    tx.update(weight=0, match=(), canary_deployed=False, watching=False, promoted=False)
-    tx.set_phase(phase, action, reason, event_type)
-
-
-def _pause(tx: Tx, reason: str) -> None:
-    rel = tx.release
-    left = None
-    if rel.timer is not None:
-        left = max(0.0, (parse_iso(rel.timer.due) - tx.now).total_seconds())
-    tx.update(paused_from=rel.phase.value, paused_timer_left=left)
-    tx.set_phase(Phase.PAUSED, "paused", reason, ev.RELEASE_PAUSED)
-
-
 # -- commands ------------------------------------------------------------------------------------------
 
 
@@ -583,23 +397,6 @@ def _command(tx: Tx) -> Command:
 def _who(tx: Tx) -> str:
     actor = _command(tx).actor
     return f"{actor.user} via {actor.via}"
-
-
-def _decide_gate(tx: Tx, gate: str, decision: str, params: dict[str, int] | None = None) -> None:
-    rel = tx.release
-    record = GateDecision(
-        gate=gate, decision=decision, at=tx.now_iso, params=dict(params or {}), by=tx.actor or Actor()
-    )
-    tx.update(gates=rel.gates + (record,))
-    tx.emit(ev.GATE_DECIDED, {"gate": gate, "decision": decision, "params": dict(params or {})})
-
-
-def _pass_gate(tx: Tx, gate: str, decision: str, params: dict[str, int]) -> None:
-    rel = tx.release
-    tx.update(params={**rel.params, **params})
-    _decide_gate(tx, gate, decision, params)
-    tx.record(decision, reason=f"gate {gate} {decision}" + (f" with {params}" if params else ""))
-    enter_from(tx, rel.gate_next if rel.gate_next >= 0 else rel.stage + 1)
 
 
 def _gate_params(tx: Tx, cmd: Command) -> dict[str, int] | str:
@@ -627,11 +424,11 @@ def cmd_approve(tx: Tx) -> None:
         return ignore(tx, f"gate {gate} is not open; waiting at {rel.gate}")
     if gate.startswith(GATE_PREFIX):  # a human stands in for the hooks
         tx.record("approved", reason=f"gate {gate} approved by {_who(tx)} for its hooks")
-        return _resume_hook_gate(tx, f"approved by {_who(tx)}")
+        return resume_hook_gate(tx, f"approved by {_who(tx)}")
     params = _gate_params(tx, cmd)
     if isinstance(params, str):
         return ignore(tx, params)
-    _pass_gate(tx, gate, "approved", params)
+    pass_gate(tx, gate, "approved", params)
 
 
 def cmd_reject(tx: Tx) -> None:
@@ -639,9 +436,9 @@ def cmd_reject(tx: Tx) -> None:
     gate = cmd.gate or rel.gate
     if gate != rel.gate:
         return ignore(tx, f"gate {gate} is not open; waiting at {rel.gate}")
-    _decide_gate(tx, gate, "rejected")
+    decide_gate(tx, gate, "rejected")
     why = f"gate {gate} rejected by {_who(tx)}" + (f": {cmd.reason}" if cmd.reason else "")
-    _rollback(tx, why, Phase.ABORTED, "rejected", ev.RELEASE_ABORTED)
+    rollback(tx, why, Phase.ABORTED, "rejected", ev.RELEASE_ABORTED)
 
 
 def cmd_weight(tx: Tx) -> None:
@@ -683,13 +480,13 @@ def cmd_promote(tx: Tx) -> None:
     if target is None or rel.promoted:
         return ignore(tx, "nothing left to promote")
     for gate in skipped_by_promote(stages, rel):  # the command stands for every gate it skips, and says so
-        _decide_gate(tx, gate, "approved")
+        decide_gate(tx, gate, "approved")
     tx.record("promote", reason=f"promoted by {_who(tx)}")
     enter_from(tx, target)
 
 
 def cmd_pause(tx: Tx) -> None:
-    _pause(tx, f"paused by {_who(tx)}" + (f": {_command(tx).reason}" if _command(tx).reason else ""))
+    pause(tx, f"paused by {_who(tx)}" + (f": {_command(tx).reason}" if _command(tx).reason else ""))
 
 
 def cmd_resume(tx: Tx) -> None:
@@ -718,7 +515,7 @@ def cmd_resume(tx: Tx) -> None:
 
 def cmd_abort(tx: Tx) -> None:
     why = f"aborted by {_who(tx)}" + (f": {_command(tx).reason}" if _command(tx).reason else "")
-    _rollback(tx, why, Phase.ABORTED, "aborted", ev.RELEASE_ABORTED)
+    rollback(tx, why, Phase.ABORTED, "aborted", ev.RELEASE_ABORTED)
 
 
 def cmd_rollback(tx: Tx) -> None:
@@ -727,19 +524,19 @@ def cmd_rollback(tx: Tx) -> None:
         if cmd.version and cmd.version != rel.origin.version:
             return ignore(tx, f"release {rel.id} is active; abort it before rolling back to {cmd.version}")
         why = f"rolled back by {_who(tx)}" + (f": {cmd.reason}" if cmd.reason else "")
-        return _rollback(tx, why, Phase.ROLLED_BACK, "rolled-back", ev.RELEASE_ROLLED_BACK)
+        return rollback(tx, why, Phase.ROLLED_BACK, "rolled-back", ev.RELEASE_ROLLED_BACK)
     state = tx.state
     known = [v for v in state.revisions if not cmd.version or v.version == cmd.version]
     if not known:
         have = ", ".join(v.version for v in state.revisions) or "none"
         return ignore(tx, f"version {cmd.version or '(previous)'} is not in the revision history ({have})")
     target = known[0]
-    if per_version.active(tx.policy) and (why := _per_version_refusal(tx, target)):
+    if per_version.active(tx.policy) and (why := per_version_refusal(tx, target)):
         return ignore(tx, why)
     warm = state.warm == target and state.warm_until and parse_iso(state.warm_until) > tx.now
     if rel is not None:
         flags_off(tx)  # what the release being rolled back from turned on
-    _start(tx, target, kind="rollback")
+    start(tx, target, kind="rollback")
     if per_version.active(tx.policy):
         per_version.roll_back_to(
             tx, tx.release.origin_slot
@@ -776,7 +573,7 @@ def on_alert(tx: Tx) -> None:
     acted = False
     rel = tx.rel
     if alert.firing and rel is not None and rel.active and rel.canary_deployed and _names_canary(alert, rel):
-        _rollback(
+        rollback(
             tx,
             f"alert {alert.alertname} fired on the canary",
             Phase.ROLLED_BACK,
@@ -837,7 +634,7 @@ def on_effect_failed(tx: Tx) -> None:
     if rel is None or not rel.active:
         return tx.record("effect-failed", reason=why)
     if tx.policy.rollback is RollbackMode.ROLLBACK:
-        return _rollback(tx, why, Phase.FAILED, "failed", ev.RELEASE_FAILED)
+        return rollback(tx, why, Phase.FAILED, "failed", ev.RELEASE_FAILED)
     tx.update(timer=None)
     tx.set_phase(Phase.FROZEN, "frozen", why, ev.RELEASE_FROZEN)
 
