@@ -2,16 +2,18 @@
 
     decide(policy, state, event, now, observation) -> Decision(state, effects, events)
 
-Every transition lives in TRANSITIONS (phase x event kind -> rule) or in a stage rule it names
-(stages.py). Under at-least-once delivery an out-of-place event is normal: decide() never raises for
-one; it returns the state unchanged (commands are still audited) and an `event.ignored` event.
+Every transition is in one table, TRANSITIONS (phase x event kind -> rule), at the end of this module; the
+rules it names are in rules_*.py, the moves they share (enter a stage, roll back, fail, ...) in moves.py, and
+a stage's own steps in the stage rules of stages.py and flag_stage.py. Under at-least-once delivery an
+out-of-place event is normal: decide() never raises for one; it returns the state unchanged (commands are
+still audited) and an `event.ignored` event.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import NamedTuple
+from typing import Final, Literal, NamedTuple
 
 from functions.core import per_version
 from functions.core.analysis import analysis_due
@@ -42,7 +44,7 @@ from functions.core.rules_commands import (
 )
 from functions.core.rules_push import on_push
 from functions.core.rules_tick import tick_held, tick_inactive, tick_progressing, tick_waiting
-from functions.core.state import AppState, Phase
+from functions.core.state import AppState, Phase, Release
 from functions.core.tx import Tx
 
 Rule = Callable[[Tx], None]
@@ -62,16 +64,11 @@ def decide(
     tx = Tx(policy, state, event, now, observation)
     if per_version.active(policy):
         per_version.ensure_first(tx)  # a state from the pair model: its stable runs in the first Deployment
-    kind = event_kind(event)
     problem = release_mismatch(state, event) if isinstance(event, Command) else ""
     if problem:
         ignore(tx, problem)  # a command for another release (an old button, a late delivery) moves nothing
-    elif kind in GLOBAL:
-        GLOBAL[kind](tx)
-    elif tx.rel is None or not tx.rel.active:
-        INACTIVE.get(kind, _not_active)(tx)
     else:
-        TRANSITIONS[tx.rel.phase].get(kind, _not_now)(tx)
+        rule_for(tx.rel, event_kind(event))(tx)
     return Decision(*tx.result())
 
 
@@ -117,7 +114,62 @@ def release_mismatch(state: AppState, cmd: Command) -> str:
     return ""
 
 
-# -- ignoring ---------------------------------------------------------------------------------------
+# -- the table: phase x event -> rule ------------------------------------------------------------------
+#
+# Every transition, read top to bottom. A push, an alert and a failed effect are decided the same way
+# whatever the phase (EVERY_PHASE); an app without an active release (none yet, or its last one ended)
+# takes NO_RELEASE's row, an active release its phase's row. An event its row lacks is ignored, and says so
+# ("not possible while the release is paused", "no active release"). The rules are in rules_*.py; entering
+# a stage and a stage's timer firing are the stage rules they call (core/stages.py and core/flag_stage.py,
+# by stage kind: moves.ENTER and moves.FIRE). To add a transition: write the rule, `def rule(tx: Tx) ->
+# None`, in the rules_*.py of its event, and name it in the row of every phase that takes the event.
+
+EVERY_PHASE: Final = "every phase"
+NO_RELEASE: Final = "no active release"
+Row = Phase | Literal["every phase", "no active release"]
+
+TRANSITIONS: dict[Row, dict[str, Rule]] = {
+    EVERY_PHASE: {"push": on_push, "alert": on_alert, "effect-failed": on_effect_failed},
+    NO_RELEASE: {"tick": tick_inactive, "rollback": cmd_rollback},
+    Phase.PROGRESSING: {
+        "tick": tick_progressing,
+        "promote": cmd_promote,
+        "pause": cmd_pause,
+        "resume": cmd_resume,
+        "weight": cmd_weight,
+        "abort": cmd_abort,
+        "rollback": cmd_rollback,
+    },
+    Phase.WAITING: {
+        "tick": tick_waiting,
+        "approve": cmd_approve,
+        "reject": cmd_reject,
+        "promote": cmd_promote,
+        "pause": cmd_pause,
+        "weight": cmd_weight,
+        "abort": cmd_abort,
+        "rollback": cmd_rollback,
+    },
+    Phase.PAUSED: {
+        "tick": tick_held,
+        "resume": cmd_resume,
+        "promote": cmd_promote,
+        "weight": cmd_weight,
+        "abort": cmd_abort,
+        "rollback": cmd_rollback,
+    },
+    Phase.FROZEN: {"tick": tick_held, "abort": cmd_abort, "rollback": cmd_rollback},
+}
+
+
+def rule_for(rel: Release | None, kind: str) -> Rule:
+    """The rule the table names for an event of `kind`: EVERY_PHASE's, else the row of the release's phase
+    (NO_RELEASE's without an active release), else one that ignores the event."""
+    if kind in TRANSITIONS[EVERY_PHASE]:
+        return TRANSITIONS[EVERY_PHASE][kind]
+    if rel is None or not rel.active:
+        return TRANSITIONS[NO_RELEASE].get(kind, _not_active)
+    return TRANSITIONS[rel.phase].get(kind, _not_now)
 
 
 def _not_now(tx: Tx) -> None:
@@ -126,30 +178,3 @@ def _not_now(tx: Tx) -> None:
 
 def _not_active(tx: Tx) -> None:
     ignore(tx, "no active release")
-
-
-# -- the table ------------------------------------------------------------------------------------------
-
-_ANY_ACTIVE: dict[str, Rule] = {"abort": cmd_abort, "rollback": cmd_rollback, "weight": cmd_weight}
-
-TRANSITIONS: dict[Phase, dict[str, Rule]] = {
-    Phase.PROGRESSING: {
-        **_ANY_ACTIVE,
-        "tick": tick_progressing,
-        "promote": cmd_promote,
-        "pause": cmd_pause,
-        "resume": cmd_resume,
-    },
-    Phase.WAITING: {
-        **_ANY_ACTIVE,
-        "tick": tick_waiting,
-        "approve": cmd_approve,
-        "reject": cmd_reject,
-        "promote": cmd_promote,
-        "pause": cmd_pause,
-    },
-    Phase.PAUSED: {**_ANY_ACTIVE, "tick": tick_held, "resume": cmd_resume, "promote": cmd_promote},
-    Phase.FROZEN: {"tick": tick_held, "abort": cmd_abort, "rollback": cmd_rollback},
-}
-INACTIVE: dict[str, Rule] = {"tick": tick_inactive, "rollback": cmd_rollback}
-GLOBAL: dict[str, Rule] = {"push": on_push, "alert": on_alert, "effect-failed": on_effect_failed}
