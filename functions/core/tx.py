@@ -1,7 +1,23 @@
-"""A transition in progress: decide() builds one, stage rules add to it, `result()` freezes it.
+"""Tx: one decide() call's transition in progress. decide() builds it, the rules add to it, `result()`
+freezes it into the new state, the effects and the events.
 
-It exists so rules can say "set routes", "emit", "record" without threading five values through
-every function. It never touches its inputs: the state is only replaced, never mutated.
+Why a mutable object and not plain returns: one event runs several rules in a row (a tick heals drifted
+routes, lets the guard and the analysis judge, then may roll back, which ends the release, which tells the
+hooks), and each adds effects, events and history entries whose order is the order the runner applies and
+publishes them. A Tx collects them, so a rule says `tx.route(plan)`, `tx.emit(...)`, `tx.record(...)`
+instead of taking and returning five accumulators.
+
+What it guarantees:
+- Its inputs are never mutated: policy, state, event and observation are frozen values; `tx.state` and
+  `tx.rel` (the release being decided) are only ever replaced by new values (`set_state`, `update`).
+- It is used once: `result()` is called by decide() at the end, and nothing touches the Tx afterwards.
+- Nothing changed, nothing written: when no rule changed anything, `result()` gives back the input state
+  (the same object) and no effects, so the runner saves nothing (an ignored tick only emits event.ignored;
+  an ignored command is still recorded in the history, so it changes the state).
+- Effect ids are deterministic (release or policy name / next generation / index-kind), so a redelivered
+  event or a decision retried after a conflict produces the same ids and the runner applies nothing twice.
+- When the release ends (`set_phase` to an end phase), `result()` puts the finalize-routes effects where it
+  ended: after the release's own effects, before the post-rollout hooks and the GitOps write-back.
 """
 
 from __future__ import annotations
@@ -49,6 +65,8 @@ NOTIFY = frozenset(
 
 
 class Tx:
+    """The transition in progress (see the module docstring): inputs, and what the rules have added so far."""
+
     def __init__(
         self, policy: Policy, state: AppState, event: Event, now: datetime, obs: Observation
     ) -> None:
@@ -63,6 +81,7 @@ class Tx:
         self.entries: list[HistoryEntry] = []
         self.changed = False
         self.actor: Actor | None = getattr(event, "actor", None)
+        self.end_at: int | None = None  # where the release ended, in self.effects (see set_phase)
 
     # -- time -------------------------------------------------------------------------------
     @property
@@ -235,7 +254,7 @@ class Tx:
 
     # -- result ----------------------------------------------------------------------------------
     def result(self) -> tuple[AppState, tuple[Effect, ...], tuple[Emitted, ...]]:
-        end_at = getattr(self, "end_at", None)
+        end_at = self.end_at
         if end_at is not None and not any(e.kind == "finalize-routes" for e in self.effects):
             # every cluster the release routed in (wave 0..its wave), after its own effects (traffic back on
             # stable) and before the post-rollout hooks and the GitOps write-back are told it ended
