@@ -173,25 +173,10 @@ class PrometheusAnalysis:
     def _measure_group(
         self, url: str, router: str, group: list[_Plan], now: float
     ) -> dict[str, tuple[MetricSample, ...]]:
+        """The samples of every release of `group` (one Prometheus, one router): the built-in templates'
+        from a few queries the whole group shares, each custom query on its own."""
         builtin = tp.has_builtin(router)
-        checks = [(plan, m) for plan in group for m in plan.policy.analysis.metrics]  # type: ignore[union-attr]
-        needs = {m.template for _, m in checks if not m.query}
-        wants_since = {
-            plan.release.id
-            for plan, m in checks
-            if m.judge == "sequential" and m.template != "latency" and not m.query
-        }
-        answers: dict[str, Answer] = {}
-        if builtin and needs:
-            answers["window"] = self._query(
-                url, tp.counts_query(router, [(p.target, p.window) for p in group]), now
-            )
-            since = [(p.target, p.since) for p in group if p.release.id in wants_since]
-            if since:
-                answers["since"] = self._query(url, tp.counts_query(router, since), now)
-            if "latency" in needs:
-                lat = [(p.target, p.window) for p in group]
-                answers["latency"] = self._query(url, tp.latency_query(router, lat), now)
+        answers = self._group_answers(url, router, group, now) if builtin else {}
         targets = [p.target for p in group]
         split = {
             kind: tp.split_counts(router, targets, a.series)
@@ -201,23 +186,37 @@ class PrometheusAnalysis:
         latency = tp.split_values(targets, answers["latency"].series) if "latency" in answers else {}
         out: dict[str, tuple[MetricSample, ...]] = {}
         for plan in group:
-            samples = []
-            for m in plan.policy.analysis.metrics:  # type: ignore[union-attr]
-                if m.query:
-                    samples.append(self._custom(url, plan, m, now))
-                elif not builtin:
-                    samples.append(
-                        MetricSample(
-                            m.name,
-                            status="unavailable",
-                            detail=f"no built-in {m.template} template for router {router}; "
-                            "give the metric a query",
-                        )
-                    )
-                else:
-                    samples.append(self._builtin(plan, m, answers, split, latency))
-            out[plan.release.id] = tuple(samples)
+            out[plan.release.id] = tuple(
+                self._custom(url, plan, m, now)
+                if m.query
+                else self._builtin(plan, m, answers, split, latency)
+                if builtin
+                else _no_template(m, router)
+                for m in _metrics(plan)
+            )
         return out
+
+    def _group_answers(self, url: str, router: str, group: list[_Plan], now: float) -> dict[str, Answer]:
+        """The queries the group's built-in metrics share, only those they need: the requests in each
+        release's window ("window"), since its stage started for the sequential judges but latency's
+        ("since"), and the latency quantiles ("latency")."""
+        checks = [(plan, m) for plan in group for m in _metrics(plan) if not m.query]
+        needs = {m.template for _, m in checks}
+        if not needs:
+            return {}
+        wants_since = {
+            plan.release.id for plan, m in checks if m.judge == "sequential" and m.template != "latency"
+        }
+        answers = {
+            "window": self._query(url, tp.counts_query(router, [(p.target, p.window) for p in group]), now)
+        }
+        since = [(p.target, p.since) for p in group if p.release.id in wants_since]
+        if since:
+            answers["since"] = self._query(url, tp.counts_query(router, since), now)
+        if "latency" in needs:
+            lat = [(p.target, p.window) for p in group]
+            answers["latency"] = self._query(url, tp.latency_query(router, lat), now)
+        return answers
 
     # -- samples ------------------------------------------------------------------------------------
     def _builtin(
@@ -338,6 +337,19 @@ class PrometheusAnalysis:
         except (RequestException, PrometheusApiClientException) as err:
             return Answer(query, error=f"querying Prometheus {url} failed: {type(err).__name__}: {err}"[:600])
         return Answer(query, list(series or []))
+
+
+def _metrics(plan: _Plan) -> tuple[MetricCheck, ...]:
+    assert plan.policy.analysis is not None  # only analysed releases are planned
+    return plan.policy.analysis.metrics
+
+
+def _no_template(m: MetricCheck, router: str) -> MetricSample:
+    return MetricSample(
+        m.name,
+        status="unavailable",
+        detail=f"no built-in {m.template} template for router {router}; give the metric a query",
+    )
 
 
 def _epoch(iso: str) -> float | None:
