@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from functions.core.counters import Totals
-from functions.core.effects import Effect
+from functions.core.effects import Effect, FlagPlan, RoutePlan
 from functions.core.events import (
     Command,
     EffectFailure,
@@ -319,50 +319,26 @@ class Runner:
         return event_id in state.seen
 
     def _observe(self, policy: Policy, state: AppState, event: Event, now: datetime) -> Observation:
-        if not isinstance(
-            event, Tick
-        ):  # an event that may start a canary: its counters are the guard's baseline
-            starts = (
-                isinstance(event, ImagePushed)
-                or isinstance(event, Command)
-                and event.action in ("approve", "resume")
-            )
-            if not starts or not wants_totals(policy, state, tick=False):
-                return Observation()
-            key = state.release or Release(
-                id=f"{policy.name}-next", seq=0, target=Version(), origin=Version(), started_at=""
-            )
-            return Observation(totals=self._totals(policy, key, now))
+        """What the runner looks at before deciding. On a tick: the metrics an analysis is due for, the guard's
+        counters, the live routes and flags of an active release and the answers of the hooks it asks; on an
+        event that may start a canary, the counters only (the guard's baseline); else nothing."""
+        if not isinstance(event, Tick):
+            return self._baseline(policy, state, event, now)
         rel = state.release
         metrics, measured_at = None, ""
         if rel is not None and wants_analysis(policy, state, now):
             metrics, measured_at = self._measure(policy, rel, now)
         totals = self._totals(policy, rel, now) if rel is not None and wants_totals(policy, state) else None
-        routes = None
         cluster = (
             policy.waves[rel.wave].cluster
             if rel is not None and policy.waves and rel.wave < len(policy.waves)
             else ""
         )
-        if rel is not None and rel.active and not any(e.kind == "set-routes" for e in state.pending):
-            try:
-                target = route_target(policy, cluster, state.routed if policy.workload.per_version else None)
-                routes = self.providers.router(policy, cluster).get_routes(target)
-            except GraylaneError as err:
-                log.warning("reading routes of %s failed: %s", policy.app, err)
+        active = rel is not None and rel.active
+        routes = self._live_routes(policy, state, cluster) if active else None
         calls = hook_calls(policy, state, now, event.id)
         hooks = self._ask_hooks(policy, calls) if calls else None
-        flags = None
-        mine = tuple(
-            p
-            for p in state.flags
-            if rel is not None and rel.active and p.release == rel.id and p.cluster == cluster
-        )
-        if mine and not any(e.kind == "set-flag" for e in state.pending):
-            try:
-                flags = self._flags(policy, cluster).live(mine)
-            except GraylaneError as err:
-                log.warning("reading flags of %s failed: %s", policy.app, err)
+        flags = self._live_flags(policy, state, rel, cluster) if rel is not None and rel.active else None
         return Observation(
             metrics=metrics,
             routes=routes,
@@ -372,6 +348,47 @@ class Runner:
             hooks=hooks,
             flags=flags,
         )
+
+    def _baseline(self, policy: Policy, state: AppState, event: Event, now: datetime) -> Observation:
+        """An event that may start a canary (a push, an approve, a resume): its counters are the guard's
+        baseline, read with the event, so the first tick already counts the canary's first requests."""
+        starts = (
+            isinstance(event, ImagePushed)
+            or isinstance(event, Command)
+            and event.action in ("approve", "resume")
+        )
+        if not starts or not wants_totals(policy, state, tick=False):
+            return Observation()
+        key = state.release or Release(
+            id=f"{policy.name}-next", seq=0, target=Version(), origin=Version(), started_at=""
+        )
+        return Observation(totals=self._totals(policy, key, now))
+
+    def _live_routes(self, policy: Policy, state: AppState, cluster: str) -> RoutePlan | None:
+        """The routes read back from the router; None while a write of them is pending, or when unreadable."""
+        if any(e.kind == "set-routes" for e in state.pending):
+            return None
+        try:
+            target = route_target(policy, cluster, state.routed if policy.workload.per_version else None)
+            return self.providers.router(policy, cluster).get_routes(target)
+        except GraylaneError as err:
+            log.warning("reading routes of %s failed: %s", policy.app, err)
+            return None
+
+    def _live_flags(
+        self, policy: Policy, state: AppState, rel: Release, cluster: str
+    ) -> tuple[FlagPlan, ...] | None:
+        """The release's flags in `cluster` as read back from their documents; None when it has none there,
+        while a write of them is pending, or when unreadable."""
+        mine = tuple(p for p in state.flags if p.release == rel.id and p.cluster == cluster)
+        if not mine or any(e.kind == "set-flag" for e in state.pending):
+            return None
+        try:
+            live: tuple[FlagPlan, ...] = self._flags(policy, cluster).live(mine)
+            return live
+        except GraylaneError as err:
+            log.warning("reading flags of %s failed: %s", policy.app, err)
+            return None
 
     def _totals(self, policy: Policy, rel: Release, now: datetime) -> Totals | None:
         """The canary's raw counters for the guard, stamped with when they were read (the sweep's batch is used
