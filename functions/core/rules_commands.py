@@ -27,7 +27,7 @@ from functions.core.moves import (
 )
 from functions.core.policy import ApprovalStage, FlagStage, PreviewStage
 from functions.core.stages import analysis_allows, next_step, set_weight
-from functions.core.state import Phase, Timer, parse_iso
+from functions.core.state import Phase, Timer, Version, parse_iso
 from functions.core.tx import Tx
 
 
@@ -147,21 +147,28 @@ def cmd_rollback(tx: Tx) -> None:
     target = known[0]
     if per_version.active(tx.policy) and (why := per_version_refusal(tx, target)):
         return ignore(tx, why)
+    _to_revision(tx, target, after_release=rel is not None)
+
+
+def _to_revision(tx: Tx, target: Version, after_release: bool) -> None:
+    """No release is active: a release of kind rollback makes `target`, a previous version, stable at once
+    (a switch of traffic when it still runs warm in the canary workload; its own Deployment, per-version)."""
+    state = tx.state
     warm = state.warm == target and state.warm_until and parse_iso(state.warm_until) > tx.now
-    if rel is not None:
+    if after_release:
         flags_off(tx)  # what the release being rolled back from turned on
     start(tx, target, kind="rollback")
     if per_version.active(tx.policy):
         per_version.roll_back_to(
             tx, tx.release.origin_slot
         )  # its own Deployment runs; the stable's scales down
-    elif warm:
-        tx.route(RoutePlan.canary_at(100))  # the previous version is still running: switch at once
-    if not per_version.active(tx.policy):
+    else:
+        if warm:
+            tx.route(RoutePlan.canary_at(100))  # the previous version is still running: switch at once
         tx.effect("promote-stable", image=target.image, version=target.version)
         tx.route(STABLE_ONLY)
-    if warm and not per_version.active(tx.policy):
-        tx.effect("scale-down-canary")
+        if warm:
+            tx.effect("scale-down-canary")
     revisions = (state.stable,) + tuple(v for v in state.revisions if v != target)
     tx.set_state(stable=target, revisions=revisions[: tx.policy.revision_history], warm=None, warm_until="")
     why = f"rolled back to {target.version} by {_who(tx)}" + (" (warm)" if warm else "")

@@ -12,7 +12,7 @@ from functions.core.events import ImagePushed
 from functions.core.flag_stage import flags_off
 from functions.core.hooks import held
 from functions.core.moves import enter_from, ignore, per_version_refusal, rollback, start
-from functions.core.state import Phase, Version
+from functions.core.state import Phase, Release, Version
 from functions.core.tx import Tx
 
 
@@ -30,29 +30,34 @@ def on_push(tx: Tx) -> None:
         return ignore(tx, why)
     again = per_version.active(tx.policy) and state.stable.image == target.image
     if rel is not None and rel.active:
-        why = f"superseded by {target.version}"
-        if again:  # one Deployment per version: the stable's own serves it, there is nothing to release
-            why += ", the stable version, which keeps running in its own Deployment"
-        if rel.promoted and rel.wave + 1 >= len(tx.policy.waves):
-            # fully promoted, only being watched: it stays stable and the new release starts from it (a flag it
-            # was still rolling out goes off: the new release rolls it out again)
-            flags_off(tx, below=100)
-            tx.update(watching=False, analysing=False, canary_deployed=False)
-            tx.set_phase(Phase.SUPERSEDED, "superseded", why, ev.RELEASE_SUPERSEDED)
-        else:
-            # the way back of a rollback: traffic to stable first, and clusters already on the target return
-            # to the origin, so the new release starts from one known stable everywhere
-            rollback(tx, why, Phase.SUPERSEDED, "superseded", ev.RELEASE_SUPERSEDED)
-        if tx.state.warm is not None and per_version.active(tx.policy):
-            per_version.drop_warm(tx)  # the previous version's own Deployment goes now
-        elif tx.state.warm is not None:  # the new canary replaces the warm copy in the canary workload
-            tx.set_state(warm=None, warm_until="")
-    if again:
+        _supersede(tx, rel, target, again)
+    if again:  # one Deployment per version: the stable's own serves it, there is nothing to release
         return
     start(tx, target, kind="release")
     if held(tx, "confirm-rollout", "enter:0"):
         return
     enter_from(tx, 0)
+
+
+def _supersede(tx: Tx, rel: Release, target: Version, again: bool) -> None:
+    """The active release `rel` makes way for `target` (`again`: the stable version itself, per-version)."""
+    why = f"superseded by {target.version}"
+    if again:
+        why += ", the stable version, which keeps running in its own Deployment"
+    if rel.promoted and rel.wave + 1 >= len(tx.policy.waves):
+        # fully promoted, only being watched: it stays stable and the new release starts from it (a flag it
+        # was still rolling out goes off: the new release rolls it out again)
+        flags_off(tx, below=100)
+        tx.update(watching=False, analysing=False, canary_deployed=False)
+        tx.set_phase(Phase.SUPERSEDED, "superseded", why, ev.RELEASE_SUPERSEDED)
+    else:
+        # the way back of a rollback: traffic to stable first, and clusters already on the target return
+        # to the origin, so the new release starts from one known stable everywhere
+        rollback(tx, why, Phase.SUPERSEDED, "superseded", ev.RELEASE_SUPERSEDED)
+    if tx.state.warm is not None and per_version.active(tx.policy):
+        per_version.drop_warm(tx)  # the previous version's own Deployment goes now
+    elif tx.state.warm is not None:  # the new canary replaces the warm copy in the canary workload
+        tx.set_state(warm=None, warm_until="")
 
 
 def _initialise(tx: Tx, target: Version) -> None:
