@@ -124,8 +124,12 @@ def update(evidence: Evidence | None, totals: Totals, now: datetime, wave: int =
         errors=_increment(evidence.errors, dce, dse, share),
     )
     delta = _bucket_delta(totals, old)
-    if delta is None:
-        return out
+    return out if delta is None else _count_slow(out, evidence, delta)
+
+
+def _count_slow(out: Evidence, evidence: Evidence, delta: tuple[tuple[float, float, float], ...]) -> Evidence:
+    """`out` with the slow requests among `delta` (requests per bucket since `evidence`) counted: those above
+    the bound chosen from the first histogram read (kept after), when there is one."""
     bound = evidence.bound_ms or _choose_bound(delta)
     if not bound:
         return out

@@ -93,20 +93,27 @@ def _expand(op: str, major: str, minor: str | None, patch: str | None, pre: str 
     pa = int(patch) if mi is not None and patch is not None and not _is_x(patch) else None
     low = Version(ma, mi or 0, pa or 0, _prerelease(pre) if pa is not None else ())
     if op == "^":
-        if ma > 0 or mi is None:
-            high = Version(ma + 1, 0, 0)
-        elif mi > 0 or pa is None:
-            high = Version(0, mi + 1, 0)
-        else:
-            high = Version(0, 0, (pa or 0) + 1)
-        return [Comparator(">=", low), Comparator("<", _floor(high))]
+        return [Comparator(">=", low), Comparator("<", _floor(_caret_high(ma, mi, pa)))]
     if op == "~":
         high = Version(ma + 1, 0, 0) if mi is None else Version(ma, mi + 1, 0)
         return [Comparator(">=", low), Comparator("<", _floor(high))]
     if pa is not None:  # a full version: the operator applies as written
         return [Comparator(op or "=", low)]
-    # partial version: `1.2` stands for the whole 1.2.x range
-    high = _floor(Version(ma + 1, 0, 0) if mi is None else Version(ma, mi + 1, 0))
+    return _partial(op, low, _floor(Version(ma + 1, 0, 0) if mi is None else Version(ma, mi + 1, 0)))
+
+
+def _caret_high(ma: int, mi: int | None, pa: int | None) -> Version:
+    """The first version `^ma.mi.pa` leaves out: the next major; below 1.0.0 the next minor (below 0.1.0 the
+    next patch), when given."""
+    if ma > 0 or mi is None:
+        return Version(ma + 1, 0, 0)
+    if mi > 0 or pa is None:
+        return Version(0, mi + 1, 0)
+    return Version(0, 0, pa + 1)
+
+
+def _partial(op: str, low: Version, high: Version) -> list[Comparator]:
+    """A partial version under `op`: `1.2` stands for the whole 1.2.x range, from `low` to below `high`."""
     if op in ("", "="):
         return [Comparator(">=", low), Comparator("<", high)]
     if op == ">":

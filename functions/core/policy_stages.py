@@ -344,41 +344,12 @@ def _flag(r: Reader, node: Any, path: str, has_analysis: bool) -> Stage:
     off = r.text(m, "offVariant", path, "off", pattern=FLAG_KEY, expected="a variant name" + _QUOTE)
     if variant == off:
         r.bad(join(path, "offVariant"), off, f"a variant other than the one rolled out ({variant})")
-    variants = dict(FLAG_VARIANTS)
-    if "variants" in m:
-        given = m["variants"]
-        kinds = {
-            type(v) if not isinstance(v, int | float) or isinstance(v, bool) else float
-            for v in (given.values() if isinstance(given, Mapping) else ())
-        }
-        ok = (
-            isinstance(given, Mapping)
-            and given
-            and all(isinstance(k, str) and FLAG_KEY.fullmatch(k) for k in given)
-            and len(kinds) == 1
-            and kinds <= {bool, str, float, dict}
-        )
-        if not ok:
-            r.bad(
-                join(path, "variants"),
-                given,
-                "a mapping of variant name to value, every value of one type "
-                "(boolean, string, number or object), as flagd requires" + _QUOTE,
-            )
-        else:
-            variants = dict(given)
+    variants = _flag_variants(r, m, path)
     for key, name in (("variant", variant), ("offVariant", off)):
         if name not in variants:
             r.bad(join(path, key), name, f"one of the flag's variants ({', '.join(variants)})")
     if moving.mode == "steps":
-        for i, step in enumerate(moving.steps):
-            if i and step.weight < moving.steps[i - 1].weight:
-                r.bad(
-                    f"{path}.steps[{i}].weight",
-                    step.weight,
-                    f"at least the step before ({moving.steps[i - 1].weight}):"
-                    " a flag rollout only grows (a user keeps the variant across steps)",
-                )
+        _growing_steps(r, moving, path)
     return FlagStage(
         key=r.text(m, "key", path, pattern=FLAG_KEY, expected="a flag key (letters, digits, _ . : -)"),
         variant=variant,
@@ -393,6 +364,45 @@ def _flag(r: Reader, node: Any, path: str, has_analysis: bool) -> Stage:
         analysis=moving.analysis,
         salt=r.text(m, "salt", path, expected="a salt string"),
     )
+
+
+def _flag_variants(r: Reader, m: Mapping[str, Any], path: str) -> dict[str, Any]:
+    """The flag's variants: as given (a mapping of names to values of one type), else the default on/off."""
+    if "variants" not in m:
+        return dict(FLAG_VARIANTS)
+    given = m["variants"]
+    kinds = {
+        type(v) if not isinstance(v, int | float) or isinstance(v, bool) else float
+        for v in (given.values() if isinstance(given, Mapping) else ())
+    }
+    ok = (
+        isinstance(given, Mapping)
+        and given
+        and all(isinstance(k, str) and FLAG_KEY.fullmatch(k) for k in given)
+        and len(kinds) == 1
+        and kinds <= {bool, str, float, dict}
+    )
+    if not ok:
+        r.bad(
+            join(path, "variants"),
+            given,
+            "a mapping of variant name to value, every value of one type "
+            "(boolean, string, number or object), as flagd requires" + _QUOTE,
+        )
+        return dict(FLAG_VARIANTS)
+    return dict(given)
+
+
+def _growing_steps(r: Reader, moving: CanaryStage, path: str) -> None:
+    """A flag rollout only grows: a user keeps the variant across steps."""
+    for i, step in enumerate(moving.steps):
+        if i and step.weight < moving.steps[i - 1].weight:
+            r.bad(
+                f"{path}.steps[{i}].weight",
+                step.weight,
+                f"at least the step before ({moving.steps[i - 1].weight}):"
+                " a flag rollout only grows (a user keeps the variant across steps)",
+            )
 
 
 _STAGE_PARSERS: dict[str, Callable[[Reader, Any, str, bool], Stage]] = {
@@ -448,42 +458,48 @@ def _order_rules(r: Reader, parsed: list[tuple[str, Stage]]) -> None:
             params.update((g.name, g) for g in stage.params)
         if isinstance(stage, CanaryStage | FlagStage):
             _weight_param_rule(r, path, stage, params)
-        if isinstance(stage, PromoteStage) and path != promote_at:
-            r.add(path, f"is not allowed: expected at most one promote stage ({promote_at} is one)")
-        if stage.kind in TRAFFIC_STAGES and promote_at and _index(path) > _index(promote_at):
-            r.add(
-                path,
-                f"is not allowed after the promote stage {promote_at}; "
-                "expected abtest, canary and bluegreen stages before promote",
-            )
+        _place_rule(r, path, stage, promote_at, first_flag, first_protect)
         if isinstance(stage, FlagStage):
             first_flag = first_flag or path
-            if promote_at and _index(path) < _index(promote_at):
-                r.add(
-                    path,
-                    f"is not allowed before the promote stage {promote_at}; expected flag stages after it "
-                    "(the code behind the flag is promoted, dark, before the flag goes out)",
-                )
-            continue
-        if isinstance(stage, ProtectStage):
+        elif isinstance(stage, ProtectStage):
             first_protect = first_protect or path
-            if promote_at and _index(path) < _index(promote_at):
-                r.add(
-                    path,
-                    f"is not allowed before the promote stage {promote_at}; expected protect stages after it",
-                )
-        elif first_flag and not promote_at and stage.kind in (*TRAFFIC_STAGES, "preview"):
-            r.add(
-                path,
-                f"is not allowed after the flag stage {first_flag}; expected abtest, canary, bluegreen and "
-                "preview stages before it (the implicit promote stage goes right before the first flag stage)",
+
+
+def _place_rule(
+    r: Reader, path: str, stage: Stage, promote_at: str, first_flag: str, first_protect: str
+) -> None:
+    """Where `stage` may stand: one promote stage; traffic stages before it, flag and protect stages after it.
+    Without a declared one (it is implicit, right before the first flag or protect stage): no traffic or
+    preview stage after a flag stage, nothing but protect stages after a protect stage."""
+    if isinstance(stage, PromoteStage) and path != promote_at:
+        r.add(path, f"is not allowed: expected at most one promote stage ({promote_at} is one)")
+    if stage.kind in TRAFFIC_STAGES and promote_at and _index(path) > _index(promote_at):
+        r.add(
+            path,
+            f"is not allowed after the promote stage {promote_at}; "
+            "expected abtest, canary and bluegreen stages before promote",
+        )
+    if isinstance(stage, FlagStage | ProtectStage):
+        if promote_at and _index(path) < _index(promote_at):
+            why = (
+                "expected flag stages after it (the code behind the flag is promoted, dark, before the flag "
+                "goes out)"
+                if isinstance(stage, FlagStage)
+                else "expected protect stages after it"
             )
-        elif first_protect and not promote_at:
-            r.add(
-                path,
-                f"is not allowed after the protect stage {first_protect}; expected protect stages last "
-                "(the implicit promote stage goes right before them)",
-            )
+            r.add(path, f"is not allowed before the promote stage {promote_at}; {why}")
+    elif first_flag and not promote_at and stage.kind in (*TRAFFIC_STAGES, "preview"):
+        r.add(
+            path,
+            f"is not allowed after the flag stage {first_flag}; expected abtest, canary, bluegreen and "
+            "preview stages before it (the implicit promote stage goes right before the first flag stage)",
+        )
+    elif first_protect and not promote_at:
+        r.add(
+            path,
+            f"is not allowed after the protect stage {first_protect}; expected protect stages last "
+            "(the implicit promote stage goes right before them)",
+        )
 
 
 def _index(path: str) -> int:
