@@ -38,6 +38,7 @@ from functions.core.policy import (
     ProtectionRule,
     RollbackMode,
     RouterSpec,
+    Stage,
     VariantMetrics,
     Wave,
     WorkloadSpec,
@@ -691,6 +692,24 @@ def _feature_rules(r: Reader, spec: Mapping[str, Any], policy: Policy) -> None:
 # --- policy ----------------------------------------------------------------------------------------
 
 
+_SPEC_KEYS = (
+    "image",
+    "workload",
+    "router",
+    "analysis",
+    "rollback",
+    "approvers",
+    "stages",
+    "waves",
+    "protection",
+    "notify",
+    "revisionHistory",
+    "flags",
+    "hooks",
+    "gitops",
+)
+
+
 def _policy(r: Reader, doc: Any, catalog: routing.Catalog) -> Policy:
     top = r.fields(
         doc, "", ("apiVersion", "kind", "metadata", "spec"), ("apiVersion", "kind", "metadata", "spec")
@@ -705,37 +724,13 @@ def _policy(r: Reader, doc: Any, catalog: routing.Catalog) -> Policy:
     meta = r.fields(top["metadata"], "metadata", meta_keys, ("name",)) if "metadata" in top else {}
     name = r.text(meta, "name", "metadata", pattern=DNS_LABEL, expected=DNS_EXPECTED)
     namespace = r.text(meta, "namespace", "metadata", "default", pattern=DNS_LABEL, expected=DNS_EXPECTED)
-    spec_keys = (
-        "image",
-        "workload",
-        "router",
-        "analysis",
-        "rollback",
-        "approvers",
-        "stages",
-        "waves",
-        "protection",
-        "notify",
-        "revisionHistory",
-        "flags",
-        "hooks",
-        "gitops",
-    )
     spec = (
-        r.fields(top.get("spec"), "spec", spec_keys, ("image", "router", "stages")) if "spec" in top else {}
+        r.fields(top.get("spec"), "spec", _SPEC_KEYS, ("image", "router", "stages")) if "spec" in top else {}
     )
     analysis = _analysis(r, spec["analysis"], "spec.analysis") if spec.get("analysis") is not None else None
     stages = read_stages(r, spec, analysis is not None)
     waves = _waves(r, spec)
-    gates = {s.name for s in stages if isinstance(s, ApprovalStage)}
-    for i, wave in enumerate(waves):
-        if wave.approval and f"wave-{wave.name}" in gates:
-            r.bad(
-                f"spec.waves[{i}].name",
-                wave.name,
-                f"a name whose gate wave-{wave.name} is not also an approval stage",
-            )
-    gates |= {f"wave-{w.name}" for w in waves if w.approval}
+    gates = _gates(r, stages, waves)
     policy = Policy(
         name=name,
         namespace=namespace,
@@ -758,11 +753,22 @@ def _policy(r: Reader, doc: Any, catalog: routing.Catalog) -> Policy:
     )
     _feature_rules(r, spec, policy)
     _per_version_fits(r, policy, catalog)
-    for path, message in capabilities.unsupported(
-        policy.router.provider, doc, catalog
-    ):  # at validate, not at run
+    for path, message in capabilities.unsupported(policy.router.provider, doc, catalog):  # at validate
         r.add(path, message)
     return policy
+
+
+def _gates(r: Reader, stages: tuple[Stage, ...], waves: tuple[Wave, ...]) -> set[str]:
+    """Every gate's name: the approval stages' and those of the waves with an approval, which differ."""
+    gates = {s.name for s in stages if isinstance(s, ApprovalStage)}
+    for i, wave in enumerate(waves):
+        if wave.approval and f"wave-{wave.name}" in gates:
+            r.bad(
+                f"spec.waves[{i}].name",
+                wave.name,
+                f"a name whose gate wave-{wave.name} is not also an approval stage",
+            )
+    return gates | {f"wave-{w.name}" for w in waves if w.approval}
 
 
 def problems(doc: Any, catalog: routing.Catalog | None = None) -> list[Problem]:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import field
 from typing import Any, Literal, Protocol
 
@@ -63,32 +63,10 @@ class Option:
 
     def problem(self, given: Any) -> str:
         """What is expected when `given` is not acceptable for this option ("" when it is)."""
-        kind = self.kind
-        if kind == "choice":
+        if self.kind == "choice":
             return "" if given in self.choices else "one of " + ", ".join(self.choices)
-        if kind == "name":
-            ok = isinstance(given, str) and _NAME.fullmatch(given) is not None
-        elif kind == "names":
-            ok = isinstance(given, list) and all(isinstance(g, str) and g for g in given)
-        elif kind == "text":
-            ok = isinstance(given, str) and given != ""
-        elif kind == "port":
-            ok = (_integer(given) and 0 < given <= 65535) or (isinstance(given, str) and given != "")
-        elif kind == "integer":
-            ok = _integer(given)
-        elif kind == "number":
-            ok = _integer(given) or isinstance(given, float)
-        elif kind == "boolean":
-            ok = isinstance(given, bool)
-        elif kind == "mapping":
-            ok = isinstance(given, Mapping)
-        elif kind == "object-ref":
-            ok = (isinstance(given, str) and given != "") or (
-                isinstance(given, Mapping) and isinstance(given.get("name"), str) and given.get("name") != ""
-            )
-        else:
-            ok = True
-        return "" if ok else _EXPECTED[kind]
+        accepts = _ACCEPTS.get(self.kind)
+        return "" if accepts is None or accepts(given) else _EXPECTED[self.kind]
 
     @property
     def expected(self) -> str:
@@ -101,6 +79,28 @@ class Option:
 
 def _integer(given: Any) -> bool:
     return isinstance(given, int) and not isinstance(given, bool)
+
+
+def _object_ref(given: Any) -> bool:
+    """An object's name, or a mapping naming it."""
+    if isinstance(given, Mapping):
+        return isinstance(given.get("name"), str) and given.get("name") != ""
+    return isinstance(given, str) and given != ""
+
+
+_ACCEPTS: dict[str, Callable[[Any], bool]] = {  # option kind -> is this value one? (every kind but choice)
+    "name": lambda given: isinstance(given, str) and _NAME.fullmatch(given) is not None,
+    "names": lambda given: isinstance(given, list) and all(isinstance(g, str) and g for g in given),
+    "text": lambda given: isinstance(given, str) and given != "",
+    "port": lambda given: (
+        (_integer(given) and 0 < given <= 65535) or (isinstance(given, str) and given != "")
+    ),
+    "integer": _integer,
+    "number": lambda given: _integer(given) or isinstance(given, float),
+    "boolean": lambda given: isinstance(given, bool),
+    "mapping": lambda given: isinstance(given, Mapping),
+    "object-ref": _object_ref,
+}
 
 
 @value
