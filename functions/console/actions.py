@@ -130,6 +130,24 @@ def read_form(form: Mapping[str, Any]) -> Pressed | str:
     if values["action"] not in ACTIONS:
         shown = values["action"][:20] or "(none)"
         return f"action {shown!r} is not allowed; expected one of {', '.join(ACTIONS)}"
+    params = _params(form)
+    if isinstance(params, str):
+        return params
+    if params and values["action"] != "approve":
+        return f"param.{next(iter(params))}: gate parameters go with approve only"
+    return Pressed(
+        action=values["action"],
+        gate=values["gate"],
+        release=values["release"],
+        version=values["version"],
+        reason=values["reason"],
+        params=params,
+    )
+
+
+def _params(form: Mapping[str, Any]) -> dict[str, int] | str:
+    """The gate parameters filled in (param.NAME fields; an empty one leaves the gate's default), or the
+    problem naming the field."""
     params: dict[str, int] = {}
     for key in form:
         if not key.startswith(PARAM_PREFIX):
@@ -143,13 +161,4 @@ def read_form(form: Mapping[str, Any]) -> Pressed | str:
         if not text.lstrip("-").isdigit() or len(text) > 12:
             return f"{key}: {text[:20]!r} is not a whole number"
         params[name] = int(text)
-    if params and values["action"] != "approve":
-        return f"param.{next(iter(params))}: gate parameters go with approve only"
-    return Pressed(
-        action=values["action"],
-        gate=values["gate"],
-        release=values["release"],
-        version=values["version"],
-        reason=values["reason"],
-        params=params,
-    )
+    return params

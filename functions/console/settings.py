@@ -21,8 +21,7 @@ import ipaddress
 import logging
 import os
 import secrets
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
 
 from functions.core.values import value
 from functions.errors import ConfigError
@@ -33,6 +32,7 @@ PREFIX = "/ui"
 MIN_SECRET = 16
 PROXY_SECRET_HEADER = "x-graylane-proxy-secret"
 SECURE_CHOICES = ("auto", "true", "false")
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network  # a trusted proxy's address or CIDR
 
 
 @value
@@ -43,7 +43,7 @@ class ConsoleSettings:
     secure_cookie: str = "auto"  # auto | true | false
     origins: tuple[str, ...] = ()  # empty: the request's own host
     identity_header: str = ""  # lower case; empty: no proxy sign-in
-    trusted_proxies: tuple[Any, ...] = ()  # ipaddress networks
+    trusted_proxies: tuple[Network, ...] = ()
     proxy_secret: str = ""
     poll: float = 1.0
     stream_lifetime: float = 300.0
@@ -74,31 +74,8 @@ class ConsoleSettings:
                 f"GRAYLANE_CONSOLE_SECURE_COOKIE={secure[:20]!r} is not allowed; expected "
                 f"{', '.join(SECURE_CHOICES)}"
             )
-        origins = tuple(
-            o.strip().rstrip("/").lower() for o in get("GRAYLANE_CONSOLE_ORIGINS").split(",") if o.strip()
-        )
-        for origin in origins:
-            if not origin.startswith(("http://", "https://")) or "/" in origin.split("://", 1)[1]:
-                raise ConfigError(
-                    f"GRAYLANE_CONSOLE_ORIGINS entry {origin[:80]!r} is not an origin such as "
-                    "https://graylane.example.com"
-                )
-        header = get("GRAYLANE_CONSOLE_IDENTITY_HEADER").lower()
-        proxies = tuple(
-            _network(p.strip()) for p in get("GRAYLANE_CONSOLE_TRUSTED_PROXIES").split(",") if p.strip()
-        )
-        proxy_secret = get("GRAYLANE_CONSOLE_PROXY_SECRET")
-        if proxy_secret and len(proxy_secret) < MIN_SECRET:
-            raise ConfigError(f"GRAYLANE_CONSOLE_PROXY_SECRET must be at least {MIN_SECRET} characters")
-        if header and not (proxies or proxy_secret):
-            raise ConfigError(
-                "GRAYLANE_CONSOLE_IDENTITY_HEADER needs GRAYLANE_CONSOLE_TRUSTED_PROXIES and/or "
-                "GRAYLANE_CONSOLE_PROXY_SECRET: anyone else could send the header"
-            )
-        if header and not all(c.isalnum() or c == "-" for c in header):
-            raise ConfigError(f"GRAYLANE_CONSOLE_IDENTITY_HEADER={header[:40]!r} is not a header name")
-        if header in ("cookie", "authorization", "host", "origin", PROXY_SECRET_HEADER):
-            raise ConfigError(f"GRAYLANE_CONSOLE_IDENTITY_HEADER cannot be {header}")
+        origins = _origins(get("GRAYLANE_CONSOLE_ORIGINS"))
+        header, proxies, proxy_secret = _proxy_sign_in(get)
         poll = seconds(get("GRAYLANE_CONSOLE_POLL") or "1s", "GRAYLANE_CONSOLE_POLL", 0.05, 60)
         lifetime = seconds(
             get("GRAYLANE_CONSOLE_STREAM_LIFETIME") or "5m", "GRAYLANE_CONSOLE_STREAM_LIFETIME", 1, 3600
@@ -126,7 +103,39 @@ class ConsoleSettings:
         )
 
 
-def _network(text: str) -> Any:
+def _origins(text: str) -> tuple[str, ...]:
+    origins = tuple(o.strip().rstrip("/").lower() for o in text.split(",") if o.strip())
+    for origin in origins:
+        if not origin.startswith(("http://", "https://")) or "/" in origin.split("://", 1)[1]:
+            raise ConfigError(
+                f"GRAYLANE_CONSOLE_ORIGINS entry {origin[:80]!r} is not an origin such as "
+                "https://graylane.example.com"
+            )
+    return origins
+
+
+def _proxy_sign_in(get: Callable[[str], str]) -> tuple[str, tuple[Network, ...], str]:
+    """The identity header a trusted proxy sets, the proxies' networks and their shared secret."""
+    header = get("GRAYLANE_CONSOLE_IDENTITY_HEADER").lower()
+    proxies = tuple(
+        _network(p.strip()) for p in get("GRAYLANE_CONSOLE_TRUSTED_PROXIES").split(",") if p.strip()
+    )
+    proxy_secret = get("GRAYLANE_CONSOLE_PROXY_SECRET")
+    if proxy_secret and len(proxy_secret) < MIN_SECRET:
+        raise ConfigError(f"GRAYLANE_CONSOLE_PROXY_SECRET must be at least {MIN_SECRET} characters")
+    if header and not (proxies or proxy_secret):
+        raise ConfigError(
+            "GRAYLANE_CONSOLE_IDENTITY_HEADER needs GRAYLANE_CONSOLE_TRUSTED_PROXIES and/or "
+            "GRAYLANE_CONSOLE_PROXY_SECRET: anyone else could send the header"
+        )
+    if header and not all(c.isalnum() or c == "-" for c in header):
+        raise ConfigError(f"GRAYLANE_CONSOLE_IDENTITY_HEADER={header[:40]!r} is not a header name")
+    if header in ("cookie", "authorization", "host", "origin", PROXY_SECRET_HEADER):
+        raise ConfigError(f"GRAYLANE_CONSOLE_IDENTITY_HEADER cannot be {header}")
+    return header, proxies, proxy_secret
+
+
+def _network(text: str) -> Network:
     try:
         return ipaddress.ip_network(text, strict=False)
     except ValueError as err:
