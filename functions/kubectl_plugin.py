@@ -30,6 +30,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 from functions.cli import COMMANDS, EXIT_USAGE
@@ -126,29 +127,36 @@ def where(flags: KubeFlags, env: Mapping[str, str] | None = None) -> Where:
         not kubeconfig and not flags.context and not default.exists() and "KUBERNETES_SERVICE_HOST" in env
     )
     if in_pod:
-        namespace = flags.namespace
-        if not namespace:
-            try:
-                namespace = Path(SA_NAMESPACE).read_text().strip()
-            except OSError:
-                namespace = "default"
-        return Where(context="", namespace=namespace or "default")
+        return Where(context="", namespace=flags.namespace or _pod_namespace())
+    chosen = _context(flags.context, kubeconfig, default)
+    namespace = flags.namespace or (chosen.get("context") or {}).get("namespace") or "default"
+    return Where(context=str(chosen["name"]), namespace=namespace, kubeconfig=kubeconfig)
+
+
+def _pod_namespace() -> str:
+    """In a pod without a kubeconfig: the namespace of its service account."""
+    try:
+        return Path(SA_NAMESPACE).read_text().strip() or "default"
+    except OSError:
+        return "default"
+
+
+def _context(name: str, kubeconfig: str, default: Path) -> dict[str, Any]:
+    """The kubeconfig's context `name`, or its current one."""
     from functions.providers.kube import kubeconfig_contexts
 
     try:
         contexts, active = kubeconfig_contexts(kubeconfig or None)
     except ConfigError as err:
         raise UsageError(f"cannot read the kubeconfig {kubeconfig or default}: {err}") from err
-    if flags.context:
-        chosen = next((c for c in contexts if c.get("name") == flags.context), None)
+    if name:
+        chosen = next((c for c in contexts if c.get("name") == name), None)
         if chosen is None:
-            raise UsageError(f'context "{flags.context}" does not exist in {kubeconfig or default}')
-    else:
-        chosen = active
-        if not chosen:
-            raise UsageError(f"the kubeconfig {kubeconfig or default} has no current-context; pass --context")
-    namespace = flags.namespace or (chosen.get("context") or {}).get("namespace") or "default"
-    return Where(context=str(chosen["name"]), namespace=namespace, kubeconfig=kubeconfig)
+            raise UsageError(f'context "{name}" does not exist in {kubeconfig or default}')
+        return chosen
+    if not active:
+        raise UsageError(f"the kubeconfig {kubeconfig or default} has no current-context; pass --context")
+    return active
 
 
 def qualify(app: str, place: Where, namespace_given: bool) -> str:
@@ -191,10 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
-    if flags.kubeconfig:
-        os.environ["KUBECONFIG"] = (
-            flags.kubeconfig
-        )  # before kubernetes is imported: its default path is read then
+    if flags.kubeconfig:  # before kubernetes is imported: its default path is read then
+        os.environ["KUBECONFIG"] = flags.kubeconfig
     parser = build_parser()
     try:
         args = parser.parse_args(rest)
