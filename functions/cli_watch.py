@@ -89,7 +89,6 @@ def watch(
                 )
                 return EXIT_PROBLEMS
             data = body.get("data") or {}
-            rel = data.get("release") or {}
             notes = _new_history(backend, args.app, seen, quiet=first)
             first = False
             if view is None:
@@ -100,17 +99,26 @@ def watch(
                 for note in notes:
                     view.note(note)
                 view.update([row_from_status(data)], status=f"every {args.interval:g}s, Ctrl-C stops")
-            phase = rel.get("phase", "")
-            if rel and phase not in (*ENDED, "superseded"):
-                following = rel.get("id", "")
-            elif rel and rel.get("id") == following and phase in ENDED:
-                return EXIT_OK if phase == "succeeded" else EXIT_PROBLEMS
+            following, ended = _follow(data.get("release") or {}, following)
+            if ended is not None:
+                return ended
             sleep(args.interval)
     except KeyboardInterrupt:
         return EXIT_OK
     finally:
         if view is not None:
             view.close()
+
+
+def _follow(rel: dict[str, Any], following: str) -> tuple[str, int | None]:
+    """The release followed (the active one, else the one followed so far) and, once that one ended, the exit
+    code: EXIT_OK when it succeeded."""
+    phase = rel.get("phase", "")
+    if rel and phase not in (*ENDED, "superseded"):
+        return rel.get("id", ""), None
+    if rel and rel.get("id") == following and phase in ENDED:
+        return following, EXIT_OK if phase == "succeeded" else EXIT_PROBLEMS
+    return following, None
 
 
 def _new_history(backend: Any, app: str, seen: set[tuple[str, ...]], quiet: bool) -> list[str]:
