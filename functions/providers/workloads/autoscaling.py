@@ -51,6 +51,19 @@ def canary_spec(stable: dict[str, Any], canary: str, share: int | None) -> dict[
     return spec
 
 
+def _wait_for_minimum(
+    target: WorkloadTarget, canary: dict[str, Any], minimum: int, share: int | None
+) -> None:
+    """The HPA raises the canary to its minimum: the traffic waits for it (NotReady until then)."""
+    ready = int((canary.get("status") or {}).get("readyReplicas") or 0)
+    if ready < minimum:
+        share_text = "a match route" if share is None else f"{share} % of the traffic"
+        raise NotReady(
+            f"Deployment {target.namespace}/{target.canary} autoscale canary: {ready} ready of the "
+            f"{minimum} its HPA keeps for {share_text}"
+        )
+
+
 class CanaryAutoscaler:
     def __init__(self, api: Any, timeout: float = 5.0) -> None:
         self.api = api  # a kubernetes CustomObjectsApi
@@ -76,13 +89,7 @@ class CanaryAutoscaler:
             self._create(target, stable[0], spec, canary)
         elif live.get("spec") != spec:
             self._patch(live, [{"op": "replace", "path": "/spec", "value": spec}])
-        ready = int((canary.get("status") or {}).get("readyReplicas") or 0)
-        if ready < spec["minReplicas"]:  # the HPA raises the canary to its minimum: the traffic waits for it
-            share_text = "a match route" if share is None else f"{share} % of the traffic"
-            raise NotReady(
-                f"Deployment {target.namespace}/{target.canary} autoscale canary: {ready} ready of the "
-                f"{spec['minReplicas']} its HPA keeps for {share_text}"
-            )
+        _wait_for_minimum(target, canary, spec["minReplicas"], share)
 
     def remove(self, target: WorkloadTarget) -> None:
         """Delete graylane's HPA of the canary (before the canary scales to zero)."""
