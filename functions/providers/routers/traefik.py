@@ -410,31 +410,7 @@ def managed_index(routes: list[dict[str, Any]], s: _Setup, name: str, ab_match: 
                 f"{where} has no route whose match is {s.route!r} (router option route); it has {have}"
             )
         return found[0]
-    if s.traefik_service:
-        found = [
-            i
-            for i in candidates
-            if any(
-                isinstance(e, Mapping)
-                and e.get("kind") == "TraefikService"
-                and e.get("name") == s.traefik_service
-                for e in routes[i].get("services") or []
-            )
-        ]
-        backend = f"TraefikService {s.traefik_service}"
-    else:
-        found = [
-            i for i in candidates if any(_is_backend(e, s.stable) for e in routes[i].get("services") or [])
-        ]
-        backend = f"Service {s.stable}"
-        weighed = [
-            i
-            for i in found
-            if not any(
-                _is_backend(e, s.stable) and e.get("weight") == 0 for e in routes[i].get("services") or []
-            )
-        ]
-        found = weighed if len(found) > 1 and len(weighed) == 1 else found  # an A/B route gives the stable 0
+    found, backend = _sending_to_backend(routes, candidates, s)
     if len(found) == 1:
         return found[0]
     if not found:
@@ -447,6 +423,33 @@ def managed_index(routes: list[dict[str, Any]], s: _Setup, name: str, ab_match: 
         f"{where}: {named} all send traffic to {backend}; set router option route to the match of "
         "the one graylane weighs"
     )
+
+
+def _sending_to_backend(
+    routes: list[dict[str, Any]], candidates: list[int], s: _Setup
+) -> tuple[list[int], str]:
+    """The candidate routes that send traffic to the TraefikService (option traefikService), else to the stable
+    Service (the one weighing it above 0, when only an A/B route also names it); and that backend, named."""
+    if s.traefik_service:
+        found = [
+            i
+            for i in candidates
+            if any(
+                isinstance(e, Mapping)
+                and e.get("kind") == "TraefikService"
+                and e.get("name") == s.traefik_service
+                for e in routes[i].get("services") or []
+            )
+        ]
+        return found, f"TraefikService {s.traefik_service}"
+    found = [i for i in candidates if any(_is_backend(e, s.stable) for e in routes[i].get("services") or [])]
+    weighed = [
+        i
+        for i in found
+        if not any(_is_backend(e, s.stable) and e.get("weight") == 0 for e in routes[i].get("services") or [])
+    ]
+    found = weighed if len(found) > 1 and len(weighed) == 1 else found  # an A/B route gives the stable 0
+    return found, f"Service {s.stable}"
 
 
 def weight_ops(
