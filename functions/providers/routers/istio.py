@@ -391,46 +391,63 @@ def _subset_ops(dr: dict[str, Any], s: _Setup, add: bool) -> list[dict[str, Any]
     The user's subsets are never touched, and a subset of the user's name is never replaced by graylane's."""
     subsets, owned = list(dr["spec"].get("subsets") or []), _owned_subsets(dr)
     have = [x.get("name") for x in subsets]
-    wanted = dict(s.kept)
-    ops: list[dict[str, Any]] = []
     if add:
-        for x in subsets:  # a subset of the user's under a version's name must select that version's pods
-            name, labels = x.get("name"), x.get("labels") or {}
-            if (
-                name in wanted
-                and name in s.created
-                and name not in owned
-                and not wanted[name].items() <= labels.items()
-            ):
-                raise ConfigError(
-                    f"{s.where}: the DestinationRule's own subset {name} selects {labels}, but the pods "
-                    f"graylane runs for it are labelled {wanted[name]}; fix or remove the subset "
-                    f"(spec.subsets[{have.index(name)}]), or release under another tag"
-                )
-        new: list[dict[str, Any]] = [
-            {"name": name, "labels": labels} for name, labels in s.kept if name not in have
-        ]
-        if not new:
-            return []
-        if "subsets" not in dr["spec"]:
-            ops.append({"op": "add", "path": "/spec/subsets", "value": new})
-        else:
-            ops += [
-                {"op": "add", "path": f"/spec/subsets/{len(subsets) + i}", "value": x}
-                for i, x in enumerate(new)
-            ]
-        owned += [x["name"] for x in new if x["name"] not in owned]
+        _users_subsets_fit(subsets, owned, have, s)
+        ops, owned = _adding_subsets(dr, len(subsets), have, owned, s)
     else:
-        gone = [i for i, name in enumerate(have) if name in owned and name not in wanted]
-        if not gone:
-            return []
-        for i in reversed(gone):  # from the end, so each index still names the entry tested
-            ops += [
-                {"op": "test", "path": f"/spec/subsets/{i}/name", "value": have[i]},
-                {"op": "remove", "path": f"/spec/subsets/{i}"},
-            ]
-        owned = [name for name in owned if name not in {have[i] for i in gone}]
+        ops, owned = _removing_subsets(have, owned, dict(s.kept))
+    if not ops:
+        return []
     return ops + annotation_ops(dr, {SUBSETS_ANNOTATION: ",".join(owned) or None})
+
+
+def _users_subsets_fit(subsets: list[Any], owned: list[str], have: list[Any], s: _Setup) -> None:
+    """A subset of the user's under a version's name must select that version's pods."""
+    wanted = dict(s.kept)
+    for x in subsets:
+        name, labels = x.get("name"), x.get("labels") or {}
+        if (
+            name in wanted
+            and name in s.created
+            and name not in owned
+            and not wanted[name].items() <= labels.items()
+        ):
+            raise ConfigError(
+                f"{s.where}: the DestinationRule's own subset {name} selects {labels}, but the pods "
+                f"graylane runs for it are labelled {wanted[name]}; fix or remove the subset "
+                f"(spec.subsets[{have.index(name)}]), or release under another tag"
+            )
+
+
+def _adding_subsets(
+    dr: dict[str, Any], count: int, have: list[Any], owned: list[str], s: _Setup
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The operations adding the subsets of s.kept the DestinationRule lacks, and the subsets graylane owns then."""
+    new: list[dict[str, Any]] = [
+        {"name": name, "labels": labels} for name, labels in s.kept if name not in have
+    ]
+    if not new:
+        return [], owned
+    ops: list[dict[str, Any]]
+    if "subsets" not in dr["spec"]:
+        ops = [{"op": "add", "path": "/spec/subsets", "value": new}]
+    else:
+        ops = [{"op": "add", "path": f"/spec/subsets/{count + i}", "value": x} for i, x in enumerate(new)]
+    return ops, owned + [x["name"] for x in new if x["name"] not in owned]
+
+
+def _removing_subsets(
+    have: list[Any], owned: list[str], wanted: dict[str, dict[str, str]]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The operations removing graylane's subsets no version needs any more, and the subsets it owns then."""
+    gone = [i for i, name in enumerate(have) if name in owned and name not in wanted]
+    ops: list[dict[str, Any]] = []
+    for i in reversed(gone):  # from the end, so each index still names the entry tested
+        ops += [
+            {"op": "test", "path": f"/spec/subsets/{i}/name", "value": have[i]},
+            {"op": "remove", "path": f"/spec/subsets/{i}"},
+        ]
+    return ops, [name for name in owned if name not in {have[i] for i in gone}]
 
 
 def _outlier_detection(expression: str) -> dict[str, Any]:
@@ -474,26 +491,8 @@ def managed_index(http: list[dict[str, Any]], s: _Setup) -> int:
                 f"{where} has no http route named {s.route!r} (router option route); its names: {names}"
             )
         return found[0]
-    subsets = (
-        [name for name, _ in s.kept] if s.per_version else [s.stable]
-    )  # per-version: any version's subset
-    found = [
-        i for i in candidates if any(_dest_of(d, s, x) for d in http[i].get("route") or [] for x in subsets)
-    ]
-    if (
-        s.per_version and len(found) > 1
-    ):  # the catch-all route (no match), else the one to the stable's subset
-        found = next(
-            (
-                f
-                for f in (
-                    [i for i in found if not http[i].get("match")],
-                    [i for i in found if any(_dest_of(d, s, s.stable) for d in http[i].get("route") or [])],
-                )
-                if len(f) == 1
-            ),
-            found,
-        )
+    subsets = [name for name, _ in s.kept] if s.per_version else [s.stable]  # per-version: any version's
+    found = _routing_to(http, candidates, s, subsets)
     if len(found) == 1:
         return found[0]
     which = ", ".join(subsets)
@@ -509,6 +508,21 @@ def managed_index(http: list[dict[str, Any]], s: _Setup) -> int:
         f"{where}: {named} all send traffic to subset {which}; set router option route to the "
         "name (spec.http[].name) of the one graylane weighs"
     )
+
+
+def _routing_to(
+    http: list[dict[str, Any]], candidates: list[int], s: _Setup, subsets: list[str]
+) -> list[int]:
+    """The candidate routes with a destination in one of `subsets`; per-version, of several, the catch-all
+    route (no match), else the one to the stable's subset, when that singles one out."""
+    found = [
+        i for i in candidates if any(_dest_of(d, s, x) for d in http[i].get("route") or [] for x in subsets)
+    ]
+    if not s.per_version or len(found) <= 1:
+        return found
+    catch_all = [i for i in found if not http[i].get("match")]
+    to_stable = [i for i in found if any(_dest_of(d, s, s.stable) for d in http[i].get("route") or [])]
+    return next((f for f in (catch_all, to_stable) if len(f) == 1), found)
 
 
 def weight_ops(
