@@ -447,16 +447,8 @@ class _Rollout:
                 path, f"metric {name!r}: provider {kinds} is not expressed (graylane reads Prometheus)"
             )
             return
-        query, missing = substitute(text(prometheus.get("query")), known)
-        if not query:
-            self.notes.add(path, f"metric {name!r} has no query")
-            return
-        if missing:
-            self.notes.add(
-                path,
-                f"metric {name!r}: {', '.join('{{' + m + '}}' for m in missing)} cannot be "
-                "resolved: the metric is not imported",
-            )
+        query = self._query(name, prometheus, known, path)
+        if query is None:
             return
         bounds = self._bounds(metric, path, name)
         if bounds is None:
@@ -475,6 +467,27 @@ class _Rollout:
             return  # the same check named twice (pre- and post-promotion, background and inline)
         check = {"name": self._unique(dns_label(name)), "query": query, "judge": "threshold", **bounds}
         self.metrics.append(check)
+        self._metric_settings(metric, path, name)
+
+    def _query(
+        self, name: str, prometheus: Mapping[str, Any], known: Mapping[str, str], path: str
+    ) -> str | None:
+        """The metric's query with the template's arguments substituted (None, noted, when it cannot be)."""
+        query, missing = substitute(text(prometheus.get("query")), known)
+        if not query:
+            self.notes.add(path, f"metric {name!r} has no query")
+            return None
+        if missing:
+            self.notes.add(
+                path,
+                f"metric {name!r}: {', '.join('{{' + m + '}}' for m in missing)} cannot be "
+                "resolved: the metric is not imported",
+            )
+            return None
+        return query
+
+    def _metric_settings(self, metric: Mapping[str, Any], path: str, name: str) -> None:
+        """The metric's interval and limits (the analysis takes the shortest and the smallest), notes for the rest."""
         interval = seconds(metric.get("interval"))
         if interval:
             self.intervals.append(interval)

@@ -396,21 +396,40 @@ class _Canary:
             return None, 0.0, ""
         ref = mapping(metric.get("templateRef"))
         if not ref:
-            builtin = _BUILTIN.get(name)
-            if builtin is None:
-                self.notes.add(
-                    path, f"metric {name!r} is neither a builtin nor has a templateRef: not imported"
-                )
-                return None, 0.0, ""
-            if builtin == "success-rate":
-                bounds = {k: whole(round(v / 100, 6)) for k, v in bounds.items()}
-            else:
-                self.notes.add(
-                    path, "request-duration is Flagger's P99; graylane's latency template is the P95 (ms)"
-                )
-            return {"name": label, "template": builtin, "judge": "threshold", **bounds}, window, ""
+            found = self._builtin_metric(name, label, bounds, path)
+            return (found, window, "") if found is not None else (None, 0.0, "")
         if metric.get("query"):
             self.notes.add(f"{path}.query", "the inline query is ignored: templateRef wins, as in Flagger")
+        found, address = self._template_metric(metric, ref, name, label, bounds, path)
+        return (found, window, address) if found is not None else (None, 0.0, "")
+
+    def _builtin_metric(
+        self, name: str, label: str, bounds: dict[str, float], path: str
+    ) -> dict[str, Any] | None:
+        """One of Flagger's builtin metrics as graylane's template of it (None, noted, for any other name)."""
+        builtin = _BUILTIN.get(name)
+        if builtin is None:
+            self.notes.add(path, f"metric {name!r} is neither a builtin nor has a templateRef: not imported")
+            return None
+        if builtin == "success-rate":
+            bounds = {k: whole(round(v / 100, 6)) for k, v in bounds.items()}
+        else:
+            self.notes.add(
+                path, "request-duration is Flagger's P99; graylane's latency template is the P95 (ms)"
+            )
+        return {"name": label, "template": builtin, "judge": "threshold", **bounds}
+
+    def _template_metric(
+        self,
+        metric: Mapping[str, Any],
+        ref: Mapping[str, Any],
+        name: str,
+        label: str,
+        bounds: dict[str, float],
+        path: str,
+    ) -> tuple[dict[str, Any] | None, str]:
+        """A metric of a MetricTemplate as a graylane query metric, and the template's Prometheus address (None,
+        noted, when the template is missing, not Prometheus, or its query cannot be resolved)."""
         key = (text(ref.get("namespace")) or self.namespace, text(ref.get("name")))
         template = self.templates.get(key) or self.templates.get(("", key[1]))
         if template is None:
@@ -418,7 +437,7 @@ class _Canary:
                 f"{path}.templateRef",
                 f"MetricTemplate {key[0]}/{key[1]} was not among the files: metric {name!r} is not imported",
             )
-            return None, 0.0, ""
+            return None, ""
         spec = mapping(template.get("spec"))
         provider = mapping(spec.get("provider"))
         if text(provider.get("type")) != "prometheus":
@@ -427,7 +446,7 @@ class _Canary:
                 f"MetricTemplate {key[1]}: provider {text(provider.get('type')) or '?'} "
                 "is not expressed (graylane reads Prometheus)",
             )
-            return None, 0.0, ""
+            return None, ""
         values = {
             "name": self.name,
             "namespace": self.namespace,
@@ -443,22 +462,14 @@ class _Canary:
             self.notes.add(
                 f"{path}.templateRef", f"MetricTemplate {key[1]}: {what} cannot be resolved: not imported"
             )
-            return None, 0.0, ""
+            return None, ""
         if "secretRef" in provider:
             self.notes.add(
                 f"{path}.templateRef",
                 f"MetricTemplate {key[1]}: provider.secretRef (Prometheus credentials) is not expressed",
             )
-        return (
-            {
-                "name": label,
-                "query": re.sub(r"[ \t]+\n", "\n", query).strip() + "\n",
-                "judge": "threshold",
-                **bounds,
-            },
-            window,
-            text(provider.get("address")),
-        )
+        query = re.sub(r"[ \t]+\n", "\n", query).strip() + "\n"
+        return {"name": label, "query": query, "judge": "threshold", **bounds}, text(provider.get("address"))
 
     def _range(self, rng: Mapping[str, Any], path: str, name: str) -> dict[str, float] | None:
         bounds = {k: number(rng[k]) for k in ("min", "max") if k in rng}
