@@ -487,7 +487,7 @@ class _Rollout:
         return query
 
     def _metric_settings(self, metric: Mapping[str, Any], path: str, name: str) -> None:
-        """The metric's interval and limits (the analysis takes the shortest and the smallest), notes for the rest."""
+        """The metric's interval and limits (the analysis takes the least of each), notes for the rest."""
         interval = seconds(metric.get("interval"))
         if interval:
             self.intervals.append(interval)
