@@ -1,7 +1,8 @@
 """Stage rules: what entering a stage does, and what its timer does when it fires.
 
 Each rule returns True when its stage is complete (the machine then enters the next stage at once).
-machine.py's tables name these rules; nothing else branches on the stage kind.
+ENTER (stage kind -> rule) and FIRE (timer -> rule) below name them, merged with flag_stage.py's in
+moves.py; nothing else branches on the stage kind.
 """
 
 from __future__ import annotations
