@@ -186,7 +186,9 @@ def enter_canary(tx: Tx, stage: Stage) -> bool:
         return False
     weight = tx.release.params.get(stage.weight_param, stage.weight)
     tx.update(analysing=_analysed(tx, stage.analysis))
-    set_planned(tx, int(weight or 0), f"manual weight ({stage.weight_param})")
+    # the weight a gate's approver chose is a human's weight, like a `weight` command: the guard watches it,
+    # adaptive exposure does not cap it (seed 000: the product owner picks the canary's share at the gate)
+    set_weight(tx, int(weight or 0), f"manual weight ({stage.weight_param})")
     keep_fed(tx)
     if stage.hold > 0:
         tx.set_timer("stage", stage.hold)

@@ -112,7 +112,9 @@ def test_protect_applies_the_seeds_rate_limit_and_circuit_breaker(seed: Run) -> 
 def test_a_bad_version_is_rolled_back_by_analysis_on_traefiks_metrics(seed: Run) -> None:
     bad = seed.checks["bad release"]
     assert bad["phase"] == "rolled-back" and bad["stable"] == V1, bad
-    assert bad["reason"].startswith("analysis failed"), bad
+    # Either judge on Traefik's metrics: the always-on guard (issue 13: it watches the canary from its first
+    # request, so a 35 % error canary is usually its catch) or the policy's own success-rate metric.
+    assert bad["reason"].startswith(("guard: canary errors", "analysis failed")), bad
     assert seed.measured["v1.2.0 first 5xx to rolled back (s)"] < 90
     # No request went unanswered for a routing reason (404, 502, a transport error). 503s are allowed only if
     # they are the circuit breaker's: Traefik v2.11 builds a route's middlewares anew on every configuration

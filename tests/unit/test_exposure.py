@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from functions.core.counters import Evidence
 from functions.core.evidence import rate_ucb
 from functions.core.exposure import cap
-from functions.core.policy import Analysis
+from functions.core.policy import Analysis, ApprovalStage, CanaryStage, GateParam, PromoteStage
 from functions.core.state import Phase
 from tests.unit.evidence_helpers import Counters, run, seed_like
 from tests.unit.machine_helpers import Driver
@@ -79,6 +79,20 @@ def test_exposure_does_not_cap_a_human_weight_command() -> None:
     d.command("weight", weight=50)
     run(d, Counters(), 30)
     assert d.state.routes.canary == 50 and d.rel.planned_weight == 0
+
+
+def test_exposure_does_not_cap_the_weight_a_gates_approver_chose() -> None:
+    # seed 000: the product owner approves gate canary-weight with weight=50 for a manual canary stage
+    gate = ApprovalStage(name="canary-weight", params=(GateParam(name="weight", default=50, min=1, max=100),))
+    policy = replace(
+        seed_like(), stages=(gate, CanaryStage(mode="manual"), ApprovalStage(name="promote"), PromoteStage())
+    )
+    d = Driver.with_stable(policy)
+    d.push("v2")
+    d.command("approve", gate="canary-weight", weight=50)
+    assert d.state.routes.canary == 50 and d.rel.planned_weight == 0
+    run(d, Counters(rps=400.0), 60)  # more traffic: a capped weight would fall, a human's stays
+    assert weights(d) == [50] and d.rel.active
 
 
 @settings(max_examples=60, deadline=None)
