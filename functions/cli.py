@@ -11,11 +11,14 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from functions.core.values import value
 
-EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+if TYPE_CHECKING:
+    from functions.core.policy import Policy
+
+EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
 
 @value
@@ -50,6 +53,17 @@ def _validate_arguments(p: argparse.ArgumentParser) -> None:
         nargs="+",
         metavar="FILE",
         help="policy YAML files (multi-document allowed) or directories of *.yaml / *.yml",
+    )
+    p.add_argument(
+        "--live",
+        action="store_true",
+        help="also read each valid policy's routing objects in its cluster (the kubeconfig's, or "
+        "--context) and print what graylane meets there: a missing object, a rate limiter or "
+        "circuit breaker of the user's on the route and what router option userProtection does "
+        "with it (warnings do not fail)",
+    )
+    p.add_argument(
+        "--context", default="", help="with --live: the kubeconfig context of the policies' cluster"
     )
     p.add_argument(
         "--compile",
@@ -110,6 +124,60 @@ def validate(args: argparse.Namespace) -> int:
                     continue
                 declared[policy.app] = file
                 print(f"OK {file} ({policy.app}: {len(policy.stages)} stages)")
+                if args.live:
+                    status = max(status, _live(file, policy, args.context))
+    return status
+
+
+def _live(file: str, policy: Policy, context: str) -> int:
+    """validate --live for one policy: its router surveys the objects it routes on in the cluster of each wave
+    (kubeconfig context, or --context for the current one). A missing object is a problem (the release would
+    fail on it); what the router meets of the user's is a warning; an unreachable cluster is exit 3."""
+    import os
+
+    from functions.errors import ConfigError, GraylaneError, MissingObject, ProviderUnavailable
+    from functions.providers.factory import KubernetesProviders
+    from functions.providers.kube import client_from
+    from functions.runner import route_target
+    from functions.settings import Settings
+
+    kubeconfig = os.environ.get("KUBECONFIG") or None  # as set now (the client library reads it at import)
+    providers = KubernetesProviders(
+        Settings.from_env(), client_for=lambda c: client_from(kubeconfig=kubeconfig, context=c or None)
+    )
+    status = EXIT_OK
+    try:
+        for cluster in [w.cluster for w in policy.waves] or [context]:
+            where = f"{file} ({policy.app}, router {policy.router.provider}" + (f", cluster {cluster})" if cluster
+                                                                                 else ")")  # fmt: skip
+            try:
+                providers.client(cluster)
+            except (ConfigError, ProviderUnavailable) as err:  # no such context, no kubeconfig
+                print(f"{where}: cannot reach the cluster: {err}", file=sys.stderr)
+                return EXIT_UNREACHABLE
+            try:
+                router = providers.router(policy, cluster)
+                target = route_target(policy, cluster)
+                if (
+                    policy.router.options.get("create") is not True
+                ):  # validate never writes: reconcile only reads
+                    router.reconcile(target)
+                notes = tuple(router.survey(target) or ())
+            except MissingObject as err:
+                print(f"{where}: {err}", file=sys.stderr)
+                status = EXIT_PROBLEMS
+                continue
+            except ProviderUnavailable as err:
+                print(f"{where}: cannot reach the cluster: {err}", file=sys.stderr)
+                return EXIT_UNREACHABLE
+            except GraylaneError as err:  # an ambiguous route, an option the live object contradicts
+                print(f"{where}: {err}", file=sys.stderr)
+                status = EXIT_PROBLEMS
+                continue
+            for note in notes:
+                print(f"WARN {where}: {note}")
+    finally:
+        providers.close()
     return status
 
 

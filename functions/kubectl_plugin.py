@@ -210,7 +210,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     if args.command in ("validate", "import"):
-        return COMMANDS[args.command].run(args)  # files only: no cluster
+        if getattr(args, "live", False) and flags.context:  # validate --live reads the plugin's cluster
+            args.context = flags.context
+        return COMMANDS[args.command].run(
+            args
+        )  # files only (validate --live: reads the cluster, never writes)
     try:
         if flags.all_namespaces and args.command != "list":
             raise UsageError("-A/--all-namespaces goes with list only")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from functions.core.counters import Totals
 from functions.core.effects import Effect, FlagPlan, RoutePlan
 from functions.core.events import (
+    RELEASE_STARTED,
     Command,
     EffectFailure,
     HookResult,
@@ -35,7 +36,16 @@ from functions.core.hooks import HookCall, hook_calls
 from functions.core.machine import decide, wants_analysis
 from functions.core.policy import Policy
 from functions.core.slots import Routed, Slot
-from functions.core.state import MAX_APPLIED, AppState, Release, Version, bounded, iso
+from functions.core.state import (
+    MAX_APPLIED,
+    MAX_HISTORY,
+    AppState,
+    HistoryEntry,
+    Release,
+    Version,
+    bounded,
+    iso,
+)
 from functions.errors import (
     ConflictError,
     EffectFailed,
@@ -161,6 +171,7 @@ class Runner:
         self.attempts = attempts
         self.source = source
         self._sweep = _Sweep()
+        self._heard = threading.local()  # per cycle: what the routers said, for the release's history
         self.events_recorder = events_recorder
 
     # -- entry points ------------------------------------------------------------------------------
@@ -258,6 +269,8 @@ class Runner:
             )
             if self.events_recorder is not None:
                 self.events_recorder.record_emitted(policy, decision.state, decision.events)
+            if RELEASE_STARTED in outcome.emitted and decision.state.release is not None:
+                self._survey(policy, decision.state, decision.state.release)
             return self._apply_pending(policy, decision.state, outcome, saved_version)
         raise Retry(f"state of {app} kept changing under {self.attempts} attempts; redeliver {event.id}")
 
@@ -459,6 +472,15 @@ class Runner:
     def _apply_pending(
         self, policy: Policy, state: AppState, outcome: Outcome, version: str | None
     ) -> Outcome:
+        heard: list[HistoryEntry] = self._heard.__dict__.pop("entries", [])  # the release start's survey
+        self._heard.entries = heard
+        try:
+            return self._apply_effects(policy, state, outcome, version, heard)
+        finally:
+            self._heard.entries = []
+
+    def _apply_effects(self, policy: Policy, state: AppState, outcome: Outcome, version: str | None,
+                       heard: list[HistoryEntry]) -> Outcome:  # fmt: skip
         done: list[str] = []
         failures: list[EffectFailure] = []
         git_waits = (
@@ -504,8 +526,8 @@ class Runner:
             done.append(effect.id)
         outcome.applied = done
         outcome.pending = len(state.pending) - len(done)
-        if done:
-            self._ack(policy.app, done, state if version is not None else None, version)
+        if done or heard:
+            self._ack(policy.app, done, state if version is not None else None, version, heard)
         for failed in failures:  # retrying cannot help: let the machine fail the release (its own cycle)
             self._process(policy, failed)
             outcome.reason = f"{failed.kind} failed for good: {failed.reason}"
@@ -556,12 +578,37 @@ class Runner:
         )
         self._say(policy, effect, "routes-finalized", tuple(router.finalize(target) or ()))
 
+    def _survey(self, policy: Policy, state: AppState, rel: Release) -> None:
+        """A release started: its router says what of the user's it meets on the route (a rate limiter or
+        circuit breaker, and what router option userProtection does with it). Never blocks the release: an
+        object not there yet (router option create) or an unreachable cluster says nothing here."""
+        cluster = policy.waves[0].cluster if policy.waves else ""
+        versions = state.routed if policy.workload.per_version else None
+        try:
+            notes = tuple(
+                self.providers.router(policy, cluster).survey(route_target(policy, cluster, versions)) or ()
+            )
+        except GraylaneError as err:
+            log.info("surveying the routes of %s at the start of %s: %s", policy.app, rel.id, err)
+            return
+        self._say(
+            policy,
+            Effect(id=f"{rel.id}/started", kind="set-routes", cluster=cluster),
+            "routes-surveyed",
+            notes,
+        )
+
     def _say(self, policy: Policy, effect: Effect, kind: str, notes: tuple[str, ...]) -> None:
-        """What a router saw in the user's objects and left alone: logged and notified, never blocking."""
+        """What a router saw in the user's objects and left alone: logged, notified (never blocking) and put in
+        the release's history, one entry per note (action `kind`, the note as its reason), by the ack write."""
         for note in notes:
             log.warning("%s of %s: %s", kind, policy.app, note)
         if not notes:
             return
+        release = effect.id.split("/", 1)[0]  # the effect's owner: its release (or the app, between releases)
+        heard = self._heard.__dict__.setdefault("entries", [])
+        heard += [HistoryEntry(at=iso(self.clock()), event="router", event_id=effect.id, release=release, action=kind,
+                               reason=note) for note in notes]  # fmt: skip
         message = f"{policy.app}: " + "; ".join(notes)
         try:
             self.providers.notifier(policy).send(
@@ -569,6 +616,7 @@ class Runner:
                     "id": f"{effect.id}/notes",
                     "type": kind,
                     "app": policy.app,
+                    "release": release,
                     "notes": list(notes),
                     "message": message,
                 }
@@ -600,8 +648,10 @@ class Runner:
         else:
             raise GraylaneError(f"unknown effect kind {effect.kind} ({effect.id})")
 
-    def _ack(self, app: str, done: list[str], state: AppState | None, version: str | None) -> None:
-        """Move applied effects out of `pending`. Losing this write is harmless: effects are idempotent.
+    def _ack(self, app: str, done: list[str], state: AppState | None, version: str | None,
+             heard: Sequence[HistoryEntry] = ()) -> None:  # fmt: skip
+        """Move applied effects out of `pending`, and put what the routers said while applying them in the
+        history. Losing this write is harmless: effects are idempotent (and say it again when re-applied).
 
         The first try uses the state just saved (no reload); a conflict means reload and try again.
         """
@@ -612,13 +662,13 @@ class Runner:
                     state, version = self._load(app)
                 except Retry:
                     return
-            if not any(e.id in ids for e in state.pending):
+            said = {(h.event_id, h.action, h.reason) for h in state.history}
+            new = tuple(_in_release(h, state) for h in heard if (h.event_id, h.action, h.reason) not in said)
+            if not any(e.id in ids for e in state.pending) and not new:
                 return
-            acked = replace(
-                state,
-                pending=tuple(e for e in state.pending if e.id not in ids),
-                applied=bounded(state.applied + tuple(done), MAX_APPLIED),
-            )
+            acked = replace(state, pending=tuple(e for e in state.pending if e.id not in ids),
+                            applied=bounded(state.applied + tuple(done), MAX_APPLIED),
+                            history=bounded(state.history + new, MAX_HISTORY))  # fmt: skip
             try:
                 self.store.save(app, acked.to_json(), version)
                 return
@@ -660,6 +710,16 @@ class Runner:
             return self.store.list_apps()
         except (ProviderUnavailable, ConflictError) as err:
             raise Retry(f"cannot list apps: {err}") from err
+
+
+def _in_release(entry: HistoryEntry, state: AppState) -> HistoryEntry:
+    """A router's note as a history entry of its release (with the release's phase), or of none when the
+    effect was the app's own (protection between releases)."""
+    rel = state.release
+    if rel is not None and entry.release == rel.id:
+        return replace(entry, phase_to=rel.phase.value, stage=rel.stage, step=rel.step, weight=rel.weight)
+    known = any(h.release == entry.release for h in state.history if h.release)
+    return entry if known else replace(entry, release="")
 
 
 # per-version model: each version's own Deployment (functions/core/per_version.py)

@@ -54,6 +54,7 @@ class RecordingRouter:
         self.routes: dict[str, RoutePlan] = {}
         self.protection: dict[str, Protection] = {}
         self.versions: dict[str, Routed] = {}  # per-version model: the subsets the routes are between
+        self.said: dict[str, tuple[str, ...]] = {}  # verb (survey, set_protection, finalize) -> what it says
 
     def reconcile(self, target: RouteTarget) -> None:
         self.routes.setdefault(_key(target.cluster, target.namespace, target.app), STABLE_ONLY)
@@ -70,16 +71,21 @@ class RecordingRouter:
         self.log.call("get_routes", key)
         return self.routes.get(key, STABLE_ONLY)
 
-    def set_protection(self, target: RouteTarget, protection: Protection) -> None:
+    def survey(self, target: RouteTarget) -> tuple[str, ...]:
+        self.log.call("survey", _key(target.cluster, target.namespace, target.app))
+        return self.said.get("survey", ())
+
+    def set_protection(self, target: RouteTarget, protection: Protection) -> tuple[str, ...]:
         key = _key(target.cluster, target.namespace, target.app)
         self.log.call("set_protection", key, protection)
         self.protection[key] = protection
+        return self.said.get("set_protection", ())
 
     def finalize(self, target: RouteTarget) -> tuple[str, ...]:
         key = _key(target.cluster, target.namespace, target.app)
         self.log.call("finalize", key)
         self.routes[key] = STABLE_ONLY
-        return ()
+        return self.said.get("finalize", ())
 
 
 class RecordingWorkloads:

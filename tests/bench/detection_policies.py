@@ -87,6 +87,9 @@ class SimRouter:
     def reconcile(self, target: Any) -> None:
         pass
 
+    def survey(self, target: Any) -> tuple[str, ...]:
+        return ()
+
     def finalize(self, target: Any) -> None:
         self.set_routes(target, STABLE_ONLY)
 

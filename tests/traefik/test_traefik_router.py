@@ -8,11 +8,13 @@ Each change is awaited in Traefik's own rawdata before the requests are sent.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -383,6 +385,168 @@ def test_reading_back_and_finalize_on_live_traefik(app: FlaskApp) -> None:
     assert app.router.get_routes(app.target) == STABLE_ONLY
     client = app.client()
     assert client.split(200, {"location": "shenzhen", "x-user-id": "7"}) == Counter(v1=200)
+
+
+def _managed(route: dict[str, Any]) -> int:
+    """The index of k8s-flask-pro's route to the stable Service (not an A/B route graylane added)."""
+    return next(i for i, r in enumerate(route["spec"]["routes"])
+                if any(s["name"] == seed.STABLE for s in r["services"]) and "&& (" not in r["match"])  # fmt: skip
+
+
+def _with_users_middlewares(app: FlaskApp, refs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The user's own Middleware references on k8s-flask-pro's managed route (as the apiserver stores them)."""
+    ir = app.ingress_route()
+    ir["metadata"] = {
+        k: v for k, v in ir["metadata"].items() if k in ("name", "namespace", "labels", "annotations")
+    }
+    m = _managed(ir)
+    if refs:
+        ir["spec"]["routes"][m]["middlewares"] = refs
+    else:
+        ir["spec"]["routes"][m].pop("middlewares", None)
+    seed.apply(app.api, [ir])
+    return list(app.ingress_route()["spec"]["routes"][m].get("middlewares") or [])
+
+
+def _paced_admitted(client: Any, n: int) -> tuple[Counter[str], float]:
+    started = time.monotonic()
+    seen = client.split(n)
+    return seen, time.monotonic() - started
+
+
+def test_user_protection_replace_429s_come_from_graylanes_limit_and_finalize_puts_the_users_back(
+    app: FlaskApp,
+) -> None:
+    """userProtection replace (issue 12 item 4): the user's own strict rate limit (5/s) on k8s-flask-pro is
+    swapped for graylane's 50/s for the release. About 50 requests a second get through, ten times what the
+    user's lets through, so the 429s are graylane's limit's; the user's Middleware object is never written;
+    finalize puts its reference back (the route's middlewares byte for byte as stored) and the user's 5/s is in
+    force again."""
+    strict = {"apiVersion": f"{app.group}/v1alpha1", "kind": "Middleware",
+              "metadata": {"name": "flask-strict", "namespace": app.pro},
+              "spec": {"rateLimit": {"average": 5, "burst": 5}}}  # fmt: skip
+    stored = seed.apply(app.api, [strict])[0]
+    target = replace(app.target, options={**app.target.options, "userProtection": "replace"})
+    try:
+        users = _with_users_middlewares(app, [{"name": "flask-strict", "namespace": app.pro}])
+        app.in_force()
+        seen, elapsed = _paced_admitted(app.client(source="127.0.0.41"), 60)
+        assert seen["status 429"] > 30 and seen["v1"] <= 5 + 5 * elapsed + 2, (
+            seen,
+            elapsed,
+        )  # the user's 5/s
+        said = app.router.set_protection(
+            target, Protection(rate_limit=RateLimit(average=50, burst=50, period=1.0))
+        )
+        assert said and f"{app.pro}/flask-strict" in said[0] and "takes its place" in said[0], said
+        m = _managed(app.ingress_route())
+        assert app.ingress_route()["spec"]["routes"][m]["middlewares"] == [
+            {"name": f"{seed.PRO_ROUTE}-rate-limit"}
+        ]
+        app.in_force()
+        seen, elapsed = _paced_admitted(app.client(source="127.0.0.42"), 400)
+        print(f"\nTraefik {app.version} replace: {dict(seen)} in {elapsed:.2f}s")
+        assert seen["status 429"] > 100, seen
+        assert 50 <= seen["v1"] <= 50 + 50 * elapsed + 5, (
+            seen,
+            elapsed,
+        )  # graylane's 50/s, not the user's 5/s
+        assert (
+            seed.read(app.api, strict)["metadata"]["resourceVersion"] == stored["metadata"]["resourceVersion"]
+        )
+        app.router.finalize(target)
+        app.in_force()
+        assert json.dumps(app.ingress_route()["spec"]["routes"][m]["middlewares"]) == json.dumps(users)
+        seen, elapsed = _paced_admitted(app.client(source="127.0.0.43"), 60)
+        assert seen["status 429"] > 30 and seen["v1"] <= 5 + 5 * elapsed + 2, (
+            seen,
+            elapsed,
+        )  # the user's again
+    finally:
+        app.router.set_protection(target, Protection())
+        _with_users_middlewares(app, [])
+        seed.delete(app.api, strict)
+
+
+def test_the_users_abtest_route_to_the_canary_is_named_in_the_release_history_and_notification(
+    app: FlaskApp,
+) -> None:
+    """Issue 12 item 4 on real Traefik: seed 000's own k8s-flask-abtest (location: shenzhen to
+    k8s-flask-canary) is the user's. Through a whole release driven by the runner it serves the canary to
+    shenzhen as the user wrote it; when the release ends the runner names it in the release's history and
+    notification. At the start, the user's rate limit on k8s-flask-pro (the seed's flask-k8s-traffic) is
+    said the same way (kept: userProtection keep)."""
+    from functions.core.policy import CanaryStage, CanaryStep
+    from functions.core.state import AppState, Phase
+    from functions.providers.recording import RecordingProviders
+    from functions.providers.stores.memory import MemoryStore
+    from tests.support import Clock, canary_policy, push, tick
+
+    abtest = next(
+        o for o in seed.routing(app.group, app.pro, app.dev) if o["metadata"]["name"] == seed.ABTEST_ROUTE
+    )
+    seed.apply(app.api, [abtest])
+    base = canary_policy(
+        "flask", app.pro, stages=(CanaryStage(steps=(CanaryStep(20, 10.0),)), PromoteStage())
+    )
+    assert base.analysis is not None
+    policy = replace(base, router=RouterSpec("traefik", dict(app.target.options)),
+                    workload=WorkloadSpec(name=seed.STABLE, canary=seed.CANARY, container="flask"),
+                    analysis=replace(base.analysis, guard=False, exposure_budget=0.0))  # fmt: skip
+
+    class RealRouter(RecordingProviders):  # the real router on real Traefik; workloads and metrics recorded
+        def router(self, policy: Policy, cluster: str) -> Any:  # type: ignore[override]
+            return app.router
+
+    providers, store, clock = RealRouter(), MemoryStore(), Clock()
+    runner = Runner(store, StaticPolicies([policy]), providers, clock=clock)
+
+    def state() -> AppState:
+        doc, _ = store.load(policy.app)
+        assert doc is not None
+        return AppState.from_json(doc)
+
+    shenzhen = app.client(source="127.0.0.44")
+    try:
+        _with_users_middlewares(app, [{"name": seed.RATE_LIMIT, "namespace": app.pro}])
+        app.in_force(seed.ABTEST_ROUTE)
+        runner.handle(push(policy.app, "v1"))
+        runner.handle(push(policy.app, "v2"))
+        app.in_force()
+        assert shenzhen.split(50, {"location": "shenzhen"}) == Counter(v2=50)  # the user's route, as written
+        split = app.client(source="127.0.0.45").split(500)
+        assert abs(split["v2"] - 100) <= 35, split  # graylane's 20 % on k8s-flask-pro
+        for _ in range(20):
+            if state().release.phase == Phase.SUCCEEDED and not state().pending:
+                break
+            clock.advance(10)
+            runner.handle(tick(policy.app))
+        s = state()
+        assert s.release.phase == Phase.SUCCEEDED and not s.pending, (s.release.phase, s.pending)
+        app.in_force()
+        assert shenzhen.split(50, {"location": "shenzhen"}) == Counter(v2=50)  # left as the user wrote it
+        assert app.client(source="127.0.0.46").split(100) == Counter(v1=100)
+        ended = [h for h in s.history if h.action == "routes-finalized"]
+        assert [h.release for h in ended] == [s.release.id], ended
+        assert ended[0].reason.startswith(
+            f"IngressRoute {app.pro}/{seed.ABTEST_ROUTE} spec.routes[0] (match "
+        )
+        assert (
+            f"still sends traffic to Service {seed.CANARY}" in ended[0].reason
+            and ended[0].phase_to == "succeeded"
+        )
+        started = [h for h in s.history if h.action == "routes-surveyed"]
+        assert (
+            len(started) == 1
+            and f"rateLimit Middleware {app.pro}/{seed.RATE_LIMIT}: kept it" in started[0].reason
+        )
+        notices = {n["type"]: n for n in providers.notifier_.notices if n.get("notes")}
+        assert seed.ABTEST_ROUTE in notices["routes-finalized"]["message"]
+        assert notices["routes-finalized"]["release"] == s.release.id
+        assert seed.RATE_LIMIT in notices["routes-surveyed"]["message"]
+    finally:
+        _with_users_middlewares(app, [])
+        seed.delete(app.api, abtest)
 
 
 def test_traefik_ran_the_whole_module_without_a_restart(flask: FlaskApp) -> None:

@@ -182,3 +182,18 @@ def test_help_does_not_import_the_policy_machinery() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "[]"
+
+
+def test_live_without_a_reachable_cluster_exits_3_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """validate --live reads each policy's objects in its cluster; no kubeconfig to reach one is exit 3 (the
+    file itself is valid: OK is printed first). Offline validate never reads a cluster."""
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "none"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    path = write(tmp_path, "web.yaml", VALID)
+    assert main(["validate", path]) == 0
+    capsys.readouterr()
+    assert main(["validate", "--live", path]) == 3
+    out, err = capsys.readouterr()
+    assert out == f"OK {path} (shop/web: 2 stages)\n"
+    assert err.startswith(f"{path} (shop/web, router recording): cannot reach the cluster: "), err

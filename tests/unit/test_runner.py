@@ -301,3 +301,37 @@ def test_runner_reads_the_guard_counters_on_ticks_and_the_guard_rolls_back() -> 
     assert "totals_many" in providers.log.verbs()
     assert s.release.phase == Phase.ROLLED_BACK and s.release.reason.startswith("guard:")
     assert routes(providers) == RoutePlan()
+
+
+def test_what_the_router_says_at_release_start_and_end_is_in_the_release_history_and_notified() -> None:
+    """Issue 12 item 4: a limiter of the user's on the route (said when the release starts) and a user's route
+    still sending traffic to the canary (said when it ends) are history entries of the release, and notices."""
+    runner, store, providers, clock = make()
+    runner.handle(push(APP, "v1"))
+    limiter = (
+        "route 'Host(`web`)' of IngressRoute prod/web has the user's rateLimit Middleware prod/rl: kept it"
+    )
+    still = "IngressRoute prod/web-abtest spec.routes[0] still sends traffic to Service web-canary"
+    providers.router_.said = {"survey": (limiter,), "finalize": (still,)}
+    runner.handle(push(APP, "v2"))
+    rel = state_of(store).release
+    started = [h for h in state_of(store).history if h.action == "routes-surveyed"]
+    assert [(h.release, h.reason, h.event_id) for h in started] == [(rel.id, limiter, f"{rel.id}/started")]
+    for _ in range(14):
+        clock.advance(10)
+        runner.handle(tick())
+    handle(runner, command(APP, "approve", gate="promote"))
+    s = state_of(store)
+    assert s.release.phase == Phase.SUCCEEDED and s.pending == ()
+    ended = [h for h in s.history if h.action == "routes-finalized"]
+    assert [(h.release, h.reason, h.phase_to) for h in ended] == [(rel.id, still, "succeeded")]
+    assert [h.action for h in s.history].index("routes-finalized") > [h.action for h in s.history].index(
+        "promoted"
+    )
+    notices = {n["type"]: n for n in providers.notifier_.notices if n.get("notes")}
+    assert (
+        notices["routes-surveyed"]["notes"] == [limiter] and notices["routes-surveyed"]["release"] == rel.id
+    )
+    assert notices["routes-finalized"]["notes"] == [still] and still in notices["routes-finalized"]["message"]
+    runner.handle(tick())  # nothing said again: the notes are not repeated
+    assert sum(h.action == "routes-finalized" for h in state_of(store).history) == 1

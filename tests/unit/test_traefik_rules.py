@@ -120,3 +120,80 @@ def test_a_traefik_service_weighs_only_what_gets_traffic() -> None:
     s = traefik._setup(RouteTarget("pro", "flask", "k8s-flask", "k8s-flask-canary", options=opts))
     assert [x["name"] for x in traefik._weighted(s, RoutePlan())] == ["k8s-flask"]
     assert [x["weight"] for x in traefik._weighted(s, RoutePlan.canary_at(30))] == [70, 30]
+
+
+def test_replace_swaps_the_users_reference_in_place_and_restore_puts_it_back_element_by_element() -> None:
+    """userProtection replace (pure part): graylane's reference takes the user's list position, each element
+    tested before it is replaced; restoring gives back exactly the user's element."""
+    from functions.providers.routers._common import apply_patch
+
+    users = {"name": "flask-k8s-traffic", "namespace": "pro"}
+    route = {"match": "Host(`pro.coding`)", "middlewares": [{"name": "auth"}, users, {"name": "breaker"}]}
+    ops, swapped = traefik.swap_refs(route, "/spec/routes/1", {"web-rate-limit": users}, {})
+    assert ops == [
+        {"op": "test", "path": "/spec/routes/1/middlewares/1", "value": users},
+        {"op": "replace", "path": "/spec/routes/1/middlewares/1", "value": {"name": "web-rate-limit"}},
+    ]
+    assert swapped["middlewares"] == [{"name": "auth"}, {"name": "web-rate-limit"}, {"name": "breaker"}]
+    assert traefik.middleware_ops(swapped, "/spec/routes/1", {"web-rate-limit": True}) == []  # already there
+    doc = {"spec": {"routes": [{}, swapped]}}
+    back, restored = traefik.swap_refs(swapped, "/spec/routes/1", {}, {"web-rate-limit": users})
+    assert restored == route and apply_patch(doc, back)["spec"]["routes"][1] == route
+    assert traefik.swap_refs(route, "/spec/routes/1", {}, {"web-rate-limit": users}) == (
+        [],
+        route,
+    )  # idempotent
+
+
+@pytest.mark.parametrize("choice", ["keep", "wrap", "replace"])
+def test_user_protection_is_one_of_keep_wrap_replace(choice: str) -> None:
+    options = {"ingressRoute": "web", "userProtection": choice}
+    assert (
+        traefik._setup(RouteTarget("prod", "web", "web", "web-canary", options=options)).user_protection
+        == choice
+    )
+    with pytest.raises(
+        ConfigError, match="router option userProtection is 'swap'; expected one of keep, wrap, replace"
+    ):
+        traefik._setup(
+            RouteTarget("prod", "web", "web", "web-canary", options={**options, "userProtection": "swap"})
+        )
+
+
+def test_one_weight_helper_serves_every_backend_list() -> None:
+    """routers/_common.backend_weight_ops: the stable's weight, the canary added as the stable's copy (or the
+    user's kept entry), removed at 0 and returned; Gateway API's drop=False keeps it listed at 0."""
+    from functions.providers.routers._common import backend_weight_ops
+
+    entries = [{"name": "web", "port": 80, "passHostHeader": True}]
+
+    def ops(plan: RoutePlan, entries: list[Any], kept: Any = None, drop: bool = True) -> Any:
+        return backend_weight_ops(entries, "/b", plan, is_stable=lambda e: e["name"] == "web",
+                                  is_canary=lambda e: e["name"] == "web-canary",
+                                  canary_of=lambda e: {**e, "name": "web-canary"}, kept=kept, what="w: /b lists web",
+                                  drop=drop)  # fmt: skip
+
+    assert ops(RoutePlan.canary_at(20), entries) == ([
+        {"op": "add", "path": "/b/0/weight", "value": 80},
+        {"op": "add", "path": "/b/-", "value": {"name": "web-canary", "port": 80, "passHostHeader": True,
+                                               "weight": 20}}], None)  # fmt: skip
+    assert ops(RoutePlan(), entries) == ([], None)  # a lone stable without a weight keeps none
+    listed = [{**entries[0], "weight": 80}, {"name": "web-canary", "port": 81, "weight": 20}]
+    assert ops(RoutePlan(), listed) == (
+        [{"op": "add", "path": "/b/0/weight", "value": 100}, {"op": "remove", "path": "/b/1"}],
+        {"name": "web-canary", "port": 81},
+    )
+    assert ops(RoutePlan(), listed, drop=False) == (
+        [
+            {"op": "add", "path": "/b/0/weight", "value": 100},
+            {"op": "add", "path": "/b/1/weight", "value": 0},
+        ],
+        None,
+    )
+    assert ops(RoutePlan.canary_at(10), entries, kept={"name": "web-canary", "port": 81})[0][-1]["value"] == {
+        "name": "web-canary",
+        "port": 81,
+        "weight": 10,
+    }
+    with pytest.raises(ConfigError, match=r"w: /b lists web 2 times; expected once"):
+        ops(RoutePlan(), entries * 2)

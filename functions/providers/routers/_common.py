@@ -292,6 +292,47 @@ def plan_note(plan: RoutePlan) -> dict[str, str]:
     return {PLAN_ANNOTATION: encode_plan(plan)}
 
 
+def backend_weight_ops(
+    entries: list[Any],
+    base: str,
+    plan: RoutePlan,
+    *,
+    is_stable: Callable[[Any], bool],
+    is_canary: Callable[[Any], bool],
+    canary_of: Callable[[Mapping[str, Any]], dict[str, Any]],
+    kept: Mapping[str, Any] | None,
+    what: str,
+    drop: bool = True,
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """JSON patch operations putting plan's weights on a backend list the user shares (a route's services,
+    destinations or backendRefs), touching only the stable's weight and the canary's entry, one element each.
+
+    The canary's entry is added while it gets traffic: the user's own, kept aside (`kept`), or `canary_of` the
+    stable's entry (its port, namespace, passHostHeader... with the canary's name or subset); at weight 0 it is
+    removed and returned without its weight, for the caller to keep aside, unless `drop` is false (it stays
+    listed at weight 0). A lone stable without a weight is left without one (it takes everything). `what` names
+    the list for the refusal of a stable listed other than once ("<where>: <base> lists Service web")."""
+    stable = [i for i, e in enumerate(entries) if is_stable(e)]
+    if len(stable) != 1:
+        raise ConfigError(f"{what} {len(stable)} times; expected once")
+    i_s, canary = stable[0], [i for i, e in enumerate(entries) if is_canary(e)]
+    ops: list[dict[str, Any]] = []
+    alone = drop and plan.canary == 0
+    if entries[i_s].get("weight") != plan.stable and not (alone and "weight" not in entries[i_s]):
+        ops.append({"op": "add", "path": f"{base}/{i_s}/weight", "value": plan.stable})
+    removed = None
+    if not alone and canary:
+        if entries[canary[0]].get("weight") != plan.canary:
+            ops.append({"op": "add", "path": f"{base}/{canary[0]}/weight", "value": plan.canary})
+    elif not alone:
+        entry = dict(kept) if kept else canary_of(entries[i_s])
+        ops.append({"op": "add", "path": f"{base}/-", "value": {**entry, "weight": plan.canary}})
+    elif canary:
+        removed = {k: v for k, v in entries[canary[0]].items() if k != "weight"}
+        ops.append({"op": "remove", "path": f"{base}/{canary[0]}"})
+    return ops, removed
+
+
 def decode_plan(obj: Mapping[str, Any] | None) -> RoutePlan:
     """The plan annotated on obj; a missing or unreadable annotation means no rules."""
     text = ((obj or {}).get("metadata", {}).get("annotations") or {}).get(PLAN_ANNOTATION)
@@ -422,3 +463,11 @@ def option(
     if isinstance(value, bool) and kind is not bool or not isinstance(value, kind) or value == "":
         raise ConfigError(f"{where}: router option {key} is {value!r}; expected a non-empty {expected}")
     return value
+
+
+def choice_option(options: Mapping[str, Any], key: str, choices: Mapping[str, Any], where: str) -> str:
+    """Router option `key`, one of `choices`' keys (the first is the default): another is a ConfigError naming it."""
+    value = options.get(key, next(iter(choices)))
+    if value not in choices:
+        raise ConfigError(f"{where}: router option {key} is {value!r}; expected one of {', '.join(choices)}")
+    return str(value)

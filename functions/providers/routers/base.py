@@ -56,6 +56,12 @@ class Router(Protocol):
     def get_routes(self, target: RouteTarget) -> RoutePlan:
         """Read the live object back."""
 
+    def survey(self, target: RouteTarget) -> tuple[str, ...]:
+        """What of the user's graylane meets on the route, read only: a rate limiter or circuit breaker already
+        there, and what router option userProtection (keep, wrap or replace) does with it. Called by the runner
+        when a release starts (its history and a notification) and by `graylane validate --live`. An object
+        that does not exist says nothing (reconcile names it)."""
+
     def set_protection(self, target: RouteTarget, protection: Protection) -> tuple[str, ...] | None:
         """Set (or clear, for None fields) rate limit and circuit breaker where the provider can; returns what
         it kept of the user's instead (a limiter already on the route), for the runner to notify."""

@@ -34,6 +34,7 @@ from functions.providers.routers._common import (
     Kind,
     Objects,
     annotation_ops,
+    backend_weight_ops,
     check_plan,
     decode_plan,
     header_rule,
@@ -247,29 +248,17 @@ def weight_ops(
     """The stable's weight and the canary's backendRef (a copy of the stable's: port, filters), nothing else of
     the rule. The canary stays listed at weight 0 during a release (a Gateway serves a weight-0 backend
     without endpoints, and Traefik keeps its `service` series); `drop` (finalize) removes it, kept aside."""
-    stable = [i for i, e in enumerate(entries) if _is_backend(e, s.stable)]
-    if len(stable) != 1:
-        raise ConfigError(f"{s.where}: {base} lists Service {s.stable} {len(stable)} times; expected once")
-    i_s, canary = stable[0], [i for i, e in enumerate(entries) if _is_backend(e, s.canary)]
-    ops: list[dict[str, Any]] = []
-    alone = drop and plan.canary == 0
-    if entries[i_s].get("weight") != plan.stable and not (alone and "weight" not in entries[i_s]):
-        ops.append({"op": "add", "path": f"{base}/{i_s}/weight", "value": plan.stable})
-    removed = None
-    if not alone and canary:
-        if entries[canary[0]].get("weight") != plan.canary:
-            ops.append({"op": "add", "path": f"{base}/{canary[0]}/weight", "value": plan.canary})
-    elif not alone:
-        entry = (
-            dict(kept)
-            if kept
-            else {**{k: v for k, v in entries[i_s].items() if k != "weight"}, "name": s.canary}
-        )
-        ops.append({"op": "add", "path": f"{base}/-", "value": {**entry, "weight": plan.canary}})
-    elif canary:
-        removed = {k: v for k, v in entries[canary[0]].items() if k != "weight"}
-        ops.append({"op": "remove", "path": f"{base}/{canary[0]}"})
-    return ops, removed
+    return backend_weight_ops(
+        entries,
+        base,
+        plan,
+        is_stable=lambda e: _is_backend(e, s.stable),
+        is_canary=lambda e: _is_backend(e, s.canary),
+        canary_of=lambda stable: {**{k: v for k, v in stable.items() if k != "weight"}, "name": s.canary},
+        kept=kept,
+        what=f"{s.where}: {base} lists Service {s.stable}",
+        drop=drop,
+    )
 
 
 def match_rule(
@@ -387,6 +376,11 @@ class GatewayAPIRouter:
                 f"{_setup(target).where}: rate limiting and circuit breaking are not supported "
                 "by router gateway-api"
             )
+
+    def survey(self, target: RouteTarget) -> tuple[str, ...]:
+        """Nothing to say: the standard HTTPRoute has no rate limit or circuit breaker (an implementation's own
+        policy attachment is not graylane's to read)."""
+        return ()
 
     def finalize(self, target: RouteTarget) -> tuple[str, ...]:
         """All traffic back to stable, graylane's A/B rule and canary backend gone (the route stays: it carries

@@ -299,6 +299,10 @@ class HAProxyRouter:
         """The live thresholds: {'rate': requests per window per client, 'breaker': 5xx permille}."""
         return {k: int(v) for k, v in self._show(f"show map {self._layout(target).file(LIMITS_MAP)}").items()}
 
+    def survey(self, target: RouteTarget) -> tuple[str, ...]:
+        """Nothing of the user's to meet: the limits map graylane writes is its own (the config's rules read it)."""
+        return ()
+
     def finalize(self, target: RouteTarget) -> tuple[str, ...]:
         """Weights back on stable and the rules map emptied: the config's objects are not graylane's to remove."""
         self.set_routes(target, STABLE_ONLY)

@@ -44,7 +44,9 @@ from functions.providers.routers._common import (
     Kind,
     Objects,
     annotation_ops,
+    backend_weight_ops,
     check_plan,
+    choice_option,
     decode_plan,
     header_rule,
     live_plan,
@@ -90,6 +92,15 @@ OPTIONS = (
     Option(
         "create", "boolean", "create the VirtualService / DestinationRule when they do not exist", "false"
     ),
+    Option(
+        "userProtection",
+        "choice",
+        "what to do with an outlierDetection of the user's on the DestinationRule: "
+        "keep it (graylane's circuit breaker is not written), or replace it with graylane's until the release "
+        "ends (one outlierDetection per traffic policy: no wrap)",
+        "keep",
+        choices=("keep", "replace"),
+    ),
 )
 CAPABILITIES = (MATCHING - {"source-ip"}) | {"weights", "circuit-breaker"}  # rate limits need an EnvoyFilter
 VERSION_SUBSETS = True  # workload.model per-version: a subset per version (functions/core/slots.py)
@@ -121,6 +132,12 @@ OWNS = (
         "outlier detection (and connectionPool) while a breaker is set",
     ),
     Owned("DestinationRule", "/metadata/annotations/graylane.dev~1protection", "the breaker written"),
+    Owned(
+        "DestinationRule",
+        "/metadata/annotations/graylane.dev~1replaced-traffic-policy",
+        "userProtection replace: "
+        "the user's outlierDetection (and connectionPool) graylane's stands in for, put back when the release ends",
+    ),
     # workload.model per-version: which versions the managed route is between, and their subsets
     Owned(
         "VirtualService",
@@ -165,6 +182,15 @@ CANARY_DESTINATION = (
     "graylane.dev/canary-destination"  # the user's canary destination, while graylane has it out
 )
 SUBSETS_ANNOTATION = "graylane.dev/subsets"  # per-version: the DestinationRule subsets graylane added
+REPLACED = (
+    "graylane.dev/replaced-traffic-policy"  # userProtection replace: the user's keys graylane's stands in for
+)
+_USER_PROTECTION = {
+    "keep": "kept it, graylane's circuit breaker is not written over it (router option userProtection: replace "
+    "writes graylane's in its place for the release)",
+    "replace": "graylane's circuit breaker takes its place for the release (userProtection: replace); the user's "
+    "is put back when the release ends",
+}
 EJECTION = {"interval": "10s", "baseEjectionTime": "30s", "maxEjectionPercent": 100}
 CONSECUTIVE_ERRORS = 5
 # Istio's names (istio.io/istio pkg/config/labels): a DNS-1123 label, upper case allowed as Istio allows it
@@ -189,6 +215,7 @@ class _Setup:
     connection_pool: dict[str, Any] | None
     route: str = ""  # http[].name of the managed route, when the policy names it
     create: bool = False
+    user_protection: str = "keep"
     kept: tuple[tuple[str, dict[str, str]], ...] = ()  # per-version: every subset the DestinationRule keeps
     per_version: bool = False
     created: tuple[
@@ -342,6 +369,7 @@ def _pair_setup(target: RouteTarget) -> _Setup:
         connection_pool=pool,
         route=option(opts, "route", "", str, where) if "route" in opts else "",
         create=opts.get("create") is True,
+        user_protection=choice_option(opts, "userProtection", _USER_PROTECTION, where),
     )
 
 
@@ -531,25 +559,16 @@ def weight_ops(
     """Patch operations for plan's weights on the managed route's destinations: the stable's weight and the
     canary's entry (a copy of the stable's with the canary subset, added while it gets traffic, removed at 0
     and kept aside). A lone stable without a weight is left without one (Istio gives it everything)."""
-    stable = [i for i, e in enumerate(entries) if _dest_of(e, s, s.stable)]
-    if len(stable) != 1:
-        raise ConfigError(f"{s.where}: {base} routes to subset {s.stable} {len(stable)} times; expected once")
-    i_s, canary = stable[0], [i for i, e in enumerate(entries) if _dest_of(e, s, s.canary)]
-    ops: list[dict[str, Any]] = []
-    alone = plan.canary == 0
-    if entries[i_s].get("weight") != plan.stable and not (alone and "weight" not in entries[i_s]):
-        ops.append({"op": "add", "path": f"{base}/{i_s}/weight", "value": plan.stable})
-    removed = None
-    if not alone and canary:
-        if entries[canary[0]].get("weight") != plan.canary:
-            ops.append({"op": "add", "path": f"{base}/{canary[0]}/weight", "value": plan.canary})
-    elif not alone:
-        entry = dict(kept) if kept else _canary_copy(entries[i_s], s)
-        ops.append({"op": "add", "path": f"{base}/-", "value": {**entry, "weight": plan.canary}})
-    elif canary:
-        removed = {k: v for k, v in entries[canary[0]].items() if k != "weight"}
-        ops.append({"op": "remove", "path": f"{base}/{canary[0]}"})
-    return ops, removed
+    return backend_weight_ops(
+        entries,
+        base,
+        plan,
+        is_stable=lambda e: _dest_of(e, s, s.stable),
+        is_canary=lambda e: _dest_of(e, s, s.canary),
+        canary_of=lambda stable: _canary_copy(stable, s),
+        kept=kept,
+        what=f"{s.where}: {base} routes to subset {s.stable}",
+    )
 
 
 def version_ops(
@@ -632,6 +651,15 @@ def match_route(
         if k not in ("name", "match", "route", "mirror", "mirrorPercentage", "mirrors")
     }
     return {"name": MATCH_ROUTE, "match": matches, "route": [{**canary, "weight": 100}], **route}
+
+
+def _replaced(notes: Mapping[str, str]) -> dict[str, Any]:
+    """The user's trafficPolicy keys graylane's breaker stood in for (userProtection replace), or {}."""
+    try:
+        found = json.loads(notes.get(REPLACED) or "{}")
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 def _weights(route: list[dict[str, Any]], s: _Setup) -> tuple[int, int]:
@@ -735,9 +763,24 @@ class IstioRouter:
         render = lambda plan: match_route(managed, plan, s, kept) if plan.match else None  # noqa: E731
         return live_plan(decode_plan(vs), *_weights(managed.get("route") or [], s), live, render, s.where)
 
+    def survey(self, target: RouteTarget) -> tuple[str, ...]:
+        """The user's outlierDetection on the DestinationRule and what userProtection does with it."""
+        s = _setup(target)
+        dr = self.rules.get(s.namespace, s.destination_rule)
+        if dr is None or PROTECTION_ANNOTATION in (dr["metadata"].get("annotations") or {}):
+            return ()
+        if "outlierDetection" not in (dr["spec"].get("trafficPolicy") or {}):
+            return ()
+        return (
+            f"DestinationRule {s.namespace}/{s.destination_rule} has the user's outlierDetection: "
+            f"{_USER_PROTECTION[s.user_protection]}",
+        )
+
     def set_protection(self, target: RouteTarget, protection: Protection) -> tuple[str, ...]:
         """Outlier detection on the DestinationRule, key by key (the user's trafficPolicy stays). A user's own
-        outlierDetection is kept and said, never overwritten."""
+        outlierDetection is kept and said, never overwritten (userProtection keep); or graylane's written in
+        its place, the user's keys kept in graylane.dev/replaced-traffic-policy and put back as they were when
+        graylane's is cleared or the release ends (replace)."""
         s = _setup(target)
         if protection.rate_limit is not None:
             raise ConfigError(
@@ -746,14 +789,18 @@ class IstioRouter:
         _, dr = self._ensure(s)
         live = dr["spec"].get("trafficPolicy")
         policy = dict(live or {})
-        ours = PROTECTION_ANNOTATION in (dr["metadata"].get("annotations") or {})
+        notes = dr["metadata"].get("annotations") or {}
+        ours = PROTECTION_ANNOTATION in notes
         keys = ("outlierDetection",) + (("connectionPool",) if s.connection_pool is not None else ())
+        said: tuple[str, ...] = ()
+        replaced: str | None = notes.get(REPLACED)
         if protection.circuit_breaker is not None:
             if not ours and "outlierDetection" in policy:
-                return (
-                    f"DestinationRule {s.namespace}/{s.destination_rule} already has the user's outlierDetection: "
-                    "kept it, graylane's circuit breaker is not written over it",
-                )
+                said = (f"DestinationRule {s.namespace}/{s.destination_rule} already has the user's outlierDetection: "
+                        f"{_USER_PROTECTION[s.user_protection]}",)  # fmt: skip
+                if s.user_protection == "keep":
+                    return said
+                replaced = json.dumps({k: policy[k] for k in keys if k in policy}, sort_keys=True)
             expression = protection.circuit_breaker.expression
             try:
                 wanted: dict[str, Any] = {"outlierDetection": _outlier_detection(expression)}
@@ -762,30 +809,33 @@ class IstioRouter:
             if s.connection_pool is not None:
                 wanted["connectionPool"] = s.connection_pool
             note: str | None = expression
-        elif ours:  # clear only what graylane wrote; a user's own outlier detection stays
-            wanted, note = {}, None
+        elif ours:  # clear only what graylane wrote; a user's own outlier detection stays (or comes back)
+            wanted, note, replaced = _replaced(notes), None, None
         else:
             return ()
         ops: list[dict[str, Any]] = []
         if live is None and wanted:
             ops.append({"op": "add", "path": "/spec/trafficPolicy", "value": wanted})
         elif live is not None:
-            for key in keys:
+            for key in keys + tuple(k for k in wanted if k not in keys):
                 if key in wanted and policy.get(key) != wanted[key]:
                     ops.append({"op": "add", "path": f"/spec/trafficPolicy/{key}", "value": wanted[key]})
                 elif key not in wanted and key in policy:
                     ops.append({"op": "remove", "path": f"/spec/trafficPolicy/{key}"})
             if not wanted and set(policy) <= set(keys) and ours:  # graylane added the whole trafficPolicy
                 ops = [{"op": "remove", "path": "/spec/trafficPolicy"}]
-        ops += annotation_ops(dr, {PROTECTION_ANNOTATION: note})
+        ops += annotation_ops(dr, {PROTECTION_ANNOTATION: note, REPLACED: replaced})
         self.rules.write(dr, ops, "set protection")
-        return ()
+        return said
 
     def finalize(self, target: RouteTarget) -> tuple[str, ...]:
         """All traffic back to stable, graylane's A/B route and canary destination gone (the objects stay: they
         carry the stable's traffic); returns the user's routes that still send traffic to the canary subset."""
         self.set_routes(target, STABLE_ONLY)
         s = _setup(target)
+        dr = self.rules.get(s.namespace, s.destination_rule)
+        if dr is not None and REPLACED in (dr["metadata"].get("annotations") or {}):  # userProtection replace
+            self.set_protection(target, Protection())  # graylane's breaker off, the user's back as it was
         vs = self.services.read(s.namespace, s.virtual_service)
         if s.per_version:  # the user's routes to a version that is not the stable one
             http = vs["spec"].get("http") or []

@@ -14,6 +14,7 @@ header rule (header, user-id digit or user-hash bucket) and one cookie rule. No 
 from __future__ import annotations
 
 import copy
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -32,6 +33,7 @@ from functions.providers.routers._common import (
     Objects,
     annotation_ops,
     check_plan,
+    choice_option,
     decode_plan,
     header_rule,
     live_plan,
@@ -55,6 +57,15 @@ OPTIONS = (
         "create the stable Ingress when it does not exist (the canary Ingress is always graylane's)",
         "false",
     ),
+    Option(
+        "userProtection",
+        "choice",
+        "what to do with a limit-rps / limit-rpm of the user's on the stable Ingress: "
+        "keep it (graylane's is not written), or replace it with graylane's until the release ends (one "
+        "annotation cannot hold two limits: no wrap)",
+        "keep",
+        choices=("keep", "replace"),
+    ),
 )
 CAPABILITIES = (MATCHING - {"source-ip"}) | {"weights", "rate-limit"}  # one canary header and cookie rule
 METRICS = RouterMetrics(
@@ -72,6 +83,11 @@ OWNS = (
         "the rate limit on the stable Ingress (while graylane.dev/protection says it is graylane's)",
     ),
     Owned("Ingress", "/metadata/annotations/graylane.dev~1protection", "marks the limit as graylane's"),
+    Owned(
+        "Ingress",
+        "/metadata/annotations/graylane.dev~1replaced-annotations",
+        "userProtection replace: the user's limit annotations, put back when the release ends",
+    ),
 )
 _HEADER_RULES = ("header", "header-regex", "user-id-digit", "user-hash")  # all become one canary-by-header
 
@@ -156,6 +172,14 @@ LIMIT_RPS, LIMIT_RPM, LIMIT_BURST = (
     PREFIX + "limit-rpm",
     PREFIX + "limit-burst-multiplier",
 )
+LIMITS = (LIMIT_RPS, LIMIT_RPM, LIMIT_BURST)
+REPLACED = "graylane.dev/replaced-annotations"  # userProtection replace: the user's limit annotations
+_USER_PROTECTION = {
+    "keep": "kept it, graylane's rate limit is not written over it (router option userProtection: replace writes "
+    "graylane's in its place for the release)",
+    "replace": "graylane's rate limit takes its place for the release (userProtection: replace); the user's "
+    "annotations are put back when the release ends",
+}
 
 
 @value
@@ -169,6 +193,7 @@ class _Setup:
     port: int
     ingress_class: str
     create: bool = False
+    user_protection: str = "keep"
 
     @property
     def where(self) -> str:
@@ -188,6 +213,7 @@ def _setup(target: RouteTarget) -> _Setup:
         port=option(opts, "port", 80, int, where),
         ingress_class=option(opts, "ingressClass", "", str, where) if "ingressClass" in opts else "",
         create=opts.get("create") is True,
+        user_protection=choice_option(opts, "userProtection", _USER_PROTECTION, where),
     )
 
 
@@ -249,6 +275,15 @@ def _rate_limit(protection: Protection, s: _Setup) -> dict[str, str | None]:
         LIMIT_RPM: None if per_second else str(rl.average),
         LIMIT_BURST: str(max(1, math.ceil(rl.burst / rl.average))),
     }
+
+
+def _users_limits(ingress: Mapping[str, Any]) -> dict[str, str]:
+    """The user's limit-rps / limit-rpm annotations on an Ingress: none while graylane's limit is there (the
+    user's, if it replaced them, are in graylane.dev/replaced-annotations)."""
+    notes = ingress.get("metadata", {}).get("annotations") or {}
+    if notes.get(PROTECTION_ANNOTATION) == "rate-limit":
+        return {}
+    return {k: str(notes[k]) for k in (LIMIT_RPS, LIMIT_RPM) if k in notes}
 
 
 def _ours(obj: Mapping[str, Any]) -> bool:
@@ -314,30 +349,62 @@ class NginxRouter:
             decode_plan(canary), 100 - weight, weight, live, lambda plan: _rule_annotations(plan, s), s.where
         )
 
+    def survey(self, target: RouteTarget) -> tuple[str, ...]:
+        """The user's limit-rps / limit-rpm on the stable Ingress and what userProtection does with it."""
+        s = _setup(target)
+        stable = self.ingresses.get(s.namespace, s.stable_ingress)
+        users = _users_limits(stable) if stable is not None else {}
+        if not users:
+            return ()
+        have = ", ".join(f"{k.removeprefix(PREFIX)} {v}" for k, v in users.items())
+        return (
+            f"Ingress {s.namespace}/{s.stable_ingress} has the user's {have}: {_USER_PROTECTION[s.user_protection]}",
+        )
+
     def set_protection(self, target: RouteTarget, protection: Protection) -> tuple[str, ...]:
-        """The limit annotations on the stable Ingress; a limit the user set there is kept and said."""
+        """The limit annotations on the stable Ingress. A limit the user set there is kept and said
+        (userProtection keep), or graylane's written in its place with the user's annotations kept in
+        graylane.dev/replaced-annotations, put back as they were when graylane's is cleared or the release
+        ends (replace)."""
         s = _setup(target)
         if protection.circuit_breaker is not None:
             raise ConfigError(f"{s.where}: circuit breaking is not supported by router nginx")
         stable, _ = self._ensure(s)
         notes = stable["metadata"].get("annotations") or {}
         ours = notes.get(PROTECTION_ANNOTATION) == "rate-limit"
-        users = [k for k in (LIMIT_RPS, LIMIT_RPM) if k in notes and not ours]
-        if users:
-            return (
-                f"Ingress {s.namespace}/{s.stable_ingress} already has the user's {', '.join(users)}: kept it, "
-                "graylane's rate limit is not written over it",
-            )
-        wanted = _rate_limit(protection, s)
+        users = _users_limits(stable)
         on = protection.rate_limit is not None
+        said: tuple[str, ...] = ()
+        if users and on:
+            have = ", ".join(f"{k.removeprefix(PREFIX)} {v}" for k, v in users.items())
+            said = (f"Ingress {s.namespace}/{s.stable_ingress} already has the user's {have}: "
+                    f"{_USER_PROTECTION[s.user_protection]}",)  # fmt: skip
+            if s.user_protection == "keep":
+                return said
         if not on and not ours:
             return ()
-        self.ingresses.write(
-            stable,
-            annotation_ops(stable, {**wanted, PROTECTION_ANNOTATION: "rate-limit" if on else None}),
-            "set protection",
-        )
-        return ()
+        if not on:  # graylane's cleared: the user's annotations, if it stood in for them, come back
+            self._put_back(s, stable)
+            return ()
+        wanted: dict[str, str | None] = {**_rate_limit(protection, s), PROTECTION_ANNOTATION: "rate-limit"}
+        if users:  # replace: the user's limit annotations, exactly, until the release ends
+            wanted[REPLACED] = json.dumps({k: notes[k] for k in LIMITS if k in notes}, sort_keys=True)
+        self.ingresses.write(stable, annotation_ops(stable, wanted), "set protection")
+        return said
+
+    def _put_back(self, s: _Setup, stable: dict[str, Any] | None = None) -> None:
+        """graylane's limit annotations off the stable Ingress, and the user's it replaced back as they were."""
+        stable = stable if stable is not None else self.ingresses.get(s.namespace, s.stable_ingress)
+        notes = (stable or {}).get("metadata", {}).get("annotations") or {}
+        if stable is None or notes.get(PROTECTION_ANNOTATION) != "rate-limit":
+            return
+        try:
+            users = json.loads(notes[REPLACED]) if REPLACED in notes else {}
+        except ValueError:
+            users = {}
+        wanted: dict[str, str | None] = {**dict.fromkeys(LIMITS), PROTECTION_ANNOTATION: None, REPLACED: None}
+        wanted.update({k: str(v) for k, v in users.items() if k in LIMITS})
+        self.ingresses.write(stable, annotation_ops(stable, wanted), "put back the user's limit")
 
     def finalize(self, target: RouteTarget) -> tuple[str, ...]:
         """All traffic back to stable, then the canary Ingress (graylane's, labelled) is deleted; returns the
@@ -346,6 +413,11 @@ class NginxRouter:
         canary = self.ingresses.get(s.namespace, s.canary_ingress)
         if canary is not None and _ours(canary):
             self.ingresses.delete(canary, "finalize")
+        stable = self.ingresses.get(s.namespace, s.stable_ingress)
+        if stable is not None and REPLACED in (stable["metadata"].get("annotations") or {}):
+            self._put_back(
+                s, stable
+            )  # userProtection replace: the user's limit is back when the release ends
         said = []
         for ing in self.ingresses.list(s.namespace):
             if ing["metadata"]["name"] == s.canary_ingress and _ours(ing):

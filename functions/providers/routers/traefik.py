@@ -15,7 +15,10 @@ Every other route, priority, passHostHeader, services[].namespace, middleware, e
 annotation and label stays byte for byte: writes are JSON patches of single elements with the
 resourceVersion test. Two routes to the stable Service and no `route` option is refused, naming both.
 A user's own rate limiter or circuit breaker on the managed route is kept and graylane's is not chained
-after it (router option `userProtection: keep`, the default; `wrap` chains both) and said.
+after it (router option `userProtection: keep`, the default; `wrap` chains both; `replace` swaps the
+user's reference for graylane's in the route's middlewares until the release ends, the user's Middleware
+object untouched and its reference put back in place by finalize) and said, at release start (survey) and
+whenever protection is set.
 
 Layout graylane writes (options `ingressRoute`, `host`, `entryPoints`, `stableService`, `canaryService`,
 `port`, `traefikService`, `group`, `ruleSyntax`):
@@ -62,7 +65,9 @@ from functions.providers.routers._common import (
     Kind,
     Objects,
     annotation_ops,
+    backend_weight_ops,
     check_plan,
+    choice_option,
     decode_plan,
     header_rule,
     live_plan,
@@ -114,9 +119,10 @@ OPTIONS = (
         "userProtection",
         "choice",
         "what to do with a rate limiter or circuit breaker of the user's on the "
-        "route: keep it (graylane's is not chained after it) or wrap (both)",
+        "route: keep it (graylane's is not chained after it), wrap (both) or replace (graylane's takes its place "
+        "in the route's middlewares until the release ends)",
         "keep",
-        choices=("keep", "wrap"),
+        choices=("keep", "wrap", "replace"),
     ),
 )
 CAPABILITIES = frozenset(FEATURES)
@@ -150,11 +156,28 @@ OWNS = (
         "the plan, the A/B route, the user's canary entry",
     ),
     Owned("TraefikService", "/spec/weighted/services/{stable,canary}", "the weights (option traefikService)"),
+    Owned(
+        "IngressRoute",
+        "/spec/routes/{managed,match}/middlewares/{user's limiter}",
+        "userProtection replace: "
+        "the user's reference, swapped for graylane's until the release ends (kept in graylane.dev/replaced-"
+        "middlewares)",
+    ),
     Owned("Middleware", "<ingressRoute>-rate-limit, <ingressRoute>-circuit-breaker", "created by graylane"),
 )
 MATCH_ROUTE = "graylane.dev/match-route"
 CANARY_BACKEND = "graylane.dev/canary-backend"
+REPLACED = (
+    "graylane.dev/replaced-middlewares"  # userProtection replace: graylane's name -> the user's reference
+)
 _PROTECTIONS = (("rate-limit", "rateLimit"), ("circuit-breaker", "circuitBreaker"))
+_USER_PROTECTION = {
+    "keep": "kept it, graylane's is not chained after it (router option userProtection: wrap chains both, "
+    "replace puts graylane's in its place for the release)",
+    "wrap": "graylane's is chained after it (userProtection: wrap)",
+    "replace": "graylane's takes its place in the route's middlewares for the release (userProtection: "
+    "replace); the user's Middleware is not changed and its reference is put back when the release ends",
+}
 
 
 @value
@@ -209,7 +232,7 @@ def _setup(target: RouteTarget, discovered: str = "") -> _Setup:
         syntax=syntax,
         route=option(opts, "route", "", str, where) if "route" in opts else "",
         create=option(opts, "create", False, bool, where),
-        user_protection=opts.get("userProtection", "keep"),
+        user_protection=choice_option(opts, "userProtection", _USER_PROTECTION, where),
         group_given="group" in opts,
     )
 
@@ -458,29 +481,16 @@ def weight_ops(
     """JSON patch operations putting plan's weights on a backend list (a route's services, a TraefikService's
     weighted services), touching only the stable's weight and the canary's entry; and the canary entry removed
     (without its weight), to be kept aside. The canary is listed only while it gets traffic (module docstring)."""
-    stable = [i for i, e in enumerate(entries) if _is_backend(e, s.stable)]
-    if len(stable) != 1:
-        raise ConfigError(f"{s.where}: {base} lists Service {s.stable} {len(stable)} times; expected once")
-    i_s, canary = stable[0], [i for i, e in enumerate(entries) if _is_backend(e, s.canary)]
-    ops: list[dict[str, Any]] = []
-    alone = plan.canary == 0
-    if entries[i_s].get("weight") != plan.stable and not (alone and "weight" not in entries[i_s]):
-        ops.append({"op": "add", "path": f"{base}/{i_s}/weight", "value": plan.stable})
-    removed = None
-    if not alone and canary:
-        if entries[canary[0]].get("weight") != plan.canary:
-            ops.append({"op": "add", "path": f"{base}/{canary[0]}/weight", "value": plan.canary})
-    elif not alone:
-        entry = (
-            dict(kept)
-            if kept
-            else {**{k: v for k, v in entries[i_s].items() if k != "weight"}, "name": s.canary}
-        )
-        ops.append({"op": "add", "path": f"{base}/-", "value": {**entry, "weight": plan.canary}})
-    elif canary:
-        removed = {k: v for k, v in entries[canary[0]].items() if k != "weight"}
-        ops.append({"op": "remove", "path": f"{base}/{canary[0]}"})
-    return ops, removed
+    return backend_weight_ops(
+        entries,
+        base,
+        plan,
+        is_stable=lambda e: _is_backend(e, s.stable),
+        is_canary=lambda e: _is_backend(e, s.canary),
+        canary_of=lambda stable: {**{k: v for k, v in stable.items() if k != "weight"}, "name": s.canary},
+        kept=kept,
+        what=f"{s.where}: {base} lists Service {s.stable}",
+    )
 
 
 def ab_route(
@@ -514,6 +524,24 @@ def ab_route(
     if s.group == "traefik.io" and (managed.get("syntax") or s.syntax) == "v2":
         route["syntax"] = "v2"
     return route
+
+
+def swap_refs(route: Mapping[str, Any], base: str, swap: Mapping[str, Any],
+              restore: Mapping[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
+    """userProtection replace on one route: each user's reference in `swap` (graylane's name -> the user's
+    reference) replaced in place by graylane's, each graylane reference in `restore` by the user's it stood
+    in for; element by element, each tested first. Returns the operations and the route as they leave it."""
+    refs = list(route.get("middlewares") or [])
+    ops: list[dict[str, Any]] = []
+    for i, ref in enumerate(refs):
+        ours = next((n for n, user in swap.items() if ref == user), None)
+        name = ref.get("name") if isinstance(ref, Mapping) else None
+        new = {"name": ours} if ours is not None else restore.get(name) if isinstance(name, str) else None
+        if new is not None:
+            ops += [{"op": "test", "path": f"{base}/middlewares/{i}", "value": ref},
+                    {"op": "replace", "path": f"{base}/middlewares/{i}", "value": new}]  # fmt: skip
+            refs[i] = new
+    return ops, {**route, "middlewares": refs} if "middlewares" in route else dict(route)
 
 
 def middleware_ops(route: Mapping[str, Any], base: str, names: Mapping[str, bool]) -> list[dict[str, Any]]:
@@ -718,10 +746,28 @@ class TraefikRouter:
             decode_plan(ir if ir is not None else ts), *_weights(weighted, s), live, render, s.where
         )
 
+    def survey(self, target: RouteTarget) -> tuple[str, ...]:
+        """The user's rate limiter or circuit breaker Middleware on the managed route, and what userProtection
+        does with it (read only; an IngressRoute not there yet says nothing)."""
+        s = self._setup(target)
+        ir = self._routes_api(s).get(s.namespace, s.ingress_route) if s.ingress_route else None
+        if ir is None:
+            return ()
+        routes = ir["spec"].get("routes") or []
+        m = managed_index(routes, s, s.ingress_route, _note(ir, MATCH_ROUTE))
+        ours = {f"{s.ingress_route}-{suffix}" for suffix, _ in _PROTECTIONS}
+        users = self._user_protection(s, routes[m], ours)
+        where = f"route {routes[m].get('match')!r} of IngressRoute {s.namespace}/{s.ingress_route}"
+        return tuple(f"{where} has the user's {key} Middleware {label}: {_USER_PROTECTION[s.user_protection]}"
+                     for key, (label, _) in users.items())  # fmt: skip
+
     def set_protection(self, target: RouteTarget, protection: Protection) -> tuple[str, ...]:
-        """graylane's Middlewares, referenced from the managed route (and its A/B route); a limiter or breaker
-        of the user's already on the route is kept, and graylane's not chained after it unless
-        userProtection is wrap: what it did is returned (the runner notifies it)."""
+        """graylane's Middlewares, referenced from the managed route (and its A/B route). A limiter or breaker
+        of the user's already on the route is kept and graylane's not chained after it (userProtection keep),
+        chained after it (wrap), or its reference swapped for graylane's until the release ends (replace: the
+        user's Middleware object is not changed, its reference is kept in annotation graylane.dev/replaced-
+        middlewares and put back where it was by finalize, or when graylane's is cleared). What it did is
+        returned (the runner notifies it and puts it in the release's history)."""
         s = self._setup(target)
         wanted = {suffix: _protection_spec(key, protection) for suffix, key in _PROTECTIONS}
         if not s.ingress_route:
@@ -735,21 +781,30 @@ class TraefikRouter:
         m = managed_index(routes, s, s.ingress_route, ab_match)
         ours = {f"{s.ingress_route}-{suffix}" for suffix, _ in _PROTECTIONS}
         users = self._user_protection(s, routes[m], ours)
+        replaced: dict[str, Any] = dict(_note(ir, REPLACED) or {})  # graylane's name -> the user's reference
+        swap: dict[str, Any] = {}  # now: graylane's name -> the user's reference it takes the place of
         said: list[str] = []
+        where = f"route {routes[m].get('match')!r} of IngressRoute {s.namespace}/{s.ingress_route}"
         for suffix, key in _PROTECTIONS:
-            if wanted[suffix] is not None and key in users:
-                where = f"route {routes[m].get('match')!r} of IngressRoute {s.namespace}/{s.ingress_route}"
-                if s.user_protection == "keep":
-                    said.append(
-                        f"{where} already has the user's {key} Middleware {users[key]}: kept it, graylane's "
-                        f"{suffix} is not chained after it (router option userProtection: wrap chains both)"
-                    )
-                    wanted[suffix] = None
-                else:
-                    said.append(
-                        f"{where} has the user's {key} Middleware {users[key]}: graylane's {suffix} is "
-                        "chained after it (userProtection: wrap)"
-                    )
+            name = f"{s.ingress_route}-{suffix}"
+            if wanted[suffix] is None or key not in users:
+                continue
+            label, ref = users[key]
+            said.append(
+                f"{where} has the user's {key} Middleware {label}: {_USER_PROTECTION[s.user_protection]}"
+            )
+            if s.user_protection == "keep":
+                wanted[suffix] = None
+            elif s.user_protection == "replace":
+                swap[name] = ref
+        for name, ref in replaced.items():
+            if wanted[name.removeprefix(f"{s.ingress_route}-")] is not None:
+                label = f"{ref.get('namespace') or s.namespace}/{ref.get('name')}"
+                said.append(f"{where}: graylane's {name} stands in for the user's Middleware {label} until the "
+                            "release ends (userProtection: replace)")  # fmt: skip
+        restore = {
+            n: ref for n, ref in replaced.items() if wanted[n.removeprefix(f"{s.ingress_route}-")] is None
+        }
         api = self._middlewares_api(s)
         for suffix, spec in wanted.items():  # create or update first, so the route never names a missing one
             name = f"{s.ingress_route}-{suffix}"
@@ -761,9 +816,12 @@ class TraefikRouter:
             elif live.get("spec") != spec:
                 api.patch(live, [{"op": "replace", "path": "/spec", "value": spec}], "set protection")
         names = {f"{s.ingress_route}-{k}": v is not None for k, v in wanted.items()}
-        ops = []
+        ops: list[dict[str, Any]] = []
         for i in sorted({m, *([a] if (a := _match_index(routes, ab_match)) is not None else [])}):
-            ops += middleware_ops(routes[i], f"/spec/routes/{i}", names)
+            swap_ops, route = swap_refs(routes[i], f"/spec/routes/{i}", swap, restore)
+            ops += swap_ops + middleware_ops(route, f"/spec/routes/{i}", names)
+        kept = {**{n: r for n, r in replaced.items() if n not in restore}, **swap}
+        ops += annotation_ops(ir, {REPLACED: json.dumps(kept, sort_keys=True) if kept else None})
         self._routes_api(s).write(ir, ops, "set protection")
         for suffix, spec in wanted.items():  # delete only once no route names it
             live = api.get(s.namespace, f"{s.ingress_route}-{suffix}") if spec is None else None
@@ -771,9 +829,12 @@ class TraefikRouter:
                 api.delete(live, "clear protection")
         return tuple(said)
 
-    def _user_protection(self, s: _Setup, route: Mapping[str, Any], ours: set[str]) -> dict[str, str]:
-        """{rateLimit|circuitBreaker: namespace/name} of the user's Middlewares on a route (those it can read)."""
-        found: dict[str, str] = {}
+    def _user_protection(
+        self, s: _Setup, route: Mapping[str, Any], ours: set[str]
+    ) -> dict[str, tuple[str, Any]]:
+        """{rateLimit|circuitBreaker: (namespace/name, the route's reference)} of the user's Middlewares on a
+        route (those it can read)."""
+        found: dict[str, tuple[str, Any]] = {}
         for ref in route.get("middlewares") or []:
             name = ref.get("name") if isinstance(ref, Mapping) else None
             if not isinstance(name, str) or name in ours or "@" in name:
@@ -782,14 +843,33 @@ class TraefikRouter:
             spec = (self._middlewares_api(s).get(namespace, name) or {}).get("spec") or {}
             for key in ("rateLimit", "circuitBreaker"):
                 if key in spec:
-                    found.setdefault(key, f"{namespace}/{name}")
+                    found.setdefault(key, (f"{namespace}/{name}", ref))
         return found
+
+    def _put_back(self, s: _Setup) -> None:
+        """userProtection replace, when a release ends: the user's Middleware references go back where
+        graylane's stood, graylane's leave the route (its Middleware objects stay for the next release)."""
+        ir = self._routes_api(s).get(s.namespace, s.ingress_route) if s.ingress_route else None
+        replaced = dict(_note(ir, REPLACED) or {})
+        if ir is None or not replaced:
+            return
+        routes = ir["spec"].get("routes") or []
+        ops: list[dict[str, Any]] = []
+        for i, route in enumerate(routes):
+            if any(
+                isinstance(r, Mapping) and r.get("name") in replaced for r in route.get("middlewares") or []
+            ):
+                ops += swap_refs(route, f"/spec/routes/{i}", {}, replaced)[0]
+        self._routes_api(s).write(
+            ir, ops + annotation_ops(ir, {REPLACED: None}), "put back the user's middlewares"
+        )
 
     def finalize(self, target: RouteTarget) -> tuple[str, ...]:
         """All traffic on stable, graylane's A/B route and canary entry gone (the objects stay: they carry the
         stable's traffic); returns the user's routes in the namespace that still send traffic to the canary."""
         self.set_routes(target, STABLE_ONLY)
         s = self._setup(target)
+        self._put_back(s)
         said = []
         for ir in self._routes_api(s).list(s.namespace):
             name = ir["metadata"]["name"]
