@@ -70,9 +70,15 @@ def release(w: World) -> Any:
     return rel
 
 
-def wait_gate(w: World, gate: str, timeout: float = 120.0) -> Any:
+def wait_gate(w: World, gate: str, timeout: float = 120.0, version: str = "") -> Any:
+    """Wait for the release (of `version`, if given) to wait at `gate`; fail if it ends first. With `version`, the
+    previous release, already ended, is not the one waited for: the registry's notification of the push may
+    not have been handled yet."""
+
     def at_gate() -> Any:
         rel = w.state().release
+        if rel is not None and version and rel.target.version != version:
+            return None
         if rel is not None and not rel.active:
             raise AssertionError(
                 f"release {rel.id} ended ({rel.phase.value}: {rel.reason}) before gate {gate}"
@@ -319,7 +325,7 @@ def step_release(r: Run) -> None:
     w = r.world
     r.mark("release")
     pushed = w.push(V1)
-    rel = wait_gate(w, "ab-test")
+    rel = wait_gate(w, "ab-test", version=V1)
     r.measured["v1.1.0 push to gate ab-test (s)"] = round(time.monotonic() - pushed, 1)
     steady(w, {V1: 10}, n=10, host=seed_objects.DEV_HOST)  # the preview, through the seed's k8s-flask-dev
     job = w.read("job", f"migrate-db-{rel.id}")
@@ -422,7 +428,7 @@ def step_bad_release(r: Run) -> None:
     assert w.pods is not None
     w.pods.set(V2, error_rate=BAD_ERROR_RATE)
     pushed = w.push(V2)
-    wait_gate(w, "ab-test")
+    wait_gate(w, "ab-test", version=V2)
     started = r.mark("bad release")
     unavailable_before = unavailable(w)
     w.cli("approve", w.app, "--gate", "ab-test", user="ops-lead")
