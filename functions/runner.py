@@ -122,6 +122,7 @@ def route_target(policy: Policy, cluster: str, versions: Routed | None = None) -
         cluster=cluster,
         options=policy.router.options,
         versions=versions,
+        affinity=policy.session_affinity,
     )
 
 

@@ -26,6 +26,7 @@ FEATURES = (
     "source-ip",
     "rate-limit",
     "circuit-breaker",
+    "session-affinity",
 )
 MATCHING = frozenset({"header", "header-regex", "cookie", "user-id-digit", "user-hash", "source-ip"})
 WHAT = {
@@ -38,6 +39,7 @@ WHAT = {
     "source-ip": "source-ip matching",
     "rate-limit": "rate limiting",
     "circuit-breaker": "circuit breaking",
+    "session-affinity": "session affinity",
 }
 _MATCH_FEATURE = {"userIdDigit": "user-id-digit", "userHash": "user-hash", "sourceIp": "source-ip"}
 _LATENCY = re.compile(r"LatencyAtQuantileMS")
@@ -91,6 +93,8 @@ def needs(spec: Mapping[str, Any]) -> Iterator[Need]:
             yield f"spec.protection[{k}].rateLimitFactor", "rate-limit", rule["rateLimitFactor"]
         if rule.get("circuitBreaker") is not None:
             yield f"spec.protection[{k}].circuitBreaker", "circuit-breaker", rule["circuitBreaker"]
+    if spec.get("sessionAffinity") is not None:
+        yield "spec.sessionAffinity", "session-affinity", spec["sessionAffinity"]
 
 
 def unsupported(provider: str, policy_like: Any, catalog: Catalog | None = None) -> list[Problem]:
@@ -110,10 +114,14 @@ def unsupported(provider: str, policy_like: Any, catalog: Catalog | None = None)
     supported = ", ".join(f for f in FEATURES if f in can)
     problems: list[Problem] = []
     usable: list[Need] = []
+    why_not: Mapping[str, str] = getattr(
+        module, "WHY_NOT", {}
+    )  # a module's reason it cannot, where it says one
     for path, feature, node in needs(spec):
         if feature not in can:
+            why = f" ({why_not[feature]})" if feature in why_not else ""
             problems.append(
-                (path, f"{WHAT[feature]} is not supported by router {provider}; supported: {supported}")
+                (path, f"{WHAT[feature]} is not supported by router {provider}{why}; supported: {supported}")
             )
         else:
             usable.append((path, feature, node))

@@ -388,6 +388,22 @@ class GitOps:
     author: str = "graylane <graylane@graylane.invalid>"
 
 
+AFFINITY_COOKIE = "graylane-affinity"
+
+
+@value
+class SessionAffinity:
+    """Keep each client on the version (stable or canary) it was sent to while the canary's weight holds.
+
+    The router pins a client by a cookie (`cookie`, a Max-Age of `max_age` seconds, or a session cookie).
+    A weight change re-rolls every client at the new weight (each router's "generation": Traefik's cookie
+    name carries the weight, HAProxy's stick table is cleared), so the share of clients on the canary is
+    the weight at every step, and a lowered weight or a rollback really takes clients off the canary."""
+
+    cookie: str = AFFINITY_COOKIE
+    max_age: int | None = None  # seconds; None: a session cookie (no Max-Age)
+
+
 @value
 class Policy:
     name: str  # the app
@@ -406,6 +422,7 @@ class Policy:
     flags: FlagSource | None = None  # where flag stages write (flagd)
     hooks: tuple[Hook, ...] = ()
     gitops: GitOps | None = None
+    session_affinity: SessionAffinity | None = None  # sticky clients per weight (spec.sessionAffinity)
 
     @property
     def app(self) -> str:

@@ -195,6 +195,11 @@ def _gitops_doc(policy: Policy) -> dict[str, Any] | None:
     )
 
 
+def _affinity_doc(policy: Policy) -> dict[str, Any] | None:
+    a = policy.session_affinity
+    return None if a is None else {"cookie": _compact({"name": a.cookie, "maxAge": a.max_age})}
+
+
 def _per_version_doc(w: WorkloadSpec) -> dict[str, Any]:
     if not w.per_version:
         return {}
@@ -275,6 +280,7 @@ def to_doc(policy: Policy) -> dict[str, Any]:
             for h in policy.hooks
         ],
         "gitops": _gitops_doc(policy),
+        "sessionAffinity": _affinity_doc(policy),
     }
     return {
         "apiVersion": API_VERSION,

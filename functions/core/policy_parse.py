@@ -20,6 +20,7 @@ from typing import Any
 from functions.core import capabilities, images, routing, slots
 from functions.core.breaker_grammar import CB_EXPECTED, circuit_breaker_error, read_circuit_breaker
 from functions.core.policy import (
+    AFFINITY_COOKIE,
     HOOK_TYPES,
     ABTestStage,
     Allow,
@@ -38,6 +39,7 @@ from functions.core.policy import (
     ProtectionRule,
     RollbackMode,
     RouterSpec,
+    SessionAffinity,
     Stage,
     VariantMetrics,
     Wave,
@@ -661,6 +663,34 @@ def _gitops(r: Reader, node: Any, path: str) -> GitOps:
     )
 
 
+_COOKIE_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}")  # an RFC 6265 token (HAProxy's table holds 64)
+
+
+def _session_affinity(r: Reader, node: Any, path: str, stages: tuple[Any, ...]) -> SessionAffinity:
+    """spec.sessionAffinity: {cookie: {name, maxAge}}; the router's support is checked by capabilities."""
+    m = r.fields(node, path, ("cookie",), ("cookie",))
+    where = join(path, "cookie")
+    c = r.fields(m["cookie"], where, ("name", "maxAge")) if "cookie" in m else {}
+    name = r.text(
+        c,
+        "name",
+        where,
+        AFFINITY_COOKIE,
+        pattern=_COOKIE_NAME,
+        expected="a cookie name (RFC 6265 token: letters, digits and !#$%&'*+-.^_`|~, at most 64)",
+    )
+    max_age = r.duration(c, "maxAge", where, None, positive=True)
+    if max_age is not None and max_age != int(max_age):
+        r.bad(join(where, "maxAge"), c["maxAge"], "whole seconds (a cookie's Max-Age)")
+    if not any(isinstance(s, CanaryStage) for s in stages):
+        r.add(
+            path,
+            "keeps clients on a version while a canary stage weighs the traffic; this policy has no "
+            "canary stage",
+        )
+    return SessionAffinity(cookie=name, max_age=None if max_age is None else int(max_age))
+
+
 def _feature_rules(r: Reader, spec: Mapping[str, Any], policy: Policy) -> None:
     """What flag stages, hooks and the load hook need from the rest of the policy."""
     has_load = any(h.load_test is not None for h in policy.hooks)
@@ -707,6 +737,7 @@ _SPEC_KEYS = (
     "flags",
     "hooks",
     "gitops",
+    "sessionAffinity",
 )
 
 
@@ -750,6 +781,11 @@ def _policy(r: Reader, doc: Any, catalog: routing.Catalog) -> Policy:
         flags=_flags(r, spec["flags"], "spec.flags") if spec.get("flags") is not None else None,
         hooks=_hooks(r, spec, analysis is not None),
         gitops=_gitops(r, spec["gitops"], "spec.gitops") if spec.get("gitops") is not None else None,
+        session_affinity=(
+            _session_affinity(r, spec["sessionAffinity"], "spec.sessionAffinity", stages)
+            if spec.get("sessionAffinity") is not None
+            else None
+        ),
     )
     _feature_rules(r, spec, policy)
     _per_version_fits(r, policy, catalog)

@@ -8,6 +8,7 @@ Each provider is one module under functions/providers/routers/ (Flagger's pkg/ro
                   refuses a misspelt or mistyped one at its field path and the README table is this data
     CAPABILITIES  the features of capabilities.FEATURES it can express, and `check(options, needs)` for
                   what it can express only under conditions
+    WHY_NOT       (optional) feature -> why it cannot express a feature it lacks, said in the refusal
     METRICS       its own standard series (`RouterMetrics`), `measured_by(options)` whose series measure it
                   and `versions(policy)` the labels that name the stable and the canary in them
     OWNS          the paths it writes in the user's objects (`Owned`): everything else is the user's

@@ -27,6 +27,7 @@ from functions.core.policy import (
     PreviewStage,
     PromoteStage,
     ProtectStage,
+    SessionAffinity,
     Stage,
 )
 from functions.core.protection import effective_protection
@@ -54,6 +55,7 @@ def set_weight(tx: Tx, weight: int, reason: str, planned: int = 0) -> None:
     """Route `weight` to the canary. `planned`: the step weight it is a capped form of (0: not capped, e.g. a
     human's weight command, an A/B test or a blue-green switch)."""
     rel = tx.release
+    before = rel.weight
     tx.update(weight=weight, planned_weight=planned)
     salt = rel.id if any(m.kind == "user-hash" and not m.salt for m in rel.match) else ""
     share = (
@@ -65,7 +67,16 @@ def set_weight(tx: Tx, weight: int, reason: str, planned: int = 0) -> None:
     tx.route(RoutePlan.canary_at(weight, rel.match, salt=salt))
     if not first:
         follow_share(tx, share)
-    tx.record("weight", reason=reason)
+    tx.record("weight", reason=reason + affinity_note(tx.policy.session_affinity, before, weight))
+
+
+def affinity_note(affinity: SessionAffinity | None, before: int, weight: int) -> str:
+    """What a weight change does to pinned clients (spec.sessionAffinity), for the history and the status."""
+    if affinity is None or before == weight:
+        return ""
+    if 0 < weight < 100:
+        return f"; session affinity: every client drawn afresh at {weight} % and pinned by its cookie ({affinity.cookie})"
+    return f"; session affinity: off at {weight} % (every client goes {'to the canary' if weight else 'to stable'})"
 
 
 def set_planned(tx: Tx, planned: int, reason: str) -> None:

@@ -100,6 +100,10 @@ class _Canary:
         spec["analysis"] = self._analysis()
         spec["stages"] = self._stages(provider)
         spec["hooks"], spec["notify"] = self._webhooks(bool(spec["analysis"]))
+        if "sessionAffinity" in self.analysis:
+            affinity = self._affinity(mapping(self.analysis["sessionAffinity"]), spec)
+            if affinity:
+                spec["sessionAffinity"] = affinity
         for key, why in (
             ("skipAnalysis", "graylane always analyses when the policy has an analysis"),
             ("progressDeadlineSeconds", "graylane waits for workloads on every tick, without a deadline"),
@@ -287,16 +291,44 @@ class _Canary:
                 f"{path}.stepWeightPromotion",
                 "graylane promotes in one switch (stable workload first, then all traffic)",
             )
-        if "sessionAffinity" in a:
-            self.notes.add(
-                f"{path}.sessionAffinity", "not expressed: graylane's canary steps are weighted per request"
-            )
         for key in ("primaryReadyThreshold", "canaryReadyThreshold", "alerts"):
             if key in a:
                 self.notes.add(
                     f"{path}.{key}", "not expressed" + (": use spec.notify" if key == "alerts" else "")
                 )
         return stages
+
+    def _affinity(self, given: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str, Any]:
+        """Flagger's sessionAffinity (cookieName, maxAge) as spec.sessionAffinity, where the router can pin clients."""
+        from functions.core import capabilities
+
+        path = "spec.analysis.sessionAffinity"
+        cookie: dict[str, Any] = {"name": text(given.get("cookieName")) or "graylane-affinity"}
+        max_age = given.get("maxAge", 86400)  # Flagger's default
+        if isinstance(max_age, int) and not isinstance(max_age, bool) and max_age > 0:
+            cookie["maxAge"] = max_age
+        wanted = {"cookie": cookie}
+        doc = {"spec": {**spec, "sessionAffinity": wanted}}
+        refused = [
+            m
+            for p, m in capabilities.unsupported(text(spec["router"].get("provider")), doc)
+            if p.startswith("spec.sessionAffinity")
+        ]
+        if refused:
+            self.notes.add(path, "not expressed: " + "; ".join(refused))
+            return {}
+        if not any("canary" in stage for stage in spec.get("stages") or []):
+            self.notes.add(
+                path, "not expressed: graylane pins clients while a canary stage weighs the traffic"
+            )
+            return {}
+        self.notes.add(
+            path,
+            "graylane pins stable and canary clients alike (primaryCookieName is not needed) and "
+            "re-rolls every client at each weight change, where Flagger keeps canary clients on "
+            "the canary (see the README's Session affinity)",
+        )
+        return wanted
 
     def _weights(self) -> list[int]:
         a, path = self.analysis, "spec.analysis"

@@ -6,11 +6,13 @@
 --   rules  comma-separated rules; each rule is kind|name|value|regex|digits|percent|salt|cidrs with
 --          every field percent-encoded (so neither "|" nor "," nor spaces occur inside a field)
 --   salt   the release's user-hash salt, used by user-hash rules without their own salt
+--   affinity  the session-affinity cookie's name, while spec.sessionAffinity pins clients (and maxage its Max-Age)
 -- source-ip rules are matched natively (`src -f sources.acl`); here they never match.
 --
 -- Registered:
 --   fetch     lua.graylane_canary       -> 1 if the request matches any rule, else 0
 --   converter lua.graylane_bucket(salt) -> MurmurHash3 x86_32(salt .. ":" .. input, seed 0) % 100
+--   fetch     lua.graylane_client       -> the affinity cookie's value ("" without one, or without affinity)
 
 local MASK = 0xffffffff
 local rules_map = Map.new(os.getenv("GRAYLANE_RULES_MAP"), Map._str)
@@ -142,4 +144,13 @@ end)
 
 core.register_converters("graylane_bucket", function(user_id, salt)
   return bucket(user_id, salt or "")
+end)
+
+core.register_fetches("graylane_client", function(txn)
+  local name = rules_map:lookup("affinity")
+  if name == nil or name == "" then return "" end
+  for _, kv in ipairs(cookies(txn.http:req_get_headers())) do
+    if kv[1] == name then return kv[2]:sub(1, 64) end
+  end
+  return ""
 end)

@@ -7,6 +7,7 @@ from dataclasses import field
 from typing import Any, Protocol
 
 from functions.core.effects import Protection, RoutePlan
+from functions.core.policy import SessionAffinity
 from functions.core.slots import Routed
 from functions.core.values import value
 from functions.errors import ConfigError
@@ -23,6 +24,7 @@ class RouteTarget:
     cluster: str = ""
     options: dict[str, Any] = field(default_factory=dict)
     versions: Routed | None = None  # per-version model: the subsets stable and canary are, the subsets kept
+    affinity: SessionAffinity | None = None  # spec.sessionAffinity: clients pinned per weight
 
 
 @value

@@ -70,6 +70,10 @@ OPTIONS = (
 CAPABILITIES = (MATCHING - {"source-ip"}) | {
     "weights"
 }  # HTTPRoute has no standard rate limit or circuit breaker
+WHY_NOT = {
+    "session-affinity": "HTTPRoute spec.rules[].sessionPersistence is in Gateway API's experimental channel "
+    "only; the standard-channel CRDs graylane writes (v1.4.1) have no such field"
+}
 METRICS = None  # an API, not a proxy: the series are the implementation's (measured_by)
 OWNS = (
     Owned("HTTPRoute", "/spec/rules/{managed}/backendRefs/{stable}/weight", "the stable backend's weight"),

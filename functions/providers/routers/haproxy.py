@@ -10,6 +10,11 @@ wires a fixed shape once; everything graylane changes later is runtime state:
 - source ranges: ACL file `sources.acl`, matched natively with `src`, replaced with `prepare/add/commit acl`;
 - protection: map `limits.map`: `rate` (requests per client address per window) and `breaker`
   (5xx permille of the backend that opens the circuit).
+- session affinity (spec.sessionAffinity): keys `affinity` (the cookie's name) and `maxage` of `rules.map`
+  while the split is weighted; the config's stick table `<backend>_affinity` pins each client's cookie (HAProxy
+  makes one up for a client without) to the server it was first sent to, and graylane clears that table at
+  every weight change (`clear table`), so every client is re-rolled at the new weight. Without the clearing a
+  pinned client would stay even on a server at weight 0 (HAProxy's drain: persistence outlives the weight).
 
 `get_routes` reads all of that back from the live process, so drift (someone ran `set server ... weight`
 or cleared a map by hand) shows up as a different RoutePlan and the machine re-applies the plan.
@@ -66,6 +71,11 @@ OWNS = (
     Owned("runtime", "set server <backend>/stable|canary weight", "the servers' weights"),
     Owned(
         "runtime", "<mapsDir>/rules.map, sources.acl, limits.map", "the maps the config wires for graylane"
+    ),
+    Owned(
+        "runtime",
+        "clear table <backend>_affinity",
+        "the clients session affinity pinned (at a weight change)",
     ),
 )
 PER_OPTIONS = True  # one router per admin socket (its options), not one per cluster
@@ -237,6 +247,14 @@ class HAProxyRouter:
                     f"haproxy route of {target.namespace}/{target.app}: reconcile found no "
                     f"{lay.file(name)} loaded; render the config with install_config()"
                 )
+        if target.affinity is not None and f"table: {lay.backend}_affinity," not in self.cli.check(
+            "show table"
+        ):
+            raise NotFound(
+                f"haproxy route of {target.namespace}/{target.app}: session affinity needs stick table "
+                f"{lay.backend}_affinity, which this HAProxy has not; render the config with "
+                "install_config()"
+            )
 
     def set_routes(self, target: RouteTarget, plan: RoutePlan) -> None:
         lay = self._layout(target)
@@ -245,10 +263,13 @@ class HAProxyRouter:
         for cidr in cidrs:
             _check_cidr(cidr, target)
         try:
+            live = (self._weight(lay, "stable", target), self._weight(lay, "canary", target))
             self._replace(
                 "map",
                 lay.file(RULES_MAP),
-                [f"rules {rules}"] * bool(rules) + [f"salt {quote(plan.salt, safe='')}"] * bool(plan.salt),
+                [f"rules {rules}"] * bool(rules)
+                + [f"salt {quote(plan.salt, safe='')}"] * bool(plan.salt)
+                + affinity_entries(target, plan),
             )
             self._replace("acl", lay.file(SOURCES_ACL), cidrs)
             # Grow first, then shrink: never both servers at weight 0 in between (that would be a 503).
@@ -257,6 +278,10 @@ class HAProxyRouter:
                 order.reverse()
             for server, weight in order:
                 self.cli.check(f"set server {lay.backend}/{server} weight {weight}")
+            if target.affinity is not None and live != (plan.stable, plan.canary):
+                self.cli.check(
+                    f"clear table {lay.backend}_affinity"
+                )  # re-roll every client at the new weight
         except ProviderUnavailable as err:
             raise ProviderUnavailable(
                 f"haproxy route of {target.namespace}/{target.app}: set routes "
@@ -368,6 +393,14 @@ class HAProxyRouter:
         return out
 
 
+def affinity_entries(target: RouteTarget, plan: RoutePlan) -> list[str]:
+    """rules.map entries naming the affinity cookie while the split is weighted (the config pins by it)."""
+    a = target.affinity
+    if a is None or not 0 < plan.canary < 100:
+        return []
+    return [f"affinity {a.cookie}"] + ([f"maxage {a.max_age}"] if a.max_age is not None else [])
+
+
 def _check_cidr(cidr: str, target: RouteTarget) -> None:
     try:
         ipaddress.ip_network(cidr, strict=False)
@@ -397,6 +430,7 @@ def render_config(
     breaker_min: int = 20,
     probe_percent: int = 10,
     template: str | Path = TEMPLATE,
+    affinity_expire: str = "1d",
 ) -> str:
     """The HAProxy config for one app: `bind`/`stable`/`canary` are host:port; paths must be absolute."""
     metrics = ""
@@ -420,6 +454,7 @@ def render_config(
         pidfile=Path(pidfile).resolve() if pidfile else maps / "haproxy.pid",
         breaker_min=breaker_min,
         probe=probe_percent,
+        affinity_expire=affinity_expire,
     )
 
 

@@ -103,6 +103,11 @@ OPTIONS = (
     ),
 )
 CAPABILITIES = (MATCHING - {"source-ip"}) | {"weights", "circuit-breaker"}  # rate limits need an EnvoyFilter
+WHY_NOT = {
+    "session-affinity": "a DestinationRule's trafficPolicy.loadBalancer.consistentHash picks a pod inside the "
+    "subset the VirtualService's weights already chose for each request: it pins no client "
+    "to the stable or the canary"
+}
 VERSION_SUBSETS = True  # workload.model per-version: a subset per version (functions/core/slots.py)
 METRICS = RouterMetrics(
     "istio_requests_total",

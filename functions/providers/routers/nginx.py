@@ -68,6 +68,12 @@ OPTIONS = (
     ),
 )
 CAPABILITIES = (MATCHING - {"source-ip"}) | {"weights", "rate-limit"}  # one canary header and cookie rule
+WHY_NOT = {
+    "session-affinity": "ingress-nginx pins a client to the canary by the canary Ingress's affinity cookie "
+    "(affinity-canary-behavior: sticky), but to the stable only by affinity annotations on "
+    "the user's main Ingress, which graylane does not own; without them a stable client "
+    "re-draws at every request and drifts onto the canary, past the weight"
+}
 METRICS = RouterMetrics(
     "nginx_ingress_controller_requests",
     ("namespace", "service"),

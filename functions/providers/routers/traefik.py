@@ -10,6 +10,8 @@ Ownership (OWNS): graylane points at the user's IngressRoute and touches only
 - the A/B route it adds (recorded by its match in annotation graylane.dev/match-route), inserted before
   the managed route with the managed route's match, middlewares and syntax (and its priority + 1);
 - references to its own Middlewares `<ingressRoute>-rate-limit`/`-circuit-breaker`, one list element each;
+- with spec.sessionAffinity, the sticky cookie of the weighted TraefikService (`spec.weighted.sticky`, recorded
+  in annotation graylane.dev/sticky) while the split is weighted; a sticky of the user's there is refused;
 - its annotations graylane.dev/*, and the objects it creates (router option `create: true`), labelled.
 Every other route, priority, passHostHeader, services[].namespace, middleware, entry point, TLS,
 annotation and label stays byte for byte: writes are JSON patches of single elements with the
@@ -34,6 +36,15 @@ always tries it first. With `traefikService` the weights live in that TraefikSer
 `ingressRoute` graylane only weighs it (no rules, no protection). Both API groups are served: traefik.io
 (rule syntax v3 by default) and the legacy traefik.containo.us (v2 syntax, `Headers(...)`, never a
 `syntax` field, which Traefik v2.11 does not know).
+
+Session affinity (spec.sessionAffinity) is Traefik's sticky cookie on the weighted TraefikService: its
+weighted round robin sets `<cookie>=<hash of the child's name>` on a client's first answer and sends every
+request carrying it to that child, whatever the weights (v2.11 and v3 alike: pkg/server/service/loadbalancer/
+wrr). The children are the stable and canary Services, whose names never change, so a cookie would keep a
+client on its version across every weight change; graylane re-rolls at a weight change instead by naming the
+cookie after the weight, `<cookie>-<weight>` (a client's older cookie names no balancer and is ignored). An
+IngressRoute route's own list of services has no sticky option (`services[].sticky` pins pods inside one
+Service), so affinity needs option traefikService. Traefik v2.11's cookie has no maxAge (a session cookie).
 
 What real Traefik (v2.11 and v3, tests/traefik) does with these lists decides their shape:
 - A canary at weight 0 is left out (`[stable weight 100]`): Traefik drops a whole route when one of its
@@ -163,9 +174,14 @@ OWNS = (
         "the user's reference, swapped for graylane's until the release ends (kept in graylane.dev/replaced-"
         "middlewares)",
     ),
+    Owned(
+        "TraefikService", "/spec/weighted/sticky", "the sticky cookie while weighted (spec.sessionAffinity)"
+    ),
+    Owned("TraefikService", "/metadata/annotations/graylane.dev~1*", "the plan, the sticky cookie it wrote"),
     Owned("Middleware", "<ingressRoute>-rate-limit, <ingressRoute>-circuit-breaker", "created by graylane"),
 )
 MATCH_ROUTE = "graylane.dev/match-route"
+STICKY = "graylane.dev/sticky"  # the sticky graylane wrote on the TraefikService (sessionAffinity)
 CANARY_BACKEND = "graylane.dev/canary-backend"
 REPLACED = (
     "graylane.dev/replaced-middlewares"  # userProtection replace: graylane's name -> the user's reference
@@ -321,10 +337,13 @@ def _weights(services: list[dict[str, Any]], s: _Setup) -> tuple[int, int]:
 
 
 def check(options: Mapping[str, Any], needs: list[Need]) -> list[Problem]:
-    """source-ip needs the traefik.io group (ClientIP); anything but weights needs an IngressRoute."""
+    """source-ip needs the traefik.io group (ClientIP); session affinity a weighted TraefikService; anything
+    else but weights needs an IngressRoute."""
     problems: list[Problem] = []
-    for path, feature, _ in needs:
-        if feature == "source-ip" and options.get("group") == "traefik.containo.us":
+    for path, feature, node in needs:
+        if feature == "session-affinity":
+            problems += _affinity_problems(options, path, node)
+        elif feature == "source-ip" and options.get("group") == "traefik.containo.us":
             problems.append(
                 (
                     path,
@@ -341,6 +360,69 @@ def check(options: Mapping[str, Any], needs: list[Need]) -> list[Problem]:
                 )
             )
     return problems
+
+
+def _affinity_problems(options: Mapping[str, Any], path: str, node: Any) -> list[Problem]:
+    problems: list[Problem] = []
+    if not options.get("traefikService"):
+        problems.append(
+            (
+                path,
+                "session affinity needs router option traefikService with router traefik: Traefik's "
+                "sticky cookie is the weighted TraefikService's (spec.weighted.sticky.cookie); an "
+                "IngressRoute route's services[].sticky pins pods inside one Service, not a version",
+            )
+        )
+    cookie = node.get("cookie") if isinstance(node, Mapping) else None
+    if isinstance(cookie, Mapping) and "maxAge" in cookie and options.get("group") == "traefik.containo.us":
+        problems.append(
+            (
+                f"{path}.cookie.maxAge",
+                "is not supported by router traefik with group traefik.containo.us "
+                "(Traefik v2.11's sticky cookie has no maxAge: a session cookie); "
+                "leave it out or use group traefik.io with Traefik v3",
+            )
+        )
+    return problems
+
+
+def sticky(target: RouteTarget, plan: RoutePlan) -> dict[str, Any] | None:
+    """The TraefikService's sticky while the split is weighted (module docstring): the cookie is named after the
+    weight, so a weight change re-rolls every client."""
+    a = target.affinity
+    if a is None or not 0 < plan.canary < 100:
+        return None
+    cookie: dict[str, Any] = {"name": f"{a.cookie}-{plan.canary}", "httpOnly": True}
+    if a.max_age is not None:
+        cookie["maxAge"] = a.max_age
+    return {"cookie": cookie}
+
+
+def sticky_ops(
+    ts: Mapping[str, Any], wanted: dict[str, Any] | None, where: str
+) -> tuple[list[dict[str, Any]], dict[str, str | None]]:
+    """Patch operations and annotation putting graylane's sticky on a TraefikService (or taking it off); a
+    sticky there that graylane did not write is the user's: kept when affinity is off, refused when on."""
+    live = (ts.get("spec", {}).get("weighted") or {}).get("sticky")
+    written = _note(ts, STICKY)
+    name = f"TraefikService {ts['metadata'].get('namespace')}/{ts['metadata']['name']}"
+    if live is not None and live != written:
+        if wanted is None:
+            return [], {}
+        raise ConfigError(
+            f"{where}: {name} spec.weighted.sticky {json.dumps(live, sort_keys=True)} is the user's; "
+            "spec.sessionAffinity would replace it: remove one of them"
+        )
+    if wanted is None:
+        return (
+            [{"op": "remove", "path": "/spec/weighted/sticky"}] if live is not None else [],
+            {STICKY: None} if written is not None else {},
+        )
+    if live == wanted:
+        return [], {}
+    return [{"op": "add", "path": "/spec/weighted/sticky", "value": wanted}], {
+        STICKY: json.dumps(wanted, sort_keys=True)
+    }
 
 
 def measured_by(options: Mapping[str, Any]) -> str:
@@ -673,12 +755,19 @@ class TraefikRouter:
             raise ConfigError(
                 f"{s.where}: A/B rules need router option ingressRoute (a TraefikService only weighs)"
             )
+        if target.affinity is not None and not s.traefik_service:
+            raise ConfigError(
+                f"{s.where}: session affinity needs router option traefikService (a weighted "
+                "TraefikService holds the sticky cookie)"
+            )
         ir, ts = self._ensure(s)
         if ts is not None:
             kept = _note(ts, CANARY_BACKEND)
             entries = (ts["spec"].get("weighted") or {}).get("services") or []
             ops, removed = weight_ops(entries, "/spec/weighted/services", s, plan, kept)
-            notes = self._kept_notes(ts, kept, removed, plan)
+            sticky_patch, sticky_note = sticky_ops(ts, sticky(target, plan), s.where)
+            ops += sticky_patch
+            notes = {**self._kept_notes(ts, kept, removed, plan), **sticky_note}
             self._services_api(s).write(
                 ts,
                 ops + annotation_ops(ts, {**notes, **(plan_note(plan) if ir is None else {})}),
