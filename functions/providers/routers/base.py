@@ -23,6 +23,7 @@ class RouteTarget:
     cluster: str = ""
     options: dict[str, Any] = field(default_factory=dict)
     versions: Routed | None = None  # per-version model: the subsets stable and canary are, the subsets kept
+    baseline: str = ""  # the fresh baseline's Service/backend (functions/core/baseline.py), "" without one
 
 
 @value
