@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from functions.core.baseline import compared
 from functions.core.policy import ApprovalStage, Policy
 from functions.core.state import AppState, HistoryEntry, Release, parse_iso
 
@@ -79,6 +80,16 @@ def status(state: AppState, policy: Policy | None, now: datetime) -> dict[str, A
                 {"gate": g.gate, "decision": g.decision, "at": g.at, "by": g.by.user, "via": g.by.via}
                 for g in rel.gates
             ],
+        }
+    if state.routes.baseline:  # a fresh baseline takes its share (functions/core/baseline.py)
+        out["routes"]["baseline"] = state.routes.baseline
+    if rel is not None and rel.baseline_deployed:
+        workload = policy.baseline_workload if policy is not None else ""
+        out["release"]["baseline"] = {
+            "workload": workload,
+            "weight": rel.baseline_weight,
+            "image": rel.origin.image,
+            "compared": policy is not None and compared(policy, rel),
         }
     out["row"] = row(state, policy, now)
     return out
@@ -157,6 +168,11 @@ def summary(state: AppState, policy: Policy | None, now: datetime) -> str:
             f"stage {rel.stage + 1} {r['stage']}, canary weight {rel.weight}%, "
             f"traffic {state.routes.stable}/{state.routes.canary}"
             + (" with A/B match" if state.routes.match else "")
+            + (
+                f", fresh baseline {state.routes.baseline}% (the canary is compared with it)"
+                if state.routes.baseline
+                else ""
+            )
         )
         if note := exposure_note(rel):
             lines.append(f"exposure: {note}")

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from functions.core.baseline import uses as uses_baseline
 from functions.core.counters import Totals
 from functions.core.effects import Effect, FlagPlan, RoutePlan
 from functions.core.events import (
@@ -35,6 +36,7 @@ from functions.core.guard import wants_totals
 from functions.core.hooks import HookCall, hook_calls
 from functions.core.machine import decide, wants_analysis
 from functions.core.policy import Policy
+from functions.core.routing import text_option
 from functions.core.slots import Routed, Slot
 from functions.core.state import (
     MAX_APPLIED,
@@ -123,6 +125,7 @@ def route_target(policy: Policy, cluster: str, versions: Routed | None = None) -
         options=policy.router.options,
         versions=versions,
         affinity=policy.session_affinity,
+        baseline=policy.baseline_workload if uses_baseline(policy) else "",
     )
 
 
@@ -138,6 +141,8 @@ def workload_target(policy: Policy, cluster: str, stable: str = "") -> WorkloadT
         replicas=w.replicas,
         cluster=cluster,
         version_label=w.version_label if w.per_version else "",
+        baseline=policy.baseline_workload if uses_baseline(policy) else "",
+        service=text_option(policy.router.options, "stableService", policy.stable_workload),
     )
 
 
@@ -638,6 +643,10 @@ class Runner:
             workloads.scale_down_canary(target)
         elif effect.kind == "scale-canary":
             workloads.scale_canary(target, effect.weight)
+        elif effect.kind == "deploy-baseline":
+            workloads.deploy_baseline(target, effect.image)
+        elif effect.kind == "remove-baseline":
+            workloads.remove_baseline(target)
         elif effect.kind == "deploy-preview":
             workloads.deploy_preview(
                 target, effect.image, effect.environment, effect.namespace, effect.workload

@@ -114,7 +114,7 @@ def _threshold(_: Analysis, check: MetricCheck, s: MetricSample) -> tuple[str, s
 
 def _comparison(_: Analysis, check: MetricCheck, s: MetricSample) -> tuple[str, str]:
     if _missing(s.value) or _missing(s.stable_value):
-        return INCONCLUSIVE, "canary or stable value missing"
+        return INCONCLUSIVE, f"canary or {s.reference} value missing"
     assert s.value is not None and s.stable_value is not None
     worse_by = (
         (s.stable_value - s.value) if check.template in HIGHER_IS_BETTER else (s.value - s.stable_value)
@@ -126,9 +126,9 @@ def _comparison(_: Analysis, check: MetricCheck, s: MetricSample) -> tuple[str, 
     if worse_by > check.tolerance:
         return (
             FAIL,
-            f"canary {s.value:.4g} vs stable {s.stable_value:.4g}: worse by {worse_by:.4g} > {check.tolerance:g}",
+            f"canary {s.value:.4g} vs {s.reference} {s.stable_value:.4g}: worse by {worse_by:.4g} > {check.tolerance:g}",
         )
-    return PASS, f"canary {s.value:.4g} vs stable {s.stable_value:.4g} within {check.tolerance:g}"
+    return PASS, f"canary {s.value:.4g} vs {s.reference} {s.stable_value:.4g} within {check.tolerance:g}"
 
 
 def _shares(canary_requests: float, stable_requests: float, effect: float) -> tuple[float, float]:
@@ -191,8 +191,9 @@ def _latency_sequential(analysis: Analysis, e: Evidence | None) -> tuple[str, st
 
     evidence = log_evidence(e.latency)
     bound = math.log(1 / analysis.alpha)
+    reference = e.base.reference if e.base is not None else "stable"
     numbers = (
-        f"slower than {e.bound_ms:g} ms: canary {e.slow_canary:g}/{e.slow_canary_requests:g} vs stable "
+        f"slower than {e.bound_ms:g} ms: canary {e.slow_canary:g}/{e.slow_canary_requests:g} vs {reference} "
         f"{e.slow_stable:g}/{e.slow_stable_requests:g}, log-evidence {evidence:.2f}"
     )
     if evidence >= bound:
@@ -208,11 +209,11 @@ def _sequential(analysis: Analysis, _: MetricCheck, s: MetricSample) -> tuple[st
         return INCONCLUSIVE, "bad-event/request counts missing"
     ce, cr, se, sr = (float(c) for c in counts)  # type: ignore[arg-type]
     if cr <= 0 or sr <= 0:
-        return INCONCLUSIVE, f"no requests on {'canary' if cr <= 0 else 'stable'}"
+        return INCONCLUSIVE, f"no requests on {'canary' if cr <= 0 else s.reference}"
     evidence = mixture_log_evidence(ce, cr, se, sr)
     bound = math.log(1 / analysis.alpha)
     numbers = (
-        f"canary {whole(ce)}/{whole(cr)} vs stable {whole(se)}/{whole(sr)}, ratio {rate_ratio(ce, cr, se, sr):.3g}, "
+        f"canary {whole(ce)}/{whole(cr)} vs {s.reference} {whole(se)}/{whole(sr)}, ratio {rate_ratio(ce, cr, se, sr):.3g}, "
         f"log-evidence {evidence:.2f}"
     )
     if evidence >= bound:

@@ -27,6 +27,7 @@ FEATURES = (
     "rate-limit",
     "circuit-breaker",
     "session-affinity",
+    "baseline",
 )
 MATCHING = frozenset({"header", "header-regex", "cookie", "user-id-digit", "user-hash", "source-ip"})
 WHAT = {
@@ -40,6 +41,7 @@ WHAT = {
     "rate-limit": "rate limiting",
     "circuit-breaker": "circuit breaking",
     "session-affinity": "session affinity",
+    "baseline": "a fresh baseline (a stable/baseline/canary three-way split)",
 }
 _MATCH_FEATURE = {"userIdDigit": "user-id-digit", "userHash": "user-hash", "sourceIp": "source-ip"}
 _LATENCY = re.compile(r"LatencyAtQuantileMS")
@@ -74,6 +76,8 @@ def needs(spec: Mapping[str, Any]) -> Iterator[Need]:
             path, body = f"spec.stages[{i}].{kind}", _map(body)
             if kind in ("canary", "bluegreen", "abtest"):
                 yield path, "weights", body
+            if kind == "canary" and body.get("baseline") is True:
+                yield f"{path}.baseline", "baseline", body
             if (
                 kind == "bluegreen" and body.get("previewTraffic") is not None
             ):  # a header route to the preview
@@ -87,6 +91,8 @@ def needs(spec: Mapping[str, Any]) -> Iterator[Need]:
                     yield f"{path}.rateLimit", "rate-limit", body["rateLimit"]
                 if body.get("circuitBreaker") is not None:
                     yield f"{path}.circuitBreaker", "circuit-breaker", body["circuitBreaker"]
+    if spec.get("baseline") is True:
+        yield "spec.baseline", "baseline", spec["baseline"]
     for k, rule in enumerate(_list(spec.get("protection"))):
         rule = _map(rule)
         if rule.get("rateLimitFactor", 1) != 1:

@@ -24,6 +24,7 @@ class Totals:
     detail: str = ""
     read_at: str = ""  # when the runner read them (ISO): an older reading than the evidence's is ignored
     query: str = ""  # the PromQL they were read with (recorded with a guard verdict)
+    reference: str = "stable"  # whose counters the stable_* fields are: "stable", or the fresh "baseline"
 
 
 @value

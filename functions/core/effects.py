@@ -33,21 +33,27 @@ EffectKind = Literal[
     "deploy-version",  # per-version model: the version's own Deployment runs (created from `source`'s spec)
     "scale-down-version",  # per-version model: a retired version's Deployment at zero replicas
     "delete-version",  # per-version model: a Deployment graylane created, retired long enough, removed
+    "deploy-baseline",  # a fresh baseline: the stable's image in a Deployment (and Service) of its own
+    "remove-baseline",  # the baseline's Deployment and Service deleted (it left the route already)
 ]
 
 
 @value
 class RoutePlan:
-    """Desired traffic: stable + canary weights (sum 100) and the A/B rules sending matches to the canary."""
+    """Desired traffic: stable + canary (+ baseline) weights (sum 100) and the A/B rules sending matches to the
+    canary. `baseline`: the fresh baseline's weight (functions/core/baseline.py), 0 without one."""
 
     stable: int = 100
     canary: int = 0
     match: tuple[Match, ...] = ()
     salt: str = ""  # user-hash salt for this release
+    baseline: int = 0
 
     def __post_init__(self) -> None:
-        if not (0 <= self.canary <= 100 and 0 <= self.stable <= 100 and self.stable + self.canary == 100):
-            raise ValueError(f"route weights must be 0..100 and sum to 100, got {self.stable}/{self.canary}")
+        weights = (self.stable, self.canary, self.baseline)
+        if not (all(0 <= w <= 100 for w in weights) and sum(weights) == 100):
+            shown = "/".join(map(str, weights if self.baseline else weights[:2]))
+            raise ValueError(f"route weights must be 0..100 and sum to 100, got {shown}")
 
     @classmethod
     def canary_at(cls, weight: int, match: tuple[Match, ...] = (), salt: str = "") -> RoutePlan:

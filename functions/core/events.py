@@ -159,6 +159,7 @@ class MetricSample:
     stable_errors: float | None = None
     query: str = ""
     detail: str = ""
+    reference: str = "stable"  # whose series the stable_* fields are: "stable", or the fresh "baseline"
 
 
 @value

@@ -113,6 +113,8 @@ def update(evidence: Evidence | None, totals: Totals, now: datetime, wave: int =
     moved = replace(evidence, base=totals, at=iso(now), interval=seconds or evidence.interval)
     if min(dcr, dce, dsr, dse) < 0 or dce > dcr or dse > dsr:
         return moved  # a counter reset (a restarted pod): start again from the new readings
+    if totals.reference != old.reference:
+        return moved  # the reference moved to (or from) a fresh baseline: its counters are other series
     share = dcr / (dcr + dsr) if dcr + dsr > 0 else 0.0
     out = replace(
         moved,

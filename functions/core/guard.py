@@ -100,16 +100,17 @@ def failed(e: Evidence, analysis: Analysis) -> str:
     """Why the evidence proves a regression at level alpha ('' when it does not)."""
     bound = math.log(1 / analysis.alpha)
     errors = log_evidence(e.errors)
+    reference = e.base.reference if e.base is not None else "stable"  # the fresh baseline's, when it runs
     if errors >= bound:
         return (
-            f"canary errors {e.canary_errors:g}/{e.canary_requests:g} vs stable {e.stable_errors:g}/"
+            f"canary errors {e.canary_errors:g}/{e.canary_requests:g} vs {reference} {e.stable_errors:g}/"
             f"{e.stable_requests:g}, log-evidence {errors:.2f} >= {bound:.2f} (alpha {analysis.alpha:g})"
         )
     latency = log_evidence(e.latency)
     if latency >= bound:
         return (
             f"canary requests slower than {e.bound_ms:g} ms {e.slow_canary:g}/{e.slow_canary_requests:g} vs "
-            f"stable {e.slow_stable:g}/{e.slow_stable_requests:g}, log-evidence {latency:.2f} >= {bound:.2f} "
+            f"{reference} {e.slow_stable:g}/{e.slow_stable_requests:g}, log-evidence {latency:.2f} >= {bound:.2f} "
             f"(alpha {analysis.alpha:g})"
         )
     return ""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functions.core import events as ev
 from functions.core import per_version
+from functions.core.baseline import remove as remove_baseline
 from functions.core.effects import STABLE_ONLY, RoutePlan
 from functions.core.events import Command
 from functions.core.flag_stage import ENTER as FLAG_ENTER
@@ -204,6 +205,7 @@ def rollback(tx: Tx, reason: str, phase: Phase, action: str, event_type: str) ->
         tx.set_state(stable=origin, revisions=revisions, warm=None, warm_until="")
     if (rel.canary_deployed or rel.promoted) and rel.target_slot is None:
         tx.effect("scale-down-canary")
+    remove_baseline(tx)  # traffic left it above: its Deployment and Service go
     for wave in range(rel.wave):  # earlier waves were promoted: return them too
         tx.effect("promote-stable", image=origin.image, version=origin.version, cluster=tx.cluster(wave))
     tx.update(weight=0, match=(), canary_deployed=False, watching=False, promoted=False)

@@ -134,6 +134,7 @@ class CanaryStage:
     hold: float = 0.0  # manual: seconds to hold the weight before the next stage
     linear: LinearSchedule | None = None
     analysis: bool = True
+    baseline: bool | None = None  # a fresh baseline beside the canary (None: the policy's spec.baseline)
 
 
 LOAD_TEST_IMAGE = "docker.io/williamyeh/hey:latest"  # its entrypoint is hey
@@ -423,6 +424,7 @@ class Policy:
     hooks: tuple[Hook, ...] = ()
     gitops: GitOps | None = None
     session_affinity: SessionAffinity | None = None  # sticky clients per weight (spec.sessionAffinity)
+    baseline: bool = False  # spec.baseline: canary stages run a fresh baseline (functions/core/baseline.py)
 
     @property
     def app(self) -> str:
@@ -435,3 +437,8 @@ class Policy:
     @property
     def canary_workload(self) -> str:
         return self.workload.canary or f"{self.stable_workload}-canary"
+
+    @property
+    def baseline_workload(self) -> str:
+        """The baseline's Deployment and Service (graylane creates and removes both)."""
+        return f"{self.stable_workload}-baseline"

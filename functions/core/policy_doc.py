@@ -97,6 +97,8 @@ def _stage_doc(s: Stage) -> dict[str, Any]:
         body = {"match": [_match_doc(m) for m in s.match], "duration": s.duration, "analysis": s.analysis}
     elif isinstance(s, CanaryStage):
         body = _moving_doc(s)
+        if s.baseline is not None:
+            body["baseline"] = s.baseline
     elif isinstance(s, FlagStage):
         body = {
             "key": s.key,
@@ -281,6 +283,7 @@ def to_doc(policy: Policy) -> dict[str, Any]:
         ],
         "gitops": _gitops_doc(policy),
         "sessionAffinity": _affinity_doc(policy),
+        "baseline": policy.baseline or None,
     }
     return {
         "apiVersion": API_VERSION,

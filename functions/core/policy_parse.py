@@ -719,6 +719,34 @@ def _feature_rules(r: Reader, spec: Mapping[str, Any], policy: Policy) -> None:
         )
 
 
+def _baseline_fits(r: Reader, spec: Mapping[str, Any], policy: Policy) -> None:
+    """A fresh baseline (functions/core/baseline.py) runs beside a canary stage of the pair model."""
+    from functions.core.baseline import uses
+
+    if not (uses(policy) or policy.baseline):
+        return
+    where = (
+        "spec.baseline"
+        if policy.baseline
+        else next(
+            (
+                f"spec.stages[{i}].canary.baseline"
+                for i, s in enumerate(policy.stages)
+                if isinstance(s, CanaryStage) and s.baseline
+            ),
+            "spec.baseline",
+        )
+    )
+    if policy.workload.per_version:
+        r.add(
+            where,
+            "is not supported with workload.model per-version (each version has its own Deployment "
+            "already); expected workload.model pair",
+        )
+    if not any(isinstance(s, CanaryStage) for s in policy.stages):
+        r.add(where, "needs a canary stage: the baseline is routed at the canary's weight in canary stages")
+
+
 # --- policy ----------------------------------------------------------------------------------------
 
 
@@ -738,6 +766,7 @@ _SPEC_KEYS = (
     "hooks",
     "gitops",
     "sessionAffinity",
+    "baseline",
 )
 
 
@@ -786,8 +815,10 @@ def _policy(r: Reader, doc: Any, catalog: routing.Catalog) -> Policy:
             if spec.get("sessionAffinity") is not None
             else None
         ),
+        baseline=r.boolean(spec, "baseline", "spec", False),
     )
     _feature_rules(r, spec, policy)
+    _baseline_fits(r, spec, policy)
     _per_version_fits(r, policy, catalog)
     for path, message in capabilities.unsupported(policy.router.provider, doc, catalog):  # at validate
         r.add(path, message)

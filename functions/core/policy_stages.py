@@ -204,7 +204,7 @@ def _linear(r: Reader, node: Any, path: str) -> LinearSchedule:
 
 
 def _canary(r: Reader, node: Any, path: str, has_analysis: bool) -> Stage:
-    all_keys = ("mode", *(k for keys in _CANARY_KEYS.values() for k in keys), "analysis")
+    all_keys = ("mode", *(k for keys in _CANARY_KEYS.values() for k in keys), "analysis", "baseline")
     m = r.fields(node, path, all_keys)
     mode = _canary_mode(r, m, path)
     if not mode:
@@ -242,6 +242,7 @@ def _canary(r: Reader, node: Any, path: str, has_analysis: bool) -> Stage:
         hold=r.duration(m, "hold", path, 0.0),
         linear=linear,
         analysis=_stage_analysis(r, m, path, has_analysis),
+        baseline=r.boolean(m, "baseline", path, False) if "baseline" in m else None,
     )
 
 

@@ -133,12 +133,13 @@ class RouterMetrics:
 
 @value
 class Versions:
-    """The labels (label, regex) naming one release's stable and canary in the series that measure it, and
-    their names for custom queries ({{stable}}, {{canary}})."""
+    """The labels (label, regex) naming one release's stable and canary (and its fresh baseline) in the series
+    that measure it, and their names for custom queries ({{stable}}, {{canary}}, {{baseline}})."""
 
     stable: tuple[tuple[str, str], ...]
     canary: tuple[tuple[str, str], ...]
     names: dict[str, str] = field(default_factory=dict)
+    baseline: tuple[tuple[str, str], ...] = ()  # the fresh baseline's series (functions/core/baseline.py)
 
 
 class RouterModule(Protocol):

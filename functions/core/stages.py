@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from functions.core import baseline, per_version
 from functions.core import events as ev
-from functions.core import per_version
 from functions.core.analysis import watch_checks
 from functions.core.autoscale import follow_share, grows
 from functions.core.counters import Evidence
-from functions.core.effects import STABLE_ONLY, RoutePlan
+from functions.core.effects import STABLE_ONLY
 from functions.core.exposure import active as exposure_active
 from functions.core.exposure import allowed
 from functions.core.hooks import held, keep_fed, record_in_git, start_load
@@ -45,10 +45,11 @@ def ensure_canary(tx: Tx) -> None:
         tx.effect("deploy-canary", image=rel.target.image, version=rel.target.version)
         # the counters as read before the canary's first request are the guard's baseline (guard.wants_totals)
         totals = tx.obs.totals
-        baseline = (
+        evidence = (
             Evidence(wave=rel.wave, base=totals, at=tx.now_iso) if totals and totals.status == "ok" else None
         )
-        tx.update(canary_deployed=True, canary_share="", evidence=baseline)
+        tx.update(canary_deployed=True, canary_share="", evidence=evidence)
+        baseline.deploy(tx)  # a fresh baseline beside it, when the policy asks for one
 
 
 def set_weight(tx: Tx, weight: int, reason: str, planned: int = 0) -> None:
@@ -64,9 +65,13 @@ def set_weight(tx: Tx, weight: int, reason: str, planned: int = 0) -> None:
     first = grows(rel.canary_share, share)  # a canary about to carry more is sized for it first
     if first:
         follow_share(tx, share)
-    tx.route(RoutePlan.canary_at(weight, rel.match, salt=salt))
+    plan = baseline.plan(tx.policy, rel, weight, rel.match, salt)
+    tx.update(baseline_weight=plan.baseline)
+    tx.route(plan)
     if not first:
         follow_share(tx, share)
+    if plan.baseline:
+        reason = f"{reason} (baseline {plan.baseline}%, stable {plan.stable}%)"
     tx.record("weight", reason=reason + affinity_note(tx.policy.session_affinity, before, weight))
 
 
@@ -255,6 +260,7 @@ def enter_promote(tx: Tx, stage: Stage) -> bool:
     tx.effect("promote-stable", image=rel.target.image, version=rel.target.version)
     tx.update(match=(), weight=0)
     tx.route(STABLE_ONLY)
+    baseline.remove(tx)  # out of the route with the canary: its Deployment and Service go
     earlier = tuple(v for v in tx.state.revisions if v != rel.origin)
     revisions = ((rel.origin,) + earlier if rel.origin.image else earlier)[: tx.policy.revision_history]
     tx.set_state(stable=rel.target, revisions=revisions)

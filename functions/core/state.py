@@ -144,6 +144,8 @@ class Release:
     target_slot: Slot | None = None
     planned_weight: int = 0  # the weight the policy's step asks for; `weight` is it capped by exposure
     evidence: Evidence | None = None  # what the guard knows about the canary (functions/core/evidence.py)
+    baseline_deployed: bool = False  # a fresh baseline runs for this wave (functions/core/baseline.py)
+    baseline_weight: int = 0  # the baseline's routed weight
 
     @property
     def active(self) -> bool:

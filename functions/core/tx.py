@@ -247,8 +247,10 @@ class Tx:
         if event_type:
             self.emit(event_type, {"reason": reason} if reason else None)
         if phase in (Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.ABORTED, Phase.SUPERSEDED, Phase.FAILED):
+            from functions.core.baseline import remove as remove_baseline
             from functions.core.hooks import release_ended  # post-rollout hooks and the GitOps write-back
 
+            remove_baseline(self)  # an ended release's baseline goes (its callers removed it already)
             self.end_at = len(self.effects)  # result() puts finalize-routes here: before the hooks are told
             release_ended(self, phase, reason)
 

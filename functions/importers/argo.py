@@ -92,6 +92,7 @@ class _Rollout:
         self.inconclusive_limits: list[int] = []
         self.addresses: list[str] = []
         self.start_step = 1  # spec.analysis.startStep
+        self.baseline = False  # an experiment step ran the stable's spec beside the canary's
 
     # -- the whole Rollout ---------------------------------------------------------------------------------
     def convert(self) -> Imported:
@@ -110,6 +111,8 @@ class _Rollout:
             spec["router"] = self._fallback_router({}, "no traffic routing")
             spec["stages"] = [{"canary": {"steps": [{"weight": 100, "pause": "0s"}]}}]
         spec["analysis"] = self._analysis_section()
+        if self.baseline:
+            spec["baseline"] = True
         history = self.spec.get("revisionHistoryLimit")
         if isinstance(history, int) and not isinstance(history, bool) and 0 <= history <= 100:
             spec["revisionHistory"] = history
@@ -639,6 +642,8 @@ class _Steps:
                 self._pause(mapping(step.get("pause")) if step.get("pause") is not None else {}, path, i)
             elif "setHeaderRoute" in step:
                 self._header(mapping(step["setHeaderRoute"]), path, analysed)
+            elif "experiment" in step and self._baseline(mapping(step["experiment"]), f"{path}.experiment"):
+                pass
             elif "analysis" in step:
                 self.r._templates(mapping(step["analysis"]), f"{path}.analysis")
                 self.r.notes.add(
@@ -662,6 +667,26 @@ class _Steps:
             self.out.append({"canary": {"steps": [{"weight": 100, "pause": "0s"}]}})
         stages, self.r.start_step = _with_start_step(self.out)
         return stages
+
+    def _baseline(self, experiment: Mapping[str, Any], path: str) -> bool:
+        """An experiment running the stable's spec (`specRef: stable`) beside the canary's is a fresh baseline:
+        graylane's spec.baseline (where the router can split three ways), compared with the canary by
+        spec.analysis; the experiment's own duration, weights and analyses are not expressed."""
+        from functions.core.capabilities import table
+
+        refs = [text(mapping(t).get("specRef")) for t in seq(experiment.get("templates"))]
+        provider = text(self.router.get("provider"))
+        if "stable" not in refs or "baseline" not in table().get(provider, frozenset()):
+            return False
+        self.r.baseline = True
+        self.r.notes.add(
+            path,
+            "the template with specRef stable became graylane's fresh baseline (spec.baseline): a "
+            "Deployment of the stable's image beside the canary in every canary stage, at the "
+            "canary's weight, which spec.analysis compares the canary with; the experiment's "
+            "duration, template weights and analyses are not expressed",
+        )
+        return True
 
     def _pause(self, pause: Mapping[str, Any], path: str, i: int) -> None:
         raw = pause.get("duration")

@@ -134,6 +134,24 @@ class ProcessWorkloads:
         with self._lock:
             self._stop("canary")
 
+    def deploy_baseline(self, target: WorkloadTarget, image: str) -> None:
+        """A fresh process of the stable's image on a free port, and HAProxy's `baseline` server pointed at it."""
+        from functions.providers.routers.haproxy import AdminSocket
+
+        with self._lock:
+            if not self._runs("baseline", image):
+                self._stop("baseline")
+                self._start("baseline", image, free_port(), target)
+            port = self.running["baseline"].port
+            AdminSocket(self.config.socket).check(
+                f"set server {self.config.backend}/baseline addr 127.0.0.1 port {port}"
+            )
+
+    def remove_baseline(self, target: WorkloadTarget) -> None:
+        """The baseline's process stops (its server left the route already: weight 0)."""
+        with self._lock:
+            self._stop("baseline")
+
     def scale_canary(self, target: WorkloadTarget, share: int | None) -> None:
         """One process per workload here: there is no autoscaler to size."""
 

@@ -115,6 +115,14 @@ class RecordingWorkloads:
     def scale_down_canary(self, target: WorkloadTarget) -> None:
         self._run("scale_down_canary", _key(target.cluster, target.namespace, target.canary), "")
 
+    def deploy_baseline(self, target: WorkloadTarget, image: str) -> None:
+        self._run("deploy_baseline", _key(target.cluster, target.namespace, target.baseline), image)
+
+    def remove_baseline(self, target: WorkloadTarget) -> None:
+        key = _key(target.cluster, target.namespace, target.baseline)
+        self.log.call("remove_baseline", key, "")
+        self.images.pop(key, None)
+
     def scale_canary(self, target: WorkloadTarget, share: int | None) -> None:
         key = _key(target.cluster, target.namespace, target.canary)
         self.log.call("scale_canary", key, share)

@@ -10,10 +10,12 @@ with it: kwok may hand its IP to the next pod at once). So the Services' Endpoin
 kube-controller-manager computes from the ready pods lead to processes of exactly the version the
 Deployment runs: a request answered by "v2" came through a route to a v2 pod.
 
-Behaviour is per version (every pod of the version shares it) and can change while they run:
+Behaviour is per version (every pod of the version shares it) and can change while they run; a track's pods
+(label graylane.dev/track, e.g. a fresh baseline of the stable's version) may have their own:
 
     runner = PodRunner(api_client, ["pro-1"]).start()
     runner.set("v2", error_rate=0.35, delay=0.02)
+    runner.set("v1", delay=0.05, track="baseline")  # fresh v1 pods, slower than the warm stable's
     runner.serving("pro-1")            # {(ip, port): version} being served now
     runner.stop()
 """
@@ -28,6 +30,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from functions.demo_service import Behaviour, DemoServer
+
+TRACK = "graylane.dev/track"
 
 
 def image_version(image: str) -> str:
@@ -140,13 +144,16 @@ class PodRunner:
         with self._lock:
             self.namespaces.add(namespace)
 
-    def behaviour(self, version: str) -> Behaviour:
+    def behaviour(self, version: str, track: str = "") -> Behaviour:
         with self._lock:
-            return self.behaviours.setdefault(version, Behaviour())
+            return self.behaviours.setdefault(f"{version}@{track}" if track else version, Behaviour())
 
-    def set(self, version: str, error_rate: float | None = None, delay: float | None = None) -> None:
-        """Every pod of `version` (now and later) answers 500 with `error_rate` and `delay` s later."""
-        b = self.behaviour(version)
+    def set(
+        self, version: str, error_rate: float | None = None, delay: float | None = None, track: str = ""
+    ) -> None:
+        """Every pod of `version` (now and later) answers 500 with `error_rate` and `delay` s later; with `track`,
+        only the pods of that track (set before they start)."""
+        b = self.behaviour(version, track)
         if error_rate is not None:
             b.error_rate = error_rate
         if delay is not None:
@@ -255,12 +262,15 @@ class PodRunner:
                 replaced = [self._served.pop(k) for k in previous]
             for old in replaced:
                 old.stop()
+            track = (pod.metadata.labels or {}).get(TRACK, "")
+            with self._lock:
+                own = bool(track) and f"{version}@{track}" in self.behaviours
             try:
                 server = _PodServer(
                     f"{ns}/{pod.metadata.name}",
                     version,
                     int(port.container_port),
-                    self.behaviour(version),
+                    self.behaviour(version, track if own else ""),
                     host=pod.status.pod_ip,
                 )
             except OSError as err:

@@ -264,3 +264,12 @@ def test_import_seed_policy_runs_the_seeds_flow() -> None:
         runner.handle(tick(policy.app))
     assert rel.phase.value == "succeeded" and state.stable.version == "green"
     assert weights == [20, 40, 60, 80] and analysed == [False, True, True, True]
+
+
+def test_import_argo_experiment_baseline_becomes_the_fresh_baseline() -> None:
+    item = imported("experiment-baseline.yaml")
+    policy = parse_policy(item.document)
+    assert policy.baseline and item.document["spec"]["baseline"] is True
+    assert isinstance(policy.stages[0], CanaryStage)
+    assert policy.stages[0].steps == (CanaryStep(20, 60.0), CanaryStep(50, 60.0))
+    assert "specRef stable became graylane's fresh baseline (spec.baseline)" in notes(item)

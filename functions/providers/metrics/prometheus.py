@@ -31,6 +31,7 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from requests.exceptions import RequestException
 from urllib3.util.retry import Retry
 
+from functions.core.baseline import compared
 from functions.core.counters import Totals
 from functions.core.events import MetricSample
 from functions.core.policy import MetricCheck, Policy
@@ -118,7 +119,8 @@ class PrometheusAnalysis:
             if policy.analysis is None or not tp.has_builtin(source):
                 continue
             url = (policy.analysis.prometheus or self.url).rstrip("/")
-            groups.setdefault((url, source), []).append((policy, release, tp.target(policy, release.id)))
+            target = tp.target(policy, release.id, baseline=compared(policy, release))
+            groups.setdefault((url, source), []).append((policy, release, target))
         out: dict[str, Totals] = {}
         for (url, router), group in groups.items():
             targets = [t for _, _, t in group]
@@ -136,7 +138,7 @@ class PrometheusAnalysis:
                     continue
                 buckets = tp.split_buckets(router, targets, answer.series)
                 queries += f"; {query}"
-            for _, release, _ in group:
+            for _, release, target in group:
                 versions = split.get(release.id, {})
                 canary, stable = versions.get(tp.CANARY, tp.Counts()), versions.get(tp.STABLE, tp.Counts())
                 hist = buckets.get(release.id, {})
@@ -152,6 +154,7 @@ class PrometheusAnalysis:
                     if bounds and math.isinf(bounds[-1])
                     else (),
                     query=queries,
+                    reference=target.reference,
                 )
         return out
 
@@ -164,7 +167,7 @@ class PrometheusAnalysis:
         elapsed = now - started if started is not None else window
         step = max(1, round(analysis.interval))
         since = max(window, math.ceil(elapsed / step) * step)  # rounded up so releases share range terms
-        target = tp.target(_as_pair(policy, release), release.id)
+        target = tp.target(_as_pair(policy, release), release.id, baseline=compared(policy, release))
         if release.watching and release.target_slot is None:
             # pair model, promoted: the new version is the stable workload, the warm previous the canary
             target = replace(target, stable=target.canary, canary=target.stable)
@@ -248,6 +251,7 @@ class PrometheusAnalysis:
                 )
             return MetricSample(
                 m.name,
+                reference=plan.target.reference,
                 value=value,
                 stable_value=stable_value,
                 canary_requests=canary.requests,
@@ -269,6 +273,7 @@ class PrometheusAnalysis:
             value, stable_value = 1 - value, 1 - stable_value
         return MetricSample(
             m.name,
+            reference=plan.target.reference,
             value=value,
             stable_value=stable_value,
             canary_requests=canary.requests,
@@ -290,7 +295,9 @@ class PrometheusAnalysis:
         }
         try:
             query = tp.render(m.query, variables)
-            stable_query = tp.render(m.query, {**variables, "target": plan.target.names["stable"]})
+            stable_query = tp.render(
+                m.query, {**variables, "target": plan.target.names[plan.target.reference]}
+            )
         except ConfigError as err:
             return MetricSample(
                 m.name, status="unavailable", query=m.query, detail=f"{plan.policy.app}: {err}"
@@ -310,7 +317,12 @@ class PrometheusAnalysis:
             stable_value = tp._value(stable.series[0]) if stable.series else None
         value = tp._value(answer.series[0])
         return MetricSample(
-            m.name, value=value, stable_value=stable_value, query=query, detail=_compact(answer.series)
+            m.name,
+            reference=plan.target.reference,
+            value=value,
+            stable_value=stable_value,
+            query=query,
+            detail=_compact(answer.series),
         )
 
     # -- I/O ----------------------------------------------------------------------------------------

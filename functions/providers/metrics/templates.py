@@ -28,8 +28,8 @@ from functions.core.values import value
 from functions.errors import ConfigError
 
 LATENCY_QUANTILE = 0.95
-STABLE, CANARY = "stable", "canary"
-CUSTOM_VARS = ("namespace", "app", "stable", "canary", "window", "interval", "target")
+STABLE, CANARY, BASELINE = "stable", "canary", "baseline"
+CUSTOM_VARS = ("namespace", "app", "stable", "canary", "baseline", "window", "interval", "target")
 
 
 def _series() -> Mapping[str, RouterMetrics]:
@@ -73,9 +73,12 @@ class Target:
 
     key: str  # release id
     router: str
-    stable: Matcher
+    stable: Matcher  # the reference the canary is compared with: the stable, or the fresh baseline
     canary: Matcher
     names: dict[str, str] = field(default_factory=dict)  # template variables for custom queries
+    reference: str = (
+        STABLE  # whose series `stable` matches: "stable", or "baseline" (functions/core/baseline.py)
+    )
 
 
 def _module(policy: Policy) -> RouterModule | None:
@@ -93,29 +96,44 @@ def metrics_source(policy: Policy) -> str:
     return source or policy.router.provider
 
 
-def target(policy: Policy, key: str) -> Target:
+def target(policy: Policy, key: str, baseline: bool = False) -> Target:
     """Which series belong to `policy`'s stable and canary, for its router's standard metrics (the router
-    module's `versions`)."""
+    module's `versions`). `baseline`: the canary is compared with the fresh baseline (baseline.compared), so the
+    reference side of every query (`Target.stable`) is the baseline's series; a custom query's reference
+    ({{target}} of the stable side) is the baseline's name."""
     module = _module(policy)
     names = {
         "namespace": policy.namespace,
         "app": policy.name,
         "stable": policy.stable_workload,
         "canary": policy.canary_workload,
+        "baseline": policy.baseline_workload,
     }
+    reference = BASELINE if baseline else STABLE
     if module is None or not module.measured_by(policy.router.options):
         versions = module.versions(policy) if module is not None else None
         nothing = Matcher((("__name__", "(?!)"),))  # no built-in metrics: matches nothing
         return Target(
-            key, policy.router.provider, nothing, nothing, {**names, **(versions.names if versions else {})}
+            key,
+            policy.router.provider,
+            nothing,
+            nothing,
+            {**names, **(versions.names if versions else {})},
+            reference,
         )
     versions = module.versions(policy)
+    if baseline and not versions.baseline:
+        raise ConfigError(
+            f"router {policy.router.provider} names no baseline series: spec.baseline cannot be measured"
+        )
+    stable = versions.baseline if baseline else versions.stable
     return Target(
         key,
         policy.router.provider,
-        Matcher(versions.stable),
+        Matcher(stable),
         Matcher(versions.canary),
         {**names, **versions.names},
+        reference,
     )
 
 

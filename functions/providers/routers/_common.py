@@ -310,7 +310,8 @@ def backend_weight_ops(
     The canary's entry is added while it gets traffic: the user's own, kept aside (`kept`), or `canary_of` the
     stable's entry (its port, namespace, passHostHeader... with the canary's name or subset); at weight 0 it is
     removed and returned without its weight, for the caller to keep aside, unless `drop` is false (it stays
-    listed at weight 0). A lone stable without a weight is left without one (it takes everything). `what` names
+    listed at weight 0). A lone stable without a weight is left without one (it takes everything), unless a fresh baseline
+    takes a share (functions/core/baseline.py). `what` names
     the list for the refusal of a stable listed other than once ("<where>: <base> lists Service web")."""
     stable = [i for i, e in enumerate(entries) if is_stable(e)]
     if len(stable) != 1:
@@ -318,7 +319,9 @@ def backend_weight_ops(
     i_s, canary = stable[0], [i for i, e in enumerate(entries) if is_canary(e)]
     ops: list[dict[str, Any]] = []
     alone = drop and plan.canary == 0
-    if entries[i_s].get("weight") != plan.stable and not (alone and "weight" not in entries[i_s]):
+    if entries[i_s].get("weight") != plan.stable and not (
+        alone and not plan.baseline and "weight" not in entries[i_s]
+    ):
         ops.append({"op": "add", "path": f"{base}/{i_s}/weight", "value": plan.stable})
     removed = None
     if not alone and canary:
@@ -350,16 +353,51 @@ def live_plan(
     live_rules: Any,
     render_rules: Callable[[RoutePlan], Any],
     what: str,
+    baseline: int = 0,
 ) -> RoutePlan:
-    """The plan the live object implements: live weights, plus the annotated rules if they are what is live."""
-    total = stable + canary
-    if stable < 0 or canary < 0 or total <= 0:
+    """The plan the live object implements: live weights, plus the annotated rules if they are what is live.
+    `baseline`: the fresh baseline's live weight (functions/core/baseline.py)."""
+    total = stable + canary + baseline
+    if stable < 0 or canary < 0 or baseline < 0 or total <= 0:
         raise NotReady(f"{what}: live weights {stable}/{canary} do not route any traffic")
     share = round(100 * canary / total)
-    plan = RoutePlan(stable=100 - share, canary=share, match=annotated.match, salt=annotated.salt)
+    base = min(round(100 * baseline / total), 100 - share)
+    plan = RoutePlan(
+        stable=100 - share - base, canary=share, match=annotated.match, salt=annotated.salt, baseline=base
+    )
     if not holds(live_rules, render_rules(plan)):  # fields the server defaults in are not drift
         return replace(plan, match=(DRIFTED,), salt="")
     return plan
+
+
+def baseline_ops(
+    entries: list[Any],
+    base: str,
+    plan: RoutePlan,
+    name: str,
+    is_stable: Callable[[Any], bool],
+    is_baseline: Callable[[Any], bool],
+) -> list[dict[str, Any]]:
+    """The fresh baseline's entry on a weighted backend list (functions/core/baseline.py), given the list as the
+    stable's and canary's operations leave it: a copy of the stable's entry naming the baseline (`name`) at
+    plan.baseline while it gets traffic, removed at 0 (it is graylane's own Service: nothing of the user's is
+    kept aside). Traefik's route services and TraefikService, Gateway API's backendRefs."""
+    found = [i for i, e in enumerate(entries) if is_baseline(e)]
+    stable = next((e for e in entries if is_stable(e)), None)
+    if plan.baseline > 0 and found:
+        i = found[0]
+        if entries[i].get("weight") == plan.baseline:
+            return []
+        return [{"op": "add", "path": f"{base}/{i}/weight", "value": plan.baseline}]
+    if plan.baseline > 0 and stable is not None:
+        entry = {**{k: v for k, v in stable.items() if k != "weight"}, "name": name, "weight": plan.baseline}
+        return [{"op": "add", "path": f"{base}/-", "value": entry}]
+    return [{"op": "remove", "path": f"{base}/{i}"} for i in sorted(found, reverse=True)]
+
+
+def relative(ops: list[dict[str, Any]], base: str) -> list[dict[str, Any]]:
+    """`ops` on paths under `base`, as paths of the list at `base` itself (for apply_patch on that list)."""
+    return [{**op, "path": op["path"][len(base) :]} for op in ops if op["path"].startswith(base)]
 
 
 def feature_of(match: Match) -> str:

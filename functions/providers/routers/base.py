@@ -25,6 +25,7 @@ class RouteTarget:
     options: dict[str, Any] = field(default_factory=dict)
     versions: Routed | None = None  # per-version model: the subsets stable and canary are, the subsets kept
     affinity: SessionAffinity | None = None  # spec.sessionAffinity: clients pinned per weight
+    baseline: str = ""  # the fresh baseline's Service/backend (functions/core/baseline.py), "" without one
 
 
 @value

@@ -34,13 +34,16 @@ from functions.providers.routers._common import (
     Kind,
     Objects,
     annotation_ops,
+    apply_patch,
     backend_weight_ops,
+    baseline_ops,
     check_plan,
     decode_plan,
     header_rule,
     live_plan,
     option,
     plan_note,
+    relative,
 )
 from functions.providers.routers.base import Cluster, RouteTarget
 
@@ -68,7 +71,8 @@ OPTIONS = (
     ),
 )
 CAPABILITIES = (MATCHING - {"source-ip"}) | {
-    "weights"
+    "weights",
+    "baseline",
 }  # HTTPRoute has no standard rate limit or circuit breaker
 WHY_NOT = {
     "session-affinity": "HTTPRoute spec.rules[].sessionPersistence is in Gateway API's experimental channel "
@@ -81,6 +85,11 @@ OWNS = (
         "HTTPRoute",
         "/spec/rules/{managed}/backendRefs/{canary}",
         "the canary backend (added, weighed, removed)",
+    ),
+    Owned(
+        "HTTPRoute",
+        "/spec/rules/{managed}/backendRefs/{baseline}",
+        "the fresh baseline's backend (spec.baseline)",
     ),
     Owned(
         "HTTPRoute", "/spec/rules/{match}", "the A/B rule graylane adds (annotation graylane.dev/match-rule)"
@@ -117,7 +126,13 @@ def versions(policy: Policy) -> Versions:
     def label(service: str) -> tuple[tuple[str, str], ...]:
         return (("service", re.escape(service_label(policy.namespace, service, port, "kubernetesgateway"))),)
 
-    return Versions(stable=label(stable), canary=label(canary), names={"stable": stable, "canary": canary})
+    baseline = policy.baseline_workload
+    return Versions(
+        stable=label(stable),
+        canary=label(canary),
+        names={"stable": stable, "canary": canary, "baseline": baseline},
+        baseline=label(baseline),
+    )
 
 
 def build(settings: Any, cluster: Cluster, options: Mapping[str, Any] = {}) -> GatewayAPIRouter:
@@ -139,6 +154,7 @@ class _Setup:
     host: str
     rule: str = ""  # rules[].name of the managed rule, when the policy names it
     create: bool = False
+    baseline: str = ""  # the fresh baseline's Service (functions/core/baseline.py), "" without one
 
     @property
     def where(self) -> str:
@@ -165,6 +181,7 @@ def _setup(target: RouteTarget) -> _Setup:
         host=option(opts, "host", "", str, where) if "host" in opts else "",
         rule=option(opts, "rule", "", str, where) if "rule" in opts else "",
         create=opts.get("create") is True,
+        baseline=target.baseline,
     )
 
 
@@ -252,7 +269,7 @@ def weight_ops(
     """The stable's weight and the canary's backendRef (a copy of the stable's: port, filters), nothing else of
     the rule. The canary stays listed at weight 0 during a release (a Gateway serves a weight-0 backend
     without endpoints, and Traefik keeps its `service` series); `drop` (finalize) removes it, kept aside."""
-    return backend_weight_ops(
+    ops, removed = backend_weight_ops(
         entries,
         base,
         plan,
@@ -263,6 +280,16 @@ def weight_ops(
         what=f"{s.where}: {base} lists Service {s.stable}",
         drop=drop,
     )
+    if s.baseline:  # the fresh baseline's backend, on the list as the operations above leave it
+        ops += baseline_ops(
+            apply_patch(entries, relative(ops, base)),
+            base,
+            plan,
+            s.baseline,
+            lambda e: _is_backend(e, s.stable),
+            lambda e: _is_backend(e, s.baseline),
+        )
+    return ops, removed
 
 
 def match_rule(
@@ -372,7 +399,14 @@ class GatewayAPIRouter:
         a = _match_index(rules, ab)
         live = rules[a] if a is not None else None
         render = lambda plan: match_rule(managed, plan, s, kept) if plan.match else None  # noqa: E731
-        return live_plan(decode_plan(route), *_weights([managed], s), live, render, s.where)
+        baseline = sum(
+            int(r.get("weight", 1))
+            for r in managed.get("backendRefs") or []
+            if s.baseline and _is_backend(r, s.baseline)
+        )
+        return live_plan(
+            decode_plan(route), *_weights([managed], s), live, render, s.where, baseline=baseline
+        )
 
     def set_protection(self, target: RouteTarget, protection: Protection) -> None:
         if protection.rate_limit is not None or protection.circuit_breaker is not None:

@@ -70,6 +70,9 @@ METRICS = RouterMetrics(
 OWNS = (
     Owned("runtime", "set server <backend>/stable|canary weight", "the servers' weights"),
     Owned(
+        "runtime", "set server <backend>/baseline weight|addr", "the fresh baseline's server (spec.baseline)"
+    ),
+    Owned(
         "runtime", "<mapsDir>/rules.map, sources.acl, limits.map", "the maps the config wires for graylane"
     ),
     Owned(
@@ -96,7 +99,8 @@ def versions(policy: Policy) -> Versions:
     return Versions(
         stable=(("proxy", e(backend)), ("server", "stable")),
         canary=(("proxy", e(backend)), ("server", "canary")),
-        names={"stable": "stable", "canary": "canary"},
+        names={"stable": "stable", "canary": "canary", "baseline": "baseline"},
+        baseline=(("proxy", e(backend)), ("server", "baseline")),
     )
 
 
@@ -276,6 +280,17 @@ class HAProxyRouter:
             order = [("canary", plan.canary), ("stable", plan.stable)]
             if plan.canary < self._weight(lay, "canary", target):
                 order.reverse()
+            if target.baseline:  # a fresh baseline's server too (the config's third): growing ones first
+                order = sorted(
+                    [*order, ("baseline", plan.baseline)],
+                    key=lambda sw: sw[1] - self._weight(lay, sw[0], target),
+                    reverse=True,
+                )
+            elif plan.baseline:
+                raise ConfigError(
+                    f"haproxy route of {target.namespace}/{target.app}: a plan with a baseline needs "
+                    "the policy's spec.baseline"
+                )
             for server, weight in order:
                 self.cli.check(f"set server {lay.backend}/{server} weight {weight}")
             if target.affinity is not None and live != (plan.stable, plan.canary):
@@ -303,8 +318,17 @@ class HAProxyRouter:
             # The ACL drifted from the rules: report what really matches so the plan is re-applied.
             match = tuple(m for m in match if m.kind != "source-ip")
             match += (Match(kind="source-ip", cidrs=tuple(sorted(sources))),) if sources else ()
-        weight = round(100 * canary / (stable + canary))
-        return RoutePlan.canary_at(weight, match=match, salt=unquote(live.get("salt", "")))
+        baseline = self._weight(lay, "baseline", target) if target.baseline else 0
+        total = stable + canary + baseline
+        weight = round(100 * canary / total)
+        fresh = min(round(100 * baseline / total), 100 - weight)
+        return RoutePlan(
+            stable=100 - weight - fresh,
+            canary=weight,
+            baseline=fresh,
+            match=match,
+            salt=unquote(live.get("salt", "")),
+        )
 
     def set_protection(self, target: RouteTarget, protection: Protection) -> None:
         lay = self._layout(target)
@@ -421,6 +445,7 @@ def render_config(
     bind: str,
     stable: str,
     canary: str,
+    baseline: str = "127.0.0.1:9",
     frontend: str = "fe_app",
     backend: str = "be_app",
     period: float = 1.0,
@@ -447,6 +472,7 @@ def render_config(
         bind=bind,
         stable=stable,
         canary=canary,
+        baseline=baseline,
         frontend=frontend,
         backend=backend,
         period=_duration(period),

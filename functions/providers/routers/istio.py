@@ -44,6 +44,7 @@ from functions.providers.routers._common import (
     Kind,
     Objects,
     annotation_ops,
+    apply_patch,
     backend_weight_ops,
     check_plan,
     choice_option,
@@ -53,6 +54,7 @@ from functions.providers.routers._common import (
     option,
     plan_note,
     re2_problem,
+    relative,
 )
 from functions.providers.routers.base import Cluster, RouteTarget
 
@@ -102,7 +104,7 @@ OPTIONS = (
         choices=("keep", "replace"),
     ),
 )
-CAPABILITIES = (MATCHING - {"source-ip"}) | {"weights", "circuit-breaker"}  # rate limits need an EnvoyFilter
+CAPABILITIES = (MATCHING - {"source-ip"}) | {"weights", "circuit-breaker", "baseline"}  # rate limits need an EnvoyFilter
 WHY_NOT = {
     "session-affinity": "a DestinationRule's trafficPolicy.loadBalancer.consistentHash picks a pod inside the "
     "subset the VirtualService's weights already chose for each request: it pins no client "
@@ -124,6 +126,11 @@ OWNS = (
         "VirtualService",
         "/spec/http/{managed}/route/{canary}",
         "the canary destination (added, weighed, removed)",
+    ),
+    Owned(
+        "VirtualService",
+        "/spec/http/{managed}/route/{baseline}",
+        "the fresh baseline's destination, host <workload.name>-baseline (spec.baseline)",
     ),
     Owned(
         "VirtualService", "/spec/http/{graylane-match}", "the A/B route graylane adds before the managed one"
@@ -169,10 +176,12 @@ def versions(policy: Policy) -> Versions:
     """Istio labels its series by workload: the stable and canary Deployments, not the Services."""
     ns, e = re.escape(policy.namespace), re.escape
     stable, canary = policy.stable_workload, policy.canary_workload
+    baseline = policy.baseline_workload
     return Versions(
         stable=(("destination_workload_namespace", ns), ("destination_workload", e(stable))),
         canary=(("destination_workload_namespace", ns), ("destination_workload", e(canary))),
-        names={"stable": stable, "canary": canary},
+        names={"stable": stable, "canary": canary, "baseline": baseline},
+        baseline=(("destination_workload_namespace", ns), ("destination_workload", e(baseline))),
     )
 
 
@@ -226,6 +235,7 @@ class _Setup:
     created: tuple[
         str, ...
     ] = ()  # per-version: the subsets of the versions whose Deployment graylane created
+    baseline: str = ""  # the fresh baseline's Service, its own destination host (functions/core/baseline.py)
 
     @property
     def where(self) -> str:
@@ -375,6 +385,7 @@ def _pair_setup(target: RouteTarget) -> _Setup:
         route=option(opts, "route", "", str, where) if "route" in opts else "",
         create=opts.get("create") is True,
         user_protection=choice_option(opts, "userProtection", _USER_PROTECTION, where),
+        baseline=target.baseline,
     )
 
 
@@ -564,7 +575,7 @@ def weight_ops(
     """Patch operations for plan's weights on the managed route's destinations: the stable's weight and the
     canary's entry (a copy of the stable's with the canary subset, added while it gets traffic, removed at 0
     and kept aside). A lone stable without a weight is left without one (Istio gives it everything)."""
-    return backend_weight_ops(
+    ops, removed = backend_weight_ops(
         entries,
         base,
         plan,
@@ -574,6 +585,34 @@ def weight_ops(
         kept=kept,
         what=f"{s.where}: {base} routes to subset {s.stable}",
     )
+    if s.baseline:  # the fresh baseline's destination, on the list as the operations above leave it
+        ops += baseline_ops(apply_patch(entries, relative(ops, base)), base, s, plan)
+    return ops, removed
+
+
+def _is_baseline(entry: Any, s: _Setup) -> bool:
+    d = entry.get("destination") if isinstance(entry, Mapping) else None
+    return bool(s.baseline) and isinstance(d, Mapping) and d.get("host") == s.baseline and "subset" not in d
+
+
+def baseline_ops(entries: list[Any], base: str, s: _Setup, plan: RoutePlan) -> list[dict[str, Any]]:
+    """The fresh baseline as a third destination: its own Service (graylane's, in the VirtualService's namespace)
+    as the host, no subset, the stable entry's other fields (port, headers) copied; removed at weight 0."""
+    found = [i for i, e in enumerate(entries) if _is_baseline(e, s)]
+    stable = next((e for e in entries if _dest_of(e, s, s.stable)), None)
+    if plan.baseline > 0 and found:
+        i = found[0]
+        return (
+            []
+            if entries[i].get("weight") == plan.baseline
+            else [{"op": "add", "path": f"{base}/{i}/weight", "value": plan.baseline}]
+        )
+    if plan.baseline > 0 and stable is not None:
+        entry = {k: copy.deepcopy(v) for k, v in stable.items() if k != "weight"}
+        destination = {k: v for k, v in entry["destination"].items() if k != "subset"}
+        entry["destination"] = {**destination, "host": s.baseline}
+        return [{"op": "add", "path": f"{base}/-", "value": {**entry, "weight": plan.baseline}}]
+    return [{"op": "remove", "path": f"{base}/{i}"} for i in sorted(found, reverse=True)]
 
 
 def version_ops(
@@ -766,7 +805,9 @@ class IstioRouter:
         kept = None if s.per_version else _note(vs, CANARY_DESTINATION)
         live = next((r for r in http if r.get("name") == MATCH_ROUTE), None)
         render = lambda plan: match_route(managed, plan, s, kept) if plan.match else None  # noqa: E731
-        return live_plan(decode_plan(vs), *_weights(managed.get("route") or [], s), live, render, s.where)
+        route = managed.get("route") or []
+        baseline = sum(int(d.get("weight", 0)) for d in route if _is_baseline(d, s))
+        return live_plan(decode_plan(vs), *_weights(route, s), live, render, s.where, baseline=baseline)
 
     def survey(self, target: RouteTarget) -> tuple[str, ...]:
         """The user's outlierDetection on the DestinationRule and what userProtection does with it."""

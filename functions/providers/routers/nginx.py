@@ -337,6 +337,11 @@ class NginxRouter:
     def set_routes(self, target: RouteTarget, plan: RoutePlan) -> None:
         s = _setup(target)
         check_plan(plan, self.provider, CAPABILITIES, s.where)
+        if plan.baseline:  # validate refuses spec.baseline already
+            raise ConfigError(
+                f"{s.where}: a fresh baseline (spec.baseline) needs a three-way split; the canary "
+                "Ingress splits two ways"
+            )
         wanted = _rule_annotations(plan, s)
         _, canary = self._ensure(s)
         ops = annotation_ops(canary, {CANARY: "true", WEIGHT: str(plan.canary), **wanted, **plan_note(plan)})

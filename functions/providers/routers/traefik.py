@@ -76,7 +76,9 @@ from functions.providers.routers._common import (
     Kind,
     Objects,
     annotation_ops,
+    apply_patch,
     backend_weight_ops,
+    baseline_ops,
     check_plan,
     choice_option,
     decode_plan,
@@ -84,6 +86,7 @@ from functions.providers.routers._common import (
     live_plan,
     option,
     plan_note,
+    relative,
 )
 from functions.providers.routers.base import Cluster, RouteTarget
 
@@ -178,6 +181,14 @@ OWNS = (
         "TraefikService", "/spec/weighted/sticky", "the sticky cookie while weighted (spec.sessionAffinity)"
     ),
     Owned("TraefikService", "/metadata/annotations/graylane.dev~1*", "the plan, the sticky cookie it wrote"),
+    Owned(
+        "IngressRoute",
+        "/spec/routes/{managed}/services/{baseline}",
+        "the fresh baseline's entry (spec.baseline)",
+    ),
+    Owned(
+        "TraefikService", "/spec/weighted/services/{baseline}", "the fresh baseline's entry (spec.baseline)"
+    ),
     Owned("Middleware", "<ingressRoute>-rate-limit, <ingressRoute>-circuit-breaker", "created by graylane"),
 )
 MATCH_ROUTE = "graylane.dev/match-route"
@@ -212,6 +223,7 @@ class _Setup:
     create: bool = False
     user_protection: str = "keep"
     group_given: bool = True  # false: taken from the user's live object (or what the cluster serves)
+    baseline: str = ""  # the fresh baseline's Service (functions/core/baseline.py), "" without one
 
     @property
     def where(self) -> str:
@@ -250,6 +262,7 @@ def _setup(target: RouteTarget, discovered: str = "") -> _Setup:
         create=option(opts, "create", False, bool, where),
         user_protection=choice_option(opts, "userProtection", _USER_PROTECTION, where),
         group_given="group" in opts,
+        baseline=target.baseline,
     )
 
 
@@ -336,6 +349,12 @@ def _weights(services: list[dict[str, Any]], s: _Setup) -> tuple[int, int]:
     return weight(s.stable), weight(s.canary)
 
 
+def _baseline_weight(services: list[dict[str, Any]], s: _Setup) -> int:
+    if not s.baseline:
+        return 0
+    return sum(int(x.get("weight", 1)) for x in services if _is_backend(x, s.baseline))
+
+
 def check(options: Mapping[str, Any], needs: list[Need]) -> list[Problem]:
     """source-ip needs the traefik.io group (ClientIP); session affinity a weighted TraefikService; anything
     else but weights needs an IngressRoute."""
@@ -351,7 +370,9 @@ def check(options: Mapping[str, Any], needs: list[Need]) -> list[Problem]:
                     "traefik.containo.us; use group traefik.io",
                 )
             )
-        elif feature != "weights" and not options.get("ingressRoute"):
+        elif feature not in ("weights", "baseline") and not options.get(
+            "ingressRoute"
+        ):  # a TraefikService weighs
             problems.append(
                 (
                     path,
@@ -472,10 +493,12 @@ def versions(policy: Policy) -> Versions:
             )
         return "|".join(found)
 
+    baseline = policy.baseline_workload  # a Service graylane creates beside the stable's: the same port
     return Versions(
         stable=(("service", names(stable, True)),),
         canary=(("service", names(canary, False)),),
-        names={"stable": stable, "canary": canary},
+        names={"stable": stable, "canary": canary, "baseline": baseline},
+        baseline=(("service", re.escape(service_label(ns, baseline, port_of(opts)))),),
     )
 
 
@@ -563,7 +586,7 @@ def weight_ops(
     """JSON patch operations putting plan's weights on a backend list (a route's services, a TraefikService's
     weighted services), touching only the stable's weight and the canary's entry; and the canary entry removed
     (without its weight), to be kept aside. The canary is listed only while it gets traffic (module docstring)."""
-    return backend_weight_ops(
+    ops, removed = backend_weight_ops(
         entries,
         base,
         plan,
@@ -573,6 +596,16 @@ def weight_ops(
         kept=kept,
         what=f"{s.where}: {base} lists Service {s.stable}",
     )
+    if s.baseline:  # the fresh baseline's entry, on the list as the operations above leave it
+        ops += baseline_ops(
+            apply_patch(entries, relative(ops, base)),
+            base,
+            plan,
+            s.baseline,
+            lambda e: _is_backend(e, s.stable),
+            lambda e: _is_backend(e, s.baseline),
+        )
+    return ops, removed
 
 
 def ab_route(
@@ -832,7 +865,12 @@ class TraefikRouter:
 
         live = routes[a] if a is not None else None
         return live_plan(
-            decode_plan(ir if ir is not None else ts), *_weights(weighted, s), live, render, s.where
+            decode_plan(ir if ir is not None else ts),
+            *_weights(weighted, s),
+            live,
+            render,
+            s.where,
+            baseline=_baseline_weight(weighted, s),
         )
 
     def survey(self, target: RouteTarget) -> tuple[str, ...]:

@@ -18,6 +18,8 @@ class WorkloadTarget:
     replicas: int | None = None
     cluster: str = ""
     version_label: str = ""  # per-version model: the pod label naming the version
+    baseline: str = ""  # a fresh baseline's Deployment and Service (functions/core/baseline.py)
+    service: str = ""  # the stable's Service, whose ports the baseline's Service copies ("" = `stable`)
 
 
 class Workloads(Protocol):
@@ -45,6 +47,14 @@ class Workloads(Protocol):
     def start_load_test(self, target: WorkloadTarget, name: str, image: str, args: tuple[str, ...]) -> None:
         """Start the load test `name` (hey with `args`) unless it was started already; never waits for it:
         it runs for the duration its arguments give (a blue-green preview's test traffic)."""
+
+    def deploy_baseline(self, target: WorkloadTarget, image: str) -> None:
+        """Run the stable's `image` in the baseline Deployment `target.baseline` (the canary's labels scheme with
+        track `baseline`, the canary's replica count) and its own Service (the stable Service's ports, selecting
+        the baseline's pods); raises NotReady until it is available."""
+
+    def remove_baseline(self, target: WorkloadTarget) -> None:
+        """Delete the baseline's Deployment and Service, if graylane created them (a missing one is fine)."""
 
     # -- per-version model: one Deployment per version (functions/core/per_version.py) --------------------
     def deploy_version(self, target: WorkloadTarget, slot: Slot, source: str) -> None:

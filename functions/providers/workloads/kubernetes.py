@@ -71,6 +71,8 @@ class KubernetesWorkloads:
         from kubernetes import client
 
         self.api = client.CustomObjectsApi(api_client)  # serves built-in groups too, as plain dicts
+        self.core = client.CoreV1Api(api_client)  # Services (the core group has no /apis path)
+        self.api_client = api_client
         self.timeout = timeout
         self.autoscaler = CanaryAutoscaler(self.api, timeout)
 
@@ -92,8 +94,118 @@ class KubernetesWorkloads:
         self._check_rolled_out(canary, image, target.container, "deploy canary")
 
     def scale_canary(self, target: WorkloadTarget, share: int | None) -> None:
-        """The canary's HPA follows its share of the traffic (when the stable has an HPA; see autoscaling.py)."""
+        """The canary's HPA follows its share of the traffic (when the stable has an HPA; see autoscaling.py);
+        a fresh baseline keeps the canary's replica count."""
         self.autoscaler.follow(target, share)
+        if target.baseline:
+            self._baseline_follows_canary(target)
+
+    # -- a fresh baseline (functions/core/baseline.py) -----------------------------------------------
+    def deploy_baseline(self, target: WorkloadTarget, image: str) -> None:
+        """The baseline Deployment `target.baseline`: the stable's spec (labels renamed, track `baseline`, as the
+        canary's) running the stable's `image` on the canary's replica count, and its own Service."""
+        verb = "deploy baseline"
+        stable = self._read(DEPLOYMENT, target.namespace, target.stable, verb)
+        canary = self._get(DEPLOYMENT, target.namespace, target.canary, verb)
+        replicas = _baseline_replicas(target, stable, canary)
+        dep = self._derive(target, stable, target.namespace, target.baseline, BASELINE_TRACK, image, replicas)
+        self._ensure_baseline_service(target, dep)
+        self._check_rolled_out(dep, image, target.container, verb)
+
+    def remove_baseline(self, target: WorkloadTarget) -> None:
+        """Delete the baseline's Service and Deployment, each only if graylane created it (labelled so)."""
+        from kubernetes import client
+
+        verb = "remove baseline"
+        service = self._get_service(target.namespace, target.baseline, verb)
+        if service is not None and created_by_graylane(service, target.app):
+            meta = service["metadata"]
+            options = client.V1DeleteOptions(
+                preconditions=client.V1Preconditions(resource_version=meta["resourceVersion"])
+            )
+            try:
+                self.core.delete_namespaced_service(
+                    target.baseline, target.namespace, body=options, _request_timeout=self.timeout
+                )
+            except Exception as err:
+                if getattr(err, "status", None) == 409:
+                    raise ConflictError(
+                        f"Service {_where(service)} {verb}: it changed since it was read"
+                    ) from err
+                if getattr(err, "status", None) != 404:
+                    raise api_error(err, "Service", _where(service), verb) from err
+        live = self._get(DEPLOYMENT, target.namespace, target.baseline, verb)
+        if live is None or not created_by_graylane(live, target.app):
+            return
+        body: Any = {
+            "preconditions": {"resourceVersion": live["metadata"]["resourceVersion"]},
+            "propagationPolicy": "Background",
+        }
+        try:
+            self.api.delete_namespaced_custom_object(
+                DEPLOYMENT.group,
+                DEPLOYMENT.version,
+                target.namespace,
+                DEPLOYMENT.plural,
+                target.baseline,
+                body=body,
+                _request_timeout=self.timeout,
+            )
+        except Exception as err:
+            if getattr(err, "status", None) == 409:
+                raise ConflictError(
+                    f"Deployment {_where(live)} {verb}: it changed since it was read"
+                ) from err
+            if getattr(err, "status", None) != 404:
+                raise api_error(err, DEPLOYMENT.kind, _where(live), verb) from err
+
+    def _baseline_follows_canary(self, target: WorkloadTarget) -> None:
+        verb = "scale baseline"
+        baseline = self._get(DEPLOYMENT, target.namespace, target.baseline, verb)
+        canary = self._get(DEPLOYMENT, target.namespace, target.canary, verb)
+        if (
+            baseline is None
+            or canary is None
+            or _replicas(canary) == 0
+            or _replicas(baseline) == _replicas(canary)
+        ):
+            return
+        self._patch(
+            DEPLOYMENT,
+            baseline,
+            [{"op": "replace", "path": "/spec/replicas", "value": _replicas(canary)}],
+            verb,
+        )
+
+    def _get_service(self, namespace: str, name: str, verb: str) -> dict[str, Any] | None:
+        try:
+            found = self.core.read_namespaced_service(name, namespace, _request_timeout=self.timeout)
+        except Exception as err:
+            if getattr(err, "status", None) == 404:
+                return None
+            raise api_error(err, "Service", f"{namespace}/{name}", f"{verb} (read)") from err
+        return dict(self.api_client.sanitize_for_serialization(found))
+
+    def _ensure_baseline_service(self, target: WorkloadTarget, baseline: Mapping[str, Any]) -> None:
+        """The baseline's Service: created from the stable's (its ports) once; an existing one is left as it is."""
+        verb = "deploy baseline"
+        if self._get_service(target.namespace, target.baseline, verb) is not None:
+            return
+        name = target.service or target.stable
+        stable = self._get_service(target.namespace, name, verb)
+        if stable is None:
+            raise NotFound(
+                f"Service {target.namespace}/{name} {verb}: not found (the baseline's Service copies "
+                "its ports; router option stableService names it)"
+            )
+        body: Any = baseline_service(stable, baseline, target)
+        try:
+            self.core.create_namespaced_service(target.namespace, body, _request_timeout=self.timeout)
+        except Exception as err:
+            if getattr(err, "status", None) != 409:
+                raise api_error(
+                    err, "Service", f"{target.namespace}/{target.baseline}", f"{verb} (create)"
+                ) from err
 
     def promote_stable(self, target: WorkloadTarget, image: str) -> None:
         stable = self._read(DEPLOYMENT, target.namespace, target.stable, "promote")
@@ -429,6 +541,51 @@ def derived_deployment(
         "annotations": {**annotations, DERIVED_FROM: old},
     }
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": spec}
+
+
+BASELINE_TRACK = "baseline"
+
+
+def _baseline_replicas(
+    target: WorkloadTarget, stable: Mapping[str, Any], canary: Mapping[str, Any] | None
+) -> int:
+    """The canary's size: its replica count when it runs, else what the canary is given (workload.replicas, or
+    the stable's count)."""
+    if canary is not None and _replicas(canary) > 0:
+        return _replicas(canary)
+    return target.replicas if target.replicas is not None else max(1, _replicas(stable))
+
+
+def baseline_service(
+    stable: Mapping[str, Any], baseline: Mapping[str, Any], target: WorkloadTarget
+) -> dict[str, Any]:
+    """The body of the baseline's Service: the stable Service's ports (no node ports), selecting exactly the
+    baseline Deployment's pods (its selector), labelled as graylane's (the stable's labels renamed, the track)."""
+    old = stable["metadata"]["name"]
+    ports = [
+        {k: v for k, v in p.items() if k != "nodePort"} for p in (stable.get("spec") or {}).get("ports") or []
+    ]
+    labels = {
+        **relabel(stable["metadata"].get("labels"), target.stable, target.baseline),
+        TRACK: BASELINE_TRACK,
+        APP: target.app,
+        MANAGED_BY[0]: MANAGED_BY[1],
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": target.baseline,
+            "namespace": target.namespace,
+            "labels": labels,
+            "annotations": {DERIVED_FROM: old},
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": dict(baseline["spec"]["selector"]["matchLabels"]),
+            "ports": ports,
+        },
+    }
 
 
 VERSION_ANNOTATION = "graylane.dev/version"
