@@ -267,22 +267,7 @@ class PrometheusAnalysis:
                 query=source.query,
                 detail=f"no canary requests for {plan.policy.app} in the last {span}s",
             )
-        rate: Callable[[tp.Counts], float] = lambda c: c.errors / c.requests if c.requests > 0 else math.nan  # noqa: E731
-        value, stable_value = rate(canary), rate(stable)
-        if m.template == "success-rate":
-            value, stable_value = 1 - value, 1 - stable_value
-        return MetricSample(
-            m.name,
-            reference=plan.target.reference,
-            value=value,
-            stable_value=stable_value,
-            canary_requests=canary.requests,
-            canary_errors=canary.errors,
-            stable_requests=stable.requests,
-            stable_errors=stable.errors,
-            query=source.query,
-            detail=raw,
-        )
+        return tp.ratio_sample(m, canary, stable, source.query, raw, plan.target.reference)
 
     def _custom(self, url: str, plan: _Plan, m: MetricCheck, now: float) -> MetricSample:
         analysis = plan.policy.analysis

@@ -22,7 +22,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import field
 from typing import Any
 
-from functions.core.policy import Policy
+from functions.core.events import MetricSample
+from functions.core.policy import MetricCheck, Policy
 from functions.core.routing import RouterMetrics, RouterModule
 from functions.core.values import value
 from functions.errors import ConfigError
@@ -236,6 +237,37 @@ class Counts:
     requests: float = 0.0
     errors: float = 0.0
     seen: bool = False  # at least one series matched
+
+
+def ratio_sample(
+    m: MetricCheck,
+    canary: Counts,
+    stable: Counts,
+    query: str,
+    detail: str = "",
+    reference: str = "stable",
+) -> MetricSample:
+    """An error-rate (or success-rate) sample of the canary beside its reference (the stable or a fresh
+    baseline), from their request counts."""
+
+    def rate(c: Counts) -> float:
+        return c.errors / c.requests if c.requests > 0 else math.nan
+
+    value, stable_value = rate(canary), rate(stable)
+    if m.template == "success-rate":
+        value, stable_value = 1 - value, 1 - stable_value
+    return MetricSample(
+        m.name,
+        reference=reference,
+        value=value,
+        stable_value=stable_value,
+        canary_requests=canary.requests,
+        canary_errors=canary.errors,
+        stable_requests=stable.requests,
+        stable_errors=stable.errors,
+        query=query,
+        detail=detail,
+    )
 
 
 def split_counts(

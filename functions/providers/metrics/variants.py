@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
 from typing import Any
 
 from functions.core.events import MetricSample
@@ -153,20 +152,7 @@ def _sample(
             query=answer.query,
             detail=f"no requests served variant {stage.variant} of flag {stage.key} in {seconds}s",
         )
-    rate: Callable[[tp.Counts], float] = lambda c: c.errors / c.requests if c.requests > 0 else math.nan  # noqa: E731
-    value, stable_value = rate(canary), rate(stable)
-    if m.template == "success-rate":
-        value, stable_value = 1 - value, 1 - stable_value
-    return MetricSample(
-        m.name,
-        value=value,
-        stable_value=stable_value,
-        canary_requests=canary.requests,
-        canary_errors=canary.errors,
-        stable_requests=stable.requests,
-        stable_errors=stable.errors,
-        query=answer.query,
-    )
+    return tp.ratio_sample(m, canary, stable, answer.query)
 
 
 def _custom(
