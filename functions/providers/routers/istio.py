@@ -104,7 +104,8 @@ OPTIONS = (
         choices=("keep", "replace"),
     ),
 )
-CAPABILITIES = (MATCHING - {"source-ip"}) | {"weights", "circuit-breaker", "baseline"}  # rate limits need an EnvoyFilter
+# rate limits need an EnvoyFilter
+CAPABILITIES = (MATCHING - {"source-ip"}) | {"weights", "circuit-breaker", "baseline"}
 WHY_NOT = {
     "session-affinity": "a DestinationRule's trafficPolicy.loadBalancer.consistentHash picks a pod inside the "
     "subset the VirtualService's weights already chose for each request: it pins no client "
