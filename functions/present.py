@@ -49,7 +49,8 @@ def status(state: AppState, policy: Policy | None, now: datetime) -> dict[str, A
             "stable": state.routes.stable,
             "canary": state.routes.canary,
             "abTest": bool(state.routes.match),
-        },
+            **({"mirror": state.routes.mirror} if state.routes.mirror else {}),
+        },  # % copied to the canary
         "release": None,
     }
     if rel is not None:
@@ -157,6 +158,11 @@ def summary(state: AppState, policy: Policy | None, now: datetime) -> str:
             f"stage {rel.stage + 1} {r['stage']}, canary weight {rel.weight}%, "
             f"traffic {state.routes.stable}/{state.routes.canary}"
             + (" with A/B match" if state.routes.match else "")
+            + (
+                f", {state.routes.mirror}% of the requests mirrored to the canary (its answers discarded)"
+                if state.routes.mirror
+                else ""
+            )
         )
         if note := exposure_note(rel):
             lines.append(f"exposure: {note}")

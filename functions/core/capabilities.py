@@ -26,6 +26,7 @@ FEATURES = (
     "source-ip",
     "rate-limit",
     "circuit-breaker",
+    "mirror",
 )
 MATCHING = frozenset({"header", "header-regex", "cookie", "user-id-digit", "user-hash", "source-ip"})
 WHAT = {
@@ -38,6 +39,7 @@ WHAT = {
     "source-ip": "source-ip matching",
     "rate-limit": "rate limiting",
     "circuit-breaker": "circuit breaking",
+    "mirror": "traffic mirroring",
 }
 _MATCH_FEATURE = {"userIdDigit": "user-id-digit", "userHash": "user-hash", "sourceIp": "source-ip"}
 _LATENCY = re.compile(r"LatencyAtQuantileMS")
@@ -72,6 +74,8 @@ def needs(spec: Mapping[str, Any]) -> Iterator[Need]:
             path, body = f"spec.stages[{i}].{kind}", _map(body)
             if kind in ("canary", "bluegreen", "abtest"):
                 yield path, "weights", body
+            if kind == "mirror":  # copies of the live requests to the canary, its answers discarded
+                yield path, "mirror", body
             if (
                 kind == "bluegreen" and body.get("previewTraffic") is not None
             ):  # a header route to the preview
@@ -169,7 +173,7 @@ def _router_analysed(spec: Mapping[str, Any]) -> bool:
     """Does any analysed stage measure the router's traffic? A flag stage's analysis reads the app's metrics by
     variant (spec.flags.metrics) whatever the router."""
     kinds = {kind for item in _list(spec.get("stages")) for kind in _map(item)}
-    return "flag" not in kinds or bool(kinds & {"abtest", "canary", "bluegreen"})
+    return "flag" not in kinds or bool(kinds & {"abtest", "canary", "bluegreen", "mirror"})
 
 
 def _to_doc(policy: Any) -> Mapping[str, Any]:

@@ -38,16 +38,29 @@ EffectKind = Literal[
 
 @value
 class RoutePlan:
-    """Desired traffic: stable + canary weights (sum 100) and the A/B rules sending matches to the canary."""
+    """Desired traffic: stable + canary weights (sum 100) and the A/B rules sending matches to the canary.
+    `mirror`: the share (percent) of the live requests also copied to the canary, its answers discarded (a
+    mirror stage): only with all answered traffic on stable."""
 
     stable: int = 100
     canary: int = 0
     match: tuple[Match, ...] = ()
     salt: str = ""  # user-hash salt for this release
+    mirror: int = 0
 
     def __post_init__(self) -> None:
         if not (0 <= self.canary <= 100 and 0 <= self.stable <= 100 and self.stable + self.canary == 100):
             raise ValueError(f"route weights must be 0..100 and sum to 100, got {self.stable}/{self.canary}")
+        if not 0 <= self.mirror <= 100 or (self.mirror and (self.canary or self.match)):
+            raise ValueError(
+                f"a mirror share must be 0..100, with no live traffic on the canary, got mirror "
+                f"{self.mirror} with {self.stable}/{self.canary} and {len(self.match)} rules"
+            )
+
+    @classmethod
+    def mirrored(cls, percent: int) -> RoutePlan:
+        """Every answer from stable, `percent` % of the requests copied to the canary."""
+        return cls(mirror=percent)
 
     @classmethod
     def canary_at(cls, weight: int, match: tuple[Match, ...] = (), salt: str = "") -> RoutePlan:
