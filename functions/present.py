@@ -50,7 +50,8 @@ def status(state: AppState, policy: Policy | None, now: datetime) -> dict[str, A
             "stable": state.routes.stable,
             "canary": state.routes.canary,
             "abTest": bool(state.routes.match),
-        },
+            **({"mirror": state.routes.mirror} if state.routes.mirror else {}),
+        },  # % copied to the canary
         "release": None,
     }
     if rel is not None:
@@ -171,6 +172,11 @@ def summary(state: AppState, policy: Policy | None, now: datetime) -> str:
             + (
                 f", fresh baseline {state.routes.baseline}% (the canary is compared with it)"
                 if state.routes.baseline
+                else ""
+            )
+            + (
+                f", {state.routes.mirror}% of the requests mirrored to the canary (its answers discarded)"
+                if state.routes.mirror
                 else ""
             )
         )

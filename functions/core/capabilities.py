@@ -28,6 +28,7 @@ FEATURES = (
     "circuit-breaker",
     "session-affinity",
     "baseline",
+    "mirror",
 )
 MATCHING = frozenset({"header", "header-regex", "cookie", "user-id-digit", "user-hash", "source-ip"})
 WHAT = {
@@ -42,6 +43,7 @@ WHAT = {
     "circuit-breaker": "circuit breaking",
     "session-affinity": "session affinity",
     "baseline": "a fresh baseline (a stable/baseline/canary three-way split)",
+    "mirror": "traffic mirroring",
 }
 _MATCH_FEATURE = {"userIdDigit": "user-id-digit", "userHash": "user-hash", "sourceIp": "source-ip"}
 _LATENCY = re.compile(r"LatencyAtQuantileMS")
@@ -78,6 +80,8 @@ def needs(spec: Mapping[str, Any]) -> Iterator[Need]:
                 yield path, "weights", body
             if kind == "canary" and body.get("baseline") is True:
                 yield f"{path}.baseline", "baseline", body
+            if kind == "mirror":  # copies of the live requests to the canary, its answers discarded
+                yield path, "mirror", body
             if (
                 kind == "bluegreen" and body.get("previewTraffic") is not None
             ):  # a header route to the preview
@@ -183,7 +187,7 @@ def _router_analysed(spec: Mapping[str, Any]) -> bool:
     """Does any analysed stage measure the router's traffic? A flag stage's analysis reads the app's metrics by
     variant (spec.flags.metrics) whatever the router."""
     kinds = {kind for item in _list(spec.get("stages")) for kind in _map(item)}
-    return "flag" not in kinds or bool(kinds & {"abtest", "canary", "bluegreen"})
+    return "flag" not in kinds or bool(kinds & {"abtest", "canary", "bluegreen", "mirror"})
 
 
 def _to_doc(policy: Any) -> Mapping[str, Any]:

@@ -41,19 +41,32 @@ EffectKind = Literal[
 @value
 class RoutePlan:
     """Desired traffic: stable + canary (+ baseline) weights (sum 100) and the A/B rules sending matches to the
-    canary. `baseline`: the fresh baseline's weight (functions/core/baseline.py), 0 without one."""
+    canary. `baseline`: the fresh baseline's weight (functions/core/baseline.py), 0 without one. `mirror`: the
+    share (percent) of the live requests also copied to the canary, its answers discarded (a mirror stage):
+    only with all answered traffic on stable."""
 
     stable: int = 100
     canary: int = 0
     match: tuple[Match, ...] = ()
     salt: str = ""  # user-hash salt for this release
     baseline: int = 0
+    mirror: int = 0
 
     def __post_init__(self) -> None:
         weights = (self.stable, self.canary, self.baseline)
         if not (all(0 <= w <= 100 for w in weights) and sum(weights) == 100):
             shown = "/".join(map(str, weights if self.baseline else weights[:2]))
             raise ValueError(f"route weights must be 0..100 and sum to 100, got {shown}")
+        if not 0 <= self.mirror <= 100 or (self.mirror and (self.stable != 100 or self.match)):
+            raise ValueError(
+                f"a mirror share must be 0..100, with no live traffic on the canary, got mirror "
+                f"{self.mirror} with {self.stable}/{self.canary} and {len(self.match)} rules"
+            )
+
+    @classmethod
+    def mirrored(cls, percent: int) -> RoutePlan:
+        """Every answer from stable, `percent` % of the requests copied to the canary."""
+        return cls(mirror=percent)
 
     @classmethod
     def canary_at(cls, weight: int, match: tuple[Match, ...] = (), salt: str = "") -> RoutePlan:

@@ -21,6 +21,7 @@ from functions.core.policy import (
     BlueGreenStage,
     CanaryStage,
     FlagStage,
+    MirrorStage,
     PromoteStage,
     RollbackMode,
 )
@@ -32,7 +33,7 @@ from functions.core.tx import Tx
 
 ENTER: dict[type, StageRule] = {**STAGE_ENTER, **FLAG_ENTER}  # stage kind -> entering it
 FIRE = {**STAGE_FIRE, **FLAG_FIRE}  # timer name -> what its firing does to the stage
-TRAFFIC_STAGES = (ABTestStage, CanaryStage, BlueGreenStage, FlagStage)
+TRAFFIC_STAGES = (ABTestStage, CanaryStage, BlueGreenStage, FlagStage, MirrorStage)
 
 
 def ignore(tx: Tx, reason: str) -> None:

@@ -111,6 +111,18 @@ class ABTestStage:
 
 
 @value
+class MirrorStage:
+    """Copy `percent` % of the live requests to the canary and discard its answers (Argo Rollouts'
+    setMirrorRoute, Flagger's mirror + mirrorWeight): every client is answered by the stable, the canary is
+    analysed on the copies. No live traffic is answered by it."""
+
+    kind: Literal["mirror"] = "mirror"
+    percent: int = 100  # share of the live requests copied to the canary (1..100)
+    duration: float = 0.0  # seconds mirrored before the next stage; 0 waits for a human (resume)
+    analysis: bool = True
+
+
+@value
 class CanaryStep:
     weight: int
     pause: float | None = None  # seconds; None waits for a resume/promote command
@@ -229,6 +241,7 @@ Stage = (
     | PromoteStage
     | ProtectStage
     | FlagStage
+    | MirrorStage
 )
 
 

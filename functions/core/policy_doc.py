@@ -20,6 +20,7 @@ from functions.core.policy import (
     LoadTest,
     Match,
     MetricCheck,
+    MirrorStage,
     Policy,
     PreviewStage,
     PromoteStage,
@@ -93,6 +94,8 @@ def _stage_doc(s: Stage) -> dict[str, Any]:
             _compact({"name": g.name, "default": g.default, "min": g.min, "max": g.max}) for g in s.params
         ]
         body = {"name": s.name, "params": params, "timeout": s.timeout, "onTimeout": s.on_timeout}
+    elif isinstance(s, MirrorStage):
+        body = {"percent": s.percent, "duration": s.duration, "analysis": s.analysis}
     elif isinstance(s, ABTestStage):
         body = {"match": [_match_doc(m) for m in s.match], "duration": s.duration, "analysis": s.analysis}
     elif isinstance(s, CanaryStage):

@@ -34,6 +34,7 @@ from functions.core.policy import (
     Hook,
     ImageRule,
     MetricCheck,
+    MirrorStage,
     NotifySpec,
     Policy,
     ProtectionRule,
@@ -711,7 +712,7 @@ def _feature_rules(r: Reader, spec: Mapping[str, Any], policy: Policy) -> None:
                 "is not allowed with a load hook: declare "
                 "the load test once (the load hook sends the preview header itself)",
             )
-    traffic = (ABTestStage, CanaryStage, BlueGreenStage)
+    traffic = (ABTestStage, CanaryStage, BlueGreenStage, MirrorStage)
     if has_load and not any(isinstance(s, traffic) and s.analysis for s in policy.stages):
         r.add(
             "spec.hooks",

@@ -31,6 +31,7 @@ from functions.core.policy import (
     LoadTest,
     Match,
     MigrationJob,
+    MirrorStage,
     PreviewStage,
     PreviewTraffic,
     PromoteStage,
@@ -40,8 +41,8 @@ from functions.core.policy import (
 )
 from functions.core.policy_reader import DNS_EXPECTED, DNS_LABEL, DNS_NAME, PARAM, TOKEN, Reader, is_int, join
 
-STAGE_KINDS = ("preview", "approval", "abtest", "canary", "bluegreen", "promote", "protect", "flag")
-TRAFFIC_STAGES = ("abtest", "canary", "bluegreen")
+STAGE_KINDS = ("preview", "approval", "abtest", "canary", "bluegreen", "promote", "protect", "flag", "mirror")
+TRAFFIC_STAGES = ("abtest", "canary", "bluegreen", "mirror")
 URL = re.compile(r"https?://\S+")
 _MATCH_FORMS = ("header", "cookie", "userIdDigit", "userHash", "sourceIp")
 
@@ -162,6 +163,16 @@ def _abtest(r: Reader, node: Any, path: str, has_analysis: bool) -> Stage:
     m = r.fields(node, path, ("match", "duration", "analysis"), ("match",))
     return ABTestStage(
         match=tuple(_match(r, item, p) for p, item in r.items(m, "match", path, non_empty="match" in m)),
+        duration=r.duration(m, "duration", path, 0.0),
+        analysis=_stage_analysis(r, m, path, has_analysis),
+    )
+
+
+def _mirror(r: Reader, node: Any, path: str, has_analysis: bool) -> Stage:
+    """A mirror stage: `percent` % of the live requests copied to the canary, its answers discarded."""
+    m = r.fields(node, path, ("percent", "duration", "analysis"), ("percent",))
+    return MirrorStage(
+        percent=r.integer(m, "percent", path, 100, 1, 100),
         duration=r.duration(m, "duration", path, 0.0),
         analysis=_stage_analysis(r, m, path, has_analysis),
     )
@@ -415,6 +426,7 @@ _STAGE_PARSERS: dict[str, Callable[[Reader, Any, str, bool], Stage]] = {
     "promote": _promote,
     "protect": _protect,
     "flag": _flag,
+    "mirror": _mirror,
 }
 
 

@@ -14,7 +14,7 @@ from functions.core import events as ev
 from functions.core.analysis import watch_checks
 from functions.core.autoscale import follow_share, grows
 from functions.core.counters import Evidence
-from functions.core.effects import STABLE_ONLY
+from functions.core.effects import STABLE_ONLY, RoutePlan
 from functions.core.exposure import active as exposure_active
 from functions.core.exposure import allowed
 from functions.core.hooks import held, keep_fed, record_in_git, start_load
@@ -24,6 +24,7 @@ from functions.core.policy import (
     BlueGreenStage,
     CanaryStage,
     Match,
+    MirrorStage,
     PreviewStage,
     PromoteStage,
     ProtectStage,
@@ -187,6 +188,24 @@ def enter_abtest(tx: Tx, stage: Stage) -> bool:
     return False
 
 
+def enter_mirror(tx: Tx, stage: Stage) -> bool:
+    """Copies of `percent` % of the live requests reach the canary, whose answers are discarded: every client
+    is answered by the stable (weight 0), and the analysis judges the canary on the copies."""
+    assert isinstance(stage, MirrorStage)
+    ensure_canary(tx)
+    tx.update(match=(), weight=0, planned_weight=0, analysing=_analysed(tx, stage.analysis), passes_in_step=0)
+    follow_share(tx, stage.percent)  # the canary serves the copies: sized for that share before they come
+    tx.route(RoutePlan.mirrored(stage.percent))
+    tx.record(
+        "weight",
+        reason=f"mirror: {stage.percent}% of the live requests copied to the canary, its answers "
+        "discarded (every client is answered by the stable)",
+    )
+    keep_fed(tx)
+    tx.set_timer("stage", stage.duration or None)
+    return False
+
+
 def enter_canary(tx: Tx, stage: Stage) -> bool:
     assert isinstance(stage, CanaryStage)
     ensure_canary(tx)
@@ -298,6 +317,7 @@ ENTER: dict[type, StageRule] = {
     PreviewStage: enter_preview,
     ApprovalStage: enter_approval,
     ABTestStage: enter_abtest,
+    MirrorStage: enter_mirror,
     CanaryStage: enter_canary,
     BlueGreenStage: enter_bluegreen,
     PromoteStage: enter_promote,

@@ -656,7 +656,8 @@ class _Steps:
                 kind = next(iter(step), "?")
                 what = {
                     "setCanaryScale": "graylane scales the canary like the stable Deployment",
-                    "setMirrorRoute": "graylane does not mirror traffic",
+                    "setMirrorRoute": "not expressed: graylane mirrors in a mirror stage, with no live traffic on the "
+                    "canary and no match rules, not beside weights",
                     "experiment": "graylane runs no experiments (baseline/canary ReplicaSets)",
                     "plugin": "step plugins are not expressed",
                 }.get(kind, "not expressed")

@@ -275,17 +275,33 @@ class _Canary:
             for key in ("stepWeight", "maxWeight", "stepWeights"):
                 if key in a:
                     self.notes.add(f"{path}.{key}", "ignored with match, as Flagger does")
+        elif iterations and a.get("mirror") is True and provider.split(".")[0] == "istio":
+            # Flagger's blue/green with traffic mirroring (Istio): the iterations mirror mirrorWeight % (default
+            # 100) of the requests to green, whose answers are discarded; then the switch, graylane's promotion
+            weight = a.get("mirrorWeight", 100)
+            if not isinstance(weight, int) or isinstance(weight, bool) or not 1 <= weight <= 100:
+                self.notes.add(
+                    f"{path}.mirrorWeight", f"{weight!r} is not a percentage 1..100: 100 is mirrored"
+                )
+                weight = 100
+            stages.append({"mirror": {"percent": weight, "duration": duration(self.interval * iterations)}})
         elif iterations or provider == "kubernetes":
             stages.append({"bluegreen": {"preview": duration(self.interval * max(iterations, 1))}})
             if a.get("mirror") is True:
                 self.notes.add(
-                    f"{path}.mirror", "graylane does not mirror traffic: green gets none before the switch"
+                    f"{path}.mirror",
+                    "graylane mirrors on routers istio, traefik and gateway-api; this "
+                    "one gets none: green gets no traffic before the switch",
                 )
         else:
             weights = self._weights()
             stages.append({"canary": {"steps": [{"weight": w, "pause": pause} for w in weights]}})
             if a.get("mirror") is True:
-                self.notes.add(f"{path}.mirror", "graylane does not mirror traffic before the first step")
+                self.notes.add(
+                    f"{path}.mirror",
+                    "not expressed: graylane mirrors in a mirror stage (no live traffic on "
+                    "the canary); add one before the canary stage",
+                )
         if "stepWeightPromotion" in a and a.get("stepWeightPromotion") not in (0, 100):
             self.notes.add(
                 f"{path}.stepWeightPromotion",

@@ -328,7 +328,14 @@ def route_in_force(
             weighted = [
                 (_strip(s["name"]), s.get("weight", 1)) for s in svc.get("weighted", {}).get("services", [])
             ]
-            wanted = [(f"{s.get('namespace', ns)}-{s['name']}-{s['port']}", s.get("weight", 1)) for s in refs]
+            wanted = [
+                (
+                    f"{s.get('namespace', ns)}-{s['name']}"
+                    + ("" if s.get("kind") == "TraefikService" else f"-{s['port']}"),
+                    s.get("weight", 1),
+                )
+                for s in refs
+            ]  # a TraefikService (graylane's mirroring one) is named <ns>-<name>
             if weighted != wanted:
                 return False
         elif refs and refs[0].get("kind", "Service") == "Service":  # the route's own load balancer

@@ -229,3 +229,18 @@ def test_import_flagger_hook_load_tester_commands(cmd: str, expected: dict | Non
     from functions.importers.flagger import load_test
 
     assert load_test(cmd) == expected
+
+
+def test_import_flagger_istio_blue_green_with_mirroring_becomes_a_mirror_stage() -> None:
+    """[mirror] Flagger's Istio blue/green with traffic mirroring: the iterations mirror mirrorWeight % to green."""
+    objects = load("istio-canary.yaml")
+    canary = next(o for o in objects if o.get("kind") == "Canary")
+    analysis = canary["spec"]["analysis"]
+    for key in ("stepWeight", "maxWeight", "stepWeights"):
+        analysis.pop(key, None)
+    analysis.update({"iterations": 10, "mirror": True, "mirrorWeight": 40})
+    policy = parse_policy(imported("istio-canary.yaml", objects).document)
+    from functions.core.policy import MirrorStage
+
+    assert policy.stages[0] == MirrorStage(percent=40, duration=10 * 60.0)
+    assert policy.router.provider == "istio"

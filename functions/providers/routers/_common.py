@@ -414,6 +414,10 @@ def check_plan(
     unsupported: Mapping[str, str] = {},
 ) -> None:
     """Refuse a plan the provider cannot express (validation should have caught it already)."""
+    if plan.mirror and "mirror" not in capabilities:
+        raise ConfigError(
+            f"{what}: traffic mirroring ({plan.mirror}% to the canary) is not supported by router {provider}"
+        )
     for m in plan.match:
         feature = feature_of(m)
         why = unsupported.get(feature) or ("" if feature in capabilities else f"router {provider}")

@@ -10,6 +10,10 @@ graylane creates the route.
       - matches: [{path: {type: PathPrefix, value: /}}]
         backendRefs: [{... stable, weight: 80}, {... canary, weight: 20}]
 
+A mirror stage adds one RequestMirror filter to the managed rule, `{type: RequestMirror, requestMirror:
+{backendRef: <the canary Service, port>, percent: N}}` (`percent` is in the standard channel since v1.3),
+after the user's filters, and removes it when the stage ends; the canary's backendRef stays at weight 0.
+
 Among rules with the same path, Gateway API gives precedence to the one with more header matches, so
 the A/B rule is tried first. Fields the CRD defaults (path, header type, backend group and kind) are written
 explicitly, so what is read back is exactly what was written. The standard HTTPRoute has no rate limit
@@ -22,6 +26,7 @@ import copy
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from functions.core.capabilities import MATCHING
@@ -73,6 +78,7 @@ OPTIONS = (
 CAPABILITIES = (MATCHING - {"source-ip"}) | {
     "weights",
     "baseline",
+    "mirror",
 }  # HTTPRoute has no standard rate limit or circuit breaker
 WHY_NOT = {
     "session-affinity": "HTTPRoute spec.rules[].sessionPersistence is in Gateway API's experimental channel "
@@ -99,13 +105,33 @@ OWNS = (
         "/metadata/annotations/graylane.dev~1*",
         "the plan written, the A/B rule, the user's canary",
     ),
+    Owned(
+        "HTTPRoute",
+        "/spec/rules/{managed}/filters/{mirror}",
+        "a RequestMirror filter to the canary Service (with percent), while a mirror stage runs",
+    ),
 )
 MATCH_RULE = "graylane.dev/match-rule"
 CANARY_BACKEND = "graylane.dev/canary-backend"
 
 
+# Gateway implementations known to refuse the RequestMirror filter (Extended support): Traefik v3.6's Gateway
+# provider logs "unsupported filter RequestMirror", keeps the route Accepted and answers 500 to every request of the
+# rule (pkg/provider/kubernetes/gateway; tests/traefik/test_traefik_mirror.py)
+NO_MIRROR = {
+    "traefik": "Traefik's Gateway provider refuses the RequestMirror filter (unsupported filter: every "
+    "request of the rule is answered 500); use router traefik, whose mirroring TraefikService "
+    "does it"
+}
+
+
 def check(options: Mapping[str, Any], needs: list[Need]) -> list[Problem]:
-    return []
+    why = NO_MIRROR.get(str(options.get("metrics")))
+    return [
+        (path, f"traffic mirroring is not supported by router gateway-api on {options.get('metrics')}: {why}")
+        for path, feature, _ in needs
+        if feature == "mirror" and why
+    ]
 
 
 def measured_by(options: Mapping[str, Any]) -> str:
@@ -292,6 +318,51 @@ def weight_ops(
     return ops, removed
 
 
+def _is_mirror(f: Any, s: _Setup) -> bool:
+    return (
+        isinstance(f, Mapping)
+        and f.get("type") == "RequestMirror"
+        and _is_backend((f.get("requestMirror") or {}).get("backendRef"), s.canary)
+    )
+
+
+def mirror_filter(s: _Setup, percent: int) -> dict[str, Any]:
+    ref = {"group": "", "kind": "Service", "name": s.canary, "port": s.port}
+    return {"type": "RequestMirror", "requestMirror": {"backendRef": ref, "percent": percent}}
+
+
+def mirror_ops(rule: Mapping[str, Any], base: str, s: _Setup, plan: RoutePlan) -> list[dict[str, Any]]:
+    """graylane's RequestMirror filter on the managed rule: added after the user's filters, its percent moved,
+    removed when the plan mirrors nothing (a user's own mirror filter, to anything else, is not touched)."""
+    filters = rule.get("filters")
+    listed: list[Any] = filters or []
+    mine = [i for i, f in enumerate(listed) if _is_mirror(f, s)]
+    wanted = mirror_filter(s, plan.mirror)
+    if plan.mirror and mine:
+        return (
+            []
+            if listed[mine[0]] == wanted
+            else [{"op": "replace", "path": f"{base}/{mine[0]}", "value": wanted}]
+        )
+    if plan.mirror:
+        return (
+            [{"op": "add", "path": f"{base}/-", "value": wanted}]
+            if filters is not None
+            else [{"op": "add", "path": base, "value": [wanted]}]
+        )
+    if mine and len(mine) == len(listed):
+        return [{"op": "remove", "path": base}]  # graylane added the list
+    return [{"op": "remove", "path": f"{base}/{i}"} for i in sorted(mine, reverse=True)]
+
+
+def live_mirror(rule: Mapping[str, Any], s: _Setup) -> int:
+    found = next((f for f in rule.get("filters") or [] if _is_mirror(f, s)), None)
+    percent = (found or {}).get("requestMirror", {}).get("percent", 100 if found else 0)
+    return (
+        percent if isinstance(percent, int) and not isinstance(percent, bool) and 0 <= percent <= 100 else 0
+    )
+
+
 def match_rule(
     managed: Mapping[str, Any], plan: RoutePlan, s: _Setup, kept: Mapping[str, Any] | None
 ) -> dict[str, Any]:
@@ -372,6 +443,7 @@ class GatewayAPIRouter:
         ops, removed = weight_ops(
             rules[m].get("backendRefs") or [], f"/spec/rules/{m}/backendRefs", s, plan, kept, drop
         )
+        ops += mirror_ops(rules[m], f"/spec/rules/{m}/filters", s, plan)
         wanted = match_rule(rules[m], plan, s, kept if removed is None else removed) if plan.match else None
         a = _match_index(rules, ab)
         if wanted is not None and a is None:
@@ -404,9 +476,11 @@ class GatewayAPIRouter:
             for r in managed.get("backendRefs") or []
             if s.baseline and _is_backend(r, s.baseline)
         )
-        return live_plan(
+        plan = live_plan(
             decode_plan(route), *_weights([managed], s), live, render, s.where, baseline=baseline
         )
+        mirror = live_mirror(managed, s)
+        return replace(plan, mirror=mirror) if mirror and plan.stable == 100 and not plan.match else plan
 
     def set_protection(self, target: RouteTarget, protection: Protection) -> None:
         if protection.rate_limit is not None or protection.circuit_breaker is not None:

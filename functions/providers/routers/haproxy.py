@@ -59,7 +59,9 @@ OPTIONS = (
     ),
     Option("period", "number", "the config's rate-limit counting window, in seconds", "1"),
 )
-CAPABILITIES = frozenset(FEATURES)
+CAPABILITIES = frozenset(FEATURES) - {
+    "mirror"
+}  # no request mirroring in HAProxy itself (it needs an SPOE agent)
 METRICS = RouterMetrics(
     "haproxy_server_http_responses_total",
     ("proxy", "server"),
@@ -261,6 +263,12 @@ class HAProxyRouter:
             )
 
     def set_routes(self, target: RouteTarget, plan: RoutePlan) -> None:
+        if (
+            plan.mirror
+        ):  # validation refuses a mirror stage on haproxy; a plan that has one anyway is never half-applied
+            raise ConfigError(
+                f"haproxy router for {target.namespace}/{target.app}: traffic mirroring is not supported"
+            )
         lay = self._layout(target)
         rules = ",".join(encode_match(m) for m in plan.match)
         cidrs = sorted({c for m in plan.match if m.kind == "source-ip" for c in m.cidrs})

@@ -19,6 +19,12 @@ names and subset labels as Istio's validation spells them, a connection pool wit
 header regexes in RE2 syntax (the policy's regexes are checked by Python's `re`, Envoy runs RE2).
 tests/real/test_istioctl_validate.py holds each of these checks against `istioctl validate`.
 
+A mirror stage sets `mirror: {host, subset: <canary>}` (the port of the stable's destination) and
+`mirrorPercentage: {value: N}` on the managed route, with all of its traffic on the stable: Envoy sends the
+copies to the canary (Host `<host>-shadow`) and drops their answers; the canary's sidecar reports them
+(reporter destination), so the analysis sees them. A mirror of the user's own on that route is refused,
+never replaced.
+
 Istio ejects hosts after consecutive errors, not on ratios: a circuit breaker expression picks which
 errors count (NetworkErrorRatio: gateway errors 502/503/504; ResponseCodeRatio: 5xx). Latency has no
 outlier-detection equivalent and fails validation. Istio has no rate limit without an EnvoyFilter.
@@ -30,6 +36,7 @@ import copy
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from functions.core.capabilities import MATCHING, latency_breakers
@@ -105,7 +112,7 @@ OPTIONS = (
     ),
 )
 # rate limits need an EnvoyFilter
-CAPABILITIES = (MATCHING - {"source-ip"}) | {"weights", "circuit-breaker", "baseline"}
+CAPABILITIES = (MATCHING - {"source-ip"}) | {"weights", "circuit-breaker", "baseline", "mirror"}
 WHY_NOT = {
     "session-affinity": "a DestinationRule's trafficPolicy.loadBalancer.consistentHash picks a pod inside the "
     "subset the VirtualService's weights already chose for each request: it pins no client "
@@ -138,6 +145,12 @@ OWNS = (
     ),
     Owned(
         "VirtualService", "/metadata/annotations/graylane.dev~1*", "the plan written, the user's canary entry"
+    ),
+    Owned("VirtualService", "/spec/http/{managed}/mirror", "the canary subset, while a mirror stage runs"),
+    Owned(
+        "VirtualService",
+        "/spec/http/{managed}/mirrorPercentage",
+        "the share mirrored, while a mirror stage runs",
     ),
     Owned(
         "DestinationRule",
@@ -664,6 +677,51 @@ def version_ops(
     return ops
 
 
+def mirror_ops(
+    route: Mapping[str, Any], base: str, s: _Setup, plan: RoutePlan, kept: Mapping[str, Any] | None
+) -> list[dict[str, Any]]:
+    """Patch operations putting plan's mirror on the managed route (`mirror` to the canary subset and
+    `mirrorPercentage`), or taking graylane's away; a mirror of the user's there is refused by name."""
+    live = route.get("mirror")
+    ours = live is None or _dest_of({"destination": live}, s, s.canary)
+    if not plan.mirror and not ours:
+        return []  # the user's mirror, outside a mirror stage: left as it is
+    if not ours or (plan.mirror and route.get("mirrors")):
+        raise ConfigError(
+            f"{s.where}: {base.rsplit('/', 1)[0]} already mirrors to "
+            f"{json.dumps(live or route.get('mirrors'))}: it is the user's mirror, graylane does not "
+            "replace it; remove it for the mirror stage, or use another route (router option route)"
+        )
+    ops: list[dict[str, Any]] = []
+    at = base.rsplit("/", 1)[0]  # the route itself
+    if plan.mirror:
+        stable = next((e for e in route.get("route") or [] if _dest_of(e, s, s.stable)), None)
+        source = dict(kept) if kept else (_canary_copy(stable, s) if stable else _destination(s, s.canary, 0))
+        wanted, share = source["destination"], {"value": float(plan.mirror)}
+        if live != wanted:
+            ops.append({"op": "add", "path": f"{at}/mirror", "value": wanted})
+        if route.get("mirrorPercentage") != share:
+            ops.append({"op": "add", "path": f"{at}/mirrorPercentage", "value": share})
+    elif live is not None:
+        ops.append({"op": "remove", "path": f"{at}/mirror"})
+        if "mirrorPercentage" in route:
+            ops.append({"op": "remove", "path": f"{at}/mirrorPercentage"})
+    return ops
+
+
+def live_mirror(route: Mapping[str, Any], s: _Setup) -> int:
+    """The share the managed route mirrors to the canary (0: none)."""
+    live = route.get("mirror")
+    if live is None or not _dest_of({"destination": live}, s, s.canary):
+        return 0
+    share = (route.get("mirrorPercentage") or {}).get("value", 100)  # Istio: no percentage mirrors everything
+    return (
+        round(share)
+        if isinstance(share, int | float) and not isinstance(share, bool) and 0 <= share <= 100
+        else 0
+    )
+
+
 def _canary_copy(stable: Mapping[str, Any], s: _Setup) -> dict[str, Any]:
     entry = {k: copy.deepcopy(v) for k, v in stable.items() if k != "weight"}
     entry["destination"] = {**entry["destination"], "subset": s.canary}
@@ -779,6 +837,8 @@ class IstioRouter:
         else:
             kept = _note(vs, CANARY_DESTINATION)
             ops, removed = weight_ops(http[m].get("route") or [], f"/spec/http/{m}/route", s, plan, kept)
+        if plan.mirror or "mirror" in http[m]:
+            ops += mirror_ops(http[m], f"/spec/http/{m}/route", s, plan, kept if removed is None else removed)
         wanted = match_route(http[m], plan, s, kept if removed is None else removed) if plan.match else None
         a = next((i for i, r in enumerate(http) if r.get("name") == MATCH_ROUTE), None)
         if wanted is not None and a is None:
@@ -808,7 +868,9 @@ class IstioRouter:
         render = lambda plan: match_route(managed, plan, s, kept) if plan.match else None  # noqa: E731
         route = managed.get("route") or []
         baseline = sum(int(d.get("weight", 0)) for d in route if _is_baseline(d, s))
-        return live_plan(decode_plan(vs), *_weights(route, s), live, render, s.where, baseline=baseline)
+        plan = live_plan(decode_plan(vs), *_weights(route, s), live, render, s.where, baseline=baseline)
+        mirror = live_mirror(managed, s)
+        return replace(plan, mirror=mirror) if mirror and plan.stable == 100 and not plan.match else plan
 
     def survey(self, target: RouteTarget) -> tuple[str, ...]:
         """The user's outlierDetection on the DestinationRule and what userProtection does with it."""

@@ -31,6 +31,18 @@ Layout graylane writes (options `ingressRoute`, `host`, `entryPoints`, `stableSe
       - match: Host(`pro.coding`)
         services: [stable weight 80, canary weight 20]   # or [TraefikService <traefikService>]
 
+A mirror stage (RoutePlan.mirror) routes through a TraefikService graylane creates, `<ingressRoute>-mirror`
+(`<traefikService>-mirror` with that option), of kind mirroring: its main service is the stable's entry,
+its one mirror the canary's with `percent`; the managed backend list gets an entry naming it (weight 100) and
+the stable's weight 0, so every answer comes from the stable and Traefik discards the canary's:
+
+    services: [stable weight 0, {kind: TraefikService, name: <ingressRoute>-mirror, weight: 100}]
+    TraefikService <ingressRoute>-mirror: {mirroring: {name: stable, port, mirrors: [{name: canary, port, percent: 50}]}}
+
+The mirroring service is written before the entry naming it and deleted after the entry is gone (Traefik
+refuses a route naming a missing service). Traefik counts the copies on the canary's own service series,
+`<ns>-<canary>-<port>`, so the analysis reads them like weighted traffic.
+
 The A/B route's rule contains the default rule plus more, so Traefik's default priority (rule length)
 always tries it first. With `traefikService` the weights live in that TraefikService; without
 `ingressRoute` graylane only weighs it (no rules, no protection). Both API groups are served: traefik.io
@@ -189,10 +201,24 @@ OWNS = (
     Owned(
         "TraefikService", "/spec/weighted/services/{baseline}", "the fresh baseline's entry (spec.baseline)"
     ),
+    Owned(
+        "IngressRoute",
+        "/spec/routes/{managed}/services/{mirror}",
+        "the entry naming graylane's mirroring "
+        "TraefikService, while a mirror stage runs (the stable's weight is then 0)",
+    ),
+    Owned("TraefikService", "/spec/weighted/services/{mirror}", "the same entry (option traefikService)"),
+    Owned(
+        "TraefikService",
+        "<ingressRoute|traefikService>-mirror",
+        "created by graylane (kind mirroring: the "
+        "stable, copies to the canary), deleted when the mirror stage ends",
+    ),
     Owned("Middleware", "<ingressRoute>-rate-limit, <ingressRoute>-circuit-breaker", "created by graylane"),
 )
 MATCH_ROUTE = "graylane.dev/match-route"
 STICKY = "graylane.dev/sticky"  # the sticky graylane wrote on the TraefikService (sessionAffinity)
+MIRROR_SUFFIX = "-mirror"  # graylane's mirroring TraefikService: <ingressRoute or traefikService>-mirror
 CANARY_BACKEND = "graylane.dev/canary-backend"
 REPLACED = (
     "graylane.dev/replaced-middlewares"  # userProtection replace: graylane's name -> the user's reference
@@ -346,7 +372,48 @@ def _weights(services: list[dict[str, Any]], s: _Setup) -> tuple[int, int]:
             if x.get("name") == name and x.get("kind") != "TraefikService"
         )
 
-    return weight(s.stable), weight(s.canary)
+    # graylane's mirroring service answers with the stable's answers: its weight is the stable's
+    mirrored = sum(int(x.get("weight", 1)) for x in services if _is_mirror(x, s))
+    return weight(s.stable) + mirrored, weight(s.canary)
+
+
+def mirror_name(s: _Setup) -> str:
+    """graylane's mirroring TraefikService: named after the object holding the weights."""
+    return f"{s.traefik_service or s.ingress_route}{MIRROR_SUFFIX}"
+
+
+def _is_mirror(entry: Any, s: _Setup) -> bool:
+    return (
+        isinstance(entry, Mapping)
+        and entry.get("kind") == "TraefikService"
+        and entry.get("name") == mirror_name(s)
+    )
+
+
+def mirror_spec(
+    entries: list[Any], s: _Setup, percent: int, kept: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """The mirroring TraefikService's spec: the stable's entry (its port, namespace, passHostHeader...) as the
+    main service, the canary's (the user's own entry when kept aside, else a copy of the stable's with the
+    canary's name) as its one mirror."""
+    stable = next((e for e in entries if _is_backend(e, s.stable)), None)
+    if stable is None:
+        raise ConfigError(f"{s.where}: no backend entry names Service {s.stable}: nothing to mirror")
+    main = {k: v for k, v in stable.items() if k != "weight"}
+    canary = {k: v for k, v in (dict(kept) if kept else {**main, "name": s.canary}).items() if k != "weight"}
+    return {"mirroring": {**main, "mirrors": [{**canary, "percent": percent}]}}
+
+
+def mirror_percent(spec: Mapping[str, Any] | None, s: _Setup) -> int:
+    """The share a live mirroring spec copies to the canary (0 when it does not mirror the stable to it)."""
+    mirroring = (spec or {}).get("mirroring") or {}
+    mirrors = mirroring.get("mirrors") or []
+    if not _is_backend(mirroring, s.stable) or len(mirrors) != 1 or not _is_backend(mirrors[0], s.canary):
+        return 0
+    percent = mirrors[0].get("percent", 0)
+    return (
+        percent if isinstance(percent, int) and not isinstance(percent, bool) and 0 <= percent <= 100 else 0
+    )
 
 
 def _baseline_weight(services: list[dict[str, Any]], s: _Setup) -> int:
@@ -370,7 +437,7 @@ def check(options: Mapping[str, Any], needs: list[Need]) -> list[Problem]:
                     "traefik.containo.us; use group traefik.io",
                 )
             )
-        elif feature not in ("weights", "baseline") and not options.get(
+        elif feature not in ("weights", "baseline", "mirror") and not options.get(
             "ingressRoute"
         ):  # a TraefikService weighs
             problems.append(
@@ -586,16 +653,20 @@ def weight_ops(
     """JSON patch operations putting plan's weights on a backend list (a route's services, a TraefikService's
     weighted services), touching only the stable's weight and the canary's entry; and the canary entry removed
     (without its weight), to be kept aside. The canary is listed only while it gets traffic (module docstring)."""
-    ops, removed = backend_weight_ops(
-        entries,
-        base,
-        plan,
-        is_stable=lambda e: _is_backend(e, s.stable),
-        is_canary=lambda e: _is_backend(e, s.canary),
-        canary_of=lambda stable: {**{k: v for k, v in stable.items() if k != "weight"}, "name": s.canary},
-        kept=kept,
-        what=f"{s.where}: {base} lists Service {s.stable}",
-    )
+    mirrors = [i for i, e in enumerate(entries) if _is_mirror(e, s)]
+    if plan.mirror or mirrors:  # graylane's mirroring service in or leaving the list
+        ops, removed = _mirror_weight_ops(entries, base, s, plan, kept, mirrors)
+    else:
+        ops, removed = backend_weight_ops(
+            entries,
+            base,
+            plan,
+            is_stable=lambda e: _is_backend(e, s.stable),
+            is_canary=lambda e: _is_backend(e, s.canary),
+            canary_of=lambda stable: {**{k: v for k, v in stable.items() if k != "weight"}, "name": s.canary},
+            kept=kept,
+            what=f"{s.where}: {base} lists Service {s.stable}",
+        )
     if s.baseline:  # the fresh baseline's entry, on the list as the operations above leave it
         ops += baseline_ops(
             apply_patch(entries, relative(ops, base)),
@@ -605,6 +676,56 @@ def weight_ops(
             lambda e: _is_backend(e, s.stable),
             lambda e: _is_backend(e, s.baseline),
         )
+    return ops, removed
+
+
+def _mirror_weight_ops(
+    entries: list[Any],
+    base: str,
+    s: _Setup,
+    plan: RoutePlan,
+    kept: Mapping[str, Any] | None,
+    mirrors: list[int],
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """weight_ops while a mirror stage starts, runs or ends: the stable answers through graylane's mirroring
+    TraefikService (weight 100, the stable's own entry 0), which leaves the list with the stage."""
+    stable = [i for i, e in enumerate(entries) if _is_backend(e, s.stable)]
+    if len(stable) != 1:
+        raise ConfigError(f"{s.where}: {base} lists Service {s.stable} {len(stable)} times; expected once")
+    i_s, canary = stable[0], [i for i, e in enumerate(entries) if _is_backend(e, s.canary)]
+    ops: list[dict[str, Any]] = []
+    alone = plan.canary == 0
+    stable_weight = (
+        0 if plan.mirror else plan.stable
+    )  # mirrored: the stable answers through the mirroring service
+    if entries[i_s].get("weight") != stable_weight and not (
+        alone and not plan.mirror and "weight" not in entries[i_s]
+    ):
+        ops.append({"op": "add", "path": f"{base}/{i_s}/weight", "value": stable_weight})
+    removed = None
+    gone: list[int] = []  # removed last, highest index first: the weights above are written by index
+    appended: list[dict[str, Any]] = []
+    if not alone and canary:
+        if entries[canary[0]].get("weight") != plan.canary:
+            ops.append({"op": "add", "path": f"{base}/{canary[0]}/weight", "value": plan.canary})
+    elif not alone:
+        entry = (
+            dict(kept)
+            if kept
+            else {**{k: v for k, v in entries[i_s].items() if k != "weight"}, "name": s.canary}
+        )
+        appended.append({**entry, "weight": plan.canary})
+    elif canary:
+        removed = {k: v for k, v in entries[canary[0]].items() if k != "weight"}
+        gone.append(canary[0])
+    if plan.mirror and mirrors:
+        if entries[mirrors[0]].get("weight") != 100:
+            ops.append({"op": "add", "path": f"{base}/{mirrors[0]}/weight", "value": 100})
+    elif plan.mirror:
+        appended.append({"kind": "TraefikService", "name": mirror_name(s), "weight": 100})
+    gone += [] if plan.mirror else mirrors
+    ops += [{"op": "remove", "path": f"{base}/{i}"} for i in sorted(gone, reverse=True)]
+    ops += [{"op": "add", "path": f"{base}/-", "value": entry} for entry in appended]
     return ops, removed
 
 
@@ -794,6 +915,8 @@ class TraefikRouter:
                 "TraefikService holds the sticky cookie)"
             )
         ir, ts = self._ensure(s)
+        if plan.mirror:  # the mirroring service first: Traefik refuses a route naming a missing one
+            self._write_mirror(s, ir, ts, plan)
         if ts is not None:
             kept = _note(ts, CANARY_BACKEND)
             entries = (ts["spec"].get("weighted") or {}).get("services") or []
@@ -808,6 +931,50 @@ class TraefikRouter:
             )
         if ir is not None:
             self._routes_api(s).write(ir, self._route_ops(s, ir, plan), "set routes")
+        if not plan.mirror:  # and deleted once no entry names it
+            self._delete_mirror(s)
+
+    def _mirror_object(self, s: _Setup) -> dict[str, Any] | None:
+        """graylane's mirroring TraefikService, or None; one of that name not labelled as graylane's is the
+        user's and refused."""
+        live = self._services_api(s).get(s.namespace, mirror_name(s))
+        if (
+            live is not None
+            and (live["metadata"].get("labels") or {}).get("app.kubernetes.io/managed-by") != "graylane"
+        ):
+            raise ConfigError(
+                f"{s.where}: TraefikService {s.namespace}/{mirror_name(s)} exists and is not graylane's "
+                "(label app.kubernetes.io/managed-by: graylane): graylane's mirroring service needs "
+                "that name; rename the user's"
+            )
+        return live
+
+    def _write_mirror(
+        self, s: _Setup, ir: dict[str, Any] | None, ts: dict[str, Any] | None, plan: RoutePlan
+    ) -> None:
+        if ts is not None:
+            entries, kept = (
+                (ts["spec"].get("weighted") or {}).get("services") or [],
+                _note(ts, CANARY_BACKEND),
+            )
+        else:
+            assert ir is not None
+            routes = ir["spec"].get("routes") or []
+            managed = routes[managed_index(routes, s, s.ingress_route, _note(ir, MATCH_ROUTE))]
+            entries, kept = managed.get("services") or [], _note(ir, CANARY_BACKEND)
+        spec = mirror_spec(entries, s, plan.mirror, kept)
+        live = self._mirror_object(s)
+        if live is None:
+            self._services_api(s).create(s.namespace, mirror_name(s), spec)
+        elif live.get("spec") != spec:
+            self._services_api(s).patch(
+                live, [{"op": "replace", "path": "/spec", "value": spec}], "set mirror"
+            )
+
+    def _delete_mirror(self, s: _Setup) -> None:
+        live = self._mirror_object(s)
+        if live is not None:
+            self._services_api(s).delete(live, "end mirror")
 
     @staticmethod
     def _kept_notes(
@@ -864,7 +1031,7 @@ class TraefikRouter:
             return ab_route(managed, plan, s, kept) if plan.match and ir is not None else None
 
         live = routes[a] if a is not None else None
-        return live_plan(
+        plan = live_plan(
             decode_plan(ir if ir is not None else ts),
             *_weights(weighted, s),
             live,
@@ -872,6 +1039,11 @@ class TraefikRouter:
             s.where,
             baseline=_baseline_weight(weighted, s),
         )
+        mirroring = any(_is_mirror(e, s) and e.get("weight", 1) for e in weighted)
+        if plan.stable != 100 or plan.match or not mirroring:
+            return plan
+        mirror = self._services_api(s).get(s.namespace, mirror_name(s))
+        return replace(plan, mirror=mirror_percent((mirror or {}).get("spec"), s))
 
     def survey(self, target: RouteTarget) -> tuple[str, ...]:
         """The user's rate limiter or circuit breaker Middleware on the managed route, and what userProtection
