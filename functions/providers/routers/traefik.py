@@ -74,6 +74,7 @@ import copy
 import hashlib
 import json
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -802,6 +803,11 @@ class TraefikRouter:
     """Router over Traefik's IngressRoute, TraefikService and Middleware custom resources."""
 
     provider = NAME
+    # After the last entry naming graylane's mirroring TraefikService is gone, how long it lives on. Traefik
+    # watches IngressRoutes and TraefikServices through separate informers: had the delete reached its cache
+    # before the route's update, the configuration it built would name a missing service and Traefik would
+    # drop the whole route (404s, measured on v3). Two seconds is Traefik's default providersThrottleDuration.
+    mirror_retire_grace = 2.0
 
     def __init__(self, api_client: Any) -> None:
         self.api_client = api_client
@@ -917,6 +923,7 @@ class TraefikRouter:
         ir, ts = self._ensure(s)
         if plan.mirror:  # the mirroring service first: Traefik refuses a route naming a missing one
             self._write_mirror(s, ir, ts, plan)
+        named = self._names_mirror(s, ir, ts)
         if ts is not None:
             kept = _note(ts, CANARY_BACKEND)
             entries = (ts["spec"].get("weighted") or {}).get("services") or []
@@ -931,8 +938,16 @@ class TraefikRouter:
             )
         if ir is not None:
             self._routes_api(s).write(ir, self._route_ops(s, ir, plan), "set routes")
-        if not plan.mirror:  # and deleted once no entry names it
+        if not plan.mirror:  # and deleted once no entry names it, and Traefik has seen that
+            if named:
+                time.sleep(self.mirror_retire_grace)
             self._delete_mirror(s)
+
+    def _names_mirror(self, s: _Setup, ir: dict[str, Any] | None, ts: dict[str, Any] | None) -> bool:
+        """Whether a live entry names graylane's mirroring TraefikService (before this set-routes writes)."""
+        lists = [(((ts or {}).get("spec") or {}).get("weighted") or {}).get("services") or []]
+        lists += [r.get("services") or [] for r in ((ir or {}).get("spec") or {}).get("routes") or []]
+        return any(_is_mirror(e, s) for entries in lists for e in entries)
 
     def _mirror_object(self, s: _Setup) -> dict[str, Any] | None:
         """graylane's mirroring TraefikService, or None; one of that name not labelled as graylane's is the
