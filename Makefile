@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup deps test e2e unit lint bench kube crds istioctl traefik flagd demo clean
+.PHONY: setup deps test e2e unit lint bench tools kube crds istioctl traefik flagd demo clean
 
 $(BIN)/graylane: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -16,6 +16,9 @@ setup: $(BIN)/graylane  ## create .venv with graylane installed
 
 deps:  ## Debian packages the tests and the demo use
 	bash infra/local/install-deps.sh
+
+tools: deps  ## build (or reuse) every Go tool the tests run, two builds at a time (a cold machine's longest step)
+	bash tests/k8s/tools/build-all.sh
 
 kube:  ## build (or reuse the cached) test Kubernetes: etcd, kube-apiserver/-controller-manager/-scheduler, kubectl, kwok
 	bash tests/k8s/build-kube.sh
@@ -32,7 +35,7 @@ traefik:  ## build (or reuse the cached) Traefik v2.11 and v3 from their Go modu
 flagd:  ## build (or reuse the cached) flagd v0.11.2 from its Go module, for the flag-stage tests
 	@bin=$$(bash tests/k8s/tools/build.sh flagd) && echo "flagd in $$bin"
 
-test: setup deps kube crds istioctl traefik flagd lint  ## everything the tests need, then the whole suite (tests/e2e included)
+test: setup deps tools kube crds istioctl traefik flagd lint  ## everything the tests need, then the whole suite (tests/e2e included)
 	$(BIN)/pytest
 
 e2e: setup deps kube crds traefik  ## graylane as deployed (infra/k8s) driving seed 000 on Traefik v2.11 (tests/e2e)
