@@ -844,14 +844,17 @@ def test_deployment_generation_and_status_subresource(apps: client.AppsV1Api, ns
             "availableReplicas": 3,
         }
     }
-    apps.patch_namespaced_deployment_status("web", ns, status)  # a controller stand-in
-    after = apps.read_namespaced_deployment("web", ns)
-    assert (after.status.observed_generation, after.status.ready_replicas) == (2, 3)
-    assert after.metadata.generation == 2  # status writes don't bump generation
-    apps.patch_namespaced_deployment("web", ns, {"status": {"readyReplicas": 0}}, _content_type=MERGE_PATCH)
-    assert (
-        apps.read_namespaced_deployment("web", ns).status.ready_replicas == 3
-    )  # ignored on the main resource
+    # a controller stand-in; what the write returns is what was stored (a real kube-controller-manager, which
+    # another module may have started for the session, rewrites the status soon after)
+    written = apps.patch_namespaced_deployment_status("web", ns, status)
+    assert (written.status.observed_generation, written.status.ready_replicas) == (2, 3)
+    assert written.metadata.generation == 2  # status writes don't bump generation
+    ignored = apps.patch_namespaced_deployment(
+        "web", ns, {"status": {"readyReplicas": 99}}, _content_type=MERGE_PATCH
+    )
+    # ignored on the main resource
+    assert ignored.status.ready_replicas != 99 and ignored.metadata.generation == 2
+    assert apps.read_namespaced_deployment("web", ns).status.ready_replicas != 99
 
 
 # -- watch ---------------------------------------------------------------------------------------------
