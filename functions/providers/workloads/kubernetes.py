@@ -135,29 +135,8 @@ class KubernetesWorkloads:
                 if getattr(err, "status", None) != 404:
                     raise api_error(err, "Service", _where(service), verb) from err
         live = self._get(DEPLOYMENT, target.namespace, target.baseline, verb)
-        if live is None or not created_by_graylane(live, target.app):
-            return
-        body: Any = {
-            "preconditions": {"resourceVersion": live["metadata"]["resourceVersion"]},
-            "propagationPolicy": "Background",
-        }
-        try:
-            self.api.delete_namespaced_custom_object(
-                DEPLOYMENT.group,
-                DEPLOYMENT.version,
-                target.namespace,
-                DEPLOYMENT.plural,
-                target.baseline,
-                body=body,
-                _request_timeout=self.timeout,
-            )
-        except Exception as err:
-            if getattr(err, "status", None) == 409:
-                raise ConflictError(
-                    f"Deployment {_where(live)} {verb}: it changed since it was read"
-                ) from err
-            if getattr(err, "status", None) != 404:
-                raise api_error(err, DEPLOYMENT.kind, _where(live), verb) from err
+        if live is not None and created_by_graylane(live, target.app):
+            self._delete_deployment(target.namespace, target.baseline, live, verb)
 
     def _baseline_follows_canary(self, target: WorkloadTarget) -> None:
         verb = "scale baseline"
@@ -308,21 +287,23 @@ class KubernetesWorkloads:
         """Delete a retired Deployment graylane created (its labels say so); any other is left alone."""
         verb = f"delete version {slot.version}"
         live = self._get(DEPLOYMENT, target.namespace, slot.workload, verb)
-        if live is None or not slot.owned or not created_by_graylane(live, target.app):
-            return
-        from kubernetes import client
+        if live is not None and slot.owned and created_by_graylane(live, target.app):
+            self._delete_deployment(target.namespace, slot.workload, live, verb)
 
-        body = client.V1DeleteOptions(
-            preconditions=client.V1Preconditions(resource_version=live["metadata"]["resourceVersion"]),
-            propagation_policy="Background",
-        )
+    def _delete_deployment(self, namespace: str, name: str, live: dict[str, Any], verb: str) -> None:
+        """Delete the Deployment as it was read (a precondition on its resourceVersion), its pods in the
+        background; already gone is done."""
+        body = {
+            "preconditions": {"resourceVersion": live["metadata"]["resourceVersion"]},
+            "propagationPolicy": "Background",
+        }
         try:
             self.api.delete_namespaced_custom_object(
                 DEPLOYMENT.group,
                 DEPLOYMENT.version,
-                target.namespace,
+                namespace,
                 DEPLOYMENT.plural,
-                slot.workload,
+                name,
                 body=body,
                 _request_timeout=self.timeout,
             )
