@@ -293,10 +293,12 @@ class KubernetesWorkloads:
     def _delete_deployment(self, namespace: str, name: str, live: dict[str, Any], verb: str) -> None:
         """Delete the Deployment as it was read (a precondition on its resourceVersion), its pods in the
         background; already gone is done."""
-        body = {
-            "preconditions": {"resourceVersion": live["metadata"]["resourceVersion"]},
-            "propagationPolicy": "Background",
-        }
+        from kubernetes import client
+
+        body = client.V1DeleteOptions(
+            preconditions=client.V1Preconditions(resource_version=live["metadata"]["resourceVersion"]),
+            propagation_policy="Background",
+        )
         try:
             self.api.delete_namespaced_custom_object(
                 DEPLOYMENT.group,
